@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* rte_mbuf batches into mscope records; ids carried rx->tx in a dynfield. */
+#include <errno.h>
+#include <rte_cycles.h>
+#include <rte_mbuf.h>
+#include <rte_mbuf_dyn.h>
+
+#include "mscope_dpdk.h"
+#include "mscope_pktid.h"
+#include "mscope_pvt.h"
+
+/* The stamp: id plus who wrote it.  RX|nf: computed at nf's rx, to be taken
+ * by nf's own tx.  TX|nf: sent by nf, to be taken by a downstream rx that
+ * trusts upstream stamps (mbufs shared over rte_rings). */
+struct mscope_stamp {
+	uint64_t id;
+	uint32_t tag;
+};
+#define STAMP_RX 0x80000000U
+#define STAMP_TX 0x40000000U
+
+static int stamp_offset = -1;   /* -1: not yet registered, -2: unavailable */
+
+static void
+register_stamp(void)
+{
+	static const struct rte_mbuf_dynfield desc = {
+		.name = MSCOPE_DYNFIELD_NAME,
+		.size = sizeof(struct mscope_stamp),
+		.align = __alignof__(struct mscope_stamp),
+	};
+	int off = rte_mbuf_dynfield_register(&desc);
+
+	/* Without the field (EAL not up, or no space) ids are recomputed at
+	 * tx: still right unless the NF rewrote invariant fields. */
+	stamp_offset = off >= 0 ? off : -2;
+}
+
+static inline struct mscope_stamp *
+stamp_of(struct rte_mbuf *m)
+{
+	return RTE_MBUF_DYNFIELD(m, stamp_offset, struct mscope_stamp *);
+}
+
+uint64_t
+mscope_mbuf_pktid(const struct rte_mbuf *m)
+{
+	return mscope_pktid_bytes(rte_pktmbuf_mtod(m, const uint8_t *),
+				  rte_pktmbuf_data_len(m), rte_pktmbuf_pkt_len(m));
+}
+
+void
+mscope_carry_id(struct rte_mbuf *dst, const struct rte_mbuf *src)
+{
+	if (stamp_offset >= 0)
+		*stamp_of(dst) = *stamp_of((struct rte_mbuf *)(uintptr_t)src);
+}
+
+static int
+record(struct mscope *ms, uint8_t flags, uint16_t port, uint16_t queue,
+       struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy)
+{
+	const uint64_t tsc = rte_rdtsc();
+	const uint32_t own = (uint32_t)ms->prod.nf_id;
+	const int tx = flags & MSCOPE_REC_F_TX;
+	const int trust = !tx && (ms->flags & MSCOPE_F_TRUST_UPSTREAM);
+	int rc = 0;
+
+	if (unlikely(stamp_offset == -1))
+		register_stamp();
+	while (n > 0) {
+		const uint32_t k = n < MSCOPE_MAX_BATCH ? n : MSCOPE_MAX_BATCH;
+		uint64_t *ids = mscope_ring_reserve(&ms->prod, k);
+		uint32_t i;
+
+		if (unlikely(ids == NULL)) {
+			/* Dropped, but rx still stamps so tx stays consistent. */
+			mscope_ring_drop(&ms->prod, k);
+			rc = -ENOBUFS;
+		}
+		for (i = 0; i < k; i++) {
+			struct rte_mbuf *m = pkts[i];
+			uint64_t id;
+
+			if (likely(stamp_offset >= 0)) {
+				struct mscope_stamp *s = stamp_of(m);
+
+				if (tx ? s->tag == (STAMP_RX | own)
+				       : trust && (s->tag & STAMP_TX))
+					id = s->id;
+				else
+					id = mscope_mbuf_pktid(m);
+				s->id = id;
+				s->tag = (tx ? STAMP_TX : STAMP_RX) | own;
+			} else {
+				id = mscope_mbuf_pktid(m);
+			}
+			if (ids != NULL)
+				ids[i] = id;
+		}
+		if (ids != NULL)
+			mscope_ring_commit(&ms->prod, flags, port, queue, occupancy, tsc);
+		pkts += k;
+		n -= k;
+	}
+	return rc;
+}
+
+int
+mscope_rx(struct mscope *ms, uint16_t port, uint16_t queue,
+	  struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy)
+{
+	if (unlikely(ms == NULL))
+		return -EINVAL;
+	return record(ms, 0, port, queue, pkts, n, occupancy);
+}
+
+int
+mscope_tx(struct mscope *ms, uint16_t port, uint16_t queue,
+	  struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy)
+{
+	if (unlikely(ms == NULL))
+		return -EINVAL;
+	return record(ms, MSCOPE_REC_F_TX, port, queue, pkts, n, occupancy);
+}

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * The rte_mbuf recorder: mscope_rx()/mscope_tx() for DPDK NFs.  Call right
+ * after rte_eth_rx_burst()/rte_ring_dequeue_burst() and right before
+ * rte_eth_tx_burst()/rte_ring_enqueue_burst(), from the lcore that owns the
+ * handle, after rte_eal_init().
+ *
+ * rx computes each packet's id (mscope_pktid.h) and stamps it in a dynamic
+ * mbuf field; tx takes the id from that stamp, so header rewriting between
+ * rx and tx (NAT, encapsulation) does not change it.  Packets the NF builds
+ * itself get their id computed at tx.  See docs/packet-ids.md.
+ */
+#ifndef MSCOPE_DPDK_H
+#define MSCOPE_DPDK_H
+
+#include <rte_mbuf.h>
+#include "mscope.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MSCOPE_DYNFIELD_NAME "mscope_dynfield_pktid"
+
+/* Returns 0, -ENOBUFS when the record was dropped (ring full), -EINVAL. */
+int mscope_rx(struct mscope *ms, uint16_t port, uint16_t queue,
+	      struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy);
+int mscope_tx(struct mscope *ms, uint16_t port, uint16_t queue,
+	      struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy);
+
+/* The id mscope gives this mbuf's packet now (computed from its headers). */
+uint64_t mscope_mbuf_pktid(const struct rte_mbuf *m);
+
+/* Copy the id stamp from one mbuf to another: for NFs that build a new
+ * mbuf for a packet they received (encapsulation into a fresh buffer). */
+void mscope_carry_id(struct rte_mbuf *dst, const struct rte_mbuf *src);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MSCOPE_DPDK_H */

@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * Packet ids from header-invariant fields (scheme and measured collision
+ * rates: docs/packet-ids.md; reference implementation: mscope/packet_id.py,
+ * which the tests hold this one to).
+ *
+ * A NAT rewrites addresses and ports, an L2 forwarder rewrites MACs; neither
+ * touches the IPv4 id, total length, fragment field, protocol, TCP sequence
+ * number or the first 16 payload bytes, so the id is a 64-bit mix of those:
+ *
+ *   IPv4: w0 = ip_id<<48 | total_length<<32 | (frag & 0x3fff)<<16 | proto<<8 | 4
+ *         w1 = TCP sequence number (TCP, first fragment), else 0
+ *         w2, w3 = payload bytes [0,8) and [8,16) after the L4 header
+ *              (little-endian loads, zero-padded, bounded by total_length)
+ *   other: w0 = pkt_len<<16 | ethertype, w1..w3 = frame bytes [14,38)
+ *
+ *   id = fmix64(w0*K1 ^ rotl(w1*K2,23) ^ rotl(w2*K3,41) ^ rotl(w3*K4,11)),
+ *   and 1 where that is 0 (0 means "no id").
+ *
+ * Needs only the bytes; no DPDK types.  `len` is how many bytes of the frame
+ * are contiguous at `p` (an mbuf's first segment); nothing past it is read.
+ */
+#ifndef MSCOPE_PKTID_H
+#define MSCOPE_PKTID_H
+
+#include <stdint.h>
+#include <string.h>
+
+#define MSCOPE_PKTID_K1 0x9e3779b97f4a7c15ULL
+#define MSCOPE_PKTID_K2 0xc2b2ae3d27d4eb4fULL
+#define MSCOPE_PKTID_K3 0x165667b19e3779f9ULL
+#define MSCOPE_PKTID_K4 0xd6e8feb86659fd93ULL
+
+static inline uint64_t
+mscope_rotl64(uint64_t x, unsigned r)
+{
+	return (x << r) | (x >> (64 - r));
+}
+
+static inline uint64_t
+mscope_fmix64(uint64_t k)
+{
+	k ^= k >> 33;
+	k *= 0xff51afd7ed558ccdULL;
+	k ^= k >> 33;
+	k *= 0xc4ceb9fe1a85ec53ULL;
+	k ^= k >> 33;
+	return k;
+}
+
+static inline uint64_t
+mscope_pktid_mix(uint64_t w0, uint64_t w1, uint64_t w2, uint64_t w3)
+{
+	uint64_t h = w0 * MSCOPE_PKTID_K1 ^
+		     mscope_rotl64(w1 * MSCOPE_PKTID_K2, 23) ^
+		     mscope_rotl64(w2 * MSCOPE_PKTID_K3, 41) ^
+		     mscope_rotl64(w3 * MSCOPE_PKTID_K4, 11);
+
+	h = mscope_fmix64(h);
+	return h != 0 ? h : 1;
+}
+
+/* Little-endian load of up to 8 bytes in [off, end), zero-padded. */
+static inline uint64_t
+mscope_load_le(const uint8_t *p, uint32_t off, uint32_t end)
+{
+	uint64_t v = 0;
+
+	if (off + 8 <= end) {
+		memcpy(&v, p + off, 8);
+	} else if (off < end) {
+		memcpy(&v, p + off, end - off);
+	}
+	return v;
+}
+
+static inline uint32_t
+mscope_be16(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 8 | p[1];
+}
+
+static inline uint64_t
+mscope_pktid_bytes(const uint8_t *p, uint32_t len, uint32_t pkt_len)
+{
+	uint32_t l3 = 14, etype, ihl, tot, frag, proto, l4, pay, end;
+	uint64_t w0, w1 = 0;
+
+	if (len < 14)
+		return mscope_pktid_mix(pkt_len, mscope_load_le(p, 0, len), 0, 0);
+	etype = mscope_be16(p + 12);
+	if ((etype == 0x8100 || etype == 0x88a8) && len >= 18) {
+		etype = mscope_be16(p + 16);
+		l3 = 18;
+	}
+	if (etype != 0x0800 || len < l3 + 20 || (p[l3] >> 4) != 4 ||
+	    (ihl = (p[l3] & 0xfU) * 4U) < 20)
+		goto other;
+	tot = mscope_be16(p + l3 + 2);
+	frag = mscope_be16(p + l3 + 6) & 0x3fffU;
+	proto = p[l3 + 9];
+	w0 = (uint64_t)mscope_be16(p + l3 + 4) << 48 | (uint64_t)tot << 32 |
+	     (uint64_t)frag << 16 | proto << 8 | 4U;
+	end = l3 + tot < len ? l3 + tot : len;
+	l4 = l3 + ihl;
+	pay = l4;
+	if ((frag & 0x1fffU) == 0) {   /* first fragment: an L4 header is here */
+		if (proto == 6 && l4 + 20 <= end) {
+			w1 = (uint64_t)mscope_be16(p + l4 + 4) << 16 | mscope_be16(p + l4 + 6);
+			pay = l4 + (uint32_t)(p[l4 + 12] >> 4) * 4U;
+		} else if (proto == 17) {
+			pay = l4 + 8;
+		} else if (proto == 1) {
+			pay = l4 + 8;  /* type/code/csum/id/seq: NAT may rewrite the id */
+		}
+	}
+	return mscope_pktid_mix(w0, w1, mscope_load_le(p, pay, end),
+				mscope_load_le(p, pay + 8, end));
+other:
+	return mscope_pktid_mix((uint64_t)pkt_len << 16 | etype,
+				mscope_load_le(p, 14, len),
+				mscope_load_le(p, 22, len),
+				mscope_load_le(p, 30, len < 38 ? len : 38));
+}
+
+#endif /* MSCOPE_PKTID_H */

@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * mscope record and ring layout: the one definition used by the C fast path,
+ * the Cython reader and (through docs/record-format.md, which mirrors it
+ * field by field) the numpy dtypes in mscope/record.py.
+ *
+ * Everything here is little-endian and naturally aligned: the recorder runs
+ * on x86-64/aarch64 hosts and the reader maps the same memory, so no byte
+ * swapping is ever done.  A big-endian host is refused at compile time.
+ *
+ * A ring file is a header page followed by a power-of-two data area:
+ *
+ *   0     struct mscope_ring_hdr   (MSCOPE_RING_HDR_SIZE = 4096 bytes)
+ *   4096  data[data_size]          records, 8-byte aligned, wrapping
+ *
+ * A record is a fixed 32-byte header plus `count` 64-bit packet ids:
+ *
+ *   off size field
+ *   0   2    magic      MSCOPE_REC_MAGIC
+ *   2   1    version    MSCOPE_REC_VERSION
+ *   3   1    flags      MSCOPE_REC_F_*  (bit 0: tx; bit 7: padding)
+ *   4   2    nf_id      the NF's numeric id (manifest maps it to a name)
+ *   6   2    port       ethdev port or ring index the batch came from/went to
+ *   8   2    queue      queue on that port
+ *   10  2    count      packet ids that follow (<= MSCOPE_MAX_BATCH)
+ *   12  4    occupancy  input-queue occupancy, MSCOPE_OCC_UNKNOWN if none
+ *   16  8    tsc        one TSC read per batch
+ *   24  8    seq        per-ring record sequence; records dropped on a full
+ *                       ring consume a number too, so a gap is a loss
+ *   32  8*count ids
+ *
+ * A padding record (flags bit 7) fills the bytes up to the end of the data
+ * area when the next record does not fit there; only its first 8 bytes are
+ * meaningful and the reader skips to offset 0.
+ */
+#ifndef MSCOPE_RECORD_H
+#define MSCOPE_RECORD_H
+
+#include <stdint.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "mscope records are little-endian; big-endian hosts are not supported"
+#endif
+
+#define MSCOPE_REC_MAGIC      0x534dU   /* "MS" as little-endian bytes */
+#define MSCOPE_REC_VERSION    1
+#define MSCOPE_REC_F_TX       0x01U     /* set: tx record; clear: rx record */
+#define MSCOPE_REC_F_PAD      0x80U     /* padding to the end of the data area */
+#define MSCOPE_OCC_UNKNOWN    0xffffffffU
+#define MSCOPE_MAX_BATCH      1024U     /* larger bursts are split by the recorder */
+#define MSCOPE_REC_HDR_SIZE   32U
+#define MSCOPE_REC_SIZE(n)    (MSCOPE_REC_HDR_SIZE + 8U * (uint32_t)(n))
+
+struct mscope_rec_hdr {
+	uint16_t magic;
+	uint8_t  version;
+	uint8_t  flags;
+	uint16_t nf_id;
+	uint16_t port;
+	uint16_t queue;
+	uint16_t count;
+	uint32_t occupancy;
+	uint64_t tsc;
+	uint64_t seq;
+	/* uint64_t ids[count] follow */
+};
+
+#define MSCOPE_RING_MAGIC     0x474e495245504f43ULL /* "COPERING" little-endian */
+#define MSCOPE_RING_VERSION   1U
+#define MSCOPE_RING_HDR_SIZE  4096U
+#define MSCOPE_RING_MIN_DATA  (64U * 1024U)
+#define MSCOPE_RING_MAX_DATA  (1ULL << 32)
+#define MSCOPE_NAME_LEN       32
+
+enum mscope_ring_state {
+	MSCOPE_RING_OPEN = 1,    /* producer attached */
+	MSCOPE_RING_CLOSED = 2,  /* producer called mscope_close(); drain then unlink */
+};
+
+/*
+ * The shared header of a ring file.  Three cache lines with one writer each,
+ * so the producer's and consumer's stores never share a line:
+ *   line 0: identity, written once by the producer before `magic`
+ *           (release) publishes the file;
+ *   line 1: producer-owned counters;
+ *   line 2: consumer-owned tail and claim.
+ * `head` and `tail` are byte counts that only grow (mod 2^64); the position
+ * in the data area is (count & (data_size - 1)).  head - tail <= data_size
+ * always holds for a well-formed ring; the reader checks it.
+ */
+struct mscope_ring_hdr {
+	/* line 0: identity */
+	uint64_t magic;           /* MSCOPE_RING_MAGIC; stored last, with release */
+	uint32_t version;         /* MSCOPE_RING_VERSION */
+	uint32_t hdr_size;        /* MSCOPE_RING_HDR_SIZE: data starts here */
+	uint64_t data_size;       /* power of two, MIN_DATA..MAX_DATA */
+	uint64_t tsc_hz;          /* producer's TSC rate if known, else 0 */
+	int32_t  pid;             /* producer process */
+	uint16_t nf_id;
+	uint16_t lcore;
+	uint64_t created_tsc;     /* TSC and CLOCK_MONOTONIC read back to back */
+	uint64_t created_ns;      /* at creation: a first TSC<->ns anchor */
+	uint8_t  pad0[8];
+	/* line 1 (offset 64): producer-owned */
+	uint64_t head;            /* bytes published; release-stored */
+	uint64_t next_seq;        /* seq the next record will take */
+	uint64_t drop_records;    /* records lost to a full ring */
+	uint64_t drop_packets;    /* packet ids in those records */
+	uint32_t state;           /* enum mscope_ring_state */
+	uint8_t  pad1[28];
+	/* line 2 (offset 128): consumer-owned */
+	uint64_t tail;            /* bytes consumed; release-stored */
+	int32_t  reader_pid;      /* claimed by one reader at a time (CAS) */
+	uint8_t  pad2[52];
+	/* line 3 (offset 192): names */
+	char     nf_name[MSCOPE_NAME_LEN];
+	/* rest of the page reserved, zero */
+};
+
+#define MSCOPE_RING_OFF_HEAD  64
+#define MSCOPE_RING_OFF_TAIL  128
+#define MSCOPE_RING_OFF_NAME  192
+
+#ifdef __cplusplus
+#define MSCOPE_STATIC_ASSERT static_assert
+#else
+#define MSCOPE_STATIC_ASSERT _Static_assert
+#endif
+MSCOPE_STATIC_ASSERT(sizeof(struct mscope_rec_hdr) == MSCOPE_REC_HDR_SIZE,
+		     "record header is 32 bytes");
+MSCOPE_STATIC_ASSERT(__builtin_offsetof(struct mscope_ring_hdr, head) == MSCOPE_RING_OFF_HEAD,
+		     "head on its own cache line");
+MSCOPE_STATIC_ASSERT(__builtin_offsetof(struct mscope_ring_hdr, tail) == MSCOPE_RING_OFF_TAIL,
+		     "tail on its own cache line");
+MSCOPE_STATIC_ASSERT(__builtin_offsetof(struct mscope_ring_hdr, nf_name) == MSCOPE_RING_OFF_NAME,
+		     "name after the consumer line");
+
+#endif /* MSCOPE_RECORD_H */

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* Ring file creation and the raw-id recorder (no DPDK needed). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mscope_pvt.h"
+
+static int
+valid_name(const char *s)
+{
+	size_t n = 0;
+
+	if (s == NULL)
+		return 0;
+	for (; s[n] != '\0'; n++) {
+		char c = s[n];
+		if (n >= MSCOPE_NAME_LEN - 1)
+			return 0;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '_' || c == '-'))
+			return 0;
+	}
+	return n > 0;
+}
+
+static uint64_t
+monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int
+ensure_dir(const char *dir)
+{
+	struct stat st;
+
+	/* 0700: ring contents (packet ids, timing) are the operator's data. */
+	if (mkdir(dir, 0700) == 0 || errno == EEXIST) {
+		if (stat(dir, &st) != 0)
+			return -errno;
+		return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	}
+	return -errno;
+}
+
+struct mscope *
+mscope_open(const struct mscope_params *p)
+{
+	struct mscope *ms;
+	struct mscope_ring_hdr *hdr;
+	const char *dir;
+	char tmp[PATH_MAX];
+	size_t data = MSCOPE_DEFAULT_RING_BYTES;
+	void *map;
+	int fd, rc;
+
+	if (p == NULL || !valid_name(p->nf_name)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (p->ring_bytes != 0)
+		data = p->ring_bytes;
+	if (data < MSCOPE_RING_MIN_DATA || data > MSCOPE_RING_MAX_DATA ||
+	    (data & (data - 1)) != 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	dir = p->dir;
+	if (dir == NULL)
+		dir = getenv("MSCOPE_DIR");
+	if (dir == NULL || dir[0] == '\0')
+		dir = MSCOPE_DEFAULT_DIR;
+	rc = ensure_dir(dir);
+	if (rc < 0) {
+		errno = -rc;
+		return NULL;
+	}
+
+	ms = calloc(1, sizeof(*ms));
+	if (ms == NULL)
+		return NULL;
+	if (snprintf(ms->path, sizeof(ms->path), "%s/%s.%u.%d.ring", dir,
+		     p->nf_name, p->lcore, (int)getpid()) >= (int)sizeof(ms->path) ||
+	    snprintf(tmp, sizeof(tmp), "%s/.%s.%u.%d.tmp", dir, p->nf_name,
+		     p->lcore, (int)getpid()) >= (int)sizeof(tmp)) {
+		free(ms);
+		errno = ENAMETOOLONG;
+		return NULL;
+	}
+	if (access(ms->path, F_OK) == 0) {
+		free(ms);
+		errno = EEXIST;
+		return NULL;
+	}
+	unlink(tmp); /* a leftover of our own pid: a crashed earlier open */
+	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		goto fail;
+	ms->map_len = MSCOPE_RING_HDR_SIZE + data;
+	if (ftruncate(fd, (off_t)ms->map_len) != 0) {
+		close(fd);
+		goto fail_unlink;
+	}
+	map = mmap(NULL, ms->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (map == MAP_FAILED)
+		goto fail_unlink;
+	/* Touch every page now so the fast path never takes a page fault. */
+	memset(map, 0, ms->map_len);
+
+	hdr = map;
+	hdr->version = MSCOPE_RING_VERSION;
+	hdr->hdr_size = MSCOPE_RING_HDR_SIZE;
+	hdr->data_size = data;
+	hdr->pid = (int32_t)getpid();
+	hdr->nf_id = p->nf_id;
+	hdr->lcore = p->lcore;
+	hdr->created_tsc = mscope_rdtsc();
+	hdr->created_ns = monotonic_ns();
+	hdr->state = MSCOPE_RING_OPEN;
+	strncpy(hdr->nf_name, p->nf_name, MSCOPE_NAME_LEN - 1);
+	/* Release pairs with the reader's acquire-load of magic: a reader that
+	 * sees the magic sees the whole identity line. */
+	__atomic_store_n(&hdr->magic, MSCOPE_RING_MAGIC, __ATOMIC_RELEASE);
+	/* rename() publishes the file whole: a scanning collector never finds
+	 * a half-initialised ring under a *.ring name. */
+	if (rename(tmp, ms->path) != 0) {
+		rc = errno;
+		munmap(map, ms->map_len);
+		unlink(tmp);
+		free(ms);
+		errno = rc;
+		return NULL;
+	}
+
+	ms->prod.hdr = hdr;
+	ms->prod.data = (uint8_t *)map + MSCOPE_RING_HDR_SIZE;
+	ms->prod.mask = data - 1;
+	ms->prod.nf_id = p->nf_id;
+	ms->flags = p->flags;
+	ms->lcore = p->lcore;
+	return ms;
+
+fail_unlink:
+	rc = errno;
+	unlink(tmp);
+	errno = rc;
+fail:
+	rc = errno;
+	free(ms);
+	errno = rc;
+	return NULL;
+}
+
+void
+mscope_set_tsc_hz(struct mscope *ms, uint64_t hz)
+{
+	if (ms != NULL)
+		__atomic_store_n(&ms->prod.hdr->tsc_hz, hz, __ATOMIC_RELAXED);
+}
+
+int
+mscope_close(struct mscope *ms)
+{
+	int rc = 0;
+
+	if (ms == NULL)
+		return -EINVAL;
+	/* Release: the reader that sees CLOSED has seen every record before it. */
+	__atomic_store_n(&ms->prod.hdr->state, MSCOPE_RING_CLOSED, __ATOMIC_RELEASE);
+	if (munmap(ms->prod.hdr, ms->map_len) != 0)
+		rc = -errno;
+	free(ms);
+	return rc;
+}
+
+const char *
+mscope_ring_path(const struct mscope *ms)
+{
+	return ms != NULL ? ms->path : NULL;
+}
+
+int
+mscope_record_ids(struct mscope *ms, uint8_t dir, uint16_t port,
+		  uint16_t queue, const uint64_t *ids, uint32_t n,
+		  uint32_t occupancy)
+{
+	const uint64_t tsc = mscope_rdtsc();
+	uint8_t flags = dir & MSCOPE_REC_F_TX;
+	int rc = 0;
+
+	if (unlikely(ms == NULL))
+		return -EINVAL;
+	if (n == 0)
+		return 0;  /* an empty poll says nothing and would flood the ring */
+	while (unlikely(n > MSCOPE_MAX_BATCH)) {
+		if (mscope_ring_write(&ms->prod, flags, port, queue, occupancy,
+				      tsc, ids, MSCOPE_MAX_BATCH) != 0)
+			rc = -ENOBUFS;
+		ids += MSCOPE_MAX_BATCH;
+		n -= MSCOPE_MAX_BATCH;
+	}
+	if (mscope_ring_write(&ms->prod, flags, port, queue, occupancy, tsc,
+			      ids, n) != 0)
+		rc = -ENOBUFS;
+	return rc;
+}
+
+void
+mscope_get_stats(const struct mscope *ms, struct mscope_stats *st)
+{
+	st->records = ms->prod.seq - ms->prod.drop_records;
+	st->drop_records = ms->prod.drop_records;
+	st->drop_packets = ms->prod.drop_packets;
+}

@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * The producer side of an mscope ring: lockless, single-producer /
+ * single-consumer, over a shared-memory file (layout in mscope_record.h).
+ *
+ * - One writer per ring: one NF lcore.  The functions are not thread-safe
+ *   and not preemptible-safe in the sense of rte_ring: a producer that is
+ *   descheduled between reserve and commit only delays the reader.
+ * - Never blocks, never allocates: a record that does not fit is dropped and
+ *   counted (drop_records/drop_packets, and a gap in seq).
+ * - Memory ordering is the C11 model through the __atomic builtins, as in
+ *   DPDK's rte_ring_c11_pvt.h: relaxed load of our own head, acquire load of
+ *   the consumer's tail, release store of our head.
+ */
+#ifndef MSCOPE_RING_H
+#define MSCOPE_RING_H
+
+#include <stdint.h>
+#include <string.h>
+#include "mscope_record.h"
+
+#ifndef likely
+#define likely(x)   __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#endif
+
+/* Producer-private state: lives in the NF's memory, never in the file. */
+struct mscope_producer {
+	struct mscope_ring_hdr *hdr;  /* mapped file */
+	uint8_t *data;                /* hdr + hdr_size */
+	uint64_t mask;                /* data_size - 1 */
+	uint64_t head;                /* our copy of hdr->head */
+	uint64_t tail_cache;          /* last tail seen; refreshed only when full */
+	uint64_t seq;                 /* our copy of hdr->next_seq */
+	uint64_t drop_records;
+	uint64_t drop_packets;
+	uint32_t pending;             /* bytes reserved (incl. padding), 0 if none */
+	uint32_t pending_n;
+	uint16_t nf_id;
+};
+
+static inline uint64_t
+mscope_rdtsc(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	return __builtin_ia32_rdtsc();
+#elif defined(__aarch64__)
+	uint64_t v;
+	__asm__ volatile("mrs %0, cntvct_el0" : "=r"(v));
+	return v;
+#else
+#error "mscope needs a cycle counter: x86-64 or aarch64"
+#endif
+}
+
+/*
+ * Reserve room for a record of n packet ids and return where the ids go, or
+ * NULL when the ring is full (the record is then counted as dropped by
+ * mscope_ring_commit/mscope_ring_drop; the caller does not touch the ring).
+ * n must be <= MSCOPE_MAX_BATCH.
+ */
+static inline uint64_t *
+mscope_ring_reserve(struct mscope_producer *p, uint32_t n)
+{
+	const uint64_t size = p->mask + 1;
+	const uint32_t sz = MSCOPE_REC_SIZE(n);
+	uint64_t pos = p->head & p->mask;
+	uint64_t contig = size - pos;
+	uint64_t need = contig < sz ? contig + sz : sz;
+
+	if (unlikely(need > size - (p->head - p->tail_cache))) {
+		/* Acquire pairs with the consumer's release-store of tail: the
+		 * bytes it gave back are no longer being read. */
+		p->tail_cache = __atomic_load_n(&p->hdr->tail, __ATOMIC_ACQUIRE);
+		if (need > size - (p->head - p->tail_cache)) {
+			p->pending = 0;
+			return NULL;
+		}
+	}
+	if (contig < sz) {
+		/* Too close to the end: pad it out and start at offset 0.
+		 * contig >= 8 because every record is a multiple of 8 bytes. */
+		struct mscope_rec_hdr *pad = (struct mscope_rec_hdr *)(p->data + pos);
+		pad->magic = MSCOPE_REC_MAGIC;
+		pad->version = MSCOPE_REC_VERSION;
+		pad->flags = MSCOPE_REC_F_PAD;
+		pos = 0;
+	}
+	p->pending = (uint32_t)need;
+	p->pending_n = n;
+	return (uint64_t *)(p->data + pos + MSCOPE_REC_HDR_SIZE);
+}
+
+/* Count a record that could not be reserved.  Relaxed: only we write the
+ * counters; the reader samples them and tolerates a stale value. */
+static inline void
+mscope_ring_drop(struct mscope_producer *p, uint32_t n)
+{
+	p->seq++;
+	p->drop_records++;
+	p->drop_packets += n;
+	__atomic_store_n(&p->hdr->next_seq, p->seq, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->hdr->drop_records, p->drop_records, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->hdr->drop_packets, p->drop_packets, __ATOMIC_RELAXED);
+}
+
+/* Fill the header of the reserved record and publish it. */
+static inline void
+mscope_ring_commit(struct mscope_producer *p, uint8_t flags, uint16_t port,
+		   uint16_t queue, uint32_t occupancy, uint64_t tsc)
+{
+	const uint32_t sz = MSCOPE_REC_SIZE(p->pending_n);
+	struct mscope_rec_hdr *r =
+		(struct mscope_rec_hdr *)(p->data + ((p->head + p->pending - sz) & p->mask));
+
+	r->magic = MSCOPE_REC_MAGIC;
+	r->version = MSCOPE_REC_VERSION;
+	r->flags = flags;
+	r->nf_id = p->nf_id;
+	r->port = port;
+	r->queue = queue;
+	r->count = (uint16_t)p->pending_n;
+	r->occupancy = occupancy;
+	r->tsc = tsc;
+	r->seq = p->seq++;
+	p->head += p->pending;
+	p->pending = 0;
+	__atomic_store_n(&p->hdr->next_seq, p->seq, __ATOMIC_RELAXED);
+	/* Release pairs with the consumer's acquire-load of head: the record
+	 * bytes above are visible before the head that covers them. */
+	__atomic_store_n(&p->hdr->head, p->head, __ATOMIC_RELEASE);
+}
+
+/* Write one record from an id array; returns 0, or -ENOBUFS when dropped. */
+static inline int
+mscope_ring_write(struct mscope_producer *p, uint8_t flags, uint16_t port,
+		  uint16_t queue, uint32_t occupancy, uint64_t tsc,
+		  const uint64_t *ids, uint32_t n)
+{
+	uint64_t *slot = mscope_ring_reserve(p, n);
+
+	if (unlikely(slot == NULL)) {
+		mscope_ring_drop(p, n);
+		return -105; /* -ENOBUFS, spelled out to keep this header libc-free */
+	}
+	memcpy(slot, ids, 8U * n);
+	mscope_ring_commit(p, flags, port, queue, occupancy, tsc);
+	return 0;
+}
+
+#endif /* MSCOPE_RING_H */

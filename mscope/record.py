@@ -1,0 +1,36 @@
+"""numpy views of the record layout defined in csrc/mscope_record.h.
+
+The C header is the definition; these dtypes mirror it field by field and
+tests/test_layout.py compiles a probe against the header to hold them to it.
+"""
+import numpy as np
+
+__all__ = ["RING_RECORD_DTYPE", "REC_MAGIC", "REC_VERSION", "REC_F_TX",
+           "REC_F_PAD", "OCC_UNKNOWN", "MAX_BATCH", "RING_MAGIC",
+           "RING_VERSION", "RING_HDR_SIZE", "RING_MIN_DATA"]
+
+REC_MAGIC = 0x534D
+REC_VERSION = 1
+REC_F_TX = 0x01
+REC_F_PAD = 0x80
+OCC_UNKNOWN = 0xFFFFFFFF
+MAX_BATCH = 1024
+RING_MAGIC = 0x474E495245504F43
+RING_VERSION = 1
+RING_HDR_SIZE = 4096
+RING_MIN_DATA = 64 * 1024
+
+#: One record header as it sits in a ring (32 bytes, little-endian).
+RING_RECORD_DTYPE = np.dtype([
+    ("magic", "<u2"),
+    ("version", "u1"),
+    ("flags", "u1"),
+    ("nf_id", "<u2"),
+    ("port", "<u2"),
+    ("queue", "<u2"),
+    ("count", "<u2"),
+    ("occupancy", "<u4"),
+    ("tsc", "<u8"),
+    ("seq", "<u8"),
+])
+assert RING_RECORD_DTYPE.itemsize == 32

@@ -1,0 +1,55 @@
+"""Build mscope: the Python package, the Cython ring reader and libmscope.
+
+libmscope (C, csrc/) is built by csrc/Makefile against DPDK when
+`pkg-config libdpdk` finds it, and without the rte_mbuf API otherwise; it
+lands in mscope/_native/ beside its headers and the demo forwarder.
+"""
+import os
+import subprocess
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext as _build_ext
+
+ROOT = Path(__file__).parent.resolve()
+
+
+class build_ext(_build_ext):
+    """Build the Cython extension, then libmscope with csrc/Makefile."""
+
+    def run(self):
+        super().run()
+        if self.inplace or getattr(self, "editable_mode", False):
+            out = ROOT / "mscope" / "_native"
+        else:
+            out = Path(self.build_lib).resolve() / "mscope" / "_native"
+        subprocess.run(["make", "-C", str(ROOT / "csrc"), f"OUT={out}",
+                        f"-j{os.cpu_count() or 1}"], check=True)
+
+
+setup(
+    name="mscope",
+    version="0.1.0",
+    description="Queue-based performance diagnosis for DPDK network-function chains",
+    python_requires=">=3.9",
+    packages=["mscope", "mscope.capture", "mscope.collector", "mscope.analyzer"],
+    package_dir={"mscope.collector": "collector", "mscope.analyzer": "analyzer"},
+    package_data={"mscope": ["_native/*.so", "_native/include/*.h", "_native/bin/*"]},
+    ext_modules=[Extension(
+        "mscope.collector._ringreader",
+        sources=["collector/_ringreader.pyx", "csrc/mscope_reader.c"],
+        include_dirs=["csrc"],
+        extra_compile_args=["-O2", "-std=gnu11"],
+    )],
+    cmdclass={"build_ext": build_ext},
+    install_requires=[
+        "numpy>=1.22",
+        "msgpack>=1.0",
+        "pyzmq>=25",
+        "zstandard>=0.21",
+        "pyelftools>=0.29",
+    ],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6.80"]},
+    entry_points={"console_scripts": ["mscope=mscope.cli:main"]},
+    zip_safe=False,
+)
