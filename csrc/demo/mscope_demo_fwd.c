@@ -4,6 +4,9 @@
  *
  *   source --tx--> port 0 (net_ring, loops back) --rx--> nat --tx--> port 1 (net_null)
  *
+ * --stall-us N --stall-every-ms M makes the NAT stop polling for N us every
+ * M ms (an injected fault): its input queue builds, and overflows once it
+ * holds 1024 packets.
  * Two recorder handles in one single-threaded process: "demo-src" (nf 1)
  * records what it sends, "demo-nat" (nf 2) records what it receives and,
  * after rewriting source address and port, what it forwards.  The input
@@ -155,6 +158,7 @@ usage(const char *prog)
 	fprintf(stderr,
 		"usage: %s [EAL args] -- [--packets N] [--seconds S] [--rate PPS]\n"
 		"          [--seed N] [--dump FILE] [--dir DIR] [--no-nat]\n"
+		"          [--stall-us N --stall-every-ms M]\n"
 		"Needs two ports: port 0 loops back (net_ring0), port 1 sinks (net_null0).\n",
 		prog);
 }
@@ -170,11 +174,14 @@ main(int argc, char **argv)
 		{"dump", required_argument, NULL, 'd'},
 		{"dir", required_argument, NULL, 'D'},
 		{"no-nat", no_argument, NULL, 'N'},
+		{"stall-us", required_argument, NULL, 'u'},
+		{"stall-every-ms", required_argument, NULL, 'e'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	uint64_t total = 0, generated = 0, unsent = 0, received = 0, forwarded = 0;
-	double seconds = 0, rate = 0;
+	double seconds = 0, rate = 0, stall_us = 0, stall_every_ms = 0;
+	uint64_t stall_until = 0, next_stall = UINT64_MAX, stalls = 0;
 	const char *dump_path = NULL, *dir = NULL;
 	int do_nat = 1, rc, opt;
 	struct rte_mempool *pool;
@@ -201,6 +208,8 @@ main(int argc, char **argv)
 		case 'd': dump_path = optarg; break;
 		case 'D': dir = optarg; break;
 		case 'N': do_nat = 0; break;
+		case 'u': stall_us = atof(optarg); break;
+		case 'e': stall_every_ms = atof(optarg); break;
 		default: usage(argv[0]); return opt == 'h' ? 0 : 2;
 		}
 	}
@@ -256,6 +265,8 @@ main(int argc, char **argv)
 	hz = rte_get_tsc_hz();
 	start = rte_rdtsc();
 	deadline = seconds > 0 ? start + (uint64_t)(seconds * hz) : UINT64_MAX;
+	if (stall_us > 0 && stall_every_ms > 0)
+		next_stall = start + (uint64_t)(stall_every_ms * 1e-3 * hz);
 	while (!stop) {
 		struct rte_mbuf *pkts[BURST];
 		uint64_t now = rte_rdtsc();
@@ -293,6 +304,17 @@ main(int argc, char **argv)
 				rte_pktmbuf_free_bulk(pkts + sent, n - sent);
 			}
 		}
+		if (now >= next_stall) {
+			/* The injected fault: the NAT stops polling. */
+			stall_until = now + (uint64_t)(stall_us * 1e-6 * hz);
+			next_stall += (uint64_t)(stall_every_ms * 1e-3 * hz);
+			stalls++;
+		}
+		if (now < stall_until) {
+			if (n == 0)
+				rte_delay_us_sleep(20);
+			continue;
+		}
 		nb = rte_eth_rx_burst(0, 0, pkts, BURST);
 		if (nb > 0) {
 			uint32_t occ = loop_ring != NULL ? rte_ring_count(loop_ring)
@@ -322,9 +344,9 @@ main(int argc, char **argv)
 		       ", \"received\": %" PRIu64 ", \"forwarded\": %" PRIu64
 		       ", \"src_records\": %" PRIu64 ", \"src_drop_records\": %" PRIu64
 		       ", \"nf_records\": %" PRIu64 ", \"nf_drop_records\": %" PRIu64
-		       ", \"tsc_hz\": %" PRIu64 "}\n",
+		       ", \"stalls\": %" PRIu64 ", \"tsc_hz\": %" PRIu64 "}\n",
 		       generated, unsent, received, forwarded, ss.records, ss.drop_records,
-		       ns.records, ns.drop_records, hz);
+		       ns.records, ns.drop_records, stalls, hz);
 	}
 	if (dump != NULL)
 		fclose(dump);

@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * The recorder on real rte_mbuf batches in a real EAL process.
+ *   test_recorder_dpdk [EAL args] -- DIR DUMP
+ * Checks, in C, what only the recorder can know (stamps carried rx->tx
+ * across header rewrites, trust of upstream stamps, splitting, drops on a
+ * full ring) and writes (id, frame) pairs to DUMP so the Python test can
+ * recompute every id with the independent reference (mscope/packet_id.py).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rte_byteorder.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ip.h>
+#include <rte_mbuf.h>
+#include <rte_udp.h>
+
+#include "mscope_dpdk.h"
+#include "mscope_reader.h"
+
+#define NPKT 1500
+#define DUMP_LEN 128
+
+static int failures, checks;
+#define CHECK(cond, ...) do {						\
+	checks++;							\
+	if (!(cond)) {							\
+		failures++;						\
+		fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+		fprintf(stderr, __VA_ARGS__);				\
+		fputc('\n', stderr);					\
+	}								\
+} while (0)
+
+static struct mscope_rec_hdr recs[4096];
+static uint64_t ids[1 << 16];
+
+static void
+fill(struct rte_mbuf *m, uint32_t i)
+{
+	uint8_t *p = rte_pktmbuf_mtod(m, uint8_t *);
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(p + 14);
+	struct rte_udp_hdr *u = (struct rte_udp_hdr *)(ip + 1);
+	uint16_t len = 60 + (uint16_t)(i % 7) * 100;
+	uint8_t *pay = (uint8_t *)(u + 1);
+	uint32_t k;
+
+	memset(p, 0, len);
+	p[12] = 0x08;
+	ip->version_ihl = 0x45;
+	ip->total_length = rte_cpu_to_be_16(len - 14);
+	ip->packet_id = rte_cpu_to_be_16((uint16_t)(i * 31));
+	ip->time_to_live = 64;
+	ip->next_proto_id = IPPROTO_UDP;
+	ip->src_addr = rte_cpu_to_be_32(0x0a000001 + i % 50);
+	ip->dst_addr = rte_cpu_to_be_32(0xc0a80001);
+	u->src_port = rte_cpu_to_be_16(1000 + i % 50);
+	u->dst_port = rte_cpu_to_be_16(53);
+	u->dgram_len = rte_cpu_to_be_16(len - 34);
+	for (k = 0; k < 16; k++)
+		pay[k] = (uint8_t)(i * 7 + k * 13);
+	m->data_len = len;
+	m->pkt_len = len;
+}
+
+static long
+drain(const char *path, uint64_t *nids)
+{
+	struct mscope_reader r;
+	long got;
+
+	if (mscope_reader_open(path, 1, &r) != 0)
+		return -1;
+	got = mscope_reader_drain(&r, recs, 4096, ids, 1 << 16, nids);
+	mscope_reader_close(&r);
+	return got;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct rte_mbuf *pkts[NPKT];
+	struct rte_mempool *pool;
+	struct mscope *a, *b, *c;
+	uint64_t nids, rx_ids[NPKT];
+	const char *dir, *dump_path;
+	FILE *dump;
+	long got;
+	int rc, i;
+
+	rc = rte_eal_init(argc, argv);
+	if (rc < 0) {
+		fprintf(stderr, "EAL init failed\n");
+		return 2;
+	}
+	argc -= rc;
+	argv += rc;
+	if (argc != 3) {
+		fprintf(stderr, "usage: test_recorder_dpdk [EAL] -- DIR DUMP\n");
+		return 2;
+	}
+	dir = argv[1];
+	dump_path = argv[2];
+	pool = rte_pktmbuf_pool_create("t_pool", 4095, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+				       rte_socket_id());
+	if (pool == NULL || rte_pktmbuf_alloc_bulk(pool, pkts, NPKT) != 0) {
+		fprintf(stderr, "mbuf pool: %s\n", rte_strerror(rte_errno));
+		return 2;
+	}
+	for (i = 0; i < NPKT; i++)
+		fill(pkts[i], (uint32_t)i);
+
+	a = mscope_open(&(struct mscope_params){ .nf_name = "nfa", .nf_id = 1, .dir = dir });
+	b = mscope_open(&(struct mscope_params){ .nf_name = "nfb", .nf_id = 2, .dir = dir,
+						 .flags = MSCOPE_F_TRUST_UPSTREAM });
+	c = mscope_open(&(struct mscope_params){ .nf_name = "nfc", .nf_id = 3, .dir = dir,
+						 .ring_bytes = 1 << 16 });
+	if (a == NULL || b == NULL || c == NULL) {
+		fprintf(stderr, "mscope_open: %s\n", strerror(errno));
+		return 2;
+	}
+
+	/* NF a: rx 1500 packets (split into 1024 + 476), rewrite addresses,
+	 * ports and -- like an encrypting NF -- the payload, then tx. */
+	CHECK(mscope_rx(a, 4, 1, pkts, NPKT, 17) == 0, "rx");
+	dump = fopen(dump_path, "wb");
+	CHECK(dump != NULL, "dump %s", dump_path);
+	for (i = 0; i < NPKT; i++) {
+		struct rte_mbuf *m = pkts[i];
+		uint8_t buf[8 + 4 + DUMP_LEN] = {0};
+		uint16_t len = m->data_len < DUMP_LEN ? m->data_len : DUMP_LEN;
+		rx_ids[i] = mscope_mbuf_pktid(m);
+		memcpy(buf, &rx_ids[i], 8);
+		memcpy(buf + 8, &m->pkt_len, 2);
+		memcpy(buf + 10, &len, 2);
+		memcpy(buf + 12, rte_pktmbuf_mtod(m, uint8_t *), len);
+		fwrite(buf, 1, sizeof(buf), dump);
+	}
+	fclose(dump);
+	for (i = 0; i < NPKT; i++) {
+		struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(pkts[i], struct rte_ipv4_hdr *, 14);
+		uint8_t *pay = (uint8_t *)(ip + 1) + 8;
+		ip->src_addr = rte_cpu_to_be_32(0xc6336401);
+		pay[0] ^= 0xff;
+		pay[9] ^= 0x5a;
+	}
+	CHECK(mscope_tx(a, 5, 0, pkts, NPKT, MSCOPE_OCC_UNKNOWN) == 0, "tx");
+	got = drain(mscope_ring_path(a), &nids);
+	CHECK(got == 4, "a: 2 rx + 2 tx records, got %ld", got);
+	if (got == 4) {
+		CHECK(recs[0].count == 1024 && recs[1].count == 476, "rx split");
+		CHECK(recs[0].tsc == recs[1].tsc, "one tsc per call");
+		CHECK(recs[0].port == 4 && recs[0].queue == 1 && recs[0].occupancy == 17 &&
+		      recs[0].flags == 0, "rx header");
+		CHECK(recs[2].flags == MSCOPE_REC_F_TX && recs[2].port == 5 &&
+		      recs[2].occupancy == MSCOPE_OCC_UNKNOWN, "tx header");
+		for (i = 0; i < NPKT; i++) {
+			CHECK(ids[i] == rx_ids[i], "rx id %d", i);
+			/* tx carries the rx id although the payload changed. */
+			CHECK(ids[NPKT + i] == rx_ids[i], "tx id %d carried", i);
+		}
+		CHECK(mscope_mbuf_pktid(pkts[0]) != rx_ids[0],
+		      "the rewrite did change the header-derived id");
+	}
+
+	/* NF b trusts upstream stamps: its rx takes a's tx ids although the
+	 * payload no longer hashes to them. */
+	CHECK(mscope_rx(b, 0, 0, pkts, 64, MSCOPE_OCC_UNKNOWN) == 0, "b rx");
+	CHECK(mscope_tx(b, 0, 0, pkts, 64, MSCOPE_OCC_UNKNOWN) == 0, "b tx");
+	got = drain(mscope_ring_path(b), &nids);
+	CHECK(got == 2 && nids == 128, "b records %ld", got);
+	for (i = 0; i < 64 && got == 2; i++)
+		CHECK(ids[i] == rx_ids[i] && ids[64 + i] == rx_ids[i], "b id %d", i);
+
+	/* NF c does not trust: it recomputes from headers at rx.  Its ring is
+	 * tiny: the records that do not fit are dropped and counted, and tx
+	 * still carries c's rx ids for the packets of dropped rx records. */
+	for (i = 0; i < 150; i++)
+		mscope_rx(c, 0, 0, pkts, 64, MSCOPE_OCC_UNKNOWN);
+	{
+		struct mscope_stats st;
+		uint64_t fresh = mscope_mbuf_pktid(pkts[0]);
+		mscope_get_stats(c, &st);
+		CHECK(st.drop_records > 0 && st.records + st.drop_records == 150 &&
+		      st.drop_packets == 64 * st.drop_records, "c drops %llu",
+		      (unsigned long long)st.drop_records);
+		got = drain(mscope_ring_path(c), &nids);
+		CHECK(got == (long)st.records && ids[0] == fresh && fresh != rx_ids[0],
+		      "c recomputed ids");
+		CHECK(mscope_tx(c, 0, 0, pkts, 1, MSCOPE_OCC_UNKNOWN) == 0, "c tx");
+		got = drain(mscope_ring_path(c), &nids);
+		CHECK(got == 1 && recs[0].seq == 150 && ids[0] == fresh, "c tx after drops");
+	}
+
+	/* A packet the NF built itself (never seen at rx) gets its id at tx. */
+	{
+		struct rte_mbuf *m = rte_pktmbuf_alloc(pool);
+		fill(m, 99999);
+		CHECK(mscope_tx(a, 0, 0, &m, 1, MSCOPE_OCC_UNKNOWN) == 0, "own tx");
+		got = drain(mscope_ring_path(a), &nids);
+		CHECK(got == 1 && ids[0] == mscope_mbuf_pktid(m), "own packet id");
+		rte_pktmbuf_free(m);
+	}
+	CHECK(mscope_rx(a, 0, 0, pkts, 0, 0) == 0 && drain(mscope_ring_path(a), &nids) == 0,
+	      "empty poll records nothing");
+
+	rte_pktmbuf_free_bulk(pkts, NPKT);
+	mscope_close(a);
+	mscope_close(b);
+	mscope_close(c);
+	rte_eal_cleanup();
+	printf("%d checks, %d failed\n", checks, failures);
+	return failures != 0;
+}
