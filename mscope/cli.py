@@ -76,8 +76,8 @@ def build_parser():
                    help="packets per second the source offers (default 500000)")
     p.add_argument("--stall-us", type=float, default=3000.0,
                    help="injected fault: nat stops polling this long (default 3000; 0: none)")
-    p.add_argument("--stall-every-ms", type=float, default=1000.0,
-                   help="how often the stall repeats (default 1000)")
+    p.add_argument("--stall-every-ms", type=float, default=500.0,
+                   help="how often the stall repeats (default 500)")
     p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     p.set_defaults(func=_cmd_demo)
 

@@ -93,7 +93,7 @@ def _eal_args(prefix):
             "--vdev=net_ring0", "--vdev=net_null0"]
 
 
-def run_demo(seconds=3.0, rate=500_000, stall_us=3000.0, stall_every_ms=1000.0,
+def run_demo(seconds=3.0, rate=500_000, stall_us=3000.0, stall_every_ms=500.0,
              out=sys.stdout):
     """Run the demo chain and print its summary; returns a summary dict.
 
