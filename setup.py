@@ -47,6 +47,7 @@ setup(
         "msgpack>=1.0",
         "pyzmq>=25",
         "zstandard>=0.21",
+        "lz4>=4.0",
         "pyelftools>=0.29",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6.80"]},

@@ -1,0 +1,205 @@
+"""Summarise a capture: streams, records, ids, time span and losses.
+
+``describe(path)`` reads every frame but keeps only per-chunk figures, so it
+runs on captures larger than memory; ``format_text`` renders the summary as
+the table ``mscope`` prints.
+"""
+from .reader import open_capture
+
+__all__ = ["describe", "format_text"]
+
+
+def describe(path) -> dict:
+    """Summarise the capture directory `path` as plain, JSON-ready data.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A capture directory.
+
+    Returns
+    -------
+    dict
+        ``path``, ``format``, ``version``, ``producer``, ``created_unix_ns``,
+        ``segments``, ``stored_bytes``, ``raw_bytes``, ``chunks``,
+        ``records``, ``ids``, ``first_ns``, ``last_ns``, ``span_ns``;
+        ``streams``: one dict per stream (``stream``, ``host``,
+        ``host_name``, ``nf_id``, ``nf_name``, ``lcore``, ``pid``,
+        ``chunks``, ``records``, ``ids``, ``first_ns``, ``last_ns``,
+        ``final``, ``drop_records``, ``drop_packets``, ``lost_records``,
+        ``losses``); ``loss_totals``: ``{kind: {"count", "records",
+        "unknown"}}``; ``losses``: every Loss as a dict.  Times are None for
+        a capture without records.
+
+    Raises
+    ------
+    CaptureFormatError
+        The manifest is missing or malformed, or a segment cannot be read.
+
+    Examples
+    --------
+    >>> s = describe("run1.capture")                     # doctest: +SKIP
+    >>> s["records"], s["loss_totals"]                   # doctest: +SKIP
+    (120000, {'ring_drop': {'count': 2, 'records': 17, 'unknown': 0}})
+    """
+    cap = open_capture(path)
+    scan, losses = cap._survey(None, keep=False)
+    hosts = {h["host"]: h for h in cap.manifest["hosts"]}
+    per = {}
+    for sid, st in cap.streams.items():
+        per[sid] = {
+            "stream": sid, "host": st["host"],
+            "host_name": hosts.get(st["host"], {}).get("name"),
+            "nf_id": st["nf_id"], "nf_name": st["nf_name"],
+            "lcore": st.get("lcore"), "pid": st.get("pid"),
+            "chunks": 0, "records": 0, "ids": 0,
+            "first_ns": None, "last_ns": None, "final": False,
+            "drop_records": 0, "drop_packets": 0,
+            "lost_records": 0, "losses": 0,
+        }
+    for e in scan.entries:
+        row = per.get(e.h.stream)
+        if row is None or e.status in ("duplicate", "overlap"):
+            continue
+        # Counters are cumulative: the largest any good header shows.
+        row["drop_records"] = max(row["drop_records"], e.h.drop_records)
+        row["drop_packets"] = max(row["drop_packets"], e.h.drop_packets)
+        if e.status != "ok":
+            continue
+        row["chunks"] += 1
+        row["records"] += e.h.n_records
+        row["ids"] += e.h.n_ids
+        row["final"] = row["final"] or e.h.final
+        if e.t_first is not None:
+            row["first_ns"] = _min(row["first_ns"], e.t_first)
+            row["last_ns"] = _max(row["last_ns"], e.t_last)
+    totals = {}
+    for loss in losses:
+        t = totals.setdefault(loss.kind, {"count": 0, "records": 0, "unknown": 0})
+        t["count"] += 1
+        if loss.n_records is None:
+            t["unknown"] += 1
+        else:
+            t["records"] += loss.n_records
+        row = per.get(loss.stream)
+        if row is not None:
+            row["losses"] += 1
+            row["lost_records"] += loss.n_records or 0
+    rows = [per[s] for s in sorted(per)]
+    first = min((r["first_ns"] for r in rows if r["first_ns"] is not None), default=None)
+    last = max((r["last_ns"] for r in rows if r["last_ns"] is not None), default=None)
+    man = cap.manifest
+    return {
+        "path": str(cap.path), "format": man["format"], "version": man["version"],
+        "producer": man.get("producer"), "created_unix_ns": man.get("created_unix_ns"),
+        "segments": scan.segments, "stored_bytes": scan.stored_bytes,
+        "raw_bytes": scan.raw_bytes,
+        "chunks": sum(r["chunks"] for r in rows),
+        "records": sum(r["records"] for r in rows),
+        "ids": sum(r["ids"] for r in rows),
+        "first_ns": first, "last_ns": last,
+        "span_ns": None if first is None else last - first,
+        "streams": rows, "loss_totals": totals,
+        "losses": [loss._asdict() for loss in losses],
+    }
+
+
+def _min(a, b):
+    return b if a is None else min(a, b)
+
+
+def _max(a, b):
+    return b if a is None else max(a, b)
+
+
+def _bytes(n) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def _duration(ns) -> str:
+    if ns is None:
+        return "-"
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if abs(ns) >= scale:
+            return f"{ns / scale:.3f} {unit}"
+    return f"{ns} ns"
+
+
+def _cell(x) -> str:
+    return "-" if x is None else str(x)
+
+
+def format_text(summary: dict, max_losses: int = 20) -> str:
+    """Render a :func:`describe` summary as a readable table.
+
+    Parameters
+    ----------
+    summary : dict
+        What :func:`describe` returned.
+    max_losses : int
+        Losses listed one per line; the rest are counted.
+
+    Returns
+    -------
+    str
+        Several lines, no trailing newline.
+
+    Examples
+    --------
+    >>> print(format_text(describe("run1.capture")))    # doctest: +SKIP
+    capture  run1.capture  (mscope-capture v1, mscope-collect 0.1.0)
+    ...
+    """
+    s = summary
+    ratio = (f" ({s['raw_bytes'] / s['stored_bytes']:.1f}x)"
+             if s["stored_bytes"] else "")
+    lines = [
+        f"capture  {s['path']}  ({s['format']} v{s['version']}, "
+        f"{s.get('producer') or 'unknown producer'})",
+        f"stored   {s['segments']} segments, {_bytes(s['stored_bytes'])} "
+        f"on disk, {_bytes(s['raw_bytes'])} raw{ratio}",
+        f"records  {s['records']:,} in {s['chunks']:,} chunks, "
+        f"{s['ids']:,} packet ids",
+        f"time     {_cell(s['first_ns'])} .. {_cell(s['last_ns'])} ns "
+        f"(span {_duration(s['span_ns'])})",
+        "",
+    ]
+    head = ("stream", "host", "nf", "lcore", "chunks", "records", "ids",
+            "first_ns", "last_ns", "drops", "lost", "final")
+    table = [head]
+    for r in s["streams"]:
+        table.append((
+            str(r["stream"]), _cell(r["host_name"] or r["host"]),
+            f"{r['nf_name']}({r['nf_id']})", _cell(r["lcore"]),
+            str(r["chunks"]), str(r["records"]), str(r["ids"]),
+            _cell(r["first_ns"]), _cell(r["last_ns"]),
+            str(r["drop_records"]), str(r["lost_records"]),
+            "yes" if r["final"] else "no"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    left = {1, 2}     # text columns; numbers align right
+    for row in table:
+        lines.append("  ".join(c.ljust(w) if i in left else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+    lines.append("")
+    if not s["losses"]:
+        lines.append("losses   none")
+        return "\n".join(lines)
+    parts = []
+    for kind, t in sorted(s["loss_totals"].items()):
+        unknown = f" + {t['unknown']} of unknown size" if t["unknown"] else ""
+        parts.append(f"{kind} {t['count']} ({t['records']} records{unknown})")
+    lines.append("losses   " + ", ".join(parts))
+    for loss in s["losses"][:max_losses]:
+        who = "-" if loss["stream"] is None else loss["stream"]
+        seq = "?" if loss["first_seq"] is None else loss["first_seq"]
+        n = "?" if loss["n_records"] is None else loss["n_records"]
+        lines.append(f"  stream {who}  {loss['kind']:<9}  seq {seq}  {n} records  "
+                     f"{_cell(loss['t_start_ns'])}..{_cell(loss['t_end_ns'])} ns  "
+                     f"{loss['detail']}")
+    if len(s["losses"]) > max_losses:
+        lines.append(f"  ... {len(s['losses']) - max_losses} more")
+    return "\n".join(lines)

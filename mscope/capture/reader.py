@@ -1,0 +1,844 @@
+"""Read a capture directory into numpy arrays, with every loss as a fact.
+
+``open_capture(path)`` checks the manifest; ``Capture.read()`` decodes every
+frame of the chosen streams into one record array, one id array and a list
+of :class:`Loss`.  Nothing in a file is trusted: lengths are bounded by the
+file and by ``MAX_CHUNK_RAW_BYTES`` before anything is allocated, and a
+damaged frame becomes a loss, never an exception.  Decoding is vectorised
+per chunk (``np.frombuffer`` on the decompressed payload); the only Python
+loops are per frame and per loss.
+
+numpy, the standard library and the codec packages only: this module must
+import on a laptop without mscope's compiled parts.
+"""
+import bisect
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from mscope.errors import CaptureFormatError
+
+from .format import (CAPTURE_RECORD_DTYPE, FORMAT_NAME, FORMAT_VERSION,
+                     FRAME_HEADER_SIZE, FRAME_MAGIC, MANIFEST_NAME,
+                     MAX_MANIFEST_BYTES, RECORD_VERSION, SEGMENT_RE,
+                     check_frame_header, decode_payload, segment_name,
+                     seq_problem, unpack_frame_header)
+
+__all__ = ["Loss", "Capture", "CaptureData", "open_capture", "load_manifest"]
+
+
+class Loss(NamedTuple):
+    """Records missing from a capture, and where they are missing.
+
+    ``stream`` is None when damage cannot be tied to one stream.
+    ``kind`` is one of ``LOSS_KINDS``.  ``first_seq`` is the first missing
+    ring seq and ``n_records`` how many are missing (None where unknown; 0
+    for damage that cost no record).  ``t_start_ns``/``t_end_ns`` bound the
+    window without data: the time of the last record before and of the first
+    record after (None where there is none).  ``detail`` is one line.
+    """
+    stream: Optional[int]
+    kind: str
+    first_seq: Optional[int]
+    n_records: Optional[int]
+    t_start_ns: Optional[int]
+    t_end_ns: Optional[int]
+    detail: str
+
+
+# --- manifest -------------------------------------------------------------
+
+_REQUIRED = ("format", "version", "record_version", "time", "hosts", "nfs",
+             "streams")
+
+
+def _is_int(x, lo=0, hi=(1 << 64) - 1) -> bool:
+    # bool is an int subclass; true/false in JSON is not an id.
+    return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
+
+
+def _check_entries(where, items, key, required, id_hi):
+    """Check a manifest list of objects; return {id: entry}."""
+    if not isinstance(items, list):
+        raise CaptureFormatError(f"{where}: {key!r} is not a list")
+    out = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise CaptureFormatError(f"{where}: {key}[{i}] is not an object")
+        missing = [k for k in required if k not in item]
+        if missing:
+            raise CaptureFormatError(
+                f"{where}: {key}[{i}] missing key(s) {', '.join(map(repr, missing))}")
+        ident = item[required[0]]
+        if not _is_int(ident, 0, id_hi):
+            raise CaptureFormatError(
+                f"{where}: {key}[{i}].{required[0]} is not an integer in 0..{id_hi}")
+        if ident in out:
+            raise CaptureFormatError(
+                f"{where}: {key}[{i}] repeats {required[0]} {ident}")
+        out[ident] = item
+    return out
+
+
+def load_manifest(path) -> dict:
+    """Read and check ``manifest.json`` of the capture directory `path`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The capture directory.
+
+    Returns
+    -------
+    dict
+        The manifest as written, unknown optional keys included.
+
+    Raises
+    ------
+    CaptureFormatError
+        One line naming the file and the problem: missing, not JSON, wrong
+        format or version, missing or malformed keys.
+
+    Examples
+    --------
+    >>> load_manifest("/nonexistent")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mscope.errors.CaptureFormatError: /nonexistent: not a capture directory (does not exist)
+    """
+    root = Path(path)
+    if not root.is_dir():
+        why = "not a directory" if root.exists() else "does not exist"
+        raise CaptureFormatError(f"{root}: not a capture directory ({why})")
+    mpath = root / MANIFEST_NAME
+    try:
+        with open(mpath, "rb") as f:
+            text = f.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise CaptureFormatError(
+            f"{mpath}: missing (is {root} an mscope capture?)") from None
+    except OSError as exc:
+        raise CaptureFormatError(f"{mpath}: cannot read: {exc.strerror}") from None
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise CaptureFormatError(f"{mpath}: larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        man = json.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CaptureFormatError(f"{mpath}: not JSON (not UTF-8: {exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise CaptureFormatError(
+            f"{mpath}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise CaptureFormatError(f"{mpath}: not JSON (nested too deeply)") from None
+    if not isinstance(man, dict):
+        raise CaptureFormatError(f"{mpath}: not a JSON object")
+    if man.get("format") != FORMAT_NAME:
+        raise CaptureFormatError(
+            f"{mpath}: format is {man.get('format')!r}, expected {FORMAT_NAME!r}")
+    missing = [k for k in _REQUIRED if k not in man]
+    if missing:
+        raise CaptureFormatError(
+            f"{mpath}: missing key(s) {', '.join(map(repr, missing))}")
+    version = man["version"]
+    if not _is_int(version, 1, 1 << 31):
+        raise CaptureFormatError(f"{mpath}: version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise CaptureFormatError(
+            f"{mpath}: version {version} is newer than this reader "
+            f"(it reads version {FORMAT_VERSION})")
+    if man["record_version"] != RECORD_VERSION:
+        raise CaptureFormatError(
+            f"{mpath}: record_version {man['record_version']!r} unsupported "
+            f"(this reader knows {RECORD_VERSION})")
+    tm = man["time"]
+    if not isinstance(tm, dict) or tm.get("unit") != "ns":
+        raise CaptureFormatError(f"{mpath}: 'time' must be an object with unit 'ns'")
+    hosts = _check_entries(mpath, man["hosts"], "hosts", ("host", "name"), 1 << 31)
+    nfs = _check_entries(mpath, man["nfs"], "nfs", ("nf_id", "name", "host"), 0xFFFF)
+    streams = _check_entries(mpath, man["streams"], "streams",
+                             ("stream", "host", "nf_id", "nf_name"), 0xFFFFFFFF)
+    for key, table in (("nfs", nfs), ("streams", streams)):
+        for ident, item in table.items():
+            if item["host"] not in hosts:
+                raise CaptureFormatError(
+                    f"{mpath}: {key} entry {ident} names unknown host {item['host']!r}")
+    for sid, st in streams.items():
+        if not _is_int(st["nf_id"], 0, 0xFFFF):
+            raise CaptureFormatError(f"{mpath}: stream {sid} nf_id is not a u16")
+        cw = st.get("chunks_written")
+        if cw is not None and not _is_int(cw):
+            raise CaptureFormatError(
+                f"{mpath}: stream {sid} chunks_written is not a count")
+    return man
+
+
+# --- scanning -------------------------------------------------------------
+
+# Positions in the capture as one sortable int: segment number, then offset.
+# 2**40 bytes per segment is far beyond any segment_bytes a writer uses.
+_SEG_SHIFT = 40
+_END = (1 << 62)
+
+
+def _pos(seg: int, off: int) -> int:
+    return (seg << _SEG_SHIFT) | off
+
+
+def _where(seg: int, off: int) -> str:
+    return f"{segment_name(seg)} at byte {off}"
+
+
+class _Entry:
+    """One frame with a good header, in a manifest stream."""
+    __slots__ = ("h", "seg", "off", "pos", "status", "detail", "records",
+                 "ids", "t_first", "t_last", "runs")
+
+    def __init__(self, h, seg, off, status, detail=""):
+        self.h, self.seg, self.off = h, seg, off
+        self.pos = _pos(seg, off)
+        # ok: decoded; unread: stream not asked for; corrupt/truncated:
+        # header good, payload lost; overlap: rejected by the seq walk.
+        self.status, self.detail = status, detail
+        self.records = self.ids = None
+        self.t_first = self.t_last = None
+        self.runs = None
+
+    @property
+    def where(self) -> str:
+        return _where(self.seg, self.off)
+
+
+class _Damage:
+    """Bytes holding no readable frame header (or a missing segment)."""
+    __slots__ = ("kind", "pos", "detail", "stream_hint", "chunk_hint", "used")
+
+    def __init__(self, kind, pos, detail, stream_hint=None, chunk_hint=None):
+        self.kind, self.pos, self.detail = kind, pos, detail
+        self.stream_hint, self.chunk_hint = stream_hint, chunk_hint
+        self.used = False
+
+
+class _Scan:
+    def __init__(self):
+        self.entries = []      # _Entry in file order
+        self.damages = []      # _Damage in file order
+        self.other = []        # Loss for frames outside any manifest stream
+        self.stored_bytes = 0
+        self.raw_bytes = 0
+        self.segments = 0
+
+
+class _Segment:
+    """Bounded positional reads of one segment file."""
+    _BLOCK = 1 << 20
+
+    def __init__(self, path):
+        self.f = open(path, "rb")
+        # The size at open: a collector may still be appending; what it
+        # appends later is not read, and a cut last frame reads as truncated.
+        self.size = os.fstat(self.f.fileno()).st_size
+
+    def read(self, off: int, n: int) -> bytes:
+        self.f.seek(off)
+        return self.f.read(max(0, min(n, self.size - off)))
+
+    def find_header(self, start: int):
+        """Offset of the next frame header with good magic and crc, or None."""
+        pos = start
+        while pos < self.size:
+            block = self.read(pos, self._BLOCK + FRAME_HEADER_SIZE)
+            i = block.find(FRAME_MAGIC)
+            while 0 <= i < self._BLOCK:
+                if len(block) - i >= FRAME_HEADER_SIZE:
+                    try:
+                        unpack_frame_header(block[i:i + FRAME_HEADER_SIZE])
+                        return pos + i
+                    except CaptureFormatError:
+                        pass
+                i = block.find(FRAME_MAGIC, i + 1)
+            pos += self._BLOCK
+        return None
+
+    def close(self):
+        self.f.close()
+
+
+def _partial_hints(tail: bytes):
+    """Stream and chunk_seq of a cut header, unverified (no crc to check)."""
+    stream = int.from_bytes(tail[8:12], "little") if len(tail) >= 12 else None
+    chunk = int.from_bytes(tail[16:24], "little") if len(tail) >= 24 else None
+    return stream, chunk
+
+
+def _decode(e: _Entry, payload, keep: bool):
+    """Decode one payload into e; raise CaptureFormatError if bad."""
+    recs, ids = decode_payload(e.h, payload)
+    if len(recs):
+        seq, t = recs["seq"], recs["time_ns"]
+        step = seq[1:] - seq[:-1]          # >= 1: decode_payload checked
+        gap = np.flatnonzero(step > 1)
+        if gap.size:
+            # Runs of seqs the ring dropped: first seq, length, and the
+            # times of the records on either side.
+            e.runs = (seq[gap] + 1, step[gap] - 1, t[gap], t[gap + 1])
+        e.t_first, e.t_last = int(t[0]), int(t[-1])
+    if keep:
+        e.records, e.ids = recs, ids
+
+
+def _scan_segment(scan, seg, path, streams, want, keep):
+    """Append the frames and damage of one segment file to `scan`."""
+    f = _Segment(path)
+    try:
+        size, pos = f.size, 0
+        scan.stored_bytes += size
+        while pos < size:
+            head = f.read(pos, FRAME_HEADER_SIZE)
+            try:
+                h = unpack_frame_header(head)
+            except CaptureFormatError as exc:
+                pos = _damaged_run(scan, f, seg, pos, str(exc))
+                continue
+            end = pos + FRAME_HEADER_SIZE + h.payload_len
+            problem = check_frame_header(h)
+            truncated = end > size
+            if truncated:
+                problem = (f"truncated frame: {size - pos} of "
+                           f"{FRAME_HEADER_SIZE + h.payload_len} bytes")
+            kind = "truncated" if truncated else "corrupt"
+            if problem is None and h.stream not in streams:
+                problem = f"stream {h.stream} is not in {MANIFEST_NAME}"
+                if seq_problem(h) is None:
+                    scan.other.append(Loss(h.stream, "corrupt", h.first_seq,
+                                           h.n_records, None, None,
+                                           f"{_where(seg, pos)}: {problem}"))
+                    pos = end
+                    continue
+            if problem is not None:
+                if h.stream in streams and seq_problem(h) is None:
+                    # The header is checksummed and its seqs are coherent:
+                    # the loss can be reported exactly.
+                    scan.entries.append(_Entry(h, seg, pos, kind, problem))
+                else:
+                    scan.damages.append(_Damage(
+                        kind, _pos(seg, pos), f"{_where(seg, pos)}: {problem}",
+                        h.stream, h.chunk_seq))
+                if truncated:
+                    break
+                pos = end
+                continue
+            scan.raw_bytes += h.raw_len
+            e = _Entry(h, seg, pos, "ok" if h.stream in want else "unread")
+            if e.status == "ok":
+                try:
+                    _decode(e, f.read(pos + FRAME_HEADER_SIZE, h.payload_len), keep)
+                except CaptureFormatError as exc:
+                    e.status, e.detail = "corrupt", str(exc)
+            scan.entries.append(e)
+            pos = end
+    finally:
+        f.close()
+
+
+def _damaged_run(scan, f, seg, start, reason):
+    """Record bytes from `start` that hold no valid header; return where to go on."""
+    size = f.size
+    if size - start >= FRAME_HEADER_SIZE:
+        nxt = f.find_header(start + 1)
+        if nxt is not None:
+            scan.damages.append(_Damage(
+                "corrupt", _pos(seg, start),
+                f"{_where(seg, start)}: {reason}; skipped {nxt - start} bytes"))
+            return nxt
+    # No header up to the end of the segment.  A last frame cut inside its
+    # header leaves < 80 bytes that start like a header: that part is
+    # "truncated", anything before it "corrupt".
+    lo = max(start, size - FRAME_HEADER_SIZE + 1)
+    tail = f.read(lo, size - lo)
+    cut = None
+    for i in range(len(tail)):
+        if lo + i == start and size - start >= FRAME_HEADER_SIZE:
+            continue
+        if FRAME_MAGIC.startswith(tail[i:i + 4]):
+            cut = lo + i
+            break
+    if cut is None or cut > start:
+        stop = size if cut is None else cut
+        to_end = " to the end of the segment" if cut is None else ""
+        scan.damages.append(_Damage(
+            "corrupt", _pos(seg, start),
+            f"{_where(seg, start)}: {reason}; skipped {stop - start} bytes{to_end}"))
+    if cut is not None:
+        part = tail[cut - lo:]
+        stream, chunk = _partial_hints(part)
+        scan.damages.append(_Damage(
+            "truncated", _pos(seg, cut),
+            f"{_where(seg, cut)}: truncated frame header ({len(part)} of "
+            f"{FRAME_HEADER_SIZE} bytes)", stream, chunk))
+    return size
+
+
+# --- losses ---------------------------------------------------------------
+
+class _DamageIndex:
+    """Damage sorted by position, so gaps can claim what lies inside them."""
+
+    def __init__(self, damages):
+        self.items = sorted(damages, key=lambda d: d.pos)
+        self.keys = [d.pos for d in self.items]
+
+    def take(self, lo: int, hi: int):
+        i = bisect.bisect_right(self.keys, lo)
+        j = bisect.bisect_left(self.keys, hi)
+        found = self.items[i:j]
+        for d in found:
+            d.used = True
+        return found
+
+
+def _cause(found, default, text):
+    """Kind and detail of a gap, led by the damage that explains it, if any."""
+    if not found:
+        return default, text
+    more = f" (and {len(found) - 1} more damaged places)" if len(found) > 1 else ""
+    return found[0].kind, f"{found[0].detail}{more}; {text}"
+
+
+def _reject_overlaps(ents):
+    """Mark chunks whose seqs go back over earlier ones; return the rest."""
+    kept, losses, top = [], [], None
+    for e in ents:
+        if top is not None and e.h.first_seq < top.h.next_seq:
+            e.status = "overlap"
+            losses.append(Loss(
+                e.h.stream, "corrupt", e.h.first_seq, 0, None, None,
+                f"{e.where}: chunk_seq {e.h.chunk_seq} seqs start at "
+                f"{e.h.first_seq}, before next_seq {top.h.next_seq} of "
+                f"chunk_seq {top.h.chunk_seq}; ignored"))
+            continue
+        kept.append(e)
+        top = e
+    return kept, losses
+
+
+def _stream_losses(s, ents, chunks_written, index):
+    """Losses of stream `s` from its chunks in chunk_seq order (see docs)."""
+    out = []
+    n = len(ents)
+    # Time of the last record before entry i, and of the first one after it.
+    before, after = [None] * n, [None] * n
+    t = None
+    for i, e in enumerate(ents):
+        before[i] = t
+        if e.t_last is not None:
+            t = e.t_last
+    t_last = t
+    t = None
+    for i in range(n - 1, -1, -1):
+        after[i] = t
+        if ents[i].t_first is not None:
+            t = ents[i].t_first
+    carry = 0      # drop-counter increase not yet matched to missing seqs
+    prev = None
+    for i, e in enumerate(ents):
+        h = e.h
+        t0 = before[i]
+        t1 = e.t_first if e.t_first is not None else after[i]
+        internal = h.next_seq - h.first_seq - h.n_records
+        if prev is None:
+            budget = h.drop_records
+        else:
+            # A counter that goes back is a writer fault; it explains nothing.
+            budget = carry + max(0, h.drop_records - prev.h.drop_records)
+        # Seqs missing inside a chunk that arrived were never read from the
+        # ring: only the ring can have dropped them, so they take the
+        # budget first.
+        drops_in = min(internal, budget)
+        budget -= drops_in
+        if prev is None:
+            if h.chunk_seq > 0:
+                cause, why = _cause(index.take(-1, e.pos), "gap",
+                                    f"chunk_seq 0..{h.chunk_seq - 1} missing "
+                                    f"before the first chunk found")
+                out.append(Loss(s, cause, None, None, None, t1, why))
+                budget = 0     # the rest fell in the lost chunks
+            else:
+                # Drops counted before the capture's first record (a
+                # collector that attached late) are not this capture's loss.
+                budget -= min(budget, h.first_seq)
+        else:
+            between = h.first_seq - prev.h.next_seq
+            missing = h.chunk_seq - prev.h.chunk_seq - 1
+            drops = min(between, budget)
+            budget -= drops
+            lost = between - drops
+            if drops:
+                out.append(Loss(s, "ring_drop", prev.h.next_seq, drops, t0, t1,
+                                f"{drops} records dropped on a full ring "
+                                f"before chunk_seq {h.chunk_seq}"))
+            first = prev.h.next_seq + drops
+            if missing > 0:
+                cause, why = _cause(index.take(prev.pos, e.pos), "gap",
+                                    f"chunk_seq {prev.h.chunk_seq + 1}.."
+                                    f"{h.chunk_seq - 1} missing ({missing} "
+                                    f"chunks, {lost} records)")
+                out.append(Loss(s, cause, first, lost, t0, t1, why))
+            elif lost:
+                out.append(Loss(s, "gap", first, lost, t0, t1,
+                                f"seqs {first}..{h.first_seq - 1} missing between "
+                                f"consecutive chunks, not explained by the "
+                                f"drop counter"))
+        carry = budget
+        if e.status in ("corrupt", "truncated"):
+            t_out = after[i]
+            out.append(Loss(s, e.status, h.first_seq, h.n_records, t0, t_out,
+                            f"{e.where}: {e.detail}"))
+            if drops_in:
+                out.append(Loss(s, "ring_drop", None, drops_in, t0, t_out,
+                                f"{drops_in} records dropped on a full ring "
+                                f"inside the damaged chunk_seq {h.chunk_seq}"))
+            if internal > drops_in:
+                out.append(Loss(s, "gap", None, internal - drops_in, t0, t_out,
+                                f"{internal - drops_in} seqs missing inside the "
+                                f"damaged chunk_seq {h.chunk_seq}, not explained "
+                                f"by the drop counter"))
+        elif e.runs is not None:
+            left = drops_in
+            rf, rn, ra, rb = e.runs
+            for k in range(len(rf)):        # one iteration per run of drops
+                f0, cnt = int(rf[k]), int(rn[k])
+                ta, tb = int(ra[k]), int(rb[k])
+                part = min(cnt, left)
+                left -= part
+                if part:
+                    out.append(Loss(s, "ring_drop", f0, part, ta, tb,
+                                    f"{part} records dropped on a full ring "
+                                    f"(seqs {f0}..{f0 + part - 1})"))
+                if cnt > part:
+                    out.append(Loss(s, "gap", f0 + part, cnt - part, ta, tb,
+                                    f"seqs {f0 + part}..{f0 + cnt - 1} missing "
+                                    f"inside chunk_seq {h.chunk_seq}, not "
+                                    f"explained by the drop counter"))
+        prev = e
+    if prev is not None and carry:
+        out.append(Loss(s, "ring_drop", prev.h.next_seq, carry, t_last, None,
+                        f"{carry} records dropped on a full ring after the "
+                        f"last record (counter of chunk_seq {prev.h.chunk_seq})"))
+    if chunks_written is not None:
+        seen = prev.h.chunk_seq + 1 if prev is not None else 0
+        if seen < chunks_written:
+            cause, why = _cause(
+                index.take(prev.pos if prev else -1, _END), "gap",
+                f"chunk_seq {seen}..{chunks_written - 1} missing at the end "
+                f"({MANIFEST_NAME} says {chunks_written} chunks were written)")
+            out.append(Loss(s, cause, prev.h.next_seq if prev else None, None,
+                            t_last, None, why))
+    return out, t_last
+
+
+# --- public objects -------------------------------------------------------
+
+@dataclass
+class CaptureData:
+    """The records of a capture, grouped by stream, and what is missing.
+
+    Attributes
+    ----------
+    records : ndarray of CAPTURE_RECORD_DTYPE
+        All records, stream by stream (ascending stream id), each stream in
+        chunk_seq order, so seqs increase strictly within a stream.
+    stream : ndarray of uint32
+        The stream of each record.
+    id_offsets : ndarray of int64, length len(records) + 1
+        The ids of record i are ``ids[id_offsets[i]:id_offsets[i + 1]]``.
+    ids : ndarray of uint64
+        Packet ids.
+    losses : list of Loss
+        Ordered by stream, then seq; losses not tied to a stream last.
+    stream_info : dict
+        Manifest entry of each stream, by stream id.
+    """
+    records: np.ndarray
+    stream: np.ndarray
+    id_offsets: np.ndarray
+    ids: np.ndarray
+    losses: list = field(default_factory=list)
+    stream_info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def ids_of(self, i: int) -> np.ndarray:
+        """Packet ids of record `i` (a view into ``ids``)."""
+        return self.ids[self.id_offsets[i]:self.id_offsets[i + 1]]
+
+    def incomplete_windows(self) -> list:
+        """Windows where records are missing, for the diagnosis JSON.
+
+        Returns
+        -------
+        list of dict
+            One per loss that cost records (or may have):
+            ``{"stream", "nf", "from_ns", "to_ns", "kind", "records"}``;
+            ``nf`` is the stream's NF name, None-valued fields are unknown.
+
+        Examples
+        --------
+        >>> d = CaptureData(np.zeros(0, CAPTURE_RECORD_DTYPE), np.zeros(0, np.uint32),
+        ...                 np.zeros(1, np.int64), np.zeros(0, np.uint64),
+        ...                 [Loss(0, "ring_drop", 7, 3, 100, 200, "x")],
+        ...                 {0: {"nf_name": "fw1"}})
+        >>> d.incomplete_windows()  # doctest: +NORMALIZE_WHITESPACE
+        [{'stream': 0, 'nf': 'fw1', 'from_ns': 100, 'to_ns': 200,
+          'kind': 'ring_drop', 'records': 3}]
+        """
+        out = []
+        for loss in self.losses:
+            if loss.n_records == 0:
+                continue
+            info = self.stream_info.get(loss.stream) or {}
+            out.append({"stream": loss.stream, "nf": info.get("nf_name"),
+                        "from_ns": loss.t_start_ns, "to_ns": loss.t_end_ns,
+                        "kind": loss.kind, "records": loss.n_records})
+        return out
+
+
+class Capture:
+    """An opened capture directory (its manifest checked, frames not yet read).
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    manifest : dict
+        The whole manifest, optional keys included.
+    streams : dict
+        Manifest entry of each stream, by stream id (ascending).
+    segments : list of (int, pathlib.Path)
+        Segment files found, by number.
+    """
+
+    def __init__(self, path, manifest):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.streams = {s["stream"]: s for s in
+                        sorted(manifest["streams"], key=lambda s: s["stream"])}
+        self.segments = self._list_segments()
+
+    def __repr__(self):
+        return (f"<Capture {str(self.path)!r}: {len(self.streams)} streams, "
+                f"{len(self.segments)} segments>")
+
+    def _list_segments(self):
+        found = []
+        try:
+            names = os.listdir(self.path)
+        except OSError as exc:
+            raise CaptureFormatError(f"{self.path}: cannot list: {exc.strerror}") from None
+        for name in names:
+            m = SEGMENT_RE.match(name)
+            if m:
+                found.append((int(m.group(1)), self.path / name))
+        return sorted(found)
+
+    def nf_name(self, stream: int):
+        """NF name of `stream` (None if the stream is not in the manifest)."""
+        return self.streams.get(stream, {}).get("nf_name")
+
+    def _survey(self, streams=None, keep=True):
+        """Scan every segment and work out the losses; the shared engine of
+        read() and info.describe()."""
+        if streams is None:
+            want = set(self.streams)
+        else:
+            want = set()
+            for s in streams:
+                if s not in self.streams:
+                    raise ValueError(
+                        f"streams: {s!r} is not in {self.path / MANIFEST_NAME} "
+                        f"(known: {', '.join(map(str, self.streams)) or 'none'})")
+                want.add(s)
+        scan = _Scan()
+        self.segments = self._list_segments()
+        expect = 0
+        for num, path in self.segments:
+            for gone in range(expect, num):
+                scan.damages.append(_Damage(
+                    "gap", _pos(gone, 0), f"{segment_name(gone)} is missing"))
+            expect = num + 1
+            try:
+                _scan_segment(scan, num, path, self.streams, want, keep)
+            except OSError as exc:
+                raise CaptureFormatError(f"{path}: cannot read: {exc.strerror}") from None
+            scan.segments += 1
+        return scan, self._losses(scan, want, all_streams=streams is None)
+
+    def _losses(self, scan, want, all_streams):
+        by_stream = {s: {} for s in self.streams}
+        dups = []
+        for e in scan.entries:
+            chunks = by_stream[e.h.stream]
+            kept = chunks.get(e.h.chunk_seq)
+            if kept is None:
+                chunks[e.h.chunk_seq] = e
+                continue
+            # Our writer never repeats a chunk_seq; keep the copy that
+            # decoded, else the first one.
+            dropped = e
+            if kept.status != "ok" and e.status == "ok":
+                chunks[e.h.chunk_seq], kept, dropped = e, e, kept
+            dropped.status = "duplicate"
+            dups.append(Loss(
+                e.h.stream, "corrupt", dropped.h.first_seq, 0, None, None,
+                f"{dropped.where}: duplicate of chunk_seq {e.h.chunk_seq} at "
+                f"{kept.where}; ignored"))
+        index = _DamageIndex(scan.damages)
+        per_stream, ordered, last_t = {}, {}, {}
+        for s, chunks in by_stream.items():
+            ents, bad = _reject_overlaps([chunks[k] for k in sorted(chunks)])
+            ordered[s] = ents
+            losses, last_t[s] = _stream_losses(
+                s, ents, self.streams[s].get("chunks_written"), index)
+            per_stream[s] = losses + bad
+        unowned = self._unowned_damage(index, ordered, last_t, per_stream, scan)
+        out = []
+        for s in self.streams:
+            if s in want:
+                out.extend(per_stream[s])
+        if all_streams:
+            out.extend(scan.other)
+        rest = [d for d in dups if d.stream in want]
+        return out + rest + unowned
+
+    def _unowned_damage(self, index, ordered, last_t, per_stream, scan):
+        """Tie damage no gap claimed to the one stream it can belong to."""
+        unused = [d for d in index.items if not d.used]
+        if not unused:
+            return []
+        # Streams whose end is unknown: no FINAL chunk and no chunks_written.
+        open_ended = {s for s, ents in ordered.items()
+                      if self.streams[s].get("chunks_written") is None
+                      and not (ents and ents[-1].h.final)}
+        decoded = sorted((e for e in scan.entries if e.t_first is not None),
+                         key=lambda e: e.pos)
+        keys = [e.pos for e in decoded]
+        run_max, t = [], None
+        for e in decoded:
+            t = e.t_last if t is None else max(t, e.t_last)
+            run_max.append(t)
+        run_min, t = [None] * len(decoded), None
+        for i in range(len(decoded) - 1, -1, -1):
+            t = decoded[i].t_first if t is None else min(t, decoded[i].t_first)
+            run_min[i] = t
+        out = []
+        for d in unused:
+            cands = sorted(s for s in open_ended
+                           if not ordered[s] or ordered[s][-1].pos < d.pos)
+            target = None
+            if d.stream_hint in cands:
+                last = ordered[d.stream_hint]
+                expect = last[-1].h.chunk_seq + 1 if last else 0
+                if d.chunk_hint is None or d.chunk_hint == expect:
+                    target = d.stream_hint
+            if target is None and len(cands) == 1:
+                target = cands[0]
+            if target is not None:
+                ents = ordered[target]
+                note = ("" if target == d.stream_hint
+                        else f"; the only stream whose end is unknown")
+                per_stream[target].append(Loss(
+                    target, d.kind, ents[-1].h.next_seq if ents else None, None,
+                    last_t[target], None, f"{d.detail}{note}"))
+                continue
+            i = bisect.bisect_left(keys, d.pos)
+            t0 = run_max[i - 1] if i > 0 else None
+            t1 = run_min[i] if i < len(decoded) else None
+            if cands:
+                tail = (f"; may hold the end of stream(s) "
+                        f"{', '.join(map(str, cands))}")
+                n = None
+            elif scan.other:
+                # Frames of streams the manifest lacks: their gaps are not
+                # analysed, so this damage may hide some of theirs.
+                tail, n = "; may hold chunks of streams not in the manifest", None
+            else:
+                tail, n = "; no stream has a chunk missing there", 0
+            out.append(Loss(None, d.kind, None, n, t0, t1, f"{d.detail}{tail}"))
+        return out
+
+    def read(self, streams=None) -> CaptureData:
+        """Decode the capture's records, ids and losses.
+
+        Parameters
+        ----------
+        streams : iterable of int, optional
+            Stream ids to read (default: all in the manifest).  Losses of
+            other streams are left out; damage not tied to any stream is
+            always reported.
+
+        Returns
+        -------
+        CaptureData
+
+        Raises
+        ------
+        ValueError
+            `streams` names a stream the manifest does not have.
+        CaptureFormatError
+            A segment file cannot be read at all (permissions, I/O error).
+            Damaged frames never raise: they become losses.
+
+        Examples
+        --------
+        >>> cap = open_capture(path)                     # doctest: +SKIP
+        >>> data = cap.read()                            # doctest: +SKIP
+        >>> tx = data.records["flags"] & CAPTURE_F_TX    # doctest: +SKIP
+        """
+        scan, losses = self._survey(streams, keep=True)
+        good = sorted((e for e in scan.entries if e.status == "ok"),
+                      key=lambda e: (e.h.stream, e.h.chunk_seq))
+        good = [e for e in good if e.h.n_records or e.h.n_ids]
+        if good:
+            records = np.concatenate([e.records for e in good])
+            ids = np.concatenate([e.ids for e in good]).astype(np.uint64, copy=False)
+            stream = np.repeat(np.array([e.h.stream for e in good], np.uint32),
+                               [e.h.n_records for e in good])
+        else:
+            records = np.zeros(0, CAPTURE_RECORD_DTYPE)
+            ids = np.zeros(0, np.uint64)
+            stream = np.zeros(0, np.uint32)
+        id_offsets = np.zeros(len(records) + 1, np.int64)
+        np.cumsum(records["count"], dtype=np.int64, out=id_offsets[1:])
+        return CaptureData(records, stream, id_offsets, ids, losses, dict(self.streams))
+
+
+def open_capture(path) -> Capture:
+    """Open a capture directory and check its manifest.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The capture directory (``manifest.json`` and ``chunks-*.msc``).
+
+    Returns
+    -------
+    Capture
+        Call :meth:`Capture.read` for the records.
+
+    Raises
+    ------
+    CaptureFormatError
+        The directory or its manifest is missing or malformed (one line
+        naming the file and the problem).
+
+    Examples
+    --------
+    >>> cap = open_capture("run1.capture")                # doctest: +SKIP
+    >>> data = cap.read()                                 # doctest: +SKIP
+    >>> [l.kind for l in data.losses]                     # doctest: +SKIP
+    ['ring_drop']
+    """
+    return Capture(path, load_manifest(path))
