@@ -11,7 +11,13 @@
 
 /* The stamp: id plus who wrote it.  RX|nf: computed at nf's rx, to be taken
  * by nf's own tx.  TX|nf: sent by nf, to be taken by a downstream rx that
- * trusts upstream stamps (mbufs shared over rte_rings). */
+ * trusts upstream stamps (mbufs shared over rte_rings).
+ *
+ * A stamp counts only while the mbuf carries our dynamic flag: DPDK never
+ * clears dynamic fields, but rte_pktmbuf_alloc() resets ol_flags, so an
+ * mbuf freed and allocated again (for a packet the NF builds itself) does
+ * not pass off an old packet's id as its own.  This is DPDK's own
+ * convention for dynamic fields (cf. the rx timestamp field and flag). */
 struct mscope_stamp {
 	uint64_t id;
 	uint32_t tag;
@@ -20,6 +26,7 @@ struct mscope_stamp {
 #define STAMP_TX 0x40000000U
 
 static int stamp_offset = -1;   /* -1: not yet registered, -2: unavailable */
+static uint64_t stamp_flag;     /* ol_flags bit: the stamp is valid */
 
 static void
 register_stamp(void)
@@ -29,11 +36,20 @@ register_stamp(void)
 		.size = sizeof(struct mscope_stamp),
 		.align = __alignof__(struct mscope_stamp),
 	};
+	static const struct rte_mbuf_dynflag flag_desc = {
+		.name = MSCOPE_DYNFLAG_NAME,
+	};
 	int off = rte_mbuf_dynfield_register(&desc);
+	int bit = off >= 0 ? rte_mbuf_dynflag_register(&flag_desc) : -1;
 
-	/* Without the field (EAL not up, or no space) ids are recomputed at
-	 * tx: still right unless the NF rewrote invariant fields. */
-	stamp_offset = off >= 0 ? off : -2;
+	/* Without the field or the flag (EAL not up, or no space) ids are
+	 * recomputed at tx: still right unless the NF rewrote invariant fields. */
+	if (off >= 0 && bit >= 0) {
+		stamp_flag = 1ULL << bit;
+		stamp_offset = off;
+	} else {
+		stamp_offset = -2;
+	}
 }
 
 static inline struct mscope_stamp *
@@ -52,8 +68,10 @@ mscope_mbuf_pktid(const struct rte_mbuf *m)
 void
 mscope_carry_id(struct rte_mbuf *dst, const struct rte_mbuf *src)
 {
-	if (stamp_offset >= 0)
+	if (stamp_offset >= 0) {
 		*stamp_of(dst) = *stamp_of((struct rte_mbuf *)(uintptr_t)src);
+		dst->ol_flags = (dst->ol_flags & ~stamp_flag) | (src->ol_flags & stamp_flag);
+	}
 }
 
 static int
@@ -84,14 +102,16 @@ record(struct mscope *ms, uint8_t flags, uint16_t port, uint16_t queue,
 
 			if (likely(stamp_offset >= 0)) {
 				struct mscope_stamp *s = stamp_of(m);
+				const int valid = (m->ol_flags & stamp_flag) != 0;
 
-				if (tx ? s->tag == (STAMP_RX | own)
-				       : trust && (s->tag & STAMP_TX))
+				if (valid && (tx ? s->tag == (STAMP_RX | own)
+						 : trust && (s->tag & STAMP_TX)))
 					id = s->id;
 				else
 					id = mscope_mbuf_pktid(m);
 				s->id = id;
 				s->tag = (tx ? STAMP_TX : STAMP_RX) | own;
+				m->ol_flags |= stamp_flag;
 			} else {
 				id = mscope_mbuf_pktid(m);
 			}

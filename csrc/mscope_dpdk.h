@@ -8,7 +8,11 @@
  * rx computes each packet's id (mscope_pktid.h) and stamps it in a dynamic
  * mbuf field; tx takes the id from that stamp, so header rewriting between
  * rx and tx (NAT, encapsulation) does not change it.  Packets the NF builds
- * itself get their id computed at tx.  See docs/packet-ids.md.
+ * itself get their id computed at tx.  A dynamic flag in ol_flags marks the
+ * stamp valid; rte_pktmbuf_alloc() clears it, so a recycled mbuf never
+ * carries a stale id.  An NF that assigns ol_flags outright (rather than
+ * or-ing bits in) clears it too: its tx then recomputes ids from headers,
+ * right unless it rewrote the invariant fields.  See docs/packet-ids.md.
  */
 #ifndef MSCOPE_DPDK_H
 #define MSCOPE_DPDK_H
@@ -21,6 +25,7 @@ extern "C" {
 #endif
 
 #define MSCOPE_DYNFIELD_NAME "mscope_dynfield_pktid"
+#define MSCOPE_DYNFLAG_NAME  "mscope_dynflag_pktid"   /* set: the stamp is valid */
 
 /* Returns 0, -ENOBUFS when the record was dropped (ring full), -EINVAL. */
 int mscope_rx(struct mscope *ms, uint16_t port, uint16_t queue,

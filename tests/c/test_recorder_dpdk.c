@@ -105,7 +105,7 @@ main(int argc, char **argv)
 	}
 	dir = argv[1];
 	dump_path = argv[2];
-	pool = rte_pktmbuf_pool_create("t_pool", 4095, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+	pool = rte_pktmbuf_pool_create("t_pool", 4095, 32, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
 				       rte_socket_id());
 	if (pool == NULL || rte_pktmbuf_alloc_bulk(pool, pkts, NPKT) != 0) {
 		fprintf(stderr, "mbuf pool: %s\n", rte_strerror(rte_errno));
@@ -204,6 +204,24 @@ main(int argc, char **argv)
 		got = drain(mscope_ring_path(a), &nids);
 		CHECK(got == 1 && ids[0] == mscope_mbuf_pktid(m), "own packet id");
 		rte_pktmbuf_free(m);
+	}
+	/* A packet received, dropped, and its mbuf allocated again for a packet
+	 * the NF builds: the old stamp must not be taken for the new packet. */
+	{
+		struct rte_mbuf *m = rte_pktmbuf_alloc(pool), *again;
+		uint64_t old_id;
+		fill(m, 4242);
+		CHECK(mscope_rx(a, 0, 0, &m, 1, MSCOPE_OCC_UNKNOWN) == 0, "rx before drop");
+		old_id = mscope_mbuf_pktid(m);
+		rte_pktmbuf_free(m);
+		again = rte_pktmbuf_alloc(pool);
+		CHECK(again == m, "the pool's cache hands the same mbuf back");
+		fill(again, 4243);
+		CHECK(mscope_tx(a, 0, 0, &again, 1, MSCOPE_OCC_UNKNOWN) == 0, "tx of new packet");
+		got = drain(mscope_ring_path(a), &nids);
+		CHECK(got == 2 && ids[0] == old_id && ids[1] == mscope_mbuf_pktid(again) &&
+		      ids[1] != old_id, "recycled mbuf gets a fresh id");
+		rte_pktmbuf_free(again);
 	}
 	CHECK(mscope_rx(a, 0, 0, pkts, 0, 0) == 0 && drain(mscope_ring_path(a), &nids) == 0,
 	      "empty poll records nothing");
