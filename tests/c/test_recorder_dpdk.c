@@ -21,20 +21,11 @@
 
 #include "mscope_dpdk.h"
 #include "mscope_reader.h"
+#include "check.h"
 
 #define NPKT 1500
 #define DUMP_LEN 128
 
-static int failures, checks;
-#define CHECK(cond, ...) do {						\
-	checks++;							\
-	if (!(cond)) {							\
-		failures++;						\
-		fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-		fprintf(stderr, __VA_ARGS__);				\
-		fputc('\n', stderr);					\
-	}								\
-} while (0)
 
 static struct mscope_rec_hdr recs[4096];
 static uint64_t ids[1 << 16];
@@ -231,6 +222,5 @@ main(int argc, char **argv)
 	mscope_close(b);
 	mscope_close(c);
 	rte_eal_cleanup();
-	printf("%d checks, %d failed\n", checks, failures);
-	return failures != 0;
+	return CHECK_SUMMARY();
 }

@@ -13,19 +13,9 @@
 #include "mscope.h"
 #include "mscope_pvt.h"
 #include "mscope_reader.h"
+#include "check.h"
 
-static int failures, checks;
 static const char *dir;
-
-#define CHECK(cond, ...) do {						\
-	checks++;							\
-	if (!(cond)) {							\
-		failures++;						\
-		fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-		fprintf(stderr, __VA_ARGS__);				\
-		fputc('\n', stderr);					\
-	}								\
-} while (0)
 
 static struct mscope_rec_hdr recs[1 << 16];
 static uint64_t ids[1 << 20];
@@ -267,6 +257,5 @@ main(int argc, char **argv)
 	test_full_ring_drops();
 	test_limits_and_split();
 	test_open_errors_and_modes();
-	printf("%d checks, %d failed\n", checks, failures);
-	return failures != 0;
+	return CHECK_SUMMARY();
 }
