@@ -83,6 +83,7 @@ cdef class RingReader:
     cdef mscope_reader r
     cdef readonly str path
     cdef bint is_open
+    cdef object _records, _ids   # drain()'s buffers, reused across calls
 
     def __cinit__(self, path, bint claim=True):
         self.path = os.fspath(path)
@@ -124,6 +125,7 @@ cdef class RingReader:
         ----------
         records : ndarray of RING_RECORD_DTYPE, C-contiguous, writeable
         ids : ndarray of uint64, C-contiguous, writeable
+            At least MAX_BATCH (1024) long, so any one record fits.
 
         Returns
         -------
@@ -142,6 +144,9 @@ cdef class RingReader:
             raise TypeError("records must be a C-contiguous RING_RECORD_DTYPE array")
         cdef unsigned char[::1] rec_bytes = records.view(np.uint8)
         cdef uint64_t[::1] id_view = ids
+        if id_view.shape[0] < MSCOPE_MAX_BATCH:
+            raise ValueError(f"ids must hold at least {MSCOPE_MAX_BATCH} ids "
+                             f"(one full record), got {id_view.shape[0]}")
         cdef uint32_t max_recs = <uint32_t>min(records.shape[0], 0xffffffff)
         cdef uint64_t max_ids = id_view.shape[0]
         cdef uint64_t n_ids = 0
@@ -158,17 +163,23 @@ cdef class RingReader:
         return got, n_ids
 
     def drain(self, max_records=65536, max_ids=None):
-        """Drain up to max_records records; return (records, ids) arrays.
+        """Drain up to max_records records; return new (records, ids) arrays.
 
         ``ids`` holds ``records['count'].sum()`` ids, record after record.
-        max_ids defaults to max_records * 32.
+        max_ids defaults to max_records * 32 (at least MAX_BATCH).  The
+        working buffers are kept between calls; the arrays returned are the
+        caller's.  A loop that drains continuously should call drain_into()
+        with its own arrays and save the copy.
         """
         if max_ids is None:
             max_ids = max_records * 32
-        records = np.empty(max_records, dtype=RING_RECORD_DTYPE)
-        ids = np.empty(max(max_ids, MSCOPE_MAX_BATCH), dtype=np.uint64)
-        n, k = self.drain_into(records, ids)
-        return records[:n].copy(), ids[:k].copy()
+        max_ids = max(max_ids, MSCOPE_MAX_BATCH)
+        if self._records is None or len(self._records) != max_records:
+            self._records = np.empty(max_records, dtype=RING_RECORD_DTYPE)
+        if self._ids is None or len(self._ids) != max_ids:
+            self._ids = np.empty(max_ids, dtype=np.uint64)
+        n, k = self.drain_into(self._records, self._ids)
+        return self._records[:n].copy(), self._ids[:k].copy()
 
     def state(self):
         """The ring's counters now, as a dict (see docs/record-format.md)."""

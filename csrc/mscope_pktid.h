@@ -4,18 +4,31 @@
  * rates: docs/packet-ids.md; reference implementation: mscope/packet_id.py,
  * which the tests hold this one to).
  *
- * A NAT rewrites addresses and ports, an L2 forwarder rewrites MACs; neither
- * touches the IPv4 id, total length, fragment field, protocol, TCP sequence
- * number or the first 16 payload bytes, so the id is a 64-bit mix of those:
+ * A NAT rewrites addresses and ports, an L2 forwarder rewrites MACs, a router
+ * the TTL / hop limit; none of them touches the IPv4 id, total length,
+ * fragment field, protocol, IPv6 payload length and next header, TCP
+ * sequence and acknowledgement numbers or the first 16 payload bytes, so the
+ * id is a 64-bit mix of those:
  *
  *   IPv4: w0 = ip_id<<48 | total_length<<32 | (frag & 0x3fff)<<16 | proto<<8 | 4
- *         w1 = TCP sequence number (TCP, first fragment), else 0
+ *         w1 = seq<<32 | ack (TCP, first fragment, l4+20 <= end), else 0
  *         w2, w3 = payload bytes [0,8) and [8,16) after the L4 header
  *              (little-endian loads, zero-padded, bounded by total_length)
+ *   IPv6: w0 = payload_length<<32 | next_header<<8 | 6
+ *         w1 = seq<<32 | ack (next header 6, l4+20 <= end), else 0
+ *         w2, w3 as for IPv4, bounded by 40 + payload_length; l4 is right
+ *              after the fixed header (extension headers are not walked:
+ *              their bytes are the "payload")
  *   other: w0 = pkt_len<<16 | ethertype, w1..w3 = frame bytes [14,38)
  *
  *   id = fmix64(w0*K1 ^ rotl(w1*K2,23) ^ rotl(w2*K3,41) ^ rotl(w3*K4,11)),
  *   and 1 where that is 0 (0 means "no id").
+ *
+ * The L4 header skipped before the payload: TCP's data offset, 8 bytes for
+ * UDP, ICMP (IPv4 protocol 1) and ICMPv6 (IPv6 next header 58), none for
+ * anything else.  IPv4 and IPv6 are parsed untagged or behind one 802.1Q /
+ * 802.1ad tag.  Traffic class, flow label, hop limit, TTL, DSCP/ECN,
+ * addresses, ports and checksums are left out.
  *
  * Needs only the bytes; no DPDK types.  `len` is how many bytes of the frame
  * are contiguous at `p` (an mbuf's first segment); nothing past it is read.
@@ -81,10 +94,42 @@ mscope_be16(const uint8_t *p)
 }
 
 static inline uint64_t
+mscope_be32(const uint8_t *p)
+{
+	return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 |
+	       (uint64_t)p[2] << 8 | p[3];
+}
+
+/*
+ * The L4 part, the same for IPv4 and IPv6: w2 and w3 from the 16 bytes after
+ * the L4 header at l4 (for protocol `proto`; `icmp` is ICMP's number in this
+ * IP version), mixed with w0 and, for TCP with its whole 20-byte header
+ * before `end`, w1 = seq<<32 | ack.
+ */
+static inline uint64_t
+mscope_pktid_l4(const uint8_t *p, uint64_t w0, uint32_t proto, uint32_t icmp,
+		uint32_t l4, uint32_t end)
+{
+	uint64_t w1 = 0;
+	uint32_t pay = l4;
+
+	if (proto == 6 && l4 + 20 <= end) {
+		w1 = mscope_be32(p + l4 + 4) << 32 | mscope_be32(p + l4 + 8);
+		pay = l4 + (uint32_t)(p[l4 + 12] >> 4) * 4U;
+	} else if (proto == 17 || proto == icmp) {
+		/* UDP: ports, length, checksum.  ICMP(v6): type, code, checksum,
+		 * then the echo id a NAT may rewrite and the sequence number. */
+		pay = l4 + 8;
+	}
+	return mscope_pktid_mix(w0, w1, mscope_load_le(p, pay, end),
+				mscope_load_le(p, pay + 8, end));
+}
+
+static inline uint64_t
 mscope_pktid_bytes(const uint8_t *p, uint32_t len, uint32_t pkt_len)
 {
-	uint32_t l3 = 14, etype, ihl, tot, frag, proto, l4, pay, end;
-	uint64_t w0, w1 = 0;
+	uint32_t l3 = 14, etype, ihl, tot, frag, proto, end;
+	uint64_t w0;
 
 	if (len < 14)
 		return mscope_pktid_mix(pkt_len, mscope_load_le(p, 0, len), 0, 0);
@@ -93,30 +138,27 @@ mscope_pktid_bytes(const uint8_t *p, uint32_t len, uint32_t pkt_len)
 		etype = mscope_be16(p + 16);
 		l3 = 18;
 	}
-	if (etype != 0x0800 || len < l3 + 20 || (p[l3] >> 4) != 4 ||
-	    (ihl = (p[l3] & 0xfU) * 4U) < 20)
-		goto other;
-	tot = mscope_be16(p + l3 + 2);
-	frag = mscope_be16(p + l3 + 6) & 0x3fffU;
-	proto = p[l3 + 9];
-	w0 = (uint64_t)mscope_be16(p + l3 + 4) << 48 | (uint64_t)tot << 32 |
-	     (uint64_t)frag << 16 | proto << 8 | 4U;
-	end = l3 + tot < len ? l3 + tot : len;
-	l4 = l3 + ihl;
-	pay = l4;
-	if ((frag & 0x1fffU) == 0) {   /* first fragment: an L4 header is here */
-		if (proto == 6 && l4 + 20 <= end) {
-			w1 = (uint64_t)mscope_be16(p + l4 + 4) << 16 | mscope_be16(p + l4 + 6);
-			pay = l4 + (uint32_t)(p[l4 + 12] >> 4) * 4U;
-		} else if (proto == 17) {
-			pay = l4 + 8;
-		} else if (proto == 1) {
-			pay = l4 + 8;  /* type/code/csum/id/seq: NAT may rewrite the id */
-		}
+	if (etype == 0x0800 && len >= l3 + 20 && (p[l3] >> 4) == 4 &&
+	    (ihl = (p[l3] & 0xfU) * 4U) >= 20) {
+		tot = mscope_be16(p + l3 + 2);
+		frag = mscope_be16(p + l3 + 6) & 0x3fffU;
+		proto = p[l3 + 9];
+		w0 = (uint64_t)mscope_be16(p + l3 + 4) << 48 |
+		     (uint64_t)tot << 32 | (uint64_t)frag << 16 | proto << 8 | 4U;
+		end = l3 + tot < len ? l3 + tot : len;
+		if ((frag & 0x1fffU) != 0)  /* not the first fragment: no L4 header */
+			return mscope_pktid_mix(w0, 0,
+						mscope_load_le(p, l3 + ihl, end),
+						mscope_load_le(p, l3 + ihl + 8, end));
+		return mscope_pktid_l4(p, w0, proto, 1, l3 + ihl, end);
 	}
-	return mscope_pktid_mix(w0, w1, mscope_load_le(p, pay, end),
-				mscope_load_le(p, pay + 8, end));
-other:
+	if (etype == 0x86dd && len >= l3 + 40 && (p[l3] >> 4) == 6) {
+		tot = mscope_be16(p + l3 + 4);          /* payload length */
+		proto = p[l3 + 6];                      /* next header */
+		w0 = (uint64_t)tot << 32 | proto << 8 | 6U;
+		end = l3 + 40 + tot < len ? l3 + 40 + tot : len;
+		return mscope_pktid_l4(p, w0, proto, 58, l3 + 40, end);
+	}
 	return mscope_pktid_mix((uint64_t)pkt_len << 16 | etype,
 				mscope_load_le(p, 14, len),
 				mscope_load_le(p, 22, len),

@@ -73,7 +73,9 @@ mscope_reader_open(const char *path, int claim, struct mscope_reader *r)
 		return rc;
 	}
 	r->map_len = (size_t)st.st_size;
-	map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	/* MAP_POPULATE: take the page faults now, not on the first drain
+	 * (a fresh 1 GiB mapping drained 20 vs 25.7 M records/s, bench/reader.py). */
+	map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 	close(fd);
 	if (map == MAP_FAILED)
 		return -errno;
@@ -162,8 +164,13 @@ mscope_reader_drain(struct mscope_reader *r, struct mscope_rec_hdr *recs,
 			err = -MSCOPE_E_RECORD;
 			break;
 		}
-		if (got_ids + h.count > max_ids)
-			break; /* caller's id buffer is full: not an error */
+		if (got_ids + h.count > max_ids) {
+			/* The caller's id buffer is full: not an error, unless not
+			 * even this one record fits, which would stall forever. */
+			if (got == 0)
+				return -ENOSPC;
+			break;
+		}
 		memcpy(ids + got_ids, r->data + pos + sizeof(h), 8U * h.count);
 		recs[got++] = h;
 		got_ids += h.count;

@@ -59,8 +59,10 @@ int mscope_reader_open(const char *path, int claim, struct mscope_reader *r);
  * give the space back to the producer.  Records come out as their 32-byte
  * headers (recs[i].count ids each, consecutive in ids).  Returns the number
  * of records copied (>= 0), or a negative code when the ring is corrupt and
- * nothing could be copied in this call; once corrupt, every later call
- * returns the same code.  *n_ids receives the number of ids copied.
+ * nothing could be copied in this call (once corrupt, every later call
+ * returns the same code), or -ENOSPC when ids cannot hold even the next
+ * record (give it at least MSCOPE_MAX_BATCH).  *n_ids receives the number
+ * of ids copied.
  */
 long mscope_reader_drain(struct mscope_reader *r, struct mscope_rec_hdr *recs,
 			 uint32_t max_recs, uint64_t *ids, uint64_t max_ids,

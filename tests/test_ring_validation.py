@@ -160,6 +160,15 @@ def test_padding_beyond_head_is_malformed(ring_path):
         r.drain()
 
 
+def test_drain_into_needs_room_for_one_full_record(ring_path):
+    data = record(3)
+    write_ring(ring_path, data, head=len(data))
+    with RingReader(ring_path) as r:
+        recs = np.empty(8, dtype=r.drain()[0].dtype)
+        with pytest.raises(ValueError, match="at least 1024 ids"):
+            r.drain_into(recs, np.empty(16, np.uint64))
+
+
 def test_wrapping_with_padding(ring_path):
     pos = DATA - 48
     data = bytearray(DATA)

@@ -194,6 +194,13 @@ test_limits_and_split(void)
 		}
 		CHECK(total == 100, "piecewise total %ld", total);
 	}
+	/* An id buffer too small for even the next record is an error, not an
+	 * empty ring: a reader would otherwise stall on it forever. */
+	write_pattern(ms, 200, 10);
+	got = mscope_reader_drain(&r, recs, 16, ids, 4, &nids);
+	CHECK(got == -ENOSPC && nids == 0, "tiny id buffer: %ld", got);
+	got = mscope_reader_drain(&r, recs, 16, ids, 10, &nids);
+	CHECK(got == 1 && nids == 10, "then drains with room: %ld", got);
 	mscope_reader_close(&r);
 	mscope_close(ms);
 }
