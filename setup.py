@@ -2,7 +2,7 @@
 
 libmscope (C, csrc/) is built by csrc/Makefile against DPDK when
 `pkg-config libdpdk` finds it, and without the rte_mbuf API otherwise; it
-lands in mscope/_native/ beside its headers and the demo forwarder.
+lands in src/mscope/_native/ beside its headers and the demo forwarder.
 """
 import os
 import subprocess
@@ -20,7 +20,7 @@ class build_ext(_build_ext):
     def run(self):
         super().run()
         if self.inplace or getattr(self, "editable_mode", False):
-            out = ROOT / "mscope" / "_native"
+            out = ROOT / "src" / "mscope" / "_native"
         else:
             out = Path(self.build_lib).resolve() / "mscope" / "_native"
         subprocess.run(["make", "-C", str(ROOT / "csrc"), f"OUT={out}",
@@ -33,7 +33,10 @@ setup(
     description="Queue-based performance diagnosis for DPDK network-function chains",
     python_requires=">=3.9",
     packages=["mscope", "mscope.capture", "mscope.collector", "mscope.analyzer"],
-    package_dir={"mscope.collector": "collector", "mscope.analyzer": "analyzer"},
+    # src/ layout: a `python` started in the repository root must not find a
+    # half package (no collector/analyzer) under ./mscope.
+    package_dir={"mscope": "src/mscope", "mscope.collector": "collector",
+                 "mscope.analyzer": "analyzer"},
     package_data={"mscope": ["_native/*.so", "_native/include/*.h", "_native/bin/*"]},
     ext_modules=[Extension(
         "mscope.collector._ringreader",

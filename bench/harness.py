@@ -37,7 +37,7 @@ def native_paths():
     try:
         import mscope.paths as paths
     except ImportError:          # not installed: use the source tree
-        sys.path.insert(0, str(ROOT))
+        sys.path.insert(0, str(ROOT / "src"))
         import mscope.paths as paths
     return paths.libmscope(), paths.include_dir()
 
@@ -54,7 +54,7 @@ def pkg_config(*args):
 def build_fastpath(verbose=False):
     """Compile bench/fastpath/fastpath_bench.c (-O2) and return its path.
 
-    Against mscope/_native/include and libmscope.so (rpath set), with the
+    Against src/mscope/_native/include and libmscope.so (rpath set), with the
     rte_mbuf part when pkg-config finds libdpdk.  Rebuilt on every call: it
     takes under a second and the library may have changed under us.
     """

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * Packet ids from header-invariant fields (scheme and measured collision
- * rates: docs/packet-ids.md; reference implementation: mscope/packet_id.py,
+ * rates: docs/packet-ids.md; reference implementation: src/mscope/packet_id.py,
  * which the tests hold this one to).
  *
  * A NAT rewrites addresses and ports, an L2 forwarder rewrites MACs, a router

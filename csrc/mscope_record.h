@@ -2,7 +2,7 @@
 /*
  * mscope record and ring layout: the one definition used by the C fast path,
  * the Cython reader and (through docs/record-format.md, which mirrors it
- * field by field) the numpy dtypes in mscope/record.py.
+ * field by field) the numpy dtypes in src/mscope/record.py.
  *
  * Everything here is little-endian and naturally aligned: the recorder runs
  * on x86-64/aarch64 hosts and the reader maps the same memory, so no byte

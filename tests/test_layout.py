@@ -1,4 +1,4 @@
-"""mscope/record.py mirrors csrc/mscope_record.h: hold it to the compiler."""
+"""src/mscope/record.py mirrors csrc/mscope_record.h: hold it to the compiler."""
 import subprocess
 
 from conftest import TESTS_C

@@ -1,5 +1,5 @@
 """Packet ids: the C scheme (csrc/mscope_pktid.h) held to its Python
-reference (mscope/packet_id.py) on generated frames, and the properties
+reference (src/mscope/packet_id.py) on generated frames, and the properties
 hop-to-hop matching through NATs relies on."""
 import shutil
 import struct
@@ -599,7 +599,7 @@ def test_ipv4_and_ipv6_ids_differ_on_equal_fields():
 
 
 def test_docstring_examples():
-    """The numpydoc examples in mscope/packet_id.py run as written."""
+    """The numpydoc examples in src/mscope/packet_id.py run as written."""
     import doctest
 
     import mscope.packet_id

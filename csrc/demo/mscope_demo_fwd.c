@@ -12,7 +12,7 @@
  * after rewriting source address and port, what it forwards.  The input
  * queue occupancy is read from net_ring's rte_ring.  With --dump, every
  * generated frame's first 128 bytes go to a file so a test can recompute
- * the ids independently (mscope/packet_id.py).
+ * the ids independently (src/mscope/packet_id.py).
  *
  *   mscope-demo-fwd --no-huge -m 256 --in-memory --no-pci \
  *       --vdev=net_ring0 --vdev=net_null0 -l 0 -- --packets 100000 --rate 200000

@@ -1,5 +1,5 @@
 /* Prints the record and ring layout as the C compiler sees it, for
- * tests/test_layout.py to hold mscope/record.py to. */
+ * tests/test_layout.py to hold src/mscope/record.py to. */
 #include <stddef.h>
 #include <stdio.h>
 #include "mscope_record.h"

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * Runs mscope_pktid_bytes on frames from stdin and prints one id per line,
- * in decimal, so tests/test_packet_id.py can hold it to mscope/packet_id.py.
+ * in decimal, so tests/test_packet_id.py can hold it to src/mscope/packet_id.py.
  *
  * Input, repeated to EOF, host byte order:  u32 pkt_len, u32 len, len bytes.
  * Each frame is copied into a buffer of exactly `len` bytes, so a build with

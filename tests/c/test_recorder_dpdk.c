@@ -5,7 +5,7 @@
  * Checks, in C, what only the recorder can know (stamps carried rx->tx
  * across header rewrites, trust of upstream stamps, splitting, drops on a
  * full ring) and writes (id, frame) pairs to DUMP so the Python test can
- * recompute every id with the independent reference (mscope/packet_id.py).
+ * recompute every id with the independent reference (src/mscope/packet_id.py).
  */
 #include <errno.h>
 #include <stdio.h>
