@@ -21,8 +21,9 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 FASTPATH_SRC = BENCH / "fastpath" / "fastpath_bench.c"
-# libmscope.so exports the recorder only; the consumer (mscope_reader.c)
-# is compiled into the Cython extension, so the C bench compiles it in too.
+# The C bench compiles the consumer (mscope_reader.c) in from source, as the
+# Cython extension does, so its reader figures are the code the collector
+# runs; libmscope.so carries the same file for C consumers.
 READER_SRC = ROOT / "csrc" / "mscope_reader.c"
 BUILD_DIR = BENCH / "out" / "build"     # bench/out/ is git-ignored
 

@@ -9,8 +9,8 @@ Two settings, both with records of 32 packet ids (288 bytes in the ring):
   1 GiB, ~3.7 M records; a ring holds at most its data size) and waits;
   this process, pinned to cpu 1, drains it with RingReader.drain_into()
   into preallocated arrays of 4096 or 65536 records (a fresh ring each),
-  then has it filled and drains it again: the first lap pays a page fault
-  per 4 KiB of the fresh mapping, the second shows the steady state.  The
+  then has it filled and drains it again: the first lap runs on a fresh
+  mapping (faulted in at open by MAP_POPULATE), the second on a warm one.  The
   allocating RingReader.drain() is measured the same way.
 * concurrent: fastpath_bench produce writes records as fast as it can on
   cpu 0 into a default-sized (8 MiB) ring for a second while this process
@@ -112,8 +112,8 @@ def bench_prefilled(binary, registry, ring_bytes, batch, sizes):
     """Drain a full ring twice per method and array size.
 
     fastpath_bench fill (cpu 0) fills the ring and waits; we drain it all
-    (lap 0: our mapping of the file is fresh, so every 4 KiB page of it
-    faults once), tell it to fill again and drain again (lap 1: the
+    (lap 0: our mapping of the file is fresh; MAP_POPULATE faulted it in
+    at open), tell it to fill again and drain again (lap 1: the
     mapping is warm, the data still cold, as for a collector in steady
     state that fell behind).
     """

@@ -861,8 +861,8 @@ bench_produce(const struct opts *o)
 /*
  * What bounds the reader: mscope_reader_drain() against a plain memcpy of
  * the same bytes, on a ring written by the other core and too big for any
- * cache ("cold", the prefilled case: the reader's fresh mapping also takes
- * a page fault per 4 KiB), the same with the mapping faulted in first
+ * cache ("cold", the prefilled case; the reader maps with MAP_POPULATE,
+ * so its page faults come at open), the same with the mapping faulted in first
  * ("cold_prefaulted", as after a reader's first lap), and on a 1 MiB ring
  * written by this core just before ("l2").  Each call drains up to
  * --records records.
