@@ -52,6 +52,7 @@ setup(
         "zstandard>=0.21",
         "lz4>=4.0",
         "pyelftools>=0.29",
+        "prometheus-client>=0.17",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6.80"]},
     entry_points={"console_scripts": ["mscope=mscope.cli:main"]},

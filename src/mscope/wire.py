@@ -1,0 +1,103 @@
+"""What mscope-collect sends to `mscope receive` over ZeroMQ.
+
+One ZeroMQ message per chunk, two parts:
+
+1. ``meta``: a msgpack map describing where the chunk comes from (see
+   :func:`make_meta`).  Every message carries it whole, so a receiver that
+   restarts, or a message that arrives first after a reconnect, needs no
+   earlier handshake: ZeroMQ drops what was in flight to a peer that went
+   away, and a protocol that relied on a one-time "hello" would lose it.
+   It is ~150 bytes against chunks of tens of kilobytes.
+2. ``frame``: one capture frame exactly as written to a segment file
+   (mscope.capture.format.encode_frame), its ``stream`` field the
+   collector's own stream number.  The receiver maps (collector, stream)
+   to a stream of its capture and rewrites that field.
+
+A collector is identified by a random id chosen at start-up, so two
+collectors on one host, or one restarted, never share streams.
+"""
+import msgpack
+
+from mscope.errors import MscopeError
+
+__all__ = ["WIRE_VERSION", "WireFormatError", "make_meta", "encode_message",
+           "decode_message", "META_KEYS"]
+
+WIRE_VERSION = 1
+
+#: Required meta keys and their types.
+META_KEYS = {
+    "v": int,                # WIRE_VERSION
+    "collector": str,        # random id of the collector process (hex)
+    "host": str,             # host name as the collector knows it
+    "tsc_hz": (float, type(None)),   # the collector's calibrated TSC rate
+    "stream": int,           # the collector's stream number (= frame's stream)
+    "nf_id": int,
+    "nf_name": str,
+    "lcore": int,
+    "pid": int,              # the NF process
+    "ring": str,             # ring file path on the collector's host
+    "dropped_chunks": int,   # chunks of this stream the collector dropped so far
+    "dropped_records": int,  # records in them
+}
+
+
+class WireFormatError(MscopeError, ValueError):
+    """A message that is not a valid mscope chunk message."""
+
+
+def make_meta(*, collector, host, tsc_hz, stream, nf_id, nf_name, lcore, pid, ring,
+              dropped_chunks=0, dropped_records=0):
+    """The meta map of one chunk message (all keys of META_KEYS)."""
+    return {"v": WIRE_VERSION, "collector": collector, "host": host,
+            "tsc_hz": None if tsc_hz is None else float(tsc_hz), "stream": int(stream),
+            "nf_id": int(nf_id), "nf_name": nf_name, "lcore": int(lcore), "pid": int(pid),
+            "ring": ring, "dropped_chunks": int(dropped_chunks),
+            "dropped_records": int(dropped_records)}
+
+
+def encode_message(meta, frame):
+    """The parts to pass to ``socket.send_multipart``."""
+    return [msgpack.packb(meta, use_bin_type=True), frame]
+
+
+def decode_message(parts):
+    """Split and check a received message.
+
+    Parameters
+    ----------
+    parts : list of bytes-like
+        What ``socket.recv_multipart`` returned.
+
+    Returns
+    -------
+    meta : dict
+    frame : bytes-like
+        The frame, not yet checked (mscope.capture.format.decode_frame or the
+        receiver's own header check does that).
+
+    Raises
+    ------
+    WireFormatError
+        Wrong number of parts, meta that is not a msgpack map, an unknown
+        wire version, a missing key or a key of the wrong type.
+    """
+    if len(parts) != 2:
+        raise WireFormatError(f"expected 2 message parts (meta, frame), got {len(parts)}")
+    try:
+        meta = msgpack.unpackb(bytes(parts[0]), raw=False, max_str_len=4096,
+                               max_map_len=64, max_array_len=64, max_bin_len=4096)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise WireFormatError(f"meta is not msgpack: {exc}") from None
+    if not isinstance(meta, dict):
+        raise WireFormatError("meta is not a map")
+    if meta.get("v") != WIRE_VERSION:
+        raise WireFormatError(f"unknown wire version {meta.get('v')!r} "
+                              f"(this receiver speaks {WIRE_VERSION})")
+    for key, typ in META_KEYS.items():
+        if key not in meta:
+            raise WireFormatError(f"meta lacks {key!r}")
+        if not isinstance(meta[key], typ) or isinstance(meta[key], bool):
+            raise WireFormatError(f"meta {key!r} has the wrong type "
+                                  f"({type(meta[key]).__name__})")
+    return meta, parts[1]
