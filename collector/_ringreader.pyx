@@ -22,6 +22,17 @@ cdef extern from "mscope_record.h":
     struct mscope_rec_hdr:
         pass
 
+cdef extern from "mscope_ring.h":
+    uint64_t mscope_rdtsc() nogil
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts)
+    enum: CLOCK_MONOTONIC
+
 cdef extern from "mscope_reader.h":
     cdef enum:
         MSCOPE_E_CLAIMED
@@ -46,6 +57,38 @@ cdef extern from "mscope_reader.h":
     const char *mscope_reader_strerror(int code)
 
 MAX_BATCH = MSCOPE_MAX_BATCH
+
+
+cdef inline uint64_t _mono_ns() nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <uint64_t>ts.tv_sec * 1000000000ULL + <uint64_t>ts.tv_nsec
+
+
+def rdtsc():
+    """The TSC of the core this runs on (the same counter the recorder reads)."""
+    return mscope_rdtsc()
+
+
+def tsc_monotonic_pair(int tries=9):
+    """One (tsc, monotonic_ns, window_ns) sample for TSC calibration.
+
+    Reads CLOCK_MONOTONIC, the TSC, CLOCK_MONOTONIC again, `tries` times,
+    and keeps the try with the narrowest window: the TSC was read within
+    ``window_ns`` of ``monotonic_ns`` (the window's midpoint).
+    """
+    cdef uint64_t a, t, b, best_t = 0, best_mid = 0, best_w = <uint64_t>-1
+    cdef int i
+    with nogil:
+        for i in range(max(tries, 1)):
+            a = _mono_ns()
+            t = mscope_rdtsc()
+            b = _mono_ns()
+            if b - a < best_w:
+                best_w = b - a
+                best_t = t
+                best_mid = a + (b - a) // 2
+    return best_t, best_mid, best_w
 RING_STATES = {1: "open", 2: "closed"}
 
 

@@ -88,6 +88,12 @@ def eal_args():
             pass
 
 
+@pytest.fixture
+def producer_exe(cbuild):
+    """tests/c/ring_producer.c, built (see tests/producers.py)."""
+    return cbuild("ring_producer", [TESTS_C / "ring_producer.c", *recorder_sources()])
+
+
 def recorder_sources():
     return [CSRC / "mscope_recorder.c", CSRC / "mscope_reader.c"]
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import TESTS_C, recorder_sources
+from producers import Producer, check_batch, expected_counts
 from mscope.collector import RingReader
-from mscope.errors import RingClaimedError
-from mscope.record import RING_RECORD_DTYPE, REC_MAGIC
+from mscope.record import RING_RECORD_DTYPE
 
 
 def test_ring_unit_c(cbuild, registry):
@@ -22,62 +22,6 @@ def test_ring_unit_c(cbuild, registry):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "0 failed" in proc.stdout
-
-
-class Producer:
-    """The test producer (tests/c/ring_producer.c) in its own process."""
-
-    def __init__(self, exe, registry, n, max_batch, rate, ring_bytes, name="prod"):
-        self.n, self.max_batch = n, max_batch
-        self.proc = subprocess.Popen(
-            [str(exe), str(registry), name, str(n), str(max_batch), str(rate),
-             str(ring_bytes)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.path = self.proc.stdout.readline().strip()
-        assert self.path.endswith(".ring"), self.path
-
-    def start(self):
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-
-    def finished(self):
-        return self.proc.poll() is not None
-
-    def result(self, timeout=60):
-        out, _ = self.proc.communicate(timeout=timeout)
-        assert self.proc.returncode == 0
-        words = out.split()
-        assert words[0] == "done", out
-        return tuple(int(w) for w in words[1:4])
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def producer_exe(cbuild):
-    return cbuild("ring_producer", [TESTS_C / "ring_producer.c", *recorder_sources()])
-
-
-def expected_counts(seq, max_batch):
-    return (1 + (seq * 7919) % max_batch).astype(np.int64)
-
-
-def check_batch(recs, ids, max_batch):
-    """Every drained record and id matches the producer's pattern."""
-    seq = recs["seq"]
-    assert (recs["magic"] == REC_MAGIC).all()
-    assert (recs["count"] == expected_counts(seq, max_batch)).all()
-    assert (recs["flags"] == (seq & 1)).all()
-    assert (recs["port"] == seq % 5).all() and (recs["queue"] == seq % 3).all()
-    assert (recs["occupancy"] == (seq & 0xFFFFFFFF)).all()
-    counts = recs["count"].astype(np.int64)
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    want = (np.repeat(seq, counts) << np.uint64(16)) | (
-        np.arange(counts.sum(), dtype=np.uint64) - starts.astype(np.uint64))
-    assert np.array_equal(ids, want)
 
 
 def consume(reader, producer, max_batch, pause=0.0, deadline_s=120):

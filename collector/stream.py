@@ -1,0 +1,199 @@
+"""One ring as the collector follows it: drain, account losses, cut chunks.
+
+A stream is one ring file (one NF lcore of one process).  Its records are
+drained into a shared scratch buffer, copied into the stream's pending
+chunk, and cut into capture frames by record count or age.
+
+Loss accounting is exact.  Every record the producer could not write still
+took a sequence number, so a hole in the seqs the collector drained *is* a
+ring drop, and the collector counts those holes itself: each frame's
+``drop_records`` is the number of ring-dropped records with a seq below the
+frame's ``next_seq``.  Holes the reader later finds that this count does not
+explain were lost after the ring (a chunk dropped by a full spool, or lost
+in transport).  The ring's own counter, which may already include drops
+past the last drained record, is used for the final frame only, once the
+ring is closed and empty.
+"""
+import os
+import time
+
+import numpy as np
+
+from mscope.capture.format import (CAPTURE_F_TX, CAPTURE_RECORD_DTYPE, CODEC_ZSTD,
+                                   encode_frame)
+from mscope.record import REC_F_TX
+
+__all__ = ["RingStream", "Chunk", "ring_records_to_capture"]
+
+
+class Chunk:
+    """A frame ready to ship or write, with what it holds."""
+
+    __slots__ = ("stream", "frame", "records", "ids", "final", "raw_bytes")
+
+    def __init__(self, stream, frame, records, ids, final, raw_bytes):
+        self.stream, self.frame, self.records, self.ids = stream, frame, records, ids
+        self.final, self.raw_bytes = final, raw_bytes
+
+
+def ring_records_to_capture(records, clock):
+    """Ring records (RING_RECORD_DTYPE) as capture records, TSC turned into ns."""
+    out = np.empty(len(records), CAPTURE_RECORD_DTYPE)
+    out["time_ns"] = clock.to_ns(records["tsc"])
+    out["seq"] = records["seq"]
+    out["nf_id"] = records["nf_id"]
+    out["port"] = records["port"]
+    out["queue"] = records["queue"]
+    out["flags"] = np.where(records["flags"] & REC_F_TX, CAPTURE_F_TX, 0)
+    out["reserved"] = 0
+    out["count"] = records["count"]
+    out["occupancy"] = records["occupancy"]
+    return out
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RingStream:
+    """Follow one ring: drain it, count its holes, cut chunks.
+
+    Parameters
+    ----------
+    stream : int
+        The collector's number for this stream (frame header ``stream``).
+    reader : RingReader
+        Opened and claimed.
+    codec, level : int
+        Compression of the frames.
+    """
+
+    def __init__(self, stream, reader, codec=CODEC_ZSTD, level=3):
+        self.stream = stream
+        self.reader = reader
+        self.codec, self.level = codec, level
+        st = reader.state()
+        self.path = reader.path
+        self.nf_id, self.nf_name = st["nf_id"], st["nf_name"]
+        self.lcore, self.pid = st["lcore"], st["pid"]
+        self.producer_hz = st["tsc_hz"]
+        # A ring nobody drained before starts at seq 0: holes from there on
+        # are ours to count.  One a previous collector drained starts at
+        # whatever seq comes first.
+        self.expected_seq = 0 if st["tail"] == 0 else None
+        self.ring_drops = 0          # holes seen (exact, see the module doc)
+        self.drop_packets_base = st["drop_packets"] if st["tail"] else 0
+        self.chunk_seq = 0
+        self.pending_records, self.pending_ids = [], []
+        self.pending_count = 0
+        self.pending_since = None
+        self.records_drained = 0
+        self.ids_drained = 0
+        self.finished = False        # final frame cut
+        self.error = None            # RingFormatError text once corrupt
+
+    def drain(self, rec_buf, id_buf):
+        """Move what the ring holds into the pending chunk; return records moved."""
+        moved = 0
+        while True:
+            n, k = self.reader.drain_into(rec_buf, id_buf)
+            if n == 0:
+                return moved
+            recs = rec_buf[:n].copy()
+            seq = recs["seq"].astype(np.int64)
+            if self.expected_seq is None:
+                self.expected_seq = int(seq[0])
+            holes = int(seq[0]) - self.expected_seq + int(np.sum(np.diff(seq) - 1))
+            self.ring_drops += holes
+            self.expected_seq = int(seq[-1]) + 1
+            self.pending_records.append(recs)
+            self.pending_ids.append(id_buf[:k].copy())
+            if self.pending_since is None:
+                self.pending_since = time.monotonic()
+            self.pending_count += n
+            self.records_drained += n
+            self.ids_drained += k
+            moved += n
+            if n < len(rec_buf):
+                return moved
+
+    def producer_gone(self):
+        """The producer closed the ring or its process is gone."""
+        return self.reader.state()["state"] == "closed" or not _pid_alive(self.pid)
+
+    def cut(self, clock, now, chunk_records, flush_s, final=False):
+        """Chunks due now: full ones, an old partial one, and the final one."""
+        chunks = []
+        while self.pending_count and (final or self.pending_count >= chunk_records
+                                      or now - self.pending_since >= flush_s):
+            chunks.append(self._cut_one(clock, chunk_records))
+        if final and not self.finished:
+            chunks.append(self._final_chunk())
+            self.finished = True
+        return chunks
+
+    def _cut_one(self, clock, chunk_records):
+        recs = np.concatenate(self.pending_records)
+        ids = np.concatenate(self.pending_ids)
+        take = min(len(recs), chunk_records)
+        counts = recs["count"].astype(np.int64)
+        n_ids = int(counts[:take].sum())
+        head_recs, head_ids = recs[:take], ids[:n_ids]
+        if take < len(recs):
+            self.pending_records, self.pending_ids = [recs[take:]], [ids[n_ids:]]
+            self.pending_since = time.monotonic()
+        else:
+            self.pending_records, self.pending_ids = [], []
+            self.pending_since = None
+        self.pending_count -= take
+        cap = ring_records_to_capture(head_recs, clock)
+        next_seq = int(head_recs["seq"][-1]) + 1
+        # Holes below next_seq: all holes seen so far minus those in the
+        # records still pending (which sit above it).
+        drops = self.ring_drops - self._holes_in_pending(next_seq)
+        frame = encode_frame(cap, head_ids, stream=self.stream, chunk_seq=self.chunk_seq,
+                             first_seq=int(head_recs["seq"][0]), next_seq=next_seq,
+                             drop_records=drops, drop_packets=self._drop_packets(),
+                             codec=self.codec, level=self.level)
+        self.chunk_seq += 1
+        raw = cap.nbytes + head_ids.nbytes
+        return Chunk(self.stream, frame, take, n_ids, False, raw)
+
+    def _holes_in_pending(self, after_seq):
+        if not self.pending_records:
+            return 0
+        seq = np.concatenate([r["seq"] for r in self.pending_records]).astype(np.int64)
+        return int(seq[0]) - after_seq + int(np.sum(np.diff(seq) - 1))
+
+    def _drop_packets(self):
+        return max(0, self.reader.state()["drop_packets"] - self.drop_packets_base)
+
+    def _final_chunk(self):
+        """An empty frame at the ring's final seq: it carries the drops after
+        the last record (records the producer lost at the very end)."""
+        st = self.reader.state()
+        end_seq = st["next_seq"]
+        if self.expected_seq is None:
+            self.expected_seq = end_seq
+        trailing = max(0, end_seq - self.expected_seq)
+        self.ring_drops += trailing
+        self.expected_seq = end_seq
+        frame = encode_frame(np.empty(0, CAPTURE_RECORD_DTYPE), np.empty(0, np.uint64),
+                             stream=self.stream, chunk_seq=self.chunk_seq,
+                             first_seq=end_seq, next_seq=end_seq,
+                             drop_records=self.ring_drops,
+                             drop_packets=self._drop_packets(), final=True,
+                             codec=self.codec, level=self.level)
+        self.chunk_seq += 1
+        return Chunk(self.stream, frame, 0, 0, True, 0)
+
+    def describe(self):
+        """The stream's identity, for manifests and wire meta."""
+        return {"nf_id": self.nf_id, "nf_name": self.nf_name, "lcore": self.lcore,
+                "pid": self.pid, "ring": self.path}

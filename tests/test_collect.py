@@ -1,0 +1,234 @@
+"""mscope-collect against real producer processes, real rings, real sockets."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import TESTS_C, recorder_sources
+from producers import Producer, expected_counts
+from mscope.capture import open_capture
+
+COLLECT = [sys.executable, "-m", "mscope.collector.daemon"]
+MSCOPE = [sys.executable, "-m", "mscope.cli"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A process we started, ended by us only, within bounded waits."""
+
+    def __init__(self, argv, **kw):
+        self.argv = argv
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, **kw)
+
+    def wait(self, timeout=60):
+        out, err = self.p.communicate(timeout=timeout)
+        return self.p.returncode, out, err
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+        return self.wait(timeout)
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(timeout=10)
+
+
+@pytest.fixture
+def procs():
+    started = []
+    yield lambda argv, **kw: started.append(Proc(argv, **kw)) or started[-1]
+    for p in started:
+        p.kill()
+
+
+def wait_for(cond, timeout=30, step=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return False
+
+
+def capture_records(path, nf_name=None):
+    data = open_capture(path).read()
+    info = open_capture(path).manifest
+    names = {s["stream"]: s["nf_name"] for s in info["streams"]}
+    keep = np.ones(len(data.records), bool)
+    if nf_name is not None:
+        keep = np.array([names[int(s)] == nf_name for s in data.stream], bool)
+    return data, keep
+
+
+def check_pattern(records, ids, max_batch):
+    """The capture holds the producer's pattern exactly (see tests/producers.py)."""
+    seq = records["seq"].astype(np.int64)
+    counts = records["count"].astype(np.int64)
+    assert (counts == expected_counts(records["seq"], max_batch)).all()
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    want = (np.repeat(seq.astype(np.uint64), counts) << np.uint64(16)) | (
+        np.arange(counts.sum(), dtype=np.uint64) - starts.astype(np.uint64))
+    assert np.array_equal(ids, want)
+    assert (np.diff(records["time_ns"]) >= 0).all(), "time runs forward in a ring"
+
+
+def test_collect_to_capture_exact(producer_exe, registry, tmp_path, procs):
+    """N records from a producer process reach the capture whole: ids, order,
+    monotonic time, and the ring file is removed once drained."""
+    registry.mkdir()
+    n, maxb = 300_000, 16
+    cap = tmp_path / "cap"
+    col = procs([*COLLECT, "--dir", str(registry), "--out", str(cap), "--exit-when-idle",
+                 "--poll-us", "500"])
+    prod = Producer(producer_exe, registry, n, maxb, rate=2_000_000, ring_bytes=1 << 22)
+    prod.start()
+    assert prod.result() == (n, 0, 0)
+    rc, out, err = col.wait(timeout=60)
+    assert rc == 0, err
+    data = open_capture(cap).read()
+    assert len(data.records) == n
+    assert data.losses == [] or all(l.n_records == 0 for l in data.losses)
+    check_pattern(data.records, data.ids, maxb)
+    assert not os.path.exists(prod.path), "a drained, closed ring is removed"
+    assert "retired" in err
+
+
+def test_several_rings_and_late_ring(producer_exe, registry, tmp_path, procs):
+    registry.mkdir()
+    cap = tmp_path / "cap"
+    col = procs([*COLLECT, "--dir", str(registry), "--out", str(cap), "--exit-when-idle"])
+    first = [Producer(producer_exe, registry, 50_000, 8, rate=1_000_000,
+                      ring_bytes=1 << 22, name=f"nf{i}") for i in range(2)]
+    for p in first:
+        p.start()
+    time.sleep(0.5)   # the late ring is created while the collector runs
+    late = Producer(producer_exe, registry, 30_000, 8, rate=1_000_000,
+                    ring_bytes=1 << 22, name="late")
+    late.start()
+    for p in (*first, late):
+        assert p.result()[1] == 0
+    rc, out, err = col.wait(timeout=60)
+    assert rc == 0, err
+    data = open_capture(cap).read()
+    names = {s["stream"]: s["nf_name"] for s in open_capture(cap).manifest["streams"]}
+    per = {}
+    for sid, name in names.items():
+        sel = data.stream == sid
+        recs = data.records[sel]
+        lo = data.id_offsets[:-1][sel]
+        hi = data.id_offsets[1:][sel]
+        ids = np.concatenate([data.ids[a:b] for a, b in zip(lo, hi)]) if len(lo) else \
+            np.empty(0, np.uint64)
+        check_pattern(recs, ids, 8)
+        per[name] = len(recs)
+    assert per == {"nf0": 50_000, "nf1": 50_000, "late": 30_000}
+
+
+def test_overload_drops_agree_exactly(producer_exe, registry, tmp_path, procs):
+    """A producer far faster than a collector that polls slowly, on a tiny
+    ring: the capture reports exactly the ring's drop counter."""
+    registry.mkdir()
+    n, maxb = 400_000, 32
+    cap = tmp_path / "cap"
+    col = procs([*COLLECT, "--dir", str(registry), "--out", str(cap), "--exit-when-idle",
+                 "--poll-us", "5000", "--chunk-records", "512"])
+    prod = Producer(producer_exe, registry, n, maxb, rate=0, ring_bytes=1 << 16)
+    time.sleep(0.3)  # the collector attaches first: every drop is after seq 0
+    prod.start()
+    records, drop_records, drop_packets = prod.result()
+    assert drop_records > 0
+    rc, out, err = col.wait(timeout=60)
+    assert rc == 0, err
+    data = open_capture(cap).read()
+    assert len(data.records) == records
+    ring_lost = sum(l.n_records for l in data.losses if l.kind == "ring_drop")
+    other = [l for l in data.losses if l.kind != "ring_drop" and l.n_records]
+    assert ring_lost == drop_records
+    assert other == []
+    missing = np.setdiff1d(np.arange(n, dtype=np.uint64), data.records["seq"])
+    assert len(missing) == drop_records
+    assert expected_counts(missing, maxb).sum() == drop_packets
+    check_pattern(data.records, data.ids, maxb)
+
+
+def test_tsc_conversion_matches_clock_monotonic(cbuild, registry, tmp_path, procs):
+    """The producer stamps CLOCK_MONOTONIC into each id just before the
+    recorder reads the TSC: the capture's time_ns must agree within a few us."""
+    exe = cbuild("clock_producer", [TESTS_C / "clock_producer.c", *recorder_sources()])
+    registry.mkdir()
+    cap = tmp_path / "cap"
+    col = procs([*COLLECT, "--dir", str(registry), "--out", str(cap), "--exit-when-idle"])
+    subprocess.run([str(exe), str(registry), "clk", "400", "2000"], check=True, timeout=60)
+    rc, out, err = col.wait(timeout=60)
+    assert rc == 0, err
+    data = open_capture(cap).read()
+    assert len(data.records) == 400
+    err_ns = data.records["time_ns"].astype(np.int64) - data.ids.astype(np.int64)
+    # The id is read before the TSC: time_ns is later, by well under 20 us
+    # unless the clock is off.
+    assert np.median(np.abs(err_ns)) < 5_000, np.median(err_ns)
+    assert np.percentile(np.abs(err_ns), 99) < 20_000
+
+
+def test_sigterm_flushes_what_was_drained(producer_exe, registry, tmp_path, procs):
+    """A collector told to stop writes out its partial chunk: everything the
+    producer wrote before is in the capture, and the live ring stays."""
+    registry.mkdir()
+    cap = tmp_path / "cap"
+    prod = Producer(producer_exe, registry, 20_000, 4, rate=0, ring_bytes=1 << 22)
+    prod.start()
+    prod.result()
+    col = procs([*COLLECT, "--dir", str(registry), "--out", str(cap), "--keep-rings",
+                 "--flush-ms", "60000"])
+    time.sleep(1.5)
+    rc, out, err = col.stop(signal.SIGTERM)
+    assert rc == 0, err
+    data = open_capture(cap).read()
+    assert len(data.records) == 20_000
+
+
+def test_metrics_endpoint_serves_counters(producer_exe, registry, tmp_path, procs):
+    registry.mkdir()
+    port = free_port()
+    col = procs([*COLLECT, "--dir", str(registry), "--out", str(tmp_path / "cap"),
+                 "--metrics-port", str(port), "--duration", "20"])
+    prod = Producer(producer_exe, registry, 10_000, 4, rate=0, ring_bytes=1 << 22)
+    prod.start()
+    prod.result()
+
+    def scrape():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return ""
+    assert wait_for(lambda: 'mscope_collect_records{ring="' in scrape() and
+                    " 10000.0" in scrape(), timeout=20)
+    col.stop()
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path):
+    for args, msg in ((["--dir", str(tmp_path)], "nothing to do"),
+                      (["--dir", str(tmp_path), "--ship", "tcp://192.0.2.1:5555"],
+                       "not on this host"),
+                      (["--dir", str(tmp_path), "--ship", "tcp://127.0.0.1:1",
+                        "--curve-server-key", "x"], "both")):
+        proc = subprocess.run([*COLLECT, *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0
+        assert "Traceback" not in proc.stderr
+        assert msg in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
