@@ -55,6 +55,7 @@ setup(
         "prometheus-client>=0.17",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6.80"]},
-    entry_points={"console_scripts": ["mscope=mscope.cli:main"]},
+    entry_points={"console_scripts": ["mscope=mscope.cli:main",
+                                     "mscope-collect=mscope.collector.daemon:main"]},
     zip_safe=False,
 )

@@ -65,6 +65,7 @@ class Collector:
         self.streams = {}            # ring path -> RingStream
         self.capture_stream = {}     # our stream number -> capture stream id
         self.refused = {}            # ring path -> (inode, reason) not to re-log
+        self.nf_names = {}           # nf_id -> name, as the first ring said
         self.next_stream = 0
         self.rec_buf = np.empty(chunk_records, RING_RECORD_DTYPE)
         self.id_buf = np.empty(max(chunk_records * 32, 1 << 16), np.uint64)
@@ -108,6 +109,15 @@ class Collector:
     def _attach(self, key, reader):
         from mscope.collector.stream import RingStream
         st = RingStream(self.next_stream, reader, codec=self.codec, level=self.level)
+        known = self.nf_names.setdefault(st.nf_id, st.nf_name)
+        if known != st.nf_name:
+            # The records carry only nf_id: two names for one id would make
+            # the capture lie about which NF did what.
+            reader.close()
+            self.refused[key] = (Path(key).stat().st_ino, "nf_id clash")
+            self.log(f"not attaching {Path(key).name}: nf_id {st.nf_id} is already "
+                     f"{known!r}, this ring says {st.nf_name!r}")
+            return
         self.next_stream += 1
         self.streams[key] = st
         self.dropped[st.stream] = [0, 0]
@@ -125,18 +135,23 @@ class Collector:
 
     def run_once(self, now):
         moved = 0
+        limit = len(self.rec_buf)
         for key, st in list(self.streams.items()):
             if st.finished:
                 continue
             gone = st.producer_gone()   # read before draining: nothing after it is lost
             try:
-                moved += st.drain(self.rec_buf, self.id_buf)
+                got = st.drain(self.rec_buf, self.id_buf, limit)
             except RingFormatError as exc:
                 self.log(f"{Path(key).name}: {exc}; closing this stream")
-                gone = True
+                got, gone = 0, True
+            moved += got
+            # The final chunk only once the ring is empty: a producer gone
+            # with a full ring still has records for the next passes.
+            last = gone and got < limit
             self._emit(st, st.cut(self.clock, now, self.chunk_records, self.flush_s,
-                                  final=gone))
-            if gone:
+                                  final=last))
+            if last:
                 self._retire(key, st)
         if self.shipper is not None:
             self.shipper.pump()
@@ -204,6 +219,7 @@ class Collector:
 
     def run(self, exit_when_idle=False, duration=None):
         start = last_scan = time.monotonic()
+        idle_since = None
         self.scan()
         while not self.stop:
             now = time.monotonic()
@@ -216,13 +232,18 @@ class Collector:
                 self.log(self.stats_line(now))
             if self.metrics is not None:
                 self.metrics.update(self)
+            # Idle for a few scans in a row: a ring created just now is seen first.
             if exit_when_idle and self.idle():
-                break
+                idle_since = idle_since or now
+                if now - idle_since >= 3 * self.scan_s:
+                    break
+            else:
+                idle_since = None
             if duration is not None and now - start >= duration:
                 break
             if moved < len(self.rec_buf) // 4:
                 time.sleep(self.poll_s)
-        self.shutdown()
+        return self.shutdown()
 
     def shutdown(self):
         """Drain once more, flush every pending chunk, close the outputs."""
@@ -230,11 +251,12 @@ class Collector:
         for key, st in list(self.streams.items()):
             if st.finished:
                 continue
-            try:
-                st.drain(self.rec_buf, self.id_buf)
-            except RingFormatError:
-                pass
             gone = st.producer_gone()
+            try:
+                while st.drain(self.rec_buf, self.id_buf):
+                    self._emit(st, st.cut(self.clock, now, self.chunk_records, self.flush_s))
+            except RingFormatError:
+                gone = True
             self._emit(st, st.cut(self.clock, now, self.chunk_records, 0.0, final=gone))
             if gone:
                 self._retire(key, st)

@@ -87,7 +87,9 @@ class RingStream:
         # are ours to count.  One a previous collector drained starts at
         # whatever seq comes first.
         self.expected_seq = 0 if st["tail"] == 0 else None
-        self.ring_drops = 0          # holes seen (exact, see the module doc)
+        self.ring_drops = 0          # holes seen so far (exact, see the module doc)
+        self.emitted_next_seq = self.expected_seq   # next_seq of the last chunk cut
+        self.emitted_drops = 0       # drop_records of the last chunk cut
         self.drop_packets_base = st["drop_packets"] if st["tail"] else 0
         self.chunk_seq = 0
         self.pending_records, self.pending_ids = [], []
@@ -98,19 +100,25 @@ class RingStream:
         self.finished = False        # final frame cut
         self.error = None            # RingFormatError text once corrupt
 
-    def drain(self, rec_buf, id_buf):
-        """Move what the ring holds into the pending chunk; return records moved."""
+    def drain(self, rec_buf, id_buf, limit=None):
+        """Move what the ring holds into the pending chunk; return records moved.
+
+        Stops after `limit` records (default: one buffer's worth) so a full
+        ring is cut into chunks as it drains, not swallowed whole.
+        """
+        limit = len(rec_buf) if limit is None else limit
         moved = 0
-        while True:
+        while moved < limit:
             n, k = self.reader.drain_into(rec_buf, id_buf)
             if n == 0:
-                return moved
+                break
             recs = rec_buf[:n].copy()
-            seq = recs["seq"].astype(np.int64)
+            seq = recs["seq"]
             if self.expected_seq is None:
                 self.expected_seq = int(seq[0])
-            holes = int(seq[0]) - self.expected_seq + int(np.sum(np.diff(seq) - 1))
-            self.ring_drops += holes
+                self.emitted_next_seq = self.expected_seq
+            # holes = seqs skipped: ring drops (see the module doc)
+            self.ring_drops += int(seq[-1]) + 1 - self.expected_seq - n
             self.expected_seq = int(seq[-1]) + 1
             self.pending_records.append(recs)
             self.pending_ids.append(id_buf[:k].copy())
@@ -121,7 +129,8 @@ class RingStream:
             self.ids_drained += k
             moved += n
             if n < len(rec_buf):
-                return moved
+                break
+        return moved
 
     def producer_gone(self):
         """The producer closed the ring or its process is gone."""
@@ -138,38 +147,43 @@ class RingStream:
             self.finished = True
         return chunks
 
+    def _take(self, want):
+        """Up to `want` pending records from the front, with their ids."""
+        recs, ids, got = [], [], 0
+        while self.pending_records and got < want:
+            r, i = self.pending_records[0], self.pending_ids[0]
+            if got + len(r) <= want:
+                self.pending_records.pop(0)
+                self.pending_ids.pop(0)
+            else:
+                cut = want - got
+                n_ids = int(r["count"][:cut].sum(dtype=np.int64))
+                self.pending_records[0], self.pending_ids[0] = r[cut:], i[n_ids:]
+                r, i = r[:cut], i[:n_ids]
+            recs.append(r)
+            ids.append(i)
+            got += len(r)
+        self.pending_count -= got
+        self.pending_since = time.monotonic() if self.pending_records else None
+        return (np.concatenate(recs) if len(recs) > 1 else recs[0],
+                np.concatenate(ids) if len(ids) > 1 else ids[0])
+
     def _cut_one(self, clock, chunk_records):
-        recs = np.concatenate(self.pending_records)
-        ids = np.concatenate(self.pending_ids)
-        take = min(len(recs), chunk_records)
-        counts = recs["count"].astype(np.int64)
-        n_ids = int(counts[:take].sum())
-        head_recs, head_ids = recs[:take], ids[:n_ids]
-        if take < len(recs):
-            self.pending_records, self.pending_ids = [recs[take:]], [ids[n_ids:]]
-            self.pending_since = time.monotonic()
-        else:
-            self.pending_records, self.pending_ids = [], []
-            self.pending_since = None
-        self.pending_count -= take
-        cap = ring_records_to_capture(head_recs, clock)
-        next_seq = int(head_recs["seq"][-1]) + 1
-        # Holes below next_seq: all holes seen so far minus those in the
-        # records still pending (which sit above it).
-        drops = self.ring_drops - self._holes_in_pending(next_seq)
-        frame = encode_frame(cap, head_ids, stream=self.stream, chunk_seq=self.chunk_seq,
-                             first_seq=int(head_recs["seq"][0]), next_seq=next_seq,
-                             drop_records=drops, drop_packets=self._drop_packets(),
+        recs, ids = self._take(chunk_records)
+        seq = recs["seq"]
+        first, next_seq = int(seq[0]), int(seq[-1]) + 1
+        # Seqs skipped since the previous chunk, and inside this one, are
+        # exactly the ring's drops below next_seq.
+        self.emitted_drops += next_seq - self.emitted_next_seq - len(recs)
+        self.emitted_next_seq = next_seq
+        cap = ring_records_to_capture(recs, clock)
+        frame = encode_frame(cap, ids, stream=self.stream, chunk_seq=self.chunk_seq,
+                             first_seq=first, next_seq=next_seq,
+                             drop_records=self.emitted_drops,
+                             drop_packets=self._drop_packets(),
                              codec=self.codec, level=self.level)
         self.chunk_seq += 1
-        raw = cap.nbytes + head_ids.nbytes
-        return Chunk(self.stream, frame, take, n_ids, False, raw)
-
-    def _holes_in_pending(self, after_seq):
-        if not self.pending_records:
-            return 0
-        seq = np.concatenate([r["seq"] for r in self.pending_records]).astype(np.int64)
-        return int(seq[0]) - after_seq + int(np.sum(np.diff(seq) - 1))
+        return Chunk(self.stream, frame, len(recs), len(ids), False, cap.nbytes + ids.nbytes)
 
     def _drop_packets(self):
         return max(0, self.reader.state()["drop_packets"] - self.drop_packets_base)
@@ -177,17 +191,17 @@ class RingStream:
     def _final_chunk(self):
         """An empty frame at the ring's final seq: it carries the drops after
         the last record (records the producer lost at the very end)."""
-        st = self.reader.state()
-        end_seq = st["next_seq"]
-        if self.expected_seq is None:
-            self.expected_seq = end_seq
-        trailing = max(0, end_seq - self.expected_seq)
+        end_seq = self.reader.state()["next_seq"]
+        if self.emitted_next_seq is None:
+            self.emitted_next_seq = self.expected_seq = end_seq
+        trailing = max(0, end_seq - self.emitted_next_seq)
         self.ring_drops += trailing
-        self.expected_seq = end_seq
+        self.emitted_drops += trailing
+        self.emitted_next_seq = self.expected_seq = max(end_seq, self.emitted_next_seq)
         frame = encode_frame(np.empty(0, CAPTURE_RECORD_DTYPE), np.empty(0, np.uint64),
                              stream=self.stream, chunk_seq=self.chunk_seq,
-                             first_seq=end_seq, next_seq=end_seq,
-                             drop_records=self.ring_drops,
+                             first_seq=self.emitted_next_seq, next_seq=self.emitted_next_seq,
+                             drop_records=self.emitted_drops,
                              drop_packets=self._drop_packets(), final=True,
                              codec=self.codec, level=self.level)
         self.chunk_seq += 1

@@ -9,11 +9,11 @@ from mscope.record import REC_MAGIC
 class Producer:
     """The test producer (tests/c/ring_producer.c) in its own process."""
 
-    def __init__(self, exe, registry, n, max_batch, rate, ring_bytes, name="prod"):
+    def __init__(self, exe, registry, n, max_batch, rate, ring_bytes, name="prod", nf_id=7):
         self.n, self.max_batch = n, max_batch
         self.proc = subprocess.Popen(
             [str(exe), str(registry), name, str(n), str(max_batch), str(rate),
-             str(ring_bytes)],
+             str(ring_bytes), str(nf_id)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.path = self.proc.stdout.readline().strip()
         assert self.path.endswith(".ring"), self.path

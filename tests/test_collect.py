@@ -65,6 +65,19 @@ def wait_for(cond, timeout=30, step=0.02):
     return False
 
 
+def attached(ring_path):
+    """The collector has claimed this ring (it drains it from now on)."""
+    from mscope.collector import RingReader
+    with RingReader(ring_path, claim=False) as r:
+        return r.state()["reader_pid"] != 0
+
+
+def start_when_attached(*producers):
+    for p in producers:
+        assert wait_for(lambda: attached(p.path), timeout=30), "collector never attached"
+        p.start()
+
+
 def capture_records(path, nf_name=None):
     data = open_capture(path).read()
     info = open_capture(path).manifest
@@ -95,8 +108,8 @@ def test_collect_to_capture_exact(producer_exe, registry, tmp_path, procs):
     cap = tmp_path / "cap"
     col = procs([*COLLECT, "--dir", str(registry), "--out", str(cap), "--exit-when-idle",
                  "--poll-us", "500"])
-    prod = Producer(producer_exe, registry, n, maxb, rate=2_000_000, ring_bytes=1 << 22)
-    prod.start()
+    prod = Producer(producer_exe, registry, n, maxb, rate=500_000, ring_bytes=1 << 23)
+    start_when_attached(prod)
     assert prod.result() == (n, 0, 0)
     rc, out, err = col.wait(timeout=60)
     assert rc == 0, err
@@ -112,14 +125,12 @@ def test_several_rings_and_late_ring(producer_exe, registry, tmp_path, procs):
     registry.mkdir()
     cap = tmp_path / "cap"
     col = procs([*COLLECT, "--dir", str(registry), "--out", str(cap), "--exit-when-idle"])
-    first = [Producer(producer_exe, registry, 50_000, 8, rate=1_000_000,
-                      ring_bytes=1 << 22, name=f"nf{i}") for i in range(2)]
-    for p in first:
-        p.start()
-    time.sleep(0.5)   # the late ring is created while the collector runs
+    first = [Producer(producer_exe, registry, 50_000, 8, rate=200_000,
+                      ring_bytes=1 << 22, name=f"nf{i}", nf_id=10 + i) for i in range(2)]
+    start_when_attached(*first)
     late = Producer(producer_exe, registry, 30_000, 8, rate=1_000_000,
-                    ring_bytes=1 << 22, name="late")
-    late.start()
+                    ring_bytes=1 << 22, name="late", nf_id=20)
+    start_when_attached(late)
     for p in (*first, late):
         assert p.result()[1] == 0
     rc, out, err = col.wait(timeout=60)
@@ -148,8 +159,7 @@ def test_overload_drops_agree_exactly(producer_exe, registry, tmp_path, procs):
     col = procs([*COLLECT, "--dir", str(registry), "--out", str(cap), "--exit-when-idle",
                  "--poll-us", "5000", "--chunk-records", "512"])
     prod = Producer(producer_exe, registry, n, maxb, rate=0, ring_bytes=1 << 16)
-    time.sleep(0.3)  # the collector attaches first: every drop is after seq 0
-    prod.start()
+    start_when_attached(prod)
     records, drop_records, drop_packets = prod.result()
     assert drop_records > 0
     rc, out, err = col.wait(timeout=60)
@@ -208,7 +218,7 @@ def test_metrics_endpoint_serves_counters(producer_exe, registry, tmp_path, proc
     col = procs([*COLLECT, "--dir", str(registry), "--out", str(tmp_path / "cap"),
                  "--metrics-port", str(port), "--duration", "20"])
     prod = Producer(producer_exe, registry, 10_000, 4, rate=0, ring_bytes=1 << 22)
-    prod.start()
+    start_when_attached(prod)
     prod.result()
 
     def scrape():
@@ -220,6 +230,26 @@ def test_metrics_endpoint_serves_counters(producer_exe, registry, tmp_path, proc
     assert wait_for(lambda: 'mscope_collect_records{ring="' in scrape() and
                     " 10000.0" in scrape(), timeout=20)
     col.stop()
+
+
+def test_conflicting_ring_is_refused_not_fatal(producer_exe, registry, tmp_path, procs):
+    """Two NFs claiming one nf_id under different names: the second ring is
+    refused with one line, the first is still collected."""
+    registry.mkdir()
+    cap = tmp_path / "cap"
+    col = procs([*COLLECT, "--dir", str(registry), "--out", str(cap), "--exit-when-idle"])
+    good = Producer(producer_exe, registry, 1000, 4, rate=0, ring_bytes=1 << 22,
+                    name="fw", nf_id=3)
+    start_when_attached(good)
+    good.result()
+    bad = Producer(producer_exe, registry, 10, 4, rate=0, ring_bytes=1 << 22,
+                   name="nat", nf_id=3)
+    bad.start()
+    bad.result()
+    rc, out, err = col.wait(timeout=60)
+    assert rc == 0, err
+    assert "not attaching nat" in err and "nf_id 3" in err
+    assert len(open_capture(cap).read().records) == 1000
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path):

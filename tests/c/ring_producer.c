@@ -5,8 +5,8 @@
  * is (s << 16) | i.  Records dropped on a full ring keep their seq, so the
  * consumer can tell exactly which were lost.
  *
- *   ring_producer DIR NAME N_RECORDS MAX_BATCH RATE_PER_S RING_BYTES
- * RATE_PER_S 0: as fast as possible.  Prints the ring path, then waits for
+ *   ring_producer DIR NAME N_RECORDS MAX_BATCH RATE_PER_S RING_BYTES [NF_ID]
+ * RATE_PER_S 0: as fast as possible.  NF_ID defaults to 7.  Prints the ring path, then waits for
  * a line on stdin before writing (so the consumer attaches first), then
  * prints "done <records> <drop_records> <drop_packets>".
  */
@@ -38,13 +38,14 @@ main(int argc, char **argv)
 	uint32_t maxb;
 	char line[16];
 
-	if (argc != 7) {
-		fprintf(stderr, "usage: %s DIR NAME N_RECORDS MAX_BATCH RATE_PER_S RING_BYTES\n", argv[0]);
+	if (argc != 7 && argc != 8) {
+		fprintf(stderr, "usage: %s DIR NAME N_RECORDS MAX_BATCH RATE_PER_S RING_BYTES [NF_ID]\n",
+			argv[0]);
 		return 2;
 	}
 	p.dir = argv[1];
 	p.nf_name = argv[2];
-	p.nf_id = 7;
+	p.nf_id = argc == 8 ? (uint16_t)strtoul(argv[7], NULL, 0) : 7;
 	p.lcore = 3;
 	n = strtoull(argv[3], NULL, 0);
 	maxb = (uint32_t)strtoul(argv[4], NULL, 0);
