@@ -415,8 +415,8 @@ def run(args):
     return 0 if unsent == 0 else 3
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog="mscope-collect"):
+    args = build_parser(prog).parse_args(argv)
     try:
         return run(args)
     except (MscopeError, OSError) as exc:

@@ -17,7 +17,8 @@ def run(*args, timeout=120):
     return subprocess.run([*MSCOPE, *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("cmd", [["demo"], ["rings"], ["capture", "info"], ["paths"]])
+@pytest.mark.parametrize("cmd", [["demo"], ["rings"], ["capture", "info"], ["paths"],
+                                 ["collect"], ["receive"], ["keygen"]])
 def test_every_subcommand_has_help_with_an_example(cmd):
     proc = run(*cmd, "--help")
     assert proc.returncode == 0
@@ -67,8 +68,9 @@ def test_rings_lists_and_flags_unreadable(registry):
 
 @requires_dpdk
 def test_demo_runs_end_to_end(tmp_path):
-    """The README's main job: a real DPDK chain with an injected stall.  The
-    packets the records say never reached the NAT are exactly those the
+    """The README's main job: a real DPDK chain with an injected stall,
+    recorded through mscope-collect and mscope receive into a capture.  The
+    packets the capture says never reached the NAT are exactly those the
     forwarder counted as refused by its full input queue."""
     out = tmp_path / "demo.json"
     proc = run("demo", "--seconds", "1.2", "--rate", "400000", "--stall-us", "4000",
@@ -81,6 +83,10 @@ def test_demo_runs_end_to_end(tmp_path):
     assert summary["nat_input_dropped"] == fwd["unsent"]
     assert summary["nat_queue_max"] >= 900
     assert summary["nat_queueing_ns"]["max"] >= 3_000_000
-    assert summary["rings"]["demo-src"]["tx_packets"] == fwd["generated"]
-    assert summary["rings"]["demo-nat"]["rx_packets"] == fwd["received"]
+    cap = summary["capture"]
+    streams = {s["nf_name"]: s for s in cap["streams"]}
+    assert streams["demo-src"]["ids"] == fwd["generated"]
+    assert streams["demo-nat"]["ids"] == fwd["received"] + fwd["forwarded"]
+    assert all(s["final"] for s in streams.values())
+    assert cap["losses"] == []
     assert "waited in nat's input queue" in proc.stdout

@@ -1,13 +1,16 @@
-"""`mscope demo`: a real DPDK forwarder recorded through the real ring.
+"""`mscope demo`: a real DPDK chain recorded end to end into a capture.
 
-Starts mscope-demo-fwd (source -> net_ring -> NAT -> net_null, linked with
-libmscope), drains its two rings while it runs with the Cython reader, and
-prints what came out: records, packets, drops, the NAT's input queue and how
-long packets spent inside it (rx to tx, matched by packet id).
+mscope-demo-fwd (source -> net_ring -> NAT -> net_null, linked with
+libmscope, with an injected stall) writes its rings; mscope-collect drains
+them and ships the chunks over ZeroMQ on loopback to `mscope receive`,
+which writes a capture directory.  The demo then summarises the capture
+(NFs, records, losses, duration) and, from the records alone, how long
+packets waited in the NAT's input queue and how many never reached it.
 """
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,35 +22,37 @@ import numpy as np
 
 from mscope import paths
 from mscope.errors import MscopeError
-from mscope.record import OCC_UNKNOWN, REC_F_TX, RING_RECORD_DTYPE
+from mscope.capture.format import CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN as OCC_UNKNOWN
 
 __all__ = ["run_demo", "batch_times", "match_delays"]
 
 
 def batch_times(records, ids, tx):
-    """Packet ids of one direction and the TSC of the batch each came in.
+    """Packet ids of one direction and the time of the batch each came in.
 
     Parameters
     ----------
-    records : ndarray of RING_RECORD_DTYPE
+    records : ndarray of CAPTURE_RECORD_DTYPE
+        One NF's records, in order.
     ids : ndarray of uint64
-        The records' packet ids, record after record.
+        Their packet ids, record after record.
     tx : bool
         True for tx records, False for rx records.
 
     Returns
     -------
     (ndarray of uint64, ndarray of int64)
+        Ids and times in ns.
     """
     counts = records["count"].astype(np.int64)
-    is_tx = np.repeat((records["flags"] & REC_F_TX) != 0, counts)
-    tsc = np.repeat(records["tsc"].astype(np.int64), counts)
+    is_tx = np.repeat((records["flags"] & CAPTURE_F_TX) != 0, counts)
+    t = np.repeat(records["time_ns"].astype(np.int64), counts)
     keep = is_tx if tx else ~is_tx
-    return ids[keep], tsc[keep]
+    return ids[keep], t[keep]
 
 
-def match_delays(from_ids, from_tsc, to_ids, to_tsc):
-    """For each id seen at `from`, the cycles until it was seen at `to`.
+def match_delays(from_ids, from_t, to_ids, to_t):
+    """For each id seen at `from`, the time until it was seen at `to`.
 
     Returns
     -------
@@ -62,29 +67,7 @@ def match_delays(from_ids, from_tsc, to_ids, to_tsc):
     sorted_ids = to_ids[order]
     pos = np.minimum(np.searchsorted(sorted_ids, from_ids), len(order) - 1)
     hit = sorted_ids[pos] == from_ids
-    return to_tsc[order][pos[hit]] - from_tsc[hit], int((~hit).sum())
-
-
-class _RingTally:
-    """Running totals for one ring while the demo drains it."""
-
-    def __init__(self, reader):
-        self.reader = reader
-        self.records = np.empty(65536, dtype=RING_RECORD_DTYPE)
-        self.ids = np.empty(65536 * 32, dtype=np.uint64)
-        self.kept_records, self.kept_ids = [], []
-
-    def drain(self):
-        n, k = self.reader.drain_into(self.records, self.ids)
-        if n:
-            self.kept_records.append(self.records[:n].copy())
-            self.kept_ids.append(self.ids[:k].copy())
-        return n
-
-    def all(self):
-        if not self.kept_records:
-            return np.empty(0, RING_RECORD_DTYPE), np.empty(0, np.uint64)
-        return np.concatenate(self.kept_records), np.concatenate(self.kept_ids)
+    return to_t[order][pos[hit]] - from_t[hit], int((~hit).sum())
 
 
 def _eal_args(prefix):
@@ -93,112 +76,151 @@ def _eal_args(prefix):
             "--vdev=net_ring0", "--vdev=net_null0"]
 
 
+def _free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(argv, **kw):
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kw)
+
+
+def _stop(proc, sig=signal.SIGTERM, timeout=30):
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+    return proc.returncode, out, err
+
+
 def run_demo(seconds=3.0, rate=500_000, stall_us=3000.0, stall_every_ms=500.0,
-             out=sys.stdout):
-    """Run the demo chain and print its summary; returns a summary dict.
+             out=sys.stdout, keep=None):
+    """Run the demo chain end to end and print its summary; returns it as a dict.
+
+    producer (mscope-demo-fwd, DPDK) -> rings -> mscope-collect -> ZeroMQ on
+    loopback -> mscope receive -> capture directory -> summary.
+
+    Parameters
+    ----------
+    keep : path, optional
+        Write the capture here (and keep it) instead of a temporary directory.
 
     Raises
     ------
     MscopeError
-        The demo forwarder is missing (mscope was built without DPDK) or
-        failed to start.
+        The demo forwarder is missing (mscope was built without DPDK), or a
+        part of the pipeline failed (its last line of output says why).
     """
     exe = paths.demo_forwarder()
     if not exe.exists():
         raise MscopeError(f"{exe} not found: mscope was built without DPDK "
                           "(install dpdk-dev and pkg-config, then pip install . again)")
-    from mscope.collector import RingReader  # the compiled part, needed here only
-
     prefix = f"msdemo{uuid.uuid4().hex[:8]}"
-    registry = Path(tempfile.mkdtemp(prefix="mscope-demo-", dir="/dev/shm"
-                                     if os.path.isdir("/dev/shm") else None))
-    proc = subprocess.Popen(
-        [str(exe), *_eal_args(prefix), "--", "--seconds", str(seconds),
-         "--rate", str(rate), "--dir", str(registry),
-         "--stall-us", str(stall_us), "--stall-every-ms", str(stall_every_ms)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    registry = Path(tempfile.mkdtemp(prefix="mscope-demo-", dir=shm))
+    workdir = Path(tempfile.mkdtemp(prefix="mscope-demo-cap-"))
+    capture = Path(keep) if keep else workdir / "capture"
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    py = sys.executable
+    procs = []
     try:
-        ready = json.loads(proc.stdout.readline() or "{}")
-        if ready.get("event") != "ready":
-            proc.wait(timeout=30)
-            raise MscopeError("demo forwarder failed to start: "
-                              + (proc.stderr.read().strip().splitlines() or ["no output"])[-1])
-        print(f"recording a DPDK chain for {seconds:g} s at {rate:,.0f} packets/s: "
+        print(f"demo: DPDK forwarder -> mscope-collect -> {endpoint} -> mscope receive "
+              f"-> {capture}", file=out)
+        receiver = _start([py, "-m", "mscope.cli", "receive", "--listen", endpoint,
+                           "--out", str(capture), "--stats", "0"])
+        procs.append(receiver)
+        collector = _start([py, "-m", "mscope.collector.daemon", "--dir", str(registry),
+                            "--ship", endpoint, "--exit-when-idle", "--stats", "1"])
+        procs.append(collector)
+        fwd = _start([str(exe), *_eal_args(prefix), "--", "--seconds", str(seconds),
+                      "--rate", str(rate), "--dir", str(registry),
+                      "--stall-us", str(stall_us), "--stall-every-ms", str(stall_every_ms)])
+        procs.append(fwd)
+        print(f"recording for {seconds:g} s at {rate:,.0f} packets/s: "
               "source -> net_ring -> nat -> net_null", file=out)
         if stall_us > 0:
             print(f"injected fault: nat stops polling for {stall_us:,.0f} us "
                   f"every {stall_every_ms:,.0f} ms", file=out)
-        src = _RingTally(RingReader(ready["src_ring"]))
-        nat = _RingTally(RingReader(ready["nf_ring"]))
-        last = start = time.monotonic()
-        deadline = start + seconds + 30
-        while time.monotonic() < deadline:
-            running = proc.poll() is None
-            got = src.drain() + nat.drain()
-            now = time.monotonic()
-            if now - last >= 1.0:
-                last = now
-                st = nat.reader.state()
-                print(f"  t={now - start:4.1f}s  nat records {st['next_seq']:>9,}  "
-                      f"ring drops {st['drop_records']}", file=out)
-            if not running and got == 0:
-                break
-            if got == 0:
-                time.sleep(0.002)
-        done_line = proc.stdout.read().strip().splitlines()
-        proc.wait(timeout=30)
-        done = json.loads(done_line[-1]) if done_line else {}
-        return _summarise(src, nat, done, out)
+        try:
+            fwd_out, fwd_err = fwd.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            raise MscopeError("the demo forwarder did not finish in time") from None
+        if fwd.returncode != 0:
+            raise MscopeError("demo forwarder failed: "
+                              + (fwd_err.strip().splitlines() or ["no output"])[-1])
+        done = json.loads(fwd_out.strip().splitlines()[-1])
+        rc, _, col_err = _wait(collector, timeout=60)
+        if rc != 0:
+            raise MscopeError("mscope-collect failed: "
+                              + (col_err.strip().splitlines() or ["no output"])[-1])
+        rc, _, rcv_err = _stop(receiver)
+        if rc != 0:
+            raise MscopeError("mscope receive failed: "
+                              + (rcv_err.strip().splitlines() or ["no output"])[-1])
+        return _summarise(capture, done, out)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
         shutil.rmtree(registry, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
 
 
-def _summarise(src, nat, done, out):
-    tsc_hz = float(done.get("tsc_hz") or nat.reader.state()["tsc_hz"])
-    rows = []
-    summary = {"rings": {}, "tsc_hz": tsc_hz}
-    for name, tally in (("demo-src", src), ("demo-nat", nat)):
-        recs, ids = tally.all()
-        st = tally.reader.state()
-        tx = (recs["flags"] & REC_F_TX) != 0
-        row = {"ring": name, "records": len(recs), "packets": len(ids),
-               "rx_packets": int(recs["count"][~tx].sum()),
-               "tx_packets": int(recs["count"][tx].sum()),
-               "drop_records": st["drop_records"], "drop_packets": st["drop_packets"]}
-        rows.append(row)
-        summary["rings"][name] = row
-    src_recs, src_ids = src.all()
-    nat_recs, nat_ids = nat.all()
+def _wait(proc, timeout):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+    return proc.returncode, out, err
+
+
+def _stream_arrays(data, sid):
+    """One stream's records and ids out of a CaptureData."""
+    sel = np.flatnonzero(data.stream == sid)
+    if len(sel) == 0:
+        return data.records[:0], data.ids[:0]
+    lo, hi = data.id_offsets[sel[0]], data.id_offsets[sel[-1] + 1]
+    return data.records[sel], data.ids[lo:hi]
+
+
+def _summarise(capture, done, out):
+    from mscope.capture import describe, format_text, open_capture
+
+    info = describe(capture)
+    print("", file=out)
+    print(format_text(info), file=out)
+    data = open_capture(capture).read()
+    by_name = {s["nf_name"]: s["stream"] for s in open_capture(capture).manifest["streams"]}
+    src_recs, src_ids = _stream_arrays(data, by_name["demo-src"])
+    nat_recs, nat_ids = _stream_arrays(data, by_name["demo-nat"])
     sent_ids, sent_t = batch_times(src_recs, src_ids, tx=True)
     rx_ids, rx_t = batch_times(nat_recs, nat_ids, tx=False)
     tx_ids, tx_t = batch_times(nat_recs, nat_ids, tx=True)
     wait, lost_at_input = match_delays(sent_ids, sent_t, rx_ids, rx_t)
     inside, _ = match_delays(rx_ids, rx_t, tx_ids, tx_t)
-    occ = nat_recs["occupancy"][(nat_recs["flags"] & REC_F_TX) == 0]
+    occ = nat_recs["occupancy"][(nat_recs["flags"] & CAPTURE_F_TX) == 0]
     occ = occ[occ != OCC_UNKNOWN]
 
-    def pct(cycles):
-        ns = cycles * 1e9 / tsc_hz
+    def pct(ns):
         return ({"packets": int(len(ns)), "p50": float(np.percentile(ns, 50)),
                  "p99": float(np.percentile(ns, 99)), "max": float(ns.max())}
                 if len(ns) else None)
 
-    summary["nat_queueing_ns"] = pct(wait)
-    summary["nat_service_ns"] = pct(inside)
-    summary["nat_input_dropped"] = lost_at_input
-    summary["nat_queue_max"] = int(occ.max()) if len(occ) else None
-    summary["forwarder"] = done
-
+    summary = {"capture": info, "forwarder": done,
+               "nat_queueing_ns": pct(wait), "nat_service_ns": pct(inside),
+               "nat_input_dropped": lost_at_input,
+               "nat_queue_max": int(occ.max()) if len(occ) else None}
     print("", file=out)
-    print(f"{'ring':<10} {'records':>9} {'packets':>9} {'rx':>9} {'tx':>9} {'dropped':>8}",
-          file=out)
-    for r in rows:
-        print(f"{r['ring']:<10} {r['records']:>9,} {r['packets']:>9,} {r['rx_packets']:>9,} "
-              f"{r['tx_packets']:>9,} {r['drop_records']:>8,}", file=out)
     for key, what in (("nat_queueing_ns", "waited in nat's input queue"),
                       ("nat_service_ns", "spent inside nat (rx to tx)")):
         t = summary[key]
@@ -210,8 +232,5 @@ def _summarise(src, nat, done, out):
         print(f"nat's input queue peaked at {summary['nat_queue_max']:,} packets", file=out)
     print(f"packets the source sent that nat never received: {lost_at_input:,} "
           f"(the forwarder counted {done.get('unsent', '?'):,} refused by the full queue)",
-          file=out)
-    lost = sum(r["drop_records"] for r in rows)
-    print(f"records lost to full rings: {lost}" + (" (counted, not hidden)" if lost else ""),
           file=out)
     return summary
