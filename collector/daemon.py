@@ -21,12 +21,9 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
-
 from mscope import __version__
 from mscope.capture.format import CODEC_IDS
 from mscope.errors import MscopeError, RingClaimedError, RingFormatError
-from mscope.record import RING_RECORD_DTYPE
 
 __all__ = ["Collector", "build_parser", "main"]
 
@@ -37,7 +34,7 @@ class Collector:
     """The collector's state and loop (see the module doc)."""
 
     def __init__(self, registry, *, out=None, ship=None, codec="zstd", level=3,
-                 chunk_records=65536, flush_s=0.2, poll_s=0.001, scan_s=0.2,
+                 chunk_records=16384, flush_s=0.2, poll_s=0.001, scan_s=0.2,
                  host_name=None, keep_rings=False, shipper=None, log=None,
                  stats_s=0.0, metrics=None, clock=None):
         from mscope.collector import RingReader  # the compiled part
@@ -67,8 +64,6 @@ class Collector:
         self.refused = {}            # ring path -> (inode, reason) not to re-log
         self.nf_names = {}           # nf_id -> name, as the first ring said
         self.next_stream = 0
-        self.rec_buf = np.empty(chunk_records, RING_RECORD_DTYPE)
-        self.id_buf = np.empty(max(chunk_records * 32, 1 << 16), np.uint64)
         self.stop = False
         self.saw_ring = False
         self.totals = dict(records=0, ids=0, raw_bytes=0, stored_bytes=0, chunks=0,
@@ -108,7 +103,8 @@ class Collector:
 
     def _attach(self, key, reader):
         from mscope.collector.stream import RingStream
-        st = RingStream(self.next_stream, reader, codec=self.codec, level=self.level)
+        st = RingStream(self.next_stream, reader, codec=self.codec, level=self.level,
+                        chunk_records=self.chunk_records)
         known = self.nf_names.setdefault(st.nf_id, st.nf_name)
         if known != st.nf_name:
             # The records carry only nf_id: two names for one id would make
@@ -135,13 +131,13 @@ class Collector:
 
     def run_once(self, now):
         moved = 0
-        limit = len(self.rec_buf)
+        limit = self.chunk_records
         for key, st in list(self.streams.items()):
             if st.finished:
                 continue
             gone = st.producer_gone()   # read before draining: nothing after it is lost
             try:
-                got = st.drain(self.rec_buf, self.id_buf, limit)
+                got = st.drain(limit)
             except RingFormatError as exc:
                 self.log(f"{Path(key).name}: {exc}; closing this stream")
                 got, gone = 0, True
@@ -149,8 +145,7 @@ class Collector:
             # The final chunk only once the ring is empty: a producer gone
             # with a full ring still has records for the next passes.
             last = gone and got < limit
-            self._emit(st, st.cut(self.clock, now, self.chunk_records, self.flush_s,
-                                  final=last))
+            self._emit(st, st.cut(self.clock, now, self.flush_s, final=last))
             if last:
                 self._retire(key, st)
         if self.shipper is not None:
@@ -241,7 +236,7 @@ class Collector:
                 idle_since = None
             if duration is not None and now - start >= duration:
                 break
-            if moved < len(self.rec_buf) // 4:
+            if moved < self.chunk_records // 4:
                 time.sleep(self.poll_s)
         return self.shutdown()
 
@@ -253,11 +248,11 @@ class Collector:
                 continue
             gone = st.producer_gone()
             try:
-                while st.drain(self.rec_buf, self.id_buf):
-                    self._emit(st, st.cut(self.clock, now, self.chunk_records, self.flush_s))
+                while st.drain():
+                    self._emit(st, st.cut(self.clock, now, self.flush_s))
             except RingFormatError:
                 gone = True
-            self._emit(st, st.cut(self.clock, now, self.chunk_records, 0.0, final=gone))
+            self._emit(st, st.cut(self.clock, now, 0.0, final=gone))
             if gone:
                 self._retire(key, st)
             else:
@@ -335,8 +330,8 @@ def build_parser(prog="mscope-collect"):
     p.add_argument("--codec", choices=sorted(CODEC_IDS), default="zstd",
                    help="chunk compression (default zstd; see docs/collect.md)")
     p.add_argument("--level", type=int, default=3, help="compression level (default 3)")
-    p.add_argument("--chunk-records", type=int, default=65536,
-                   help="records per chunk at most (default 65536)")
+    p.add_argument("--chunk-records", type=int, default=16384,
+                   help="records per chunk at most (default 16384)")
     p.add_argument("--flush-ms", type=float, default=200.0,
                    help="cut a partial chunk after this long (default 200)")
     p.add_argument("--poll-us", type=float, default=1000.0,

@@ -1,8 +1,8 @@
 """One ring as the collector follows it: drain, account losses, cut chunks.
 
 A stream is one ring file (one NF lcore of one process).  Its records are
-drained into a shared scratch buffer, copied into the stream's pending
-chunk, and cut into capture frames by record count or age.
+drained straight into the arrays of the chunk being filled, and chunks are
+cut into capture frames when full or old.
 
 Loss accounting is exact.  Every record the producer could not write still
 took a sequence number, so a hole in the seqs the collector drained *is* a
@@ -21,7 +21,7 @@ import numpy as np
 
 from mscope.capture.format import (CAPTURE_F_TX, CAPTURE_RECORD_DTYPE, CODEC_ZSTD,
                                    encode_frame)
-from mscope.record import REC_F_TX
+from mscope.record import MAX_BATCH, REC_F_TX, RING_RECORD_DTYPE
 
 __all__ = ["RingStream", "Chunk", "ring_records_to_capture"]
 
@@ -74,7 +74,8 @@ class RingStream:
         Compression of the frames.
     """
 
-    def __init__(self, stream, reader, codec=CODEC_ZSTD, level=3):
+    def __init__(self, stream, reader, codec=CODEC_ZSTD, level=3, chunk_records=65536,
+                 ids_per_record=16):
         self.stream = stream
         self.reader = reader
         self.codec, self.level = codec, level
@@ -92,84 +93,79 @@ class RingStream:
         self.emitted_drops = 0       # drop_records of the last chunk cut
         self.drop_packets_base = st["drop_packets"] if st["tail"] else 0
         self.chunk_seq = 0
-        self.pending_records, self.pending_ids = [], []
-        self.pending_count = 0
-        self.pending_since = None
+        # The ring is drained straight into the arrays of the chunk being
+        # filled: no copy between the ring and the compressor.
+        self.chunk_records = chunk_records
+        self.chunk_ids = max(chunk_records * ids_per_record, 4 * MAX_BATCH)
+        self._new_chunk()
+        self.full = []               # filled chunks waiting to be cut
         self.records_drained = 0
         self.ids_drained = 0
         self.finished = False        # final frame cut
-        self.error = None            # RingFormatError text once corrupt
 
-    def drain(self, rec_buf, id_buf, limit=None):
-        """Move what the ring holds into the pending chunk; return records moved.
+    def _new_chunk(self):
+        self.cur_recs = np.empty(self.chunk_records, RING_RECORD_DTYPE)
+        self.cur_ids = np.empty(self.chunk_ids, np.uint64)
+        self.n_recs = self.n_ids = 0
+        self.cur_since = None
 
-        Stops after `limit` records (default: one buffer's worth) so a full
+    def _close_chunk(self):
+        if self.n_recs:
+            self.full.append((self.cur_recs[:self.n_recs], self.cur_ids[:self.n_ids]))
+            self._new_chunk()
+
+    @property
+    def pending_count(self):
+        return self.n_recs + sum(len(r) for r, _ in self.full)
+
+    def drain(self, limit=None):
+        """Move what the ring holds into chunks; return the records moved.
+
+        Stops after `limit` records (default: one chunk's worth), so a full
         ring is cut into chunks as it drains, not swallowed whole.
         """
-        limit = len(rec_buf) if limit is None else limit
+        limit = self.chunk_records if limit is None else limit
         moved = 0
         while moved < limit:
-            n, k = self.reader.drain_into(rec_buf, id_buf)
+            if (self.n_recs == self.chunk_records
+                    or self.chunk_ids - self.n_ids < MAX_BATCH):
+                self._close_chunk()
+            recs = self.cur_recs[self.n_recs:]
+            n, k = self.reader.drain_into(recs, self.cur_ids[self.n_ids:])
             if n == 0:
                 break
-            recs = rec_buf[:n].copy()
             seq = recs["seq"]
             if self.expected_seq is None:
-                self.expected_seq = int(seq[0])
-                self.emitted_next_seq = self.expected_seq
-            # holes = seqs skipped: ring drops (see the module doc)
-            self.ring_drops += int(seq[-1]) + 1 - self.expected_seq - n
-            self.expected_seq = int(seq[-1]) + 1
-            self.pending_records.append(recs)
-            self.pending_ids.append(id_buf[:k].copy())
-            if self.pending_since is None:
-                self.pending_since = time.monotonic()
-            self.pending_count += n
+                self.expected_seq = self.emitted_next_seq = int(seq[0])
+            # Seqs skipped are ring drops (see the module doc).
+            self.ring_drops += int(seq[n - 1]) + 1 - self.expected_seq - n
+            self.expected_seq = int(seq[n - 1]) + 1
+            if self.cur_since is None:
+                self.cur_since = time.monotonic()
+            self.n_recs += n
+            self.n_ids += k
             self.records_drained += n
             self.ids_drained += k
             moved += n
-            if n < len(rec_buf):
-                break
         return moved
 
     def producer_gone(self):
         """The producer closed the ring or its process is gone."""
         return self.reader.state()["state"] == "closed" or not _pid_alive(self.pid)
 
-    def cut(self, clock, now, chunk_records, flush_s, final=False):
-        """Chunks due now: full ones, an old partial one, and the final one."""
-        chunks = []
-        while self.pending_count and (final or self.pending_count >= chunk_records
-                                      or now - self.pending_since >= flush_s):
-            chunks.append(self._cut_one(clock, chunk_records))
+    def cut(self, clock, now, flush_s, final=False):
+        """Chunks due now: the full ones, an old or last partial one, and the
+        final (empty) one when `final`."""
+        if self.n_recs and (final or now - self.cur_since >= flush_s):
+            self._close_chunk()
+        chunks = [self._encode(recs, ids, clock) for recs, ids in self.full]
+        self.full = []
         if final and not self.finished:
             chunks.append(self._final_chunk())
             self.finished = True
         return chunks
 
-    def _take(self, want):
-        """Up to `want` pending records from the front, with their ids."""
-        recs, ids, got = [], [], 0
-        while self.pending_records and got < want:
-            r, i = self.pending_records[0], self.pending_ids[0]
-            if got + len(r) <= want:
-                self.pending_records.pop(0)
-                self.pending_ids.pop(0)
-            else:
-                cut = want - got
-                n_ids = int(r["count"][:cut].sum(dtype=np.int64))
-                self.pending_records[0], self.pending_ids[0] = r[cut:], i[n_ids:]
-                r, i = r[:cut], i[:n_ids]
-            recs.append(r)
-            ids.append(i)
-            got += len(r)
-        self.pending_count -= got
-        self.pending_since = time.monotonic() if self.pending_records else None
-        return (np.concatenate(recs) if len(recs) > 1 else recs[0],
-                np.concatenate(ids) if len(ids) > 1 else ids[0])
-
-    def _cut_one(self, clock, chunk_records):
-        recs, ids = self._take(chunk_records)
+    def _encode(self, recs, ids, clock):
         seq = recs["seq"]
         first, next_seq = int(seq[0]), int(seq[-1]) + 1
         # Seqs skipped since the previous chunk, and inside this one, are
