@@ -28,12 +28,15 @@ from mscope.errors import MscopeError, RingClaimedError, RingFormatError
 __all__ = ["Collector", "build_parser", "main"]
 
 DEFAULT_DIR = "/dev/shm/mscope"
+#: zstd -1: the ratio of zstd 1 (2.13x on loaded rings) for 15% less CPU,
+#: 3.6-4.0 M records/s on one core (bench/collect.py, docs/benchmarks.md).
+DEFAULT_LEVELS = {"zstd": -1, "lz4": 0, "none": 0}
 
 
 class Collector:
     """The collector's state and loop (see the module doc)."""
 
-    def __init__(self, registry, *, out=None, ship=None, codec="zstd", level=3,
+    def __init__(self, registry, *, out=None, ship=None, codec="zstd", level=-1,
                  chunk_records=16384, flush_s=0.2, poll_s=0.001, scan_s=0.2,
                  host_name=None, keep_rings=False, shipper=None, log=None,
                  stats_s=0.0, metrics=None, clock=None):
@@ -329,7 +332,10 @@ def build_parser(prog="mscope-collect"):
     p.add_argument("--out", metavar="DIR", help="also (or only) write a capture directory")
     p.add_argument("--codec", choices=sorted(CODEC_IDS), default="zstd",
                    help="chunk compression (default zstd; see docs/collect.md)")
-    p.add_argument("--level", type=int, default=3, help="compression level (default 3)")
+    p.add_argument("--level", type=int,
+                   help="compression level (default: -1 for zstd, 0 for lz4; "
+                        "bench/collect.py measured zstd -1 at the ratio of zstd 1 with "
+                        "15%% less CPU, and zstd 3 at 2.9x the CPU)")
     p.add_argument("--chunk-records", type=int, default=16384,
                    help="records per chunk at most (default 16384)")
     p.add_argument("--flush-ms", type=float, default=200.0,
@@ -392,7 +398,8 @@ def run(args):
         shipper = Shipper(args.ship, sndhwm=args.sndhwm,
                           spool_bytes=int(args.spool_mb * (1 << 20)), curve=curve)
     metrics = _Metrics(args.metrics_port, args.metrics_addr) if args.metrics_port else None
-    col = Collector(args.dir, out=args.out, codec=args.codec, level=args.level,
+    level = args.level if args.level is not None else DEFAULT_LEVELS.get(args.codec, 0)
+    col = Collector(args.dir, out=args.out, codec=args.codec, level=level,
                     chunk_records=args.chunk_records, flush_s=args.flush_ms / 1000,
                     poll_s=args.poll_us / 1e6, host_name=args.host_name,
                     keep_rings=args.keep_rings, shipper=shipper, stats_s=args.stats,
