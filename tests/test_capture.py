@@ -2,6 +2,7 @@
 reported as a loss (docs/capture-format.md)."""
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -733,3 +734,149 @@ def test_doc_example_reads_a_capture(tmp_path, capsys):
     assert lines[0] == (f"src: {len(recs0)} records (0 tx), {int(recs0['count'].sum())} "
                         f"packet ids, first record's ids {first_ids}")
     assert lines[1].startswith("fw: ") and lines[2].startswith("nat: ")
+
+
+# --- appending and raw frames (what `mscope receive` uses) --------------------
+
+_KILLED_WRITER = """
+import os, sys
+import numpy as np
+from mscope.capture import CaptureWriter, CAPTURE_RECORD_DTYPE
+w = CaptureWriter(sys.argv[1], producer="killed", codec="none")
+s = w.add_stream(w.add_host("h", extra={"collector": "c1"}), 1, "a",
+                 extra={"collector": "c1", "collector_stream": 9})
+for k in range(5):
+    r = np.zeros(3, CAPTURE_RECORD_DTYPE)
+    r["seq"] = np.arange(3 * k, 3 * k + 3); r["count"] = 1; r["time_ns"] = 100 * k
+    w.write_chunk(s, r, np.arange(3, dtype=np.uint64))
+os._exit(0)        # as if killed: no close(), no chunks_written
+"""
+
+
+def test_open_append_after_a_killed_writer(tmp_path):
+    cap = tmp_path / "cap"
+    subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(cap)], check=True, timeout=60)
+    seg = cap / "chunks-000000.msc"
+    seg.write_bytes(seg.read_bytes()[:-10])         # the kill cut chunk_seq 4
+    w = CaptureWriter.open_append(cap, producer="second")
+    # The cut frame's header is whole: its chunk_seq was spent.
+    assert tuple(w.position(0)) == (5, 15, False)
+    assert w.manifest["streams"][0]["collector_stream"] == 9
+    assert w.manifest["hosts"][0]["collector"] == "c1"
+    w.write_chunk(0, make_records(range(15, 18), t0=500, counts=1), np.arange(3, dtype=np.uint64))
+    frame = encode_frame(make_records([20], t0=900, counts=1), np.arange(1, dtype=np.uint64),
+                         stream=77, chunk_seq=8, first_seq=20, next_seq=21, final=True)
+    h = w.write_frame(0, frame)                    # chunk_seq 6, 7 lost on the way
+    assert (h.stream, h.chunk_seq) == (0, 8)
+    w.close()
+    assert sorted(p.name for p in cap.glob("*.msc")) == ["chunks-000000.msc",
+                                                        "chunks-000001.msc"]
+    man = json.loads((cap / "manifest.json").read_text())
+    assert man["producer"] == "killed" and man["streams"][0]["chunks_written"] == 9
+    assert [a["producer"] for a in man["appended_by"]] == ["second"]
+    data = open_capture(cap).read()
+    assert data.records["seq"].tolist() == list(range(12)) + [15, 16, 17, 20]
+    assert [(l.kind, l.first_seq, l.n_records) for l in data.losses] == \
+        [("truncated", 12, 3), ("gap", 18, 2)]
+    # And once more, after a clean close: the counts go on.
+    w = CaptureWriter.open_append(cap)
+    assert tuple(w.position(0)) == (9, 21, True)
+    with pytest.raises(ValueError, match="already wrote its final chunk"):
+        w.write_chunk(0, make_records([21]), np.arange(2, dtype=np.uint64))
+    w.close()
+    assert json.loads((cap / "manifest.json").read_text())["streams"][0]["chunks_written"] == 9
+
+
+def test_one_writer_per_capture(tmp_path):
+    cap = tmp_path / "cap"
+    w = CaptureWriter(cap)
+    w.add_stream(w.add_host("h"), 1, "a")
+    with pytest.raises(FileExistsError, match="another writer has this capture open"):
+        CaptureWriter.open_append(cap)
+    w.close()
+    CaptureWriter.open_append(cap).close()
+    with pytest.raises(CaptureFormatError, match="missing"):
+        CaptureWriter.open_append(tmp_path)
+    with pytest.raises(CaptureFormatError, match="does not exist"):
+        CaptureWriter.open_append(tmp_path / "nope")
+
+
+def test_write_frame_rejects_by_kind(tmp_path):
+    from mscope.errors import FrameRejectedError
+    w = CaptureWriter(tmp_path / "cap", codec="none")
+    s = w.add_stream(w.add_host("h"), 1, "a")
+
+    def frame(chunk_seq, seqs, drops=0, **kw):
+        recs = make_records(seqs, counts=1)
+        first = seqs[0] if seqs else kw.pop("first_seq", 0)
+        return encode_frame(recs, np.arange(len(recs), dtype=np.uint64), stream=3,
+                            chunk_seq=chunk_seq, first_seq=first,
+                            next_seq=(seqs[-1] + 1) if seqs else first,
+                            drop_records=drops, **kw)
+
+    good = frame(2, [5, 6], drops=1)
+    h = w.write_frame(s, good)
+    assert (h.stream, h.chunk_seq, w.position(s).chunk_seq) == (s, 2, 3)
+    flipped = bytearray(frame(3, [7]))
+    flipped[-1] ^= 1
+    bad_version = unpack_frame_header(good)._replace(version=9)
+    bad_fields = unpack_frame_header(good)._replace(raw_len=5)
+    cases = [
+        (good[:40], "short_frame", "frame header is 40 bytes"),
+        (good[:-1], "short_frame", "header says"),
+        (good + b"x", "frame_length", "header says"),
+        (b"XXXX" + good[4:], "frame_header", "bad frame magic"),
+        (pack_frame_header(bad_version) + good[80:], "frame_version", "frame version 9"),
+        (pack_frame_header(bad_fields) + good[80:], "frame_fields", "raw_len 5"),
+        (bytes(flipped), "payload_crc", "payload crc32 mismatch"),
+        (good, "duplicate", "chunk_seq 2 of stream 0 again"),
+        (frame(1, [7]), "regression", "chunk_seq 1 goes back"),
+        (frame(3, [6]), "seq_regression", "seqs start at 6, below next_seq 7"),
+        (frame(3, [7]), "seq_regression", "drop_records goes back from 1 to 0"),
+    ]
+    for buf, kind, message in cases:
+        with pytest.raises(FrameRejectedError, match=re.escape(message)) as exc:
+            w.write_frame(s, buf)
+        assert exc.value.kind == kind and isinstance(exc.value, ValueError)
+    # A payload that passes its crc but lies about its content: only
+    # check_payload looks inside.
+    h0 = unpack_frame_header(frame(3, [7, 8], drops=1, codec=CODEC_NONE))
+    payload = np.zeros(2, CAPTURE_RECORD_DTYPE)
+    payload["seq"], payload["count"] = [7, 9], 1        # seqs 7, 9 but next_seq says 9
+    raw = payload.tobytes() + np.arange(2, dtype=np.uint64).tobytes()
+    liar = pack_frame_header(h0._replace(payload_crc32=zlib.crc32(raw))) + raw
+    with pytest.raises(FrameRejectedError, match="payload: records hold seqs 7..9") as exc:
+        w.write_frame(s, liar, check_payload=True)
+    assert exc.value.kind == "payload"
+    w.write_frame(s, frame(3, [7], drops=1, final=True))
+    with pytest.raises(FrameRejectedError, match="after the final chunk") as exc:
+        w.write_frame(s, frame(4, [8], drops=1))
+    assert exc.value.kind == "after_final"
+    w.close()
+    data = open_capture(tmp_path / "cap").read()
+    assert data.records["seq"].tolist() == [5, 6, 7]
+    # Chunks 0 and 1 never came: the reader says so.
+    assert [l.kind for l in data.losses] == ["gap"]
+
+
+def test_optional_entry_keys_and_hosts_seen_twice(tmp_path):
+    w = CaptureWriter(tmp_path / "cap")
+    h0 = w.add_host("node1", extra={"collector": "aa"})
+    h1 = w.add_host("node1", extra={"collector": "bb"})     # restarted collector
+    s0 = w.add_stream(h0, 1, "fw", extra={"collector": "aa", "collector_stream": 0})
+    s1 = w.add_stream(h1, 1, "fw", extra={"collector": "bb", "collector_stream": 0})
+    h2 = w.add_host("node2")
+    with pytest.raises(ValueError, match="nf_id: 1 is already 'fw' on host 0, not 'fw' on host 2"):
+        w.add_stream(h2, 1, "fw")
+    with pytest.raises(ValueError, match="'nf_id' are managed"):
+        w.add_stream(h0, 2, "x", extra={"nf_id": 3})
+    w.update_streams({s1: {"collector_dropped_chunks": 4}})
+    with pytest.raises(ValueError, match="'chunks_written' are managed"):
+        w.update_streams({s0: {"chunks_written": 4}})
+    with pytest.raises(ValueError, match="stream 9 was not added"):
+        w.update_streams({9: {"x": 1}})
+    w.close()
+    man = open_capture(tmp_path / "cap").manifest
+    assert [s["collector"] for s in man["streams"]] == ["aa", "bb"]
+    assert man["streams"][1]["collector_dropped_chunks"] == 4
+    assert man["nfs"] == [{"nf_id": 1, "name": "fw", "host": 0}]

@@ -14,7 +14,7 @@ __all__ = ["main"]
 def _cmd_demo(args):
     from mscope.demo import run_demo
     summary = run_demo(seconds=args.seconds, rate=args.rate, stall_us=args.stall_us,
-                       stall_every_ms=args.stall_every_ms)
+                       stall_every_ms=args.stall_every_ms, keep=args.keep)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
@@ -49,6 +49,42 @@ def _cmd_capture_info(args):
     return 0
 
 
+def _cmd_receive(args):
+    from mscope.receiver import serve
+    return serve(args.listen, args.out, allow_remote=args.allow_remote,
+                 curve_secret_key=args.curve_secret_key, curve_allow=args.curve_allow,
+                 stats_s=args.stats, rcvhwm=args.rcvhwm, duration=args.duration,
+                 check_payload=args.check_payload)
+
+
+def _cmd_keygen(args):
+    from mscope.curve import create_keys
+    public, secret = create_keys(args.dir, args.name)
+    print(f"public key  {public}   (give to the other side)")
+    print(f"secret key  {secret}   (mode 0600; keep it on this host)")
+    return 0
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
 def _cmd_paths(args):
     from mscope import paths
     print(f"libmscope   {paths.libmscope()}")
@@ -67,9 +103,11 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
-        "demo", help="record a real DPDK forwarder through the ring and show what was drained",
+        "demo", help="record a real DPDK chain end to end into a capture and summarise it",
         description="Run a small DPDK chain (source -> net_ring -> NAT -> net_null) linked "
-                    "with libmscope, drain its rings live and summarise them.",
+                    "with libmscope, with an injected stall; mscope-collect drains its rings "
+                    "and ships them over ZeroMQ on loopback to mscope receive, which writes "
+                    "a capture; then summarise the capture.",
         epilog="example: mscope demo --seconds 3 --rate 500000")
     p.add_argument("--seconds", type=float, default=3.0, help="how long to run (default 3)")
     p.add_argument("--rate", type=float, default=500_000,
@@ -78,8 +116,16 @@ def build_parser():
                    help="injected fault: nat stops polling this long (default 3000; 0: none)")
     p.add_argument("--stall-every-ms", type=float, default=500.0,
                    help="how often the stall repeats (default 500)")
+    p.add_argument("--keep", metavar="DIR",
+                   help="write the capture to DIR and keep it (default: a temporary one)")
     p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "collect", add_help=False,
+        help="drain the rings and ship/write chunks (same as mscope-collect; see "
+             "mscope collect --help)")
+    p.add_argument("collect_args", nargs=argparse.REMAINDER)  # see main()
 
     p = sub.add_parser(
         "rings", help="list the rings in a registry directory",
@@ -101,6 +147,52 @@ def build_parser():
     pi.set_defaults(func=_cmd_capture_info)
 
     p = sub.add_parser(
+        "receive", help="receive chunks from mscope-collect over ZeroMQ into a capture",
+        description="Bind a ZeroMQ PULL socket, take the chunks any number of "
+                    "mscope-collect processes send to it, check them and append them "
+                    "to one capture directory. Binds loopback only unless "
+                    "--allow-remote. Run again on the same --out to append. Stops "
+                    "cleanly on SIGINT/SIGTERM. See docs/collect.md.",
+        epilog="example: mscope receive --listen tcp://127.0.0.1:5555 --out ./cap "
+               "--stats 10")
+    p.add_argument("--listen", required=True, metavar="ENDPOINT",
+                   help="where to bind: tcp://HOST:PORT (PORT * picks a free one) "
+                        "or ipc://PATH")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="capture directory: new, empty, or one an earlier receive "
+                        "wrote (appended to)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow binding an address other hosts can reach")
+    p.add_argument("--curve-secret-key", metavar="FILE",
+                   help="this receiver's secret certificate (mscope keygen); "
+                        "needs --curve-allow")
+    p.add_argument("--curve-allow", metavar="DIR",
+                   help="directory of the public certificates (*.key) of the "
+                        "collectors to admit; no other client gets in")
+    p.add_argument("--stats", type=_seconds, default=10.0, metavar="SECONDS",
+                   help="seconds between stats lines on stderr (default 10; 0: none)")
+    p.add_argument("--rcvhwm", type=_positive_int, default=64, metavar="N",
+                   help="messages ZeroMQ queues per collector while the receiver "
+                        "writes (default 64)")
+    p.add_argument("--duration", type=_seconds, metavar="SECONDS",
+                   help="stop after this long (default: until SIGINT/SIGTERM)")
+    p.add_argument("--check-payload", action="store_true",
+                   help="decompress every chunk and check it against its header "
+                        "(default: crc32 and lengths only)")
+    p.set_defaults(func=_cmd_receive)
+
+    p = sub.add_parser(
+        "keygen", help="make a CURVE key pair for mscope receive / mscope-collect",
+        description="Write DIR/NAME.key (public certificate, give it to the other "
+                    "side) and DIR/NAME.key_secret (secret certificate, mode 0600). "
+                    "DIR is created with mode 0700 if missing. Existing keys are "
+                    "never overwritten.",
+        epilog="example: mscope keygen ~/.mscope/keys receiver")
+    p.add_argument("dir", help="directory for the key files")
+    p.add_argument("name", help="base name of the key files")
+    p.set_defaults(func=_cmd_keygen)
+
+    p = sub.add_parser(
         "paths", help="where libmscope and its headers are installed",
         description="Print the paths and flags to build an NF against libmscope.",
         epilog="example: gcc nf.c $(pkg-config --cflags --libs libdpdk) "
@@ -110,6 +202,11 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "collect":
+        # The collector parses its own options (it is also mscope-collect).
+        from mscope.collector.daemon import main as collect_main
+        return collect_main(argv[1:], prog="mscope collect")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):

@@ -5,7 +5,8 @@ Each also subclasses the builtin a caller would expect, so
 ``except MscopeError`` does.
 """
 __all__ = ["MscopeError", "RingFormatError", "RingClaimedError",
-           "CaptureFormatError", "NativeBuildError"]
+           "CaptureFormatError", "FrameRejectedError", "CurveKeyError",
+           "NativeBuildError"]
 
 
 class MscopeError(Exception):
@@ -22,6 +23,23 @@ class RingClaimedError(MscopeError, RuntimeError):
 
 class CaptureFormatError(MscopeError, ValueError):
     """A capture directory, manifest or chunk that cannot be read."""
+
+
+class FrameRejectedError(CaptureFormatError):
+    """A received frame that a capture writer refuses to append.
+
+    ``kind`` names the rule it broke, one of
+    ``mscope.capture.writer.FRAME_REJECT_KINDS``, so a receiver can count
+    rejections by kind.
+    """
+
+    def __init__(self, message, kind):
+        super().__init__(message)
+        self.kind = kind
+
+
+class CurveKeyError(MscopeError, ValueError):
+    """A CURVE certificate file that is missing, unreadable or of the wrong kind."""
 
 
 class NativeBuildError(MscopeError, ImportError):

@@ -28,7 +28,8 @@ from .format import (CAPTURE_RECORD_DTYPE, FORMAT_NAME, FORMAT_VERSION,
                      check_frame_header, decode_payload, segment_name,
                      seq_problem, unpack_frame_header)
 
-__all__ = ["Loss", "Capture", "CaptureData", "open_capture", "load_manifest"]
+__all__ = ["Loss", "Capture", "CaptureData", "open_capture", "load_manifest",
+           "last_chunk_headers"]
 
 
 class Loss(NamedTuple):
@@ -380,6 +381,46 @@ def _damaged_run(scan, f, seg, start, reason):
             f"{_where(seg, cut)}: truncated frame header ({len(part)} of "
             f"{FRAME_HEADER_SIZE} bytes)", stream, chunk))
     return size
+
+
+def last_chunk_headers(path, manifest) -> dict:
+    """Header of the highest chunk_seq of each stream found in the segments.
+
+    What a writer appending to a capture needs to go on checking each
+    stream's sequence: only frame headers are read (no payload), and a frame
+    whose header is good counts even if its payload is damaged or cut, as
+    its chunk_seq was spent.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The capture directory.
+    manifest : dict
+        Its manifest (:func:`load_manifest`).
+
+    Returns
+    -------
+    dict
+        ``{stream: FrameHeader}`` for the manifest streams that have frames.
+
+    Raises
+    ------
+    CaptureFormatError
+        A segment file cannot be read.
+    """
+    cap = Capture(path, manifest)
+    scan = _Scan()
+    for num, seg in cap.segments:
+        try:
+            _scan_segment(scan, num, seg, cap.streams, want=(), keep=False)
+        except OSError as exc:
+            raise CaptureFormatError(f"{seg}: cannot read: {exc.strerror}") from None
+    last = {}
+    for e in scan.entries:
+        top = last.get(e.h.stream)
+        if top is None or e.h.chunk_seq > top.chunk_seq:
+            last[e.h.stream] = e.h
+    return last
 
 
 # --- losses ---------------------------------------------------------------

@@ -1,38 +1,69 @@
 """Write a capture directory: manifest.json plus append-only frame segments.
 
-Used by mscope-collect and the simulator.  Crash safety comes from the
-layout, not from locking: the manifest is replaced atomically (temp file,
+Used by mscope-collect, `mscope receive` and the simulator.  Crash safety
+comes from the layout: the manifest is replaced atomically (temp file,
 fsync, rename) before the first frame of any new stream, and each frame goes
 to its segment in one ``write`` call, so a crash leaves at most the last
 frame cut, which the reader reports as "truncated".
 
-One writer per directory, used from one thread.
+One writer per directory (an flock on the directory keeps a second one out),
+used from one thread.  ``write_chunk`` encodes records; ``write_frame``
+appends a frame encoded elsewhere (a collector's, received over the wire)
+as is.  ``CaptureWriter.open_append`` goes on writing a capture that an
+earlier writer, closed or killed, left behind.
 """
+import errno
+import fcntl
 import json
 import os
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from mscope import __version__
-from mscope.errors import CaptureFormatError
+from mscope.errors import CaptureFormatError, FrameRejectedError
 
 from .format import (CAPTURE_RECORD_DTYPE, CAPTURE_RECORD_SIZE, CODEC_IDS,
-                     FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME,
-                     MAX_CHUNK_RAW_BYTES, PACKET_ID_DTYPE, RECORD_VERSION,
-                     SEGMENT_BYTES_DEFAULT, SEGMENT_RE, compress_payload,
-                     encode_frame, segment_name)
-from .reader import load_manifest
+                     FORMAT_NAME, FORMAT_VERSION, FRAME_HEADER_SIZE,
+                     FRAME_VERSION, MANIFEST_NAME, MAX_CHUNK_RAW_BYTES,
+                     PACKET_ID_DTYPE, RECORD_VERSION, SEGMENT_BYTES_DEFAULT,
+                     SEGMENT_RE, FrameHeader, check_frame_header,
+                     compress_payload, decode_payload, encode_frame,
+                     pack_frame_header, segment_name, unpack_frame_header)
+from .reader import last_chunk_headers, load_manifest
 
-__all__ = ["CaptureWriter", "CaptureStats"]
+__all__ = ["CaptureWriter", "CaptureStats", "StreamPosition", "FRAME_REJECT_KINDS",
+           "check_frame"]
 
 _DIR_MODE = 0o750      # the analyzer's group may read a capture, others not
 _FILE_MODE = 0o640
 #: Manifest keys the writer owns; set_manifest_entry() may set any other.
 _MANAGED = ("format", "version", "record_version", "hosts", "nfs", "streams")
+#: Keys of hosts[] and streams[] entries the writer owns; add_host,
+#: add_stream and update_streams may add any other (e.g. "collector").
+_HOST_KEYS = ("host", "name", "tsc_hz")
+_STREAM_KEYS = ("stream", "host", "nf_id", "nf_name", "lcore", "pid", "ring",
+                "chunks_written")
+
+#: Why write_frame refuses a frame (FrameRejectedError.kind):
+#: short_frame   fewer bytes than a header, or than the header's payload_len
+#: frame_length  more bytes than the header says
+#: frame_header  bad magic or header crc32
+#: frame_version a frame version this writer does not know
+#: frame_fields  codec, lengths or seq fields that cannot be right
+#: payload_crc   payload crc32 mismatch
+#: payload       payload does not decode to what the header says (check_payload)
+#: duplicate     the stream's last chunk_seq again
+#: regression    a chunk_seq below the stream's last
+#: seq_regression  ring seqs or drop counters below the previous chunk's
+#: after_final   a chunk after the stream's FINAL chunk
+FRAME_REJECT_KINDS = ("short_frame", "frame_length", "frame_header",
+                      "frame_version", "frame_fields", "payload_crc", "payload",
+                      "duplicate", "regression", "seq_regression", "after_final")
 _LEVEL_DEFAULT = {"none": 0, "zstd": 3, "lz4": 0}
 _U64 = (1 << 64) - 1
 
@@ -44,6 +75,13 @@ class CaptureStats(NamedTuple):
     ids: int
     raw_bytes: int       # sum of raw_len
     stored_bytes: int    # frame bytes on disk, headers included
+
+
+class StreamPosition(NamedTuple):
+    """Where a stream of a writer stands (:meth:`CaptureWriter.position`)."""
+    chunk_seq: int       # the chunk_seq that continues the stream without a gap
+    next_seq: int        # ring seq the next chunk may start at, at the lowest
+    final: bool          # the stream's FINAL chunk is written
 
 
 class _StreamState:
@@ -74,14 +112,15 @@ class CaptureWriter:
         current one past this size (a larger frame gets a segment alone).
     exist_ok : bool
         Allow an existing non-empty directory, as long as it holds no
-        segment file (a manifest there is loaded and kept).  Appending
-        frames to a capture that has some is not supported.
+        segment file (a manifest there is loaded and kept).  To go on
+        writing a capture that has segments, use :meth:`open_append`.
 
     Raises
     ------
     FileExistsError
-        `path` is a file, a non-empty directory without `exist_ok`, or a
-        capture that already holds segment files.
+        `path` is a file, a non-empty directory without `exist_ok`, a
+        capture that already holds segment files, or a directory another
+        writer has open.
     ValueError
         Bad codec, level or segment_bytes.
     CaptureFormatError
@@ -105,7 +144,8 @@ class CaptureWriter:
     """
 
     def __init__(self, path, producer=f"mscope {__version__}", codec="zstd",
-                 level=None, segment_bytes=SEGMENT_BYTES_DEFAULT, exist_ok=False):
+                 level=None, segment_bytes=SEGMENT_BYTES_DEFAULT, exist_ok=False,
+                 _append=False):
         if codec not in CODEC_IDS:
             raise ValueError(f"codec: {codec!r} is not one of "
                              f"{', '.join(sorted(CODEC_IDS))}")
@@ -128,14 +168,21 @@ class CaptureWriter:
             raise ValueError(f"level: {codec} refuses level {level}: {exc}") from None
         self.path = Path(path)
         self.segment_bytes = segment_bytes
+        self._producer = producer
         self._fd = None
+        self._lock_fd = None
         self._seg_no = 0
         self._seg_size = 0
-        self._closed = False
+        self._closed = True          # until the directory is ours
         self._streams = {}
         self._chunks = self._records = self._ids = 0
         self._raw = self._stored = 0
+        if _append:
+            self._open_existing()
+            return
         manifest = self._prepare_dir(exist_ok)
+        self._lock()
+        self._closed = False
         if manifest is None:
             manifest = {
                 "format": FORMAT_NAME, "version": FORMAT_VERSION,
@@ -152,6 +199,104 @@ class CaptureWriter:
                 self._streams[st["stream"]] = _StreamState()
         self._manifest = manifest
         self._write_manifest()
+
+    @classmethod
+    def open_append(cls, path, producer=f"mscope {__version__}", codec="zstd",
+                    level=None, segment_bytes=SEGMENT_BYTES_DEFAULT):
+        """Go on writing an existing capture, in a new segment file.
+
+        The manifest's hosts, NFs and streams are kept, with every optional
+        key (e.g. a receiver's collector mapping).  Each stream's sequence
+        checks go on from the last frame header found in the segments, so
+        :meth:`write_frame` refuses what the capture already holds, and a
+        chunk_seq jump across the restart is a gap the reader reports.
+        A last frame cut short by a killed writer is left as it is (the
+        reader reports it as "truncated"); nothing already written is
+        rewritten but the manifest.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A capture directory with a manifest (segments optional).
+        producer, codec, level, segment_bytes
+            As for the constructor; `producer` is added to the manifest's
+            ``appended_by`` list, ``producer`` stays the original writer's.
+
+        Returns
+        -------
+        CaptureWriter
+
+        Raises
+        ------
+        CaptureFormatError
+            `path` is not a capture (no directory, no or a bad manifest), or
+            a segment cannot be read.
+        FileExistsError
+            Another writer has the capture open.
+
+        Examples
+        --------
+        >>> w = CaptureWriter.open_append("run1.capture")       # doctest: +SKIP
+        >>> w.position(0).chunk_seq                             # doctest: +SKIP
+        42
+        """
+        return cls(path, producer=producer, codec=codec, level=level,
+                   segment_bytes=segment_bytes, _append=True)
+
+    def _open_existing(self):
+        p = self.path
+        load_manifest(p)                     # a capture at all? (one-line error)
+        self._lock()
+        try:
+            # Loaded again under the lock: the first look may predate a
+            # writer that has just closed.
+            manifest = load_manifest(p)
+            last = last_chunk_headers(p, manifest)
+            segs = [int(m.group(1)) for m in map(SEGMENT_RE.match, os.listdir(p)) if m]
+        except BaseException:
+            self._unlock()
+            raise
+        self._seg_no = max(segs, default=-1) + 1
+        for st in manifest["streams"]:
+            state = _StreamState()
+            h = last.get(st["stream"])
+            if h is not None:
+                state.chunk_seq = h.chunk_seq + 1
+                state.next_seq = h.next_seq
+                state.drop_records, state.drop_packets = h.drop_records, h.drop_packets
+                state.final = h.final
+            # A closed writer's count may exceed the frames found (a lost
+            # last segment): keep it, so the reader still sees the loss.
+            written = st.pop("chunks_written", None)
+            if isinstance(written, int) and written > state.chunk_seq:
+                state.chunk_seq = written
+            self._streams[st["stream"]] = state
+        manifest.setdefault("appended_by", []).append(
+            {"producer": self._producer, "unix_ns": time.time_ns(),
+             "first_segment": self._seg_no})
+        self._manifest = manifest
+        self._closed = False
+        self._write_manifest()
+
+    def _lock(self):
+        """Take the directory's flock: one writer per capture.  The kernel
+        drops it when the process dies, so a killed writer never leaves a
+        stale lock behind."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise FileExistsError(
+                    f"{self.path}: another writer has this capture open") from None
+            raise
+        self._lock_fd = fd
+
+    def _unlock(self):
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)          # releases the flock
 
     # --- directory and manifest --------------------------------------------
 
@@ -171,7 +316,8 @@ class CaptureWriter:
         if segs:
             raise FileExistsError(
                 f"{p}: already holds segment files ({segs[0]}, ...); "
-                "appending to a capture is not supported")
+                "appending to a capture is not supported here "
+                "(CaptureWriter.open_append does it)")
         if MANIFEST_NAME in names:
             return load_manifest(p)
         return None
@@ -237,7 +383,7 @@ class CaptureWriter:
 
     # --- hosts and streams --------------------------------------------------
 
-    def add_host(self, name: str, tsc_hz=None) -> int:
+    def add_host(self, name: str, tsc_hz=None, extra=None) -> int:
         """Declare a host; return its host number.
 
         Parameters
@@ -247,6 +393,9 @@ class CaptureWriter:
         tsc_hz : float, optional
             The host's calibrated TSC rate (``null`` in the manifest if
             unknown).
+        extra : dict, optional
+            Optional keys for the host's manifest entry (JSON values; not
+            host, name or tsc_hz).
 
         Returns
         -------
@@ -256,9 +405,11 @@ class CaptureWriter:
         Raises
         ------
         ValueError
-            Empty name or a non-positive tsc_hz.
+            Empty name, a non-positive tsc_hz, or an `extra` key the writer
+            owns.
         """
         self._check_open()
+        extra = _check_extra("extra", extra, _HOST_KEYS)
         if not isinstance(name, str) or not name:
             raise ValueError(f"name: {name!r} is not a non-empty string")
         if tsc_hz is not None:
@@ -267,12 +418,12 @@ class CaptureWriter:
                 raise ValueError(f"tsc_hz: {tsc_hz} is not positive")
         hosts = self._manifest["hosts"]
         host = max((h["host"] for h in hosts), default=-1) + 1
-        hosts.append({"host": host, "name": name, "tsc_hz": tsc_hz})
+        hosts.append({"host": host, "name": name, "tsc_hz": tsc_hz, **extra})
         self._write_manifest()
         return host
 
     def add_stream(self, host: int, nf_id: int, nf_name: str, lcore: int = 0,
-                   pid=None, ring=None) -> int:
+                   pid=None, ring=None, extra=None) -> int:
         """Declare a stream (one ring: one NF on one lcore); return its id.
 
         The manifest is rewritten before this returns, so it always names
@@ -290,6 +441,9 @@ class CaptureWriter:
             The NF process id.
         ring : str, optional
             Path of the ring file.
+        extra : dict, optional
+            Optional keys for the stream's manifest entry (JSON values; not
+            one the writer owns, such as stream, nf_id or chunks_written).
 
         Returns
         -------
@@ -299,10 +453,12 @@ class CaptureWriter:
         Raises
         ------
         ValueError
-            Unknown host, nf_id out of range, or an nf_id already declared
-            with another name or host.
+            Unknown host, nf_id out of range, an nf_id already declared with
+            another name or on a host of another name, or an `extra` key
+            the writer owns.
         """
         self._check_open()
+        extra = _check_extra("extra", extra, _STREAM_KEYS)
         hosts = {h["host"] for h in self._manifest["hosts"]}
         if host not in hosts:
             raise ValueError(f"host: {host!r} was not added (add_host first)")
@@ -314,7 +470,7 @@ class CaptureWriter:
         known = next((nf for nf in nfs if nf["nf_id"] == nf_id), None)
         if known is None:
             nfs.append({"nf_id": nf_id, "name": nf_name, "host": host})
-        elif known["name"] != nf_name or known["host"] != host:
+        elif known["name"] != nf_name or not self._same_host(known["host"], host):
             raise ValueError(
                 f"nf_id: {nf_id} is already {known['name']!r} on host "
                 f"{known['host']}, not {nf_name!r} on host {host}")
@@ -323,10 +479,68 @@ class CaptureWriter:
         streams.append({"stream": stream, "host": host, "nf_id": nf_id,
                         "nf_name": nf_name, "lcore": int(lcore),
                         "pid": None if pid is None else int(pid),
-                        "ring": None if ring is None else str(ring)})
+                        "ring": None if ring is None else str(ring), **extra})
         self._write_manifest()
         self._streams[stream] = _StreamState()
         return stream
+
+    def _same_host(self, a: int, b: int) -> bool:
+        # Two host entries of one name are one machine seen twice (e.g. a
+        # restarted collector, whose clock calibration is its own): its NFs
+        # keep their nf_id.
+        if a == b:
+            return True
+        names = {h["host"]: h["name"] for h in self._manifest["hosts"]}
+        return names.get(a) == names.get(b)
+
+    def update_streams(self, values: dict):
+        """Set optional keys of stream entries; rewrite the manifest once.
+
+        Parameters
+        ----------
+        values : dict
+            ``{stream: {key: value}}``; keys the writer owns (stream, host,
+            nf_id, nf_name, lcore, pid, ring, chunks_written) are refused.
+            Nothing is written when no value changes.
+
+        Raises
+        ------
+        ValueError
+            Unknown stream, a key the writer owns, or NaN/infinity.
+        TypeError
+            A value that is not JSON-serialisable.
+        """
+        self._check_open()
+        entries = {st["stream"]: st for st in self._manifest["streams"]}
+        checked = []
+        for stream, keys in values.items():
+            if stream not in entries:
+                raise ValueError(f"values: stream {stream!r} was not added")
+            checked.append((entries[stream], _check_extra("values", keys, _STREAM_KEYS)))
+        changed = False
+        for entry, keys in checked:
+            for key, value in keys.items():
+                if entry.get(key, _MISSING) != value:
+                    entry[key] = value
+                    changed = True
+        if changed:
+            self._write_manifest()
+
+    def position(self, stream: int) -> StreamPosition:
+        """Where `stream` stands: the chunk_seq and seq that continue it.
+
+        ``chunk_seq`` is 0 for a stream with no chunk yet; after
+        :meth:`open_append`, one past the last chunk found in the capture.
+
+        Raises
+        ------
+        ValueError
+            Unknown stream.
+        """
+        st = self._streams.get(stream)
+        if st is None:
+            raise ValueError(f"stream: {stream!r} was not added (add_stream first)")
+        return StreamPosition(st.chunk_seq, st.next_seq, st.final)
 
     # --- frames -------------------------------------------------------------
 
@@ -424,20 +638,7 @@ class CaptureWriter:
                              first_seq=first, next_seq=next_seq,
                              drop_records=drop_records, drop_packets=drop_packets,
                              final=final, codec=self._codec, level=self._level)
-        if self._fd is not None and self._seg_size \
-                and self._seg_size + len(frame) > self.segment_bytes:
-            self._close_segment()
-            self._seg_no += 1
-        if self._fd is None:
-            self._open_segment()
-        try:
-            _write_all(self._fd, frame)
-        except OSError:
-            # Leave the partial frame as the cut end of this segment.
-            self._close_segment(sync=False)
-            self._seg_no += 1
-            raise
-        self._seg_size += len(frame)
+        self._append(_write_all, frame, len(frame))
         st.chunk_seq += 1
         st.next_seq = next_seq
         st.drop_records, st.drop_packets = drop_records, drop_packets
@@ -448,6 +649,101 @@ class CaptureWriter:
         self._raw += raw_len
         self._stored += len(frame)
         return len(frame)
+
+    def write_frame(self, stream: int, frame, *, check_payload: bool = False) -> FrameHeader:
+        """Append a frame encoded elsewhere (e.g. received from a collector).
+
+        The frame is checked, its ``stream`` field set to `stream` (and its
+        header crc32 recomputed), and written as is in one ``writev`` call:
+        no decompression or recompression.  Unlike :meth:`write_chunk`, the
+        frame keeps its own chunk_seq, which may jump (the chunks in between
+        are lost, and the reader reports them) but never repeat or go back.
+
+        Parameters
+        ----------
+        stream : int
+            From :meth:`add_stream`.
+        frame : bytes-like
+            Exactly one frame: header and payload.
+        check_payload : bool
+            Also decompress the payload and check it against the header
+            (record count, id count, seqs).  Without it, the payload crc32
+            and the header's lengths are checked, and a payload that
+            decompresses wrong is found by the reader and reported as
+            damage of that one chunk.
+
+        Returns
+        -------
+        FrameHeader
+            The header as written (with `stream`).
+
+        Raises
+        ------
+        FrameRejectedError
+            The frame breaks a rule; ``kind`` is one of FRAME_REJECT_KINDS.
+            Nothing is written.
+        ValueError
+            The stream is unknown or the writer closed.
+        OSError
+            The write failed (as for write_chunk).
+        """
+        self._check_open()
+        st = self._streams.get(stream)
+        if st is None:
+            raise ValueError(f"stream: {stream!r} was not added (add_stream first)")
+        h, payload = check_frame(frame, check_payload=check_payload)
+        size = FRAME_HEADER_SIZE + h.payload_len
+        if st.final:
+            raise FrameRejectedError(
+                f"chunk_seq {h.chunk_seq} after the final chunk of stream {stream}",
+                "after_final")
+        if h.chunk_seq < st.chunk_seq:
+            if h.chunk_seq == st.chunk_seq - 1:
+                raise FrameRejectedError(
+                    f"chunk_seq {h.chunk_seq} of stream {stream} again (duplicate)",
+                    "duplicate")
+            raise FrameRejectedError(
+                f"chunk_seq {h.chunk_seq} goes back (stream {stream} is at "
+                f"chunk_seq {st.chunk_seq - 1})", "regression")
+        if h.first_seq < st.next_seq:
+            raise FrameRejectedError(
+                f"seqs start at {h.first_seq}, below next_seq {st.next_seq} of "
+                f"stream {stream}'s previous chunk", "seq_regression")
+        for name, new, old in (("drop_records", h.drop_records, st.drop_records),
+                               ("drop_packets", h.drop_packets, st.drop_packets)):
+            if new < old:
+                raise FrameRejectedError(
+                    f"{name} goes back from {old} to {new}", "seq_regression")
+        h = h._replace(stream=stream)
+        self._append(_writev_all, (pack_frame_header(h), payload), size)
+        st.chunk_seq = h.chunk_seq + 1
+        st.next_seq = h.next_seq
+        st.drop_records, st.drop_packets = h.drop_records, h.drop_packets
+        st.final = h.final
+        self._chunks += 1
+        self._records += h.n_records
+        self._ids += h.n_ids
+        self._raw += h.raw_len
+        self._stored += size
+        return h
+
+    def _append(self, write, data, size):
+        """Write one frame to the current segment, starting a new one first
+        if it would grow past segment_bytes."""
+        if self._fd is not None and self._seg_size \
+                and self._seg_size + size > self.segment_bytes:
+            self._close_segment()
+            self._seg_no += 1
+        if self._fd is None:
+            self._open_segment()
+        try:
+            write(self._fd, data)
+        except OSError:
+            # Leave the partial frame as the cut end of this segment.
+            self._close_segment(sync=False)
+            self._seg_no += 1
+            raise
+        self._seg_size += size
 
     def _open_segment(self):
         path = self.path / segment_name(self._seg_no)
@@ -489,10 +785,13 @@ class CaptureWriter:
         if self._closed:
             return
         self._closed = True
-        self._close_segment()
-        for st in self._manifest["streams"]:
-            st["chunks_written"] = self._streams[st["stream"]].chunk_seq
-        self._write_manifest()
+        try:
+            self._close_segment()
+            for st in self._manifest["streams"]:
+                st["chunks_written"] = self._streams[st["stream"]].chunk_seq
+            self._write_manifest()
+        finally:
+            self._unlock()
 
     def _check_open(self):
         if self._closed:
@@ -507,6 +806,86 @@ class CaptureWriter:
     def __repr__(self):
         state = "closed" if self._closed else f"segment {self._seg_no}"
         return f"<CaptureWriter {str(self.path)!r} {state}, {self._chunks} chunks>"
+
+
+def check_frame(frame, *, check_payload=False):
+    """Check one whole frame on its own (no stream state).
+
+    Parameters
+    ----------
+    frame : bytes-like
+        Exactly one frame: header and payload.
+    check_payload : bool
+        Also decompress and check the payload (see
+        :meth:`CaptureWriter.write_frame`).
+
+    Returns
+    -------
+    header : FrameHeader
+    payload : memoryview
+        The payload bytes of `frame` (a view, not a copy).
+
+    Raises
+    ------
+    FrameRejectedError
+        With ``kind`` one of short_frame, frame_length, frame_header,
+        frame_version, frame_fields, payload_crc, payload.
+    """
+    mv = memoryview(frame)
+    if mv.ndim != 1 or mv.itemsize != 1:
+        mv = mv.cast("B")
+    try:
+        h = unpack_frame_header(mv)
+    except CaptureFormatError as exc:
+        kind = "short_frame" if len(mv) < FRAME_HEADER_SIZE else "frame_header"
+        raise FrameRejectedError(str(exc), kind) from None
+    problem = check_frame_header(h)
+    if problem is not None:
+        kind = "frame_version" if h.version != FRAME_VERSION else "frame_fields"
+        raise FrameRejectedError(problem, kind)
+    size = FRAME_HEADER_SIZE + h.payload_len
+    if len(mv) != size:
+        raise FrameRejectedError(f"frame is {len(mv)} bytes, header says {size}",
+                                 "short_frame" if len(mv) < size else "frame_length")
+    payload = mv[FRAME_HEADER_SIZE:]
+    if zlib.crc32(payload) != h.payload_crc32:
+        raise FrameRejectedError("payload crc32 mismatch", "payload_crc")
+    if check_payload:
+        try:
+            decode_payload(h, payload)
+        except CaptureFormatError as exc:
+            raise FrameRejectedError(f"payload: {exc}", "payload") from None
+    return h, payload
+
+
+def _check_extra(name, extra, owned):
+    """Optional entry keys: a dict of JSON values, none of them `owned`."""
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise TypeError(f"{name}: must be a dict, got {type(extra).__name__}")
+    bad = [k for k in extra if not isinstance(k, str) or k in owned]
+    if bad:
+        raise ValueError(f"{name}: key(s) {', '.join(map(repr, bad))} are managed "
+                         f"by the writer or not strings")
+    json.dumps(extra, allow_nan=False)
+    return dict(extra)
+
+
+_MISSING = object()
+
+
+def _writev_all(fd, parts):
+    """Write header and payload in one writev call (the loop only covers a
+    short write, as in _write_all)."""
+    views = [memoryview(p) for p in parts]
+    n = os.writev(fd, views)
+    for v in views:
+        if n >= len(v):
+            n -= len(v)
+            continue
+        _write_all(fd, v[n:])
+        n = 0
 
 
 def _write_all(fd, data):
