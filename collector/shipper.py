@@ -1,8 +1,9 @@
 """Ship chunks over ZeroMQ without ever making the collector wait.
 
 A PUSH socket connects to the receiver's PULL.  ZeroMQ itself queues up to
-``sndhwm`` messages (default 64: with chunks of ~65536 records that is tens
-of MB, seconds of traffic from a busy host).  Past that, sends would block;
+``sndhwm`` messages (default 64: with chunks of 16384 records that is tens
+of MB, a second or more of traffic from a busy host) for a connected
+receiver, and none for one that is down or refused us (ZMQ_IMMEDIATE).  Past that, sends would block;
 we never block (the rings behind us would overflow), so a chunk that ZeroMQ
 will not take goes to a local spool bounded in bytes and is retried in
 order.  A chunk that does not fit the spool either is dropped whole and
@@ -57,6 +58,11 @@ class Shipper:
         self.sock = self.ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.SNDHWM, sndhwm)
         self.sock.setsockopt(zmq.LINGER, 0)
+        # IMMEDIATE: queue only to a receiver whose connection (and CURVE
+        # handshake) completed.  Otherwise ZeroMQ would swallow up to
+        # sndhwm chunks for a peer that is down or refuses us and drop them
+        # at exit uncounted; this way they wait in our spool, which counts.
+        self.sock.setsockopt(zmq.IMMEDIATE, 1)
         if curve is not None:
             curve(self.sock)
         try:

@@ -262,3 +262,143 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         assert proc.returncode != 0
         assert "Traceback" not in proc.stderr
         assert msg in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# --- through mscope receive: real collector, real receiver, real sockets ----
+
+class Receiver:
+    """`mscope receive` on a free loopback port, stderr to a file."""
+
+    def __init__(self, tmp_path, out, *extra, endpoint="tcp://127.0.0.1:*", tag="r"):
+        self.err = tmp_path / f"receive-{tag}.err"
+        with open(self.err, "w") as err:
+            self.p = subprocess.Popen([*MSCOPE, "receive", "--listen", endpoint, "--out",
+                                       str(out), "--stats", "0", *extra],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=err)
+        found = []
+
+        def listening():
+            m = [w for w in self.err.read_text().split() if w.startswith("tcp://")]
+            found[:] = m
+            return bool(m) or self.p.poll() is not None
+        assert wait_for(listening, timeout=20), self.err.read_text()
+        assert self.p.poll() is None, self.err.read_text()
+        self.endpoint = found[0].rstrip(",")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+        return self.p.wait(timeout=30)
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(timeout=10)
+
+
+@pytest.fixture
+def receivers(tmp_path):
+    started = []
+    yield lambda *a, **kw: started.append(Receiver(tmp_path, *a, **kw)) or started[-1]
+    for r in started:
+        r.kill()
+
+
+def test_ring_to_capture_over_zeromq(producer_exe, registry, tmp_path, procs, receivers):
+    """producer -> mscope-collect -> tcp://127.0.0.1 -> mscope receive: the
+    capture holds exactly the N records, in order, with monotonic time."""
+    registry.mkdir()
+    n, maxb = 200_000, 16
+    cap = tmp_path / "cap"
+    rcv = receivers(cap)
+    col = procs([*COLLECT, "--dir", str(registry), "--ship", rcv.endpoint,
+                 "--exit-when-idle"])
+    prod = Producer(producer_exe, registry, n, maxb, rate=400_000, ring_bytes=1 << 23)
+    start_when_attached(prod)
+    assert prod.result() == (n, 0, 0)
+    rc, out, err = col.wait(timeout=60)
+    assert rc == 0, err
+    assert rcv.stop() == 0
+    data = open_capture(cap).read()
+    assert len(data.records) == n
+    assert [l for l in data.losses if l.n_records] == []
+    check_pattern(data.records, data.ids, maxb)
+    st = open_capture(cap).manifest["streams"]
+    assert len(st) == 1 and st[0]["nf_name"] == "prod"
+
+
+def test_receiver_killed_and_restarted(producer_exe, registry, tmp_path, procs, receivers):
+    """The receiver dies mid-stream and comes back on the same port and
+    capture.  The NF never waits; the capture holds every record that got
+    through, and its losses account exactly for the rest."""
+    registry.mkdir()
+    n, maxb, rate = 600_000, 8, 200_000
+    cap = tmp_path / "cap"
+    first = receivers(cap, tag="first")
+    col = procs([*COLLECT, "--dir", str(registry), "--ship", first.endpoint,
+                 "--exit-when-idle", "--flush-ms", "50", "--chunk-records", "4096"])
+    prod = Producer(producer_exe, registry, n, maxb, rate=rate, ring_bytes=1 << 23)
+    start_when_attached(prod)
+    t0 = time.monotonic()
+    time.sleep(1.0)
+    first.kill()                                   # SIGKILL: no goodbye
+    time.sleep(0.5)
+    second = receivers(cap, endpoint=first.endpoint, tag="second")
+    records, drops, _ = prod.result()
+    elapsed = time.monotonic() - t0
+    assert (records, drops) == (n, 0), "the NF lost nothing while the receiver was away"
+    assert elapsed < 2 * n / rate + 2, "the NF was not slowed down"
+    rc, out, err = col.wait(timeout=60)
+    assert rc == 0, err
+    assert second.stop() == 0
+    data = open_capture(cap).read()
+    got = len(data.records)
+    lost = [l for l in data.losses if l.n_records]
+    assert all(l.n_records is not None for l in lost), lost
+    assert got + sum(l.n_records for l in lost) == n, (got, lost)
+    assert all(l.kind in ("gap", "truncated") for l in lost), lost
+    check_pattern(data.records, data.ids, maxb)
+    missing = np.setdiff1d(np.arange(n, dtype=np.uint64), data.records["seq"])
+    assert len(missing) == n - got
+
+
+def test_curve_refuses_unauthenticated_collector(producer_exe, registry, tmp_path, procs,
+                                                 receivers):
+    keys = tmp_path / "keys"
+    for name in ("receiver", "good", "rogue"):
+        subprocess.run([*MSCOPE, "keygen", str(keys / name), name], check=True, timeout=60)
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    (allow / "good.key").write_bytes((keys / "good" / "good.key").read_bytes())
+    cap = tmp_path / "cap"
+    rcv = receivers(cap, "--curve-secret-key", str(keys / "receiver" / "receiver.key_secret"),
+                    "--curve-allow", str(allow))
+    server_pub = str(keys / "receiver" / "receiver.key")
+
+    def run_collector(name, *curve):
+        reg = registry / name
+        reg.mkdir(parents=True)
+        col = procs([*COLLECT, "--dir", str(reg), "--ship", rcv.endpoint,
+                     "--exit-when-idle", *curve])
+        prod = Producer(producer_exe, reg, 5000, 4, rate=0, ring_bytes=1 << 22, name=name,
+                        nf_id=len(name))
+        start_when_attached(prod)
+        prod.result()
+        return col
+
+    plain = run_collector("plain")
+    rogue = run_collector("rogue", "--curve-server-key", server_pub, "--curve-secret-key",
+                          str(keys / "rogue" / "rogue.key_secret"))
+    good = run_collector("good", "--curve-server-key", server_pub, "--curve-secret-key",
+                         str(keys / "good" / "good.key_secret"))
+    rc, _, err = good.wait(timeout=60)
+    assert rc == 0, err
+    # The refused ones cannot hand their chunks over: they say so and exit 3.
+    for col in (plain, rogue):
+        rc, _, err = col.wait(timeout=60)
+        assert rc == 3 and "could not be handed" in err, err
+    assert rcv.stop() == 0
+    manifest = open_capture(cap).manifest
+    assert [s["nf_name"] for s in manifest["streams"]] == ["good"]
+    assert len(open_capture(cap).read().records) == 5000
