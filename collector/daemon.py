@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from mscope import __version__
+from mscope.argtypes import non_negative, positive_int, seconds
 from mscope.capture.format import CODEC_IDS
 from mscope.errors import MscopeError, RingClaimedError, RingFormatError
 
@@ -336,20 +337,20 @@ def build_parser(prog="mscope-collect"):
                    help="compression level (default: -1 for zstd, 0 for lz4; "
                         "bench/collect.py measured zstd -1 at the ratio of zstd 1 with "
                         "15%% less CPU, and zstd 3 at 2.9x the CPU)")
-    p.add_argument("--chunk-records", type=int, default=16384,
+    p.add_argument("--chunk-records", type=positive_int, default=16384,
                    help="records per chunk at most (default 16384)")
-    p.add_argument("--flush-ms", type=float, default=200.0,
+    p.add_argument("--flush-ms", type=non_negative, default=200.0,
                    help="cut a partial chunk after this long (default 200)")
-    p.add_argument("--poll-us", type=float, default=1000.0,
+    p.add_argument("--poll-us", type=non_negative, default=1000.0,
                    help="sleep between passes when idle (default 1000)")
-    p.add_argument("--sndhwm", type=int, default=64,
+    p.add_argument("--sndhwm", type=positive_int, default=64,
                    help="chunks ZeroMQ may queue for the receiver (default 64)")
-    p.add_argument("--spool-mb", type=float, default=256.0,
+    p.add_argument("--spool-mb", type=non_negative, default=256.0,
                    help="local spool when ZeroMQ's queue is full, MB (default 256)")
     p.add_argument("--host-name", help="host name stamped on the chunks (default: hostname)")
-    p.add_argument("--stats", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--stats", type=seconds, default=0.0, metavar="SECONDS",
                    help="print a stats line every SECONDS (default off)")
-    p.add_argument("--metrics-port", type=int,
+    p.add_argument("--metrics-port", type=positive_int,
                    help="serve Prometheus/OpenMetrics text on this port")
     p.add_argument("--metrics-addr", default="127.0.0.1",
                    help="address for --metrics-port (default 127.0.0.1)")
@@ -363,7 +364,7 @@ def build_parser(prog="mscope-collect"):
                    help="do not remove ring files of producers that are gone")
     p.add_argument("--exit-when-idle", action="store_true",
                    help="exit once every ring seen is closed and drained")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
+    p.add_argument("--duration", type=seconds, metavar="SECONDS",
                    help="exit after this long")
     return p
 

@@ -6,6 +6,7 @@ import os
 import sys
 
 from mscope import __version__
+from mscope.argtypes import non_negative, positive_int, seconds
 from mscope.errors import MscopeError
 
 __all__ = ["main"]
@@ -65,26 +66,6 @@ def _cmd_keygen(args):
     return 0
 
 
-def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
-    return value
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
-
-
 def _cmd_paths(args):
     from mscope import paths
     print(f"libmscope   {paths.libmscope()}")
@@ -109,12 +90,12 @@ def build_parser():
                     "and ships them over ZeroMQ on loopback to mscope receive, which writes "
                     "a capture; then summarise the capture.",
         epilog="example: mscope demo --seconds 3 --rate 500000")
-    p.add_argument("--seconds", type=float, default=3.0, help="how long to run (default 3)")
-    p.add_argument("--rate", type=float, default=500_000,
+    p.add_argument("--seconds", type=seconds, default=3.0, help="how long to run (default 3)")
+    p.add_argument("--rate", type=non_negative, default=500_000,
                    help="packets per second the source offers (default 500000)")
-    p.add_argument("--stall-us", type=float, default=3000.0,
+    p.add_argument("--stall-us", type=non_negative, default=3000.0,
                    help="injected fault: nat stops polling this long (default 3000; 0: none)")
-    p.add_argument("--stall-every-ms", type=float, default=500.0,
+    p.add_argument("--stall-every-ms", type=non_negative, default=500.0,
                    help="how often the stall repeats (default 500)")
     p.add_argument("--keep", metavar="DIR",
                    help="write the capture to DIR and keep it (default: a temporary one)")
@@ -169,12 +150,12 @@ def build_parser():
     p.add_argument("--curve-allow", metavar="DIR",
                    help="directory of the public certificates (*.key) of the "
                         "collectors to admit; no other client gets in")
-    p.add_argument("--stats", type=_seconds, default=10.0, metavar="SECONDS",
+    p.add_argument("--stats", type=seconds, default=10.0, metavar="SECONDS",
                    help="seconds between stats lines on stderr (default 10; 0: none)")
-    p.add_argument("--rcvhwm", type=_positive_int, default=64, metavar="N",
+    p.add_argument("--rcvhwm", type=positive_int, default=64, metavar="N",
                    help="messages ZeroMQ queues per collector while the receiver "
                         "writes (default 64)")
-    p.add_argument("--duration", type=_seconds, metavar="SECONDS",
+    p.add_argument("--duration", type=seconds, metavar="SECONDS",
                    help="stop after this long (default: until SIGINT/SIGTERM)")
     p.add_argument("--check-payload", action="store_true",
                    help="decompress every chunk and check it against its header "

@@ -88,15 +88,20 @@ def _start(argv, **kw):
                             text=True, **kw)
 
 
-def _stop(proc, sig=signal.SIGTERM, timeout=30):
-    if proc.poll() is None:
-        proc.send_signal(sig)
+def _wait(proc, timeout):
+    """Wait for a process we started (killing it past `timeout`)."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate(timeout=10)
     return proc.returncode, out, err
+
+
+def _stop(proc, sig=signal.SIGTERM, timeout=30):
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return _wait(proc, timeout)
 
 
 def run_demo(seconds=3.0, rate=500_000, stall_us=3000.0, stall_every_ms=500.0,
@@ -173,15 +178,6 @@ def run_demo(seconds=3.0, rate=500_000, stall_us=3000.0, stall_every_ms=500.0,
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
-
-
-def _wait(proc, timeout):
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate(timeout=10)
-    return proc.returncode, out, err
 
 
 def _stream_arrays(data, sid):
