@@ -647,6 +647,11 @@ PRODUCER_SRC = harness.BENCH / "collect" / "replay_producer.c"
 # E2E_SETTINGS: (label, --codec, --level) the end-to-end part runs.
 E2E_SETTINGS = [("zstd-3", "zstd", 3), ("zstd-1", "zstd", 1), ("zstd--1", "zstd", -1),
                 ("zstd--3", "zstd", -3), ("lz4-0", "lz4", 0), ("none", "none", 0)]
+# Records per chunk: mscope-collect's default (--chunk-records 16384; it was
+# 65536 until commit 14abd85).  The 65536 rows of E2E_COMPARE_CHUNK repeat
+# the zstd -1 runs at the old size, for comparison with figures taken then.
+E2E_CHUNK_RECORDS = 16384
+E2E_COMPARE_CHUNK = 65536
 
 
 def collector_cmd():
@@ -727,7 +732,7 @@ def capture_totals(path):
 
 
 def e2e_run(label, codec, level, *, collect, producer, span_file, registry, work,
-            n_records, rate=0, ring_bytes=0, prefill=False, ship=None, chunk_records=65536,
+            n_records, rate=0, ring_bytes=0, prefill=False, ship=None, chunk_records=E2E_CHUNK_RECORDS,
             timeout=600):
     """One producer -> mscope-collect (-> mscope receive) -> capture run.
 
@@ -737,7 +742,8 @@ def e2e_run(label, codec, level, *, collect, producer, span_file, registry, work
     first and the producer writes while it drains.
     """
     name = f"nf{label.replace('-', 'm')}"
-    out = Path(work) / f"cap-{label}-{'ship' if ship else 'dir'}-{'pre' if prefill else 'live'}"
+    out = Path(work) / (f"cap-{label}-{'ship' if ship else 'dir'}-{'pre' if prefill else 'live'}"
+                        f"-{chunk_records}")
     env = dict(os.environ)
     prod = subprocess.Popen(["taskset", "-c", "0", str(producer), registry, name, span_file,
                              str(n_records), str(rate), str(ring_bytes)],
@@ -872,6 +878,18 @@ def bench_e2e(quick, seed, settings=None, ship=True):
                 rows.append(e2e_run(label, codec, level, collect=collect, producer=producer,
                                     span_file=span_file, registry=reg, work=work,
                                     n_records=n_live))
+        # The recommended setting again at the old default chunk size.
+        if not quick:
+            for label, codec, level in [s for s in settings if s[0] == "zstd--1"]:
+                with harness.ring_registry() as reg:
+                    rows.append(e2e_run(label, codec, level, collect=collect, producer=producer,
+                                        span_file=span_file, registry=reg, work=work,
+                                        n_records=n_pre, ring_bytes=big, prefill=True,
+                                        chunk_records=E2E_COMPARE_CHUNK))
+                with harness.ring_registry() as reg:
+                    rows.append(e2e_run(label, codec, level, collect=collect, producer=producer,
+                                        span_file=span_file, registry=reg, work=work,
+                                        n_records=n_live, chunk_records=E2E_COMPARE_CHUNK))
         # Paced: the producer at a fixed rate for ~3 s (1 s with --quick),
         # default 8 MiB ring: the rate the collector sustains without ring
         # drops, with the setting recommended in docs/benchmarks.md.
@@ -1019,12 +1037,14 @@ def print_e2e(rows):
         busy = [x for x in r["stats_M_records_per_s"] if x > 0]
         return f"{min(busy):.2f}-{max(busy):.2f}" if busy else "-"
     harness.table(
-        ["mode", "setting", "rate/s", "produced", "ring drops", "captured", "wall s",
-         "M rec/s", "steady M rec/s", "M rec/CPU-s", "MB/s raw", "capture MB", "ratio", "rc",
-         "20M?", "4x?"],
-        [[r["mode"], r["setting"], r["rate_per_s"] or "max",
+        ["mode", "setting", "chunk", "rate/s", "produced", "ring drops", "captured",
+         "rec/frame", "wall s", "M rec/s", "steady M rec/s", "M rec/CPU-s", "MB/s raw",
+         "capture MB", "ratio", "rc", "20M?", "4x?"],
+        [[r["mode"], r["setting"], r["chunk_records"], r["rate_per_s"] or "max",
           r["producer_records"] + r["producer_drop_records"], r["producer_drop_records"],
-          r["captured_records"], r["wall_seconds"], _m(r["records_per_s"]), steady(r),
+          r["captured_records"],
+          round(r["captured_records"] / r["chunks"]) if r.get("chunks") else "-",
+          r["wall_seconds"], _m(r["records_per_s"]), steady(r),
           _m(r["records_per_cpu_s"]), r["raw_MBps"], r["capture_bytes"] / 1e6, r["ratio"],
           r["collector_rc"],
           "yes" if r["records_per_s"] >= TARGET_RECORDS_PER_S else "no",

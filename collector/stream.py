@@ -75,7 +75,7 @@ class RingStream:
     """
 
     def __init__(self, stream, reader, codec=CODEC_ZSTD, level=3, chunk_records=65536,
-                 ids_per_record=16):
+                 ids_per_record=32):
         self.stream = stream
         self.reader = reader
         self.codec, self.level = codec, level
