@@ -32,7 +32,7 @@ setup(
     version="0.1.0",
     description="Queue-based performance diagnosis for DPDK network-function chains",
     python_requires=">=3.9",
-    packages=["mscope", "mscope.capture", "mscope.collector", "mscope.analyzer"],
+    packages=["mscope", "mscope.capture", "mscope.collector", "mscope.analyzer", "mscope.sim"],
     # src/ layout: a `python` started in the repository root must not find a
     # half package (no collector/analyzer) under ./mscope.
     package_dir={"mscope": "src/mscope", "mscope.collector": "collector",
@@ -43,6 +43,10 @@ setup(
         sources=["collector/_ringreader.pyx", "csrc/mscope_reader.c"],
         include_dirs=["csrc"],
         extra_compile_args=["-O2", "-std=gnu11"],
+    ), Extension(
+        "mscope.sim._nfloop",
+        sources=["src/mscope/sim/_nfloop.pyx"],
+        extra_compile_args=["-O2"],
     )],
     cmdclass={"build_ext": build_ext},
     install_requires=[

@@ -22,6 +22,41 @@ def _cmd_demo(args):
     return 0
 
 
+def _cmd_simulate(args):
+    import shutil
+    from pathlib import Path
+    from mscope.sim.run import simulate_to_capture
+    from mscope.sim.scenario import load_scenario
+
+    scenarios = []
+    for path in args.scenario:
+        p = Path(path)
+        scenarios += sorted(p.glob("*.json")) if p.is_dir() else [p]
+    if not scenarios:
+        raise MscopeError(f"no scenario files in {', '.join(args.scenario)}")
+    loaded = [load_scenario(p) for p in scenarios]   # all valid before any runs
+    out = Path(args.out)
+    many = len(loaded) > 1
+    summaries = []
+    for sc in loaded:
+        dest = out / sc.name if many else out
+        if dest.exists() and any(dest.iterdir()):
+            if not args.force:
+                raise MscopeError(f"{dest} is not empty (use --force to replace it)")
+            shutil.rmtree(dest)
+        s = simulate_to_capture(sc, dest, truth=not args.no_truth)
+        summaries.append(s)
+        faults = ", ".join(f"{k} {v}" for k, v in (s["faults"] or {}).items()) or "none"
+        drops = sum(s["dropped"].values())
+        print(f"{sc.name}: {s['packets']:,} packets, {drops:,} dropped, {s['victims']:,} "
+              f"victims (by fault: {faults}; unexplained {s['unexplained']}), "
+              f"{s['seconds']['total']:.2f} s -> {dest}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summaries if many else summaries[0], f, indent=2)
+    return 0
+
+
 def _cmd_rings(args):
     from mscope.collector import RingReader
     rings = sorted(glob.glob(os.path.join(args.dir, "*.ring")))
@@ -107,6 +142,24 @@ def build_parser():
         help="drain the rings and ship/write chunks (same as mscope-collect; see "
              "mscope collect --help)")
     p.add_argument("collect_args", nargs=argparse.REMAINDER)  # see main()
+
+    p = sub.add_parser(
+        "simulate", help="simulate a scenario: a capture plus counterfactual truth.json",
+        description="Simulate an NF chain described by a scenario file (docs/simulator.md, "
+                    "SCENARIO.md) and write what mscope would have recorded as a capture "
+                    "directory, with truth.json: every victim labelled with the faults that "
+                    "explain it, by counterfactual runs. Give a directory to run every "
+                    "*.json in it (one capture per scenario under --out).",
+        epilog="example: mscope simulate bench/scenarios/fw-bug-and-burst.json --out ./sim\n"
+               "         mscope simulate bench/scenarios --out ./suite --force",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", nargs="+", help="scenario file(s) or directories of them")
+    p.add_argument("--out", required=True, metavar="DIR", help="capture directory to write")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--no-truth", action="store_true",
+                   help="skip the counterfactual runs and truth.json")
+    p.add_argument("--json", metavar="FILE", help="also write the run summary as JSON")
+    p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser(
         "rings", help="list the rings in a registry directory",

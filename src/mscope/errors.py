@@ -6,7 +6,7 @@ Each also subclasses the builtin a caller would expect, so
 """
 __all__ = ["MscopeError", "RingFormatError", "RingClaimedError",
            "CaptureFormatError", "FrameRejectedError", "CurveKeyError",
-           "NativeBuildError"]
+           "NativeBuildError", "ScenarioError", "PcapFormatError"]
 
 
 class MscopeError(Exception):
@@ -42,5 +42,18 @@ class CurveKeyError(MscopeError, ValueError):
     """A CURVE certificate file that is missing, unreadable or of the wrong kind."""
 
 
+class PcapFormatError(MscopeError, ValueError):
+    """A pcap file to replay that is truncated, corrupt or not classic pcap."""
+
+
 class NativeBuildError(MscopeError, ImportError):
     """The compiled part of mscope is missing."""
+
+
+class ScenarioError(MscopeError, ValueError):
+    """A scenario file (SCENARIO.md) that is unreadable or breaks a rule.
+
+    The message is one line: the file (when loaded from one), where in it,
+    and the rule, e.g. ``fw-bug.json: links[3]: unknown NF 'natt' (known:
+    ...)``.
+    """

@@ -1,0 +1,253 @@
+"""Simulate a chain of NFs: who waited where, who was dropped, what mscope
+would have recorded.
+
+The chain is a DAG, so NFs are simulated one at a time in topological
+order: an NF's input is fully known once its upstream NFs are done (its
+arrivals are their tx times; links take no time).  Each NF is the batch
+loop of mscope.sim._nfloop.serve; everything else is numpy over packets.
+
+The model (documented in docs/simulator.md):
+
+- a packet's service time at an NF is ``service_ns`` times a factor drawn
+  from the packet's id and the NF (uniform 0.9-1.1, and 3x for ~1.2% of
+  packets: cache misses, slow paths), scaled to mean 1; drawing it from the
+  id keeps it identical in every counterfactual run;
+- a non-empty poll costs ``BATCH_COST`` x service_ns on top; an idle NF
+  polls every POLL_NS;
+- ``bug``: matching flows cost ``slowdown`` times more while the fault is
+  on; ``interrupt``: the NF makes no progress for the duration (a batch in
+  service is paused); ``contention``: it runs at ``share`` of its speed;
+- the source sends in bursts on a 1 us grid (a DPDK generator's tx loop);
+  a node with several out-links splits by flow hash; joins share one queue.
+"""
+import numpy as np
+
+from mscope.capture.format import CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN, CAPTURE_RECORD_DTYPE
+from mscope.record import MAX_BATCH
+
+__all__ = ["SimRun", "simulate", "speed_segments", "service_factors",
+           "SOURCE", "SINK", "SOURCE_NF_ID", "POLL_NS", "BATCH_COST", "SOURCE_QUANTUM_NS"]
+
+SOURCE, SINK = "source", "sink"
+SOURCE_NF_ID = 0            # NFs get index + 1
+POLL_NS = 50.0              # an empty rte_eth_rx_burst + loop: tens of ns
+BATCH_COST = 0.5            # fixed cost of a non-empty poll, in service_ns
+SOURCE_QUANTUM_NS = 1000    # the source's tx loop runs every 1 us
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix(x):
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def service_factors(pkt_id, nf_index):
+    """Per-packet service-time factors at one NF, mean 1, from the ids."""
+    with np.errstate(over="ignore"):
+        x = _splitmix(pkt_id.astype(np.uint64) ^ np.uint64((nf_index + 1) * 0x2545F4914F6CDD1D))
+    u = (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    f = 0.9 + 0.2 * u
+    f = np.where((x & np.uint64(0xFF)) < 3, 3.0 * f, f)
+    return f / (1.0 + 2.0 * 3 / 256)
+
+
+def speed_segments(nf_name, faults, disabled, duration_ns):
+    """The NF's speed over time as (seg_start, seg_rate) for _nfloop.serve."""
+    cuts = {0.0}
+    wins = []
+    for i, f in enumerate(faults):
+        if i in disabled or f.nf != nf_name or f.kind not in ("interrupt", "contention"):
+            continue
+        rate = 0.0 if f.kind == "interrupt" else float(f.share)
+        wins.append((float(f.start_ns), float(f.end_ns), rate))
+        cuts.update((float(f.start_ns), float(f.end_ns)))
+    starts = np.array(sorted(cuts), np.float64)
+    rates = np.ones(len(starts), np.float64)
+    for s, e, r in wins:
+        inside = (starts >= s) & (starts < e)
+        rates[inside] = np.where(r == 0.0, 0.0, rates[inside] * r)
+    return starts, rates
+
+
+class SimRun:
+    """What one simulation produced.
+
+    Attributes
+    ----------
+    src_ns : int64 per packet, when the source sent it
+    exit_ns : int64 per packet, when it left the chain, -1 if dropped
+    drop_nf : int16 per packet, index of the NF whose queue dropped it, -1
+    latency_ns : int64 per packet, exit - source, -1 if dropped
+    victim : bool per packet, dropped or over the objective
+    streams : list of (nf_id, name, records, ids) in capture layout, or None
+    """
+
+    def __init__(self, src_ns, exit_ns, drop_nf, slo_ns, streams, queue_samples):
+        self.src_ns, self.exit_ns, self.drop_nf = src_ns, exit_ns, drop_nf
+        self.latency_ns = np.where(exit_ns >= 0, exit_ns - src_ns, -1)
+        self.victim = (exit_ns < 0) | (self.latency_ns > slo_ns)
+        self.streams = streams
+        self.queue_samples = queue_samples
+
+
+def _route(nports, flow_hash, salt):
+    """Output port of each packet at a node with nports out-links."""
+    if nports == 1:
+        return np.zeros(len(flow_hash), np.int64)
+    h = _splitmix(flow_hash.astype(np.uint64) ^ np.uint64(salt))
+    return (h % np.uint64(nports)).astype(np.int64)
+
+
+def _records(times, counts, ports, flags, occupancy, nf_id):
+    """Capture records; batches over MAX_BATCH are split as the recorder does."""
+    counts = np.asarray(counts, np.int64)
+    pieces = np.maximum(1, -(-counts // MAX_BATCH))
+    rep = np.repeat(np.arange(len(counts)), pieces)
+    within = np.arange(len(rep)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    cnt = np.minimum(MAX_BATCH, counts[rep] - within * MAX_BATCH)
+    r = np.zeros(len(rep), CAPTURE_RECORD_DTYPE)
+    r["time_ns"] = np.asarray(times, np.int64)[rep]
+    r["nf_id"] = nf_id
+    r["port"] = np.asarray(ports, np.int64)[rep]
+    r["flags"] = np.asarray(flags, np.int64)[rep]
+    r["count"] = cnt
+    r["occupancy"] = np.asarray(occupancy, np.int64)[rep]
+    return r
+
+
+def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queues=None):
+    """Run the scenario over `packets` with the faults not in `disabled`.
+
+    Parameters
+    ----------
+    scenario : mscope.sim.scenario.Scenario
+    packets : mscope.sim.traffic.Packets
+        Already without the packets of disabled burst faults.
+    disabled : set of int
+        Indices (into scenario.faults) of faults switched off.
+    records : bool
+        Build what mscope would have recorded (skipped for counterfactuals).
+    sample_queues : int64 array, optional
+        Times at which to report every NF's queue length from the
+        simulator's own state (for the conservation test).
+
+    Returns
+    -------
+    SimRun
+    """
+    from mscope.sim._nfloop import serve
+
+    n = len(packets.time_ns)
+    q = SOURCE_QUANTUM_NS
+    src_ns = (-(-packets.time_ns // q)) * q       # next tick of the source's loop
+    pkt_id = packets.pkt_id
+    exit_ns = np.full(n, -1, np.int64)
+    drop_nf = np.full(n, -1, np.int16)
+    inbox = {}                                      # node -> [(times, packet indices)]
+    streams = [] if records else None
+    queue_samples = {}
+    nf_by_name = {nf.name: nf for nf in scenario.nfs}
+
+    def send(node, times, idx, salt):
+        out = scenario.out_links[node]
+        port = _route(len(out), packets.flow_hash[idx], salt)
+        for j, dst in enumerate(out):
+            sel = port == j
+            if dst == SINK:
+                exit_ns[idx[sel]] = times[sel]
+            else:
+                inbox.setdefault(dst, []).append((times[sel], idx[sel]))
+        return port
+
+    all_idx = np.arange(n, dtype=np.int64)
+    port = send(SOURCE, src_ns, all_idx, 0x51)
+    if records:
+        # one tx record per (tick, port): what a recorded generator writes
+        key = src_ns * 64 + port
+        brk = np.flatnonzero(np.diff(key)) + 1 if n else np.empty(0, np.int64)
+        starts = np.concatenate([[0], brk]) if n else brk
+        counts = np.diff(np.concatenate([starts, [n]])) if n else starts
+        order = np.argsort(key, kind="stable")
+        streams.append((SOURCE_NF_ID, SOURCE,
+                        _records(src_ns[order][starts], counts, port[order][starts],
+                                 np.full(len(starts), CAPTURE_F_TX),
+                                 np.full(len(starts), CAPTURE_OCC_UNKNOWN), SOURCE_NF_ID),
+                        pkt_id[order]))
+
+    for name in scenario.topo_order:
+        if name in (SOURCE, SINK):
+            continue
+        nf = nf_by_name[name]
+        parts = inbox.pop(name, [])
+        times = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
+        idx = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int64)
+        order = np.lexsort((idx, times))            # joins: one queue, by arrival
+        times, idx = times[order], idx[order]
+        work = nf.service_ns * service_factors(pkt_id[idx], nf.index)
+        for i, f in enumerate(scenario.faults):
+            if i in disabled or f.kind != "bug" or f.nf != name:
+                continue
+            net = f.flows
+            mask = ((packets.src_ip[idx] & np.uint32(int(net.netmask)))
+                    == np.uint32(int(net.network_address)))
+            mask &= (times >= f.start_ns) & (times < f.end_ns)
+            work = np.where(mask, work * f.slowdown, work)
+        seg_start, seg_rate = speed_segments(name, scenario.faults, disabled,
+                                             scenario.duration_ns)
+        dropped, b_rx, b_tx, b_count, b_occ = serve(
+            np.ascontiguousarray(times, np.int64), np.ascontiguousarray(work, np.float64),
+            int(nf.batch), int(nf.queue), BATCH_COST * nf.service_ns, POLL_NS,
+            seg_start, seg_rate)
+        dropped = dropped.astype(bool)
+        drop_nf[idx[dropped]] = nf.index
+        acc = idx[~dropped]
+        tx_t = np.repeat(b_tx, b_count)
+        port = send(name, tx_t, acc, 0x9E37 * (nf.index + 1))
+        if sample_queues is not None:
+            arrived = np.searchsorted(times[~dropped], sample_queues, side="right")
+            taken = np.searchsorted(b_rx, sample_queues, side="right")
+            served = np.concatenate([[0], np.cumsum(b_count)])[taken]
+            queue_samples[name] = arrived - served
+        if records:
+            streams.append(_nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port,
+                                      len(scenario.out_links[name])))
+    return SimRun(src_ns, exit_ns, drop_nf, scenario.slo_ns, streams, queue_samples)
+
+
+def _nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port, nports):
+    """rx and tx records of one NF, interleaved in time as the ring has them."""
+    nb = len(b_rx)
+    nf_id = nf.index + 1
+    batch_of = np.repeat(np.arange(nb), b_count)
+    # rx: one record per batch, ids in service order
+    rx = _records(b_rx, b_count, np.zeros(nb), np.zeros(nb), b_occ, nf_id)
+    rx_batch = np.repeat(np.arange(nb), np.maximum(1, -(-b_count // MAX_BATCH)))
+    # tx: one record per (batch, out port)
+    key = batch_of * nports + port
+    order = np.argsort(key, kind="stable")
+    k_sorted = key[order]
+    starts = np.flatnonzero(np.concatenate([[True], k_sorted[1:] != k_sorted[:-1]])) \
+        if len(k_sorted) else np.empty(0, np.int64)
+    counts = np.diff(np.concatenate([starts, [len(k_sorted)]]))
+    tb = k_sorted[starts] // nports
+    tx = _records(b_tx[tb], counts, k_sorted[starts] % nports, np.full(len(starts), CAPTURE_F_TX),
+                  np.full(len(starts), CAPTURE_OCC_UNKNOWN), nf_id)
+    tx_batch = np.repeat(tb, np.maximum(1, -(-counts // MAX_BATCH)))
+    # interleave: batch b's rx, then its tx records
+    recs = np.concatenate([rx, tx])
+    which = np.concatenate([rx_batch * 2, tx_batch * 2 + 1])
+    o = np.argsort(which, kind="stable")
+    recs = recs[o]
+    # ids follow the records: rx ids are in service order, tx ids grouped
+    # by (batch, port); gather each record's slice of the pooled ids
+    pool = np.concatenate([pkt_id[acc], pkt_id[acc[order]]])
+    rx_off = np.cumsum(rx["count"].astype(np.int64)) - rx["count"].astype(np.int64)
+    tx_off = np.cumsum(tx["count"].astype(np.int64)) - tx["count"].astype(np.int64) + len(acc)
+    start = np.concatenate([rx_off, tx_off])[o]
+    cnt = recs["count"].astype(np.int64)
+    within = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    ids = pool[np.repeat(start, cnt) + within]
+    return nf_id, nf.name, recs, ids.astype(np.uint64)

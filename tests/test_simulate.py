@@ -1,0 +1,195 @@
+"""The simulator against queueing theory, conservation, its own fault model,
+determinism, and the scenario suite (issue 4)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mscope.capture import open_capture
+from mscope.capture.format import CAPTURE_F_TX
+from mscope.sim.engine import BATCH_COST, POLL_NS, simulate
+from mscope.sim.run import simulate_to_capture
+from mscope.sim.scenario import load_scenario
+from mscope.sim.traffic import PACKET_DTYPES, Packets
+
+SUITE = Path(__file__).resolve().parent.parent / "bench" / "scenarios"
+MSCOPE = [sys.executable, "-m", "mscope.cli"]
+
+
+def one_nf(service_ns, batch=1, queue=100_000, duration_ms=100, faults=(), slo_us=1000):
+    return load_scenario({
+        "name": "one", "seed": 1, "duration_ms": duration_ms,
+        "objective": {"latency_us": slo_us},
+        "nfs": [{"name": "q", "type": "forwarder", "service_ns": service_ns,
+                 "batch": batch, "queue": queue}],
+        "links": [["source", "q"], ["q", "sink"]],
+        "traffic": {"rate_mpps": 0.1, "flows": 100},
+        "faults": list(faults)})
+
+
+def poisson_packets(rate_pps, n, seed=3):
+    """Packets with Poisson arrivals (the generator's trains would not be)."""
+    rng = np.random.default_rng(seed)
+    cols = {}
+    for name, dtype in PACKET_DTYPES.items():
+        shape = (n, 16) if name == "payload" else (n,)
+        cols[name] = np.zeros(shape, dtype)
+    cols["time_ns"] = np.cumsum(rng.exponential(1e9 / rate_pps, n)).astype(np.int64)
+    cols["pkt_id"] = rng.integers(1, 2**63, n, dtype=np.int64).astype(np.uint64)
+    cols["flow_hash"] = rng.integers(0, 2**32, n, dtype=np.int64).astype(np.uint32)
+    cols["burst"] = np.full(n, -1, np.int16)
+    return Packets(**cols)
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6, 0.8])
+def test_mg1_mean_wait_matches_pollaczek_khinchine(rho):
+    """One NF, batch 1, Poisson arrivals: the mean wait in queue is the
+    Pollaczek-Khinchine mean for the service times the NF really drew,
+    plus the idle polling delay, within 8%."""
+    service = 20_000.0
+    sc = one_nf(service)
+    s_mean = service * (1 + BATCH_COST)          # the factors average 1
+    rate = rho / (s_mean * 1e-9)
+    pk = poisson_packets(rate, 150_000)
+    run = simulate(sc, pk, records=True)
+    nf_id, name, recs, ids = run.streams[1]
+    cnt = recs["count"].astype(np.int64)
+    is_rx = np.repeat((recs["flags"] & CAPTURE_F_TX) == 0, cnt)
+    rx_t = np.repeat(recs["time_ns"], cnt)[is_rx].astype(np.float64)
+    order = np.argsort(pk.pkt_id)
+    sent = run.src_ns[order][np.searchsorted(pk.pkt_id[order], ids[is_rx])]
+    wait = rx_t - sent
+    from mscope.sim.engine import service_factors
+    s = service * service_factors(pk.pkt_id, 0) + BATCH_COST * service
+    lam = len(pk.time_ns) / ((run.src_ns[-1] - run.src_ns[0]) * 1e-9)
+    r = lam * s.mean() * 1e-9
+    theory = lam * 1e-9 * (s ** 2).mean() / (2 * (1 - r)) + POLL_NS / 2 * (1 - r)
+    assert abs(wait.mean() - theory) / theory < 0.08, (wait.mean(), theory, r)
+
+
+def stream(run, name):
+    return next(s for s in run.streams if s[1] == name)
+
+
+def test_conservation_and_queue_lengths():
+    """Packets in = out + dropped at every NF and end to end, and the queue
+    length rebuilt from the records alone is the simulator's own."""
+    sc = load_scenario(SUITE / "interrupt-drops.json")
+    from mscope.sim.run import make_traffic
+    pk = make_traffic(sc)
+    samples = np.linspace(0, sc.duration_ns, 400).astype(np.int64)
+    run = simulate(sc, pk, sample_queues=samples)
+    n = len(pk.time_ns)
+    delivered = (run.exit_ns >= 0).sum()
+    dropped = (run.drop_nf >= 0).sum()
+    assert delivered + dropped == n and dropped > 0
+    assert not ((run.exit_ns >= 0) & (run.drop_nf >= 0)).any()
+    # rebuild each NF's queue from records: arrivals = upstream tx of the
+    # ids this NF received; departures = its rx
+    by_name = {s[1]: s for s in run.streams}
+    src_of = {dst: src for src, dst in sc.links}
+    for nf in sc.nfs:
+        _, _, recs, ids = by_name[nf.name]
+        _, _, up_recs, up_ids = by_name[src_of[nf.name]]
+        cnt = recs["count"].astype(np.int64)
+        is_rx = np.repeat((recs["flags"] & CAPTURE_F_TX) == 0, cnt)
+        rx_t = np.repeat(recs["time_ns"], cnt)[is_rx]
+        rx_ids = ids[is_rx]
+        ucnt = up_recs["count"].astype(np.int64)
+        up_tx = np.repeat((up_recs["flags"] & CAPTURE_F_TX) != 0, ucnt)
+        up_t = np.repeat(up_recs["time_ns"], ucnt)[up_tx]
+        up_i = up_ids[up_tx]
+        got = np.isin(up_i, rx_ids)          # accepted here (the rest: dropped here)
+        assert (~got).sum() == (run.drop_nf == nf.index).sum()
+        assert len(rx_ids) + (~got).sum() == len(up_i)
+        arrived = np.searchsorted(np.sort(up_t[got]), samples, side="right")
+        taken = np.searchsorted(np.sort(rx_t), samples, side="right")
+        assert np.array_equal(arrived - taken, run.queue_samples[nf.name]), nf.name
+        # the occupancy recorded at rx is the queue right after the batch
+        rx_recs = recs[(recs["flags"] & CAPTURE_F_TX) == 0]
+        after = np.searchsorted(np.sort(up_t[got]), rx_recs["time_ns"], side="right") \
+            - np.searchsorted(np.sort(rx_t), rx_recs["time_ns"], side="right")
+        assert np.array_equal(after, rx_recs["occupancy"].astype(np.int64)), nf.name
+
+
+def test_interrupt_builds_lambda_times_d():
+    """An interrupt of D us at an NF fed at rate lambda leaves ~lambda*D
+    packets queued when it ends."""
+    d_us, rate = 500, 400_000
+    sc = one_nf(1000.0, batch=32, faults=[{"id": "i", "kind": "interrupt", "nf": "q",
+                                           "at_ms": 40, "duration_us": d_us}])
+    pk = poisson_packets(rate, 40_000)
+    end = int(40e6 + d_us * 1e3)
+    run = simulate(sc, pk, sample_queues=np.array([end - 1], np.int64))
+    backlog = int(run.queue_samples["q"][0])
+    expect = rate * d_us * 1e-6
+    assert abs(backlog - expect) < 0.15 * expect + 10, (backlog, expect)
+
+
+def test_no_faults_low_load_has_no_victims(tmp_path):
+    sc = load_scenario(SUITE / "no-faults-light.json")
+    s = simulate_to_capture(sc, tmp_path / "cap")
+    truth = json.loads((tmp_path / "cap" / "truth.json").read_text())
+    assert s["victims"] == 0
+    assert truth["faults"] == [] and truth["victims_unexplained"] == []
+
+
+def test_counterfactual_labels_follow_the_fault(tmp_path):
+    """Victims of a lone interrupt all belong to it, and they are all
+    packets that met the interrupted NF during or after the stall."""
+    sc = load_scenario(SUITE / "interrupt-latency.json")
+    simulate_to_capture(sc, tmp_path / "cap")
+    truth = json.loads((tmp_path / "cap" / "truth.json").read_text())
+    (fault,) = truth["faults"]
+    assert fault["nf"] == "nat" and len(fault["victims"]) > 0
+    assert truth["victims_unexplained"] == []
+    data = open_capture(tmp_path / "cap").read()
+    assert np.isin(np.array(fault["victims"], np.uint64), data.ids).all()
+
+
+def test_same_seed_same_bytes(tmp_path):
+    sc = load_scenario(SUITE / "fw-bug-and-burst.json")
+    for d in ("a", "b"):
+        simulate_to_capture(sc, tmp_path / d)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_capture_reads_like_a_collected_one(tmp_path):
+    """The simulator's capture goes through the same reader, whole, with a
+    stream per NF and the source, time ordered per stream."""
+    sc = load_scenario(SUITE / "dag-burst-drops.json")
+    simulate_to_capture(sc, tmp_path / "cap")
+    cap = open_capture(tmp_path / "cap")
+    data = cap.read()
+    assert data.losses == []
+    names = {s["nf_name"] for s in cap.manifest["streams"]}
+    assert names == {"source"} | {nf.name for nf in sc.nfs}
+    for sid in np.unique(data.stream):
+        t = data.records["time_ns"][data.stream == sid]
+        assert (np.diff(t) >= 0).all()
+
+
+def test_the_whole_suite_validates_and_runs(tmp_path):
+    proc = subprocess.run([*MSCOPE, "simulate", str(SUITE), "--out", str(tmp_path / "suite"),
+                           "--json", str(tmp_path / "s.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summaries = json.loads((tmp_path / "s.json").read_text())
+    assert len(summaries) == len(list(SUITE.glob("*.json"))) >= 12
+    for s in summaries:
+        assert (tmp_path / "suite" / s["scenario"] / "truth.json").exists()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x"}')
+    proc = subprocess.run([*MSCOPE, "simulate", str(bad), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "bad.json" in proc.stderr
