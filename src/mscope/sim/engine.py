@@ -151,9 +151,14 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
     queue_samples = {}
     nf_by_name = {nf.name: nf for nf in scenario.nfs}
 
+    # What downstream NFs see of each packet's 5-tuple: a NAT rewrites it
+    # (and so how a later fork splits it); the packet id does not change.
+    cur_src = packets.src_ip.copy()
+    cur_hash = packets.flow_hash.copy()
+
     def send(node, times, idx, salt):
         out = scenario.out_links[node]
-        port = _route(len(out), packets.flow_hash[idx], salt)
+        port = _route(len(out), cur_hash[idx], salt)
         for j, dst in enumerate(out):
             sel = port == j
             if dst == SINK:
@@ -191,7 +196,7 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
             if i in disabled or f.kind != "bug" or f.nf != name:
                 continue
             net = f.flows
-            mask = ((packets.src_ip[idx] & np.uint32(int(net.netmask)))
+            mask = ((cur_src[idx] & np.uint32(int(net.netmask)))
                     == np.uint32(int(net.network_address)))
             mask &= (times >= f.start_ns) & (times < f.end_ns)
             work = np.where(mask, work * f.slowdown, work)
@@ -205,6 +210,8 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
         drop_nf[idx[dropped]] = nf.index
         acc = idx[~dropped]
         tx_t = np.repeat(b_tx, b_count)
+        if nf.type == "nat":
+            _nat_rewrite(packets, acc, cur_src, cur_hash, nf.index)
         port = send(name, tx_t, acc, 0x9E37 * (nf.index + 1))
         if sample_queues is not None:
             arrived = np.searchsorted(times[~dropped], sample_queues, side="right")
@@ -215,6 +222,22 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
             streams.append(_nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port,
                                       len(scenario.out_links[name])))
     return SimRun(src_ns, exit_ns, drop_nf, scenario.slo_ns, streams, queue_samples)
+
+
+NAT_POOL = 0xC6336400        # 198.51.100.0/24: the NAT's public addresses
+
+
+def _nat_rewrite(packets, idx, cur_src, cur_hash, nf_index):
+    """Source NAT: a pool address and a mapped port per flow, as a real
+    NAT's flow table would give; downstream forks split on the new tuple."""
+    from mscope.sim.traffic import hash_five_tuple
+    flow = packets.flow[idx].astype(np.uint64) + np.uint64(nf_index << 24)
+    mixed = _splitmix(flow)
+    new_src = (np.uint32(NAT_POOL) | (mixed & np.uint64(0xFF)).astype(np.uint32))
+    new_sport = (1024 + (mixed >> np.uint64(8)) % np.uint64(64000)).astype(np.uint16)
+    cur_src[idx] = new_src
+    cur_hash[idx] = hash_five_tuple(new_src, packets.dst_ip[idx], new_sport,
+                                    packets.dport[idx], packets.proto[idx])
 
 
 def _nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port, nports):
