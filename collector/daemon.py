@@ -181,7 +181,6 @@ class Collector:
                          **st.describe())
 
     def _retire(self, key, st):
-        state = st.reader.state()
         self.log(f"retired {Path(key).name}: {st.records_drained} records, "
                  f"{st.ring_drops} lost to a full ring"
                  + ("" if self.keep_rings else ", ring file removed"))
@@ -191,7 +190,6 @@ class Collector:
                 os.unlink(key)
             except FileNotFoundError:
                 pass
-        del state
 
     def idle(self):
         """Every ring seen so far is retired (for --exit-when-idle)."""
@@ -391,10 +389,10 @@ def run(args):
         from mscope.collector.shipper import Shipper, check_endpoint
         curve = None
         if args.curve_server_key:
+            import functools
             from mscope.curve import load_client
-
-            def curve(sock):
-                load_client(sock, args.curve_secret_key, args.curve_server_key)
+            curve = functools.partial(load_client, secret_file=args.curve_secret_key,
+                                      server_public_file=args.curve_server_key)
         check_endpoint(args.ship, args.allow_remote, secured=curve is not None)
         shipper = Shipper(args.ship, sndhwm=args.sndhwm,
                           spool_bytes=int(args.spool_mb * (1 << 20)), curve=curve)

@@ -1,6 +1,5 @@
 """The `mscope` command as a user meets it: help, errors, the demo."""
 import json
-import shutil
 import subprocess
 import sys
 

@@ -1,5 +1,4 @@
 """mscope-collect against real producer processes, real rings, real sockets."""
-import json
 import os
 import signal
 import socket

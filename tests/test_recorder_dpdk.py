@@ -6,7 +6,6 @@ import stat
 import subprocess
 
 import numpy as np
-import pytest
 
 from conftest import CSRC, TESTS_C, recorder_sources, requires_dpdk
 from mscope import paths

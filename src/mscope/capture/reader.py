@@ -789,7 +789,7 @@ class Capture:
             if target is not None:
                 ents = ordered[target]
                 note = ("" if target == d.stream_hint
-                        else f"; the only stream whose end is unknown")
+                        else "; the only stream whose end is unknown")
                 per_stream[target].append(Loss(
                     target, d.kind, ents[-1].h.next_seq if ents else None, None,
                     last_t[target], None, f"{d.detail}{note}"))
