@@ -17,7 +17,8 @@ def run(*args, timeout=120):
 
 
 @pytest.mark.parametrize("cmd", [["demo"], ["rings"], ["capture", "info"], ["paths"],
-                                 ["collect"], ["receive"], ["keygen"]])
+                                 ["collect"], ["receive"], ["keygen"], ["simulate"],
+                                 ["attach"]])
 def test_every_subcommand_has_help_with_an_example(cmd):
     proc = run(*cmd, "--help")
     assert proc.returncode == 0

@@ -57,6 +57,28 @@ def _cmd_simulate(args):
     return 0
 
 
+def _cmd_attach(args):
+    from mscope import paths
+    cmd = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    if not cmd:
+        raise MscopeError("give the DPDK command after --, e.g. mscope attach -- dpdk-testpmd ...")
+    lib = paths.libmscope()
+    if not lib.exists():
+        raise MscopeError(f"{lib} not found: reinstall mscope")
+    env = dict(os.environ, MSCOPE_ATTACH="1")
+    env["LD_PRELOAD"] = " ".join(filter(None, [str(lib), os.environ.get("LD_PRELOAD")]))
+    if args.nf_name:
+        env["MSCOPE_NF_NAME"] = args.nf_name
+    if args.nf_id is not None:
+        env["MSCOPE_NF_ID"] = str(args.nf_id)
+    if args.dir:
+        env["MSCOPE_DIR"] = args.dir
+    try:
+        os.execvpe(cmd[0], cmd, env)
+    except OSError as exc:
+        raise MscopeError(f"cannot run {cmd[0]}: {exc.strerror}") from None
+
+
 def _cmd_rings(args):
     from mscope.collector import RingReader
     rings = sorted(glob.glob(os.path.join(args.dir, "*.ring")))
@@ -160,6 +182,19 @@ def build_parser():
                    help="skip the counterfactual runs and truth.json")
     p.add_argument("--json", metavar="FILE", help="also write the run summary as JSON")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser(
+        "attach", help="run an unmodified, dynamically linked DPDK app with mscope recording it",
+        description="Run a DPDK application with libmscope preloaded: every started "
+                    "port gets rx and tx callbacks that record into rings for "
+                    "mscope-collect (docs/attach.md).",
+        epilog="example: mscope attach --nf-name fwd -- dpdk-testpmd --no-pci "
+               "--vdev=net_null0 --vdev=net_null1 -- --forward-mode=io")
+    p.add_argument("--nf-name", help="NF name in the rings (default: the program's name)")
+    p.add_argument("--nf-id", type=int, help="numeric NF id (default: a hash of the name)")
+    p.add_argument("--dir", help="ring registry (default $MSCOPE_DIR or /dev/shm/mscope)")
+    p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    p.set_defaults(func=_cmd_attach)
 
     p = sub.add_parser(
         "rings", help="list the rings in a registry directory",
