@@ -29,8 +29,10 @@
 
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
+#include <rte_telemetry.h>
 
 #include "mscope_dpdk.h"
+#include "mscope_pvt.h"
 
 extern char *program_invocation_short_name;
 
@@ -39,6 +41,11 @@ typedef int (*dev_start_fn)(uint16_t);
 #define ATTACH_MAX_THREADS 128
 
 static __thread struct mscope *thread_ms;
+/* Every thread's recorder, for /mscope/status; written once per thread. */
+static struct mscope *all_ms[ATTACH_MAX_THREADS];
+static unsigned n_all_ms;
+/* /mscope/disable clears it: callbacks stay installed and return at once. */
+static int recording = 1;
 static __thread int thread_failed;
 static unsigned thread_seq;               /* lcore ids for non-EAL threads */
 static char nf_name[MSCOPE_NAME_LEN];
@@ -89,7 +96,11 @@ thread_recorder(void)
 		fprintf(stderr, "mscope: cannot open a ring for %s on lcore %u: %s\n",
 			nf_name, lcore, strerror(errno));
 	} else {
+		unsigned slot = __atomic_fetch_add(&n_all_ms, 1, __ATOMIC_RELAXED);
 		mscope_set_tsc_hz(thread_ms, rte_get_tsc_hz());
+		/* Release pairs with the acquire in telemetry_status. */
+		if (slot < ATTACH_MAX_THREADS)
+			__atomic_store_n(&all_ms[slot], thread_ms, __ATOMIC_RELEASE);
 	}
 	return thread_ms;
 }
@@ -103,7 +114,8 @@ on_rx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb,
 
 	(void)max;
 	(void)user;
-	if (nb == 0 || (ms = thread_recorder()) == NULL)
+	if (nb == 0 || !__atomic_load_n(&recording, __ATOMIC_RELAXED) ||
+	    (ms = thread_recorder()) == NULL)
 		return nb;
 	if (occupancy_ok[port]) {
 		int c = rte_eth_rx_queue_count(port, queue);
@@ -120,9 +132,65 @@ on_tx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb, void *
 	struct mscope *ms;
 
 	(void)user;
-	if (nb != 0 && (ms = thread_recorder()) != NULL)
+	if (nb != 0 && __atomic_load_n(&recording, __ATOMIC_RELAXED) &&
+	    (ms = thread_recorder()) != NULL)
 		mscope_tx(ms, port, queue, pkts, nb, MSCOPE_OCC_UNKNOWN);
 	return nb;
+}
+
+/* DPDK telemetry: dpdk-telemetry.py shows and switches the recorder. */
+static int
+telemetry_status(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	struct mscope_stats total = {0};
+	unsigned i, n = __atomic_load_n(&n_all_ms, __ATOMIC_RELAXED);
+
+	(void)cmd;
+	(void)params;
+	if (n > ATTACH_MAX_THREADS)
+		n = ATTACH_MAX_THREADS;
+	for (i = 0; i < n; i++) {
+		struct mscope *ms = __atomic_load_n(&all_ms[i], __ATOMIC_ACQUIRE);
+		if (ms == NULL)
+			continue;
+		/* Another thread's ring: read the counters it publishes in the
+		 * shared header (relaxed-stored by the producer), not its
+		 * private copies. */
+		const struct mscope_ring_hdr *h = ms->prod.hdr;
+		uint64_t seq = __atomic_load_n(&h->next_seq, __ATOMIC_RELAXED);
+		uint64_t dr = __atomic_load_n(&h->drop_records, __ATOMIC_RELAXED);
+		total.records += seq - dr;
+		total.drop_records += dr;
+		total.drop_packets += __atomic_load_n(&h->drop_packets, __ATOMIC_RELAXED);
+	}
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_string(d, "nf_name", nf_name);
+	rte_tel_data_add_dict_int(d, "nf_id", nf_id);
+	rte_tel_data_add_dict_int(d, "enabled", __atomic_load_n(&recording, __ATOMIC_RELAXED));
+	rte_tel_data_add_dict_int(d, "rings", (int)n);
+	rte_tel_data_add_dict_u64(d, "records", total.records);
+	rte_tel_data_add_dict_u64(d, "drop_records", total.drop_records);
+	rte_tel_data_add_dict_u64(d, "drop_packets", total.drop_packets);
+	return 0;
+}
+
+static int
+telemetry_switch(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	(void)params;
+	__atomic_store_n(&recording, strcmp(cmd, "/mscope/enable") == 0, __ATOMIC_RELAXED);
+	return telemetry_status(cmd, params, d);
+}
+
+static void
+register_telemetry(void)
+{
+	rte_telemetry_register_cmd("/mscope/status", telemetry_status,
+				   "mscope recorder state: rings, records, drops. No parameters");
+	rte_telemetry_register_cmd("/mscope/enable", telemetry_switch,
+				   "Resume mscope recording. No parameters");
+	rte_telemetry_register_cmd("/mscope/disable", telemetry_switch,
+				   "Pause mscope recording (callbacks stay, return at once). No parameters");
 }
 
 static int
@@ -154,8 +222,10 @@ rte_eth_dev_start(uint16_t port)
 	rc = real(port);
 	if (rc != 0 || !attached())
 		return rc;
-	if (!ready)
+	if (!ready) {
 		identity();
+		register_telemetry();
+	}
 	if (rte_eth_dev_info_get(port, &info) != 0)
 		return rc;
 	/* rx queue count: try once; vdevs (null, ring, af_packet, memif, tap)

@@ -71,3 +71,67 @@ def test_testpmd_attached_every_packet_accounted(registry, eal_args, tmp_path):
         if lcore != 1:
             sel = data.stream == s["stream"]
             assert not tx[sel].any(), "only rx flushes outside the forwarding lcore"
+
+
+def telemetry(path, cmds, timeout=20):
+    """Send DPDK telemetry commands over the app's v2 socket; return replies."""
+    import json
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(5)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            s.connect(str(path))
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    try:
+        json.loads(s.recv(4096))                     # the greeting
+        out = []
+        for cmd in cmds:
+            if cmd == "sleep":
+                time.sleep(0.3)
+                continue
+            s.send(cmd.encode())
+            out.append(json.loads(s.recv(16384))[cmd])
+        return out
+    finally:
+        s.close()
+
+
+@pytest.mark.skipif(TESTPMD is None, reason="dpdk-testpmd not installed (Debian package dpdk)")
+def test_telemetry_shows_and_switches_the_recorder(registry, eal_args):
+    registry.mkdir()
+    prefix = next(a.split("=", 1)[1] for a in eal_args if a.startswith("--file-prefix="))
+    args = [a for a in eal_args if a not in ("-l", "0", "--no-telemetry")]
+    pmd = subprocess.Popen([sys.executable, "-m", "mscope.cli", "attach", "--nf-name", "tpmd",
+                            "--dir", str(registry), "--", TESTPMD, *args, "-l", "0-1",
+                            "--vdev=net_null0", "--vdev=net_null1", "--",
+                            "--total-num-mbufs=8192", "--forward-mode=io", "--auto-start"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        sock = f"/var/run/dpdk/{prefix}/dpdk_telemetry.v2"
+        wait = time.monotonic() + 30
+        while not os.path.exists(sock) and time.monotonic() < wait:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        seen = lambda st: st["records"] + st["drop_records"]      # noqa: E731
+        on1, on2, off, off1, off2, back, back1 = telemetry(
+            sock, ["/mscope/status", "sleep", "/mscope/status", "/mscope/disable", "sleep",
+                   "/mscope/status", "sleep", "/mscope/status", "/mscope/enable", "sleep",
+                   "/mscope/status"])
+        assert on1["nf_name"] == "tpmd" and on1["enabled"] == 1 and on1["rings"] >= 1
+        assert seen(on2) > seen(on1), "recording while enabled"
+        assert off["enabled"] == 0
+        assert seen(off2) == seen(off1), "nothing recorded while disabled"
+        assert back["enabled"] == 1 and seen(back1) > seen(off2)
+        out, err = pmd.communicate("\n", timeout=60)
+        assert pmd.returncode == 0, err[-2000:]
+    finally:
+        if pmd.poll() is None:
+            pmd.kill()
+            pmd.wait(timeout=10)
