@@ -1,3 +1,15 @@
 """Everything after the wire: ingest, trajectories, queue timelines,
-attribution, patterns, report.  numpy only; no compiled extension needed."""
-__all__ = []
+attribution, patterns, report.  numpy only; no compiled extension needed.
+
+Stages built so far (docs/analyzer.md): ``load`` (ingest) ->
+``infer_topology`` -> ``build_trajectories`` -> ``queue_timelines``.
+"""
+from .ingest import CaptureView, NFRecords, load
+from .queues import QueueTimeline, queue_timelines
+from .topology import Topology, TopologyError, infer_topology
+from .trajectories import Trajectories, build_trajectories
+
+__all__ = ["load", "CaptureView", "NFRecords",
+           "infer_topology", "Topology", "TopologyError",
+           "build_trajectories", "Trajectories",
+           "queue_timelines", "QueueTimeline"]

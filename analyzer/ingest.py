@@ -1,0 +1,188 @@
+"""Stage 1 of the analyzer: read a capture into per-NF packet-id arrays.
+
+The capture reader (mscope.capture) does the byte-level work and the
+sequence checks; this module regroups its records by NF and expands them to
+one entry per packet id, which is what every later stage indexes.  numpy
+only: it never imports mscope.collector or anything compiled, so the
+analyzer runs on a laptop.
+
+Records of one batch that the recorder split (more ids than a record holds)
+share a time stamp; consecutive records of one stream with the same kind
+and time are one *batch* here.
+"""
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from mscope.capture import CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN, open_capture
+from mscope.errors import CaptureFormatError
+
+__all__ = ["NFRecords", "CaptureView", "load", "from_capture_data"]
+
+SOURCE_NAME = "source"
+
+
+@dataclass
+class NFRecords:
+    """One NF's records, expanded to one entry per packet id, in time order.
+
+    Attributes
+    ----------
+    name : str
+    nf_id : int
+    rx_ids, rx_ns : ndarray of uint64, int64
+        Packets this NF took from its queue, and when (batch start).
+    rx_batch : ndarray of int64
+        Index of each rx packet's batch into ``batch_ns``/``batch_occupancy``.
+    batch_ns : ndarray of int64
+        Time of each rx batch.
+    batch_occupancy : ndarray of int64
+        Packets left in the queue right after each rx batch, -1 unknown.
+    tx_ids, tx_ns, tx_port : ndarray of uint64, int64, int64
+        Packets this NF sent, when, and on which out-link.
+    tx_batch : ndarray of int64
+        Index of each tx packet's tx batch (same stream, same time).
+    """
+    name: str
+    nf_id: int
+    rx_ids: np.ndarray
+    rx_ns: np.ndarray
+    rx_batch: np.ndarray
+    batch_ns: np.ndarray
+    batch_occupancy: np.ndarray
+    tx_ids: np.ndarray
+    tx_ns: np.ndarray
+    tx_port: np.ndarray
+    tx_batch: np.ndarray
+
+
+@dataclass
+class CaptureView:
+    """What the analyzer knows of a capture: NFs, gaps, declared topology.
+
+    Attributes
+    ----------
+    nfs : list of NFRecords
+        Ordered by nf_id, then name.
+    incomplete : list of dict
+        ``CaptureData.incomplete_windows()``: where records were lost.
+    topology : list of (str, str) or None
+        The manifest's optional "topology" links.
+    path : str or None
+    """
+    nfs: list
+    incomplete: list = field(default_factory=list)
+    topology: Optional[list] = None
+    path: Optional[str] = None
+
+    def nf(self, name: str) -> NFRecords:
+        """The NF called `name` (KeyError if absent)."""
+        for n in self.nfs:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list:
+        return [n.name for n in self.nfs]
+
+
+def _batches(rec_time, rec_stream):
+    """Batch index of each record: a new batch where stream or time changes."""
+    if len(rec_time) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    new = np.ones(len(rec_time), bool)
+    new[1:] = (rec_time[1:] != rec_time[:-1]) | (rec_stream[1:] != rec_stream[:-1])
+    return np.cumsum(new) - 1, np.flatnonzero(new)
+
+
+def _side(records, stream, ids, id_rec, rec_sel):
+    """Per-id arrays of the records selected by `rec_sel`, in time order."""
+    idx = np.flatnonzero(rec_sel)
+    # stable: within a stream, seq order; across streams of one NF, by time
+    idx = idx[np.argsort(records["time_ns"][idx], kind="stable")]
+    b_of_rec, first = _batches(records["time_ns"][idx], stream[idx])
+    counts = records["count"][idx].astype(np.int64)
+    starts = id_rec[idx]
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    pos = np.repeat(starts, counts) + within
+    return (idx, counts, b_of_rec, first, ids[pos].astype(np.uint64, copy=False))
+
+
+def from_capture_data(data, manifest=None, path=None) -> CaptureView:
+    """Build a CaptureView from a ``CaptureData`` (see :func:`load`)."""
+    records, stream, ids = data.records, data.stream, data.ids
+    if len(records) == 0 or len(ids) == 0:
+        raise CaptureFormatError(f"{path or 'capture'}: capture holds no packet records")
+    id_rec = data.id_offsets[:-1]
+    info = data.stream_info
+    # NF of each stream: by (nf_id, nf_name) so several lcores of one NF merge
+    keys = sorted({(int(s["nf_id"]), str(s.get("nf_name") or f"nf{s['nf_id']}"))
+                   for s in info.values()})
+    names = [k[1] for k in keys]
+    if len(set(names)) != len(names):
+        raise CaptureFormatError(
+            f"{path or 'capture'}: streams: one NF name for several nf_ids ({names})")
+    nf_of_stream = {sid: keys.index((int(s["nf_id"]),
+                                     str(s.get("nf_name") or f"nf{s['nf_id']}")))
+                    for sid, s in info.items()}
+    lut = np.full(max(info) + 1 if info else 1, -1, np.int64)
+    for sid, k in nf_of_stream.items():
+        lut[sid] = k
+    rec_nf = lut[stream] if len(stream) else np.zeros(0, np.int64)
+    is_tx = (records["flags"] & CAPTURE_F_TX) != 0
+    nfs = []
+    for k, (nf_id, name) in enumerate(keys):
+        mine = rec_nf == k
+        ridx, rcnt, rb, rfirst, rx_ids = _side(records, stream, ids, id_rec, mine & ~is_tx)
+        tidx, tcnt, tb, _, tx_ids = _side(records, stream, ids, id_rec, mine & is_tx)
+        occ = records["occupancy"][ridx[rfirst]].astype(np.int64)
+        occ[occ == CAPTURE_OCC_UNKNOWN] = -1
+        nfs.append(NFRecords(
+            name=name, nf_id=nf_id,
+            rx_ids=rx_ids, rx_ns=np.repeat(records["time_ns"][ridx], rcnt),
+            rx_batch=np.repeat(rb, rcnt),
+            batch_ns=records["time_ns"][ridx[rfirst]].astype(np.int64),
+            batch_occupancy=occ,
+            tx_ids=tx_ids, tx_ns=np.repeat(records["time_ns"][tidx], tcnt),
+            tx_port=np.repeat(records["port"][tidx].astype(np.int64), tcnt),
+            tx_batch=np.repeat(tb, tcnt)))
+    topo = (manifest or {}).get("topology")
+    if topo is not None:
+        if (not isinstance(topo, list)
+                or not all(isinstance(l, (list, tuple)) and len(l) == 2
+                           and all(isinstance(x, str) for x in l) for l in topo)):
+            raise CaptureFormatError(
+                f"{path or 'capture'}: manifest topology must be a list of [src, dst] names")
+        topo = [tuple(l) for l in topo]
+    return CaptureView(nfs, data.incomplete_windows(), topo,
+                       None if path is None else str(path))
+
+
+def load(path) -> CaptureView:
+    """Read the capture directory `path` into per-NF packet-id arrays.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A capture directory (``mscope simulate``, ``mscope receive``,
+        ``mscope-collect --out``).
+
+    Returns
+    -------
+    CaptureView
+
+    Raises
+    ------
+    CaptureFormatError
+        Not a capture (no or malformed manifest), a capture without packet
+        records, or a malformed manifest topology.  One-line messages.
+
+    Examples
+    --------
+    >>> view = load("run1.capture")                     # doctest: +SKIP
+    >>> view.nf("fw").rx_ns[:3], view.incomplete        # doctest: +SKIP
+    """
+    cap = open_capture(path)
+    return from_capture_data(cap.read(), cap.manifest, path)

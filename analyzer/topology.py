@@ -1,0 +1,158 @@
+"""Stage 2 of the analyzer: the NF graph, inferred from whose tx ids show up
+in whose rx, checked against the manifest's declared topology.
+
+An edge A -> B exists when packets A sent on some out-link are received by
+B; each out-link (A, port) leads to the NF that receives most of its
+matched packets, or to ``sink`` when (almost) none reappear.  The source is
+the stream named ``source`` or any NF with tx records but no rx; an NF whose
+rx mostly comes from no recorded tx is fed by an unrecorded ``source``.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mscope.errors import CaptureFormatError
+
+from .matching import DEFAULT_WINDOW_NS, match_next
+
+__all__ = ["Topology", "TopologyError", "infer_topology", "SOURCE", "SINK"]
+
+SOURCE, SINK = "source", "sink"
+#: An out-link or an in-flow counts when it carries at least this share of
+#: the packets concerned; below it, what is left is id collisions or loss.
+MIN_SHARE = 0.01
+
+
+class TopologyError(CaptureFormatError):
+    """The records do not determine an NF graph, or contradict the manifest."""
+
+
+@dataclass
+class Topology:
+    """The NF graph of a capture.
+
+    Attributes
+    ----------
+    edges : list of (str, str)
+        Sorted links, ``source``/``sink`` included (the source stream keeps
+        its own name).
+    port_to : dict (str, int) -> str
+        Where each out-link of each NF leads (an NF name or ``sink``).
+    sources : list of str
+        Names of the source NFs (tx only).
+    order : list of str
+        Every recorded NF, upstream before downstream.
+    """
+    edges: list
+    port_to: dict
+    sources: list
+    order: list
+    upstream: dict = field(default_factory=dict)
+
+    def downstream(self, name):
+        return sorted({d for (s, d) in self.edges if s == name})
+
+
+def _all_side(view, side):
+    ids = [getattr(n, side + "_ids") for n in view.nfs]
+    ns = [getattr(n, side + "_ns") for n in view.nfs]
+    nf = [np.full(len(i), k, np.int64) for k, i in enumerate(ids)]
+    return np.concatenate(ids), np.concatenate(ns), np.concatenate(nf)
+
+
+def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> Topology:
+    """Infer the NF graph of `view` from its records.
+
+    Parameters
+    ----------
+    view : mscope.analyzer.ingest.CaptureView
+    check_manifest : bool
+        Compare with ``view.topology`` when the manifest has one.
+    window_ns : int
+        Matching window (see :func:`mscope.analyzer.matching.match_next`).
+
+    Returns
+    -------
+    Topology
+
+    Raises
+    ------
+    TopologyError
+        Several NFs share no packet ids; the graph has a cycle; or it
+        differs from the manifest's (the message names the edge).
+    """
+    names = [n.name for n in view.nfs]
+    tx_ids, tx_ns, tx_nf = _all_side(view, "tx")
+    tx_port = np.concatenate([n.tx_port for n in view.nfs])
+    rx_ids, rx_ns, rx_nf = _all_side(view, "rx")
+    m, _ = match_next(tx_ids, tx_ns, rx_ids, rx_ns, window_ns)
+    got = m >= 0
+    dst = np.where(got, rx_nf[np.where(got, m, 0)], -1)
+
+    edges, port_to = set(), {}
+    # votes per (nf, port, dst): one unique over an encoded key
+    nn = len(names)
+    key = (tx_nf * (int(tx_port.max(initial=0)) + 1) + tx_port) * (nn + 1) + (dst + 1)
+    uk, cnt = np.unique(key, return_counts=True)
+    per_link = {}
+    for k, c in zip(uk.tolist(), cnt.tolist()):
+        link, d = divmod(k, nn + 1)
+        per_link.setdefault(link, []).append((c, d - 1))
+    np1 = int(tx_port.max(initial=0)) + 1
+    for link, votes in per_link.items():
+        a, port = divmod(link, np1)
+        total = sum(c for c, _ in votes)
+        best_c, best_d = max((v for v in votes if v[1] >= 0), default=(0, -1))
+        if best_d >= 0 and best_c >= MIN_SHARE * total:
+            port_to[(names[a], port)] = names[best_d]
+        else:
+            port_to[(names[a], port)] = SINK
+        edges.add((names[a], port_to[(names[a], port)]))
+
+    sources = [n.name for n in view.nfs
+               if (len(n.tx_ids) and not len(n.rx_ids)) or n.name == SOURCE]
+    # NFs fed (in part) by a source nobody recorded
+    claimed = np.zeros(len(rx_ids), bool)
+    claimed[m[got]] = True
+    for k, n in enumerate(view.nfs):
+        here = rx_nf == k
+        if here.any() and (~claimed[here]).sum() >= MIN_SHARE * here.sum():
+            edges.add((SOURCE, n.name))
+    if len(view.nfs) > 1 and not any(s in names and d in names for s, d in edges):
+        raise TopologyError(
+            f"topology: no packet ids are shared between any two of the {len(names)} "
+            f"NFs ({', '.join(names)}); cannot infer the NF graph")
+
+    # upstream-before-downstream order (Kahn); a cycle is an error
+    inner = {(s, d) for s, d in edges if s in names and d in names}
+    indeg = {n: 0 for n in names}
+    for _, d in inner:
+        indeg[d] += 1
+    order, ready = [], sorted(n for n in names if indeg[n] == 0)
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for s, d in sorted(inner):
+            if s == n:
+                indeg[d] -= 1
+                if indeg[d] == 0:
+                    ready.append(d)
+    if len(order) != len(names):
+        stuck = sorted(n for n in names if n not in order)
+        raise TopologyError(f"topology: the records form a cycle through {', '.join(stuck)}")
+
+    edges = sorted(edges)
+    if check_manifest and view.topology is not None:
+        declared = set(view.topology)
+        for e in edges:
+            if e not in declared:
+                raise TopologyError(
+                    f"topology: edge {e[0]} -> {e[1]} is in the records but not in "
+                    f"the manifest")
+        for e in sorted(declared):
+            if e not in set(edges):
+                raise TopologyError(
+                    f"topology: edge {e[0]} -> {e[1]} is in the manifest but not in "
+                    f"the records")
+    upstream = {n: sorted({s for s, d in edges if d == n}) for n in names}
+    return Topology(edges, port_to, sources, order, upstream)

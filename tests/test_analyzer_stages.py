@@ -1,0 +1,273 @@
+"""Analyzer stages 1-4 (ingest, topology, trajectories, queues) against the
+simulator's ground truth, plus tiny hand-built captures.
+
+The analyzer only ever reads the capture; SimRun is the test's oracle.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mscope.analyzer.ingest import load
+from mscope.analyzer.matching import match_next
+from mscope.analyzer.queues import queue_timelines
+from mscope.analyzer.topology import TopologyError, infer_topology
+from mscope.analyzer.trajectories import build_trajectories
+from mscope.capture import CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN, CAPTURE_RECORD_DTYPE, CaptureWriter
+from mscope.errors import CaptureFormatError
+from mscope.sim.engine import simulate
+from mscope.sim.run import make_traffic, write_capture
+from mscope.sim.scenario import load_scenario
+
+SUITE = Path(__file__).resolve().parent.parent / "bench" / "scenarios"
+# linear chain with drops; DAG split/join through a NAT; DAG + NAT + drops
+SCENARIOS = ["interrupt-drops", "fw-bug-and-burst", "dag-burst-drops"]
+
+
+class Case:
+    pass
+
+
+@pytest.fixture(scope="module", params=SCENARIOS)
+def case(request, tmp_path_factory):
+    sc = load_scenario(SUITE / f"{request.param}.json")
+    pk = make_traffic(sc)
+    rng = np.random.default_rng(0)
+    samples = np.sort(np.concatenate([
+        np.linspace(0, sc.duration_ns, 400),
+        rng.integers(0, sc.duration_ns + 5_000_000, 2000)])).astype(np.int64)
+    run = simulate(sc, pk, sample_queues=samples)
+    out = tmp_path_factory.mktemp(request.param) / "cap"
+    write_capture(sc, run, out)
+    c = Case()
+    c.sc, c.pk, c.run, c.samples = sc, pk, run, samples
+    c.view = load(out)
+    c.topo = infer_topology(c.view)
+    c.traj = build_trajectories(c.view, c.topo)
+    c.queues = queue_timelines(c.view, c.traj)
+    # oracle index of each analyzer packet (ids are unique in the suite)
+    o = np.argsort(pk.pkt_id)
+    c.sim_of = o[np.searchsorted(pk.pkt_id[o], c.traj.packet_id)]
+    assert np.array_equal(pk.pkt_id[c.sim_of], c.traj.packet_id)
+    return c
+
+
+def test_topology_is_the_scenario_links(case):
+    assert set(case.topo.edges) == {tuple(l) for l in case.sc.links}
+    assert case.topo.sources == ["source"]
+
+
+def test_every_packet_once_with_exact_latency(case):
+    t, run = case.traj, case.run
+    assert len(t.packet_id) == len(case.pk.pkt_id)
+    assert len(np.unique(t.packet_id)) == len(t.packet_id)
+    assert np.array_equal(t.src_ns, run.src_ns[case.sim_of])
+    assert np.array_equal(t.exit_ns, run.exit_ns[case.sim_of])
+    assert np.array_equal(t.latency_ns, run.latency_ns[case.sim_of])
+    assert t.collision_rate == 0.0
+
+
+def test_drops_per_nf_are_the_same_packets(case):
+    t, run = case.traj, case.run
+    for nf in case.sc.nfs:
+        k = t.nf_names.index(nf.name)
+        ours = np.sort(t.packet_id[t.drop_nf == k])
+        truth = np.sort(case.pk.pkt_id[run.drop_nf == nf.index])
+        assert np.array_equal(ours, truth), nf.name
+    if case.sc.name == "interrupt-drops":
+        assert (t.drop_nf >= 0).sum() > 1000
+    # a drop is a hop without rx, at the NF that dropped it, last on its path
+    d = t.hop_rx < 0
+    assert np.array_equal(np.sort(t.hop_packet[d]), np.flatnonzero(t.drop_nf >= 0))
+    assert np.array_equal(t.hop_nf[d], t.drop_nf[t.hop_packet[d]])
+
+
+def test_hops_follow_the_links(case):
+    t = case.traj
+    names = t.nf_names
+    same = t.hop_packet[1:] == t.hop_packet[:-1]
+    pairs = {(names[a], names[b]) for a, b in
+             zip(t.hop_nf[:-1][same].tolist(), t.hop_nf[1:][same].tolist())}
+    assert pairs <= {tuple(l) for l in case.sc.links}
+    # arrival at the next hop is the tx at this one
+    assert np.array_equal(t.hop_arrival_ns[1:][same], t.hop_tx_ns[:-1][same])
+    first = np.concatenate([[True], ~same])
+    assert np.array_equal(t.hop_arrival_ns[first], t.src_ns[t.hop_packet[first]])
+
+
+def test_queue_lengths_are_the_simulators(case):
+    for nf in case.sc.nfs:
+        q = case.queues[nf.name]
+        assert np.array_equal(q.length_at(case.samples), case.run.queue_samples[nf.name]), nf.name
+        recs = case.view.nf(nf.name)
+        assert np.array_equal(q.length_at(recs.batch_ns), recs.batch_occupancy), nf.name
+
+
+def test_queuing_delay_is_rx_minus_arrival(case):
+    t = case.traj
+    for nf in case.sc.nfs:
+        q = case.queues[nf.name]
+        assert np.array_equal(q.delay_ns, t.hop_rx_ns[q.hops] - t.hop_arrival_ns[q.hops])
+        assert (q.delay_ns >= 0).all()
+        # arrival = upstream tx of the same id, looked up straight in the records
+        up = np.concatenate([case.view.nf(u).tx_ids for u in case.topo.upstream[nf.name]])
+        up_t = np.concatenate([case.view.nf(u).tx_ns for u in case.topo.upstream[nf.name]])
+        o = np.argsort(up)
+        ids = t.packet_id[t.hop_packet[q.hops]]
+        assert np.array_equal(up_t[o][np.searchsorted(up[o], ids)], q.arrival_ns)
+
+
+def test_queuing_periods_cover_exactly_the_busy_times(case):
+    for nf in case.sc.nfs:
+        q = case.queues[nf.name]
+        s, e = q.period_start_ns, q.period_end_ns
+        assert len(s) > 0 and (e[:-1] > s[:-1]).all() and (s[1:] >= e[:-1]).all()
+        i = np.searchsorted(s, case.samples, side="right") - 1
+        inside = (i >= 0) & ((case.samples < e[np.maximum(i, 0)]) | (e[np.maximum(i, 0)] < 0))
+        assert np.array_equal(inside, case.run.queue_samples[nf.name] > 0), nf.name
+        assert (q.length_at(s) > 0).all() and (q.length_at(s - 1) == 0).all()
+        assert (q.length_at(e[e >= 0]) == 0).all() and (q.length_at(e[e >= 0] - 1) > 0).all()
+        waited = q.delay_ns > 0
+        p = q.hop_period[waited]
+        assert (p >= 0).all()
+        assert (s[p] <= q.arrival_ns[waited]).all() and (q.rx_ns[waited] <= e[p]).all()
+
+
+def test_peak_rate_near_the_service_rate(case):
+    for nf in case.sc.nfs:
+        r = case.queues[nf.name].peak_rate
+        if np.isnan(r):
+            continue
+        # per-batch overhead and 0.9-1.1 noise: within 15% of 1/service_ns
+        assert abs(1 / r - nf.service_ns) < 0.15 * nf.service_ns, (nf.name, 1 / r)
+    q = queue_timelines(case.view, case.traj, peak_rates={case.sc.nfs[0].name: 0.5})
+    assert q[case.sc.nfs[0].name].peak_rate == 0.5
+
+
+# --- hand-built captures ----------------------------------------------------
+
+def _recs(rows):
+    """rows: (time_ns, tx, port, occupancy, ids)."""
+    r = np.zeros(len(rows), CAPTURE_RECORD_DTYPE)
+    for i, (t, tx, port, occ, ids) in enumerate(rows):
+        r[i] = (t, i, 0, port, 0, CAPTURE_F_TX if tx else 0, 0, len(ids),
+                CAPTURE_OCC_UNKNOWN if occ is None else occ)
+    ids = np.array([x for row in rows for x in row[4]], np.uint64)
+    return r, ids
+
+
+def write(path, streams, topology=None):
+    with CaptureWriter(path) as w:
+        h = w.add_host("h")
+        if topology is not None:
+            w.set_manifest_entry("topology", topology)
+        for nf_id, (name, rows) in enumerate(streams):
+            s = w.add_stream(h, nf_id, name)
+            r, ids = _recs(rows)
+            r["nf_id"] = nf_id
+            w.write_chunk(s, r, ids, first_seq=0, final=True)
+    return path
+
+
+def two_nfs(tmp_path, topology=None):
+    # a and b: 1, 2, 3 go through a; b receives 1 and 3, so 2 dropped at b
+    return write(tmp_path / "c", [
+        ("source", [(0, 1, 0, None, [1, 2, 3])]),
+        ("a", [(10, 0, 0, 0, [1, 2, 3]), (20, 1, 0, None, [1, 2, 3])]),
+        ("b", [(30, 0, 0, 1, [1]), (40, 1, 0, None, [1]),
+               (40, 0, 0, 0, [3]), (50, 1, 0, None, [3])]),
+    ], topology)
+
+
+def test_packet_dropped_at_the_second_nf(tmp_path):
+    v = load(two_nfs(tmp_path))
+    topo = infer_topology(v)
+    assert topo.edges == [("a", "b"), ("b", "sink"), ("source", "a")]
+    t = build_trajectories(v, topo)
+    assert t.packet_id.tolist() == [1, 2, 3]
+    assert [t.nf_names[k] if k >= 0 else None for k in t.drop_nf] == [None, "b", None]
+    assert t.drop_ns.tolist() == [-1, 20, -1]
+    assert t.latency_ns.tolist() == [40, -1, 50]
+    q = queue_timelines(v, t)
+    assert q["b"].delay_ns.tolist() == [10, 20]
+    assert q["b"].length_at([19, 20, 30, 40]).tolist() == [0, 2, 1, 0]
+    assert q["b"].period_start_ns.tolist() == [20] and q["b"].period_end_ns.tolist() == [40]
+
+
+def test_id_collision_resolved_by_time(tmp_path):
+    # id 7 sent twice 1000 ns apart; the first copy is dropped at b, the
+    # second is received: the nearest tx before b's rx is the second copy
+    v = load(write(tmp_path / "c", [
+        ("source", [(0, 1, 0, None, [7, 8]), (1000, 1, 0, None, [7])]),
+        ("a", [(5, 0, 0, 0, [7, 8]), (10, 1, 0, None, [7, 8]),
+               (1005, 0, 0, 0, [7]), (1010, 1, 0, None, [7])]),
+        ("b", [(20, 0, 0, 0, [8]), (25, 1, 0, None, [8]),
+               (1020, 0, 0, 0, [7]), (1030, 1, 0, None, [7])]),
+    ]))
+    t = build_trajectories(v, infer_topology(v))
+    assert t.packet_id.tolist() == [7, 8, 7]
+    assert t.src_ns.tolist() == [0, 0, 1000]
+    assert t.drop_nf.tolist() == [t.nf_names.index("b"), -1, -1]
+    assert t.latency_ns.tolist() == [-1, 25, 30]
+    assert t.collisions["b"] > 0 and t.collision_rate > 0
+
+
+def test_matching_pairs_colliding_ids_in_order():
+    m, amb = match_next(np.array([5, 5], np.uint64), np.array([0, 10]),
+                        np.array([5, 5], np.uint64), np.array([12, 13]))
+    assert m.tolist() == [0, 1] and amb == 2
+    m, _ = match_next(np.array([5], np.uint64), np.array([0]),
+                      np.array([5], np.uint64), np.array([500]), window_ns=100)
+    assert m.tolist() == [-1]
+
+
+def test_manifest_topology_checked(tmp_path):
+    ok = [["source", "a"], ["a", "b"], ["b", "sink"]]
+    assert infer_topology(load(two_nfs(tmp_path, ok))).edges
+    bad = [["source", "a"], ["a", "c"], ["b", "sink"]]
+    with pytest.raises(TopologyError, match=r"^topology: edge a -> b is in the records but not"):
+        infer_topology(load(two_nfs(tmp_path / "x", bad)))
+
+
+def test_not_a_capture(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(CaptureFormatError) as e:
+        load(tmp_path / "d")
+    assert "\n" not in str(e.value)
+    (tmp_path / "f").write_text("hello")
+    with pytest.raises(CaptureFormatError):
+        load(tmp_path / "f")
+
+
+def test_empty_capture(tmp_path):
+    with CaptureWriter(tmp_path / "c") as w:
+        w.add_stream(w.add_host("h"), 1, "fw")
+    with pytest.raises(CaptureFormatError, match="capture holds no packet records"):
+        load(tmp_path / "c")
+
+
+def test_no_shared_ids_cannot_be_inferred(tmp_path):
+    v = load(write(tmp_path / "c", [
+        ("a", [(10, 0, 0, 0, [1]), (20, 1, 0, None, [1])]),
+        ("b", [(10, 0, 0, 0, [2]), (20, 1, 0, None, [2])]),
+    ]))
+    with pytest.raises(TopologyError, match=r"^topology: no packet ids are shared between"):
+        infer_topology(v)
+
+
+def test_without_source_records(tmp_path):
+    # no source stream: a is fed by an unrecorded source; its packets start
+    # at a's rx with an unknown source time and no queuing delay at a
+    v = load(write(tmp_path / "c", [
+        ("a", [(10, 0, 0, 0, [1, 2]), (20, 1, 0, None, [1, 2])]),
+        ("b", [(30, 0, 0, 0, [1, 2]), (40, 1, 0, None, [1]), (45, 1, 0, None, [])]),
+    ]))
+    topo = infer_topology(v)
+    assert topo.edges == [("a", "b"), ("b", "sink"), ("source", "a")]
+    t = build_trajectories(v, topo)
+    assert t.src_ns.tolist() == [-1, -1] and t.latency_ns.tolist() == [-1, -1]
+    assert t.exit_ns.tolist() == [40, -1]
+    # 2 was received by b and never sent on: lost inside b
+    assert t.drop_nf.tolist() == [-1, t.nf_names.index("b")]
+    q = queue_timelines(v, t)
+    assert q["a"].delay_ns.tolist() == [0, 0] and q["b"].delay_ns.tolist() == [10, 10]
