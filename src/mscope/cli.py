@@ -79,6 +79,24 @@ def _cmd_attach(args):
         raise MscopeError(f"cannot run {cmd[0]}: {exc.strerror}") from None
 
 
+def _cmd_inspect(args):
+    from mscope.inspect_binary import format_report, inspect_binary
+    try:
+        result = inspect_binary(args.binary)
+    except MscopeError as exc:              # not an ELF file: a usage error
+        print(f"mscope: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"mscope: error: {args.binary}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    if not result["attach"]:
+        print(f"mscope: cannot attach to {args.binary}: {result['reason']}; "
+              f"{result['advice']}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_rings(args):
     from mscope.collector import RingReader
     rings = sorted(glob.glob(os.path.join(args.dir, "*.ring")))
@@ -195,6 +213,22 @@ def build_parser():
     p.add_argument("--dir", help="ring registry (default $MSCOPE_DIR or /dev/shm/mscope)")
     p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     p.set_defaults(func=_cmd_attach)
+
+    p = sub.add_parser(
+        "inspect", help="say whether mscope attach can record a DPDK program, and why",
+        description="Read a program's ELF file (pyelftools): executable or shared object,\n"
+                    "architecture, stripped or not, whether it links DPDK dynamically and\n"
+                    "which DPDK ABI/version, whether rte_eth_dev_start is imported (so\n"
+                    "LD_PRELOAD can interpose it) and the librte_ethdev it resolves to\n"
+                    "exports rte_eth_add_rx_callback/tx. Ends with 'attach: yes' or\n"
+                    "'attach: no — reason; what to do'. Exit status 0: attach can work;\n"
+                    "1: it cannot; 2: no such file or not an ELF file (docs/attach.md).",
+        epilog="example: mscope inspect /usr/bin/dpdk-testpmd\n"
+               "         mscope inspect --json ./build/l2fwd",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("binary", help="the program (or shared object) to inspect")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser(
         "rings", help="list the rings in a registry directory",

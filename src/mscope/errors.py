@@ -6,7 +6,8 @@ Each also subclasses the builtin a caller would expect, so
 """
 __all__ = ["MscopeError", "RingFormatError", "RingClaimedError",
            "CaptureFormatError", "FrameRejectedError", "CurveKeyError",
-           "NativeBuildError", "ScenarioError", "PcapFormatError"]
+           "NativeBuildError", "ScenarioError", "PcapFormatError",
+           "BinaryFormatError"]
 
 
 class MscopeError(Exception):
@@ -57,3 +58,7 @@ class ScenarioError(MscopeError, ValueError):
     and the rule, e.g. ``fw-bug.json: links[3]: unknown NF 'natt' (known:
     ...)``.
     """
+
+
+class BinaryFormatError(MscopeError, ValueError):
+    """A file given to ``mscope inspect`` that is not a readable ELF file."""
