@@ -4,14 +4,24 @@ import argparse
 __all__ = ["seconds", "non_negative", "positive_int"]
 
 
-def seconds(text):
+def _finite_non_negative(text, what):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
     if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what} >= 0")
     return value
+
+
+def seconds(text):
+    """A duration in seconds: a finite number >= 0."""
+    return _finite_non_negative(text, "a number of seconds")
+
+
+def non_negative(text):
+    """A finite number >= 0 (milliseconds, megabytes, rates...)."""
+    return _finite_non_negative(text, "a number")
 
 
 def positive_int(text):
@@ -21,15 +31,4 @@ def positive_int(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
-
-
-def non_negative(text):
-    """A finite number >= 0 (milliseconds, megabytes, rates...)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
     return value
