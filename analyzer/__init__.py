@@ -2,14 +2,18 @@
 attribution, patterns, report.  numpy only; no compiled extension needed.
 
 Stages built so far (docs/analyzer.md): ``load`` (ingest) ->
-``infer_topology`` -> ``build_trajectories`` -> ``queue_timelines``.
+``infer_topology`` -> ``build_trajectories`` -> ``queue_timelines`` ->
+``attribute`` -> ``find_patterns`` (``mscope diagnose`` runs them all).
 """
 from .ingest import CaptureView, NFRecords, load
 from .queues import QueueTimeline, queue_timelines
 from .topology import Topology, TopologyError, infer_topology
 from .trajectories import Trajectories, build_trajectories
+from .attribution import Attribution, attribute
+from .patterns import find_patterns
 
 __all__ = ["load", "CaptureView", "NFRecords",
            "infer_topology", "Topology", "TopologyError",
            "build_trajectories", "Trajectories",
-           "queue_timelines", "QueueTimeline"]
+           "queue_timelines", "QueueTimeline",
+           "attribute", "Attribution", "find_patterns"]

@@ -97,6 +97,17 @@ def _cmd_inspect(args):
     return 0
 
 
+def _cmd_diagnose(args):
+    from mscope.diagnose import diagnose, format_summary
+    diag, ctx = diagnose(args.capture, slo_us=args.slo_us,
+                         pattern_threshold=args.pattern_threshold)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(diag, f)
+    print(format_summary(diag, ctx, top=args.top))
+    return 0
+
+
 def _cmd_rings(args):
     from mscope.collector import RingReader
     rings = sorted(glob.glob(os.path.join(args.dir, "*.ring")))
@@ -229,6 +240,25 @@ def build_parser():
     p.add_argument("binary", help="the program (or shared object) to inspect")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser(
+        "diagnose", help="diagnose a capture: victims, their ranked culprits, patterns",
+        description="Find the victims in a capture (latency over --slo-us, or dropped), "
+                    "attribute each to ranked culprits (an NF's local slowness, or "
+                    "traffic from the source) by queuing periods across NFs, and "
+                    "aggregate them into rules (DESIGN.md section 3, SCENARIO.md). "
+                    "Source culprits carry no prefix in v1 (flows \"*\").",
+        epilog="example: mscope diagnose ./sim --slo-us 150 --json diag.json --top 5")
+    p.add_argument("capture", help="capture directory")
+    p.add_argument("--slo-us", type=float, default=150.0, metavar="N",
+                   help="latency objective in microseconds (default 150)")
+    p.add_argument("--json", metavar="OUT", help="write the diagnosis JSON here")
+    p.add_argument("--top", type=positive_int, default=5, metavar="K",
+                   help="rules and victims to show (default 5)")
+    p.add_argument("--pattern-threshold", type=non_negative, default=0.05, metavar="SHARE",
+                   help="keep rules covering at least this share of the total blame "
+                        "(default 0.05)")
+    p.set_defaults(func=_cmd_diagnose)
 
     p = sub.add_parser(
         "rings", help="list the rings in a registry directory",

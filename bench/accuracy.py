@@ -1,0 +1,118 @@
+"""bench/accuracy: simulate every scenario of the suite, diagnose it, score it.
+
+For each scenario in bench/scenarios (or the files/directories given):
+simulate into a temporary directory (mscope simulate, with truth.json),
+diagnose the capture with the scenario's latency objective (the analyzer
+never sees truth.json or the scenario), and score with the SCENARIO.md rule:
+a victim labelled with fault F is correct when its top-ranked culprit names
+F's NF with cause ``local`` (interrupt, bug, contention), or a flows culprit
+overlapping F's ``flows`` with cause ``source`` (burst).  v1 names the
+source culprit ``*`` (no addresses in the records), which overlaps every
+prefix.  Prints one JSON line per scenario, then a per-kind table.
+
+usage: python bench/accuracy.py [SCENARIO_OR_DIR ...] [--keep DIR]
+"""
+import argparse
+import ipaddress
+import json
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def overlaps(a, b):
+    if a == "*" or b == "*":
+        return True
+    na, nb = ipaddress.ip_network(a, strict=False), ipaddress.ip_network(b, strict=False)
+    return na.overlaps(nb)
+
+
+def correct(fault, culprit):
+    if culprit is None:
+        return False
+    if fault["kind"] == "burst":
+        return (culprit["kind"] == "flows" and culprit["cause"] == "source"
+                and overlaps(culprit["flows"], fault.get("flows", "*")))
+    return (culprit["kind"] == "nf" and culprit["nf"] == fault["nf"]
+            and culprit["cause"] == "local")
+
+
+def score(diag, truth, scenario):
+    top = {v["packet"]: (v["culprits"][0] if v["culprits"] else None)
+           for v in diag["victims"]}
+    spec = {f["id"]: f for f in scenario["faults"]}
+    out = {}
+    for f in truth["faults"]:
+        fs = dict(spec.get(f["id"], {}), **{k: f[k] for k in ("kind", "nf") if f.get(k)})
+        ok = sum(1 for p in f["victims"] if correct(fs, top.get(p)))
+        out[f["id"]] = {"kind": fs["kind"], "nf": fs.get("nf"), "labelled": len(f["victims"]),
+                        "correct": ok, "missed": sum(1 for p in f["victims"] if p not in top)}
+    return out
+
+
+def run(paths, keep=None):
+    from mscope.diagnose import diagnose
+    from mscope.sim.run import simulate_to_capture
+    from mscope.sim.scenario import load_scenario
+
+    files = []
+    for p in map(Path, paths):
+        files += sorted(p.glob("*.json")) if p.is_dir() else [p]
+    per_kind = defaultdict(lambda: [0, 0])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(keep) if keep else Path(tmp)
+        for f in files:
+            sc = load_scenario(f)
+            raw = json.loads(Path(f).read_text())
+            dest = base / sc.name
+            if dest.exists():
+                import shutil
+                shutil.rmtree(dest)
+            simulate_to_capture(sc, dest, truth=True)
+            truth = json.loads((dest / "truth.json").read_text())
+            slo = float(raw["objective"]["latency_us"])
+            diag, ctx = diagnose(dest, slo_us=slo)
+            res = score(diag, truth, raw)
+            line = {"scenario": sc.name, "victims": len(diag["victims"]),
+                    "seconds": round(ctx["seconds"], 2), "faults": res}
+            print(json.dumps(line), flush=True)
+            rows.append(line)
+            for r in res.values():
+                per_kind[r["kind"]][0] += r["correct"]
+                per_kind[r["kind"]][1] += r["labelled"]
+    print()
+    print(f"{'scenario':24} {'fault':6} {'kind':11} {'nf':5} {'labelled':>8} {'correct':>8} {'acc':>7}")
+    for line in rows:
+        for fid, r in line["faults"].items():
+            acc = r["correct"] / r["labelled"] if r["labelled"] else float("nan")
+            print(f"{line['scenario']:24} {fid:6} {r['kind']:11} {str(r['nf'] or '-'):5} "
+                  f"{r['labelled']:8d} {r['correct']:8d} {acc:7.1%}")
+    print()
+    tc = tl = 0
+    summary = {}
+    for kind in sorted(per_kind):
+        c, l = per_kind[kind]
+        tc, tl = tc + c, tl + l
+        summary[kind] = c / l if l else None
+        print(f"{kind:11} {c:7d}/{l:<7d} {c / l if l else float('nan'):7.1%}")
+    print(f"{'overall':11} {tc:7d}/{tl:<7d} {tc / tl if tl else float('nan'):7.1%}")
+    summary["overall"] = tc / tl if tl else None
+    print(json.dumps({"accuracy": summary}))
+    return summary
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenarios", nargs="*", default=[str(HERE / "scenarios")])
+    ap.add_argument("--keep", metavar="DIR", help="keep the captures under DIR")
+    a = ap.parse_args(argv)
+    run(a.scenarios, a.keep)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
