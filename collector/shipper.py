@@ -12,13 +12,12 @@ meta, and the hole it leaves in the chunk and record sequences is what the
 capture reader reports.
 """
 import collections
-import ipaddress
 import urllib.parse
 
 import zmq
 
 from mscope.errors import MscopeError
-from mscope.wire import encode_message
+from mscope.wire import encode_message, is_loopback_host
 
 __all__ = ["Shipper", "check_endpoint"]
 
@@ -38,14 +37,7 @@ def check_endpoint(endpoint, allow_remote=False, secured=False):
     if scheme != "tcp":
         return
     host = urllib.parse.urlsplit(f"//{rest}").hostname or ""
-    if host in ("localhost",):
-        return
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
-    if not (allow_remote or secured):
+    if not is_loopback_host(host) and not (allow_remote or secured):
         raise MscopeError(f"endpoint {endpoint!r} is not on this host: pass --allow-remote "
                           "(and preferably --curve-* keys) to ship off the machine")
 

@@ -21,52 +21,8 @@ import numpy as np
 
 from mscope import paths
 from mscope.errors import MscopeError
-from mscope.capture.format import CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN as OCC_UNKNOWN
 
-__all__ = ["run_demo", "batch_times", "match_delays"]
-
-
-def batch_times(records, ids, tx):
-    """Packet ids of one direction and the time of the batch each came in.
-
-    Parameters
-    ----------
-    records : ndarray of CAPTURE_RECORD_DTYPE
-        One NF's records, in order.
-    ids : ndarray of uint64
-        Their packet ids, record after record.
-    tx : bool
-        True for tx records, False for rx records.
-
-    Returns
-    -------
-    (ndarray of uint64, ndarray of int64)
-        Ids and times in ns.
-    """
-    counts = records["count"].astype(np.int64)
-    is_tx = np.repeat((records["flags"] & CAPTURE_F_TX) != 0, counts)
-    t = np.repeat(records["time_ns"].astype(np.int64), counts)
-    keep = is_tx if tx else ~is_tx
-    return ids[keep], t[keep]
-
-
-def match_delays(from_ids, from_t, to_ids, to_t):
-    """For each id seen at `from`, the time until it was seen at `to`.
-
-    Returns
-    -------
-    delays : ndarray of int64
-        One per `from` id that reappears at `to`.
-    missing : int
-        `from` ids never seen at `to`.
-    """
-    if len(to_ids) == 0:
-        return np.empty(0, np.int64), len(from_ids)
-    order = np.argsort(to_ids, kind="stable")
-    sorted_ids = to_ids[order]
-    pos = np.minimum(np.searchsorted(sorted_ids, from_ids), len(order) - 1)
-    hit = sorted_ids[pos] == from_ids
-    return to_t[order][pos[hit]] - from_t[hit], int((~hit).sum())
+__all__ = ["run_demo"]
 
 
 def _eal_args(prefix):
@@ -179,32 +135,23 @@ def run_demo(seconds=3.0, rate=500_000, stall_us=3000.0, stall_every_ms=500.0,
         shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
 
 
-def _stream_arrays(data, sid):
-    """One stream's records and ids out of a CaptureData."""
-    sel = np.flatnonzero(data.stream == sid)
-    if len(sel) == 0:
-        return data.records[:0], data.ids[:0]
-    lo, hi = data.id_offsets[sel[0]], data.id_offsets[sel[-1] + 1]
-    return data.records[sel], data.ids[lo:hi]
-
-
 def _summarise(capture, done, out):
-    from mscope.capture import describe, format_text, open_capture
+    from mscope.analyzer import build_trajectories, infer_topology, load, queue_timelines
+    from mscope.capture import describe, format_text
 
     info = describe(capture)
     print("", file=out)
     print(format_text(info), file=out)
-    data = open_capture(capture).read()
-    by_name = {s["nf_name"]: s["stream"] for s in open_capture(capture).manifest["streams"]}
-    src_recs, src_ids = _stream_arrays(data, by_name["demo-src"])
-    nat_recs, nat_ids = _stream_arrays(data, by_name["demo-nat"])
-    sent_ids, sent_t = batch_times(src_recs, src_ids, tx=True)
-    rx_ids, rx_t = batch_times(nat_recs, nat_ids, tx=False)
-    tx_ids, tx_t = batch_times(nat_recs, nat_ids, tx=True)
-    wait, lost_at_input = match_delays(sent_ids, sent_t, rx_ids, rx_t)
-    inside, _ = match_delays(rx_ids, rx_t, tx_ids, tx_t)
-    occ = nat_recs["occupancy"][(nat_recs["flags"] & CAPTURE_F_TX) == 0]
-    occ = occ[occ != OCC_UNKNOWN]
+    # The analyzer's own stages rebuild every packet's path from the ids.
+    view = load(capture)
+    traj = build_trajectories(view, infer_topology(view))
+    nat_q = queue_timelines(view, traj)["demo-nat"]
+    nat = traj.nf_names.index("demo-nat")
+    at_nat = (traj.hop_nf == nat) & (traj.hop_rx_ns >= 0) & (traj.hop_tx_ns >= 0)
+    inside = traj.hop_tx_ns[at_nat] - traj.hop_rx_ns[at_nat]
+    lost_at_input = int((traj.drop_nf == nat).sum())
+    occ = next(v for v in view.nfs if v.name == "demo-nat").batch_occupancy
+    occ = occ[occ >= 0]
 
     def pct(ns):
         return ({"packets": int(len(ns)), "p50": float(np.percentile(ns, 50)),
@@ -212,7 +159,7 @@ def _summarise(capture, done, out):
                 if len(ns) else None)
 
     summary = {"capture": info, "forwarder": done,
-               "nat_queueing_ns": pct(wait), "nat_service_ns": pct(inside),
+               "nat_queueing_ns": pct(nat_q.delay_ns), "nat_service_ns": pct(inside),
                "nat_input_dropped": lost_at_input,
                "nat_queue_max": int(occ.max()) if len(occ) else None}
     print("", file=out)

@@ -39,7 +39,7 @@ from mscope.capture.format import (CODEC_ZSTD, FRAME_HEADER_SIZE, MANIFEST_NAME,
                                    unpack_frame_header)
 from mscope.capture.writer import FRAME_REJECT_KINDS, CaptureWriter, check_frame
 from mscope.errors import CaptureFormatError, FrameRejectedError, MscopeError
-from mscope.wire import WIRE_VERSION, WireFormatError, decode_message
+from mscope.wire import WIRE_VERSION, WireFormatError, decode_message, is_loopback_host
 
 __all__ = ["Receiver", "REJECT_KINDS", "check_bind_endpoint", "open_output",
            "serve"]
@@ -127,17 +127,11 @@ def check_bind_endpoint(endpoint: str, allow_remote: bool = False):
         raise MscopeError(f"--listen {endpoint}: port {port!r} is not 0..65535 or *")
     if not host:
         raise MscopeError(f"--listen {endpoint}: no host (tcp://HOST:PORT)")
-    ipv6 = False
-    if host == "localhost":
-        loopback = True
-    else:
-        try:
-            addr = ipaddress.ip_address(host)
-        except ValueError:
-            loopback = False             # "*", an interface or a host name
-        else:
-            loopback, ipv6 = addr.is_loopback, addr.version == 6
-    if not loopback and not allow_remote:
+    try:
+        ipv6 = ipaddress.ip_address(host).version == 6
+    except ValueError:
+        ipv6 = False
+    if not is_loopback_host(host) and not allow_remote:
         raise MscopeError(
             f"--listen {endpoint}: not a loopback address; pass --allow-remote to "
             f"accept collectors from other hosts (and use CURVE keys)")

@@ -16,12 +16,14 @@ One ZeroMQ message per chunk, two parts:
 A collector is identified by a random id chosen at start-up, so two
 collectors on one host, or one restarted, never share streams.
 """
+import ipaddress
+
 import msgpack
 
 from mscope.errors import MscopeError
 
 __all__ = ["WIRE_VERSION", "WireFormatError", "make_meta", "encode_message",
-           "decode_message", "META_KEYS"]
+           "decode_message", "META_KEYS", "is_loopback_host"]
 
 WIRE_VERSION = 1
 
@@ -101,3 +103,14 @@ def decode_message(parts):
             raise WireFormatError(f"meta {key!r} has the wrong type "
                                   f"({type(meta[key]).__name__})")
     return meta, parts[1]
+
+
+def is_loopback_host(host):
+    """Whether a tcp endpoint's host stays on this machine: ``localhost`` or
+    a loopback address (the one rule both ends apply before ``--allow-remote``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False                     # "*", an interface or a host name
