@@ -37,7 +37,7 @@ DEFAULT_LEVELS = {"zstd": -1, "lz4": 0, "none": 0}
 class Collector:
     """The collector's state and loop (see the module doc)."""
 
-    def __init__(self, registry, *, out=None, ship=None, codec="zstd", level=-1,
+    def __init__(self, registry, *, out=None, codec="zstd", level=-1,
                  chunk_records=16384, flush_s=0.2, poll_s=0.001, scan_s=0.2,
                  host_name=None, keep_rings=False, shipper=None, log=None,
                  stats_s=0.0, metrics=None, clock=None):
@@ -164,7 +164,8 @@ class Collector:
             self.totals["raw_bytes"] += ch.raw_bytes
             self.totals["stored_bytes"] += len(ch.frame)
             if self.writer is not None:
-                self.writer.write_frame(self.capture_stream[st.stream], ch.frame)
+                self.writer.write_frame(self.capture_stream[st.stream], ch.frame,
+                                        encoded_here=True)
             if self.shipper is not None:
                 meta = self._meta(st)
                 if not self.shipper.put(meta, ch.frame):

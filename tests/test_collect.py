@@ -77,16 +77,6 @@ def start_when_attached(*producers):
         p.start()
 
 
-def capture_records(path, nf_name=None):
-    data = open_capture(path).read()
-    info = open_capture(path).manifest
-    names = {s["stream"]: s["nf_name"] for s in info["streams"]}
-    keep = np.ones(len(data.records), bool)
-    if nf_name is not None:
-        keep = np.array([names[int(s)] == nf_name for s in data.stream], bool)
-    return data, keep
-
-
 def check_pattern(records, ids, max_batch):
     """The capture holds the producer's pattern exactly (see tests/producers.py)."""
     seq = records["seq"].astype(np.int64)

@@ -650,7 +650,8 @@ class CaptureWriter:
         self._stored += len(frame)
         return len(frame)
 
-    def write_frame(self, stream: int, frame, *, check_payload: bool = False) -> FrameHeader:
+    def write_frame(self, stream: int, frame, *, check_payload: bool = False,
+                    encoded_here: bool = False) -> FrameHeader:
         """Append a frame encoded elsewhere (e.g. received from a collector).
 
         The frame is checked, its ``stream`` field set to `stream` (and its
@@ -671,6 +672,11 @@ class CaptureWriter:
             and the header's lengths are checked, and a payload that
             decompresses wrong is found by the reader and reported as
             damage of that one chunk.
+        encoded_here : bool
+            The frame was just built by this process (encode_frame): its
+            payload crc32 is right by construction and is not computed a
+            second time.  Header, lengths and sequence rules are still
+            checked.
 
         Returns
         -------
@@ -691,7 +697,8 @@ class CaptureWriter:
         st = self._streams.get(stream)
         if st is None:
             raise ValueError(f"stream: {stream!r} was not added (add_stream first)")
-        h, payload = check_frame(frame, check_payload=check_payload)
+        h, payload = check_frame(frame, check_payload=check_payload,
+                                 check_crc=not encoded_here)
         size = FRAME_HEADER_SIZE + h.payload_len
         if st.final:
             raise FrameRejectedError(
@@ -808,7 +815,7 @@ class CaptureWriter:
         return f"<CaptureWriter {str(self.path)!r} {state}, {self._chunks} chunks>"
 
 
-def check_frame(frame, *, check_payload=False):
+def check_frame(frame, *, check_payload=False, check_crc=True):
     """Check one whole frame on its own (no stream state).
 
     Parameters
@@ -818,6 +825,8 @@ def check_frame(frame, *, check_payload=False):
     check_payload : bool
         Also decompress and check the payload (see
         :meth:`CaptureWriter.write_frame`).
+    check_crc : bool
+        Check the payload crc32 (skipped only for frames this process built).
 
     Returns
     -------
@@ -848,7 +857,7 @@ def check_frame(frame, *, check_payload=False):
         raise FrameRejectedError(f"frame is {len(mv)} bytes, header says {size}",
                                  "short_frame" if len(mv) < size else "frame_length")
     payload = mv[FRAME_HEADER_SIZE:]
-    if zlib.crc32(payload) != h.payload_crc32:
+    if check_crc and zlib.crc32(payload) != h.payload_crc32:
         raise FrameRejectedError("payload crc32 mismatch", "payload_crc")
     if check_payload:
         try:

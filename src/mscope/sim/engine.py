@@ -54,7 +54,7 @@ def service_factors(pkt_id, nf_index):
     return f / (1.0 + 2.0 * 3 / 256)
 
 
-def speed_segments(nf_name, faults, disabled, duration_ns):
+def speed_segments(nf_name, faults, disabled):
     """The NF's speed over time as (seg_start, seg_rate) for _nfloop.serve."""
     cuts = {0.0}
     wins = []
@@ -200,8 +200,7 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
                     == np.uint32(int(net.network_address)))
             mask &= (times >= f.start_ns) & (times < f.end_ns)
             work = np.where(mask, work * f.slowdown, work)
-        seg_start, seg_rate = speed_segments(name, scenario.faults, disabled,
-                                             scenario.duration_ns)
+        seg_start, seg_rate = speed_segments(name, scenario.faults, disabled)
         dropped, b_rx, b_tx, b_count, b_occ = serve(
             np.ascontiguousarray(times, np.int64), np.ascontiguousarray(work, np.float64),
             int(nf.batch), int(nf.queue), BATCH_COST * nf.service_ns, POLL_NS,
