@@ -25,6 +25,7 @@ from mscope import __version__
 from mscope.argtypes import non_negative, positive_int, seconds
 from mscope.capture.format import CODEC_IDS
 from mscope.errors import MscopeError, RingClaimedError, RingFormatError
+from mscope.wire import make_meta
 
 __all__ = ["Collector", "build_parser", "main"]
 
@@ -175,7 +176,6 @@ class Collector:
                     self.totals["records_dropped"] += ch.records
 
     def _meta(self, st):
-        from mscope.wire import make_meta
         d = self.dropped[st.stream]
         return make_meta(collector=self.collector_id, host=self.host, tsc_hz=self.clock.hz,
                          stream=st.stream, dropped_chunks=d[0], dropped_records=d[1],
