@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from mscope.capture import CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN, open_capture
+from mscope.capture import CAPTURE_F_ADDR, CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN, open_capture
 from mscope.errors import CaptureFormatError
 
 __all__ = ["NFRecords", "CaptureView", "load", "from_capture_data"]
@@ -43,6 +43,9 @@ class NFRecords:
         Packets this NF sent, when, and on which out-link.
     tx_batch : ndarray of int64
         Index of each tx packet's tx batch (same stream, same time).
+    rx_addr : ndarray of uint64
+        ``src_ipv4 << 32 | dst_ipv4`` of each rx packet where the NF wrote
+        address records (the chain's ingress), else 0.
     """
     name: str
     nf_id: int
@@ -55,6 +58,11 @@ class NFRecords:
     tx_ns: np.ndarray
     tx_port: np.ndarray
     tx_batch: np.ndarray
+    rx_addr: np.ndarray = None
+
+    @property
+    def has_addr(self) -> bool:
+        return self.rx_addr is not None and bool(self.rx_addr.any())
 
 
 @dataclass
@@ -110,6 +118,44 @@ def _side(records, stream, ids, id_rec, rec_sel):
     return (idx, counts, b_of_rec, first, ids[pos].astype(np.uint64, copy=False))
 
 
+def _rx_addresses(records, stream, ids, id_rec, ridx, rcnt, addr_sel):
+    """Address words aligned with the rx ids of records `ridx`.
+
+    An address record belongs to the rx record of its stream with seq one
+    below and the same count; one without such a partner (its rx record
+    was dropped, or the capture was cut between them) is ignored.
+    """
+    out = np.zeros(int(rcnt.sum()), np.uint64)
+    a = np.flatnonzero(addr_sel)
+    if len(a) == 0 or len(ridx) == 0:
+        return out
+    pa, pr = [], []
+    for st in np.unique(stream[a]).tolist():
+        aa = a[stream[a] == st]
+        rr = np.flatnonzero(stream[ridx] == st)          # positions in ridx
+        if len(rr) == 0:
+            continue
+        seq = records["seq"][ridx[rr]]
+        o = np.argsort(seq, kind="stable")
+        want = records["seq"][aa] - np.uint64(1)
+        j = np.minimum(np.searchsorted(seq[o], want), len(o) - 1)
+        pa.append(aa)
+        pr.append(rr[o[j]])
+    if not pa:
+        return out
+    a, r = np.concatenate(pa), np.concatenate(pr)
+    ok = ((records["seq"][ridx[r]] + np.uint64(1) == records["seq"][a])
+          & (records["count"][ridx[r]] == records["count"][a]))
+    a, r = a[ok], r[ok]
+    if len(a) == 0:
+        return out
+    cnt = records["count"][a].astype(np.int64)
+    within = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    dst = np.repeat((np.cumsum(rcnt) - rcnt)[r], cnt) + within
+    out[dst] = ids[np.repeat(id_rec[a], cnt) + within]
+    return out
+
+
 def from_capture_data(data, manifest=None, path=None) -> CaptureView:
     """Build a CaptureView from a ``CaptureData`` (see :func:`load`)."""
     records, stream, ids = data.records, data.stream, data.ids
@@ -132,10 +178,15 @@ def from_capture_data(data, manifest=None, path=None) -> CaptureView:
         lut[sid] = k
     rec_nf = lut[stream] if len(stream) else np.zeros(0, np.int64)
     is_tx = (records["flags"] & CAPTURE_F_TX) != 0
+    is_addr = (records["flags"] & CAPTURE_F_ADDR) != 0
     nfs = []
     for k, (nf_id, name) in enumerate(keys):
         mine = rec_nf == k
-        ridx, rcnt, rb, rfirst, rx_ids = _side(records, stream, ids, id_rec, mine & ~is_tx)
+        ridx, rcnt, rb, rfirst, rx_ids = _side(records, stream, ids, id_rec,
+                                               mine & ~is_tx & ~is_addr)
+        addr_sel = mine & is_addr & ~is_tx
+        rx_addr = (_rx_addresses(records, stream, ids, id_rec, ridx, rcnt, addr_sel)
+                   if addr_sel.any() else None)
         tidx, tcnt, tb, _, tx_ids = _side(records, stream, ids, id_rec, mine & is_tx)
         occ = records["occupancy"][ridx[rfirst]].astype(np.int64)
         occ[occ == CAPTURE_OCC_UNKNOWN] = -1
@@ -147,7 +198,7 @@ def from_capture_data(data, manifest=None, path=None) -> CaptureView:
             batch_occupancy=occ,
             tx_ids=tx_ids, tx_ns=np.repeat(records["time_ns"][tidx], tcnt),
             tx_port=np.repeat(records["port"][tidx].astype(np.int64), tcnt),
-            tx_batch=np.repeat(tb, tcnt)))
+            tx_batch=np.repeat(tb, tcnt), rx_addr=rx_addr))
     topo = (manifest or {}).get("topology")
     if topo is not None:
         if (not isinstance(topo, list)

@@ -1,54 +1,104 @@
 """Stage 6 of the analyzer: aggregate per-victim relations into rules.
 
-Each victim contributes ⟨culprit, victim NF⟩ relations weighted by its
-culprit scores.  v1 has no packet addresses (the records carry ids only), so
-rules aggregate by culprit (NF and cause, or the source) and victim NF; the
-victim flows are ``*``.  A rule is kept when it covers at least `threshold`
-of the total blame; rules are ranked by score.  AutoFocus-style hierarchies
-over source/destination prefixes are the next step once addresses are known.
+Each victim contributes ⟨culprit, victim⟩ relations weighted by its culprit
+scores.  Rules aggregate them by culprit (NF and cause, or a source prefix,
+itself a heavy hitter of the source's excess) and victim NF; a rule is kept
+when it is the top culprit of at least `threshold` of all victims (scores
+of long stalls dwarf short ones, so the share of victims decides what a
+reader sees first), and its victims are named
+by the hierarchical heavy hitter (AutoFocus-style) of their source
+addresses weighted by blame.  An NF blamed locally is also asked which flows it served slowly
+(slowflows.py); when one prefix stands out the rule's culprit names it
+(``"flows"``: a bug on those flows rather than a stall of the whole NF).
 """
 import numpy as np
 
 from .attribution import culprit_dict
+from .prefixes import covering_prefix, heavy_prefixes
+from .slowflows import slow_prefix
 
 __all__ = ["find_patterns", "DEFAULT_THRESHOLD"]
 
-#: Keep rules covering at least this share of the total blame.
-DEFAULT_THRESHOLD = 0.05
+#: Keep rules that are the top culprit of at least this share of victims.
+DEFAULT_THRESHOLD = 0.02
+#: A rule's victims are named by the most specific source prefix holding
+#: this share of the rule's blame (FIFO queues delay every flow behind a
+#: culprit, so this is usually the cover of all flows).
+VICTIM_SHARE = 0.8
 
 
-def find_patterns(att, threshold=DEFAULT_THRESHOLD):
+def _slow_flows(name, traj, view, queue):
+    """Source prefix NF `name` served slowly, or None."""
+    if view is None or queue is None or not traj.has_addr:
+        return None
+    k = traj.nf_names.index(name)
+    n = view.nfs[k]
+    h = np.flatnonzero((traj.hop_nf == k) & (traj.hop_rx >= 0))
+    if len(h) == 0:
+        return None
+    addr = np.zeros(len(n.rx_ids), np.uint32)
+    addr[traj.hop_rx[h]] = traj.src_addr[traj.hop_packet[h]]
+    cnt = np.bincount(n.rx_batch, minlength=len(n.batch_ns))
+    busy = queue.length_at(n.batch_ns) > 0
+    return slow_prefix(n.batch_ns, cnt, busy, n.rx_batch, addr,
+                       int(n.batch_ns[0]), int(n.batch_ns[-1]))
+
+
+def find_patterns(att, threshold=DEFAULT_THRESHOLD, traj=None, view=None, queues=None):
     """Rules ``{"culprit", "victims", "score", "count"}``, highest score first.
 
     Parameters
     ----------
     att : mscope.analyzer.attribution.Attribution
     threshold : float
-        Share of the total blame (0..1) a rule must cover to be reported.
+        Share of all victims (0..1) whose top culprit the rule's culprit
+        must be (at the rule's victim NF) for the rule to be reported.
+    traj, view, queues : optional
+        The trajectories, capture view and queue timelines; with them
+        victims are grouped by source prefix and locally blamed NFs are
+        checked for slow flows.  Without, victims' flows are ``"*"``.
 
     Returns
     -------
     list of dict
-        ``count`` is the number of victims whose culprits include the rule's
-        culprit; ``score`` the sum of their scores for it.
+        ``victims`` is ``{"nf", "flows"}``; ``count`` the number of victims
+        at that NF whose top culprit it is; ``score`` the sum of all scores
+        for it over the victims at that NF.  Most victims first.
     """
     S = att.scores
-    if S.size == 0:
+    if S.size == 0 or float(S.sum()) <= 0:
         return []
-    total = float(S.sum())
-    if total <= 0:
-        return []
+    top = att.top()
+    need = threshold * len(top)
     vnf = np.array(att.nf, dtype=object)
+    addr = None
+    if traj is not None and traj.has_addr:
+        addr = traj.src_addr[att.packet]
     rules = []
+    slow = {}
     for nf in sorted(set(att.nf)):
-        rows = vnf == nf
-        sub = S[rows]
+        rows = np.flatnonzero(vnf == nf)
         for j, key in enumerate(att.culprits):
-            col = sub[:, j]
-            sc = float(col.sum())
-            if sc >= threshold * total and sc > 0:
-                rules.append({"culprit": culprit_dict(key),
-                              "victims": {"nf": nf, "flows": "*"},
-                              "score": round(sc, 3), "count": int((col > 0).sum())})
-    rules.sort(key=lambda r: -r["score"])
+            col = S[rows, j]
+            n_top = int((top[rows] == j).sum())
+            if n_top == 0 or n_top < need:
+                continue
+            flows = "*"
+            if addr is not None:
+                a = addr[rows]
+                known = a != 0
+                lo = covering_prefix(a[known])[1] if known.any() else 0
+                hh = heavy_prefixes(a[known], col[known], VICTIM_SHARE, min_length=lo)
+                if hh:
+                    flows = hh[0][0]
+            c = culprit_dict(key)
+            if key[0] == "nf" and key[2] == "local":
+                if key[1] not in slow:
+                    slow[key[1]] = _slow_flows(key[1], traj, view, (queues or {}).get(key[1])) \
+                        if traj is not None else None
+                if slow[key[1]]:
+                    c["flows"] = slow[key[1]]
+            rules.append({"culprit": c, "victims": {"nf": nf, "flows": flows},
+                          "score": round(float(col.sum()), 3), "count": n_top})
+    rules.sort(key=lambda r: (-r["count"], -r["score"]))
     return rules

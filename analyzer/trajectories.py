@@ -36,6 +36,9 @@ class Trajectories:
     dropped before), ``hop_rx`` / ``hop_tx`` (index into that NF's rx / tx
     arrays, -1).  A drop is a hop whose ``hop_rx`` is -1.
 
+    ``src_addr``, ``dst_addr`` (uint32 per packet, 0 unknown): the IPv4
+    addresses from the first hop whose NF wrote address records.
+
     ``collisions``: ids that had to be told apart by time, per NF name
     (count of matched-side entries), and ``collision_rate`` over all
     matched entries.
@@ -56,6 +59,13 @@ class Trajectories:
     hop_tx: np.ndarray
     collisions: dict
     collision_rate: float
+    src_addr: np.ndarray = None
+    dst_addr: np.ndarray = None
+
+    @property
+    def has_addr(self) -> bool:
+        """Whether any packet's addresses are known (address records)."""
+        return self.src_addr is not None and bool((self.src_addr != 0).any())
 
     def hops_at(self, nf_name):
         """Boolean mask of the hops at NF `nf_name`."""
@@ -177,7 +187,18 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
     h_tx_local = np.where(h_tx >= 0, h_tx - tx_off[h_nf], -1)
     latency = np.where((exit_ns >= 0) & (src_ns >= 0), exit_ns - src_ns, -1)
     total = sum(collisions.values())
+    # addresses: the earliest hop with an address word wins (reverse order,
+    # so the last write is the first hop)
+    word = np.zeros(n_pk, np.uint64)
+    if any(n.rx_addr is not None for n in view.nfs):
+        RX_addr = np.concatenate([n.rx_addr if n.rx_addr is not None
+                                  else np.zeros(len(n.rx_ids), np.uint64) for n in view.nfs])
+        hw = np.where(h_rx >= 0, RX_addr[np.maximum(h_rx, 0)], np.uint64(0))
+        nz = np.flatnonzero(hw)[::-1]
+        word[h_pk[nz]] = hw[nz]
     return Trajectories(names, packet_id, src_ns, exit_ns, drop_nf, drop_ns, latency,
                         h_pk, h_nf, h_arr, rx_ns, tx_ns, h_rx_local, h_tx_local,
-                        collisions, total / matched if matched else 0.0)
+                        collisions, total / matched if matched else 0.0,
+                        (word >> np.uint64(32)).astype(np.uint32),
+                        (word & np.uint64(0xFFFFFFFF)).astype(np.uint32))
 

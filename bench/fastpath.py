@@ -40,6 +40,7 @@ CONFIGS = [
     ("mbuf", "mbuf", ["--cold"]),
     ("mbuf", "mbuf", ["--mix", "udp64"]),
     ("mbuf", "mbuf", ["--pool", "page"]),
+    ("mbuf", "mbuf", ["--addrs"]),
 ]
 
 RAW_MODES = ("no_consumer", "no_consumer_gap", "consumer_timer", "consumer_busy")
@@ -173,7 +174,8 @@ def print_tables(rows, derived):
         if r.get("name", "").startswith("parts_"):
             parts[r["batch"]][r["name"][6:]] = r["ns_median"]
     if parts:
-        cols = ["record_ids", "inline_write", "inline_no_tsc", "inline_no_copy", "rdtsc_only"]
+        cols = ["record_ids", "inline_write", "inline_no_tsc", "inline_no_copy", "rdtsc_only",
+                "rx_ids_addrs"]
         harness.table(["batch", *cols], [[b, *[parts[b].get(c) for c in cols]]
                                          for b in sorted(parts)],
                       "where the raw cost goes (no consumer): ns per call, medians")

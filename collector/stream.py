@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from mscope.capture.format import (CAPTURE_F_TX, CAPTURE_RECORD_DTYPE, CODEC_ZSTD,
-                                   encode_frame)
-from mscope.record import MAX_BATCH, REC_F_TX, RING_RECORD_DTYPE
+from mscope.capture.format import (CAPTURE_F_ADDR, CAPTURE_F_TX, CAPTURE_RECORD_DTYPE,
+                                   CODEC_ZSTD, encode_frame)
+from mscope.record import MAX_BATCH, REC_F_ADDR, REC_F_TX, RING_RECORD_DTYPE
 
 __all__ = ["RingStream", "Chunk", "ring_records_to_capture"]
 
@@ -44,7 +44,8 @@ def ring_records_to_capture(records, clock):
     out["nf_id"] = records["nf_id"]
     out["port"] = records["port"]
     out["queue"] = records["queue"]
-    out["flags"] = np.where(records["flags"] & REC_F_TX, CAPTURE_F_TX, 0)
+    out["flags"] = (np.where(records["flags"] & REC_F_TX, CAPTURE_F_TX, 0)
+                    | np.where(records["flags"] & REC_F_ADDR, CAPTURE_F_ADDR, 0))
     out["reserved"] = 0
     out["count"] = records["count"]
     out["occupancy"] = records["occupancy"]

@@ -34,6 +34,10 @@ extern "C" {
 #define MSCOPE_F_TRUST_UPSTREAM 0x1U  /* rx takes ids stamped by an upstream
 				       * recorded tx (mbufs shared over
 				       * rte_rings); see docs/packet-ids.md */
+#define MSCOPE_F_ADDRS          0x2U  /* mscope_rx also writes address records
+				       * (MSCOPE_REC_F_ADDR: IPv4 src/dst per
+				       * packet): for the chain's ingress NF,
+				       * doubles its rx record bytes */
 
 struct mscope_params {
 	const char *nf_name;   /* required, [A-Za-z0-9_-]{1,31} */
@@ -91,6 +95,22 @@ mscope_tx_ids(struct mscope *ms, uint16_t port, uint16_t queue,
 {
 	return mscope_record_ids(ms, MSCOPE_REC_F_TX, port, queue, ids, n, occupancy);
 }
+
+/*
+ * Record one rx batch with its addresses: the rx record of the n ids, then
+ * an address record (MSCOPE_REC_F_ADDR) of the n words addrs[i] =
+ * src_ipv4 << 32 | dst_ipv4 (0 for a packet that is not IPv4), both with
+ * the tsc of one TSC read.  Batches larger than MSCOPE_MAX_BATCH become
+ * several rx/address pairs with that tsc.  An address record is written
+ * only after its rx record was; one that does not fit is dropped and
+ * counted like any record.  Writes address records whatever the handle's
+ * flags (MSCOPE_F_ADDRS is what mscope_rx on mbufs goes by).
+ * Returns 0, or -ENOBUFS when the ring was full (for any record of the
+ * call), or -EINVAL for a NULL handle.
+ */
+int mscope_rx_ids_addrs(struct mscope *ms, uint16_t port, uint16_t queue,
+			const uint64_t *ids, const uint64_t *addrs, uint32_t n,
+			uint32_t occupancy);
 
 /* Counters as the NF sees them (the ring file carries the same). */
 struct mscope_stats {

@@ -13,6 +13,8 @@
  *
  * Identity: MSCOPE_NF_NAME (default: the program's name), MSCOPE_NF_ID
  * (default: a hash of the name, 1..65535), MSCOPE_DIR for the registry.
+ * MSCOPE_ADDRS=1 adds address records to rx (MSCOPE_F_ADDRS): for the
+ * chain's ingress NF.
  *
  * Only when attached: an NF that links libmscope and calls mscope_rx/tx
  * itself also resolves rte_eth_dev_start here, and must not be recorded
@@ -50,6 +52,7 @@ static __thread int thread_failed;
 static unsigned thread_seq;               /* lcore ids for non-EAL threads */
 static char nf_name[MSCOPE_NAME_LEN];
 static uint16_t nf_id;
+static uint32_t ring_flags;               /* MSCOPE_F_* for every thread's ring */
 static int ready;
 static int occupancy_ok[RTE_MAX_ETHPORTS];
 
@@ -58,6 +61,7 @@ identity(void)
 {
 	const char *name = getenv("MSCOPE_NF_NAME");
 	const char *id = getenv("MSCOPE_NF_ID");
+	const char *addrs = getenv("MSCOPE_ADDRS");
 	size_t i, n = 0;
 	uint32_t h = 2166136261U;
 
@@ -75,6 +79,9 @@ identity(void)
 	if (n == 0)
 		strcpy(nf_name, "dpdk-app");
 	nf_id = id != NULL ? (uint16_t)strtoul(id, NULL, 0) : (uint16_t)(1 + h % 65535);
+	/* As MSCOPE_ATTACH: set and not "0" means on. */
+	if (addrs != NULL && addrs[0] != '\0' && strcmp(addrs, "0") != 0)
+		ring_flags |= MSCOPE_F_ADDRS;
 	ready = 1;
 }
 
@@ -90,7 +97,8 @@ thread_recorder(void)
 	if (lcore == LCORE_ID_ANY)
 		lcore = RTE_MAX_LCORE + __atomic_fetch_add(&thread_seq, 1, __ATOMIC_RELAXED);
 	thread_ms = mscope_open(&(struct mscope_params){
-		.nf_name = nf_name, .nf_id = nf_id, .lcore = (uint16_t)lcore });
+		.nf_name = nf_name, .nf_id = nf_id, .lcore = (uint16_t)lcore,
+		.flags = ring_flags });
 	if (thread_ms == NULL) {
 		thread_failed = 1;   /* say it once, never block the NF over it */
 		fprintf(stderr, "mscope: cannot open a ring for %s on lcore %u: %s\n",
@@ -239,7 +247,8 @@ rte_eth_dev_start(uint16_t port)
 		if (rte_eth_add_tx_callback(port, q, on_tx, NULL) == NULL)
 			fprintf(stderr, "mscope: no tx callback on port %u queue %u: %s\n",
 				port, q, rte_strerror(rte_errno));
-	fprintf(stderr, "mscope: recording port %u (%u rx, %u tx queues) as %s (nf_id %u)\n",
-		port, info.nb_rx_queues, info.nb_tx_queues, nf_name, nf_id);
+	fprintf(stderr, "mscope: recording port %u (%u rx, %u tx queues) as %s (nf_id %u%s)\n",
+		port, info.nb_rx_queues, info.nb_tx_queues, nf_name, nf_id,
+		(ring_flags & MSCOPE_F_ADDRS) ? ", rx addresses" : "");
 	return rc;
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* rte_mbuf batches into mscope records; ids carried rx->tx in a dynfield. */
+/* rte_mbuf batches into mscope records; ids carried rx->tx in a dynfield;
+ * rx address records when the handle asks (MSCOPE_F_ADDRS). */
 #include <errno.h>
 #include <rte_cycles.h>
 #include <rte_mbuf.h>
@@ -75,6 +76,34 @@ mscope_carry_id(struct rte_mbuf *dst, const struct rte_mbuf *src)
 	}
 }
 
+static inline uint64_t
+mbuf_ipv4_addrs(const struct rte_mbuf *m)
+{
+	return mscope_ipv4_addrs_bytes(rte_pktmbuf_mtod(m, const uint8_t *),
+				       rte_pktmbuf_data_len(m));
+}
+
+/* The address record of an rx record just committed (MSCOPE_F_ADDRS):
+ * written straight into the ring, a second pass over headers the id pass
+ * has just brought into cache.  Out of line so the common path (flag off)
+ * is one predicted branch per batch. */
+static __rte_noinline int
+record_addrs(struct mscope *ms, uint16_t port, uint16_t queue,
+	     struct rte_mbuf **pkts, uint32_t k, uint32_t occupancy, uint64_t tsc)
+{
+	uint64_t *words = mscope_ring_reserve(&ms->prod, k);
+	uint32_t i;
+
+	if (unlikely(words == NULL)) {
+		mscope_ring_drop(&ms->prod, k);
+		return -ENOBUFS;
+	}
+	for (i = 0; i < k; i++)
+		words[i] = mbuf_ipv4_addrs(pkts[i]);
+	mscope_ring_commit(&ms->prod, MSCOPE_REC_F_ADDR, port, queue, occupancy, tsc);
+	return 0;
+}
+
 static int
 record(struct mscope *ms, uint8_t flags, uint16_t port, uint16_t queue,
        struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy)
@@ -83,6 +112,7 @@ record(struct mscope *ms, uint8_t flags, uint16_t port, uint16_t queue,
 	const uint32_t own = (uint32_t)ms->prod.nf_id;
 	const int tx = flags & MSCOPE_REC_F_TX;
 	const int trust = !tx && (ms->flags & MSCOPE_F_TRUST_UPSTREAM);
+	const int addrs = !tx && (ms->flags & MSCOPE_F_ADDRS);
 	int rc = 0;
 
 	if (unlikely(stamp_offset == -1))
@@ -126,8 +156,14 @@ record(struct mscope *ms, uint8_t flags, uint16_t port, uint16_t queue,
 			if (ids != NULL)
 				ids[i] = id;
 		}
-		if (ids != NULL)
+		if (ids != NULL) {
 			mscope_ring_commit(&ms->prod, flags, port, queue, occupancy, tsc);
+			/* Only after an rx record that was written: the address
+			 * record names its packets (mscope_record.h). */
+			if (unlikely(addrs) &&
+			    record_addrs(ms, port, queue, pkts, k, occupancy, tsc) != 0)
+				rc = -ENOBUFS;
+		}
 		pkts += k;
 		n -= k;
 	}

@@ -13,6 +13,10 @@
  * carries a stale id.  An NF that assigns ol_flags outright (rather than
  * or-ing bits in) clears it too: its tx then recomputes ids from headers,
  * right unless it rewrote the invariant fields.  See docs/packet-ids.md.
+ *
+ * On a handle opened with MSCOPE_F_ADDRS, rx also writes an address record
+ * (IPv4 src/dst of each packet, mscope_record.h) right after each rx
+ * record; tx never does.
  */
 #ifndef MSCOPE_DPDK_H
 #define MSCOPE_DPDK_H
@@ -27,7 +31,7 @@ extern "C" {
 #define MSCOPE_DYNFIELD_NAME "mscope_dynfield_pktid"
 #define MSCOPE_DYNFLAG_NAME  "mscope_dynflag_pktid"   /* set: the stamp is valid */
 
-/* Returns 0, -ENOBUFS when the record was dropped (ring full), -EINVAL. */
+/* Returns 0, -ENOBUFS when a record was dropped (ring full), -EINVAL. */
 int mscope_rx(struct mscope *ms, uint16_t port, uint16_t queue,
 	      struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy);
 int mscope_tx(struct mscope *ms, uint16_t port, uint16_t queue,

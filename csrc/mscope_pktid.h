@@ -30,6 +30,9 @@
  * 802.1ad tag.  Traffic class, flow label, hop limit, TTL, DSCP/ECN,
  * addresses, ports and checksums are left out.
  *
+ * mscope_ipv4_addrs_bytes() gives the word of an address record from the
+ * same parse (which frames are IPv4, where the header is).
+ *
  * Needs only the bytes; no DPDK types.  `len` is how many bytes of the frame
  * are contiguous at `p` (an mbuf's first segment); nothing past it is read.
  */
@@ -125,21 +128,43 @@ mscope_pktid_l4(const uint8_t *p, uint64_t w0, uint32_t proto, uint32_t icmp,
 				mscope_load_le(p, pay + 8, end));
 }
 
+/* Where the L3 header starts in a frame of len >= 14 bytes: 14, or 18
+ * behind one 802.1Q / 802.1ad tag; *etype gets the ethertype found there. */
+static inline uint32_t
+mscope_l3_offset(const uint8_t *p, uint32_t len, uint32_t *etype)
+{
+	*etype = mscope_be16(p + 12);
+	if ((*etype == 0x8100 || *etype == 0x88a8) && len >= 18) {
+		*etype = mscope_be16(p + 16);
+		return 18;
+	}
+	return 14;
+}
+
+/* The IPv4 header length when an IPv4 header (version 4, IHL >= 5, its 20
+ * fixed bytes within len) starts at l3, else 0: what makes a frame IPv4 for
+ * the id and for the address words alike. */
+static inline uint32_t
+mscope_ipv4_ihl(const uint8_t *p, uint32_t len, uint32_t l3, uint32_t etype)
+{
+	uint32_t ihl;
+
+	if (etype != 0x0800 || len < l3 + 20 || (p[l3] >> 4) != 4)
+		return 0;
+	ihl = (p[l3] & 0xfU) * 4U;
+	return ihl >= 20 ? ihl : 0;
+}
+
 static inline uint64_t
 mscope_pktid_bytes(const uint8_t *p, uint32_t len, uint32_t pkt_len)
 {
-	uint32_t l3 = 14, etype, ihl, tot, frag, proto, end;
+	uint32_t l3, etype, ihl, tot, frag, proto, end;
 	uint64_t w0;
 
 	if (len < 14)
 		return mscope_pktid_mix(pkt_len, mscope_load_le(p, 0, len), 0, 0);
-	etype = mscope_be16(p + 12);
-	if ((etype == 0x8100 || etype == 0x88a8) && len >= 18) {
-		etype = mscope_be16(p + 16);
-		l3 = 18;
-	}
-	if (etype == 0x0800 && len >= l3 + 20 && (p[l3] >> 4) == 4 &&
-	    (ihl = (p[l3] & 0xfU) * 4U) >= 20) {
+	l3 = mscope_l3_offset(p, len, &etype);
+	if ((ihl = mscope_ipv4_ihl(p, len, l3, etype)) != 0) {
 		tot = mscope_be16(p + l3 + 2);
 		frag = mscope_be16(p + l3 + 6) & 0x3fffU;
 		proto = p[l3 + 9];
@@ -163,6 +188,27 @@ mscope_pktid_bytes(const uint8_t *p, uint32_t len, uint32_t pkt_len)
 				mscope_load_le(p, 14, len),
 				mscope_load_le(p, 22, len),
 				mscope_load_le(p, 30, len < 38 ? len : 38));
+}
+
+/*
+ * The word of an address record (MSCOPE_REC_F_ADDR in mscope_record.h):
+ * src << 32 | dst of a frame that is IPv4 as mscope_pktid_bytes parses it
+ * (untagged or behind one tag), the addresses as numbers (10.0.0.1 is
+ * 0x0a000001); 0 for any other frame.  The addresses (frame bytes 26..33,
+ * or 30..37 when tagged) share the first cache line with the fields the id
+ * reads, so right after mscope_pktid_bytes they are in cache.
+ */
+static inline uint64_t
+mscope_ipv4_addrs_bytes(const uint8_t *p, uint32_t len)
+{
+	uint32_t l3, etype;
+
+	if (len < 14)
+		return 0;
+	l3 = mscope_l3_offset(p, len, &etype);
+	if (mscope_ipv4_ihl(p, len, l3, etype) == 0)
+		return 0;
+	return mscope_be32(p + l3 + 12) << 32 | mscope_be32(p + l3 + 16);
 }
 
 #endif /* MSCOPE_PKTID_H */

@@ -18,7 +18,8 @@
  *   off size field
  *   0   2    magic      MSCOPE_REC_MAGIC
  *   2   1    version    MSCOPE_REC_VERSION
- *   3   1    flags      MSCOPE_REC_F_*  (bit 0: tx; bit 7: padding)
+ *   3   1    flags      MSCOPE_REC_F_*  (bit 0: tx; bit 1: address;
+ *                                         bit 7: padding)
  *   4   2    nf_id      the NF's numeric id (manifest maps it to a name)
  *   6   2    port       ethdev port or ring index the batch came from/went to
  *   8   2    queue      queue on that port
@@ -28,6 +29,25 @@
  *   24  8    seq        per-ring record sequence; records dropped on a full
  *                       ring consume a number too, so a gap is a loss
  *   32  8*count ids
+ *
+ * An address record (flags bit 1, MSCOPE_REC_F_ADDR; written only when the
+ * recorder is asked to, see MSCOPE_F_ADDRS in mscope.h) names the packets of
+ * the rx record just before it, so the analyzer can name flow prefixes:
+ * ids hash the headers and cannot be turned back into addresses.
+ *   - Its `count` words are, in the rx record's packet order,
+ *       ((uint64_t)src_ipv4 << 32) | dst_ipv4
+ *     with the addresses as numbers (10.0.0.1 is 0x0a000001: the host-order
+ *     value of the network-order header field), for IPv4 untagged or
+ *     behind one 802.1Q/802.1ad tag (as the packet id parses it), and 0
+ *     for any other packet (IPv6, ARP, ...).
+ *   - It is written right after that rx record: same port, queue, count,
+ *     occupancy and tsc, seq one more.  Only after an rx record that was
+ *     written: a dropped rx record has no address record (and its seq is
+ *     the only one consumed).  An address record that does not fit is
+ *     dropped and counted like any record (drop_records, and its count in
+ *     drop_packets), so a missing seq right after a present rx record of
+ *     a recorder writing addresses is that record's address record.
+ *   - Never after a tx record.
  *
  * A padding record (flags bit 7) fills the bytes up to the end of the data
  * area when the next record does not fit there; only its first 8 bytes are
@@ -45,6 +65,8 @@
 #define MSCOPE_REC_MAGIC      0x534dU   /* "MS" as little-endian bytes */
 #define MSCOPE_REC_VERSION    1
 #define MSCOPE_REC_F_TX       0x01U     /* set: tx record; clear: rx record */
+#define MSCOPE_REC_F_ADDR     0x02U     /* address record: the words are IPv4
+					 * src<<32|dst of the rx record before */
 #define MSCOPE_REC_F_PAD      0x80U     /* padding to the end of the data area */
 #define MSCOPE_OCC_UNKNOWN    0xffffffffU
 #define MSCOPE_MAX_BATCH      1024U     /* larger bursts are split by the recorder */

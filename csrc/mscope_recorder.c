@@ -216,6 +216,35 @@ mscope_record_ids(struct mscope *ms, uint8_t dir, uint16_t port,
 	return rc;
 }
 
+/* Apart from mscope_record_ids, which keeps its one-record fast path:
+ * the ingress NF pays for the second record, no one else does. */
+int
+mscope_rx_ids_addrs(struct mscope *ms, uint16_t port, uint16_t queue,
+		    const uint64_t *ids, const uint64_t *addrs, uint32_t n,
+		    uint32_t occupancy)
+{
+	const uint64_t tsc = mscope_rdtsc();
+	int rc = 0;
+
+	if (unlikely(ms == NULL))
+		return -EINVAL;
+	while (n > 0) {
+		const uint32_t k = n < MSCOPE_MAX_BATCH ? n : MSCOPE_MAX_BATCH;
+
+		/* No address record after a dropped rx record: it would name
+		 * packets the capture does not have. */
+		if (mscope_ring_write(&ms->prod, 0, port, queue, occupancy, tsc,
+				      ids, k) != 0 ||
+		    mscope_ring_write(&ms->prod, MSCOPE_REC_F_ADDR, port, queue,
+				      occupancy, tsc, addrs, k) != 0)
+			rc = -ENOBUFS;
+		ids += k;
+		addrs += k;
+		n -= k;
+	}
+	return rc;
+}
+
 void
 mscope_get_stats(const struct mscope *ms, struct mscope_stats *st)
 {

@@ -131,8 +131,11 @@ mscope_ring_commit(struct mscope_producer *p, uint8_t flags, uint16_t port,
 	__atomic_store_n(&p->hdr->head, p->head, __ATOMIC_RELEASE);
 }
 
-/* Write one record from an id array; returns 0, or -ENOBUFS when dropped. */
-static inline int
+/* Write one record from an id array; returns 0, or -ENOBUFS when dropped.
+ * Always inlined: once mscope_recorder.c called it from three places (the
+ * address records added two), gcc -O2 made it an out-of-line function and
+ * mscope_record_ids took 1-2 ns more per call (bench/fastpath.py, raw). */
+static inline __attribute__((always_inline)) int
 mscope_ring_write(struct mscope_producer *p, uint8_t flags, uint16_t port,
 		  uint16_t queue, uint32_t occupancy, uint64_t tsc,
 		  const uint64_t *ids, uint32_t n)

@@ -67,6 +67,19 @@ def test_every_packet_once_with_exact_latency(case):
     assert t.collision_rate == 0.0
 
 
+def test_addresses_are_the_senders(case):
+    # from the ingress NF's address records; packets dropped at the ingress
+    # were never received there, so their addresses are unknown (0)
+    t = case.traj
+    known = t.src_addr != 0
+    first = {n for a, n in case.sc.links if a == "source"}
+    dropped_first = np.isin(np.array(t.nf_names, dtype=object)[np.maximum(t.drop_nf, 0)],
+                            list(first)) & (t.drop_nf >= 0)
+    assert known[~dropped_first].all()
+    assert np.array_equal(t.src_addr[known], case.pk.src_ip[case.sim_of][known])
+    assert np.array_equal(t.dst_addr[known], case.pk.dst_ip[case.sim_of][known])
+
+
 def test_drops_per_nf_are_the_same_packets(case):
     t, run = case.traj, case.run
     for nf in case.sc.nfs:
@@ -271,3 +284,33 @@ def test_without_source_records(tmp_path):
     assert t.drop_nf.tolist() == [-1, t.nf_names.index("b")]
     q = queue_timelines(v, t)
     assert q["a"].delay_ns.tolist() == [0, 0] and q["b"].delay_ns.tolist() == [10, 10]
+
+
+def test_address_records_pair_with_their_rx(tmp_path):
+    # fw's rx of ids 1, 2 is followed by its address record (seq + 1); a
+    # second address record whose rx was lost (seq 3 missing) is ignored
+    from mscope.capture import CAPTURE_F_ADDR
+    w1 = (0x0A000001 << 32) | 0xC0A80001
+    w2 = (0x0A000002 << 32) | 0xC0A80002
+    rows = [  # (time, seq, flags, ids)
+        (10, 0, 0, [1, 2]), (10, 1, CAPTURE_F_ADDR, [w1, w2]),
+        (20, 2, CAPTURE_F_TX, [1, 2]),
+        (30, 4, CAPTURE_F_ADDR, [w1]), (30, 5, 0, [3]), (40, 6, CAPTURE_F_TX, [3])]
+    r = np.zeros(len(rows), CAPTURE_RECORD_DTYPE)
+    for i, (t, seq, fl, ids) in enumerate(rows):
+        r[i] = (t, seq, 1, 0, 0, fl, 0, len(ids), CAPTURE_OCC_UNKNOWN)
+    ids = np.array([x for row in rows for x in row[3]], np.uint64)
+    with CaptureWriter(tmp_path / "c") as w:
+        h = w.add_host("h")
+        s0 = w.add_stream(h, 0, "source")
+        src, sids = _recs([(5, 1, 0, None, [1, 2, 3])])
+        w.write_chunk(s0, src, sids, first_seq=0, final=True)
+        s1 = w.add_stream(h, 1, "fw")
+        w.write_chunk(s1, r, ids, first_seq=0, drop_records=1, final=True)
+    v = load(tmp_path / "c")
+    fw = v.nf("fw")
+    assert fw.rx_ids.tolist() == [1, 2, 3]            # address words are not packets
+    assert fw.rx_addr.tolist() == [w1, w2, 0]
+    t = build_trajectories(v, infer_topology(v))
+    got = dict(zip(t.packet_id.tolist(), zip(t.src_addr.tolist(), t.dst_addr.tolist())))
+    assert got == {1: (0x0A000001, 0xC0A80001), 2: (0x0A000002, 0xC0A80002), 3: (0, 0)}

@@ -74,6 +74,56 @@ def test_testpmd_attached_every_packet_accounted(registry, eal_args, tmp_path):
             assert not tx[sel].any(), "only rx flushes outside the forwarding lcore"
 
 
+@pytest.mark.skipif(TESTPMD is None, reason="dpdk-testpmd not installed (Debian package dpdk)")
+def test_attach_addrs_env_writes_address_records(registry, eal_args):
+    """MSCOPE_ADDRS=1: rx records of the attached app come with address
+    records.  testpmd sends one txonly burst (198.18.0.1 -> 198.18.0.2) into
+    two net_ring loops (--tx-first) and io-forwards it round and round; the
+    rings are read as they are left, with the collector's RingReader."""
+    from ipaddress import IPv4Address
+    from mscope.collector import RingReader
+    from mscope.record import REC_F_ADDR, REC_F_TX
+
+    registry.mkdir()
+    args = [a for a in eal_args if a not in ("-l", "0")]
+    pmd = subprocess.Popen([sys.executable, "-m", "mscope.cli", "attach", "--nf-name", "tpa",
+                            "--dir", str(registry), "--",
+                            TESTPMD, *args, "-l", "0-1", "--vdev=net_ring0",
+                            "--vdev=net_ring1", "--", "--total-num-mbufs=8192",
+                            "--forward-mode=io", "--auto-start", "--tx-first"],
+                           env=dict(os.environ, MSCOPE_ADDRS="1"),
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        _, err = pmd.communicate("\n", timeout=60)
+    finally:
+        if pmd.poll() is None:
+            pmd.kill()
+            pmd.wait(timeout=10)
+    assert pmd.returncode == 0, err[-2000:]
+    assert "(nf_id" in err and "rx addresses)" in err, err[-2000:]
+    word = int(IPv4Address("198.18.0.1")) << 32 | int(IPv4Address("198.18.0.2"))
+    n_addr = 0
+    for ring in registry.glob("tpa.*.ring"):
+        with RingReader(str(ring)) as r:
+            recs, words = r.drain(max_records=1 << 20, max_ids=1 << 24)
+        addr = np.flatnonzero(recs["flags"] & REC_F_ADDR)
+        if len(addr) == 0:
+            continue
+        n_addr += len(addr)
+        prev = recs[addr - 1]
+        assert (prev["flags"] == 0).all() and (prev["seq"] + 1 == recs["seq"][addr]).all()
+        for f in ("tsc", "count", "port", "queue"):
+            assert (prev[f] == recs[f][addr]).all(), f
+        per_word = np.repeat(recs["flags"] & REC_F_ADDR, recs["count"].astype(np.int64))
+        assert (words[per_word != 0] == word).all()
+        # Never after a tx record.
+        after_tx = np.flatnonzero(recs["flags"][:-1] & REC_F_TX) + 1
+        assert not (recs["flags"][after_tx] & REC_F_ADDR).any()
+    assert n_addr > 0
+
+
 def telemetry(path, cmds, timeout=20):
     """Send DPDK telemetry commands over the app's v2 socket; return replies."""
     import json

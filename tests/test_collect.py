@@ -391,3 +391,14 @@ def test_curve_refuses_unauthenticated_collector(producer_exe, registry, tmp_pat
     manifest = open_capture(cap).manifest
     assert [s["nf_name"] for s in manifest["streams"]] == ["good"]
     assert len(open_capture(cap).read().records) == 5000
+
+
+def test_ring_flags_map_to_capture_flags():
+    from mscope.capture import CAPTURE_F_ADDR, CAPTURE_F_TX
+    from mscope.collector.clock import TscClock
+    from mscope.collector.stream import ring_records_to_capture
+    from mscope.record import REC_F_ADDR, REC_F_TX, RING_RECORD_DTYPE
+    r = np.zeros(3, RING_RECORD_DTYPE)
+    r["flags"] = [0, REC_F_ADDR, REC_F_TX]
+    out = ring_records_to_capture(r, TscClock())
+    assert out["flags"].tolist() == [0, CAPTURE_F_ADDR, CAPTURE_F_TX]

@@ -1,12 +1,14 @@
 """mscope diagnose: attribution, patterns, JSON and CLI, on small simulated
 captures with a known answer (the analyzer reads only the capture)."""
+import ipaddress
 import json
+import re
 
 import pytest
 
 from mscope.capture import CaptureWriter
 from mscope.cli import main
-from mscope.diagnose import diagnose
+from mscope.diagnose import diagnose, format_summary
 from mscope.sim.run import simulate_to_capture
 from mscope.sim.scenario import load_scenario
 
@@ -78,9 +80,80 @@ def test_source_burst_blames_flows(tmp_path):
     diag, _ = diagnose(cap, slo_us=150)
     tops = _tops(diag)
     assert len(tops) > 100
-    assert _share(tops, lambda c: c["kind"] == "flows" and c["cause"] == "source") > 0.95
-    assert diag["patterns"][0]["culprit"] == {"kind": "flows", "flows": "*",
-                                              "cause": "source"}
+    burst = ipaddress.ip_network("10.9.0.0/16")
+
+    def names_burst(c):
+        return (c["kind"] == "flows" and c["cause"] == "source"
+                and ipaddress.ip_network(c["flows"]).subnet_of(burst))
+    # the bursting flows' aggregate, not the whole source (10.0.0.0/8)
+    assert _share(tops, names_burst) > 0.95
+    assert names_burst(diag["patterns"][0]["culprit"])
+
+
+def test_bug_on_one_prefix_names_the_prefix(tmp_path):
+    # fw serves 10.0.0.0/10 thirty times slower for 3 ms: every flow queued
+    # behind is a victim, the culprit is fw (local) and the rule names /10
+    cap = _capture(tmp_path, "bug", [_nf("fw", 220), _nf("rt", 150)],
+                   [{"id": "b1", "kind": "bug", "nf": "fw", "flows": "10.0.0.0/10",
+                     "from_ms": 8, "to_ms": 11, "slowdown": 30}], rate=1.0, slo=100)
+    diag, _ = diagnose(cap, slo_us=100)
+    tops = _tops(diag)
+    assert len(tops) > 100
+    assert _share(tops, lambda c: c["kind"] == "nf" and c["nf"] == "fw"
+                  and c["cause"] == "local") > 0.95
+    rule = diag["patterns"][0]
+    assert rule["culprit"]["nf"] == "fw" and rule["culprit"]["cause"] == "local"
+    assert rule["culprit"]["flows"] == "10.0.0.0/10"
+    # FIFO: the victims are every flow, not only the slow ones
+    assert ipaddress.ip_network(rule["victims"]["flows"]).prefixlen <= 9
+
+
+def test_whole_nf_slow_names_no_prefix(stall):
+    diag, _ = diagnose(stall, slo_us=150)
+    rule = diag["patterns"][0]
+    assert rule["culprit"] == {"kind": "nf", "nf": "nat", "cause": "local"}
+
+
+def test_summary_gives_the_causal_chain(stall):
+    diag, ctx = diagnose(stall, slo_us=150)
+    text = format_summary(diag, ctx)
+    # culprit and when -> the queue it built -> how many victims
+    assert re.search(r"nat served below its peak rate .* 8\.\d{3}-\d\.\d{3} ms -> "
+                     r"nat queue peaked at [\d,]+ pkts -> [\d,]+ victims at nat", text), text
+
+
+def test_lost_records_show_as_incomplete(tmp_path):
+    # drop a run of records from fw's stream as a full ring would: the
+    # diagnosis still runs and states the window
+    import numpy as np
+    from mscope.capture import open_capture
+    src = _capture(tmp_path, "gap", [_nf("fw", 200), _nf("nat", 300)],
+                   [{"id": "i1", "kind": "interrupt", "nf": "nat", "at_ms": 8,
+                     "duration_us": 400}])
+    data = open_capture(src).read()
+    man = open_capture(src).manifest
+    out = tmp_path / "gapped"
+    with CaptureWriter(out) as w:
+        h = w.add_host("h")
+        for st in man["streams"]:
+            sid = w.add_stream(h, st["nf_id"], st["nf_name"])
+            mine = np.flatnonzero(data.stream == st["stream"])
+            recs = data.records[mine]
+            ids = np.concatenate([data.ids_of(i) for i in mine]) if len(mine) else \
+                np.zeros(0, np.uint64)
+            cut = np.zeros(len(recs), bool)
+            if st["nf_name"] == "fw":
+                cut[len(recs) // 2: len(recs) // 2 + 50] = True
+            keep_ids = np.repeat(~cut, recs["count"].astype(np.int64))
+            w.write_chunk(sid, recs[~cut], ids[keep_ids], first_seq=0,
+                          drop_records=int(cut.sum()),
+                          drop_packets=int(recs["count"][cut].sum()), final=True)
+    diag, ctx = diagnose(out, slo_us=150)
+    assert diag["incomplete"], "a ring drop must be reported"
+    w0 = diag["incomplete"][0]
+    assert w0["nf"] == "fw" and w0["records"] == 50
+    assert "incomplete: 1 window" in format_summary(diag, ctx)
+    assert diag["victims"]
 
 
 def test_json_has_exactly_the_scenario_keys(stall, tmp_path):
@@ -121,6 +194,23 @@ def _one_line_error(capsys, argv):
     err = capsys.readouterr().err.strip()
     assert err.startswith("mscope: error:") and "\n" not in err
     return err
+
+
+def test_topology_hint(tmp_path, stall, capsys):
+    good = tmp_path / "links.json"
+    good.write_text(json.dumps([["source", "fw"], ["fw", "nat"], ["nat", "sink"]]))
+    assert main(["diagnose", str(stall), "--topology", str(good)]) == 0
+    capsys.readouterr()
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"links": [["source", "nat"], ["nat", "fw"], ["fw", "sink"]]}))
+    assert "topology" in _one_line_error(capsys, ["diagnose", str(stall), "--topology",
+                                                  str(wrong)])
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    assert "--topology" in _one_line_error(capsys, ["diagnose", str(stall), "--topology",
+                                                    str(bad)])
+    assert "--topology" in _one_line_error(capsys, ["diagnose", str(stall), "--topology",
+                                                    str(tmp_path / "missing.json")])
 
 
 def test_cli_errors(tmp_path, stall, capsys):

@@ -22,6 +22,8 @@ def test_python_layout_matches_c_header(cbuild):
         assert dt.fields[name][1] == offset, name
         assert dt.fields[name][0].itemsize == size, name
     assert consts["REC_HDR_SIZEOF"] == dt.itemsize
+    # Every record flag is probed, so none can drift unnoticed.
+    assert {"MSCOPE_REC_F_TX", "MSCOPE_REC_F_ADDR", "MSCOPE_REC_F_PAD"} <= set(consts)
     for c_name, value in consts.items():
         if c_name.startswith("MSCOPE_"):
             py_name = c_name[len("MSCOPE_"):]

@@ -4,6 +4,7 @@ import json
 import os
 import stat
 import subprocess
+from ipaddress import IPv4Address
 
 import numpy as np
 
@@ -11,7 +12,7 @@ from conftest import CSRC, TESTS_C, recorder_sources, requires_dpdk
 from mscope import paths
 from mscope.collector import RingReader
 from mscope.packet_id import packet_id
-from mscope.record import OCC_UNKNOWN, REC_F_TX
+from mscope.record import OCC_UNKNOWN, REC_F_ADDR, REC_F_TX
 
 pytestmark = requires_dpdk
 
@@ -56,6 +57,40 @@ def drain_all(path):
         recs, ids = r.drain(max_records=1 << 20, max_ids=1 << 23)
         state = r.state()
     return recs, ids, state
+
+
+def addr_word(src, dst):
+    """An address record's word: the IPv4 addresses as numbers, src high."""
+    return int(IPv4Address(src)) << 32 | int(IPv4Address(dst))
+
+
+def test_address_records_on_mbufs_c(cbuild, registry, eal_args):
+    """MSCOPE_F_ADDRS on mbufs, checked in C: words of IPv4 (untagged and
+    behind a VLAN tag) and 0 for IPv6, ARP and a cut-short header; each
+    address record right after its rx record; splitting; none from tx or
+    from a handle without the flag; drops on a full ring.  Then the pair it
+    leaves, read here through the collector's RingReader."""
+    exe = cbuild("test_addr_records_dpdk",
+                 [TESTS_C / "test_addr_records_dpdk.c", *recorder_sources(),
+                  CSRC / "mscope_dpdk.c"], dpdk=True)
+    proc = subprocess.run([str(exe), *eal_args, "--", str(registry)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    assert "0 failed" in proc.stdout
+    (ring,) = registry.glob("nfd.*.ring")
+    recs, words, state = drain_all(str(ring))
+    assert state["state"] == "closed" and state["drop_records"] == 0
+    assert recs["flags"].tolist() == [0, REC_F_ADDR]
+    assert recs["seq"][1] == recs["seq"][0] + 1 and recs["tsc"][1] == recs["tsc"][0]
+    assert recs["count"].tolist() == [6, 6] and recs["port"].tolist() == [3, 3]
+    assert words[6:].tolist() == [
+        addr_word("10.1.2.3", "192.168.10.11"),
+        0,                                           # IPv6
+        addr_word("172.16.0.5", "8.8.8.8"),          # behind an 802.1Q tag
+        0,                                           # ARP
+        addr_word("255.255.255.254", "128.0.0.1"),
+        0,                                           # IPv4 header cut short
+    ]
 
 
 def test_demo_forwarder_ids_follow_packets(registry, eal_args, tmp_path):

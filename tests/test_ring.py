@@ -15,7 +15,8 @@ from mscope.record import RING_RECORD_DTYPE
 
 def test_ring_unit_c(cbuild, registry):
     """Wraparound over hundreds of laps, exact round trip, full-ring drops,
-    batch splitting and open errors, under ASan/UBSan."""
+    batch splitting, address records (rx/address pairs, their splitting and
+    drops) and open errors, under ASan/UBSan."""
     exe = cbuild("test_ring", [TESTS_C / "test_ring.c", *recorder_sources()],
                  sanitize=True)
     proc = subprocess.run([str(exe), str(registry)], capture_output=True,

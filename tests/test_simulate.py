@@ -57,7 +57,7 @@ def test_mg1_mean_wait_matches_pollaczek_khinchine(rho):
     run = simulate(sc, pk, records=True)
     nf_id, name, recs, ids = run.streams[1]
     cnt = recs["count"].astype(np.int64)
-    is_rx = np.repeat((recs["flags"] & CAPTURE_F_TX) == 0, cnt)
+    is_rx = np.repeat(recs["flags"] == 0, cnt)
     rx_t = np.repeat(recs["time_ns"], cnt)[is_rx].astype(np.float64)
     order = np.argsort(pk.pkt_id)
     sent = run.src_ns[order][np.searchsorted(pk.pkt_id[order], ids[is_rx])]
@@ -95,7 +95,7 @@ def test_conservation_and_queue_lengths():
         _, _, recs, ids = by_name[nf.name]
         _, _, up_recs, up_ids = by_name[src_of[nf.name]]
         cnt = recs["count"].astype(np.int64)
-        is_rx = np.repeat((recs["flags"] & CAPTURE_F_TX) == 0, cnt)
+        is_rx = np.repeat(recs["flags"] == 0, cnt)
         rx_t = np.repeat(recs["time_ns"], cnt)[is_rx]
         rx_ids = ids[is_rx]
         ucnt = up_recs["count"].astype(np.int64)
@@ -109,7 +109,7 @@ def test_conservation_and_queue_lengths():
         taken = np.searchsorted(np.sort(rx_t), samples, side="right")
         assert np.array_equal(arrived - taken, run.queue_samples[nf.name]), nf.name
         # the occupancy recorded at rx is the queue right after the batch
-        rx_recs = recs[(recs["flags"] & CAPTURE_F_TX) == 0]
+        rx_recs = recs[recs["flags"] == 0]
         after = np.searchsorted(np.sort(up_t[got]), rx_recs["time_ns"], side="right") \
             - np.searchsorted(np.sort(rx_t), rx_recs["time_ns"], side="right")
         assert np.array_equal(after, rx_recs["occupancy"].astype(np.int64)), nf.name
@@ -216,8 +216,13 @@ def test_nat_rewrites_tuples_not_ids():
     _, _, recs, ids = by["nat"]
     cnt = recs["count"].astype(np.int64)
     tx = np.repeat((recs["flags"] & CAPTURE_F_TX) != 0, cnt)
-    assert np.array_equal(np.sort(ids[tx]), np.sort(ids[~tx]))
-    assert np.array_equal(np.sort(ids[~tx]), np.sort(pk.pkt_id))
+    rx = np.repeat(recs["flags"] == 0, cnt)
+    assert np.array_equal(np.sort(ids[tx]), np.sort(ids[rx]))
+    assert np.array_equal(np.sort(ids[rx]), np.sort(pk.pkt_id))
+    # the ingress NAT records the addresses as sent, before its rewrite
+    addr = ids[~tx & ~rx]                       # word i belongs to rx id i
+    src_of = dict(zip(pk.pkt_id.tolist(), pk.src_ip.tolist()))
+    assert (addr >> np.uint64(32)).tolist() == [src_of[i] for i in ids[rx].tolist()]
     went_a = np.isin(pk.pkt_id, by["a"][3])
     flows = pk.flow
     per_flow = np.bincount(flows, weights=went_a) / np.maximum(np.bincount(flows), 1)
@@ -248,4 +253,7 @@ def test_pcap_replay_scenario(tmp_path):
     data = open_capture(tmp_path / "cap").read()
     ipv4_ids = {packet_id(f) for _, f, _, tup in recs if tup}
     assert s["packets"] == len(ipv4_ids) > 0
-    assert set(int(i) for i in data.ids) == ipv4_ids
+    from mscope.capture import CAPTURE_F_ADDR
+    is_addr = np.repeat((data.records["flags"] & CAPTURE_F_ADDR) != 0,
+                        data.records["count"].astype(np.int64))
+    assert set(int(i) for i in data.ids[~is_addr]) == ipv4_ids

@@ -8,6 +8,7 @@
  *   fastpath_bench parts --dir D [--runs N]
  *   fastpath_bench mbuf <EAL args> -- --dir D [--runs N] [--consumer none|busy|timer|gap]
  *                       [--cold] [--mix mixed|udp64] [--pool packed|page] [--mbufs N]
+ *                       [--addrs]
  *   fastpath_bench fill --dir D --ring-bytes B --records N --batch K [--laps L]
  *                  (fills the ring L times, waiting for a line on stdin
  *                   between laps while a reader drains it)
@@ -371,6 +372,7 @@ struct opts {
 	unsigned mbufs;
 	int page_pool;
 	int uniform;
+	int addrs;               /* mbuf: the handle has MSCOPE_F_ADDRS */
 	unsigned laps;
 };
 
@@ -382,7 +384,7 @@ usage(void)
 		"       fastpath_bench mbuf <EAL args> -- [options]\n"
 		"  --dir D  --runs N  --consumer none|busy|timer|gap  --cold  --ring-bytes B\n"
 		"  --records N  --batch K  --seconds S  --cpu C  --consumer-cpu C\n"
-		"  --mbufs N  --pool packed|page  --mix mixed|udp64  --laps L\n");
+		"  --mbufs N  --pool packed|page  --mix mixed|udp64  --laps L  --addrs\n");
 	exit(2);
 }
 
@@ -404,6 +406,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{"pool", required_argument, NULL, 'o'},
 		{"mix", required_argument, NULL, 'x'},
 		{"laps", required_argument, NULL, 'l'},
+		{"addrs", no_argument, NULL, 'A'},
 		{NULL, 0, NULL, 0},
 	};
 	int opt;
@@ -426,6 +429,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 				usage();
 			break;
 		case 'C': o->cold = 1; break;
+		case 'A': o->addrs = 1; break;
 		case 'B': o->ring_bytes = strtoull(optarg, NULL, 0); break;
 		case 'n': o->records = strtoull(optarg, NULL, 0); break;
 		case 'b': o->batch = (uint32_t)strtoul(optarg, NULL, 0); break;
@@ -460,6 +464,7 @@ open_ring(const struct opts *o, const char *name, size_t ring_bytes)
 	struct mscope_params p = {
 		.nf_name = name, .nf_id = 1, .lcore = (uint16_t)o->cpu,
 		.ring_bytes = ring_bytes, .dir = o->dir,
+		.flags = o->addrs ? MSCOPE_F_ADDRS : 0,
 	};
 	struct mscope *ms = mscope_open(&p);
 
@@ -626,12 +631,14 @@ bench_raw(const struct opts *o)
  *   inline_write   mscope_ring_write() inlined here: no PLT call, no checks;
  *   inline_no_tsc  the same with a constant in place of the TSC read;
  *   inline_no_copy reserve + commit with a TSC read, no id copy;
- *   rdtsc_only     one TSC read per call and nothing else.
+ *   rdtsc_only     one TSC read per call and nothing else;
+ *   rx_ids_addrs   mscope_rx_ids_addrs(): the rx record and its address
+ *                  record (the ingress NF's raw call), on the library's ring.
  */
-enum part { P_LIB, P_INLINE, P_NO_TSC, P_NO_COPY, P_RDTSC, P_COUNT };
+enum part { P_LIB, P_INLINE, P_NO_TSC, P_NO_COPY, P_RDTSC, P_ADDRS, P_COUNT };
 static const char *const part_name[P_COUNT] = {
 	"parts_record_ids", "parts_inline_write", "parts_inline_no_tsc",
-	"parts_inline_no_copy", "parts_rdtsc_only",
+	"parts_inline_no_copy", "parts_rdtsc_only", "parts_rx_ids_addrs",
 };
 
 static int
@@ -706,6 +713,11 @@ bench_parts(const struct opts *o)
 				case P_RDTSC:
 					for (i = 0; i < RAW_CALLS; i++)
 						acc += __rdtsc();
+					break;
+				case P_ADDRS:
+					for (i = 0; i < RAW_CALLS; i++)
+						mscope_rx_ids_addrs(ma, 0, 0, ids, ids, n,
+								    MSCOPE_OCC_UNKNOWN);
 					break;
 				}
 				t1 = tsc_end();
@@ -1177,8 +1189,9 @@ bench_mbuf(const struct opts *o)
 	long stride;
 	char extra[200];
 
-	snprintf(mode, sizeof(mode), "%s%s%s%s", consumer_mode_name[o->concurrent],
-		 o->cold ? "_cold" : "", o->uniform ? "_udp64" : "", o->page_pool ? "_pagepool" : "");
+	snprintf(mode, sizeof(mode), "%s%s%s%s%s", consumer_mode_name[o->concurrent],
+		 o->cold ? "_cold" : "", o->uniform ? "_udp64" : "", o->page_pool ? "_pagepool" : "",
+		 o->addrs ? "_addrs" : "");
 	pool = create_pool(!o->page_pool);
 	mbufs = calloc(o->mbufs, sizeof(*mbufs));
 	if (pool == NULL || mbufs == NULL ||

@@ -100,7 +100,9 @@ def _cmd_inspect(args):
 def _cmd_diagnose(args):
     from mscope.diagnose import diagnose, format_summary
     diag, ctx = diagnose(args.capture, slo_us=args.slo_us,
-                         pattern_threshold=args.pattern_threshold)
+                         pattern_threshold=args.pattern_threshold,
+                         topology=args.topology,
+                         progress=sys.stderr.isatty())
     if args.json:
         with open(args.json, "w") as f:
             json.dump(diag, f)
@@ -247,7 +249,8 @@ def build_parser():
                     "attribute each to ranked culprits (an NF's local slowness, or "
                     "traffic from the source) by queuing periods across NFs, and "
                     "aggregate them into rules (DESIGN.md section 3, SCENARIO.md). "
-                    "Source culprits carry no prefix in v1 (flows \"*\").",
+                    "Source culprits and victims are named by IPv4 source prefix where "
+                    "the ingress NF wrote address records (else flows \"*\").",
         epilog="example: mscope diagnose ./sim --slo-us 150 --json diag.json --top 5")
     p.add_argument("capture", help="capture directory")
     p.add_argument("--slo-us", type=float, default=150.0, metavar="N",
@@ -255,9 +258,12 @@ def build_parser():
     p.add_argument("--json", metavar="OUT", help="write the diagnosis JSON here")
     p.add_argument("--top", type=positive_int, default=5, metavar="K",
                    help="rules and victims to show (default 5)")
-    p.add_argument("--pattern-threshold", type=non_negative, default=0.05, metavar="SHARE",
-                   help="keep rules covering at least this share of the total blame "
-                        "(default 0.05)")
+    p.add_argument("--pattern-threshold", type=non_negative, default=0.02, metavar="SHARE",
+                   help="keep rules that are the top culprit of at least this share of "
+                        "the victims (default 0.02)")
+    p.add_argument("--topology", metavar="FILE",
+                   help="the chain's links, to check the inferred topology against: a "
+                        "JSON list of [from, to] names, or a scenario file with \"links\"")
     p.set_defaults(func=_cmd_diagnose)
 
     p = sub.add_parser(

@@ -3,6 +3,7 @@
 Runs the analyzer stages (docs/analyzer.md) and builds the diagnosis JSON
 of SCENARIO.md: ``{"victims": [...], "patterns": [...], "incomplete": [...]}``.
 """
+import sys
 import time
 
 import numpy as np
@@ -15,7 +16,28 @@ __all__ = ["diagnose", "format_summary", "DEFAULT_SLO_US"]
 DEFAULT_SLO_US = 150.0
 
 
-def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=None):
+def load_topology_hint(path):
+    """Links from a JSON file: a list of [from, to] names, or an object with
+    "links" (a scenario file).  One-line MscopeError on anything else."""
+    import json
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise MscopeError(f"--topology {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise MscopeError(f"--topology {path}: not JSON ({e})") from None
+    links = doc.get("links") if isinstance(doc, dict) else doc
+    if (not isinstance(links, list) or not links
+            or not all(isinstance(l, list) and len(l) == 2
+                       and all(isinstance(x, str) for x in l) for l in links)):
+        raise MscopeError(f"--topology {path}: expected a list of [from, to] names "
+                          f"(or an object with \"links\")")
+    return [tuple(l) for l in links]
+
+
+def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=None,
+             topology=None, progress=False):
     """Diagnose the capture directory `capture`.
 
     Parameters
@@ -24,8 +46,13 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     slo_us : float
         Latency objective in microseconds (> 0).
     pattern_threshold : float, optional
-        Share of total blame a pattern must cover (default 0.05).
+        Share of victims whose top culprit a pattern must be (default 0.02).
     peak_rates : dict name -> packets/ns, optional
+    topology : str or list, optional
+        A links file (see :func:`load_topology_hint`) or a list of links;
+        the inferred topology must match it (it replaces the manifest's).
+    progress : bool
+        Print each stage to stderr as it starts.
 
     Returns
     -------
@@ -45,14 +72,30 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
 
     if not (slo_us > 0) or slo_us == float("inf"):
         raise MscopeError(f"--slo-us must be a positive number, got {slo_us}")
+    hint = load_topology_hint(topology) if isinstance(topology, (str, bytes)) or \
+        hasattr(topology, "__fspath__") else topology
     t0 = time.perf_counter()
+
+    def stage(name):
+        if progress:
+            print(f"mscope diagnose: {name} ({time.perf_counter() - t0:.1f} s)",
+                  file=sys.stderr, flush=True)
+
+    stage("reading the capture")
     view = load(capture)
+    if hint is not None:
+        view.topology = hint
+    stage(f"topology of {len(view.nfs)} NFs")
     topo = infer_topology(view)
+    stage("trajectories")
     traj = build_trajectories(view, topo)
+    stage(f"queues of {len(traj.packet_id):,} packets")
     queues = queue_timelines(view, traj, peak_rates)
+    stage("attribution")
     att = attribute(traj, queues, int(round(slo_us * 1000)))
+    stage(f"patterns over {len(att.packet):,} victims")
     thr = DEFAULT_THRESHOLD if pattern_threshold is None else pattern_threshold
-    patterns = find_patterns(att, thr)
+    patterns = find_patterns(att, thr, traj, view, queues)
     victims = []
     for i in range(len(att.packet)):
         victims.append({
@@ -74,6 +117,41 @@ def _culprit_text(c):
     return f"flows {c['flows']} ({c['cause']})"
 
 
+def _cause_text(c):
+    if c["kind"] == "flows":
+        return f"flows {c['flows']} sent above their usual rate"
+    if c["cause"] == "local":
+        if c.get("flows"):
+            return f"{c['nf']} served flows {c['flows']} slowly"
+        return f"{c['nf']} served below its peak rate (stall or lost core)"
+    return f"{c['nf']} passed on a burst it received"
+
+
+def _chain(rule, att, queues):
+    """One causal chain: culprit and when -> the victims' queue -> victims."""
+    c, nf = rule["culprit"], rule["victims"]["nf"]
+    key = (("nf", c["nf"], c["cause"]) if c["kind"] == "nf"
+           else ("flows", c["flows"], c["cause"]))
+    j = att.culprits.index(key) if key in att.culprits else None
+    sel = np.array([x == nf for x in att.nf]) if att.nf else np.zeros(0, bool)
+    if j is not None:
+        sel &= att.scores[:, j] > 0
+    when, peak, drops = "", "", int(att.dropped[sel].sum()) if len(sel) else 0
+    arr = att.arrival_ns[sel] if att.arrival_ns is not None else np.zeros(0)
+    arr = arr[arr >= 0]
+    if len(arr):
+        t0, t1 = int(arr.min()), int(arr.max())
+        when = f" {t0 / 1e6:,.3f}-{t1 / 1e6:,.3f} ms"
+        q = queues.get(nf)
+        if q is not None and len(q.step_ns):
+            a, b = np.searchsorted(q.step_ns, [t0, t1 + 1])
+            if b > a:
+                peak = f" -> {nf} queue peaked at {int(q.step_len[a:b].max()):,} pkts"
+    dropped = f" ({drops:,} dropped)" if drops else ""
+    return (f"{_cause_text(c)}{when}{peak} -> {rule['count']:,} victims at {nf}"
+            f"{dropped} (flows {rule['victims']['flows']}), score {rule['score']:,.0f}")
+
+
 def format_summary(diag, ctx, top=5):
     """A readable summary: counts, top rules, worst victims, incomplete windows."""
     att = ctx["attribution"]
@@ -86,10 +164,9 @@ def format_summary(diag, ctx, top=5):
     if not v:
         lines.append("no victims: every packet met the objective")
     if diag["patterns"]:
-        lines.append("top rules:")
+        lines.append("top rules (culprit -> queue -> victims):")
         for r in diag["patterns"][:top]:
-            lines.append(f"  {_culprit_text(r['culprit'])} -> victims at {r['victims']['nf']}: "
-                         f"{r['count']:,} victims, score {r['score']:,.0f} pkts")
+            lines.append("  " + _chain(r, att, ctx["queues"]))
     if v:
         lines.append("worst victims:")
         tot = att.scores.sum(axis=1) if att.scores.size else np.zeros(len(v))

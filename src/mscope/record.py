@@ -6,12 +6,15 @@ tests/test_layout.py compiles a probe against the header to hold them to it.
 import numpy as np
 
 __all__ = ["RING_RECORD_DTYPE", "REC_MAGIC", "REC_VERSION", "REC_F_TX",
-           "REC_F_PAD", "OCC_UNKNOWN", "MAX_BATCH", "RING_MAGIC",
+           "REC_F_ADDR", "REC_F_PAD", "OCC_UNKNOWN", "MAX_BATCH", "RING_MAGIC",
            "RING_VERSION", "RING_HDR_SIZE", "RING_MIN_DATA"]
 
 REC_MAGIC = 0x534D
 REC_VERSION = 1
 REC_F_TX = 0x01
+#: Address record: its words are IPv4 ``src << 32 | dst`` (0: not IPv4) of
+#: the packets of the rx record one seq before it (csrc/mscope_record.h).
+REC_F_ADDR = 0x02
 REC_F_PAD = 0x80
 OCC_UNKNOWN = 0xFFFFFFFF
 MAX_BATCH = 1024

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
- * Unit tests of the ring, the raw recorder and the reader in one process.
+ * Unit tests of the ring, the raw recorder (address records included) and
+ * the reader in one process.
  *   test_ring DIR      (DIR: an empty scratch registry directory)
  * Exit status 0 when every check passed.
  */
@@ -205,6 +206,137 @@ test_limits_and_split(void)
 	mscope_close(ms);
 }
 
+/* addr must be the address record of rx: the contract in mscope_record.h. */
+static void
+check_addr_pair(const struct mscope_rec_hdr *rx, const struct mscope_rec_hdr *addr)
+{
+	CHECK(rx->flags == 0 && addr->flags == MSCOPE_REC_F_ADDR,
+	      "flags %u, %u", rx->flags, addr->flags);
+	CHECK(addr->seq == rx->seq + 1, "address seq %llu after rx seq %llu",
+	      (unsigned long long)addr->seq, (unsigned long long)rx->seq);
+	CHECK(addr->tsc == rx->tsc && addr->count == rx->count &&
+	      addr->port == rx->port && addr->queue == rx->queue &&
+	      addr->occupancy == rx->occupancy && addr->nf_id == rx->nf_id,
+	      "address header at seq %llu", (unsigned long long)addr->seq);
+}
+
+static void
+test_addr_records(void)
+{
+	struct mscope *ms = open_ring("addrs", MSCOPE_RING_MIN_DATA * 4);
+	static uint64_t big_ids[2500], big_addrs[2500];
+	const uint64_t a3[3] = { 0x0a000001c0a80001ULL, 0, 0xffffffff00000001ULL };
+	const uint64_t i3[3] = { 11, 12, 13 };
+	struct mscope_reader r;
+	uint64_t nids, off;
+	long got;
+	int i, k;
+
+	CHECK(mscope_rx_ids_addrs(NULL, 0, 0, i3, a3, 3, 0) == -EINVAL, "NULL handle");
+	CHECK(mscope_rx_ids_addrs(ms, 0, 0, i3, a3, 0, 0) == 0, "n=0 is a no-op");
+	CHECK(mscope_rx_ids_addrs(ms, 7, 3, i3, a3, 3, 42) == 0, "one pair");
+	for (i = 0; i < 2500; i++) {
+		big_ids[i] = 5000000 + i;
+		big_addrs[i] = (uint64_t)(0x0a000000 + i) << 32 | (0xc0a80000U + (uint32_t)i);
+	}
+	CHECK(mscope_rx_ids_addrs(ms, 1, 2, big_ids, big_addrs, 2500,
+				  MSCOPE_OCC_UNKNOWN) == 0, "big batch");
+	CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
+	got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
+	CHECK(got == 8 && nids == 2 * 3 + 2 * 2500, "1 + 3 pairs: %ld records", got);
+	if (got == 8) {
+		CHECK(recs[0].seq == 0 && recs[0].port == 7 && recs[0].queue == 3 &&
+		      recs[0].occupancy == 42 && recs[0].count == 3, "first rx header");
+		for (i = 0; i < 8; i += 2)
+			check_addr_pair(&recs[i], &recs[i + 1]);
+		CHECK(ids[0] == 11 && ids[2] == 13 && ids[3] == a3[0] && ids[4] == 0 &&
+		      ids[5] == a3[2], "the words as given");
+		/* The big batch: rx/address pairs of 1024, 1024, 452, one tsc. */
+		CHECK(recs[2].count == 1024 && recs[4].count == 1024 && recs[6].count == 452,
+		      "split counts %u %u %u", recs[2].count, recs[4].count, recs[6].count);
+		CHECK(recs[2].tsc == recs[7].tsc && recs[2].tsc >= recs[0].tsc, "one tsc per call");
+		CHECK(recs[2].seq == 2 && recs[7].seq == 7, "consecutive seqs");
+		off = 6;
+		for (i = 2; i < 8; i += 2) {
+			const uint64_t *w = &ids[off], *a = &ids[off + recs[i].count];
+			const uint32_t base = 1024U * (uint32_t)((i - 2) / 2);
+
+			for (k = 0; k < recs[i].count; k++)
+				if (w[k] != big_ids[base + k] || a[k] != big_addrs[base + k]) {
+					CHECK(0, "pair %d word %d", i / 2, k);
+					break;
+				}
+			off += 2U * recs[i].count;
+		}
+	}
+	mscope_reader_close(&r);
+	mscope_close(ms);
+}
+
+/* On a full ring: an rx record that does not fit takes no address record
+ * with it (one seq, one drop); an address record that does not fit after
+ * its rx record is dropped and counted like any record. */
+static void
+test_addr_records_full_ring(void)
+{
+	struct mscope *ms = open_ring("addrfull", MSCOPE_RING_MIN_DATA);
+	const uint32_t pairs = MSCOPE_RING_MIN_DATA / (2 * MSCOPE_REC_SIZE(4));   /* 512 */
+	const uint64_t id4[4] = {1, 2, 3, 4}, ad4[4] = {0x0a0000010a000002ULL, 0, 5, 6};
+	struct mscope_reader r;
+	struct mscope_stats st;
+	uint64_t nids;
+	long got;
+	uint32_t i;
+	int rc;
+
+	/* Fill all but one 4-id record's room: 511 pairs and one lone rx. */
+	for (i = 0; i < pairs - 1; i++)
+		CHECK(mscope_rx_ids_addrs(ms, 0, 0, id4, ad4, 4, 0) == 0, "pair %u fits", i);
+	CHECK(mscope_rx_ids(ms, 0, 0, id4, 4, 0) == 0, "lone rx");
+	/* seq 1023: rx fits in the last 64 bytes, its address record (1024)
+	 * does not. */
+	rc = mscope_rx_ids_addrs(ms, 0, 0, id4, ad4, 4, 0);
+	CHECK(rc == -ENOBUFS, "address record past full returned %d", rc);
+	mscope_get_stats(ms, &st);
+	CHECK(st.records == 2 * (pairs - 1) + 2 && st.drop_records == 1 &&
+	      st.drop_packets == 4, "after the address drop: records %llu drops %llu/%llu",
+	      (unsigned long long)st.records, (unsigned long long)st.drop_records,
+	      (unsigned long long)st.drop_packets);
+	/* seq 1025, 1026: rx records that do not fit, no address records. */
+	for (i = 0; i < 2; i++) {
+		rc = mscope_rx_ids_addrs(ms, 0, 0, id4, ad4, 4, 0);
+		CHECK(rc == -ENOBUFS, "rx past full returned %d", rc);
+	}
+	mscope_get_stats(ms, &st);
+	CHECK(st.drop_records == 3 && st.drop_packets == 12 &&
+	      ms->prod.seq == 2 * (pairs - 1) + 2 + 3,
+	      "rx drops take one seq each: drops %llu/%llu, next seq %llu",
+	      (unsigned long long)st.drop_records, (unsigned long long)st.drop_packets,
+	      (unsigned long long)ms->prod.seq);
+	CHECK(ms->prod.hdr->drop_records == 3 && ms->prod.hdr->drop_packets == 12 &&
+	      ms->prod.hdr->next_seq == ms->prod.seq, "shared counters");
+
+	CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
+	got = mscope_reader_drain(&r, recs, 1 << 16, ids, 1 << 20, &nids);
+	CHECK(got == 2 * (long)pairs, "drained %ld", got);
+	if (got == 2 * (long)pairs) {
+		for (i = 0; i + 1 < 2 * (pairs - 1); i += 2)
+			check_addr_pair(&recs[i], &recs[i + 1]);
+		CHECK(recs[got - 2].flags == 0 && recs[got - 2].seq == 1022 &&
+		      recs[got - 1].flags == 0 && recs[got - 1].seq == 1023,
+		      "the lone rx, then the rx whose address record was dropped");
+	}
+	/* Room again: the next pair takes seqs 1027 and 1028. */
+	CHECK(mscope_rx_ids_addrs(ms, 0, 0, id4, ad4, 4, 0) == 0, "after drain");
+	got = mscope_reader_drain(&r, recs, 1 << 16, ids, 1 << 20, &nids);
+	CHECK(got == 2 && recs[0].seq == 1027 && nids == 8 && ids[4] == ad4[0],
+	      "pair after drops: %ld records, seq %llu", got, (unsigned long long)recs[0].seq);
+	if (got == 2)
+		check_addr_pair(&recs[0], &recs[1]);
+	mscope_reader_close(&r);
+	mscope_close(ms);
+}
+
 static void
 test_open_errors_and_modes(void)
 {
@@ -263,6 +395,8 @@ main(int argc, char **argv)
 	test_wraparound();
 	test_full_ring_drops();
 	test_limits_and_split();
+	test_addr_records();
+	test_addr_records_full_ring();
 	test_open_errors_and_modes();
 	return CHECK_SUMMARY();
 }

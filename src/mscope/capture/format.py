@@ -30,7 +30,7 @@ __all__ = [
     "FRAME_HEADER_DTYPE",
     "CODEC_NONE", "CODEC_ZSTD", "CODEC_LZ4", "CODEC_NAMES", "CODEC_IDS",
     "CAPTURE_RECORD_DTYPE", "CAPTURE_RECORD_SIZE", "PACKET_ID_DTYPE",
-    "CAPTURE_F_TX", "CAPTURE_OCC_UNKNOWN",
+    "CAPTURE_F_TX", "CAPTURE_F_ADDR", "CAPTURE_OCC_UNKNOWN",
     "MAX_CHUNK_RAW_BYTES", "MAX_MANIFEST_BYTES", "LOSS_KINDS",
     "FrameHeader", "pack_frame_header", "unpack_frame_header",
     "check_frame_header", "seq_problem", "max_payload_len", "segment_name",
@@ -95,7 +95,7 @@ CAPTURE_RECORD_DTYPE = np.dtype([
     ("nf_id", "<u2"),
     ("port", "<u2"),
     ("queue", "<u2"),
-    ("flags", "u1"),       # bit 0: tx (MSCOPE_REC_F_TX in the ring)
+    ("flags", "u1"),       # bit 0: tx, bit 1: addresses (as MSCOPE_REC_F_* in the ring)
     ("reserved", "u1"),
     ("count", "<u4"),      # packet ids of this record in the id block
     ("occupancy", "<u4"),  # CAPTURE_OCC_UNKNOWN where the queue cannot say
@@ -104,6 +104,9 @@ CAPTURE_RECORD_SIZE = 32
 assert CAPTURE_RECORD_DTYPE.itemsize == CAPTURE_RECORD_SIZE
 PACKET_ID_DTYPE = np.dtype("<u8")
 CAPTURE_F_TX = 0x01
+#: An address record: its ids are ``src_ipv4 << 32 | dst_ipv4`` of the packets
+#: of the rx record just before it in the stream (seq - 1), 0 where not IPv4.
+CAPTURE_F_ADDR = 0x02
 CAPTURE_OCC_UNKNOWN = 0xFFFFFFFF
 
 # --- limits ---------------------------------------------------------------

@@ -22,7 +22,8 @@ The model (documented in docs/simulator.md):
 """
 import numpy as np
 
-from mscope.capture.format import CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN, CAPTURE_RECORD_DTYPE
+from mscope.capture.format import (CAPTURE_F_ADDR, CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN,
+                                   CAPTURE_RECORD_DTYPE)
 from mscope.record import MAX_BATCH
 
 __all__ = ["SimRun", "simulate", "speed_segments", "service_factors",
@@ -218,8 +219,14 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
             served = np.concatenate([[0], np.cumsum(b_count)])[taken]
             queue_samples[name] = arrived - served
         if records:
+            # the ingress NFs record addresses (MSCOPE_F_ADDRS), as a live
+            # chain's first NF would: src/dst as the source sent them
+            addrs = None
+            if name in scenario.out_links[SOURCE]:
+                addrs = ((packets.src_ip[acc].astype(np.uint64) << np.uint64(32))
+                         | packets.dst_ip[acc].astype(np.uint64))
             streams.append(_nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port,
-                                      len(scenario.out_links[name])))
+                                      len(scenario.out_links[name]), addrs))
     return SimRun(src_ns, exit_ns, drop_nf, scenario.slo_ns, streams, queue_samples)
 
 
@@ -239,8 +246,11 @@ def _nat_rewrite(packets, idx, cur_src, cur_hash, nf_index):
                                     packets.dport[idx], packets.proto[idx])
 
 
-def _nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port, nports):
-    """rx and tx records of one NF, interleaved in time as the ring has them."""
+def _nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port, nports, addrs=None):
+    """rx and tx records of one NF, interleaved in time as the ring has them.
+
+    With `addrs` (one word per accepted packet, in service order), every rx
+    record is followed by its address record (CAPTURE_F_ADDR)."""
     nb = len(b_rx)
     nf_id = nf.index + 1
     batch_of = np.repeat(np.arange(nb), b_count)
@@ -258,17 +268,28 @@ def _nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port, nports):
     tx = _records(b_tx[tb], counts, k_sorted[starts] % nports, np.full(len(starts), CAPTURE_F_TX),
                   np.full(len(starts), CAPTURE_OCC_UNKNOWN), nf_id)
     tx_batch = np.repeat(tb, np.maximum(1, -(-counts // MAX_BATCH)))
-    # interleave: batch b's rx, then its tx records
-    recs = np.concatenate([rx, tx])
-    which = np.concatenate([rx_batch * 2, tx_batch * 2 + 1])
-    o = np.argsort(which, kind="stable")
+    # interleave: batch b's rx (each piece followed by its address record),
+    # then its tx records
+    rx_off = np.cumsum(rx["count"].astype(np.int64)) - rx["count"].astype(np.int64)
+    tx_off = np.cumsum(tx["count"].astype(np.int64)) - tx["count"].astype(np.int64) + len(acc)
+    pool = [pkt_id[acc], pkt_id[acc[order]]]
+    parts, which, sub, start = [rx, tx], [rx_batch * 2, tx_batch * 2 + 1], \
+        [np.arange(len(rx)) * 2, np.arange(len(tx)) * 2], [rx_off, tx_off]
+    if addrs is not None:
+        ad = rx.copy()
+        ad["flags"] = CAPTURE_F_ADDR
+        parts.append(ad)
+        which.append(rx_batch * 2)
+        sub.append(np.arange(len(rx)) * 2 + 1)
+        start.append(rx_off + 2 * len(acc))
+        pool.append(np.asarray(addrs, np.uint64))
+    recs = np.concatenate(parts)
+    o = np.lexsort((np.concatenate(sub), np.concatenate(which)))
     recs = recs[o]
     # ids follow the records: rx ids are in service order, tx ids grouped
     # by (batch, port); gather each record's slice of the pooled ids
-    pool = np.concatenate([pkt_id[acc], pkt_id[acc[order]]])
-    rx_off = np.cumsum(rx["count"].astype(np.int64)) - rx["count"].astype(np.int64)
-    tx_off = np.cumsum(tx["count"].astype(np.int64)) - tx["count"].astype(np.int64) + len(acc)
-    start = np.concatenate([rx_off, tx_off])[o]
+    pool = np.concatenate(pool)
+    start = np.concatenate(start)[o]
     cnt = recs["count"].astype(np.int64)
     within = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
     ids = pool[np.repeat(start, cnt) + within]
