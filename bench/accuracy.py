@@ -6,14 +6,12 @@ diagnose the capture with the scenario's latency objective (the analyzer
 never sees truth.json or the scenario), and score with the SCENARIO.md rule:
 a victim labelled with fault F is correct when its top-ranked culprit names
 F's NF with cause ``local`` (interrupt, bug, contention), or a flows culprit
-overlapping F's ``flows`` with cause ``source`` (burst).  v1 names the
-source culprit ``*`` (no addresses in the records), which overlaps every
-prefix.  Prints one JSON line per scenario, then a per-kind table.
+overlapping F's ``flows`` with cause ``source`` (burst) -- mscope.sim.score.
+Prints one JSON line per scenario, then a per-kind table.
 
 usage: python bench/accuracy.py [SCENARIO_OR_DIR ...] [--keep DIR]
 """
 import argparse
-import ipaddress
 import json
 import sys
 import tempfile
@@ -23,39 +21,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def overlaps(a, b):
-    if a == "*" or b == "*":
-        return True
-    na, nb = ipaddress.ip_network(a, strict=False), ipaddress.ip_network(b, strict=False)
-    return na.overlaps(nb)
-
-
-def correct(fault, culprit):
-    if culprit is None:
-        return False
-    if fault["kind"] == "burst":
-        return (culprit["kind"] == "flows" and culprit["cause"] == "source"
-                and overlaps(culprit["flows"], fault.get("flows", "*")))
-    return (culprit["kind"] == "nf" and culprit["nf"] == fault["nf"]
-            and culprit["cause"] == "local")
-
-
-def score(diag, truth, scenario):
-    top = {v["packet"]: (v["culprits"][0] if v["culprits"] else None)
-           for v in diag["victims"]}
-    spec = {f["id"]: f for f in scenario["faults"]}
-    out = {}
-    for f in truth["faults"]:
-        fs = dict(spec.get(f["id"], {}), **{k: f[k] for k in ("kind", "nf") if f.get(k)})
-        ok = sum(1 for p in f["victims"] if correct(fs, top.get(p)))
-        out[f["id"]] = {"kind": fs["kind"], "nf": fs.get("nf"), "labelled": len(f["victims"]),
-                        "correct": ok, "missed": sum(1 for p in f["victims"] if p not in top)}
-    return out
-
-
 def run(paths, keep=None):
     from mscope.diagnose import diagnose
     from mscope.sim.run import simulate_to_capture
+    from mscope.sim.score import score
     from mscope.sim.scenario import load_scenario
 
     files = []
@@ -76,7 +45,7 @@ def run(paths, keep=None):
             truth = json.loads((dest / "truth.json").read_text())
             slo = float(raw["objective"]["latency_us"])
             diag, ctx = diagnose(dest, slo_us=slo)
-            res = score(diag, truth, raw)
+            res = score(diag, truth, raw["faults"])
             line = {"scenario": sc.name, "victims": len(diag["victims"]),
                     "seconds": round(ctx["seconds"], 2), "faults": res}
             print(json.dumps(line), flush=True)

@@ -1,0 +1,51 @@
+"""Score a diagnosis against ground truth with the SCENARIO.md rule.
+
+A victim labelled with fault F is correct when its top-ranked culprit names
+F's NF with cause ``local`` (interrupt, bug, contention), or a flow
+aggregate overlapping F's ``flows`` with cause ``source`` (burst).
+"""
+import ipaddress
+
+__all__ = ["score", "correct"]
+
+
+def _overlaps(a, b):
+    if a == "*" or b == "*":
+        return True
+    return ipaddress.ip_network(a, strict=False).overlaps(ipaddress.ip_network(b, strict=False))
+
+
+def correct(fault, culprit):
+    """Whether `culprit` (a diagnosis culprit dict, or None) explains `fault`."""
+    if culprit is None:
+        return False
+    if fault["kind"] == "burst":
+        return (culprit["kind"] == "flows" and culprit["cause"] == "source"
+                and _overlaps(culprit["flows"], fault.get("flows", "*")))
+    return (culprit["kind"] == "nf" and culprit["nf"] == fault["nf"]
+            and culprit["cause"] == "local")
+
+
+def score(diag, truth, faults=None):
+    """Per fault id: ``{"kind", "nf", "labelled", "correct", "missed"}``.
+
+    Parameters
+    ----------
+    diag : dict
+        The diagnosis JSON.
+    truth : dict
+        truth.json.
+    faults : list of dict, optional
+        The scenario's fault specs (for ``flows`` and ``nf`` where truth
+        lacks them).
+    """
+    top = {v["packet"]: (v["culprits"][0] if v["culprits"] else None)
+           for v in diag["victims"]}
+    spec = {f["id"]: f for f in (faults or [])}
+    out = {}
+    for f in truth["faults"]:
+        fs = dict(spec.get(f["id"], {}), **{k: f[k] for k in ("kind", "nf", "flows") if f.get(k)})
+        ok = sum(1 for p in f["victims"] if correct(fs, top.get(p)))
+        out[f["id"]] = {"kind": fs["kind"], "nf": fs.get("nf"), "labelled": len(f["victims"]),
+                        "correct": ok, "missed": sum(1 for p in f["victims"] if p not in top)}
+    return out
