@@ -245,6 +245,14 @@ class _Attributor:
                     for n, q in queues.items()}
         self.names = names
         self.max_depth = max_depth
+        # every hop's local and input scores, once (the recursion sums them)
+        self.hop_L, self.hop_I = np.zeros(nh), np.zeros(nh)
+        for k, F in self.nfs.items():
+            h = np.flatnonzero(traj.hop_nf == k)
+            a = np.where(traj.hop_arrival_ns[h] >= 0, traj.hop_arrival_ns[h], traj.hop_rx_ns[h])
+            o = np.argsort(a, kind="stable")            # sorted queries search fastest
+            h, a = h[o], a[o]
+            self.hop_L[h], self.hop_I[h] = F.hop_scores(a, traj.hop_rx_ns[h], traj.hop_rx[h] < 0)
         # the source's usual rates per address, from the first hops
         first = self.prev < 0
         addr = traj.src_addr[traj.hop_packet[first]] if traj.src_addr is not None \
@@ -313,8 +321,7 @@ class _Attributor:
         U = self.nfs[u]
         t = self.t
         a = np.where(t.hop_arrival_ns[P] >= 0, t.hop_arrival_ns[P], t.hop_rx_ns[P])
-        L, I = U.hop_scores(a, t.hop_rx_ns[P], t.hop_rx[P] < 0)
-        Ls, Is = float(L.sum()), float(I.sum())
+        Ls, Is = float(self.hop_L[P].sum()), float(self.hop_I[P].sum())
         if Ls + Is <= _EPS:
             self._add(acc, ("nf", self.names[u], "input"), amount)
             return
@@ -404,7 +411,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         F = A.nfs[k]
         sel = np.flatnonzero(t.hop_nf[h] == k)
         a_k = np.where(arr[sel] >= 0, arr[sel], rx[sel])
-        L, I = F.hop_scores(a_k, rx[sel], drop[sel])
+        L, I = A.hop_L[h[sel]], A.hop_I[h[sel]]
         rows.append(hv_of[sel])
         cols.append(np.full(len(sel), col(("nf", names[k], "local"))))
         vals.append(L)

@@ -53,6 +53,19 @@ class Topology:
         return sorted({d for (s, d) in self.edges if s == name})
 
 
+#: Above this many tx entries the graph is inferred from a sample of ids.
+SAMPLE_ABOVE = 400_000
+SAMPLE_EVERY = 8
+#: An out-link sampled down keeps at least about this many votes.
+MIN_VOTES = 200
+
+
+def _sampled(ids):
+    # a multiplicative hash first: ids from other schemes need not be uniform
+    h = (ids * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(61)
+    return h == 0
+
+
 def _all_side(view, side):
     ids = [getattr(n, side + "_ids") for n in view.nfs]
     ns = [getattr(n, side + "_ns") for n in view.nfs]
@@ -85,6 +98,20 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
     tx_ids, tx_ns, tx_nf = _all_side(view, "tx")
     tx_port = np.concatenate([n.tx_port for n in view.nfs])
     rx_ids, rx_ns, rx_nf = _all_side(view, "rx")
+    if len(tx_ids) > SAMPLE_ABOVE:
+        # the graph needs votes, not every packet: keep one id in SAMPLE_EVERY
+        # (ids are hashes, so a bit pattern is a uniform sample and keeps a
+        # packet's tx and rx together), all of any out-link that would get
+        # too few votes that way
+        keep_tx = _sampled(tx_ids)
+        link = tx_nf * (int(tx_port.max(initial=0)) + 1) + tx_port
+        ul, inv, cnt = np.unique(link, return_inverse=True, return_counts=True)
+        small = cnt[inv] < SAMPLE_EVERY * MIN_VOTES
+        keep_tx |= small
+        keep_rx = _sampled(rx_ids) | np.isin(rx_ids, tx_ids[small])
+        tx_ids, tx_ns, tx_nf, tx_port = tx_ids[keep_tx], tx_ns[keep_tx], tx_nf[keep_tx], \
+            tx_port[keep_tx]
+        rx_ids, rx_ns, rx_nf = rx_ids[keep_rx], rx_ns[keep_rx], rx_nf[keep_rx]
     m, _ = match_next(tx_ids, tx_ns, rx_ids, rx_ns, window_ns)
     got = m >= 0
     dst = np.where(got, rx_nf[np.where(got, m, 0)], -1)
