@@ -77,6 +77,9 @@ class Attribution:
         Packets of blame per victim and culprit.
     arrival_ns : ndarray of int64
         Arrival of each victim at its ``nf`` (-1 unknown).
+    uncapped : ndarray of float
+        ``scores`` before the cap at the victim's excess over the
+        objective: orders culprits whose capped scores are equal.
     """
     packet: np.ndarray
     packet_id: np.ndarray
@@ -86,19 +89,25 @@ class Attribution:
     culprits: list
     scores: np.ndarray
     arrival_ns: np.ndarray = None
+    uncapped: np.ndarray = None
+
+    def _raw(self):
+        return self.scores if self.uncapped is None else self.uncapped
 
     def ranked(self, i):
         """Culprits of victim `i`: list of (key, score), highest first, > 0."""
         row = self.scores[i]
-        o = np.argsort(-row, kind="stable")
+        o = np.lexsort((-self._raw()[i], -row))
         return [(self.culprits[j], float(row[j])) for j in o if row[j] > _EPS]
 
     def top(self):
         """Index into ``culprits`` of each victim's top culprit (-1: none)."""
         if self.scores.shape[1] == 0:
             return np.full(len(self.packet), -1)
-        t = np.argmax(self.scores, axis=1)
-        return np.where(self.scores[np.arange(len(t)), t] > _EPS, t, -1)
+        S = self.scores
+        m = S.max(axis=1, keepdims=True)
+        t = np.argmax(np.where(S >= m - _EPS * np.maximum(m, 1), self._raw(), -np.inf), axis=1)
+        return np.where(S[np.arange(len(t)), t] > _EPS, t, -1)
 
 
 def culprit_dict(key, score=None):
@@ -440,5 +449,15 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     for key, j in keys.items():
         culprits[j] = key
     lat = np.where(dv, -1, t.latency_ns[vp])
+    # A cause that alone would bring the victim under the objective is what
+    # the counterfactual definition of a victim asks for; beyond that, more
+    # delay does not explain more.  Cap each culprit at the victim's excess
+    # (in packets at the rate of the NF where it waited longest) and keep
+    # the uncapped score to order culprits the cap makes equal.
+    rate = np.array([A.nfs[k].rate if k in A.nfs else 0.0 for k in range(len(names))])
+    r_v = np.where(vnf >= 0, rate[np.maximum(vnf, 0)], 0.0)
+    excess = np.where(dv | (r_v <= 0), np.inf, (lat - slo_ns) * r_v)
+    capped = np.minimum(S, np.maximum(excess, 0.0)[:, None]) if S.size else S
     return Attribution(vp, t.packet_id[vp], lat, dv,
-                       [names[x] if x >= 0 else "" for x in vnf.tolist()], culprits, S, varr)
+                       [names[x] if x >= 0 else "" for x in vnf.tolist()], culprits, capped,
+                       varr, S)
