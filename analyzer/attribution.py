@@ -100,6 +100,21 @@ class Attribution:
         o = np.lexsort((-self._raw()[i], -row))
         return [(self.culprits[j], float(row[j])) for j in o if row[j] > _EPS]
 
+    def ranked_all(self):
+        """Every victim's culprits as SCENARIO.md dicts, ranked: one sort of
+        the whole score matrix rather than one per victim."""
+        S = self.scores
+        if S.shape[1] == 0:
+            return [[] for _ in range(len(S))]
+        order = np.lexsort((-self._raw(), -S), axis=-1)
+        vals = np.round(np.take_along_axis(S, order, axis=1), 3)
+        keep = vals > _EPS
+        base = [culprit_dict(k) for k in self.culprits]
+        out = []
+        for o_row, v_row, k_row in zip(order.tolist(), vals.tolist(), keep.tolist()):
+            out.append([dict(base[j], score=v) for j, v, k in zip(o_row, v_row, k_row) if k])
+        return out
+
     def top(self):
         """Index into ``culprits`` of each victim's top culprit (-1: none)."""
         if self.scores.shape[1] == 0:

@@ -67,7 +67,7 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         ``slo_us`` not positive; not a capture; empty capture.
     """
     from mscope.analyzer import build_trajectories, infer_topology, load, queue_timelines
-    from mscope.analyzer.attribution import attribute, culprit_dict
+    from mscope.analyzer.attribution import attribute
     from mscope.analyzer.patterns import DEFAULT_THRESHOLD, find_patterns
 
     if not (slo_us > 0) or slo_us == float("inf"):
@@ -96,14 +96,11 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     stage(f"patterns over {len(att.packet):,} victims")
     thr = DEFAULT_THRESHOLD if pattern_threshold is None else pattern_threshold
     patterns = find_patterns(att, thr, traj, view, queues)
-    victims = []
-    for i in range(len(att.packet)):
-        victims.append({
-            "packet": int(att.packet_id[i]),
-            "nf": att.nf[i],
-            "latency_ns": None if att.dropped[i] else int(att.latency_ns[i]),
-            "dropped": bool(att.dropped[i]),
-            "culprits": [culprit_dict(k, s) for k, s in att.ranked(i)]})
+    victims = [{"packet": p, "nf": nf, "latency_ns": None if d else lat, "dropped": d,
+                "culprits": c}
+               for p, nf, lat, d, c in zip(att.packet_id.tolist(), att.nf,
+                                           att.latency_ns.tolist(), att.dropped.tolist(),
+                                           att.ranked_all())]
     out = {"victims": victims, "patterns": patterns,
            "incomplete": [dict(w) for w in view.incomplete]}
     ctx = {"attribution": att, "queues": queues, "traj": traj, "topology": topo,
