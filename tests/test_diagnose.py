@@ -218,6 +218,13 @@ def test_cli_errors(tmp_path, stall, capsys):
     with CaptureWriter(tmp_path / "empty") as w:
         w.add_stream(w.add_host("h"), 1, "fw")
     assert "no packet records" in _one_line_error(capsys, ["diagnose", str(tmp_path / "empty")])
+    newer = tmp_path / "newer"
+    with CaptureWriter(newer) as w:
+        w.add_stream(w.add_host("h"), 1, "fw")
+    man = json.loads((newer / "manifest.json").read_text())
+    man["version"] = 99
+    (newer / "manifest.json").write_text(json.dumps(man))
+    assert "version 99" in _one_line_error(capsys, ["diagnose", str(newer)])
     assert "--slo-us" in _one_line_error(capsys, ["diagnose", str(stall), "--slo-us", "0"])
     assert "--slo-us" in _one_line_error(capsys, ["diagnose", str(stall), "--slo-us", "-5"])
 
