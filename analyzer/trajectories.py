@@ -140,6 +140,7 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
     drop_nf = np.full(n_pk, -1, np.int64)
     drop_ns = np.full(n_pk, -1, np.int64)
 
+    rx_only = (nrx > 0) & (ntx == 0)
     hops = []                                   # (packet, nf, arrival, rx, tx) per step
     # packets entering at an rx with no recorded upstream tx
     cur_pk = np.arange(len(start_tx), n_pk)
@@ -166,10 +167,15 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
         # at the NF: rx -> tx
         t = rx2tx[rx]
         hops.append((pk, RX_nf[rx], arr, rx, t))
-        lost = t < 0                              # received, never sent on: lost inside
+        # received, never sent on: lost inside -- unless the NF records no
+        # tx at all (a recorded sink, rx only): then the packet left there
+        lost = t < 0
+        term = lost & rx_only[RX_nf[rx]]
+        exit_ns[pk[term]] = RX_ns[rx[term]]
+        lost &= ~term
         drop_nf[pk[lost]] = RX_nf[rx[lost]]
         drop_ns[pk[lost]] = RX_ns[rx[lost]]
-        cur_pk_tx, cur_tx = pk[~lost], t[~lost]
+        cur_pk_tx, cur_tx = pk[t >= 0], t[t >= 0]
         cur_pk = cur_rx = cur_arr = np.empty(0, np.int64)
 
     h_pk = np.concatenate([h[0] for h in hops]).astype(np.int64)

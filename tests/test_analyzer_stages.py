@@ -314,3 +314,16 @@ def test_address_records_pair_with_their_rx(tmp_path):
     t = build_trajectories(v, infer_topology(v))
     got = dict(zip(t.packet_id.tolist(), zip(t.src_addr.tolist(), t.dst_addr.tolist())))
     assert got == {1: (0x0A000001, 0xC0A80001), 2: (0x0A000002, 0xC0A80002), 3: (0, 0)}
+
+
+def test_rx_only_nf_is_where_packets_leave(tmp_path):
+    # a recorded sink (rx records only) ends the chain: its packets exit at
+    # its rx, they are not lost inside it
+    v = load(write(tmp_path / "c", [
+        ("source", [(0, 1, 0, None, [1, 2])]),
+        ("a", [(10, 0, 0, 0, [1, 2]), (20, 1, 0, None, [1, 2])]),
+        ("egress", [(35, 0, 0, 0, [1, 2])]),
+    ]))
+    t = build_trajectories(v, infer_topology(v))
+    assert (t.drop_nf == -1).all()
+    assert t.exit_ns.tolist() == [35, 35] and t.latency_ns.tolist() == [35, 35]
