@@ -38,6 +38,11 @@ extern "C" {
 				       * (MSCOPE_REC_F_ADDR: IPv4 src/dst per
 				       * packet): for the chain's ingress NF,
 				       * doubles its rx record bytes */
+#define MSCOPE_F_NOIDS          0x4U  /* batch-only: mscope_rx/mscope_tx write
+				       * count and tsc, no packet ids
+				       * (MSCOPE_REC_F_NOIDS): no header is
+				       * read, no id stamped; MSCOPE_F_ADDRS
+				       * and _TRUST_UPSTREAM are ignored */
 
 struct mscope_params {
 	const char *nf_name;   /* required, [A-Za-z0-9_-]{1,31} */

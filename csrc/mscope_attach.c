@@ -16,18 +16,49 @@
  * MSCOPE_ADDRS=1 adds address records to rx (MSCOPE_F_ADDRS): for the
  * chain's ingress NF.
  *
+ * MSCOPE_IDS=0 records batches only (MSCOPE_F_NOIDS: count and tsc, no
+ * packet ids, no header reads).  MSCOPE_CB_CYCLES=1 times every callback
+ * (two serialised TSC reads each) and reports the sums in /mscope/status:
+ * for bench/overhead.py, not for production.
+ *
  * Only when attached: an NF that links libmscope and calls mscope_rx/tx
  * itself also resolves rte_eth_dev_start here, and must not be recorded
  * twice.  So callbacks go in only when LD_PRELOAD names libmscope or
- * MSCOPE_ATTACH=1 (what `mscope attach` and EAL -d loading set);
- * MSCOPE_ATTACH=0 turns them off.
+ * MSCOPE_ATTACH=1 (what `mscope attach` sets); MSCOPE_ATTACH=0 turns them
+ * off.
+ *
+ * EAL plugin mode:  dpdk-testpmd -d /path/libmscope.so ...
+ * EAL dlopen()s the library inside rte_eal_init(), after the app's calls
+ * to rte_eth_dev_start were bound to librte_ethdev: nothing to interpose.
+ * The constructor below then starts one thread, "mscope-watch", that wakes
+ * every 10 ms (nanosleep, never spins) and puts the same callbacks on the
+ * queues of every port that has them configured (adding a callback while
+ * the datapath runs is safe: ethdev publishes it with a release store).
+ * Packets a port moves before the watcher's next tick are not recorded:
+ * up to ~10 ms after the app configures and starts it.  The watcher runs
+ * when libmscope was loaded by EAL's -d (found in /proc/self/cmdline) or
+ * MSCOPE_ATTACH=1 says so, and never when a libmscope already interposes
+ * rte_eth_dev_start (preloaded as well: that copy records, this one stays
+ * idle), so using both ways at once records every packet once.
+ *
+ * Records are published batch by batch (the ring's head is release-stored
+ * per record): nothing is buffered, so nothing needs flushing when the app
+ * stops its ports or dies (testpmd re-raises SIGINT with SIG_DFL and no
+ * destructor runs); the collector finishes a ring whose producer has
+ * exited.  Callbacks stay with a port across stop and start, and each
+ * queue gets ours once per process, so a restarted port is not recorded
+ * twice.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
@@ -54,7 +85,29 @@ static char nf_name[MSCOPE_NAME_LEN];
 static uint16_t nf_id;
 static uint32_t ring_flags;               /* MSCOPE_F_* for every thread's ring */
 static int ready;
-static int occupancy_ok[RTE_MAX_ETHPORTS];
+static const char *mode = "preload";      /* how we got in: "preload" or "plugin" */
+/* Per port: 0 not asked yet (asked on its first rx batch, once started),
+ * 1 the PMD counts its rx queue, -1 it cannot (net_null, net_ring, ...). */
+static int8_t occupancy_ok[RTE_MAX_ETHPORTS];
+
+/* Queues [0, n) of each port carry our callbacks.  Written under
+ * install_lock only: the app's thread (rte_eth_dev_start) and the watcher
+ * may both install. */
+static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint16_t n_rx_cb[RTE_MAX_ETHPORTS], n_tx_cb[RTE_MAX_ETHPORTS];
+static uint8_t install_error_said[RTE_MAX_ETHPORTS];
+
+/* MSCOPE_CB_CYCLES=1: cycles spent in the callbacks, per thread (one
+ * writer each, relaxed stores; /mscope/status sums them with relaxed
+ * loads).  Batches with 0 packets and a thread's first batch (which opens
+ * its ring) are not timed. */
+struct cb_cycles {
+	uint64_t rx_cycles, rx_batches, rx_packets;
+	uint64_t tx_cycles, tx_batches, tx_packets;
+} __rte_cache_aligned;
+static int timing;
+static struct cb_cycles cycles[ATTACH_MAX_THREADS];
+static __thread struct cb_cycles *thread_cycles;
 
 static void
 identity(void)
@@ -82,6 +135,12 @@ identity(void)
 	/* As MSCOPE_ATTACH: set and not "0" means on. */
 	if (addrs != NULL && addrs[0] != '\0' && strcmp(addrs, "0") != 0)
 		ring_flags |= MSCOPE_F_ADDRS;
+	if (getenv("MSCOPE_IDS") != NULL && strcmp(getenv("MSCOPE_IDS"), "0") == 0) {
+		if (ring_flags & MSCOPE_F_ADDRS)
+			fprintf(stderr, "mscope: MSCOPE_IDS=0: no address records either\n");
+		ring_flags = (ring_flags & ~MSCOPE_F_ADDRS) | MSCOPE_F_NOIDS;
+	}
+	timing = getenv("MSCOPE_CB_CYCLES") != NULL && strcmp(getenv("MSCOPE_CB_CYCLES"), "0") != 0;
 	ready = 1;
 }
 
@@ -107,10 +166,22 @@ thread_recorder(void)
 		unsigned slot = __atomic_fetch_add(&n_all_ms, 1, __ATOMIC_RELAXED);
 		mscope_set_tsc_hz(thread_ms, rte_get_tsc_hz());
 		/* Release pairs with the acquire in telemetry_status. */
-		if (slot < ATTACH_MAX_THREADS)
+		if (slot < ATTACH_MAX_THREADS) {
+			thread_cycles = &cycles[slot];
 			__atomic_store_n(&all_ms[slot], thread_ms, __ATOMIC_RELEASE);
+		}
 	}
 	return thread_ms;
+}
+
+/* Once per port, on its first rx batch (the port is started by then). */
+static __rte_noinline int8_t
+ask_occupancy(uint16_t port, uint16_t queue)
+{
+	int8_t ok = rte_eth_rx_queue_count(port, queue) >= 0 ? 1 : -1;
+
+	__atomic_store_n(&occupancy_ok[port], ok, __ATOMIC_RELAXED);
+	return ok;
 }
 
 static uint16_t
@@ -125,7 +196,10 @@ on_rx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb,
 	if (nb == 0 || !__atomic_load_n(&recording, __ATOMIC_RELAXED) ||
 	    (ms = thread_recorder()) == NULL)
 		return nb;
-	if (occupancy_ok[port]) {
+	int8_t occ_ok = __atomic_load_n(&occupancy_ok[port], __ATOMIC_RELAXED);
+	if (unlikely(occ_ok == 0))
+		occ_ok = ask_occupancy(port, queue);
+	if (occ_ok > 0) {
 		int c = rte_eth_rx_queue_count(port, queue);
 		if (c >= 0)
 			occ = (uint32_t)c;
@@ -143,6 +217,42 @@ on_tx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb, void *
 	if (nb != 0 && __atomic_load_n(&recording, __ATOMIC_RELAXED) &&
 	    (ms = thread_recorder()) != NULL)
 		mscope_tx(ms, port, queue, pkts, nb, MSCOPE_OCC_UNKNOWN);
+	return nb;
+}
+
+/* MSCOPE_CB_CYCLES=1: the same callbacks between two serialised TSC reads. */
+static inline void
+add_cycles(uint64_t *cyc, uint64_t *batches, uint64_t *packets, uint64_t d, uint16_t nb)
+{
+	__atomic_store_n(cyc, *cyc + d, __ATOMIC_RELAXED);
+	__atomic_store_n(batches, *batches + 1, __ATOMIC_RELAXED);
+	__atomic_store_n(packets, *packets + nb, __ATOMIC_RELAXED);
+}
+
+static uint16_t
+on_rx_timed(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb,
+	    uint16_t max, void *user)
+{
+	struct cb_cycles *c = thread_cycles;   /* NULL until the thread's ring is open */
+	const uint64_t t0 = rte_rdtsc_precise();
+
+	on_rx(port, queue, pkts, nb, max, user);
+	if (c != NULL && nb != 0)
+		add_cycles(&c->rx_cycles, &c->rx_batches, &c->rx_packets,
+			   rte_rdtsc_precise() - t0, nb);
+	return nb;
+}
+
+static uint16_t
+on_tx_timed(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb, void *user)
+{
+	struct cb_cycles *c = thread_cycles;
+	const uint64_t t0 = rte_rdtsc_precise();
+
+	on_tx(port, queue, pkts, nb, user);
+	if (c != NULL && nb != 0)
+		add_cycles(&c->tx_cycles, &c->tx_batches, &c->tx_packets,
+			   rte_rdtsc_precise() - t0, nb);
 	return nb;
 }
 
@@ -179,6 +289,26 @@ telemetry_status(const char *cmd, const char *params, struct rte_tel_data *d)
 	rte_tel_data_add_dict_u64(d, "records", total.records);
 	rte_tel_data_add_dict_u64(d, "drop_records", total.drop_records);
 	rte_tel_data_add_dict_u64(d, "drop_packets", total.drop_packets);
+	rte_tel_data_add_dict_string(d, "mode", mode);
+	rte_tel_data_add_dict_int(d, "ids", !(ring_flags & MSCOPE_F_NOIDS));
+	if (timing) {
+		struct cb_cycles sum = {0};
+		for (i = 0; i < n; i++) {
+			sum.rx_cycles += __atomic_load_n(&cycles[i].rx_cycles, __ATOMIC_RELAXED);
+			sum.rx_batches += __atomic_load_n(&cycles[i].rx_batches, __ATOMIC_RELAXED);
+			sum.rx_packets += __atomic_load_n(&cycles[i].rx_packets, __ATOMIC_RELAXED);
+			sum.tx_cycles += __atomic_load_n(&cycles[i].tx_cycles, __ATOMIC_RELAXED);
+			sum.tx_batches += __atomic_load_n(&cycles[i].tx_batches, __ATOMIC_RELAXED);
+			sum.tx_packets += __atomic_load_n(&cycles[i].tx_packets, __ATOMIC_RELAXED);
+		}
+		rte_tel_data_add_dict_u64(d, "tsc_hz", rte_get_tsc_hz());
+		rte_tel_data_add_dict_u64(d, "cb_rx_cycles", sum.rx_cycles);
+		rte_tel_data_add_dict_u64(d, "cb_rx_batches", sum.rx_batches);
+		rte_tel_data_add_dict_u64(d, "cb_rx_packets", sum.rx_packets);
+		rte_tel_data_add_dict_u64(d, "cb_tx_cycles", sum.tx_cycles);
+		rte_tel_data_add_dict_u64(d, "cb_tx_batches", sum.tx_batches);
+		rte_tel_data_add_dict_u64(d, "cb_tx_packets", sum.tx_packets);
+	}
 	return 0;
 }
 
@@ -212,13 +342,67 @@ attached(void)
 	return preload != NULL && strstr(preload, "libmscope") != NULL;
 }
 
+static void
+start_recording(const char *how)
+{
+	if (ready)
+		return;
+	mode = how;
+	identity();
+	register_telemetry();
+}
+
+/*
+ * Our callbacks on every queue of `port` that does not have them yet.
+ * Queues are taken by index until ethdev refuses one (EINVAL: past the
+ * configured count): that asks nothing of the PMD, so the watcher may call
+ * it while the app configures, stops or closes the port.  Says once per
+ * port what it recorded.
+ */
+static void
+install_callbacks(uint16_t port)
+{
+	const rte_rx_callback_fn rx_fn = timing ? on_rx_timed : on_rx;
+	const rte_tx_callback_fn tx_fn = timing ? on_tx_timed : on_tx;
+	uint16_t rx0, tx0;
+	int err = 0;
+
+	pthread_mutex_lock(&install_lock);
+	rx0 = n_rx_cb[port];
+	tx0 = n_tx_cb[port];
+	while (n_rx_cb[port] < RTE_MAX_QUEUES_PER_PORT) {
+		if (rte_eth_add_rx_callback(port, n_rx_cb[port], rx_fn, NULL) == NULL) {
+			err = rte_errno != EINVAL ? rte_errno : 0;
+			break;
+		}
+		n_rx_cb[port]++;
+	}
+	while (err == 0 && n_tx_cb[port] < RTE_MAX_QUEUES_PER_PORT) {
+		if (rte_eth_add_tx_callback(port, n_tx_cb[port], tx_fn, NULL) == NULL) {
+			err = rte_errno != EINVAL ? rte_errno : 0;
+			break;
+		}
+		n_tx_cb[port]++;
+	}
+	if (err != 0 && !install_error_said[port]) {
+		install_error_said[port] = 1;
+		fprintf(stderr, "mscope: no callbacks on port %u after %u rx, %u tx queues: %s\n",
+			port, n_rx_cb[port], n_tx_cb[port], rte_strerror(err));
+	}
+	if (n_rx_cb[port] != rx0 || n_tx_cb[port] != tx0)
+		fprintf(stderr, "mscope: recording port %u (%u rx, %u tx queues) as %s "
+			"(nf_id %u%s%s%s)\n", port, n_rx_cb[port], n_tx_cb[port], nf_name, nf_id,
+			strcmp(mode, "plugin") == 0 ? ", EAL plugin" : "",
+			(ring_flags & MSCOPE_F_NOIDS) ? ", batch-only" : "",
+			(ring_flags & MSCOPE_F_ADDRS) ? ", rx addresses" : "");
+	pthread_mutex_unlock(&install_lock);
+}
+
 /* Interposes on DPDK's rte_eth_dev_start for LD_PRELOAD. */
 int
 rte_eth_dev_start(uint16_t port)
 {
 	static dev_start_fn real;
-	struct rte_eth_dev_info info;
-	uint16_t q;
 	int rc;
 
 	if (real == NULL)
@@ -230,25 +414,115 @@ rte_eth_dev_start(uint16_t port)
 	rc = real(port);
 	if (rc != 0 || !attached())
 		return rc;
-	if (!ready) {
-		identity();
-		register_telemetry();
-	}
-	if (rte_eth_dev_info_get(port, &info) != 0)
-		return rc;
-	/* rx queue count: try once; vdevs (null, ring, af_packet, memif, tap)
-	 * say -ENOTSUP and are never asked again. */
-	occupancy_ok[port] = info.nb_rx_queues > 0 && rte_eth_rx_queue_count(port, 0) >= 0;
-	for (q = 0; q < info.nb_rx_queues; q++)
-		if (rte_eth_add_rx_callback(port, q, on_rx, NULL) == NULL)
-			fprintf(stderr, "mscope: no rx callback on port %u queue %u: %s\n",
-				port, q, rte_strerror(rte_errno));
-	for (q = 0; q < info.nb_tx_queues; q++)
-		if (rte_eth_add_tx_callback(port, q, on_tx, NULL) == NULL)
-			fprintf(stderr, "mscope: no tx callback on port %u queue %u: %s\n",
-				port, q, rte_strerror(rte_errno));
-	fprintf(stderr, "mscope: recording port %u (%u rx, %u tx queues) as %s (nf_id %u%s)\n",
-		port, info.nb_rx_queues, info.nb_tx_queues, nf_name, nf_id,
-		(ring_flags & MSCOPE_F_ADDRS) ? ", rx addresses" : "");
+	start_recording("preload");
+	install_callbacks(port);
 	return rc;
+}
+
+/* The plugin's watcher: every 10 ms, callbacks on new ports and queues.
+ * 10 ms: the blind window after a port starts, against ~1 us of work per
+ * tick (a few failed rte_eth_add_*_callback calls) - 0.01% of a core. */
+static void *
+watch_ports(void *arg)
+{
+	const struct timespec period = { .tv_sec = 0, .tv_nsec = 10 * 1000 * 1000 };
+
+	(void)arg;
+	for (;;) {
+		uint64_t port;
+
+		for (port = rte_eth_find_next(0); port < RTE_MAX_ETHPORTS;
+		     port = rte_eth_find_next(port + 1))
+			install_callbacks((uint16_t)port);
+		nanosleep(&period, NULL);
+	}
+	return NULL;
+}
+
+/* Was this object named by an EAL -d option (the file, or its directory)
+ * on our command line?  Stops at "--", where the app's own options start. */
+static int
+named_by_eal_d(const char *self)
+{
+	char me[PATH_MAX], dir[PATH_MAX], arg[PATH_MAX], buf[65536];
+	FILE *f = fopen("/proc/self/cmdline", "r");
+	size_t len, i;
+	int found = 0, next_is_path = 0;
+
+	if (f == NULL || realpath(self, me) == NULL) {
+		if (f != NULL)
+			fclose(f);
+		return 0;
+	}
+	len = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[len] = '\0';
+	strcpy(dir, me);
+	dirname(dir);
+	for (i = strlen(buf) + 1; i < len && !found; i += strlen(buf + i) + 1) {
+		const char *a = buf + i, *path = NULL;
+
+		if (next_is_path)
+			path = a;
+		else if (strcmp(a, "--") == 0)
+			break;
+		else if (strncmp(a, "-d", 2) == 0 && a[2] != '\0' && a[2] != '-')
+			path = a + 2;
+		next_is_path = strcmp(a, "-d") == 0 && !next_is_path;
+		if (path != NULL && realpath(path, arg) != NULL)
+			found = strcmp(arg, me) == 0 || strcmp(arg, dir) == 0;
+	}
+	return found;
+}
+
+/* Runs when the object is loaded: before main() when preloaded or linked
+ * (then it returns at once: the wrapper above sees every start), inside
+ * rte_eal_init() when EAL's -d dlopen()s it. */
+static void __attribute__((constructor))
+plugin_init(void)
+{
+	const char *force = getenv("MSCOPE_ATTACH");
+	void *start;
+	Dl_info self, owner;
+	pthread_attr_t attr;
+	pthread_t tid;
+	rte_cpuset_t cpus;
+	int rc;
+
+	if (force != NULL && strcmp(force, "0") == 0)
+		return;
+	start = dlsym(RTLD_DEFAULT, "rte_eth_dev_start");
+	if (start == NULL || dladdr((void *)plugin_init, &self) == 0 ||
+	    dladdr(start, &owner) == 0 || owner.dli_fbase == self.dli_fbase)
+		return;   /* no DPDK app here, or our wrapper is the one called */
+	if (!(force != NULL && force[0] != '\0') && !named_by_eal_d(self.dli_fname))
+		return;   /* dlopen()ed by something else, and not asked to */
+	if (strstr(owner.dli_fname, "librte_ethdev") == NULL) {
+		void *api = dlsym(RTLD_DEFAULT, "mscope_open");
+		Dl_info other;
+
+		if (api != NULL && dladdr(api, &other) != 0 && other.dli_fbase == owner.dli_fbase)
+			fprintf(stderr, "mscope: EAL plugin %s stays idle: %s is loaded too and "
+				"records started ports\n", self.dli_fname, owner.dli_fname);
+		else
+			fprintf(stderr, "mscope: EAL plugin %s stays idle: rte_eth_dev_start comes "
+				"from %s, not librte_ethdev (DPDK linked statically?)\n",
+				self.dli_fname, owner.dli_fname);
+		return;
+	}
+	start_recording("plugin");
+	/* Beside the main lcore (its cpus were parsed before EAL loads
+	 * plugins), off the forwarding cores. */
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	cpus = rte_lcore_cpuset(rte_get_main_lcore());
+	if (CPU_COUNT(&cpus) > 0)
+		pthread_attr_setaffinity_np(&attr, sizeof(cpus), &cpus);
+	rc = pthread_create(&tid, &attr, watch_ports, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc != 0) {
+		fprintf(stderr, "mscope: EAL plugin: no watcher thread: %s\n", strerror(rc));
+		return;
+	}
+	pthread_setname_np(tid, "mscope-watch");
 }

@@ -17,6 +17,10 @@
  * On a handle opened with MSCOPE_F_ADDRS, rx also writes an address record
  * (IPv4 src/dst of each packet, mscope_record.h) right after each rx
  * record; tx never does.
+ *
+ * On a handle opened with MSCOPE_F_NOIDS (batch-only), rx and tx write one
+ * 32-byte MSCOPE_REC_F_NOIDS record per batch (count and tsc, no ids) and
+ * never touch the mbufs: no header read, no stamp.
  */
 #ifndef MSCOPE_DPDK_H
 #define MSCOPE_DPDK_H

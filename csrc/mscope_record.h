@@ -19,7 +19,7 @@
  *   0   2    magic      MSCOPE_REC_MAGIC
  *   2   1    version    MSCOPE_REC_VERSION
  *   3   1    flags      MSCOPE_REC_F_*  (bit 0: tx; bit 1: address;
- *                                         bit 7: padding)
+ *                                         bit 2: batch-only; bit 7: padding)
  *   4   2    nf_id      the NF's numeric id (manifest maps it to a name)
  *   6   2    port       ethdev port or ring index the batch came from/went to
  *   8   2    queue      queue on that port
@@ -49,6 +49,17 @@
  *     a recorder writing addresses is that record's address record.
  *   - Never after a tx record.
  *
+ * A batch-only record (flags bit 2, MSCOPE_REC_F_NOIDS; written only when
+ * the recorder is asked to, see MSCOPE_F_NOIDS in mscope.h) is the 32-byte
+ * header alone: `count` is the number of packets in the batch and NO id
+ * words follow, so the record is MSCOPE_REC_HDR_SIZE bytes whatever its
+ * count.  Every other field means what it does in a full rx or tx record
+ * (bit 0 still says tx).  It is for NFs where reading packet headers is
+ * most of the recording cost (testpmd io forwarding): the analyzer gets
+ * batch times and counts, not packets.  A reader that does not know bit 2
+ * must not read such a ring: it would take the following records for ids.
+ * Never combined with bit 1 (no address records in batch-only mode).
+ *
  * A padding record (flags bit 7) fills the bytes up to the end of the data
  * area when the next record does not fit there; only its first 8 bytes are
  * meaningful and the reader skips to offset 0.
@@ -67,6 +78,8 @@
 #define MSCOPE_REC_F_TX       0x01U     /* set: tx record; clear: rx record */
 #define MSCOPE_REC_F_ADDR     0x02U     /* address record: the words are IPv4
 					 * src<<32|dst of the rx record before */
+#define MSCOPE_REC_F_NOIDS    0x04U     /* batch-only: count packets, no id
+					 * words follow (32-byte record) */
 #define MSCOPE_REC_F_PAD      0x80U     /* padding to the end of the data area */
 #define MSCOPE_OCC_UNKNOWN    0xffffffffU
 #define MSCOPE_MAX_BATCH      1024U     /* larger bursts are split by the recorder */

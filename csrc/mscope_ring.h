@@ -104,10 +104,13 @@ mscope_ring_drop(struct mscope_producer *p, uint32_t n)
 	__atomic_store_n(&p->hdr->drop_packets, p->drop_packets, __ATOMIC_RELAXED);
 }
 
-/* Fill the header of the reserved record and publish it. */
+/* Fill the header of the reserved record and publish it, with `count` in
+ * its count field: the ids reserved, except for a batch-only record
+ * (MSCOPE_REC_F_NOIDS), reserved with n = 0 and standing for count packets. */
 static inline void
-mscope_ring_commit(struct mscope_producer *p, uint8_t flags, uint16_t port,
-		   uint16_t queue, uint32_t occupancy, uint64_t tsc)
+mscope_ring_commit_count(struct mscope_producer *p, uint8_t flags, uint16_t port,
+			 uint16_t queue, uint32_t occupancy, uint64_t tsc,
+			 uint16_t count)
 {
 	const uint32_t sz = MSCOPE_REC_SIZE(p->pending_n);
 	struct mscope_rec_hdr *r =
@@ -119,7 +122,7 @@ mscope_ring_commit(struct mscope_producer *p, uint8_t flags, uint16_t port,
 	r->nf_id = p->nf_id;
 	r->port = port;
 	r->queue = queue;
-	r->count = (uint16_t)p->pending_n;
+	r->count = count;
 	r->occupancy = occupancy;
 	r->tsc = tsc;
 	r->seq = p->seq++;
@@ -129,6 +132,15 @@ mscope_ring_commit(struct mscope_producer *p, uint8_t flags, uint16_t port,
 	/* Release pairs with the consumer's acquire-load of head: the record
 	 * bytes above are visible before the head that covers them. */
 	__atomic_store_n(&p->hdr->head, p->head, __ATOMIC_RELEASE);
+}
+
+/* Fill the header of the reserved record (its ids written) and publish it. */
+static inline void
+mscope_ring_commit(struct mscope_producer *p, uint8_t flags, uint16_t port,
+		   uint16_t queue, uint32_t occupancy, uint64_t tsc)
+{
+	mscope_ring_commit_count(p, flags, port, queue, occupancy, tsc,
+				 (uint16_t)p->pending_n);
 }
 
 /* Write one record from an id array; returns 0, or -ENOBUFS when dropped.

@@ -20,6 +20,43 @@ pytestmark = requires_dpdk
 TESTPMD = shutil.which("dpdk-testpmd")
 
 
+def start_collector(registry, cap):
+    return subprocess.Popen([sys.executable, "-m", "mscope.collector.daemon", "--dir",
+                             str(registry), "--out", str(cap), "--exit-when-idle",
+                             "--keep-rings"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def forward_totals(out):
+    """testpmd's accumulated RX-packets and TX-packets (summed over every
+    "stop" it printed)."""
+    found = re.findall(r"Accumulated forward statistics for all ports.*?RX-packets:\s+(\d+)"
+                       r".*?TX-packets:\s+(\d+)", out, re.S)
+    assert found, out[-2000:]
+    return sum(int(r) for r, _ in found), sum(int(t) for _, t in found)
+
+
+def assert_every_packet_accounted(cap, nf_name, nf_id, rx_total, tx_total):
+    """The capture holds every packet testpmd's forwarding lcore (1) moved,
+    or counts it as lost on a full ring, exactly; its main lcore (0) only
+    flushes rx queues at start and stop (uncounted by testpmd)."""
+    from mscope.capture import describe
+    c = open_capture(cap)
+    data = c.read()
+    assert {s["nf_name"] for s in c.manifest["streams"]} == {nf_name}
+    assert (data.records["nf_id"] == nf_id).all()
+    tx = (data.records["flags"] & CAPTURE_F_TX) != 0
+    assert set(np.unique(data.records["port"][~tx])) == {0, 1}
+    assert set(np.unique(data.records["port"][tx])) == {0, 1}
+    streams = {s["lcore"]: s for s in describe(cap)["streams"]}
+    fwd = streams[1]
+    assert fwd["ids"] + fwd["drop_packets"] == rx_total + tx_total
+    for lcore, s in streams.items():
+        if lcore != 1:
+            sel = data.stream == s["stream"]
+            assert not tx[sel].any(), "only rx flushes outside the forwarding lcore"
+
+
 @pytest.mark.skipif(TESTPMD is None, reason="dpdk-testpmd not installed (Debian package dpdk)")
 def test_testpmd_attached_every_packet_accounted(registry, eal_args, tmp_path):
     """testpmd io-forwards between two net_null ports as fast as it can;
@@ -27,10 +64,7 @@ def test_testpmd_attached_every_packet_accounted(registry, eal_args, tmp_path):
     on a full ring, exactly."""
     registry.mkdir()
     cap = tmp_path / "cap"
-    col = subprocess.Popen([sys.executable, "-m", "mscope.collector.daemon", "--dir",
-                            str(registry), "--out", str(cap), "--exit-when-idle",
-                            "--keep-rings"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    col = start_collector(registry, cap)
     args = [a for a in eal_args if a not in ("-l", "0")]
     pmd = subprocess.Popen([sys.executable, "-m", "mscope.cli", "attach", "--nf-name", "testpmd",
                             "--nf-id", "9", "--dir", str(registry), "--",
@@ -51,27 +85,254 @@ def test_testpmd_attached_every_packet_accounted(registry, eal_args, tmp_path):
     assert pmd.returncode == 0, err[-2000:]
     assert rc == 0, col_err
     assert "mscope: recording port 0" in err and "mscope: recording port 1" in err
-    totals = re.search(r"Accumulated forward statistics for all ports.*?RX-packets:\s+(\d+)"
-                       r".*?TX-packets:\s+(\d+)", out, re.S)
-    rx_total, tx_total = int(totals.group(1)), int(totals.group(2))
+    rx_total, tx_total = forward_totals(out)
     assert rx_total > 100_000
-    c = open_capture(cap)
-    data = c.read()
-    assert {s["nf_name"] for s in c.manifest["streams"]} == {"testpmd"}
-    assert (data.records["nf_id"] == 9).all()
-    tx = (data.records["flags"] & CAPTURE_F_TX) != 0
-    assert set(np.unique(data.records["port"][~tx])) == {0, 1}
-    assert set(np.unique(data.records["port"][tx])) == {0, 1}
-    # testpmd's forwarding lcore (1) moves every packet it counts; its main
-    # lcore (0) only flushes rx queues at start and stop (uncounted by it).
-    from mscope.capture import describe
-    streams = {s["lcore"]: s for s in describe(cap)["streams"]}
-    fwd = streams[1]
-    assert fwd["ids"] + fwd["drop_packets"] == rx_total + tx_total
-    for lcore, s in streams.items():
-        if lcore != 1:
-            sel = data.stream == s["stream"]
-            assert not tx[sel].any(), "only rx flushes outside the forwarding lcore"
+    assert_every_packet_accounted(cap, "testpmd", 9, rx_total, tx_total)
+
+
+class PmdSession:
+    """testpmd --interactive, driven line by line through stdin, its stdout
+    and stderr read as they come (so the test can wait for mscope's
+    "recording port" lines before it sends "start")."""
+
+    def __init__(self, cmd, env=None):
+        import threading
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out, self.err = [], []
+        self.readers = [threading.Thread(target=self._read, args=(f, buf), daemon=True)
+                        for f, buf in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for t in self.readers:
+            t.start()
+
+    @staticmethod
+    def _read(f, buf):
+        for line in f:
+            buf.append(line)
+
+    def wait_stderr(self, text, count=1, timeout=30):
+        deadline = time.monotonic() + timeout
+        while sum(text in line for line in list(self.err)) < count:
+            assert self.proc.poll() is None, "".join(self.err)[-2000:]
+            assert time.monotonic() < deadline, f"no {text!r}: {''.join(self.err)[-2000:]}"
+            time.sleep(0.02)
+
+    def send(self, *lines, pause=0.3):
+        for line in lines:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+            time.sleep(pause)
+
+    def finish(self, timeout=60):
+        """Send quit; return (returncode, stdout, stderr)."""
+        try:
+            self.send("quit", pause=0)
+            self.proc.stdin.close()
+            self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for t in self.readers:
+            t.join(timeout=10)
+        return self.proc.returncode, "".join(self.out), "".join(self.err)
+
+
+@pytest.mark.skipif(TESTPMD is None, reason="dpdk-testpmd not installed (Debian package dpdk)")
+@pytest.mark.parametrize("how", ["plugin", "preload"])
+def test_restarted_ports_recorded_once(how, registry, eal_args, tmp_path):
+    """`mscope attach --plugin` (EAL -d: a watcher thread adds the callbacks)
+    and plain `mscope attach` (LD_PRELOAD): testpmd stops and restarts its
+    ports, then io-forwards for a second; every packet is in the capture
+    once, exactly as in the preload test above.  Interactive, so "start"
+    waits for mscope's lines: the watcher installs up to 10 ms after a port
+    is configured and would miss the first packets of --auto-start."""
+    registry.mkdir()
+    cap = tmp_path / "cap"
+    col = start_collector(registry, cap)
+    args = [a for a in eal_args if a not in ("-l", "0")]
+    attach = ["--plugin"] if how == "plugin" else []
+    pmd = PmdSession([sys.executable, "-m", "mscope.cli", "attach", *attach, "--nf-name", "tp",
+                   "--nf-id", "11", "--dir", str(registry), "--",
+                   TESTPMD, *args, "-l", "0-1", "--vdev=net_null0", "--vdev=net_null1", "--",
+                   "--total-num-mbufs=8192", "--forward-mode=io", "--interactive"])
+    try:
+        pmd.wait_stderr("mscope: recording port 1")
+        pmd.send("port stop all", "port start all")
+        pmd.send("start", pause=1.0)
+        pmd.send("stop")
+        rc, out, err = pmd.finish()
+        col_rc = col.wait(timeout=60)
+        _, col_err = col.communicate(timeout=10)
+    finally:
+        if col.poll() is None:
+            col.kill()
+            col.wait(timeout=10)
+    assert rc == 0, err[-2000:]
+    assert col_rc == 0, col_err
+    # Each port announced once: the restart added no second callback.
+    for port in (0, 1):
+        lines = [l for l in err.splitlines() if l.startswith(f"mscope: recording port {port} ")]
+        assert len(lines) == 1, err
+        assert ("EAL plugin" in lines[0]) == (how == "plugin")
+    rx_total, tx_total = forward_totals(out)
+    assert rx_total > 100_000
+    assert_every_packet_accounted(cap, "tp", 11, rx_total, tx_total)
+
+
+def private_copy_of_libmscope():
+    """libmscope copied where EAL takes it for -d: no world-writable
+    directory above it (so not under /tmp)."""
+    import tempfile
+    from mscope import paths
+    base = Path.home() / ".cache"
+    for d in [base, *base.parents]:
+        if d.exists() and d.stat().st_mode & 0o002:
+            pytest.skip(f"{d} is world-writable: no private place for a -d library")
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="mscope-plugin-", dir=base))
+    os.chmod(tmp, 0o755)
+    shutil.copy2(paths.libmscope(), tmp / "libmscope.so")
+    return tmp
+
+
+@pytest.mark.skipif(TESTPMD is None, reason="dpdk-testpmd not installed (Debian package dpdk)")
+@pytest.mark.parametrize("copy", ["same file", "second copy"])
+def test_preload_and_plugin_together_record_once(copy, registry, eal_args, tmp_path):
+    """LD_PRELOAD=libmscope.so and -d libmscope.so (the same file, or a copy
+    elsewhere): the preloaded library records, the plugin stays idle, and
+    no packet is recorded twice.  No MSCOPE_ATTACH: -d is found on the
+    command line, the preload in LD_PRELOAD."""
+    from mscope import paths
+    registry.mkdir()
+    cap = tmp_path / "cap"
+    lib = paths.libmscope()
+    tmp = private_copy_of_libmscope() if copy == "second copy" else None
+    plugin = tmp / "libmscope.so" if tmp else lib
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSCOPE_")}
+    env.update(LD_PRELOAD=str(lib), MSCOPE_DIR=str(registry), MSCOPE_NF_NAME="both",
+               MSCOPE_NF_ID="12")
+    col = start_collector(registry, cap)
+    args = [a for a in eal_args if a not in ("-l", "0")]
+    try:
+        pmd = PmdSession([TESTPMD, "-d", str(plugin), *args, "-l", "0-1", "--vdev=net_null0",
+                       "--vdev=net_null1", "--", "--total-num-mbufs=8192",
+                       "--forward-mode=io", "--interactive"], env=env)
+        pmd.wait_stderr("mscope: recording port 1")
+        pmd.send("start", pause=0.5)
+        pmd.send("stop")
+        rc, out, err = pmd.finish()
+        col_rc = col.wait(timeout=60)
+        _, col_err = col.communicate(timeout=10)
+    finally:
+        if col.poll() is None:
+            col.kill()
+            col.wait(timeout=10)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    assert rc == 0, err[-2000:]
+    assert col_rc == 0, col_err
+    recording = [l for l in err.splitlines() if l.startswith("mscope: recording port")]
+    assert len(recording) == 2 and not any("EAL plugin" in l for l in recording), err
+    if tmp:
+        assert "stays idle" in err, err
+    rx_total, tx_total = forward_totals(out)
+    assert_every_packet_accounted(cap, "both", 12, rx_total, tx_total)
+
+
+def ring_walk(path):
+    """Every record of a ring nobody has drained, straight from the file:
+    (headers, bytes each record took).  Knows batch-only records
+    (MSCOPE_REC_F_NOIDS: 32 bytes, no ids), which the collector's reader
+    does not read yet."""
+    from mscope.record import REC_F_PAD, RING_HDR_SIZE, RING_RECORD_DTYPE
+    REC_F_NOIDS = 0x04
+    raw = Path(path).read_bytes()
+    data_size, = np.frombuffer(raw, "<u8", 1, 16)
+    head, = np.frombuffer(raw, "<u8", 1, 64)
+    tail, = np.frombuffer(raw, "<u8", 1, 128)
+    assert tail == 0 and head <= data_size, "a ring nobody drained does not wrap"
+    data = raw[RING_HDR_SIZE:RING_HDR_SIZE + int(data_size)]
+    recs, sizes, pos = [], [], 0
+    while pos < head:
+        r = np.frombuffer(data, RING_RECORD_DTYPE, 1, pos)[0]
+        assert r["magic"] == 0x534D, pos
+        if r["flags"] & REC_F_PAD:
+            break
+        size = 32 if r["flags"] & REC_F_NOIDS else 32 + 8 * int(r["count"])
+        recs.append(r)
+        sizes.append(size)
+        pos += size
+    return np.array(recs, RING_RECORD_DTYPE), np.array(sizes)
+
+
+def ring_counters(path):
+    raw = Path(path).read_bytes()[:128]
+    _, next_seq, drop_records, drop_packets = np.frombuffer(raw, "<u8", 4, 64)
+    return int(next_seq), int(drop_records), int(drop_packets)
+
+
+@pytest.mark.skipif(TESTPMD is None, reason="dpdk-testpmd not installed (Debian package dpdk)")
+def test_batch_only_records_counts_without_ids(registry, eal_args):
+    """MSCOPE_IDS=0: every record is a bare 32-byte header with the batch's
+    packet count (flags bit 2), and the counts add up to testpmd's own
+    statistics exactly (with what the full ring dropped)."""
+    registry.mkdir()
+    args = [a for a in eal_args if a not in ("-l", "0")]
+    env = dict(os.environ, MSCOPE_IDS="0")
+    pmd = PmdSession([sys.executable, "-m", "mscope.cli", "attach", "--plugin", "--nf-name", "bo",
+                   "--dir", str(registry), "--", TESTPMD, *args, "-l", "0-1",
+                   "--vdev=net_null0", "--vdev=net_null1", "--", "--total-num-mbufs=8192",
+                   "--forward-mode=io", "--interactive"], env=env)
+    pmd.wait_stderr("mscope: recording port 1")
+    pmd.send("start", pause=0.5)
+    pmd.send("stop")
+    rc, out, err = pmd.finish()
+    assert rc == 0, err[-2000:]
+    assert "batch-only" in err, err
+    rx_total, tx_total = forward_totals(out)
+    fwd = [r for r in registry.glob("bo.1.*.ring")]
+    assert len(fwd) == 1, list(registry.iterdir())
+    for ring in registry.glob("bo.*.ring"):
+        recs, sizes = ring_walk(ring)
+        assert len(recs) > 0
+        assert (recs["flags"] & 0x04).all() and (sizes == 32).all()
+        assert (recs["count"] > 0).all()
+        next_seq, drop_records, drop_packets = ring_counters(ring)
+        assert next_seq == len(recs) + drop_records
+        assert (np.diff(recs["seq"].astype(np.int64)) == 1).all()
+        if ring == fwd[0]:
+            assert int(recs["count"].sum()) + drop_packets == rx_total + tx_total
+            assert set(np.unique(recs["port"])) == {0, 1}
+
+
+@pytest.mark.skipif(TESTPMD is None, reason="dpdk-testpmd not installed (Debian package dpdk)")
+def test_plugin_status_reports_mode_and_callback_cycles(registry, eal_args):
+    """Loaded with -d alone (no MSCOPE_ATTACH: found on the command line),
+    MSCOPE_CB_CYCLES=1: /mscope/status says "plugin" and carries the
+    callbacks' cycle counts."""
+    from mscope import paths
+    registry.mkdir()
+    prefix = next(a.split("=", 1)[1] for a in eal_args if a.startswith("--file-prefix="))
+    args = [a for a in eal_args if a not in ("-l", "0", "--no-telemetry")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSCOPE_")}
+    env.update(MSCOPE_DIR=str(registry), MSCOPE_CB_CYCLES="1")
+    pmd = PmdSession([TESTPMD, "-d", str(paths.libmscope()), *args, "-l", "0-1",
+                   "--vdev=net_null0", "--vdev=net_null1", "--", "--total-num-mbufs=8192",
+                   "--forward-mode=macswap", "--auto-start"], env=env)
+    try:
+        pmd.wait_stderr("mscope: recording port 1")
+        sock = f"/var/run/dpdk/{prefix}/dpdk_telemetry.v2"
+        time.sleep(0.5)
+        st, = telemetry(sock, ["/mscope/status"])
+    finally:
+        rc, _, err = pmd.finish()      # "Press enter to exit": any line will do
+    assert rc == 0, err[-2000:]
+    assert st["mode"] == "plugin" and st["ids"] == 1 and st["nf_name"] == "dpdk-testpmd"
+    assert st["cb_rx_batches"] > 1000 and st["cb_tx_batches"] > 1000
+    assert st["cb_rx_packets"] >= st["cb_rx_batches"]
+    per_batch = st["cb_rx_cycles"] / st["cb_rx_batches"]
+    assert 10 < per_batch < 1_000_000, st
 
 
 @pytest.mark.skipif(TESTPMD is None, reason="dpdk-testpmd not installed (Debian package dpdk)")

@@ -66,7 +66,16 @@ def _cmd_attach(args):
     if not lib.exists():
         raise MscopeError(f"{lib} not found: reinstall mscope")
     env = dict(os.environ, MSCOPE_ATTACH="1")
-    env["LD_PRELOAD"] = " ".join(filter(None, [str(lib), os.environ.get("LD_PRELOAD")]))
+    if args.plugin:
+        # EAL refuses a -d path with a world-writable directory above it.
+        for d in [lib, *lib.parents]:
+            if d.stat().st_mode & 0o002:
+                raise MscopeError(f"EAL refuses -d {lib}: {d} is world-writable; install "
+                                  f"mscope elsewhere or use attach without --plugin")
+        # EAL options come first: right after the program.
+        cmd = [cmd[0], "-d", str(lib), *cmd[1:]]
+    else:
+        env["LD_PRELOAD"] = " ".join(filter(None, [str(lib), os.environ.get("LD_PRELOAD")]))
     if args.nf_name:
         env["MSCOPE_NF_NAME"] = args.nf_name
     if args.nf_id is not None:
@@ -154,6 +163,21 @@ def _cmd_keygen(args):
     return 0
 
 
+def _cmd_testbed(args):
+    from mscope.testbed import run_testbed
+    s = run_testbed(args.scenario, args.out, time_scale=args.seconds_scale,
+                    poll_us=args.poll_us, force=args.force)
+    t = s["truth"]
+    faults = ", ".join(f"{k} {v}" for k, v in t["faults"].items()) or "none"
+    print(f"{s['scenario']}: {t['packets']:,} packets, {t['dropped']:,} dropped, "
+          f"{t['victims_total']:,} victims (by fault window: {faults}; unexplained "
+          f"{t['unexplained']}), {s['seconds']:.1f} s -> {args.out}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(s, f, indent=2)
+    return 0
+
+
 def _cmd_paths(args):
     from mscope import paths
     print(f"libmscope   {paths.libmscope()}")
@@ -218,12 +242,17 @@ def build_parser():
         "attach", help="run an unmodified, dynamically linked DPDK app with mscope recording it",
         description="Run a DPDK application with libmscope preloaded: every started "
                     "port gets rx and tx callbacks that record into rings for "
-                    "mscope-collect (docs/attach.md).",
+                    "mscope-collect (docs/attach.md). --plugin loads it as an EAL "
+                    "plugin (-d) instead.",
         epilog="example: mscope attach --nf-name fwd -- dpdk-testpmd --no-pci "
                "--vdev=net_null0 --vdev=net_null1 -- --forward-mode=io")
     p.add_argument("--nf-name", help="NF name in the rings (default: the program's name)")
     p.add_argument("--nf-id", type=int, help="numeric NF id (default: a hash of the name)")
     p.add_argument("--dir", help="ring registry (default $MSCOPE_DIR or /dev/shm/mscope)")
+    p.add_argument("--plugin", action="store_true",
+                   help="load libmscope with EAL's -d (inserted after the program name, "
+                        "where EAL options go) instead of LD_PRELOAD; a thread adds the "
+                        "callbacks within ~10 ms of a port's configuration")
     p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     p.set_defaults(func=_cmd_attach)
 
@@ -330,6 +359,33 @@ def build_parser():
     p.add_argument("dir", help="directory for the key files")
     p.add_argument("name", help="base name of the key files")
     p.set_defaults(func=_cmd_keygen)
+
+    p = sub.add_parser(
+        "testbed", help="run a scenario on live DPDK NFs: a capture plus window-labelled truth",
+        description="Commands of the live DPDK testbed (docs/testbed.md).")
+    tsub = p.add_subparsers(dest="testbed_command", metavar="SUBCOMMAND")
+    pt = tsub.add_parser(
+        "run", help="run a scenario on real DPDK processes and record it",
+        description="Realise a scenario (SCENARIO.md) with real processes: a DPDK primary "
+                    "(mbuf pool and rte_rings in hugepages), one secondary per NF "
+                    "(nat, firewall, monitor, vpn, lb), a source replaying the scenario's "
+                    "traffic and a sink, all recorded with libmscope; mscope-collect "
+                    "writes the capture to --out; faults are injected at their times; "
+                    "truth.json labels the victims by fault window (docs/testbed.md). "
+                    "Needs root or hugepages mounted.",
+        epilog="example: mscope testbed run chain.json --out ./live --seconds-scale 10\n"
+               "         mscope diagnose ./live --slo-us 5000   (objective.latency_us x 10)\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pt.add_argument("scenario", help="scenario file (SCENARIO.md)")
+    pt.add_argument("--out", required=True, metavar="DIR", help="capture directory to write")
+    pt.add_argument("--seconds-scale", type=float, default=1.0, metavar="K",
+                    help="stretch the scenario's clock K times: times, service_ns and the "
+                         "objective x K, rates / K (default 1)")
+    pt.add_argument("--poll-us", type=non_negative, default=100.0, metavar="US",
+                    help="idle sleep of the source, NFs and sink (default 100)")
+    pt.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    pt.add_argument("--json", metavar="FILE", help="also write the run summary as JSON")
+    pt.set_defaults(func=_cmd_testbed)
 
     p = sub.add_parser(
         "paths", help="where libmscope and its headers are installed",

@@ -1,7 +1,8 @@
 """Where the installed native parts of mscope live."""
 from pathlib import Path
 
-__all__ = ["native_dir", "libmscope", "include_dir", "demo_forwarder"]
+__all__ = ["native_dir", "libmscope", "include_dir", "demo_forwarder", "sample_nf",
+           "testbed_program"]
 
 
 def native_dir() -> Path:
@@ -20,3 +21,13 @@ def include_dir() -> Path:
 def demo_forwarder() -> Path:
     """The DPDK demo forwarder (built only where DPDK was found)."""
     return native_dir() / "bin" / "mscope-demo-fwd"
+
+
+def sample_nf() -> Path:
+    """mscope-nf, the sample NFs (csrc/nfs/; built where DPDK and libcrypto were found)."""
+    return native_dir() / "bin" / "mscope-nf"
+
+
+def testbed_program(role) -> Path:
+    """The testbed's programs (csrc/testbed/): role is primary, source, sink or hog."""
+    return native_dir() / "bin" / f"mscope-tb-{role}"

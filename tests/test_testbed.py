@@ -1,0 +1,160 @@
+"""`mscope testbed run`: a scenario on live DPDK processes, recorded, with
+window-labelled truth; the diagnosis of the capture names the injected
+fault.  Errors: one line naming the cause, nonzero exit, nothing left
+running."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import requires_dpdk
+from test_nfs import hugepages, testbed_built  # noqa: F401  (fixtures)
+
+pytestmark = [requires_dpdk, pytest.mark.usefixtures("hugepages", "testbed_built")]
+
+#: The 3-NF chain of the issue: firewall -> nat -> monitor, nat stops for
+#: 2 ms at 100 ms.  Run at --seconds-scale 10 (2 s of traffic, a 20 ms
+#: stall, 5 ms objective): on these VMs an idle sleep costs ~25 us of CPU,
+#: so real-time microsecond objectives are out of reach (docs/testbed.md).
+CHAIN = {
+    "name": "fw-nat-mon-stall", "seed": 3, "duration_ms": 200,
+    "objective": {"latency_us": 500},
+    "nfs": [{"name": "fw", "type": "firewall", "service_ns": 200, "batch": 32, "queue": 1024},
+            {"name": "nat", "type": "nat", "service_ns": 300, "batch": 32, "queue": 1024},
+            {"name": "mon", "type": "monitor", "service_ns": 200, "batch": 32, "queue": 1024}],
+    "links": [["source", "fw"], ["fw", "nat"], ["nat", "mon"], ["mon", "sink"]],
+    "traffic": {"rate_mpps": 0.2, "flows": 500},
+    "faults": [{"id": "f1", "kind": "interrupt", "nf": "nat", "at_ms": 100,
+                "duration_us": 2000}]}
+
+#: Share of f1's window-labelled victims whose top culprit must be nat
+#: (local).  Measured: 100% (307/307 and 331/331 in two runs, docs/testbed.md).
+MIN_SHARE = 0.75
+
+
+def _mscope(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "mscope.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _my_children():
+    """Live processes whose parent is this test process."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            status = (d / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("PPid", "").strip() == str(os.getpid()) and \
+                not fields.get("State", "").startswith("Z"):
+            out.append((d.name, fields.get("Name", "").strip()))
+    return out
+
+
+def test_three_nf_chain_with_a_stall_is_recorded_labelled_and_diagnosed(tmp_path):
+    from mscope.diagnose import diagnose
+    from mscope.sim.score import score
+
+    spec = tmp_path / "chain.json"
+    spec.write_text(json.dumps(CHAIN))
+    cap = tmp_path / "live"
+    proc = _mscope("testbed", "run", spec, "--out", cap, "--seconds-scale", 10)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fw-nat-mon-stall: 40,000 packets" in proc.stdout, proc.stdout
+    assert (cap / "manifest.json").exists()
+    truth = json.loads((cap / "truth.json").read_text())
+    assert truth["labels"] == "window" and truth["objective"] == {"latency_us": 5000.0}
+    assert truth["packets"] == 40_000
+    (f1,) = truth["faults"]
+    assert f1["id"] == "f1" and f1["nf"] == "nat"
+    start, end = f1["window_ns"]
+    assert end - start >= 20_000_000, "the window runs at least to the stall's end"
+    # ~20 kpps into a 20 ms stall: ~400 queued, those of the first ~15 ms are late
+    assert len(f1["victims"]) >= 100
+    summary = json.loads((cap / "testbed.json").read_text())
+    assert summary["reports"]["nat"]["interrupts"] == 1
+    # Unexplained victims and source drops come from VM stalls (other load on
+    # the machine): reported, not asserted (docs/testbed.md).
+    print(f"unexplained victims {len(truth['victims_unexplained'])}, source drops "
+          f"{summary['reports']['source']['drop_full']}")
+
+    diag, _ = diagnose(cap, slo_us=truth["objective"]["latency_us"])
+    res = score(diag, truth)["f1"]
+    share = res["correct"] / res["labelled"]
+    print(f"f1: {res['correct']}/{res['labelled']} window-labelled victims with nat (local) "
+          f"as top culprit ({share:.1%})")
+    assert share >= MIN_SHARE, res
+
+
+def test_unknown_nf_type_is_one_line_and_starts_nothing(tmp_path):
+    spec = dict(CHAIN, nfs=[dict(CHAIN["nfs"][0]), dict(CHAIN["nfs"][1], type="router"),
+                            dict(CHAIN["nfs"][2])])
+    path = tmp_path / "router.json"
+    path.write_text(json.dumps(spec))
+    proc = _mscope("testbed", "run", path, "--out", tmp_path / "o", timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "mscope: error: testbed: NF 'nat' has type 'router', which the testbed cannot run "
+        "(it runs firewall, lb, monitor, nat, vpn)"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_hugepages_is_named():
+    from mscope.errors import MscopeError
+    from mscope.testbed import check_hugepages
+    with pytest.raises(MscopeError, match=r"^testbed: \d+ MB of hugepages free, the chain "
+                                          r"needs 1000000000 MB: echo 256 > "
+                                          r"/proc/sys/vm/nr_hugepages"):
+        check_hugepages(10**9)
+
+
+def test_a_process_that_dies_is_named_and_everything_is_stopped(tmp_path):
+    """mon refuses an option and exits at start: the run stops with its name
+    and last error line, and leaves no process, ring or DPDK runtime dir."""
+    from mscope.errors import MscopeError
+    from mscope.testbed import run_testbed
+
+    before = set(Path("/var/run/dpdk").iterdir()) if Path("/var/run/dpdk").is_dir() else set()
+    with pytest.raises(MscopeError) as info:
+        run_testbed(CHAIN, tmp_path / "o", time_scale=10, log=lambda *a: None,
+                    nf_args={"mon": ["--monitor-flows", "1"]})
+    msg = str(info.value)
+    assert msg.startswith("testbed: NF 'mon' (monitor) exited before 'ready' (exit status 2): "
+                          "mscope-nf: --monitor-flows must be >= 8"), msg
+    assert "\n" not in msg
+    assert _my_children() == []
+    after = set(Path("/var/run/dpdk").iterdir()) if Path("/var/run/dpdk").is_dir() else set()
+    assert not {p for p in after - before if p.name.startswith("mstb")}
+
+
+def test_contention_and_burst_faults_are_injected(tmp_path):
+    """contention: the hog takes 90% of the NF core for its window; burst:
+    the source sends the named flows on top.  Both get windows in truth."""
+    from mscope.analyzer import load
+    from mscope.testbed import run_testbed
+
+    sc = dict(CHAIN, name="contention-burst", faults=[
+        {"id": "c1", "kind": "contention", "nf": "nat", "from_ms": 40, "to_ms": 60,
+         "share": 0.1},
+        {"id": "b1", "kind": "burst", "flows": "10.2.3.0/24", "at_ms": 120,
+         "duration_us": 2000, "rate_mpps": 1.0}])
+    summary = run_testbed(sc, tmp_path / "cap", time_scale=10, log=lambda *a: None)
+    (hog,) = summary["hogs"]
+    assert hog["periods"] >= 150 and hog["spun_ns"] > 150_000_000      # ~90% of 200 ms
+    truth = json.loads((tmp_path / "cap" / "truth.json").read_text())
+    c1, b1 = truth["faults"]
+    assert c1["window_ns"][0] == summary["t0_ns"] + 400_000_000
+    assert b1["flows"] == "10.2.3.0/24"
+    # the burst's packets came from the named prefix, recorded at fw (fed by the source)
+    fw = load(tmp_path / "cap").nf("fw")
+    src = (fw.rx_addr >> 32).astype("int64")
+    burst = (src >> 8) == (10 << 16 | 2 << 8 | 3)
+    inside = (fw.rx_ns >= b1["window_ns"][0]) & (fw.rx_ns < b1["window_ns"][0] + 20_000_000)
+    assert burst[inside].sum() > 5 * burst[~inside].sum()
+    assert summary["truth"]["packets"] == 40_000 + 2_000                # + 1 Mpps x 2 ms
