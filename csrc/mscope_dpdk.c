@@ -55,6 +55,14 @@ register_stamp(void)
 	}
 }
 
+int
+mscope_dpdk_register(void)
+{
+	if (stamp_offset == -1)
+		register_stamp();
+	return stamp_offset >= 0 ? stamp_offset : -1;
+}
+
 static inline struct mscope_stamp *
 stamp_of(struct rte_mbuf *m)
 {

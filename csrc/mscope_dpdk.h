@@ -41,6 +41,14 @@ int mscope_rx(struct mscope *ms, uint16_t port, uint16_t queue,
 int mscope_tx(struct mscope *ms, uint16_t port, uint16_t queue,
 	      struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy);
 
+/* Register the id stamp (dynamic mbuf field and flag) now; returns its
+ * offset, or -1.  The recorder does this on its first record, but DPDK lets
+ * only a primary process register a dynamic field: where NFs are secondary
+ * processes sharing mbufs (rte_rings in hugepages), the primary must call
+ * this once after rte_eal_init(), or the secondaries find no stamp and
+ * compute ids from headers at every hop (docs/packet-ids.md). */
+int mscope_dpdk_register(void);
+
 /* The id mscope gives this mbuf's packet now (computed from its headers). */
 uint64_t mscope_mbuf_pktid(const struct rte_mbuf *m);
 

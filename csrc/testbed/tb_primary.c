@@ -40,43 +40,6 @@
 #define PROG "mscope-tb-primary"
 #define MAX_RINGS 64
 
-/*
- * Register libmscope's id stamp (dynamic mbuf field and flag) here, in the
- * primary.  DPDK lets only a primary register a dynamic field; a secondary
- * may only look one up (rte_mbuf_dynfield_register returns EPERM there).
- * Without this, every secondary's recorder finds no stamp and computes ids
- * from headers at every hop, and ids no longer survive vpn's encryption.
- * libmscope registers on its first record, so: one rx record of one
- * throwaway packet, into a ring file that is removed at once.
- */
-static int
-register_id_stamp(struct rte_mempool *pool)
-{
-	char dir[] = "/tmp/mscope-tb-primary-XXXXXX";
-	struct rte_mbuf *m;
-	struct mscope *ms;
-	char path[512];
-
-	if (mkdtemp(dir) == NULL)
-		return -1;
-	ms = mscope_open(&(struct mscope_params){ .nf_name = "tb-primary", .lcore = 0,
-						  .ring_bytes = 1U << 16, .dir = dir });
-	m = rte_pktmbuf_alloc(pool);
-	if (ms != NULL && m != NULL) {
-		memset(rte_pktmbuf_append(m, 64), 0, 64);
-		mscope_rx(ms, 0, 0, &m, 1, MSCOPE_OCC_UNKNOWN);
-	}
-	if (m != NULL)
-		rte_pktmbuf_free(m);
-	if (ms != NULL) {
-		snprintf(path, sizeof(path), "%s", mscope_ring_path(ms));
-		mscope_close(ms);
-		unlink(path);
-	}
-	rmdir(dir);
-	return rte_mbuf_dynfield_lookup(MSCOPE_DYNFIELD_NAME, NULL);
-}
-
 static void
 usage(FILE *f)
 {
@@ -159,7 +122,10 @@ main(int argc, char **argv)
 	ctl = mz->addr;
 	memset(ctl, 0, sizeof(*ctl));
 	ctl->magic = NF_CTL_MAGIC;
-	stamp = register_id_stamp(pool);
+	/* Only a primary may register libmscope's id stamp (a dynamic mbuf
+	 * field); without it the NFs, secondaries, would compute ids from
+	 * headers at every hop and lose them through vpn's encryption. */
+	stamp = mscope_dpdk_register();
 	if (stamp < 0)
 		fprintf(stderr, PROG ": warning: libmscope's id stamp is not registered: ids will "
 			"be recomputed from headers at every hop\n");
