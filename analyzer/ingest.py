@@ -46,6 +46,8 @@ class NFRecords:
     rx_addr : ndarray of uint64
         ``src_ipv4 << 32 | dst_ipv4`` of each rx packet where the NF wrote
         address records (the chain's ingress), else 0.
+    rx_port : ndarray of int64
+        The port (or ring) each rx packet came from.
     """
     name: str
     nf_id: int
@@ -59,6 +61,7 @@ class NFRecords:
     tx_port: np.ndarray
     tx_batch: np.ndarray
     rx_addr: np.ndarray = None
+    rx_port: np.ndarray = None
 
     @property
     def has_addr(self) -> bool:
@@ -198,7 +201,9 @@ def from_capture_data(data, manifest=None, path=None) -> CaptureView:
             batch_occupancy=occ,
             tx_ids=tx_ids, tx_ns=np.repeat(records["time_ns"][tidx], tcnt),
             tx_port=np.repeat(records["port"][tidx].astype(np.int64), tcnt),
-            tx_batch=np.repeat(tb, tcnt), rx_addr=rx_addr))
+            tx_batch=np.repeat(tb, tcnt), rx_addr=rx_addr,
+            rx_port=np.repeat(records["port"][ridx].astype(np.int64), rcnt)))
+    nfs = [part for n in nfs for part in split_revisited(n)]
     topo = (manifest or {}).get("topology")
     if topo is not None:
         if (not isinstance(topo, list)
@@ -209,6 +214,64 @@ def from_capture_data(data, manifest=None, path=None) -> CaptureView:
         topo = [tuple(l) for l in topo]
     return CaptureView(nfs, data.incomplete_windows(), topo,
                        None if path is None else str(path))
+
+
+#: An NF is split by rx port when at least this share of its packets come
+#: back to it on another port (a switch between the chain's NFs).
+REVISIT_SHARE = 0.01
+
+
+def split_revisited(nf):
+    """One NF, or one node per rx port where packets revisit it.
+
+    A switch in the chain (OVS between every two NFs) receives each packet
+    several times, on a different port each time; as one node it would make
+    the chain a cycle.  Each rx port has its own queue (a vhost or ethdev
+    rx queue), so one node per rx port, named ``<nf>@<port>``, is what
+    happened: the tx of each packet goes with the rx port it came in on
+    (matched by id within the NF, nearest earlier rx).
+
+    Returns
+    -------
+    list of NFRecords
+        ``[nf]`` when no packet revisits it.
+    """
+    from .matching import match_next
+
+    if nf.rx_port is None or len(nf.rx_ids) == 0:
+        return [nf]
+    ports = np.unique(nf.rx_port)
+    if len(ports) < 2:
+        return [nf]
+    pairs = np.unique(np.stack([nf.rx_ids, nf.rx_port.astype(np.uint64)]), axis=1)
+    ids, cnt = np.unique(pairs[0], return_counts=True)
+    if (cnt > 1).sum() < REVISIT_SHARE * len(ids):
+        return [nf]
+    # each tx to the rx it left from: nearest earlier rx of the same id
+    m, _ = match_next(nf.rx_ids, nf.rx_ns, nf.tx_ids, nf.tx_ns)
+    tx_from = np.full(len(nf.tx_ids), -1, np.int64)
+    got = m >= 0
+    tx_from[m[got]] = nf.rx_port[got]
+    # unmatched tx: the rx port most packets of their tx port came from
+    for q in np.unique(nf.tx_port[tx_from < 0]).tolist():
+        seen = tx_from[(nf.tx_port == q) & (tx_from >= 0)]
+        guess = np.bincount(seen).argmax() if len(seen) else int(ports[0])
+        tx_from[(nf.tx_port == q) & (tx_from < 0)] = guess
+    out = []
+    for p in ports.tolist():
+        r = nf.rx_port == p
+        t = tx_from == p
+        ub, rb = np.unique(nf.rx_batch[r], return_inverse=True)
+        tb = np.unique(nf.tx_batch[t], return_inverse=True)[1]
+        out.append(NFRecords(
+            name=f"{nf.name}@{p}", nf_id=nf.nf_id,
+            rx_ids=nf.rx_ids[r], rx_ns=nf.rx_ns[r], rx_batch=rb.astype(np.int64),
+            batch_ns=nf.batch_ns[ub], batch_occupancy=nf.batch_occupancy[ub],
+            tx_ids=nf.tx_ids[t], tx_ns=nf.tx_ns[t], tx_port=nf.tx_port[t],
+            tx_batch=tb.astype(np.int64),
+            rx_addr=None if nf.rx_addr is None else nf.rx_addr[r],
+            rx_port=nf.rx_port[r]))
+    return out
 
 
 def load(path) -> CaptureView:

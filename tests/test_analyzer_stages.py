@@ -327,3 +327,41 @@ def test_rx_only_nf_is_where_packets_leave(tmp_path):
     t = build_trajectories(v, infer_topology(v))
     assert (t.drop_nf == -1).all()
     assert t.exit_ns.tolist() == [35, 35] and t.latency_ns.tolist() == [35, 35]
+
+
+def test_switch_between_nfs_is_one_node_per_rx_port(tmp_path):
+    # sw forwards source -> nf (in on port 0, out on port 1) and nf -> egress
+    # (in on port 1, out on port 2): every packet visits sw twice, which as
+    # one node would be a cycle; split by rx port it is a chain
+    v = load(write(tmp_path / "c", [
+        ("source", [(0, 1, 0, None, [1, 2, 3])]),
+        ("sw", [(10, 0, 0, 0, [1, 2, 3]), (12, 1, 1, None, [1, 2, 3]),
+                (40, 0, 1, 0, [1, 2]), (42, 1, 2, None, [1, 2]),
+                (50, 0, 1, 0, [3]), (52, 1, 2, None, [3])]),
+        ("nf", [(20, 0, 0, 0, [1, 2, 3]), (30, 1, 0, None, [1, 2]),
+                (45, 1, 0, None, [3])]),
+        ("egress", [(60, 0, 0, 0, [1, 2, 3])]),
+    ]))
+    assert sorted(v.names) == ["egress", "nf", "source", "sw@0", "sw@1"]
+    topo = infer_topology(v)
+    assert set(topo.edges) == {("source", "sw@0"), ("sw@0", "nf"), ("nf", "sw@1"),
+                               ("sw@1", "egress")}
+    t = build_trajectories(v, topo)
+    names = np.array(t.nf_names, dtype=object)
+    for p in range(3):
+        assert names[t.hop_nf[t.hop_packet == p]].tolist() == ["sw@0", "nf", "sw@1", "egress"]
+    assert t.latency_ns.tolist() == [60, 60, 60]
+    q = queue_timelines(v, t)
+    assert q["sw@1"].delay_ns.tolist() == [10, 10, 5]     # 30->40, 30->40, 45->50
+
+
+def test_nf_fed_on_two_ports_is_not_split(tmp_path):
+    # a join: two upstreams on two ports, each packet once: one node
+    v = load(write(tmp_path / "c", [
+        ("source", [(0, 1, 0, None, [1, 2]), (0, 1, 1, None, [3])]),
+        ("a", [(10, 0, 0, 0, [1, 2]), (11, 1, 0, None, [1, 2])]),
+        ("b", [(10, 0, 0, 0, [3]), (11, 1, 0, None, [3])]),
+        ("j", [(20, 0, 0, 0, [1, 2]), (21, 1, 0, None, [1, 2]),
+               (22, 0, 1, 0, [3]), (23, 1, 0, None, [3])]),
+    ]))
+    assert "j" in v.names
