@@ -15,7 +15,8 @@ from typing import Optional
 
 import numpy as np
 
-from mscope.capture import CAPTURE_F_ADDR, CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN, open_capture
+from mscope.capture import (CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN,
+                            open_capture)
 from mscope.errors import CaptureFormatError
 
 __all__ = ["NFRecords", "CaptureView", "load", "from_capture_data"]
@@ -162,6 +163,10 @@ def _rx_addresses(records, stream, ids, id_rec, ridx, rcnt, addr_sel):
 def from_capture_data(data, manifest=None, path=None) -> CaptureView:
     """Build a CaptureView from a ``CaptureData`` (see :func:`load`)."""
     records, stream, ids = data.records, data.stream, data.ids
+    if len(records) and len(ids) == 0 and (records["flags"] & CAPTURE_F_NOIDS).all():
+        raise CaptureFormatError(
+            f"{path or 'capture'}: batch-only capture (counts, no packet ids): diagnosis "
+            f"needs packet ids; record without MSCOPE_IDS=0 / MSCOPE_F_NOIDS")
     if len(records) == 0 or len(ids) == 0:
         raise CaptureFormatError(f"{path or 'capture'}: capture holds no packet records")
     id_rec = data.id_offsets[:-1]
@@ -182,9 +187,12 @@ def from_capture_data(data, manifest=None, path=None) -> CaptureView:
     rec_nf = lut[stream] if len(stream) else np.zeros(0, np.int64)
     is_tx = (records["flags"] & CAPTURE_F_TX) != 0
     is_addr = (records["flags"] & CAPTURE_F_ADDR) != 0
+    # batch-only records (counts, no ids) cannot be followed packet by
+    # packet: left out here (the capture reader still accounts them)
+    has_ids = (records["flags"] & CAPTURE_F_NOIDS) == 0
     nfs = []
     for k, (nf_id, name) in enumerate(keys):
-        mine = rec_nf == k
+        mine = (rec_nf == k) & has_ids
         ridx, rcnt, rb, rfirst, rx_ids = _side(records, stream, ids, id_rec,
                                                mine & ~is_tx & ~is_addr)
         addr_sel = mine & is_addr & ~is_tx

@@ -4,7 +4,9 @@
 The byte work is in C; this file declares it, releases the GIL around the
 copy and hands out arrays.  Records come out as RING_RECORD_DTYPE (the
 32-byte record header of csrc/mscope_record.h), their packet ids as one
-uint64 array in record order.
+uint64 array in record order: ``count`` ids per record, none for a
+batch-only record (REC_F_NOIDS, whose ``count`` is the batch's packets);
+``mscope.record.id_counts(records)`` says how many each.
 """
 import os
 
@@ -174,13 +176,18 @@ cdef class RingReader:
         -------
         (int, int)
             Records and ids written at the start of each array.  Stops when
-            either array is full or the ring is empty.
+            either array is full or the ring is empty.  The ids are those of
+            the records in order, ``mscope.record.id_counts(records)`` each:
+            ``count``, but none for a batch-only record (REC_F_NOIDS), so a
+            drain of batch-only records returns ``(n, 0)`` and never needs
+            id room.  No allocation: the C reader copies into the arrays.
 
         Raises
         ------
         RingFormatError
-            The ring holds a malformed record (where is in the message).
-            Records before it were returned by earlier calls.
+            The ring holds a malformed record (where is in the message),
+            a batch-only address record among them.  Records before it
+            were returned by earlier calls.
         """
         self.check_open()
         if records.dtype != RING_RECORD_DTYPE or not records.flags.c_contiguous:
@@ -208,7 +215,8 @@ cdef class RingReader:
     def drain(self, max_records=65536, max_ids=None):
         """Drain up to max_records records; return new (records, ids) arrays.
 
-        ``ids`` holds ``records['count'].sum()`` ids, record after record.
+        ``ids`` holds ``mscope.record.id_counts(records).sum()`` ids, record
+        after record (``count`` each, none for a batch-only record).
         max_ids defaults to max_records * 32 (at least MAX_BATCH).  The
         working buffers are kept between calls; the arrays returned are the
         caller's.  A loop that drains continuously should call drain_into()

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from mscope.capture.format import (CAPTURE_F_ADDR, CAPTURE_F_TX, CAPTURE_RECORD_DTYPE,
-                                   CODEC_ZSTD, encode_frame)
-from mscope.record import MAX_BATCH, REC_F_ADDR, REC_F_TX, RING_RECORD_DTYPE
+from mscope.capture.format import (CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_TX,
+                                   CAPTURE_RECORD_DTYPE, CODEC_ZSTD, encode_frame)
+from mscope.record import MAX_BATCH, REC_F_ADDR, REC_F_NOIDS, REC_F_TX, RING_RECORD_DTYPE
 
 __all__ = ["RingStream", "Chunk", "ring_records_to_capture"]
 
@@ -37,7 +37,12 @@ class Chunk:
 
 
 def ring_records_to_capture(records, clock):
-    """Ring records (RING_RECORD_DTYPE) as capture records, TSC turned into ns."""
+    """Ring records (RING_RECORD_DTYPE) as capture records, TSC turned into ns.
+
+    Flags map bit by bit (tx, address, batch-only); a batch-only record keeps
+    its ``count`` (the batch's packets) and has no ids in the chunk, as in
+    the ring.
+    """
     out = np.empty(len(records), CAPTURE_RECORD_DTYPE)
     out["time_ns"] = clock.to_ns(records["tsc"])
     out["seq"] = records["seq"]
@@ -45,7 +50,8 @@ def ring_records_to_capture(records, clock):
     out["port"] = records["port"]
     out["queue"] = records["queue"]
     out["flags"] = (np.where(records["flags"] & REC_F_TX, CAPTURE_F_TX, 0)
-                    | np.where(records["flags"] & REC_F_ADDR, CAPTURE_F_ADDR, 0))
+                    | np.where(records["flags"] & REC_F_ADDR, CAPTURE_F_ADDR, 0)
+                    | np.where(records["flags"] & REC_F_NOIDS, CAPTURE_F_NOIDS, 0))
     out["reserved"] = 0
     out["count"] = records["count"]
     out["occupancy"] = records["occupancy"]
@@ -98,15 +104,21 @@ class RingStream:
         # filled: no copy between the ring and the compressor.
         self.chunk_records = chunk_records
         self.chunk_ids = max(chunk_records * ids_per_record, 4 * MAX_BATCH)
-        self._new_chunk()
-        self.full = []               # filled chunks waiting to be cut
         self.records_drained = 0
         self.ids_drained = 0
+        self._new_chunk()
+        self.full = []               # filled chunks waiting to be cut
         self.finished = False        # final frame cut
 
     def _new_chunk(self):
         self.cur_recs = np.empty(self.chunk_records, RING_RECORD_DTYPE)
-        self.cur_ids = np.empty(self.chunk_ids, np.uint64)
+        # A ring whose records so far all came without ids is batch-only
+        # (a recorder writes one kind all its life): its chunks get the
+        # one record's worth of id room drain_into() asks for, not
+        # chunk_records * ids_per_record.  Should a record with ids come
+        # after all, that room fills and the chunk is cut early.
+        batch_only = self.records_drained > 0 and self.ids_drained == 0
+        self.cur_ids = np.empty(MAX_BATCH if batch_only else self.chunk_ids, np.uint64)
         self.n_recs = self.n_ids = 0
         self.cur_since = None
 
@@ -129,7 +141,7 @@ class RingStream:
         moved = 0
         while moved < limit:
             if (self.n_recs == self.chunk_records
-                    or self.chunk_ids - self.n_ids < MAX_BATCH):
+                    or len(self.cur_ids) - self.n_ids < MAX_BATCH):
                 self._close_chunk()
             recs = self.cur_recs[self.n_recs:]
             n, k = self.reader.drain_into(recs, self.cur_ids[self.n_ids:])

@@ -140,6 +140,7 @@ mscope_reader_drain(struct mscope_reader *r, struct mscope_rec_hdr *recs,
 		const uint64_t contig = r->data_size - pos;
 		struct mscope_rec_hdr h;
 		uint64_t sz;
+		uint32_t nw;
 
 		/* Copy first, then check: the bytes may change under us. */
 		memcpy(&h, r->data + pos, contig < sizeof(h) ? 8 : sizeof(h));
@@ -155,25 +156,32 @@ mscope_reader_drain(struct mscope_reader *r, struct mscope_rec_hdr *recs,
 			tail += contig;
 			continue;
 		}
-		if (contig < sizeof(h) || h.count > MSCOPE_MAX_BATCH) {
+		/* A batch-only record is its header alone whatever its count,
+		 * and never an address record: the recorder writes one or the
+		 * other, so both bits at once is a corrupt ring, not a guess. */
+		if (contig < sizeof(h) || h.count > MSCOPE_MAX_BATCH ||
+		    (h.flags & (MSCOPE_REC_F_NOIDS | MSCOPE_REC_F_ADDR)) ==
+		    (MSCOPE_REC_F_NOIDS | MSCOPE_REC_F_ADDR)) {
 			err = -MSCOPE_E_RECORD;
 			break;
 		}
-		sz = MSCOPE_REC_SIZE(h.count);
+		nw = mscope_rec_n_ids(&h);
+		sz = MSCOPE_REC_SIZE(nw);
 		if (sz > contig || sz > head - tail) {
 			err = -MSCOPE_E_RECORD;
 			break;
 		}
-		if (got_ids + h.count > max_ids) {
+		if (got_ids + nw > max_ids) {
 			/* The caller's id buffer is full: not an error, unless not
 			 * even this one record fits, which would stall forever. */
 			if (got == 0)
 				return -ENOSPC;
 			break;
 		}
-		memcpy(ids + got_ids, r->data + pos + sizeof(h), 8U * h.count);
+		if (nw != 0)    /* ids may be NULL when max_ids is 0 */
+			memcpy(ids + got_ids, r->data + pos + sizeof(h), 8U * nw);
 		recs[got++] = h;
-		got_ids += h.count;
+		got_ids += nw;
 		tail += sz;
 	}
 out:

@@ -55,14 +55,34 @@ struct mscope_ring_state_snapshot {
 int mscope_reader_open(const char *path, int claim, struct mscope_reader *r);
 
 /*
+ * Id words that follow a record header in the ring, and that
+ * mscope_reader_drain() copies for it: `count`, except for a batch-only
+ * record (MSCOPE_REC_F_NOIDS), which stands for `count` packets and
+ * carries none.
+ */
+static inline uint32_t
+mscope_rec_n_ids(const struct mscope_rec_hdr *h)
+{
+	return (h->flags & MSCOPE_REC_F_NOIDS) ? 0U : h->count;
+}
+
+/*
  * Copy up to max_recs records and max_ids packet ids out of the ring and
  * give the space back to the producer.  Records come out as their 32-byte
- * headers (recs[i].count ids each, consecutive in ids).  Returns the number
- * of records copied (>= 0), or a negative code when the ring is corrupt and
- * nothing could be copied in this call (once corrupt, every later call
- * returns the same code), or -ENOSPC when ids cannot hold even the next
- * record (give it at least MSCOPE_MAX_BATCH).  *n_ids receives the number
- * of ids copied.
+ * headers, their ids consecutive in ids: mscope_rec_n_ids(&recs[i]) each,
+ * which is recs[i].count but 0 for a batch-only record (its count is the
+ * batch's packets; no ids exist).  Returns the number of records copied
+ * (>= 0), or a negative code when the ring is corrupt and nothing could be
+ * copied in this call (once corrupt, every later call returns the same
+ * code), or -ENOSPC when ids cannot hold even the next record (give it at
+ * least MSCOPE_MAX_BATCH).  *n_ids receives the number of ids copied.
+ * ids may be NULL when max_ids is 0 (a ring of batch-only records).
+ *
+ * A record is corrupt (-MSCOPE_E_RECORD) when its magic or version is
+ * wrong, its count exceeds MSCOPE_MAX_BATCH, it is batch-only and an
+ * address record at once, or it does not fit below head or before the end
+ * of the data area (a batch-only record takes MSCOPE_REC_HDR_SIZE bytes
+ * whatever its count).
  */
 long mscope_reader_drain(struct mscope_reader *r, struct mscope_rec_hdr *recs,
 			 uint32_t max_recs, uint64_t *ids, uint64_t max_ids,

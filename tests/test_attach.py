@@ -243,10 +243,8 @@ def test_preload_and_plugin_together_record_once(copy, registry, eal_args, tmp_p
 def ring_walk(path):
     """Every record of a ring nobody has drained, straight from the file:
     (headers, bytes each record took).  Knows batch-only records
-    (MSCOPE_REC_F_NOIDS: 32 bytes, no ids), which the collector's reader
-    does not read yet."""
-    from mscope.record import REC_F_PAD, RING_HDR_SIZE, RING_RECORD_DTYPE
-    REC_F_NOIDS = 0x04
+    (MSCOPE_REC_F_NOIDS: 32 bytes, no ids)."""
+    from mscope.record import REC_F_NOIDS, REC_F_PAD, RING_HDR_SIZE, RING_RECORD_DTYPE
     raw = Path(path).read_bytes()
     data_size, = np.frombuffer(raw, "<u8", 1, 16)
     head, = np.frombuffer(raw, "<u8", 1, 64)

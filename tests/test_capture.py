@@ -880,3 +880,151 @@ def test_optional_entry_keys_and_hosts_seen_twice(tmp_path):
     assert [s["collector"] for s in man["streams"]] == ["aa", "bb"]
     assert man["streams"][1]["collector_dropped_chunks"] == 4
     assert man["nfs"] == [{"nf_id": 1, "name": "fw", "host": 0}]
+
+
+# --- batch-only records (CAPTURE_F_NOIDS) -------------------------------------------
+
+def mixed_chunk(first_seq, t0=0):
+    """Records of every kind: full rx, its address record, batch-only rx and
+    tx, full tx; and the ids they carry (none for the batch-only ones)."""
+    from mscope.capture import CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_TX
+    r = make_records(range(first_seq, first_seq + 5), t0=t0)
+    r["count"] = [3, 3, 32, 1024, 2]
+    r["flags"] = [0, CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_NOIDS | CAPTURE_F_TX,
+                  CAPTURE_F_TX]
+    base = 1000 * (first_seq + 1)
+    ids = np.array([base, base + 1, base + 2, 0x0A000001C0A80001, 0, 7, base + 3,
+                    base + 4], np.uint64)
+    return r, ids
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd"])
+def test_batch_only_round_trip(tmp_path, codec):
+    """Batch-only records keep their count and take no ids: n_ids and
+    raw_len count the other records' ids only, id_offsets give them empty
+    slices, and `capture info` counts their packets apart."""
+    from mscope.capture import CAPTURE_F_NOIDS, id_counts
+    cap = tmp_path / "cap"
+    with CaptureWriter(cap, codec=codec) as w:
+        s = w.add_stream(w.add_host("h"), 1, "bo")
+        chunks = [mixed_chunk(0), mixed_chunk(5, t0=1000)]
+        only = make_records(range(10, 14), t0=2000, counts=[1, 1024, 7, 2])
+        only["flags"] = CAPTURE_F_NOIDS
+        chunks.append((only, np.zeros(0, np.uint64)))     # a chunk of no ids at all
+        for recs, ids in chunks:
+            w.write_chunk(s, recs, ids)
+        assert w.stats.ids == 16 and w.stats.records == 14
+    heads = [f[3] for f in frame_table(cap)]
+    assert [h.n_ids for h in heads] == [8, 8, 0]
+    assert [h.raw_len for h in heads] == [5 * 32 + 8 * 8, 5 * 32 + 8 * 8, 4 * 32]
+
+    data = open_capture(cap).read()
+    assert data.losses == []
+    np.testing.assert_array_equal(data.records, np.concatenate([r for r, _ in chunks]))
+    np.testing.assert_array_equal(data.ids, np.concatenate([i for _, i in chunks]))
+    np.testing.assert_array_equal(np.diff(data.id_offsets), id_counts(data.records))
+    assert data.id_offsets[-1] == len(data.ids) == 16
+    noids = np.flatnonzero(data.records["flags"] & CAPTURE_F_NOIDS)
+    assert noids.tolist() == [2, 3, 7, 8, 10, 11, 12, 13]
+    assert all(len(data.ids_of(i)) == 0 for i in noids)
+    assert data.ids_of(4).tolist() == [1003, 1004]          # the tx after them
+    assert data.ids_of(6).tolist()[:2] == [0x0A000001C0A80001, 0]
+
+    summary = describe(cap)
+    [row] = summary["streams"]
+    assert (row["records"], row["ids"]) == (14, 16)
+    assert (row["batch_only_records"], row["batch_only_packets"]) == (8, 2 * 1056 + 1034)
+    assert summary["batch_only_packets"] == 3146
+    text = format_text(summary)
+    assert "16 packet ids; 8 batch-only records of 3,146 packets (no ids)" in text
+    assert "bo_packets" in text.splitlines()[5]
+
+    # Without batch-only records the summary and table are as before.
+    plain = tmp_path / "plain"
+    with CaptureWriter(plain) as w:
+        w.write_chunk(w.add_stream(w.add_host("h"), 1, "a"), make_records([0]),
+                      np.arange(2, dtype=np.uint64))
+    assert describe(plain)["batch_only_packets"] == 0
+    assert "batch-only" not in format_text(describe(plain))
+    assert "bo_packets" not in format_text(describe(plain))
+
+
+def test_batch_only_frames_encode_and_decode():
+    recs, ids = mixed_chunk(0)
+    buf = encode_frame(recs, ids, stream=0, chunk_seq=0, first_seq=0, next_seq=5,
+                       codec=CODEC_NONE)
+    h, got, got_ids = decode_frame(buf)
+    assert (h.n_records, h.n_ids, h.raw_len) == (5, 8, 5 * 32 + 8 * 8)
+    np.testing.assert_array_equal(got, recs)
+    np.testing.assert_array_equal(got_ids, ids)
+
+
+def test_batch_only_id_count_mismatch_is_refused(tmp_path):
+    """A frame whose n_ids counts batch-only packets as ids (what a writer
+    that ignored the flag would make) is refused with one line everywhere:
+    decode_frame, write_frame(check_payload=True), and the reader, which
+    reports that chunk as corrupt and reads the rest."""
+    from mscope.capture import CAPTURE_F_ADDR
+    from mscope.errors import FrameRejectedError
+    recs, _ = mixed_chunk(0)
+    wrong = np.arange(int(recs["count"].sum()), dtype=np.uint64)     # 1064 "ids"
+    recs5 = recs.copy()
+    recs5["seq"] += 5
+    bad = encode_frame(recs5, wrong, stream=0, chunk_seq=1, first_seq=5, next_seq=10,
+                       codec=CODEC_NONE)
+    message = ("record ids sum to 8 (1064 packets, 1056 of them in batch-only records), "
+               "header says 1064 ids")
+    with pytest.raises(CaptureFormatError) as exc:
+        decode_frame(bad)
+    assert str(exc.value) == message and "\n" not in str(exc.value)
+
+    both = recs5.copy()
+    both["flags"][2] |= CAPTURE_F_ADDR
+    liar = encode_frame(both, np.zeros(8, np.uint64), stream=0, chunk_seq=1, first_seq=5,
+                        next_seq=10, codec=CODEC_NONE)
+    with pytest.raises(CaptureFormatError,
+                       match=r"^record 2 \(seq 7\) is both batch-only and an address record$"):
+        decode_frame(liar)
+
+    cap = tmp_path / "cap"
+    w = CaptureWriter(cap, codec="none")
+    s = w.add_stream(w.add_host("h"), 1, "bo")
+    with pytest.raises(ValueError, match=r"^ids: records' count sums to 8 without the 1056 "
+                                         r"packets of batch-only records, got 1064 ids$"):
+        w.write_chunk(s, recs, wrong)
+    with pytest.raises(ValueError, match="record 2 is both batch-only"):
+        w.write_chunk(s, both, np.zeros(8, np.uint64))
+    w.write_chunk(s, *mixed_chunk(0))
+    for frame in (bad, liar):
+        with pytest.raises(FrameRejectedError, match=re.escape("payload: record")) as err:
+            w.write_frame(s, frame, check_payload=True)
+        assert err.value.kind == "payload"
+    w.write_frame(s, bad)                   # unchecked: the reader must catch it
+    recs10, ids10 = mixed_chunk(10)
+    w.write_chunk(s, recs10, ids10)
+    w.close()
+    data = open_capture(cap).read()
+    assert data.records["seq"].tolist() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+    [loss] = data.losses
+    assert (loss.kind, loss.first_seq, loss.n_records) == ("corrupt", 5, 5)
+    assert loss.detail.endswith(message)
+    np.testing.assert_array_equal(np.diff(data.id_offsets), [3, 3, 0, 0, 2] * 2)
+    assert describe(cap)["streams"][0]["batch_only_records"] == 4
+
+
+def test_doc_example_reads_batch_only_records(tmp_path, capsys):
+    """The numpy-only reader in docs/capture-format.md places ids right past
+    batch-only records."""
+    doc = (Path(__file__).parent.parent / "docs" / "capture-format.md").read_text()
+    code = doc.split("<!-- example: read-with-numpy -->\n```python\n", 1)[1].split("```", 1)[0]
+    from mscope.capture import CAPTURE_F_NOIDS
+    cap = tmp_path / "cap"
+    with CaptureWriter(cap) as w:
+        s = w.add_stream(w.add_host("h"), 1, "bo")
+        r = make_records(range(3), counts=[5, 2, 1])
+        r["flags"] = [CAPTURE_F_NOIDS, 0, 0]
+        w.write_chunk(s, r, np.array([11, 12, 13], np.uint64))
+    exec(compile(code, "capture-format.md", "exec"), {"capture_dir": str(cap)})
+    assert capsys.readouterr().out.splitlines() == [
+        "bo: 3 records (0 tx), 3 packet ids, first record's ids [], "
+        "5 packets of batch-only records"]

@@ -394,11 +394,75 @@ def test_curve_refuses_unauthenticated_collector(producer_exe, registry, tmp_pat
 
 
 def test_ring_flags_map_to_capture_flags():
-    from mscope.capture import CAPTURE_F_ADDR, CAPTURE_F_TX
+    from mscope.capture import CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_TX
     from mscope.collector.clock import TscClock
     from mscope.collector.stream import ring_records_to_capture
-    from mscope.record import REC_F_ADDR, REC_F_TX, RING_RECORD_DTYPE
-    r = np.zeros(3, RING_RECORD_DTYPE)
-    r["flags"] = [0, REC_F_ADDR, REC_F_TX]
+    from mscope.record import REC_F_ADDR, REC_F_NOIDS, REC_F_TX, RING_RECORD_DTYPE
+    r = np.zeros(5, RING_RECORD_DTYPE)
+    r["flags"] = [0, REC_F_ADDR, REC_F_TX, REC_F_NOIDS, REC_F_NOIDS | REC_F_TX]
+    r["count"] = [1, 1, 2, 1024, 7]
     out = ring_records_to_capture(r, TscClock())
-    assert out["flags"].tolist() == [0, CAPTURE_F_ADDR, CAPTURE_F_TX]
+    assert out["flags"].tolist() == [0, CAPTURE_F_ADDR, CAPTURE_F_TX, CAPTURE_F_NOIDS,
+                                     CAPTURE_F_NOIDS | CAPTURE_F_TX]
+    assert out["count"].tolist() == [1, 1, 2, 1024, 7]
+
+
+def _ring_file(path, records):
+    """A ring file (csrc/mscope_record.h) holding `records`: (flags, count)
+    pairs, ids (seq << 16 | i) after each record that is not batch-only."""
+    import struct
+    from mscope.record import (REC_F_NOIDS, REC_MAGIC, REC_VERSION, RING_HDR_SIZE,
+                               RING_MAGIC, RING_MIN_DATA, RING_VERSION)
+    data = b""
+    for seq, (flags, count) in enumerate(records):
+        data += struct.pack("<HBBHHHHIQQ", REC_MAGIC, REC_VERSION, flags, 3, 0, 0, count,
+                            0xFFFFFFFF, 1000 + seq, seq)
+        if not flags & REC_F_NOIDS:
+            data += struct.pack(f"<{count}Q", *((seq << 16) | i for i in range(count)))
+    size = RING_MIN_DATA * 4
+    assert len(data) <= size
+    page = bytearray(RING_HDR_SIZE)
+    struct.pack_into("<QIIQQiHHQQ", page, 0, RING_MAGIC, RING_VERSION, RING_HDR_SIZE, size,
+                     0, os.getpid(), 3, 0, 0, 0)
+    struct.pack_into("<QQQQI", page, 64, len(data), len(records), 0, 0, 2)
+    path.write_bytes(bytes(page) + data.ljust(size, b"\0"))
+    os.chmod(path, 0o600)
+    return path
+
+
+def test_stream_chunks_of_batch_only_records(tmp_path):
+    """A batch-only ring becomes frames whose records keep their counts and
+    whose n_ids is 0; a stream that has seen only batch-only records fills
+    chunks with one record's worth of id room, and a record with ids
+    after them still gets through whole."""
+    from mscope.capture.format import CAPTURE_F_NOIDS, decode_frame, id_counts
+    from mscope.collector import RingReader
+    from mscope.collector.clock import TscClock
+    from mscope.collector.stream import RingStream
+    from mscope.record import MAX_BATCH, REC_F_NOIDS, REC_F_TX
+    kinds = [(REC_F_NOIDS | (REC_F_TX if s % 2 else 0), 1 + (s * 7919) % MAX_BATCH)
+             for s in range(3000)]
+    kinds += [(0, 1000), (REC_F_NOIDS, 5), (REC_F_TX, 1000), (REC_F_TX, 30)]
+    ring = _ring_file(tmp_path / "bo.0.1.ring", kinds)
+    with RingReader(ring) as reader:
+        st = RingStream(0, reader, chunk_records=1024, ids_per_record=8)
+        while st.drain():
+            pass
+        assert st.records_drained == len(kinds) and st.ids_drained == 2030
+        chunks = st.cut(TscClock(), 0.0, 0.0, final=True)
+    frames = [decode_frame(c.frame) for c in chunks if not c.final]
+    recs = np.concatenate([r for _, r, _ in frames])
+    ids = np.concatenate([i for _, _, i in frames])
+    assert recs["seq"].tolist() == list(range(len(kinds)))
+    assert recs["count"].tolist() == [c for _, c in kinds]
+    assert ((recs["flags"] & CAPTURE_F_NOIDS) != 0).tolist() == [
+        bool(f & REC_F_NOIDS) for f, _ in kinds]
+    assert [h.n_ids for h, _, _ in frames] == [int(id_counts(r).sum()) for _, r, _ in frames]
+    assert ids.tolist() == ([(3000 << 16) | i for i in range(1000)]
+                            + [(3002 << 16) | i for i in range(1000)]
+                            + [(3003 << 16) | i for i in range(30)])
+    # Chunks of 1024 records; the third, sized for one record's ids as the
+    # ring looked batch-only, takes the first full record (1000 ids) and
+    # the batch-only one after it, then is cut: no room for 1000 more ids.
+    assert [(c.records, c.ids) for c in chunks if not c.final] == [
+        (1024, 0), (1024, 0), (954, 1000), (2, 1030)]

@@ -23,8 +23,17 @@ def test_python_layout_matches_c_header(cbuild):
         assert dt.fields[name][0].itemsize == size, name
     assert consts["REC_HDR_SIZEOF"] == dt.itemsize
     # Every record flag is probed, so none can drift unnoticed.
-    assert {"MSCOPE_REC_F_TX", "MSCOPE_REC_F_ADDR", "MSCOPE_REC_F_PAD"} <= set(consts)
+    assert {"MSCOPE_REC_F_TX", "MSCOPE_REC_F_ADDR", "MSCOPE_REC_F_NOIDS",
+            "MSCOPE_REC_F_PAD"} <= set(consts)
+    # And the Python side has no flag the header lacks.
+    assert {n for n in dir(record) if n.startswith("REC_F_")} == {
+        c[len("MSCOPE_"):] for c in consts if c.startswith("MSCOPE_REC_F_")}
     for c_name, value in consts.items():
         if c_name.startswith("MSCOPE_"):
             py_name = c_name[len("MSCOPE_"):]
             assert getattr(record, py_name) == value, c_name
+
+
+def test_record_docstring_examples():
+    import doctest
+    assert doctest.testmod(record).failed == 0

@@ -16,7 +16,9 @@ from mscope.record import RING_RECORD_DTYPE
 def test_ring_unit_c(cbuild, registry):
     """Wraparound over hundreds of laps, exact round trip, full-ring drops,
     batch splitting, address records (rx/address pairs, their splitting and
-    drops) and open errors, under ASan/UBSan."""
+    drops), batch-only records mixed with full and address ones (no ids,
+    no id room needed, a batch-only address record or count over the limit
+    is malformed) and open errors, under ASan/UBSan."""
     exe = cbuild("test_ring", [TESTS_C / "test_ring.c", *recorder_sources()],
                  sanitize=True)
     proc = subprocess.run([str(exe), str(registry)], capture_output=True,

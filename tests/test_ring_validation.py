@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from mscope.collector import RingReader
 from mscope.errors import RingFormatError
-from mscope.record import (MAX_BATCH, REC_F_PAD, REC_MAGIC, REC_VERSION,
-                           RING_HDR_SIZE, RING_MAGIC, RING_MIN_DATA,
-                           RING_VERSION)
+from mscope.record import (MAX_BATCH, REC_F_ADDR, REC_F_NOIDS, REC_F_PAD, REC_F_TX,
+                           REC_MAGIC, REC_VERSION, RING_HDR_SIZE, RING_MAGIC,
+                           RING_MIN_DATA, RING_RECORD_DTYPE, RING_VERSION, id_counts)
 
 DATA = RING_MIN_DATA
 
@@ -32,9 +32,12 @@ def ring_header(magic=RING_MAGIC, version=RING_VERSION, hdr_size=RING_HDR_SIZE,
 
 
 def record(count, seq=0, flags=0, magic=REC_MAGIC, version=REC_VERSION, ids=None):
+    """A record as the recorder lays it out: `count` ids (0..count-1 unless
+    given) after the header, none after a batch-only header."""
     body = struct.pack("<HBBHHHHIQQ", magic, version, flags, 1, 0, 0, count,
                        0xFFFFFFFF, 1000 + seq, seq)
-    ids = ids if ids is not None else list(range(count))
+    if ids is None:
+        ids = [] if flags & REC_F_NOIDS else list(range(count))
     return body + struct.pack(f"<{len(ids)}Q", *ids)
 
 
@@ -137,6 +140,9 @@ def test_misaligned_tail(ring_path):
     record(1, version=7),
     record(MAX_BATCH + 1, ids=[0]),       # count beyond the limit
     record(200, ids=[0] * 4),             # count beyond head
+    record(4, flags=REC_F_NOIDS | REC_F_ADDR),                # batch-only address record
+    record(1, flags=REC_F_NOIDS | REC_F_ADDR | REC_F_TX),
+    record(MAX_BATCH + 1, flags=REC_F_NOIDS),                 # count beyond the limit
 ])
 def test_malformed_record_after_good_ones(ring_path, bad):
     good = record(2, seq=0) + record(2, seq=1)
@@ -147,6 +153,68 @@ def test_malformed_record_after_good_ones(ring_path, bad):
         assert list(recs["seq"]) == [0, 1], "records before the damage are delivered"
         with pytest.raises(RingFormatError, match=f"at byte {len(good)}: malformed record"):
             r.drain()
+
+
+def test_batch_only_records_take_no_ids(ring_path):
+    """Full, address and batch-only records in one ring: each comes out with
+    its count, only the full and address ones bring ids, and what follows a
+    batch-only header is read as the next record (a batch-only record whose
+    count is a multiple of 4 would land a reader taking ids on a later
+    header)."""
+    data = (record(3, seq=0) + record(3, seq=1, flags=REC_F_ADDR, ids=[7, 8, 9])
+            + record(4, seq=2, flags=REC_F_NOIDS)
+            + record(MAX_BATCH, seq=3, flags=REC_F_NOIDS | REC_F_TX)
+            + record(4, seq=4, flags=REC_F_NOIDS) + record(2, seq=5, flags=REC_F_TX))
+    write_ring(ring_path, data, head=len(data))
+    recs = np.empty(16, RING_RECORD_DTYPE)
+    with RingReader(ring_path) as r:
+        ids = np.full(MAX_BATCH, 99, np.uint64)
+        n, k = r.drain_into(recs, ids)
+        assert r.state()["tail"] == len(data)
+    assert (n, k) == (6, 8)
+    recs = recs[:n]
+    assert recs["seq"].tolist() == list(range(6))
+    assert recs["count"].tolist() == [3, 3, 4, MAX_BATCH, 4, 2]
+    assert recs["flags"].tolist() == [0, REC_F_ADDR, REC_F_NOIDS, REC_F_NOIDS | REC_F_TX,
+                                      REC_F_NOIDS, REC_F_TX]
+    assert id_counts(recs).tolist() == [3, 3, 0, 0, 0, 2]
+    assert ids[:k].tolist() == [0, 1, 2, 7, 8, 9, 0, 1]
+    assert (ids[k:] == 99).all(), "nothing written past the ids returned"
+
+
+def test_batch_only_records_need_no_id_room(ring_path):
+    """More batch-only records than ids fit, and one as the last record
+    before head with a count whose ids would reach far beyond it: all of
+    them drain, n_ids 0, in pieces as small as the records array."""
+    data = b"".join(record(1000, seq=s, flags=REC_F_NOIDS) for s in range(40))
+    write_ring(ring_path, data, head=len(data))
+    recs = np.empty(7, RING_RECORD_DTYPE)
+    with RingReader(ring_path) as r:
+        ids = np.empty(MAX_BATCH, np.uint64)
+        got = []
+        while True:
+            n, k = r.drain_into(recs, ids)
+            assert k == 0
+            if n == 0:
+                break
+            got += recs["seq"][:n].tolist()
+    assert got == list(range(40))
+
+
+def test_batch_only_records_across_the_wrap(ring_path):
+    """Batch-only records before and after a padding record."""
+    pos = DATA - 80                # two 32-byte records, then 16 bytes of padding
+    data = bytearray(DATA)
+    data[pos:pos + 64] = (record(4, seq=5, flags=REC_F_NOIDS)
+                          + record(8, seq=6, flags=REC_F_NOIDS))
+    data[DATA - 16:] = record(0, flags=REC_F_PAD)[:16]
+    after = record(12, seq=7, flags=REC_F_NOIDS) + record(2, seq=8)
+    data[:len(after)] = after
+    write_ring(ring_path, bytes(data), head=DATA + len(after), tail=pos)
+    with RingReader(ring_path) as r:
+        recs, ids = r.drain()
+    assert recs["seq"].tolist() == [5, 6, 7, 8]
+    assert recs["count"].tolist() == [4, 8, 12, 2] and ids.tolist() == [0, 1]
 
 
 def test_padding_beyond_head_is_malformed(ring_path):
@@ -211,7 +279,9 @@ def test_fuzz_ring_contents(tmp_path_factory, chunks, start, head_delta, flip):
             assert (recs["magic"] == REC_MAGIC).all()
             assert (recs["version"] == REC_VERSION).all()
             assert (recs["count"] <= MAX_BATCH).all()
-            assert int(recs["count"].sum()) == len(ids)
+            assert int(id_counts(recs).sum()) == len(ids)
+            both = REC_F_NOIDS | REC_F_ADDR
+            assert not ((recs["flags"] & both) == both).any()
             assert r.state()["tail"] <= max(head, start)
             if len(recs) == 0:
                 break

@@ -16,7 +16,8 @@ main(void)
 	F(mscope_rec_hdr, count); F(mscope_rec_hdr, occupancy); F(mscope_rec_hdr, tsc);
 	F(mscope_rec_hdr, seq);
 	C(MSCOPE_REC_MAGIC); C(MSCOPE_REC_VERSION); C(MSCOPE_REC_F_TX); C(MSCOPE_REC_F_ADDR);
-	C(MSCOPE_REC_F_PAD); C(MSCOPE_OCC_UNKNOWN); C(MSCOPE_MAX_BATCH); C(MSCOPE_RING_MAGIC);
+	C(MSCOPE_REC_F_NOIDS); C(MSCOPE_REC_F_PAD); C(MSCOPE_REC_HDR_SIZE);
+	C(MSCOPE_OCC_UNKNOWN); C(MSCOPE_MAX_BATCH); C(MSCOPE_RING_MAGIC);
 	C(MSCOPE_RING_VERSION); C(MSCOPE_RING_HDR_SIZE); C(MSCOPE_RING_MIN_DATA);
 	printf("const REC_HDR_SIZEOF %zu\n", sizeof(struct mscope_rec_hdr));
 	return 0;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * Unit tests of the ring, the raw recorder (address records included) and
- * the reader in one process.
+ * the reader (batch-only records included) in one process.
  *   test_ring DIR      (DIR: an empty scratch registry directory)
  * Exit status 0 when every check passed.
  */
@@ -337,6 +337,220 @@ test_addr_records_full_ring(void)
 	mscope_close(ms);
 }
 
+/* A batch-only record as mscope_dpdk.c writes one (MSCOPE_F_NOIDS): the
+ * header alone, `count` packets.  The raw recorder has no call for it, so
+ * the ring is written directly.  Extra flag bits are the caller's (the
+ * corruption tests set MSCOPE_REC_F_ADDR with it). */
+static int
+write_batch_only(struct mscope *ms, uint8_t flags, uint16_t port, uint16_t count,
+		 uint64_t tsc)
+{
+	if (mscope_ring_reserve(&ms->prod, 0) == NULL) {
+		mscope_ring_drop(&ms->prod, count);
+		return -ENOBUFS;
+	}
+	mscope_ring_commit_count(&ms->prod, flags | MSCOPE_REC_F_NOIDS, port,
+				 (uint16_t)(port + 1), (uint32_t)tsc, tsc, count);
+	return 0;
+}
+
+/*
+ * One round of the mixed pattern, from seq s (5 records):
+ *   s     full rx of count_of(s, 64) ids       s*4096 + i
+ *   s+1   its address record                   s*4096 + 2048 + i
+ *   s+2   batch-only rx, 4*(1 + s%256) packets (a multiple of 4: a reader
+ *         taking ids after it would land exactly on a later header)
+ *   s+3   batch-only tx of 1024 packets        (more than the ring holds
+ *         below head if read as ids)
+ *   s+4   full tx of count_of(s+4, 64) ids     (s+4)*4096 + i
+ */
+static void
+write_mixed_round(struct mscope *ms, uint64_t s)
+{
+	uint64_t w[MSCOPE_MAX_BATCH], a[MSCOPE_MAX_BATCH];
+	uint32_t n = count_of(s, 64), i;
+
+	for (i = 0; i < n; i++) {
+		w[i] = s * 4096 + i;
+		a[i] = s * 4096 + 2048 + i;
+	}
+	CHECK(mscope_rx_ids_addrs(ms, 1, 2, w, a, n, 7) == 0, "pair at %llu",
+	      (unsigned long long)s);
+	CHECK(write_batch_only(ms, 0, 3, (uint16_t)(4 * (1 + s % 256)), s) == 0,
+	      "batch-only rx at %llu", (unsigned long long)s);
+	CHECK(write_batch_only(ms, MSCOPE_REC_F_TX, 4, MSCOPE_MAX_BATCH, s) == 0,
+	      "batch-only tx at %llu", (unsigned long long)s);
+	n = count_of(s + 4, 64);
+	for (i = 0; i < n; i++)
+		w[i] = (s + 4) * 4096 + i;
+	CHECK(mscope_tx_ids(ms, 5, 0, w, n, 9) == 0, "tx at %llu", (unsigned long long)s);
+}
+
+/* Check drained records against write_mixed_round; returns the ids they
+ * account for (which must be what the drain said it copied). */
+static uint64_t
+check_mixed(const struct mscope_rec_hdr *rv, long got, const uint64_t *iv,
+	    uint64_t *expect_seq)
+{
+	uint64_t off = 0;
+
+	for (long k = 0; k < got; k++) {
+		const struct mscope_rec_hdr *h = &rv[k];
+		const uint64_t s = *expect_seq, base = s - s % 5;
+		uint32_t want_count, want_ids, j;
+		uint8_t want_flags;
+		uint64_t first;
+
+		CHECK(h->seq == s, "seq %llu want %llu", (unsigned long long)h->seq,
+		      (unsigned long long)s);
+		switch (s % 5) {
+		case 0: want_flags = 0; want_count = count_of(s, 64);
+			first = s * 4096; break;
+		case 1: want_flags = MSCOPE_REC_F_ADDR; want_count = count_of(base, 64);
+			first = base * 4096 + 2048; break;
+		case 2: want_flags = MSCOPE_REC_F_NOIDS;
+			want_count = 4 * (1 + base % 256); first = 0; break;
+		case 3: want_flags = MSCOPE_REC_F_NOIDS | MSCOPE_REC_F_TX;
+			want_count = MSCOPE_MAX_BATCH; first = 0; break;
+		default: want_flags = MSCOPE_REC_F_TX; want_count = count_of(s, 64);
+			first = s * 4096; break;
+		}
+		CHECK(h->flags == want_flags && h->count == want_count,
+		      "seq %llu: flags %#x count %u, want %#x %u", (unsigned long long)s,
+		      h->flags, h->count, want_flags, want_count);
+		want_ids = (want_flags & MSCOPE_REC_F_NOIDS) ? 0 : want_count;
+		CHECK(mscope_rec_n_ids(h) == want_ids, "n_ids of seq %llu",
+		      (unsigned long long)s);
+		if (want_flags & MSCOPE_REC_F_NOIDS)
+			CHECK(h->tsc == base && h->occupancy == (uint32_t)base &&
+			      h->port == h->queue - 1 && h->magic == MSCOPE_REC_MAGIC,
+			      "batch-only header at seq %llu", (unsigned long long)s);
+		for (j = 0; j < want_ids; j++)
+			if (iv[off + j] != first + j) {
+				CHECK(0, "id %u of seq %llu: %llu", j, (unsigned long long)s,
+				      (unsigned long long)iv[off + j]);
+				break;
+			}
+		off += want_ids;
+		*expect_seq = s + 1;
+	}
+	return off;
+}
+
+/* Full, address and batch-only records mixed in one ring, over many laps of
+ * a small one (so batch-only records meet the padding at every offset),
+ * drained whole and in pieces: each record is delivered with its count and
+ * only full and address records take ids. */
+static void
+test_batch_only_records(void)
+{
+	struct mscope *ms = open_ring("batchonly", MSCOPE_RING_MIN_DATA);
+	struct mscope_reader r;
+	uint64_t s = 0, expect = 0, nids, seen;
+	long got;
+	int round, piecewise = 0;
+
+	CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
+	while (ms->prod.head < 200ULL * MSCOPE_RING_MIN_DATA) {
+		for (round = 0; round < 20; round++, s += 5)
+			write_mixed_round(ms, s);
+		piecewise = !piecewise;
+		/* Every other lap in small pieces: 3 records and MAX_BATCH ids
+		 * at a time, so drains stop at id and record limits next to
+		 * batch-only records. */
+		while ((got = mscope_reader_drain(&r, recs, piecewise ? 3 : 1 << 16, ids,
+						  piecewise ? MSCOPE_MAX_BATCH : 1 << 20,
+						  &nids)) > 0) {
+			seen = check_mixed(recs, got, ids, &expect);
+			CHECK(seen == nids, "drain copied %llu ids, records account for %llu",
+			      (unsigned long long)nids, (unsigned long long)seen);
+		}
+		CHECK(got == 0, "drain returned %ld at seq %llu", got,
+		      (unsigned long long)expect);
+		if (got != 0)
+			break;
+	}
+	CHECK(expect == s && ms->prod.hdr->drop_records == 0,
+	      "drained %llu of %llu", (unsigned long long)expect, (unsigned long long)s);
+	mscope_reader_close(&r);
+	mscope_close(ms);
+}
+
+/* Batch-only records need no room for ids: they drain with any id buffer,
+ * and one at the very end of what was published is whole at 32 bytes
+ * however large its count. */
+static void
+test_batch_only_no_id_room(void)
+{
+	struct mscope *ms = open_ring("bonoroom", MSCOPE_RING_MIN_DATA);
+	const uint64_t ten[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+	struct mscope_reader r;
+	uint64_t nids = 99;
+	long got;
+
+	CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
+	CHECK(write_batch_only(ms, 0, 0, MSCOPE_MAX_BATCH, 1) == 0, "lone batch-only");
+	CHECK(ms->prod.head == MSCOPE_REC_HDR_SIZE, "32 bytes whatever the count");
+	got = mscope_reader_drain(&r, recs, 16, NULL, 0, &nids);
+	CHECK(got == 1 && nids == 0 && recs[0].count == MSCOPE_MAX_BATCH,
+	      "batch-only of 1024 packets drains with no id room: %ld, %llu ids", got,
+	      (unsigned long long)nids);
+	CHECK(write_batch_only(ms, 0, 0, 3, 2) == 0 && write_batch_only(ms, 0, 0, 5, 3) == 0 &&
+	      mscope_rx_ids(ms, 0, 0, ten, 10, 0) == 0, "two batch-only, one full");
+	got = mscope_reader_drain(&r, recs, 16, ids, 4, &nids);
+	CHECK(got == 2 && nids == 0 && recs[0].count == 3 && recs[1].count == 5,
+	      "batch-only records before a full one that does not fit: %ld", got);
+	got = mscope_reader_drain(&r, recs, 16, ids, 4, &nids);
+	CHECK(got == -ENOSPC && nids == 0, "then the full one needs room: %ld", got);
+	got = mscope_reader_drain(&r, recs, 16, ids, 10, &nids);
+	CHECK(got == 1 && nids == 10 && ids[9] == 10, "and drains with it: %ld", got);
+	CHECK(r.tail == ms->prod.head, "tail at head");
+	mscope_reader_close(&r);
+	mscope_close(ms);
+}
+
+/* A batch-only record that is also an address record, or whose count is
+ * beyond MSCOPE_MAX_BATCH, is corrupt: the records before it are
+ * delivered, the drain stops at its offset, and the ring stays corrupt. */
+static void
+test_batch_only_malformed(void)
+{
+	static const struct { uint8_t flags; uint16_t count; const char *what; } bad[] = {
+		{ MSCOPE_REC_F_ADDR, 4, "batch-only address record" },
+		{ MSCOPE_REC_F_ADDR | MSCOPE_REC_F_TX, 1, "batch-only tx address record" },
+		{ 0, MSCOPE_MAX_BATCH + 1, "batch-only count over the limit" },
+	};
+	const uint64_t two[2] = {7, 8};
+	unsigned i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char name[16];
+		struct mscope *ms;
+		struct mscope_reader r;
+		uint64_t nids, at;
+		long got;
+
+		snprintf(name, sizeof(name), "bobad%u", i);
+		ms = open_ring(name, MSCOPE_RING_MIN_DATA);
+		CHECK(mscope_rx_ids(ms, 0, 0, two, 2, 0) == 0, "full");
+		CHECK(write_batch_only(ms, 0, 0, 16, 1) == 0, "good batch-only");
+		at = ms->prod.head;
+		CHECK(write_batch_only(ms, bad[i].flags, 0, bad[i].count, 2) == 0, "bad one");
+		CHECK(write_batch_only(ms, 0, 0, 16, 3) == 0, "good one after");
+		CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
+		got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
+		CHECK(got == 2 && nids == 2, "%s: the two before it: %ld", bad[i].what, got);
+		got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
+		CHECK(got == -MSCOPE_E_RECORD && r.error_pos == at && nids == 0,
+		      "%s: %ld at byte %llu, want %llu", bad[i].what, got,
+		      (unsigned long long)r.error_pos, (unsigned long long)at);
+		got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
+		CHECK(got == -MSCOPE_E_RECORD, "%s: stays corrupt", bad[i].what);
+		mscope_reader_close(&r);
+		mscope_close(ms);
+	}
+}
+
 static void
 test_open_errors_and_modes(void)
 {
@@ -397,6 +611,9 @@ main(int argc, char **argv)
 	test_limits_and_split();
 	test_addr_records();
 	test_addr_records_full_ring();
+	test_batch_only_records();
+	test_batch_only_no_id_room();
+	test_batch_only_malformed();
 	test_open_errors_and_modes();
 	return CHECK_SUMMARY();
 }

@@ -9,7 +9,9 @@ files ``chunks-NNNNNN.msc``.  A segment is a sequence of frames; a frame is
 an 80-byte little-endian header followed by ``payload_len`` stored bytes.
 The raw (decompressed) payload is ``n_records`` records of
 :data:`CAPTURE_RECORD_DTYPE` followed by ``n_ids`` little-endian uint64
-packet ids, the ids of record i right after those of record i - 1.
+packet ids, the ids of record i right after those of record i - 1: ``count``
+ids per record, none for a batch-only record (:data:`CAPTURE_F_NOIDS`), so
+``n_ids`` is the sum of :func:`id_counts`.
 
 numpy and the standard library only; zstandard and lz4 are imported on
 first use, so a capture written with one codec reads without the other.
@@ -30,9 +32,10 @@ __all__ = [
     "FRAME_HEADER_DTYPE",
     "CODEC_NONE", "CODEC_ZSTD", "CODEC_LZ4", "CODEC_NAMES", "CODEC_IDS",
     "CAPTURE_RECORD_DTYPE", "CAPTURE_RECORD_SIZE", "PACKET_ID_DTYPE",
-    "CAPTURE_F_TX", "CAPTURE_F_ADDR", "CAPTURE_OCC_UNKNOWN",
+    "CAPTURE_F_TX", "CAPTURE_F_ADDR", "CAPTURE_F_NOIDS", "CAPTURE_OCC_UNKNOWN",
     "MAX_CHUNK_RAW_BYTES", "MAX_MANIFEST_BYTES", "LOSS_KINDS",
-    "FrameHeader", "pack_frame_header", "unpack_frame_header",
+    "FrameHeader", "pack_frame_header", "unpack_frame_header", "id_counts",
+    "records_problem",
     "check_frame_header", "seq_problem", "max_payload_len", "segment_name",
     "compress_payload", "decompress_payload",
     "encode_frame", "decode_payload", "decode_frame",
@@ -95,9 +98,9 @@ CAPTURE_RECORD_DTYPE = np.dtype([
     ("nf_id", "<u2"),
     ("port", "<u2"),
     ("queue", "<u2"),
-    ("flags", "u1"),       # bit 0: tx, bit 1: addresses (as MSCOPE_REC_F_* in the ring)
+    ("flags", "u1"),       # bit 0 tx, 1 addresses, 2 batch-only (as MSCOPE_REC_F_*)
     ("reserved", "u1"),
-    ("count", "<u4"),      # packet ids of this record in the id block
+    ("count", "<u4"),      # packets; ids of this record in the id block unless batch-only
     ("occupancy", "<u4"),  # CAPTURE_OCC_UNKNOWN where the queue cannot say
 ])
 CAPTURE_RECORD_SIZE = 32
@@ -107,6 +110,10 @@ CAPTURE_F_TX = 0x01
 #: An address record: its ids are ``src_ipv4 << 32 | dst_ipv4`` of the packets
 #: of the rx record just before it in the stream (seq - 1), 0 where not IPv4.
 CAPTURE_F_ADDR = 0x02
+#: A batch-only record (the ring's MSCOPE_REC_F_NOIDS): ``count`` packets
+#: passed in the batch, and no ids of them in the id block.  Never together
+#: with CAPTURE_F_ADDR.
+CAPTURE_F_NOIDS = 0x04
 CAPTURE_OCC_UNKNOWN = 0xFFFFFFFF
 
 # --- limits ---------------------------------------------------------------
@@ -142,6 +149,74 @@ class FrameHeader(NamedTuple):
     @property
     def final(self) -> bool:
         return bool(self.flags & FRAME_F_FINAL)
+
+
+def id_counts(records) -> np.ndarray:
+    """Ids each capture record has in the id block: ``count``, 0 if batch-only.
+
+    Parameters
+    ----------
+    records : ndarray of CAPTURE_RECORD_DTYPE
+
+    Returns
+    -------
+    ndarray of int64
+        ``records["count"]`` with 0 where ``flags & CAPTURE_F_NOIDS``; its
+        sum is a frame's ``n_ids`` and its cumulative sum locates each
+        record's ids.
+
+    Examples
+    --------
+    >>> r = np.zeros(3, CAPTURE_RECORD_DTYPE)
+    >>> r["count"], r["flags"] = [3, 32, 2], [0, CAPTURE_F_NOIDS, CAPTURE_F_TX]
+    >>> id_counts(r).tolist()
+    [3, 0, 2]
+    """
+    counts = records["count"].astype(np.int64)
+    counts[(records["flags"] & CAPTURE_F_NOIDS) != 0] = 0
+    return counts
+
+
+def records_problem(records, n_ids: int) -> "str | None":
+    """What is wrong with a chunk's records against its id count (None if fine).
+
+    Parameters
+    ----------
+    records : ndarray of CAPTURE_RECORD_DTYPE
+    n_ids : int
+        Ids the chunk holds (a frame's ``n_ids``).
+
+    Returns
+    -------
+    str or None
+        A one-line reason: a record both batch-only and an address record,
+        or id counts (:func:`id_counts`) that do not sum to `n_ids`.
+
+    Examples
+    --------
+    >>> r = np.zeros(2, CAPTURE_RECORD_DTYPE)
+    >>> r["count"], r["flags"] = [3, 5], [0, CAPTURE_F_NOIDS]
+    >>> records_problem(r, 3) is None
+    True
+    >>> records_problem(r, 8)
+    'record ids sum to 3 (8 packets, 5 of them in batch-only records), header says 8 ids'
+    """
+    flags, count = records["flags"], records["count"]
+    packets = int(count.sum(dtype=np.uint64))
+    noids = (flags & CAPTURE_F_NOIDS) != 0
+    if not noids.any():            # the common case: every record has its ids
+        if packets != n_ids:
+            return f"record counts sum to {packets}, header says {n_ids} ids"
+        return None
+    bad = np.flatnonzero(noids & ((flags & CAPTURE_F_ADDR) != 0))
+    if bad.size:
+        return (f"record {int(bad[0])} (seq {int(records['seq'][bad[0]])}) is both "
+                f"batch-only and an address record")
+    batch = int(count[noids].sum(dtype=np.uint64))
+    if packets - batch != n_ids:
+        return (f"record ids sum to {packets - batch} ({packets} packets, {batch} "
+                f"of them in batch-only records), header says {n_ids} ids")
+    return None
 
 
 def segment_name(number: int) -> str:
@@ -407,7 +482,8 @@ def encode_frame(records, ids, *, stream: int, chunk_seq: int, first_seq: int,
     ----------
     records : ndarray of CAPTURE_RECORD_DTYPE
     ids : ndarray of uint64
-        ``records["count"].sum()`` packet ids.
+        ``id_counts(records).sum()`` packet ids: ``count`` per record, none
+        for a batch-only record (CAPTURE_F_NOIDS).
     stream, chunk_seq, first_seq, next_seq, drop_records, drop_packets, final
         The header fields (see docs/capture-format.md).
     codec : int
@@ -464,9 +540,11 @@ def decode_payload(h: FrameHeader, payload):
     Raises
     ------
     CaptureFormatError
-        crc32 mismatch, undecodable payload, counts that do not sum to
-        ``n_ids``, or record seqs that do not run strictly upward from
-        ``first_seq`` to ``next_seq - 1``.
+        crc32 mismatch, undecodable payload, id counts (:func:`id_counts`:
+        ``count``, 0 for batch-only records) that do not sum to ``n_ids``,
+        a record both batch-only and an address record, or record seqs
+        that do not run strictly upward from ``first_seq`` to
+        ``next_seq - 1``.
     """
     if zlib.crc32(payload) != h.payload_crc32:
         raise CaptureFormatError("payload crc32 mismatch")
@@ -474,9 +552,9 @@ def decode_payload(h: FrameHeader, payload):
     records = np.frombuffer(raw, CAPTURE_RECORD_DTYPE, count=h.n_records)
     ids = np.frombuffer(raw, PACKET_ID_DTYPE, count=h.n_ids,
                         offset=h.n_records * CAPTURE_RECORD_SIZE)
-    total = int(records["count"].sum(dtype=np.uint64))
-    if total != h.n_ids:
-        raise CaptureFormatError(f"record counts sum to {total}, header says {h.n_ids} ids")
+    problem = records_problem(records, h.n_ids)
+    if problem is not None:
+        raise CaptureFormatError(problem)
     if h.n_records:
         seq = records["seq"]
         if int(seq[0]) != h.first_seq or int(seq[-1]) + 1 != h.next_seq:

@@ -1,5 +1,8 @@
 """Summarise a capture: streams, records, ids, time span and losses.
 
+Packets of batch-only records (``CAPTURE_F_NOIDS``: a count, no ids) are
+counted apart from ids, so a batch-only stream does not read as empty.
+
 ``describe(path)`` reads every frame but keeps only per-chunk figures, so it
 runs on captures larger than memory; ``format_text`` renders the summary as
 the table ``mscope`` prints.
@@ -22,14 +25,18 @@ def describe(path) -> dict:
     dict
         ``path``, ``format``, ``version``, ``producer``, ``created_unix_ns``,
         ``segments``, ``stored_bytes``, ``raw_bytes``, ``chunks``,
-        ``records``, ``ids``, ``first_ns``, ``last_ns``, ``span_ns``;
+        ``records``, ``ids``, ``batch_only_records``,
+        ``batch_only_packets``, ``first_ns``, ``last_ns``, ``span_ns``;
         ``streams``: one dict per stream (``stream``, ``host``,
         ``host_name``, ``nf_id``, ``nf_name``, ``lcore``, ``pid``,
-        ``chunks``, ``records``, ``ids``, ``first_ns``, ``last_ns``,
-        ``final``, ``drop_records``, ``drop_packets``, ``lost_records``,
-        ``losses``); ``loss_totals``: ``{kind: {"count", "records",
-        "unknown"}}``; ``losses``: every Loss as a dict.  Times are None for
-        a capture without records.
+        ``chunks``, ``records``, ``ids``, ``batch_only_records``,
+        ``batch_only_packets``, ``first_ns``, ``last_ns``, ``final``,
+        ``drop_records``, ``drop_packets``, ``lost_records``, ``losses``);
+        ``loss_totals``: ``{kind: {"count", "records", "unknown"}}``;
+        ``losses``: every Loss as a dict.  ``ids`` counts packet ids; the
+        packets of batch-only records (``CAPTURE_F_NOIDS``), which have
+        none, are counted in ``batch_only_packets`` (``batch_only_records``
+        of the ``records``).  Times are None for a capture without records.
 
     Raises
     ------
@@ -53,6 +60,7 @@ def describe(path) -> dict:
             "nf_id": st["nf_id"], "nf_name": st["nf_name"],
             "lcore": st.get("lcore"), "pid": st.get("pid"),
             "chunks": 0, "records": 0, "ids": 0,
+            "batch_only_records": 0, "batch_only_packets": 0,
             "first_ns": None, "last_ns": None, "final": False,
             "drop_records": 0, "drop_packets": 0,
             "lost_records": 0, "losses": 0,
@@ -69,6 +77,8 @@ def describe(path) -> dict:
         row["chunks"] += 1
         row["records"] += e.h.n_records
         row["ids"] += e.h.n_ids
+        row["batch_only_records"] += e.batch_only[0]
+        row["batch_only_packets"] += e.batch_only[1]
         row["final"] = row["final"] or e.h.final
         if e.t_first is not None:
             row["first_ns"] = _min(row["first_ns"], e.t_first)
@@ -97,6 +107,8 @@ def describe(path) -> dict:
         "chunks": sum(r["chunks"] for r in rows),
         "records": sum(r["records"] for r in rows),
         "ids": sum(r["ids"] for r in rows),
+        "batch_only_records": sum(r["batch_only_records"] for r in rows),
+        "batch_only_packets": sum(r["batch_only_packets"] for r in rows),
         "first_ns": first, "last_ns": last,
         "span_ns": None if first is None else last - first,
         "streams": rows, "loss_totals": totals,
@@ -155,6 +167,7 @@ def format_text(summary: dict, max_losses: int = 20) -> str:
     ...
     """
     s = summary
+    batch_only = s.get("batch_only_records", 0)
     ratio = (f" ({s['raw_bytes'] / s['stored_bytes']:.1f}x)"
              if s["stored_bytes"] else "")
     lines = [
@@ -163,19 +176,24 @@ def format_text(summary: dict, max_losses: int = 20) -> str:
         f"stored   {s['segments']} segments, {_bytes(s['stored_bytes'])} "
         f"on disk, {_bytes(s['raw_bytes'])} raw{ratio}",
         f"records  {s['records']:,} in {s['chunks']:,} chunks, "
-        f"{s['ids']:,} packet ids",
+        f"{s['ids']:,} packet ids"
+        + (f"; {batch_only:,} batch-only records of "
+           f"{s['batch_only_packets']:,} packets (no ids)" if batch_only else ""),
         f"time     {_cell(s['first_ns'])} .. {_cell(s['last_ns'])} ns "
         f"(span {_duration(s['span_ns'])})",
         "",
     ]
-    head = ("stream", "host", "nf", "lcore", "chunks", "records", "ids",
+    # The batch-only packet column only where there are any.
+    bo = ("bo_packets",) if batch_only else ()
+    head = ("stream", "host", "nf", "lcore", "chunks", "records", "ids", *bo,
             "first_ns", "last_ns", "drops", "lost", "final")
     table = [head]
     for r in s["streams"]:
+        bo = (str(r.get("batch_only_packets", 0)),) if batch_only else ()
         table.append((
             str(r["stream"]), _cell(r["host_name"] or r["host"]),
             f"{r['nf_name']}({r['nf_id']})", _cell(r["lcore"]),
-            str(r["chunks"]), str(r["records"]), str(r["ids"]),
+            str(r["chunks"]), str(r["records"]), str(r["ids"]), *bo,
             _cell(r["first_ns"]), _cell(r["last_ns"]),
             str(r["drop_records"]), str(r["lost_records"]),
             "yes" if r["final"] else "no"))

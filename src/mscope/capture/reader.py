@@ -22,10 +22,10 @@ import numpy as np
 
 from mscope.errors import CaptureFormatError
 
-from .format import (CAPTURE_RECORD_DTYPE, FORMAT_NAME, FORMAT_VERSION,
+from .format import (CAPTURE_F_NOIDS, CAPTURE_RECORD_DTYPE, FORMAT_NAME, FORMAT_VERSION,
                      FRAME_HEADER_SIZE, FRAME_MAGIC, MANIFEST_NAME,
                      MAX_MANIFEST_BYTES, RECORD_VERSION, SEGMENT_RE,
-                     check_frame_header, decode_payload, segment_name,
+                     check_frame_header, decode_payload, id_counts, segment_name,
                      seq_problem, unpack_frame_header)
 
 __all__ = ["Loss", "Capture", "CaptureData", "open_capture", "load_manifest",
@@ -196,7 +196,7 @@ def _where(seg: int, off: int) -> str:
 class _Entry:
     """One frame with a good header, in a manifest stream."""
     __slots__ = ("h", "seg", "off", "pos", "status", "detail", "records",
-                 "ids", "t_first", "t_last", "runs")
+                 "ids", "t_first", "t_last", "runs", "batch_only")
 
     def __init__(self, h, seg, off, status, detail=""):
         self.h, self.seg, self.off = h, seg, off
@@ -207,6 +207,8 @@ class _Entry:
         self.records = self.ids = None
         self.t_first = self.t_last = None
         self.runs = None
+        # (records, packets) of batch-only records, once decoded.
+        self.batch_only = (0, 0)
 
     @property
     def where(self) -> str:
@@ -287,6 +289,11 @@ def _decode(e: _Entry, payload, keep: bool):
             # times of the records on either side.
             e.runs = (seq[gap] + 1, step[gap] - 1, t[gap], t[gap + 1])
         e.t_first, e.t_last = int(t[0]), int(t[-1])
+        noids = (recs["flags"] & CAPTURE_F_NOIDS) != 0
+        if noids.any():
+            # Batch-only records: packets that have no ids (describe()).
+            e.batch_only = (int(noids.sum()),
+                            int(recs["count"][noids].sum(dtype=np.uint64)))
     if keep:
         e.records, e.ids = recs, ids
 
@@ -595,7 +602,9 @@ class CaptureData:
     stream : ndarray of uint32
         The stream of each record.
     id_offsets : ndarray of int64, length len(records) + 1
-        The ids of record i are ``ids[id_offsets[i]:id_offsets[i + 1]]``.
+        The ids of record i are ``ids[id_offsets[i]:id_offsets[i + 1]]``:
+        ``count`` of them, none (an empty slice) for a batch-only record
+        (``flags & CAPTURE_F_NOIDS``), whose ``count`` packets have no ids.
     ids : ndarray of uint64
         Packet ids.
     losses : list of Loss
@@ -852,7 +861,7 @@ class Capture:
             ids = np.zeros(0, np.uint64)
             stream = np.zeros(0, np.uint32)
         id_offsets = np.zeros(len(records) + 1, np.int64)
-        np.cumsum(records["count"], dtype=np.int64, out=id_offsets[1:])
+        np.cumsum(id_counts(records), out=id_offsets[1:])
         return CaptureData(records, stream, id_offsets, ids, losses, dict(self.streams))
 
 

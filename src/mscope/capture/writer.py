@@ -27,7 +27,8 @@ import numpy as np
 from mscope import __version__
 from mscope.errors import CaptureFormatError, FrameRejectedError
 
-from .format import (CAPTURE_RECORD_DTYPE, CAPTURE_RECORD_SIZE, CODEC_IDS,
+from .format import (CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_RECORD_DTYPE,
+                     CAPTURE_RECORD_SIZE, CODEC_IDS,
                      FORMAT_NAME, FORMAT_VERSION, FRAME_HEADER_SIZE,
                      FRAME_VERSION, MANIFEST_NAME, MAX_CHUNK_RAW_BYTES,
                      PACKET_ID_DTYPE, RECORD_VERSION, SEGMENT_BYTES_DEFAULT,
@@ -556,7 +557,9 @@ class CaptureWriter:
             The chunk's records, seq strictly increasing (gaps are ring
             drops) and not below the previous chunk's.
         ids : array of unsigned integers
-            ``records["count"].sum()`` packet ids, record by record.
+            The packet ids, record by record: ``count`` per record, none
+            for a batch-only record (``CAPTURE_F_NOIDS``, whose ``count``
+            is the batch's packets; see ``format.id_counts``).
         drop_records, drop_packets : int
             The ring's cumulative drop counters when the chunk was cut (they
             never decrease).
@@ -577,8 +580,10 @@ class CaptureWriter:
         TypeError
             records or ids of the wrong type.
         ValueError
-            A rule above is broken, the stream is unknown or already final,
-            the writer is closed, or the chunk exceeds MAX_CHUNK_RAW_BYTES.
+            A rule above is broken (a record both batch-only and an
+            address record among them), the stream is unknown or already
+            final, the writer is closed, or the chunk exceeds
+            MAX_CHUNK_RAW_BYTES.
         OSError
             The write failed; the chunk is not written (a partial frame may
             be on disk, which readers report as damage) and the next chunk
@@ -604,9 +609,18 @@ class CaptureWriter:
             raise ValueError("ids: negative packet id")
         ids = np.ascontiguousarray(ids, dtype=PACKET_ID_DTYPE)
         n, n_ids = len(records), len(ids)
+        noids = (records["flags"] & CAPTURE_F_NOIDS) != 0
+        both = noids & ((records["flags"] & CAPTURE_F_ADDR) != 0)
+        if both.any():
+            i = int(np.flatnonzero(both)[0])
+            raise ValueError(f"records: record {i} is both batch-only (CAPTURE_F_NOIDS) "
+                             f"and an address record (CAPTURE_F_ADDR)")
         total = int(records["count"].sum(dtype=np.uint64))
-        if total != n_ids:
-            raise ValueError(f"ids: records' count sums to {total}, got {n_ids} ids")
+        batch = int(records["count"][noids].sum(dtype=np.uint64)) if noids.any() else 0
+        if total - batch != n_ids:
+            without = f" without the {batch} packets of batch-only records" if batch else ""
+            raise ValueError(f"ids: records' count sums to {total - batch}{without}, "
+                             f"got {n_ids} ids")
         seq = records["seq"]
         if n > 1 and not np.all(seq[1:] > seq[:-1]):
             raise ValueError("records: seq must increase strictly within a chunk")
