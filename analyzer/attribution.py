@@ -436,9 +436,12 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         sel = np.flatnonzero(t.hop_nf[h] == k)
         a_k = np.where(arr[sel] >= 0, arr[sel], rx[sel])
         L, I = A.hop_L[h[sel]], A.hop_I[h[sel]]
+        # in ns of the victim's delay: packets at k take 1 / r_k each, so
+        # a fast NF's packets weigh less than a slow NF's
+        r_k = F.rate if F.rate > 0 else 1.0
         rows.append(hv_of[sel])
         cols.append(np.full(len(sel), col(("nf", names[k], "local"))))
-        vals.append(L)
+        vals.append(L / r_k)
         p = F.period_of(a_k)
         use = (p >= 0) & (I > _EPS)
         if not use.any():
@@ -456,7 +459,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
             for key, frac in split.items():
                 rows.append(hv_of[sel[mem]])
                 cols.append(np.full(int(mem.sum()), col(key)))
-                vals.append(I[mem] * frac)
+                vals.append(I[mem] * frac / r_k)
     S = np.zeros((len(vp), len(keys)))
     if rows:
         np.add.at(S, (np.concatenate(rows), np.concatenate(cols)), np.concatenate(vals))
@@ -464,15 +467,20 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     for key, j in keys.items():
         culprits[j] = key
     lat = np.where(dv, -1, t.latency_ns[vp])
-    # A cause that alone would bring the victim under the objective is what
-    # the counterfactual definition of a victim asks for; beyond that, more
-    # delay does not explain more.  Cap each culprit at the victim's excess
-    # (in packets at the rate of the NF where it waited longest) and keep
-    # the uncapped score to order culprits the cap makes equal.
+    # S holds ns of each victim's delay per culprit.  A cause that alone
+    # would bring the victim under the objective is what the
+    # counterfactual definition of a victim asks for; beyond that, more
+    # delay does not explain more: cap each culprit at the victim's excess
+    # over the objective, and keep the uncapped value to order culprits the
+    # cap makes equal.  Reported in packets at the rate of the NF where the
+    # victim waited longest (one factor per victim, so the ranking is the
+    # ranking by delay).
     rate = np.array([A.nfs[k].rate if k in A.nfs else 0.0 for k in range(len(names))])
     r_v = np.where(vnf >= 0, rate[np.maximum(vnf, 0)], 0.0)
-    excess = np.where(dv | (r_v <= 0), np.inf, (lat - slo_ns) * r_v)
-    capped = np.minimum(S, np.maximum(excess, 0.0)[:, None]) if S.size else S
+    r_v = np.where(r_v > 0, r_v, 1.0)[:, None]
+    excess = np.where(dv, np.inf, np.maximum(lat - slo_ns, 0)).astype(float)
+    capped = np.minimum(S, excess[:, None]) if S.size else S
+    S, capped = S * r_v, capped * r_v
     return Attribution(vp, t.packet_id[vp], lat, dv,
                        [names[x] if x >= 0 else "" for x in vnf.tolist()], culprits, capped,
                        varr, S)

@@ -130,6 +130,9 @@ class TestCollector:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.PUSH)
         self.sock.linger = 2000
+        # bounded: a PUSH whose peer refused the handshake has no pipe to
+        # queue into, and a send would wait for one forever
+        self.sock.sndtimeo = 10_000
         if curve is not None:
             curve(self.sock)
         self.sock.connect(endpoint)
@@ -447,7 +450,10 @@ def test_curve_admits_only_allowed_collectors(tmp_path, receivers):
     intruder = TestCollector(r.endpoint, "00000002", "h", {0: (2, "b")}, curve("intruder"))
     for col in (plain, intruder):
         for _ in range(3):
-            col.send(col.chunk(0, 3).parts)
+            try:
+                col.sock.send_multipart(col.chunk(0, 3).parts, flags=zmq.NOBLOCK)
+            except zmq.Again:       # refused already: no pipe left to queue into
+                pass
     good = TestCollector(r.endpoint, "00000003", "h", {0: (3, "c")}, curve("good"))
     chunks = [good.chunk(0, 3 + k) for k in range(3)]
     for c in chunks:
