@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=""
-for pkg in dpdk dpdk-dev libdpdk-dev dpdk-doc libssl-dev pkg-config build-essential python3 python3-venv python3-dev; do
+for pkg in dpdk dpdk-dev libdpdk-dev dpdk-doc libssl-dev openvswitch-switch-dpdk pkg-config build-essential python3 python3-venv python3-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then

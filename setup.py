@@ -33,7 +33,7 @@ setup(
     description="Queue-based performance diagnosis for DPDK network-function chains",
     python_requires=">=3.9",
     packages=["mscope", "mscope.capture", "mscope.collector", "mscope.analyzer", "mscope.sim",
-              "mscope.testbed"],
+              "mscope.testbed", "mscope.ovs"],
     # src/ layout: a `python` started in the repository root must not find a
     # half package (no collector/analyzer) under ./mscope.
     package_dir={"mscope": "src/mscope", "mscope.collector": "collector",

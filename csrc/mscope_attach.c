@@ -9,7 +9,8 @@
  * function (dlsym RTLD_NEXT), then install an rx and a tx callback on every
  * configured queue (RTE_ETHDEV_RXTX_CALLBACKS is on in Debian's DPDK).  The
  * callbacks record with mscope_rx/mscope_tx into a ring per polling thread,
- * opened on that thread's first batch (the only allocation, once per lcore).
+ * opened on that thread's first rx poll (the only allocation, once per
+ * lcore; with the id stamp registered then too, not on the first packets).
  *
  * Identity: MSCOPE_NF_NAME (default: the program's name), MSCOPE_NF_ID
  * (default: a hash of the name, 1..65535), MSCOPE_DIR for the registry.
@@ -41,6 +42,23 @@
  * rte_eth_dev_start (preloaded as well: that copy records, this one stays
  * idle), so using both ways at once records every packet once.
  *
+ * vhost-user (OVS-DPDK and any app that moves packets with DPDK's vhost
+ * library): rte_vhost_dequeue_burst / rte_vhost_enqueue_burst are not
+ * ethdev calls, so no ethdev callback ever sees them.  libmscope defines
+ * both as well; when attached (as above) they record like the ethdev
+ * callbacks, into the same per-thread ring: rx right after the real
+ * dequeue, tx of the packets the real enqueue accepted, with the TSC read
+ * before it (the packets are copied into the guest's ring by then; the
+ * time is the one the ethdev tx callback would record).  Port
+ * MSCOPE_VHOST_PORT(vid) = 0x8000 | vid, queue = virtqueue index / 2 (the
+ * queue pair).  Ids are computed from headers: packets are copied across
+ * the vhost boundary, no stamp survives it.  Each vid's socket path goes
+ * once into <MSCOPE_DIR>/<nf>.<pid>.ports (JSON lines) and to stderr.
+ * Not attached: a thread-local test and a call that returns at once, per
+ * burst (bench/ovs.py, "idle": within noise of no preload at all).
+ * Only with LD_PRELOAD: EAL's -d loads us after the app's calls to the
+ * vhost library were bound.  See docs/ovs.md.
+ *
  * Records are published batch by batch (the ring's head is release-stored
  * per record): nothing is buffered, so nothing needs flushing when the app
  * stops its ports or dies (testpmd re-raises SIGINT with SIG_DFL and no
@@ -59,10 +77,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_telemetry.h>
+#include <rte_vhost.h>
 
 #include "mscope_dpdk.h"
 #include "mscope_pvt.h"
@@ -141,7 +161,8 @@ identity(void)
 		ring_flags = (ring_flags & ~MSCOPE_F_ADDRS) | MSCOPE_F_NOIDS;
 	}
 	timing = getenv("MSCOPE_CB_CYCLES") != NULL && strcmp(getenv("MSCOPE_CB_CYCLES"), "0") != 0;
-	ready = 1;
+	/* Release pairs with the acquire in start_recording and vhost_on(). */
+	__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
 }
 
 /* The calling thread's recorder, opened on its first batch. */
@@ -193,6 +214,12 @@ on_rx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb,
 
 	(void)max;
 	(void)user;
+	/* A polling thread's first poll, packets or not, opens its ring and
+	 * registers the id stamp: done on its first packets instead, it held
+	 * testpmd's first burst behind OVS ~17 ms (docs/ovs.md). */
+	if (unlikely(thread_ms == NULL) && !thread_failed &&
+	    __atomic_load_n(&recording, __ATOMIC_RELAXED) && thread_recorder() != NULL)
+		mscope_dpdk_register();
 	if (nb == 0 || !__atomic_load_n(&recording, __ATOMIC_RELAXED) ||
 	    (ms = thread_recorder()) == NULL)
 		return nb;
@@ -345,11 +372,17 @@ attached(void)
 static void
 start_recording(const char *how)
 {
-	if (ready)
-		return;
-	mode = how;
-	identity();
-	register_telemetry();
+	/* The app's thread (rte_eth_dev_start) and PMD threads (their first
+	 * vhost burst) may get here at once. */
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+	pthread_mutex_lock(&lock);
+	if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+		mode = how;
+		identity();
+		register_telemetry();
+	}
+	pthread_mutex_unlock(&lock);
 }
 
 /*
@@ -417,6 +450,252 @@ rte_eth_dev_start(uint16_t port)
 	start_recording("preload");
 	install_callbacks(port);
 	return rc;
+}
+
+/*
+ * vhost-user: rte_vhost_dequeue_burst / rte_vhost_enqueue_burst (see the
+ * file's comment).  OVS's netdev-dpdk moves every packet of a
+ * dpdkvhostuser(client) port through these two calls, never through
+ * ethdev.
+ */
+typedef uint16_t (*vhost_dequeue_fn)(int, uint16_t, struct rte_mempool *,
+				     struct rte_mbuf **, uint16_t);
+typedef uint16_t (*vhost_enqueue_fn)(int, uint16_t, struct rte_mbuf **, uint16_t);
+typedef uint32_t (*vhost_count_fn)(int, uint16_t);
+typedef int (*vhost_ifname_fn)(int, char *, size_t);
+
+/* Port number of vhost device `vid` in the records: ethdev port ids stay
+ * below RTE_MAX_ETHPORTS (32 here), vids below RTE_MAX_VHOST_DEVICE (1024). */
+#define MSCOPE_VHOST_PORT(vid) ((uint16_t)(0x8000U | ((unsigned)(vid) & 0x7fffU)))
+#define VHOST_MAX_VIDS 1024
+
+static vhost_dequeue_fn real_dequeue;
+static vhost_enqueue_fn real_enqueue;
+static vhost_count_fn vhost_rx_count;
+/* 0: not decided yet (first burst decides), 1: recording, -1: never. */
+static int vhost_state;
+/* Each vid's name goes to the ports file once; set on its first batch. */
+static uint8_t vid_named[VHOST_MAX_VIDS];
+
+static __rte_noinline void *
+vhost_next(const char *sym)
+{
+	void *fn = dlsym(RTLD_NEXT, sym);
+
+	if (fn == NULL)
+		fprintf(stderr, "mscope: %s not found behind libmscope\n", sym);
+	return fn;
+}
+
+/* Decided on the first burst of any thread, as rte_eth_dev_start does:
+ * attached (LD_PRELOAD names libmscope, or MSCOPE_ATTACH=1) and the real
+ * calls found. */
+static __rte_noinline int
+vhost_decide(void)
+{
+	int on;
+
+	if (__atomic_load_n(&real_dequeue, __ATOMIC_RELAXED) == NULL)
+		__atomic_store_n(&real_dequeue,
+				 (vhost_dequeue_fn)vhost_next("rte_vhost_dequeue_burst"),
+				 __ATOMIC_RELAXED);
+	if (__atomic_load_n(&real_enqueue, __ATOMIC_RELAXED) == NULL)
+		__atomic_store_n(&real_enqueue,
+				 (vhost_enqueue_fn)vhost_next("rte_vhost_enqueue_burst"),
+				 __ATOMIC_RELAXED);
+	on = attached() && real_dequeue != NULL && real_enqueue != NULL;
+
+	if (on) {
+		start_recording("preload");
+		/* Optional: occupancy only where the library can count. */
+		vhost_rx_count = (vhost_count_fn)dlsym(RTLD_DEFAULT, "rte_vhost_rx_queue_count");
+	}
+	__atomic_store_n(&vhost_state, on ? 1 : -1, __ATOMIC_RELEASE);
+	return on ? 1 : -1;
+}
+
+static inline int
+vhost_on(void)
+{
+	/* Acquire pairs with the release in vhost_decide: identity and
+	 * vhost_rx_count are set before. */
+	int st = __atomic_load_n(&vhost_state, __ATOMIC_ACQUIRE);
+
+	if (unlikely(st == 0))
+		st = vhost_decide();
+	return st > 0 && __atomic_load_n(&recording, __ATOMIC_RELAXED);
+}
+
+/* A polling thread's first call, packets or not: decide, open its ring
+ * and register the id stamp now, while its queues are still empty (done
+ * on the first packet, it held OVS's first burst ~10 ms: rte_mbuf_dynfield_register
+ * reserves a memzone).  Returns 1 when this thread records. */
+static void vhost_name_vid(int vid);
+
+static __rte_noinline int
+vhost_thread_init(int vid)
+{
+	int st = __atomic_load_n(&vhost_state, __ATOMIC_ACQUIRE);
+
+	if (st < 0 || thread_failed)
+		return 0;
+	if (st == 0 && vhost_decide() < 0)
+		return 0;
+	if (thread_recorder() == NULL)
+		return 0;
+	mscope_dpdk_register();
+	if ((unsigned)vid < VHOST_MAX_VIDS && !__atomic_load_n(&vid_named[vid], __ATOMIC_RELAXED))
+		vhost_name_vid(vid);
+	return 1;
+}
+
+/* Once per vid: which socket it is, into <MSCOPE_DIR>/<nf>.<pid>.ports
+ * (one JSON object per line; not a *.ring, so the collector leaves it)
+ * and to stderr.  Runs on the vid's first recorded batch only. */
+static __rte_noinline void
+vhost_name_vid(int vid)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	vhost_ifname_fn get_ifname =
+		(vhost_ifname_fn)dlsym(RTLD_DEFAULT, "rte_vhost_get_ifname");
+	const char *dir = getenv("MSCOPE_DIR");
+	char ifname[PATH_MAX] = "", path[PATH_MAX];
+	size_t i;
+	FILE *f;
+
+	if (__atomic_exchange_n(&vid_named[vid], 1, __ATOMIC_RELAXED))
+		return;
+	if (get_ifname == NULL || get_ifname(vid, ifname, sizeof(ifname)) != 0)
+		strcpy(ifname, "?");
+	for (i = 0; ifname[i] != '\0'; i++)          /* keep the JSON line valid */
+		if (ifname[i] == '"' || ifname[i] == '\\' || (unsigned char)ifname[i] < 0x20)
+			ifname[i] = '_';
+	fprintf(stderr, "mscope: recording vhost vid %d (%s) as %s port %u (0x%04x)\n",
+		vid, ifname, nf_name, MSCOPE_VHOST_PORT(vid), MSCOPE_VHOST_PORT(vid));
+	snprintf(path, sizeof(path), "%s/%s.%d.ports",
+		 dir != NULL && dir[0] != '\0' ? dir : MSCOPE_DEFAULT_DIR, nf_name, (int)getpid());
+	pthread_mutex_lock(&lock);
+	f = fopen(path, "a");
+	if (f != NULL) {
+		fprintf(f, "{\"port\": %u, \"vid\": %d, \"ifname\": \"%s\", \"nf_name\": \"%s\", "
+			"\"nf_id\": %u}\n", MSCOPE_VHOST_PORT(vid), vid, ifname, nf_name, nf_id);
+		fclose(f);
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+/* tx of what the enqueue accepted, at `tsc` (read before it).  Ids from
+ * headers: the guest gets copies, and OVS's own rx stamped these mbufs
+ * with the same ids (unless an action rewrote the hashed fields). */
+static void
+vhost_record_tx(struct mscope *ms, uint16_t port, uint16_t queue,
+		struct rte_mbuf **pkts, uint16_t n, uint64_t tsc)
+{
+	const uint8_t flags = MSCOPE_REC_F_TX |
+		((ring_flags & MSCOPE_F_NOIDS) ? MSCOPE_REC_F_NOIDS : 0);
+
+	while (n > 0) {
+		const uint16_t k = n < MSCOPE_MAX_BATCH ? n : MSCOPE_MAX_BATCH;
+		const uint32_t words = (flags & MSCOPE_REC_F_NOIDS) ? 0 : k;
+		uint64_t *ids = mscope_ring_reserve(&ms->prod, words);
+		uint32_t i;
+
+		if (unlikely(ids == NULL)) {
+			mscope_ring_drop(&ms->prod, k);
+		} else {
+			for (i = 0; i < words; i++)
+				ids[i] = mscope_mbuf_pktid(pkts[i]);
+			mscope_ring_commit_count(&ms->prod, flags, port, queue,
+						 MSCOPE_OCC_UNKNOWN, tsc, k);
+		}
+		pkts += k;
+		n -= k;
+	}
+}
+
+/* Interposes on DPDK's vhost library (LD_PRELOAD): the guest's tx ring
+ * into the app's mbufs. */
+uint16_t
+rte_vhost_dequeue_burst(int vid, uint16_t queue_id, struct rte_mempool *mbuf_pool,
+			struct rte_mbuf **pkts, uint16_t count)
+{
+	vhost_dequeue_fn real = __atomic_load_n(&real_dequeue, __ATOMIC_RELAXED);
+	struct cb_cycles *c;
+	struct mscope *ms;
+	uint64_t t0 = 0;
+	uint32_t occ;
+	uint16_t n;
+
+	if (unlikely(real == NULL)) {
+		real = (vhost_dequeue_fn)vhost_next("rte_vhost_dequeue_burst");
+		if (real == NULL)
+			return 0;
+		__atomic_store_n(&real_dequeue, real, __ATOMIC_RELAXED);
+	}
+	n = real(vid, queue_id, mbuf_pool, pkts, count);
+	/* Not attached: thread_ms stays NULL and vhost_thread_init returns
+	 * at its first test. */
+	if (unlikely((ms = thread_ms) == NULL) &&
+	    (!vhost_thread_init(vid) || (ms = thread_ms) == NULL))
+		return n;
+	if (likely(n == 0) || !__atomic_load_n(&recording, __ATOMIC_RELAXED))
+		return n;
+	c = timing ? thread_cycles : NULL;
+	if (c != NULL)
+		t0 = rte_rdtsc_precise();
+	if (unlikely((unsigned)vid >= VHOST_MAX_VIDS))
+		return n;
+	if (unlikely(!__atomic_load_n(&vid_named[vid], __ATOMIC_RELAXED)))
+		vhost_name_vid(vid);
+	/* As OVS counts its rx queue fill: a short burst emptied the queue;
+	 * only a full one asks how much is left (the call takes the vring's
+	 * lock). */
+	occ = 0;
+	if (n == count)
+		occ = vhost_rx_count != NULL ? vhost_rx_count(vid, queue_id) & 0xffffU
+					     : MSCOPE_OCC_UNKNOWN;
+	mscope_rx(ms, MSCOPE_VHOST_PORT(vid), queue_id >> 1, pkts, n, occ);
+	if (c != NULL)
+		add_cycles(&c->rx_cycles, &c->rx_batches, &c->rx_packets,
+			   rte_rdtsc_precise() - t0, n);
+	return n;
+}
+
+/* ... and the app's mbufs into the guest's rx ring (copied; the caller
+ * still owns and frees them). */
+uint16_t
+rte_vhost_enqueue_burst(int vid, uint16_t queue_id, struct rte_mbuf **pkts, uint16_t count)
+{
+	vhost_enqueue_fn real = __atomic_load_n(&real_enqueue, __ATOMIC_RELAXED);
+	struct cb_cycles *c;
+	struct mscope *ms;
+	uint64_t tsc;
+	uint16_t n;
+
+	if (unlikely(real == NULL)) {
+		real = (vhost_enqueue_fn)vhost_next("rte_vhost_enqueue_burst");
+		if (real == NULL)
+			return 0;
+		__atomic_store_n(&real_enqueue, real, __ATOMIC_RELAXED);
+	}
+	if (count == 0 || !vhost_on())
+		return real(vid, queue_id, pkts, count);
+	tsc = rte_rdtsc();
+	n = real(vid, queue_id, pkts, count);
+	if (n == 0 || (unsigned)vid >= VHOST_MAX_VIDS || (ms = thread_recorder()) == NULL)
+		return n;
+	if (unlikely(!__atomic_load_n(&vid_named[vid], __ATOMIC_RELAXED)))
+		vhost_name_vid(vid);
+	c = timing ? thread_cycles : NULL;
+	if (c != NULL) {
+		const uint64_t t0 = rte_rdtsc_precise();
+		vhost_record_tx(ms, MSCOPE_VHOST_PORT(vid), queue_id >> 1, pkts, n, tsc);
+		add_cycles(&c->tx_cycles, &c->tx_batches, &c->tx_packets,
+			   rte_rdtsc_precise() - t0, n);
+	} else {
+		vhost_record_tx(ms, MSCOPE_VHOST_PORT(vid), queue_id >> 1, pkts, n, tsc);
+	}
+	return n;
 }
 
 /* The plugin's watcher: every 10 ms, callbacks on new ports and queues.

@@ -3,12 +3,15 @@
  * fault hooks (nf_chain.h). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <rte_errno.h>
 #include <rte_memzone.h>
@@ -86,12 +89,41 @@ nf_sleep_until_tsc(uint64_t deadline)
 	}
 }
 
+/* The control block in a file (port mode): mapped shared, read-only. */
+static const struct nf_ctl *
+ctl_map_file(const char *path, const char *prog)
+{
+	int fd = open(path, O_RDONLY);
+	void *p;
+
+	if (fd < 0) {
+		fprintf(stderr, "%s: control file %s: %s\n", prog, path, strerror(errno));
+		return NULL;
+	}
+	p = mmap(NULL, sizeof(struct nf_ctl), PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED) {
+		fprintf(stderr, "%s: control file %s: mmap: %s\n", prog, path, strerror(errno));
+		return NULL;
+	}
+	return p;
+}
+
 const struct nf_ctl *
 nf_ctl_attach(const char *name, const char *prog)
 {
-	const struct rte_memzone *mz = rte_memzone_lookup(name);
+	const struct rte_memzone *mz;
 	const struct nf_ctl *ctl;
 
+	if (strchr(name, '/') != NULL) {
+		ctl = ctl_map_file(name, prog);
+		if (ctl != NULL && ctl->magic != NF_CTL_MAGIC) {
+			fprintf(stderr, "%s: %s is not a testbed control block\n", prog, name);
+			return NULL;
+		}
+		return ctl;
+	}
+	mz = rte_memzone_lookup(name);
 	if (mz == NULL) {
 		fprintf(stderr, "%s: control memzone '%s' not found: is the testbed primary "
 			"(mscope-tb-primary) running with the same --file-prefix?\n", prog, name);
@@ -143,6 +175,82 @@ nf_ring_lookup(const char *name, const char *prog)
 		fprintf(stderr, "%s: ring '%s' not found (%s): the primary creates it\n",
 			prog, name, rte_strerror(rte_errno));
 	return r;
+}
+
+static struct rte_mempool *port_pool;
+static uint8_t port_started[RTE_MAX_ETHPORTS];
+
+struct rte_mempool *
+nf_port_pool(void)
+{
+	return port_pool;
+}
+
+/* One rx and one tx queue, default descriptor counts (virtio-user: the
+ * vdev's queue_size), started. */
+static int
+port_start(uint16_t port, const char *prog)
+{
+	struct rte_eth_conf conf;
+	int rc;
+
+	if (port_pool == NULL) {
+		port_pool = rte_pktmbuf_pool_create("nf_port_pool", NF_PORT_POOL_MBUFS, 256, 0,
+						    RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
+		if (port_pool == NULL) {
+			fprintf(stderr, "%s: mbuf pool: %s\n", prog, rte_strerror(rte_errno));
+			return -1;
+		}
+	}
+	memset(&conf, 0, sizeof(conf));
+	if ((rc = rte_eth_dev_configure(port, 1, 1, &conf)) != 0 ||
+	    (rc = rte_eth_rx_queue_setup(port, 0, 0, rte_eth_dev_socket_id(port), NULL,
+					 port_pool)) != 0 ||
+	    (rc = rte_eth_tx_queue_setup(port, 0, 0, rte_eth_dev_socket_id(port), NULL)) != 0 ||
+	    (rc = rte_eth_dev_start(port)) != 0) {
+		fprintf(stderr, "%s: port %u: %s\n", prog, port, rte_strerror(-rc));
+		return -1;
+	}
+	port_started[port] = 1;
+	return 0;
+}
+
+int
+nf_link_open(struct nf_link *l, const char *name, const char *prog)
+{
+	char *end;
+	unsigned long port;
+
+	memset(l, 0, sizeof(*l));
+	if (!nf_is_port(name)) {
+		l->ring = nf_ring_lookup(name, prog);
+		return l->ring != NULL ? 0 : -1;
+	}
+	port = strtoul(name + sizeof(NF_PORT_PREFIX) - 1, &end, 10);
+	if (*end != '\0' || end == name + sizeof(NF_PORT_PREFIX) - 1 ||
+	    port >= RTE_MAX_ETHPORTS || !rte_eth_dev_is_valid_port((uint16_t)port)) {
+		fprintf(stderr, "%s: %s: no such ethdev port (%u ports; give --vdev="
+			"net_virtio_user0,path=SOCKET to EAL)\n", prog, name,
+			rte_eth_dev_count_avail());
+		return -1;
+	}
+	l->port = (uint16_t)port;
+	if (!port_started[port] && port_start(l->port, prog) != 0)
+		return -1;
+	return 0;
+}
+
+void
+nf_ports_close(void)
+{
+	uint16_t p;
+
+	for (p = 0; p < RTE_MAX_ETHPORTS; p++)
+		if (port_started[p]) {
+			rte_eth_dev_stop(p);
+			rte_eth_dev_close(p);
+			port_started[p] = 0;
+		}
 }
 
 int

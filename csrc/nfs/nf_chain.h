@@ -18,6 +18,10 @@
  * Limits: one thread per process; single consumer per ring; every process
  * must use its own EAL lcore id (--lcores=ID@CPU), because mempool caches
  * are per lcore id and shared memory does not know processes apart.
+ *
+ * Port mode (`mscope ovs`, docs/ovs.md): links named "port:N" are ethdev
+ * ports of the process itself (virtio-user to OVS), every process is a
+ * DPDK primary of its own, and the control block is a mapped file.
  */
 #ifndef NF_CHAIN_H
 #define NF_CHAIN_H
@@ -25,7 +29,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <string.h>
+
 #include <rte_cycles.h>
+#include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
@@ -73,7 +80,10 @@ nf_spin_until_tsc(uint64_t deadline)
 		rte_pause();
 }
 
-/* Look up the control memzone; NULL with a message on stderr. */
+/* The control block: the primary's memzone `name`, or, when `name` holds
+ * a '/', a file of sizeof(struct nf_ctl) bytes mapped shared (written by
+ * `mscope ovs`, where every process is a primary of its own and no
+ * memzone is shared).  NULL with a message on stderr. */
 const struct nf_ctl *nf_ctl_attach(const char *name, const char *prog);
 
 /* Wait until t0 is set (or nf_stop / ctl->stop).  Returns t0 in ns, or 0
@@ -86,6 +96,90 @@ uint64_t nf_ns_to_tsc(double ns);
 
 /* Look up ring `name`; NULL with a message naming it. */
 struct rte_ring *nf_ring_lookup(const char *name, const char *prog);
+
+/*
+ * A link of the chain: an rte_ring of the testbed's primary, or, named
+ * "port:N", ethdev port N of this process (port mode: a net_virtio_user
+ * vdev on a vhost-user socket of OVS, docs/ovs.md).  A port is configured
+ * with one rx and one tx queue and started on first use, with mbufs from
+ * a pool of this process (NF_PORT_POOL_MBUFS).
+ *
+ * The port recorded for a link: its index among the process's in- or
+ * out-links for a ring (what the testbed's truth goes by), the ethdev
+ * port id for a port.
+ */
+#define NF_PORT_POOL_MBUFS 8191   /* two 1024-descriptor virtqueues, bursts, caches */
+#define NF_PORT_PREFIX     "port:"
+
+struct nf_link {
+	struct rte_ring *ring;    /* NULL: an ethdev port */
+	uint16_t port;            /* ethdev port id */
+	int8_t count_ok;          /* port rx: 1 rte_eth_rx_queue_count works, -1 not, 0 not asked */
+};
+
+/* Open link `name` ("port:N" or a ring name).  0, or -1 with a message. */
+int nf_link_open(struct nf_link *l, const char *name, const char *prog);
+
+/* Is `name` a port ("port:N")? */
+static inline int
+nf_is_port(const char *name)
+{
+	return strncmp(name, NF_PORT_PREFIX, sizeof(NF_PORT_PREFIX) - 1) == 0;
+}
+
+/* The pool ports allocate from (and the source builds frames in); NULL
+ * before the first port was opened. */
+struct rte_mempool *nf_port_pool(void);
+
+/* Up to n packets from link `l`; *occupancy gets what is left in its
+ * queue after the dequeue: rte_ring_count, or rte_eth_rx_queue_count
+ * where the PMD has it, else 0 after a short burst (the queue was
+ * emptied) and MSCOPE_OCC_UNKNOWN after a full one. */
+static inline unsigned
+nf_link_rx(struct nf_link *l, struct rte_mbuf **pkts, unsigned n, uint32_t *occupancy)
+{
+	unsigned got, left;
+	int c;
+
+	if (l->ring != NULL) {
+		got = rte_ring_dequeue_burst(l->ring, (void **)pkts, n, &left);
+		*occupancy = left;
+		return got;
+	}
+	got = rte_eth_rx_burst(l->port, 0, pkts, (uint16_t)n);
+	if (got == 0)
+		return 0;
+	if (l->count_ok >= 0) {
+		c = rte_eth_rx_queue_count(l->port, 0);
+		l->count_ok = c >= 0 ? 1 : -1;
+		if (c >= 0) {
+			*occupancy = (uint32_t)c;
+			return got;
+		}
+	}
+	*occupancy = got < n ? 0 : 0xffffffffU;   /* MSCOPE_OCC_UNKNOWN */
+	return got;
+}
+
+/* Send n packets on link `l`; returns how many it took (the caller frees
+ * the rest: a drop at that queue). */
+static inline unsigned
+nf_link_tx(struct nf_link *l, struct rte_mbuf **pkts, unsigned n)
+{
+	if (l->ring != NULL)
+		return rte_ring_enqueue_burst(l->ring, (void **)pkts, n, NULL);
+	return rte_eth_tx_burst(l->port, 0, pkts, (uint16_t)n);
+}
+
+/* Port to record for link `l`, the index-th of its direction. */
+static inline uint16_t
+nf_link_record_port(const struct nf_link *l, unsigned index)
+{
+	return l->ring != NULL ? (uint16_t)index : l->port;
+}
+
+/* Stop and close every port opened (before rte_eal_cleanup). */
+void nf_ports_close(void);
 
 /* Split "a,b,c" into at most `max` strings (the input is modified).
  * Returns the count, or -1 with a message when there are more. */

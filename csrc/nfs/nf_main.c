@@ -6,6 +6,14 @@
  *   mscope-nf --proc-type=secondary --file-prefix=tb1 --lcores=3@1 --no-pci -- \
  *       --type nat --name nat --nf-id 2 --in q_nat --out q_mon --service-ns 300
  *
+ * Or, port mode, a DPDK primary of its own behind OVS (docs/ovs.md): rx
+ * from ethdev port 0, tx to port 1, both virtio-user on vhost-user sockets
+ * of OVS, the start time from a mapped control file:
+ *
+ *   mscope-nf --file-prefix=nf1 --single-file-segments -m 128 --lcores=0@0 --no-pci \
+ *       --vdev=net_virtio_user0,path=RUN/nat-in --vdev=net_virtio_user1,path=RUN/nat-out -- \
+ *       --type nat --name nat --in port:0 --out port:1 --ctl RUN/ctl
+ *
  * The loop: dequeue up to --batch from the input ring; record rx (the
  * ring's count after the dequeue is the occupancy); run the type's logic
  * (nat.c, firewall.c, monitor.c, vpn.c, lb.c); spin out the rest of the
@@ -80,12 +88,14 @@ usage(FILE *f)
 	fprintf(f,
 		"usage: " PROG " [EAL args, --proc-type=secondary] -- --type TYPE --in RING --out RING[,RING...]\n"
 		"         [--name NAME] [--nf-id N] [--batch N] [--service-ns NS] [--dir DIR]\n"
-		"         [--ring-mb MB] [--addrs] [--no-trust] [--ctl MEMZONE] [--idle-us US]\n"
+		"         [--ring-mb MB] [--addrs] [--no-trust] [--ctl MEMZONE|FILE] [--idle-us US]\n"
 		"         [--interrupt AT_NS,DURATION_NS]... [--bug PREFIX,FROM_NS,TO_NS,EXTRA_NS]...\n"
 		"Types and their options:\n");
 	for (i = 0; i < N_TYPES; i++)
 		fprintf(f, "  %s\n%s", types[i]->name, types[i]->help);
-	fprintf(f, "Fault times are ns from the testbed's start (t0 in the primary's control memzone).\n");
+	fprintf(f, "Fault times are ns from the testbed's start (t0 in the primary's control memzone).\n"
+		"Port mode: --in port:N --out port:M[,...] (ethdev ports, e.g. net_virtio_user vdevs),\n"
+		"  --ctl FILE (a path: the control block mapped from a file); ids from headers at rx.\n");
 }
 
 static const struct nf_type *
@@ -113,7 +123,7 @@ find_type(int argc, char **argv)
 }
 
 struct nf_conf {
-	const char *name, *in, *dir, *ctl;
+	const char *name, *in, *dir, *ctl;   /* in, out: ring names or "port:N" */
 	char *out[NF_MAX_OUT];
 	unsigned n_out, batch;
 	uint16_t nf_id;
@@ -184,6 +194,12 @@ parse(int argc, char **argv, const struct nf_type *type, struct nf_ctx *ctx, str
 		fprintf(stderr, PROG ": give --in RING and --out RING[,RING...]\n");
 		return -1;
 	}
+	for (i = 0; i < c->n_out; i++)
+		if (nf_is_port(c->out[i]) != nf_is_port(c->in)) {
+			fprintf(stderr, PROG ": --in and --out must all be rings or all ports "
+				"(port:N), got --in %s --out %s\n", c->in, c->out[i]);
+			return -1;
+		}
 	if (c->batch == 0 || c->batch > NF_MAX_BURST) {
 		fprintf(stderr, PROG ": --batch must be 1..%d\n", NF_MAX_BURST);
 		return -1;
@@ -241,7 +257,7 @@ main(int argc, char **argv)
 	struct nf_counts k;
 	const struct nf_type *type;
 	const struct nf_ctl *ctl;
-	struct rte_ring *in, *out[NF_MAX_OUT];
+	struct nf_link in, out[NF_MAX_OUT];
 	struct mscope *ms;
 	double service_tsc;
 	unsigned o;
@@ -265,12 +281,15 @@ main(int argc, char **argv)
 	nf_install_signals();
 
 	ctl = nf_ctl_attach(c.ctl, PROG);
-	in = ctl != NULL ? nf_ring_lookup(c.in, PROG) : NULL;
-	if (in == NULL)
+	if (ctl == NULL || nf_link_open(&in, c.in, PROG) != 0)
 		return 2;
 	for (o = 0; o < c.n_out; o++)
-		if ((out[o] = nf_ring_lookup(c.out[o], PROG)) == NULL)
+		if (nf_link_open(&out[o], c.out[o], PROG) != 0)
 			return 2;
+	/* Ports: mbufs come from our own pool, freshly filled by the PMD;
+	 * nobody upstream stamped them (OVS's copies carry no stamp). */
+	if (in.ring == NULL)
+		c.flags &= ~MSCOPE_F_TRUST_UPSTREAM;
 	if (type->init != NULL && type->init(&ctx) != 0)
 		return 2;
 	ms = mscope_open(&(struct mscope_params){
@@ -292,19 +311,20 @@ main(int argc, char **argv)
 		while (!nf_stop && !ctl->stop) {
 			struct rte_mbuf *pkts[NF_MAX_BURST], *grp[NF_MAX_BURST];
 			int verdict[NF_MAX_BURST];
-			unsigned left, n, i, g;
+			unsigned n, i, g;
+			uint32_t left;
 			uint64_t t_rx, extra = 0;
 
 			if (c.faults.n_intr && nf_faults_interrupt(&c.faults, rte_rdtsc()))
 				continue;
-			n = rte_ring_dequeue_burst(in, (void **)pkts, c.batch, &left);
+			n = nf_link_rx(&in, pkts, c.batch, &left);
 			if (n == 0) {
 				k.idle_polls++;
 				nf_sleep_us(c.idle_us);
 				continue;
 			}
 			t_rx = rte_rdtsc();
-			mscope_rx(ms, 0, 0, pkts, (uint16_t)n, left);
+			mscope_rx(ms, nf_link_record_port(&in, 0), 0, pkts, (uint16_t)n, left);
 			k.rx += n;
 			k.batches++;
 			if (c.faults.n_bug) {
@@ -340,8 +360,9 @@ main(int argc, char **argv)
 						grp[g++] = pkts[i];
 				if (g == 0)
 					continue;
-				mscope_tx(ms, (uint16_t)o, 0, grp, (uint16_t)g, MSCOPE_OCC_UNKNOWN);
-				sent = rte_ring_enqueue_burst(out[o], (void **)grp, g, NULL);
+				mscope_tx(ms, nf_link_record_port(&out[o], o), 0, grp, (uint16_t)g,
+					  MSCOPE_OCC_UNKNOWN);
+				sent = nf_link_tx(&out[o], grp, g);
 				k.tx[o] += sent;
 				if (sent < g) {
 					k.drop_full[o] += g - sent;
@@ -359,6 +380,7 @@ main(int argc, char **argv)
 	if (type->fini != NULL)
 		type->fini(&ctx);
 	mscope_close(ms);
+	nf_ports_close();
 	rte_eal_cleanup();
 	return 0;
 }

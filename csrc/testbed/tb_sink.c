@@ -13,6 +13,11 @@
  * packet's path at a tx nobody receives (an NF whose packets are only
  * received looks like it drops them all).  The recorder name must not be
  * "sink": the analyzer reserves it for the chain's exit.
+ *
+ * Port mode (docs/ovs.md): --in port:0 takes packets from ethdev port 0
+ * (a virtio-user vdev on an OVS vhost-user socket) and frees them; the
+ * port recorded is the ethdev port id; ids are computed from headers (no
+ * upstream stamp crosses vhost); --ctl FILE is the mapped control file.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,7 +42,8 @@ usage(FILE *f)
 {
 	fprintf(f, "usage: " PROG " [EAL args, --proc-type=secondary] -- --in RING[,RING...]\n"
 		"         [--name NAME] [--nf-id N] [--dir DIR] [--ring-mb MB] [--batch N]\n"
-		"         [--no-tx] [--dump FILE] [--ctl NAME] [--idle-us US]\n");
+		"         [--no-tx] [--dump FILE] [--ctl NAME|FILE] [--idle-us US] [--status-ms MS]\n"
+		"  --in port:N[,...]: ethdev ports of this process (port mode, docs/ovs.md)\n");
 }
 
 int
@@ -54,16 +60,18 @@ main(int argc, char **argv)
 		{"dump", required_argument, NULL, 'D'},
 		{"ctl", required_argument, NULL, 'c'},
 		{"idle-us", required_argument, NULL, 'u'},
+		{"status-ms", required_argument, NULL, 's'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *name = "egress", *dir = NULL, *dump_path = NULL, *ctl_name = NF_CTL_DEFAULT;
 	char *in_names[NF_MAX_IN];
-	struct rte_ring *in[NF_MAX_IN];
+	struct nf_link in[NF_MAX_IN];
 	uint64_t rx[NF_MAX_IN] = {0}, bytes = 0, batches = 0;
 	unsigned n_in = 0, batch = 64, r;
 	int record_tx = 1, rc, opt, k;
-	double idle_us = 50;
+	double idle_us = 50, status_ms = 0;   /* status_ms > 0: a "status" line that often */
+	uint64_t next_status = 0, status_tsc = 0, total = 0;
 	size_t ring_bytes = 0;
 	uint16_t nf_id = 1000;
 	const struct nf_ctl *ctl;
@@ -95,6 +103,7 @@ main(int argc, char **argv)
 		case 'D': dump_path = optarg; break;
 		case 'c': ctl_name = optarg; break;
 		case 'u': idle_us = atof(optarg); break;
+		case 's': status_ms = atof(optarg); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -112,7 +121,7 @@ main(int argc, char **argv)
 	if (ctl == NULL)
 		return 2;
 	for (r = 0; r < n_in; r++)
-		if ((in[r] = nf_ring_lookup(in_names[r], PROG)) == NULL)
+		if (nf_link_open(&in[r], in_names[r], PROG) != 0)
 			return 2;
 	if (dump_path != NULL && (dump = fopen(dump_path, "wb")) == NULL) {
 		fprintf(stderr, PROG ": %s: %s\n", dump_path, strerror(errno));
@@ -120,7 +129,8 @@ main(int argc, char **argv)
 	}
 	ms = mscope_open(&(struct mscope_params){
 		.nf_name = name, .nf_id = nf_id, .lcore = (uint16_t)rte_lcore_id(),
-		.ring_bytes = ring_bytes, .dir = dir, .flags = MSCOPE_F_TRUST_UPSTREAM });
+		.ring_bytes = ring_bytes, .dir = dir,
+		.flags = in[0].ring != NULL ? MSCOPE_F_TRUST_UPSTREAM : 0 });
 	if (ms == NULL) {
 		fprintf(stderr, PROG ": mscope_open(%s): %s\n", name, strerror(errno));
 		return 2;
@@ -131,17 +141,27 @@ main(int argc, char **argv)
 	       mscope_ring_path(ms));
 	fflush(stdout);
 
+	status_tsc = nf_ns_to_tsc(status_ms * 1e6);
+	next_status = rte_rdtsc() + status_tsc;
 	while (!nf_stop && !ctl->stop) {
 		unsigned got = 0;
 
+		/* For whoever waits for the chain to drain (mscope ovs run). */
+		if (status_tsc > 0 && rte_rdtsc() >= next_status) {
+			printf("{\"event\": \"status\", \"rx\": %" PRIu64 "}\n", total);
+			fflush(stdout);
+			next_status = rte_rdtsc() + status_tsc;
+		}
+
 		for (r = 0; r < n_in; r++) {
 			struct rte_mbuf *pkts[NF_MAX_BURST];
-			unsigned left, n, j;
+			unsigned n, j;
+			uint32_t left;
 
-			n = rte_ring_dequeue_burst(in[r], (void **)pkts, batch, &left);
+			n = nf_link_rx(&in[r], pkts, batch, &left);
 			if (n == 0)
 				continue;
-			mscope_rx(ms, (uint16_t)r, 0, pkts, (uint16_t)n, left);
+			mscope_rx(ms, nf_link_record_port(&in[r], r), 0, pkts, (uint16_t)n, left);
 			if (record_tx)
 				mscope_tx(ms, 0, 0, pkts, (uint16_t)n, MSCOPE_OCC_UNKNOWN);
 			for (j = 0; j < n; j++) {
@@ -159,6 +179,7 @@ main(int argc, char **argv)
 			}
 			rte_pktmbuf_free_bulk(pkts, n);
 			rx[r] += n;
+			total += n;
 			got += n;
 			batches++;
 		}
@@ -179,6 +200,7 @@ main(int argc, char **argv)
 	if (dump != NULL)
 		fclose(dump);
 	mscope_close(ms);
+	nf_ports_close();
 	rte_eal_cleanup();
 	return 0;
 }

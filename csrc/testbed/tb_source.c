@@ -8,6 +8,10 @@
  *   mscope-tb-source --proc-type=secondary --file-prefix=tb1 --lcores=1@0 --no-pci -- \
  *       --schedule traffic.bin --out q_fw
  *
+ * Port mode (docs/ovs.md): --out port:0 sends on ethdev port 0 (a
+ * virtio-user vdev on an OVS vhost-user socket), frames built in a pool of
+ * its own; --ctl FILE is then the mapped control file.
+ *
  * Pacing: every packet due by now goes out, up to --batch per record;
  * when none is due the source sleeps --idle-us (default 50; a sleep lasts
  * and costs ~25 us of CPU at least on this VM, docs/testbed.md), so it
@@ -153,7 +157,8 @@ usage(FILE *f)
 {
 	fprintf(f, "usage: " PROG " [EAL args, --proc-type=secondary] -- --schedule FILE\n"
 		"         --out RING[,RING...] [--name NAME] [--nf-id N] [--dir DIR] [--ring-mb MB]\n"
-		"         [--batch N] [--pool NAME] [--ctl NAME] [--idle-us US] [--dump FILE]\n");
+		"         [--batch N] [--pool NAME] [--ctl NAME|FILE] [--idle-us US] [--dump FILE]\n"
+		"  --out port:N[,...]: ethdev ports of this process (port mode, docs/ovs.md)\n");
 }
 
 int
@@ -177,7 +182,7 @@ main(int argc, char **argv)
 	const char *schedule = NULL, *name = "source", *dir = NULL, *pool_name = NF_POOL_DEFAULT;
 	const char *ctl_name = NF_CTL_DEFAULT, *dump_path = NULL;
 	char *out_names[NF_MAX_OUT];
-	struct rte_ring *out[NF_MAX_OUT];
+	struct nf_link out[NF_MAX_OUT];
 	uint64_t sent[NF_MAX_OUT] = {0}, drop_full[NF_MAX_OUT] = {0};
 	uint64_t count = 0, i = 0, no_mbuf = 0, late_max = 0, late_sum = 0, batches = 0;
 	unsigned n_out = 0, batch = 32, o;
@@ -240,9 +245,10 @@ main(int argc, char **argv)
 	if (ctl == NULL)
 		return 2;
 	for (o = 0; o < n_out; o++)
-		if ((out[o] = nf_ring_lookup(out_names[o], PROG)) == NULL)
+		if (nf_link_open(&out[o], out_names[o], PROG) != 0)
 			return 2;
-	pool = rte_mempool_lookup(pool_name);
+	/* Port mode: frames from the pool the ports were set up with. */
+	pool = nf_port_pool() != NULL ? nf_port_pool() : rte_mempool_lookup(pool_name);
 	if (pool == NULL) {
 		fprintf(stderr, PROG ": mbuf pool '%s' not found\n", pool_name);
 		return 2;
@@ -306,8 +312,9 @@ main(int argc, char **argv)
 				if (dump != NULL)
 					for (j = 0; j < g; j++)
 						dump_frame(dump, grp[j], (uint16_t)o);
-				mscope_tx(ms, (uint16_t)o, 0, grp, (uint16_t)g, MSCOPE_OCC_UNKNOWN);
-				ok = rte_ring_enqueue_burst(out[o], (void **)grp, g, NULL);
+				mscope_tx(ms, nf_link_record_port(&out[o], o), 0, grp, (uint16_t)g,
+					  MSCOPE_OCC_UNKNOWN);
+				ok = nf_link_tx(&out[o], grp, g);
 				sent[o] += ok;
 				if (ok < g) {
 					drop_full[o] += g - ok;
@@ -338,6 +345,7 @@ main(int argc, char **argv)
 		fclose(dump);
 	free(sched);
 	mscope_close(ms);
+	nf_ports_close();
 	rte_eal_cleanup();
 	return 0;
 }

@@ -178,6 +178,46 @@ def _cmd_testbed(args):
     return 0
 
 
+def _cmd_ovs_up(args):
+    from mscope.ovs import ovs_up
+    st = ovs_up(args.chain, args.run, time_scale=args.seconds_scale, poll_us=args.poll_us,
+                perf_metrics=args.perf_metrics)
+    names = ", ".join(p["name"] for p in st["processes"])
+    print(f"ovs: chain up in {st['run_dir']}: {names}")
+    print(f"  bridge {st['bridge']}: {', '.join(st['ports'])} (vhost-user sockets in "
+          f"{st['run_dir']})")
+    print(f"  traffic in: any DPDK app with --vdev=net_virtio_user0,path="
+          f"{st['run_dir']}/src --single-file-segments")
+    print(f"  recording into {st['registry']}: mscope-collect --dir {st['registry']} --out DIR")
+    print(f"  stop: mscope ovs down --run {st['run_dir']}")
+    return 0
+
+
+def _cmd_ovs_down(args):
+    from mscope.ovs import ovs_down
+    r = ovs_down(args.run)
+    print(f"ovs: stopped {len(r['stopped'])} processes, removed {len(r['removed'])} "
+          f"DPDK runtime and hugepage files")
+    return 0
+
+
+def _cmd_ovs_run(args):
+    from mscope.ovs import run_ovs
+    s = run_ovs(args.scenario, args.out, time_scale=args.seconds_scale, poll_us=args.poll_us,
+                force=args.force, run_dir=args.run, perf_metrics=args.perf_metrics)
+    t = s["truth"]
+    faults = ", ".join(f"{k} {v}" for k, v in t["faults"].items()) or "none"
+    print(f"{s['scenario']}: {t['packets']:,} packets, {t['dropped']:,} dropped, "
+          f"{t['victims_total']:,} victims (by fault window: {faults}; unexplained "
+          f"{t['unexplained']}), {s['seconds']:.1f} s -> {args.out}")
+    from mscope.ovs.view import format_port_view
+    print(format_port_view(s["ovs_view"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(s, f, indent=2)
+    return 0
+
+
 def _cmd_paths(args):
     from mscope import paths
     print(f"libmscope   {paths.libmscope()}")
@@ -386,6 +426,66 @@ def build_parser():
     pt.add_argument("--force", action="store_true", help="replace a non-empty --out")
     pt.add_argument("--json", metavar="FILE", help="also write the run summary as JSON")
     pt.set_defaults(func=_cmd_testbed)
+
+    p = sub.add_parser(
+        "ovs", help="a scenario's chain behind OVS-DPDK (vhost-user), recorded end to end",
+        description="Commands of the OVS-DPDK chain (docs/ovs.md): ovsdb-server and "
+                    "ovs-vswitchd-dpdk in a private run directory, recorded by the preloaded "
+                    "libmscope as NF 'ovs'; the sample NFs on vhost-user ports.")
+    osub = p.add_subparsers(dest="ovs_command", metavar="SUBCOMMAND")
+    po = osub.add_parser(
+        "up", help="bring a chain up behind OVS and leave it running",
+        description="Start OVS-DPDK (LD_PRELOAD=libmscope), a netdev bridge with one "
+                    "vhost-user port per NF side plus src and snk, one OpenFlow rule per "
+                    "link, and the NFs and sink of CHAIN (SCENARIO.md format) in port mode. "
+                    "Needs root, 2 CPUs and hugepages (raised to 1024 x 2 MiB if fewer "
+                    "are free).",
+        epilog="example: mscope ovs up chain.json --run /tmp/ovs1\n"
+               "         mscope ovs down --run /tmp/ovs1\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    po.add_argument("chain", help="scenario file (SCENARIO.md): its nfs and links")
+    po.add_argument("--run", required=True, metavar="DIR",
+                    help="run directory for OVS's files and sockets (short: socket paths "
+                         "must fit 107 characters)")
+    po.add_argument("--seconds-scale", type=float, default=1.0, metavar="K",
+                    help="service_ns x K, as mscope testbed run (default 1)")
+    po.add_argument("--poll-us", type=non_negative, default=100.0, metavar="US",
+                    help="idle sleep of the NFs and sink (default 100)")
+    po.add_argument("--perf-metrics", action="store_true",
+                    help="other_config:pmd-perf-metrics=true (ovs-appctl "
+                         "dpif-netdev/pmd-perf-show)")
+    po.set_defaults(func=_cmd_ovs_up)
+    po = osub.add_parser(
+        "down", help="stop a chain brought up with mscope ovs up",
+        description="Stop every process of the chain in --run (by pid, checked against "
+                    "its start time), then remove its sockets, hugepage files, "
+                    "/var/run/dpdk prefixes and ring registry.",
+        epilog="example: mscope ovs down --run /tmp/ovs1")
+    po.add_argument("--run", required=True, metavar="DIR", help="the run directory of up")
+    po.set_defaults(func=_cmd_ovs_down)
+    po = osub.add_parser(
+        "run", help="one scenario through OVS-DPDK: capture plus window-labelled truth",
+        description="up, the source replaying the scenario's traffic, its faults (on NFs "
+                    "as mscope testbed run; on OVS: \"nf\": \"ovs\" with kind contention "
+                    "(a hog on the PMD's core) or interrupt (vswitchd stopped)), "
+                    "mscope-collect --out, truth.json (window labels, OVS as a hop), "
+                    "ovs-ports.json (recorded port -> OVS port), ovs.json, down.",
+        epilog="example: mscope ovs run chain.json --out ./ovscap --seconds-scale 10\n"
+               "         mscope diagnose ./ovscap --slo-us 5000\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    po.add_argument("scenario", help="scenario file (SCENARIO.md)")
+    po.add_argument("--out", required=True, metavar="DIR", help="capture directory to write")
+    po.add_argument("--seconds-scale", type=float, default=1.0, metavar="K",
+                    help="stretch the scenario's clock K times (default 1)")
+    po.add_argument("--poll-us", type=non_negative, default=100.0, metavar="US",
+                    help="idle sleep of the source, NFs and sink (default 100)")
+    po.add_argument("--run", metavar="DIR",
+                    help="keep OVS's run directory and logs here (default: a temporary one)")
+    po.add_argument("--perf-metrics", action="store_true",
+                    help="turn on OVS's pmd-perf-metrics; ovs.json gets pmd-perf-show")
+    po.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    po.add_argument("--json", metavar="FILE", help="also write the run summary as JSON")
+    po.set_defaults(func=_cmd_ovs_run)
 
     p = sub.add_parser(
         "paths", help="where libmscope and its headers are installed",

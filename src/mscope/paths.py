@@ -2,7 +2,7 @@
 from pathlib import Path
 
 __all__ = ["native_dir", "libmscope", "include_dir", "demo_forwarder", "sample_nf",
-           "testbed_program"]
+           "testbed_program", "ovs_vswitchd"]
 
 
 def native_dir() -> Path:
@@ -31,3 +31,9 @@ def sample_nf() -> Path:
 def testbed_program(role) -> Path:
     """The testbed's programs (csrc/testbed/): role is primary, source, sink or hog."""
     return native_dir() / "bin" / f"mscope-tb-{role}"
+
+
+def ovs_vswitchd() -> Path:
+    """The DPDK build of ovs-vswitchd (Debian's openvswitch-switch-dpdk): the
+    ``ovs-vswitchd`` alternative may point at the non-DPDK build."""
+    return Path("/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk")

@@ -4,6 +4,11 @@ Every process the testbed starts is a `Child`: its stdout is read line by
 line on a thread (the C programs print one JSON object per line: "ready",
 "started", "status", "done"), its stderr is kept for the error message.
 Only processes started here are ever signalled, by their own pid.
+
+A child may also write to log files instead of pipes (``log=PATH``: stdout
+to PATH, stderr to PATH.err), read back by the same threads, in a session
+of its own: then it outlives this Python process (``mscope ovs up``), and
+its lines stay in the files for whoever stops it later.
 """
 import json
 import os
@@ -37,18 +42,33 @@ class Child:
     nice : int, optional
         Its main thread's nice value, set right after the start (threads it
         creates later inherit it); ignored where not allowed (not root).
+    log : str or os.PathLike, optional
+        Write stdout to this file and stderr to ``<log>.err`` rather than
+        to pipes, in a new session (see the module docstring).
     """
 
-    def __init__(self, name, argv, cpus=None, stdin=False, env=None, nice=None):
+    def __init__(self, name, argv, cpus=None, stdin=False, env=None, nice=None, log=None):
         self.name = name
         self.argv = [str(a) for a in argv]
         self.events = queue.Queue()
         self.lines = []
         self.stderr = []
         self.done = None
-        self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
+        self.ended_at = None           # when its output ended (monotonic s)
+        self.log = None if log is None else str(log)
+        if self.log is None:
+            out = err = subprocess.PIPE
+        else:
+            out, err = open(self.log, "w"), open(self.log + ".err", "w")
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=out, stderr=err, text=True, bufsize=1, env=env,
+                start_new_session=self.log is not None)
+        finally:
+            if self.log is not None:
+                out.close()
+                err.close()
         if cpus:
             try:
                 os.sched_setaffinity(self.proc.pid, cpus)
@@ -66,8 +86,28 @@ class Child:
         for t in self._threads:
             t.start()
 
+    def _follow(self, path):
+        """Lines of a log file as they come, until the child has exited
+        and the file is read to its end."""
+        with open(path) as f:
+            buf = ""
+            while True:
+                chunk = f.readline()
+                if chunk:
+                    buf += chunk
+                    if buf.endswith("\n"):
+                        yield buf
+                        buf = ""
+                    continue
+                if self.proc.poll() is not None:
+                    rest = f.read()
+                    for line in (buf + rest).splitlines(True):
+                        yield line
+                    return
+                time.sleep(0.02)
+
     def _read_out(self):
-        for line in self.proc.stdout:
+        for line in (self.proc.stdout if self.log is None else self._follow(self.log)):
             line = line.strip()
             if not line:
                 continue
@@ -80,10 +120,11 @@ class Child:
                 if doc.get("event") == "done":
                     self.done = doc
                 self.events.put(doc)
+        self.ended_at = time.monotonic()
         self.events.put(None)          # end of output
 
     def _read_err(self):
-        for line in self.proc.stderr:
+        for line in (self.proc.stderr if self.log is None else self._follow(self.log + ".err")):
             self.stderr.append(line.rstrip("\n"))
 
     @property

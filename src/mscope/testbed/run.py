@@ -21,7 +21,7 @@ import numpy as np
 from mscope.errors import MscopeError
 
 from .plan import SINK_NAME, binaries, check_scenario, eal_args, make_plan
-from .procs import Child
+from .procs import Child, ChildDied
 from .schedule import write_schedule
 
 __all__ = ["run_testbed", "check_hugepages"]
@@ -231,8 +231,15 @@ def _run(sc, plan, run, progs, out, packets, schedule, time_scale, poll_us, dump
             label = f"NF {node.name!r} ({node.args[1]})"
         nodes[node.name] = run.start(label, argv, nice=CHAIN_NICE)
     # One after another: EAL init of secondaries is serialised by the primary anyway.
-    for node in plan.nodes:
-        nodes[node.name].expect("ready", 60)
+    try:
+        for node in plan.nodes:
+            nodes[node.name].expect("ready", 60)
+    except ChildDied:
+        # A secondary that dies can make another fail in DPDK's multi-process
+        # requests under way (rte_hash_create: ENOENT): name the first to go.
+        time.sleep(0.2)
+        gone = [c for c in nodes.values() if c.ended_at is not None]
+        raise min(gone, key=lambda c: c.ended_at).died("exited before 'ready'") from None
     run.check_alive()
 
     primary.send(f"start {START_DELAY_NS}")
