@@ -206,7 +206,7 @@ def test_preload_and_plugin_together_record_once(copy, registry, eal_args, tmp_p
     from mscope import paths
     registry.mkdir()
     cap = tmp_path / "cap"
-    lib = paths.libmscope()
+    lib = paths.plugin_library()      # where -d takes it (a private copy under /tmp)
     tmp = private_copy_of_libmscope() if copy == "second copy" else None
     plugin = tmp / "libmscope.so" if tmp else lib
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSCOPE_")}
@@ -315,7 +315,7 @@ def test_plugin_status_reports_mode_and_callback_cycles(registry, eal_args):
     args = [a for a in eal_args if a not in ("-l", "0", "--no-telemetry")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSCOPE_")}
     env.update(MSCOPE_DIR=str(registry), MSCOPE_CB_CYCLES="1")
-    pmd = PmdSession([TESTPMD, "-d", str(paths.libmscope()), *args, "-l", "0-1",
+    pmd = PmdSession([TESTPMD, "-d", str(paths.plugin_library()), *args, "-l", "0-1",
                    "--vdev=net_null0", "--vdev=net_null1", "--", "--total-num-mbufs=8192",
                    "--forward-mode=macswap", "--auto-start"], env=env)
     try:
@@ -504,3 +504,26 @@ def test_dpdk_examples_attached(built_examples, example, app_args, registry, eal
         assert data.records["count"][~tx & (data.records["port"] == port)].sum() > 0
         assert data.records["count"][tx & (data.records["port"] == port)].sum() > 0
     assert [l for l in data.losses if l.kind not in ("ring_drop",)] == []
+
+
+def test_plugin_library_copies_out_of_world_writable_dirs(tmp_path, monkeypatch):
+    """EAL's -d refuses a library under a world-writable directory (a clone
+    under /tmp): plugin_library() hands it a private copy instead."""
+    import tempfile
+    from mscope import paths
+    native = tmp_path / "native"            # under /tmp: world-writable above
+    native.mkdir()
+    (native / "libmscope.so").write_bytes(b"\x7fELF not really")
+    home = Path(tempfile.mkdtemp(prefix="mscope-home-", dir=Path.home()))
+    try:
+        monkeypatch.setattr(paths, "native_dir", lambda: native)
+        monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
+        lib = paths.plugin_library()
+        assert lib != native / "libmscope.so"
+        assert lib.read_bytes() == b"\x7fELF not really"
+        assert not any(d.stat().st_mode & 0o002 for d in [lib.parent, *lib.parent.parents])
+        assert (lib.parent.stat().st_mode & 0o777) == 0o700
+        (native / "libmscope.so").write_bytes(b"\x7fELF rebuilt, longer")
+        assert paths.plugin_library().read_bytes() == b"\x7fELF rebuilt, longer"
+    finally:
+        shutil.rmtree(home)
