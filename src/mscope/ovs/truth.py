@@ -27,13 +27,11 @@ import numpy as np
 
 from mscope.capture import CAPTURE_F_ADDR, CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN, open_capture
 from mscope.sim.scenario import SOURCE
-from mscope.testbed.truth import RULE, _drained, _Ids
+from mscope.testbed.truth import RULE, _drained, _Ids, label_windows
 
 from .plan import OVS_NAME, SINK_NAME
 
 __all__ = ["ovs_window_truth", "records_by_nf", "RULE"]
-
-_NONE = np.iinfo(np.int64).max
 
 
 def _expand(data, idx):
@@ -123,8 +121,6 @@ def ovs_window_truth(capture, sc, t0_ns, time_scale, ports_map, lookback_ns=2_00
     exit_ns = ids.first_time(sink.rx_ids, sink.rx_ns) if sink is not None \
         else np.full(len(pkt), -1, np.int64)
     slo_ns = int(round(sc.slo_ns * time_scale))
-    latency = np.where(exit_ns >= 0, exit_ns - s_ns, -1)
-    victim = (exit_ns < 0) | (latency > slo_ns)
     ovs = by.get(OVS_NAME)
     none = np.full(len(pkt), -1, np.int64)
 
@@ -173,45 +169,8 @@ def ovs_window_truth(capture, sc, t0_ns, time_scale, ports_map, lookback_ns=2_00
 
     batch_of = {nf.name: nf.batch for nf in sc.nfs}
     lookback = int(lookback_ns * time_scale)
-    faults, claimed = [], np.zeros(len(pkt), bool)
-    for f in sc.faults:
-        start = t0_ns + int(round(f.start_ns * time_scale))
-        end = t0_ns + int(round(f.end_ns * time_scale))
-        if f.kind == "burst":
-            done = {}
-            for x in sc.topo_order:
-                after = max([end] + [done[u] for u in sc.in_links[x] if u in done])
-                d = drained(x, start, after)
-                done[x] = d if d is not None else capture_end
-            w_end = max(done.values(), default=end)
-            present = (s_ns <= w_end) & (chain_end >= start)
-        else:
-            d = drained(f.nf, start, end)
-            w_end = d if d is not None else capture_end
-            a = arrive.get(f.nf, none)
-            present = (a >= 0) & (a <= w_end) & (leave.get(f.nf, none) >= start)
-        mine = victim & present
-        claimed |= mine
-        entry = {"id": f.id, "kind": f.kind}
-        if f.nf is not None:
-            entry["nf"] = f.nf
-        if f.flows is not None:
-            entry["flows"] = str(f.flows)
-        entry["window_ns"] = [start, int(w_end)]
-        entry["victims"] = [int(v) for v in pkt[mine]]
-        faults.append(entry)
-    delivered = exit_ns >= 0
-    return {
-        "scenario": sc.name, "labels": "window",
-        "rule": RULE + "; OVS is a hop: a packet reaches NF X's queue at OVS's tx on "
-                       "port <X>-in, and is at OVS from its source tx to its last OVS tx",
-        "objective": {"latency_us": slo_ns / 1000},
-        "seconds_scale": time_scale, "t0_ns": int(t0_ns),
-        "packets": int(len(pkt)), "delivered": int(delivered.sum()),
-        "dropped": int((~delivered).sum()), "victims_total": int(victim.sum()),
-        "latency_ns": {q: (float(np.percentile(latency[delivered], p)) if delivered.any()
-                           else None)
-                       for q, p in (("p50", 50), ("p99", 99), ("max", 100))},
-        "faults": faults,
-        "victims_unexplained": [int(v) for v in pkt[victim & ~claimed]],
-    }
+    return label_windows(
+        sc, pkt, s_ns, exit_ns, slo_ns, arrive, leave, chain_end, capture_end, drained,
+        t0_ns, time_scale,
+        RULE + "; OVS is a hop: a packet reaches NF X's queue at OVS's tx on port <X>-in, "
+               "and is at OVS from its source tx to its last OVS tx")

@@ -37,7 +37,7 @@ import numpy as np
 
 from mscope.sim.scenario import SOURCE
 
-__all__ = ["window_truth", "RULE"]
+__all__ = ["window_truth", "label_windows", "RULE"]
 
 RULE = ("window: a victim (over objective.latency_us from source tx to sink rx, or "
         "never reaching the sink) belongs to fault F when it was at F's NF (for a burst: "
@@ -105,8 +105,6 @@ def window_truth(view, sc, t0_ns, time_scale, sink_name, lookback_ns=2_000_000):
     exit_ns = ids.first_time(view.nf(sink_name).rx_ids, view.nf(sink_name).rx_ns) \
         if sink_name in names else np.full(len(pkt), -1, np.int64)
     slo_ns = int(round(sc.slo_ns * time_scale))
-    latency = np.where(exit_ns >= 0, exit_ns - s_ns, -1)
-    victim = (exit_ns < 0) | (latency > slo_ns)
 
     def tx_on_link(node, dst):
         if node == SOURCE:
@@ -139,23 +137,54 @@ def window_truth(view, sc, t0_ns, time_scale, sink_name, lookback_ns=2_000_000):
                           + [int(n.tx_ns.max(initial=0)) for n in view.nfs]))
 
     lookback = int(lookback_ns * time_scale)
+
+    def drained(x, start, end):
+        return _drained(view.nf(x), start, end, lookback) if x in names else None
+
+    return label_windows(sc, pkt, s_ns, exit_ns, slo_ns, arrive, leave, chain_end,
+                         capture_end, drained, t0_ns, time_scale, RULE)
+
+
+def label_windows(sc, pkt, s_ns, exit_ns, slo_ns, arrive, leave, chain_end, capture_end,
+                  drained, t0_ns, time_scale, rule):
+    """Rules 3 and 4 of the module docstring, and truth.json.
+
+    Parameters
+    ----------
+    pkt, s_ns, exit_ns : ndarray
+        The source's packets (ids), their source tx and sink rx (-1 none).
+    slo_ns : int
+        The (scaled) objective.
+    arrive, leave : dict name -> ndarray
+        Per NF, when each packet reached its queue and left it (-1 never).
+    chain_end : ndarray
+        When each packet left the chain (sink rx, or its last record).
+    capture_end : int
+    drained : callable (name, start_ns, end_ns) -> ns or None
+        When the NF's queue was back to its pre-fault level (rule 3).
+    rule : str
+        The rule, as written into truth.json.
+    """
+    latency = np.where(exit_ns >= 0, exit_ns - s_ns, -1)
+    victim = (exit_ns < 0) | (latency > slo_ns)
+    none = np.full(len(pkt), -1, np.int64)
     faults, claimed = [], np.zeros(len(pkt), bool)
     for f in sc.faults:
         start = t0_ns + int(round(f.start_ns * time_scale))
         end = t0_ns + int(round(f.end_ns * time_scale))
         if f.kind == "burst":
-            drained = {}
+            done = {}
             for x in sc.topo_order:
-                after = max([end] + [drained[u] for u in sc.in_links[x] if u in drained])
-                d = _drained(view.nf(x), start, after, lookback) if x in names else None
-                drained[x] = d if d is not None else capture_end
-            w_end = max(drained.values(), default=end)
+                after = max([end] + [done[u] for u in sc.in_links[x] if u in done])
+                d = drained(x, start, after)
+                done[x] = d if d is not None else capture_end
+            w_end = max(done.values(), default=end)
             present = (s_ns <= w_end) & (chain_end >= start)
         else:
-            x = f.nf
-            d = _drained(view.nf(x), start, end, lookback) if x in names else None
+            d = drained(f.nf, start, end)
             w_end = d if d is not None else capture_end
-            present = (arrive[f.nf] >= 0) & (arrive[f.nf] <= w_end) & (leave[f.nf] >= start)
+            a = arrive.get(f.nf, none)
+            present = (a >= 0) & (a <= w_end) & (leave.get(f.nf, none) >= start)
         mine = victim & present
         claimed |= mine
         entry = {"id": f.id, "kind": f.kind}
@@ -168,12 +197,13 @@ def window_truth(view, sc, t0_ns, time_scale, sink_name, lookback_ns=2_000_000):
         faults.append(entry)
     delivered = exit_ns >= 0
     return {
-        "scenario": sc.name, "labels": "window", "rule": RULE,
+        "scenario": sc.name, "labels": "window", "rule": rule,
         "objective": {"latency_us": slo_ns / 1000},
         "seconds_scale": time_scale, "t0_ns": int(t0_ns),
         "packets": int(len(pkt)), "delivered": int(delivered.sum()),
         "dropped": int((~delivered).sum()), "victims_total": int(victim.sum()),
-        "latency_ns": {q: (float(np.percentile(latency[delivered], p)) if delivered.any() else None)
+        "latency_ns": {q: (float(np.percentile(latency[delivered], p)) if delivered.any()
+                           else None)
                        for q, p in (("p50", 50), ("p99", 99), ("max", 100))},
         "faults": faults,
         "victims_unexplained": [int(v) for v in pkt[victim & ~claimed]],
