@@ -9,6 +9,8 @@ measurement, then tables.  See bench/README.md for what each figure means.
     python bench/fastpath.py            # ~20 s
     python bench/fastpath.py --quick    # ~10 s, fewer runs
     python bench/fastpath.py --no-dpdk  # mscope_record_ids only
+    python bench/fastpath.py --old-lib /path/to/old/libmscope.so --only mbuf
+                                        # A/B of two builds, interleaved
 
 Target (issue 2): <= 40 ns per 32-packet batch and <= 1 ns per extra
 packet for mscope_record_ids, read here as: median at batch 32 <= 40 ns and
@@ -18,6 +20,7 @@ import argparse
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import harness
 
@@ -48,27 +51,37 @@ MBUF_VARIANTS = ("mbuf_baseline", "mbuf_rx", "mbuf_rx_tx", "mbuf_tx_hash",
                  "mbuf_pktid_only", "mbuf_prefetch_rx")
 
 
-def run_all(binary, registry, runs_raw, runs_mbuf, with_dpdk, wait_idle):
+def run_all(binary, registry, runs_raw, runs_mbuf, with_dpdk, wait_idle, libs=(("new", []),),
+            only=None):
+    """Every config, each with every library of `libs` ((tag, command
+    prefix) pairs: the prefix points the dynamic linker at another
+    libmscope.so), one after the other, so an A/B shares the machine's
+    state; rows carry the library's tag as "lib"."""
     rows = []
     for k, (tag, cmd, args) in enumerate(CONFIGS):
         if cmd == "mbuf" and not with_dpdk:
             continue
-        busy = harness.wait_idle(wait_idle) if wait_idle else harness.cpu_busy_share(0.2)
-        harness.warn_if_busy(busy)
-        first = len(rows)
-        if cmd == "mbuf":
-            prefix, eal = harness.eal_args(f"fp{k}")
-            try:
+        if only and tag not in only:
+            continue
+        for lib_tag, prefix_cmd in (libs if k % 2 == 0 else libs[::-1]):
+            busy = harness.wait_idle(wait_idle) if wait_idle else harness.cpu_busy_share(0.2)
+            harness.warn_if_busy(busy)
+            first = len(rows)
+            if cmd == "mbuf":
+                prefix, eal = harness.eal_args(f"fp{k}")
+                try:
+                    rows += harness.run_json_lines(
+                        [*prefix_cmd, binary, "mbuf", *eal, "--", "--dir", registry,
+                         "--runs", str(runs_mbuf), *args], tag=tag)
+                finally:
+                    harness.remove_eal_runtime(prefix)
+            else:
                 rows += harness.run_json_lines(
-                    [binary, "mbuf", *eal, "--", "--dir", registry,
-                     "--runs", str(runs_mbuf), *args], tag=tag)
-            finally:
-                harness.remove_eal_runtime(prefix)
-        else:
-            rows += harness.run_json_lines(
-                [binary, cmd, "--dir", registry, "--runs", str(runs_raw), *args], tag=tag)
-        for r in rows[first:]:
-            r["cpu_busy_before"] = None if busy is None else round(busy, 3)
+                    [*prefix_cmd, binary, cmd, "--dir", registry, "--runs", str(runs_raw),
+                     *args], tag=tag)
+            for r in rows[first:]:
+                r["cpu_busy_before"] = None if busy is None else round(busy, 3)
+                r["lib"] = lib_tag
     return rows
 
 
@@ -211,6 +224,23 @@ def print_tables(rows, derived):
                   "least-squares fit of the marginals over batch 1..64")
 
 
+def print_ab(new, old):
+    """The rte_mbuf marginals of the two builds side by side."""
+    o = {(d["mode"], d["batch"]): d for d in old if d["name"] == "mbuf_marginal"}
+    cols = ("rx_ns", "rx_tx_ns", "tx_stamped_ns", "tx_hash_ns", "pktid_ns")
+    out = []
+    for d in new:
+        if d["name"] != "mbuf_marginal" or d["batch"] not in TABLE_BATCHES:
+            continue
+        b = o.get((d["mode"], d["batch"]))
+        if b:
+            out.append([d["mode"], d["batch"], *[f"{d[c]:.1f} / {b[c]:.1f}" for c in cols]])
+    harness.table(["mode", "batch", "+rx new/old", "+rx+tx new/old", "tx(stamp) new/old",
+                   "tx(hash) new/old", "pktid only new/old"], out,
+                  "A/B (--old-lib): recorder cost over the baseline loop, ns per batch, "
+                  "this build / the old one")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="example: python bench/fastpath.py --quick")
@@ -219,6 +249,12 @@ def main(argv=None):
     ap.add_argument("--mbuf-runs", type=int, help="timed runs per mbuf measurement (default 300)")
     ap.add_argument("--no-dpdk", action="store_true", help="skip the rte_mbuf part")
     ap.add_argument("--json-only", action="store_true", help="no tables")
+    ap.add_argument("--old-lib", metavar="SO", help="another libmscope.so (a copy of an "
+                    "earlier build): every config also runs against it, interleaved, and "
+                    "an A/B table of the rte_mbuf marginals follows (same bench binary; "
+                    "LD_LIBRARY_PATH picks the library)")
+    ap.add_argument("--only", help="comma-separated config tags to run: raw, parts, drop, "
+                    "mbuf (default: all)")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="S",
                     help="before each part, wait up to S seconds for the machine to be "
                          "<10%% busy (shared machines)")
@@ -230,19 +266,34 @@ def main(argv=None):
     binary = harness.build_fastpath()
     busy = harness.cpu_busy_share()
     t0 = time.monotonic()
+    libs = [("new", [])]
+    if args.old_lib:
+        old = Path(args.old_lib).resolve()
+        if old.name != "libmscope.so":
+            raise SystemExit("--old-lib: the file must be named libmscope.so (the soname)")
+        libs.append(("old", ["env", f"LD_LIBRARY_PATH={old.parent}"]))
+    only = set(args.only.split(",")) if args.only else None
     with harness.ring_registry() as registry:
-        rows = run_all(str(binary), registry, runs_raw, runs_mbuf, with_dpdk, args.wait_idle)
+        all_rows = run_all(str(binary), registry, runs_raw, runs_mbuf, with_dpdk,
+                           args.wait_idle, libs, only)
     elapsed = time.monotonic() - t0
+    rows = [r for r in all_rows if r.get("lib") == "new"]
+    old_rows = [r for r in all_rows if r.get("lib") == "old"]
     derived = record_ids_fits(rows) + mbuf_marginals(rows)
+    old_derived = mbuf_marginals(old_rows) if old_rows else []
+    for d in old_derived:
+        d["lib"] = "old"
 
     harness.emit({"name": "machine", **harness.machine_info(),
                   "tsc_hz": next(r["tsc_hz"] for r in rows if r.get("name") == "tsc"),
                   "seconds": round(elapsed, 2), "quick": args.quick,
                   "cpu_busy_before": None if busy is None else round(busy, 3)})
-    for r in rows + derived:
+    for r in all_rows + derived + old_derived:
         harness.emit(r)
     if not args.json_only:
         print_tables(rows, derived)
+        if old_derived:
+            print_ab(derived, old_derived)
         print(f"\n({elapsed:.1f} s; producer pinned to cpu 0, consumer to cpu 1)")
     return 0
 

@@ -13,6 +13,8 @@ ports) over a fixed window after a warm-up.
     python bench/overhead.py               # ~4 min
     python bench/overhead.py --quick       # ~1.5 min: fewer, shorter runs
     python bench/overhead.py --cases io --reps 9
+    python bench/overhead.py --old-lib OLD/libmscope.so --variants full,batch
+                                           # A/B of two builds, interleaved
 
 Cases (variant names in the JSON rows):
   macswap  plain | full   (swaps the MACs of every packet: near-zero work;
@@ -93,13 +95,26 @@ def eal_memory(mode):
     return "nohuge", ["--no-huge", "-m", "256", "--no-shconf"]
 
 
+# --old-lib: every attached variant also runs as "<variant>-old" with that
+# library, in the same run (A/B of two builds of libmscope).
+OLD_SUFFIX = "-old"
+old_lib = None
+
+
+def variant_lib(variant):
+    """(variant without -old, the libmscope.so it runs with)."""
+    if variant.endswith(OLD_SUFFIX):
+        return variant[:-len(OLD_SUFFIX)], old_lib
+    return variant, harness.native_paths()[0]
+
+
 def variant_env(variant, registry, timing=False):
     """Environment of one run: nothing of ours for plain."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("MSCOPE_") and k != "LD_PRELOAD"}
     if variant == "plain":
         return env
-    lib, _ = harness.native_paths()
+    variant, lib = variant_lib(variant)
     env.update(MSCOPE_ATTACH="1", MSCOPE_DIR=registry, MSCOPE_NF_NAME="overhead")
     if variant != "plugin":
         env["LD_PRELOAD"] = str(lib)
@@ -181,7 +196,8 @@ def run_testpmd(case, variant, args, registry, timing=False):
     prefix = f"msov{os.getpid()}{uuid.uuid4().hex[:6]}"
     mem, mem_args = eal_memory(args.memory)
     env = variant_env(variant, registry, timing)
-    plugin = ["-d", str(harness.native_paths()[0])] if variant == "plugin" else []
+    base, lib = variant_lib(variant)
+    plugin = ["-d", str(lib)] if base == "plugin" else []
     cmd = [TESTPMD, *plugin, "--no-pci", "--vdev=net_null0", "--vdev=net_null1", "-l", "0-1",
            f"--file-prefix={prefix}", "--log-level=lib.eal:warning", *mem_args, "--",
            "--total-num-mbufs=8192", f"--forward-mode={case}", "--auto-start"]
@@ -207,7 +223,7 @@ def run_testpmd(case, variant, args, registry, timing=False):
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("no /mscope/status")
                 time.sleep(0.05)
-        if variant == "empty":
+        if base == "empty":
             tel("/mscope/disable")
         time.sleep(args.warmup)
         st0 = tel("/mscope/status") if variant != "plain" else None
@@ -317,6 +333,11 @@ def main():
     ap.add_argument("--memory", choices=("auto", "huge", "nohuge"), default="auto")
     ap.add_argument("--consumer", choices=("skip", "none"), default="skip")
     ap.add_argument("--quick", action="store_true", help="3 reps of 2-second windows")
+    ap.add_argument("--variants", help="comma-separated subset of each case's variants "
+                    "(plain is always run: the ratios need it)")
+    ap.add_argument("--old-lib", help="another libmscope.so (e.g. a copy of the previous "
+                    "build): each attached variant also runs with it as <variant>-old, "
+                    "interleaved, for an A/B of two builds in one run")
     ap.add_argument("--json-only", action="store_true")
     args = ap.parse_args()
     if args.quick:
@@ -324,6 +345,13 @@ def main():
     if TESTPMD is None:
         raise SystemExit("dpdk-testpmd not found (Debian package dpdk)")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    global old_lib
+    variants = {c: [v for v in vs if v == "plain" or args.variants is None
+                    or v in args.variants.split(",")] for c, vs in VARIANTS.items()}
+    if args.old_lib:
+        old_lib = Path(args.old_lib).resolve()
+        variants = {c: [x for v in vs for x in ((v,) if v == "plain" else (v, v + OLD_SUFFIX))]
+                    for c, vs in variants.items()}
     harness.pin_self(0)
     others = subprocess.run(["pgrep", "-fa", "dpdk-|mscope-nf|mscope-tb-|pytest"],
                             capture_output=True, text=True).stdout.splitlines()
@@ -340,7 +368,7 @@ def main():
 
     rows, summaries = [], []
     with harness.ring_registry() as registry:
-        order = [(c, v) for c in ("macswap", "io") if c in cases for v in VARIANTS[c]]
+        order = [(c, v) for c in ("macswap", "io") if c in cases for v in variants[c]]
         for rep in range(args.reps):
             for case, v in (order if rep % 2 == 0 else order[::-1]):
                 row = run_testpmd(case, v, args, registry)
@@ -349,15 +377,17 @@ def main():
                 rows.append(row)
         for case in ("macswap", "io"):
             if case in cases:
-                summaries += summarise(rows, case, VARIANTS[case])
+                summaries += summarise(rows, case, variants[case])
+        cycle_variants = [(c, x) for c, v in CYCLE_VARIANTS
+                          for x in ((v, v + OLD_SUFFIX) if old_lib else (v,))]
         if "cycles" in cases:
             for rep in range(max(1, args.reps // 3)):
-                for case, v in CYCLE_VARIANTS:
+                for case, v in cycle_variants:
                     row = run_testpmd(case, v, args, registry, timing=True)
                     row.update(rep=rep, name="overhead_cycles_run")
                     harness.emit(row)
                     rows.append(row)
-            for case, v in CYCLE_VARIANTS:
+            for case, v in cycle_variants:
                 mine = [r for r in rows if r["name"] == "overhead_cycles_run"
                         and r["case"] == case and r["variant"] == v]
                 s = {"name": "overhead_cycles", "case": case, "variant": v, "runs": len(mine)}

@@ -24,6 +24,7 @@ repetition after repetition (every other repetition in reverse order):
   timed  full with MSCOPE_CB_CYCLES=1: the wrappers' own time around the
          recording (two serialised TSC reads each), read from OVS's
          telemetry (/mscope/status): ns per rx and per tx batch
+  timed_batch  (only when asked for) batch, timed the same way
 
 Measured over a window after a warm-up, from OVS itself
 (`ovs-appctl dpif-netdev/pmd-stats-show` after `pmd-stats-clear`):
@@ -35,6 +36,8 @@ packet, whichever side is the bottleneck).
     python bench/overhead.py ...      # the ethdev attach case (issue 6)
     python bench/ovs.py               # ~3.5 min: 5 repetitions x 6 variants
     python bench/ovs.py --reps 9 --window 5
+    python bench/ovs.py --old-lib OLD/libmscope.so --variants plain,full
+                                      # A/B: full and full-old, interleaved
 
 Prints one JSON object per run and per summary, then a table.  Needs
 root, 2 CPUs, hugepages and openvswitch-switch-dpdk (install.sh).
@@ -45,6 +48,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -91,7 +95,10 @@ def machine_busy(seconds=0.2):
     return 1 - (i1 - i0) / max(1, t1 - t0)
 
 
-def run_once(variant, window, warmup, log):
+OLD_SUFFIX = "-old"        # --old-lib: "<variant>-old" runs with that library
+
+
+def run_once(variant, window, warmup, log, old_lib=None, perf_out=None):
     prefix = f"msbo{uuid.uuid4().hex[:8]}"
     run_dir = Path(tempfile.mkdtemp(prefix="msbo-", dir="/tmp"))
     registry = Path(tempfile.mkdtemp(prefix="msbo-", dir="/dev/shm"))
@@ -108,8 +115,12 @@ def run_once(variant, window, warmup, log):
     try:
         sw.start_db()
         sw.configure_dpdk(f"{prefix}o", PMD_CPU, CONTROL_CPU)
-        env = {"idle": {"MSCOPE_ATTACH": "0"}, "timed": {"MSCOPE_CB_CYCLES": "1"},
-               "batch": {"MSCOPE_IDS": "0"}}.get(variant)
+        base = variant[:-len(OLD_SUFFIX)] if variant.endswith(OLD_SUFFIX) else variant
+        env = dict({"idle": {"MSCOPE_ATTACH": "0"}, "timed": {"MSCOPE_CB_CYCLES": "1"},
+                    "batch": {"MSCOPE_IDS": "0"},
+                    "timed_batch": {"MSCOPE_CB_CYCLES": "1", "MSCOPE_IDS": "0"}}.get(base, {}))
+        if base != variant:
+            env["LD_PRELOAD"] = str(old_lib)
         sw.start_vswitchd(registry, CONTROL_CPU, preload=variant != "plain", env=env,
                           nice=-10)
         sw.add_bridge("br0", ["p0", "p1"], "dpdkvhostuser",
@@ -129,14 +140,20 @@ def run_once(variant, window, warmup, log):
             if not tpmd.alive():
                 raise tpmd.died("exited at start") from None
             raise
-        if variant in ("full", "timed", "batch"):
+        if base in ("full", "timed", "batch", "timed_batch"):
             mover = TailMover(registry)
             mover.start()
         tpmd.send("start tx_first 16")
         time.sleep(warmup)
         sw.pmd_stats_clear()
         t0 = time.monotonic()
-        time.sleep(window)
+        if perf_out:
+            # --perf: where the PMD's cycles go, sampled on its CPU
+            subprocess.run(["perf", "record", "-q", "-C", str(PMD_CPU), "-o",
+                            f"{perf_out}.{variant}.data", "--", "sleep", str(window)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=window + 30)
+        else:
+            time.sleep(window)
         st = _pmd_stats(sw.pmd_stats())
         dt = time.monotonic() - t0
         rings = sorted(p.name for p in registry.glob("*.ring"))
@@ -145,10 +162,10 @@ def run_once(variant, window, warmup, log):
                "cycles_per_packet": st["proc_cycles"] / max(1, st["packets"]),
                "pmd_busy": st["proc_cycles"] / max(1, st["proc_cycles"] + st["idle_cycles"]),
                "rings": rings, "machine_busy_before": round(busy_before, 3)}
-        if variant in ("full", "timed", "nocons", "batch") and not any(r.startswith("ovs.")
+        if base in ("full", "timed", "nocons", "batch", "timed_batch") and not any(r.startswith("ovs.")
                                                              for r in rings):
             raise RuntimeError(f"{variant}: OVS recorded nothing (no ovs.*.ring)")
-        if variant == "timed":
+        if base in ("timed", "timed_batch"):
             tel = Telemetry(f"/var/run/dpdk/{prefix}o/dpdk_telemetry.v2")
             ms = tel("/mscope/status")
             tel.close()
@@ -187,8 +204,14 @@ def main():
     ap.add_argument("--window", type=float, default=3.0, help="seconds measured per run")
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--variants", default=",".join(ALL_VARIANTS),
-                    help=f"comma-separated, of {', '.join(ALL_VARIANTS)}")
+                    help=f"comma-separated, of {', '.join(ALL_VARIANTS)} (the default) "
+                         "and timed_batch (batch timed as timed is)")
     ap.add_argument("--json", help="also append the JSON lines to this file")
+    ap.add_argument("--old-lib", help="another libmscope.so (e.g. a copy of the previous "
+                    "build): each preloaded variant also runs with it as <variant>-old, "
+                    "interleaved, for an A/B of two builds in one run")
+    ap.add_argument("--perf", metavar="PREFIX", help="perf record the PMD's CPU over each "
+                    "window into PREFIX.<variant>.data (the last repetition's is kept)")
     args = ap.parse_args()
     check_ovs()
     if os.geteuid() != 0:
@@ -198,18 +221,23 @@ def main():
     # everything it starts stay off the PMD's CPU; the PMD pins itself
     os.sched_setaffinity(0, {CONTROL_CPU})
     variants = args.variants.split(",")
+    if args.old_lib:
+        variants = [x for v in variants
+                    for x in ((v,) if v == "plain" else (v, v + OLD_SUFFIX))]
     rows = []
     out = open(args.json, "a") if args.json else None
     for rep in range(args.reps):
         order = variants if rep % 2 == 0 else variants[::-1]
         for v in order:
             try:
-                row = dict(run_once(v, args.window, args.warmup, print), rep=rep)
+                row = dict(run_once(v, args.window, args.warmup, print, args.old_lib,
+                                    args.perf), rep=rep)
             except MscopeError as e:
                 # seen twice in ~60 bring-ups: a vhost-user port that OVS never
                 # reports connected (vswitchd.log copied to /tmp/msbo-failed-...)
                 print(f"bench/ovs.py: {v}: {e}; once more", file=sys.stderr)
-                row = dict(run_once(v, args.window, args.warmup, print), rep=rep, retried=True)
+                row = dict(run_once(v, args.window, args.warmup, print, args.old_lib,
+                                    args.perf), rep=rep, retried=True)
             rows.append(row)
             line = json.dumps(row)
             print(line, flush=True)
@@ -253,16 +281,19 @@ def main():
 
 
 def print_timed(rows):
-    timed = [r for r in rows if r["variant"] == "timed"]
-    if not timed:
+    names = sorted({r["variant"] for r in rows if r["variant"].startswith("timed")})
+    if not names:
         return
     print()
     print("wrappers timed inside OVS (MSCOPE_CB_CYCLES=1, 32-packet batches)")
-    print("runs  rx ns/batch median  p10  p90  tx ns/batch median  p10  p90")
-    rx = [r["rx_ns_per_batch"] for r in timed]
-    tx = [r["tx_ns_per_batch"] for r in timed]
-    print(f"{len(timed):4d}  {statistics.median(rx):18.0f}  {_q(rx, 10):3.0f}  {_q(rx, 90):3.0f}  "
-          f"{statistics.median(tx):18.0f}  {_q(tx, 10):3.0f}  {_q(tx, 90):3.0f}")
+    print("variant    runs  rx ns/batch median  p10  p90  tx ns/batch median  p10  p90")
+    for name in names:
+        timed = [r for r in rows if r["variant"] == name]
+        rx = [r["rx_ns_per_batch"] for r in timed]
+        tx = [r["tx_ns_per_batch"] for r in timed]
+        print(f"{name:9}  {len(timed):4d}  {statistics.median(rx):18.0f}  {_q(rx, 10):3.0f}  "
+              f"{_q(rx, 90):3.0f}  {statistics.median(tx):18.0f}  {_q(tx, 10):3.0f}  "
+              f"{_q(tx, 90):3.0f}")
 
 
 if __name__ == "__main__":

@@ -51,8 +51,10 @@
  * before it (the packets are copied into the guest's ring by then; the
  * time is the one the ethdev tx callback would record).  Port
  * MSCOPE_VHOST_PORT(vid) = 0x8000 | vid, queue = virtqueue index / 2 (the
- * queue pair).  Ids are computed from headers: packets are copied across
- * the vhost boundary, no stamp survives it.  Each vid's socket path goes
+ * queue pair).  rx ids are computed from headers (packets are copied
+ * across the vhost boundary, no stamp survives it) and stamped as by
+ * mscope_rx; tx takes them from those stamps (mscope_tx_at), as mscope_tx
+ * does for an NF.  Each vid's socket path goes
  * once into <MSCOPE_DIR>/<nf>.<pid>.ports (JSON lines) and to stderr.
  * Not attached: a thread-local test and a call that returns at once, per
  * burst (bench/ovs.py, "idle": within noise of no preload at all).
@@ -93,13 +95,21 @@ typedef int (*dev_start_fn)(uint16_t);
 
 #define ATTACH_MAX_THREADS 128
 
-static __thread struct mscope *thread_ms;
+/* Thread-locals in the static TLS block (initial-exec): one %fs-relative
+ * load per callback.  The default model for a shared object
+ * (global-dynamic) calls __tls_get_addr at every access, twice per rx
+ * callback.  Initial-exec works when dlopen()ed too (EAL -d): glibc keeps
+ * static TLS room for a library that asks for a few bytes, and these are
+ * 20. */
+#define MSCOPE_TLS __thread __attribute__((tls_model("initial-exec")))
+
+static MSCOPE_TLS struct mscope *thread_ms;
 /* Every thread's recorder, for /mscope/status; written once per thread. */
 static struct mscope *all_ms[ATTACH_MAX_THREADS];
 static unsigned n_all_ms;
 /* /mscope/disable clears it: callbacks stay installed and return at once. */
 static int recording = 1;
-static __thread int thread_failed;
+static MSCOPE_TLS int thread_failed;
 static unsigned thread_seq;               /* lcore ids for non-EAL threads */
 static char nf_name[MSCOPE_NAME_LEN];
 static uint16_t nf_id;
@@ -127,7 +137,7 @@ struct cb_cycles {
 } __rte_cache_aligned;
 static int timing;
 static struct cb_cycles cycles[ATTACH_MAX_THREADS];
-static __thread struct cb_cycles *thread_cycles;
+static MSCOPE_TLS struct cb_cycles *thread_cycles;
 
 static void
 identity(void)
@@ -205,25 +215,35 @@ ask_occupancy(uint16_t port, uint16_t queue)
 	return ok;
 }
 
+/* A polling thread's first poll, packets or not, opens its ring and
+ * registers the id stamp: done on its first packets instead, it held
+ * testpmd's first burst behind OVS ~17 ms (docs/ovs.md).  Returns the
+ * thread's recorder or NULL. */
+static __rte_noinline struct mscope *
+thread_first_poll(void)
+{
+	if (thread_failed || !__atomic_load_n(&recording, __ATOMIC_RELAXED) ||
+	    thread_recorder() == NULL)
+		return NULL;
+	mscope_dpdk_register();
+	return thread_ms;
+}
+
 static uint16_t
 on_rx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb,
       uint16_t max, void *user)
 {
-	struct mscope *ms;
+	struct mscope *ms = thread_ms;
 	uint32_t occ = MSCOPE_OCC_UNKNOWN;
+	int8_t occ_ok;
 
 	(void)max;
 	(void)user;
-	/* A polling thread's first poll, packets or not, opens its ring and
-	 * registers the id stamp: done on its first packets instead, it held
-	 * testpmd's first burst behind OVS ~17 ms (docs/ovs.md). */
-	if (unlikely(thread_ms == NULL) && !thread_failed &&
-	    __atomic_load_n(&recording, __ATOMIC_RELAXED) && thread_recorder() != NULL)
-		mscope_dpdk_register();
-	if (nb == 0 || !__atomic_load_n(&recording, __ATOMIC_RELAXED) ||
-	    (ms = thread_recorder()) == NULL)
+	if (unlikely(ms == NULL) && (ms = thread_first_poll()) == NULL)
 		return nb;
-	int8_t occ_ok = __atomic_load_n(&occupancy_ok[port], __ATOMIC_RELAXED);
+	if (nb == 0 || !__atomic_load_n(&recording, __ATOMIC_RELAXED))
+		return nb;
+	occ_ok = __atomic_load_n(&occupancy_ok[port], __ATOMIC_RELAXED);
 	if (unlikely(occ_ok == 0))
 		occ_ok = ask_occupancy(port, queue);
 	if (occ_ok > 0) {
@@ -238,11 +258,14 @@ on_rx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb,
 static uint16_t
 on_tx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb, void *user)
 {
-	struct mscope *ms;
+	struct mscope *ms = thread_ms;
 
 	(void)user;
-	if (nb != 0 && __atomic_load_n(&recording, __ATOMIC_RELAXED) &&
-	    (ms = thread_recorder()) != NULL)
+	/* A thread that transmits before its first rx poll opens its ring
+	 * here (thread_recorder), as before. */
+	if (unlikely(ms == NULL) && (nb == 0 || (ms = thread_first_poll()) == NULL))
+		return nb;
+	if (nb != 0 && __atomic_load_n(&recording, __ATOMIC_RELAXED))
 		mscope_tx(ms, port, queue, pkts, nb, MSCOPE_OCC_UNKNOWN);
 	return nb;
 }
@@ -584,35 +607,6 @@ vhost_name_vid(int vid)
 	pthread_mutex_unlock(&lock);
 }
 
-/* tx of what the enqueue accepted, at `tsc` (read before it).  Ids from
- * headers: the guest gets copies, and OVS's own rx stamped these mbufs
- * with the same ids (unless an action rewrote the hashed fields). */
-static void
-vhost_record_tx(struct mscope *ms, uint16_t port, uint16_t queue,
-		struct rte_mbuf **pkts, uint16_t n, uint64_t tsc)
-{
-	const uint8_t flags = MSCOPE_REC_F_TX |
-		((ring_flags & MSCOPE_F_NOIDS) ? MSCOPE_REC_F_NOIDS : 0);
-
-	while (n > 0) {
-		const uint16_t k = n < MSCOPE_MAX_BATCH ? n : MSCOPE_MAX_BATCH;
-		const uint32_t words = (flags & MSCOPE_REC_F_NOIDS) ? 0 : k;
-		uint64_t *ids = mscope_ring_reserve(&ms->prod, words);
-		uint32_t i;
-
-		if (unlikely(ids == NULL)) {
-			mscope_ring_drop(&ms->prod, k);
-		} else {
-			for (i = 0; i < words; i++)
-				ids[i] = mscope_mbuf_pktid(pkts[i]);
-			mscope_ring_commit_count(&ms->prod, flags, port, queue,
-						 MSCOPE_OCC_UNKNOWN, tsc, k);
-		}
-		pkts += k;
-		n -= k;
-	}
-}
-
 /* Interposes on DPDK's vhost library (LD_PRELOAD): the guest's tx ring
  * into the app's mbufs. */
 uint16_t
@@ -662,13 +656,17 @@ rte_vhost_dequeue_burst(int vid, uint16_t queue_id, struct rte_mempool *mbuf_poo
 }
 
 /* ... and the app's mbufs into the guest's rx ring (copied; the caller
- * still owns and frees them). */
+ * still owns and frees them).  Recorded with mscope_tx_at: the packets the
+ * enqueue accepted, at the TSC read before it, and their ids from OVS's own
+ * rx stamps (the mbufs are the ones its dequeue filled; hashing them again
+ * took ~16% of the PMD, docs/benchmarks.md); from headers for packets
+ * without one (built by OVS, or from a port we do not record). */
 uint16_t
 rte_vhost_enqueue_burst(int vid, uint16_t queue_id, struct rte_mbuf **pkts, uint16_t count)
 {
 	vhost_enqueue_fn real = __atomic_load_n(&real_enqueue, __ATOMIC_RELAXED);
+	struct mscope *ms = thread_ms;
 	struct cb_cycles *c;
-	struct mscope *ms;
 	uint64_t tsc;
 	uint16_t n;
 
@@ -678,22 +676,29 @@ rte_vhost_enqueue_burst(int vid, uint16_t queue_id, struct rte_mbuf **pkts, uint
 			return 0;
 		__atomic_store_n(&real_enqueue, real, __ATOMIC_RELAXED);
 	}
-	if (count == 0 || !vhost_on())
+	/* Not attached: vhost_on() is false and thread_ms stays NULL.  A
+	 * thread that sends before it ever polls opens its ring here. */
+	if (unlikely(ms == NULL) &&
+	    (count == 0 || !vhost_on() || (ms = thread_recorder()) == NULL))
+		return real(vid, queue_id, pkts, count);
+	if (count == 0 || !__atomic_load_n(&recording, __ATOMIC_RELAXED))
 		return real(vid, queue_id, pkts, count);
 	tsc = rte_rdtsc();
 	n = real(vid, queue_id, pkts, count);
-	if (n == 0 || (unsigned)vid >= VHOST_MAX_VIDS || (ms = thread_recorder()) == NULL)
+	if (n == 0 || unlikely((unsigned)vid >= VHOST_MAX_VIDS))
 		return n;
 	if (unlikely(!__atomic_load_n(&vid_named[vid], __ATOMIC_RELAXED)))
 		vhost_name_vid(vid);
 	c = timing ? thread_cycles : NULL;
 	if (c != NULL) {
 		const uint64_t t0 = rte_rdtsc_precise();
-		vhost_record_tx(ms, MSCOPE_VHOST_PORT(vid), queue_id >> 1, pkts, n, tsc);
+		mscope_tx_at(ms, MSCOPE_VHOST_PORT(vid), queue_id >> 1, pkts, n,
+			     MSCOPE_OCC_UNKNOWN, tsc);
 		add_cycles(&c->tx_cycles, &c->tx_batches, &c->tx_packets,
 			   rte_rdtsc_precise() - t0, n);
 	} else {
-		vhost_record_tx(ms, MSCOPE_VHOST_PORT(vid), queue_id >> 1, pkts, n, tsc);
+		mscope_tx_at(ms, MSCOPE_VHOST_PORT(vid), queue_id >> 1, pkts, n,
+			     MSCOPE_OCC_UNKNOWN, tsc);
 	}
 	return n;
 }

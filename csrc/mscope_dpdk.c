@@ -69,13 +69,6 @@ stamp_of(struct rte_mbuf *m)
 	return RTE_MBUF_DYNFIELD(m, stamp_offset, struct mscope_stamp *);
 }
 
-uint64_t
-mscope_mbuf_pktid(const struct rte_mbuf *m)
-{
-	return mscope_pktid_bytes(rte_pktmbuf_mtod(m, const uint8_t *),
-				  rte_pktmbuf_data_len(m), rte_pktmbuf_pkt_len(m));
-}
-
 void
 mscope_carry_id(struct rte_mbuf *dst, const struct rte_mbuf *src)
 {
@@ -117,11 +110,15 @@ record_addrs(struct mscope *ms, uint16_t port, uint16_t queue,
  * and no look at the packets at all: no header read, no stamp.  For
  * forwarding that never reads packet data (testpmd io), where computing
  * ids is most of the recorder's cost (bench/overhead.py). */
+/* Port and queue in one argument: the out-of-line record functions take
+ * six, all in registers, so the entry points reach them with a jump. */
+#define PORTQ(port, queue) ((uint32_t)(port) << 16 | (queue))
+
 static __rte_noinline int
-record_counts(struct mscope *ms, uint8_t flags, uint16_t port, uint16_t queue,
-	      uint16_t n, uint32_t occupancy)
+record_counts(struct mscope *ms, uint8_t flags, uint32_t portq, uint16_t n,
+	      uint32_t occupancy, uint64_t tsc)
 {
-	const uint64_t tsc = rte_rdtsc();
+	const uint16_t port = (uint16_t)(portq >> 16), queue = (uint16_t)portq;
 	int rc = 0;
 
 	flags |= MSCOPE_REC_F_NOIDS;
@@ -140,13 +137,120 @@ record_counts(struct mscope *ms, uint8_t flags, uint16_t port, uint16_t queue,
 	return rc;
 }
 
-static int
-record(struct mscope *ms, uint8_t flags, uint16_t port, uint16_t queue,
-       struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy)
+/* The id of a packet from its headers: the per-packet work of rx, and of tx
+ * for packets without our rx stamp.  Inlined into the loops below, not a
+ * call to the exported mscope_mbuf_pktid (which -fPIC routes through the
+ * PLT: 3.6% of the forwarding thread in testpmd macswap, bench/overhead.py
+ * under perf). */
+static __rte_always_inline uint64_t
+pktid_of(const struct rte_mbuf *m)
 {
-	const uint64_t tsc = rte_rdtsc();
+	return mscope_pktid_bytes(rte_pktmbuf_mtod(m, const uint8_t *),
+				  rte_pktmbuf_data_len(m), rte_pktmbuf_pkt_len(m));
+}
+
+uint64_t
+mscope_mbuf_pktid(const struct rte_mbuf *m)
+{
+	return pktid_of(m);
+}
+
+/* A full ring: the record is dropped and counted, but the stamps are still
+ * written, so tx stays consistent with rx.  Out of line: the common path
+ * writes ids straight into the ring and tests nothing per packet. */
+static __rte_noinline void
+stamp_only(struct mscope *ms, int tx, struct rte_mbuf **pkts, uint32_t k)
+{
 	const uint32_t own = (uint32_t)ms->prod.nf_id;
-	const int tx = flags & MSCOPE_REC_F_TX;
+	const int trust = !tx && (ms->flags & MSCOPE_F_TRUST_UPSTREAM);
+	uint32_t i;
+
+	mscope_ring_drop(&ms->prod, k);
+	if (stamp_offset < 0)
+		return;
+	for (i = 0; i < k; i++) {
+		struct rte_mbuf *m = pkts[i];
+		struct mscope_stamp *s = stamp_of(m);
+		const int valid = (m->ol_flags & stamp_flag) != 0;
+
+		if (!(valid && (tx ? s->tag == (STAMP_RX | own)
+				   : trust && (s->tag & STAMP_TX))))
+			s->id = pktid_of(m);
+		s->tag = (tx ? STAMP_TX : STAMP_RX) | own;
+		m->ol_flags |= stamp_flag;
+	}
+}
+
+/* rx ids of k packets into `ids` (a reserved ring slot), each stamped
+ * {id, RX|own}: computed from headers, or with MSCOPE_F_TRUST_UPSTREAM
+ * taken from an upstream tx stamp. */
+static __rte_always_inline void
+rx_ids(struct rte_mbuf **pkts, uint32_t k, uint64_t *ids, uint32_t own, int trust)
+{
+	const uint64_t flag = stamp_flag;
+	const uint32_t tag = STAMP_RX | own;
+	const int off = stamp_offset;
+	uint32_t i;
+
+	if (unlikely(off < 0)) {
+		for (i = 0; i < k; i++)
+			ids[i] = pktid_of(pkts[i]);
+		return;
+	}
+	for (i = 0; i < k; i++) {
+		struct rte_mbuf *m = pkts[i];
+		struct mscope_stamp *s = RTE_MBUF_DYNFIELD(m, off, struct mscope_stamp *);
+		uint64_t id;
+
+		if (unlikely(trust) && (m->ol_flags & flag) && (s->tag & STAMP_TX))
+			id = s->id;
+		else
+			id = pktid_of(m);
+		s->id = id;
+		s->tag = tag;
+		m->ol_flags |= flag;
+		ids[i] = id;
+	}
+}
+
+/* tx ids of k packets into `ids`: our own rx stamp's id where the mbuf
+ * still carries it (flag set, tag RX|own), else computed from headers;
+ * each left stamped {id, TX|own} for a downstream rx that trusts it. */
+static __rte_always_inline void
+tx_ids(struct rte_mbuf **pkts, uint32_t k, uint64_t *ids, uint32_t own)
+{
+	const uint64_t flag = stamp_flag;
+	const uint32_t rx_tag = STAMP_RX | own, tx_tag = STAMP_TX | own;
+	const int off = stamp_offset;
+	uint32_t i;
+
+	if (unlikely(off < 0)) {
+		for (i = 0; i < k; i++)
+			ids[i] = pktid_of(pkts[i]);
+		return;
+	}
+	for (i = 0; i < k; i++) {
+		struct rte_mbuf *m = pkts[i];
+		struct mscope_stamp *s = RTE_MBUF_DYNFIELD(m, off, struct mscope_stamp *);
+		uint64_t id;
+
+		if ((m->ol_flags & flag) && s->tag == rx_tag) {
+			id = s->id;                 /* the id stays: only the tag moves */
+		} else {
+			id = pktid_of(m);
+			s->id = id;
+			m->ol_flags |= flag;
+		}
+		s->tag = tx_tag;
+		ids[i] = id;
+	}
+}
+
+static __rte_always_inline int
+record(struct mscope *ms, const int tx, uint16_t port, uint16_t queue,
+       struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy, uint64_t tsc)
+{
+	const uint32_t own = (uint32_t)ms->prod.nf_id;
 	const int trust = !tx && (ms->flags & MSCOPE_F_TRUST_UPSTREAM);
 	const int addrs = !tx && (ms->flags & MSCOPE_F_ADDRS);
 	int rc = 0;
@@ -166,34 +270,15 @@ record(struct mscope *ms, uint8_t flags, uint16_t port, uint16_t queue,
 			for (i = 0; i < k; i++)
 				rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
 		if (unlikely(ids == NULL)) {
-			/* Dropped, but rx still stamps so tx stays consistent. */
-			mscope_ring_drop(&ms->prod, k);
+			stamp_only(ms, tx, pkts, k);
 			rc = -ENOBUFS;
-		}
-		for (i = 0; i < k; i++) {
-			struct rte_mbuf *m = pkts[i];
-			uint64_t id;
-
-			if (likely(stamp_offset >= 0)) {
-				struct mscope_stamp *s = stamp_of(m);
-				const int valid = (m->ol_flags & stamp_flag) != 0;
-
-				if (valid && (tx ? s->tag == (STAMP_RX | own)
-						 : trust && (s->tag & STAMP_TX)))
-					id = s->id;
-				else
-					id = mscope_mbuf_pktid(m);
-				s->id = id;
-				s->tag = (tx ? STAMP_TX : STAMP_RX) | own;
-				m->ol_flags |= stamp_flag;
-			} else {
-				id = mscope_mbuf_pktid(m);
-			}
-			if (ids != NULL)
-				ids[i] = id;
-		}
-		if (ids != NULL) {
-			mscope_ring_commit(&ms->prod, flags, port, queue, occupancy, tsc);
+		} else {
+			if (tx)
+				tx_ids(pkts, k, ids, own);
+			else
+				rx_ids(pkts, k, ids, own, trust);
+			mscope_ring_commit(&ms->prod, tx ? MSCOPE_REC_F_TX : 0, port, queue,
+					   occupancy, tsc);
 			/* Only after an rx record that was written: the address
 			 * record names its packets (mscope_record.h). */
 			if (unlikely(addrs) &&
@@ -206,25 +291,66 @@ record(struct mscope *ms, uint8_t flags, uint16_t port, uint16_t queue,
 	return rc;
 }
 
-int
+static __rte_noinline int
+record_rx(struct mscope *ms, struct rte_mbuf **pkts, uint16_t n, uint32_t portq,
+	  uint32_t occupancy, uint64_t tsc)
+{
+	return record(ms, 0, (uint16_t)(portq >> 16), (uint16_t)portq, pkts, n,
+		      occupancy, tsc);
+}
+
+static __rte_noinline int
+record_tx(struct mscope *ms, struct rte_mbuf **pkts, uint16_t n, uint32_t portq,
+	  uint32_t occupancy, uint64_t tsc)
+{
+	return record(ms, 1, (uint16_t)(portq >> 16), (uint16_t)portq, pkts, n,
+		      occupancy, tsc);
+}
+
+/* The fast-path entry points bind to themselves inside libmscope: the
+ * attach callbacks (mscope_attach.c) call them directly, not through the
+ * PLT; the symbols stay exported for NFs that link libmscope.  They read
+ * the TSC, pick the record kind and jump: kept small so a batch-only
+ * record does not pay for the id loops' stack frame (with those inlined
+ * here, testpmd io batch-only kept 0.79 of its rate instead of 0.83,
+ * bench/overhead.py). */
+#define MSCOPE_SELF_BOUND __attribute__((visibility("protected")))
+
+MSCOPE_SELF_BOUND int
 mscope_rx(struct mscope *ms, uint16_t port, uint16_t queue,
 	  struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy)
 {
+	const uint64_t tsc = rte_rdtsc();
+
 	if (unlikely(ms == NULL))
 		return -EINVAL;
 	if (unlikely(ms->flags & MSCOPE_F_NOIDS))
-		return n == 0 ? 0 : record_counts(ms, 0, port, queue, n, occupancy);
-	return record(ms, 0, port, queue, pkts, n, occupancy);
+		return n == 0 ? 0 : record_counts(ms, 0, PORTQ(port, queue), n, occupancy, tsc);
+	return record_rx(ms, pkts, n, PORTQ(port, queue), occupancy, tsc);
 }
 
-int
-mscope_tx(struct mscope *ms, uint16_t port, uint16_t queue,
-	  struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy)
+MSCOPE_SELF_BOUND int
+mscope_tx_at(struct mscope *ms, uint16_t port, uint16_t queue,
+	     struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy, uint64_t tsc)
 {
 	if (unlikely(ms == NULL))
 		return -EINVAL;
 	if (unlikely(ms->flags & MSCOPE_F_NOIDS))
-		return n == 0 ? 0 : record_counts(ms, MSCOPE_REC_F_TX, port, queue, n,
-						  occupancy);
-	return record(ms, MSCOPE_REC_F_TX, port, queue, pkts, n, occupancy);
+		return n == 0 ? 0 : record_counts(ms, MSCOPE_REC_F_TX, PORTQ(port, queue), n,
+						  occupancy, tsc);
+	return record_tx(ms, pkts, n, PORTQ(port, queue), occupancy, tsc);
+}
+
+MSCOPE_SELF_BOUND int
+mscope_tx(struct mscope *ms, uint16_t port, uint16_t queue,
+	  struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy)
+{
+	const uint64_t tsc = rte_rdtsc();
+
+	if (unlikely(ms == NULL))
+		return -EINVAL;
+	if (unlikely(ms->flags & MSCOPE_F_NOIDS))
+		return n == 0 ? 0 : record_counts(ms, MSCOPE_REC_F_TX, PORTQ(port, queue), n,
+						  occupancy, tsc);
+	return record_tx(ms, pkts, n, PORTQ(port, queue), occupancy, tsc);
 }

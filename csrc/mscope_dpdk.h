@@ -41,6 +41,23 @@ int mscope_rx(struct mscope *ms, uint16_t port, uint16_t queue,
 int mscope_tx(struct mscope *ms, uint16_t port, uint16_t queue,
 	      struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy);
 
+/*
+ * mscope_tx with the time given: `tsc` is an rte_rdtsc() the caller read
+ * before handing the packets to the queue.  For sends that copy the
+ * packets out and leave the mbufs with the caller (rte_vhost_enqueue_burst):
+ *
+ *   uint64_t t = rte_rdtsc();
+ *   sent = rte_vhost_enqueue_burst(vid, q, pkts, n);
+ *   mscope_tx_at(ms, port, q, pkts, sent, MSCOPE_OCC_UNKNOWN, t);
+ *
+ * so only the packets the queue took are recorded, with the time
+ * mscope_tx would have given them.  Not after rte_eth_tx_burst (the PMD
+ * owns, and may already have freed, the mbufs it took).  Same ids, stamps
+ * and returns as mscope_tx.
+ */
+int mscope_tx_at(struct mscope *ms, uint16_t port, uint16_t queue,
+		 struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy, uint64_t tsc);
+
 /* Register the id stamp (dynamic mbuf field and flag) now; returns its
  * offset, or -1.  The recorder does this on its first record, but DPDK lets
  * only a primary process register a dynamic field: where NFs are secondary

@@ -42,6 +42,12 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The recorder's per-packet loops (mscope_dpdk.c) want the parser inlined:
+ * left to itself gcc -O2 makes mscope_pktid_bytes a call per packet, with
+ * the loop's registers spilled around it.  Only code generation: the ids
+ * are the same. */
+#define MSCOPE_PKTID_INLINE __attribute__((always_inline))
+
 #define MSCOPE_PKTID_K1 0x9e3779b97f4a7c15ULL
 #define MSCOPE_PKTID_K2 0xc2b2ae3d27d4eb4fULL
 #define MSCOPE_PKTID_K3 0x165667b19e3779f9ULL
@@ -81,11 +87,19 @@ static inline uint64_t
 mscope_load_le(const uint8_t *p, uint32_t off, uint32_t end)
 {
 	uint64_t v = 0;
+	uint32_t i;
 
 	if (off + 8 <= end) {
 		memcpy(&v, p + off, 8);
-	} else if (off < end) {
-		memcpy(&v, p + off, end - off);
+	} else if (off < end && end >= 8) {
+		/* The 8 bytes that end at `end`, shifted down to the n = end -
+		 * off wanted: a memcpy of n bytes was a call to libc's memcpy
+		 * per short payload. */
+		memcpy(&v, p + end - 8, 8);
+		v >>= 8 * (8 - (end - off));
+	} else {
+		for (i = off; i < end; i++)
+			v |= (uint64_t)p[i] << (8 * (i - off));
 	}
 	return v;
 }
@@ -103,29 +117,45 @@ mscope_be32(const uint8_t *p)
 	       (uint64_t)p[2] << 8 | p[3];
 }
 
+/* Eight bytes at p as a big-endian number: two header fields in one load. */
+static inline uint64_t
+mscope_be64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return __builtin_bswap64(v);
+}
+
 /*
  * The L4 part, the same for IPv4 and IPv6: w2 and w3 from the 16 bytes after
  * the L4 header at l4 (for protocol `proto`; `icmp` is ICMP's number in this
  * IP version), mixed with w0 and, for TCP with its whole 20-byte header
  * before `end`, w1 = seq<<32 | ack.
  */
-static inline uint64_t
+static inline MSCOPE_PKTID_INLINE uint64_t
 mscope_pktid_l4(const uint8_t *p, uint64_t w0, uint32_t proto, uint32_t icmp,
 		uint32_t l4, uint32_t end)
 {
-	uint64_t w1 = 0;
+	uint64_t w1 = 0, w2, w3;
 	uint32_t pay = l4;
 
 	if (proto == 6 && l4 + 20 <= end) {
-		w1 = mscope_be32(p + l4 + 4) << 32 | mscope_be32(p + l4 + 8);
+		w1 = mscope_be64(p + l4 + 4);   /* seq << 32 | ack */
 		pay = l4 + (uint32_t)(p[l4 + 12] >> 4) * 4U;
 	} else if (proto == 17 || proto == icmp) {
 		/* UDP: ports, length, checksum.  ICMP(v6): type, code, checksum,
 		 * then the echo id a NAT may rewrite and the sequence number. */
 		pay = l4 + 8;
 	}
-	return mscope_pktid_mix(w0, w1, mscope_load_le(p, pay, end),
-				mscope_load_le(p, pay + 8, end));
+	if (pay + 16 <= end) {          /* the common case: both words whole */
+		memcpy(&w2, p + pay, 8);
+		memcpy(&w3, p + pay + 8, 8);
+	} else {
+		w2 = mscope_load_le(p, pay, end);
+		w3 = mscope_load_le(p, pay + 8, end);
+	}
+	return mscope_pktid_mix(w0, w1, w2, w3);
 }
 
 /* Where the L3 header starts in a frame of len >= 14 bytes: 14, or 18
@@ -155,7 +185,7 @@ mscope_ipv4_ihl(const uint8_t *p, uint32_t len, uint32_t l3, uint32_t etype)
 	return ihl >= 20 ? ihl : 0;
 }
 
-static inline uint64_t
+static inline MSCOPE_PKTID_INLINE uint64_t
 mscope_pktid_bytes(const uint8_t *p, uint32_t len, uint32_t pkt_len)
 {
 	uint32_t l3, etype, ihl, tot, frag, proto, end;
@@ -165,11 +195,15 @@ mscope_pktid_bytes(const uint8_t *p, uint32_t len, uint32_t pkt_len)
 		return mscope_pktid_mix(pkt_len, mscope_load_le(p, 0, len), 0, 0);
 	l3 = mscope_l3_offset(p, len, &etype);
 	if ((ihl = mscope_ipv4_ihl(p, len, l3, etype)) != 0) {
-		tot = mscope_be16(p + l3 + 2);
-		frag = mscope_be16(p + l3 + 6) & 0x3fffU;
+		/* version/IHL, DSCP/ECN, total length, id, flags/fragment
+		 * offset in one load (the 20 header bytes are within len) */
+		const uint64_t x = mscope_be64(p + l3);
+
+		tot = (uint32_t)(x >> 32) & 0xffffU;
+		frag = (uint32_t)x & 0x3fffU;
 		proto = p[l3 + 9];
-		w0 = (uint64_t)mscope_be16(p + l3 + 4) << 48 |
-		     (uint64_t)tot << 32 | (uint64_t)frag << 16 | proto << 8 | 4U;
+		w0 = (x & 0xffff0000ULL) << 32 | (x & 0xffff00000000ULL) |
+		     (uint64_t)frag << 16 | proto << 8 | 4U;
 		end = l3 + tot < len ? l3 + tot : len;
 		if ((frag & 0x1fffU) != 0)  /* not the first fragment: no L4 header */
 			return mscope_pktid_mix(w0, 0,

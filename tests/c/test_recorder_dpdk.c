@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <rte_byteorder.h>
+#include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_ip.h>
@@ -216,6 +217,68 @@ main(int argc, char **argv)
 	}
 	CHECK(mscope_rx(a, 0, 0, pkts, 0, 0) == 0 && drain(mscope_ring_path(a), &nids) == 0,
 	      "empty poll records nothing");
+
+	/* mscope_tx_at (vhost enqueue: the TSC read before the send, only the
+	 * packets it accepted): the caller's tsc and count, ids from a's rx
+	 * stamps although the headers changed since, a fresh id for a
+	 * recycled mbuf, nothing for 0 packets. */
+	{
+		struct rte_mbuf *m = rte_pktmbuf_alloc(pool), *again, *mix[3];
+		uint64_t t = rte_rdtsc() - 12345, old_id;
+
+		CHECK(mscope_rx(a, 7, 0, pkts, 40, MSCOPE_OCC_UNKNOWN) == 0, "rx before tx_at");
+		fill(m, 5151);
+		CHECK(mscope_rx(a, 7, 0, &m, 1, MSCOPE_OCC_UNKNOWN) == 0, "rx of m");
+		old_id = mscope_mbuf_pktid(m);
+		rte_pktmbuf_free(m);
+		again = rte_pktmbuf_alloc(pool);
+		CHECK(again == m, "tx_at: the pool's cache hands the same mbuf back");
+		fill(again, 5152);
+		for (i = 0; i < 40; i++) {   /* rewrite what the hash reads */
+			uint8_t *pay = rte_pktmbuf_mtod_offset(pkts[i], uint8_t *, 42);
+			pay[1] ^= 0x77;
+		}
+		mix[0] = pkts[38];        /* received, not yet sent */
+		mix[1] = again;
+		mix[2] = pkts[39];
+		CHECK(mscope_tx_at(a, 0x8003, 1, pkts, 0, MSCOPE_OCC_UNKNOWN, t) == 0, "tx_at 0");
+		CHECK(mscope_tx_at(a, 0x8003, 1, pkts, 37, MSCOPE_OCC_UNKNOWN, t) == 0, "tx_at");
+		CHECK(mscope_tx_at(a, 0x8003, 1, mix, 3, 5, t + 1) == 0, "tx_at mixed");
+		got = drain(mscope_ring_path(a), &nids);
+		CHECK(got == 4 && nids == 40 + 1 + 37 + 3, "tx_at records %ld", got);
+		if (got == 4) {
+			CHECK(recs[2].flags == MSCOPE_REC_F_TX && recs[2].tsc == t &&
+			      recs[2].count == 37 && recs[2].port == 0x8003 &&
+			      recs[2].queue == 1, "tx_at header");
+			CHECK(recs[3].tsc == t + 1 && recs[3].occupancy == 5, "tx_at header 2");
+			for (i = 0; i < 37; i++)
+				CHECK(ids[41 + i] == ids[i] && ids[i] != mscope_mbuf_pktid(pkts[i]),
+				      "tx_at id %d from the rx stamp", i);
+			CHECK(ids[41 + 37] == ids[38] && ids[41 + 39] == ids[39], "mixed: stamps");
+			CHECK(ids[41 + 38] == mscope_mbuf_pktid(again) && ids[41 + 38] != old_id,
+			      "tx_at: recycled mbuf gets a fresh id");
+		}
+		rte_pktmbuf_free(again);
+	}
+
+	/* Batch-only handle: mscope_tx_at writes a 32-byte record with the
+	 * caller's tsc and count, and touches no mbuf. */
+	{
+		struct mscope *d = mscope_open(&(struct mscope_params){
+			.nf_name = "nfd", .nf_id = 4, .dir = dir, .flags = MSCOPE_F_NOIDS });
+		uint64_t t = 987654321, f0 = pkts[5]->ol_flags;
+
+		CHECK(d != NULL, "open batch-only");
+		if (d != NULL) {
+			CHECK(mscope_tx_at(d, 2, 3, pkts + 5, 9, MSCOPE_OCC_UNKNOWN, t) == 0, "d tx_at");
+			got = drain(mscope_ring_path(d), &nids);
+			CHECK(got == 1 && nids == 0 && recs[0].count == 9 && recs[0].tsc == t &&
+			      recs[0].flags == (MSCOPE_REC_F_TX | MSCOPE_REC_F_NOIDS),
+			      "batch-only tx_at record");
+			CHECK(pkts[5]->ol_flags == f0, "batch-only leaves the mbuf alone");
+			mscope_close(d);
+		}
+	}
 
 	rte_pktmbuf_free_bulk(pkts, NPKT);
 	mscope_close(a);
