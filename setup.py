@@ -48,6 +48,11 @@ setup(
         "mscope.sim._nfloop",
         sources=["src/mscope/sim/_nfloop.pyx"],
         extra_compile_args=["-O2"],
+    ), Extension(
+        # the analyzer's id matching (hash join) and path walk
+        "mscope.analyzer._match",
+        sources=["analyzer/_match.pyx"],
+        extra_compile_args=["-O2"],
     )],
     cmdclass={"build_ext": build_ext},
     install_requires=[

@@ -1,5 +1,7 @@
 """Everything after the wire: ingest, trajectories, queue timelines,
-attribution, patterns, report.  numpy only; no compiled extension needed.
+attribution, patterns, report.  numpy, and Cython where a loop cannot be
+vectorised (_match: id matching as a hash join, the path walk); ingest
+itself reads a capture with numpy alone.
 
 Stages built so far (docs/analyzer.md): ``load`` (ingest) ->
 ``infer_topology`` -> ``build_trajectories`` -> ``queue_timelines`` ->

@@ -13,7 +13,8 @@ import numpy as np
 
 from mscope.errors import CaptureFormatError
 
-from .matching import DEFAULT_WINDOW_NS, match_next
+from . import _match
+from .matching import DEFAULT_WINDOW_NS, match_next_int32
 
 __all__ = ["Topology", "TopologyError", "infer_topology", "SOURCE", "SINK"]
 
@@ -61,16 +62,68 @@ MIN_VOTES = 200
 
 
 def _sampled(ids):
-    # a multiplicative hash first: ids from other schemes need not be uniform
-    h = (ids * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(61)
-    return h == 0
+    # a multiplicative hash first: ids from other schemes need not be
+    # uniform; its top 3 bits zero <=> the product below 2**61
+    return ids * np.uint64(0x9E3779B97F4A7C15) < np.uint64(1 << 61)
 
 
-def _all_side(view, side):
-    ids = [getattr(n, side + "_ids") for n in view.nfs]
-    ns = [getattr(n, side + "_ns") for n in view.nfs]
-    nf = [np.full(len(i), k, np.int64) for k, i in enumerate(ids)]
-    return np.concatenate(ids), np.concatenate(ns), np.concatenate(nf)
+def _small_links(port):
+    """Per tx: whether its out-link has too few entries for a 1-in-8 sample."""
+    if len(port) == 0:
+        return np.zeros(0, bool)
+    lo, hi = int(port.min()), int(port.max())
+    if lo == hi:
+        return np.full(len(port), len(port) < SAMPLE_EVERY * MIN_VOTES)
+    if lo >= 0 and hi < 1 << 16:
+        return (np.bincount(port) < SAMPLE_EVERY * MIN_VOTES)[port]
+    _, inv, cnt = np.unique(port, return_inverse=True, return_counts=True)
+    return cnt[inv] < SAMPLE_EVERY * MIN_VOTES
+
+
+def _votes(view):
+    """The tx and rx entries that vote, concatenated in NF order: all of
+    them, or above SAMPLE_ABOVE tx a sample (built NF by NF, so no copy of
+    every id in the capture is made)."""
+    nfs = view.nfs
+    tx_keep = rx_keep = None
+    if sum(len(n.tx_ids) for n in nfs) > SAMPLE_ABOVE:
+        # the graph needs votes, not every packet: keep one id in SAMPLE_EVERY
+        # (ids are hashes, so a bit pattern is a uniform sample and keeps a
+        # packet's tx and rx together), all of any out-link that would get
+        # too few votes that way
+        tx_keep, small_ids = [], []
+        for n in nfs:
+            small = _small_links(n.tx_port)
+            tx_keep.append(np.flatnonzero(_sampled(n.tx_ids) | small))
+            if small.any():
+                small_ids.append(n.tx_ids[small])
+        small_ids = np.concatenate(small_ids) if small_ids else None
+        rx_keep = []
+        for n in nfs:
+            keep = _sampled(n.rx_ids)
+            if small_ids is not None and len(n.rx_ids):
+                seen = np.empty(len(n.rx_ids), np.uint8)
+                _match.contains(np.ascontiguousarray(small_ids, np.uint64),
+                                np.ascontiguousarray(n.rx_ids, np.uint64), seen)
+                keep |= seen.view(bool)
+            rx_keep.append(np.flatnonzero(keep))
+
+    def side(name, keep):
+        cols = [[], [], []]
+        for k, n in enumerate(nfs):
+            ids, ns = getattr(n, name + "_ids"), getattr(n, name + "_ns")
+            if keep is not None:
+                ids, ns = ids[keep[k]], ns[keep[k]]
+            cols[0].append(ids)
+            cols[1].append(ns)
+            cols[2].append(np.full(len(ids), k, np.int64))
+        return [np.concatenate(c) for c in cols]
+
+    tx_ids, tx_ns, tx_nf = side("tx", tx_keep)
+    tx_port = np.concatenate([n.tx_port if tx_keep is None else n.tx_port[tx_keep[k]]
+                              for k, n in enumerate(nfs)])
+    rx_ids, rx_ns, rx_nf = side("rx", rx_keep)
+    return tx_ids, tx_ns, tx_nf, tx_port, rx_ids, rx_ns, rx_nf
 
 
 def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> Topology:
@@ -95,24 +148,9 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
         differs from the manifest's (the message names the edge).
     """
     names = [n.name for n in view.nfs]
-    tx_ids, tx_ns, tx_nf = _all_side(view, "tx")
-    tx_port = np.concatenate([n.tx_port for n in view.nfs])
-    rx_ids, rx_ns, rx_nf = _all_side(view, "rx")
-    if len(tx_ids) > SAMPLE_ABOVE:
-        # the graph needs votes, not every packet: keep one id in SAMPLE_EVERY
-        # (ids are hashes, so a bit pattern is a uniform sample and keeps a
-        # packet's tx and rx together), all of any out-link that would get
-        # too few votes that way
-        keep_tx = _sampled(tx_ids)
-        link = tx_nf * (int(tx_port.max(initial=0)) + 1) + tx_port
-        ul, inv, cnt = np.unique(link, return_inverse=True, return_counts=True)
-        small = cnt[inv] < SAMPLE_EVERY * MIN_VOTES
-        keep_tx |= small
-        keep_rx = _sampled(rx_ids) | np.isin(rx_ids, tx_ids[small])
-        tx_ids, tx_ns, tx_nf, tx_port = tx_ids[keep_tx], tx_ns[keep_tx], tx_nf[keep_tx], \
-            tx_port[keep_tx]
-        rx_ids, rx_ns, rx_nf = rx_ids[keep_rx], rx_ns[keep_rx], rx_nf[keep_rx]
-    m, _ = match_next(tx_ids, tx_ns, rx_ids, rx_ns, window_ns)
+    tx_ids, tx_ns, tx_nf, tx_port, rx_ids, rx_ns, rx_nf = _votes(view)
+    m, _ = match_next_int32(tx_ids, tx_ns, rx_ids, rx_ns, window_ns)
+    del tx_ids, tx_ns, rx_ids, rx_ns
     got = m >= 0
     dst = np.where(got, rx_nf[np.where(got, m, 0)], -1)
 
@@ -120,7 +158,12 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
     # votes per (nf, port, dst): one unique over an encoded key
     nn = len(names)
     key = (tx_nf * (int(tx_port.max(initial=0)) + 1) + tx_port) * (nn + 1) + (dst + 1)
-    uk, cnt = np.unique(key, return_counts=True)
+    if len(key) and key.min() >= 0 and key.max() < 1 << 20:
+        cnt = np.bincount(key)                     # no sort of the votes
+        uk = np.flatnonzero(cnt)
+        cnt = cnt[uk]
+    else:
+        uk, cnt = np.unique(key, return_counts=True)
     per_link = {}
     for k, c in zip(uk.tolist(), cnt.tolist()):
         link, d = divmod(k, nn + 1)
@@ -139,11 +182,12 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
     sources = [n.name for n in view.nfs
                if (len(n.tx_ids) and not len(n.rx_ids)) or n.name == SOURCE]
     # NFs fed (in part) by a source nobody recorded
-    claimed = np.zeros(len(rx_ids), bool)
+    claimed = np.zeros(len(rx_nf), bool)
     claimed[m[got]] = True
+    n_rx = np.bincount(rx_nf, minlength=nn)
+    n_unclaimed = np.bincount(rx_nf[~claimed], minlength=nn)
     for k, n in enumerate(view.nfs):
-        here = rx_nf == k
-        if here.any() and (~claimed[here]).sum() >= MIN_SHARE * here.sum():
+        if n_rx[k] and n_unclaimed[k] >= MIN_SHARE * n_rx[k]:
             edges.add((SOURCE, n.name))
     if len(view.nfs) > 1 and not any(s in names and d in names for s, d in edges):
         raise TopologyError(

@@ -7,15 +7,19 @@ tx times there; a packet sent towards B that B never receives was dropped
 at B's queue.  Ids are header-invariant, so NATs change nothing here; joins
 pool the tx of every upstream NF that feeds B, splits follow each out-link.
 
-Vectorised: one :func:`match_next` per NF (upstream tx -> rx, rx -> tx),
-then a walk over hops -- as many steps as the longest path, never one per
-packet.
+Two id matches per NF (upstream tx -> rx, rx -> tx: hash joins, matching.py),
+then one compiled walk (``_match.walk_paths``) that follows each packet
+from its start and writes its hops in path order -- no sort of all hops,
+and no capture-wide concatenation of ids or times: on a 9.5 M-hop capture
+(bench/analyze.py) the lexsort of hops and the concatenated copies were
+the larger part of this stage's time and its ~1 GiB of temporaries.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
-from .matching import DEFAULT_WINDOW_NS, match_next
+from . import _match
+from .matching import DEFAULT_WINDOW_NS, match_next_int32
 from .topology import SINK
 
 __all__ = ["Trajectories", "build_trajectories"]
@@ -34,7 +38,9 @@ class Trajectories:
     Per hop (index h, grouped by packet, in path order): ``hop_packet``,
     ``hop_nf``, ``hop_arrival_ns``, ``hop_rx_ns`` and ``hop_tx_ns`` (-1 when
     dropped before), ``hop_rx`` / ``hop_tx`` (index into that NF's rx / tx
-    arrays, -1).  A drop is a hop whose ``hop_rx`` is -1.
+    arrays, -1).  A drop is a hop whose ``hop_rx`` is -1.  ``hop_packet``,
+    ``hop_nf``, ``hop_rx`` and ``hop_tx`` are int32 (a diagnosis stays
+    below 2**31 packets and hops; times are int64).
 
     ``src_addr``, ``dst_addr`` (uint32 per packet, 0 unknown): the IPv4
     addresses from the first hop whose NF wrote address records.
@@ -72,6 +78,25 @@ class Trajectories:
         return self.hop_nf == self.nf_names.index(nf_name)
 
 
+def _tx_dest(nf, port_to, nfi):
+    """Per tx of `nf`: index of the NF its out-link leads to, -1 for the sink."""
+    port = nf.tx_port
+    dest_of = {p: nfi.get(d, -1) for (name, p), d in port_to.items() if name == nf.name}
+    if len(port) == 0:
+        return np.empty(0, np.int32)
+    lo, hi = int(port.min()), int(port.max())
+    if lo == hi:                                   # one out-link: no gather
+        return np.full(len(port), dest_of.get(lo, -1), np.int32)
+    if lo >= 0 and hi < 1 << 16:
+        lut = np.full(hi + 1, -1, np.int32)
+        for p, d in dest_of.items():
+            if 0 <= p <= hi:
+                lut[p] = d
+        return lut[port]
+    ports, inv = np.unique(port, return_inverse=True)
+    return np.array([dest_of.get(p, -1) for p in ports.tolist()], np.int32)[inv]
+
+
 def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
     """Reconstruct every packet's path.
 
@@ -86,125 +111,113 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
     Returns
     -------
     Trajectories
-    """
-    names = [n.name for n in view.nfs]
-    nfi = {n: k for k, n in enumerate(names)}
-    ntx = np.array([len(n.tx_ids) for n in view.nfs], np.int64)
-    nrx = np.array([len(n.rx_ids) for n in view.nfs], np.int64)
-    tx_off = np.concatenate([[0], np.cumsum(ntx)])
-    rx_off = np.concatenate([[0], np.cumsum(nrx)])
-    TX_ns = np.concatenate([n.tx_ns for n in view.nfs]).astype(np.int64)
-    RX_ns = np.concatenate([n.rx_ns for n in view.nfs]).astype(np.int64)
-    TX_ids = np.concatenate([n.tx_ids for n in view.nfs]).astype(np.uint64)
-    RX_ids = np.concatenate([n.rx_ids for n in view.nfs]).astype(np.uint64)
-    TX_nf = np.repeat(np.arange(len(names)), ntx)
-    RX_nf = np.repeat(np.arange(len(names)), nrx)
-    # where each tx goes: downstream NF index, -1 sink
-    TX_dest = np.full(len(TX_ns), -1, np.int64)
-    for k, n in enumerate(view.nfs):
-        for port in np.unique(n.tx_port).tolist():
-            d = topo.port_to.get((n.name, port), SINK)
-            sl = slice(tx_off[k], tx_off[k + 1])
-            TX_dest[sl][n.tx_port == port] = nfi[d] if d in nfi else -1
 
-    tx2rx = np.full(len(TX_ns), -1, np.int64)
-    rx2tx = np.full(len(RX_ns), -1, np.int64)
-    rx_claimed = np.zeros(len(RX_ns), bool)
+    Raises
+    ------
+    ValueError
+        An NF has 2**31 rx or tx entries or more, or the capture 2**31
+        packets or hops (int32 indices).
+    """
+    nfs = view.nfs
+    names = [n.name for n in nfs]
+    nfi = {n: k for k, n in enumerate(names)}
+    tx_dest = [_tx_dest(n, topo.port_to, nfi) for n in nfs]
+    tx_ns = [np.ascontiguousarray(n.tx_ns, np.int64) for n in nfs]
+    rx_ns = [np.ascontiguousarray(n.rx_ns, np.int64) for n in nfs]
+    tx2rx = [np.full(len(n.tx_ids), -1, np.int32) for n in nfs]
+    rx2tx, rx_claimed = [], []
     collisions, matched = {}, 0
-    for k, b in enumerate(view.nfs):
-        feed = np.flatnonzero(TX_dest == k)
-        if len(feed) and len(b.rx_ids):
-            a_ids = TX_ids[feed]
-            m, amb1 = match_next(a_ids, TX_ns[feed], b.rx_ids, b.rx_ns, window_ns)
-            ok = m >= 0
-            tx2rx[feed[ok]] = rx_off[k] + m[ok]
-            rx_claimed[rx_off[k] + m[ok]] = True
-            matched += int(ok.sum())
-        else:
-            amb1 = 0
-        m2, amb2 = match_next(b.rx_ids, b.rx_ns, b.tx_ids, b.tx_ns, window_ns)
-        ok2 = m2 >= 0
-        rx2tx[rx_off[k] + np.flatnonzero(ok2)] = tx_off[k] + m2[ok2]
-        matched += int(ok2.sum())
+    for k, b in enumerate(nfs):
+        # the tx of every out-link feeding k, pooled in NF then index order
+        feeds = []
+        for u in range(len(nfs)):
+            if len(tx_dest[u]) and (tx_dest[u] == k).any():
+                whole = bool((tx_dest[u] == k).all())
+                feeds.append((u, None if whole else np.flatnonzero(tx_dest[u] == k)))
+        claimed = np.zeros(len(b.rx_ids), bool)
+        amb1 = 0
+        if feeds and len(b.rx_ids):
+            if len(feeds) == 1 and feeds[0][1] is None:
+                u = feeds[0][0]
+                a_ids, a_ns = nfs[u].tx_ids, tx_ns[u]
+            else:
+                a_ids = np.concatenate([nfs[u].tx_ids if sel is None else nfs[u].tx_ids[sel]
+                                        for u, sel in feeds])
+                a_ns = np.concatenate([tx_ns[u] if sel is None else tx_ns[u][sel]
+                                       for u, sel in feeds])
+            m, amb1 = match_next_int32(a_ids, a_ns, b.rx_ids, rx_ns[k], window_ns)
+            del a_ids, a_ns
+            got = m[m >= 0]
+            claimed[got] = True
+            matched += len(got)
+            del got
+            start = 0
+            for u, sel in feeds:
+                n_u = len(tx_dest[u]) if sel is None else len(sel)
+                if sel is None:
+                    tx2rx[u] = m[start:start + n_u].copy() if len(feeds) > 1 else m
+                else:
+                    tx2rx[u][sel] = m[start:start + n_u]
+                start += n_u
+            del m
+        r2t, amb2 = match_next_int32(b.rx_ids, rx_ns[k], b.tx_ids, tx_ns[k], window_ns)
+        matched += int(np.count_nonzero(r2t >= 0))
+        rx2tx.append(r2t)
+        rx_claimed.append(claimed)
         collisions[b.name] = amb1 + amb2
 
-    # packets: source tx (tx of an NF without rx) and unclaimed rx
-    src_nf = np.array([k for k, n in enumerate(view.nfs) if len(n.tx_ids) and not len(n.rx_ids)],
-                      np.int64)
-    start_tx = np.flatnonzero(np.isin(TX_nf, src_nf))
-    start_rx = np.flatnonzero(~rx_claimed)
-    n_pk = len(start_tx) + len(start_rx)
-    packet_id = np.concatenate([TX_ids[start_tx], RX_ids[start_rx]])
-    src_ns = np.concatenate([TX_ns[start_tx], np.full(len(start_rx), -1, np.int64)])
+    # packets: source tx (tx of an NF without rx), then unclaimed rx
+    src = [k for k, n in enumerate(nfs) if len(n.tx_ids) and not len(n.rx_ids)]
+    start_rx = [np.flatnonzero(~c) for c in rx_claimed]
+    del rx_claimed
+    n_src = sum(len(nfs[k].tx_ids) for k in src)
+    n_pk = n_src + sum(len(s) for s in start_rx)
+    # every hop takes an rx entry, or is a drop: a tx towards an NF, unmatched
+    n_drop = sum(int(np.count_nonzero((d >= 0) & (m < 0))) for d, m in zip(tx_dest, tx2rx))
+    cap = sum(len(n.rx_ids) for n in nfs) + n_drop
+    if max([n_pk, cap] + [len(n.rx_ids) for n in nfs] + [len(n.tx_ids) for n in nfs]) >= 2**31:
+        raise ValueError("build_trajectories: 2**31 packets, hops or entries of one NF or "
+                         "more (int32 indices)")
+    packet_id = np.concatenate([nfs[k].tx_ids for k in src]
+                               + [nfs[k].rx_ids[s] for k, s in enumerate(start_rx)]
+                               ).astype(np.uint64, copy=False)
+    src_ns = np.full(n_pk, -1, np.int64)
+    if src:
+        np.concatenate([tx_ns[k] for k in src], out=src_ns[:n_src])
+    start_tx_nf = np.repeat(np.array(src, np.int32), [len(nfs[k].tx_ids) for k in src])
+    start_tx = np.concatenate([np.arange(len(nfs[k].tx_ids), dtype=np.int32) for k in src]
+                              + [np.empty(0, np.int32)])
+    start_rx_nf = np.repeat(np.arange(len(nfs), dtype=np.int32), [len(s) for s in start_rx])
+    start_rx = np.concatenate(start_rx + [np.empty(0, np.int64)]).astype(np.int32)
+    rx_only = np.array([len(n.rx_ids) > 0 and len(n.tx_ids) == 0 for n in nfs], np.uint8)
+    rx_addr = [None if n.rx_addr is None else np.ascontiguousarray(n.rx_addr, np.uint64)
+               for n in nfs]
+
     exit_ns = np.full(n_pk, -1, np.int64)
     drop_nf = np.full(n_pk, -1, np.int64)
     drop_ns = np.full(n_pk, -1, np.int64)
-
-    rx_only = (nrx > 0) & (ntx == 0)
-    hops = []                                   # (packet, nf, arrival, rx, tx) per step
-    # packets entering at an rx with no recorded upstream tx
-    cur_pk = np.arange(len(start_tx), n_pk)
-    cur_rx = start_rx
-    cur_arr = np.full(len(start_rx), -1, np.int64)
-    cur_pk_tx = np.arange(len(start_tx))
-    cur_tx = start_tx
-    while len(cur_tx) or len(cur_rx):
-        # follow tx -> downstream rx
-        r = tx2rx[cur_tx]
-        dest = TX_dest[cur_tx]
-        sink = (r < 0) & (dest < 0)
-        exit_ns[cur_pk_tx[sink]] = TX_ns[cur_tx[sink]]
-        drop = (r < 0) & (dest >= 0)
-        dp = cur_pk_tx[drop]
-        drop_nf[dp] = dest[drop]
-        drop_ns[dp] = TX_ns[cur_tx[drop]]
-        hops.append((dp, dest[drop], TX_ns[cur_tx[drop]], np.full(len(dp), -1, np.int64),
-                     np.full(len(dp), -1, np.int64)))
-        go = r >= 0
-        pk = np.concatenate([cur_pk_tx[go], cur_pk])
-        rx = np.concatenate([r[go], cur_rx])
-        arr = np.concatenate([TX_ns[cur_tx[go]], cur_arr])
-        # at the NF: rx -> tx
-        t = rx2tx[rx]
-        hops.append((pk, RX_nf[rx], arr, rx, t))
-        # received, never sent on: lost inside -- unless the NF records no
-        # tx at all (a recorded sink, rx only): then the packet left there
-        lost = t < 0
-        term = lost & rx_only[RX_nf[rx]]
-        exit_ns[pk[term]] = RX_ns[rx[term]]
-        lost &= ~term
-        drop_nf[pk[lost]] = RX_nf[rx[lost]]
-        drop_ns[pk[lost]] = RX_ns[rx[lost]]
-        cur_pk_tx, cur_tx = pk[t >= 0], t[t >= 0]
-        cur_pk = cur_rx = cur_arr = np.empty(0, np.int64)
-
-    h_pk = np.concatenate([h[0] for h in hops]).astype(np.int64)
-    h_nf = np.concatenate([h[1] for h in hops]).astype(np.int64)
-    h_arr = np.concatenate([h[2] for h in hops]).astype(np.int64)
-    h_rx = np.concatenate([h[3] for h in hops]).astype(np.int64)
-    h_tx = np.concatenate([h[4] for h in hops]).astype(np.int64)
-    step = np.concatenate([np.full(len(h[0]), i) for i, h in enumerate(hops)])
-    o = np.lexsort((step, h_pk))
-    h_pk, h_nf, h_arr, h_rx, h_tx = h_pk[o], h_nf[o], h_arr[o], h_rx[o], h_tx[o]
-    rx_ns = np.where(h_rx >= 0, RX_ns[np.maximum(h_rx, 0)], -1)
-    tx_ns = np.where(h_tx >= 0, TX_ns[np.maximum(h_tx, 0)], -1)
-    # local indices into each NF's own arrays
-    h_rx_local = np.where(h_rx >= 0, h_rx - rx_off[h_nf], -1)
-    h_tx_local = np.where(h_tx >= 0, h_tx - tx_off[h_nf], -1)
+    word = np.zeros(n_pk, np.uint64)
+    h_pk = np.empty(cap, np.int32)
+    h_nf = np.empty(cap, np.int32)
+    h_arr = np.empty(cap, np.int64)
+    h_rx_ns = np.empty(cap, np.int64)
+    h_tx_ns = np.empty(cap, np.int64)
+    h_rx = np.empty(cap, np.int32)
+    h_tx = np.empty(cap, np.int32)
+    n_hops = _match.walk_paths(tx_ns, tx_dest, tx2rx, rx_ns, rx2tx, rx_addr, rx_only,
+                               start_tx_nf, start_tx, start_rx_nf, start_rx,
+                               exit_ns, drop_nf, drop_ns, word,
+                               h_pk, h_nf, h_arr, h_rx_ns, h_tx_ns, h_rx, h_tx)
+    del tx_dest, tx2rx, rx2tx
+    if n_hops < cap:
+        # rx claimed by a tx no walk reaches (a tx that matched no rx of
+        # its own NF): rare; shrinking in place gives the tail back
+        for a in (h_pk, h_nf, h_arr, h_rx_ns, h_tx_ns, h_rx, h_tx):
+            a.resize(n_hops, refcheck=False)
     latency = np.where((exit_ns >= 0) & (src_ns >= 0), exit_ns - src_ns, -1)
     total = sum(collisions.values())
-    # addresses: the earliest hop with an address word wins (reverse order,
-    # so the last write is the first hop)
-    word = np.zeros(n_pk, np.uint64)
-    if any(n.rx_addr is not None for n in view.nfs):
-        RX_addr = np.concatenate([n.rx_addr if n.rx_addr is not None
-                                  else np.zeros(len(n.rx_ids), np.uint64) for n in view.nfs])
-        hw = np.where(h_rx >= 0, RX_addr[np.maximum(h_rx, 0)], np.uint64(0))
-        nz = np.flatnonzero(hw)[::-1]
-        word[h_pk[nz]] = hw[nz]
     return Trajectories(names, packet_id, src_ns, exit_ns, drop_nf, drop_ns, latency,
-                        h_pk, h_nf, h_arr, rx_ns, tx_ns, h_rx_local, h_tx_local,
+                        h_pk, h_nf, h_arr, h_rx_ns, h_tx_ns, h_rx, h_tx,
                         collisions, total / matched if matched else 0.0,
                         (word >> np.uint64(32)).astype(np.uint32),
                         (word & np.uint64(0xFFFFFFFF)).astype(np.uint32))
-

@@ -1,0 +1,519 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The two loops of stage 3 that numpy cannot vectorise cheaply: id
+matching as a hash join, and the walk that lays every packet's hops out
+in path order (mscope.analyzer.matching and .trajectories call them).
+
+Matching: one open-addressing table of the a side's ids (linear probing,
+16-byte slots, load <= 2/3), probed with the b side.  An id seen once on
+each side (every id in a bench run: they are 64-bit hashes) is decided at
+the probe.  An id seen several times on either side is a *group*, solved
+on its own: its a and b sorted by (time, index), then one sweep that pairs
+each b with the latest pending a (a stack: the latest a keeps a contested
+b), then FIFO untangling of the ambiguous a: the same pairs as the
+earlier vectorised version (a lexsort of both sides, then rounds of
+claims), which tests/test_matching.py keeps as its reference.  Groups are
+rare in trajectories and small (one entry per NF) in topology.
+
+Indices are int32: one NF's side of a capture, and the packets and hops
+of one diagnosis, stay below 2**31 (callers check).
+"""
+from libc.stdint cimport int32_t, int64_t, uint64_t, uint8_t
+from libc.stdlib cimport free, malloc, qsort, realloc
+from libc.string cimport memset
+
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include <sys/mman.h>
+    #define MSCOPE_PREFETCH(p) __builtin_prefetch((p), 1, 1)
+    /* The table on 2 MiB pages where the kernel allows (THP "madvise"):
+     * with 4 KiB pages nearly every probe of a table of tens of MiB also
+     * misses the TLB. */
+    static void *mscope_table_alloc(size_t n) {
+        void *p = NULL;
+        size_t huge = (size_t)2 << 20;
+        if (n >= huge) {
+            n = (n + huge - 1) & ~(huge - 1);
+            if (posix_memalign(&p, huge, n) != 0)
+                return NULL;
+    #ifdef MADV_HUGEPAGE
+            madvise(p, n, MADV_HUGEPAGE);
+    #endif
+            return p;
+        }
+        return malloc(n);
+    }
+    """
+    void MSCOPE_PREFETCH(const void *p) nogil
+    void *mscope_table_alloc(size_t n) nogil
+
+
+cdef struct Slot:
+    uint64_t key
+    int32_t a          # last a entry of this id (head of its chain); -1: empty slot
+    int32_t b          # last b entry of this id; -1: none yet
+
+
+cdef struct Event:
+    int64_t ns
+    int64_t idx        # index within its side (the sort's tie-break)
+    int64_t aux        # untangling: the b entry an a's match points to
+
+
+#: Fibonacci hashing: ids from other schemes than mscope's need not be
+#: uniform in their low bits; the top bits of this product are.
+cdef uint64_t _GOLDEN = 0x9E3779B97F4A7C15ULL
+#: Probe this many entries ahead: a table of a few million slots misses
+#: every cache, and the misses of independent probes overlap.
+cdef Py_ssize_t _AHEAD = 8
+
+
+cdef inline int _event_lt(const Event *x, const Event *y) noexcept nogil:
+    return x.ns < y.ns or (x.ns == y.ns and x.idx < y.idx)
+
+
+cdef int _event_cmp(const void *x, const void *y) noexcept nogil:
+    if _event_lt(<const Event *>x, <const Event *>y):
+        return -1
+    if _event_lt(<const Event *>y, <const Event *>x):
+        return 1
+    return 0
+
+
+cdef void _sort_events(Event *ev, Py_ssize_t n) noexcept nogil:
+    """By (ns, idx); insertion sort for the usual handful, qsort beyond."""
+    cdef Py_ssize_t i, j
+    cdef Event e
+    if n > 24:
+        qsort(ev, n, sizeof(Event), _event_cmp)
+        return
+    for i in range(1, n):
+        e = ev[i]
+        j = i
+        while j > 0 and _event_lt(&e, &ev[j - 1]):
+            ev[j] = ev[j - 1]
+            j -= 1
+        ev[j] = e
+
+
+cdef struct Scratch:
+    Event *a
+    Event *b
+    Event *fa          # untangling: ambiguous matched a, their b
+    Event *fb
+    int32_t *stack
+    Py_ssize_t cap
+
+
+cdef int _reserve(Scratch *s, Py_ssize_t n) noexcept nogil:
+    """Grow every scratch buffer to hold n entries; -1 when out of memory."""
+    cdef Py_ssize_t cap = s.cap if s.cap else 64
+    if n <= s.cap:
+        return 0
+    while cap < n:
+        cap *= 2
+    s.a = <Event *>realloc(s.a, cap * sizeof(Event))
+    s.b = <Event *>realloc(s.b, cap * sizeof(Event))
+    s.fa = <Event *>realloc(s.fa, cap * sizeof(Event))
+    s.fb = <Event *>realloc(s.fb, cap * sizeof(Event))
+    s.stack = <int32_t *>realloc(s.stack, cap * sizeof(int32_t))
+    if not (s.a and s.b and s.fa and s.fb and s.stack):
+        return -1
+    s.cap = cap
+    return 0
+
+
+cdef int64_t _solve_group(Slot *slot, const int64_t[::1] a_ns, const int64_t[::1] b_ns,
+                          const int32_t *next_a, const int32_t *next_b, int64_t window,
+                          int32_t[::1] match, Scratch *s) noexcept nogil:
+    """Match one id seen more than once; returns its ambiguous a count or
+    -1 when out of memory."""
+    cdef Py_ssize_t na = 0, nb = 0, i, j, sp, nf
+    cdef int32_t e
+    cdef int64_t amb = 0
+    cdef bint prev_close, close
+    e = slot.a
+    while e >= 0:
+        na += 1
+        e = next_a[e]
+    e = slot.b
+    while e >= 0:
+        nb += 1
+        e = next_b[e]
+    if _reserve(s, na if na > nb else nb) < 0:
+        return -1
+    e = slot.a
+    i = 0
+    while e >= 0:
+        s.a[i].ns = a_ns[e]
+        s.a[i].idx = e
+        i += 1
+        e = next_a[e]
+    e = slot.b
+    i = 0
+    while e >= 0:
+        s.b[i].ns = b_ns[e]
+        s.b[i].idx = e
+        i += 1
+        e = next_b[e]
+    _sort_events(s.a, na)
+    _sort_events(s.b, nb)
+    # a before b at equal times: a packet may be received the ns it was sent
+    i = 0
+    sp = 0
+    for j in range(nb):
+        while i < na and s.a[i].ns <= s.b[j].ns:
+            s.stack[sp] = <int32_t>i
+            sp += 1
+            i += 1
+        if sp:
+            if s.b[j].ns - s.a[s.stack[sp - 1]].ns <= window:
+                sp -= 1
+                match[s.a[s.stack[sp]].idx] = <int32_t>s.b[j].idx
+            else:
+                # the nearest free b of every pending a is this one, and it
+                # is out of reach of the latest: all of them are unmatched
+                sp = 0
+    # ambiguous: another a of this id within the window; the matched ones
+    # are paired in time order (a queue serves in order): the k-th a takes
+    # the k-th b, b by time then by the index of the a that claimed it
+    nf = 0
+    prev_close = False
+    for i in range(na):
+        close = i + 1 < na and s.a[i + 1].ns - s.a[i].ns <= window
+        if close or prev_close:
+            amb += 1
+            if match[s.a[i].idx] >= 0:
+                s.fa[nf] = s.a[i]
+                s.fb[nf].ns = b_ns[match[s.a[i].idx]]
+                s.fb[nf].idx = s.a[i].idx
+                s.fb[nf].aux = match[s.a[i].idx]
+                nf += 1
+        prev_close = close
+    if nf > 1:
+        _sort_events(s.fb, nf)
+        for i in range(nf):
+            match[s.fa[i].idx] = <int32_t>s.fb[i].aux
+    return amb
+
+
+cdef inline Py_ssize_t _home(uint64_t key, int shift) noexcept nogil:
+    return <Py_ssize_t>((key * _GOLDEN) >> shift)
+
+
+cdef int _push_group(Py_ssize_t **groups, Py_ssize_t *n, Py_ssize_t *cap,
+                     Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t *g
+    if n[0] == cap[0]:
+        cap[0] = cap[0] * 2 if cap[0] else 256
+        g = <Py_ssize_t *>realloc(groups[0], cap[0] * sizeof(Py_ssize_t))
+        if not g:
+            return -1
+        groups[0] = g
+    groups[0][n[0]] = h
+    n[0] += 1
+    return 0
+
+
+def match_into(const uint64_t[::1] a_ids, const int64_t[::1] a_ns,
+               const uint64_t[::1] b_ids, const int64_t[::1] b_ns,
+               int64_t window_ns, int32_t[::1] match):
+    """Match each a to the nearest b with its id and b_ns >= a_ns.
+
+    The semantics of :func:`mscope.analyzer.matching.match_next`, written
+    into `match` (int32, len(a_ids): index into b or -1).
+
+    Returns
+    -------
+    ambiguous : int
+        Number of a whose id occurs on another a within `window_ns`.
+
+    Raises
+    ------
+    ValueError
+        A side has 2**31 entries or more, or the lengths disagree.
+    MemoryError
+    """
+    cdef Py_ssize_t na = a_ids.shape[0], nb = b_ids.shape[0]
+    cdef Py_ssize_t i, j, h, size, mask, ngroups = 0, gcap = 0
+    cdef int shift = 64, bits = 0
+    cdef Slot *table = NULL
+    cdef Slot *sl
+    cdef int32_t *next_a = NULL
+    cdef int32_t *next_b = NULL
+    cdef Py_ssize_t *groups = NULL
+    cdef uint64_t key
+    cdef int32_t ia
+    cdef int64_t amb = 0, r
+    cdef int failed = 0
+    cdef Scratch s
+    if a_ns.shape[0] != na or b_ns.shape[0] != nb or match.shape[0] != na:
+        raise ValueError("match_into: ids, times and match must have matching lengths")
+    if na >= 2**31 or nb >= 2**31:
+        raise ValueError("match_into: a side has 2**31 entries or more (int32 indices)")
+    for i in range(na):
+        match[i] = -1
+    if na == 0:
+        return 0
+    memset(&s, 0, sizeof(Scratch))
+    size = 16
+    while size * 2 < na * 3:
+        size *= 2
+    while (1 << bits) < size:
+        bits += 1
+    shift = 64 - bits
+    mask = size - 1
+    table = <Slot *>mscope_table_alloc(size * sizeof(Slot))
+    next_a = <int32_t *>malloc(na * sizeof(int32_t))
+    next_b = <int32_t *>malloc((nb if nb else 1) * sizeof(int32_t))
+    if not (table and next_a and next_b):
+        free(table); free(next_a); free(next_b)
+        raise MemoryError()
+    try:
+        with nogil:
+            memset(table, 0xFF, size * sizeof(Slot))   # a = b = -1: empty
+            for i in range(na):
+                if i + _AHEAD < na:
+                    MSCOPE_PREFETCH(&table[_home(a_ids[i + _AHEAD], shift)])
+                key = a_ids[i]
+                h = _home(key, shift)
+                while True:
+                    sl = &table[h]
+                    if sl.a < 0:
+                        sl.key = key
+                        sl.a = <int32_t>i
+                        next_a[i] = -1
+                        break
+                    if sl.key == key:
+                        if next_a[sl.a] < 0:       # second a of the id: a group
+                            if _push_group(&groups, &ngroups, &gcap, h) < 0:
+                                failed = 1
+                        next_a[i] = sl.a
+                        sl.a = <int32_t>i
+                        break
+                    h = (h + 1) & mask
+                if failed:
+                    break
+            for j in range(nb):
+                if failed:
+                    break
+                if j + _AHEAD < nb:
+                    MSCOPE_PREFETCH(&table[_home(b_ids[j + _AHEAD], shift)])
+                key = b_ids[j]
+                h = _home(key, shift)
+                while True:
+                    sl = &table[h]
+                    if sl.a < 0:
+                        break                      # an id no a has
+                    if sl.key == key:
+                        ia = sl.a
+                        if next_a[ia] >= 0:        # a group already
+                            next_b[j] = sl.b
+                            sl.b = <int32_t>j
+                        elif sl.b < 0:             # the common case: once each side
+                            sl.b = <int32_t>j
+                            next_b[j] = -1
+                            if b_ns[j] >= a_ns[ia] and b_ns[j] - a_ns[ia] <= window_ns:
+                                match[ia] = <int32_t>j
+                        else:
+                            if next_b[sl.b] < 0:   # second b of the id: a group
+                                if _push_group(&groups, &ngroups, &gcap, h) < 0:
+                                    failed = 1
+                                match[ia] = -1
+                            next_b[j] = sl.b
+                            sl.b = <int32_t>j
+                        break
+                    h = (h + 1) & mask
+            if not failed:
+                for i in range(ngroups):
+                    r = _solve_group(&table[groups[i]], a_ns, b_ns, next_a, next_b,
+                                     window_ns, match, &s)
+                    if r < 0:
+                        failed = 1
+                        break
+                    amb += r
+        if failed:
+            raise MemoryError()
+    finally:
+        free(table); free(next_a); free(next_b); free(groups)
+        free(s.a); free(s.b); free(s.fa); free(s.fb); free(s.stack)
+    return amb
+
+
+def contains(const uint64_t[::1] members, const uint64_t[::1] ids, uint8_t[::1] out):
+    """out[i] = 1 where ids[i] is one of `members` (np.isin without sorting
+    ids; `members` is the small side)."""
+    cdef Py_ssize_t nm = members.shape[0], n = ids.shape[0], i, h, size = 16, mask
+    cdef int shift, bits = 0
+    cdef Slot *table
+    cdef uint64_t key
+    if out.shape[0] != n:
+        raise ValueError("contains: out must have the length of ids")
+    while size * 2 < nm * 3:
+        size *= 2
+    while (1 << bits) < size:
+        bits += 1
+    shift = 64 - bits
+    mask = size - 1
+    table = <Slot *>mscope_table_alloc(size * sizeof(Slot))
+    if not table:
+        raise MemoryError()
+    with nogil:
+        memset(table, 0xFF, size * sizeof(Slot))
+        for i in range(nm):
+            key = members[i]
+            h = _home(key, shift)
+            while table[h].a >= 0 and table[h].key != key:
+                h = (h + 1) & mask
+            table[h].key = key
+            table[h].a = 0
+        for i in range(n):
+            key = ids[i]
+            h = _home(key, shift)
+            out[i] = 0
+            while table[h].a >= 0:
+                if table[h].key == key:
+                    out[i] = 1
+                    break
+                h = (h + 1) & mask
+    free(table)
+
+
+cdef const void *_data(object arr, Py_ssize_t itemsize) except? NULL:
+    """Address of a contiguous array's first element (NULL when empty or
+    None); the caller keeps `arr` alive."""
+    cdef const uint8_t[::1] raw
+    if arr is None or len(arr) == 0:
+        return NULL
+    if arr.itemsize != itemsize or not arr.flags.c_contiguous:
+        raise ValueError("walk_paths: per-NF arrays must be contiguous with the documented dtypes")
+    raw = arr.view("u1")
+    return &raw[0]
+
+
+def walk_paths(list tx_ns, list tx_dest, list tx2rx, list rx_ns, list rx2tx, list rx_addr,
+               const uint8_t[::1] rx_only,
+               const int32_t[::1] start_tx_nf, const int32_t[::1] start_tx,
+               const int32_t[::1] start_rx_nf, const int32_t[::1] start_rx,
+               int64_t[::1] exit_ns, int64_t[::1] drop_nf, int64_t[::1] drop_ns,
+               uint64_t[::1] addr_word,
+               int32_t[::1] hop_packet, int32_t[::1] hop_nf, int64_t[::1] hop_arrival_ns,
+               int64_t[::1] hop_rx_ns, int64_t[::1] hop_tx_ns,
+               int32_t[::1] hop_rx, int32_t[::1] hop_tx):
+    """Follow every packet from its start, writing its hops in path order.
+
+    Per NF k (lists indexed by NF): ``tx_ns[k]`` int64, ``tx_dest[k]``
+    int32 (NF its out-link leads to, -1 sink), ``tx2rx[k]`` int32 (its
+    match in that NF's rx, -1), ``rx_ns[k]`` int64, ``rx2tx[k]`` int32
+    (the same packet's tx at k, -1), ``rx_addr[k]`` uint64 or None.
+    Packets are the source tx (``start_tx_nf``, ``start_tx``) then the
+    rx no tx accounts for (``start_rx_nf``, ``start_rx``), in that order.
+    Per-packet outputs (``exit_ns``, ``drop_nf``, ``drop_ns``: -1 filled;
+    ``addr_word``: 0 filled) and hop outputs (room for every hop) are the
+    caller's; see :class:`mscope.analyzer.trajectories.Trajectories`.
+
+    Returns
+    -------
+    n_hops : int
+
+    Raises
+    ------
+    ValueError
+        The hop arrays are too short (the matches form a cycle).
+    """
+    cdef Py_ssize_t nnf = len(tx_ns), k, p, n_src = start_tx.shape[0]
+    cdef Py_ssize_t n_pk = n_src + start_rx.shape[0], cap = hop_packet.shape[0], h = 0
+    cdef const int64_t **txns = <const int64_t **>malloc(nnf * sizeof(void *))
+    cdef const int32_t **txdst = <const int32_t **>malloc(nnf * sizeof(void *))
+    cdef const int32_t **t2r = <const int32_t **>malloc(nnf * sizeof(void *))
+    cdef const int64_t **rxns = <const int64_t **>malloc(nnf * sizeof(void *))
+    cdef const int32_t **r2t = <const int32_t **>malloc(nnf * sizeof(void *))
+    cdef const uint64_t **addr = <const uint64_t **>malloc(nnf * sizeof(void *))
+    cdef int32_t nf, t = 0, r, t2, d
+    cdef int64_t arr = -1, tns
+    cdef uint64_t w
+    cdef bint overflow = False
+    if not (txns and txdst and t2r and rxns and r2t and addr):
+        free(txns); free(txdst); free(t2r); free(rxns); free(r2t); free(addr)
+        raise MemoryError()
+    try:
+        if not (len(tx_dest) == len(tx2rx) == len(rx_ns) == len(rx2tx) == len(rx_addr)
+                == rx_only.shape[0] == nnf):
+            raise ValueError("walk_paths: one entry per NF in every per-NF list")
+        for k in range(nnf):
+            txns[k] = <const int64_t *>_data(tx_ns[k], 8)
+            txdst[k] = <const int32_t *>_data(tx_dest[k], 4)
+            t2r[k] = <const int32_t *>_data(tx2rx[k], 4)
+            rxns[k] = <const int64_t *>_data(rx_ns[k], 8)
+            r2t[k] = <const int32_t *>_data(rx2tx[k], 4)
+            addr[k] = <const uint64_t *>_data(rx_addr[k], 8)
+        with nogil:
+            for p in range(n_pk):
+                if p < n_src:
+                    nf = start_tx_nf[p]
+                    t = start_tx[p]
+                    r = -1
+                else:
+                    nf = start_rx_nf[p - n_src]
+                    r = start_rx[p - n_src]
+                    arr = -1
+                while True:
+                    if r < 0:
+                        # the packet left NF nf by tx t: towards which rx?
+                        tns = txns[nf][t]
+                        d = txdst[nf][t]
+                        r = t2r[nf][t]
+                        if r < 0:
+                            if d < 0:
+                                exit_ns[p] = tns
+                                break
+                            # sent towards d and never received: dropped at d's queue
+                            if h == cap:
+                                overflow = True
+                                break
+                            drop_nf[p] = d
+                            drop_ns[p] = tns
+                            hop_packet[h] = <int32_t>p
+                            hop_nf[h] = d
+                            hop_arrival_ns[h] = tns
+                            hop_rx_ns[h] = -1
+                            hop_tx_ns[h] = -1
+                            hop_rx[h] = -1
+                            hop_tx[h] = -1
+                            h += 1
+                            break
+                        nf = d
+                        arr = tns
+                    if h == cap:
+                        overflow = True
+                        break
+                    t2 = r2t[nf][r]
+                    hop_packet[h] = <int32_t>p
+                    hop_nf[h] = nf
+                    hop_arrival_ns[h] = arr
+                    hop_rx_ns[h] = rxns[nf][r]
+                    hop_tx_ns[h] = txns[nf][t2] if t2 >= 0 else -1
+                    hop_rx[h] = r
+                    hop_tx[h] = t2
+                    h += 1
+                    # addresses: the packet's first hop that has them
+                    if addr[nf] != NULL and addr_word[p] == 0:
+                        addr_word[p] = addr[nf][r]
+                    if t2 < 0:
+                        # received, never sent on: lost inside, unless the NF
+                        # records no tx at all (a recorded sink)
+                        if rx_only[nf]:
+                            exit_ns[p] = rxns[nf][r]
+                        else:
+                            drop_nf[p] = nf
+                            drop_ns[p] = rxns[nf][r]
+                        break
+                    t = t2
+                    r = -1
+                if overflow:
+                    break
+        if overflow:
+            raise ValueError("walk_paths: more hops than rx entries and drops (a cycle in the matches?)")
+    finally:
+        free(txns); free(txdst); free(t2r); free(rxns); free(r2t); free(addr)
+    return h

@@ -1,0 +1,203 @@
+"""Id matching (mscope.analyzer.matching, the hash join in _match.pyx)
+against two references: a per-id reading of match_next's docstring, and
+the vectorised lexsort implementation the hash join replaced."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from mscope.analyzer import _match
+from mscope.analyzer.matching import match_next, match_next_int32
+
+U64_MAX = 2**64 - 1
+
+
+def _reference(a_ids, a_ns, b_ids, b_ns, window_ns):
+    """match_next as its docstring reads, one id at a time, in rounds of
+    claims: every pending a claims the first free b of its id at or after
+    it (at equal times the lower index first); the latest a (then the
+    higher index) keeps a contested b, the others try again; an a whose
+    claim is out of the window stays unmatched."""
+    match = [-1] * len(a_ids)
+    ambiguous = 0
+    for key in set(a_ids.tolist()):
+        A = sorted((i for i in range(len(a_ids)) if a_ids[i] == key), key=lambda i: (a_ns[i], i))
+        B = sorted((j for j in range(len(b_ids)) if b_ids[j] == key), key=lambda j: (b_ns[j], j))
+        free, todo = set(B), A
+        while todo:
+            claims = {}
+            for i in todo:
+                b = next((j for j in B if j in free and b_ns[j] >= a_ns[i]), None)
+                if b is not None and b_ns[b] - a_ns[i] <= window_ns:
+                    claims.setdefault(b, []).append(i)
+            losers = []
+            for b, who in claims.items():
+                win = max(who, key=lambda i: (a_ns[i], i))
+                match[win] = b
+                free.discard(b)
+                losers += [i for i in who if i != win]
+            todo = sorted(losers, key=lambda i: (a_ns[i], i))
+        amb = [any(0 <= k < len(A) and k != p and abs(int(a_ns[A[k]]) - int(a_ns[A[p]])) <= window_ns
+                   for k in (p - 1, p + 1)) for p in range(len(A))]
+        ambiguous += sum(amb)
+        # FIFO among the ambiguous matched a: k-th a (by time) takes the
+        # k-th of their b (by time, then by the index of the a holding it)
+        sel = [A[p] for p in range(len(A)) if amb[p] and match[A[p]] >= 0]
+        bs = sorted(((b_ns[match[i]], i, match[i]) for i in sel))
+        for i, (_, _, b) in zip(sel, bs):
+            match[i] = b
+    return np.array(match, np.int64), ambiguous
+
+
+def _lexsort_reference(a_ids, a_ns, b_ids, b_ns, window_ns):
+    """The vectorised implementation before the hash join (one lexsort of
+    both sides, rounds of claims over a reversed running minimum)."""
+    none = np.iinfo(np.int64).max
+    na, nb = len(a_ids), len(b_ids)
+    match = np.full(na, -1, np.int64)
+    if na == 0:
+        return match, 0
+    ids = np.concatenate([a_ids, b_ids])
+    ns = np.concatenate([a_ns, b_ns])
+    is_b = np.concatenate([np.zeros(na, bool), np.ones(nb, bool)])
+    order = np.lexsort((is_b, ns, ids))
+    ids, ns, is_b = ids[order], ns[order], is_b[order]
+    orig = order - np.where(is_b, na, 0)
+    a_pos = np.flatnonzero(~is_b)
+    ai, at = ids[a_pos], ns[a_pos]
+    close = (ai[1:] == ai[:-1]) & (at[1:] - at[:-1] <= window_ns)
+    amb = np.zeros(len(a_pos), bool)
+    amb[1:] |= close
+    amb[:-1] |= close
+    free_b = is_b.copy()
+    todo = a_pos
+    while len(todo):
+        pos = np.where(free_b, np.arange(len(ids), dtype=np.int64), none)
+        nxt = np.minimum.accumulate(pos[::-1])[::-1][todo]
+        ok = nxt != none
+        q = np.where(ok, nxt, 0)
+        ok &= (ids[q] == ids[todo]) & (ns[q] - ns[todo] <= window_ns)
+        todo, q = todo[ok], q[ok]
+        if not len(todo):
+            break
+        last = np.ones(len(q), bool)
+        o = np.argsort(q, kind="stable")
+        qs = q[o]
+        last[o[:-1]] = qs[1:] != qs[:-1]
+        match[orig[todo[last]]] = orig[q[last]]
+        free_b[q[last]] = False
+        todo = todo[~last]
+    amb_a = np.zeros(na, bool)
+    amb_a[orig[a_pos[amb]]] = True
+    sel = np.flatnonzero(amb_a & (match >= 0))
+    if len(sel):
+        bs = match[sel]
+        match[sel[np.lexsort((a_ns[sel], a_ids[sel]))]] = bs[np.lexsort((b_ns[bs], b_ids[bs]))]
+    return match, int(amb.sum())
+
+
+def _side(draw, n_ids, max_len, max_ns):
+    n = draw(st.integers(0, max_len))
+    ids = draw(st.lists(st.integers(0, n_ids - 1), min_size=n, max_size=n))
+    ns = draw(st.lists(st.integers(0, max_ns), min_size=n, max_size=n))
+    return np.array(ids, np.uint64), np.array(ns, np.int64)
+
+
+@st.composite
+def _sides(draw):
+    # few distinct ids and few distinct times: collisions and equal times
+    # are the cases that need the group solver
+    n_ids = draw(st.integers(1, 6))
+    max_ns = draw(st.integers(0, 40))
+    a_ids, a_ns = _side(draw, n_ids, 30, max_ns)
+    b_ids, b_ns = _side(draw, n_ids, 30, max_ns)
+    # the extreme ids must hash and compare like any other
+    extreme = np.array([0, U64_MAX, 1, U64_MAX - 1, 2, 3], np.uint64)
+    if draw(st.booleans()):
+        a_ids, b_ids = extreme[a_ids.astype(np.int64)], extreme[b_ids.astype(np.int64)]
+    return a_ids, a_ns, b_ids, b_ns, draw(st.integers(0, max_ns + 5))
+
+
+@settings(max_examples=600, deadline=None)
+@given(_sides())
+def test_matches_the_references(sides):
+    got, got_amb = match_next(*sides)
+    want, want_amb = _reference(*sides)
+    assert got.tolist() == want.tolist() and got_amb == want_amb
+    old, old_amb = _lexsort_reference(*sides)
+    assert got.tolist() == old.tolist() and got_amb == old_amb
+
+
+def test_random_large_against_the_lexsort_reference():
+    # long runs of unique ids with a few recycled ones, on the fast path
+    # and the group solver's qsort (groups over 24 entries) at once
+    rng = np.random.default_rng(5)
+    n = 20_000
+    a_ids = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+    a_ids[rng.integers(0, n, 300)] = a_ids[:10].repeat(30)
+    a_ns = np.sort(rng.integers(0, 10**7, n))
+    keep = rng.random(n) < 0.9
+    b_ids = a_ids[keep]
+    b_ns = a_ns[keep] + rng.integers(0, 5000, keep.sum())
+    b_ids, b_ns = b_ids[::-1].copy(), b_ns[::-1].copy()
+    for window in (0, 3000, 10**8):
+        got, amb = match_next(a_ids, a_ns, b_ids, b_ns, window)
+        want, want_amb = _lexsort_reference(a_ids, a_ns, b_ids, b_ns, window)
+        assert np.array_equal(got, want) and amb == want_amb
+
+
+def test_unique_ids_fast_path():
+    a_ids = np.array([7, 0, U64_MAX, 9], np.uint64)
+    b_ids = np.array([U64_MAX, 0, 9, 7], np.uint64)
+    m, amb = match_next(a_ids, [10, 10, 10, 10], b_ids, [10, 9, 111, 12], window_ns=100)
+    # 0 came back before it left; 9 after the window
+    assert m.tolist() == [3, -1, 0, -1] and amb == 0
+
+
+def test_equal_times_a_before_b():
+    m, _ = match_next(np.array([1], np.uint64), [5], np.array([1], np.uint64), [5])
+    assert m.tolist() == [0]
+
+
+def test_empty_sides():
+    e_ids, e_ns = np.empty(0, np.uint64), np.empty(0, np.int64)
+    m, amb = match_next(e_ids, e_ns, np.array([1], np.uint64), [1])
+    assert m.dtype == np.int64 and m.tolist() == [] and amb == 0
+    # no b: nothing matches, but colliding a are still ambiguous
+    m, amb = match_next(np.array([1, 1, 2], np.uint64), [0, 5, 0], e_ids, e_ns, window_ns=10)
+    assert m.tolist() == [-1, -1, -1] and amb == 2
+
+
+def test_all_colliding_ids_pair_in_order():
+    n = 1000
+    a_ns = np.arange(n) * 10
+    m, amb = match_next(np.zeros(n, np.uint64), a_ns, np.zeros(n, np.uint64), a_ns + 5,
+                        window_ns=100)
+    assert m.tolist() == list(range(n)) and amb == n
+
+
+def test_latest_a_keeps_a_contested_b():
+    m, amb = match_next(np.array([5, 5], np.uint64), [0, 10], np.array([5], np.uint64), [12])
+    assert m.tolist() == [-1, 0] and amb == 2
+    # the loser takes the next free b of its id, if in the window
+    m, _ = match_next(np.array([5, 5], np.uint64), [0, 10], np.array([5, 5], np.uint64),
+                      [12, 20], window_ns=20)
+    assert m.tolist() == [0, 1]
+    m, _ = match_next(np.array([5, 5], np.uint64), [0, 10], np.array([5, 5], np.uint64),
+                      [12, 20], window_ns=15)
+    assert m.tolist() == [-1, 0]
+
+
+def test_int32_variant_and_length_check():
+    m, _ = match_next_int32(np.array([1, 2], np.uint64), [0, 0], np.array([2], np.uint64), [1])
+    assert m.dtype == np.int32 and m.tolist() == [-1, 0]
+    with pytest.raises(ValueError, match="one length"):
+        match_next(np.array([1, 2], np.uint64), [0], np.array([2], np.uint64), [1])
+
+
+def test_contains():
+    ids = np.array([0, 5, U64_MAX, 7, 5], np.uint64)
+    out = np.empty(len(ids), np.uint8)
+    _match.contains(np.array([5, U64_MAX], np.uint64), ids, out)
+    assert out.tolist() == [0, 1, 1, 0, 1]
+    _match.contains(np.empty(0, np.uint64), ids, out)
+    assert out.tolist() == [0] * 5
