@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""What attaching mscope costs an unmodified DPDK app (issue 6, part 4).
+"""What attaching mscope costs an unmodified DPDK app (issue 6, part 4),
+and what recording costs a sample NF.
 
 Debian's dpdk-testpmd forwards between two net_null ports on one
 forwarding lcore (EAL -l 0-1: lcore 0 is the main lcore, idle on stdin;
@@ -15,6 +16,7 @@ ports) over a fixed window after a warm-up.
     python bench/overhead.py --cases io --reps 9
     python bench/overhead.py --old-lib OLD/libmscope.so --variants full,batch
                                            # A/B of two builds, interleaved
+    python bench/overhead.py --cases nf_chain            # ~2.5 min: nat, firewall
 
 Cases (variant names in the JSON rows):
   macswap  plain | full   (swaps the MACs of every packet: near-zero work;
@@ -33,9 +35,12 @@ Cases (variant names in the JSON rows):
            read from /mscope/status), once recording and once after
            /mscope/disable in the same process (the callbacks then return
            at once: timer plus call floor); per batch = the difference.
-  nf_chain TODO (issue 6): a sample NF (nat or firewall) in a chain, target
-           <= 1% loss.  csrc/nfs/ is being built by someone else; the hook
-           is nf_chain_case() below, which reports the case as skipped.
+  nf_chain a sample NF (mscope-nf --type nat / firewall, --nfs) between a
+           source and a sink, fed as fast as it can forward: plain =
+           --no-record (no libmscope call at all) | full (full records,
+           rings drained); target <= 1% loss.  Rows are cases nf_nat and
+           nf_firewall; how the NF is made and checked to be the
+           bottleneck: nf_chain_case() below.
 
 Attached runs preload libmscope (LD_PRELOAD, as `mscope attach`), except
 io/plugin (EAL -d, as `mscope attach --plugin`).  A consumer in this process
@@ -58,8 +63,10 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -70,7 +77,8 @@ import numpy as np
 import harness
 
 TESTPMD = shutil.which("dpdk-testpmd")
-TARGET_LOSS = {"macswap": 0.03, "io": 0.03}       # issue 6, full / batch-only
+TARGET_LOSS = {"macswap": 0.03, "io": 0.03,       # issue 6, full / batch-only
+               "nf_nat": 0.01, "nf_firewall": 0.01}
 VARIANTS = {"macswap": ("plain", "full"), "io": ("plain", "full", "batch", "empty", "plugin")}
 CYCLE_VARIANTS = (("macswap", "full"), ("io", "full"), ("io", "batch"))
 
@@ -283,14 +291,194 @@ def callback_cycles(tel, on0, on1, window):
     return out
 
 
-def nf_chain_case(args):
-    """TODO(issue 6): a sample NF (nat or firewall from csrc/nfs/, being
-    built by someone else) in a chain, attached vs plain, target <= 1% loss.
-    Hook: start the chain (mscope.testbed) with the NF recorded through
-    libmscope and without, interleaved like run_testpmd(), and read its
-    throughput from the sink.  Reported as skipped until then."""
-    return {"name": "overhead", "case": "nf_chain", "skipped": "TODO: csrc/nfs/ not wired in yet",
-            "target_loss": 0.01}
+# ------------------------------------------------------- sample NF (nf_chain)
+
+NF_TYPES = ("nat", "firewall")
+NF_VARIANTS = ("plain", "full")       # plain: mscope-nf --no-record
+NF_CPU = 1                            # the NF alone (of ours) on vCPU 1
+NF_BATCH = 32
+NF_RING_MB = 64                       # 8 MiB (the default) is ~25 ms of records here
+NF_PCAP_PACKETS, NF_PCAP_FLOWS = 4096, 1024
+_CTL = struct.Struct("<QII")          # struct nf_ctl (csrc/nfs/nf_chain.h)
+_CTL_MAGIC = 0x6d73746b
+
+
+def _ipv4_checksum(header):
+    s = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def nf_traffic_pcap(path, packets=NF_PCAP_PACKETS, flows=NF_PCAP_FLOWS, seed=1):
+    """Write the NF's input: `packets` frames of the simulator's traffic mix
+    (mscope.sim.traffic.generate: `flows` flows, 80% TCP, Pareto sizes),
+    built as the testbed's source builds them (Ethernet, IPv4, a 32-byte
+    TCP header or UDP, the 16 payload bytes the id hashes) but cut short
+    after those 16 bytes: 60-82-byte frames.  Neither the NFs' work nor
+    the recorder's depends on the length; only net_pcap's copy does (work
+    a NIC's DMA would do off the CPU), so short frames give the highest
+    packet rate, where recording weighs most."""
+    from mscope.sim.traffic import generate
+
+    p = generate(seed=seed, duration_ns=10_000_000, rate_pps=packets / 0.01, flows=flows,
+                 src_net="10.0.0.0/8", dst_net="172.16.0.0/12")
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for i in range(len(p.time_ns)):
+        proto = int(p.proto[i])
+        if proto == 6:     # data offset 8 words: NOP, NOP, timestamps
+            l4 = struct.pack("!HHIIBBHHH", int(p.sport[i]), int(p.dport[i]), int(p.tcp_seq[i]),
+                             int(p.tcp_ack[i]), 8 << 4, 0x18, 65535, 0, 0) + \
+                bytes([1, 1, 8, 10]) + bytes(8)
+        else:
+            l4 = struct.pack("!HHHH", int(p.sport[i]), int(p.dport[i]), 8 + 16, 0)
+        ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4) + 16,
+                                   int(p.ip_id[i]), int(p.frag[i]), 64, proto, 0,
+                                   int(p.src_ip[i]).to_bytes(4, "big"),
+                                   int(p.dst_ip[i]).to_bytes(4, "big")))
+        ip[10:12] = struct.pack("!H", _ipv4_checksum(bytes(ip)))
+        frame = (bytes([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]) + b"\x08\x00" + bytes(ip) + l4
+                 + bytes(p.payload[i])).ljust(60, b"\0")
+        out.append(struct.pack("<IIII", 0, i, len(frame), len(frame)) + frame)
+    Path(path).write_bytes(b"".join(out))
+    return len(p.time_ns)
+
+
+def thread_cpu_ns(pid):
+    """ns the process's main thread (its EAL lcore) has run, scheduler's count."""
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def cpu_jiffies(cpu):
+    """(total, idle) jiffies of one CPU from /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                v = [int(x) for x in line.split()[1:]]
+                return sum(v[:8]), v[3] + v[4]
+    raise RuntimeError(f"cpu{cpu} not in /proc/stat")
+
+
+def run_nf(nf, variant, args, registry, pcap):
+    """One mscope-nf run in port mode (pcap in, null out); returns its JSON row."""
+    from mscope import paths
+    from mscope.testbed.procs import Child
+
+    prefix = f"msnf{os.getpid()}{uuid.uuid4().hex[:6]}"
+    mem, mem_args = eal_memory(args.memory)
+    ctl = Path(registry) / "ctl"
+    # t0 already past: the NF starts forwarding as soon as its ports are up.
+    ctl.write_bytes(_CTL.pack(time.monotonic_ns(), 0, _CTL_MAGIC))
+    for p in Path(registry).glob("*.ring"):
+        p.unlink()
+    argv = [paths.sample_nf(), f"--file-prefix={prefix}", *mem_args, f"--lcores=0@{NF_CPU}",
+            "--no-pci", "--log-level=lib.eal:warning",
+            f"--vdev=net_pcap0,rx_pcap={pcap},infinite_rx=1", "--vdev=net_null0", "--",
+            "--type", nf, "--name", nf, "--in", "port:0", "--out", "port:1",
+            "--batch", NF_BATCH, "--dir", registry, "--ring-mb", NF_RING_MB, "--ctl", ctl]
+    if variant == "plain":
+        argv.append("--no-record")
+    busy = harness.cpu_busy_share(0.2)
+    row = {"name": "overhead_run", "case": f"nf_{nf}", "variant": variant, "memory": mem,
+           "consumer": args.consumer if variant != "plain" else None,
+           "cpu_busy_before": None if busy is None else round(busy, 3)}
+    mover = TailMover(registry) if variant != "plain" and args.consumer == "skip" else None
+    # nice -10 as the testbed's chain: the NF keeps its core against other
+    # (nice 0) work there; it still loses a share, counted in cpu_share.
+    child = Child(f"mscope-nf {nf}", argv, nice=-10)
+    tel = None
+    try:
+        if mover:
+            mover.start()
+        child.expect("ready", 60)
+        tel = Telemetry(f"/var/run/dpdk/{prefix}/dpdk_telemetry.v2")
+        time.sleep(args.warmup)
+        samples = []
+        for k in range(args.window + 1):
+            if k:
+                time.sleep(1.0)
+            c = cpu_jiffies(NF_CPU)
+            t = time.monotonic()
+            rx, tx = tel("/ethdev/stats,0")["ipackets"], tel("/ethdev/stats,1")["opackets"]
+            samples.append((t, rx, tx, thread_cpu_ns(child.pid), *c))
+        t, rx, tx, cpu_ns, jt, ji = (np.array(c, dtype=float) for c in zip(*samples))
+        wall = t[-1] - t[0]
+        row["rx_mpps"] = float((rx[-1] - rx[0]) / wall / 1e6)
+        row["tx_mpps"] = float((tx[-1] - tx[0]) / wall / 1e6)
+        row["rx_mpps_per_s"] = [round(float(v), 3) for v in np.diff(rx) / np.diff(t) / 1e6]
+        nf_cpu_s = (cpu_ns[-1] - cpu_ns[0]) / 1e9
+        # The NF's rate per second it was on the CPU: what is left of the
+        # rate once other work's share of vCPU 1 is taken out.
+        row["rx_mpps_per_cpu_s"] = float((rx[-1] - rx[0]) / nf_cpu_s / 1e6)
+        row["cpu_share"] = round(nf_cpu_s / wall, 4)
+        hz = os.sysconf("SC_CLK_TCK")
+        cpu_busy_s = ((jt[-1] - jt[0]) - (ji[-1] - ji[0])) / hz
+        row["cpu1_other_busy"] = round(max(0.0, cpu_busy_s - nf_cpu_s) / wall, 3)
+    finally:
+        if tel is not None:
+            tel.close()
+        rc = child.stop(timeout=15)
+        if mover:
+            mover.stop.set()
+            mover.join(timeout=5)
+        remove_runtime(prefix)
+    done = child.done
+    if rc != 0 or done is None or "rx_mpps" not in row:
+        raise RuntimeError(f"mscope-nf {nf}/{variant} failed (exit {rc}): "
+                           f"{child.last_error()}")
+    # The NF is the bottleneck when its input never ran dry: every poll of
+    # the whole run (warm-up included) returned a full batch.
+    row["idle_polls"] = done["idle_polls"]
+    row["full_batch_share"] = done["rx"] / (done["batches"] * NF_BATCH) if done["batches"] else 0
+    row["nf_bound"] = done["idle_polls"] == 0 and done["rx"] == done["batches"] * NF_BATCH
+    row["drop_full"] = sum(done["drop_full"])
+    row["recording"] = done["recording"]
+    n = done["records"] + done["drop_records"]
+    row["drop_share"] = done["drop_records"] / n if n else None
+    if done["recording"] != (variant != "plain") or (variant == "plain" and n):
+        raise RuntimeError(f"mscope-nf {nf}/{variant}: recording={done['recording']}, "
+                           f"{n} records")
+    return row
+
+
+def nf_chain_case(args, registry, nfs):
+    """A sample NF (nat, firewall) with recording on (full records, the
+    rings drained by TailMover) and off (--no-record: no ring, neither
+    mscope_rx nor mscope_tx called), interleaved, args.reps repetitions.
+
+    The chain is source -> NF -> sink in one DPDK process (port mode,
+    docs/testbed.md): a net_pcap port replaying nf_traffic_pcap()'s 4,096
+    frames forever (infinite_rx) feeds the NF, a net_null port takes what
+    it sends.  mscope-nf's EAL lcore is pinned to vCPU 1 at nice -10; its
+    control threads, this script and the ring consumer sit on vCPU 0.  The
+    testbed's ring chain (a source and a sink on vCPU 0) cannot feed it:
+    the source replays a precomputed schedule (56 bytes a packet, ~1 GB for
+    one run at these rates) and shares its core with the sink.
+
+    Why the NF is the bottleneck: the source is a step of the NF's own
+    poll loop that always has a full batch to give, so the NF is never
+    idle; checked per run from the NF's exit report (idle_polls == 0 and
+    rx == batches x 32: `nf_bound`), and the sink (net_null) never
+    refuses a packet (`drop_full` 0).  Throughput is the NF's rx port
+    counter (telemetry /ethdev/stats) over the window; the NF's share of
+    vCPU 1 and the rate per second on the CPU (/proc schedstat) are in
+    each row, because other work on the VM takes a varying share of that
+    core.  The per-packet cost includes net_pcap's rx (allocate, copy
+    60-82 bytes) and net_null's tx (free): what a NIC's PMD would cost.
+    """
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mscope-nf-bench-") as d:
+        pcap = Path(d) / "traffic.pcap"
+        nf_traffic_pcap(pcap)
+        order = [(nf, v) for nf in nfs for v in NF_VARIANTS]
+        for rep in range(args.reps):
+            for nf, v in (order if rep % 2 == 0 else order[::-1]):
+                row = run_nf(nf, v, args, registry, pcap)
+                row["rep"] = rep
+                harness.emit(row)
+                rows.append(row)
+    return rows
 
 
 # ------------------------------------------------------------ the driver
@@ -316,6 +504,25 @@ def summarise(rows, case, variants):
                      ratio_of_medians=med / harness.percentiles(list(plain.values()))[0],
                      loss_median=1 - rmed, target_loss=TARGET_LOSS.get(case),
                      drop_share_max=max((r.get("drop_share") or 0) for r in mine))
+        if "rx_mpps_per_cpu_s" in mine[0]:       # the sample NF's runs
+            cpu_plain = {r["rep"]: r["rx_mpps_per_cpu_s"] for r in rows
+                         if r["case"] == case and r["variant"] == "plain"}
+            s["rx_mpps_per_cpu_s_median"] = harness.percentiles(
+                [r["rx_mpps_per_cpu_s"] for r in mine])[0]
+            s["cpu_share_min"] = min(r["cpu_share"] for r in mine)
+            s["cpu1_other_busy_max"] = max(r["cpu1_other_busy"] for r in mine)
+            s["cpu_busy_before_max"] = max((r["cpu_busy_before"] or 0) for r in mine)
+            s["nf_bound"] = all(r["nf_bound"] for r in mine)
+            s["ns_per_packet_cpu"] = 1e3 / s["rx_mpps_per_cpu_s_median"]
+            if v != "plain":
+                cr = [r["rx_mpps_per_cpu_s"] / cpu_plain[r["rep"]] for r in mine
+                      if r["rep"] in cpu_plain]
+                s["cpu_ratio_median"], s["cpu_ratio_p10"], s["cpu_ratio_p90"] = \
+                    harness.percentiles(cr)
+                # What recording adds per packet, on the CPU, paired by repetition.
+                s["added_ns_per_packet"] = harness.percentiles(
+                    [1e3 / r["rx_mpps_per_cpu_s"] - 1e3 / cpu_plain[r["rep"]] for r in mine
+                     if r["rep"] in cpu_plain])[0]
         out.append(s)
     return out
 
@@ -327,6 +534,8 @@ def main():
     ap.add_argument("--cases", default="macswap,io,cycles",
                     help="comma-separated: macswap, io, cycles, nf_chain (default: "
                          "macswap,io,cycles)")
+    ap.add_argument("--nfs", default="nat,firewall",
+                    help="sample NF types the nf_chain case runs (default: nat,firewall)")
     ap.add_argument("--reps", type=int, default=6, help="repetitions per variant")
     ap.add_argument("--window", type=int, default=3, help="measured seconds per run")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds before the window")
@@ -342,9 +551,12 @@ def main():
     args = ap.parse_args()
     if args.quick:
         args.reps, args.window = 3, 2
-    if TESTPMD is None:
-        raise SystemExit("dpdk-testpmd not found (Debian package dpdk)")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    nfs = [n.strip() for n in args.nfs.split(",") if n.strip()]
+    if any(n not in NF_TYPES for n in nfs):
+        raise SystemExit(f"--nfs: known sample NFs are {', '.join(NF_TYPES)}, got {args.nfs}")
+    if TESTPMD is None and set(cases) & {"macswap", "io", "cycles"}:
+        raise SystemExit("dpdk-testpmd not found (Debian package dpdk)")
     global old_lib
     variants = {c: [v for v in vs if v == "plain" or args.variants is None
                     or v in args.variants.split(",")] for c, vs in VARIANTS.items()}
@@ -397,24 +609,48 @@ def main():
                     s[k] = harness.percentiles([r[k] for r in mine])[0]
                 s["rx_mpps_timed"] = harness.percentiles([r["rx_mpps"] for r in mine])[0]
                 summaries.append(s)
-    if "nf_chain" in cases:
-        summaries.append(nf_chain_case(args))
+        if "nf_chain" in cases:
+            rows += nf_chain_case(args, registry, nfs)
+            for nf in nfs:
+                summaries += summarise(rows, f"nf_{nf}", NF_VARIANTS)
     for s in summaries:
         harness.emit(s)
     if args.json_only:
         return
-    thr = [s for s in summaries if s["name"] == "overhead" and "skipped" not in s]
-    harness.table(
-        ["case", "variant", "runs", "Mpps median", "p10", "p90", "ratio (paired)",
-         "p10", "p90", "loss", "target", "ring drops"],
-        [[s["case"], s["variant"], s["runs"], round(s["rx_mpps_median"], 2),
-          round(s["rx_mpps_p10"], 2), round(s["rx_mpps_p90"], 2),
-          *([f"{s['ratio_median']:.3f}", f"{s['ratio_p10']:.3f}", f"{s['ratio_p90']:.3f}",
-             f"{100 * s['loss_median']:.1f}%", f"<= {100 * s['target_loss']:.0f}%",
-             f"{100 * s['drop_share_max']:.1f}%"]
-            if s["variant"] != "plain" else ["", "", "", "", "", ""])] for s in thr],
-        title=f"testpmd forwarding rate, both ports' rx (telemetry /ethdev/stats), "
-              f"{args.window} s windows, {machine['memory']}")
+    thr = [s for s in summaries if s["name"] == "overhead" and not s["case"].startswith("nf_")]
+    if thr:
+        harness.table(
+            ["case", "variant", "runs", "Mpps median", "p10", "p90", "ratio (paired)",
+             "p10", "p90", "loss", "target", "ring drops"],
+            [[s["case"], s["variant"], s["runs"], round(s["rx_mpps_median"], 2),
+              round(s["rx_mpps_p10"], 2), round(s["rx_mpps_p90"], 2),
+              *([f"{s['ratio_median']:.3f}", f"{s['ratio_p10']:.3f}", f"{s['ratio_p90']:.3f}",
+                 f"{100 * s['loss_median']:.1f}%", f"<= {100 * s['target_loss']:.0f}%",
+                 f"{100 * s['drop_share_max']:.1f}%"]
+                if s["variant"] != "plain" else ["", "", "", "", "", ""])] for s in thr],
+            title=f"testpmd forwarding rate, both ports' rx (telemetry /ethdev/stats), "
+                  f"{args.window} s windows, {machine['memory']}")
+    nf = [s for s in summaries if s["name"] == "overhead" and s["case"].startswith("nf_")]
+    if nf:
+        harness.table(
+            ["NF", "variant", "runs", "Mpps median", "p10", "p90", "ratio (paired)", "p10",
+             "p90", "loss", "target", "per CPU-s", "ratio", "ns/pkt", "+ns/pkt",
+             "NF bound", "CPU share", "ring drops"],
+            [[s["case"][3:], s["variant"], s["runs"], round(s["rx_mpps_median"], 2),
+              round(s["rx_mpps_p10"], 2), round(s["rx_mpps_p90"], 2),
+              *([f"{s['ratio_median']:.3f}", f"{s['ratio_p10']:.3f}", f"{s['ratio_p90']:.3f}",
+                 f"{100 * s['loss_median']:.1f}%", f"<= {100 * s['target_loss']:.0f}%"]
+                if s["variant"] != "plain" else ["", "", "", "", ""]),
+              round(s["rx_mpps_per_cpu_s_median"], 2),
+              f"{s['cpu_ratio_median']:.3f}" if s["variant"] != "plain" else "",
+              f"{s['ns_per_packet_cpu']:.1f}",
+              f"{s['added_ns_per_packet']:.1f}" if s["variant"] != "plain" else "",
+              "yes" if s["nf_bound"] else "NO", f">= {100 * s['cpu_share_min']:.0f}%",
+              f"{100 * s['drop_share_max']:.1f}%" if s["variant"] != "plain" else ""]
+             for s in nf],
+            title=f"sample NF forwarding rate (mscope-nf, pcap -> NF -> null, rx port "
+                  f"counter), {args.window} s windows, {machine['memory']}; plain = "
+                  f"--no-record")
     cyc = [s for s in summaries if s["name"] == "overhead_cycles"]
     if cyc:
         harness.table(
@@ -427,9 +663,6 @@ def main():
               round(s["rx_mpps_timed"], 2)] for s in cyc],
             title="callback cost per batch inside testpmd (MSCOPE_CB_CYCLES=1; "
                   "ns/batch = recording - disabled)")
-    for s in summaries:
-        if s.get("skipped"):
-            print(f"\n{s['case']}: skipped ({s['skipped']})")
 
 
 if __name__ == "__main__":

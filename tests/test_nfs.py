@@ -5,6 +5,7 @@ test runs a short chain with `run_testbed` (frames dumped at source and
 sink) and checks the frames, the NF's own report and the capture."""
 import csv
 import ipaddress
+import json
 import os
 import subprocess
 
@@ -121,6 +122,27 @@ def test_nat_rewrites_source_address_and_port_per_flow(tmp_path):
     src_ids = np.sort(view.nf("source").tx_ids)
     assert np.array_equal(np.sort(view.nf("nat").tx_ids), src_ids)
     assert np.array_equal(np.sort(view.nf("egress").rx_ids), src_ids)
+
+
+def test_no_record_forwards_every_packet_and_writes_no_ring(tmp_path):
+    """--no-record (the baseline of bench/overhead.py's nf_chain case): nat
+    still forwards and rewrites every packet, but opens no ring and records
+    nothing; the source and the sink around it still record, and the ids
+    still hold from source to sink (the stamp rides in the mbuf)."""
+    from mscope.analyzer import load
+
+    sc = scenario([("nat", "nat")], [["source", "nat"], ["nat", "sink"]])
+    summary, src, sink, cap = run_chain(tmp_path, sc, nf_args={"nat": ["--no-record"]})
+    rep = summary["reports"]["nat"]
+    assert rep["recording"] is False and rep["records"] == rep["drop_records"] == 0
+    assert len(src) > 1000 and len(sink) == len(src)
+    assert rep["rx"] == rep["tx"][0] == rep["translated"] == len(src)
+    assert rep["idle_polls"] > 0 and sum(rep["drop_full"]) == rep["drop_nf"] == 0
+    view = load(cap)
+    assert "nat" not in view.names and {"source", "egress"} <= set(view.names)
+    streams = json.loads((cap / "manifest.json").read_text())["streams"]
+    assert "nat" not in [st["nf_name"] for st in streams], "the collector saw no ring of nat's"
+    assert np.array_equal(np.sort(view.nf("egress").rx_ids), np.sort(view.nf("source").tx_ids))
 
 
 def test_firewall_drops_the_denied_tuples_and_passes_the_rest(tmp_path):

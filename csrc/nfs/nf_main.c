@@ -25,6 +25,11 @@
  * it trades latency for CPU: a sleep and its wake-up cost ~25 us of CPU on
  * this VM whatever the length asked (docs/testbed.md).
  *
+ * --no-record: the same loop with libmscope left out: no ring, and neither
+ * mscope_rx nor mscope_tx is called (one predicted branch per call site
+ * instead), so bench/overhead.py can compare the NF's own forwarding rate
+ * with and without recording, same binary, same run.
+ *
  * Ids: rx trusts upstream stamps (MSCOPE_F_TRUST_UPSTREAM): every producer
  * on these rings records tx, so one id holds from source to sink even
  * through vpn's encryption.  --addrs (MSCOPE_F_ADDRS) for the NFs the
@@ -57,7 +62,7 @@ static const struct nf_type *const types[] = {
 enum {
 	OPT_TYPE = 256, OPT_NAME, OPT_NF_ID, OPT_IN, OPT_OUT, OPT_BATCH, OPT_SERVICE,
 	OPT_DIR, OPT_RING_MB, OPT_ADDRS, OPT_NO_TRUST, OPT_INTERRUPT, OPT_BUG, OPT_CTL,
-	OPT_IDLE_US, OPT_HELP,
+	OPT_IDLE_US, OPT_NO_RECORD, OPT_HELP,
 };
 
 static const struct option common_opts[] = {
@@ -76,6 +81,7 @@ static const struct option common_opts[] = {
 	{"bug", required_argument, NULL, OPT_BUG},
 	{"ctl", required_argument, NULL, OPT_CTL},
 	{"idle-us", required_argument, NULL, OPT_IDLE_US},
+	{"no-record", no_argument, NULL, OPT_NO_RECORD},
 	{"help", no_argument, NULL, OPT_HELP},
 };
 #define N_COMMON (sizeof(common_opts) / sizeof(common_opts[0]))
@@ -89,7 +95,9 @@ usage(FILE *f)
 		"usage: " PROG " [EAL args, --proc-type=secondary] -- --type TYPE --in RING --out RING[,RING...]\n"
 		"         [--name NAME] [--nf-id N] [--batch N] [--service-ns NS] [--dir DIR]\n"
 		"         [--ring-mb MB] [--addrs] [--no-trust] [--ctl MEMZONE|FILE] [--idle-us US]\n"
-		"         [--interrupt AT_NS,DURATION_NS]... [--bug PREFIX,FROM_NS,TO_NS,EXTRA_NS]...\n"
+		"         [--no-record] [--interrupt AT_NS,DURATION_NS]... [--bug PREFIX,FROM_NS,TO_NS,EXTRA_NS]...\n"
+		"  --no-record: forward without libmscope: no ring, no mscope_rx/mscope_tx calls\n"
+		"    (the baseline of bench/overhead.py's nf_chain case)\n"
 		"Types and their options:\n");
 	for (i = 0; i < N_TYPES; i++)
 		fprintf(f, "  %s\n%s", types[i]->name, types[i]->help);
@@ -130,6 +138,7 @@ struct nf_conf {
 	double service_ns, idle_us;
 	size_t ring_bytes;
 	uint32_t flags;
+	int record;          /* 0: --no-record */
 	struct nf_faults faults;
 };
 
@@ -175,6 +184,7 @@ parse(int argc, char **argv, const struct nf_type *type, struct nf_ctx *ctx, str
 			break;
 		case OPT_CTL: c->ctl = optarg; break;
 		case OPT_IDLE_US: c->idle_us = atof(optarg); break;
+		case OPT_NO_RECORD: c->record = 0; break;
 		case OPT_HELP: usage(stdout); exit(0);
 		default:
 			if (opt >= NF_TYPE_OPT && type->parse != NULL) {
@@ -220,10 +230,11 @@ static void
 report(const struct nf_type *type, struct nf_ctx *ctx, const struct nf_conf *c,
        const struct nf_counts *k, struct mscope *ms)
 {
-	struct mscope_stats st;
+	struct mscope_stats st = {0};
 	unsigned o;
 
-	mscope_get_stats(ms, &st);
+	if (ms != NULL)
+		mscope_get_stats(ms, &st);
 	printf("{\"event\": \"done\", \"nf\": \"%s\", \"type\": \"%s\", \"rx\": %" PRIu64
 	       ", \"batches\": %" PRIu64 ", \"idle_polls\": %" PRIu64 ", \"drop_nf\": %" PRIu64,
 	       c->name, type->name, k->rx, k->batches, k->idle_polls, k->drop_nf);
@@ -235,8 +246,9 @@ report(const struct nf_type *type, struct nf_ctx *ctx, const struct nf_conf *c,
 		printf("%s%" PRIu64, o ? ", " : "", k->drop_full[o]);
 	printf("], \"interrupts\": %" PRIu64 ", \"bug_packets\": %" PRIu64
 	       ", \"records\": %" PRIu64 ", \"drop_records\": %" PRIu64
-	       ", \"id_stamp_offset\": %d",
+	       ", \"recording\": %s, \"id_stamp_offset\": %d",
 	       c->faults.intr_count, c->faults.bug_packets, st.records, st.drop_records,
+	       ms != NULL ? "true" : "false",
 	       /* where libmscope's id stamp sits in the mbuf, -1: none (ids
 	        * are then recomputed from headers at every hop) */
 	       rte_mbuf_dynfield_lookup(MSCOPE_DYNFIELD_NAME, NULL));
@@ -251,14 +263,14 @@ main(int argc, char **argv)
 {
 	struct nf_conf c = {
 		.dir = NULL, .ctl = NF_CTL_DEFAULT, .batch = 32, .nf_id = 1, .idle_us = 50,
-		.flags = MSCOPE_F_TRUST_UPSTREAM,
+		.flags = MSCOPE_F_TRUST_UPSTREAM, .record = 1,
 	};
 	struct nf_ctx ctx = { .prog = PROG };
 	struct nf_counts k;
 	const struct nf_type *type;
 	const struct nf_ctl *ctl;
 	struct nf_link in, out[NF_MAX_OUT];
-	struct mscope *ms;
+	struct mscope *ms = NULL;
 	double service_tsc;
 	unsigned o;
 	int rc;
@@ -270,6 +282,12 @@ main(int argc, char **argv)
 	}
 	argc -= rc;
 	argv += rc;
+	/* --help needs no --type: the usage lists every type's options. */
+	for (rc = 1; rc < argc; rc++)
+		if (strcmp(argv[rc], "--help") == 0) {
+			usage(stdout);
+			return 0;
+		}
 	type = find_type(argc, argv);
 	if (type == NULL)
 		return 2;
@@ -292,16 +310,20 @@ main(int argc, char **argv)
 		c.flags &= ~MSCOPE_F_TRUST_UPSTREAM;
 	if (type->init != NULL && type->init(&ctx) != 0)
 		return 2;
-	ms = mscope_open(&(struct mscope_params){
-		.nf_name = c.name, .nf_id = c.nf_id, .lcore = (uint16_t)rte_lcore_id(),
-		.ring_bytes = c.ring_bytes, .dir = c.dir, .flags = c.flags });
-	if (ms == NULL) {
-		fprintf(stderr, PROG ": %s: mscope_open: %s\n", c.name, strerror(errno));
-		return 2;
+	if (c.record) {
+		ms = mscope_open(&(struct mscope_params){
+			.nf_name = c.name, .nf_id = c.nf_id, .lcore = (uint16_t)rte_lcore_id(),
+			.ring_bytes = c.ring_bytes, .dir = c.dir, .flags = c.flags });
+		if (ms == NULL) {
+			fprintf(stderr, PROG ": %s: mscope_open: %s\n", c.name, strerror(errno));
+			return 2;
+		}
+		mscope_set_tsc_hz(ms, rte_get_tsc_hz());
+		printf("{\"event\": \"ready\", \"nf\": \"%s\", \"ring\": \"%s\"}\n", c.name,
+		       mscope_ring_path(ms));
+	} else {
+		printf("{\"event\": \"ready\", \"nf\": \"%s\", \"ring\": null}\n", c.name);
 	}
-	mscope_set_tsc_hz(ms, rte_get_tsc_hz());
-	printf("{\"event\": \"ready\", \"nf\": \"%s\", \"ring\": \"%s\"}\n", c.name,
-	       mscope_ring_path(ms));
 	fflush(stdout);
 
 	memset(&k, 0, sizeof(k));
@@ -324,7 +346,8 @@ main(int argc, char **argv)
 				continue;
 			}
 			t_rx = rte_rdtsc();
-			mscope_rx(ms, nf_link_record_port(&in, 0), 0, pkts, (uint16_t)n, left);
+			if (ms != NULL)
+				mscope_rx(ms, nf_link_record_port(&in, 0), 0, pkts, (uint16_t)n, left);
 			k.rx += n;
 			k.batches++;
 			if (c.faults.n_bug) {
@@ -360,8 +383,9 @@ main(int argc, char **argv)
 						grp[g++] = pkts[i];
 				if (g == 0)
 					continue;
-				mscope_tx(ms, nf_link_record_port(&out[o], o), 0, grp, (uint16_t)g,
-					  MSCOPE_OCC_UNKNOWN);
+				if (ms != NULL)
+					mscope_tx(ms, nf_link_record_port(&out[o], o), 0, grp,
+						  (uint16_t)g, MSCOPE_OCC_UNKNOWN);
 				sent = nf_link_tx(&out[o], grp, g);
 				k.tx[o] += sent;
 				if (sent < g) {
@@ -379,7 +403,8 @@ main(int argc, char **argv)
 	report(type, &ctx, &c, &k, ms);
 	if (type->fini != NULL)
 		type->fini(&ctx);
-	mscope_close(ms);
+	if (ms != NULL)
+		mscope_close(ms);
 	nf_ports_close();
 	rte_eal_cleanup();
 	return 0;
