@@ -7,7 +7,9 @@ probed with the b side.  It replaced a lexsort of both sides' 64-bit ids
 that took 1.4 s of the 2.8 s of stages 2-3 on a 2.38 M-hop capture
 (bench/analyze.py); ids seen more than once on a side -- none in any
 bench/scenarios run, whose ids are 64-bit hashes, but one per NF in
-topology's global match -- are solved per id, in time order.
+topology's global match -- are solved per id, in time order.  Trajectories, whose sides are in FIFO
+order and whose ids it tracks from side to side, call the cursor variant
+(``_match.match_known_into``, same result) directly.
 """
 import numpy as np
 

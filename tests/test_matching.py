@@ -201,3 +201,165 @@ def test_contains():
     assert out.tolist() == [0, 1, 1, 0, 1]
     _match.contains(np.empty(0, np.uint64), ids, out)
     assert out.tolist() == [0] * 5
+
+
+# -- match_known_into: the cursor over sides nearly in the same order -----
+
+def _known_join(a_ids, a_ns, known, segments, b_ids, b_ns, window):
+    m = np.empty(len(a_ids), np.int32)
+    mark = np.empty(len(b_ids), np.uint8)
+    amb = _match.match_known_into(np.ascontiguousarray(a_ids, np.uint64),
+                                  np.ascontiguousarray(a_ns, np.int64),
+                                  np.ascontiguousarray(known, np.uint8),
+                                  np.asarray(segments, np.int64),
+                                  np.ascontiguousarray(b_ids, np.uint64),
+                                  np.ascontiguousarray(b_ns, np.int64), window, m, mark)
+    return m, amb, mark
+
+
+def _check_known_join(a_ids, a_ns, known, segments, b_ids, b_ns, window):
+    """Same match and ambiguity as match_next; b_mark 2 exactly where a
+    known a matched an id seen once on each side."""
+    a_ids, b_ids = np.asarray(a_ids, np.uint64), np.asarray(b_ids, np.uint64)
+    got, amb, mark = _known_join(a_ids, a_ns, known, segments, b_ids, b_ns, window)
+    want, want_amb = match_next(a_ids, a_ns, b_ids, b_ns, window)
+    assert got.tolist() == want.tolist() and amb == want_amb
+    ua, ca = np.unique(a_ids, return_counts=True)
+    ub, cb = np.unique(b_ids, return_counts=True)
+    once_a, once_b = set(ua[ca == 1].tolist()), set(ub[cb == 1].tolist())
+    expect = np.zeros(len(b_ids), np.uint8)
+    for i, j in enumerate(want.tolist()):
+        if j >= 0:
+            key = int(a_ids[i])
+            expect[j] = 2 if known[i] and key in once_a and key in once_b else 1
+    assert mark.tolist() == expect.tolist()
+
+
+def _distinct_known(a_ids, wanted):
+    """`wanted` restricted to its first entry of each id: known a never
+    share an id (match_known_into's precondition)."""
+    known, seen = np.zeros(len(a_ids), np.uint8), set()
+    for i, key in enumerate(np.asarray(a_ids).tolist()):
+        if wanted[i] and key not in seen:
+            known[i] = 1
+            seen.add(key)
+    return known
+
+
+@st.composite
+def _known_sides(draw):
+    a_ids, a_ns, b_ids, b_ns, window = draw(_sides())
+    wanted = draw(st.lists(st.booleans(), min_size=len(a_ids), max_size=len(a_ids)))
+    cuts = sorted(draw(st.lists(st.integers(0, len(a_ids)), max_size=3)))
+    return (a_ids, a_ns, _distinct_known(a_ids, wanted), [0] + cuts + [len(a_ids)],
+            b_ids, b_ns, window)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_known_sides())
+def test_known_join_small_sides(sides):
+    # colliding ids, equal times, known and unknown a side by side, in
+    # any order: whatever the cursor pairs, the result is match_next's
+    _check_known_join(*sides)
+
+
+def _fifo_chain(rng, n, drop=0.0, extra=0.0, shuffle=0, window_gap=50):
+    """An upstream tx and the downstream rx behind a FIFO: b in a's order,
+    with drops, foreign b, and local reordering within `shuffle`."""
+    a_ids = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+    a_ns = np.sort(rng.integers(0, 10 * n, n))
+    keep = rng.random(n) >= drop
+    b_ids, b_ns = a_ids[keep], a_ns[keep] + rng.integers(0, window_gap, keep.sum())
+    if extra:
+        k = int(extra * len(b_ids))
+        at = rng.integers(0, len(b_ids) + 1, k)
+        b_ids = np.insert(b_ids, at, rng.integers(0, 2**64, k, dtype=np.uint64, endpoint=False))
+        b_ns = np.insert(b_ns, at, rng.integers(0, 10 * n, k))
+    if shuffle:
+        pos = np.arange(len(b_ids)) + rng.integers(0, shuffle, len(b_ids))
+        order = np.argsort(pos, kind="stable")
+        b_ids, b_ns = b_ids[order], b_ns[order]
+    return a_ids, a_ns, b_ids, b_ns
+
+
+@pytest.mark.parametrize("drop, extra, shuffle", [
+    (0.0, 0.0, 0), (0.05, 0.0, 0), (0.0, 0.05, 0), (0.0, 0.0, 40), (0.0, 0.0, 300),
+    (0.1, 0.1, 20), (0.9, 0.0, 0), (0.0, 0.9, 0)])
+def test_known_join_nearly_in_order(drop, extra, shuffle):
+    rng = np.random.default_rng(int(drop * 100 + extra * 10 + shuffle))
+    a_ids, a_ns, b_ids, b_ns = _fifo_chain(rng, 20_000, drop, extra, shuffle)
+    for window in (0, 20, 10**8):
+        _check_known_join(a_ids, a_ns, np.ones(len(a_ids), np.uint8), [0, len(a_ids)],
+                          b_ids, b_ns, window)
+
+
+def test_known_join_long_drop_runs():
+    # runs longer than the cursor's reach (64) and its resync (4096)
+    rng = np.random.default_rng(3)
+    n = 30_000
+    a_ids = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+    a_ns = np.arange(n) * 10
+    keep = np.ones(n, bool)
+    keep[1000:1100] = False
+    keep[5000:10000] = False
+    keep[20000:20070] = False
+    _check_known_join(a_ids, a_ns, np.ones(n, np.uint8), [0, n], a_ids[keep], a_ns[keep] + 5,
+                      10**8)
+
+
+def test_known_join_pool_of_segments():
+    # two feeds (tx of two NFs) merged by time into one rx, as a join
+    # pools them; a few of the second's ids unknown
+    rng = np.random.default_rng(4)
+    a1 = _fifo_chain(rng, 8000)
+    a2 = _fifo_chain(rng, 5000)
+    a_ids = np.concatenate([a1[0], a2[0]])
+    a_ns = np.concatenate([a1[1], a2[1]])
+    b_ids = np.concatenate([a1[2], a2[2]])
+    b_ns = np.concatenate([a1[3], a2[3]])
+    order = np.argsort(b_ns, kind="stable")
+    known = np.ones(len(a_ids), np.uint8)
+    known[rng.integers(0, len(a_ids), 200)] = 0
+    _check_known_join(a_ids, a_ns, known, [0, 8000, 13000], b_ids[order], b_ns[order], 10**8)
+    _check_known_join(a_ids, a_ns, known, [0, 13000], b_ids[order], b_ns[order], 10**8)
+
+
+def test_known_join_collisions_next_to_the_cursor():
+    # an id recycled on either side right where the cursor pairs it: the
+    # pair must go to the group solver, not be taken as once each side
+    rng = np.random.default_rng(6)
+    n = 5000
+    a_ids, a_ns, b_ids, b_ns = _fifo_chain(rng, n, shuffle=8)
+    for where in (10, 11, 2500, n - 1):
+        a2, b2 = a_ids.copy(), b_ids.copy()
+        a2[where + 1 if where + 1 < n else where - 1] = a2[where]     # twice on a
+        b3 = b_ids.copy()
+        b3[min(where + 3, n - 1)] = b3[where]                          # twice on b
+        for ai, bi in ((a2, b_ids), (a_ids, b3), (a2, b3)):
+            known = _distinct_known(ai, np.ones(n, bool))
+            _check_known_join(ai, a_ns, known, [0, n], bi, b_ns, 10**8)
+            _check_known_join(ai, a_ns, known, [0, n], bi, b_ns, 3)
+        # an unknown a with the id of a known one's b
+        known = np.ones(n, np.uint8)
+        a4 = a_ids.copy()
+        a4[where - 1] = a4[where]
+        known[where - 1] = 0
+        _check_known_join(a4, a_ns, known, [0, n], b_ids, b_ns, 10**8)
+
+
+def test_known_join_checks_its_arguments():
+    ids, ns = np.array([1, 2], np.uint64), np.array([0, 1], np.int64)
+    with pytest.raises(ValueError, match="a_segments"):
+        _known_join(ids, ns, [1, 1], [0, 1], ids, ns, 10)
+    with pytest.raises(ValueError, match="matching lengths"):
+        _known_join(ids, ns, [1], [0, 2], ids, ns, 10)
+    m, amb, mark = _known_join(ids, ns, [1, 1], [0, 2], ids[:0], ns[:0], 10)
+    assert m.tolist() == [-1, -1] and amb == 0 and mark.tolist() == []
+
+
+def test_unique_into():
+    ids = np.array([5, 0, U64_MAX, 5, 7, 0, 5], np.uint64)
+    out = np.empty(len(ids), np.uint8)
+    _match.unique_into(ids, out)
+    assert out.tolist() == [0, 0, 1, 0, 1, 0, 0]
+
