@@ -53,6 +53,12 @@ setup(
         "mscope.analyzer._match",
         sources=["analyzer/_match.pyx"],
         extra_compile_args=["-O2"],
+    ), Extension(
+        # the attribution's scans and scores; no fused multiply-add, so the
+        # scores are the numpy formulas' to the last bit
+        "mscope.analyzer._attrib",
+        sources=["analyzer/_attrib.pyx"],
+        extra_compile_args=["-O2", "-ffp-contract=off"],
     )],
     cmdclass={"build_ext": build_ext},
     install_requires=[

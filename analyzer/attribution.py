@@ -36,6 +36,13 @@ where the recursion bound stops it.
 Victims at one NF in one queuing period are grouped by arrival time (buckets
 of ``bucket_ns`` from the period start) for the upstream split, which is
 computed once per group; local and input scores are per victim.
+
+The loops numpy cannot do in one pass are compiled (``_attrib.pyx``): every
+hop's two scores (a merge over the NF's sorted events), the victims' hops,
+the per-call scans of the upstream split, the score matrix and the
+rankings.  The split's recursion itself stays here.  The kernels evaluate
+each expression as the numpy code they replaced did, so scores agree to
+the last bit (tests/test_attribution_kernels.py).
 """
 from dataclasses import dataclass
 
@@ -43,7 +50,14 @@ import numpy as np
 
 from .prefixes import SourceRates
 
-__all__ = ["Attribution", "attribute", "culprit_dict", "BASELINE_BIN_NS"]
+try:
+    from . import _attrib
+except ImportError as e:                    # pragma: no cover
+    raise ImportError("mscope.analyzer._attrib is not built: pip install -e . "
+                      "(or cd analyzer && cythonize -i -3 _attrib.pyx)") from e
+
+__all__ = ["Attribution", "RankedCulprits", "attribute", "culprit_dict",
+           "BASELINE_BIN_NS"]
 
 #: A hop counts for a victim when it waited at least this share of the
 #: victim's total queuing delay (drops always count).
@@ -54,6 +68,7 @@ BUCKET_NS = 100_000
 #: median bin (robust to the bursts being diagnosed).
 BASELINE_BIN_NS = 1_000_000
 _EPS = 1e-9
+_NONE = np.zeros(0, np.int64)
 
 
 @dataclass
@@ -100,29 +115,66 @@ class Attribution:
         o = np.lexsort((-self._raw()[i], -row))
         return [(self.culprits[j], float(row[j])) for j in o if row[j] > _EPS]
 
+    def ranked_arrays(self):
+        """Every victim's culprits, ranked, as flat arrays (no Python object
+        per victim): what :meth:`ranked_all` lists, for writers that format
+        the victims' JSON themselves.
+
+        Returns
+        -------
+        RankedCulprits
+            Victim i's culprits are ``culprit[offsets[i]:offsets[i + 1]]``,
+            best first, with their JSON scores ``score[...]``.
+        """
+        S = np.ascontiguousarray(self.scores, dtype=float)
+        raw = np.ascontiguousarray(self._raw(), dtype=float)
+        offsets = np.zeros(len(S) + 1, np.int64)
+        # once to count each victim's culprits, once to fill them in
+        _attrib.rank_victims(S, raw, _EPS, offsets, np.zeros(0, np.int32), np.zeros(0))
+        culprit = np.empty(int(offsets[-1]), np.int32)
+        score = np.empty(int(offsets[-1]))
+        _attrib.rank_victims(S, raw, _EPS, offsets, culprit, score)
+        return RankedCulprits(offsets, culprit, score)
+
     def ranked_all(self):
-        """Every victim's culprits as SCENARIO.md dicts, ranked: one sort of
-        the whole score matrix rather than one per victim."""
-        S = self.scores
-        if S.shape[1] == 0:
-            return [[] for _ in range(len(S))]
-        order = np.lexsort((-self._raw(), -S), axis=-1)
-        vals = np.round(np.take_along_axis(S, order, axis=1), 3)
-        keep = vals > _EPS
+        """Every victim's culprits as SCENARIO.md dicts, ranked (see
+        :meth:`ranked_arrays`)."""
+        r = self.ranked_arrays()
         base = [culprit_dict(k) for k in self.culprits]
-        out = []
-        for o_row, v_row, k_row in zip(order.tolist(), vals.tolist(), keep.tolist()):
-            out.append([dict(base[j], score=v) for j, v, k in zip(o_row, v_row, k_row) if k])
-        return out
+        js, vals, off = r.culprit.tolist(), r.score.tolist(), r.offsets.tolist()
+        return [[dict(base[j], score=v) for j, v in zip(js[b:e], vals[b:e])]
+                for b, e in zip(off[:-1], off[1:])]
 
     def top(self):
         """Index into ``culprits`` of each victim's top culprit (-1: none)."""
         if self.scores.shape[1] == 0:
             return np.full(len(self.packet), -1)
-        S = self.scores
-        m = S.max(axis=1, keepdims=True)
-        t = np.argmax(np.where(S >= m - _EPS * np.maximum(m, 1), self._raw(), -np.inf), axis=1)
-        return np.where(S[np.arange(len(t)), t] > _EPS, t, -1)
+        # per victim: the best score's culprits (within _EPS), the one with
+        # the largest uncapped score among them
+        out = np.empty(len(self.scores), np.int64)
+        _attrib.top_culprits(np.ascontiguousarray(self.scores, dtype=float),
+                             np.ascontiguousarray(self._raw(), dtype=float), _EPS, out)
+        return out
+
+
+@dataclass
+class RankedCulprits:
+    """Every victim's ranked culprits as flat arrays (CSR layout).
+
+    Attributes
+    ----------
+    offsets : ndarray of int64, (victims + 1,)
+        Victim i's culprits are entries ``offsets[i]:offsets[i + 1]``.
+    culprit : ndarray of int32
+        Index into ``Attribution.culprits``; per victim by score, then
+        uncapped score, descending, then by index.
+    score : ndarray of float64
+        The culprit's score rounded to 3 decimals (``np.round``), > 0: the
+        JSON ``score``.
+    """
+    offsets: np.ndarray
+    culprit: np.ndarray
+    score: np.ndarray
 
 
 def culprit_dict(key, score=None):
@@ -136,71 +188,94 @@ def culprit_dict(key, score=None):
     return d
 
 
-def _seg_cummin(x, seg):
-    """Running minimum of `x` restarting where `seg` (non-decreasing) changes."""
-    if len(x) == 0:
-        return x
-    # each later segment sits below every earlier one, so a global running
-    # minimum never reaches back across a segment start (the offset is the
-    # values' range, not a huge constant: float64 keeps the precision)
-    big = float(x.max() - x.min()) + 1.0
-    off = (seg - seg.min()).astype(float) * big
-    return np.minimum.accumulate(x - off) + off
-
-
-def _median_rate(times, t0, t1):
-    """Median packets/ns over BASELINE_BIN_NS bins of [t0, t1]."""
-    nb = max(1, int((t1 - t0) // BASELINE_BIN_NS))
-    if len(times) == 0:
+def _median_rate(bin_counts, t0, t1):
+    """Median packets/ns over the BASELINE_BIN_NS bins of [t0, t1] (the
+    last one open-ended), from the packets' counts per bin; for spans
+    under 5 bins, the mean."""
+    n = int(bin_counts.sum())
+    if n == 0:
         return 0.0
-    if nb < 5:
-        return len(times) / max(t1 - t0, 1)
-    b = np.minimum((times - t0) // BASELINE_BIN_NS, nb - 1)
-    return float(np.median(np.bincount(b, minlength=nb))) / BASELINE_BIN_NS
+    if len(bin_counts) < 5:
+        return n / max(t1 - t0, 1)
+    return float(np.median(bin_counts)) / BASELINE_BIN_NS
 
 
 class _NF:
     """One NF's queue as sorted event arrays, for window counts and the two
-    counterfactual queues."""
+    counterfactual queues.
 
-    def __init__(self, k, q, traj, prev_nf, nxt_nf, t0, t1):
+    The accepted arrivals and the departures are the queue stage's arrays
+    (no copy where they are sorted, as a FIFO queue's are); ``arr`` adds the
+    dropped arrivals, with ``hops_by_arr`` their hops in (arrival, hop)
+    order.
+    """
+
+    def __init__(self, k, q, traj, drops, prev_nf, next_nf, t0, t1):
         self.k = k
+        self.t = traj
         r = q.peak_rate
         self.rate = float(r) if np.isfinite(r) and r > 0 else 0.0
         self.hops = q.hops
-        self.acc = np.sort(q.arrival_ns)                   # accepted arrivals
-        # every arrival, dropped ones too: what was offered to the queue
-        h = np.flatnonzero((traj.hop_nf == k)
-                           & ((traj.hop_rx >= 0) | (traj.hop_arrival_ns >= 0)))
-        a = np.where(traj.hop_arrival_ns[h] >= 0, traj.hop_arrival_ns[h], traj.hop_rx_ns[h])
-        o = np.argsort(a, kind="stable")
-        self.arr, self.hops_by_arr = a[o], h[o]
-        self.dep = np.sort(q.rx_ns)
+        acc = q.arrival_ns                                  # accepted arrivals
+        if _attrib.is_sorted(acc):
+            # every arrival, dropped ones too: what was offered to the queue,
+            # in (arrival, hop) order -- a stable argsort of the arrivals
+            # taken in hop order
+            acc_hops, acc_rx = q.hops, q.rx_ns
+            if not _attrib.ties_in_hop_order(acc, acc_hops):
+                acc_hops, acc_rx = acc_hops.copy(), acc_rx.copy()
+                _attrib.order_ties_by_hop(acc, acc_hops, acc_rx)
+            d = drops[np.lexsort((drops, traj.hop_arrival_ns[drops]))]
+            n = len(acc) + len(d)
+            if len(d) == 0:
+                self.arr, self.hops_by_arr = acc, acc_hops
+                # the rx of each and whether it was dropped, until hop_scores
+                self._rx, self._dropped = acc_rx, np.zeros(n, np.int8)
+            else:
+                self.arr, self.hops_by_arr = np.empty(n, np.int64), np.empty(n, q.hops.dtype)
+                self._rx, self._dropped = np.empty(n, np.int64), np.empty(n, np.int8)
+                _attrib.merge_by_arrival(acc, acc_hops, acc_rx, traj.hop_arrival_ns[d],
+                                         d.astype(q.hops.dtype), self.arr, self.hops_by_arr,
+                                         self._rx, self._dropped)
+            del acc_hops, acc_rx
+            self.acc = acc
+        else:
+            h = np.sort(np.concatenate([q.hops, drops.astype(q.hops.dtype)]))
+            a = np.where(traj.hop_arrival_ns[h] >= 0, traj.hop_arrival_ns[h],
+                         traj.hop_rx_ns[h])
+            o = np.argsort(a, kind="stable")
+            self.arr, self.hops_by_arr = a[o], h[o]
+            self._rx = traj.hop_rx_ns[self.hops_by_arr]
+            self._dropped = (traj.hop_rx[self.hops_by_arr] < 0).view(np.int8)
+            self.acc = np.sort(acc)
+        self.dep = q.rx_ns if _attrib.is_sorted(q.rx_ns) else np.sort(q.rx_ns)
         self.pstart, self.pend = q.period_start_ns, q.period_end_ns
         self.length_at = q.length_at
-        # usual arrival rate, in total and per previous hop (-1: source)
-        self.usual = _median_rate(self.arr, t0, t1)
-        pv = prev_nf[self.hops_by_arr]
-        self.usual_from = {int(u): _median_rate(self.arr[pv == u], t0, t1)
-                           for u in np.unique(pv).tolist()}
-        # arrivals per next NF (for compression towards that NF)
-        nx = nxt_nf[self.hops_by_arr]
-        self.arr_to = {int(d): self.arr[nx == d] for d in np.unique(nx)}
-        self.usual_to = {d: _median_rate(a, t0, t1) for d, a in self.arr_to.items()}
-        # counterfactual helpers: running minima within queuing periods
-        ap = self._period_idx(self.arr)
-        self.min_local = _seg_cummin(np.arange(len(self.arr)) - self.rate * self.arr, ap)
-        dp = self._period_idx(self.dep)
-        self.min_input = _seg_cummin(self.usual * self.dep - (np.arange(len(self.dep)) + 1), dp)
-        self.dep_period = dp
-
-    def _period_idx(self, t):
-        return np.searchsorted(self.pstart, t, side="right") - 1
+        # usual arrival rate, in total and per previous hop's NF (-1:
+        # source); arrivals per next hop's NF (for compression towards it)
+        nb = max(1, int((t1 - t0) // BASELINE_BIN_NS))
+        ng = len(traj.nf_names) + 1
+        from_bins, to_bins = np.zeros((ng, nb), np.int64), np.zeros((ng, nb), np.int64)
+        start = min(t0, int(self.arr[0])) if nb < 5 and len(self.arr) else t0
+        next_of_arr = np.empty(len(self.arr), np.int32)
+        _attrib.neighbours(self.arr, self.hops_by_arr, prev_nf, next_nf,
+                           start, BASELINE_BIN_NS, from_bins, to_bins, next_of_arr)
+        self.usual = _median_rate(from_bins.sum(axis=0), t0, t1)
+        self.usual_from = {g - 1: _median_rate(from_bins[g], t0, t1)
+                           for g in np.flatnonzero(from_bins.any(axis=1)).tolist()}
+        n_to = to_bins.sum(axis=1)
+        at = np.concatenate([[0], np.cumsum(n_to)[:-1]]).astype(np.int64)
+        by_next = np.empty(len(self.arr), np.int64)
+        _attrib.split_by_group(self.arr, next_of_arr, at, by_next)
+        self.arr_to = {g - 1: by_next[at[g]:at[g] + n_to[g]]
+                       for g in np.flatnonzero(n_to).tolist()}
+        self.usual_to = {g - 1: _median_rate(to_bins[g], t0, t1)
+                         for g in np.flatnonzero(to_bins.any(axis=1)).tolist()}
 
     def period_of(self, t):
         """Queuing period containing times `t` (-1 where the queue was empty)."""
         t = np.asarray(t, np.int64)
-        p = self._period_idx(t)
+        p = np.searchsorted(self.pstart, t, side="right") - 1
         pe = self.pend[np.maximum(p, 0)] if len(self.pend) else np.zeros(len(t), np.int64)
         ok = (p >= 0) & ((pe < 0) | (pe >= t))
         return np.where(ok, p, -1)
@@ -210,44 +285,31 @@ class _NF:
         return self.hops_by_arr[np.searchsorted(self.arr, s, "left"):
                                 np.searchsorted(self.arr, e, "right")]
 
-    def hop_scores(self, a, rx, dropped):
-        """Local and input scores (packets) of hops arriving at `a`, taken
-        at `rx` (ignored where `dropped`)."""
-        a = np.asarray(a, np.int64)
-        n = len(a)
-        L, I = np.zeros(n), np.zeros(n)
-        p = self.period_of(a)
-        ok = p >= 0
-        if not ok.any() or self.rate <= 0:
-            return L, I
-        r = self.rate
-        a_, p_ = a[ok], p[ok]
-        s = self.pstart[p_]
-        N = np.searchsorted(self.arr, a_, "right")            # offered <= a
-        M = np.searchsorted(self.dep, a_, "right")            # departures <= a
-        q = np.maximum(np.searchsorted(self.acc, a_, "right") - M, 0).astype(float)
-        # no local cause: served at r whenever busy, from the period start,
-        # with room for what was dropped
-        j = np.maximum(N - 1, 0)
-        q_loc = np.clip(N - r * a_ - self.min_local[j], 0, q)
-        # no input cause: usual arrivals against the actual departures
-        Ms = np.searchsorted(self.dep, s, "right")            # departures <= s
-        m0 = self.usual * s - Ms
-        jd = M - 1
-        same = (jd >= 0) & (jd >= Ms) & (self.dep_period[np.maximum(jd, 0)] == p_)
-        m = np.where(same, np.minimum(m0, self.min_input[np.maximum(jd, 0)]), m0)
-        q_in = np.clip(self.usual * a_ - M - m, 0, q)
-        drop = np.asarray(dropped, bool)[ok]
-        w = np.where(drop, 0, np.asarray(rx, np.int64)[ok] - a_).astype(float)
-        # waits without each cause: the queue ahead (the victim itself not
-        # counted) cleared at r (local), or by the departures that actually
-        # followed, the victim's own one included (input)
-        w_loc = np.maximum(q_loc - 1, 0) / r
-        k = np.minimum(M + np.ceil(np.maximum(q_in - 1, 0)).astype(np.int64), len(self.dep) - 1)
-        w_in = (self.dep[np.maximum(k, 0)] - a_).astype(float) if len(self.dep) else w
-        L[ok] = np.where(drop, q - q_loc, r * np.maximum(0.0, w - w_loc))
-        I[ok] = np.where(drop, q - q_in, r * np.maximum(0.0, w - np.minimum(w_in, w)))
-        return L, I
+    def hop_scores(self, hop_scores):
+        """Write the local and input scores (packets) of every hop that
+        arrived here into ``hop_scores[hop]`` (the rest stay 0): one merge over
+        the sorted arrivals and departures (_attrib.hop_scores).
+
+        A hop arriving at ``a`` in queuing period ``[s, ...)``, waiting
+        until its rx, with ``q`` accepted packets queued at ``a``:
+
+        - no local cause (served at r whenever busy, from the period start,
+          with room for what was dropped): ``q_loc = max over t in [s, a]
+          of offered(t, a) - r (a - t)``, a running minimum;
+        - no input cause (usual arrivals against the actual departures):
+          ``q_in = max over t of usual (a - t) - departures(t, a)``;
+        - the waits without each cause: the queue ahead (the victim itself
+          not counted) cleared at r (local), or by the departures that
+          actually followed, the victim's own one included (input); the
+          scores are the actual wait minus those, times r (for drops, the
+          queue at arrival minus each counterfactual queue).
+        """
+        rx, dropped = self._rx, self._dropped
+        del self._rx, self._dropped
+        if len(self.arr) == 0 or self.rate <= 0:
+            return
+        _attrib.hop_scores(self.arr, self.hops_by_arr, rx, dropped, self.dep,
+                           self.pstart, self.pend, self.rate, self.usual, hop_scores)
 
 
 class _Attributor:
@@ -255,32 +317,38 @@ class _Attributor:
         self.t = traj
         names = traj.nf_names
         nh = len(traj.hop_packet)
-        same_next = np.zeros(nh, bool)
-        same_next[:-1] = traj.hop_packet[1:] == traj.hop_packet[:-1]
-        self.prev = np.full(nh, -1, np.int64)
-        self.prev[1:][same_next[:-1]] = np.arange(nh - 1)[same_next[:-1]]
-        self.prev_nf = np.where(self.prev >= 0, traj.hop_nf[np.maximum(self.prev, 0)], -1)
-        nxt_nf = np.full(nh, -1, np.int64)
-        nxt_nf[:-1][same_next[:-1]] = traj.hop_nf[1:][same_next[:-1]]
-        known = traj.hop_arrival_ns[traj.hop_arrival_ns >= 0]
-        t0 = int(known.min()) if len(known) else 0
-        t1 = int(traj.hop_rx_ns.max()) if nh else 1
-        self.nfs = {names.index(n): _NF(names.index(n), q, traj, self.prev_nf, nxt_nf, t0, t1)
-                    for n, q in queues.items()}
+        # the capture's span, and the hops dropped at each NF's queue
+        # (received never, but sent there)
+        index = np.int32 if nh < 2**31 else np.int64
+        drops = np.empty(nh, index)
+        t0, t1, n_packets, n_drops = _attrib.hop_summary(
+            traj.hop_packet, traj.hop_rx, traj.hop_arrival_ns, traj.hop_rx_ns, drops)
+        t1 = t1 if nh else 1
+        drops.resize(n_drops, refcheck=False)
+        drop_nf = traj.hop_nf[drops]
+        # the NF of each hop's previous and next hop (-1: none)
+        code = np.int8 if len(names) < 127 else np.int16
+        self.prev_nf, next_nf = np.empty(nh, code), np.empty(nh, code)
+        _attrib.hop_neighbours(traj.hop_packet, traj.hop_nf, self.prev_nf, next_nf)
+        # every hop's local and input scores, once (the recursion sums them)
+        # (side by side: a hop's two share a cache line)
+        self.hop_scores = np.zeros((nh, 2))
+        self.nfs = {}
+        for n, q in queues.items():
+            k = names.index(n)
+            self.nfs[k] = F = _NF(k, q, traj, drops[drop_nf == k], self.prev_nf, next_nf,
+                                  t0, t1)
+            F.hop_scores(self.hop_scores)
         self.names = names
         self.max_depth = max_depth
-        # every hop's local and input scores, once (the recursion sums them)
-        self.hop_L, self.hop_I = np.zeros(nh), np.zeros(nh)
-        for k, F in self.nfs.items():
-            h = np.flatnonzero(traj.hop_nf == k)
-            a = np.where(traj.hop_arrival_ns[h] >= 0, traj.hop_arrival_ns[h], traj.hop_rx_ns[h])
-            o = np.argsort(a, kind="stable")            # sorted queries search fastest
-            h, a = h[o], a[o]
-            self.hop_L[h], self.hop_I[h] = F.hop_scores(a, traj.hop_rx_ns[h], traj.hop_rx[h] < 0)
         # the source's usual rates per address, from the first hops
-        first = self.prev < 0
-        addr = traj.src_addr[traj.hop_packet[first]] if traj.src_addr is not None \
-            else np.zeros(0, np.uint32)
+        self.src_addr = None if traj.src_addr is None else \
+            np.ascontiguousarray(traj.src_addr, np.uint32)
+        if traj.src_addr is not None:
+            addr = np.empty(n_packets, np.uint32)
+            _attrib.first_hop_addr(traj.hop_packet, self.src_addr, addr)
+        else:
+            addr = np.zeros(0, np.uint32)
         self.sources = SourceRates(addr, t1 - t0)
 
     def _add(self, acc, key, v):
@@ -288,10 +356,13 @@ class _Attributor:
 
     def _source(self, hops, amount, acc):
         t = self.t
-        addr = t.src_addr[t.hop_packet[hops]] if t.src_addr is not None else np.zeros(0)
-        arr = t.hop_arrival_ns[hops]
-        arr = arr[arr >= 0]
-        span = int(arr.max() - arr.min()) if len(arr) else 0
+        if t.src_addr is not None:
+            addr = np.empty(len(hops), np.uint32)
+            span = _attrib.source_window(hops, t.hop_packet, self.src_addr, t.hop_arrival_ns, addr)
+        else:
+            addr = np.zeros(0)
+            n, lo, hi = _attrib.span_of(hops, t.hop_arrival_ns, True)
+            span = hi - lo if n else 0
         self._add(acc, ("flows", self.sources.excess_prefix(addr, span), "source"), amount)
 
     def split_upstream(self, k, hops, s, e, amount, acc, depth):
@@ -299,32 +370,33 @@ class _Attributor:
         in [s, e]) by how far each sent above its usual rate."""
         if amount <= _EPS or len(hops) == 0:
             return
-        pv = self.prev_nf[hops]
         F = self.nfs[k]
-        ups, cnt = np.unique(pv, return_counts=True)
+        t = self.t
+        # hops grouped by the NF they came from (-1: the source), in order
+        grouped = np.empty(len(hops), hops.dtype)
+        ups, cnt, start = _attrib.upstream_groups(hops, self.prev_nf, len(self.names), grouped)
         T = max(e - s, 0)
-        ex = np.array([c - F.usual_from.get(int(u), 0.0) * T for u, c in zip(ups.tolist(), cnt)])
+        ex = np.array([c - F.usual_from.get(u, 0.0) * T for u, c in zip(ups, cnt)])
         w = np.maximum(ex, 0.0)
         if w.sum() <= _EPS:
-            w = cnt.astype(float)
+            w = np.array(cnt, float)
         w = w / w.sum()
-        for u, share in zip(ups.tolist(), w.tolist()):
+        for u, share, c_u, at in zip(ups, w.tolist(), cnt, start):
             if share <= _EPS:
                 continue
             a_u = amount * share
-            H = hops[pv == u]
+            H = grouped[at:at + c_u]
             if u < 0:
                 self._source(H, a_u, acc)
                 continue
-            P = self.prev[H]                        # the same packets' hops at u
+            P = H - 1                               # the same packets' hops at u
             if depth >= self.max_depth or u not in self.nfs:
                 self._add(acc, ("nf", self.names[u], "input"), a_u)
                 continue
             U = self.nfs[u]
-            tx = self.t.hop_tx_ns[P]
-            t0, t1 = int(tx.min()), int(tx.max())
-            arr_to = U.arr_to.get(k, np.zeros(0, np.int64))
-            n_arr = int(np.searchsorted(arr_to, t1, "right") - np.searchsorted(arr_to, t0, "left"))
+            # P's tx span, u's arrivals bound for k over it, P's arrival span
+            t0, t1, n_arr, s_u, e_u = _attrib.upstream_window(
+                P, t.hop_tx_ns, t.hop_arrival_ns, U.arr_to.get(k, _NONE))
             # what u sent beyond its usual rate towards k is either its own
             # backlog released (sent more than it received: compressed) or
             # an excess of its input passed through
@@ -334,9 +406,6 @@ class _Attributor:
             if c > 0:
                 self.diagnose(u, P, a_u * c, acc, depth + 1)
             if c < 1:
-                arr = self.t.hop_arrival_ns[P]
-                arr = arr[arr >= 0]
-                s_u, e_u = (int(arr.min()), int(arr.max())) if len(arr) else (t0, t1)
                 self.split_upstream(u, P, s_u, e_u, a_u * (1 - c), acc, depth + 1)
 
     def diagnose(self, u, P, amount, acc, depth):
@@ -344,17 +413,18 @@ class _Attributor:
         P (hops at u), as their own scores there say."""
         U = self.nfs[u]
         t = self.t
-        a = np.where(t.hop_arrival_ns[P] >= 0, t.hop_arrival_ns[P], t.hop_rx_ns[P])
-        Ls, Is = float(self.hop_L[P].sum()), float(self.hop_I[P].sum())
+        L, I = np.empty(len(P)), np.empty(len(P))
+        _attrib.gather_scores(self.hop_scores, P, L, I)
+        Ls, Is = float(L.sum()), float(I.sum())
         if Ls + Is <= _EPS:
             self._add(acc, ("nf", self.names[u], "input"), amount)
             return
         self._add(acc, ("nf", self.names[u], "local"), amount * Ls / (Ls + Is))
         if Is > 0:
-            p = U.period_of(a)
-            p = p[p >= 0]
-            e = int(a.max())
-            s = int(U.pstart[p.min()]) if len(p) else int(a.min())
+            # from the start of the first queuing period they arrived in
+            p, a_min, e = _attrib.earliest_period(P, t.hop_arrival_ns, t.hop_rx_ns,
+                                                  U.pstart, U.pend)
+            s = int(U.pstart[p]) if p >= 0 else a_min
             self.split_upstream(u, U.arrived(s, e), s, e, amount * Is / (Ls + Is), acc, depth)
 
     def unit_split(self, k, s, e):
@@ -392,31 +462,26 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     dropped_pk = t.drop_nf >= 0
     victim = dropped_pk | (t.latency_ns > slo_ns)
     vp = np.flatnonzero(victim)
+    nv = len(vp)
     A = _Attributor(t, queues, max_depth or len(names) + 1)
-    vidx = np.full(len(t.packet_id), -1, np.int64)
-    vidx[vp] = np.arange(len(vp))
+    index = np.int32 if max(len(t.hop_packet), len(t.packet_id)) < 2**31 else np.int64
+    vidx = np.full(len(t.packet_id), -1, index)
+    vidx[vp] = np.arange(nv, dtype=index)
 
-    # candidate hops of victims: waited noticeably, or dropped there
-    h = np.flatnonzero(vidx[t.hop_packet] >= 0)
-    arr = t.hop_arrival_ns[h]
-    rx = t.hop_rx_ns[h]
-    drop = t.hop_rx[h] < 0
-    delay = np.where(drop | (arr < 0), 0, rx - arr)
-    hv_all = vidx[t.hop_packet[h]]
-    # fallback victim NF (no hop kept): where it spent longest, wait + service
-    vnf = np.full(len(vp), -1, np.int64)
-    varr = np.full(len(vp), -1, np.int64)
-    spent = np.where((t.hop_tx_ns[h] >= 0) & (arr >= 0), t.hop_tx_ns[h] - arr, 0)
-    o = np.lexsort((spent, hv_all))
-    vnf[hv_all[o]] = t.hop_nf[h[o]]
-    varr[hv_all[o]] = arr[o]
-    tot = np.bincount(hv_all, weights=delay, minlength=len(vp))
-    keep = drop | ((delay > 0) & (delay >= min_delay_share * tot[hv_all]))
-    h, arr, rx, delay, drop = h[keep], arr[keep], rx[keep], delay[keep], drop[keep]
+    # the hops that count for each victim (waited noticeably, or dropped
+    # there), and the victim's NF: where it waited longest among those,
+    # else where it spent longest (wait + service)
+    tot = np.zeros(nv)
+    vnf, varr = np.full(nv, -1, np.int64), np.full(nv, -1, np.int64)
+    n = _attrib.victim_delays(t.hop_packet, t.hop_nf, t.hop_rx, t.hop_arrival_ns, t.hop_rx_ns,
+                              t.hop_tx_ns, vidx, tot, vnf, varr)
+    h = np.empty(n, index)
+    n = _attrib.victim_kept_hops(t.hop_packet, t.hop_nf, t.hop_rx, t.hop_arrival_ns,
+                                 t.hop_rx_ns, vidx, float(min_delay_share), tot, vnf, varr, h)
+    h = h[:n]
+    del tot
     hv_of = vidx[t.hop_packet[h]]
-    o = np.lexsort((delay, hv_of))
-    vnf[hv_of[o]] = t.hop_nf[h[o]]              # last write = largest delay
-    varr[hv_of[o]] = arr[o]
+    del vidx
     dv = dropped_pk[vp]
     vnf[dv] = t.drop_nf[vp[dv]]
     varr[dv] = t.drop_ns[vp[dv]]
@@ -428,59 +493,69 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
             keys[key] = len(keys)
         return keys[key]
 
-    rows, cols, vals = [], [], []
-    for k in np.unique(t.hop_nf[h]).tolist():
+    # contributions (victims, culprit column, ns of delay), summed into the
+    # score matrix in this order at the end
+    parts = []
+
+    def contribute(victims, key, ns):
+        parts.append((victims, np.full(len(victims), col(key), np.int32), ns))
+
+    h_nf = t.hop_nf[h]
+    for k in np.unique(h_nf).tolist():
         if k not in A.nfs:
             continue
         F = A.nfs[k]
-        sel = np.flatnonzero(t.hop_nf[h] == k)
-        a_k = np.where(arr[sel] >= 0, arr[sel], rx[sel])
-        L, I = A.hop_L[h[sel]], A.hop_I[h[sel]]
+        sel = np.flatnonzero(h_nf == k)
+        hk = h[sel]
+        a_k = np.where(t.hop_arrival_ns[hk] >= 0, t.hop_arrival_ns[hk], t.hop_rx_ns[hk])
+        L, I = np.empty(len(hk)), np.empty(len(hk))
+        _attrib.gather_scores(A.hop_scores, hk, L, I)
         # in ns of the victim's delay: packets at k take 1 / r_k each, so
         # a fast NF's packets weigh less than a slow NF's
         r_k = F.rate if F.rate > 0 else 1.0
-        rows.append(hv_of[sel])
-        cols.append(np.full(len(sel), col(("nf", names[k], "local"))))
-        vals.append(L / r_k)
+        contribute(hv_of[sel], ("nf", names[k], "local"), L / r_k)
         p = F.period_of(a_k)
         use = (p >= 0) & (I > _EPS)
         if not use.any():
             continue
         sel, p, a_k, I = sel[use], p[use], a_k[use], I[use]
+        # groups: one queuing period, one arrival bucket
         b = (a_k - F.pstart[p]) // max(int(bucket_ns), 1)
         nb = int(b.max()) + 1
-        ug, inv = np.unique(p.astype(np.int64) * nb + b, return_inverse=True)
-        emax = np.full(len(ug), np.iinfo(np.int64).min)
-        np.maximum.at(emax, inv, a_k)
-        for gi, g in enumerate(ug.tolist()):
-            s0 = int(F.pstart[g // nb])
+        g = p.astype(np.int64) * nb + b
+        o = np.argsort(g, kind="stable")
+        first = np.flatnonzero(np.concatenate([[True], g[o][1:] != g[o][:-1]]))
+        last = np.concatenate([first[1:], [len(o)]])
+        emax = np.maximum.reduceat(a_k[o], first)
+        for gi, (i0, i1) in enumerate(zip(first.tolist(), last.tolist())):
+            s0 = int(F.pstart[int(g[o[i0]]) // nb])
             split = A.unit_split(k, s0, int(emax[gi]))
-            mem = inv == gi
+            mem = o[i0:i1]
             for key, frac in split.items():
-                rows.append(hv_of[sel[mem]])
-                cols.append(np.full(int(mem.sum()), col(key)))
-                vals.append(I[mem] * frac / r_k)
-    S = np.zeros((len(vp), len(keys)))
-    if rows:
-        np.add.at(S, (np.concatenate(rows), np.concatenate(cols)), np.concatenate(vals))
+                contribute(hv_of[sel[mem]], key, I[mem] * frac / r_k)
     culprits = [None] * len(keys)
     for key, j in keys.items():
         culprits[j] = key
     lat = np.where(dv, -1, t.latency_ns[vp])
-    # S holds ns of each victim's delay per culprit.  A cause that alone
-    # would bring the victim under the objective is what the
-    # counterfactual definition of a victim asks for; beyond that, more
-    # delay does not explain more: cap each culprit at the victim's excess
-    # over the objective, and keep the uncapped value to order culprits the
-    # cap makes equal.  Reported in packets at the rate of the NF where the
-    # victim waited longest (one factor per victim, so the ranking is the
-    # ranking by delay).
+    # Summed per victim and culprit, the contributions are ns of each
+    # victim's delay.  A cause that alone would bring the victim under the
+    # objective is what the counterfactual definition of a victim asks
+    # for; beyond that, more delay does not explain more: cap each culprit
+    # at the victim's excess over the objective, and keep the uncapped
+    # value to order culprits the cap makes equal.  Reported in packets at
+    # the rate of the NF where the victim waited longest (one factor per
+    # victim, so the ranking is the ranking by delay).
     rate = np.array([A.nfs[k].rate if k in A.nfs else 0.0 for k in range(len(names))])
+    A = F = None                        # free the per-hop and per-NF arrays for S
     r_v = np.where(vnf >= 0, rate[np.maximum(vnf, 0)], 0.0)
-    r_v = np.where(r_v > 0, r_v, 1.0)[:, None]
+    r_v = np.where(r_v > 0, r_v, 1.0)
     excess = np.where(dv, np.inf, np.maximum(lat - slo_ns, 0)).astype(float)
-    capped = np.minimum(S, excess[:, None]) if S.size else S
-    S, capped = S * r_v, capped * r_v
+    rows = np.concatenate([x[0] for x in parts]) if parts else np.zeros(0, index)
+    cols = np.concatenate([x[1] for x in parts]) if parts else np.zeros(0, np.int32)
+    vals = np.concatenate([x[2] for x in parts]) if parts else np.zeros(0)
+    del parts
+    capped, S = np.zeros((nv, len(keys))), np.zeros((nv, len(keys)))
+    _attrib.score_matrices(rows, cols, vals, excess, r_v, capped, S)
     return Attribution(vp, t.packet_id[vp], lat, dv,
                        [names[x] if x >= 0 else "" for x in vnf.tolist()], culprits, capped,
                        varr, S)

@@ -9,13 +9,20 @@ analyzer runs on a laptop.
 Records of one batch that the recorder split (more ids than a record holds)
 share a time stamp; consecutive records of one stream with the same kind
 and time are one *batch* here.
+
+An NF is built from its one stream in one pass (its rx and tx records are
+in time order: no sort), its stream's records let go as soon as it is
+built (load reads stream by stream), and indices are int32: on
+bench/analyze.py's 2 s capture (444 MiB decoded) the view is 482 MiB
+instead of 717, and load() takes 1.26 s instead of 2.59 and peaks at 763
+MiB traced instead of 1,418 (this module and the reader together).
 """
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
-from mscope.capture import (CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN,
+from mscope.capture import (CAPTURE_F_NOIDS, CAPTURE_OCC_UNKNOWN, CaptureData, id_counts,
                             open_capture)
 from mscope.errors import CaptureFormatError
 
@@ -34,21 +41,25 @@ class NFRecords:
     nf_id : int
     rx_ids, rx_ns : ndarray of uint64, int64
         Packets this NF took from its queue, and when (batch start).
-    rx_batch : ndarray of int64
+    rx_batch : ndarray of int32
         Index of each rx packet's batch into ``batch_ns``/``batch_occupancy``.
     batch_ns : ndarray of int64
         Time of each rx batch.
     batch_occupancy : ndarray of int64
         Packets left in the queue right after each rx batch, -1 unknown.
-    tx_ids, tx_ns, tx_port : ndarray of uint64, int64, int64
+    tx_ids, tx_ns, tx_port : ndarray of uint64, int64, int32
         Packets this NF sent, when, and on which out-link.
-    tx_batch : ndarray of int64
+    tx_batch : ndarray of int32
         Index of each tx packet's tx batch (same stream, same time).
     rx_addr : ndarray of uint64
         ``src_ipv4 << 32 | dst_ipv4`` of each rx packet where the NF wrote
         address records (the chain's ingress), else 0.
-    rx_port : ndarray of int64
+    rx_port : ndarray of int32
         The port (or ring) each rx packet came from.
+
+    Indices and ports are int32 (a packet-hop costs 20 bytes here: id,
+    time, batch); a port array of an NF that uses one port is a read-only
+    zero-stride view (``np.broadcast_to``), no memory per packet.
     """
     name: str
     nf_id: int
@@ -99,6 +110,49 @@ class CaptureView:
     def names(self) -> list:
         return [n.name for n in self.nfs]
 
+    def release_packets(self):
+        """Free the per-packet arrays the trajectories have consumed.
+
+        ``rx_ids``, ``rx_ns``, ``rx_port``, ``rx_addr``, ``tx_ids``,
+        ``tx_ns``, ``tx_port`` and ``tx_batch`` of every NF become
+        :class:`Released` stand-ins that keep only their length (``len()``
+        still counts packets; reading a value raises); the batches
+        (``batch_ns``, ``batch_occupancy``, ``rx_batch``), which the queue
+        and pattern stages read, stay.  ``mscope diagnose`` calls it after
+        building trajectories: these arrays are ~0.8x the decoded capture.
+        """
+        for n in self.nfs:
+            for name in _PACKET_ARRAYS:
+                a = getattr(n, name)
+                if a is not None and not isinstance(a, Released):
+                    setattr(n, name, Released(len(a), f"{n.name}.{name}"))
+
+
+#: NFRecords arrays release_packets() frees.
+_PACKET_ARRAYS = ("rx_ids", "rx_ns", "rx_port", "rx_addr", "tx_ids", "tx_ns", "tx_port",
+                  "tx_batch")
+
+
+class Released:
+    """A per-packet array freed by :meth:`CaptureView.release_packets`:
+    its length, nothing else."""
+    __slots__ = ("n", "what")
+
+    def __init__(self, n, what):
+        self.n, self.what = n, what
+
+    def __len__(self):
+        return self.n
+
+    def __repr__(self):
+        return f"<Released {self.what}: {self.n} entries>"
+
+    def _gone(self, *args, **kwargs):
+        raise RuntimeError(f"{self.what} was released after the trajectories were built "
+                           f"(CaptureView.release_packets)")
+
+    __getitem__ = __array__ = __iter__ = _gone
+
 
 def _batches(rec_time, rec_stream):
     """Batch index of each record: a new batch where stream or time changes."""
@@ -122,15 +176,15 @@ def _side(records, stream, ids, id_rec, rec_sel):
     return (idx, counts, b_of_rec, first, ids[pos].astype(np.uint64, copy=False))
 
 
-def _rx_addresses(records, stream, ids, id_rec, ridx, rcnt, addr_sel):
-    """Address words aligned with the rx ids of records `ridx`.
+def _rx_addresses(records, stream, ids, id_rec, ridx, rcnt, a):
+    """Address words aligned with the rx ids of records `ridx`; `a` the
+    indices of the address records.
 
     An address record belongs to the rx record of its stream with seq one
     below and the same count; one without such a partner (its rx record
     was dropped, or the capture was cut between them) is ignored.
     """
     out = np.zeros(int(rcnt.sum()), np.uint64)
-    a = np.flatnonzero(addr_sel)
     if len(a) == 0 or len(ridx) == 0:
         return out
     pa, pr = [], []
@@ -160,57 +214,175 @@ def _rx_addresses(records, stream, ids, id_rec, ridx, rcnt, addr_sel):
     return out
 
 
+#: Kind of a record by ``flags & 7`` (bit 0 tx, 1 address, 2 batch-only):
+#: rx, tx (an address bit with tx is tx), address of an rx batch, no ids.
+_RX, _TX, _ADDR, _NOIDS = 0, 1, 2, 3
+_KIND = np.array([_RX, _TX, _ADDR, _TX, _NOIDS, _NOIDS, _NOIDS, _NOIDS], np.uint8)
+
+
+def _ports(port, counts, n):
+    """Per-id int32 ports from per-record `port`: a zero-stride view when
+    the records use one port (most NFs: no memory per packet)."""
+    if len(port) == 0:
+        return np.zeros(0, np.int32)
+    if (port == port[0]).all():
+        return np.broadcast_to(np.int32(port[0]), (n,))
+    return np.repeat(port.astype(np.int32), counts)
+
+
+def _one_side(t, port, sel, cnt, ids, id_sel):
+    """One side (rx or tx) of one stream: its record indices, their id
+    counts, first record of each batch, and per-id ids, times, batch
+    indices and ports.  Every array in is contiguous: np.repeat and the
+    gathers run several times faster than on the record's strided fields."""
+    r = np.flatnonzero(sel)
+    c = cnt.take(r)
+    tr = t.take(r)
+    new = np.ones(len(r), bool)
+    np.not_equal(tr[1:], tr[:-1], out=new[1:])
+    b = np.cumsum(new, dtype=np.int32)
+    b -= 1
+    side_ids = np.compress(id_sel, ids)
+    return (r, c, np.flatnonzero(new), tr, side_ids, np.repeat(tr, c), np.repeat(b, c),
+            _ports(port.take(r), c, len(side_ids)))
+
+
+def _one_stream(name, nf_id, recs, ids, id_rec):
+    """NFRecords of an NF recorded by one stream (or none): its records
+    `recs` in seq order, their ids `ids` (``id_rec[i]`` the first of
+    record i's).  The common case, in one pass over the stream: its rx and
+    tx records are already in time order.  None when times go back (an
+    lcore's clock; :class:`_General` sorts)."""
+    t = np.ascontiguousarray(recs["time_ns"])
+    if len(t) > 1 and not (t[1:] >= t[:-1]).all():
+        return None
+    kind = np.take(_KIND, recs["flags"] & 7)
+    cnt = recs["count"].astype(np.intp)
+    if (kind == _NOIDS).any():
+        kid = np.repeat(kind, np.where(kind == _NOIDS, 0, cnt))    # kind of each id
+    else:
+        kid = np.repeat(kind, cnt)
+    port = np.ascontiguousarray(recs["port"])
+    rr, rc, rfirst, rt, rx_ids, rx_ns, rx_batch, rx_port = _one_side(
+        t, port, kind == _RX, cnt, ids, kid == _RX)
+    _, _, _, _, tx_ids, tx_ns, tx_batch, tx_port = _one_side(
+        t, port, kind == _TX, cnt, ids, kid == _TX)
+    occ = recs["occupancy"][rr[rfirst]].astype(np.int64)
+    occ[occ == CAPTURE_OCC_UNKNOWN] = -1
+    rx_addr = None
+    a = np.flatnonzero(kind == _ADDR)
+    if len(a):
+        seq = recs["seq"]
+        if (len(a) == len(rr) and (a - 1 == rr).all() and (seq[a] == seq[rr] + 1).all()
+                and (cnt[a] == rc).all()):
+            rx_addr = np.compress(kid == _ADDR, ids)   # each rx record's right after it
+        else:
+            rx_addr = _rx_addresses(recs, np.zeros(len(recs), np.uint32), ids, id_rec,
+                                    rr, rc.astype(np.int64), a)
+    return NFRecords(name=name, nf_id=nf_id, rx_ids=rx_ids, rx_ns=rx_ns, rx_batch=rx_batch,
+                     batch_ns=rt[rfirst], batch_occupancy=occ, tx_ids=tx_ids, tx_ns=tx_ns,
+                     tx_port=tx_port, tx_batch=tx_batch, rx_addr=rx_addr, rx_port=rx_port)
+
+
+class _General:
+    """NFs recorded by several streams (lcores), or whose times go back:
+    records selected over the whole capture and sorted by time."""
+
+    def __init__(self, data, nf_of_stream, info):
+        self.data = data
+        records = data.records
+        lut = np.full(max(info) + 1 if info else 1, -1, np.int64)
+        for sid, k in nf_of_stream.items():
+            lut[sid] = k
+        self.rec_nf = lut[data.stream] if len(data.stream) else np.zeros(0, np.int64)
+        kind = _KIND[records["flags"] & 7]
+        self.is_rx, self.is_tx, self.is_addr = kind == _RX, kind == _TX, kind == _ADDR
+
+    def nf(self, k, name, nf_id):
+        d = self.data
+        records, stream, ids, id_rec = d.records, d.stream, d.ids, d.id_offsets[:-1]
+        mine = self.rec_nf == k
+        ridx, rcnt, rb, rfirst, rx_ids = _side(records, stream, ids, id_rec,
+                                               mine & self.is_rx)
+        addr = np.flatnonzero(mine & self.is_addr)
+        rx_addr = (_rx_addresses(records, stream, ids, id_rec, ridx, rcnt, addr)
+                   if len(addr) else None)
+        tidx, tcnt, tb, _, tx_ids = _side(records, stream, ids, id_rec, mine & self.is_tx)
+        occ = records["occupancy"][ridx[rfirst]].astype(np.int64)
+        occ[occ == CAPTURE_OCC_UNKNOWN] = -1
+        return NFRecords(
+            name=name, nf_id=nf_id,
+            rx_ids=rx_ids, rx_ns=np.repeat(records["time_ns"][ridx], rcnt),
+            rx_batch=np.repeat(rb.astype(np.int32), rcnt),
+            batch_ns=records["time_ns"][ridx[rfirst]].astype(np.int64),
+            batch_occupancy=occ,
+            tx_ids=tx_ids, tx_ns=np.repeat(records["time_ns"][tidx], tcnt),
+            tx_port=np.repeat(records["port"][tidx].astype(np.int32), tcnt),
+            tx_batch=np.repeat(tb.astype(np.int32), tcnt), rx_addr=rx_addr,
+            rx_port=np.repeat(records["port"][ridx].astype(np.int32), rcnt))
+
+
 def from_capture_data(data, manifest=None, path=None) -> CaptureView:
     """Build a CaptureView from a ``CaptureData`` (see :func:`load`)."""
-    records, stream, ids = data.records, data.stream, data.ids
-    if len(records) and len(ids) == 0 and (records["flags"] & CAPTURE_F_NOIDS).all():
+    stream, off = data.stream, data.id_offsets
+    parts = None
+    if len(stream) < 2 or bool((stream[1:] >= stream[:-1]).all()):
+        # stream by stream (Capture.read): each stream is a slice
+        sids = np.array(sorted(data.stream_info), np.uint32)
+        parts = {}
+        for sid, lo, hi in zip(sids.tolist(), np.searchsorted(stream, sids, "left").tolist(),
+                               np.searchsorted(stream, sids, "right").tolist()):
+            if hi > lo:
+                parts[sid] = CaptureData(data.records[lo:hi], stream[lo:hi],
+                                         off[lo:hi + 1] - off[lo], data.ids[off[lo]:off[hi]])
+    return _view(parts, data, manifest, path)
+
+
+def _view(parts, whole, manifest, path):
+    """The CaptureView of `parts` (stream -> CaptureData of that stream
+    alone, each let go once its NF is built), or of `whole` when None;
+    `whole` gives the losses and the manifest streams."""
+    where = path or "capture"
+    info = whole.stream_info
+    datas = [whole] if parts is None else list(parts.values())
+    n_rec = sum(len(d.records) for d in datas)
+    n_ids = sum(len(d.ids) for d in datas)
+    if n_rec and n_ids == 0 and all(((d.records["flags"] & CAPTURE_F_NOIDS) != 0).all()
+                                    for d in datas):
         raise CaptureFormatError(
-            f"{path or 'capture'}: batch-only capture (counts, no packet ids): diagnosis "
+            f"{where}: batch-only capture (counts, no packet ids): diagnosis "
             f"needs packet ids; record without MSCOPE_IDS=0 / MSCOPE_F_NOIDS")
-    if len(records) == 0 or len(ids) == 0:
-        raise CaptureFormatError(f"{path or 'capture'}: capture holds no packet records")
-    id_rec = data.id_offsets[:-1]
-    info = data.stream_info
+    if n_rec == 0 or n_ids == 0:
+        raise CaptureFormatError(f"{where}: capture holds no packet records")
+    del datas
     # NF of each stream: by (nf_id, nf_name) so several lcores of one NF merge
     keys = sorted({(int(s["nf_id"]), str(s.get("nf_name") or f"nf{s['nf_id']}"))
                    for s in info.values()})
     names = [k[1] for k in keys]
     if len(set(names)) != len(names):
         raise CaptureFormatError(
-            f"{path or 'capture'}: streams: one NF name for several nf_ids ({names})")
+            f"{where}: streams: one NF name for several nf_ids ({names})")
     nf_of_stream = {sid: keys.index((int(s["nf_id"]),
                                      str(s.get("nf_name") or f"nf{s['nf_id']}")))
                     for sid, s in info.items()}
-    lut = np.full(max(info) + 1 if info else 1, -1, np.int64)
-    for sid, k in nf_of_stream.items():
-        lut[sid] = k
-    rec_nf = lut[stream] if len(stream) else np.zeros(0, np.int64)
-    is_tx = (records["flags"] & CAPTURE_F_TX) != 0
-    is_addr = (records["flags"] & CAPTURE_F_ADDR) != 0
-    # batch-only records (counts, no ids) cannot be followed packet by
-    # packet: left out here (the capture reader still accounts them)
-    has_ids = (records["flags"] & CAPTURE_F_NOIDS) == 0
     nfs = []
+    general = None if parts is not None else _General(whole, nf_of_stream, info)
     for k, (nf_id, name) in enumerate(keys):
-        mine = (rec_nf == k) & has_ids
-        ridx, rcnt, rb, rfirst, rx_ids = _side(records, stream, ids, id_rec,
-                                               mine & ~is_tx & ~is_addr)
-        addr_sel = mine & is_addr & ~is_tx
-        rx_addr = (_rx_addresses(records, stream, ids, id_rec, ridx, rcnt, addr_sel)
-                   if addr_sel.any() else None)
-        tidx, tcnt, tb, _, tx_ids = _side(records, stream, ids, id_rec, mine & is_tx)
-        occ = records["occupancy"][ridx[rfirst]].astype(np.int64)
-        occ[occ == CAPTURE_OCC_UNKNOWN] = -1
-        nfs.append(NFRecords(
-            name=name, nf_id=nf_id,
-            rx_ids=rx_ids, rx_ns=np.repeat(records["time_ns"][ridx], rcnt),
-            rx_batch=np.repeat(rb, rcnt),
-            batch_ns=records["time_ns"][ridx[rfirst]].astype(np.int64),
-            batch_occupancy=occ,
-            tx_ids=tx_ids, tx_ns=np.repeat(records["time_ns"][tidx], tcnt),
-            tx_port=np.repeat(records["port"][tidx].astype(np.int64), tcnt),
-            tx_batch=np.repeat(tb, tcnt), rx_addr=rx_addr,
-            rx_port=np.repeat(records["port"][ridx].astype(np.int64), rcnt)))
+        if general is not None:
+            nfs.append(general.nf(k, name, nf_id))
+            continue
+        mine = [parts.pop(sid) for sid in sorted(parts) if nf_of_stream.get(sid) == k]
+        n = None
+        if len(mine) <= 1:
+            d = mine[0] if mine else CaptureData(
+                np.zeros(0, whole.records.dtype), np.zeros(0, np.uint32),
+                np.zeros(1, np.int64), np.zeros(0, np.uint64))
+            n = _one_stream(name, nf_id, d.records, d.ids, d.id_offsets)
+        if n is None:                   # several streams, or times that go back
+            d = mine[0] if len(mine) == 1 else _concat(mine)
+            n = _General(d, nf_of_stream, info).nf(k, name, nf_id)
+        nfs.append(n)
+        del mine, d                     # this NF's records and ids go
     nfs = [part for n in nfs for part in split_revisited(n)]
     topo = (manifest or {}).get("topology")
     if topo is not None:
@@ -218,10 +390,19 @@ def from_capture_data(data, manifest=None, path=None) -> CaptureView:
                 or not all(isinstance(l, (list, tuple)) and len(l) == 2
                            and all(isinstance(x, str) for x in l) for l in topo)):
             raise CaptureFormatError(
-                f"{path or 'capture'}: manifest topology must be a list of [src, dst] names")
+                f"{where}: manifest topology must be a list of [src, dst] names")
         topo = [tuple(l) for l in topo]
-    return CaptureView(nfs, data.incomplete_windows(), topo,
+    return CaptureView(nfs, whole.incomplete_windows(), topo,
                        None if path is None else str(path))
+
+
+def _concat(datas):
+    """One CaptureData of the records of several (an NF's streams)."""
+    records = np.concatenate([d.records for d in datas])
+    off = np.zeros(len(records) + 1, np.int64)
+    np.cumsum(id_counts(records), out=off[1:])
+    return CaptureData(records, np.concatenate([np.asarray(d.stream) for d in datas]), off,
+                       np.concatenate([d.ids for d in datas]))
 
 
 #: An NF is split by rx port when at least this share of its packets come
@@ -246,8 +427,8 @@ def split_revisited(nf):
     """
     from .matching import match_next
 
-    if nf.rx_port is None or len(nf.rx_ids) == 0:
-        return [nf]
+    if nf.rx_port is None or len(nf.rx_ids) == 0 or nf.rx_port.strides == (0,):
+        return [nf]                                     # a zero-stride view: one port
     ports = np.unique(nf.rx_port)
     if len(ports) < 2:
         return [nf]
@@ -273,10 +454,10 @@ def split_revisited(nf):
         tb = np.unique(nf.tx_batch[t], return_inverse=True)[1]
         out.append(NFRecords(
             name=f"{nf.name}@{p}", nf_id=nf.nf_id,
-            rx_ids=nf.rx_ids[r], rx_ns=nf.rx_ns[r], rx_batch=rb.astype(np.int64),
+            rx_ids=nf.rx_ids[r], rx_ns=nf.rx_ns[r], rx_batch=rb.astype(np.int32),
             batch_ns=nf.batch_ns[ub], batch_occupancy=nf.batch_occupancy[ub],
             tx_ids=nf.tx_ids[t], tx_ns=nf.tx_ns[t], tx_port=nf.tx_port[t],
-            tx_batch=tb.astype(np.int64),
+            tx_batch=tb.astype(np.int32),
             rx_addr=None if nf.rx_addr is None else nf.rx_addr[r],
             rx_port=nf.rx_port[r]))
     return out
@@ -307,4 +488,7 @@ def load(path) -> CaptureView:
     >>> view.nf("fw").rx_ns[:3], view.incomplete        # doctest: +SKIP
     """
     cap = open_capture(path)
-    return from_capture_data(cap.read(), cap.manifest, path)
+    # stream by stream: each NF's records are let go as its arrays are
+    # built, so the capture and the view are not both held whole
+    parts, whole = cap.read_streams()
+    return _view(parts, whole, cap.manifest, path)

@@ -33,7 +33,7 @@ def _slow_flows(name, traj, view, queue):
         return None
     k = traj.nf_names.index(name)
     n = view.nfs[k]
-    h = np.flatnonzero((traj.hop_nf == k) & (traj.hop_rx >= 0))
+    h = queue.hops                  # the hops received at k: their rx is where they sat
     if len(h) == 0:
         return None
     addr = np.zeros(len(n.rx_ids), np.uint32)
@@ -70,19 +70,25 @@ def find_patterns(att, threshold=DEFAULT_THRESHOLD, traj=None, view=None, queues
         return []
     top = att.top()
     need = threshold * len(top)
-    vnf = np.array(att.nf, dtype=object)
+    names = sorted(set(att.nf))
+    code = {x: i for i, x in enumerate(names)}
+    vnf = np.fromiter(map(code.__getitem__, att.nf), np.intp, len(att.nf))
+    # victims per (victim NF, top culprit), all at once: rules are few
+    C = len(att.culprits)
+    n_tops = np.bincount(vnf[top >= 0] * C + top[top >= 0],
+                         minlength=len(names) * C).reshape(len(names), C)
     addr = None
     if traj is not None and traj.has_addr:
         addr = traj.src_addr[att.packet]
     rules = []
     slow = {}
-    for nf in sorted(set(att.nf)):
-        rows = np.flatnonzero(vnf == nf)
-        for j, key in enumerate(att.culprits):
+    for i, nf in enumerate(names):
+        rows = None
+        for j in np.flatnonzero((n_tops[i] > 0) & (n_tops[i] >= need)).tolist():
+            key, n_top = att.culprits[j], int(n_tops[i, j])
+            if rows is None:
+                rows = np.flatnonzero(vnf == i)
             col = S[rows, j]
-            n_top = int((top[rows] == j).sum())
-            if n_top == 0 or n_top < need:
-                continue
             flows = "*"
             if addr is not None:
                 a = addr[rows]

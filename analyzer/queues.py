@@ -6,10 +6,20 @@ series), its queuing periods (maximal intervals with a non-empty queue) and
 its peak service rate.  Drops never enter the queue, so they count in
 neither arrivals nor departures.  A packet whose arrival was not recorded
 (no source records) is counted as arriving at its rx: no wait.
+
+One pass over the hops sorts every NF's received packets into rx order
+(each rx entry is one hop's); a FIFO queue's arrivals are then sorted too,
+so the step series is a merge (``_attrib.pyx``), not a sort.
 """
 from dataclasses import dataclass
 
 import numpy as np
+
+try:
+    from . import _attrib
+except ImportError as e:                    # pragma: no cover
+    raise ImportError("mscope.analyzer._attrib is not built: pip install -e . "
+                      "(or cd analyzer && cythonize -i -3 _attrib.pyx)") from e
 
 __all__ = ["QueueTimeline", "queue_timelines", "peak_rate", "PEAK_PERCENTILE"]
 
@@ -26,20 +36,21 @@ class QueueTimeline:
     Attributes
     ----------
     name : str
-    hops : ndarray of int64
+    hops : ndarray of int32 (int64 beyond 2**31 hops)
         Indices (into the Trajectories hop arrays) of the packets this NF
         received, in rx order.
     arrival_ns, rx_ns : ndarray of int64
         Of those packets.
-    delay_ns : ndarray of int64
-        Queuing delay, ``rx_ns - arrival_ns``.
-    step_ns, step_len : ndarray of int64
+    delay_ns : ndarray of int64 (property)
+        Queuing delay, ``rx_ns - arrival_ns``: worked out on each access
+        rather than kept (8 bytes per hop).
+    step_ns, step_len : ndarray of int64, int32
         The queue length is ``step_len[i]`` from ``step_ns[i]`` until
         ``step_ns[i + 1]`` (0 before the first step).
     period_start_ns, period_end_ns : ndarray of int64
         Queuing periods ``[start, end)``: from the arrival into an empty
         queue to the rx that empties it (end -1: still busy at capture end).
-    hop_period : ndarray of int64
+    hop_period : ndarray of int32
         Queuing period each received packet waited in, -1 if it did not wait.
     peak_rate : float
         Packets per ns the NF serves at its fastest (see :func:`peak_rate`).
@@ -48,13 +59,16 @@ class QueueTimeline:
     hops: np.ndarray
     arrival_ns: np.ndarray
     rx_ns: np.ndarray
-    delay_ns: np.ndarray
     step_ns: np.ndarray
     step_len: np.ndarray
     period_start_ns: np.ndarray
     period_end_ns: np.ndarray
     hop_period: np.ndarray
     peak_rate: float
+
+    @property
+    def delay_ns(self):
+        return self.rx_ns - self.arrival_ns
 
     def length_at(self, t_ns):
         """Queue length at times `t_ns` (after every event at that ns)."""
@@ -93,42 +107,73 @@ def peak_rate(batch_ns, batch_count, busy_after, percentile=PEAK_PERCENTILE):
     return float(np.percentile(batch_count[:-1][sel] / gap[sel], percentile))
 
 
-def _timeline(name, k, traj, view_nf, rate_override):
-    hops = np.flatnonzero((traj.hop_nf == k) & (traj.hop_rx >= 0))
-    hops = hops[np.argsort(traj.hop_rx[hops], kind="stable")]
-    rx = traj.hop_rx_ns[hops]
-    arr = traj.hop_arrival_ns[hops]
-    arr = np.where(arr >= 0, arr, rx)
-    delay = rx - arr
-    # events: +1 at arrival, -1 at rx; the length after all events of a ns
-    t = np.concatenate([arr, rx])
-    d = np.concatenate([np.ones(len(arr), np.int64), -np.ones(len(rx), np.int64)])
-    o = np.argsort(t, kind="stable")
-    t, d = t[o], d[o]
-    last = np.ones(len(t), bool)
-    last[:-1] = t[1:] != t[:-1]
-    step_ns = t[last]
-    step_len = np.cumsum(d)[last]
-    busy = step_len > 0
-    before = np.concatenate([[False], busy[:-1]])
-    starts = step_ns[busy & ~before]
-    ends_i = np.flatnonzero(~busy & before)
-    ends = step_ns[ends_i]
-    if len(ends) < len(starts):
-        ends = np.concatenate([ends, [-1]])
+def _hops_in_rx_order(view, traj):
+    """Per NF index k: its received hops in rx order, their arrivals (rx
+    where not recorded) and rx times.  One pass over the hops: each rx
+    entry is one hop's, so a scatter by rx index sorts them (an argsort
+    where two hops claim one rx entry).  The arrays of all NFs are views
+    of three shared ones."""
+    rx_count = np.array([len(n.rx_ids) for n in view.nfs], np.int64)
+    rx_offset = np.concatenate([[0], np.cumsum(rx_count)]).astype(np.int64)
+    index = np.int32 if len(traj.hop_nf) < 2**31 else np.int64
+    slot = np.full(int(rx_offset[-1]), -1, index)
+    arr, rx = np.empty(len(slot), np.int64), np.empty(len(slot), np.int64)
+    twice = _attrib.hops_in_rx_order(traj.hop_nf, traj.hop_rx, traj.hop_arrival_ns,
+                                     traj.hop_rx_ns, rx_offset, rx_count, slot, arr, rx)
+    out = {}
+    for k in range(len(view.nfs)):
+        part = slice(rx_offset[k], rx_offset[k + 1])
+        h, a, r = slot[part], arr[part], rx[part]
+        if twice:
+            h = np.flatnonzero((traj.hop_nf == k) & (traj.hop_rx >= 0)).astype(index)
+            h = h[np.argsort(traj.hop_rx[h], kind="stable")]
+            a, r = np.empty(len(h), np.int64), np.empty(len(h), np.int64)
+            _attrib.gather_arrival_rx(h, traj.hop_arrival_ns, traj.hop_rx_ns, a, r)
+        elif (h < 0).any():
+            a, r, h = a[h >= 0], r[h >= 0], h[h >= 0]
+        out[k] = h, a, r
+    return out
+
+
+def _timeline(name, received, traj, view_nf, rate_override):
+    hops, arr, rx = received
+    n = len(hops)
+    # the step series merges arrivals (+1) and rx (-1) in time order; a
+    # FIFO queue receives in arrival order, so both are sorted already
+    # (the sorted copies are for any other queue)
+    arr_sorted = arr if _attrib.is_sorted(arr) else np.sort(arr)
+    rx_sorted = rx if _attrib.is_sorted(rx) else np.sort(rx)
+    # (allocated for the worst case, then shrunk in place: no copy)
+    step_ns, step_len = np.empty(2 * n, np.int64), np.empty(2 * n, np.int32)
+    starts, ends = np.empty(n + 1, np.int64), np.empty(n + 1, np.int64)
     # the period each packet waited in: the last start at or before its
     # arrival, if the packet actually waited
-    p = np.searchsorted(starts, arr, side="right") - 1
-    hop_period = np.where((delay > 0) & (p >= 0), p, -1)
+    hop_period = np.empty(n, np.int32)
+    in_order = arr_sorted is arr and rx_sorted is rx
+    ns, nst, nen = _attrib.step_series(arr_sorted, rx_sorted, step_ns, step_len,
+                                       starts, ends, hop_period, in_order)
+    if nen < nst:
+        ends[nen] = -1                      # still busy at the capture's end
+        nen += 1
+    for a, size in ((step_ns, ns), (step_len, ns), (starts, nst), (ends, nen)):
+        a.resize(size, refcheck=False)
+    if not in_order:
+        p = np.searchsorted(starts, arr, side="right") - 1
+        hop_period = np.where((rx - arr > 0) & (p >= 0), p, -1).astype(np.int32)
     if rate_override is not None:
         rate = float(rate_override)
     else:
         nb = len(view_nf.batch_ns)
         cnt = np.bincount(view_nf.rx_batch, minlength=nb)
-        after = np.searchsorted(step_ns, view_nf.batch_ns, side="right") - 1
-        busy_after = (after >= 0) & (step_len[np.maximum(after, 0)] > 0)
-        rate = peak_rate(view_nf.batch_ns, cnt, busy_after)
-    return QueueTimeline(name, hops, arr, rx, delay, step_ns, step_len,
+        busy = np.empty(nb, np.int8)
+        if _attrib.is_sorted(view_nf.batch_ns):
+            _attrib.busy_after(step_ns, step_len, view_nf.batch_ns, busy)
+            busy = busy.view(bool)
+        else:
+            after = np.searchsorted(step_ns, view_nf.batch_ns, side="right") - 1
+            busy = (after >= 0) & (step_len[np.maximum(after, 0)] > 0)
+        rate = peak_rate(view_nf.batch_ns, cnt, busy)
+    return QueueTimeline(name, hops, arr, rx, step_ns, step_len,
                          starts, ends, hop_period, rate)
 
 
@@ -147,8 +192,9 @@ def queue_timelines(view, traj, peak_rates=None) -> dict:
     dict name -> QueueTimeline
     """
     peak_rates = peak_rates or {}
+    hops = _hops_in_rx_order(view, traj)
     out = {}
     for k, n in enumerate(view.nfs):
         if len(n.rx_ids):
-            out[n.name] = _timeline(n.name, k, traj, n, peak_rates.get(n.name))
+            out[n.name] = _timeline(n.name, hops[k], traj, n, peak_rates.get(n.name))
     return out

@@ -33,8 +33,9 @@ def _costs(batch_dur, batch_of, prefix):
     """Per-packet cost of each prefix value in `prefix` (lstsq over batches)."""
     vals, col = np.unique(prefix, return_inverse=True)
     nb = len(batch_dur)
-    X = np.zeros((nb, len(vals)))
-    np.add.at(X, (batch_of, col), 1.0)
+    # packets per (batch, prefix): one bincount (np.add.at is ~10x slower)
+    X = np.bincount(batch_of * len(vals) + col, minlength=nb * len(vals)) \
+        .astype(float).reshape(nb, len(vals))
     beta, *_ = np.linalg.lstsq(X, batch_dur, rcond=None)
     return vals, beta, X.sum(axis=0)
 

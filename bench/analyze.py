@@ -1,49 +1,64 @@
-"""Speed and memory of `mscope diagnose`: packet-hops per second of the whole
-analyzer (read, topology, trajectories, queues, attribution, patterns) and
-its peak memory against the decoded capture, on one core.
+"""Speed and memory of `mscope diagnose`, end to end and stage by stage:
+packet-hops per second of what `mscope diagnose CAP --json OUT` does (read,
+topology, trajectories, queues, attribution, patterns, the victims'
+ranking, writing the JSON, the summary) and its peak memory against the
+decoded capture, on one core.
 
-    python bench/analyze.py [--seconds 2.0] [--repeat 3]
+    python bench/analyze.py [--seconds 2.0] [--repeat 3] [--capture DIR]
 
 The capture is simulated once (no counterfactual labels): the SCENARIO.md
 example (its chain, its 1.2 Mpps, its four faults repeated every 200 ms)
 stretched to `--seconds`, which at 2 s is 2.4 M packets and about 10 M
-packet-hops.  Each measurement
-runs in a fresh process: the speed runs plainly, the memory run under
-tracemalloc (numpy reports its buffers to it), and the process's peak RSS
-growth is given too.  Targets (issue 5): >= 5 M packet-hops/s, peak <= 2x
-the decoded capture (records x 32 B + ids x 8 B).
+packet-hops (~25 s to simulate).  `--capture DIR` diagnoses an existing
+capture instead (e.g. one kept with `--keep DIR`).
 
-Prints one JSON line per measurement, then a table.
+Each measurement runs in a fresh process, through
+``mscope.diagnose.run_diagnose`` (the code behind the command: the JSON
+written to a file, the summary printed to a buffer): the speed runs
+plainly, the memory run under tracemalloc (numpy reports its buffers to
+it).  Per stage: wall time (best of the speed runs), and from the memory
+run the traced peak while the stage ran (everything held then, earlier
+stages' results included), what was still held at its end, and the
+process's resident size.  `process s` is the speed run's whole process,
+interpreter start and imports included, as a user waits for it.
+Targets (issue 5): >= 5 M packet-hops/s, peak <= 2x the decoded capture
+(records x 32 B + ids x 8 B).
+
+Prints one JSON line per measurement, then tables.
 """
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE / "scenarios" / "fw-bug-and-burst.json"
 
 _CHILD = r"""
-import json, resource, sys, time, tracemalloc
-cap, mode = sys.argv[1], sys.argv[2]
-from mscope.diagnose import diagnose
-from mscope.capture import open_capture
+import io, json, os, resource, sys, time, tracemalloc
+cap, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # as mscope diagnose sets it
+from mscope.diagnose import run_diagnose
 import mscope.analyzer  # imports paid before measuring
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if mode == "mem":
     tracemalloc.start()
 t0 = time.perf_counter()
-diag, ctx = diagnose(cap, slo_us=150)
+diag, ctx = run_diagnose(cap, json_path=out, file=io.StringIO(), slo_us=150)
 dt = time.perf_counter() - t0
 peak = tracemalloc.get_traced_memory()[1] if mode == "mem" else None
 rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = ctx["traj"]
 print(json.dumps({"seconds": dt, "hops": int(len(t.hop_packet)), "packets": int(len(t.packet_id)),
-                  "victims": len(diag["victims"]), "traced_peak_bytes": peak,
-                  "rss_growth_bytes": (rss1 - rss0) * 1024}))
+                  "victims": len(diag["victims"]), "json_bytes": os.path.getsize(out),
+                  "traced_peak_bytes": max([peak or 0] + [s.get("traced_peak_bytes", 0)
+                                                          for s in ctx["stages"]]) or None,
+                  "rss_growth_bytes": (rss1 - rss0) * 1024, "stages": ctx["stages"]}))
 """
 
 
@@ -78,10 +93,56 @@ def decoded_bytes(cap):
     return len(d.records) * 32 + len(d.ids) * 8
 
 
-def child(cap, mode):
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(cap), mode], check=True,
+def child(cap, mode, out):
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", _CHILD, str(cap), mode, str(out)],
                          capture_output=True, text=True, timeout=1800)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    if res.returncode:
+        sys.exit(f"bench/analyze.py: the {mode} run failed:\n{res.stderr[-3000:]}")
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    r["process_seconds"] = time.perf_counter() - t0
+    return r
+
+
+def _mib(x):
+    return f"{x / 2**20:,.0f}" if x is not None else "-"
+
+
+def report(runs, mem, dec):
+    """The tables: totals, then per stage."""
+    best = min(runs, key=lambda r: r["seconds"])
+    med = statistics.median(r["hops"] / r["seconds"] for r in runs)
+    print()
+    print(f"{'packet-hops':>12} {'packets':>10} {'victims':>8} {'JSON MiB':>9} {'best s':>7} "
+          f"{'median s':>9} {'process s':>10} {'M hops/s':>9} {'target':>7}")
+    print(f"{best['hops']:12,d} {best['packets']:10,d} {best['victims']:8,d} "
+          f"{best['json_bytes'] / 2**20:9,.0f} {best['seconds']:7.2f} "
+          f"{statistics.median(r['seconds'] for r in runs):9.2f} "
+          f"{min(r['process_seconds'] for r in runs):10.2f} {med / 1e6:9.2f} {'5.00':>7}")
+    print()
+    names = [s["stage"] for s in best["stages"]]
+    per = {n: min(s["seconds"] for r in runs for s in r["stages"] if s["stage"] == n)
+           for n in names}
+    mstage = {s["stage"]: s for s in mem["stages"]}
+    total = sum(per.values())
+    print(f"{'stage':<13} {'best s':>7} {'share':>6} {'M hops/s':>9}  {'traced peak MiB':>15} "
+          f"{'x decoded':>9} {'held after MiB':>14} {'RSS MiB':>8}")
+    for n in names:
+        m = mstage.get(n, {})
+        pk = m.get("traced_peak_bytes")
+        print(f"{n:<13} {per[n]:7.3f} {per[n] / total:6.1%} "
+              f"{best['hops'] / per[n] / 1e6 if per[n] else float('inf'):9.1f}  "
+              f"{_mib(pk):>15} {pk / dec if pk else 0:9.2f} {_mib(m.get('traced_bytes')):>14} "
+              f"{_mib(m.get('rss_bytes')):>8}")
+    print(f"{'sum':<13} {total:7.3f}")
+    print()
+    print(f"decoded capture {dec / 2**20:,.0f} MiB; peak traced {_mib(mem['traced_peak_bytes'])}"
+          f" MiB ({mem['traced_peak_ratio']:.2f}x); RSS growth {_mib(mem['rss_growth_bytes'])}"
+          f" MiB ({mem['rss_growth_ratio']:.2f}x); target <= 2.00x")
+    print(json.dumps({"summary": {"hops_per_s": med, "best_seconds": best["seconds"],
+                                  "stage_seconds": per,
+                                  "traced_peak_ratio": mem["traced_peak_ratio"],
+                                  "rss_growth_ratio": mem["rss_growth_ratio"]}}))
 
 
 def main(argv=None):
@@ -89,35 +150,40 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=2.0,
                     help="seconds of traffic (default 2: ~10 M packet-hops)")
     ap.add_argument("--repeat", type=int, default=3, help="speed runs (default 3)")
+    ap.add_argument("--capture", metavar="DIR",
+                    help="diagnose this capture directory instead of simulating one")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="keep the simulated capture here (reuse it with --capture DIR)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc run")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mscope-bench-analyze-") as tmp:
-        print(f"simulating {a.seconds:g} s of the SCENARIO.md example ...", file=sys.stderr,
-              flush=True)
-        cap = make_capture(a.seconds, tmp)
+        if a.capture:
+            cap = Path(a.capture)
+        else:
+            print(f"simulating {a.seconds:g} s of the SCENARIO.md example ...", file=sys.stderr,
+                  flush=True)
+            cap = make_capture(a.seconds, tmp)
+            if a.keep:
+                shutil.copytree(cap, a.keep)
+                print(f"capture kept in {a.keep}", file=sys.stderr)
         dec = decoded_bytes(cap)
+        out = Path(tmp) / "diagnosis.json"
         runs = []
         for i in range(a.repeat):
-            r = child(cap, "speed")
+            r = child(cap, "speed", out)
             r.update(kind="speed", run=i, hops_per_s=r["hops"] / r["seconds"])
             print(json.dumps(r), flush=True)
             runs.append(r)
-        m = child(cap, "mem")
-        m.update(kind="memory", decoded_bytes=dec,
-                 traced_peak_ratio=m["traced_peak_bytes"] / dec,
-                 rss_growth_ratio=m["rss_growth_bytes"] / dec)
-        print(json.dumps(m), flush=True)
-    med = statistics.median(r["hops_per_s"] for r in runs)
-    print()
-    print(f"{'packet-hops':>12} {'packets':>10} {'victims':>8} {'median s':>9} "
-          f"{'M hops/s':>9} {'target':>7}")
-    print(f"{runs[0]['hops']:12,d} {runs[0]['packets']:10,d} {runs[0]['victims']:8,d} "
-          f"{statistics.median(r['seconds'] for r in runs):9.2f} {med / 1e6:9.2f} {'5.00':>7}")
-    print()
-    print(f"decoded capture {dec / 2**20:,.0f} MiB; peak traced {m['traced_peak_bytes'] / 2**20:,.0f}"
-          f" MiB ({m['traced_peak_ratio']:.2f}x); RSS growth {m['rss_growth_bytes'] / 2**20:,.0f}"
-          f" MiB ({m['rss_growth_ratio']:.2f}x); target <= 2.00x")
-    print(json.dumps({"summary": {"hops_per_s": med, "traced_peak_ratio": m["traced_peak_ratio"],
-                                  "rss_growth_ratio": m["rss_growth_ratio"]}}))
+        if a.no_memory:
+            m = {"stages": [], "traced_peak_bytes": None, "rss_growth_bytes": None,
+                 "traced_peak_ratio": float("nan"), "rss_growth_ratio": float("nan")}
+        else:
+            m = child(cap, "mem", out)
+            m.update(kind="memory", decoded_bytes=dec,
+                     traced_peak_ratio=m["traced_peak_bytes"] / dec,
+                     rss_growth_ratio=m["rss_growth_bytes"] / dec)
+            print(json.dumps(m), flush=True)
+    report(runs, m, dec)
     return 0
 
 

@@ -4,6 +4,7 @@ import ipaddress
 import json
 import re
 
+import numpy as np
 import pytest
 
 from mscope.capture import CaptureWriter
@@ -233,3 +234,142 @@ def test_help_has_example(capsys):
     with pytest.raises(SystemExit):
         main(["diagnose", "--help"])
     assert "example: mscope diagnose" in capsys.readouterr().out
+
+
+# --- reading the capture for a diagnosis: the fast paths (one stream per
+# NF, frames decoded in place) give exactly what the general ones give
+
+_VIEW_ARRAYS = ("rx_ids", "rx_ns", "rx_batch", "batch_ns", "batch_occupancy", "tx_ids",
+                "tx_ns", "tx_port", "tx_batch", "rx_addr", "rx_port")
+
+
+def _same_view(a, b):
+    assert [n.name for n in a.nfs] == [n.name for n in b.nfs]
+    for x, y in zip(a.nfs, b.nfs):
+        for f in _VIEW_ARRAYS:
+            u, v = getattr(x, f), getattr(y, f)
+            assert (u is None) == (v is None), (x.name, f)
+            if u is not None:
+                assert np.array_equal(u, v), (x.name, f)
+                assert u.dtype == v.dtype or f in ("rx_port", "tx_port"), (x.name, f)
+    assert a.incomplete == b.incomplete
+
+
+def _general_view(monkeypatch, data, man):
+    from mscope.analyzer import ingest
+    monkeypatch.setattr(ingest, "_one_stream", lambda *a: None)
+    try:
+        return ingest.from_capture_data(data, man)
+    finally:
+        monkeypatch.undo()
+
+
+def test_one_stream_path_is_the_general_path(stall, monkeypatch):
+    from mscope.analyzer.ingest import from_capture_data
+    from mscope.capture import open_capture
+    cap = open_capture(stall)
+    data = cap.read()
+    fast = from_capture_data(data, cap.manifest)
+    assert fast.nfs[0].rx_addr is not None or fast.nfs[1].rx_addr is not None
+    _same_view(fast, _general_view(monkeypatch, data, cap.manifest))
+    # an address record whose rx record is gone, and a clock that goes back
+    # once: the fast path hands over (addresses) or steps aside (time)
+    recs = data.records.copy()
+    addr = np.flatnonzero(recs["flags"] & 2)
+    drop = np.ones(len(recs), bool)
+    drop[addr[5] - 1] = False                                   # its rx record
+    other = np.flatnonzero(data.stream != data.stream[addr[5]])
+    recs["time_ns"][other[-1]] = recs["time_ns"][other[0]]      # back in time
+    counts = recs["count"].astype(np.int64)
+    keep_ids = np.repeat(drop, counts)
+    edited = type(data)(recs[drop], data.stream[drop], np.concatenate(
+        [[0], np.cumsum(counts[drop])]), data.ids[keep_ids], data.losses, data.stream_info)
+    _same_view(from_capture_data(edited, cap.manifest),
+               _general_view(monkeypatch, edited, cap.manifest))
+
+
+def test_release_packets_keeps_lengths(stall):
+    from mscope.analyzer import load
+    view = load(stall)
+    n_rx = [len(n.rx_ids) for n in view.nfs]
+    batches = [n.rx_batch.copy() for n in view.nfs]
+    view.release_packets()
+    assert [len(n.rx_ids) for n in view.nfs] == n_rx
+    assert all(np.array_equal(n.rx_batch, b) for n, b in zip(view.nfs, batches))
+    with pytest.raises(RuntimeError, match="released"):
+        view.nfs[0].tx_ns[0]
+    with pytest.raises(RuntimeError, match="released"):
+        np.asarray(view.nfs[1].rx_ids)
+
+
+@pytest.mark.parametrize("codec", [0, 1, 2])
+def test_decode_payload_into_is_decode_payload(codec):
+    from mscope.capture.format import (CAPTURE_RECORD_DTYPE, decode_payload,
+                                       decode_payload_into, encode_frame, unpack_frame_header,
+                                       FRAME_HEADER_SIZE)
+    from mscope.errors import CaptureFormatError
+    recs = np.zeros(40, CAPTURE_RECORD_DTYPE)
+    recs["seq"] = np.arange(40) + 7
+    recs["time_ns"] = np.arange(40) * 1000
+    recs["count"] = np.arange(40) % 4
+    ids = np.arange(int(recs["count"].sum()), dtype=np.uint64) * 0x9E3779B97F4A7C15
+    frame = encode_frame(recs, ids, stream=3, chunk_seq=0, first_seq=7, next_seq=47,
+                         codec=codec)
+    h = unpack_frame_header(frame[:FRAME_HEADER_SIZE])
+    payload = frame[FRAME_HEADER_SIZE:]
+    r, i = np.empty(h.n_records, CAPTURE_RECORD_DTYPE), np.empty(h.n_ids, np.uint64)
+    decode_payload_into(h, payload, r, i)
+    r0, i0 = decode_payload(h, payload)
+    assert np.array_equal(r, r0) and np.array_equal(i, i0)
+    # damaged: the same one-line reasons as decode_payload
+    bad = [payload[:-1] + bytes([payload[-1] ^ 1]),              # crc
+           payload + b"\0"]                                      # crc too
+    short = h._replace(raw_len=h.raw_len + 8, n_ids=h.n_ids + 1)
+    for hh, p in [(h, x) for x in bad] + [(short, payload)]:
+        with pytest.raises(CaptureFormatError) as e0:
+            decode_payload(hh, p)
+        with pytest.raises(CaptureFormatError) as e1:
+            decode_payload_into(hh, p, np.empty(hh.n_records, CAPTURE_RECORD_DTYPE),
+                                np.empty(hh.n_ids, np.uint64))
+        assert str(e1.value) == str(e0.value)
+
+
+def test_load_stream_by_stream_is_read_whole(stall, tmp_path):
+    # load() reads stream by stream (Capture.read_streams), letting each
+    # go once its NF is built; from_capture_data(read()) holds it whole
+    from mscope.analyzer import ingest, load
+    from mscope.analyzer.ingest import from_capture_data
+    from mscope.capture import open_capture
+    cap = open_capture(stall)
+    data = cap.read()
+    _same_view(load(stall), from_capture_data(data, cap.manifest))
+    parts, whole = cap.read_streams()
+    assert whole.losses == data.losses and not len(whole.records)
+    for sid, part in parts.items():
+        rows = np.flatnonzero(data.stream == sid)
+        assert np.array_equal(part.records, data.records[rows])
+        assert np.array_equal(part.ids, data.ids[data.id_offsets[rows[0]]:
+                                                 data.id_offsets[rows[-1] + 1]])
+        assert (part.stream == sid).all() and part.id_offsets[0] == 0
+    # one NF on two lcores (two streams): merged by time either way
+    man = cap.manifest
+    out = tmp_path / "lcores"
+    with CaptureWriter(out) as w:
+        h = w.add_host("h")
+        for st in man["streams"]:
+            mine = np.flatnonzero(data.stream == st["stream"])
+            recs = data.records[mine]
+            ids = np.concatenate([data.ids_of(i) for i in mine])
+            halves = [np.arange(len(recs)) % 2 == j for j in (0, 1)] \
+                if st["nf_name"] == "fw" else [np.ones(len(recs), bool)]
+            for half in halves:
+                sid = w.add_stream(h, st["nf_id"], st["nf_name"])
+                r = recs[half].copy()
+                r["seq"] = np.arange(len(r))
+                w.write_chunk(sid, r, ids[np.repeat(half, recs["count"].astype(np.int64))],
+                              first_seq=0, final=True)
+    two = open_capture(out)
+    assert len(two.streams) == len(man["streams"]) + 1
+    whole = ingest._view(None, two.read(), two.manifest, None)     # all over the whole
+    _same_view(load(out), whole)
+    _same_view(from_capture_data(two.read(), two.manifest), whole)

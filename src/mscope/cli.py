@@ -108,15 +108,15 @@ def _cmd_inspect(args):
 
 
 def _cmd_diagnose(args):
-    from mscope.diagnose import diagnose, format_summary
-    diag, ctx = diagnose(args.capture, slo_us=args.slo_us,
-                         pattern_threshold=args.pattern_threshold,
-                         topology=args.topology,
-                         progress=sys.stderr.isatty())
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(diag, f)
-    print(format_summary(diag, ctx, top=args.top))
+    # One BLAS thread (unless told otherwise), set before numpy loads
+    # OpenBLAS: the analyzer is meant for one core, and on a busy machine
+    # OpenBLAS's spinning threads made the slow-flow fit (a ~1000 x 128
+    # least squares) take 0.3-1.2 s instead of 7 ms (bench/analyze.py).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from mscope.diagnose import run_diagnose
+    run_diagnose(args.capture, json_path=args.json, top=args.top, slo_us=args.slo_us,
+                 pattern_threshold=args.pattern_threshold, topology=args.topology,
+                 progress=sys.stderr.isatty())
     return 0
 
 

@@ -2,15 +2,30 @@
 
 Runs the analyzer stages (docs/analyzer.md) and builds the diagnosis JSON
 of SCENARIO.md: ``{"victims": [...], "patterns": [...], "incomplete": [...]}``.
+The victims are most of it (400k victims: ~100 MB of JSON): the command
+streams them to the file from the attribution's arrays (:func:`write_json`)
+instead of making a dict per victim.
 """
+import json
+import operator
+import os
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
 from mscope.errors import MscopeError
 
-__all__ = ["diagnose", "format_summary", "DEFAULT_SLO_US"]
+try:
+    import resource
+except ImportError:                 # not on Windows: max_rss_bytes left out
+    resource = None
+
+__all__ = ["diagnose", "run_diagnose", "write_json", "format_summary", "VictimList",
+           "StageLog", "DEFAULT_SLO_US"]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 #: Latency objective when none is given.
 DEFAULT_SLO_US = 150.0
@@ -19,7 +34,6 @@ DEFAULT_SLO_US = 150.0
 def load_topology_hint(path):
     """Links from a JSON file: a list of [from, to] names, or an object with
     "links" (a scenario file).  One-line MscopeError on anything else."""
-    import json
     try:
         with open(path) as f:
             doc = json.load(f)
@@ -37,7 +51,7 @@ def load_topology_hint(path):
 
 
 def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=None,
-             topology=None, progress=False):
+             topology=None, progress=False, lazy=False):
     """Diagnose the capture directory `capture`.
 
     Parameters
@@ -53,13 +67,20 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         the inferred topology must match it (it replaces the manifest's).
     progress : bool
         Print each stage to stderr as it starts.
+    lazy : bool
+        Give ``"victims"`` as a :class:`VictimList` (each victim's dict made
+        when asked for; :func:`write_json` streams it without making them)
+        instead of a list.  ``mscope diagnose`` does: for 393k victims
+        (bench/analyze.py, 2 s) the dicts took 1.8 s and json.dump 6.0 s,
+        the ranking and the streamed JSON 0.2 + 0.4 s.
 
     Returns
     -------
     (dict, dict)
         The diagnosis JSON object and a context dict for
         :func:`format_summary` (``attribution``, ``queues``, ``traj``,
-        ``seconds``).
+        ``seconds``, and ``stages``: per stage its wall time and memory,
+        see :class:`StageLog`).
 
     Raises
     ------
@@ -74,38 +95,458 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         raise MscopeError(f"--slo-us must be a positive number, got {slo_us}")
     hint = load_topology_hint(topology) if isinstance(topology, (str, bytes)) or \
         hasattr(topology, "__fspath__") else topology
-    t0 = time.perf_counter()
-
-    def stage(name):
-        if progress:
-            print(f"mscope diagnose: {name} ({time.perf_counter() - t0:.1f} s)",
-                  file=sys.stderr, flush=True)
-
-    stage("reading the capture")
+    log = StageLog(progress)
+    log.start("read", "reading the capture")
     view = load(capture)
     if hint is not None:
         view.topology = hint
-    stage(f"topology of {len(view.nfs)} NFs")
+    log.start("topology", f"topology of {len(view.nfs)} NFs")
     topo = infer_topology(view)
-    stage("trajectories")
+    log.start("trajectories", "trajectories")
     traj = build_trajectories(view, topo)
-    stage(f"queues of {len(traj.packet_id):,} packets")
+    # the trajectories hold what the per-packet ids and times said; queues
+    # and patterns read only the batches: ~0.8x the decoded capture freed
+    view.release_packets()
+    log.start("queues", f"queues of {len(traj.packet_id):,} packets")
     queues = queue_timelines(view, traj, peak_rates)
-    stage("attribution")
+    log.start("attribution", "attribution")
     att = attribute(traj, queues, int(round(slo_us * 1000)))
-    stage(f"patterns over {len(att.packet):,} victims")
+    log.start("patterns", f"patterns over {len(att.packet):,} victims")
     thr = DEFAULT_THRESHOLD if pattern_threshold is None else pattern_threshold
     patterns = find_patterns(att, thr, traj, view, queues)
-    victims = [{"packet": p, "nf": nf, "latency_ns": None if d else lat, "dropped": d,
-                "culprits": c}
-               for p, nf, lat, d, c in zip(att.packet_id.tolist(), att.nf,
-                                           att.latency_ns.tolist(), att.dropped.tolist(),
-                                           att.ranked_all())]
+    log.start("victims", "ranking the victims' culprits")
+    victims = VictimList(att)
+    victims.ranked()
+    if not lazy:
+        victims = victims.tolist()
     out = {"victims": victims, "patterns": patterns,
            "incomplete": [dict(w) for w in view.incomplete]}
+    log.end()
     ctx = {"attribution": att, "queues": queues, "traj": traj, "topology": topo,
-           "slo_us": slo_us, "seconds": time.perf_counter() - t0}
+           "slo_us": slo_us, "seconds": log.elapsed(), "stages": log.rows}
     return out, ctx
+
+
+def run_diagnose(capture, json_path=None, top=5, file=None, **options):
+    """What ``mscope diagnose CAPTURE [--json OUT]`` does, stage by stage.
+
+    Diagnoses `capture` (:func:`diagnose` with ``lazy=True`` and
+    `options`), streams the JSON to `json_path` when given, prints the
+    summary to `file` (default stdout).  bench/analyze.py times this.
+
+    Returns
+    -------
+    (dict, dict)
+        As :func:`diagnose`; ``ctx["stages"]`` gains ``write`` and
+        ``summary``, ``ctx["seconds"]`` is the whole run.
+    """
+    t0 = time.perf_counter()
+    diag, ctx = diagnose(capture, lazy=True, **options)
+    log = StageLog(False, ctx["stages"])
+    if json_path is not None:
+        log.start("write", "writing the JSON")
+        with open(json_path, "wb") as f:
+            write_json(diag, f)
+    log.start("summary", "summary")
+    ctx["seconds"] = time.perf_counter() - t0
+    print(format_summary(diag, ctx, top=top), file=file or sys.stdout)
+    log.end()
+    return diag, ctx
+
+
+class StageLog:
+    """Wall time and memory of each stage of one run, as ``rows``.
+
+    A row per stage: ``stage``, ``seconds``; ``rss_bytes`` (resident at
+    the stage's end, Linux), ``max_rss_bytes`` (the process's high-water
+    mark so far); and while tracemalloc traces, ``traced_bytes`` (held at
+    the stage's end) and ``traced_peak_bytes`` (the most held during the
+    stage: the peak is reset at each stage's end).
+    """
+
+    def __init__(self, progress=False, rows=None):
+        self.progress = progress
+        self.rows = [] if rows is None else rows
+        self.t0 = time.perf_counter()
+        self.key = None
+
+    def elapsed(self):
+        return time.perf_counter() - self.t0
+
+    def start(self, key, message):
+        self.end()
+        if self.progress:
+            print(f"mscope diagnose: {message} ({self.elapsed():.1f} s)", file=sys.stderr,
+                  flush=True)
+        self.key, self.t = key, time.perf_counter()
+
+    def end(self):
+        if self.key is None:
+            return
+        row = {"stage": self.key, "seconds": time.perf_counter() - self.t}
+        row.update(_memory())
+        self.rows.append(row)
+        self.key = None
+
+
+def _memory():
+    import tracemalloc
+    out = {}
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            out["rss_bytes"] = int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        pass
+    if resource is not None:
+        out["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if tracemalloc.is_tracing():
+        out["traced_bytes"], out["traced_peak_bytes"] = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+    return out
+
+
+# --- the victims, streamed --------------------------------------------------
+
+#: Victims formatted per block: ~2 MB of JSON from a ~3 MB scratch matrix
+#: (fewer: more numpy calls per victim; more: out of cache, no faster).
+BLOCK = 8192
+_EPS = 1e-9          # attribution's: a culprit whose rounded score is <= this is left out
+
+
+class VictimList(Sequence):
+    """The diagnosis' victims: SCENARIO.md dicts made on demand.
+
+    A read-only sequence over an Attribution; ``victims[i]``, iteration
+    and :meth:`tolist` give exactly the dicts :func:`diagnose` lists
+    (culprits ranked as ``Attribution.ranked_all``), and :func:`write_json`
+    formats all of them straight from the arrays, without making them.
+
+    Parameters
+    ----------
+    att : mscope.analyzer.attribution.Attribution
+    """
+
+    def __init__(self, att):
+        self.att = att
+        self._ranked = None
+
+    def __len__(self):
+        return len(self.att.packet_id)
+
+    def __repr__(self):
+        return f"<VictimList: {len(self):,} victims>"
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(len(self))
+            if step == 1:
+                return self._dicts(lo, max(lo, hi))
+            return [self[j] for j in range(lo, hi, step)]
+        n = len(self)
+        j = operator.index(i)
+        j = j + n if j < 0 else j
+        if not 0 <= j < n:
+            raise IndexError(f"victim index {i} out of range ({n} victims)")
+        return self._dicts(j, j + 1)[0]
+
+    def __iter__(self):
+        for lo in range(0, len(self), BLOCK):
+            yield from self._dicts(lo, min(lo + BLOCK, len(self)))
+
+    def __eq__(self, other):
+        if isinstance(other, (VictimList, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None
+
+    def tolist(self):
+        """Every victim's dict, as :func:`diagnose` (not lazy) returns them."""
+        return self._dicts(0, len(self))
+
+    def ranked(self):
+        """Every victim's ranked culprits, compressed by victim.
+
+        Returns
+        -------
+        ptr : ndarray of int64, len(self) + 1
+            Victim i's culprits are entries ``ptr[i]:ptr[i + 1]``.
+        col : ndarray of intp
+            Index into ``att.culprits`` of each entry.
+        score : ndarray of float64
+            Its score, rounded to 3 decimals; only those > 1e-9.
+        """
+        if self._ranked is None:
+            ranked_arrays = getattr(self.att, "ranked_arrays", None)
+            if ranked_arrays is not None:
+                r = ranked_arrays()
+                self._ranked = (r.offsets, r.culprit, r.score)
+            else:
+                self._ranked = _rank(self.att)
+        return self._ranked
+
+    def _dicts(self, lo, hi):
+        from mscope.analyzer.attribution import culprit_dict
+        att = self.att
+        ptr, col, score = self.ranked()
+        base = [culprit_dict(k) for k in att.culprits]
+        a, b = int(ptr[lo]), int(ptr[hi])
+        cols, scores = col[a:b].tolist(), score[a:b].tolist()
+        p = (ptr[lo:hi + 1] - a).tolist()
+        nf = att.nf[lo:hi]
+        nf = nf.tolist() if isinstance(nf, np.ndarray) else list(nf)
+        out = []
+        for k, (pid, lat, d) in enumerate(zip(att.packet_id[lo:hi].tolist(),
+                                              att.latency_ns[lo:hi].tolist(),
+                                              att.dropped[lo:hi].tolist())):
+            out.append({"packet": pid, "nf": nf[k], "latency_ns": None if d else lat,
+                        "dropped": d,
+                        "culprits": [dict(base[j], score=s) for j, s in
+                                     zip(cols[p[k]:p[k + 1]], scores[p[k]:p[k + 1]])]})
+        return out
+
+    def json_chunks(self, block=BLOCK):
+        """The victims' JSON array, ``[`` to ``]``, in pieces (bytes-like).
+
+        Byte for byte what ``json.dump`` writes for :meth:`tolist`.
+        """
+        yield b"["
+        n = len(self)
+        if n == 0:
+            yield b"]"
+            return
+        fmt = _Formatter(self)
+        for lo in range(0, n, block):
+            yield fmt.block(lo, min(lo + block, n))
+        yield b"]}]"
+
+
+def _nf_codes(nf):
+    """The distinct names in `nf` (each victim's NF) and each one's index."""
+    nf = nf.tolist() if isinstance(nf, np.ndarray) else nf
+    names = list(dict.fromkeys(nf))
+    code = {x: k for k, x in enumerate(names)}
+    return names, np.fromiter(map(code.__getitem__, nf), np.intp, len(nf))
+
+
+def write_json(diag, f):
+    """Write the diagnosis JSON `diag` to the binary file `f`.
+
+    Byte for byte what ``json.dump(diag, f)`` writes; a :class:`VictimList`
+    is streamed block by block (about 1 s less per 400k victims than
+    ``json.dump`` of their dicts, and no dicts held).
+
+    Parameters
+    ----------
+    diag : dict
+        As :func:`diagnose` returns it.
+    f : binary file
+    """
+    f.write(b"{")
+    for i, (key, value) in enumerate(diag.items()):
+        f.write(f"{', ' if i else ''}{json.dumps(key)}: ".encode())
+        if isinstance(value, VictimList):
+            for piece in value.json_chunks():
+                f.write(piece)
+        else:
+            f.write(json.dumps(value).encode())
+    f.write(b"}")
+
+
+def _rank(att):
+    """Compressed ranked culprits of every victim (:meth:`VictimList.ranked`),
+    for an Attribution without ``ranked_arrays``.
+
+    The order of ``Attribution.ranked_all``: by score, then by the uncapped
+    score, then by column; sorted within each victim only, victims with the
+    same number of culprits at once.
+    """
+    S = att.scores
+    n = len(att.packet_id)
+    if S.ndim != 2 or S.shape[1] == 0 or n == 0:
+        return np.zeros(n + 1, np.int64), np.zeros(0, np.intp), np.zeros(0)
+    raw = S if att.uncapped is None else att.uncapped
+    C = S.shape[1]
+    flat = np.flatnonzero(S > 0)            # victim-major: ties stay in column order
+    s = np.ravel(S).take(flat)
+    v = np.round(s, 3)
+    keep = v > _EPS
+    if not keep.all():
+        flat, s, v = flat[keep], s[keep], v[keep]
+    r = flat // C
+    c = flat - r * C
+    w = np.ravel(raw).take(flat)
+    cnt = np.bincount(r, minlength=n)
+    ptr = np.zeros(n + 1, np.int64)
+    np.cumsum(cnt, out=ptr[1:])
+    order = np.arange(len(r))
+    for k in np.unique(cnt[cnt > 1]).tolist():
+        at = ptr[:-1][cnt == k][:, None] + np.arange(k)
+        o = np.lexsort((-w[at], -s[at]), axis=-1)      # stable: ties by column
+        order[at] = np.take_along_axis(at, o, axis=1)
+    return ptr, c[order], v[order]
+
+
+def _words(strings, words=0):
+    """Byte strings as rows of uint32 words (NUL-padded), at least `words` wide."""
+    w = max(1, words, max((len(x) + 3) // 4 for x in strings))
+    return np.frombuffer(b"".join(x.ljust(4 * w, b"\0") for x in strings),
+                         np.uint32).reshape(len(strings), w)
+
+
+# Integers are written four digits to a uint32 word, by table: index
+# value + 10000 when digits come before it (leading zeros kept), else
+# value (leading zeros NUL); the units word, 0 as "0", is 20000 further.
+_FOUR = [f"{i:04d}".encode() for i in range(10000)]
+_LEAD = [x.lstrip(b"0").rjust(4, b"\0") for x in _FOUR]
+_WORD = _words(_LEAD + _FOUR + [_LEAD[0][:3] + b"0"] + _LEAD[1:] + _FOUR).ravel()
+#: 0..999 thousandths after the point as float repr writes them: ".5" for
+#: 500, ".05" for 50, ".0" for 0.
+_FRAC = _words([b"." + (f"{i:03d}".rstrip("0") or "0").encode() for i in range(1000)]).ravel()
+_POW10 = 10 ** np.arange(1, 20, dtype=np.uint64)            # 10 .. 10**19
+
+
+def _nwords(v):
+    """Words the largest of the non-negative integers `v` needs (>= 1)."""
+    if len(v) == 0:
+        return 1
+    return (int(np.searchsorted(_POW10, v.max(), side="right")) + 4) // 4
+
+
+def _put_int(out, v):
+    """Write the non-negative integers `v` (uint64) as ASCII digits into the
+    uint32 columns `out` (n x k), right-aligned, NUL before the first."""
+    k = out.shape[1]
+    i = np.empty((k, len(v)), np.uint64)          # one row per word: one take
+    for j in range(k - 1, -1, -1):
+        q = v // 10000
+        np.subtract(v, q * 10000, out=i[j])
+        i[j] += (q > 0) * np.uint64(10000)
+        v = q
+    i[k - 1] += 20000
+    out[...] = np.take(_WORD, i).T
+
+
+#: Scores formatted from integers: the float repr of a number rounded to 3
+#: decimals is its decimal digits while it is below 2**43 (spacing of
+#: doubles < 0.001) and at least 1e-4; others go through json.dumps.
+_FAST_MAX = 1e12
+
+
+def _const(text):
+    return _words([text])[0]
+
+
+class _Formatter:
+    """JSON text of blocks of victims, from the arrays, as one matrix.
+
+    Each victim is a head row (``]}, `` closing the previous victim, then
+    ``{"packet": ... "culprits": [``) followed by one row per culprit
+    (``, `` but for the first, its ``{"kind": ... "score": ``, the score,
+    ``}``).  Rows are uint32 words, so that numbers go in four digits at a
+    time; every field fills whole words, NUL-padded (numbers right-aligned,
+    as wide as the block's widest); dropping every NUL byte leaves the
+    text.  JSON text never holds a NUL (json.dumps escapes it), so the
+    padding cannot eat one.
+    """
+
+    def __init__(self, victims):
+        from mscope.analyzer.attribution import culprit_dict
+        att = victims.att
+        self.att = att
+        self.ptr, self.col, self.score = victims.ranked()
+        names, self.nf = _nf_codes(att.nf)
+        self.nf_tab = _words([json.dumps(x).encode() for x in names])
+        pre = [json.dumps(culprit_dict(k))[:-1].encode() + b', "score": '
+               for k in att.culprits] or [b""]
+        # row 2j: ", " and culprit j's text up to its score; 2j + 1: the
+        # same without the separator, for the first culprit of a victim
+        self.pre_tab = _words([x for p in pre for x in (b", " + p, p)])
+        self.bool_tab = _words([b"false", b"true"])
+        self.head = [_const(b"]}, "), _const(b'{"packet": '), None, _const(b', "nf": '),
+                     self.nf_tab.shape[1], _const(b', "latency_ns": '), None,
+                     _const(b', "dropped": '), 2, _const(b', "culprits": [')]
+
+    def _culprits(self, a, b, first):
+        """Rows of entries a..b of the ranked culprits (uint32 words)."""
+        score = self.score[a:b]
+        fast = score < _FAST_MAX
+        v = np.rint(np.where(fast, score, 0) * 1000).astype(np.uint64)
+        ip = v // 1000
+        k = _nwords(ip)
+        sw = k + 1
+        slow = None
+        if not fast.all():
+            slow = _words([json.dumps(x).encode() for x in score[~fast].tolist()], sw)
+            sw = slow.shape[1]
+        pw = self.pre_tab.shape[1]
+        E = np.empty((b - a, pw + sw + 1), np.uint32)
+        np.take(self.pre_tab, self.col[a:b] * 2 + first, axis=0, out=E[:, :pw], mode="clip")
+        E[:, pw:pw + sw - k - 1] = 0
+        _put_int(E[:, pw + sw - k - 1:pw + sw - 1], ip)
+        np.take(_FRAC, v - ip * 1000, out=E[:, pw + sw - 1], mode="clip")
+        if slow is not None:
+            E[~fast, pw:pw + sw] = slow
+        E[:, -1] = _const(b"}")[0]
+        return E
+
+    def _heads(self, lo, hi):
+        """Head rows of victims lo..hi (uint32 words)."""
+        att = self.att
+        drop = att.dropped[lo:hi]
+        pid = att.packet_id[lo:hi].astype(np.uint64, copy=False)
+        lat = att.latency_ns[lo:hi]
+        lat_ok = ~drop & (lat >= 0)
+        lv = np.where(lat_ok, lat, 0).astype(np.uint64)
+        odd = None
+        lw = _nwords(lv)
+        if not (drop | lat_ok).all():                           # not dropped, no latency
+            odd = _words([str(x).encode() for x in lat[~drop & ~lat_ok].tolist()], lw)
+            lw = odd.shape[1]
+        widths = [x if isinstance(x, int) else len(x) if x is not None else 0
+                  for x in self.head]
+        widths[2], widths[6] = _nwords(pid), lw
+        at = np.cumsum([0] + widths)
+        row = np.zeros(at[-1], np.uint32)
+        for x, c, w in zip(self.head, at, widths):
+            if isinstance(x, np.ndarray):
+                row[c:c + w] = x
+        H = np.empty((hi - lo, len(row)), np.uint32)
+        H[:] = row                                              # the constant text
+        _put_int(H[:, at[2]:at[3]], pid)
+        np.take(self.nf_tab, self.nf[lo:hi], axis=0, out=H[:, at[4]:at[5]], mode="clip")
+        L = H[:, at[6]:at[7]]
+        _put_int(L, lv)
+        if drop.any():
+            L[drop] = 0
+            L[drop, -1] = _const(b"null")[0]
+        if odd is not None:
+            L[~drop & ~lat_ok] = odd
+        np.take(self.bool_tab, drop.view(np.uint8), axis=0, out=H[:, at[8]:at[9]],
+                mode="clip")
+        if lo == 0:
+            H[0, 0] = 0                                         # nothing to close
+        return H
+
+    def block(self, lo, hi):
+        """The JSON text of victims lo..hi, as uint8 (after the first: "]}, " first)."""
+        n = hi - lo
+        a, b = int(self.ptr[lo]), int(self.ptr[hi])
+        starts = self.ptr[lo:hi] - a
+        cnt = np.diff(self.ptr[lo:hi + 1])
+        first = np.zeros(b - a, np.intp)
+        first[starts[cnt > 0]] = 1
+        E = self._culprits(a, b, first)
+        H = self._heads(lo, hi)
+        # interleave: victim i's head, then its culprits
+        R = np.zeros((n + b - a, max(H.shape[1], E.shape[1])), np.uint32)
+        hpos = np.arange(n) + starts
+        is_e = np.ones(len(R), bool)
+        is_e[hpos] = False
+        R[hpos, :H.shape[1]] = H
+        R[is_e, :E.shape[1]] = E
+        R = R.view(np.uint8)
+        return R[R != 0]
 
 
 def _culprit_text(c):
@@ -124,13 +565,14 @@ def _cause_text(c):
     return f"{c['nf']} passed on a burst it received"
 
 
-def _chain(rule, att, queues):
-    """One causal chain: culprit and when -> the victims' queue -> victims."""
+def _chain(rule, att, queues, at_nf):
+    """One causal chain: culprit and when -> the victims' queue -> victims.
+    `at_nf(name)`: which victims are at NF `name`."""
     c, nf = rule["culprit"], rule["victims"]["nf"]
     key = (("nf", c["nf"], c["cause"]) if c["kind"] == "nf"
            else ("flows", c["flows"], c["cause"]))
     j = att.culprits.index(key) if key in att.culprits else None
-    sel = np.array([x == nf for x in att.nf]) if att.nf else np.zeros(0, bool)
+    sel = at_nf(nf)
     if j is not None:
         sel &= att.scores[:, j] > 0
     when, peak, drops = "", "", int(att.dropped[sel].sum()) if len(sel) else 0
@@ -154,7 +596,9 @@ def format_summary(diag, ctx, top=5):
     att = ctx["attribution"]
     traj = ctx["traj"]
     v = diag["victims"]
-    nd = sum(1 for x in v if x["dropped"])
+    # from the arrays: a VictimList would make every victim's dict to count
+    nd = int(np.count_nonzero(att.dropped)) if len(att.dropped) == len(v) else \
+        sum(1 for x in v if x["dropped"])
     lines = [f"{len(traj.packet_id):,} packets, {len(v):,} victims "
              f"({len(v) - nd:,} over {ctx['slo_us']:g} us, {nd:,} dropped), "
              f"{ctx['seconds']:.2f} s"]
@@ -162,13 +606,17 @@ def format_summary(diag, ctx, top=5):
         lines.append("no victims: every packet met the objective")
     if diag["patterns"]:
         lines.append("top rules (culprit -> queue -> victims):")
+        names, code = _nf_codes(att.nf)
+
+        def at_nf(name):
+            return code == names.index(name) if name in names else \
+                np.zeros(len(code), bool)
         for r in diag["patterns"][:top]:
-            lines.append("  " + _chain(r, att, ctx["queues"]))
+            lines.append("  " + _chain(r, att, ctx["queues"], at_nf))
     if v:
         lines.append("worst victims:")
         tot = att.scores.sum(axis=1) if att.scores.size else np.zeros(len(v))
-        order = np.argsort(-tot, kind="stable")[:top]
-        for i in order.tolist():
+        for i in _largest(tot, top).tolist():
             x = v[i]
             what = "dropped" if x["dropped"] else f"{x['latency_ns'] / 1000:,.1f} us"
             chain = " > ".join(f"{_culprit_text(c)} {c['score']:,.0f}"
@@ -183,3 +631,12 @@ def format_summary(diag, ctx, top=5):
     else:
         lines.append("incomplete: none (no records lost)")
     return "\n".join(lines)
+
+
+def _largest(x, k):
+    """Indices of the `k` largest of `x`, largest first, ties by index:
+    ``np.argsort(-x, kind="stable")[:k]`` without sorting all of `x`."""
+    if len(x) <= k or np.isnan(x).any():
+        return np.argsort(-x, kind="stable")[:k]
+    cand = np.flatnonzero(x >= np.partition(x, len(x) - k)[len(x) - k])
+    return cand[np.argsort(-x[cand], kind="stable")[:k]]

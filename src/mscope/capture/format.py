@@ -37,7 +37,7 @@ __all__ = [
     "FrameHeader", "pack_frame_header", "unpack_frame_header", "id_counts",
     "records_problem",
     "check_frame_header", "seq_problem", "max_payload_len", "segment_name",
-    "compress_payload", "decompress_payload",
+    "compress_payload", "decompress_payload", "decode_payload_into",
     "encode_frame", "decode_payload", "decode_frame",
 ]
 
@@ -552,6 +552,12 @@ def decode_payload(h: FrameHeader, payload):
     records = np.frombuffer(raw, CAPTURE_RECORD_DTYPE, count=h.n_records)
     ids = np.frombuffer(raw, PACKET_ID_DTYPE, count=h.n_ids,
                         offset=h.n_records * CAPTURE_RECORD_SIZE)
+    _check_decoded(h, records)
+    return records, ids
+
+
+def _check_decoded(h: FrameHeader, records):
+    """The checks of decoded records against their header (decode_payload)."""
     problem = records_problem(records, h.n_ids)
     if problem is not None:
         raise CaptureFormatError(problem)
@@ -563,7 +569,72 @@ def decode_payload(h: FrameHeader, payload):
                 f"{h.first_seq}..{h.next_seq - 1}")
         if not np.all(seq[1:] > seq[:-1]):
             raise CaptureFormatError("record seqs are not strictly increasing")
-    return records, ids
+
+
+class _Short(Exception):
+    """A zstd stream that ends before the header's raw_len."""
+
+
+def _zstd_into(payload, parts):
+    """Decompress the zstd frame `payload` straight into the uint8 arrays
+    `parts`, filling each; False unless it holds exactly that much."""
+    zstandard = _zstd()
+    with zstandard.ZstdDecompressor().stream_reader(payload) as reader:
+        for part in parts:
+            view, got = memoryview(part), 0
+            while got < len(part):
+                n = reader.readinto(view[got:])
+                if not n:
+                    return False
+                got += n
+        return not reader.read(1)
+
+
+def decode_payload_into(h: FrameHeader, payload, records, ids):
+    """:func:`decode_payload` into arrays of the caller's: the records into
+    `records`, the ids into `ids`.
+
+    The capture reader decodes every frame of a capture into one records
+    array and one ids array this way: a zstd payload is decompressed
+    straight into them, so the capture is held once, never as per-frame
+    buffers and then their concatenation (2x, and a copy).
+
+    Parameters
+    ----------
+    h : FrameHeader
+        A header that passed :func:`check_frame_header`.
+    payload : bytes-like
+    records : ndarray of CAPTURE_RECORD_DTYPE
+        Writable, contiguous, ``h.n_records`` long.
+    ids : ndarray of PACKET_ID_DTYPE
+        Writable, contiguous, ``h.n_ids`` long.
+
+    Raises
+    ------
+    CaptureFormatError
+        As :func:`decode_payload`, with the same messages; `records` and
+        `ids` then hold garbage.
+    """
+    if zlib.crc32(payload) != h.payload_crc32:
+        raise CaptureFormatError("payload crc32 mismatch")
+    parts = (records.view(np.uint8), ids.view(np.uint8))
+    done = False
+    if h.codec == CODEC_ZSTD:
+        zstandard = _zstd()
+        try:
+            done = (zstandard.frame_content_size(payload) in (-1, h.raw_len)
+                    and _zstd_into(payload, parts))
+        except zstandard.ZstdError:
+            done = False
+    if not done:
+        # other codecs, and any problem: the one-shot path, whose errors
+        # are the messages decode_payload gives
+        raw = decompress_payload(payload, h.codec, h.raw_len)
+        raw = np.frombuffer(raw, np.uint8)
+        n = len(parts[0])
+        parts[0][:] = raw[:n]
+        parts[1][:] = raw[n:]
+    _check_decoded(h, records)
 
 
 def decode_frame(buf):

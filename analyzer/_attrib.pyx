@@ -1,0 +1,850 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# distutils: extra_compile_args = -O2 -ffp-contract=off
+"""The loops of the queue and attribution stages that numpy cannot do in
+one pass: merges of sorted event arrays, per-victim scans over hops, the
+per-victim ranking.  Called from queues.py and attribution.py, which say
+what each result means; every kernel here is a linear pass (or a merge)
+over arrays the caller owns and allocates (a few return small lists).
+
+Floating point: every expression is evaluated in the order numpy did in the
+pure-numpy version (same operands, same association, no fused
+multiply-add: built with -ffp-contract=off), so the scores are the same to
+the last bit.  Index arrays of the trajectories may be int32 or int64
+(``index_t``); times are int64 ns.
+
+Build in place: ``cd analyzer && cythonize -i -3 _attrib.pyx``.
+"""
+from libc.math cimport INFINITY, ceil, rint
+from cython.view cimport array as cvarray
+from libc.stdint cimport INT64_MIN, int8_t, int16_t, int32_t, int64_t, uint32_t
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+ctypedef fused index2_t:
+    int32_t
+    int64_t
+
+ctypedef fused index3_t:
+    int32_t
+    int64_t
+
+ctypedef fused out_t:
+    int32_t
+    int64_t
+
+# NF index of a neighbouring hop: int8 up to 126 NFs
+ctypedef fused code_t:
+    int8_t
+    int16_t
+
+
+# -- queue timelines --------------------------------------------------------
+
+def hops_in_rx_order(const index_t[::1] hop_nf, const index2_t[::1] hop_rx,
+                     const int64_t[::1] hop_arrival_ns, const int64_t[::1] hop_rx_ns,
+                     const int64_t[::1] rx_offset, const int64_t[::1] rx_count,
+                     out_t[::1] out, int64_t[::1] arrival, int64_t[::1] rx):
+    """Scatter every received hop to ``out[rx_offset[nf] + hop_rx]``, with
+    its rx time and its arrival (its rx where not recorded) beside it.
+
+    `out` (one slot per rx entry of every NF, filled with -1 by the caller)
+    ends up holding, per NF, its hops in rx order: a stable argsort of
+    ``hop_rx`` when the rx indices are unique within an NF.  One pass over
+    the hops for every NF: each NF's hops are spread over all of them.
+
+    Returns
+    -------
+    int
+        Number of slots written twice (0: the rx indices were unique).
+    """
+    cdef Py_ssize_t h, n = hop_nf.shape[0]
+    cdef int64_t r, slot, twice = 0
+    with nogil:
+        for h in range(n):
+            r = hop_rx[h]
+            if r < 0:
+                continue
+            if r >= rx_count[hop_nf[h]]:
+                with gil:
+                    raise IndexError(f"hop_rx[{h}] = {r} beyond NF {hop_nf[h]}'s rx entries")
+            slot = rx_offset[hop_nf[h]] + r
+            if out[slot] >= 0:
+                twice += 1
+            out[slot] = h
+            rx[slot] = hop_rx_ns[h]
+            arrival[slot] = hop_arrival_ns[h] if hop_arrival_ns[h] >= 0 else hop_rx_ns[h]
+    return twice
+
+
+def gather_arrival_rx(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
+                      const int64_t[::1] hop_rx_ns, int64_t[::1] arrival, int64_t[::1] rx):
+    """``rx[i] = hop_rx_ns[hops[i]]``; ``arrival[i]`` the hop's arrival, or
+    its rx where the arrival was not recorded (-1)."""
+    cdef Py_ssize_t i, n = hops.shape[0]
+    cdef int64_t h, a
+    with nogil:
+        for i in range(n):
+            h = hops[i]
+            rx[i] = hop_rx_ns[h]
+            a = hop_arrival_ns[h]
+            arrival[i] = a if a >= 0 else rx[i]
+
+
+def step_series(const int64_t[::1] arrival, const int64_t[::1] rx,
+                int64_t[::1] step_ns, int32_t[::1] step_len,
+                int64_t[::1] starts, int64_t[::1] ends, int32_t[::1] arrival_period,
+                bint waited_only):
+    """Queue length as a step series by merging sorted arrivals (+1) and
+    departures (-1), with the queuing periods on the way.
+
+    `step_ns`, `step_len` must hold ``len(arrival) + len(rx)`` entries,
+    `starts`, `ends` ``len(arrival)``.  ``arrival_period[i]`` is the last
+    period started at or before ``arrival[i]`` (-1: none); with
+    `waited_only` (`arrival` and `rx` are then one packet's each, index by
+    index), -1 also where ``rx[i] <= arrival[i]``: the packet's period if it
+    waited.
+
+    Returns
+    -------
+    (int, int, int)
+        Number of steps, of starts and of ends written.
+    """
+    cdef Py_ssize_t na = arrival.shape[0], nr = rx.shape[0]
+    cdef Py_ssize_t i = 0, j = 0, i0, x, nstep = 0, nstart = 0, nend = 0
+    cdef int64_t t, length = 0
+    cdef bint busy, busy_before = False
+    with nogil:
+        while i < na or j < nr:
+            if j >= nr or (i < na and arrival[i] <= rx[j]):
+                t = arrival[i]
+            else:
+                t = rx[j]
+            i0 = i
+            while i < na and arrival[i] == t:
+                length += 1
+                i += 1
+            while j < nr and rx[j] == t:
+                length -= 1
+                j += 1
+            step_ns[nstep] = t
+            step_len[nstep] = <int32_t>length
+            nstep += 1
+            busy = length > 0
+            if busy and not busy_before:
+                starts[nstart] = t
+                nstart += 1
+            elif busy_before and not busy:
+                ends[nend] = t
+                nend += 1
+            busy_before = busy
+            for x in range(i0, i):
+                if waited_only and rx[x] <= arrival[x]:
+                    arrival_period[x] = -1
+                else:
+                    arrival_period[x] = <int32_t>(nstart - 1)
+    return nstep, nstart, nend
+
+
+def busy_after(const int64_t[::1] step_ns, const int32_t[::1] step_len,
+               const int64_t[::1] t, char[::1] out):
+    """``out[i]``: the queue non-empty right after time ``t[i]`` (sorted),
+    i.e. ``length_at(t) > 0``, by a merge with the step series."""
+    cdef Py_ssize_t i, j = 0, ns = step_ns.shape[0]
+    with nogil:
+        for i in range(t.shape[0]):
+            while j < ns and step_ns[j] <= t[i]:
+                j += 1
+            out[i] = j > 0 and step_len[j - 1] > 0
+
+
+def hop_summary(const index_t[::1] hop_packet, const index2_t[::1] hop_rx,
+                const int64_t[::1] hop_arrival_ns, const int64_t[::1] hop_rx_ns,
+                out_t[::1] drops):
+    """One pass over the hops for what attribution needs of all of them:
+    the earliest recorded arrival, the latest rx, the number of packets
+    (first hops), and in `drops` (room for every hop) the hops dropped at
+    a queue (no rx, a recorded arrival).
+
+    Returns
+    -------
+    (int, int, int, int)
+        (earliest arrival or 0 when none, latest rx, packets, drops).
+    """
+    cdef Py_ssize_t h, nh = hop_packet.shape[0], nd = 0, npk = 0, c = 0
+    cdef int64_t lo = 0, hi = 0
+    with nogil:
+        for h in range(nh):
+            if h == 0 or hop_packet[h] != hop_packet[h - 1]:
+                npk += 1
+            if hop_arrival_ns[h] >= 0:
+                if c == 0 or hop_arrival_ns[h] < lo:
+                    lo = hop_arrival_ns[h]
+                c += 1
+                if hop_rx[h] < 0:
+                    drops[nd] = <out_t>h
+                    nd += 1
+            if h == 0 or hop_rx_ns[h] > hi:
+                hi = hop_rx_ns[h]
+    return lo, hi, npk, nd
+
+
+def first_hop_addr(const index_t[::1] hop_packet, const uint32_t[::1] src_addr,
+                   uint32_t[::1] out):
+    """``src_addr`` of each packet, in the order of their first hops."""
+    cdef Py_ssize_t h, nh = hop_packet.shape[0], k = 0
+    with nogil:
+        for h in range(nh):
+            if h == 0 or hop_packet[h] != hop_packet[h - 1]:
+                out[k] = src_addr[hop_packet[h]]
+                k += 1
+
+
+def is_sorted(const int64_t[::1] t):
+    """Whether `t` is non-decreasing."""
+    cdef Py_ssize_t i
+    for i in range(1, t.shape[0]):
+        if t[i] < t[i - 1]:
+            return False
+    return True
+
+
+# -- attribution: per-NF arrays ---------------------------------------------
+
+def ties_in_hop_order(const int64_t[::1] arrival, const out_t[::1] hops):
+    """Whether `hops` ascend within every run of equal `arrival` (sorted):
+    then they are already in (arrival, hop) order."""
+    cdef Py_ssize_t i
+    cdef bint ordered = True
+    with nogil:
+        for i in range(1, arrival.shape[0]):
+            if arrival[i] == arrival[i - 1] and hops[i] < hops[i - 1]:
+                ordered = False
+                break
+    return ordered
+
+
+def order_ties_by_hop(const int64_t[::1] arrival, out_t[::1] hops, int64_t[::1] rx):
+    """Within runs of equal `arrival` (sorted), sort `hops` ascending, in
+    place, with their `rx` beside them: the order of a stable argsort of
+    arrival over hops taken in index order.  Runs are a batch or so long
+    (insertion sort)."""
+    cdef Py_ssize_t n = arrival.shape[0], s = 0, e, i, k
+    cdef out_t h
+    cdef int64_t r
+    with nogil:
+        while s < n:
+            e = s + 1
+            while e < n and arrival[e] == arrival[s]:
+                e += 1
+            for i in range(s + 1, e):
+                h, r = hops[i], rx[i]
+                k = i - 1
+                while k >= s and hops[k] > h:
+                    hops[k + 1], rx[k + 1] = hops[k], rx[k]
+                    k -= 1
+                hops[k + 1], rx[k + 1] = h, r
+            s = e
+
+
+def merge_by_arrival(const int64_t[::1] a1, const out_t[::1] h1, const int64_t[::1] r1,
+                     const int64_t[::1] a2, const out_t[::1] h2,
+                     int64_t[::1] a, out_t[::1] h, int64_t[::1] rx, char[::1] dropped):
+    """Merge the received (`a1`, `h1`, rx `r1`) and the dropped (`a2`,
+    `h2`) arrivals, each sorted by (arrival, hop), into `a`, `h`, with each
+    one's rx (-1 dropped) and whether it was dropped."""
+    cdef Py_ssize_t i = 0, j = 0, k = 0, n1 = a1.shape[0], n2 = a2.shape[0]
+    with nogil:
+        while i < n1 or j < n2:
+            if j >= n2 or (i < n1 and (a1[i] < a2[j] or (a1[i] == a2[j] and h1[i] < h2[j]))):
+                a[k], h[k], rx[k], dropped[k] = a1[i], h1[i], r1[i], 0
+                i += 1
+            else:
+                a[k], h[k], rx[k], dropped[k] = a2[j], h2[j], -1, 1
+                j += 1
+            k += 1
+
+
+def hop_neighbours(const index_t[::1] hop_packet, const index2_t[::1] hop_nf,
+                   code_t[::1] prev_nf, code_t[::1] next_nf):
+    """NF of each hop's previous and next hop on its packet's path, -1
+    where there is none (hops are grouped by packet, in path order): one
+    pass, so that per-NF passes read a byte per hop, not the hop arrays."""
+    cdef Py_ssize_t h, nh = hop_packet.shape[0]
+    with nogil:
+        for h in range(nh):
+            if h > 0 and hop_packet[h - 1] == hop_packet[h]:
+                prev_nf[h] = <code_t>hop_nf[h - 1]
+                next_nf[h - 1] = <code_t>hop_nf[h]
+            else:
+                prev_nf[h] = -1
+                if h > 0:
+                    next_nf[h - 1] = -1
+        if nh:
+            next_nf[nh - 1] = -1
+
+
+def neighbours(const int64_t[::1] arr, const out_t[::1] hops,
+               const code_t[::1] prev_nf, const code_t[::1] next_nf,
+               int64_t t0, int64_t bin_ns, int64_t[:, ::1] from_bins,
+               int64_t[:, ::1] to_bins, int32_t[::1] next_of_arr):
+    """Where one NF's arrivals came from and go next, in one pass.
+
+    For arrivals `arr` (sorted, none before `t0`) of hops `hops`:
+    ``from_bins[u + 1, b]`` / ``to_bins[d + 1, b]`` count those whose
+    previous / next hop is at NF u / d (-1: none; `prev_nf`, `next_nf`
+    per hop) in bin ``b = min((arr - t0) // bin_ns, nbins - 1)``;
+    ``next_of_arr[i]`` is d.
+    """
+    cdef Py_ssize_t i, n = arr.shape[0], nb = from_bins.shape[1]
+    cdef Py_ssize_t b = 0
+    cdef int64_t h, u, d, edge = t0 + bin_ns
+    if n and arr[0] < t0:
+        raise ValueError("arrival before the capture start")
+    with nogil:
+        for i in range(n):
+            while b < nb - 1 and arr[i] >= edge:
+                b += 1
+                edge += bin_ns
+            h = hops[i]
+            u, d = prev_nf[h], next_nf[h]
+            from_bins[u + 1, b] += 1
+            to_bins[d + 1, b] += 1
+            next_of_arr[i] = <int32_t>d
+
+
+def split_by_group(const int64_t[::1] values, const int32_t[::1] group,
+                   const int64_t[::1] start, int64_t[::1] out):
+    """Stable partition: the values of group g (-1 allowed) to
+    ``out[start[g + 1]:]``, in order (`start`: where each group begins)."""
+    cdef Py_ssize_t i, n = values.shape[0], ng = start.shape[0]
+    cdef int64_t[::1] at = cvarray(shape=(max(ng, 1),), itemsize=sizeof(int64_t), format="q")
+    with nogil:
+        for i in range(ng):
+            at[i] = start[i]
+        for i in range(n):
+            out[at[group[i] + 1]] = values[i]
+            at[group[i] + 1] += 1
+
+
+def gather_scores(const double[:, ::1] hop_scores, const out_t[::1] idx,
+                  double[::1] local, double[::1] input):
+    """``local[i], input[i] = hop_scores[idx[i]]``: both columns in one
+    pass (each hop's pair shares a cache line)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(idx.shape[0]):
+            local[i] = hop_scores[idx[i], 0]
+            input[i] = hop_scores[idx[i], 1]
+
+
+def source_window(const out_t[::1] hops, const index_t[::1] hop_packet,
+                  const uint32_t[::1] src_addr, const int64_t[::1] hop_arrival_ns,
+                  uint32_t[::1] addr):
+    """Source addresses (``addr[i]``, of hop i's packet) and the arrival
+    span (max - min over recorded arrivals, 0 if none) of `hops`."""
+    cdef Py_ssize_t i, n = hops.shape[0], c = 0
+    cdef int64_t x, lo = 0, hi = 0
+    with nogil:
+        for i in range(n):
+            addr[i] = src_addr[hop_packet[hops[i]]]
+            x = hop_arrival_ns[hops[i]]
+            if x < 0:
+                continue
+            if c == 0 or x < lo:
+                lo = x
+            if c == 0 or x > hi:
+                hi = x
+            c += 1
+    return hi - lo
+
+
+cdef inline int64_t _period_idx(const int64_t[::1] pstart, int64_t t) noexcept nogil:
+    # searchsorted(pstart, t, "right") - 1
+    cdef Py_ssize_t lo = 0, hi = pstart.shape[0], mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if pstart[mid] <= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo - 1
+
+
+cdef inline double _clip(double x, double lo, double hi) noexcept nogil:
+    # np.clip: min(max(x, lo), hi)
+    x = x if x > lo else lo
+    return x if x < hi else hi
+
+
+cdef inline double _max(double a, double b) noexcept nogil:
+    # np.maximum for non-nan values: a unless b is larger
+    return b if b > a else a
+
+
+cdef inline double _min(double a, double b) noexcept nogil:
+    return b if b < a else a
+
+
+def hop_scores(const int64_t[::1] arr, const out_t[::1] hops_by_arr,
+               const int64_t[::1] rx_by_arr, const char[::1] dropped_by_arr,
+               const int64_t[::1] dep,
+               const int64_t[::1] pstart, const int64_t[::1] pend,
+               double rate, double usual, double[:, ::1] hop_scores):
+    """Local and input scores of every hop at one NF (attribution.py,
+    ``_NF.hop_scores``), by one merge over its sorted event arrays.
+
+    Parameters
+    ----------
+    arr, hops_by_arr, rx_by_arr, dropped_by_arr : every arrival offered to
+        the queue (dropped ones too), sorted, with its hop, rx and whether
+        it was dropped.
+    dep : departures (rx), sorted.
+    pstart, pend : queuing periods.
+    rate, usual : peak service rate and usual arrival rate (packets/ns).
+    hop_scores : (hops, 2), the local and input scores of each hop,
+        written at ``hops_by_arr``.
+
+    The counterfactual queues need running minima within queuing periods:
+    of ``i - r arr[i]`` over arrivals (no local cause) and of
+    ``usual dep[j] - (j + 1)`` over departures (no input cause).  They are
+    taken as numpy's version took them, so the sums round the same way: one
+    running minimum over all of ``x - off`` plus ``off``, where ``off`` is
+    ``(period index - first period index) * (range of x + 1)`` (each
+    period sits below the ones before it, so the minimum never reaches
+    back across a period start).
+    """
+    cdef Py_ssize_t n = arr.shape[0], nd = dep.shape[0], n_dropped = 0
+    cdef Py_ssize_t npd = pstart.shape[0]
+    cdef Py_ssize_t i, i1, j1, x, jM = 0, jacc, jp = 0, jpd = 0, jMs = 0
+    cdef int64_t a, p, s, Ms, M, N, kk, h
+    cdef double r = rate, xv, big_loc = 0, big_in = 0, lo, hi, off = 0
+    cdef double run_loc = 0, run_in = 0, min_loc, min_in = 0, q, q_loc, q_in, m0, m
+    cdef double w, w_loc, w_in, L, I
+    cdef int64_t seg0_loc = 0, seg0_in = 0, dpj = -1
+    cdef bint drop, same, have_in = False
+    if n == 0:
+        return
+    with nogil:
+        # offsets of _seg_cummin: the values' range (+1) per period index
+        lo, hi = 1e300, -1e300
+        for i in range(n):
+            xv = <double>i - r * <double>arr[i]
+            lo = xv if xv < lo else lo
+            hi = xv if xv > hi else hi
+        big_loc = (hi - lo) + 1.0
+        seg0_loc = _period_idx(pstart, arr[0])
+        if nd:
+            lo, hi = 1e300, -1e300
+            for i in range(nd):
+                xv = usual * <double>dep[i] - <double>(i + 1)
+                lo = xv if xv < lo else lo
+                hi = xv if xv > hi else hi
+            big_in = (hi - lo) + 1.0
+            seg0_in = _period_idx(pstart, dep[0])
+        i = 0
+        while i < n:
+            a = arr[i]
+            # the run of equal arrivals [i, i1): N = i1 arrivals <= a, of
+            # which n_dropped dropped
+            i1 = i
+            while i1 < n and arr[i1] == a:
+                n_dropped += dropped_by_arr[i1]
+                i1 += 1
+            N = i1
+            jacc = N - n_dropped                    # accepted arrivals <= a
+            # the period holding a (period_of), if any
+            while jp < npd and pstart[jp] <= a:
+                jp += 1
+            p = jp - 1
+            # running minimum of x = i - r arr[i] within periods, up to
+            # i1 - 1: within the run arr is a, so x grows with i and the
+            # run's first element is its minimum
+            off = <double>(p - seg0_loc) * big_loc
+            xv = (<double>i - r * <double>a) - off
+            if i == 0 or xv < run_loc:
+                run_loc = xv
+            min_loc = run_loc + off
+            # departures <= a, with the running minimum of y = usual dep[j]
+            # - (j + 1) within periods: by runs of equal departures (a
+            # batch), whose last element is the run's minimum
+            while jM < nd and dep[jM] <= a:
+                j1 = jM + 1
+                while j1 < nd and dep[j1] == dep[jM]:
+                    j1 += 1
+                while jpd < npd and pstart[jpd] <= dep[jM]:
+                    jpd += 1
+                dpj = jpd - 1
+                off = <double>(dpj - seg0_in) * big_in
+                xv = (usual * <double>dep[jM] - <double>j1) - off
+                if not have_in or xv < run_in:
+                    run_in = xv
+                    have_in = True
+                min_in = run_in + off
+                jM = j1
+            M = jM
+            if p < 0 or not (pend[p] < 0 or pend[p] >= a) or r <= 0:
+                i = i1
+                continue
+            s = pstart[p]
+            q = <double>(jacc - M if jacc - M > 0 else 0)
+            q_loc = _clip((<double>N - r * <double>a) - min_loc, 0.0, q)
+            # departures at or before the period start (p only grows)
+            while jMs < nd and dep[jMs] <= s:
+                jMs += 1
+            Ms = jMs
+            m0 = usual * <double>s - <double>Ms
+            same = M - 1 >= 0 and M - 1 >= Ms and dpj == p
+            m = _min(m0, min_in) if same else m0
+            q_in = _clip((usual * <double>a - <double>M) - m, 0.0, q)
+            w_loc = _max(q_loc - 1, 0) / r
+            kk = M + <int64_t>ceil(_max(q_in - 1, 0))
+            if kk > nd - 1:
+                kk = nd - 1
+            if kk < 0:
+                kk = 0
+            for x in range(i, i1):
+                h = hops_by_arr[x]
+                drop = dropped_by_arr[x] != 0
+                w = 0.0 if drop else <double>(rx_by_arr[x] - a)
+                w_in = <double>(dep[kk] - a) if nd else w
+                if drop:
+                    hop_scores[h, 0] = q - q_loc
+                    hop_scores[h, 1] = q - q_in
+                else:
+                    hop_scores[h, 0] = r * _max(0.0, w - w_loc)
+                    hop_scores[h, 1] = r * _max(0.0, w - _min(w_in, w))
+            i = i1
+
+
+# -- attribution: victims ---------------------------------------------------
+
+def victim_delays(const index_t[::1] hop_packet, const index2_t[::1] hop_nf,
+                  const index3_t[::1] hop_rx, const int64_t[::1] hop_arrival_ns,
+                  const int64_t[::1] hop_rx_ns, const int64_t[::1] hop_tx_ns,
+                  const out_t[::1] vidx, double[::1] tot, int64_t[::1] vnf, int64_t[::1] varr):
+    """Pass 1 over the hops of victims (``vidx[p]``: victim index of packet
+    p, -1 not a victim): ``tot[v]``, the victim's total queuing delay
+    (summed in hop order), and ``vnf``, ``varr``: NF and arrival of the hop
+    where it spent longest (wait + service; ties go to the later hop).
+
+    Returns
+    -------
+    int
+        Number of hops of victims.
+    """
+    cdef Py_ssize_t h, nh = hop_packet.shape[0], n = 0
+    cdef int64_t v, a, delay, spent
+    cdef int64_t[::1] best = _int64_full(vnf.shape[0])
+    with nogil:
+        for h in range(nh):
+            v = vidx[hop_packet[h]]
+            if v < 0:
+                continue
+            n += 1
+            a = hop_arrival_ns[h]
+            delay = 0 if (hop_rx[h] < 0 or a < 0) else hop_rx_ns[h] - a
+            tot[v] += <double>delay
+            spent = hop_tx_ns[h] - a if (hop_tx_ns[h] >= 0 and a >= 0) else 0
+            if spent >= best[v]:
+                best[v] = spent
+                vnf[v] = hop_nf[h]
+                varr[v] = a
+    return n
+
+
+def victim_kept_hops(const index_t[::1] hop_packet, const index2_t[::1] hop_nf,
+                     const index3_t[::1] hop_rx, const int64_t[::1] hop_arrival_ns,
+                     const int64_t[::1] hop_rx_ns, const out_t[::1] vidx,
+                     double min_share, const double[::1] tot, int64_t[::1] vnf,
+                     int64_t[::1] varr, out_t[::1] kept):
+    """Pass 2: the hops that count for a victim -- dropped there, or waited
+    there at least `min_share` of ``tot`` -- written to `kept` in hop
+    order; ``vnf``, ``varr`` become those of the counting hop where it
+    waited longest (ties go to the later hop).
+
+    Returns
+    -------
+    int
+        Number of counting hops.
+    """
+    cdef Py_ssize_t h, nh = hop_packet.shape[0], nk = 0
+    cdef int64_t v, a, delay
+    cdef bint drop
+    cdef int64_t[::1] best = _int64_full(vnf.shape[0])
+    with nogil:
+        for h in range(nh):
+            v = vidx[hop_packet[h]]
+            if v < 0:
+                continue
+            a = hop_arrival_ns[h]
+            drop = hop_rx[h] < 0
+            delay = 0 if (drop or a < 0) else hop_rx_ns[h] - a
+            if not (drop or (delay > 0 and <double>delay >= min_share * tot[v])):
+                continue
+            kept[nk] = <out_t>h
+            nk += 1
+            if delay >= best[v]:
+                best[v] = delay
+                vnf[v] = hop_nf[h]
+                varr[v] = a
+    return nk
+
+
+cdef int64_t[::1] _int64_full(Py_ssize_t n):
+    cdef int64_t[::1] a = cvarray(shape=(max(n, 1),), itemsize=sizeof(int64_t), format="q")
+    cdef Py_ssize_t i
+    for i in range(n):
+        a[i] = INT64_MIN
+    return a
+
+
+def rank_victims(const double[:, ::1] S, const double[:, ::1] raw, double eps,
+                 int64_t[::1] offsets, int32_t[::1] culprit, double[::1] score):
+    """Every victim's culprits, best first (Attribution.ranked_arrays).
+
+    Per row of `S`: the columns whose score rounded to 3 decimals (as
+    ``np.round``) exceeds `eps`, by score, then `raw`, descending, then by
+    column.  Called twice: with empty `culprit` to count (``offsets[v+1]``
+    = culprits of victims <= v), then to fill `culprit` and `score` (the
+    rounded score).
+    """
+    cdef Py_ssize_t v, j, k, b, e, nv = S.shape[0], nc = S.shape[1]
+    cdef double x, sx, rx
+    cdef int32_t cj
+    cdef bint fill = culprit.shape[0] > 0
+    with nogil:
+        offsets[0] = 0
+        for v in range(nv):
+            b = offsets[v]
+            e = b
+            for j in range(nc):
+                if not (S[v, j] > 0.0):
+                    continue        # rounds to <= 0 (most cells are 0)
+                x = rint(S[v, j] * 1000.0) / 1000.0
+                if not (x > eps):
+                    continue
+                if fill:
+                    # insertion: after every entry ranked above (v, j)
+                    sx, rx = S[v, j], raw[v, j]
+                    k = e
+                    while k > b and (S[v, culprit[k - 1]] < sx or
+                                     (S[v, culprit[k - 1]] == sx and raw[v, culprit[k - 1]] < rx)):
+                        culprit[k] = culprit[k - 1]
+                        score[k] = score[k - 1]
+                        k -= 1
+                    culprit[k] = <int32_t>j
+                    score[k] = x
+                e += 1
+            offsets[v + 1] = e
+
+
+def span_of(const out_t[::1] idx, const int64_t[::1] values, bint known_only):
+    """(count, min, max) of ``values[idx]``, over the values >= 0 only when
+    `known_only` (count 0: min and max are 0)."""
+    cdef Py_ssize_t i, n = idx.shape[0], c = 0
+    cdef int64_t x, lo = 0, hi = 0
+    with nogil:
+        for i in range(n):
+            x = values[idx[i]]
+            if known_only and x < 0:
+                continue
+            if c == 0 or x < lo:
+                lo = x
+            if c == 0 or x > hi:
+                hi = x
+            c += 1
+    return c, lo, hi
+
+
+def earliest_period(const out_t[::1] idx, const int64_t[::1] hop_arrival_ns,
+                    const int64_t[::1] hop_rx_ns, const int64_t[::1] pstart,
+                    const int64_t[::1] pend):
+    """For hops `idx` at one NF, arriving at a (arrival, or rx where not
+    recorded): (first queuing period holding one of them or -1, min a,
+    max a)."""
+    cdef Py_ssize_t i, n = idx.shape[0]
+    cdef int64_t a, p, pmin = -1, a_pmin = 0, lo = 0, hi = 0
+    with nogil:
+        for i in range(n):
+            a = hop_arrival_ns[idx[i]]
+            if a < 0:
+                a = hop_rx_ns[idx[i]]
+            if i == 0 or a < lo:
+                lo = a
+            if i == 0 or a > hi:
+                hi = a
+            # the period of a later arrival is no earlier (periods are
+            # sorted): only arrivals before the best so far can improve it
+            if pmin >= 0 and a >= a_pmin:
+                continue
+            p = _period_idx(pstart, a)
+            if p >= 0 and (pend[p] < 0 or pend[p] >= a):
+                pmin, a_pmin = p, a
+    return pmin, lo, hi
+
+
+def upstream_groups(const out_t[::1] hops, const code_t[::1] prev_nf, Py_ssize_t n_nf,
+                    out_t[::1] grouped):
+    """Partition `hops` by the NF of each one's previous hop (``prev_nf``,
+    -1: the source), keeping their order, into `grouped` by ascending NF.
+
+    Returns
+    -------
+    (list, list, list)
+        The NFs present (ascending, -1 first), how many hops came from
+        each, and where each one's hops start in `grouped`.
+    """
+    cdef Py_ssize_t i, n = hops.shape[0]
+    cdef int64_t u
+    cdef int64_t[::1] counts = cvarray(shape=(n_nf + 1,), itemsize=sizeof(int64_t), format="q")
+    cdef int64_t[::1] at = cvarray(shape=(n_nf + 1,), itemsize=sizeof(int64_t), format="q")
+    with nogil:
+        for i in range(n_nf + 1):
+            counts[i] = 0
+        for i in range(n):
+            counts[prev_nf[hops[i]] + 1] += 1
+        at[0] = 0
+        for i in range(1, n_nf + 1):
+            at[i] = at[i - 1] + counts[i - 1]
+    ups, cnt, start = [], [], []
+    for i in range(n_nf + 1):
+        if counts[i]:
+            ups.append(i - 1)
+            cnt.append(counts[i])
+            start.append(at[i])
+    with nogil:
+        for i in range(n):
+            u = prev_nf[hops[i]]
+            grouped[at[u + 1]] = hops[i]
+            at[u + 1] += 1
+    return ups, cnt, start
+
+
+def upstream_window(const out_t[::1] P, const int64_t[::1] hop_tx_ns,
+                    const int64_t[::1] hop_arrival_ns, const int64_t[::1] arr_to):
+    """For hops P at an upstream NF u (the packets it sent towards k):
+    (t0, t1) the span of their tx times, the arrivals at u bound for k in
+    [t0, t1] (`arr_to` sorted), and (lo, hi) the span of their recorded
+    arrivals at u, (t0, t1) when none was recorded."""
+    cdef Py_ssize_t i, n = P.shape[0], c = 0, lo_i, hi_i
+    cdef int64_t x, t0 = 0, t1 = 0, lo = 0, hi = 0
+    with nogil:
+        for i in range(n):
+            x = hop_tx_ns[P[i]]
+            if i == 0 or x < t0:
+                t0 = x
+            if i == 0 or x > t1:
+                t1 = x
+            x = hop_arrival_ns[P[i]]
+            if x < 0:
+                continue
+            if c == 0 or x < lo:
+                lo = x
+            if c == 0 or x > hi:
+                hi = x
+            c += 1
+        lo_i = _search_left(arr_to, t0)
+        hi_i = _search_right(arr_to, t1)
+    if c == 0:
+        lo, hi = t0, t1
+    return t0, t1, hi_i - lo_i, lo, hi
+
+
+cdef inline Py_ssize_t _search_left(const int64_t[::1] a, int64_t t) noexcept nogil:
+    # searchsorted(a, t, "left")
+    cdef Py_ssize_t lo = 0, hi = a.shape[0], mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline Py_ssize_t _search_right(const int64_t[::1] a, int64_t t) noexcept nogil:
+    # searchsorted(a, t, "right")
+    cdef Py_ssize_t lo = 0, hi = a.shape[0], mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] <= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def score_matrices(const out_t[::1] rows, const int32_t[::1] cols, const double[::1] vals,
+                   const double[::1] excess, const double[::1] rate,
+                   double[:, ::1] capped, double[:, ::1] uncapped):
+    """Sum contributions ``(rows[i], cols[i], vals[i])`` per cell, in
+    their order (np.add.at on a zero matrix), and write each victim's row
+    once: ``uncapped = S * rate[v]``, ``capped = min(S, excess[v]) *
+    rate[v]``.  Untouched cells stay as the caller allocated them (0).
+
+    Entries are taken victim by victim (a stable counting sort), so each
+    row of the outputs is written whole, in order.
+    """
+    cdef Py_ssize_t i, j, v, n = rows.shape[0], nv = capped.shape[0], nc = capped.shape[1]
+    cdef int64_t[::1] start = cvarray(shape=(nv + 1,), itemsize=sizeof(int64_t), format="q")
+    cdef int64_t[::1] order = cvarray(shape=(max(n, 1),), itemsize=sizeof(int64_t), format="q")
+    cdef double[::1] row = cvarray(shape=(max(nc, 1),), itemsize=sizeof(double), format="d")
+    cdef char[::1] touched = cvarray(shape=(max(nc, 1),), itemsize=sizeof(char), format="c")
+    cdef double x, m
+    with nogil:
+        for v in range(nv + 1):
+            start[v] = 0
+        for i in range(n):
+            start[rows[i] + 1] += 1
+        for v in range(nv):
+            start[v + 1] += start[v]
+        for i in range(n):
+            v = rows[i]
+            order[start[v]] = i
+            start[v] += 1
+        # start[v] is now the end of victim v's entries
+        for j in range(nc):
+            row[j] = 0.0
+            touched[j] = 0
+        i = 0
+        for v in range(nv):
+            while i < start[v]:
+                j = cols[order[i]]
+                row[j] += vals[order[i]]
+                touched[j] = 1
+                i += 1
+            for j in range(nc):
+                if touched[j]:
+                    x = row[j]
+                    uncapped[v, j] = x * rate[v]
+                    m = x if x <= excess[v] else excess[v]
+                    capped[v, j] = m * rate[v]
+                    row[j] = 0.0
+                    touched[j] = 0
+
+
+def top_culprits(const double[:, ::1] S, const double[:, ::1] raw, double eps,
+                 int64_t[::1] out):
+    """Attribution.top: per row, among the columns within ``eps * max(m, 1)``
+    of the row's maximum m, the first with the largest `raw`; -1 where that
+    score is not above `eps`."""
+    cdef Py_ssize_t v, j, t, nv = S.shape[0], nc = S.shape[1]
+    cdef double m, thr, best, x
+    with nogil:
+        for v in range(nv):
+            m = S[v, 0]
+            for j in range(1, nc):
+                if S[v, j] > m:
+                    m = S[v, j]
+            thr = m - eps * (m if m >= 1 else 1.0)
+            t = -1
+            for j in range(nc):
+                if S[v, j] >= thr:
+                    x = raw[v, j]
+                else:
+                    x = -INFINITY
+                if t < 0 or x > best:
+                    t, best = j, x
+            out[v] = t if S[v, t] > eps else -1

@@ -1,0 +1,427 @@
+"""The compiled kernels of the queue and attribution stages
+(mscope.analyzer._attrib) against straightforward numpy references: the
+numpy code they replaced.  Equality is exact, floats included: the kernels
+evaluate every expression in the order numpy did."""
+import numpy as np
+import pytest
+
+from mscope.analyzer import _attrib
+
+INDEX = [np.int32, np.int64]
+
+
+# -- references ---------------------------------------------------------------
+
+def _ref_step_series(arr, rx):
+    t = np.concatenate([arr, rx])
+    d = np.concatenate([np.ones(len(arr), np.int64), -np.ones(len(rx), np.int64)])
+    o = np.argsort(t, kind="stable")
+    t, d = t[o], d[o]
+    last = np.ones(len(t), bool)
+    last[:-1] = t[1:] != t[:-1]
+    step_ns, step_len = t[last], np.cumsum(d)[last]
+    busy = step_len > 0
+    before = np.concatenate([[False], busy[:-1]])
+    starts = step_ns[busy & ~before]
+    ends = step_ns[~busy & before]
+    p = np.searchsorted(starts, arr, side="right") - 1
+    return step_ns, step_len, starts, ends, p
+
+
+def _ref_seg_cummin(x, seg):
+    if len(x) == 0:
+        return x
+    big = float(x.max() - x.min()) + 1.0
+    off = (seg - seg.min()).astype(float) * big
+    return np.minimum.accumulate(x - off) + off
+
+
+def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, usual, a, rx, dropped):
+    """attribution._NF.hop_scores before the kernel (numpy)."""
+    def period_idx(t):
+        return np.searchsorted(pstart, t, side="right") - 1
+
+    def period_of(t):
+        p = period_idx(t)
+        pe = pend[np.maximum(p, 0)] if len(pend) else np.zeros(len(t), np.int64)
+        return np.where((p >= 0) & ((pe < 0) | (pe >= t)), p, -1)
+
+    min_local = _ref_seg_cummin(np.arange(len(arr)) - rate * arr, period_idx(arr))
+    dp = period_idx(dep)
+    min_input = _ref_seg_cummin(usual * dep - (np.arange(len(dep)) + 1), dp)
+    n = len(a)
+    L, I = np.zeros(n), np.zeros(n)
+    p = period_of(a)
+    ok = p >= 0
+    if not ok.any() or rate <= 0:
+        return L, I
+    r = rate
+    a_, p_ = a[ok], p[ok]
+    s = pstart[p_]
+    N = np.searchsorted(arr, a_, "right")
+    M = np.searchsorted(dep, a_, "right")
+    q = np.maximum(np.searchsorted(acc, a_, "right") - M, 0).astype(float)
+    j = np.maximum(N - 1, 0)
+    q_loc = np.clip(N - r * a_ - min_local[j], 0, q)
+    Ms = np.searchsorted(dep, s, "right")
+    m0 = usual * s - Ms
+    jd = M - 1
+    same = (jd >= 0) & (jd >= Ms) & (dp[np.maximum(jd, 0)] == p_)
+    m = np.where(same, np.minimum(m0, min_input[np.maximum(jd, 0)]), m0)
+    q_in = np.clip(usual * a_ - M - m, 0, q)
+    drop = dropped[ok]
+    w = np.where(drop, 0, rx[ok] - a_).astype(float)
+    w_loc = np.maximum(q_loc - 1, 0) / r
+    k = np.minimum(M + np.ceil(np.maximum(q_in - 1, 0)).astype(np.int64), len(dep) - 1)
+    w_in = (dep[np.maximum(k, 0)] - a_).astype(float) if len(dep) else w
+    L[ok] = np.where(drop, q - q_loc, r * np.maximum(0.0, w - w_loc))
+    I[ok] = np.where(drop, q - q_in, r * np.maximum(0.0, w - np.minimum(w_in, w)))
+    return L, I
+
+
+def _fifo_queue(rng, n, service_ns=300, drop_share=0.05, rx_batch_ns=0):
+    """A FIFO queue: batched arrivals (ties), a server with stalls, drops;
+    rx in batches too (times rounded up to `rx_batch_ns`) if asked."""
+    gaps = rng.choice([0, 0, 0, 100, 250, 400, 3000], size=n)
+    arr = 1_000_000 + np.cumsum(gaps)
+    dropped = rng.random(n) < drop_share
+    rx = np.full(n, -1, np.int64)
+    free = 0
+    for i in np.flatnonzero(~dropped):
+        start = max(int(arr[i]), free)
+        if rng.random() < 0.01:
+            start += 20_000                          # a stall
+        rx[i] = start
+        free = start + service_ns
+    if rx_batch_ns:
+        rx = np.where(rx >= 0, -(-rx // rx_batch_ns) * rx_batch_ns, -1)
+    return arr.astype(np.int64), rx, dropped
+
+
+# -- queue timelines ------------------------------------------------------------
+
+@pytest.mark.parametrize("index", INDEX)
+def test_hops_in_rx_order_is_a_stable_argsort(index):
+    rng = np.random.default_rng(1)
+    n_rx = np.array([0, 50, 70], np.int64)
+    hop_nf = np.concatenate([np.full(50, 1), np.full(70, 2), np.full(30, 1)]).astype(index)
+    hop_rx = np.concatenate([rng.permutation(50), rng.permutation(70),
+                             np.full(30, -1)]).astype(index)
+    perm = rng.permutation(len(hop_nf))
+    hop_nf, hop_rx = hop_nf[perm], hop_rx[perm]
+    arr_ns = rng.integers(-1, 10**6, len(hop_nf)).astype(np.int64)
+    rx_ns = rng.integers(0, 10**6, len(hop_nf)).astype(np.int64)
+    offset = np.concatenate([[0], np.cumsum(n_rx)]).astype(np.int64)
+    slot = np.full(int(offset[-1]), -1, index)
+    a, r = np.empty(len(slot), np.int64), np.empty(len(slot), np.int64)
+    assert _attrib.hops_in_rx_order(hop_nf, hop_rx, arr_ns, rx_ns, offset, n_rx,
+                                     slot, a, r) == 0
+    for k in (1, 2):
+        h = np.flatnonzero((hop_nf == k) & (hop_rx >= 0))
+        h = h[np.argsort(hop_rx[h], kind="stable")]
+        got = slot[offset[k]:offset[k + 1]]
+        assert got.tolist() == h.tolist()
+        assert r[offset[k]:offset[k + 1]].tolist() == rx_ns[h].tolist()
+        want = np.where(arr_ns[h] >= 0, arr_ns[h], rx_ns[h])
+        assert a[offset[k]:offset[k + 1]].tolist() == want.tolist()
+
+
+def test_hops_in_rx_order_counts_collisions():
+    hop_nf = np.array([1, 1], np.int64)
+    hop_rx = np.array([0, 0], np.int64)
+    t = np.zeros(2, np.int64)
+    slot = np.full(1, -1, np.int64)
+    assert _attrib.hops_in_rx_order(hop_nf, hop_rx, t, t, np.array([0, 0, 1], np.int64),
+                                     np.array([0, 1], np.int64), slot,
+                                     np.empty(1, np.int64), np.empty(1, np.int64)) == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_step_series_matches_the_sorted_events(seed):
+    rng = np.random.default_rng(seed)
+    arr, rx, dropped = _fifo_queue(rng, 3000)
+    arr, rx = arr[~dropped], rx[~dropped]
+    n = len(arr)
+    step_ns, step_len = np.empty(2 * n, np.int64), np.empty(2 * n, np.int32)
+    starts, ends = np.empty(n + 1, np.int64), np.empty(n + 1, np.int64)
+    period = np.empty(n, np.int32)
+    ns, nst, nen = _attrib.step_series(arr, rx, step_ns, step_len, starts, ends, period, True)
+    ref = _ref_step_series(arr, rx)
+    assert step_ns[:ns].tolist() == ref[0].tolist()
+    assert step_len[:ns].tolist() == ref[1].tolist()
+    assert starts[:nst].tolist() == ref[2].tolist()
+    assert ends[:nen].tolist() == ref[3].tolist()
+    waited = np.where((rx - arr > 0) & (ref[4] >= 0), ref[4], -1)
+    assert period.tolist() == waited.tolist()
+    _attrib.step_series(arr, rx, step_ns, step_len, starts, ends, period, False)
+    assert period.tolist() == ref[4].tolist()
+
+
+def test_busy_after_is_length_at_above_zero():
+    rng = np.random.default_rng(5)
+    step_ns = np.sort(rng.choice(10**5, 500, replace=False)).astype(np.int64)
+    step_len = rng.integers(0, 3, 500).astype(np.int32)
+    t = np.sort(rng.integers(-10, 10**5 + 10, 800)).astype(np.int64)
+    out = np.empty(len(t), np.int8)
+    _attrib.busy_after(step_ns, step_len, t, out)
+    i = np.searchsorted(step_ns, t, side="right") - 1
+    assert out.view(bool).tolist() == ((i >= 0) & (step_len[np.maximum(i, 0)] > 0)).tolist()
+
+
+def test_is_sorted():
+    assert _attrib.is_sorted(np.array([1, 1, 2], np.int64))
+    assert not _attrib.is_sorted(np.array([2, 1], np.int64))
+
+
+# -- attribution: per-NF arrays -------------------------------------------------
+
+@pytest.mark.parametrize("index", INDEX)
+def test_arrival_order_is_a_stable_argsort_over_hops(index):
+    rng = np.random.default_rng(2)
+    hops = rng.choice(10**6, 2000, replace=False).astype(index)
+    a = rng.integers(0, 300, 2000).astype(np.int64)
+    acc = rng.random(2000) < 0.9
+    # accepted: sorted by arrival, ties in any order; dropped: by (arrival, hop)
+    rx = np.where(acc, rng.integers(0, 10**6, 2000), -1).astype(np.int64)
+    o = np.argsort(a[acc], kind="stable")
+    a1, h1, r1 = a[acc][o], hops[acc][o].copy(), rx[acc][o].copy()
+    assert not _attrib.ties_in_hop_order(a1, h1)
+    _attrib.order_ties_by_hop(a1, h1, r1)
+    assert _attrib.ties_in_hop_order(a1, h1)
+    o = np.lexsort((hops[~acc], a[~acc]))
+    a2, h2 = a[~acc][o], hops[~acc][o]
+    out_a, out_h = np.empty(len(a), np.int64), np.empty(len(a), index)
+    out_rx, out_drop = np.empty(len(a), np.int64), np.empty(len(a), np.int8)
+    _attrib.merge_by_arrival(a1, h1, r1, a2, h2, out_a, out_h, out_rx, out_drop)
+    by_hop = np.argsort(hops, kind="stable")
+    ref = by_hop[np.argsort(a[by_hop], kind="stable")]
+    assert out_h.tolist() == hops[ref].tolist()
+    assert out_a.tolist() == a[ref].tolist()
+    assert out_rx.tolist() == rx[ref].tolist()
+    assert out_drop.tolist() == (~acc[ref]).astype(int).tolist()
+
+
+def _neighbour_codes(hop_packet, hop_nf, code=np.int8):
+    prev_nf, next_nf = np.empty(len(hop_packet), code), np.empty(len(hop_packet), code)
+    _attrib.hop_neighbours(hop_packet, hop_nf, prev_nf, next_nf)
+    return prev_nf, next_nf
+
+
+@pytest.mark.parametrize("code", [np.int8, np.int16])
+@pytest.mark.parametrize("index", INDEX)
+def test_neighbours_counts_previous_and_next_nf(index, code):
+    rng = np.random.default_rng(3)
+    hop_packet = np.sort(rng.integers(0, 400, 1500)).astype(index)
+    hop_nf = rng.integers(0, 4, 1500).astype(index)
+    same = np.zeros(len(hop_packet) + 1, bool)
+    same[1:-1] = hop_packet[1:] == hop_packet[:-1]
+    prev_nf, next_nf = _neighbour_codes(hop_packet, hop_nf, code)
+    h = np.arange(len(hop_packet))
+    assert prev_nf.tolist() == np.where(same[h], hop_nf[np.maximum(h - 1, 0)], -1).tolist()
+    assert next_nf.tolist() == np.where(same[h + 1], hop_nf[np.minimum(h + 1, len(h) - 1)],
+                                        -1).tolist()
+    hops = np.flatnonzero(hop_nf == 2).astype(index)
+    arr = np.sort(rng.integers(10**6, 10**6 + 7_500_000, len(hops))).astype(np.int64)
+    t0, nb = 10**6, 6
+    fb, tb = np.zeros((5, nb), np.int64), np.zeros((5, nb), np.int64)
+    nxt = np.empty(len(hops), np.int32)
+    _attrib.neighbours(arr, hops, prev_nf, next_nf, t0, 1_000_000, fb, tb, nxt)
+    prev = np.where(same[hops], hop_nf[np.maximum(hops - 1, 0)], -1)
+    nx = np.where(same[hops + 1], hop_nf[np.minimum(hops + 1, len(hop_nf) - 1)], -1)
+    b = np.minimum((arr - t0) // 1_000_000, nb - 1)
+    for g in range(-1, 4):
+        assert fb[g + 1].tolist() == np.bincount(b[prev == g], minlength=nb).tolist()
+        assert tb[g + 1].tolist() == np.bincount(b[nx == g], minlength=nb).tolist()
+    assert nxt.tolist() == nx.tolist()
+    n = np.bincount(nxt + 1, minlength=5)
+    at = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
+    out = np.empty(len(arr), np.int64)
+    _attrib.split_by_group(arr, nxt, at, out)
+    for g in range(-1, 4):
+        assert out[at[g + 1]:at[g + 1] + n[g + 1]].tolist() == arr[nx == g].tolist()
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("index", INDEX)
+def test_hop_scores_match_numpy_bit_for_bit(seed, index):
+    rng = np.random.default_rng(seed)
+    arr, rx, dropped = _fifo_queue(rng, 4000, drop_share=0.1 if seed % 2 else 0.0,
+                                   rx_batch_ns=[0, 1000, 5000][seed % 3])
+    acc, dep = arr[~dropped], rx[~dropped]
+    _, _, pstart, pend, _ = _ref_step_series(acc, dep)
+    if len(pend) < len(pstart):
+        pend = np.concatenate([pend, [-1]])
+    rate, usual = 1 / 300, float(rng.uniform(0.5, 1.5)) / 800
+    hops = (np.arange(len(arr)) * 3 + 1).astype(index)         # hop of each arrival
+    LI = np.zeros((len(arr) * 3 + 1, 2))
+    _attrib.hop_scores(arr, hops, rx, dropped.view(np.int8), dep, pstart, pend,
+                       rate, usual, LI)
+    L, I = np.empty(len(LI)), np.empty(len(LI))
+    _attrib.gather_scores(LI, np.arange(len(LI), dtype=index), L, I)
+    assert L.tolist() == LI[:, 0].tolist() and I.tolist() == LI[:, 1].tolist()
+    ref_L, ref_I = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, usual, arr, rx, dropped)
+    assert (L[hops] > 0).any() and (I[hops] > 0).any()
+    assert L[hops].tobytes() == ref_L.tobytes()
+    assert I[hops].tobytes() == ref_I.tobytes()
+    others = np.ones(len(L), bool)
+    others[hops] = False
+    assert not L[others].any() and not I[others].any()
+
+
+# -- attribution: victims, recursion helpers ---------------------------------
+
+def _hops(rng, index, packets=300):
+    hop_packet = np.repeat(np.arange(packets), rng.integers(1, 5, packets)).astype(index)
+    nh = len(hop_packet)
+    hop_nf = rng.integers(0, 4, nh).astype(index)
+    hop_rx = np.where(rng.random(nh) < 0.05, -1, 0).astype(index)
+    arrival = np.where(rng.random(nh) < 0.05, -1, rng.integers(0, 10**6, nh)).astype(np.int64)
+    rx_ns = np.where(hop_rx >= 0, np.maximum(arrival, 0) + rng.integers(0, 5000, nh), -1)
+    tx_ns = np.where((hop_rx >= 0) & (rng.random(nh) < 0.9), rx_ns + 300, -1)
+    return hop_packet, hop_nf, hop_rx, arrival, rx_ns.astype(np.int64), tx_ns.astype(np.int64)
+
+
+@pytest.mark.parametrize("index", INDEX)
+def test_victim_hops_match_numpy(index):
+    rng = np.random.default_rng(4)
+    hop_packet, hop_nf, hop_rx, arr, rx, tx = _hops(rng, index)
+    vp = np.flatnonzero(rng.random(300) < 0.4)
+    vidx = np.full(300, -1, index)
+    vidx[vp] = np.arange(len(vp))
+    nv = len(vp)
+    tot, vnf, varr = np.zeros(nv), np.full(nv, -1, np.int64), np.full(nv, -1, np.int64)
+    n = _attrib.victim_delays(hop_packet, hop_nf, hop_rx, arr, rx, tx, vidx, tot, vnf, varr)
+    kept = np.empty(n, index)
+    nk = _attrib.victim_kept_hops(hop_packet, hop_nf, hop_rx, arr, rx, vidx, 0.1, tot,
+                                  vnf, varr, kept)
+    # attribution.attribute before the kernels
+    h = np.flatnonzero(vidx[hop_packet] >= 0)
+    assert n == len(h)
+    drop = hop_rx[h] < 0
+    delay = np.where(drop | (arr[h] < 0), 0, rx[h] - arr[h])
+    hv = vidx[hop_packet[h]]
+    ref_nf, ref_arr = np.full(nv, -1, np.int64), np.full(nv, -1, np.int64)
+    spent = np.where((tx[h] >= 0) & (arr[h] >= 0), tx[h] - arr[h], 0)
+    o = np.lexsort((spent, hv))
+    ref_nf[hv[o]], ref_arr[hv[o]] = hop_nf[h[o]], arr[h[o]]
+    ref_tot = np.bincount(hv, weights=delay, minlength=nv)
+    keep = drop | ((delay > 0) & (delay >= 0.1 * ref_tot[hv]))
+    h, delay, hv = h[keep], delay[keep], hv[keep]
+    o = np.lexsort((delay, hv))
+    ref_nf[hv[o]], ref_arr[hv[o]] = hop_nf[h[o]], arr[h[o]]
+    assert tot.tobytes() == ref_tot.tobytes()
+    assert kept[:nk].tolist() == h.tolist()
+    assert vnf.tolist() == ref_nf.tolist() and varr.tolist() == ref_arr.tolist()
+
+
+@pytest.mark.parametrize("index", INDEX)
+def test_hop_summary_and_first_hop_addr(index):
+    rng = np.random.default_rng(10)
+    hop_packet, hop_nf, hop_rx, arr, rx, tx = _hops(rng, index)
+    drops = np.empty(len(hop_packet), index)
+    t0, t1, n_packets, n_drops = _attrib.hop_summary(hop_packet, hop_rx, arr, rx, drops)
+    assert t0 == arr[arr >= 0].min() and t1 == rx.max()
+    assert drops[:n_drops].tolist() == np.flatnonzero((hop_rx < 0) & (arr >= 0)).tolist()
+    first = np.concatenate([[True], hop_packet[1:] != hop_packet[:-1]])
+    assert n_packets == first.sum()
+    src = rng.integers(1, 2**32, 300, dtype=np.uint32)
+    addr = np.empty(n_packets, np.uint32)
+    _attrib.first_hop_addr(hop_packet, src, addr)
+    assert addr.tolist() == src[hop_packet[first]].tolist()
+
+
+@pytest.mark.parametrize("index", INDEX)
+def test_upstream_groups_and_windows(index):
+    rng = np.random.default_rng(6)
+    hop_packet, hop_nf, hop_rx, arr, rx, tx = _hops(rng, index)
+    hops = rng.choice(len(hop_packet), 200, replace=False).astype(index)
+    grouped = np.empty(len(hops), index)
+    ups, cnt, start = _attrib.upstream_groups(hops, _neighbour_codes(hop_packet, hop_nf)[0],
+                                              4, grouped)
+    prev_ok = (hops > 0) & (hop_packet[np.maximum(hops - 1, 0)] == hop_packet[hops])
+    pv = np.where(prev_ok, hop_nf[np.maximum(hops - 1, 0)], -1)
+    ref_u, ref_c = np.unique(pv, return_counts=True)
+    assert ups == ref_u.tolist() and cnt == ref_c.tolist()
+    for u, c, s in zip(ups, cnt, start):
+        assert grouped[s:s + c].tolist() == hops[pv == u].tolist()
+    P = hops[:50]
+    arr_to = np.sort(rng.integers(0, 10**6, 300)).astype(np.int64)
+    t0, t1, n_arr, lo, hi = _attrib.upstream_window(P, tx, arr, arr_to)
+    assert (t0, t1) == (tx[P].min(), tx[P].max())
+    assert n_arr == np.searchsorted(arr_to, t1, "right") - np.searchsorted(arr_to, t0, "left")
+    known = arr[P][arr[P] >= 0]
+    assert (lo, hi) == ((known.min(), known.max()) if len(known) else (t0, t1))
+    assert _attrib.span_of(P, arr, True) == (len(known), known.min(), known.max())
+    addr_of = rng.integers(1, 2**32, 300, dtype=np.uint32)
+    addr = np.empty(len(P), np.uint32)
+    span = _attrib.source_window(P, hop_packet, addr_of, arr, addr)
+    assert addr.tolist() == addr_of[hop_packet[P]].tolist()
+    assert span == known.max() - known.min()
+
+
+@pytest.mark.parametrize("index", INDEX)
+def test_earliest_period(index):
+    rng = np.random.default_rng(7)
+    pstart = np.array([100, 500, 900], np.int64)
+    pend = np.array([200, 700, -1], np.int64)
+    arr = rng.integers(-1, 1200, 60).astype(np.int64)
+    rx = rng.integers(0, 1200, 60).astype(np.int64)
+    idx = rng.choice(60, 25, replace=False).astype(index)
+    pmin, lo, hi = _attrib.earliest_period(idx, arr, rx, pstart, pend)
+    a = np.where(arr[idx] >= 0, arr[idx], rx[idx])
+    p = np.searchsorted(pstart, a, side="right") - 1
+    ok = (p >= 0) & ((pend[np.maximum(p, 0)] < 0) | (pend[np.maximum(p, 0)] >= a))
+    assert pmin == (p[ok].min() if ok.any() else -1)
+    assert (lo, hi) == (a.min(), a.max())
+
+
+# -- scores and rankings ---------------------------------------------------------
+
+def _contributions(rng, nv=120, nc=7, n=900):
+    rows = rng.integers(0, nv, n).astype(np.int32)
+    cols = rng.integers(0, nc, n).astype(np.int32)
+    vals = rng.choice([0.0, 1e-4, 3e-4, 0.1, 2.5, 1e3 / 3], n) * rng.random(n)
+    vals[rng.random(n) < 0.2] = 1.0 / 3.0              # equal scores: ties
+    return rows, cols, vals
+
+
+def test_score_matrices_match_add_at():
+    rng = np.random.default_rng(8)
+    nv, nc = 120, 7
+    rows, cols, vals = _contributions(rng, nv, nc)
+    excess = np.where(rng.random(nv) < 0.2, np.inf, rng.random(nv) * 3)
+    rate = rng.random(nv) + 0.5
+    capped, S = np.zeros((nv, nc)), np.zeros((nv, nc))
+    _attrib.score_matrices(rows, cols, vals, excess, rate, capped, S)
+    ref = np.zeros((nv, nc))
+    np.add.at(ref, (rows, cols), vals)
+    assert S.tobytes() == (ref * rate[:, None]).tobytes()
+    assert capped.tobytes() == (np.minimum(ref, excess[:, None]) * rate[:, None]).tobytes()
+
+
+def test_rank_victims_and_top_match_the_sorts():
+    rng = np.random.default_rng(9)
+    nv, nc = 120, 7
+    rows, cols, vals = _contributions(rng, nv, nc)
+    raw = np.zeros((nv, nc))
+    np.add.at(raw, (rows, cols), vals)
+    S = np.minimum(raw, 0.5)
+    eps = 1e-9
+    off = np.zeros(nv + 1, np.int64)
+    _attrib.rank_victims(S, raw, eps, off, np.zeros(0, np.int32), np.zeros(0))
+    culprit, score = np.empty(off[-1], np.int32), np.empty(off[-1])
+    _attrib.rank_victims(S, raw, eps, off, culprit, score)
+    # Attribution.ranked_all before the kernel
+    order = np.lexsort((-raw, -S), axis=-1)
+    rounded = np.round(np.take_along_axis(S, order, axis=1), 3)
+    for v in range(nv):
+        keep = rounded[v] > eps
+        assert culprit[off[v]:off[v + 1]].tolist() == order[v][keep].tolist()
+        assert score[off[v]:off[v + 1]].tolist() == rounded[v][keep].tolist()
+    # Attribution.top before the kernel
+    m = S.max(axis=1, keepdims=True)
+    t = np.argmax(np.where(S >= m - eps * np.maximum(m, 1), raw, -np.inf), axis=1)
+    ref = np.where(S[np.arange(nv), t] > eps, t, -1)
+    out = np.empty(nv, np.int64)
+    _attrib.top_culprits(S, raw, eps, out)
+    assert out.tolist() == ref.tolist()
