@@ -59,6 +59,12 @@ setup(
         "mscope.analyzer._attrib",
         sources=["analyzer/_attrib.pyx"],
         extra_compile_args=["-O2", "-ffp-contract=off"],
+    ), Extension(
+        # SourceRates' per-window search and the slow-flow regression's
+        # passes; no fused multiply-add, so the same prefix wins as in numpy
+        "mscope.analyzer._prefix",
+        sources=["analyzer/_prefix.pyx"],
+        extra_compile_args=["-O2", "-ffp-contract=off"],
     )],
     cmdclass={"build_ext": build_ext},
     install_requires=[

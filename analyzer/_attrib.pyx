@@ -14,9 +14,12 @@ the last bit.  Index arrays of the trajectories may be int32 or int64
 
 Build in place: ``cd analyzer && cythonize -i -3 _attrib.pyx``.
 """
-from libc.math cimport INFINITY, ceil, rint
+from libc.math cimport INFINITY, ceil, rint, signbit
 from cython.view cimport array as cvarray
-from libc.stdint cimport INT64_MIN, int8_t, int16_t, int32_t, int64_t, uint32_t
+from libc.stdint cimport INT64_MIN, int8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t
+
+cdef extern from *:
+    int __builtin_popcountll(unsigned long long) nogil
 
 ctypedef fused index_t:
     int32_t
@@ -328,15 +331,79 @@ def split_by_group(const int64_t[::1] values, const int32_t[::1] group,
             at[group[i] + 1] += 1
 
 
-def gather_scores(const double[:, ::1] hop_scores, const out_t[::1] idx,
+def gather_scores(const uint64_t[::1] words, const int64_t[::1] rank,
+                  const double[:, ::1] values, const out_t[::1] idx,
                   double[::1] local, double[::1] input):
-    """``local[i], input[i] = hop_scores[idx[i]]``: both columns in one
-    pass (each hop's pair shares a cache line)."""
+    """``local[i], input[i]`` = the local and input scores of hop
+    ``idx[i]``, kept compact (attribution.py, ``_HopScores``): bit h of
+    `words` is set where hop h has a row of `values`, the row ``rank[h //
+    64]`` + the bits set below h in its word; 0 where it has none."""
     cdef Py_ssize_t i
+    cdef int64_t h, at
+    cdef uint64_t w, bit
     with nogil:
         for i in range(idx.shape[0]):
-            local[i] = hop_scores[idx[i], 0]
-            input[i] = hop_scores[idx[i], 1]
+            h = idx[i]
+            w = words[h >> 6]
+            bit = (<uint64_t>1) << (h & 63)
+            if w & bit:
+                at = rank[h >> 6] + __builtin_popcountll(w & (bit - 1))
+                local[i] = values[at, 0]
+                input[i] = values[at, 1]
+            else:
+                local[i] = 0.0
+                input[i] = 0.0
+
+
+def keep_scored(const out_t[::1] hops, double[:, ::1] scores, out_t[::1] kept,
+                uint64_t[::1] words):
+    """Compact one NF's scores (rows of `scores`, of ``hops[x]``) in place:
+    the rows not (+0.0, +0.0) bit for bit (a -0.0 is kept) moved to the
+    front in order, their hops into `kept`, their bits set in `words`;
+    returns how many."""
+    cdef Py_ssize_t x, c = 0
+    cdef int64_t h
+    with nogil:
+        for x in range(hops.shape[0]):
+            if not (scores[x, 0] != 0.0 or scores[x, 1] != 0.0 or signbit(scores[x, 0])
+                    or signbit(scores[x, 1])):
+                continue
+            h = hops[x]
+            words[h >> 6] |= (<uint64_t>1) << (h & 63)
+            kept[c] = hops[x]
+            scores[c, 0] = scores[x, 0]
+            scores[c, 1] = scores[x, 1]
+            c += 1
+    return c
+
+
+def rank_words(const uint64_t[::1] words, int64_t[::1] rank):
+    """``rank[w]`` = bits set in ``words[:w]``; returns the total."""
+    cdef Py_ssize_t w
+    cdef int64_t c = 0
+    with nogil:
+        for w in range(words.shape[0]):
+            rank[w] = c
+            c += __builtin_popcountll(words[w])
+    return c
+
+
+def scatter_scored(const uint64_t[::1] words, const int64_t[::1] rank,
+                   const out_t[::1] hops, const double[:, ::1] scores, double[:, ::1] values):
+    """Copy ``scores[x]`` to the row of hop ``hops[x]`` in `values` (see
+    gather_scores) wherever that hop's bit is set."""
+    cdef Py_ssize_t x
+    cdef int64_t h, at
+    cdef uint64_t w, bit
+    with nogil:
+        for x in range(hops.shape[0]):
+            h = hops[x]
+            w = words[h >> 6]
+            bit = (<uint64_t>1) << (h & 63)
+            if w & bit:
+                at = rank[h >> 6] + __builtin_popcountll(w & (bit - 1))
+                values[at, 0] = scores[x, 0]
+                values[at, 1] = scores[x, 1]
 
 
 def source_window(const out_t[::1] hops, const index_t[::1] hop_packet,
@@ -387,9 +454,8 @@ cdef inline double _min(double a, double b) noexcept nogil:
     return b if b < a else a
 
 
-def hop_scores(const int64_t[::1] arr, const out_t[::1] hops_by_arr,
-               const int64_t[::1] rx_by_arr, const char[::1] dropped_by_arr,
-               const int64_t[::1] dep,
+def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx_by_arr,
+               const char[::1] dropped_by_arr, const int64_t[::1] dep,
                const int64_t[::1] pstart, const int64_t[::1] pend,
                double rate, double usual, double[:, ::1] hop_scores):
     """Local and input scores of every hop at one NF (attribution.py,
@@ -397,14 +463,14 @@ def hop_scores(const int64_t[::1] arr, const out_t[::1] hops_by_arr,
 
     Parameters
     ----------
-    arr, hops_by_arr, rx_by_arr, dropped_by_arr : every arrival offered to
-        the queue (dropped ones too), sorted, with its hop, rx and whether
-        it was dropped.
+    arr, rx_by_arr, dropped_by_arr : every arrival offered to the queue
+        (dropped ones too), sorted, with its rx and whether it was dropped.
     dep : departures (rx), sorted.
     pstart, pend : queuing periods.
     rate, usual : peak service rate and usual arrival rate (packets/ns).
-    hop_scores : (hops, 2), the local and input scores of each hop,
-        written at ``hops_by_arr``.
+    hop_scores : (arrivals, 2), the local and input scores of each
+        arrival, in the order of `arr` (rows of arrivals outside any
+        queuing period are left as they are).
 
     The counterfactual queues need running minima within queuing periods:
     of ``i - r arr[i]`` over arrivals (no local cause) and of
@@ -418,7 +484,7 @@ def hop_scores(const int64_t[::1] arr, const out_t[::1] hops_by_arr,
     cdef Py_ssize_t n = arr.shape[0], nd = dep.shape[0], n_dropped = 0
     cdef Py_ssize_t npd = pstart.shape[0]
     cdef Py_ssize_t i, i1, j1, x, jM = 0, jacc, jp = 0, jpd = 0, jMs = 0
-    cdef int64_t a, p, s, Ms, M, N, kk, h
+    cdef int64_t a, p, s, Ms, M, N, kk
     cdef double r = rate, xv, big_loc = 0, big_in = 0, lo, hi, off = 0
     cdef double run_loc = 0, run_in = 0, min_loc, min_in = 0, q, q_loc, q_in, m0, m
     cdef double w, w_loc, w_in, L, I
@@ -505,16 +571,15 @@ def hop_scores(const int64_t[::1] arr, const out_t[::1] hops_by_arr,
             if kk < 0:
                 kk = 0
             for x in range(i, i1):
-                h = hops_by_arr[x]
                 drop = dropped_by_arr[x] != 0
                 w = 0.0 if drop else <double>(rx_by_arr[x] - a)
                 w_in = <double>(dep[kk] - a) if nd else w
                 if drop:
-                    hop_scores[h, 0] = q - q_loc
-                    hop_scores[h, 1] = q - q_in
+                    hop_scores[x, 0] = q - q_loc
+                    hop_scores[x, 1] = q - q_in
                 else:
-                    hop_scores[h, 0] = r * _max(0.0, w - w_loc)
-                    hop_scores[h, 1] = r * _max(0.0, w - _min(w_in, w))
+                    hop_scores[x, 0] = r * _max(0.0, w - w_loc)
+                    hop_scores[x, 1] = r * _max(0.0, w - _min(w_in, w))
             i = i1
 
 
@@ -600,44 +665,52 @@ cdef int64_t[::1] _int64_full(Py_ssize_t n):
     return a
 
 
-def rank_victims(const double[:, ::1] S, const double[:, ::1] raw, double eps,
-                 int64_t[::1] offsets, int32_t[::1] culprit, double[::1] score):
-    """Every victim's culprits, best first (Attribution.ranked_arrays).
+def rank_victims(const int64_t[::1] offsets, const int32_t[::1] col,
+                 const double[::1] capped, const double[::1] uncapped, double eps,
+                 int64_t[::1] out_offsets, int32_t[::1] culprit, double[::1] score):
+    """Every victim's culprits, best first (Attribution.ranked_arrays), from
+    the scores in CSR (CulpritScores: victim v's entries ``offsets[v]:
+    offsets[v + 1]``, by column).
 
-    Per row of `S`: the columns whose score rounded to 3 decimals (as
-    ``np.round``) exceeds `eps`, by score, then `raw`, descending, then by
-    column.  Called twice: with empty `culprit` to count (``offsets[v+1]``
-    = culprits of victims <= v), then to fill `culprit` and `score` (the
-    rounded score).
+    Per victim: the entries whose capped score rounded to 3 decimals (as
+    ``np.round``) exceeds `eps`, by capped score, then `uncapped`,
+    descending, then by column.  Called twice: with empty `culprit` to
+    count (``out_offsets[v+1]`` = culprits of victims <= v), then to fill
+    `culprit` and `score` (the rounded score).
     """
-    cdef Py_ssize_t v, j, k, b, e, nv = S.shape[0], nc = S.shape[1]
+    cdef Py_ssize_t v, i, k, b, e, nv = offsets.shape[0] - 1, w = 1
     cdef double x, sx, rx
-    cdef int32_t cj
     cdef bint fill = culprit.shape[0] > 0
+    for v in range(nv):
+        w = max(w, offsets[v + 1] - offsets[v])
+    # entries placed so far for the victim being ranked
+    cdef int64_t[::1] at = cvarray(shape=(w,), itemsize=sizeof(int64_t), format="q")
     with nogil:
-        offsets[0] = 0
+        out_offsets[0] = 0
         for v in range(nv):
-            b = offsets[v]
-            e = b
-            for j in range(nc):
-                if not (S[v, j] > 0.0):
-                    continue        # rounds to <= 0 (most cells are 0)
-                x = rint(S[v, j] * 1000.0) / 1000.0
+            b = out_offsets[v]
+            e = 0
+            for i in range(offsets[v], offsets[v + 1]):
+                if not (capped[i] > 0.0):
+                    continue        # rounds to <= 0
+                x = rint(capped[i] * 1000.0) / 1000.0
                 if not (x > eps):
                     continue
                 if fill:
-                    # insertion: after every entry ranked above (v, j)
-                    sx, rx = S[v, j], raw[v, j]
+                    # insertion: after every entry ranked above entry i
+                    sx, rx = capped[i], uncapped[i]
                     k = e
-                    while k > b and (S[v, culprit[k - 1]] < sx or
-                                     (S[v, culprit[k - 1]] == sx and raw[v, culprit[k - 1]] < rx)):
-                        culprit[k] = culprit[k - 1]
-                        score[k] = score[k - 1]
+                    while k > 0 and (capped[at[k - 1]] < sx or
+                                     (capped[at[k - 1]] == sx and uncapped[at[k - 1]] < rx)):
+                        at[k] = at[k - 1]
                         k -= 1
-                    culprit[k] = <int32_t>j
-                    score[k] = x
+                    at[k] = i
                 e += 1
-            offsets[v + 1] = e
+            if fill:
+                for k in range(e):
+                    culprit[b + k] = col[at[k]]
+                    score[b + k] = rint(capped[at[k]] * 1000.0) / 1000.0
+            out_offsets[v + 1] = b + e
 
 
 def span_of(const out_t[::1] idx, const int64_t[::1] values, bint known_only):
@@ -776,23 +849,32 @@ cdef inline Py_ssize_t _search_right(const int64_t[::1] a, int64_t t) noexcept n
     return lo
 
 
-def score_matrices(const out_t[::1] rows, const int32_t[::1] cols, const double[::1] vals,
-                   const double[::1] excess, const double[::1] rate,
-                   double[:, ::1] capped, double[:, ::1] uncapped):
-    """Sum contributions ``(rows[i], cols[i], vals[i])`` per cell, in
-    their order (np.add.at on a zero matrix), and write each victim's row
-    once: ``uncapped = S * rate[v]``, ``capped = min(S, excess[v]) *
-    rate[v]``.  Untouched cells stay as the caller allocated them (0).
+def score_csr(const out_t[::1] rows, const int32_t[::1] cols, const double[::1] vals,
+              const double[::1] excess, const double[::1] rate, Py_ssize_t n_culprits,
+              int64_t[::1] offsets, int32_t[::1] culprit, double[::1] capped,
+              double[::1] uncapped):
+    """Sum contributions ``(rows[i], cols[i], vals[i])`` per victim and
+    culprit, in their order (np.add.at on a zero matrix), into CSR by
+    victim (CulpritScores): victim v's culprits are ``culprit[offsets[v]:
+    offsets[v + 1]]``, ascending, each with ``uncapped = S * rate[v]`` and
+    ``capped = min(S, excess[v]) * rate[v]``.  Only cells some
+    contribution touched get an entry (their sum may be 0).
 
-    Entries are taken victim by victim (a stable counting sort), so each
-    row of the outputs is written whole, in order.
+    Called twice: with empty `culprit` to count (``offsets[v + 1]`` =
+    entries of victims <= v), then to fill `culprit`, `capped` and
+    `uncapped`.  Entries are taken victim by victim (a stable counting
+    sort), so each victim's sums are complete when it is written.
     """
-    cdef Py_ssize_t i, j, v, n = rows.shape[0], nv = capped.shape[0], nc = capped.shape[1]
+    cdef Py_ssize_t i, j, k, t, v, n = rows.shape[0], nv = offsets.shape[0] - 1
+    cdef Py_ssize_t nc = n_culprits, nt
     cdef int64_t[::1] start = cvarray(shape=(nv + 1,), itemsize=sizeof(int64_t), format="q")
     cdef int64_t[::1] order = cvarray(shape=(max(n, 1),), itemsize=sizeof(int64_t), format="q")
     cdef double[::1] row = cvarray(shape=(max(nc, 1),), itemsize=sizeof(double), format="d")
     cdef char[::1] touched = cvarray(shape=(max(nc, 1),), itemsize=sizeof(char), format="c")
+    cdef int32_t[::1] seen = cvarray(shape=(max(nc, 1),), itemsize=sizeof(int32_t), format="i")
+    cdef bint fill = culprit.shape[0] > 0
     cdef double x, m
+    cdef int32_t c
     with nogil:
         for v in range(nv + 1):
             start[v] = 0
@@ -809,42 +891,114 @@ def score_matrices(const out_t[::1] rows, const int32_t[::1] cols, const double[
             row[j] = 0.0
             touched[j] = 0
         i = 0
+        offsets[0] = 0
         for v in range(nv):
+            nt = 0
             while i < start[v]:
                 j = cols[order[i]]
                 row[j] += vals[order[i]]
-                touched[j] = 1
+                if not touched[j]:
+                    touched[j] = 1
+                    # the victim's columns so far, kept ascending
+                    t = nt
+                    while t > 0 and seen[t - 1] > j:
+                        seen[t] = seen[t - 1]
+                        t -= 1
+                    seen[t] = <int32_t>j
+                    nt += 1
                 i += 1
-            for j in range(nc):
-                if touched[j]:
-                    x = row[j]
-                    uncapped[v, j] = x * rate[v]
+            k = offsets[v]
+            for t in range(nt):
+                c = seen[t]
+                if fill:
+                    x = row[c]
+                    culprit[k + t] = c
+                    uncapped[k + t] = x * rate[v]
                     m = x if x <= excess[v] else excess[v]
-                    capped[v, j] = m * rate[v]
-                    row[j] = 0.0
-                    touched[j] = 0
+                    capped[k + t] = m * rate[v]
+                row[c] = 0.0
+                touched[c] = 0
+            offsets[v + 1] = k + nt
 
 
-def top_culprits(const double[:, ::1] S, const double[:, ::1] raw, double eps,
-                 int64_t[::1] out):
-    """Attribution.top: per row, among the columns within ``eps * max(m, 1)``
-    of the row's maximum m, the first with the largest `raw`; -1 where that
-    score is not above `eps`."""
-    cdef Py_ssize_t v, j, t, nv = S.shape[0], nc = S.shape[1]
-    cdef double m, thr, best, x
+cdef double _pairwise_sum(const double[::1] a, Py_ssize_t lo, Py_ssize_t n) noexcept nogil:
+    # numpy's pairwise summation of a[lo:lo + n] (loops_utils.h), as
+    # ndarray.sum(axis=-1) adds up each row of a C-contiguous matrix
+    cdef Py_ssize_t i, n2
+    cdef double res, r0, r1, r2, r3, r4, r5, r6, r7
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+        i = 8
+        while i < n - (n % 8):
+            r0 += a[lo + i]
+            r1 += a[lo + i + 1]
+            r2 += a[lo + i + 2]
+            r3 += a[lo + i + 3]
+            r4 += a[lo + i + 4]
+            r5 += a[lo + i + 5]
+            r6 += a[lo + i + 6]
+            r7 += a[lo + i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
+
+
+def row_sums(const int64_t[::1] offsets, const int32_t[::1] col, const double[::1] values,
+             Py_ssize_t n_culprits, double[::1] out):
+    """Per victim, the sum of its row of the dense (victims, n_culprits)
+    matrix of `values` (CSR as CulpritScores, zeros elsewhere), added up as
+    ``ndarray.sum(axis=1)`` does (pairwise, zeros included), to the last
+    bit."""
+    cdef Py_ssize_t v, i, nv = offsets.shape[0] - 1, nc = n_culprits
+    cdef double[::1] row = cvarray(shape=(max(nc, 1),), itemsize=sizeof(double), format="d")
+    with nogil:
+        for i in range(nc):
+            row[i] = 0.0
+        for v in range(nv):
+            for i in range(offsets[v], offsets[v + 1]):
+                row[col[i]] = values[i]
+            out[v] = 0.0 + _pairwise_sum(row, 0, nc)
+            for i in range(offsets[v], offsets[v + 1]):
+                row[col[i]] = 0.0
+
+
+def top_culprits(const int64_t[::1] offsets, const int32_t[::1] col,
+                 const double[::1] capped, const double[::1] uncapped, Py_ssize_t n_culprits,
+                 double eps, int64_t[::1] out):
+    """Attribution.top, from the scores in CSR (CulpritScores): per victim,
+    among the culprits whose capped score is within ``eps * max(m, 1)`` of
+    the victim's best m, the first (by column) with the largest
+    `uncapped`; -1 where that score is not above `eps` (a culprit without
+    an entry scores 0)."""
+    cdef Py_ssize_t v, i, t, b, e, nv = offsets.shape[0] - 1
+    cdef double m, thr, best
     with nogil:
         for v in range(nv):
-            m = S[v, 0]
-            for j in range(1, nc):
-                if S[v, j] > m:
-                    m = S[v, j]
+            b, e = offsets[v], offsets[v + 1]
+            m = 0.0 if e - b < n_culprits or b == e else capped[b]
+            for i in range(b, e):
+                if capped[i] > m:
+                    m = capped[i]
+            out[v] = -1
+            if not (m > eps):
+                continue        # no score above eps: no top culprit
+            # m > eps: thr > 0, so culprits without an entry are below it
             thr = m - eps * (m if m >= 1 else 1.0)
             t = -1
-            for j in range(nc):
-                if S[v, j] >= thr:
-                    x = raw[v, j]
-                else:
-                    x = -INFINITY
-                if t < 0 or x > best:
-                    t, best = j, x
-            out[v] = t if S[v, t] > eps else -1
+            for i in range(b, e):
+                if capped[i] >= thr and (t < 0 or uncapped[i] > best):
+                    t, best = i, uncapped[i]
+            if t >= 0 and capped[t] > eps:
+                out[v] = col[t]

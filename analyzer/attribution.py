@@ -38,11 +38,12 @@ of ``bucket_ns`` from the period start) for the upstream split, which is
 computed once per group; local and input scores are per victim.
 
 The loops numpy cannot do in one pass are compiled (``_attrib.pyx``): every
-hop's two scores (a merge over the NF's sorted events), the victims' hops,
-the per-call scans of the upstream split, the score matrix and the
-rankings.  The split's recursion itself stays here.  The kernels evaluate
-each expression as the numpy code they replaced did, so scores agree to
-the last bit (tests/test_attribution_kernels.py).
+hop's two scores (a merge over the NF's sorted events) and their compact
+store, the victims' hops, the per-call scans of the upstream split, the
+sparse scores and the rankings.  The split's recursion itself stays
+here.  The kernels evaluate each expression as the numpy code they
+replaced did, so scores agree to the last bit
+(tests/test_attribution_kernels.py).
 """
 from dataclasses import dataclass
 
@@ -56,7 +57,7 @@ except ImportError as e:                    # pragma: no cover
     raise ImportError("mscope.analyzer._attrib is not built: pip install -e . "
                       "(or cd analyzer && cythonize -i -3 _attrib.pyx)") from e
 
-__all__ = ["Attribution", "RankedCulprits", "attribute", "culprit_dict",
+__all__ = ["Attribution", "CulpritScores", "RankedCulprits", "attribute", "culprit_dict",
            "BASELINE_BIN_NS"]
 
 #: A hop counts for a victim when it waited at least this share of the
@@ -69,6 +70,77 @@ BUCKET_NS = 100_000
 BASELINE_BIN_NS = 1_000_000
 _EPS = 1e-9
 _NONE = np.zeros(0, np.int64)
+
+
+@dataclass
+class CulpritScores:
+    """Every victim's culprit scores, sparse: compressed by victim (CSR).
+
+    A victim has a handful of culprits among the capture's tens, so only
+    the cells some contribution reached are kept (on bench/analyze.py's
+    9.5 M-hop capture: 393k victims x 59 culprits, 998k entries, 22 MiB
+    here against 354 MiB as two dense float64 matrices).  A culprit
+    without an entry scores 0.
+
+    Attributes
+    ----------
+    offsets : ndarray of int64, (victims + 1,)
+        Victim v's entries are ``offsets[v]:offsets[v + 1]``.
+    culprit : ndarray of int32
+        Index into ``Attribution.culprits``, ascending within a victim.
+    capped : ndarray of float64
+        Packets of blame: the score, capped at the victim's excess over
+        the objective.
+    uncapped : ndarray of float64
+        The score before the cap: orders culprits whose capped scores are
+        equal (may be ``capped`` itself).
+    n_culprits : int
+        Number of culprit columns (``len(Attribution.culprits)``).
+    """
+    offsets: np.ndarray
+    culprit: np.ndarray
+    capped: np.ndarray
+    uncapped: np.ndarray
+    n_culprits: int
+
+    @classmethod
+    def from_dense(cls, capped, uncapped=None):
+        """The sparse form of (victims, culprits) matrices, keeping the
+        cells not 0 in either; `uncapped` defaults to `capped`.  For tests
+        and small inputs: attribute() builds the sparse form directly."""
+        capped = np.asarray(capped, float)
+        uncapped = capped if uncapped is None else np.asarray(uncapped, float)
+        if capped.ndim != 2 or uncapped.shape != capped.shape:
+            raise ValueError(f"capped and uncapped must be matrices of one shape, "
+                             f"got {capped.shape} and {uncapped.shape}")
+        v, c = np.nonzero((capped != 0) | (uncapped != 0))      # victim-major
+        offsets = np.zeros(len(capped) + 1, np.int64)
+        np.cumsum(np.bincount(v, minlength=len(capped)), out=offsets[1:])
+        return cls(offsets, c.astype(np.int32), capped[v, c], uncapped[v, c],
+                   capped.shape[1])
+
+    @property
+    def n_victims(self):
+        return len(self.offsets) - 1
+
+    def victim_of(self, entries):
+        """The victim of each entry index in `entries`."""
+        return np.searchsorted(self.offsets, entries, side="right") - 1
+
+    def column(self, j):
+        """Capped score of culprit `j` for every victim (0 where none), as
+        a dense (victims,) float64 vector."""
+        out = np.zeros(self.n_victims)
+        at = np.flatnonzero(self.culprit == j)
+        out[self.victim_of(at)] = self.capped[at]
+        return out
+
+    def row_sums(self):
+        """Each victim's total capped score, as the sum over its row of the
+        dense matrix (``scores.sum(axis=1)``, to the last bit)."""
+        out = np.empty(self.n_victims)
+        _attrib.row_sums(self.offsets, self.culprit, self.capped, self.n_culprits, out)
+        return out
 
 
 @dataclass
@@ -88,13 +160,11 @@ class Attribution:
     culprits : list of tuple
         Column keys: ``("nf", name, "local"|"input")`` or
         ``("flows", prefix, "source")``.
-    scores : ndarray of float, (victims, culprits)
-        Packets of blame per victim and culprit.
+    scores : CulpritScores
+        Packets of blame per victim and culprit (capped and uncapped),
+        sparse.
     arrival_ns : ndarray of int64
         Arrival of each victim at its ``nf`` (-1 unknown).
-    uncapped : ndarray of float
-        ``scores`` before the cap at the victim's excess over the
-        objective: orders culprits whose capped scores are equal.
     """
     packet: np.ndarray
     packet_id: np.ndarray
@@ -102,18 +172,16 @@ class Attribution:
     dropped: np.ndarray
     nf: list
     culprits: list
-    scores: np.ndarray
+    scores: CulpritScores
     arrival_ns: np.ndarray = None
-    uncapped: np.ndarray = None
-
-    def _raw(self):
-        return self.scores if self.uncapped is None else self.uncapped
 
     def ranked(self, i):
         """Culprits of victim `i`: list of (key, score), highest first, > 0."""
-        row = self.scores[i]
-        o = np.lexsort((-self._raw()[i], -row))
-        return [(self.culprits[j], float(row[j])) for j in o if row[j] > _EPS]
+        sc = self.scores
+        b, e = int(sc.offsets[i]), int(sc.offsets[i + 1])
+        s, raw, col = sc.capped[b:e], sc.uncapped[b:e], sc.culprit[b:e]
+        o = np.lexsort((-raw, -s))          # stable: ties by column
+        return [(self.culprits[col[k]], float(s[k])) for k in o if s[k] > _EPS]
 
     def ranked_arrays(self):
         """Every victim's culprits, ranked, as flat arrays (no Python object
@@ -126,14 +194,15 @@ class Attribution:
             Victim i's culprits are ``culprit[offsets[i]:offsets[i + 1]]``,
             best first, with their JSON scores ``score[...]``.
         """
-        S = np.ascontiguousarray(self.scores, dtype=float)
-        raw = np.ascontiguousarray(self._raw(), dtype=float)
-        offsets = np.zeros(len(S) + 1, np.int64)
+        sc = self.scores
+        offsets = np.zeros(sc.n_victims + 1, np.int64)
         # once to count each victim's culprits, once to fill them in
-        _attrib.rank_victims(S, raw, _EPS, offsets, np.zeros(0, np.int32), np.zeros(0))
+        _attrib.rank_victims(sc.offsets, sc.culprit, sc.capped, sc.uncapped, _EPS, offsets,
+                             np.zeros(0, np.int32), np.zeros(0))
         culprit = np.empty(int(offsets[-1]), np.int32)
         score = np.empty(int(offsets[-1]))
-        _attrib.rank_victims(S, raw, _EPS, offsets, culprit, score)
+        _attrib.rank_victims(sc.offsets, sc.culprit, sc.capped, sc.uncapped, _EPS, offsets,
+                             culprit, score)
         return RankedCulprits(offsets, culprit, score)
 
     def ranked_all(self):
@@ -147,13 +216,14 @@ class Attribution:
 
     def top(self):
         """Index into ``culprits`` of each victim's top culprit (-1: none)."""
-        if self.scores.shape[1] == 0:
+        sc = self.scores
+        if sc.n_culprits == 0:
             return np.full(len(self.packet), -1)
         # per victim: the best score's culprits (within _EPS), the one with
         # the largest uncapped score among them
-        out = np.empty(len(self.scores), np.int64)
-        _attrib.top_culprits(np.ascontiguousarray(self.scores, dtype=float),
-                             np.ascontiguousarray(self._raw(), dtype=float), _EPS, out)
+        out = np.empty(sc.n_victims, np.int64)
+        _attrib.top_culprits(sc.offsets, sc.culprit, sc.capped, sc.uncapped, sc.n_culprits,
+                             _EPS, out)
         return out
 
 
@@ -285,10 +355,11 @@ class _NF:
         return self.hops_by_arr[np.searchsorted(self.arr, s, "left"):
                                 np.searchsorted(self.arr, e, "right")]
 
-    def hop_scores(self, hop_scores):
-        """Write the local and input scores (packets) of every hop that
-        arrived here into ``hop_scores[hop]`` (the rest stay 0): one merge over
-        the sorted arrivals and departures (_attrib.hop_scores).
+    def hop_scores(self):
+        """The local and input scores (packets) of every hop that arrived
+        here, as an (arrivals, 2) array in the order of ``arr`` (None: all
+        0): one merge over the sorted arrivals and departures
+        (_attrib.hop_scores).
 
         A hop arriving at ``a`` in queuing period ``[s, ...)``, waiting
         until its rx, with ``q`` accepted packets queued at ``a``:
@@ -307,9 +378,47 @@ class _NF:
         rx, dropped = self._rx, self._dropped
         del self._rx, self._dropped
         if len(self.arr) == 0 or self.rate <= 0:
-            return
-        _attrib.hop_scores(self.arr, self.hops_by_arr, rx, dropped, self.dep,
-                           self.pstart, self.pend, self.rate, self.usual, hop_scores)
+            return None
+        scores = np.zeros((len(self.arr), 2))
+        _attrib.hop_scores(self.arr, rx, dropped, self.dep, self.pstart, self.pend,
+                           self.rate, self.usual, scores)
+        return scores
+
+
+class _HopScores:
+    """Every hop's local and input scores (packets), kept compact: only the
+    hops with a score not 0 have a row (on bench/analyze.py's 9.5 M-hop
+    capture 28% of them: 40 MiB where (hops, 2) float64 took 145 MiB, the
+    largest array of the stage).
+
+    Bit h of ``words`` is set where hop h has a row of ``values``: row
+    ``rank[h // 64]`` + the bits set below h in its word.  Filled NF by NF
+    (:meth:`add`), then :meth:`seal` lays the rows out by hop.
+    """
+
+    def __init__(self, n_hops):
+        self.words = np.zeros((n_hops + 63) // 64, np.uint64)
+        self._parts = []
+
+    def add(self, hops, scores):
+        """Keep the scores (arrivals, 2) of `hops` at one NF (`scores` is
+        overwritten)."""
+        kept = np.empty(len(hops), hops.dtype)
+        c = _attrib.keep_scored(hops, scores, kept, self.words)
+        self._parts.append((kept[:c].copy(), scores[:c].copy()))
+
+    def seal(self):
+        self.rank = np.empty(len(self.words), np.int64)
+        n = _attrib.rank_words(self.words, self.rank)
+        self.values = np.empty((n, 2))
+        while self._parts:
+            hops, scores = self._parts.pop()
+            _attrib.scatter_scored(self.words, self.rank, hops, scores, self.values)
+        del self._parts
+
+    def gather(self, idx, local, input):
+        """``local[i], input[i]`` = the scores of hop ``idx[i]``."""
+        _attrib.gather_scores(self.words, self.rank, self.values, idx, local, input)
 
 
 class _Attributor:
@@ -331,14 +440,17 @@ class _Attributor:
         self.prev_nf, next_nf = np.empty(nh, code), np.empty(nh, code)
         _attrib.hop_neighbours(traj.hop_packet, traj.hop_nf, self.prev_nf, next_nf)
         # every hop's local and input scores, once (the recursion sums them)
-        # (side by side: a hop's two share a cache line)
-        self.hop_scores = np.zeros((nh, 2))
+        self.hop_scores = _HopScores(nh)
         self.nfs = {}
         for n, q in queues.items():
             k = names.index(n)
             self.nfs[k] = F = _NF(k, q, traj, drops[drop_nf == k], self.prev_nf, next_nf,
                                   t0, t1)
-            F.hop_scores(self.hop_scores)
+            scores = F.hop_scores()
+            if scores is not None:
+                self.hop_scores.add(F.hops_by_arr, scores)
+            del scores
+        self.hop_scores.seal()
         self.names = names
         self.max_depth = max_depth
         # the source's usual rates per address, from the first hops
@@ -414,7 +526,7 @@ class _Attributor:
         U = self.nfs[u]
         t = self.t
         L, I = np.empty(len(P)), np.empty(len(P))
-        _attrib.gather_scores(self.hop_scores, P, L, I)
+        self.hop_scores.gather(P, L, I)
         Ls, Is = float(L.sum()), float(I.sum())
         if Ls + Is <= _EPS:
             self._add(acc, ("nf", self.names[u], "input"), amount)
@@ -493,12 +605,14 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
             keys[key] = len(keys)
         return keys[key]
 
-    # contributions (victims, culprit column, ns of delay), summed into the
-    # score matrix in this order at the end
-    parts = []
+    # contributions (victims, culprit column, ns of delay), summed per
+    # victim and culprit in this order at the end
+    part_rows, part_cols, part_ns = [], [], []
 
     def contribute(victims, key, ns):
-        parts.append((victims, np.full(len(victims), col(key), np.int32), ns))
+        part_rows.append(victims)
+        part_cols.append(col(key))          # one column per part: expanded at the end
+        part_ns.append(ns)
 
     h_nf = t.hop_nf[h]
     for k in np.unique(h_nf).tolist():
@@ -509,7 +623,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         hk = h[sel]
         a_k = np.where(t.hop_arrival_ns[hk] >= 0, t.hop_arrival_ns[hk], t.hop_rx_ns[hk])
         L, I = np.empty(len(hk)), np.empty(len(hk))
-        _attrib.gather_scores(A.hop_scores, hk, L, I)
+        A.hop_scores.gather(hk, L, I)
         # in ns of the victim's delay: packets at k take 1 / r_k each, so
         # a fast NF's packets weigh less than a slow NF's
         r_k = F.rate if F.rate > 0 else 1.0
@@ -546,16 +660,27 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     # the rate of the NF where the victim waited longest (one factor per
     # victim, so the ranking is the ranking by delay).
     rate = np.array([A.nfs[k].rate if k in A.nfs else 0.0 for k in range(len(names))])
-    A = F = None                        # free the per-hop and per-NF arrays for S
+    A = F = None                        # free the per-hop and per-NF arrays
     r_v = np.where(vnf >= 0, rate[np.maximum(vnf, 0)], 0.0)
     r_v = np.where(r_v > 0, r_v, 1.0)
     excess = np.where(dv, np.inf, np.maximum(lat - slo_ns, 0)).astype(float)
-    rows = np.concatenate([x[0] for x in parts]) if parts else np.zeros(0, index)
-    cols = np.concatenate([x[1] for x in parts]) if parts else np.zeros(0, np.int32)
-    vals = np.concatenate([x[2] for x in parts]) if parts else np.zeros(0)
-    del parts
-    capped, S = np.zeros((nv, len(keys))), np.zeros((nv, len(keys)))
-    _attrib.score_matrices(rows, cols, vals, excess, r_v, capped, S)
+    # each list freed once joined: the contributions are held once more,
+    # not twice, beside the scores
+    rows = np.concatenate(part_rows) if part_rows else np.zeros(0, index)
+    del part_rows[:]
+    cols = np.repeat(np.array(part_cols, np.int32), [len(x) for x in part_ns])
+    del part_cols[:]
+    vals = np.concatenate(part_ns) if part_ns else np.zeros(0)
+    del part_ns[:]
+    # once to count each victim's culprits, once to fill them in
+    offsets = np.zeros(nv + 1, np.int64)
+    _attrib.score_csr(rows, cols, vals, excess, r_v, len(keys), offsets,
+                      np.zeros(0, np.int32), np.zeros(0), np.zeros(0))
+    nnz = int(offsets[-1])
+    culprit, capped, uncapped = np.empty(nnz, np.int32), np.empty(nnz), np.empty(nnz)
+    _attrib.score_csr(rows, cols, vals, excess, r_v, len(keys), offsets, culprit, capped,
+                      uncapped)
+    del rows, cols, vals
     return Attribution(vp, t.packet_id[vp], lat, dv,
-                       [names[x] if x >= 0 else "" for x in vnf.tolist()], culprits, capped,
-                       varr, S)
+                       [names[x] if x >= 0 else "" for x in vnf.tolist()], culprits,
+                       CulpritScores(offsets, culprit, capped, uncapped, len(keys)), varr)

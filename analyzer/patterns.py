@@ -66,7 +66,8 @@ def find_patterns(att, threshold=DEFAULT_THRESHOLD, traj=None, view=None, queues
         for it over the victims at that NF.  Most victims first.
     """
     S = att.scores
-    if S.size == 0 or float(S.sum()) <= 0:
+    # scores are >= 0: their sum is 0 when every cell is (empty: no cells)
+    if S.n_victims == 0 or S.n_culprits == 0 or float(S.capped.sum()) <= 0:
         return []
     top = att.top()
     need = threshold * len(top)
@@ -88,7 +89,8 @@ def find_patterns(att, threshold=DEFAULT_THRESHOLD, traj=None, view=None, queues
             key, n_top = att.culprits[j], int(n_tops[i, j])
             if rows is None:
                 rows = np.flatnonzero(vnf == i)
-            col = S[rows, j]
+            # dense, zeros included: col.sum() adds up as it always has
+            col = S.column(j)[rows]
             flows = "*"
             if addr is not None:
                 a = addr[rows]

@@ -253,12 +253,21 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
         pend = np.concatenate([pend, [-1]])
     rate, usual = 1 / 300, float(rng.uniform(0.5, 1.5)) / 800
     hops = (np.arange(len(arr)) * 3 + 1).astype(index)         # hop of each arrival
-    LI = np.zeros((len(arr) * 3 + 1, 2))
-    _attrib.hop_scores(arr, hops, rx, dropped.view(np.int8), dep, pstart, pend,
-                       rate, usual, LI)
-    L, I = np.empty(len(LI)), np.empty(len(LI))
-    _attrib.gather_scores(LI, np.arange(len(LI), dtype=index), L, I)
-    assert L.tolist() == LI[:, 0].tolist() and I.tolist() == LI[:, 1].tolist()
+    LI = np.zeros((len(arr), 2))
+    _attrib.hop_scores(arr, rx, dropped.view(np.int8), dep, pstart, pend, rate, usual, LI)
+    # kept compact (attribution._HopScores), gathered back by hop
+    nh = len(arr) * 3 + 1
+    words, kept = np.zeros((nh + 63) // 64, np.uint64), np.empty(len(hops), index)
+    c = _attrib.keep_scored(hops, LI.copy(), kept, words)
+    rank = np.empty(len(words), np.int64)
+    assert _attrib.rank_words(words, rank) == c == int(((LI != 0).any(axis=1)).sum())
+    values = np.full((c, 2), np.nan)
+    _attrib.scatter_scored(words, rank, hops, LI, values)
+    L, I = np.empty(nh), np.empty(nh)
+    _attrib.gather_scores(words, rank, values, np.arange(nh, dtype=index), L, I)
+    assert not np.isnan(values).any()
+    assert not L[np.setdiff1d(np.arange(nh), hops)].any()
+    assert L[hops].tobytes() == LI[:, 0].tobytes() and I[hops].tobytes() == LI[:, 1].tobytes()
     ref_L, ref_I = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, usual, arr, rx, dropped)
     assert (L[hops] > 0).any() and (I[hops] > 0).any()
     assert L[hops].tobytes() == ref_L.tobytes()
@@ -385,18 +394,49 @@ def _contributions(rng, nv=120, nc=7, n=900):
     return rows, cols, vals
 
 
-def test_score_matrices_match_add_at():
+def _scores(rows, cols, vals, excess, rate, nv, nc):
+    """score_csr's CSR, counted then filled, as attribute() calls it."""
+    off = np.zeros(nv + 1, np.int64)
+    _attrib.score_csr(rows, cols, vals, excess, rate, nc, off, np.zeros(0, np.int32),
+                      np.zeros(0), np.zeros(0))
+    culprit, capped, S = np.empty(off[-1], np.int32), np.empty(off[-1]), np.empty(off[-1])
+    _attrib.score_csr(rows, cols, vals, excess, rate, nc, off, culprit, capped, S)
+    return off, culprit, capped, S
+
+
+def _dense(off, culprit, values, nc):
+    out = np.zeros((len(off) - 1, nc))
+    out[np.repeat(np.arange(len(off) - 1), np.diff(off)), culprit] = values
+    return out
+
+
+def test_score_csr_matches_add_at():
     rng = np.random.default_rng(8)
     nv, nc = 120, 7
     rows, cols, vals = _contributions(rng, nv, nc)
     excess = np.where(rng.random(nv) < 0.2, np.inf, rng.random(nv) * 3)
     rate = rng.random(nv) + 0.5
-    capped, S = np.zeros((nv, nc)), np.zeros((nv, nc))
-    _attrib.score_matrices(rows, cols, vals, excess, rate, capped, S)
+    off, culprit, capped, S = _scores(rows, cols, vals, excess, rate, nv, nc)
     ref = np.zeros((nv, nc))
     np.add.at(ref, (rows, cols), vals)
-    assert S.tobytes() == (ref * rate[:, None]).tobytes()
-    assert capped.tobytes() == (np.minimum(ref, excess[:, None]) * rate[:, None]).tobytes()
+    # an entry per cell some contribution reached, by victim, then column
+    hit = np.zeros((nv, nc), bool)
+    hit[rows, cols] = True
+    v, c = np.nonzero(hit)
+    assert off.tolist() == [0] + np.cumsum(hit.sum(axis=1)).tolist()
+    assert culprit.tolist() == c.tolist()
+    assert S.tobytes() == (ref * rate[:, None])[v, c].tobytes()
+    assert capped.tobytes() == (np.minimum(ref, excess[:, None]) * rate[:, None])[v, c].tobytes()
+    # victims without contributions have no entries
+    off, culprit, capped, S = _scores(rows[:0], cols[:0], vals[:0], excess, rate, nv, nc)
+    assert off.tolist() == [0] * (nv + 1) and len(culprit) == 0
+
+
+def _csr(S, raw):
+    v, c = np.nonzero((S != 0) | (raw != 0))
+    off = np.zeros(len(S) + 1, np.int64)
+    np.cumsum(np.bincount(v, minlength=len(S)), out=off[1:])
+    return off, c.astype(np.int32), S[v, c], raw[v, c]
 
 
 def test_rank_victims_and_top_match_the_sorts():
@@ -406,22 +446,40 @@ def test_rank_victims_and_top_match_the_sorts():
     raw = np.zeros((nv, nc))
     np.add.at(raw, (rows, cols), vals)
     S = np.minimum(raw, 0.5)
+    S[:5] = np.array([0.5, 0.2, 0.5, 0.5, 0.1, 0.2, 0.5])        # every cell set
+    raw[:5] = S[:5] * 2
     eps = 1e-9
+    off_in, col, capped, uncapped = _csr(S, raw)
     off = np.zeros(nv + 1, np.int64)
-    _attrib.rank_victims(S, raw, eps, off, np.zeros(0, np.int32), np.zeros(0))
+    _attrib.rank_victims(off_in, col, capped, uncapped, eps, off, np.zeros(0, np.int32),
+                         np.zeros(0))
     culprit, score = np.empty(off[-1], np.int32), np.empty(off[-1])
-    _attrib.rank_victims(S, raw, eps, off, culprit, score)
-    # Attribution.ranked_all before the kernel
+    _attrib.rank_victims(off_in, col, capped, uncapped, eps, off, culprit, score)
+    # Attribution.ranked_all on the dense matrices
     order = np.lexsort((-raw, -S), axis=-1)
     rounded = np.round(np.take_along_axis(S, order, axis=1), 3)
     for v in range(nv):
         keep = rounded[v] > eps
         assert culprit[off[v]:off[v + 1]].tolist() == order[v][keep].tolist()
         assert score[off[v]:off[v + 1]].tolist() == rounded[v][keep].tolist()
-    # Attribution.top before the kernel
+    # Attribution.top on the dense matrices
     m = S.max(axis=1, keepdims=True)
     t = np.argmax(np.where(S >= m - eps * np.maximum(m, 1), raw, -np.inf), axis=1)
     ref = np.where(S[np.arange(nv), t] > eps, t, -1)
     out = np.empty(nv, np.int64)
-    _attrib.top_culprits(S, raw, eps, out)
+    _attrib.top_culprits(off_in, col, capped, uncapped, nc, eps, out)
     assert out.tolist() == ref.tolist()
+
+
+@pytest.mark.parametrize("nc", [0, 1, 5, 8, 9, 59, 128, 129, 300])
+def test_row_sums_add_up_as_numpy(nc):
+    # ndarray.sum(axis=1) adds pairwise, zeros included: the sparse sum
+    # must group the same way to give the same last bit
+    rng = np.random.default_rng(nc)
+    nv = 400
+    S = rng.random((nv, nc)) * 10.0 ** rng.integers(-3, 6, (nv, nc))
+    S[rng.random(S.shape) < 0.8] = 0
+    off, col, capped, _ = _csr(S, S)
+    out = np.empty(nv)
+    _attrib.row_sums(off, col, capped, nc, out)
+    assert out.tobytes() == S.sum(axis=1).tobytes()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mscope.analyzer import attribution as attribution_mod
-from mscope.analyzer.attribution import Attribution, culprit_dict
+from mscope.analyzer.attribution import Attribution, CulpritScores, culprit_dict
 from mscope.cli import main
 from mscope.diagnose import VictimList, diagnose, format_summary, run_diagnose, write_json
 
@@ -43,7 +43,7 @@ def _att(scores, uncapped=None, ids=None, lat=None, dropped=None, nf=None, culpr
         culprits=culprits if culprits is not None else
         [("nf", f"nf{j}", "local") if j % 2 else ("flows", f"10.{j}.0.0/16", "source")
          for j in range(c)],
-        scores=scores, uncapped=None if uncapped is None else np.asarray(uncapped, float))
+        scores=CulpritScores.from_dense(scores, uncapped))
 
 
 @pytest.fixture(scope="module")

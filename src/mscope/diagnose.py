@@ -361,21 +361,19 @@ def _rank(att):
     score, then by column; sorted within each victim only, victims with the
     same number of culprits at once.
     """
-    S = att.scores
+    sc = att.scores
     n = len(att.packet_id)
-    if S.ndim != 2 or S.shape[1] == 0 or n == 0:
+    if sc.n_culprits == 0 or n == 0:
         return np.zeros(n + 1, np.int64), np.zeros(0, np.intp), np.zeros(0)
-    raw = S if att.uncapped is None else att.uncapped
-    C = S.shape[1]
-    flat = np.flatnonzero(S > 0)            # victim-major: ties stay in column order
-    s = np.ravel(S).take(flat)
-    v = np.round(s, 3)
-    keep = v > _EPS
-    if not keep.all():
-        flat, s, v = flat[keep], s[keep], v[keep]
-    r = flat // C
-    c = flat - r * C
-    w = np.ravel(raw).take(flat)
+    # entries are victim-major, by column: ties stay in column order
+    s = sc.capped
+    keep = s > 0
+    v = np.round(s[keep], 3)
+    kept = v > _EPS
+    keep[keep] = kept
+    v = v[kept]
+    s, w, c = s[keep], sc.uncapped[keep], sc.culprit[keep].astype(np.intp)
+    r = sc.victim_of(np.flatnonzero(keep))
     cnt = np.bincount(r, minlength=n)
     ptr = np.zeros(n + 1, np.int64)
     np.cumsum(cnt, out=ptr[1:])
@@ -574,7 +572,7 @@ def _chain(rule, att, queues, at_nf):
     j = att.culprits.index(key) if key in att.culprits else None
     sel = at_nf(nf)
     if j is not None:
-        sel &= att.scores[:, j] > 0
+        sel &= att.scores.column(j) > 0
     when, peak, drops = "", "", int(att.dropped[sel].sum()) if len(sel) else 0
     arr = att.arrival_ns[sel] if att.arrival_ns is not None else np.zeros(0)
     arr = arr[arr >= 0]
@@ -615,7 +613,7 @@ def format_summary(diag, ctx, top=5):
             lines.append("  " + _chain(r, att, ctx["queues"], at_nf))
     if v:
         lines.append("worst victims:")
-        tot = att.scores.sum(axis=1) if att.scores.size else np.zeros(len(v))
+        tot = att.scores.row_sums()
         for i in _largest(tot, top).tolist():
             x = v[i]
             what = "dropped" if x["dropped"] else f"{x['latency_ns'] / 1000:,.1f} us"

@@ -1,0 +1,290 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# distutils: extra_compile_args = -O2 -ffp-contract=off
+"""The per-window loop of prefixes.SourceRates: which source prefix sent
+above its long-run rate.  Called from prefixes.py, which says what the
+results mean; the caller owns and allocates every array.
+
+The numpy version sorted each window's addresses and ran one searchsorted
+and one argmax per prefix length, ~120 us a window (2,156 windows on the
+bench/analyze.py s2 capture: 0.26 s); here it is one radix sort and a walk
+over the sorted addresses per length, stopping at the first length whose
+best prefix falls short, as before.
+
+Floating point: ``count - rate * T`` and ``share * root`` are evaluated as
+numpy did (same operands, same order, no fused multiply-add: built with
+-ffp-contract=off), so the same prefix wins every comparison.
+
+Build in place: ``cd analyzer && cythonize -i -3 _prefix.pyx``.
+"""
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, qsort
+
+
+def prefix_levels(const uint32_t[::1] addrs, const int64_t[::1] counts,
+                  uint32_t[::1] prefix, int64_t[::1] prefix_count, int64_t[::1] offset):
+    """The prefixes of sorted distinct addresses at every length, with counts.
+
+    Parameters
+    ----------
+    addrs : uint32, ascending, distinct
+    counts : int64
+        Packets of each address.
+    prefix, prefix_count : out
+        At least ``offset[33]`` long (33 * len(addrs) always suffices):
+        level ``L`` is ``[offset[L], offset[L + 1])``, the distinct values
+        ``addr >> (32 - L)`` ascending (0 at L = 0) and the packets under
+        each.
+    offset : out, int64[34]
+
+    Returns
+    -------
+    int
+        ``offset[33]``.
+    """
+    cdef Py_ssize_t n = addrs.shape[0], i, k = 0
+    cdef int length, shift
+    cdef uint32_t v
+    with nogil:
+        for length in range(33):
+            offset[length] = k
+            if n == 0:
+                continue
+            shift = 32 - length
+            # (a uint32 shifted by 32 is undefined in C: level 0 by hand)
+            v = addrs[0] >> shift if length else 0
+            prefix[k] = v
+            prefix_count[k] = counts[0]
+            for i in range(1, n):
+                if length and (addrs[i] >> shift) != v:
+                    v = addrs[i] >> shift
+                    k += 1
+                    prefix[k] = v
+                    prefix_count[k] = 0
+                prefix_count[k] += counts[i]
+            k += 1
+        offset[33] = k
+    return k
+
+
+cdef int _cmp_u64(const void *x, const void *y) noexcept nogil:
+    cdef uint64_t a = (<const uint64_t *>x)[0], b = (<const uint64_t *>y)[0]
+    return (a > b) - (a < b)
+
+
+cdef uint32_t *_grow(uint32_t *table, Py_ssize_t cap, int bits) noexcept nogil:
+    """`table` (`cap` keys then `cap` counts) rehashed into one of twice the
+    size, or NULL (`table` freed) when out of memory."""
+    cdef uint32_t *t = <uint32_t *>calloc(4 * cap, sizeof(uint32_t))
+    cdef Py_ssize_t i, m = 2 * cap - 1
+    cdef uint32_t h
+    if t != NULL:
+        for i in range(cap):
+            if table[i] != 0:
+                h = (table[i] * <uint32_t>2654435761u) >> (31 - bits)
+                while t[h] != 0:
+                    h = (h + 1) & m
+                t[h] = table[i]
+                t[2 * cap + h] = table[cap + i]
+    free(table)
+    return t
+
+
+cdef Py_ssize_t _distinct_known(const uint32_t[::1] addrs, uint64_t *out) noexcept nogil:
+    """The distinct non-zero `addrs`, ascending, as ``addr << 32 | packets``
+    in `out` (as long as `addrs`); returns how many, -1 when out of memory.
+
+    Counted in an open-addressing table (0, the unknown address, marks a
+    free slot) kept at most half full, then only the distinct ones sorted:
+    55 of a window's 1,631 addresses (mean, s2); a radix sort of all of them
+    took twice as long."""
+    cdef Py_ssize_t n = addrs.shape[0], cap = 128, i, d = 0
+    cdef int bits = 7
+    cdef uint32_t x, last = 0, h = 0
+    cdef uint32_t *table = <uint32_t *>calloc(2 * cap, sizeof(uint32_t))
+    if table == NULL:
+        return -1
+    for i in range(n):
+        x = addrs[i]
+        if x == 0:
+            continue
+        # a flow's packets often come back to back (48% on s2)
+        if x != last:
+            h = (x * <uint32_t>2654435761u) >> (32 - bits)
+            while table[h] != 0 and table[h] != x:
+                h = (h + 1) & (cap - 1)
+            if table[h] == 0:
+                if 2 * (d + 1) > cap:
+                    table = _grow(table, cap, bits)
+                    if table == NULL:
+                        return -1
+                    cap *= 2
+                    bits += 1
+                    h = (x * <uint32_t>2654435761u) >> (32 - bits)
+                    while table[h] != 0:
+                        h = (h + 1) & (cap - 1)
+                table[h] = x
+                d += 1
+            last = x
+        table[cap + h] += 1
+    d = 0
+    for i in range(cap):
+        if table[i] != 0:
+            out[d] = (<uint64_t>table[i]) << 32 | table[cap + i]
+            d += 1
+    free(table)
+    qsort(out, d, sizeof(uint64_t), _cmp_u64)
+    return d
+
+
+def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
+                  const double[::1] rate, const int64_t[::1] offset,
+                  int cover_length, double rate0, int64_t window_ns, double share):
+    """The most specific prefix holding `share` of a window's excess packets.
+
+    Parameters
+    ----------
+    addrs : uint32
+        Source addresses of the window's packets, any order, 0 unknown.
+    prefix, rate, offset
+        The long-run levels (prefix_levels, counts over the span).
+    cover_length : int
+        Length of the prefix covering all long-run addresses: the search
+        starts one bit below it.
+    rate0 : float
+        The long-run rate of all addresses (level 0).
+    window_ns : int
+        The window, >= 1.
+
+    Returns
+    -------
+    (length, value) : (int, int)
+        ``length`` -1 when the window held no known address, no excess,
+        or no prefix longer than the cover holding the share (the caller
+        names the cover); else the winning prefix, ``value`` the address
+        with the host bits cleared.
+    """
+    cdef Py_ssize_t n_in = addrs.shape[0], n = 0, d, i, k, lo, hi, j, c
+    cdef uint64_t *a
+    cdef uint32_t v, best_v = 0, win_v = 0
+    cdef double T = <double>window_ns, root, thr, ex, r, best_ex
+    cdef int length, shift, win_len = -1
+    cdef bint first
+    if n_in == 0:
+        return -1, 0
+    a = <uint64_t *>malloc(n_in * sizeof(uint64_t))
+    if a == NULL:
+        raise MemoryError()
+    with nogil:
+        d = _distinct_known(addrs, a)
+        for i in range(d):
+            n += <uint32_t>a[i]
+        # (numpy: len(a) - rate0 * T, then share * root)
+        root = <double>n - rate0 * T
+        if n > 0 and root > 0:
+            thr = share * root
+            for length in range(cover_length + 1, 33):
+                shift = 32 - length
+                lo = offset[length]
+                hi = offset[length + 1]
+                first = True
+                best_ex = 0.0
+                i = 0
+                while i < d:
+                    v = <uint32_t>(a[i] >> 32) >> shift
+                    c = <uint32_t>a[i]
+                    i += 1
+                    while i < d and (<uint32_t>(a[i] >> 32) >> shift) == v:
+                        c += <uint32_t>a[i]
+                        i += 1
+                    # the long-run rate of v: runs ascend, so search on
+                    # from the last one
+                    j = hi
+                    while lo < j:
+                        k = (lo + j) >> 1
+                        if prefix[k] < v:
+                            lo = k + 1
+                        else:
+                            j = k
+                    r = rate[lo] if lo < hi and prefix[lo] == v else 0.0
+                    ex = <double>c - r * T
+                    # first of equal maxima, as np.argmax
+                    if first or ex > best_ex:
+                        best_ex = ex
+                        best_v = v
+                        first = False
+                if best_ex < thr:
+                    break
+                win_len = length
+                win_v = best_v << shift
+    free(a)
+    if d < 0:
+        raise MemoryError()
+    return win_len, win_v
+
+
+# -- slow flows (slowflows.py) ----------------------------------------------
+
+ctypedef fused batch_t:
+    int32_t
+    int64_t
+
+
+def busy_batches(const int64_t[::1] batch_ns, const int64_t[::1] batch_count,
+                 const uint8_t[::1] busy_after, int64_t t0, int64_t t1,
+                 int64_t[::1] batch, double[::1] gap, double[::1] per):
+    """The batches whose gap to the next is a service time: the queue
+    non-empty after it, the gap positive, the batch in [t0, t1].
+
+    Writes their index, the gap (ns, as float) and the gap per packet
+    (``gap / max(count, 1)``, as numpy divides) to the front of `batch`,
+    `gap`, `per` (each ``len(batch_ns) - 1`` long), ascending; returns how
+    many.  One pass instead of numpy's seven over all batches (445,781 on
+    s2).
+    """
+    cdef Py_ssize_t n = batch_ns.shape[0], i, m = 0
+    cdef int64_t c
+    cdef double g
+    with nogil:
+        for i in range(n - 1):
+            g = <double>(batch_ns[i + 1] - batch_ns[i])
+            if busy_after[i] and g > 0 and batch_ns[i] >= t0 and batch_ns[i] <= t1:
+                c = batch_count[i]
+                batch[m] = i
+                gap[m] = g
+                per[m] = g / <double>(c if c > 1 else 1)
+                m += 1
+    return m
+
+
+def packets_in(const batch_t[::1] pkt_batch, const uint32_t[::1] pkt_addr,
+               const int64_t[::1] remap, int64_t[::1] out_batch, uint32_t[::1] out_addr):
+    """The packets of the batches `remap` keeps (>= 0) whose address is
+    known: their batch's new index and their address, to the front of
+    `out_batch` and `out_addr`, in packet order; returns how many, -1 when
+    a batch index is out of range (negative ones count from the end, as
+    numpy indexes)."""
+    cdef Py_ssize_t n = pkt_batch.shape[0], nb = remap.shape[0], i, m = 0
+    cdef int64_t b
+    with nogil:
+        for i in range(n):
+            b = pkt_batch[i]
+            if b < 0:
+                b += nb
+            if b < 0 or b >= nb:
+                m = -1
+                break
+            b = remap[b]
+            if b >= 0 and pkt_addr[i] != 0:
+                out_batch[m] = b
+                out_addr[m] = pkt_addr[i]
+                m += 1
+    return m
+
+
+def count_matrix(const int64_t[::1] row, const int64_t[::1] col, double[:, ::1] X):
+    """``X[row[i], col[i]] += 1`` for every i (np.add.at, unbuffered, ~10x
+    faster); indices must be in range."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(row.shape[0]):
+            X[row[i], col[i]] += 1.0

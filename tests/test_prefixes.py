@@ -1,0 +1,420 @@
+"""prefixes.py and slowflows.py (and their kernels, mscope.analyzer._prefix)
+against straightforward numpy references: the numpy code they replaced.
+Results are exact: the same prefix for every window, the same heavy
+hitters with the same residual weights, the same slow prefix, the same
+regression matrices (so the same least-squares fit, bit for bit)."""
+import ipaddress
+
+import numpy as np
+import pytest
+
+from mscope.analyzer import _prefix, slowflows
+from mscope.analyzer.prefixes import SourceRates, covering_prefix, heavy_prefixes, prefix_str
+from mscope.analyzer.slowflows import slow_prefix
+
+
+# -- references ---------------------------------------------------------------
+
+def _mask(length):
+    return (0xFFFFFFFF << (32 - int(length))) & 0xFFFFFFFF if length else 0
+
+
+def _level(sorted_addrs, length):
+    p = sorted_addrs >> np.uint32(32 - length) if length < 32 else sorted_addrs
+    if length == 0:
+        p = np.zeros(len(sorted_addrs), np.uint32)
+    starts = np.flatnonzero(np.concatenate([[True], p[1:] != p[:-1]])) if len(p) else \
+        np.zeros(0, np.int64)
+    return p, starts
+
+
+def _ref_heavy(addrs, weights, share, min_length=0, max_length=32):
+    a = np.asarray(addrs, np.uint32)
+    w = np.asarray(weights, float)
+    if len(a) == 0 or w.sum() <= 0:
+        return []
+    o = np.argsort(a, kind="stable")
+    a, w = a[o], w[o].copy()
+    thr = share * w.sum()
+    out = []
+    for length in range(max_length, min_length - 1, -1):
+        p, st = _level(a, length)
+        tot = np.add.reduceat(w, st)
+        for i in np.flatnonzero(tot >= thr).tolist():
+            out.append((prefix_str(int(p[st[i]]) << (32 - length) if length else 0, length),
+                        float(tot[i])))
+            end = st[i + 1] if i + 1 < len(st) else len(a)
+            w[st[i]:end] = 0.0
+    return out
+
+
+class _RefRates:
+    def __init__(self, addrs, span_ns):
+        a = np.asarray(addrs, np.uint32)
+        a = np.sort(a[a != 0])
+        self.span = max(int(span_ns), 1)
+        self.cover = covering_prefix(a)
+        self.known = len(a) > 0
+        self.levels = []
+        for length in range(33):
+            p, st = _level(a, length)
+            cnt = np.diff(np.concatenate([st, [len(a)]])) if len(a) else np.zeros(0, np.int64)
+            self.levels.append((p[st] if len(a) else p, cnt / self.span))
+
+    def cover_str(self):
+        return prefix_str(*self.cover) if self.known else "*"
+
+    def excess_prefix(self, addrs, window_ns, share=0.8):
+        a = np.asarray(addrs, np.uint32)
+        a = np.sort(a[a != 0])
+        if not self.known or len(a) == 0:
+            return "*" if not self.known else self.cover_str()
+        T = max(int(window_ns), 1)
+        root = len(a) - self.levels[0][1].sum() * T
+        if root <= 0:
+            return self.cover_str()
+        best = (self.cover[1], self.cover[0])
+        for length in range(self.cover[1] + 1, 33):
+            p, st = _level(a, length)
+            vals = p[st]
+            cnt = np.diff(np.concatenate([st, [len(a)]]))
+            gp, grate = self.levels[length]
+            j = np.minimum(np.searchsorted(gp, vals), max(len(gp) - 1, 0))
+            rate = np.where((len(gp) > 0) & (gp[j] == vals), grate[j], 0.0)
+            ex = cnt - rate * T
+            i = int(np.argmax(ex))
+            if ex[i] < share * root:
+                break
+            best = (length, int(vals[i]) << (32 - length) if length < 32 else int(vals[i]))
+        return prefix_str(best[1], best[0])
+
+
+def _ref_costs(batch_dur, batch_of, prefix):
+    vals, col = np.unique(prefix, return_inverse=True)
+    nb = len(batch_dur)
+    X = np.bincount(batch_of * len(vals) + col, minlength=nb * len(vals)) \
+        .astype(float).reshape(nb, len(vals))
+    beta, *_ = np.linalg.lstsq(X, batch_dur, rcond=None)
+    return vals, beta, X.sum(axis=0), X
+
+
+def _ref_slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1,
+                     matrices=None):
+    """slowflows.slow_prefix before the kernels; appends each regression's
+    matrix to `matrices`."""
+    nb = len(batch_ns)
+    if nb < 3:
+        return None
+    gap = np.diff(batch_ns).astype(float)
+    use = np.zeros(nb, bool)
+    use[:-1] = busy_after[:-1] & (gap > 0) & (batch_ns[:-1] >= t0) & (batch_ns[:-1] <= t1)
+    per = gap / np.maximum(batch_count[:-1], 1)
+    use[:-1] &= per <= 40.0 * np.median(per[use[:-1]]) if use.any() else False
+    b_sel = np.flatnonzero(use)
+    if len(b_sel) < 16:
+        return None
+    remap = np.full(nb, -1, np.int64)
+    remap[b_sel] = np.arange(len(b_sel))
+    pb = remap[pkt_batch]
+    keep = (pb >= 0) & (pkt_addr != 0)
+    pb, addr = pb[keep], pkt_addr[keep].astype(np.uint32)
+    if len(addr) == 0:
+        return None
+    dur = gap[b_sel]
+    base_val, base_len = covering_prefix(addr)
+    found = None
+    length = base_len
+    inside = np.ones(len(addr), bool)
+    while length < 32:
+        step = max(1, min(8, int(np.log2(max(len(b_sel) / 4, 2)))))
+        fine = min(32, length + step)
+        pre = (addr >> np.uint32(32 - fine)).astype(np.int64)
+        pre = np.where(inside, pre, -1)
+        vals, cnt = np.unique(pre, return_counts=True)
+        small = np.isin(pre, vals[cnt < 8])
+        pre = np.where(small & inside, -2, pre)
+        v, beta, n, X = _ref_costs(dur, pb, pre)
+        if matrices is not None:
+            matrices.append((v, X))
+        named = v >= 0
+        if named.sum() < 2:
+            break
+        med = np.median(beta[named])
+        extra = np.where(named & (beta > 2.0 * max(med, 1e-9)), (beta - med) * n, 0.0)
+        if extra.sum() <= 0:
+            break
+        addrs_of = (v[named].astype(np.uint64) << np.uint64(32 - fine)).astype(np.uint32)
+        hh = _ref_heavy(addrs_of, extra[named], 0.8, min_length=length, max_length=fine)
+        if not hh:
+            break
+        plen = int(hh[0][0].split("/")[1])
+        if plen <= base_len:
+            break
+        found = hh[0][0]
+        if plen < fine:
+            break
+        pval = int(ipaddress.ip_network(found).network_address)
+        inside = (addr >> np.uint32(32 - plen)) == (np.uint32(pval) >> np.uint32(32 - plen))
+        length = plen
+    if found is None:
+        return None
+    net = ipaddress.ip_network(found)
+    m = np.uint32(int(net.netmask))
+    ins = (addr & m) == np.uint32(int(net.network_address))
+    X = np.zeros((len(dur), 2))
+    np.add.at(X, (pb, (~ins).astype(np.int64)), 1.0)
+    if matrices is not None:
+        matrices.append((None, X))
+    beta, res, rank, _ = np.linalg.lstsq(X, dur, rcond=None)
+    if rank < 2 or len(dur) <= 2:
+        return None
+    sigma2 = float(np.sum((dur - X @ beta) ** 2)) / (len(dur) - 2)
+    cov = sigma2 * np.linalg.inv(X.T @ X)
+    f = 2.0 if beta[1] > 0 else 0.0
+    d = beta[0] - f * beta[1]
+    se = np.sqrt(max(cov[0, 0] + f ** 2 * cov[1, 1] - 2 * f * cov[0, 1], 0.0))
+    return found if d > 3 * se else None
+
+
+# -- inputs -------------------------------------------------------------------
+
+def _addresses(rng, n, n_flows=None, spread=None):
+    """`n` source addresses from a few clustered flows (10.x.y.z), some 0."""
+    n_flows = n_flows or int(rng.integers(1, 300))
+    spread = spread if spread is not None else int(rng.integers(0, 25))
+    base = 0x0A000000 | (int(rng.integers(0, 1 << 8)) << 16)
+    flows = (base + rng.integers(0, 1 << spread, n_flows, endpoint=True)).astype(np.uint32)
+    a = flows[rng.zipf(1.5, n) % n_flows] if n else np.zeros(0, np.uint32)
+    a[rng.random(n) < rng.choice([0.0, 0.01, 0.3])] = 0
+    return a
+
+
+# -- SourceRates --------------------------------------------------------------
+
+def _windows(rng, a, k):
+    """Windows of the source: plain slices, bursts of one flow or prefix,
+    addresses never seen, all unknown, empty."""
+    for _ in range(k):
+        kind = rng.integers(0, 6)
+        n = int(rng.integers(0, 3000))
+        if kind == 0 or len(a) == 0:
+            s = int(rng.integers(0, max(len(a), 1)))
+            yield a[s:s + n]
+        elif kind == 1:                      # one address bursts
+            burst = np.full(int(rng.integers(1, 2000)), rng.choice(a))
+            yield rng.permutation(np.concatenate([a[:n], burst]))
+        elif kind == 2:                      # a prefix bursts
+            p = rng.choice(a) & np.uint32(0xFFFFFF00)
+            burst = (p + rng.integers(0, 256, int(rng.integers(1, 2000)))).astype(np.uint32)
+            yield rng.permutation(np.concatenate([a[:n], burst]))
+        elif kind == 3:                      # never seen before, some outside the cover
+            yield rng.integers(1, 1 << 32, n, dtype=np.uint64).astype(np.uint32)
+        elif kind == 4:
+            yield np.zeros(n, np.uint32)
+        else:
+            yield np.zeros(0, np.uint32)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_excess_prefix_as_reference(seed):
+    rng = np.random.default_rng(seed)
+    a = _addresses(rng, int(rng.integers(0, 20000)))
+    span = int(rng.choice([1, 10**6, 2 * 10**9]))
+    new, ref = SourceRates(a, span), _RefRates(a, span)
+    assert new.cover_str() == ref.cover_str()
+    for lv_new, lv_ref in zip(new.levels, ref.levels):
+        assert np.array_equal(lv_new[0], lv_ref[0]) and np.array_equal(lv_new[1], lv_ref[1])
+    for w in _windows(rng, a, 60):
+        T = int(rng.choice([0, -5, 1, 1000, 10**5, 10**7, span]))
+        share = float(rng.choice([0.8, 0.5, 1.0, 0.0]))
+        assert new.excess_prefix(w, T, share) == ref.excess_prefix(w, T, share)
+
+
+@pytest.mark.parametrize("addrs", [[], [0, 0], [7], [7, 7, 7], [0xFFFFFFFF, 1],
+                                   [0x0A000001, 0x0A000002, 0x0A000002]])
+def test_excess_prefix_edges(addrs):
+    a = np.array(addrs, np.uint32)
+    new, ref = SourceRates(a, 1000), _RefRates(a, 1000)
+    for w in ([], [0], addrs, addrs * 50, [5] * 100, [0xFFFFFFFF] * 3):
+        w = np.array(w, np.uint32)
+        for T in (0, 1, 3, 1000):
+            assert new.excess_prefix(w, T) == ref.excess_prefix(w, T)
+
+
+def test_excess_prefix_ties_take_the_lowest_prefix():
+    # two addresses burst alike: np.argmax took the first, in address order,
+    # at every length below their common /23
+    a = np.array([0x0A000001, 0x0A000102] * 10, np.uint32)
+    w = np.array([0x0A000102] * 50 + [0x0A000001] * 50, np.uint32)
+    assert SourceRates(a, 10**9).excess_prefix(w, 1, 0.4) == \
+        _RefRates(a, 10**9).excess_prefix(w, 1, 0.4) == "10.0.0.1/32"
+
+
+def test_excess_prefix_accepts_other_dtypes_and_strides():
+    a = np.arange(1, 2000, dtype=np.uint32) | np.uint32(0x0A000000)
+    new, ref = SourceRates(a, 10**6), _RefRates(a, 10**6)
+    w = np.repeat(a[:40], 30).astype(np.int64)[::2]
+    assert new.excess_prefix(w, 100) == ref.excess_prefix(w, 100)
+    assert SourceRates(np.zeros(5, np.uint32), 1).excess_prefix(w, 100) == "*"
+    assert new.excess_prefix(np.zeros(0), 100) == new.cover_str()
+
+
+# -- heavy hitters ------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(20))
+def test_heavy_prefixes_as_reference(seed):
+    rng = np.random.default_rng(seed)
+    a = _addresses(rng, int(rng.integers(0, 5000)))
+    w = rng.exponential(1.0, len(a)) * (rng.random(len(a)) < rng.choice([1.0, 0.5, 0.02]))
+    if rng.random() < 0.3:
+        w = np.round(w * 4) / 4                       # ties
+    lo = int(rng.integers(0, 33))
+    hi = int(rng.integers(lo, 33))
+    for share in (0.8, 0.3, 0.05, 1.0):
+        assert heavy_prefixes(a, w, share, lo, hi) == _ref_heavy(a, w, share, lo, hi)
+        assert heavy_prefixes(a, w, share) == _ref_heavy(a, w, share)
+
+
+def test_heavy_prefixes_edges():
+    for a, w in (([], []), ([1], [0.0]), ([1, 1], [1.0, 2.0]), ([0], [1.0]),
+                 ([0xFFFFFFFF, 0], [1.0, 1.0]), ([5, 6, 7], [1.0, 1.0, 1.0])):
+        for lo, hi in ((0, 32), (0, 0), (32, 32), (5, 3), (31, 32)):
+            assert heavy_prefixes(a, w, 0.5, lo, hi) == _ref_heavy(a, w, 0.5, lo, hi)
+
+
+# -- slow flows ---------------------------------------------------------------
+
+def _nf(rng, nb):
+    """An NF's rx batches: each batch's gap to the next is the sum of its
+    packets' costs (100 ns; several times that for the addresses under one
+    random prefix, or for all: contention), plus noise and the odd stall."""
+    count = rng.integers(1, 9, nb)
+    pkt_batch = np.repeat(np.arange(nb), count)
+    n = len(pkt_batch)
+    nets = 0x0A000000 + rng.integers(0, 1 << 12, int(rng.integers(1, 5))) * 4096
+    addr = (rng.choice(nets, n) + rng.integers(0, 1 << int(rng.integers(0, 13)), n))
+    addr = addr.astype(np.uint32)
+    addr[rng.random(n) < rng.choice([0.0, 0.05, 0.5])] = 0
+    cost = np.full(n, 100.0)
+    kind = rng.integers(0, 4)
+    if kind < 2 and (addr != 0).any():              # one prefix slow
+        length = int(rng.integers(12, 33))
+        v = int(rng.choice(addr[addr != 0])) & _mask(length)
+        cost[(addr & np.uint32(_mask(length))) == np.uint32(v)] *= rng.uniform(1.5, 10)
+    elif kind == 2:                                  # contention: all slow
+        cost *= 3
+    dur = np.bincount(pkt_batch, weights=cost, minlength=nb) + rng.normal(0, 20, nb)
+    dur[rng.random(nb) < 0.002] *= 1000              # stalls
+    batch_ns = 10**6 + np.concatenate([[0], np.cumsum(np.maximum(dur, 1).astype(np.int64))])[:nb]
+    busy = rng.random(nb) < rng.choice([1.0, 0.9, 0.3])
+    return batch_ns, np.bincount(pkt_batch, minlength=nb), busy, pkt_batch, addr
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_slow_prefix_as_reference(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    nb = int(rng.choice([2, 3, 20, 300, 3000, 6000]))
+    batch_ns, count, busy, pkt_batch, addr = _nf(rng, nb)
+    t0 = int(batch_ns[0]) + (0 if rng.random() < 0.7 else int(rng.integers(0, 10**5)))
+    t1 = int(batch_ns[-1])
+
+    seen = []
+    costs = slowflows._costs
+
+    def spy(dur, batch_of, col, n_cols):
+        X = np.zeros((len(dur), n_cols))
+        _prefix.count_matrix(batch_of, col, X)
+        seen.append(X)
+        return costs(dur, batch_of, col, n_cols)
+    monkeypatch.setattr(slowflows, "_costs", spy)
+    ref_X = []
+    for pb in (pkt_batch.astype(np.int32), pkt_batch.astype(np.int64)):
+        seen.clear()
+        ref_X.clear()
+        got = slow_prefix(batch_ns, count, busy, pb, addr, t0, t1)
+        assert got == _ref_slow_prefix(batch_ns, count, busy, pb, addr, t0, t1, ref_X)
+        # the same regression matrices, so the same fit to the bit
+        ref_loop = [X for v, X in ref_X if v is not None]
+        assert len(seen) == len(ref_loop)
+        for X, R in zip(seen, ref_loop):
+            assert np.array_equal(X, R)
+
+
+def test_slow_prefix_names_the_slow_prefix():
+    # 64 /24s of 10.1.0.0/16 and 10.2.0.0/16; 10.2.7.0/24's packets cost 8x
+    rng = np.random.default_rng(5)
+    nb = 4000
+    count = rng.integers(1, 9, nb)
+    pkt_batch = np.repeat(np.arange(nb), count)
+    addr = (0x0A010000 + (rng.integers(1, 3, len(pkt_batch)) - 1) * 0x10000
+            + rng.integers(0, 64, len(pkt_batch)) * 256 + rng.integers(1, 200, len(pkt_batch)))
+    addr = addr.astype(np.uint32)
+    cost = np.where((addr >> 8) == 0x0A0207, 800.0, 100.0)
+    dur = np.bincount(pkt_batch, weights=cost, minlength=nb) + rng.normal(0, 20, nb)
+    batch_ns = 10**6 + np.concatenate([[0], np.cumsum(dur.astype(np.int64))[:-1]])
+    busy = np.ones(nb, bool)
+    args = (batch_ns, count, busy, pkt_batch, addr, int(batch_ns[0]), int(batch_ns[-1]))
+    got = slow_prefix(*args)
+    assert got == _ref_slow_prefix(*args)
+    assert ipaddress.ip_network("10.2.7.0/24").subnet_of(ipaddress.ip_network(got))
+    assert got != "10.0.0.0/14"
+
+
+def test_columns_as_unique():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        addr = _addresses(rng, int(rng.integers(1, 3000)))
+        addr = addr[addr != 0]
+        if len(addr) == 0:
+            continue
+        net, length = covering_prefix(addr)
+        inside = None
+        if rng.random() < 0.5 and length < 31:
+            length += 1
+            net = int(rng.choice(addr)) & _mask(length)
+            inside = (addr & np.uint32(_mask(length))) == np.uint32(net)
+        fine = min(32, length + int(rng.integers(1, 9)))
+        vals, col = slowflows._columns(addr, inside, net, length, fine)
+        ins = np.ones(len(addr), bool) if inside is None else inside
+        pre = np.where(ins, (addr >> np.uint32(32 - fine)).astype(np.int64), -1)
+        v, cnt = np.unique(pre, return_counts=True)
+        pre = np.where(np.isin(pre, v[cnt < 8]) & ins, -2, pre)
+        ref_vals, ref_col = np.unique(pre, return_inverse=True)
+        assert np.array_equal(vals, ref_vals) and np.array_equal(col, ref_col)
+
+
+# -- kernels ------------------------------------------------------------------
+
+def test_count_matrix_as_add_at():
+    rng = np.random.default_rng(1)
+    r, c = rng.integers(0, 50, 5000), rng.integers(0, 7, 5000)
+    X, R = np.zeros((50, 7)), np.zeros((50, 7))
+    _prefix.count_matrix(r, c, X)
+    np.add.at(R, (r, c), 1.0)
+    assert np.array_equal(X, R)
+
+
+def test_packets_in_indexes_as_numpy():
+    remap = np.array([-1, 0, -1, 1, -1], np.int64)
+    pb = np.array([1, 3, -2, 0, 4, -4], np.int32)
+    addr = np.array([1, 2, 3, 0, 5, 6], np.uint32)
+    ob, oa = np.empty(6, np.int64), np.empty(6, np.uint32)
+    k = _prefix.packets_in(pb, addr, remap, ob, oa)
+    keep = (remap[pb] >= 0) & (addr != 0)
+    assert np.array_equal(ob[:k], remap[pb][keep]) and np.array_equal(oa[:k], addr[keep])
+    assert _prefix.packets_in(np.array([5], np.int32), addr[:1], remap, ob, oa) == -1
+    with pytest.raises(IndexError, match="pkt_batch"):
+        slow_prefix(np.arange(20) * 100, np.ones(20, np.int64), np.ones(20, bool),
+                    np.full(20, 99), np.ones(20, np.uint32), 0, 10**6)
+
+
+def test_prefix_levels():
+    u = np.array([1, 2, 3, 0x80000000, 0xFFFFFFFF], np.uint32)
+    c = np.array([1, 2, 3, 4, 5], np.int64)
+    p, n, off = np.empty(33 * 5, np.uint32), np.empty(33 * 5, np.int64), np.empty(34, np.int64)
+    k = _prefix.prefix_levels(u, c, p, n, off)
+    assert k == off[33]
+    assert list(p[off[0]:off[1]]) == [0] and list(n[off[0]:off[1]]) == [15]
+    assert list(p[off[1]:off[2]]) == [0, 1] and list(n[off[1]:off[2]]) == [6, 9]
+    assert list(p[off[32]:off[33]]) == list(u) and list(n[off[32]:off[33]]) == list(c)
+    assert _prefix.prefix_levels(u[:0], c[:0], p, n, off) == 0 and not off.any()
