@@ -1028,3 +1028,149 @@ def test_doc_example_reads_batch_only_records(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == [
         "bo: 3 records (0 tx), 3 packet ids, first record's ids [], "
         "5 packets of batch-only records"]
+
+
+# --- stream by stream: Capture.stream_feed ------------------------------------
+
+def _feed_matches_read_streams(cap, offsets=True):
+    """stream_feed() gives what read_streams() gives; False when it steps
+    aside (repeated or overlapping chunks)."""
+    parts, whole = open_capture(cap).read_streams()
+    feed = open_capture(cap).stream_feed()
+    assert feed.streams == sorted(set(feed.streams))
+    if not feed.unambiguous:
+        with pytest.raises(ValueError, match="read_streams"):
+            feed.take(feed.streams[0])
+        assert feed.finish().losses == whole.losses
+        return False
+    for sid in feed.streams:
+        got = feed.take(sid, offsets=offsets)
+        want = parts.pop(sid, None)
+        assert (got is None) == (want is None), sid
+        if got is not None:
+            np.testing.assert_array_equal(got.records, want.records)
+            np.testing.assert_array_equal(got.ids, want.ids)
+            assert got.ids.dtype == want.ids.dtype
+            assert (got.stream == sid).all() and got.stream_info == want.stream_info
+            if offsets:
+                np.testing.assert_array_equal(got.id_offsets, want.id_offsets)
+            else:
+                assert got.id_offsets is None
+    assert not parts
+    with pytest.raises(ValueError, match="taken already"):
+        feed.take(feed.streams[0])
+    rest = feed.finish()
+    assert rest.losses == whole.losses and not len(rest.records)
+    assert rest.stream_info == whole.stream_info
+    return True
+
+
+@pytest.mark.parametrize("damage", ["none", "crc", "cut", "removed", "duplicate"])
+def test_stream_feed_is_read_streams(tmp_path, damage):
+    cap = tmp_path / "cap"
+    write_three_streams(cap, codec="zstd", segment_bytes=2000)
+    frames = frame_table(cap)
+    seg, off, n, h = frames[4]
+    if damage == "crc":
+        _flip(seg, off + FRAME_HEADER_SIZE + 3)
+    elif damage == "cut":
+        last = frames[-1][0]
+        last.write_bytes(last.read_bytes()[:-7])
+    elif damage == "removed":
+        cut_out(seg, off, n)
+    elif damage == "duplicate":
+        last = frames[-1][0]
+        last.write_bytes(last.read_bytes() + seg.read_bytes()[off:off + n])
+    assert _feed_matches_read_streams(cap) == (damage != "duplicate")
+    _feed_matches_read_streams(cap, offsets=False)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.lists(st.integers(0, 99), min_size=1, max_size=3),
+       mutations=st.lists(_mutation, min_size=1, max_size=3))
+def test_fuzzed_stream_feed_is_read_streams(pristine, which, mutations):
+    files, _ = pristine
+    names = sorted(files)
+    damaged = dict(files)
+    for k, m in zip(which * 3, mutations):
+        name = names[k % len(names)]
+        damaged[name] = _mutate(damaged[name], m)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, buf in damaged.items():
+            (Path(tmp) / name).write_bytes(buf)
+        try:
+            open_capture(tmp).read_streams()
+        except CaptureFormatError:
+            return
+        _feed_matches_read_streams(tmp)
+
+
+def _nf_capture(path, corrupt=()):
+    """An NF chain in one capture: a source (tx only), an NF with rx,
+    address and tx records and two out ports, one with rx and tx; frames
+    listed in `corrupt` get a payload bit flipped."""
+    with CaptureWriter(path, codec="zstd") as w:
+        h = w.add_host("h")
+        src, lb, fw = (w.add_stream(h, k, name) for k, name in
+                       enumerate(["source", "lb", "fw"]))
+        rng = np.random.default_rng(5)
+        n = 400
+        cnt = rng.integers(1, 5, n)
+        t = np.cumsum(rng.integers(50, 150, n))
+        ids = np.arange(1, int(cnt.sum()) + 1, dtype=np.uint64) * 0x9E3779B97F4A7C15
+        r = make_records(range(n), counts=cnt, nf_id=0, tx=True)
+        r["time_ns"] = t
+        w.write_chunk(src, r[:n // 2], ids[:cnt[:n // 2].sum()])
+        w.write_chunk(src, r[n // 2:], ids[cnt[:n // 2].sum():])
+        for sid, nf_id, addr in ((lb, 1, True), (fw, 2, False)):
+            kinds = [0, 2, 1] if addr else [0, 1]
+            rec = np.zeros(len(kinds) * n, CAPTURE_RECORD_DTYPE)
+            rec["seq"] = np.arange(len(rec))
+            rec["time_ns"] = np.repeat(t + 1000 * nf_id, len(kinds))
+            rec["time_ns"][len(kinds) - 1::len(kinds)] += 40        # tx a bit later
+            rec["count"] = np.repeat(cnt, len(kinds))
+            rec["flags"] = np.tile(kinds, n)
+            rec["nf_id"] = nf_id
+            rec["port"] = np.where((rec["flags"] == 1) & (np.arange(len(rec)) % 2 == 0),
+                                   nf_id, 0)
+            rec["occupancy"] = np.repeat(cnt % 3, len(kinds))
+            words = np.concatenate([ids[:0]] + [
+                (ids[a:b] if k != 2 else ids[a:b] >> np.uint64(8))
+                for i, (a, b) in enumerate(zip(np.r_[0, np.cumsum(cnt)[:-1]], np.cumsum(cnt)))
+                for k in kinds])
+            half = len(kinds) * (n // 2)
+            w.write_chunk(sid, rec[:half], words[:int(rec["count"][:half].sum())])
+            w.write_chunk(sid, rec[half:], words[int(rec["count"][:half].sum()):])
+    for k in corrupt:
+        seg, off, _, _ = frame_table(path)[k]
+        _flip(seg, off + FRAME_HEADER_SIZE + 5)
+
+
+@pytest.mark.parametrize("corrupt", [(), (2,), (0, 1, 2, 3, 4, 5)])
+def test_load_stream_by_stream_is_load_of_read_streams(tmp_path, corrupt):
+    # the analyzer's load() decodes each stream just before its NF is
+    # built (stream_feed); what it builds, and the errors it gives, are
+    # those of the NFs built from read_streams()
+    from mscope.analyzer import ingest, load
+    cap = tmp_path / "cap"
+    _nf_capture(cap, corrupt)
+    c = open_capture(cap)
+    try:
+        want = ingest._view(*c.read_streams(), c.manifest, cap)
+    except CaptureFormatError as exc:
+        with pytest.raises(CaptureFormatError) as got:
+            load(cap)
+        assert str(got.value) == str(exc)
+        return
+    got = load(cap)
+    assert got.names == want.names and got.incomplete == want.incomplete
+    for x, y in zip(got.nfs, want.nfs):
+        for f in ("rx_ids", "rx_ns", "rx_batch", "batch_ns", "batch_occupancy", "tx_ids",
+                  "tx_ns", "tx_port", "tx_batch", "rx_addr", "rx_port"):
+            u, v = getattr(x, f), getattr(y, f)
+            assert (u is None) == (v is None), (x.name, f)
+            if u is not None:
+                np.testing.assert_array_equal(u, v)
+                assert u.dtype == v.dtype, (x.name, f)
+    assert len(want.nfs) == 3 and want.nfs[1].rx_addr is not None

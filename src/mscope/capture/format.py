@@ -201,22 +201,30 @@ def records_problem(records, n_ids: int) -> "str | None":
     >>> records_problem(r, 8)
     'record ids sum to 3 (8 packets, 5 of them in batch-only records), header says 8 ids'
     """
+    return _records_check(records, n_ids)[0]
+
+
+def _records_check(records, n_ids: int):
+    """:func:`records_problem`, and the batch-only records and packets
+    (0, 0 when there are none) that the capture reader reports."""
     flags, count = records["flags"], records["count"]
     packets = int(count.sum(dtype=np.uint64))
-    noids = (flags & CAPTURE_F_NOIDS) != 0
+    noids = np.bitwise_and(flags, CAPTURE_F_NOIDS)
     if not noids.any():            # the common case: every record has its ids
         if packets != n_ids:
-            return f"record counts sum to {packets}, header says {n_ids} ids"
-        return None
+            return f"record counts sum to {packets}, header says {n_ids} ids", (0, 0)
+        return None, (0, 0)
+    noids = noids != 0
+    batch_only = (int(np.count_nonzero(noids)), int(count[noids].sum(dtype=np.uint64)))
     bad = np.flatnonzero(noids & ((flags & CAPTURE_F_ADDR) != 0))
     if bad.size:
         return (f"record {int(bad[0])} (seq {int(records['seq'][bad[0]])}) is both "
-                f"batch-only and an address record")
-    batch = int(count[noids].sum(dtype=np.uint64))
+                f"batch-only and an address record"), batch_only
+    batch = batch_only[1]
     if packets - batch != n_ids:
         return (f"record ids sum to {packets - batch} ({packets} packets, {batch} "
-                f"of them in batch-only records), header says {n_ids} ids")
-    return None
+                f"of them in batch-only records), header says {n_ids} ids"), batch_only
+    return None, batch_only
 
 
 def segment_name(number: int) -> str:
@@ -557,8 +565,9 @@ def decode_payload(h: FrameHeader, payload):
 
 
 def _check_decoded(h: FrameHeader, records):
-    """The checks of decoded records against their header (decode_payload)."""
-    problem = records_problem(records, h.n_ids)
+    """The checks of decoded records against their header (decode_payload);
+    return the batch-only records and their packets, (0, 0) if none."""
+    problem, batch_only = _records_check(records, h.n_ids)
     if problem is not None:
         raise CaptureFormatError(problem)
     if h.n_records:
@@ -569,6 +578,7 @@ def _check_decoded(h: FrameHeader, records):
                 f"{h.first_seq}..{h.next_seq - 1}")
         if not np.all(seq[1:] > seq[:-1]):
             raise CaptureFormatError("record seqs are not strictly increasing")
+    return batch_only
 
 
 class _Short(Exception):
@@ -609,6 +619,13 @@ def decode_payload_into(h: FrameHeader, payload, records, ids):
     ids : ndarray of PACKET_ID_DTYPE
         Writable, contiguous, ``h.n_ids`` long.
 
+    Returns
+    -------
+    (int, int)
+        Batch-only records (``CAPTURE_F_NOIDS``) and their packets, (0, 0)
+        when there are none: found by the checks, so the reader need not
+        look again.
+
     Raises
     ------
     CaptureFormatError
@@ -634,7 +651,7 @@ def decode_payload_into(h: FrameHeader, payload, records, ids):
         n = len(parts[0])
         parts[0][:] = raw[:n]
         parts[1][:] = raw[n:]
-    _check_decoded(h, records)
+    return _check_decoded(h, records)
 
 
 def decode_frame(buf):
