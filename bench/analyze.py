@@ -45,14 +45,22 @@ cap, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # as mscope diagnose sets it
 from mscope.diagnose import run_diagnose
 import mscope.analyzer  # imports paid before measuring
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status_kib(field):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
+# The peak RSS of this run alone: ru_maxrss (and VmHWM) start at the
+# parent's peak after exec, and the parent has read the whole capture to
+# size it; "5" resets VmHWM to the current RSS (Linux >= 4.0).
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+rss0 = status_kib("VmRSS")
 if mode == "mem":
     tracemalloc.start()
 t0 = time.perf_counter()
 diag, ctx = run_diagnose(cap, json_path=out, file=io.StringIO(), slo_us=150)
 dt = time.perf_counter() - t0
 peak = tracemalloc.get_traced_memory()[1] if mode == "mem" else None
-rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss1 = status_kib("VmHWM")
 t = ctx["traj"]
 print(json.dumps({"seconds": dt, "hops": int(len(t.hop_packet)), "packets": int(len(t.packet_id)),
                   "victims": len(diag["victims"]), "json_bytes": os.path.getsize(out),

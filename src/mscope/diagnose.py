@@ -197,8 +197,14 @@ def _memory():
             out["rss_bytes"] = int(f.read().split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
         pass
-    if resource is not None:
-        out["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, not ru_maxrss: that one keeps the parent's peak across exec
+    try:
+        with open("/proc/self/status", "rb") as f:
+            out["max_rss_bytes"] = next(int(l.split()[1]) for l in f
+                                        if l.startswith(b"VmHWM:")) * 1024
+    except (OSError, ValueError, StopIteration):
+        if resource is not None:
+            out["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if tracemalloc.is_tracing():
         out["traced_bytes"], out["traced_peak_bytes"] = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
