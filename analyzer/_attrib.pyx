@@ -251,20 +251,18 @@ def order_ties_by_hop(const int64_t[::1] arrival, out_t[::1] hops, int64_t[::1] 
             s = e
 
 
-def merge_by_arrival(const int64_t[::1] a1, const out_t[::1] h1, const int64_t[::1] r1,
-                     const int64_t[::1] a2, const out_t[::1] h2,
-                     int64_t[::1] a, out_t[::1] h, int64_t[::1] rx, char[::1] dropped):
-    """Merge the received (`a1`, `h1`, rx `r1`) and the dropped (`a2`,
-    `h2`) arrivals, each sorted by (arrival, hop), into `a`, `h`, with each
-    one's rx (-1 dropped) and whether it was dropped."""
+def merge_hops_by_arrival(const int64_t[::1] a1, const out_t[::1] h1,
+                          const int64_t[::1] a2, const out_t[::1] h2, out_t[::1] h):
+    """Merge two runs of hops, each sorted by (arrival `a1` / `a2`, hop),
+    into `h` in (arrival, hop) order."""
     cdef Py_ssize_t i = 0, j = 0, k = 0, n1 = a1.shape[0], n2 = a2.shape[0]
     with nogil:
         while i < n1 or j < n2:
             if j >= n2 or (i < n1 and (a1[i] < a2[j] or (a1[i] == a2[j] and h1[i] < h2[j]))):
-                a[k], h[k], rx[k], dropped[k] = a1[i], h1[i], r1[i], 0
+                h[k] = h1[i]
                 i += 1
             else:
-                a[k], h[k], rx[k], dropped[k] = a2[j], h2[j], -1, 1
+                h[k] = h2[j]
                 j += 1
             k += 1
 
@@ -291,13 +289,14 @@ def hop_neighbours(const index_t[::1] hop_packet, const index2_t[::1] hop_nf,
 def neighbours(const int64_t[::1] arr, const out_t[::1] hops,
                const code_t[::1] prev_nf, const code_t[::1] next_nf,
                int64_t t0, int64_t bin_ns, int64_t[:, ::1] from_bins,
-               int64_t[:, ::1] to_bins, int32_t[::1] next_of_arr):
+               int64_t[:, ::1] to_bins, code_t[::1] next_of_arr):
     """Where one NF's arrivals came from and go next, in one pass.
 
-    For arrivals `arr` (sorted, none before `t0`) of hops `hops`:
-    ``from_bins[u + 1, b]`` / ``to_bins[d + 1, b]`` count those whose
-    previous / next hop is at NF u / d (-1: none; `prev_nf`, `next_nf`
-    per hop) in bin ``b = min((arr - t0) // bin_ns, nbins - 1)``;
+    For arrivals `arr` (sorted, none before `t0`) of hops `hops`: adds to
+    ``from_bins[u + 1, b]`` / ``to_bins[d + 1, b]`` those whose previous /
+    next hop is at NF u / d (-1: none; `prev_nf`, `next_nf` per hop) in
+    bin ``b = min((arr - t0) // bin_ns, nbins - 1)`` (adds: the accepted
+    and the dropped arrivals are counted by one call each);
     ``next_of_arr[i]`` is d.
     """
     cdef Py_ssize_t i, n = arr.shape[0], nb = from_bins.shape[1]
@@ -314,21 +313,23 @@ def neighbours(const int64_t[::1] arr, const out_t[::1] hops,
             u, d = prev_nf[h], next_nf[h]
             from_bins[u + 1, b] += 1
             to_bins[d + 1, b] += 1
-            next_of_arr[i] = <int32_t>d
+            next_of_arr[i] = <code_t>d
 
 
-def split_by_group(const int64_t[::1] values, const int32_t[::1] group,
-                   const int64_t[::1] start, int64_t[::1] out):
-    """Stable partition: the values of group g (-1 allowed) to
-    ``out[start[g + 1]:]``, in order (`start`: where each group begins)."""
-    cdef Py_ssize_t i, n = values.shape[0], ng = start.shape[0]
+def positions_by_group(const code_t[::1] group, const int64_t[::1] start, out_t[::1] out):
+    """Stable partition of the positions: i to ``out[start[g]:]`` for
+    ``g = group[i] >= 0``, in order; positions of group -1 are left out
+    (`start`: where each group begins)."""
+    cdef Py_ssize_t i, n = group.shape[0], ng = start.shape[0]
     cdef int64_t[::1] at = cvarray(shape=(max(ng, 1),), itemsize=sizeof(int64_t), format="q")
     with nogil:
         for i in range(ng):
             at[i] = start[i]
         for i in range(n):
-            out[at[group[i] + 1]] = values[i]
-            at[group[i] + 1] += 1
+            if group[i] < 0:
+                continue
+            out[at[group[i]]] = <out_t>i
+            at[group[i]] += 1
 
 
 def gather_scores(const uint64_t[::1] words, const int64_t[::1] rank,
@@ -353,28 +354,6 @@ def gather_scores(const uint64_t[::1] words, const int64_t[::1] rank,
             else:
                 local[i] = 0.0
                 input[i] = 0.0
-
-
-def keep_scored(const out_t[::1] hops, double[:, ::1] scores, out_t[::1] kept,
-                uint64_t[::1] words):
-    """Compact one NF's scores (rows of `scores`, of ``hops[x]``) in place:
-    the rows not (+0.0, +0.0) bit for bit (a -0.0 is kept) moved to the
-    front in order, their hops into `kept`, their bits set in `words`;
-    returns how many."""
-    cdef Py_ssize_t x, c = 0
-    cdef int64_t h
-    with nogil:
-        for x in range(hops.shape[0]):
-            if not (scores[x, 0] != 0.0 or scores[x, 1] != 0.0 or signbit(scores[x, 0])
-                    or signbit(scores[x, 1])):
-                continue
-            h = hops[x]
-            words[h >> 6] |= (<uint64_t>1) << (h & 63)
-            kept[c] = hops[x]
-            scores[c, 0] = scores[x, 0]
-            scores[c, 1] = scores[x, 1]
-            c += 1
-    return c
 
 
 def rank_words(const uint64_t[::1] words, int64_t[::1] rank):
@@ -454,23 +433,44 @@ cdef inline double _min(double a, double b) noexcept nogil:
     return b if b < a else a
 
 
-def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx_by_arr,
-               const char[::1] dropped_by_arr, const int64_t[::1] dep,
-               const int64_t[::1] pstart, const int64_t[::1] pend,
-               double rate, double usual, double[:, ::1] hop_scores):
+def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] hops,
+               const int64_t[::1] d_arr, const out_t[::1] d_hops, const int64_t[::1] dep,
+               const int64_t[::1] pstart, const int64_t[::1] pend, double rate, double usual,
+               uint64_t[::1] words, out_t[::1] kept, double[:, ::1] scores,
+               int64_t[::1] state, double[::1] state_d):
     """Local and input scores of every hop at one NF (attribution.py,
-    ``_NF.hop_scores``), by one merge over its sorted event arrays.
+    ``_NF.hop_scores``), by one merge over its sorted event arrays, kept
+    compact as they are made.
 
     Parameters
     ----------
-    arr, rx_by_arr, dropped_by_arr : every arrival offered to the queue
-        (dropped ones too), sorted, with its rx and whether it was dropped.
+    arr, rx, hops : the accepted arrivals (sorted), their rx and hops.
+    d_arr, d_hops : the dropped arrivals (sorted) and their hops.  What was
+        offered to the queue is the two merged; they are not merged into
+        arrays of their own (on bench/analyze.py's 9.5 M-hop capture that
+        copy was 81 MiB): only the arrival times' order counts here.
     dep : departures (rx), sorted.
     pstart, pend : queuing periods.
     rate, usual : peak service rate and usual arrival rate (packets/ns).
-    hop_scores : (arrivals, 2), the local and input scores of each
-        arrival, in the order of `arr` (rows of arrivals outside any
-        queuing period are left as they are).
+    words : the NF's bitmap over all hops: bit h is set for each hop h
+        written to `kept`.
+    kept, scores : the hops whose scores (local, input) are not (+0.0,
+        +0.0) bit for bit (a -0.0 is kept), and those scores, in the order
+        they are made (accepted before dropped among equal arrivals); hops
+        outside any queuing period score 0.  As many as fit: the call
+        stops before a run of equal arrivals that would not.
+    state, state_d : where the merge stands (HOP_SCORES_STATE int64 and
+        HOP_SCORES_STATE_D doubles, zeroed before the first call): call
+        again with the same arrays until ``state[0] == len(arr)`` and
+        ``state[1] == len(d_arr)``, so the output of an NF is made a chunk
+        at a time (on bench/analyze.py's 9.5 M-hop capture, room for every
+        arrival of the largest NF was 44 MiB, the stage's peak).
+
+    Returns
+    -------
+    int
+        Number of hops written to `kept` (-m where nothing fit: the next
+        run needs room for m).
 
     The counterfactual queues need running minima within queuing periods:
     of ``i - r arr[i]`` over arrivals (no local cause) and of
@@ -481,51 +481,77 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx_by_arr,
     period sits below the ones before it, so the minimum never reaches
     back across a period start).
     """
-    cdef Py_ssize_t n = arr.shape[0], nd = dep.shape[0], n_dropped = 0
-    cdef Py_ssize_t npd = pstart.shape[0]
-    cdef Py_ssize_t i, i1, j1, x, jM = 0, jacc, jp = 0, jpd = 0, jMs = 0
-    cdef int64_t a, p, s, Ms, M, N, kk
+    cdef Py_ssize_t na = arr.shape[0], ndr = d_arr.shape[0], n = na + ndr
+    cdef Py_ssize_t nd = dep.shape[0], npd = pstart.shape[0]
+    cdef Py_ssize_t i, ia = 0, idr = 0, ia1, id1, j1, x, c = 0
+    cdef Py_ssize_t jM = 0, jp = 0, jpd = 0, jMs = 0
+    cdef int64_t a, p, s, Ms, M, N, kk, h
     cdef double r = rate, xv, big_loc = 0, big_in = 0, lo, hi, off = 0
     cdef double run_loc = 0, run_in = 0, min_loc, min_in = 0, q, q_loc, q_in, m0, m
     cdef double w, w_loc, w_in, L, I
     cdef int64_t seg0_loc = 0, seg0_in = 0, dpj = -1
-    cdef bint drop, same, have_in = False
+    cdef Py_ssize_t cap = kept.shape[0]
+    cdef bint same, have_in = False
     if n == 0:
-        return
+        return 0
+    if state[10]:
+        ia, idr, jM, jp, jpd, jMs = state[0], state[1], state[2], state[3], state[4], state[5]
+        dpj, have_in, seg0_loc, seg0_in = state[6], state[7], state[8], state[9]
+        run_loc, run_in, min_in, big_loc, big_in = (state_d[0], state_d[1], state_d[2],
+                                                    state_d[3], state_d[4])
     with nogil:
-        # offsets of _seg_cummin: the values' range (+1) per period index
-        lo, hi = 1e300, -1e300
-        for i in range(n):
-            xv = <double>i - r * <double>arr[i]
-            lo = xv if xv < lo else lo
-            hi = xv if xv > hi else hi
-        big_loc = (hi - lo) + 1.0
-        seg0_loc = _period_idx(pstart, arr[0])
-        if nd:
+        if not state[10]:
+            # offsets of _seg_cummin: the values' range (+1) per period index,
+            # over the arrivals merged (the i-th smallest is arr or d_arr's next)
             lo, hi = 1e300, -1e300
-            for i in range(nd):
-                xv = usual * <double>dep[i] - <double>(i + 1)
+            for i in range(n):
+                if idr >= ndr or (ia < na and arr[ia] <= d_arr[idr]):
+                    a = arr[ia]
+                    ia += 1
+                else:
+                    a = d_arr[idr]
+                    idr += 1
+                xv = <double>i - r * <double>a
                 lo = xv if xv < lo else lo
                 hi = xv if xv > hi else hi
-            big_in = (hi - lo) + 1.0
-            seg0_in = _period_idx(pstart, dep[0])
-        i = 0
-        while i < n:
-            a = arr[i]
-            # the run of equal arrivals [i, i1): N = i1 arrivals <= a, of
-            # which n_dropped dropped
-            i1 = i
-            while i1 < n and arr[i1] == a:
-                n_dropped += dropped_by_arr[i1]
-                i1 += 1
-            N = i1
-            jacc = N - n_dropped                    # accepted arrivals <= a
+            big_loc = (hi - lo) + 1.0
+            if ndr == 0 or (na and arr[0] <= d_arr[0]):
+                seg0_loc = _period_idx(pstart, arr[0])
+            else:
+                seg0_loc = _period_idx(pstart, d_arr[0])
+            if nd:
+                lo, hi = 1e300, -1e300
+                for i in range(nd):
+                    xv = usual * <double>dep[i] - <double>(i + 1)
+                    lo = xv if xv < lo else lo
+                    hi = xv if xv > hi else hi
+                big_in = (hi - lo) + 1.0
+                seg0_in = _period_idx(pstart, dep[0])
+            ia = idr = 0
+        while ia < na or idr < ndr:
+            i = ia + idr                            # merged index of the run
+            if idr >= ndr or (ia < na and arr[ia] <= d_arr[idr]):
+                a = arr[ia]
+            else:
+                a = d_arr[idr]
+            # the run of equal arrivals: N = ia1 + id1 arrivals <= a, of
+            # which id1 dropped
+            ia1, id1 = ia, idr
+            while ia1 < na and arr[ia1] == a:
+                ia1 += 1
+            while id1 < ndr and d_arr[id1] == a:
+                id1 += 1
+            if c + (ia1 - ia) + (id1 - idr) > cap:
+                if c == 0:
+                    c = -((ia1 - ia) + (id1 - idr))
+                break
+            N = ia1 + id1
             # the period holding a (period_of), if any
             while jp < npd and pstart[jp] <= a:
                 jp += 1
             p = jp - 1
             # running minimum of x = i - r arr[i] within periods, up to
-            # i1 - 1: within the run arr is a, so x grows with i and the
+            # N - 1: within the run arr is a, so x grows with i and the
             # run's first element is its minimum
             off = <double>(p - seg0_loc) * big_loc
             xv = (<double>i - r * <double>a) - off
@@ -551,10 +577,10 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx_by_arr,
                 jM = j1
             M = jM
             if p < 0 or not (pend[p] < 0 or pend[p] >= a) or r <= 0:
-                i = i1
+                ia, idr = ia1, id1
                 continue
             s = pstart[p]
-            q = <double>(jacc - M if jacc - M > 0 else 0)
+            q = <double>(ia1 - M if ia1 - M > 0 else 0)        # accepted <= a, queued
             q_loc = _clip((<double>N - r * <double>a) - min_loc, 0.0, q)
             # departures at or before the period start (p only grows)
             while jMs < nd and dep[jMs] <= s:
@@ -570,17 +596,41 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx_by_arr,
                 kk = nd - 1
             if kk < 0:
                 kk = 0
-            for x in range(i, i1):
-                drop = dropped_by_arr[x] != 0
-                w = 0.0 if drop else <double>(rx_by_arr[x] - a)
+            for x in range(ia, ia1):
+                w = <double>(rx[x] - a)
                 w_in = <double>(dep[kk] - a) if nd else w
-                if drop:
-                    hop_scores[x, 0] = q - q_loc
-                    hop_scores[x, 1] = q - q_in
-                else:
-                    hop_scores[x, 0] = r * _max(0.0, w - w_loc)
-                    hop_scores[x, 1] = r * _max(0.0, w - _min(w_in, w))
-            i = i1
+                L = r * _max(0.0, w - w_loc)
+                I = r * _max(0.0, w - _min(w_in, w))
+                if L != 0.0 or I != 0.0 or signbit(L) or signbit(I):
+                    h = hops[x]
+                    words[h >> 6] |= (<uint64_t>1) << (h & 63)
+                    kept[c] = <out_t>h
+                    scores[c, 0] = L
+                    scores[c, 1] = I
+                    c += 1
+            # a drop's scores: the queue at arrival less each
+            # counterfactual queue
+            L = q - q_loc
+            I = q - q_in
+            if L != 0.0 or I != 0.0 or signbit(L) or signbit(I):
+                for x in range(idr, id1):
+                    h = d_hops[x]
+                    words[h >> 6] |= (<uint64_t>1) << (h & 63)
+                    kept[c] = <out_t>h
+                    scores[c, 0] = L
+                    scores[c, 1] = I
+                    c += 1
+            ia, idr = ia1, id1
+    state[0], state[1], state[2], state[3], state[4], state[5] = ia, idr, jM, jp, jpd, jMs
+    state[6], state[7], state[8], state[9], state[10] = dpj, have_in, seg0_loc, seg0_in, 1
+    state_d[0], state_d[1], state_d[2], state_d[3], state_d[4] = (run_loc, run_in, min_in,
+                                                                 big_loc, big_in)
+    return c
+
+
+#: Sizes of hop_scores' `state` and `state_d`.
+HOP_SCORES_STATE = 11
+HOP_SCORES_STATE_D = 5
 
 
 # -- attribution: victims ---------------------------------------------------
@@ -796,11 +846,14 @@ def upstream_groups(const out_t[::1] hops, const code_t[::1] prev_nf, Py_ssize_t
 
 
 def upstream_window(const out_t[::1] P, const int64_t[::1] hop_tx_ns,
-                    const int64_t[::1] hop_arrival_ns, const int64_t[::1] arr_to):
+                    const int64_t[::1] hop_arrival_ns, const int64_t[::1] arr,
+                    const index_t[::1] to_pos):
     """For hops P at an upstream NF u (the packets it sent towards k):
-    (t0, t1) the span of their tx times, the arrivals at u bound for k in
-    [t0, t1] (`arr_to` sorted), and (lo, hi) the span of their recorded
-    arrivals at u, (t0, t1) when none was recorded."""
+    (t0, t1) the span of their tx times, the number of u's accepted
+    arrivals bound for k in [t0, t1] (``arr[to_pos]``: `arr` u's accepted
+    arrivals, sorted, `to_pos` the positions of those bound for k,
+    ascending), and (lo, hi) the span of their recorded arrivals at u,
+    (t0, t1) when none was recorded."""
     cdef Py_ssize_t i, n = P.shape[0], c = 0, lo_i, hi_i
     cdef int64_t x, t0 = 0, t1 = 0, lo = 0, hi = 0
     with nogil:
@@ -818,31 +871,33 @@ def upstream_window(const out_t[::1] P, const int64_t[::1] hop_tx_ns,
             if c == 0 or x > hi:
                 hi = x
             c += 1
-        lo_i = _search_left(arr_to, t0)
-        hi_i = _search_right(arr_to, t1)
+        lo_i = _search_left_at(arr, to_pos, t0)
+        hi_i = _search_right_at(arr, to_pos, t1)
     if c == 0:
         lo, hi = t0, t1
     return t0, t1, hi_i - lo_i, lo, hi
 
 
-cdef inline Py_ssize_t _search_left(const int64_t[::1] a, int64_t t) noexcept nogil:
-    # searchsorted(a, t, "left")
-    cdef Py_ssize_t lo = 0, hi = a.shape[0], mid
+cdef inline Py_ssize_t _search_left_at(const int64_t[::1] a, const index_t[::1] at,
+                                       int64_t t) noexcept nogil:
+    # searchsorted(a[at], t, "left")
+    cdef Py_ssize_t lo = 0, hi = at.shape[0], mid
     while lo < hi:
         mid = (lo + hi) >> 1
-        if a[mid] < t:
+        if a[at[mid]] < t:
             lo = mid + 1
         else:
             hi = mid
     return lo
 
 
-cdef inline Py_ssize_t _search_right(const int64_t[::1] a, int64_t t) noexcept nogil:
-    # searchsorted(a, t, "right")
-    cdef Py_ssize_t lo = 0, hi = a.shape[0], mid
+cdef inline Py_ssize_t _search_right_at(const int64_t[::1] a, const index_t[::1] at,
+                                        int64_t t) noexcept nogil:
+    # searchsorted(a[at], t, "right")
+    cdef Py_ssize_t lo = 0, hi = at.shape[0], mid
     while lo < hi:
         mid = (lo + hi) >> 1
-        if a[mid] <= t:
+        if a[at[mid]] <= t:
             lo = mid + 1
         else:
             hi = mid

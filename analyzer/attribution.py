@@ -68,8 +68,10 @@ BUCKET_NS = 100_000
 #: Arrival rates are counted in bins this long; an NF's usual rate is the
 #: median bin (robust to the bursts being diagnosed).
 BASELINE_BIN_NS = 1_000_000
+#: Hop scores are made this many rows at a time (1.25 MiB of room).
+SCORE_CHUNK = 1 << 16
 _EPS = 1e-9
-_NONE = np.zeros(0, np.int64)
+_NO_POS = np.zeros(0, np.int32)
 
 
 @dataclass
@@ -274,73 +276,70 @@ class _NF:
     """One NF's queue as sorted event arrays, for window counts and the two
     counterfactual queues.
 
-    The accepted arrivals and the departures are the queue stage's arrays
-    (no copy where they are sorted, as a FIFO queue's are); ``arr`` adds the
-    dropped arrivals, with ``hops_by_arr`` their hops in (arrival, hop)
-    order.
+    What was offered to the queue is two runs, each in (arrival, hop)
+    order, never merged into arrays of their own: the accepted arrivals
+    (``arr``, ``hops_by_arr``: the queue stage's arrays, no copy where
+    they are sorted, as a FIFO queue's are) and the dropped ones
+    (``d_arr``, ``d_hops``, a few).  Their hop scores are kept in
+    ``scores`` (:class:`_HopScores`).
     """
 
     def __init__(self, k, q, traj, drops, prev_nf, next_nf, t0, t1):
         self.k = k
-        self.t = traj
         r = q.peak_rate
         self.rate = float(r) if np.isfinite(r) and r > 0 else 0.0
-        self.hops = q.hops
+        idx = q.hops.dtype
         acc = q.arrival_ns                                  # accepted arrivals
         if _attrib.is_sorted(acc):
-            # every arrival, dropped ones too: what was offered to the queue,
-            # in (arrival, hop) order -- a stable argsort of the arrivals
-            # taken in hop order
             acc_hops, acc_rx = q.hops, q.rx_ns
             if not _attrib.ties_in_hop_order(acc, acc_hops):
                 acc_hops, acc_rx = acc_hops.copy(), acc_rx.copy()
                 _attrib.order_ties_by_hop(acc, acc_hops, acc_rx)
-            d = drops[np.lexsort((drops, traj.hop_arrival_ns[drops]))]
-            n = len(acc) + len(d)
-            if len(d) == 0:
-                self.arr, self.hops_by_arr = acc, acc_hops
-                # the rx of each and whether it was dropped, until hop_scores
-                self._rx, self._dropped = acc_rx, np.zeros(n, np.int8)
-            else:
-                self.arr, self.hops_by_arr = np.empty(n, np.int64), np.empty(n, q.hops.dtype)
-                self._rx, self._dropped = np.empty(n, np.int64), np.empty(n, np.int8)
-                _attrib.merge_by_arrival(acc, acc_hops, acc_rx, traj.hop_arrival_ns[d],
-                                         d.astype(q.hops.dtype), self.arr, self.hops_by_arr,
-                                         self._rx, self._dropped)
-            del acc_hops, acc_rx
-            self.acc = acc
         else:
-            h = np.sort(np.concatenate([q.hops, drops.astype(q.hops.dtype)]))
+            # a stable argsort of the arrivals taken in hop order
+            h = np.sort(q.hops)
             a = np.where(traj.hop_arrival_ns[h] >= 0, traj.hop_arrival_ns[h],
                          traj.hop_rx_ns[h])
             o = np.argsort(a, kind="stable")
-            self.arr, self.hops_by_arr = a[o], h[o]
-            self._rx = traj.hop_rx_ns[self.hops_by_arr]
-            self._dropped = (traj.hop_rx[self.hops_by_arr] < 0).view(np.int8)
-            self.acc = np.sort(acc)
+            acc, acc_hops = a[o], h[o]
+            acc_rx = traj.hop_rx_ns[acc_hops]
+            del h, a, o
+        self.arr, self.hops_by_arr = acc, acc_hops
+        self.d_hops = drops[np.lexsort((drops, traj.hop_arrival_ns[drops]))].astype(idx)
+        self.d_arr = traj.hop_arrival_ns[self.d_hops]
         self.dep = q.rx_ns if _attrib.is_sorted(q.rx_ns) else np.sort(q.rx_ns)
         self.pstart, self.pend = q.period_start_ns, q.period_end_ns
-        self.length_at = q.length_at
         # usual arrival rate, in total and per previous hop's NF (-1:
         # source); arrivals per next hop's NF (for compression towards it)
         nb = max(1, int((t1 - t0) // BASELINE_BIN_NS))
         ng = len(traj.nf_names) + 1
         from_bins, to_bins = np.zeros((ng, nb), np.int64), np.zeros((ng, nb), np.int64)
-        start = min(t0, int(self.arr[0])) if nb < 5 and len(self.arr) else t0
-        next_of_arr = np.empty(len(self.arr), np.int32)
-        _attrib.neighbours(self.arr, self.hops_by_arr, prev_nf, next_nf,
-                           start, BASELINE_BIN_NS, from_bins, to_bins, next_of_arr)
+        first = min(acc[:1].tolist() + self.d_arr[:1].tolist(), default=None)
+        start = min(t0, first) if nb < 5 and first is not None else t0
+        next_of_arr = np.empty(len(acc), next_nf.dtype)
+        _attrib.neighbours(acc, acc_hops, prev_nf, next_nf, start, BASELINE_BIN_NS,
+                           from_bins, to_bins, next_of_arr)
+        d_next = np.empty(len(self.d_arr), next_nf.dtype)
+        _attrib.neighbours(self.d_arr, self.d_hops, prev_nf, next_nf, start, BASELINE_BIN_NS,
+                           from_bins, to_bins, d_next)
         self.usual = _median_rate(from_bins.sum(axis=0), t0, t1)
         self.usual_from = {g - 1: _median_rate(from_bins[g], t0, t1)
                            for g in np.flatnonzero(from_bins.any(axis=1)).tolist()}
-        n_to = to_bins.sum(axis=1)
-        at = np.concatenate([[0], np.cumsum(n_to)[:-1]]).astype(np.int64)
-        by_next = np.empty(len(self.arr), np.int64)
-        _attrib.split_by_group(self.arr, next_of_arr, at, by_next)
-        self.arr_to = {g - 1: by_next[at[g]:at[g] + n_to[g]]
-                       for g in np.flatnonzero(n_to).tolist()}
         self.usual_to = {g - 1: _median_rate(to_bins[g], t0, t1)
                          for g in np.flatnonzero(to_bins.any(axis=1)).tolist()}
+        # the arrivals bound for each next NF, for upstream_window: the
+        # accepted ones as positions into arr (4 bytes each, not a copy of
+        # their times), the dropped ones (none, unless a dropped hop has a
+        # next) as times; those leaving the chain are never asked for
+        n_to = np.bincount(next_of_arr.astype(np.int64) + 1, minlength=ng)[1:]
+        at = np.concatenate([[0], np.cumsum(n_to)[:-1]]).astype(np.int64)
+        pos = np.empty(int(n_to.sum()), idx)
+        _attrib.positions_by_group(next_of_arr, at, pos)
+        del next_of_arr
+        self.to_pos = {g: pos[at[g]:at[g] + n_to[g]] for g in np.flatnonzero(n_to).tolist()}
+        self.to_dropped = {g: self.d_arr[d_next == g]
+                           for g in np.unique(d_next[d_next >= 0]).tolist()}
+        self._rx = acc_rx                   # until hop_scores
 
     def period_of(self, t):
         """Queuing period containing times `t` (-1 where the queue was empty)."""
@@ -351,15 +350,31 @@ class _NF:
         return np.where(ok, p, -1)
 
     def arrived(self, s, e):
-        """Hops that arrived in [s, e]."""
-        return self.hops_by_arr[np.searchsorted(self.arr, s, "left"):
-                                np.searchsorted(self.arr, e, "right")]
+        """Hops that arrived in [s, e], in (arrival, hop) order."""
+        i0, i1 = np.searchsorted(self.arr, s, "left"), np.searchsorted(self.arr, e, "right")
+        j0, j1 = np.searchsorted(self.d_arr, s, "left"), np.searchsorted(self.d_arr, e, "right")
+        if j0 == j1:
+            return self.hops_by_arr[i0:i1]
+        out = np.empty(i1 - i0 + j1 - j0, self.hops_by_arr.dtype)
+        _attrib.merge_hops_by_arrival(self.arr[i0:i1], self.hops_by_arr[i0:i1],
+                                      self.d_arr[j0:j1], self.d_hops[j0:j1], out)
+        return out
 
-    def hop_scores(self):
+    def bound_for(self, k, P, t):
+        """_attrib.upstream_window for hops P here (of Trajectories `t`),
+        sent towards NF k: the arrivals counted are those here bound for k
+        over P's tx span."""
+        t0, t1, n_arr, s_u, e_u = _attrib.upstream_window(
+            P, t.hop_tx_ns, t.hop_arrival_ns, self.arr, self.to_pos.get(k, _NO_POS))
+        d = self.to_dropped.get(k)
+        if d is not None:
+            n_arr += int(np.searchsorted(d, t1, "right") - np.searchsorted(d, t0, "left"))
+        return t0, t1, n_arr, s_u, e_u
+
+    def hop_scores(self, n_hops):
         """The local and input scores (packets) of every hop that arrived
-        here, as an (arrivals, 2) array in the order of ``arr`` (None: all
-        0): one merge over the sorted arrivals and departures
-        (_attrib.hop_scores).
+        here, kept compact in ``self.scores`` (:class:`_HopScores`): one
+        merge over the sorted arrivals and departures (_attrib.hop_scores).
 
         A hop arriving at ``a`` in queuing period ``[s, ...)``, waiting
         until its rx, with ``q`` accepted packets queued at ``a``:
@@ -375,49 +390,60 @@ class _NF:
           scores are the actual wait minus those, times r (for drops, the
           queue at arrival minus each counterfactual queue).
         """
-        rx, dropped = self._rx, self._dropped
-        del self._rx, self._dropped
-        if len(self.arr) == 0 or self.rate <= 0:
-            return None
-        scores = np.zeros((len(self.arr), 2))
-        _attrib.hop_scores(self.arr, rx, dropped, self.dep, self.pstart, self.pend,
-                           self.rate, self.usual, scores)
-        return scores
+        rx = self._rx
+        del self._rx
+        self.scores = S = _HopScores(n_hops)
+        n = len(self.arr) + len(self.d_arr)
+        if n == 0 or self.rate <= 0:
+            S.seal([])
+            return
+        # a chunk at a time, kept compact: room for every arrival would be
+        # the stage's peak (20 bytes each)
+        state = np.zeros(_attrib.HOP_SCORES_STATE, np.int64)
+        state_d = np.zeros(_attrib.HOP_SCORES_STATE_D)
+        room = min(n, SCORE_CHUNK)
+        parts = []
+        while state[0] < len(self.arr) or state[1] < len(self.d_arr):
+            kept, scores = np.empty(room, self.hops_by_arr.dtype), np.empty((room, 2))
+            c = _attrib.hop_scores(self.arr, rx, self.hops_by_arr, self.d_arr, self.d_hops,
+                                   self.dep, self.pstart, self.pend, self.rate, self.usual,
+                                   S.words, kept, scores, state, state_d)
+            if c < 0:                       # a run of equal arrivals longer than room
+                room = -c
+                continue
+            parts.append((kept[:c].copy(), scores[:c].copy()))
+        del kept, scores
+        S.seal(parts)
 
 
 class _HopScores:
-    """Every hop's local and input scores (packets), kept compact: only the
-    hops with a score not 0 have a row (on bench/analyze.py's 9.5 M-hop
-    capture 28% of them: 40 MiB where (hops, 2) float64 took 145 MiB, the
-    largest array of the stage).
+    """One NF's hops' local and input scores (packets), kept compact: only
+    the hops with a score not 0 have a row (on bench/analyze.py's 9.5 M-hop
+    capture 28% of them: 40 MiB where (hops, 2) float64 took 145 MiB).
 
     Bit h of ``words`` is set where hop h has a row of ``values``: row
-    ``rank[h // 64]`` + the bits set below h in its word.  Filled NF by NF
-    (:meth:`add`), then :meth:`seal` lays the rows out by hop.
+    ``rank[h // 64]`` + the bits set below h in its word.  One per NF, each
+    laid out by hop as soon as the NF's scores are made, so that no NF's
+    scores wait in arrival order for the others' (1.2 MiB of bits per NF
+    and 10 M hops).
     """
 
     def __init__(self, n_hops):
         self.words = np.zeros((n_hops + 63) // 64, np.uint64)
-        self._parts = []
 
-    def add(self, hops, scores):
-        """Keep the scores (arrivals, 2) of `hops` at one NF (`scores` is
-        overwritten)."""
-        kept = np.empty(len(hops), hops.dtype)
-        c = _attrib.keep_scored(hops, scores, kept, self.words)
-        self._parts.append((kept[:c].copy(), scores[:c].copy()))
-
-    def seal(self):
+    def seal(self, parts):
+        """Lay out the scores by hop: `parts` is a list of (hops, their
+        scores as rows), their bits set; emptied on the way."""
         self.rank = np.empty(len(self.words), np.int64)
         n = _attrib.rank_words(self.words, self.rank)
         self.values = np.empty((n, 2))
-        while self._parts:
-            hops, scores = self._parts.pop()
+        while parts:
+            hops, scores = parts.pop()
             _attrib.scatter_scored(self.words, self.rank, hops, scores, self.values)
-        del self._parts
 
     def gather(self, idx, local, input):
-        """``local[i], input[i]`` = the scores of hop ``idx[i]``."""
+        """``local[i], input[i]`` = the scores of hop ``idx[i]`` (0 where it
+        has none)."""
         _attrib.gather_scores(self.words, self.rank, self.values, idx, local, input)
 
 
@@ -440,17 +466,12 @@ class _Attributor:
         self.prev_nf, next_nf = np.empty(nh, code), np.empty(nh, code)
         _attrib.hop_neighbours(traj.hop_packet, traj.hop_nf, self.prev_nf, next_nf)
         # every hop's local and input scores, once (the recursion sums them)
-        self.hop_scores = _HopScores(nh)
         self.nfs = {}
         for n, q in queues.items():
             k = names.index(n)
             self.nfs[k] = F = _NF(k, q, traj, drops[drop_nf == k], self.prev_nf, next_nf,
                                   t0, t1)
-            scores = F.hop_scores()
-            if scores is not None:
-                self.hop_scores.add(F.hops_by_arr, scores)
-            del scores
-        self.hop_scores.seal()
+            F.hop_scores(nh)
         self.names = names
         self.max_depth = max_depth
         # the source's usual rates per address, from the first hops
@@ -507,8 +528,7 @@ class _Attributor:
                 continue
             U = self.nfs[u]
             # P's tx span, u's arrivals bound for k over it, P's arrival span
-            t0, t1, n_arr, s_u, e_u = _attrib.upstream_window(
-                P, t.hop_tx_ns, t.hop_arrival_ns, U.arr_to.get(k, _NONE))
+            t0, t1, n_arr, s_u, e_u = U.bound_for(k, P, t)
             # what u sent beyond its usual rate towards k is either its own
             # backlog released (sent more than it received: compressed) or
             # an excess of its input passed through
@@ -526,7 +546,7 @@ class _Attributor:
         U = self.nfs[u]
         t = self.t
         L, I = np.empty(len(P)), np.empty(len(P))
-        self.hop_scores.gather(P, L, I)
+        U.scores.gather(P, L, I)
         Ls, Is = float(L.sum()), float(I.sum())
         if Ls + Is <= _EPS:
             self._add(acc, ("nf", self.names[u], "input"), amount)
@@ -623,7 +643,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         hk = h[sel]
         a_k = np.where(t.hop_arrival_ns[hk] >= 0, t.hop_arrival_ns[hk], t.hop_rx_ns[hk])
         L, I = np.empty(len(hk)), np.empty(len(hk))
-        A.hop_scores.gather(hk, L, I)
+        F.scores.gather(hk, L, I)
         # in ns of the victim's delay: packets at k take 1 / r_k each, so
         # a fast NF's packets weigh less than a slow NF's
         r_k = F.rate if F.rate > 0 else 1.0

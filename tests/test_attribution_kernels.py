@@ -190,15 +190,14 @@ def test_arrival_order_is_a_stable_argsort_over_hops(index):
     assert _attrib.ties_in_hop_order(a1, h1)
     o = np.lexsort((hops[~acc], a[~acc]))
     a2, h2 = a[~acc][o], hops[~acc][o]
-    out_a, out_h = np.empty(len(a), np.int64), np.empty(len(a), index)
-    out_rx, out_drop = np.empty(len(a), np.int64), np.empty(len(a), np.int8)
-    _attrib.merge_by_arrival(a1, h1, r1, a2, h2, out_a, out_h, out_rx, out_drop)
+    out_h = np.empty(len(a), index)
+    _attrib.merge_hops_by_arrival(a1, h1, a2, h2, out_h)
     by_hop = np.argsort(hops, kind="stable")
     ref = by_hop[np.argsort(a[by_hop], kind="stable")]
     assert out_h.tolist() == hops[ref].tolist()
-    assert out_a.tolist() == a[ref].tolist()
-    assert out_rx.tolist() == rx[ref].tolist()
-    assert out_drop.tolist() == (~acc[ref]).astype(int).tolist()
+    # rx moved with its hop
+    assert dict(zip(h1.tolist(), r1.tolist())) == dict(zip(hops[acc].tolist(),
+                                                           rx[acc].tolist()))
 
 
 def _neighbour_codes(hop_packet, hop_nf, code=np.int8):
@@ -224,7 +223,7 @@ def test_neighbours_counts_previous_and_next_nf(index, code):
     arr = np.sort(rng.integers(10**6, 10**6 + 7_500_000, len(hops))).astype(np.int64)
     t0, nb = 10**6, 6
     fb, tb = np.zeros((5, nb), np.int64), np.zeros((5, nb), np.int64)
-    nxt = np.empty(len(hops), np.int32)
+    nxt = np.empty(len(hops), code)
     _attrib.neighbours(arr, hops, prev_nf, next_nf, t0, 1_000_000, fb, tb, nxt)
     prev = np.where(same[hops], hop_nf[np.maximum(hops - 1, 0)], -1)
     nx = np.where(same[hops + 1], hop_nf[np.minimum(hops + 1, len(hop_nf) - 1)], -1)
@@ -233,12 +232,16 @@ def test_neighbours_counts_previous_and_next_nf(index, code):
         assert fb[g + 1].tolist() == np.bincount(b[prev == g], minlength=nb).tolist()
         assert tb[g + 1].tolist() == np.bincount(b[nx == g], minlength=nb).tolist()
     assert nxt.tolist() == nx.tolist()
-    n = np.bincount(nxt + 1, minlength=5)
+    # counts add up over calls (accepted, then dropped arrivals)
+    _attrib.neighbours(arr[:10], hops[:10], prev_nf, next_nf, t0, 1_000_000, fb, tb, nxt[:10])
+    assert fb[prev[0] + 1].sum() == (prev == prev[0]).sum() + (prev[:10] == prev[0]).sum()
+    # positions by next NF, those leaving the chain (-1) left out
+    n = np.bincount(nxt.astype(np.int64) + 1, minlength=5)[1:]
     at = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
-    out = np.empty(len(arr), np.int64)
-    _attrib.split_by_group(arr, nxt, at, out)
-    for g in range(-1, 4):
-        assert out[at[g + 1]:at[g + 1] + n[g + 1]].tolist() == arr[nx == g].tolist()
+    pos = np.full(int(n.sum()), -1, index)
+    _attrib.positions_by_group(nxt, at, pos)
+    for g in range(4):
+        assert pos[at[g]:at[g] + n[g]].tolist() == np.flatnonzero(nx == g).tolist()
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -253,21 +256,34 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
         pend = np.concatenate([pend, [-1]])
     rate, usual = 1 / 300, float(rng.uniform(0.5, 1.5)) / 800
     hops = (np.arange(len(arr)) * 3 + 1).astype(index)         # hop of each arrival
-    LI = np.zeros((len(arr), 2))
-    _attrib.hop_scores(arr, rx, dropped.view(np.int8), dep, pstart, pend, rate, usual, LI)
-    # kept compact (attribution._HopScores), gathered back by hop
+    # what attribution._NF passes: the accepted and the dropped arrivals
+    # apart, scores made a chunk at a time (small chunks here, runs of equal
+    # arrivals longer than one too) and kept compact (_HopScores)
     nh = len(arr) * 3 + 1
-    words, kept = np.zeros((nh + 63) // 64, np.uint64), np.empty(len(hops), index)
-    c = _attrib.keep_scored(hops, LI.copy(), kept, words)
+    words = np.zeros((nh + 63) // 64, np.uint64)
+    state = np.zeros(_attrib.HOP_SCORES_STATE, np.int64)
+    state_d = np.zeros(_attrib.HOP_SCORES_STATE_D)
+    room, parts, calls = 3, [], 0
+    while state[0] < (~dropped).sum() or state[1] < dropped.sum():
+        kept, sc = np.empty(room, index), np.empty((room, 2))
+        c = _attrib.hop_scores(acc, dep, hops[~dropped], arr[dropped], hops[dropped], dep,
+                               pstart, pend, rate, usual, words, kept, sc, state, state_d)
+        calls += 1
+        if c < 0:
+            room = -c
+            continue
+        parts.append((kept[:c].copy(), sc[:c].copy()))
+        room = 3 if room > 50 else 97
+    assert calls > 20
     rank = np.empty(len(words), np.int64)
-    assert _attrib.rank_words(words, rank) == c == int(((LI != 0).any(axis=1)).sum())
+    c = _attrib.rank_words(words, rank)
+    assert c == sum(len(k) for k, _ in parts)
     values = np.full((c, 2), np.nan)
-    _attrib.scatter_scored(words, rank, hops, LI, values)
+    for k, sc in parts:
+        _attrib.scatter_scored(words, rank, k, sc, values)
     L, I = np.empty(nh), np.empty(nh)
     _attrib.gather_scores(words, rank, values, np.arange(nh, dtype=index), L, I)
     assert not np.isnan(values).any()
-    assert not L[np.setdiff1d(np.arange(nh), hops)].any()
-    assert L[hops].tobytes() == LI[:, 0].tobytes() and I[hops].tobytes() == LI[:, 1].tobytes()
     ref_L, ref_I = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, usual, arr, rx, dropped)
     assert (L[hops] > 0).any() and (I[hops] > 0).any()
     assert L[hops].tobytes() == ref_L.tobytes()
@@ -355,9 +371,12 @@ def test_upstream_groups_and_windows(index):
         assert grouped[s:s + c].tolist() == hops[pv == u].tolist()
     P = hops[:50]
     arr_to = np.sort(rng.integers(0, 10**6, 300)).astype(np.int64)
-    t0, t1, n_arr, lo, hi = _attrib.upstream_window(P, tx, arr, arr_to)
+    to_pos = np.sort(rng.choice(300, 120, replace=False)).astype(index)
+    t0, t1, n_arr, lo, hi = _attrib.upstream_window(P, tx, arr, arr_to, to_pos)
     assert (t0, t1) == (tx[P].min(), tx[P].max())
-    assert n_arr == np.searchsorted(arr_to, t1, "right") - np.searchsorted(arr_to, t0, "left")
+    bound = arr_to[to_pos]
+    assert n_arr == np.searchsorted(bound, t1, "right") - np.searchsorted(bound, t0, "left")
+    assert n_arr > 0
     known = arr[P][arr[P] >= 0]
     assert (lo, hi) == ((known.min(), known.max()) if len(known) else (t0, t1))
     assert _attrib.span_of(P, arr, True) == (len(known), known.min(), known.max())
