@@ -1174,3 +1174,73 @@ def test_load_stream_by_stream_is_load_of_read_streams(tmp_path, corrupt):
                 np.testing.assert_array_equal(u, v)
                 assert u.dtype == v.dtype, (x.name, f)
     assert len(want.nfs) == 3 and want.nfs[1].rx_addr is not None
+
+
+def test_stream_feed_lets_each_stream_go(tmp_path):
+    # a stream's arrays are freed once its taker drops them: no frame
+    # keeps a view of them until finish() (that held the whole decoded
+    # capture at once)
+    import gc
+    import weakref
+    from mscope.capture import StreamFeed
+    cap = tmp_path / "cap"
+    _, out = write_three_streams(cap, codec="zstd", segment_bytes=2000)
+    feed = open_capture(cap).stream_feed()
+    assert isinstance(feed, StreamFeed)
+    for sid in feed.streams:
+        d = feed.take(sid)
+        want = sum(len(r) * 32 + len(i) * 8 for r, i in out.chunks[sid])
+        assert feed.decoded_bytes[sid] == want == len(d.records) * 32 + len(d.ids) * 8
+        gone = weakref.ref(d.records), weakref.ref(d.ids)
+        del d
+        gc.collect()
+        assert gone[0]() is None and gone[1]() is None, sid
+    feed.finish()
+
+
+def test_zstd_decoder_recovers_after_a_bad_frame():
+    # the reader keeps one ZstdDecompressor across frames: a frame that
+    # fails half way must not spoil the next
+    from mscope.capture.format import decode_payload_into, unpack_frame_header
+    r = make_records(range(50), counts=3)
+    ids = ids_for(r, 7)
+    buf = encode_frame(r, ids, stream=0, chunk_seq=0, first_seq=0, next_seq=50)
+    h = unpack_frame_header(buf)
+    good = buf[FRAME_HEADER_SIZE:]
+    bad = good[:len(good) // 2] + bytes(len(good) - len(good) // 2)
+    out = np.empty(50, CAPTURE_RECORD_DTYPE), np.empty(len(ids), np.uint64)
+    with pytest.raises(CaptureFormatError, match="zstd"):
+        decode_payload_into(h._replace(payload_crc32=zlib.crc32(bad)), bad, *out)
+    decode_payload_into(h, good, *out)
+    np.testing.assert_array_equal(out[0], r)
+    np.testing.assert_array_equal(out[1], ids)
+
+
+def test_load_times_of_split_batches(tmp_path):
+    # records of one batch share a time: the ids' times come from their
+    # batch, equal to each record's own time
+    from mscope.analyzer import load
+    cap = tmp_path / "cap"
+    t = np.array([10, 20, 20, 20, 35, 50, 50, 60])
+    kinds = np.array([0, 1, 1, 0, 0, 1, 1, 0])
+    cnt = np.array([2, 1, 3, 2, 1, 2, 1, 4])
+    rec = make_records(range(len(t)), counts=cnt, nf_id=0)
+    rec["time_ns"], rec["flags"] = t, kinds
+    ids = ids_for(rec, 100)
+    with CaptureWriter(cap, codec="zstd") as w:
+        w.write_chunk(w.add_stream(w.add_host("h"), 0, "fw"), rec, ids)
+    nf = load(cap).nf("fw")
+    for side, sel in (("rx", kinds == 0), ("tx", kinds == 1)):
+        ts, cs = t[sel], cnt[sel]
+        new = np.r_[True, ts[1:] != ts[:-1]]
+        batch = np.repeat(np.cumsum(new) - 1, cs)
+        ns = getattr(nf, f"{side}_ns")
+        assert ns.dtype == np.int64 and getattr(nf, f"{side}_batch").dtype == np.int32
+        np.testing.assert_array_equal(ns, np.repeat(ts, cs))
+        np.testing.assert_array_equal(getattr(nf, f"{side}_batch"), batch)
+        np.testing.assert_array_equal(getattr(nf, f"{side}_ids"),
+                                      ids[np.repeat(sel, cnt)])
+        if side == "rx":
+            np.testing.assert_array_equal(nf.batch_ns, ts[new])
+            assert nf.batch_ns.dtype == np.int64
+            np.testing.assert_array_equal(nf.batch_occupancy, np.full(new.sum(), -1))
