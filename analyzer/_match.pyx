@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The two loops of stage 3 that numpy cannot vectorise cheaply: id
 matching as a hash join, and the walk that lays every packet's hops out
-in path order (mscope.analyzer.matching and .trajectories call them).
+in path order, then their times (mscope.analyzer.matching and
+.trajectories call them).
 
 Matching: one open-addressing table of the a side's ids (linear probing,
 16-byte slots, load <= 2/3), probed with the b side.  An id seen once on
@@ -26,7 +27,7 @@ result as match_into; 5-10 ns per pair instead of ~35 (bench/analyze.py,
 Indices are int32: one NF's side of a capture, and the packets and hops
 of one diagnosis, stay below 2**31 (callers check).
 """
-from libc.stdint cimport int32_t, int64_t, uint64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memset
 
@@ -755,26 +756,110 @@ cdef const void *_data(object arr, Py_ssize_t itemsize) except? NULL:
     return &raw[0]
 
 
-def walk_paths(list tx_ns, list tx_dest, list tx2rx, list rx_ns, list rx2tx, list rx_addr,
-               const uint8_t[::1] rx_only,
-               const int32_t[::1] start_tx_nf, const int32_t[::1] start_tx,
+cdef struct Walk:
+    # per NF (see walk_paths)
+    const int64_t **txns
+    const int32_t **txdst
+    const int32_t **t2r
+    const int64_t **rxns
+    const int32_t **r2t
+    const uint64_t **addr
+    const int32_t *one_dest
+    const uint8_t *rx_only
+    # per packet
+    int64_t *exit_ns
+    int32_t *drop_nf
+    int64_t *drop_ns
+    uint32_t *src_addr
+    uint32_t *dst_addr
+    # per hop: room for cap, h written
+    int32_t *hop_packet
+    int32_t *hop_nf
+    int32_t *hop_rx
+    int32_t *hop_tx
+    Py_ssize_t cap
+    Py_ssize_t h
+
+
+cdef int _walk(Walk *w, Py_ssize_t p, int32_t nf, int32_t t, int32_t r) noexcept nogil:
+    """Packet p's hops from tx t of NF nf (r = -1) or from rx r of NF nf;
+    -1 when the hop arrays are full."""
+    cdef int32_t d, t2
+    cdef int64_t tns
+    cdef uint64_t a
+    while True:
+        if r < 0:
+            # the packet left NF nf by tx t: towards which rx?
+            tns = w.txns[nf][t]
+            d = w.txdst[nf][t] if w.txdst[nf] != NULL else w.one_dest[nf]
+            r = w.t2r[nf][t]
+            if r < 0:
+                if d < 0:
+                    w.exit_ns[p] = tns
+                    return 0
+                # sent towards d and never received: dropped at d's queue
+                if w.h == w.cap:
+                    return -1
+                w.drop_nf[p] = d
+                w.drop_ns[p] = tns
+                w.hop_packet[w.h] = <int32_t>p
+                w.hop_nf[w.h] = d
+                w.hop_rx[w.h] = -1
+                w.hop_tx[w.h] = -1
+                w.h += 1
+                return 0
+            nf = d
+        if w.h == w.cap:
+            return -1
+        t2 = w.r2t[nf][r]
+        w.hop_packet[w.h] = <int32_t>p
+        w.hop_nf[w.h] = nf
+        w.hop_rx[w.h] = r
+        w.hop_tx[w.h] = t2
+        w.h += 1
+        # addresses: the packet's first hop that has them
+        if w.addr[nf] != NULL and w.src_addr[p] == 0 and w.dst_addr[p] == 0:
+            a = w.addr[nf][r]
+            w.src_addr[p] = <uint32_t>(a >> 32)
+            w.dst_addr[p] = <uint32_t>(a & 0xFFFFFFFFULL)
+        if t2 < 0:
+            # received, never sent on: lost inside, unless the NF records
+            # no tx at all (a recorded sink)
+            if w.rx_only[nf]:
+                w.exit_ns[p] = w.rxns[nf][r]
+            else:
+                w.drop_nf[p] = nf
+                w.drop_ns[p] = w.rxns[nf][r]
+            return 0
+        t = t2
+        r = -1
+
+
+def walk_paths(list tx_ns, list tx_dest, const int32_t[::1] one_dest, list tx2rx,
+               list rx_ns, list rx2tx, list rx_addr, const uint8_t[::1] rx_only,
+               const int32_t[::1] src_nf,
                const int32_t[::1] start_rx_nf, const int32_t[::1] start_rx,
-               int64_t[::1] exit_ns, int64_t[::1] drop_nf, int64_t[::1] drop_ns,
-               uint64_t[::1] addr_word,
-               int32_t[::1] hop_packet, int32_t[::1] hop_nf, int64_t[::1] hop_arrival_ns,
-               int64_t[::1] hop_rx_ns, int64_t[::1] hop_tx_ns,
+               int64_t[::1] exit_ns, int32_t[::1] drop_nf, int64_t[::1] drop_ns,
+               uint32_t[::1] src_addr, uint32_t[::1] dst_addr,
+               int32_t[::1] hop_packet, int32_t[::1] hop_nf,
                int32_t[::1] hop_rx, int32_t[::1] hop_tx):
-    """Follow every packet from its start, writing its hops in path order.
+    """Follow every packet from its start, writing its hops in path order:
+    their packet, NF and rx / tx entries (the times are hop_times', a
+    second pass, so that the int64 hop arrays never coexist with the
+    matches: 644 -> ~490 MiB at the peak of the 9.5 M-hop capture of
+    bench/analyze.py).
 
     Per NF k (lists indexed by NF): ``tx_ns[k]`` int64, ``tx_dest[k]``
-    int32 (NF its out-link leads to, -1 sink), ``tx2rx[k]`` int32 (its
-    match in that NF's rx, -1), ``rx_ns[k]`` int64, ``rx2tx[k]`` int32
-    (the same packet's tx at k, -1), ``rx_addr[k]`` uint64 or None.
-    Packets are the source tx (``start_tx_nf``, ``start_tx``) then the
-    rx no tx accounts for (``start_rx_nf``, ``start_rx``), in that order.
-    Per-packet outputs (``exit_ns``, ``drop_nf``, ``drop_ns``: -1 filled;
-    ``addr_word``: 0 filled) and hop outputs (room for every hop) are the
-    caller's; see :class:`mscope.analyzer.trajectories.Trajectories`.
+    int32 (NF its out-link leads to, -1 sink) or None where every tx goes
+    to ``one_dest[k]``, ``tx2rx[k]`` int32 (its match in that NF's rx,
+    -1), ``rx_ns[k]`` int64, ``rx2tx[k]`` int32 (the same packet's tx at
+    k, -1), ``rx_addr[k]`` uint64 (source address << 32 | destination) or
+    None.  Packets are every tx of the NFs in ``src_nf``, NF by NF, then
+    the rx no tx accounts for (``start_rx_nf``, ``start_rx``).  Per-packet
+    outputs (``exit_ns``, ``drop_nf``, ``drop_ns``: -1 filled;
+    ``src_addr``, ``dst_addr``: 0 filled) and hop outputs (room for every
+    hop) are the caller's; see
+    :class:`mscope.analyzer.trajectories.Trajectories`.
 
     Returns
     -------
@@ -785,100 +870,129 @@ def walk_paths(list tx_ns, list tx_dest, list tx2rx, list rx_ns, list rx2tx, lis
     ValueError
         The hop arrays are too short (the matches form a cycle).
     """
-    cdef Py_ssize_t nnf = len(tx_ns), k, p, n_src = start_tx.shape[0]
-    cdef Py_ssize_t n_pk = n_src + start_rx.shape[0], cap = hop_packet.shape[0], h = 0
-    cdef const int64_t **txns = <const int64_t **>malloc(nnf * sizeof(void *))
-    cdef const int32_t **txdst = <const int32_t **>malloc(nnf * sizeof(void *))
-    cdef const int32_t **t2r = <const int32_t **>malloc(nnf * sizeof(void *))
-    cdef const int64_t **rxns = <const int64_t **>malloc(nnf * sizeof(void *))
-    cdef const int32_t **r2t = <const int32_t **>malloc(nnf * sizeof(void *))
-    cdef const uint64_t **addr = <const uint64_t **>malloc(nnf * sizeof(void *))
-    cdef int32_t nf, t = 0, r, t2, d
-    cdef int64_t arr = -1, tns
-    cdef uint64_t w
+    cdef Py_ssize_t nnf = len(tx_ns), k, p = 0, i, q, n_rxs = start_rx.shape[0]
+    cdef Walk w
     cdef bint overflow = False
-    if not (txns and txdst and t2r and rxns and r2t and addr):
-        free(txns); free(txdst); free(t2r); free(rxns); free(r2t); free(addr)
-        raise MemoryError()
+    w.txns = <const int64_t **>malloc((nnf + 1) * sizeof(void *))
+    w.txdst = <const int32_t **>malloc((nnf + 1) * sizeof(void *))
+    w.t2r = <const int32_t **>malloc((nnf + 1) * sizeof(void *))
+    w.rxns = <const int64_t **>malloc((nnf + 1) * sizeof(void *))
+    w.r2t = <const int32_t **>malloc((nnf + 1) * sizeof(void *))
+    w.addr = <const uint64_t **>malloc((nnf + 1) * sizeof(void *))
+    cdef Py_ssize_t *ntx = <Py_ssize_t *>malloc((nnf + 1) * sizeof(Py_ssize_t))
     try:
+        if not (w.txns and w.txdst and w.t2r and w.rxns and w.r2t and w.addr and ntx):
+            raise MemoryError()
         if not (len(tx_dest) == len(tx2rx) == len(rx_ns) == len(rx2tx) == len(rx_addr)
-                == rx_only.shape[0] == nnf):
+                == rx_only.shape[0] == one_dest.shape[0] == nnf):
             raise ValueError("walk_paths: one entry per NF in every per-NF list")
         for k in range(nnf):
-            txns[k] = <const int64_t *>_data(tx_ns[k], 8)
-            txdst[k] = <const int32_t *>_data(tx_dest[k], 4)
-            t2r[k] = <const int32_t *>_data(tx2rx[k], 4)
-            rxns[k] = <const int64_t *>_data(rx_ns[k], 8)
-            r2t[k] = <const int32_t *>_data(rx2tx[k], 4)
-            addr[k] = <const uint64_t *>_data(rx_addr[k], 8)
+            ntx[k] = len(tx2rx[k])
+            if len(tx_ns[k]) != ntx[k] or (tx_dest[k] is not None and len(tx_dest[k]) != ntx[k]):
+                raise ValueError("walk_paths: tx_ns, tx_dest and tx2rx of an NF must have "
+                                 "one length")
+            w.txns[k] = <const int64_t *>_data(tx_ns[k], 8)
+            w.txdst[k] = <const int32_t *>_data(tx_dest[k], 4)
+            w.t2r[k] = <const int32_t *>_data(tx2rx[k], 4)
+            w.rxns[k] = <const int64_t *>_data(rx_ns[k], 8)
+            w.r2t[k] = <const int32_t *>_data(rx2tx[k], 4)
+            w.addr[k] = <const uint64_t *>_data(rx_addr[k], 8)
+        for q in range(src_nf.shape[0]):
+            if not 0 <= src_nf[q] < nnf:
+                raise ValueError("walk_paths: src_nf holds an NF index out of range")
+            p += ntx[src_nf[q]]
+        if not (exit_ns.shape[0] == drop_nf.shape[0] == drop_ns.shape[0] == src_addr.shape[0]
+                == dst_addr.shape[0] == p + n_rxs):
+            raise ValueError("walk_paths: one entry per packet in every per-packet output")
+        if not (hop_nf.shape[0] == hop_rx.shape[0] == hop_tx.shape[0] == hop_packet.shape[0]):
+            raise ValueError("walk_paths: every hop output must have one length")
+        w.one_dest = &one_dest[0] if nnf else NULL
+        w.rx_only = &rx_only[0] if nnf else NULL
+        w.exit_ns = &exit_ns[0] if p + n_rxs else NULL
+        w.drop_nf = &drop_nf[0] if p + n_rxs else NULL
+        w.drop_ns = &drop_ns[0] if p + n_rxs else NULL
+        w.src_addr = &src_addr[0] if p + n_rxs else NULL
+        w.dst_addr = &dst_addr[0] if p + n_rxs else NULL
+        w.cap = hop_packet.shape[0]
+        w.hop_packet = &hop_packet[0] if w.cap else NULL
+        w.hop_nf = &hop_nf[0] if w.cap else NULL
+        w.hop_rx = &hop_rx[0] if w.cap else NULL
+        w.hop_tx = &hop_tx[0] if w.cap else NULL
+        w.h = 0
+        p = 0
         with nogil:
-            for p in range(n_pk):
-                if p < n_src:
-                    nf = start_tx_nf[p]
-                    t = start_tx[p]
-                    r = -1
-                else:
-                    nf = start_rx_nf[p - n_src]
-                    r = start_rx[p - n_src]
-                    arr = -1
-                while True:
-                    if r < 0:
-                        # the packet left NF nf by tx t: towards which rx?
-                        tns = txns[nf][t]
-                        d = txdst[nf][t]
-                        r = t2r[nf][t]
-                        if r < 0:
-                            if d < 0:
-                                exit_ns[p] = tns
-                                break
-                            # sent towards d and never received: dropped at d's queue
-                            if h == cap:
-                                overflow = True
-                                break
-                            drop_nf[p] = d
-                            drop_ns[p] = tns
-                            hop_packet[h] = <int32_t>p
-                            hop_nf[h] = d
-                            hop_arrival_ns[h] = tns
-                            hop_rx_ns[h] = -1
-                            hop_tx_ns[h] = -1
-                            hop_rx[h] = -1
-                            hop_tx[h] = -1
-                            h += 1
-                            break
-                        nf = d
-                        arr = tns
-                    if h == cap:
+            for q in range(src_nf.shape[0]):
+                k = src_nf[q]
+                for i in range(ntx[k]):
+                    if _walk(&w, p, <int32_t>k, <int32_t>i, -1) < 0:
                         overflow = True
                         break
-                    t2 = r2t[nf][r]
-                    hop_packet[h] = <int32_t>p
-                    hop_nf[h] = nf
-                    hop_arrival_ns[h] = arr
-                    hop_rx_ns[h] = rxns[nf][r]
-                    hop_tx_ns[h] = txns[nf][t2] if t2 >= 0 else -1
-                    hop_rx[h] = r
-                    hop_tx[h] = t2
-                    h += 1
-                    # addresses: the packet's first hop that has them
-                    if addr[nf] != NULL and addr_word[p] == 0:
-                        addr_word[p] = addr[nf][r]
-                    if t2 < 0:
-                        # received, never sent on: lost inside, unless the NF
-                        # records no tx at all (a recorded sink)
-                        if rx_only[nf]:
-                            exit_ns[p] = rxns[nf][r]
-                        else:
-                            drop_nf[p] = nf
-                            drop_ns[p] = rxns[nf][r]
-                        break
-                    t = t2
-                    r = -1
+                    p += 1
                 if overflow:
                     break
+            if not overflow:
+                for q in range(n_rxs):
+                    if _walk(&w, p, start_rx_nf[q], -1, start_rx[q]) < 0:
+                        overflow = True
+                        break
+                    p += 1
         if overflow:
-            raise ValueError("walk_paths: more hops than rx entries and drops (a cycle in the matches?)")
+            raise ValueError("walk_paths: more hops than rx entries and drops (a cycle in "
+                             "the matches?)")
     finally:
-        free(txns); free(txdst); free(t2r); free(rxns); free(r2t); free(addr)
-    return h
+        free(w.txns); free(w.txdst); free(w.t2r); free(w.rxns); free(w.r2t); free(w.addr)
+        free(ntx)
+    return w.h
 
+
+def hop_times(list tx_ns, list rx_ns, const int64_t[::1] src_ns,
+              const int32_t[::1] hop_packet, const int32_t[::1] hop_nf,
+              const int32_t[::1] hop_rx, const int32_t[::1] hop_tx,
+              int64_t[::1] hop_arrival_ns, int64_t[::1] hop_rx_ns, int64_t[::1] hop_tx_ns):
+    """The times of the hops walk_paths laid out: rx and tx time (-1 where
+    the entry is -1), and the arrival, which is the previous hop's tx
+    (hops are grouped by packet, in path order) or, at a packet's first
+    hop, its ``src_ns`` (-1 where not recorded).
+
+    Raises
+    ------
+    ValueError
+        Lengths disagree, or an NF or packet index is out of range.
+    """
+    cdef Py_ssize_t nnf = len(tx_ns), n = hop_packet.shape[0], h, k
+    cdef Py_ssize_t npk = src_ns.shape[0]
+    cdef const int64_t **txns = <const int64_t **>malloc((nnf + 1) * sizeof(void *))
+    cdef const int64_t **rxns = <const int64_t **>malloc((nnf + 1) * sizeof(void *))
+    cdef int32_t nf, pk, prev = -1, r, t
+    cdef int64_t tx_prev = -1, x
+    cdef bint bad = False
+    if not (txns and rxns):
+        free(txns); free(rxns)
+        raise MemoryError()
+    try:
+        if not (hop_nf.shape[0] == hop_rx.shape[0] == hop_tx.shape[0] == hop_arrival_ns.shape[0]
+                == hop_rx_ns.shape[0] == hop_tx_ns.shape[0] == n) or len(rx_ns) != nnf:
+            raise ValueError("hop_times: every hop array must have one length, one entry "
+                             "per NF in tx_ns and rx_ns")
+        for k in range(nnf):
+            txns[k] = <const int64_t *>_data(tx_ns[k], 8)
+            rxns[k] = <const int64_t *>_data(rx_ns[k], 8)
+        with nogil:
+            for h in range(n):
+                nf = hop_nf[h]
+                pk = hop_packet[h]
+                if nf < 0 or nf >= nnf or pk < 0 or pk >= npk:
+                    bad = True
+                    break
+                hop_arrival_ns[h] = tx_prev if pk == prev else src_ns[pk]
+                r = hop_rx[h]
+                t = hop_tx[h]
+                hop_rx_ns[h] = rxns[nf][r] if r >= 0 else -1
+                x = txns[nf][t] if t >= 0 else -1
+                hop_tx_ns[h] = x
+                tx_prev = x
+                prev = pk
+        if bad:
+            raise ValueError("hop_times: an NF or packet index out of range")
+    finally:
+        free(txns); free(rxns)

@@ -50,8 +50,11 @@ class QueueTimeline:
     period_start_ns, period_end_ns : ndarray of int64
         Queuing periods ``[start, end)``: from the arrival into an empty
         queue to the rx that empties it (end -1: still busy at capture end).
-    hop_period : ndarray of int32
-        Queuing period each received packet waited in, -1 if it did not wait.
+    hop_period : ndarray of int32 (property)
+        Queuing period each received packet waited in, -1 if it did not
+        wait: worked out on each access (a search of ``period_start_ns``)
+        rather than kept (4 bytes per hop); no stage of ``mscope diagnose``
+        reads it.
     peak_rate : float
         Packets per ns the NF serves at its fastest (see :func:`peak_rate`).
     """
@@ -63,12 +66,18 @@ class QueueTimeline:
     step_len: np.ndarray
     period_start_ns: np.ndarray
     period_end_ns: np.ndarray
-    hop_period: np.ndarray
     peak_rate: float
 
     @property
     def delay_ns(self):
         return self.rx_ns - self.arrival_ns
+
+    @property
+    def hop_period(self):
+        # the last period started at or before the arrival (periods start
+        # at arrivals, in time order), kept where the packet waited
+        p = np.searchsorted(self.period_start_ns, self.arrival_ns, side="right") - 1
+        return np.where((self.rx_ns > self.arrival_ns) & (p >= 0), p, -1).astype(np.int32)
 
     def length_at(self, t_ns):
         """Queue length at times `t_ns` (after every event at that ns)."""
@@ -135,7 +144,13 @@ def _hops_in_rx_order(view, traj):
     return out
 
 
-def _timeline(name, received, traj, view_nf, rate_override):
+def _distinct(sorted_ns):
+    """Number of distinct values of a sorted array."""
+    n = len(sorted_ns)
+    return 1 + int(np.count_nonzero(sorted_ns[1:] != sorted_ns[:-1])) if n else 0
+
+
+def _timeline(name, received, view_nf, rate_override):
     hops, arr, rx = received
     n = len(hops)
     # the step series merges arrivals (+1) and rx (-1) in time order; a
@@ -143,23 +158,24 @@ def _timeline(name, received, traj, view_nf, rate_override):
     # (the sorted copies are for any other queue)
     arr_sorted = arr if _attrib.is_sorted(arr) else np.sort(arr)
     rx_sorted = rx if _attrib.is_sorted(rx) else np.sort(rx)
-    # (allocated for the worst case, then shrunk in place: no copy)
-    step_ns, step_len = np.empty(2 * n, np.int64), np.empty(2 * n, np.int32)
-    starts, ends = np.empty(n + 1, np.int64), np.empty(n + 1, np.int64)
-    # the period each packet waited in: the last start at or before its
-    # arrival, if the packet actually waited
-    hop_period = np.empty(n, np.int32)
-    in_order = arr_sorted is arr and rx_sorted is rx
+    # one step per distinct event time, and a period starts at an arrival
+    # and ends at an rx: sized by those counts (shrunk in place after),
+    # not by the 2n / n + 1 of the worst case, which on bench/analyze.py's
+    # capture was ~60 MiB more at this stage's peak for lb alone
+    d_arr, d_rx = _distinct(arr_sorted), _distinct(rx_sorted)
+    n_periods = min(d_arr, d_rx + 1) + 1
+    step_ns, step_len = np.empty(d_arr + d_rx, np.int64), np.empty(d_arr + d_rx, np.int32)
+    starts, ends = np.empty(n_periods, np.int64), np.empty(n_periods, np.int64)
+    # the kernel's period of each arrival: not kept (QueueTimeline.hop_period)
+    arrival_period = np.empty(n, np.int32)
     ns, nst, nen = _attrib.step_series(arr_sorted, rx_sorted, step_ns, step_len,
-                                       starts, ends, hop_period, in_order)
+                                       starts, ends, arrival_period, False)
+    del arrival_period, arr_sorted, rx_sorted
     if nen < nst:
         ends[nen] = -1                      # still busy at the capture's end
         nen += 1
     for a, size in ((step_ns, ns), (step_len, ns), (starts, nst), (ends, nen)):
         a.resize(size, refcheck=False)
-    if not in_order:
-        p = np.searchsorted(starts, arr, side="right") - 1
-        hop_period = np.where((rx - arr > 0) & (p >= 0), p, -1).astype(np.int32)
     if rate_override is not None:
         rate = float(rate_override)
     else:
@@ -173,8 +189,7 @@ def _timeline(name, received, traj, view_nf, rate_override):
             after = np.searchsorted(step_ns, view_nf.batch_ns, side="right") - 1
             busy = (after >= 0) & (step_len[np.maximum(after, 0)] > 0)
         rate = peak_rate(view_nf.batch_ns, cnt, busy)
-    return QueueTimeline(name, hops, arr, rx, step_ns, step_len,
-                         starts, ends, hop_period, rate)
+    return QueueTimeline(name, hops, arr, rx, step_ns, step_len, starts, ends, rate)
 
 
 def queue_timelines(view, traj, peak_rates=None) -> dict:
@@ -196,5 +211,5 @@ def queue_timelines(view, traj, peak_rates=None) -> dict:
     out = {}
     for k, n in enumerate(view.nfs):
         if len(n.rx_ids):
-            out[n.name] = _timeline(n.name, hops[k], traj, n, peak_rates.get(n.name))
+            out[n.name] = _timeline(n.name, hops[k], n, peak_rates.get(n.name))
     return out

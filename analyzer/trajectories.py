@@ -12,7 +12,11 @@ Two id matches per NF (upstream tx -> rx, rx -> tx), then one compiled walk
 its hops in path order -- no sort of all hops, and no capture-wide
 concatenation of ids or times: on a 9.5 M-hop capture (bench/analyze.py)
 the lexsort of hops and the concatenated copies were the larger part of
-this stage's time and its ~1 GiB of temporaries.
+this stage's time and its ~1 GiB of temporaries.  The walk writes only the
+int32 hop arrays; the matches are freed before a second pass
+(``_match.hop_times``) adds the three int64 time arrays, so the stage's
+peak is its result: 644 -> 460 MiB over the capture there (0.15 s for the
+walk either way).
 
 The matches run upstream first so that each can use what the previous one
 established (``_match.match_known_into``): ids checked once to be distinct
@@ -38,9 +42,11 @@ class Trajectories:
 
     Per packet (index p): ``packet_id``, ``src_ns`` (source tx, -1 when not
     recorded), ``exit_ns`` (tx towards the sink, -1 if none), ``drop_nf``
-    (index into ``nf_names`` of the NF whose queue dropped it, -1),
+    (int32 index into ``nf_names`` of the NF whose queue dropped it, -1),
     ``drop_ns`` (when it reached that queue), ``latency_ns`` (exit - src,
-    -1 where either is unknown).
+    -1 where either is unknown).  With one source, ``packet_id`` and
+    ``src_ns`` are read-only views of its ``tx_ids`` and ``tx_ns`` (no
+    copy; see ``_packet_starts``).
 
     Per hop (index h, grouped by packet, in path order): ``hop_packet``,
     ``hop_nf``, ``hop_arrival_ns``, ``hop_rx_ns`` and ``hop_tx_ns`` (-1 when
@@ -139,26 +145,36 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
     nfs = view.nfs
     names = [n.name for n in nfs]
     nfi = {n: k for k, n in enumerate(names)}
-    tx_dest, one_dest = zip(*[_tx_dest(n, topo.port_to, nfi) for n in nfs]) if nfs else ((), ())
-    tx_dest = list(tx_dest)
+    # tx_dest[k] is None where every tx of k takes one out-link, one_dest[k]:
+    # no array for the NFs with one (all but an lb), 4 B per tx saved
+    tx_dest, one_dest = [None] * len(nfs), np.full(len(nfs), -1, np.int32)
+    for k, n in enumerate(nfs):
+        d, one = _tx_dest(n, topo.port_to, nfi)
+        if one is None:
+            tx_dest[k] = d
+        else:
+            one_dest[k] = one
+    n_tx = [len(n.tx_ids) for n in nfs]
     tx_ns = [np.ascontiguousarray(n.tx_ns, np.int64) for n in nfs]
     rx_ns = [np.ascontiguousarray(n.rx_ns, np.int64) for n in nfs]
     tx_ids = [np.ascontiguousarray(n.tx_ids, np.uint64) for n in nfs]
     rx_ids = [np.ascontiguousarray(n.rx_ids, np.uint64) for n in nfs]
-    # the tx of every out-link feeding k, pooled in NF then index order
+    # the tx of every out-link feeding k, pooled in NF then index order;
+    # a part of an NF's tx is a boolean mask (1 B per tx, not 8)
     feeds = [[] for _ in nfs]
     for u, d in enumerate(tx_dest):
-        if not len(d):
+        if not n_tx[u]:
             continue
-        if one_dest[u] is not None:                # one out-link: no pass over d
+        if d is None:                              # one out-link: no pass over d
             if one_dest[u] >= 0:
-                feeds[one_dest[u]].append((u, None))
+                feeds[one_dest[u]].append((u, None, n_tx[u]))
             continue
         per_dest = np.bincount(d + 1, minlength=len(nfs) + 1)
         for k in np.flatnonzero(per_dest[1:]).tolist():
-            whole = per_dest[k + 1] == len(d)
-            feeds[k].append((u, None if whole else np.flatnonzero(d == k)))
-    tx2rx = [np.full(len(d), -1, np.int32) for d in tx_dest]
+            whole = per_dest[k + 1] == n_tx[u]
+            feeds[k].append((u, None if whole else d == k, int(per_dest[k + 1])))
+    # filled by the matches; -1 (unmatched) where no NF is fed by that tx
+    tx2rx = [None] * len(nfs)
     rx2tx = [None] * len(nfs)
     rx_mark = [None] * len(nfs)
     amb = [0] * len(nfs)
@@ -176,36 +192,36 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
         at = np.cumsum([0] + [len(i) for i in ids])
         for (side, k), lo, hi in zip(roots, at[:-1], at[1:]):
             (known_tx if side == "tx" else known_rx)[k] = flags[lo:hi]
+        del ids, flags
     matched = 0
     for k in _upstream_first(names, topo):
         if feeds[k] and len(rx_ids[k]):
-            pool = [(u, sel, known_tx[u] if known_tx[u] is not None
-                     else np.zeros(len(tx_ids[u]), np.uint8)) for u, sel in feeds[k]]
+            pool = [(u, sel, n, known_tx[u] if known_tx[u] is not None
+                     else np.zeros(n_tx[u], np.uint8)) for u, sel, n in feeds[k]]
             if len(pool) == 1 and pool[0][1] is None:
-                u, _, kn = pool[0]
+                u, _, _, kn = pool[0]
                 a_ids, a_ns, a_known = tx_ids[u], tx_ns[u], kn
             else:
                 a_ids = np.concatenate([tx_ids[u] if sel is None else tx_ids[u][sel]
-                                        for u, sel, _ in pool])
+                                        for u, sel, _, _ in pool])
                 a_ns = np.concatenate([tx_ns[u] if sel is None else tx_ns[u][sel]
-                                       for u, sel, _ in pool])
-                a_known = np.concatenate([kn if sel is None else kn[sel] for u, sel, kn in pool])
-            segments = np.cumsum([0] + [len(tx_ids[u]) if sel is None else len(sel)
-                                        for u, sel, _ in pool])
+                                       for u, sel, _, _ in pool])
+                a_known = np.concatenate([kn if sel is None else kn[sel]
+                                          for _, sel, _, kn in pool])
+            segments = np.cumsum([0] + [n for _, _, n, _ in pool])
             m = np.empty(len(a_ids), np.int32)
             mark = np.empty(len(rx_ids[k]), np.uint8)
             amb[k] += _match.match_known_into(a_ids, a_ns, a_known, segments, rx_ids[k],
                                               rx_ns[k], int(window_ns), m, mark)
             del a_ids, a_ns, a_known
-            start = 0
-            for u, sel, _ in pool:
-                n_u = len(tx_dest[u]) if sel is None else len(sel)
+            for (u, sel, _, _), lo, hi in zip(pool, segments[:-1], segments[1:]):
                 if sel is None:
-                    tx2rx[u] = m[start:start + n_u].copy() if len(pool) > 1 else m
+                    tx2rx[u] = m[lo:hi].copy() if len(pool) > 1 else m
                 else:
-                    tx2rx[u][sel] = m[start:start + n_u]
-                start += n_u
-            del m
+                    if tx2rx[u] is None:
+                        tx2rx[u] = np.full(n_tx[u], -1, np.int32)
+                    tx2rx[u][sel] = m[lo:hi]
+            del m, pool
             known_rx[k] = mark >> 1
         else:
             mark = np.zeros(len(rx_ids[k]), np.uint8)
@@ -219,32 +235,33 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
                                           tx_ns[k], int(window_ns), r2t, mark)
         if len(rx_ids[k]):
             known_tx[k] = mark >> 1
+        known_rx[k] = None                         # no NF after k reads it
         rx2tx[k] = r2t
         matched += int(np.count_nonzero(rx_mark[k])) + int(np.count_nonzero(mark))
-    del known_tx, known_rx
+        del mark, r2t
+    del known_tx, known_rx, feeds, rx_ids
+    tx2rx = [np.full(n, -1, np.int32) if m is None else m for n, m in zip(n_tx, tx2rx)]
     collisions = {b.name: amb[k] for k, b in enumerate(nfs)}
 
     # packets: source tx (tx of an NF without rx), then unclaimed rx
     src = [k for k, n in enumerate(nfs) if len(n.tx_ids) and not len(n.rx_ids)]
     start_rx = [np.flatnonzero(c == 0) for c in rx_mark]
     del rx_mark
-    n_src = sum(len(nfs[k].tx_ids) for k in src)
+    n_src = sum(n_tx[k] for k in src)
     n_pk = n_src + sum(len(s) for s in start_rx)
     # every hop takes an rx entry, or is a drop: a tx towards an NF, unmatched
-    n_drop = sum(int(np.count_nonzero((d >= 0) & (m < 0))) for d, m in zip(tx_dest, tx2rx))
+    n_drop = 0
+    for k, (d, m) in enumerate(zip(tx_dest, tx2rx)):
+        if d is not None:
+            n_drop += int(np.count_nonzero((d >= 0) & (m < 0)))
+        elif one_dest[k] >= 0:
+            n_drop += int(np.count_nonzero(m < 0))
     cap = sum(len(n.rx_ids) for n in nfs) + n_drop
-    if max([n_pk, cap] + [len(n.rx_ids) for n in nfs] + [len(n.tx_ids) for n in nfs]) >= 2**31:
+    if max([n_pk, cap] + [len(n.rx_ids) for n in nfs] + n_tx) >= 2**31:
         raise ValueError("build_trajectories: 2**31 packets, hops or entries of one NF or "
                          "more (int32 indices)")
-    packet_id = np.concatenate([nfs[k].tx_ids for k in src]
-                               + [nfs[k].rx_ids[s] for k, s in enumerate(start_rx)]
-                               ).astype(np.uint64, copy=False)
-    src_ns = np.full(n_pk, -1, np.int64)
-    if src:
-        np.concatenate([tx_ns[k] for k in src], out=src_ns[:n_src])
-    start_tx_nf = np.repeat(np.array(src, np.int32), [len(nfs[k].tx_ids) for k in src])
-    start_tx = np.concatenate([np.arange(len(nfs[k].tx_ids), dtype=np.int32) for k in src]
-                              + [np.empty(0, np.int32)])
+    packet_id, src_ns = _packet_starts(nfs, src, start_rx, tx_ids, tx_ns, n_src, n_pk)
+    del tx_ids
     start_rx_nf = np.repeat(np.arange(len(nfs), dtype=np.int32), [len(s) for s in start_rx])
     start_rx = np.concatenate(start_rx + [np.empty(0, np.int64)]).astype(np.int32)
     rx_only = np.array([len(n.rx_ids) > 0 and len(n.tx_ids) == 0 for n in nfs], np.uint8)
@@ -252,30 +269,59 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
                for n in nfs]
 
     exit_ns = np.full(n_pk, -1, np.int64)
-    drop_nf = np.full(n_pk, -1, np.int64)
+    drop_nf = np.full(n_pk, -1, np.int32)
     drop_ns = np.full(n_pk, -1, np.int64)
-    word = np.zeros(n_pk, np.uint64)
+    src_addr, dst_addr = np.zeros(n_pk, np.uint32), np.zeros(n_pk, np.uint32)
     h_pk = np.empty(cap, np.int32)
     h_nf = np.empty(cap, np.int32)
-    h_arr = np.empty(cap, np.int64)
-    h_rx_ns = np.empty(cap, np.int64)
-    h_tx_ns = np.empty(cap, np.int64)
     h_rx = np.empty(cap, np.int32)
     h_tx = np.empty(cap, np.int32)
-    n_hops = _match.walk_paths(tx_ns, tx_dest, tx2rx, rx_ns, rx2tx, rx_addr, rx_only,
-                               start_tx_nf, start_tx, start_rx_nf, start_rx,
-                               exit_ns, drop_nf, drop_ns, word,
-                               h_pk, h_nf, h_arr, h_rx_ns, h_tx_ns, h_rx, h_tx)
-    del tx_dest, tx2rx, rx2tx
+    n_hops = _match.walk_paths(tx_ns, tx_dest, one_dest, tx2rx, rx_ns, rx2tx, rx_addr,
+                               rx_only, np.array(src, np.int32), start_rx_nf, start_rx,
+                               exit_ns, drop_nf, drop_ns, src_addr, dst_addr,
+                               h_pk, h_nf, h_rx, h_tx)
+    # the matches are spent: their ~0.8x the hop arrays' int32 (tx2rx and
+    # rx2tx, 82 MiB on bench/analyze.py's capture) go before the times come
+    del tx_dest, tx2rx, rx2tx, rx_addr, start_rx_nf, start_rx
     if n_hops < cap:
         # rx claimed by a tx no walk reaches (a tx that matched no rx of
         # its own NF): rare; shrinking in place gives the tail back
-        for a in (h_pk, h_nf, h_arr, h_rx_ns, h_tx_ns, h_rx, h_tx):
+        for a in (h_pk, h_nf, h_rx, h_tx):
             a.resize(n_hops, refcheck=False)
-    latency = np.where((exit_ns >= 0) & (src_ns >= 0), exit_ns - src_ns, -1)
+    h_arr = np.empty(n_hops, np.int64)
+    h_rx_ns = np.empty(n_hops, np.int64)
+    h_tx_ns = np.empty(n_hops, np.int64)
+    _match.hop_times(tx_ns, rx_ns, src_ns, h_pk, h_nf, h_rx, h_tx, h_arr, h_rx_ns, h_tx_ns)
+    # exit - src, -1 where either is unknown: in place, no n-packet temporaries
+    latency = np.subtract(exit_ns, src_ns)
+    latency[exit_ns < 0] = -1
+    latency[src_ns < 0] = -1
     total = sum(collisions.values())
     return Trajectories(names, packet_id, src_ns, exit_ns, drop_nf, drop_ns, latency,
                         h_pk, h_nf, h_arr, h_rx_ns, h_tx_ns, h_rx, h_tx,
                         collisions, total / matched if matched else 0.0,
-                        (word >> np.uint64(32)).astype(np.uint32),
-                        (word & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+                        src_addr, dst_addr)
+
+
+def _packet_starts(nfs, src, start_rx, tx_ids, tx_ns, n_src, n_pk):
+    """``packet_id`` and ``src_ns`` of the packets: the source tx, then the
+    rx no tx accounts for (`start_rx`, per NF).
+
+    With one source and every packet its (the common case), they are the
+    source's ``tx_ids`` and ``tx_ns`` themselves, handed out read-only:
+    no copy (37 MiB less at this stage's peak on bench/analyze.py's
+    capture), and ``CaptureView.release_packets`` then leaves them to the
+    trajectories.  Only an array that owns its memory is shared, so that
+    a part never keeps a larger decoded buffer alive."""
+    if (len(src) == 1 and n_pk == n_src and tx_ids[src[0]].base is None
+            and tx_ns[src[0]].base is None):
+        packet_id, src_ns = tx_ids[src[0]].view(), tx_ns[src[0]].view()
+        packet_id.flags.writeable = src_ns.flags.writeable = False
+        return packet_id, src_ns
+    packet_id = np.concatenate([tx_ids[k] for k in src]
+                               + [nfs[k].rx_ids[s] for k, s in enumerate(start_rx)]
+                               ).astype(np.uint64, copy=False)
+    src_ns = np.full(n_pk, -1, np.int64)
+    if src:
+        np.concatenate([tx_ns[k] for k in src], out=src_ns[:n_src])
+    return packet_id, src_ns

@@ -157,6 +157,46 @@ def test_peak_rate_near_the_service_rate(case):
     assert q[case.sc.nfs[0].name].peak_rate == 0.5
 
 
+def _step_reference(arr, rx):
+    """Queue length after every distinct event time, and the busy periods,
+    by a sort of all events (what step_series merges)."""
+    t = np.concatenate([arr, rx])
+    d = np.concatenate([np.ones(len(arr), np.int64), -np.ones(len(rx), np.int64)])
+    steps = np.unique(t)
+    length = np.cumsum(np.bincount(np.searchsorted(steps, t), weights=d,
+                                   minlength=len(steps))).astype(np.int64)
+    busy = length > 0
+    before = np.concatenate([[False], busy[:-1]])
+    starts, ends = steps[busy & ~before], steps[~busy & before]
+    if len(ends) < len(starts):
+        ends = np.append(ends, -1)
+    return steps, length, starts, ends
+
+
+def test_step_series_and_periods_are_the_event_sort(case):
+    # the buffers are sized by the distinct event times: every step, start
+    # and end must still be there
+    for nf in case.sc.nfs:
+        q = case.queues[nf.name]
+        steps, length, starts, ends = _step_reference(q.arrival_ns, q.rx_ns)
+        assert np.array_equal(q.step_ns, steps) and np.array_equal(q.step_len, length)
+        assert np.array_equal(q.period_start_ns, starts)
+        assert np.array_equal(q.period_end_ns, ends)
+        assert q.step_len.dtype == np.int32 and q.hops.dtype == np.int32
+
+
+def test_hop_period_is_the_kernels(case):
+    from mscope.analyzer import _attrib
+    for nf in case.sc.nfs:
+        q = case.queues[nf.name]
+        n = len(q.hops)
+        ref = np.empty(n, np.int32)
+        _attrib.step_series(q.arrival_ns, q.rx_ns, np.empty(2 * n, np.int64),
+                            np.empty(2 * n, np.int32), np.empty(n + 1, np.int64),
+                            np.empty(n + 1, np.int64), ref, True)
+        assert q.hop_period.dtype == np.int32 and np.array_equal(q.hop_period, ref)
+
+
 # --- hand-built captures ----------------------------------------------------
 
 def _recs(rows):
@@ -365,3 +405,37 @@ def test_nf_fed_on_two_ports_is_not_split(tmp_path):
                (22, 0, 1, 0, [3]), (23, 1, 0, None, [3])]),
     ]))
     assert "j" in v.names
+
+
+def test_trajectory_dtypes(tmp_path):
+    t = build_trajectories(*(lambda v: (v, infer_topology(v)))(load(two_nfs(tmp_path))))
+    int32 = ("drop_nf", "hop_packet", "hop_nf", "hop_rx", "hop_tx")
+    int64 = ("src_ns", "exit_ns", "drop_ns", "latency_ns", "hop_arrival_ns", "hop_rx_ns",
+             "hop_tx_ns")
+    assert all(getattr(t, f).dtype == np.int32 for f in int32)
+    assert all(getattr(t, f).dtype == np.int64 for f in int64)
+    assert t.packet_id.dtype == np.uint64
+    assert t.src_addr.dtype == np.uint32 and t.dst_addr.dtype == np.uint32
+
+
+def test_packets_of_one_source_share_its_tx_arrays(tmp_path):
+    v = load(two_nfs(tmp_path))
+    src = v.nf("source")
+    t = build_trajectories(v, infer_topology(v))
+    assert np.shares_memory(t.packet_id, src.tx_ids) and np.shares_memory(t.src_ns, src.tx_ns)
+    assert not t.packet_id.flags.writeable and not t.src_ns.flags.writeable
+    assert src.tx_ids.flags.writeable                   # the view's own array is untouched
+    v.release_packets()
+    assert t.packet_id.tolist() == [1, 2, 3] and t.src_ns.tolist() == [0, 0, 0]
+
+
+def test_packets_copied_from_a_part_of_a_larger_array(tmp_path):
+    # an array that does not own its memory is copied: sharing it would keep
+    # the whole buffer alive after release_packets
+    v = load(two_nfs(tmp_path))
+    src = v.nf("source")
+    big = np.concatenate([src.tx_ids, np.zeros(1000, np.uint64)])
+    src.tx_ids = big[:3]
+    t = build_trajectories(v, infer_topology(v))
+    assert not np.shares_memory(t.packet_id, big)
+    assert t.packet_id.tolist() == [1, 2, 3] and t.latency_ns.tolist() == [40, -1, 50]

@@ -363,3 +363,74 @@ def test_unique_into():
     _match.unique_into(ids, out)
     assert out.tolist() == [0, 0, 1, 0, 1, 0, 0]
 
+
+
+# -- walk_paths and hop_times: the hops laid out, then their times ----------
+
+def _walk_chain():
+    """source (NF 0, tx only) -> lb (NF 1, two out-links: tx 0 to a, tx 1
+    to the sink, tx 2 to a) -> a (NF 2, tx to the sink).  Packet 0 goes
+    source, lb, a, out; packet 1 leaves by lb's sink link; packet 2 is
+    dropped at a's queue; packet 3 is a's own rx 1 (no tx claims it),
+    lost inside a."""
+    i32, i64 = (lambda x: np.array(x, np.int32)), (lambda x: np.array(x, np.int64))
+    tx_ns = [i64([0, 1, 2]), i64([10, 11, 12]), i64([30])]
+    rx_ns = [i64([]), i64([5, 6, 7]), i64([20, 25])]
+    tx_dest = [None, i32([2, -1, 2]), None]
+    one_dest = i32([1, -1, -1])
+    tx2rx = [i32([0, 1, 2]), i32([0, -1, -1]), i32([-1])]
+    rx2tx = [i32([]), i32([0, 1, 2]), i32([0, -1])]
+    rx_addr = [None, np.array([(1 << 32) | 2, 0, (3 << 32) | 4], np.uint64), None]
+    rx_only = np.zeros(3, np.uint8)
+    return tx_ns, rx_ns, tx_dest, one_dest, tx2rx, rx2tx, rx_addr, rx_only
+
+
+def test_walk_paths_then_hop_times():
+    tx_ns, rx_ns, tx_dest, one_dest, tx2rx, rx2tx, rx_addr, rx_only = _walk_chain()
+    n_pk, cap = 4, 6
+    exit_ns, drop_nf, drop_ns = (np.full(n_pk, -1, np.int64), np.full(n_pk, -1, np.int32),
+                                 np.full(n_pk, -1, np.int64))
+    src_addr, dst_addr = np.zeros(n_pk, np.uint32), np.zeros(n_pk, np.uint32)
+    hops = [np.empty(cap, np.int32) for _ in range(4)]
+    n = _match.walk_paths(tx_ns, tx_dest, one_dest, tx2rx, rx_ns, rx2tx, rx_addr, rx_only,
+                          np.array([0], np.int32), np.array([2], np.int32),
+                          np.array([1], np.int32), exit_ns, drop_nf, drop_ns,
+                          src_addr, dst_addr, *hops)
+    assert n == 6
+    pk, nf, rx, tx = (h.tolist() for h in hops)
+    assert pk == [0, 0, 1, 2, 2, 3]
+    assert nf == [1, 2, 1, 1, 2, 2]
+    assert rx == [0, 0, 1, 2, -1, 1]
+    assert tx == [0, 0, 1, 2, -1, -1]
+    assert exit_ns.tolist() == [30, 11, -1, -1]
+    assert drop_nf.tolist() == [-1, -1, 2, 2] and drop_ns.tolist() == [-1, -1, 12, 25]
+    assert src_addr.tolist() == [1, 0, 3, 0] and dst_addr.tolist() == [2, 0, 4, 0]
+    src_ns = np.array([0, 1, 2, -1], np.int64)
+    times = [np.empty(n, np.int64) for _ in range(3)]
+    _match.hop_times(tx_ns, rx_ns, src_ns, *hops, *times)
+    arr, rx_t, tx_t = (t.tolist() for t in times)
+    assert arr == [0, 10, 1, 2, 12, -1]      # the source's tx, then the previous hop's
+    assert rx_t == [5, 20, 6, 7, -1, 25]
+    assert tx_t == [10, 30, 11, 12, -1, -1]
+
+
+def test_walk_paths_checks_its_arguments():
+    tx_ns, rx_ns, tx_dest, one_dest, tx2rx, rx2tx, rx_addr, rx_only = _walk_chain()
+    pk = [np.full(4, -1, np.int64), np.full(4, -1, np.int32), np.full(4, -1, np.int64),
+          np.zeros(4, np.uint32), np.zeros(4, np.uint32)]
+    starts = (np.array([0], np.int32), np.array([2], np.int32), np.array([1], np.int32))
+    with pytest.raises(ValueError, match="one length"):
+        _match.walk_paths(tx_ns, [None, tx_dest[1][:2], None], one_dest, tx2rx, rx_ns,
+                          rx2tx, rx_addr, rx_only, *starts, *pk,
+                          *[np.empty(6, np.int32) for _ in range(4)])
+    with pytest.raises(ValueError, match="per-packet"):
+        _match.walk_paths(tx_ns, tx_dest, one_dest, tx2rx, rx_ns, rx2tx, rx_addr, rx_only,
+                          *starts, *[a[:3] for a in pk],
+                          *[np.empty(6, np.int32) for _ in range(4)])
+    with pytest.raises(ValueError, match="more hops"):
+        _match.walk_paths(tx_ns, tx_dest, one_dest, tx2rx, rx_ns, rx2tx, rx_addr, rx_only,
+                          *starts, *pk, *[np.empty(5, np.int32) for _ in range(4)])
+    with pytest.raises(ValueError, match="out of range"):
+        _match.hop_times(tx_ns, rx_ns, np.zeros(1, np.int64), np.array([3], np.int32),
+                         np.array([1], np.int32), np.array([0], np.int32),
+                         np.array([0], np.int32), *[np.empty(1, np.int64) for _ in range(3)])
