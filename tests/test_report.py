@@ -177,3 +177,40 @@ def test_ranking_without_ranked_arrays(monkeypatch):
     monkeypatch.delattr(attribution_mod.Attribution, "ranked_arrays", raising=False)
     assert VictimList(att).tolist() == ref
     assert culprit_dict(att.culprits[1], 2.0)["score"] == 2.0
+
+
+def test_numbers_of_every_width_in_one_block():
+    # one block mixing one-word numbers with a few wide ones: the digits
+    # above the units word are worked out only for those (and all of them
+    # when most are wide, as packet ids are)
+    rng = np.random.default_rng(11)
+    n = 64
+    S = np.round(rng.random((n, 3)) * 9, 3) * (rng.random((n, 3)) > 0.3)
+    S[5, 1], S[40, 0], S[41, 2] = 123456789.5, 10000.0, 9999.999
+    lat = rng.integers(0, 9_999, n)
+    lat[[3, 30]] = [12_345_678_901, 10_000]
+    drop = rng.random(n) > 0.8
+    att = _att(S, ids=rng.integers(0, 2**64 - 1, n, dtype=np.uint64), lat=lat,
+               dropped=drop, nf=[("fw", "nat", "vpn")[i % 3] for i in range(n)])
+    _check(att)
+    _check(att, block=5)
+    _check(_att(S, ids=np.arange(n), lat=lat, dropped=drop))
+
+
+def test_pattern_scores_are_the_dense_column_sums():
+    from mscope.analyzer.patterns import find_patterns
+    rng = np.random.default_rng(4)
+    n, c = 500, 6
+    S = np.round(rng.random((n, c)) * (rng.random((n, c)) > 0.5) * 100, 3)
+    nf = [("fw", "nat")[i % 2] if i % 7 else "vpn" for i in range(n)]
+    att = _att(S, nf=nf)
+    rules = find_patterns(att, threshold=0.01)
+    assert rules
+    vnf = np.array(nf)
+    for r in rules:
+        key = (("nf", r["culprit"]["nf"], r["culprit"]["cause"]) if r["culprit"]["kind"] == "nf"
+               else ("flows", r["culprit"]["flows"], r["culprit"]["cause"]))
+        j = att.culprits.index(key)
+        col = att.scores.column(j)[vnf == r["victims"]["nf"]]
+        assert r["score"] == round(float(col.sum()), 3)
+        assert r["count"] == int(np.sum((att.top() == j) & (vnf == r["victims"]["nf"])))
