@@ -215,17 +215,27 @@ def is_sorted(const int64_t[::1] t):
 
 # -- attribution: per-NF arrays ---------------------------------------------
 
-def ties_in_hop_order(const int64_t[::1] arrival, const out_t[::1] hops):
-    """Whether `hops` ascend within every run of equal `arrival` (sorted):
-    then they are already in (arrival, hop) order."""
+def arrival_order(const int64_t[::1] arrival, const out_t[::1] hops):
+    """How far `arrival` (with `hops` beside it) is in (arrival, hop)
+    order, in one pass (on bench/analyze.py's 9.5 M-hop capture a sort
+    check and a tie check were two passes, 25 + 38 ms).
+
+    Returns
+    -------
+    int
+        0: `arrival` not sorted; 1: sorted, but `hops` descend somewhere
+        within a run of equal arrivals; 2: in (arrival, hop) order.
+    """
     cdef Py_ssize_t i
-    cdef bint ordered = True
+    cdef int order = 2
     with nogil:
         for i in range(1, arrival.shape[0]):
-            if arrival[i] == arrival[i - 1] and hops[i] < hops[i - 1]:
-                ordered = False
+            if arrival[i] < arrival[i - 1]:
+                order = 0
                 break
-    return ordered
+            if arrival[i] == arrival[i - 1] and hops[i] < hops[i - 1]:
+                order = 1
+    return order
 
 
 def order_ties_by_hop(const int64_t[::1] arrival, out_t[::1] hops, int64_t[::1] rx):
@@ -354,6 +364,30 @@ def gather_scores(const uint64_t[::1] words, const int64_t[::1] rank,
             else:
                 local[i] = 0.0
                 input[i] = 0.0
+
+
+def gathered_sums(const uint64_t[::1] words, const int64_t[::1] rank,
+                  const double[:, ::1] values, const out_t[::1] idx,
+                  double[::1] local, double[::1] input):
+    """gather_scores into ``local[:n], input[:n]`` (room for ``n =
+    len(idx)`` at least), then their sums as ``ndarray.sum()`` adds them
+    (pairwise), to the last bit: one call where the recursion of the
+    upstream split made three.
+
+    Returns
+    -------
+    (float, float)
+        The sums of the local and of the input scores of hops `idx`.
+    """
+    cdef Py_ssize_t n = idx.shape[0]
+    if local.shape[0] < n or input.shape[0] < n:
+        raise ValueError(f"local and input must hold len(idx) = {n} scores")
+    cdef double ls, ins
+    gather_scores(words, rank, values, idx, local, input)
+    with nogil:
+        ls = _pairwise_sum(local, 0, n)
+        ins = _pairwise_sum(input, 0, n)
+    return ls, ins
 
 
 def rank_words(const uint64_t[::1] words, int64_t[::1] rank):
@@ -808,21 +842,36 @@ def earliest_period(const out_t[::1] idx, const int64_t[::1] hop_arrival_ns,
     return pmin, lo, hi
 
 
-def upstream_groups(const out_t[::1] hops, const code_t[::1] prev_nf, Py_ssize_t n_nf,
+def upstream_groups(const out_t[::1] hops, const code_t[::1] prev_nf,
+                    const double[::1] usual_from, int64_t span_ns, double eps,
                     out_t[::1] grouped):
-    """Partition `hops` by the NF of each one's previous hop (``prev_nf``,
-    -1: the source), keeping their order, into `grouped` by ascending NF.
+    """Partition `hops` (arrivals at one NF over `span_ns`) by the NF of
+    each one's previous hop (``prev_nf``, -1: the source), keeping their
+    order, into `grouped` by ascending NF, with each group's share of the
+    excess over its usual rate.
+
+    `grouped` holds, for the group from the source, its hops, and for a
+    group from an NF u, the previous hops, ``hop - 1``: the same packets'
+    hops at u, which the split goes on with.  ``usual_from[u + 1]`` is the
+    usual arrival rate (packets/ns) from u (0 where none came).
+
+    The shares are what numpy made of them, to the last bit: the excess
+    ``count - usual_from[u + 1] * span_ns``, clipped at 0, over its sum
+    (pairwise, as ``ndarray.sum``), or the counts over theirs where the
+    excesses sum to at most `eps`.
 
     Returns
     -------
-    (list, list, list)
+    (list, list, list, list)
         The NFs present (ascending, -1 first), how many hops came from
-        each, and where each one's hops start in `grouped`.
+        each, where each one's hops start in `grouped`, and its share.
     """
-    cdef Py_ssize_t i, n = hops.shape[0]
+    cdef Py_ssize_t i, j, n = hops.shape[0], n_nf = usual_from.shape[0] - 1, m = 0
     cdef int64_t u
+    cdef double total, x
     cdef int64_t[::1] counts = cvarray(shape=(n_nf + 1,), itemsize=sizeof(int64_t), format="q")
     cdef int64_t[::1] at = cvarray(shape=(n_nf + 1,), itemsize=sizeof(int64_t), format="q")
+    cdef double[::1] w = cvarray(shape=(n_nf + 1,), itemsize=sizeof(double), format="d")
     with nogil:
         for i in range(n_nf + 1):
             counts[i] = 0
@@ -831,18 +880,35 @@ def upstream_groups(const out_t[::1] hops, const code_t[::1] prev_nf, Py_ssize_t
         at[0] = 0
         for i in range(1, n_nf + 1):
             at[i] = at[i - 1] + counts[i - 1]
-    ups, cnt, start = [], [], []
+        # the excess of each group present, packed in NF order
+        for i in range(n_nf + 1):
+            if counts[i]:
+                x = <double>counts[i] - usual_from[i] * <double>span_ns
+                w[m] = x if x > 0.0 else 0.0
+                m += 1
+        total = _pairwise_sum(w, 0, m)
+        if total <= eps:
+            m = 0
+            for i in range(n_nf + 1):
+                if counts[i]:
+                    w[m] = <double>counts[i]
+                    m += 1
+            total = _pairwise_sum(w, 0, m)
+    ups, cnt, start, share = [], [], [], []
+    j = 0
     for i in range(n_nf + 1):
         if counts[i]:
             ups.append(i - 1)
             cnt.append(counts[i])
             start.append(at[i])
+            share.append(w[j] / total)
+            j += 1
     with nogil:
         for i in range(n):
             u = prev_nf[hops[i]]
-            grouped[at[u + 1]] = hops[i]
+            grouped[at[u + 1]] = hops[i] if u < 0 else hops[i] - 1
             at[u + 1] += 1
-    return ups, cnt, start
+    return ups, cnt, start, share
 
 
 def upstream_window(const out_t[::1] P, const int64_t[::1] hop_tx_ns,

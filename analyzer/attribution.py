@@ -290,9 +290,10 @@ class _NF:
         self.rate = float(r) if np.isfinite(r) and r > 0 else 0.0
         idx = q.hops.dtype
         acc = q.arrival_ns                                  # accepted arrivals
-        if _attrib.is_sorted(acc):
+        order = _attrib.arrival_order(acc, q.hops)
+        if order:
             acc_hops, acc_rx = q.hops, q.rx_ns
-            if not _attrib.ties_in_hop_order(acc, acc_hops):
+            if order == 1:                  # sorted, ties not in hop order
                 acc_hops, acc_rx = acc_hops.copy(), acc_rx.copy()
                 _attrib.order_ties_by_hop(acc, acc_hops, acc_rx)
         else:
@@ -323,8 +324,10 @@ class _NF:
         _attrib.neighbours(self.d_arr, self.d_hops, prev_nf, next_nf, start, BASELINE_BIN_NS,
                            from_bins, to_bins, d_next)
         self.usual = _median_rate(from_bins.sum(axis=0), t0, t1)
-        self.usual_from = {g - 1: _median_rate(from_bins[g], t0, t1)
-                           for g in np.flatnonzero(from_bins.any(axis=1)).tolist()}
+        # by previous NF + 1, 0 where none came (upstream_groups)
+        self.usual_from = np.zeros(ng)
+        for g in np.flatnonzero(from_bins.any(axis=1)).tolist():
+            self.usual_from[g] = _median_rate(from_bins[g], t0, t1)
         self.usual_to = {g - 1: _median_rate(to_bins[g], t0, t1)
                          for g in np.flatnonzero(to_bins.any(axis=1)).tolist()}
         # the arrivals bound for each next NF, for upstream_window: the
@@ -446,6 +449,13 @@ class _HopScores:
         has none)."""
         _attrib.gather_scores(self.words, self.rank, self.values, idx, local, input)
 
+    def sums(self, idx, scratch):
+        """The sums (as ``ndarray.sum``) of the local and of the input
+        scores of hops `idx`, gathered into `scratch` ((2, >= len(idx))
+        float64, overwritten)."""
+        return _attrib.gathered_sums(self.words, self.rank, self.values, idx, scratch[0],
+                                     scratch[1])
+
 
 class _Attributor:
     def __init__(self, traj, queues, max_depth):
@@ -474,6 +484,9 @@ class _Attributor:
             F.hop_scores(nh)
         self.names = names
         self.max_depth = max_depth
+        # room to gather the scores of one call's hops (diagnose), grown
+        # as needed: the recursion makes thousands of calls
+        self._scratch = np.empty((2, 0))
         # the source's usual rates per address, from the first hops
         self.src_addr = None if traj.src_addr is None else \
             np.ascontiguousarray(traj.src_addr, np.uint32)
@@ -505,24 +518,21 @@ class _Attributor:
             return
         F = self.nfs[k]
         t = self.t
-        # hops grouped by the NF they came from (-1: the source), in order
+        # hops grouped by the NF they came from (-1: the source), in order;
+        # from an NF, the same packets' hops there (hop - 1); each group's
+        # share: its excess over its usual rate (its count where none sent
+        # above it), over the total
         grouped = np.empty(len(hops), hops.dtype)
-        ups, cnt, start = _attrib.upstream_groups(hops, self.prev_nf, len(self.names), grouped)
-        T = max(e - s, 0)
-        ex = np.array([c - F.usual_from.get(u, 0.0) * T for u, c in zip(ups, cnt)])
-        w = np.maximum(ex, 0.0)
-        if w.sum() <= _EPS:
-            w = np.array(cnt, float)
-        w = w / w.sum()
-        for u, share, c_u, at in zip(ups, w.tolist(), cnt, start):
+        ups, cnt, start, shares = _attrib.upstream_groups(
+            hops, self.prev_nf, F.usual_from, max(e - s, 0), _EPS, grouped)
+        for u, share, c_u, at in zip(ups, shares, cnt, start):
             if share <= _EPS:
                 continue
             a_u = amount * share
-            H = grouped[at:at + c_u]
             if u < 0:
-                self._source(H, a_u, acc)
+                self._source(grouped[at:at + c_u], a_u, acc)
                 continue
-            P = H - 1                               # the same packets' hops at u
+            P = grouped[at:at + c_u]                # the same packets' hops at u
             if depth >= self.max_depth or u not in self.nfs:
                 self._add(acc, ("nf", self.names[u], "input"), a_u)
                 continue
@@ -545,9 +555,9 @@ class _Attributor:
         P (hops at u), as their own scores there say."""
         U = self.nfs[u]
         t = self.t
-        L, I = np.empty(len(P)), np.empty(len(P))
-        U.scores.gather(P, L, I)
-        Ls, Is = float(L.sum()), float(I.sum())
+        if self._scratch.shape[1] < len(P):
+            self._scratch = np.empty((2, 2 * len(P)))
+        Ls, Is = U.scores.sums(P, self._scratch)
         if Ls + Is <= _EPS:
             self._add(acc, ("nf", self.names[u], "input"), amount)
             return
@@ -660,13 +670,14 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         o = np.argsort(g, kind="stable")
         first = np.flatnonzero(np.concatenate([[True], g[o][1:] != g[o][:-1]]))
         last = np.concatenate([first[1:], [len(o)]])
-        emax = np.maximum.reduceat(a_k[o], first)
+        emax = np.maximum.reduceat(a_k[o], first).tolist()
+        s0 = F.pstart[g[o[first]] // nb].tolist()
+        # victims and input scores in group order: a group is a slice
+        hv_g, I_g = hv_of[sel[o]], I[o]
         for gi, (i0, i1) in enumerate(zip(first.tolist(), last.tolist())):
-            s0 = int(F.pstart[int(g[o[i0]]) // nb])
-            split = A.unit_split(k, s0, int(emax[gi]))
-            mem = o[i0:i1]
+            split = A.unit_split(k, s0[gi], emax[gi])
             for key, frac in split.items():
-                contribute(hv_of[sel[mem]], key, I[mem] * frac / r_k)
+                contribute(hv_g[i0:i1], key, I_g[i0:i1] * frac / r_k)
     culprits = [None] * len(keys)
     for key, j in keys.items():
         culprits[j] = key

@@ -185,9 +185,10 @@ def test_arrival_order_is_a_stable_argsort_over_hops(index):
     rx = np.where(acc, rng.integers(0, 10**6, 2000), -1).astype(np.int64)
     o = np.argsort(a[acc], kind="stable")
     a1, h1, r1 = a[acc][o], hops[acc][o].copy(), rx[acc][o].copy()
-    assert not _attrib.ties_in_hop_order(a1, h1)
+    assert _attrib.arrival_order(a1, h1) == 1
     _attrib.order_ties_by_hop(a1, h1, r1)
-    assert _attrib.ties_in_hop_order(a1, h1)
+    assert _attrib.arrival_order(a1, h1) == 2
+    assert _attrib.arrival_order(a1[::-1].copy(), h1) == 0
     o = np.lexsort((hops[~acc], a[~acc]))
     a2, h2 = a[~acc][o], hops[~acc][o]
     out_h = np.empty(len(a), index)
@@ -361,14 +362,17 @@ def test_upstream_groups_and_windows(index):
     hop_packet, hop_nf, hop_rx, arr, rx, tx = _hops(rng, index)
     hops = rng.choice(len(hop_packet), 200, replace=False).astype(index)
     grouped = np.empty(len(hops), index)
-    ups, cnt, start = _attrib.upstream_groups(hops, _neighbour_codes(hop_packet, hop_nf)[0],
-                                              4, grouped)
+    usual_from = np.array([0.3, 0.0, 0.25, 0.1, 0.0])      # by previous NF + 1
+    ups, cnt, start, share = _attrib.upstream_groups(
+        hops, _neighbour_codes(hop_packet, hop_nf)[0], usual_from, 97, 1e-9, grouped)
     prev_ok = (hops > 0) & (hop_packet[np.maximum(hops - 1, 0)] == hop_packet[hops])
     pv = np.where(prev_ok, hop_nf[np.maximum(hops - 1, 0)], -1)
     ref_u, ref_c = np.unique(pv, return_counts=True)
     assert ups == ref_u.tolist() and cnt == ref_c.tolist()
     for u, c, s in zip(ups, cnt, start):
-        assert grouped[s:s + c].tolist() == hops[pv == u].tolist()
+        # an NF's group goes on as the same packets' hops there
+        assert grouped[s:s + c].tolist() == (hops[pv == u] - (u >= 0)).tolist()
+    assert share == _ref_shares(ref_u, ref_c, usual_from, 97).tolist()
     P = hops[:50]
     arr_to = np.sort(rng.integers(0, 10**6, 300)).astype(np.int64)
     to_pos = np.sort(rng.choice(300, 120, replace=False)).astype(index)
@@ -385,6 +389,58 @@ def test_upstream_groups_and_windows(index):
     span = _attrib.source_window(P, hop_packet, addr_of, arr, addr)
     assert addr.tolist() == addr_of[hop_packet[P]].tolist()
     assert span == known.max() - known.min()
+
+
+def _ref_shares(ups, cnt, usual_from, span):
+    """split_upstream's shares before the kernel (numpy)."""
+    ex = np.array([c - usual_from[u + 1] * span for u, c in zip(ups.tolist(), cnt.tolist())])
+    w = np.maximum(ex, 0.0)
+    if w.sum() <= 1e-9:
+        w = np.array(cnt, float)
+    return w / w.sum()
+
+
+@pytest.mark.parametrize("n_nf", [3, 7, 12, 40])
+def test_upstream_shares_as_numpy(n_nf):
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        n = int(rng.integers(1, 400))
+        prev_nf = rng.integers(-1, n_nf, n).astype(np.int8)
+        hops = np.arange(n, dtype=np.int32)
+        usual_from = rng.random(n_nf + 1) * 10.0 ** rng.integers(-4, 0)
+        usual_from[rng.random(n_nf + 1) < 0.3] = 0.0
+        span = int(rng.integers(0, 5000)) if trial % 7 else 10**9    # all under: by count
+        grouped = np.empty(n, np.int32)
+        ups, cnt, start, share = _attrib.upstream_groups(hops, prev_nf, usual_from, span,
+                                                         1e-9, grouped)
+        ref_u, ref_c = np.unique(prev_nf.astype(np.int64), return_counts=True)
+        assert ups == ref_u.tolist()
+        assert np.array(share).tobytes() == _ref_shares(ref_u, ref_c, usual_from,
+                                                        span).tobytes()
+
+
+@pytest.mark.parametrize("index", INDEX)
+def test_gathered_sums_add_up_as_numpy(index):
+    rng = np.random.default_rng(12)
+    nh = 5000
+    scored = np.flatnonzero(rng.random(nh) < 0.6)
+    words = np.zeros((nh + 63) // 64, np.uint64)
+    for h in scored.tolist():
+        words[h >> 6] |= np.uint64(1 << (h & 63))
+    rank = np.empty(len(words), np.int64)
+    assert _attrib.rank_words(words, rank) == len(scored)
+    values = rng.standard_normal((len(scored), 2)) * 10.0 ** rng.integers(-6, 6, (len(scored), 2))
+    values[::5] = -0.0
+    scratch = np.full((2, 3000), np.nan)
+    for n in [0, 1, 5, 7, 8, 9, 100, 129, 2500]:
+        idx = rng.choice(nh, n, replace=False).astype(index)
+        L, I = np.empty(n), np.empty(n)
+        _attrib.gather_scores(words, rank, values, idx, L, I)
+        Ls, Is = _attrib.gathered_sums(words, rank, values, idx, scratch[0], scratch[1])
+        assert (np.float64(Ls).tobytes(), np.float64(Is).tobytes()) == \
+            (L.sum().tobytes(), I.sum().tobytes())
+    with pytest.raises(ValueError, match="len"):
+        _attrib.gathered_sums(words, rank, values, idx, scratch[0, :10], scratch[1])
 
 
 @pytest.mark.parametrize("index", INDEX)
