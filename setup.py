@@ -65,6 +65,12 @@ setup(
         "mscope.analyzer._prefix",
         sources=["analyzer/_prefix.pyx"],
         extra_compile_args=["-O2", "-ffp-contract=off"],
+    ), Extension(
+        # stage 1's expansion of a stream into per-packet arrays; optional at
+        # run time (ingest falls back to numpy without it)
+        "mscope.analyzer._ingest",
+        sources=["analyzer/_ingest.pyx"],
+        extra_compile_args=["-O2"],
     )],
     cmdclass={"build_ext": build_ext},
     install_requires=[

@@ -1,0 +1,360 @@
+"""Stage 1's two ways of expanding a stream: the compiled one
+(mscope.analyzer._ingest) builds exactly the NFRecords of the numpy one,
+array for array -- values, dtypes, shapes, zero-stride ports, read-only
+flags, ids handed over as they are -- on simulated chains, hand-built
+streams of every record kind, and damaged captures."""
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mscope.analyzer import ingest
+from mscope.capture import (CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_TX,
+                            CAPTURE_OCC_UNKNOWN, CAPTURE_RECORD_DTYPE, CaptureWriter,
+                            id_counts, open_capture)
+from mscope.capture.format import FRAME_HEADER_SIZE
+from mscope.errors import CaptureFormatError
+
+from test_capture import (_flip, _mutate, _mutation, _nf_capture, frame_table, make_records,
+                          mixed_chunk, write_three_streams)
+
+_ingest = pytest.importorskip("mscope.analyzer._ingest",
+                              reason="build it: cd analyzer && cythonize -i -3 _ingest.pyx")
+
+SUITE = Path(__file__).resolve().parent.parent / "bench" / "scenarios"
+
+FIELDS = ("rx_ids", "rx_ns", "rx_batch", "batch_ns", "batch_occupancy", "tx_ids", "tx_ns",
+          "tx_port", "tx_batch", "rx_addr", "rx_port")
+
+
+def same_nf(x, y, ids=None):
+    """NFRecords `x` (compiled) and `y` (numpy) are the same, field by
+    field; with `ids`, the stream's ids: handed over in both or neither."""
+    assert (x.name, x.nf_id) == (y.name, y.nf_id)
+    for f in FIELDS:
+        u, v = getattr(x, f), getattr(y, f)
+        assert (u is None) == (v is None), (x.name, f)
+        if u is None:
+            continue
+        where = (x.name, f)
+        assert u.dtype == v.dtype and u.shape == v.shape, where
+        assert u.strides == v.strides, where                 # zero-stride ports alike
+        assert u.flags.writeable == v.flags.writeable, where
+        assert u.flags.c_contiguous == v.flags.c_contiguous, where
+        assert np.array_equal(u, v), where
+        if ids is not None:
+            assert (u is ids) == (v is ids), where
+
+
+def same_view(a, b):
+    assert a.names == b.names
+    assert a.incomplete == b.incomplete and a.topology == b.topology
+    for x, y in zip(a.nfs, b.nfs):
+        same_nf(x, y)
+
+
+def both_loads(path):
+    """load() both ways: the same view, or the same error."""
+    try:
+        want = ingest.load(path, compiled=False)
+    except CaptureFormatError as exc:
+        with pytest.raises(CaptureFormatError) as got:
+            ingest.load(path, compiled=True)
+        assert str(got.value) == str(exc)
+        return None
+    got = ingest.load(path, compiled=True)
+    same_view(got, want)
+    return got
+
+
+def both_streams(recs, ids, id_rec=None):
+    """_one_stream both ways on one stream: the same NFRecords, or both
+    None (times that go back)."""
+    want = ingest._one_stream("nf", 7, recs, ids, id_rec, False)
+    got = ingest._one_stream("nf", 7, recs, ids, id_rec, True)
+    assert (got is None) == (want is None)
+    if want is not None:
+        same_nf(got, want, ids)
+    return got
+
+
+# --- whole captures ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["interrupt-drops", "dag-burst-drops"])
+def test_simulated_scenarios(tmp_path, name):
+    from mscope.sim.engine import simulate
+    from mscope.sim.run import make_traffic, write_capture
+    from mscope.sim.scenario import load_scenario
+    sc = load_scenario(SUITE / f"{name}.json")
+    write_capture(sc, simulate(sc, make_traffic(sc)), tmp_path / "cap")
+    view = both_loads(tmp_path / "cap")
+    assert view is not None and len(view.nfs) >= 3
+    assert any(n.rx_addr is not None for n in view.nfs)            # the ingress's
+
+
+def test_bench_capture_if_present():
+    cap = Path("/work/anbench/s05/cap")
+    if not cap.is_dir():
+        pytest.skip("no bench capture here")
+    both_loads(cap)
+
+
+@pytest.mark.parametrize("corrupt", [(), (2,), (1, 4), (0, 1, 2, 3, 4, 5)])
+def test_address_records_ports_and_corrupt_frames(tmp_path, corrupt):
+    # _nf_capture: a source, an NF with address records and two out
+    # ports, one with rx and tx records; damaged frames lose records
+    _nf_capture(tmp_path / "cap", corrupt)
+    view = both_loads(tmp_path / "cap")
+    if not corrupt:
+        lb = view.nf("lb")
+        assert lb.rx_addr is not None and lb.tx_port.strides == (4,)
+        assert view.nf("fw").rx_port.strides == (0,)
+
+
+@pytest.mark.parametrize("damage", ["crc", "cut", "removed", "duplicate"])
+def test_truncated_and_damaged_three_streams(tmp_path, damage):
+    cap = tmp_path / "cap"
+    write_three_streams(cap, codec="zstd", segment_bytes=2000)
+    frames = frame_table(cap)
+    seg, off, n, _ = frames[4]
+    if damage == "crc":
+        _flip(seg, off + FRAME_HEADER_SIZE + 3)
+    elif damage == "cut":
+        last = frames[-1][0]
+        last.write_bytes(last.read_bytes()[:-7])
+    elif damage == "removed":
+        buf = seg.read_bytes()
+        seg.write_bytes(buf[:off] + buf[off + n:])
+    else:                               # read whole (read_streams), not stream by stream
+        last = frames[-1][0]
+        last.write_bytes(last.read_bytes() + seg.read_bytes()[off:off + n])
+    both_loads(cap)
+
+
+@pytest.fixture(scope="module")
+def pristine_nf():
+    with tempfile.TemporaryDirectory() as tmp:
+        cap = Path(tmp) / "cap"
+        _nf_capture(cap)
+        return {p.name: p.read_bytes() for p in sorted(cap.iterdir())}
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.lists(st.integers(0, 99), min_size=1, max_size=3),
+       mutations=st.lists(_mutation, min_size=1, max_size=3))
+def test_fuzzed_capture_loads_alike(pristine_nf, which, mutations):
+    names = sorted(pristine_nf)
+    damaged = dict(pristine_nf)
+    for k, m in zip(which * 3, mutations):
+        name = names[k % len(names)]
+        damaged[name] = _mutate(damaged[name], m)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, buf in damaged.items():
+            (Path(tmp) / name).write_bytes(buf)
+        both_loads(tmp)
+
+
+def test_batch_only_records(tmp_path):
+    # every kind in one stream: rx, its address record, batch-only rx and
+    # tx, tx; then a capture of batch-only records alone (refused alike)
+    cap = tmp_path / "mixed"
+    with CaptureWriter(cap) as w:
+        h = w.add_host("h")
+        src = w.add_stream(h, 0, "source")
+        s = w.add_stream(h, 1, "bo")
+        for k in range(3):
+            recs, ids = mixed_chunk(5 * k, t0=1000 * k)
+            recs["nf_id"] = 1
+            w.write_chunk(s, recs, ids)
+        sr = make_records(range(3), counts=3, nf_id=0, tx=True)
+        w.write_chunk(src, sr, np.array([1000, 1001, 1002, 6000, 6001, 6002,
+                                         11000, 11001, 11002], np.uint64))
+    view = both_loads(cap)
+    assert view.nf("bo").rx_ids.tolist() == [1000, 1001, 1002, 6000, 6001, 6002,
+                                             11000, 11001, 11002]
+    only = tmp_path / "only"
+    with CaptureWriter(only) as w:
+        s = w.add_stream(w.add_host("h"), 1, "bo")
+        r = make_records(range(4), counts=[1, 1024, 7, 2])
+        r["flags"] = CAPTURE_F_NOIDS | np.array([0, 1, 0, 1], np.uint8)
+        w.write_chunk(s, r, np.zeros(0, np.uint64))
+    assert both_loads(only) is None
+
+
+def test_lcores_and_clocks_that_go_back(tmp_path):
+    # one NF on two streams, and a stream whose times go back: the
+    # general path, whichever expansion is asked for
+    cap = tmp_path / "cap"
+    with CaptureWriter(cap) as w:
+        h = w.add_host("h")
+        for lcore in (0, 1):
+            s = w.add_stream(h, 1, "fw", lcore=lcore)
+            r = make_records(range(6), t0=lcore * 50, counts=2, nf_id=1)
+            r["flags"] = [0, 1, 0, 1, 0, 1]
+            w.write_chunk(s, r, np.arange(12, dtype=np.uint64) + 100 * lcore + 1)
+        s = w.add_stream(h, 2, "nat")
+        r = make_records(range(4), counts=1, nf_id=2)
+        r["time_ns"] = [50, 40, 60, 70]
+        r["flags"] = [0, 1, 0, 1]
+        w.write_chunk(s, r, np.array([1, 1, 2, 2], np.uint64))
+    both_loads(cap)
+
+
+# --- one stream ----------------------------------------------------------------
+
+def _stream(rng, n, kinds, max_count=6, ports=(0,), batch_share=0.3, addr_ok=True,
+            big=0.0):
+    """A stream of `n` records drawn from `kinds` (flags values), their
+    ids, and an address record after some rx ones (seq + 1, same count
+    unless not `addr_ok`)."""
+    flags = rng.choice(np.array(kinds, np.uint8), n)
+    count = rng.integers(0 if big else 1, max_count + 1, n).astype(np.uint32)
+    large = rng.random(n) < big                         # split batches of up to 1024
+    count[large] = rng.integers(5, 1025, int(large.sum()))
+    step = np.where(rng.random(n) < batch_share, 0, rng.integers(1, 300, n))
+    r = np.zeros(n, CAPTURE_RECORD_DTYPE)
+    r["time_ns"] = 1000 + np.cumsum(step)
+    r["seq"] = np.cumsum(rng.integers(1, 3, n))          # gaps: lost records
+    r["nf_id"] = 7
+    r["port"] = rng.choice(np.array(ports, np.uint16), n)
+    r["flags"] = flags
+    r["count"] = count
+    r["occupancy"] = np.where(rng.random(n) < 0.2, CAPTURE_OCC_UNKNOWN,
+                              rng.integers(0, 5000, n))
+    if CAPTURE_F_ADDR in kinds:
+        # an address record follows its rx record as the recorder writes it
+        for i in np.flatnonzero(flags == CAPTURE_F_ADDR):
+            if i and r["flags"][i - 1] == 0 and addr_ok:
+                r["seq"][i] = r["seq"][i - 1] + 1
+                r["count"][i] = r["count"][i - 1]
+                r["time_ns"][i] = r["time_ns"][i - 1]
+        r["time_ns"] = np.maximum.accumulate(r["time_ns"])
+    ids = rng.integers(1, 2**64, int(id_counts(r).sum()), dtype=np.uint64)
+    return r, ids
+
+
+KIND_SETS = [
+    [0], [CAPTURE_F_TX], [0, CAPTURE_F_TX], [0, CAPTURE_F_TX, CAPTURE_F_TX | CAPTURE_F_ADDR],
+    [0, CAPTURE_F_ADDR, CAPTURE_F_TX], [0, CAPTURE_F_NOIDS, CAPTURE_F_TX],
+    [CAPTURE_F_NOIDS, CAPTURE_F_NOIDS | CAPTURE_F_TX, 0],
+    [0, CAPTURE_F_ADDR, CAPTURE_F_TX, CAPTURE_F_NOIDS, 5, 6, 7],
+    [CAPTURE_F_ADDR], [CAPTURE_F_NOIDS, 0],
+]
+
+
+@pytest.mark.parametrize("kinds", KIND_SETS)
+@pytest.mark.parametrize("ports", [(0,), (3,), (0, 1), (2, 5, 9)])
+def test_random_streams(kinds, ports):
+    rng = np.random.default_rng(len(kinds) * 31 + sum(ports))
+    for n, batch_share, big, addr_ok in [(1, 0, 0, True), (2, 0.5, 0, True),
+                                         (300, 0.3, 0, True), (500, 0.6, 0.05, True),
+                                         (200, 0.3, 0, False)]:
+        recs, ids = _stream(rng, n, kinds, ports=ports, batch_share=batch_share, big=big,
+                            addr_ok=addr_ok)
+        both_streams(recs, ids)
+        both_streams(recs, ids, ingest._id_offsets(recs))
+
+
+def test_address_records_paired_by_seq():
+    # address records not each right after their rx record (one's rx lost,
+    # one with another count): paired by seq, as the numpy version does
+    rng = np.random.default_rng(3)
+    recs, ids = _stream(rng, 400, [0, CAPTURE_F_ADDR, CAPTURE_F_TX])
+    a = np.flatnonzero(recs["flags"] == CAPTURE_F_ADDR)
+    assert len(a) > 10
+    got = both_streams(recs, ids)
+    assert got.rx_addr is not None
+    keep = np.ones(len(recs), bool)
+    keep[a[3] - 1] = False                      # its rx record is lost
+    r2 = recs[keep]
+    ids2 = ids[np.repeat(keep, id_counts(recs))]
+    assert both_streams(r2, ids2).rx_addr is not None
+    # and every address record right after its rx one: words as they are
+    r3 = make_records(range(6), counts=[2, 2, 1, 3, 3, 1])
+    r3["flags"] = [0, CAPTURE_F_ADDR, CAPTURE_F_TX] * 2
+    r3["time_ns"] = [10, 10, 20, 30, 30, 40]
+    ids3 = np.arange(1, 13, dtype=np.uint64)
+    got = both_streams(r3, ids3)
+    assert got.rx_addr.tolist() == [3, 4, 9, 10, 11]
+    assert got.rx_ids.tolist() == [1, 2, 6, 7, 8]
+
+
+def test_one_kind_streams_hand_their_ids_over():
+    r = make_records(range(5), counts=[1, 4, 2, 5, 3], tx=True)
+    ids = np.arange(1, 16, dtype=np.uint64)
+    got = both_streams(r, ids)
+    assert got.tx_ids is ids and len(got.rx_ids) == 0
+    r["flags"] = 0
+    got = both_streams(r, ids)
+    assert got.rx_ids is ids and got.rx_port.strides == (0,)
+    assert not got.rx_port.flags.writeable
+
+
+def test_times_that_go_back_are_left_to_the_general_path():
+    r = make_records(range(4), counts=1)
+    r["time_ns"] = [10, 20, 15, 30]
+    assert both_streams(r, np.arange(1, 5, dtype=np.uint64)) is None
+    assert _ingest.expand_stream(r, np.arange(1, 5, dtype=np.uint64)) is None
+
+
+def test_kernel_declines_what_it_cannot_trust():
+    # ids other than the records claim (too few, too many), no records:
+    # None, and the numpy version decides
+    r = make_records(range(3), counts=[2, 3, 1])
+    r["flags"] = [0, 1, 0]
+    ids = np.arange(1, 7, dtype=np.uint64)
+    assert _ingest.expand_stream(r, ids) is not None
+    assert _ingest.expand_stream(r, ids[:5]) is None
+    assert _ingest.expand_stream(r, np.arange(1, 8, dtype=np.uint64)) is None
+    assert _ingest.expand_stream(r[:0], ids[:0]) is None
+    r["count"][1] = 0xFFFFFFFF                          # a hostile count
+    assert _ingest.expand_stream(r, ids) is None
+    r["flags"][1] = CAPTURE_F_NOIDS                     # no ids whatever its count
+    assert _ingest.expand_stream(r, ids[:3]) is not None
+    # records of another layout are refused by the buffer check
+    with pytest.raises(ValueError):
+        _ingest.expand_stream(np.zeros(3, [("a", "<i8"), ("b", "<i8")]), ids)
+
+
+def test_strided_or_other_dtype_inputs_take_the_numpy_path():
+    rng = np.random.default_rng(9)
+    recs, ids = _stream(rng, 50, [0, CAPTURE_F_TX])
+    both_streams(recs, ids)
+    wide = np.zeros(2 * len(ids), np.uint64)
+    wide[::2] = ids
+    both_streams(recs, wide[::2])                    # not contiguous
+    both_streams(recs, ids.astype(">u8"))            # another byte order
+
+
+# --- choosing the path ---------------------------------------------------------
+
+def test_environment_forces_numpy(monkeypatch):
+    monkeypatch.setenv(ingest.INGEST_ENV, "numpy")
+    assert ingest._kernel(None) is None
+    assert ingest._kernel(True) is _ingest
+    monkeypatch.setenv(ingest.INGEST_ENV, "")
+    assert ingest._kernel(None) is _ingest
+    assert ingest._kernel(False) is None
+
+
+def test_numpy_path_works_without_the_kernel(tmp_path, monkeypatch):
+    # as on a machine without a compiler: the numpy version throughout,
+    # and asking for the compiled one says how to build it
+    _nf_capture(tmp_path / "cap")
+    want = ingest.load(tmp_path / "cap", compiled=True)
+    monkeypatch.setattr(ingest, "_ingest", None)
+    same_view(want, ingest.load(tmp_path / "cap"))
+    with pytest.raises(ImportError, match="cythonize -i -3 analyzer/_ingest.pyx"):
+        ingest.load(tmp_path / "cap", compiled=True)
+
+
+def test_from_capture_data_both_ways(tmp_path):
+    _nf_capture(tmp_path / "cap")
+    c = open_capture(tmp_path / "cap")
+    data = c.read()
+    same_view(ingest.from_capture_data(data, c.manifest, compiled=True),
+              ingest.from_capture_data(data, c.manifest, compiled=False))
