@@ -61,68 +61,84 @@ SAMPLE_EVERY = 8
 MIN_VOTES = 200
 
 
-def _sampled(ids):
-    # a multiplicative hash first: ids from other schemes need not be
-    # uniform; its top 3 bits zero <=> the product below 2**61
-    return ids * np.uint64(0x9E3779B97F4A7C15) < np.uint64(1 << 61)
-
-
 def _small_links(port):
-    """Per tx: whether its out-link has too few entries for a 1-in-8 sample."""
+    """Per tx (uint8): whether its out-link has too few entries for a 1-in-8
+    sample; None when no out-link has."""
     if len(port) == 0:
-        return np.zeros(0, bool)
-    lo, hi = int(port.min()), int(port.max())
+        return None
+    if port.strides[0] == 0:                       # one out-link, broadcast: no pass
+        lo = hi = int(port[0])
+    else:
+        lo, hi = int(port.min()), int(port.max())
     if lo == hi:
-        return np.full(len(port), len(port) < SAMPLE_EVERY * MIN_VOTES)
+        return np.ones(len(port), np.uint8) if len(port) < SAMPLE_EVERY * MIN_VOTES else None
     if lo >= 0 and hi < 1 << 16:
-        return (np.bincount(port) < SAMPLE_EVERY * MIN_VOTES)[port]
+        cnt = np.bincount(port)
+        if not ((cnt > 0) & (cnt < SAMPLE_EVERY * MIN_VOTES)).any():
+            return None
+        return (cnt < SAMPLE_EVERY * MIN_VOTES)[port].view(np.uint8)
     _, inv, cnt = np.unique(port, return_inverse=True, return_counts=True)
-    return cnt[inv] < SAMPLE_EVERY * MIN_VOTES
+    if not (cnt < SAMPLE_EVERY * MIN_VOTES).any():
+        return None
+    return (cnt[inv] < SAMPLE_EVERY * MIN_VOTES).view(np.uint8)
 
 
 def _votes(view):
     """The tx and rx entries that vote, concatenated in NF order: all of
-    them, or above SAMPLE_ABOVE tx a sample (built NF by NF, so no copy of
-    every id in the capture is made)."""
+    them, or above SAMPLE_ABOVE tx a sample (written NF by NF into arrays
+    sized by a first counting pass, so no copy of every id in the capture
+    is made)."""
     nfs = view.nfs
-    tx_keep = rx_keep = None
-    if sum(len(n.tx_ids) for n in nfs) > SAMPLE_ABOVE:
-        # the graph needs votes, not every packet: keep one id in SAMPLE_EVERY
-        # (ids are hashes, so a bit pattern is a uniform sample and keeps a
-        # packet's tx and rx together), all of any out-link that would get
-        # too few votes that way
-        tx_keep, small_ids = [], []
-        for n in nfs:
-            small = _small_links(n.tx_port)
-            tx_keep.append(np.flatnonzero(_sampled(n.tx_ids) | small))
-            if small.any():
-                small_ids.append(n.tx_ids[small])
-        small_ids = np.concatenate(small_ids) if small_ids else None
-        rx_keep = []
-        for n in nfs:
-            keep = _sampled(n.rx_ids)
-            if small_ids is not None and len(n.rx_ids):
-                seen = np.empty(len(n.rx_ids), np.uint8)
-                _match.contains(np.ascontiguousarray(small_ids, np.uint64),
-                                np.ascontiguousarray(n.rx_ids, np.uint64), seen)
-                keep |= seen.view(bool)
-            rx_keep.append(np.flatnonzero(keep))
+    if sum(len(n.tx_ids) for n in nfs) <= SAMPLE_ABOVE:
+        def side(name):
+            cols = [[getattr(n, name + "_ids") for n in nfs],
+                    [getattr(n, name + "_ns") for n in nfs],
+                    [np.full(len(n.rx_ids if name == "rx" else n.tx_ids), k, np.int64)
+                     for k, n in enumerate(nfs)]]
+            return [np.concatenate(c) for c in cols]
 
-    def side(name, keep):
-        cols = [[], [], []]
-        for k, n in enumerate(nfs):
-            ids, ns = getattr(n, name + "_ids"), getattr(n, name + "_ns")
-            if keep is not None:
-                ids, ns = ids[keep[k]], ns[keep[k]]
-            cols[0].append(ids)
-            cols[1].append(ns)
-            cols[2].append(np.full(len(ids), k, np.int64))
-        return [np.concatenate(c) for c in cols]
+        tx_ids, tx_ns, tx_nf = side("tx")
+        rx_ids, rx_ns, rx_nf = side("rx")
+        return (tx_ids, tx_ns, tx_nf, np.concatenate([n.tx_port for n in nfs]),
+                rx_ids, rx_ns, rx_nf)
+    # the graph needs votes, not every packet: keep one id in SAMPLE_EVERY
+    # (ids are hashes, so a bit pattern -- _match.sample_into's rule, the
+    # top 3 bits of a multiplicative hash zero, as ids from other schemes
+    # need not be uniform -- is a uniform sample and keeps a packet's tx
+    # and rx together), all of any out-link that would get too few votes
+    # that way
+    u64 = lambda a: np.ascontiguousarray(a, np.uint64)
+    i64 = lambda a: np.ascontiguousarray(a, np.int64)
+    tx_force = [_small_links(n.tx_port) for n in nfs]
+    small_ids = [n.tx_ids[f.view(bool)] for n, f in zip(nfs, tx_force) if f is not None]
+    small_ids = u64(np.concatenate(small_ids)) if small_ids else None
+    rx_force = []
+    for n in nfs:
+        seen = None
+        if small_ids is not None and len(n.rx_ids):
+            seen = np.empty(len(n.rx_ids), np.uint8)
+            _match.contains(small_ids, u64(n.rx_ids), seen)
+        rx_force.append(seen)
 
-    tx_ids, tx_ns, tx_nf = side("tx", tx_keep)
-    tx_port = np.concatenate([n.tx_port if tx_keep is None else n.tx_port[tx_keep[k]]
-                              for k, n in enumerate(nfs)])
-    rx_ids, rx_ns, rx_nf = side("rx", rx_keep)
+    def side(name, force):
+        ids = [u64(getattr(n, name + "_ids")) for n in nfs]
+        ns = [i64(getattr(n, name + "_ns")) for n in nfs]
+        port = ([n.tx_port.astype(np.int32, copy=False) for n in nfs] if name == "tx"
+                else [None] * len(nfs))
+        counts = [_match.sample_count(i, f) for i, f in zip(ids, force)]
+        room = sum(counts) + 1                     # sample_into's one slot of slack
+        out_ids, out_ns = np.empty(room, np.uint64), np.empty(room, np.int64)
+        out_port = np.empty(room, np.int32) if name == "tx" else None
+        at = 0
+        for k in range(len(nfs)):
+            at = _match.sample_into(ids[k], ns[k], port[k], force[k], out_ids, out_ns,
+                                    out_port, at)
+        out_nf = np.repeat(np.arange(len(nfs), dtype=np.int64), counts)
+        return (out_ids[:at], out_ns[:at], out_nf,
+                None if out_port is None else out_port[:at])
+
+    tx_ids, tx_ns, tx_nf, tx_port = side("tx", tx_force)
+    rx_ids, rx_ns, rx_nf, _ = side("rx", rx_force)
     return tx_ids, tx_ns, tx_nf, tx_port, rx_ids, rx_ns, rx_nf
 
 

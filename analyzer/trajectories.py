@@ -99,7 +99,10 @@ def _tx_dest(nf, port_to, nfi):
     dest_of = {p: nfi.get(d, -1) for (name, p), d in port_to.items() if name == nf.name}
     if len(port) == 0:
         return np.empty(0, np.int32), None
-    lo, hi = int(port.min()), int(port.max())
+    if port.strides[0] == 0:                       # one out-link, broadcast: no pass
+        lo = hi = int(port[0])
+    else:
+        lo, hi = int(port.min()), int(port.max())
     if lo == hi:                                   # one out-link: no gather
         return np.full(len(port), dest_of.get(lo, -1), np.int32), dest_of.get(lo, -1)
     if lo >= 0 and hi < 1 << 16:
@@ -160,7 +163,8 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
     tx_ids = [np.ascontiguousarray(n.tx_ids, np.uint64) for n in nfs]
     rx_ids = [np.ascontiguousarray(n.rx_ids, np.uint64) for n in nfs]
     # the tx of every out-link feeding k, pooled in NF then index order;
-    # a part of an NF's tx is a boolean mask (1 B per tx, not 8)
+    # (u, sel, n): NF u's tx, all of them (sel None) or those with
+    # tx_dest[u] == sel, gathered when the pool is built
     feeds = [[] for _ in nfs]
     for u, d in enumerate(tx_dest):
         if not n_tx[u]:
@@ -172,7 +176,7 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
         per_dest = np.bincount(d + 1, minlength=len(nfs) + 1)
         for k in np.flatnonzero(per_dest[1:]).tolist():
             whole = per_dest[k + 1] == n_tx[u]
-            feeds[k].append((u, None if whole else d == k, int(per_dest[k + 1])))
+            feeds[k].append((u, None if whole else k, int(per_dest[k + 1])))
     # filled by the matches; -1 (unmatched) where no NF is fed by that tx
     tx2rx = [None] * len(nfs)
     rx2tx = [None] * len(nfs)
@@ -196,32 +200,42 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
     matched = 0
     for k in _upstream_first(names, topo):
         if feeds[k] and len(rx_ids[k]):
-            pool = [(u, sel, n, known_tx[u] if known_tx[u] is not None
-                     else np.zeros(n_tx[u], np.uint8)) for u, sel, n in feeds[k]]
+            pool = feeds[k]
+            segments = np.cumsum([0] + [n for _, _, n in pool])
+            picked = [None] * len(pool)            # per part with a sel: its tx indices
             if len(pool) == 1 and pool[0][1] is None:
-                u, _, _, kn = pool[0]
-                a_ids, a_ns, a_known = tx_ids[u], tx_ns[u], kn
+                u = pool[0][0]
+                a_ids, a_ns = tx_ids[u], tx_ns[u]
+                a_known = known_tx[u] if known_tx[u] is not None else np.zeros(n_tx[u], np.uint8)
             else:
-                a_ids = np.concatenate([tx_ids[u] if sel is None else tx_ids[u][sel]
-                                        for u, sel, _, _ in pool])
-                a_ns = np.concatenate([tx_ns[u] if sel is None else tx_ns[u][sel]
-                                       for u, sel, _, _ in pool])
-                a_known = np.concatenate([kn if sel is None else kn[sel]
-                                          for _, sel, _, kn in pool])
-            segments = np.cumsum([0] + [n for _, _, n, _ in pool])
+                # written in place, part by part: no per-part copies to
+                # concatenate; one slot of slack for gather_dest
+                room = int(segments[-1]) + 1
+                a_ids, a_ns = np.empty(room, np.uint64), np.empty(room, np.int64)
+                a_known = np.empty(room, np.uint8)
+                for q, ((u, sel, n), lo, hi) in enumerate(zip(pool, segments[:-1],
+                                                              segments[1:])):
+                    if sel is None:
+                        a_ids[lo:hi], a_ns[lo:hi] = tx_ids[u], tx_ns[u]
+                        a_known[lo:hi] = 0 if known_tx[u] is None else known_tx[u]
+                    else:
+                        picked[q] = np.empty(n + 1, np.int32)
+                        _match.gather_dest(tx_dest[u], sel, tx_ids[u], tx_ns[u], known_tx[u],
+                                           a_ids, a_ns, a_known, int(lo), picked[q])
+                a_ids, a_ns, a_known = a_ids[:-1], a_ns[:-1], a_known[:-1]
             m = np.empty(len(a_ids), np.int32)
             mark = np.empty(len(rx_ids[k]), np.uint8)
             amb[k] += _match.match_known_into(a_ids, a_ns, a_known, segments, rx_ids[k],
                                               rx_ns[k], int(window_ns), m, mark)
             del a_ids, a_ns, a_known
-            for (u, sel, _, _), lo, hi in zip(pool, segments[:-1], segments[1:]):
+            for (u, sel, n), ix, lo, hi in zip(pool, picked, segments[:-1], segments[1:]):
                 if sel is None:
                     tx2rx[u] = m[lo:hi].copy() if len(pool) > 1 else m
                 else:
                     if tx2rx[u] is None:
                         tx2rx[u] = np.full(n_tx[u], -1, np.int32)
-                    tx2rx[u][sel] = m[lo:hi]
-            del m, pool
+                    tx2rx[u][ix[:n]] = m[lo:hi]
+            del m, pool, picked
             known_rx[k] = mark >> 1
         else:
             mark = np.zeros(len(rx_ids[k]), np.uint8)

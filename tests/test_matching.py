@@ -434,3 +434,48 @@ def test_walk_paths_checks_its_arguments():
         _match.hop_times(tx_ns, rx_ns, np.zeros(1, np.int64), np.array([3], np.int32),
                          np.array([1], np.int32), np.array([0], np.int32),
                          np.array([0], np.int32), *[np.empty(1, np.int64) for _ in range(3)])
+
+
+def test_sample_into_keeps_topologys_sample():
+    """The 1-in-8 hash rule (top 3 bits of id * golden zero) or a forced
+    entry, in order, written from `at` on; any stride of port."""
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, U64_MAX, 5000, dtype=np.uint64, endpoint=True)
+    ns = rng.integers(0, 10**9, 5000)
+    port = np.broadcast_to(np.int32(3), 5000)
+    force = (rng.random(5000) < 0.05).astype(np.uint8)
+    with np.errstate(over="ignore"):
+        keep = (ids * np.uint64(0x9E3779B97F4A7C15) < np.uint64(1 << 61)) | force.view(bool)
+    n = int(keep.sum())
+    assert _match.sample_count(ids, force) == n
+    assert _match.sample_count(ids, None) < n
+    out_ids, out_ns = np.zeros(n + 3, np.uint64), np.zeros(n + 3, np.int64)
+    out_port = np.zeros(n + 3, np.int32)
+    assert _match.sample_into(ids, ns, port, force, out_ids, out_ns, out_port, 2) == n + 2
+    assert out_ids[2:n + 2].tolist() == ids[keep].tolist()
+    assert out_ns[2:n + 2].tolist() == ns[keep].tolist()
+    assert (out_port[2:n + 2] == 3).all()
+    with pytest.raises(ValueError, match="no room"):
+        _match.sample_into(ids, ns, None, force, out_ids[:n + 2], out_ns[:n + 2], None, 2)
+
+
+def test_gather_dest_is_a_mask_and_its_indices():
+    rng = np.random.default_rng(8)
+    dest = rng.integers(-1, 3, 3000).astype(np.int32)
+    ids = rng.integers(0, U64_MAX, 3000, dtype=np.uint64, endpoint=True)
+    ns = rng.integers(0, 10**9, 3000)
+    known = rng.integers(0, 2, 3000).astype(np.uint8)
+    sel = dest == 1
+    n = int(sel.sum())
+    out_ids, out_ns = np.zeros(n + 6, np.uint64), np.zeros(n + 6, np.int64)
+    out_known, idx = np.full(n + 6, 9, np.uint8), np.empty(n + 1, np.int32)
+    assert _match.gather_dest(dest, 1, ids, ns, known, out_ids, out_ns, out_known, 5,
+                              idx) == n + 5
+    assert out_ids[5:n + 5].tolist() == ids[sel].tolist()
+    assert out_ns[5:n + 5].tolist() == ns[sel].tolist()
+    assert out_known[5:n + 5].tolist() == known[sel].tolist()
+    assert idx[:n].tolist() == np.flatnonzero(sel).tolist()
+    _match.gather_dest(dest, 1, ids, ns, None, out_ids, out_ns, out_known, 5, idx)
+    assert not out_known[5:n + 5].any()
+    with pytest.raises(ValueError, match="no room"):
+        _match.gather_dest(dest, 1, ids, ns, known, out_ids, out_ns, out_known, 5, idx[:n])
