@@ -1123,3 +1123,209 @@ def top_culprits(const int64_t[::1] offsets, const int32_t[::1] col,
                     t, best = i, uncapped[i]
             if t >= 0 and capped[t] > eps:
                 out[v] = col[t]
+
+
+# -- queue timelines: one pass per array ------------------------------------
+# Added after the kernels above rather than changing them (step_series keeps
+# its per-arrival periods for callers that want them); queues.py calls these.
+
+from libc.string cimport memcpy, memset
+
+def distinct_sorted(const int64_t[::1] t):
+    """Number of distinct values of `t` if it is non-decreasing, else -1:
+    is_sorted and the count in one read of the array."""
+    cdef Py_ssize_t i, n = t.shape[0]
+    cdef int64_t d = 1 if n else 0
+    cdef bint down = False
+    with nogil:
+        for i in range(1, n):
+            down |= t[i] < t[i - 1]
+            d += t[i] != t[i - 1]
+    return -1 if down else d
+
+
+cdef Py_ssize_t _merge_steps(const int64_t *arrival, Py_ssize_t na, const int64_t *rx,
+                             Py_ssize_t nr, int64_t *step_ns, int32_t *step_len,
+                             Py_ssize_t cap) noexcept nogil:
+    """The step series of queue_steps; -1 when `cap` steps are too few,
+    -2 when `rx` is not sorted (every pair rx[j], rx[j + 1] is r0, r1 at
+    the start of an iteration, and compared there: the caller need not
+    read rx beforehand; `arrival` it must have checked).
+
+    Past its end an array reads as END (INT64_MAX, which the caller has
+    checked neither holds), so the other is taken; ties go to arrivals, as
+    in step_series.  Each array's next two values are kept in registers
+    (a0, a1): taking one moves a1 into a0, and the load that refills a1
+    is needed only an event later, so it is off the dependency chain
+    (take -> index -> load -> compare -> take, ~5 ns an event when the
+    value taken was loaded in the same iteration)."""
+    cdef Py_ssize_t i = 0, j = 0, k = 0
+    cdef int64_t a0, a1, r0, r1, t, nxt, take, mask, down = 0
+    cdef int64_t END = 0x7fffffffffffffff
+    a0 = arrival[0] if na > 0 else END
+    a1 = arrival[1] if na > 1 else END
+    r0 = rx[0] if nr > 0 else END
+    r1 = rx[1] if nr > 1 else END
+    # the queue length is i - j (arrivals taken less departures taken).
+    # While both arrays have a value beyond a1 / r1 the refills need no
+    # bounds check: this loop, then the checked one to the end
+    while i + 2 < na and j + 2 < nr and k < cap:
+        down |= r1 < r0
+        take = a0 <= r0
+        # selects by mask, not by ?: which gcc made a branch on the
+        # (unpredictable) comparison
+        mask = -take
+        t = (a0 & mask) | (r0 & ~mask)
+        i += take
+        j += 1 - take
+        a0 = (a1 & mask) | (a0 & ~mask)
+        r0 = (r0 & mask) | (r1 & ~mask)
+        a1 = arrival[i + 1]
+        r1 = rx[j + 1]
+        nxt = a0 if a0 < r0 else r0
+        step_ns[k] = t
+        step_len[k] = <int32_t>(i - j)
+        k += nxt != t
+    while a0 != END or r0 != END:
+        if k >= cap:
+            return -1
+        down |= r1 < r0
+        take = a0 <= r0
+        mask = -take
+        t = (a0 & mask) | (r0 & ~mask)
+        i += take
+        j += 1 - take
+        a0 = (a1 & mask) | (a0 & ~mask)
+        r0 = (r0 & mask) | (r1 & ~mask)
+        a1 = arrival[i + 1] if i + 1 < na else END
+        r1 = rx[j + 1] if j + 1 < nr else END
+        nxt = a0 if a0 < r0 else r0
+        step_ns[k] = t
+        step_len[k] = <int32_t>(i - j)
+        k += nxt != t
+    return -2 if down else k
+
+
+def queue_steps(const int64_t[::1] arrival, const int64_t[::1] rx,
+                int64_t[::1] step_ns, int32_t[::1] step_len,
+                int64_t[::1] starts, int64_t[::1] ends):
+    """step_series without the per-arrival periods: the same steps, starts
+    and ends (up to the returned counts) for a sorted `arrival` and `rx`.
+
+    The merge takes one event per iteration with no branch on which array
+    it comes from (that choice is data, and mispredicted once per run of
+    same-time events it cost step_series ~4.5 ns an event on
+    bench/analyze.py's capture): a step is written at every event and kept
+    when the next event's time differs.  The periods come after, from the
+    steps, the same way: a start or an end written at every step, kept on
+    a change of busyness.  So `step_ns`, `step_len` need one entry per
+    distinct event time, `starts`, `ends` one more than the number of
+    periods.  `arrival` must be sorted; `rx` is checked on the way.
+
+    Returns
+    -------
+    (int, int, int) or None
+        Number of steps, of starts and of ends written; None (the buffers'
+        contents undefined) when a buffer was too small, `rx` is not
+        sorted or a time is INT64_MAX: step_series then.
+    """
+    cdef Py_ssize_t na = arrival.shape[0], nr = rx.shape[0]
+    cdef Py_ssize_t cap_period = min(starts.shape[0], ends.shape[0])
+    cdef Py_ssize_t x, ns, nstart = 0, nend = 0
+    cdef const int64_t *pa = &arrival[0] if na else NULL
+    cdef const int64_t *pr = &rx[0] if nr else NULL
+    cdef int64_t *sn = &step_ns[0] if step_ns.shape[0] else NULL
+    cdef int32_t *sl = &step_len[0] if step_len.shape[0] else NULL
+    cdef int64_t *ps = &starts[0] if cap_period else NULL
+    cdef int64_t *pe = &ends[0] if cap_period else NULL
+    cdef int64_t busy, busy_before = 0
+    if (na and arrival[na - 1] == 0x7fffffffffffffff) or \
+            (nr and rx[nr - 1] == 0x7fffffffffffffff):
+        return None                         # END would be ambiguous
+    with nogil:
+        ns = _merge_steps(pa, na, pr, nr, sn, sl, min(step_ns.shape[0], step_len.shape[0]))
+        for x in range(ns if ns > 0 else 0):
+            if nstart >= cap_period:
+                ns = -1
+                break
+            busy = sl[x] > 0
+            ps[nstart] = sn[x]
+            pe[nend] = sn[x]
+            nstart += busy & (1 - busy_before)
+            nend += (1 - busy) & busy_before
+            busy_before = busy
+    if ns < 0:
+        return None
+    return ns, nstart, nend
+
+
+def busy_batch_rates(const int64_t[::1] step_ns, const int32_t[::1] step_len,
+                     const int64_t[::1] batch_ns, const int32_t[::1] rx_batch,
+                     int64_t[::1] work):
+    """The rates queues.peak_rate takes the percentile of, in its order:
+    ``count[b] / (batch_ns[b + 1] - batch_ns[b])`` for every batch b but
+    the last after which the queue is still busy (a merge with the step
+    series, as busy_after) and the gap is positive; ``count[b]`` is the
+    number of `rx_batch` entries equal to b.  Each rate is the int64 /
+    int64 division numpy does (both made double first), so the percentile
+    is the same to the last bit.
+
+    One buffer, `work` (at least ``len(batch_ns)``, reused across NFs so
+    its pages are faulted in once), holds the counts and then, over them,
+    the rates as doubles: rate m is written after count b >= m was read,
+    and no later count is at or below m.  The counts come from a sorted
+    `rx_batch` (as ingest writes it): every entry stores its index + 1 at
+    its batch, leaving there the number of entries up to that batch's
+    last, and a batch's count is the difference from the previous batch
+    with entries; no read-modify-write of one counter per packet.
+
+    Returns
+    -------
+    int
+        m, the rates being ``work[:m]`` viewed as float64; -1 when
+        `batch_ns` is not sorted, -2 when `rx_batch` is not sorted or not
+        within ``[0, len(batch_ns))`` (the caller then counts and searches
+        itself; `work` is scratch).
+    """
+    cdef Py_ssize_t i, b, j = 0, n = rx_batch.shape[0], nb = batch_ns.shape[0]
+    cdef Py_ssize_t ns = step_ns.shape[0], m = 0
+    cdef int64_t x, prev, gap, upto, upto_before = 0
+    cdef int64_t *w = &work[0] if work.shape[0] else NULL
+    cdef double rate
+    cdef int busy
+    if work.shape[0] < nb:
+        raise ValueError(f"busy_batch_rates: work has {work.shape[0]} entries, "
+                         f"fewer than the {nb} batches")
+    if n and (rx_batch[0] < 0 or rx_batch[n - 1] >= nb):
+        return -2
+    with nogil:
+        for b in range(1, nb):
+            if batch_ns[b] < batch_ns[b - 1]:
+                with gil:
+                    return -1
+        memset(w, 0, nb * sizeof(int64_t))
+        prev = rx_batch[0] if n else 0
+        for i in range(n):
+            x = rx_batch[i]
+            # one unsigned compare: x >= prev and (with the first and last
+            # entries in range) x < nb
+            if <uint64_t>(x - prev) >= <uint64_t>nb:
+                with gil:
+                    return -2
+            w[x] = i + 1
+            prev = x
+        for b in range(nb - 1):
+            while j < ns and step_ns[j] <= batch_ns[b]:
+                j += 1
+            busy = j > 0 and step_len[j - 1] > 0
+            gap = batch_ns[b + 1] - batch_ns[b]
+            upto = w[b] if w[b] else upto_before        # 0: no entries
+            rate = <double>(upto - upto_before) / <double>gap
+            upto_before = upto
+            # written whether kept or not (m <= b: over a count already
+            # read); memcpy, not a cast pointer, so the double store and
+            # the int64 loads do not break strict aliasing
+            memcpy(&w[m], &rate, sizeof(double))
+            m += busy & (gap > 0)
+    return m
+

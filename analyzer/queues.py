@@ -150,45 +150,83 @@ def _distinct(sorted_ns):
     return 1 + int(np.count_nonzero(sorted_ns[1:] != sorted_ns[:-1])) if n else 0
 
 
-def _timeline(name, received, view_nf, rate_override):
-    hops, arr, rx = received
-    n = len(hops)
-    # the step series merges arrivals (+1) and rx (-1) in time order; a
-    # FIFO queue receives in arrival order, so both are sorted already
-    # (the sorted copies are for any other queue)
-    arr_sorted = arr if _attrib.is_sorted(arr) else np.sort(arr)
-    rx_sorted = rx if _attrib.is_sorted(rx) else np.sort(rx)
-    # one step per distinct event time, and a period starts at an arrival
+def _sorted_distinct(t):
+    """`t` sorted (itself when it already is) and its number of distinct
+    values."""
+    d = _attrib.distinct_sorted(t)
+    if d >= 0:
+        return t, d
+    t = np.sort(t)
+    return t, _distinct(t)
+
+
+def _peak_rate(view_nf, step_ns, step_len, work):
+    """peak_rate of the NF's batches, the rates it takes the percentile of
+    worked out in one kernel pass into `work` (scratch shared by the NFs:
+    no bincount of a widened rx_batch, no busy, gap or selection arrays,
+    and the percentile partitions the rates where they are), the same
+    values in the same order."""
+    nb = len(view_nf.batch_ns)
+    if nb < 2:
+        return float("nan")
+    rx_batch = np.ascontiguousarray(view_nf.rx_batch, np.int32)
+    m = _attrib.busy_batch_rates(step_ns, step_len, view_nf.batch_ns, rx_batch, work)
+    if m >= 0:
+        rates = work[:m].view(np.float64)
+        return float(np.percentile(rates, PEAK_PERCENTILE, overwrite_input=True)) if m \
+            else float("nan")
+    # batches not in time order, or rx_batch not sorted: count and search
+    cnt = np.bincount(view_nf.rx_batch, minlength=nb)
+    after = np.searchsorted(step_ns, view_nf.batch_ns, side="right") - 1
+    busy = (after >= 0) & (step_len[np.maximum(after, 0)] > 0)
+    return peak_rate(view_nf.batch_ns, cnt, busy)
+
+
+def _steps(arr, rx, n_batches):
+    """Step series and queuing periods of one NF (see QueueTimeline):
+    `step_ns`, `step_len`, `starts`, `ends` (buffers, possibly longer) and
+    the numbers of steps, starts and ends written in them."""
+    # a FIFO queue receives in arrival order, so both are sorted already.
+    # One step per distinct event time, and a period starts at an arrival
     # and ends at an rx: sized by those counts (shrunk in place after),
     # not by the 2n / n + 1 of the worst case, which on bench/analyze.py's
-    # capture was ~60 MiB more at this stage's peak for lb alone
-    d_arr, d_rx = _distinct(arr_sorted), _distinct(rx_sorted)
+    # capture was ~60 MiB more at this stage's peak for lb alone.  The rx
+    # times are batch times, so at most one distinct per batch: the merge
+    # checks that bound, and rx's order, as it goes, which saves a pass
+    # over rx to count them
+    d_arr = _attrib.distinct_sorted(arr)
+    if d_arr >= 0:
+        n_steps, n_periods = d_arr + n_batches, min(d_arr, n_batches + 1) + 1
+        bufs = (np.empty(n_steps, np.int64), np.empty(n_steps, np.int32),
+                np.empty(n_periods, np.int64), np.empty(n_periods, np.int64))
+        counts = _attrib.queue_steps(arr, rx, *bufs)
+        if counts is not None:
+            return bufs + counts
+        del bufs
+    # any other queue (or times the bound does not hold for): sorted copies
+    # and exact counts
+    arr_sorted, d_arr = _sorted_distinct(arr)
+    rx_sorted, d_rx = _sorted_distinct(rx)
     n_periods = min(d_arr, d_rx + 1) + 1
     step_ns, step_len = np.empty(d_arr + d_rx, np.int64), np.empty(d_arr + d_rx, np.int32)
     starts, ends = np.empty(n_periods, np.int64), np.empty(n_periods, np.int64)
     # the kernel's period of each arrival: not kept (QueueTimeline.hop_period)
-    arrival_period = np.empty(n, np.int32)
-    ns, nst, nen = _attrib.step_series(arr_sorted, rx_sorted, step_ns, step_len,
-                                       starts, ends, arrival_period, False)
-    del arrival_period, arr_sorted, rx_sorted
+    counts = _attrib.step_series(arr_sorted, rx_sorted, step_ns, step_len, starts, ends,
+                                 np.empty(len(arr), np.int32), False)
+    return (step_ns, step_len, starts, ends) + counts
+
+
+def _timeline(name, received, view_nf, rate_override, work):
+    hops, arr, rx = received
+    # the step series merges arrivals (+1) and rx (-1) in time order
+    step_ns, step_len, starts, ends, ns, nst, nen = _steps(arr, rx, len(view_nf.batch_ns))
     if nen < nst:
         ends[nen] = -1                      # still busy at the capture's end
         nen += 1
     for a, size in ((step_ns, ns), (step_len, ns), (starts, nst), (ends, nen)):
         a.resize(size, refcheck=False)
-    if rate_override is not None:
-        rate = float(rate_override)
-    else:
-        nb = len(view_nf.batch_ns)
-        cnt = np.bincount(view_nf.rx_batch, minlength=nb)
-        busy = np.empty(nb, np.int8)
-        if _attrib.is_sorted(view_nf.batch_ns):
-            _attrib.busy_after(step_ns, step_len, view_nf.batch_ns, busy)
-            busy = busy.view(bool)
-        else:
-            after = np.searchsorted(step_ns, view_nf.batch_ns, side="right") - 1
-            busy = (after >= 0) & (step_len[np.maximum(after, 0)] > 0)
-        rate = peak_rate(view_nf.batch_ns, cnt, busy)
+    rate = float(rate_override) if rate_override is not None else \
+        _peak_rate(view_nf, step_ns, step_len, work)
     return QueueTimeline(name, hops, arr, rx, step_ns, step_len, starts, ends, rate)
 
 
@@ -208,8 +246,10 @@ def queue_timelines(view, traj, peak_rates=None) -> dict:
     """
     peak_rates = peak_rates or {}
     hops = _hops_in_rx_order(view, traj)
+    work = np.empty(max([len(n.batch_ns) for n in view.nfs if len(n.rx_ids)
+                         and peak_rates.get(n.name) is None], default=0), np.int64)
     out = {}
     for k, n in enumerate(view.nfs):
         if len(n.rx_ids):
-            out[n.name] = _timeline(n.name, hops[k], n, peak_rates.get(n.name))
+            out[n.name] = _timeline(n.name, hops[k], n, peak_rates.get(n.name), work)
     return out

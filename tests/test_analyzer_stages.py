@@ -439,3 +439,76 @@ def test_packets_copied_from_a_part_of_a_larger_array(tmp_path):
     t = build_trajectories(v, infer_topology(v))
     assert not np.shares_memory(t.packet_id, big)
     assert t.packet_id.tolist() == [1, 2, 3] and t.latency_ns.tolist() == [40, -1, 50]
+
+
+# --- queue kernels against the general ones ---------------------------------
+
+def _random_events(rng, n, span, sort_rx=True):
+    """Arrivals and rx times with many ties (`span` small against `n`)."""
+    arr = np.sort(rng.integers(0, span, n)).astype(np.int64)
+    rx = arr + rng.integers(0, 4, n)
+    return arr, (np.sort(rx) if sort_rx else rx).astype(np.int64)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 500])
+def test_queue_steps_are_the_event_sort(n):
+    from mscope.analyzer import queues
+    rng = np.random.default_rng(n)
+    for span in (1, 3, 40, 10**6):
+        arr, rx = _random_events(rng, n, span)
+        d_rx = len(np.unique(rx))
+        # a bound that holds, one too small (the merge gives up: exact
+        # counts), and rx out of order (sorted copies)
+        for n_batches, sort_rx in ((d_rx, True), (max(d_rx - 2, 0), True), (d_rx, False)):
+            r = rx if sort_rx else rng.permutation(rx)
+            step_ns, step_len, starts, ends, ns, nst, nen = queues._steps(arr, r, n_batches)
+            steps, length, ref_starts, ref_ends = _step_reference(arr, r)
+            assert np.array_equal(step_ns[:ns], steps) and np.array_equal(step_len[:ns], length)
+            assert step_len.dtype == np.int32
+            assert np.array_equal(starts[:nst], ref_starts)
+            got_ends = ends[:nen] if nen == nst else np.append(ends[:nen], -1)
+            assert np.array_equal(got_ends, ref_ends)
+
+
+def test_queue_steps_declines_what_it_cannot_merge():
+    from mscope.analyzer import _attrib, queues
+    big = np.iinfo(np.int64).max
+    arr, rx = np.array([1, 5], np.int64), np.array([3, big], np.int64)
+    bufs = [np.empty(4, np.int64), np.empty(4, np.int32), np.empty(3, np.int64),
+            np.empty(3, np.int64)]
+    assert _attrib.queue_steps(arr, rx, *bufs) is None              # INT64_MAX: ambiguous
+    assert _attrib.queue_steps(arr, rx[::-1].copy(), *bufs) is None  # rx not sorted
+    assert _attrib.queue_steps(arr, np.array([3, 4], np.int64), bufs[0][:2], bufs[1][:2],
+                               *bufs[2:]) is None                   # too few steps
+    step_ns, step_len, starts, ends, ns, nst, nen = queues._steps(arr, rx, 2)
+    assert step_ns[:ns].tolist() == [1, 3, 5, big] and step_len[:ns].tolist() == [1, 0, 1, 0]
+
+
+def _peak_rate_reference(batch_ns, rx_batch, step_ns, step_len):
+    from mscope.analyzer.queues import peak_rate
+    cnt = np.bincount(rx_batch, minlength=len(batch_ns))
+    after = np.searchsorted(step_ns, batch_ns, side="right") - 1
+    busy = (after >= 0) & (step_len[np.maximum(after, 0)] > 0)
+    return peak_rate(batch_ns, cnt, busy)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_peak_rate_kernel_is_peak_rate(seed):
+    from types import SimpleNamespace
+    from mscope.analyzer import queues
+    rng = np.random.default_rng(seed)
+    arr, rx = _random_events(rng, 400, 300)
+    steps, length, _, _ = _step_reference(arr, rx)
+    length = length.astype(np.int32)
+    nb = 120
+    batch_ns = np.sort(rng.integers(0, 320, nb)).astype(np.int64)   # gaps of 0 too
+    rx_batch = np.sort(rng.integers(0, nb, 400)).astype(np.int32)   # empty batches too
+    cases = [(batch_ns, rx_batch), (batch_ns, rng.permutation(rx_batch)),
+             (rng.permutation(batch_ns), rx_batch), (batch_ns[:1], rx_batch[:3] * 0),
+             (batch_ns, rx_batch[:0])]
+    work = np.empty(nb, np.int64)
+    for b, r in cases:
+        got = queues._peak_rate(SimpleNamespace(batch_ns=b, rx_batch=r), steps, length, work)
+        want = _peak_rate_reference(b, r, steps, length)
+        assert (np.isnan(got) and np.isnan(want)) or got == want, (got, want)
+        assert type(got) is float
