@@ -342,6 +342,16 @@ def positions_by_group(const code_t[::1] group, const int64_t[::1] start, out_t[
             at[group[i]] += 1
 
 
+cdef inline int64_t _row_of(const uint64_t[::1] words, const int64_t[::1] rank,
+                           int64_t h) noexcept nogil:
+    """The row of hop h in the compact scores (bit h of `words` set: ``rank[h
+    // 64]`` + the bits set below h in its word), -1 where it has none."""
+    cdef uint64_t w = words[h >> 6], bit = (<uint64_t>1) << (h & 63)
+    if not (w & bit):
+        return -1
+    return rank[h >> 6] + __builtin_popcountll(w & (bit - 1))
+
+
 def gather_scores(const uint64_t[::1] words, const int64_t[::1] rank,
                   const double[:, ::1] values, const out_t[::1] idx,
                   double[::1] local, double[::1] input):
@@ -350,15 +360,11 @@ def gather_scores(const uint64_t[::1] words, const int64_t[::1] rank,
     `words` is set where hop h has a row of `values`, the row ``rank[h //
     64]`` + the bits set below h in its word; 0 where it has none."""
     cdef Py_ssize_t i
-    cdef int64_t h, at
-    cdef uint64_t w, bit
+    cdef int64_t at
     with nogil:
         for i in range(idx.shape[0]):
-            h = idx[i]
-            w = words[h >> 6]
-            bit = (<uint64_t>1) << (h & 63)
-            if w & bit:
-                at = rank[h >> 6] + __builtin_popcountll(w & (bit - 1))
+            at = _row_of(words, rank, idx[i])
+            if at >= 0:
                 local[i] = values[at, 0]
                 input[i] = values[at, 1]
             else:
@@ -406,15 +412,11 @@ def scatter_scored(const uint64_t[::1] words, const int64_t[::1] rank,
     """Copy ``scores[x]`` to the row of hop ``hops[x]`` in `values` (see
     gather_scores) wherever that hop's bit is set."""
     cdef Py_ssize_t x
-    cdef int64_t h, at
-    cdef uint64_t w, bit
+    cdef int64_t at
     with nogil:
         for x in range(hops.shape[0]):
-            h = hops[x]
-            w = words[h >> 6]
-            bit = (<uint64_t>1) << (h & 63)
-            if w & bit:
-                at = rank[h >> 6] + __builtin_popcountll(w & (bit - 1))
+            at = _row_of(words, rank, hops[x])
+            if at >= 0:
                 values[at, 0] = scores[x, 0]
                 values[at, 1] = scores[x, 1]
 

@@ -64,6 +64,24 @@ cdef struct Slot:
     int32_t b          # last b entry of this id; -1: none yet
 
 
+cdef Slot *_table_new(Py_ssize_t n, int *shift, Py_ssize_t *mask) noexcept nogil:
+    """An empty table (every slot's a = b = -1) for `n` keys, at most 2/3
+    full, with its hash shift and index mask; NULL when out of memory."""
+    cdef Py_ssize_t size = 16
+    cdef int bits = 0
+    cdef Slot *table
+    while size * 2 < n * 3:
+        size *= 2
+    while (1 << bits) < size:
+        bits += 1
+    shift[0] = 64 - bits
+    mask[0] = size - 1
+    table = <Slot *>mscope_table_alloc(size * sizeof(Slot))
+    if table:
+        memset(table, 0xFF, size * sizeof(Slot))
+    return table
+
+
 cdef struct Event:
     int64_t ns
     int64_t idx        # index within its side (the sort's tie-break)
@@ -235,8 +253,8 @@ cdef int64_t _hash_join(const uint64_t *a_ids, const int64_t *a_ns, Py_ssize_t n
     With `a_known` (see match_known_into), b_mark[j] becomes 2 where a
     known a matched b j with its id seen once on each side, 1 where any
     other a matched it (b_mark's other entries are left as they are)."""
-    cdef Py_ssize_t i, j, h, size, mask, ngroups = 0, gcap = 0
-    cdef int shift = 64, bits = 0
+    cdef Py_ssize_t i, j, h, mask, ngroups = 0, gcap = 0
+    cdef int shift = 64
     cdef Slot *table = NULL
     cdef Slot *sl
     cdef int32_t *next_a = NULL
@@ -250,20 +268,12 @@ cdef int64_t _hash_join(const uint64_t *a_ids, const int64_t *a_ns, Py_ssize_t n
     if na == 0:
         return 0
     memset(&s, 0, sizeof(Scratch))
-    size = 16
-    while size * 2 < na * 3:
-        size *= 2
-    while (1 << bits) < size:
-        bits += 1
-    shift = 64 - bits
-    mask = size - 1
-    table = <Slot *>mscope_table_alloc(size * sizeof(Slot))
+    table = _table_new(na, &shift, &mask)
     next_a = <int32_t *>malloc(na * sizeof(int32_t))
     next_b = <int32_t *>malloc((nb if nb else 1) * sizeof(int32_t))
     if not (table and next_a and next_b):
         free(table); free(next_a); free(next_b)
         return -1
-    memset(table, 0xFF, size * sizeof(Slot))   # a = b = -1: empty
     for i in range(na):
         if i + _AHEAD < na:
             MSCOPE_PREFETCH(&table[_home(a_ids[i + _AHEAD], shift)])
@@ -514,8 +524,8 @@ def match_known_into(const uint64_t[::1] a_ids, const int64_t[::1] a_ns,
     MemoryError
     """
     cdef Py_ssize_t na = a_ids.shape[0], nb = b_ids.shape[0], nseg = a_segments.shape[0] - 1
-    cdef Py_ssize_t i, j, s, h, nl = 0, nla = 0, nlb = 0, size = 16, mask
-    cdef int shift, bits = 0
+    cdef Py_ssize_t i, j, s, h, nl = 0, nla = 0, nlb = 0, mask
+    cdef int shift
     cdef Py_ssize_t *hint = NULL
     cdef Py_ssize_t *lo = NULL
     cdef Slot *table = NULL
@@ -574,17 +584,10 @@ def match_known_into(const uint64_t[::1] a_ids, const int64_t[::1] a_ns,
             # already); a bit per hash prefix spares most pairs the table
             for i in range(na):
                 nl += not a_known[i]           # never paired
-            while size * 2 < nl * 3:
-                size *= 2
-            while (1 << bits) < size:
-                bits += 1
-            shift = 64 - bits
-            mask = size - 1
-            table = <Slot *>mscope_table_alloc(size * sizeof(Slot))
+            table = _table_new(nl, &shift, &mask)
         if not table:
             raise MemoryError()
         with nogil:
-            memset(table, 0xFF, size * sizeof(Slot))
             memset(seen, 0, _SEEN_BYTES)
             for i in range(na + nb):
                 if i < na:
@@ -668,25 +671,18 @@ def unique_into(const uint64_t[::1] ids, uint8_t[::1] out):
         `out` is not as long as `ids`.
     MemoryError
     """
-    cdef Py_ssize_t n = ids.shape[0], i, h, size = 16, mask
-    cdef int shift, bits = 0
+    cdef Py_ssize_t n = ids.shape[0], i, h, mask
+    cdef int shift
     cdef Slot *table
     cdef uint64_t key
     if out.shape[0] != n:
         raise ValueError("unique_into: out must have the length of ids")
     if n >= 2**31:
         raise ValueError("unique_into: 2**31 ids or more (int32 indices)")
-    while size * 2 < n * 3:
-        size *= 2
-    while (1 << bits) < size:
-        bits += 1
-    shift = 64 - bits
-    mask = size - 1
-    table = <Slot *>mscope_table_alloc(size * sizeof(Slot))
+    table = _table_new(n, &shift, &mask)
     if not table:
         raise MemoryError()
     with nogil:
-        memset(table, 0xFF, size * sizeof(Slot))
         # slot.a: the id's first entry; slot.b: -2 once it has a second
         for i in range(n):
             if i + _AHEAD < n:
@@ -708,23 +704,16 @@ def unique_into(const uint64_t[::1] ids, uint8_t[::1] out):
 def contains(const uint64_t[::1] members, const uint64_t[::1] ids, uint8_t[::1] out):
     """out[i] = 1 where ids[i] is one of `members` (np.isin without sorting
     ids; `members` is the small side)."""
-    cdef Py_ssize_t nm = members.shape[0], n = ids.shape[0], i, h, size = 16, mask
-    cdef int shift, bits = 0
+    cdef Py_ssize_t nm = members.shape[0], n = ids.shape[0], i, h, mask
+    cdef int shift
     cdef Slot *table
     cdef uint64_t key
     if out.shape[0] != n:
         raise ValueError("contains: out must have the length of ids")
-    while size * 2 < nm * 3:
-        size *= 2
-    while (1 << bits) < size:
-        bits += 1
-    shift = 64 - bits
-    mask = size - 1
-    table = <Slot *>mscope_table_alloc(size * sizeof(Slot))
+    table = _table_new(nm, &shift, &mask)
     if not table:
         raise MemoryError()
     with nogil:
-        memset(table, 0xFF, size * sizeof(Slot))
         for i in range(nm):
             key = members[i]
             h = _home(key, shift)

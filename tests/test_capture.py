@@ -1,5 +1,6 @@
 """The capture format: writer/reader round trip, and every kind of damage
 reported as a loss (docs/capture-format.md)."""
+import contextlib
 import json
 import os
 import re
@@ -690,12 +691,10 @@ def _mutate(buf, mutation):
     return bytes(buf)
 
 
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(which=st.lists(st.integers(0, 99), min_size=1, max_size=3),
-       mutations=st.lists(_mutation, min_size=1, max_size=3))
-def test_fuzzed_capture_reads_or_raises_format_error(pristine, which, mutations):
-    files, originals = pristine
+@contextlib.contextmanager
+def damaged_copy(files, which, mutations):
+    """A temporary capture directory holding `files` (name -> bytes) with
+    `mutations` applied to the files `which` picks."""
     names = sorted(files)
     damaged = dict(files)
     for k, m in zip(which * 3, mutations):
@@ -704,6 +703,34 @@ def test_fuzzed_capture_reads_or_raises_format_error(pristine, which, mutations)
     with tempfile.TemporaryDirectory() as tmp:
         for name, buf in damaged.items():
             (Path(tmp) / name).write_bytes(buf)
+        yield tmp
+
+
+def damage_three_streams(cap, damage):
+    """Damage frame 4 of a write_three_streams capture: "crc" flips a payload
+    byte, "cut" shortens the last segment, "removed" cuts the frame out,
+    "duplicate" appends a copy of it; "none" leaves it whole."""
+    frames = frame_table(cap)
+    seg, off, n, _ = frames[4]
+    if damage == "crc":
+        _flip(seg, off + FRAME_HEADER_SIZE + 3)
+    elif damage == "cut":
+        last = frames[-1][0]
+        last.write_bytes(last.read_bytes()[:-7])
+    elif damage == "removed":
+        cut_out(seg, off, n)
+    elif damage == "duplicate":
+        last = frames[-1][0]
+        last.write_bytes(last.read_bytes() + seg.read_bytes()[off:off + n])
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.lists(st.integers(0, 99), min_size=1, max_size=3),
+       mutations=st.lists(_mutation, min_size=1, max_size=3))
+def test_fuzzed_capture_reads_or_raises_format_error(pristine, which, mutations):
+    files, originals = pristine
+    with damaged_copy(files, which, mutations) as tmp:
         try:
             data = open_capture(tmp).read()
         except CaptureFormatError:
@@ -1069,18 +1096,7 @@ def _feed_matches_read_streams(cap, offsets=True):
 def test_stream_feed_is_read_streams(tmp_path, damage):
     cap = tmp_path / "cap"
     write_three_streams(cap, codec="zstd", segment_bytes=2000)
-    frames = frame_table(cap)
-    seg, off, n, h = frames[4]
-    if damage == "crc":
-        _flip(seg, off + FRAME_HEADER_SIZE + 3)
-    elif damage == "cut":
-        last = frames[-1][0]
-        last.write_bytes(last.read_bytes()[:-7])
-    elif damage == "removed":
-        cut_out(seg, off, n)
-    elif damage == "duplicate":
-        last = frames[-1][0]
-        last.write_bytes(last.read_bytes() + seg.read_bytes()[off:off + n])
+    damage_three_streams(cap, damage)
     assert _feed_matches_read_streams(cap) == (damage != "duplicate")
     _feed_matches_read_streams(cap, offsets=False)
 
@@ -1091,14 +1107,7 @@ def test_stream_feed_is_read_streams(tmp_path, damage):
        mutations=st.lists(_mutation, min_size=1, max_size=3))
 def test_fuzzed_stream_feed_is_read_streams(pristine, which, mutations):
     files, _ = pristine
-    names = sorted(files)
-    damaged = dict(files)
-    for k, m in zip(which * 3, mutations):
-        name = names[k % len(names)]
-        damaged[name] = _mutate(damaged[name], m)
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, buf in damaged.items():
-            (Path(tmp) / name).write_bytes(buf)
+    with damaged_copy(files, which, mutations) as tmp:
         try:
             open_capture(tmp).read_streams()
         except CaptureFormatError:

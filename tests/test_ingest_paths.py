@@ -15,11 +15,10 @@ from mscope.analyzer import ingest
 from mscope.capture import (CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_TX,
                             CAPTURE_OCC_UNKNOWN, CAPTURE_RECORD_DTYPE, CaptureWriter,
                             id_counts, open_capture)
-from mscope.capture.format import FRAME_HEADER_SIZE
 from mscope.errors import CaptureFormatError
 
-from test_capture import (_flip, _mutate, _mutation, _nf_capture, frame_table, make_records,
-                          mixed_chunk, write_three_streams)
+from test_capture import (_mutation, _nf_capture, damage_three_streams, damaged_copy,
+                          make_records, mixed_chunk, write_three_streams)
 
 _ingest = pytest.importorskip("mscope.analyzer._ingest",
                               reason="build it: cd analyzer && cythonize -i -3 _ingest.pyx")
@@ -118,19 +117,8 @@ def test_address_records_ports_and_corrupt_frames(tmp_path, corrupt):
 def test_truncated_and_damaged_three_streams(tmp_path, damage):
     cap = tmp_path / "cap"
     write_three_streams(cap, codec="zstd", segment_bytes=2000)
-    frames = frame_table(cap)
-    seg, off, n, _ = frames[4]
-    if damage == "crc":
-        _flip(seg, off + FRAME_HEADER_SIZE + 3)
-    elif damage == "cut":
-        last = frames[-1][0]
-        last.write_bytes(last.read_bytes()[:-7])
-    elif damage == "removed":
-        buf = seg.read_bytes()
-        seg.write_bytes(buf[:off] + buf[off + n:])
-    else:                               # read whole (read_streams), not stream by stream
-        last = frames[-1][0]
-        last.write_bytes(last.read_bytes() + seg.read_bytes()[off:off + n])
+    # "duplicate" is read whole (read_streams), not stream by stream
+    damage_three_streams(cap, damage)
     both_loads(cap)
 
 
@@ -147,14 +135,7 @@ def pristine_nf():
 @given(which=st.lists(st.integers(0, 99), min_size=1, max_size=3),
        mutations=st.lists(_mutation, min_size=1, max_size=3))
 def test_fuzzed_capture_loads_alike(pristine_nf, which, mutations):
-    names = sorted(pristine_nf)
-    damaged = dict(pristine_nf)
-    for k, m in zip(which * 3, mutations):
-        name = names[k % len(names)]
-        damaged[name] = _mutate(damaged[name], m)
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, buf in damaged.items():
-            (Path(tmp) / name).write_bytes(buf)
+    with damaged_copy(pristine_nf, which, mutations) as tmp:
         both_loads(tmp)
 
 
