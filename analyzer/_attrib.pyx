@@ -45,12 +45,16 @@ ctypedef fused code_t:
 
 # -- queue timelines --------------------------------------------------------
 
-def hops_in_rx_order(const index_t[::1] hop_nf, const index2_t[::1] hop_rx,
-                     const int64_t[::1] hop_arrival_ns, const int64_t[::1] hop_rx_ns,
-                     const int64_t[::1] rx_offset, const int64_t[::1] rx_count,
-                     out_t[::1] out, int64_t[::1] arrival, int64_t[::1] rx):
-    """Scatter every received hop to ``out[rx_offset[nf] + hop_rx]``, with
-    its rx time and its arrival (its rx where not recorded) beside it.
+cdef inline int64_t _arrival_of(const int64_t[::1] hop_arrival_ns, const int64_t[::1] hop_rx_ns,
+                                int64_t h) noexcept nogil:
+    # a hop's arrival as the queue counts it: its rx where not recorded
+    cdef int64_t a = hop_arrival_ns[h]
+    return a if a >= 0 else hop_rx_ns[h]
+
+
+def rx_slots(const index_t[::1] hop_nf, const index2_t[::1] hop_rx,
+             const int64_t[::1] rx_offset, const int64_t[::1] rx_count, out_t[::1] out):
+    """Scatter every received hop to ``out[rx_offset[nf] + hop_rx]``.
 
     `out` (one slot per rx entry of every NF, filled with -1 by the caller)
     ends up holding, per NF, its hops in rx order: a stable argsort of
@@ -76,8 +80,27 @@ def hops_in_rx_order(const index_t[::1] hop_nf, const index2_t[::1] hop_rx,
             if out[slot] >= 0:
                 twice += 1
             out[slot] = h
-            rx[slot] = hop_rx_ns[h]
-            arrival[slot] = hop_arrival_ns[h] if hop_arrival_ns[h] >= 0 else hop_rx_ns[h]
+    return twice
+
+
+def hops_in_rx_order(const index_t[::1] hop_nf, const index2_t[::1] hop_rx,
+                     const int64_t[::1] hop_arrival_ns, const int64_t[::1] hop_rx_ns,
+                     const int64_t[::1] rx_offset, const int64_t[::1] rx_count,
+                     out_t[::1] out, int64_t[::1] arrival, int64_t[::1] rx):
+    """rx_slots, with each written slot's rx time and arrival (its rx
+    where not recorded) beside it in `rx` and `arrival` (those of the
+    hop that holds the slot).  The queue stage gathers the times per NF
+    instead (gather_arrival_rx): three arrays for every NF at once were
+    144 MiB on bench/analyze.py's 9.5 M-hop capture."""
+    cdef Py_ssize_t i
+    cdef int64_t h
+    twice = rx_slots(hop_nf, hop_rx, rx_offset, rx_count, out)
+    with nogil:
+        for i in range(out.shape[0]):
+            h = out[i]
+            if h >= 0:
+                rx[i] = hop_rx_ns[h]
+                arrival[i] = _arrival_of(hop_arrival_ns, hop_rx_ns, h)
     return twice
 
 
@@ -93,6 +116,15 @@ def gather_arrival_rx(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
             rx[i] = hop_rx_ns[h]
             a = hop_arrival_ns[h]
             arrival[i] = a if a >= 0 else rx[i]
+
+
+def gather_arrival(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
+                   const int64_t[::1] hop_rx_ns, int64_t[::1] arrival):
+    """gather_arrival_rx without the rx times."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(hops.shape[0]):
+            arrival[i] = _arrival_of(hop_arrival_ns, hop_rx_ns, hops[i])
 
 
 def step_series(const int64_t[::1] arrival, const int64_t[::1] rx,
@@ -922,28 +954,86 @@ def upstream_window(const out_t[::1] P, const int64_t[::1] hop_tx_ns,
     arrivals, sorted, `to_pos` the positions of those bound for k,
     ascending), and (lo, hi) the span of their recorded arrivals at u,
     (t0, t1) when none was recorded."""
-    cdef Py_ssize_t i, n = P.shape[0], c = 0, lo_i, hi_i
-    cdef int64_t x, t0 = 0, t1 = 0, lo = 0, hi = 0
+    cdef int64_t t0, t1, lo, hi
+    cdef Py_ssize_t lo_i, hi_i
     with nogil:
-        for i in range(n):
-            x = hop_tx_ns[P[i]]
-            if i == 0 or x < t0:
-                t0 = x
-            if i == 0 or x > t1:
-                t1 = x
-            x = hop_arrival_ns[P[i]]
-            if x < 0:
-                continue
-            if c == 0 or x < lo:
-                lo = x
-            if c == 0 or x > hi:
-                hi = x
-            c += 1
+        _spans(P, hop_tx_ns, hop_arrival_ns, &t0, &t1, &lo, &hi)
         lo_i = _search_left_at(arr, to_pos, t0)
         hi_i = _search_right_at(arr, to_pos, t1)
-    if c == 0:
-        lo, hi = t0, t1
     return t0, t1, hi_i - lo_i, lo, hi
+
+
+def upstream_window_by_hop(const out_t[::1] P, const int64_t[::1] hop_tx_ns,
+                           const int64_t[::1] hop_arrival_ns, const int64_t[::1] hop_rx_ns,
+                           const out_t[::1] hops_by_arr, const index_t[::1] to_pos,
+                           bint every):
+    """upstream_window with u's accepted arrivals given as their hops,
+    `hops_by_arr` (sorted by arrival: the arrival of hop h is
+    ``hop_arrival_ns[h]``, its rx where not recorded), not as times of
+    their own (8 bytes per arrival held for the whole attribution stage);
+    `every`: all of them are bound for k (`to_pos` is not read)."""
+    cdef int64_t t0, t1, lo, hi
+    cdef Py_ssize_t lo_i, hi_i
+    with nogil:
+        _spans(P, hop_tx_ns, hop_arrival_ns, &t0, &t1, &lo, &hi)
+        lo_i = _search_hops(hops_by_arr, to_pos, every, hop_arrival_ns, hop_rx_ns, t0, False)
+        hi_i = _search_hops(hops_by_arr, to_pos, every, hop_arrival_ns, hop_rx_ns, t1, True)
+    return t0, t1, hi_i - lo_i, lo, hi
+
+
+def arrivals_between(const out_t[::1] hops_by_arr, const int64_t[::1] hop_arrival_ns,
+                     const int64_t[::1] hop_rx_ns, int64_t s, int64_t e):
+    """``searchsorted(arr, s, "left"), searchsorted(arr, e, "right")`` over
+    the arrivals `arr` of hops `hops_by_arr` (sorted by them; see
+    upstream_window_by_hop), looked up through the hops."""
+    cdef Py_ssize_t i0, i1
+    with nogil:
+        i0 = _search_hops(hops_by_arr, hops_by_arr, True, hop_arrival_ns, hop_rx_ns, s, False)
+        i1 = _search_hops(hops_by_arr, hops_by_arr, True, hop_arrival_ns, hop_rx_ns, e, True)
+    return i0, i1
+
+
+cdef inline void _spans(const out_t[::1] P, const int64_t[::1] hop_tx_ns,
+                        const int64_t[::1] hop_arrival_ns, int64_t *t0, int64_t *t1,
+                        int64_t *lo, int64_t *hi) noexcept nogil:
+    # P's tx span, and the span of its recorded arrivals ((t0, t1) if none)
+    cdef Py_ssize_t i, n = P.shape[0], c = 0
+    cdef int64_t x
+    t0[0] = t1[0] = lo[0] = hi[0] = 0
+    for i in range(n):
+        x = hop_tx_ns[P[i]]
+        if i == 0 or x < t0[0]:
+            t0[0] = x
+        if i == 0 or x > t1[0]:
+            t1[0] = x
+        x = hop_arrival_ns[P[i]]
+        if x < 0:
+            continue
+        if c == 0 or x < lo[0]:
+            lo[0] = x
+        if c == 0 or x > hi[0]:
+            hi[0] = x
+        c += 1
+    if c == 0:
+        lo[0], hi[0] = t0[0], t1[0]
+
+
+cdef inline Py_ssize_t _search_hops(const out_t[::1] hops, const index_t[::1] at, bint every,
+                                    const int64_t[::1] hop_arrival_ns,
+                                    const int64_t[::1] hop_rx_ns, int64_t t,
+                                    bint right) noexcept nogil:
+    # searchsorted(arrival of hops[at] (of hops where every), t, "right"
+    # if right else "left")
+    cdef Py_ssize_t lo = 0, hi = hops.shape[0] if every else at.shape[0], mid
+    cdef int64_t x
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        x = _arrival_of(hop_arrival_ns, hop_rx_ns, hops[mid] if every else hops[at[mid]])
+        if x < t or (right and x == t):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 cdef inline Py_ssize_t _search_left_at(const int64_t[::1] a, const index_t[::1] at,

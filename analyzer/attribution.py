@@ -278,10 +278,13 @@ class _NF:
 
     What was offered to the queue is two runs, each in (arrival, hop)
     order, never merged into arrays of their own: the accepted arrivals
-    (``arr``, ``hops_by_arr``: the queue stage's arrays, no copy where
-    they are sorted, as a FIFO queue's are) and the dropped ones
-    (``d_arr``, ``d_hops``, a few).  Their hop scores are kept in
-    ``scores`` (:class:`_HopScores`).
+    (``hops_by_arr``: the queue stage's ``hops``, no copy where they are
+    in that order, as a FIFO queue's are) and the dropped ones (``d_arr``,
+    ``d_hops``, a few).  The accepted arrivals' times are kept only until
+    their hop scores are made (``scores``, :class:`_HopScores`): the
+    upstream split looks them up through their hops (``_attrib.
+    arrivals_between``), which leaves 8 bytes per arrival (72 MiB on
+    bench/analyze.py's 9.5 M-hop capture) out of the stage's peak.
     """
 
     def __init__(self, k, q, traj, drops, prev_nf, next_nf, t0, t1):
@@ -289,10 +292,11 @@ class _NF:
         r = q.peak_rate
         self.rate = float(r) if np.isfinite(r) and r > 0 else 0.0
         idx = q.hops.dtype
-        acc = q.arrival_ns                                  # accepted arrivals
+        acc, rx = q.arrival_rx()                            # accepted arrivals
+        self._dep = rx if _attrib.is_sorted(rx) else np.sort(rx)
         order = _attrib.arrival_order(acc, q.hops)
         if order:
-            acc_hops, acc_rx = q.hops, q.rx_ns
+            acc_hops, acc_rx = q.hops, rx
             if order == 1:                  # sorted, ties not in hop order
                 acc_hops, acc_rx = acc_hops.copy(), acc_rx.copy()
                 _attrib.order_ties_by_hop(acc, acc_hops, acc_rx)
@@ -305,10 +309,11 @@ class _NF:
             acc, acc_hops = a[o], h[o]
             acc_rx = traj.hop_rx_ns[acc_hops]
             del h, a, o
-        self.arr, self.hops_by_arr = acc, acc_hops
+        del rx
+        self.hops_by_arr = acc_hops
+        self._traj = traj
         self.d_hops = drops[np.lexsort((drops, traj.hop_arrival_ns[drops]))].astype(idx)
         self.d_arr = traj.hop_arrival_ns[self.d_hops]
-        self.dep = q.rx_ns if _attrib.is_sorted(q.rx_ns) else np.sort(q.rx_ns)
         self.pstart, self.pend = q.period_start_ns, q.period_end_ns
         # usual arrival rate, in total and per previous hop's NF (-1:
         # source); arrivals per next hop's NF (for compression towards it)
@@ -320,6 +325,9 @@ class _NF:
         next_of_arr = np.empty(len(acc), next_nf.dtype)
         _attrib.neighbours(acc, acc_hops, prev_nf, next_nf, start, BASELINE_BIN_NS,
                            from_bins, to_bins, next_of_arr)
+        # the accepted arrivals per next NF, before the dropped ones add
+        # to the bins (a bincount of next_of_arr widened it to 8 bytes each)
+        n_to = to_bins.sum(axis=1)[1:]
         d_next = np.empty(len(self.d_arr), next_nf.dtype)
         _attrib.neighbours(self.d_arr, self.d_hops, prev_nf, next_nf, start, BASELINE_BIN_NS,
                            from_bins, to_bins, d_next)
@@ -330,19 +338,23 @@ class _NF:
             self.usual_from[g] = _median_rate(from_bins[g], t0, t1)
         self.usual_to = {g - 1: _median_rate(to_bins[g], t0, t1)
                          for g in np.flatnonzero(to_bins.any(axis=1)).tolist()}
-        # the arrivals bound for each next NF, for upstream_window: the
-        # accepted ones as positions into arr (4 bytes each, not a copy of
-        # their times), the dropped ones (none, unless a dropped hop has a
-        # next) as times; those leaving the chain are never asked for
-        n_to = np.bincount(next_of_arr.astype(np.int64) + 1, minlength=ng)[1:]
-        at = np.concatenate([[0], np.cumsum(n_to)[:-1]]).astype(np.int64)
-        pos = np.empty(int(n_to.sum()), idx)
-        _attrib.positions_by_group(next_of_arr, at, pos)
+        # the arrivals bound for each next NF, for bound_for: the
+        # accepted ones as positions into hops_by_arr (4 bytes each, none
+        # where all go to one NF, as in a chain: None), the dropped ones
+        # (none, unless a dropped hop has a next) as times; those leaving
+        # the chain are never asked for
+        if np.count_nonzero(n_to) == 1 and n_to.max() == len(acc):
+            self.to_pos = {int(n_to.argmax()): None}
+        else:
+            at = np.concatenate([[0], np.cumsum(n_to)[:-1]]).astype(np.int64)
+            pos = np.empty(int(n_to.sum()), idx)
+            _attrib.positions_by_group(next_of_arr, at, pos)
+            self.to_pos = {g: pos[at[g]:at[g] + n_to[g]]
+                           for g in np.flatnonzero(n_to).tolist()}
         del next_of_arr
-        self.to_pos = {g: pos[at[g]:at[g] + n_to[g]] for g in np.flatnonzero(n_to).tolist()}
         self.to_dropped = {g: self.d_arr[d_next == g]
                            for g in np.unique(d_next[d_next >= 0]).tolist()}
-        self._rx = acc_rx                   # until hop_scores
+        self._arr, self._rx = acc, acc_rx   # until hop_scores
 
     def period_of(self, t):
         """Queuing period containing times `t` (-1 where the queue was empty)."""
@@ -354,21 +366,26 @@ class _NF:
 
     def arrived(self, s, e):
         """Hops that arrived in [s, e], in (arrival, hop) order."""
-        i0, i1 = np.searchsorted(self.arr, s, "left"), np.searchsorted(self.arr, e, "right")
+        t = self._traj
+        i0, i1 = _attrib.arrivals_between(self.hops_by_arr, t.hop_arrival_ns, t.hop_rx_ns, s, e)
         j0, j1 = np.searchsorted(self.d_arr, s, "left"), np.searchsorted(self.d_arr, e, "right")
         if j0 == j1:
             return self.hops_by_arr[i0:i1]
+        h = self.hops_by_arr[i0:i1]
+        arr = np.empty(len(h), np.int64)
+        _attrib.gather_arrival(h, t.hop_arrival_ns, t.hop_rx_ns, arr)
         out = np.empty(i1 - i0 + j1 - j0, self.hops_by_arr.dtype)
-        _attrib.merge_hops_by_arrival(self.arr[i0:i1], self.hops_by_arr[i0:i1],
-                                      self.d_arr[j0:j1], self.d_hops[j0:j1], out)
+        _attrib.merge_hops_by_arrival(arr, h, self.d_arr[j0:j1], self.d_hops[j0:j1], out)
         return out
 
     def bound_for(self, k, P, t):
-        """_attrib.upstream_window for hops P here (of Trajectories `t`),
+        """_attrib.upstream_window_by_hop for hops P here (of Trajectories `t`),
         sent towards NF k: the arrivals counted are those here bound for k
         over P's tx span."""
-        t0, t1, n_arr, s_u, e_u = _attrib.upstream_window(
-            P, t.hop_tx_ns, t.hop_arrival_ns, self.arr, self.to_pos.get(k, _NO_POS))
+        pos = self.to_pos.get(k, _NO_POS)
+        t0, t1, n_arr, s_u, e_u = _attrib.upstream_window_by_hop(
+            P, t.hop_tx_ns, t.hop_arrival_ns, t.hop_rx_ns, self.hops_by_arr,
+            _NO_POS if pos is None else pos, pos is None)
         d = self.to_dropped.get(k)
         if d is not None:
             n_arr += int(np.searchsorted(d, t1, "right") - np.searchsorted(d, t0, "left"))
@@ -393,10 +410,10 @@ class _NF:
           scores are the actual wait minus those, times r (for drops, the
           queue at arrival minus each counterfactual queue).
         """
-        rx = self._rx
-        del self._rx
+        arr, rx, dep = self._arr, self._rx, self._dep
+        del self._arr, self._rx, self._dep
         self.scores = S = _HopScores(n_hops)
-        n = len(self.arr) + len(self.d_arr)
+        n = len(arr) + len(self.d_arr)
         if n == 0 or self.rate <= 0:
             S.seal([])
             return
@@ -406,16 +423,19 @@ class _NF:
         state_d = np.zeros(_attrib.HOP_SCORES_STATE_D)
         room = min(n, SCORE_CHUNK)
         parts = []
-        while state[0] < len(self.arr) or state[1] < len(self.d_arr):
+        while state[0] < len(arr) or state[1] < len(self.d_arr):
             kept, scores = np.empty(room, self.hops_by_arr.dtype), np.empty((room, 2))
-            c = _attrib.hop_scores(self.arr, rx, self.hops_by_arr, self.d_arr, self.d_hops,
-                                   self.dep, self.pstart, self.pend, self.rate, self.usual,
+            c = _attrib.hop_scores(arr, rx, self.hops_by_arr, self.d_arr, self.d_hops,
+                                   dep, self.pstart, self.pend, self.rate, self.usual,
                                    S.words, kept, scores, state, state_d)
             if c < 0:                       # a run of equal arrivals longer than room
                 room = -c
                 continue
             parts.append((kept[:c].copy(), scores[:c].copy()))
-        del kept, scores
+        # the times go before the scores are laid out beside their parts:
+        # both at once were this stage's peak (the last NF's 35 MiB of
+        # times on bench/analyze.py's 9.5 M-hop capture)
+        del kept, scores, arr, rx, dep
         S.seal(parts)
 
 

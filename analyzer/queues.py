@@ -11,7 +11,7 @@ One pass over the hops sorts every NF's received packets into rx order
 (each rx entry is one hop's); a FIFO queue's arrivals are then sorted too,
 so the step series is a merge (``_attrib.pyx``), not a sort.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,8 +39,11 @@ class QueueTimeline:
     hops : ndarray of int32 (int64 beyond 2**31 hops)
         Indices (into the Trajectories hop arrays) of the packets this NF
         received, in rx order.
-    arrival_ns, rx_ns : ndarray of int64
-        Of those packets.
+    arrival_ns, rx_ns : ndarray of int64 (properties)
+        Of those packets (the arrival is the rx where not recorded):
+        gathered from `hop_arrival_ns` and `hop_rx_ns` on each access
+        rather than kept, 16 bytes per hop that the trajectories hold
+        already (144 MiB on bench/analyze.py's 9.5 M-hop capture).
     delay_ns : ndarray of int64 (property)
         Queuing delay, ``rx_ns - arrival_ns``: worked out on each access
         rather than kept (8 bytes per hop).
@@ -57,27 +60,47 @@ class QueueTimeline:
         reads it.
     peak_rate : float
         Packets per ns the NF serves at its fastest (see :func:`peak_rate`).
+    hop_arrival_ns, hop_rx_ns : ndarray of int64
+        The Trajectories arrays of the same names (shared, not copies).
     """
     name: str
     hops: np.ndarray
-    arrival_ns: np.ndarray
-    rx_ns: np.ndarray
     step_ns: np.ndarray
     step_len: np.ndarray
     period_start_ns: np.ndarray
     period_end_ns: np.ndarray
     peak_rate: float
+    hop_arrival_ns: np.ndarray = field(repr=False)
+    hop_rx_ns: np.ndarray = field(repr=False)
+
+    def arrival_rx(self):
+        """``(arrival_ns, rx_ns)``, gathered in one pass."""
+        arr, rx = np.empty(len(self.hops), np.int64), np.empty(len(self.hops), np.int64)
+        _attrib.gather_arrival_rx(self.hops, self.hop_arrival_ns, self.hop_rx_ns, arr, rx)
+        return arr, rx
+
+    @property
+    def arrival_ns(self):
+        arr = np.empty(len(self.hops), np.int64)
+        _attrib.gather_arrival(self.hops, self.hop_arrival_ns, self.hop_rx_ns, arr)
+        return arr
+
+    @property
+    def rx_ns(self):
+        return self.hop_rx_ns[self.hops]
 
     @property
     def delay_ns(self):
-        return self.rx_ns - self.arrival_ns
+        arr, rx = self.arrival_rx()
+        return rx - arr
 
     @property
     def hop_period(self):
         # the last period started at or before the arrival (periods start
         # at arrivals, in time order), kept where the packet waited
-        p = np.searchsorted(self.period_start_ns, self.arrival_ns, side="right") - 1
-        return np.where((self.rx_ns > self.arrival_ns) & (p >= 0), p, -1).astype(np.int32)
+        arr, rx = self.arrival_rx()
+        p = np.searchsorted(self.period_start_ns, arr, side="right") - 1
+        return np.where((rx > arr) & (p >= 0), p, -1).astype(np.int32)
 
     def length_at(self, t_ns):
         """Queue length at times `t_ns` (after every event at that ns)."""
@@ -117,30 +140,24 @@ def peak_rate(batch_ns, batch_count, busy_after, percentile=PEAK_PERCENTILE):
 
 
 def _hops_in_rx_order(view, traj):
-    """Per NF index k: its received hops in rx order, their arrivals (rx
-    where not recorded) and rx times.  One pass over the hops: each rx
-    entry is one hop's, so a scatter by rx index sorts them (an argsort
-    where two hops claim one rx entry).  The arrays of all NFs are views
-    of three shared ones."""
+    """Per NF index k: its received hops in rx order.  One pass over the
+    hops: each rx entry is one hop's, so a scatter by rx index sorts them
+    (an argsort where two hops claim one rx entry).  The arrays of all NFs
+    are views of one shared one."""
     rx_count = np.array([len(n.rx_ids) for n in view.nfs], np.int64)
     rx_offset = np.concatenate([[0], np.cumsum(rx_count)]).astype(np.int64)
     index = np.int32 if len(traj.hop_nf) < 2**31 else np.int64
     slot = np.full(int(rx_offset[-1]), -1, index)
-    arr, rx = np.empty(len(slot), np.int64), np.empty(len(slot), np.int64)
-    twice = _attrib.hops_in_rx_order(traj.hop_nf, traj.hop_rx, traj.hop_arrival_ns,
-                                     traj.hop_rx_ns, rx_offset, rx_count, slot, arr, rx)
+    twice = _attrib.rx_slots(traj.hop_nf, traj.hop_rx, rx_offset, rx_count, slot)
     out = {}
     for k in range(len(view.nfs)):
-        part = slice(rx_offset[k], rx_offset[k + 1])
-        h, a, r = slot[part], arr[part], rx[part]
+        h = slot[rx_offset[k]:rx_offset[k + 1]]
         if twice:
             h = np.flatnonzero((traj.hop_nf == k) & (traj.hop_rx >= 0)).astype(index)
             h = h[np.argsort(traj.hop_rx[h], kind="stable")]
-            a, r = np.empty(len(h), np.int64), np.empty(len(h), np.int64)
-            _attrib.gather_arrival_rx(h, traj.hop_arrival_ns, traj.hop_rx_ns, a, r)
         elif (h < 0).any():
-            a, r, h = a[h >= 0], r[h >= 0], h[h >= 0]
-        out[k] = h, a, r
+            h = h[h >= 0]
+        out[k] = h
     return out
 
 
@@ -216,10 +233,14 @@ def _steps(arr, rx, n_batches):
     return (step_ns, step_len, starts, ends) + counts
 
 
-def _timeline(name, received, view_nf, rate_override, work):
-    hops, arr, rx = received
+def _timeline(name, hops, traj, view_nf, rate_override, work):
+    # the arrivals and rx times only while the steps are made: one NF's at
+    # a time (QueueTimeline gathers them again when asked)
+    arr, rx = np.empty(len(hops), np.int64), np.empty(len(hops), np.int64)
+    _attrib.gather_arrival_rx(hops, traj.hop_arrival_ns, traj.hop_rx_ns, arr, rx)
     # the step series merges arrivals (+1) and rx (-1) in time order
     step_ns, step_len, starts, ends, ns, nst, nen = _steps(arr, rx, len(view_nf.batch_ns))
+    del arr, rx
     if nen < nst:
         ends[nen] = -1                      # still busy at the capture's end
         nen += 1
@@ -227,7 +248,8 @@ def _timeline(name, received, view_nf, rate_override, work):
         a.resize(size, refcheck=False)
     rate = float(rate_override) if rate_override is not None else \
         _peak_rate(view_nf, step_ns, step_len, work)
-    return QueueTimeline(name, hops, arr, rx, step_ns, step_len, starts, ends, rate)
+    return QueueTimeline(name, hops, step_ns, step_len, starts, ends, rate,
+                         traj.hop_arrival_ns, traj.hop_rx_ns)
 
 
 def queue_timelines(view, traj, peak_rates=None) -> dict:
@@ -251,5 +273,5 @@ def queue_timelines(view, traj, peak_rates=None) -> dict:
     out = {}
     for k, n in enumerate(view.nfs):
         if len(n.rx_ids):
-            out[n.name] = _timeline(n.name, hops[k], n, peak_rates.get(n.name), work)
+            out[n.name] = _timeline(n.name, hops[k], traj, n, peak_rates.get(n.name), work)
     return out

@@ -130,6 +130,20 @@ def test_queuing_delay_is_rx_minus_arrival(case):
         assert np.array_equal(up_t[o][np.searchsorted(up[o], ids)], q.arrival_ns)
 
 
+
+def test_queue_times_are_the_trajectories(case):
+    # gathered from the trajectories on each access, not kept per queue
+    t = case.traj
+    for nf in case.sc.nfs:
+        q = case.queues[nf.name]
+        arr, rx = q.arrival_rx()
+        assert arr.dtype == rx.dtype == np.int64
+        want = np.where(t.hop_arrival_ns[q.hops] >= 0, t.hop_arrival_ns[q.hops],
+                        t.hop_rx_ns[q.hops])
+        assert np.array_equal(arr, want) and np.array_equal(q.arrival_ns, want)
+        assert np.array_equal(rx, t.hop_rx_ns[q.hops]) and np.array_equal(q.rx_ns, rx)
+        assert q.hop_arrival_ns is t.hop_arrival_ns and q.hop_rx_ns is t.hop_rx_ns
+
 def test_queuing_periods_cover_exactly_the_busy_times(case):
     for nf in case.sc.nfs:
         q = case.queues[nf.name]

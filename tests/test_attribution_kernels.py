@@ -136,6 +136,36 @@ def test_hops_in_rx_order_counts_collisions():
                                      np.empty(1, np.int64), np.empty(1, np.int64)) == 1
 
 
+
+@pytest.mark.parametrize("index", INDEX)
+def test_rx_slots_then_gather_is_hops_in_rx_order(index):
+    # the queue stage scatters the hops alone and gathers each NF's times
+    # afterwards: the same slots and times as the one-pass scatter
+    rng = np.random.default_rng(14)
+    n_rx = np.array([0, 50, 70], np.int64)
+    hop_nf = rng.permutation(np.concatenate([np.full(80, 1), np.full(75, 2)])).astype(index)
+    hop_rx = np.full(len(hop_nf), -1, index)
+    for k in (1, 2):
+        at = np.flatnonzero(hop_nf == k)
+        # every rx entry once, a few claimed twice, the rest not received
+        hop_rx[at[:n_rx[k]]] = rng.permutation(n_rx[k])
+        hop_rx[at[n_rx[k]:n_rx[k] + 3]] = rng.integers(0, n_rx[k], 3)
+    arr_ns = rng.integers(-1, 10**6, len(hop_nf)).astype(np.int64)
+    rx_ns = rng.integers(0, 10**6, len(hop_nf)).astype(np.int64)
+    offset = np.concatenate([[0], np.cumsum(n_rx)]).astype(np.int64)
+    ref = np.full(int(offset[-1]), -1, index)
+    a, r = np.empty(len(ref), np.int64), np.empty(len(ref), np.int64)
+    twice = _attrib.hops_in_rx_order(hop_nf, hop_rx, arr_ns, rx_ns, offset, n_rx, ref, a, r)
+    slot = np.full(len(ref), -1, index)
+    assert _attrib.rx_slots(hop_nf, hop_rx, offset, n_rx, slot) == twice == 6
+    assert slot.tolist() == ref.tolist()
+    ga, gr = np.empty(len(slot), np.int64), np.empty(len(slot), np.int64)
+    _attrib.gather_arrival_rx(slot, arr_ns, rx_ns, ga, gr)
+    assert ga.tolist() == a.tolist() and gr.tolist() == r.tolist()
+    only = np.empty(len(slot), np.int64)
+    _attrib.gather_arrival(slot, arr_ns, rx_ns, only)
+    assert only.tolist() == np.where(arr_ns[slot] >= 0, arr_ns[slot], rx_ns[slot]).tolist()
+
 @pytest.mark.parametrize("seed", range(4))
 def test_step_series_matches_the_sorted_events(seed):
     rng = np.random.default_rng(seed)
@@ -390,6 +420,34 @@ def test_upstream_groups_and_windows(index):
     assert addr.tolist() == addr_of[hop_packet[P]].tolist()
     assert span == known.max() - known.min()
 
+
+@pytest.mark.parametrize("index", INDEX)
+def test_windows_looked_up_through_the_hops(index):
+    # the attribution keeps an NF's accepted arrivals as their hops alone:
+    # searches through them agree with searches over the arrivals' times
+    rng = np.random.default_rng(15)
+    hop_packet, hop_nf, hop_rx, arr, rx, tx = _hops(rng, index)
+    rx = np.where(rx >= 0, rx, rng.integers(0, 10**6, len(rx)))
+    # runs of equal times, among them recorded arrivals and rx times
+    arr[rng.random(len(arr)) < 0.3] = 5000
+    rx[(arr < 0) & (rng.random(len(arr)) < 0.5)] = 5000
+    eff = np.where(arr >= 0, arr, rx)
+    hops_by_arr = np.lexsort((np.arange(len(eff)), eff))[:250].astype(index)
+    times = eff[hops_by_arr]
+    to_pos = np.sort(rng.choice(len(times), 90, replace=False)).astype(index)
+    P = rng.choice(len(hop_packet), 40, replace=False).astype(index)
+    edges = np.concatenate([times[[0, 7, 100, -1]], [-5, 5000, 10**7]])
+    for s in edges.tolist():
+        for e in edges.tolist():
+            assert _attrib.arrivals_between(hops_by_arr, arr, rx, s, e) == \
+                (np.searchsorted(times, s, "left"), np.searchsorted(times, e, "right"))
+    assert _attrib.upstream_window_by_hop(P, tx, arr, rx, hops_by_arr, to_pos, False) == \
+        _attrib.upstream_window(P, tx, arr, times, to_pos)
+    every = _attrib.upstream_window_by_hop(P, tx, arr, rx, hops_by_arr,
+                                           np.zeros(0, index), True)
+    assert every == _attrib.upstream_window(P, tx, arr, times,
+                                            np.arange(len(times), dtype=index))
+    assert every[2] > 0
 
 def _ref_shares(ups, cnt, usual_from, span):
     """split_upstream's shares before the kernel (numpy)."""
