@@ -39,6 +39,7 @@
 #include "mscope_dpdk.h"
 
 #define BURST     32
+#define GEN_MAX   1024      /* packets generated per pass, at most */
 #define NB_MBUF   8191
 #define DUMP_LEN  128
 #define FLOWS     256
@@ -271,20 +272,27 @@ main(int argc, char **argv)
 		struct rte_mbuf *pkts[BURST];
 		uint64_t now = rte_rdtsc();
 		int gen_done = (total != 0 && generated >= total) || now >= deadline;
+		uint32_t todo = 0;
 		uint16_t n = 0, sent, nb, k;
 
 		if (!gen_done) {
-			n = BURST;
-			if (total != 0 && total - generated < n)
-				n = (uint16_t)(total - generated);
+			/* Everything due since the last pass, not one burst: a
+			 * sleep here may last ~100 us on a loaded VM, and the
+			 * offered rate must not depend on it. */
+			todo = GEN_MAX;
+			if (total != 0 && total - generated < todo)
+				todo = (uint32_t)(total - generated);
 			if (rate > 0) {
 				/* Pace: no more than rate * elapsed packets so far. */
 				double due = rate * (double)(now - start) / (double)hz;
-				n = due > (double)generated ?
-					(uint16_t)RTE_MIN((double)n, due - (double)generated + 1) : 0;
+				todo = due > (double)generated ?
+					(uint32_t)RTE_MIN((double)todo, due - (double)generated + 1) : 0;
 			}
 		}
-		if (n > 0 && rte_pktmbuf_alloc_bulk(pool, pkts, n) == 0) {
+		for (; todo > 0; todo -= n) {
+			n = (uint16_t)RTE_MIN(todo, (uint32_t)BURST);
+			if (rte_pktmbuf_alloc_bulk(pool, pkts, n) != 0)
+				break;
 			for (k = 0; k < n; k++) {
 				build_frame(pkts[k], &flows[rng() % FLOWS]);
 				if (dump != NULL) {
