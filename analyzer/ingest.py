@@ -141,8 +141,10 @@ class CaptureView:
     def names(self) -> list:
         return [n.name for n in self.nfs]
 
-    def release_packets(self):
-        """Free the per-packet arrays the trajectories have consumed.
+    def release_packets(self, names=None):
+        """Free the per-packet arrays the trajectories have consumed
+        (`names`: only those of :data:`_PACKET_ARRAYS`, e.g. the ids once
+        matched, default all).
 
         ``rx_ids``, ``rx_ns``, ``rx_port``, ``rx_addr``, ``tx_ids``,
         ``tx_ns``, ``tx_port`` and ``tx_batch`` of every NF become
@@ -153,7 +155,9 @@ class CaptureView:
         building trajectories: these arrays are ~0.8x the decoded capture.
         """
         for n in self.nfs:
-            for name in _PACKET_ARRAYS:
+            for name in _PACKET_ARRAYS if names is None else names:
+                if name not in _PACKET_ARRAYS:
+                    raise ValueError(f"release_packets: {name} is not a per-packet array")
                 a = getattr(n, name)
                 if a is not None and not isinstance(a, Released):
                     setattr(n, name, Released(len(a), f"{n.name}.{name}"))

@@ -35,6 +35,10 @@ from .topology import SINK
 
 __all__ = ["Trajectories", "build_trajectories"]
 
+#: The per-packet arrays of the capture view that nothing reads once the
+#: ids are matched (build_trajectories(..., release_ids=True)).
+_MATCHED_ARRAYS = ("rx_ids", "tx_ids", "rx_port", "tx_port", "tx_batch")
+
 
 @dataclass
 class Trajectories:
@@ -124,7 +128,8 @@ def _upstream_first(names, topo):
     return first + [k for k in range(len(names)) if k not in listed]
 
 
-def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
+def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
+                       release_ids=False) -> Trajectories:
     """Reconstruct every packet's path.
 
     Parameters
@@ -134,6 +139,10 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
     window_ns : int
         Longest accepted gap between an upstream tx and the rx downstream,
         and between an NF's rx and tx of one packet.
+    release_ids : bool
+        Free the view's ids, ports and tx batches once matched
+        (``CaptureView.release_packets``): ``mscope diagnose`` reads them
+        no more.
 
     Returns
     -------
@@ -276,6 +285,11 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS) -> Trajectories:
                          "more (int32 indices)")
     packet_id, src_ns = _packet_starts(nfs, src, start_rx, tx_ids, tx_ns, n_src, n_pk)
     del tx_ids
+    if release_ids:
+        # matched: the ids (~0.4x the decoded capture) are not read again,
+        # and freeing them before the hop arrays exist keeps this stage's
+        # peak under the capture's own size plus its result
+        view.release_packets(_MATCHED_ARRAYS)
     start_rx_nf = np.repeat(np.arange(len(nfs), dtype=np.int32), [len(s) for s in start_rx])
     start_rx = np.concatenate(start_rx + [np.empty(0, np.int64)]).astype(np.int32)
     rx_only = np.array([len(n.rx_ids) > 0 and len(n.tx_ids) == 0 for n in nfs], np.uint8)

@@ -455,6 +455,24 @@ def test_packets_copied_from_a_part_of_a_larger_array(tmp_path):
     assert t.packet_id.tolist() == [1, 2, 3] and t.latency_ns.tolist() == [40, -1, 50]
 
 
+def test_release_ids_frees_the_matched_arrays_and_changes_no_path(case):
+    """What diagnose does: the view's ids, ports and tx batches freed once
+    matched; the paths are those built with the view left whole, and the
+    times and address words the later stages read are still there."""
+    view = load(case.view.path)
+    t = build_trajectories(view, infer_topology(view), release_ids=True)
+    for f in ("packet_id", "src_ns", "exit_ns", "drop_nf", "drop_ns", "latency_ns",
+              "hop_packet", "hop_nf", "hop_arrival_ns", "hop_rx_ns", "hop_tx_ns",
+              "hop_rx", "hop_tx", "src_addr", "dst_addr"):
+        assert np.array_equal(getattr(t, f), getattr(case.traj, f)), f
+    for n in view.nfs:
+        for name in ("rx_ids", "tx_ids", "tx_batch"):
+            with pytest.raises(RuntimeError):
+                getattr(n, name)[0]
+        assert len(n.rx_ids) == len(case.view.nf(n.name).rx_ids)
+        assert n.rx_ns[:3].tolist() == case.view.nf(n.name).rx_ns[:3].tolist()
+
+
 # --- queue kernels against the general ones ---------------------------------
 
 def _random_events(rng, n, span, sort_rx=True):

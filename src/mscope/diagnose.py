@@ -103,7 +103,7 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     log.start("topology", f"topology of {len(view.nfs)} NFs")
     topo = infer_topology(view)
     log.start("trajectories", "trajectories")
-    traj = build_trajectories(view, topo)
+    traj = build_trajectories(view, topo, release_ids=True)
     # the trajectories hold what the per-packet ids and times said; queues
     # and patterns read only the batches: ~0.8x the decoded capture freed
     view.release_packets()
