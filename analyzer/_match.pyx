@@ -989,7 +989,7 @@ def hop_times(list tx_ns, list rx_ns, const int64_t[::1] src_ns,
 
 # -- Topology's sample of votes ---------------------------------------------
 
-#: topology._sampled's rule: the top 3 bits of id * _GOLDEN are zero.
+#: topology's sampling rule (SAMPLE_EVERY): the top 3 bits of id * _GOLDEN are zero.
 cdef uint64_t _SAMPLE_BELOW = 1ULL << 61
 
 

@@ -177,14 +177,6 @@ class Attribution:
     scores: CulpritScores
     arrival_ns: np.ndarray = None
 
-    def ranked(self, i):
-        """Culprits of victim `i`: list of (key, score), highest first, > 0."""
-        sc = self.scores
-        b, e = int(sc.offsets[i]), int(sc.offsets[i + 1])
-        s, raw, col = sc.capped[b:e], sc.uncapped[b:e], sc.culprit[b:e]
-        o = np.lexsort((-raw, -s))          # stable: ties by column
-        return [(self.culprits[col[k]], float(s[k])) for k in o if s[k] > _EPS]
-
     def ranked_arrays(self):
         """Every victim's culprits, ranked, as flat arrays (no Python object
         per victim): what :meth:`ranked_all` lists, for writers that format

@@ -598,9 +598,8 @@ def _finish(nfs, whole, manifest, path):
 def _concat(datas):
     """One CaptureData of the records of several (an NF's streams)."""
     records = np.concatenate([d.records for d in datas])
-    off = np.zeros(len(records) + 1, np.int64)
-    np.cumsum(id_counts(records), out=off[1:])
-    return CaptureData(records, np.concatenate([np.asarray(d.stream) for d in datas]), off,
+    return CaptureData(records, np.concatenate([np.asarray(d.stream) for d in datas]),
+                       _id_offsets(records),
                        np.concatenate([d.ids for d in datas]))
 
 
@@ -624,7 +623,7 @@ def split_revisited(nf):
     list of NFRecords
         ``[nf]`` when no packet revisits it.
     """
-    from .matching import match_next
+    from .matching import match_next_int32
 
     if nf.rx_port is None or len(nf.rx_ids) == 0 or nf.rx_port.strides == (0,):
         return [nf]                                     # a zero-stride view: one port
@@ -636,7 +635,7 @@ def split_revisited(nf):
     if (cnt > 1).sum() < REVISIT_SHARE * len(ids):
         return [nf]
     # each tx to the rx it left from: nearest earlier rx of the same id
-    m, _ = match_next(nf.rx_ids, nf.rx_ns, nf.tx_ids, nf.tx_ns)
+    m, _ = match_next_int32(nf.rx_ids, nf.rx_ns, nf.tx_ids, nf.tx_ns)
     tx_from = np.full(len(nf.tx_ids), -1, np.int64)
     got = m >= 0
     tx_from[m[got]] = nf.rx_port[got]
@@ -698,7 +697,6 @@ def load(path, compiled=None) -> CaptureView:
     # stream by stream: each stream is decoded just before its NF is built
     # and let go just after, so the capture and the view are not both
     # held whole
-    _kernel(compiled)                   # not built: say so before reading
     view = _view_feed(cap.stream_feed(), cap.manifest, path, compiled)
     if view is None:
         parts, whole = cap.read_streams()

@@ -161,12 +161,6 @@ def _hops_in_rx_order(view, traj):
     return out
 
 
-def _distinct(sorted_ns):
-    """Number of distinct values of a sorted array."""
-    n = len(sorted_ns)
-    return 1 + int(np.count_nonzero(sorted_ns[1:] != sorted_ns[:-1])) if n else 0
-
-
 def _sorted_distinct(t):
     """`t` sorted (itself when it already is) and its number of distinct
     values."""
@@ -174,7 +168,7 @@ def _sorted_distinct(t):
     if d >= 0:
         return t, d
     t = np.sort(t)
-    return t, _distinct(t)
+    return t, _attrib.distinct_sorted(t)
 
 
 def _peak_rate(view_nf, step_ns, step_len, work):

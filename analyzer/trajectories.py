@@ -97,8 +97,8 @@ class Trajectories:
 
 def _tx_dest(nf, port_to, nfi):
     """Per tx of `nf`: index of the NF its out-link leads to, -1 for the
-    sink; and that index when every tx has the same (one out-link), else
-    None."""
+    sink; or, when every tx has the same (one out-link), (None, that
+    index)."""
     port = nf.tx_port
     dest_of = {p: nfi.get(d, -1) for (name, p), d in port_to.items() if name == nf.name}
     if len(port) == 0:
@@ -107,8 +107,8 @@ def _tx_dest(nf, port_to, nfi):
         lo = hi = int(port[0])
     else:
         lo, hi = int(port.min()), int(port.max())
-    if lo == hi:                                   # one out-link: no gather
-        return np.full(len(port), dest_of.get(lo, -1), np.int32), dest_of.get(lo, -1)
+    if lo == hi:                                   # one out-link: no array at all
+        return None, dest_of.get(lo, -1)
     if lo >= 0 and hi < 1 << 16:
         lut = np.full(hi + 1, -1, np.int32)
         for p, d in dest_of.items():

@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE / "scenarios" / "fw-bug-and-burst.json"
 
 _CHILD = r"""
-import io, json, os, resource, sys, time, tracemalloc
+import io, json, os, sys, time, tracemalloc
 cap, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # as mscope diagnose sets it
 from mscope.diagnose import run_diagnose

@@ -345,12 +345,6 @@ MSCOPE_SELF_BOUND int
 mscope_tx(struct mscope *ms, uint16_t port, uint16_t queue,
 	  struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy)
 {
-	const uint64_t tsc = rte_rdtsc();
-
-	if (unlikely(ms == NULL))
-		return -EINVAL;
-	if (unlikely(ms->flags & MSCOPE_F_NOIDS))
-		return n == 0 ? 0 : record_counts(ms, MSCOPE_REC_F_TX, PORTQ(port, queue), n,
-						  occupancy, tsc);
-	return record_tx(ms, pkts, n, PORTQ(port, queue), occupancy, tsc);
+	/* protected: a direct call (or a jump), no PLT */
+	return mscope_tx_at(ms, port, queue, pkts, n, occupancy, rte_rdtsc());
 }

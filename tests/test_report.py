@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 
-from mscope.analyzer import attribution as attribution_mod
 from mscope.analyzer.attribution import Attribution, CulpritScores, culprit_dict
 from mscope.cli import main
 from mscope.diagnose import VictimList, diagnose, format_summary, run_diagnose, write_json
@@ -167,14 +166,12 @@ def test_no_victims_no_culprits():
                       "incomplete": []}) == b'{"victims": [], "patterns": [], "incomplete": []}'
 
 
-def test_ranking_without_ranked_arrays(monkeypatch):
-    # the writer's own ranking (an Attribution without ranked_arrays) is
-    # ranked_all's order
+def test_ranking_is_ranked_alls_order():
+    # the writer's ranking (ranked_arrays) is ranked_all's order
     rng = np.random.default_rng(2)
     S = np.round(rng.random((200, 7)) * (rng.random((200, 7)) > 0.6) * 50, 1)
     att = _att(S, uncapped=S + np.round(rng.random(S.shape), 1))
     ref = _dicts(att)
-    monkeypatch.delattr(attribution_mod.Attribution, "ranked_arrays", raising=False)
     assert VictimList(att).tolist() == ref
     assert culprit_dict(att.culprits[1], 2.0)["score"] == 2.0
 

@@ -216,7 +216,6 @@ def _memory():
 #: Victims formatted per block: ~2 MB of JSON from a ~3 MB scratch matrix
 #: (fewer: more numpy calls per victim; more: out of cache, no faster).
 BLOCK = 8192
-_EPS = 1e-9          # attribution's: a culprit whose rounded score is <= this is left out
 
 
 class VictimList(Sequence):
@@ -283,12 +282,8 @@ class VictimList(Sequence):
             Its score, rounded to 3 decimals; only those > 1e-9.
         """
         if self._ranked is None:
-            ranked_arrays = getattr(self.att, "ranked_arrays", None)
-            if ranked_arrays is not None:
-                r = ranked_arrays()
-                self._ranked = (r.offsets, r.culprit, r.score)
-            else:
-                self._ranked = _rank(self.att)
+            r = self.att.ranked_arrays()
+            self._ranked = (r.offsets, r.culprit, r.score)
         return self._ranked
 
     def _dicts(self, lo, hi):
@@ -357,38 +352,6 @@ def write_json(diag, f):
         else:
             f.write(json.dumps(value).encode())
     f.write(b"}")
-
-
-def _rank(att):
-    """Compressed ranked culprits of every victim (:meth:`VictimList.ranked`),
-    for an Attribution without ``ranked_arrays``.
-
-    The order of ``Attribution.ranked_all``: by score, then by the uncapped
-    score, then by column; sorted within each victim only, victims with the
-    same number of culprits at once.
-    """
-    sc = att.scores
-    n = len(att.packet_id)
-    if sc.n_culprits == 0 or n == 0:
-        return np.zeros(n + 1, np.int64), np.zeros(0, np.intp), np.zeros(0)
-    # entries are victim-major, by column: ties stay in column order
-    s = sc.capped
-    keep = s > 0
-    v = np.round(s[keep], 3)
-    kept = v > _EPS
-    keep[keep] = kept
-    v = v[kept]
-    s, w, c = s[keep], sc.uncapped[keep], sc.culprit[keep].astype(np.intp)
-    r = sc.victim_of(np.flatnonzero(keep))
-    cnt = np.bincount(r, minlength=n)
-    ptr = np.zeros(n + 1, np.int64)
-    np.cumsum(cnt, out=ptr[1:])
-    order = np.arange(len(r))
-    for k in np.unique(cnt[cnt > 1]).tolist():
-        at = ptr[:-1][cnt == k][:, None] + np.arange(k)
-        o = np.lexsort((-w[at], -s[at]), axis=-1)      # stable: ties by column
-        order[at] = np.take_along_axis(at, o, axis=1)
-    return ptr, c[order], v[order]
 
 
 def _words(strings, words=0):
@@ -649,8 +612,7 @@ def format_summary(diag, ctx, top=5):
     traj = ctx["traj"]
     v = diag["victims"]
     # from the arrays: a VictimList would make every victim's dict to count
-    nd = int(np.count_nonzero(att.dropped)) if len(att.dropped) == len(v) else \
-        sum(1 for x in v if x["dropped"])
+    nd = int(np.count_nonzero(att.dropped))
     lines = [f"{len(traj.packet_id):,} packets, {len(v):,} victims "
              f"({len(v) - nd:,} over {ctx['slo_us']:g} us, {nd:,} dropped), "
              f"{ctx['seconds']:.2f} s"]
