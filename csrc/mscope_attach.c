@@ -196,6 +196,10 @@ thread_recorder(void)
 	} else {
 		unsigned slot = __atomic_fetch_add(&n_all_ms, 1, __ATOMIC_RELAXED);
 		mscope_set_tsc_hz(thread_ms, rte_get_tsc_hz());
+		/* The id stamp with the ring, whichever callback comes first:
+		 * registered on a thread's first packets instead, it held
+		 * testpmd's first burst behind OVS ~17 ms (docs/ovs.md). */
+		mscope_dpdk_register();
 		/* Release pairs with the acquire in telemetry_status. */
 		if (slot < ATTACH_MAX_THREADS) {
 			thread_cycles = &cycles[slot];
@@ -215,18 +219,15 @@ ask_occupancy(uint16_t port, uint16_t queue)
 	return ok;
 }
 
-/* A polling thread's first poll, packets or not, opens its ring and
- * registers the id stamp: done on its first packets instead, it held
- * testpmd's first burst behind OVS ~17 ms (docs/ovs.md).  Returns the
- * thread's recorder or NULL. */
+/* A polling thread's first poll, packets or not, opens its ring (and
+ * registers the id stamp, thread_recorder).  Returns the thread's
+ * recorder or NULL. */
 static __rte_noinline struct mscope *
 thread_first_poll(void)
 {
-	if (thread_failed || !__atomic_load_n(&recording, __ATOMIC_RELAXED) ||
-	    thread_recorder() == NULL)
+	if (thread_failed || !__atomic_load_n(&recording, __ATOMIC_RELAXED))
 		return NULL;
-	mscope_dpdk_register();
-	return thread_ms;
+	return thread_recorder();
 }
 
 static uint16_t
@@ -566,7 +567,6 @@ vhost_thread_init(int vid)
 		return 0;
 	if (thread_recorder() == NULL)
 		return 0;
-	mscope_dpdk_register();
 	if ((unsigned)vid < VHOST_MAX_VIDS && !__atomic_load_n(&vid_named[vid], __ATOMIC_RELAXED))
 		vhost_name_vid(vid);
 	return 1;
