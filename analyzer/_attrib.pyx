@@ -83,27 +83,6 @@ def rx_slots(const index_t[::1] hop_nf, const index2_t[::1] hop_rx,
     return twice
 
 
-def hops_in_rx_order(const index_t[::1] hop_nf, const index2_t[::1] hop_rx,
-                     const int64_t[::1] hop_arrival_ns, const int64_t[::1] hop_rx_ns,
-                     const int64_t[::1] rx_offset, const int64_t[::1] rx_count,
-                     out_t[::1] out, int64_t[::1] arrival, int64_t[::1] rx):
-    """rx_slots, with each written slot's rx time and arrival (its rx
-    where not recorded) beside it in `rx` and `arrival` (those of the
-    hop that holds the slot).  The queue stage gathers the times per NF
-    instead (gather_arrival_rx): three arrays for every NF at once were
-    144 MiB on bench/analyze.py's 9.5 M-hop capture."""
-    cdef Py_ssize_t i
-    cdef int64_t h
-    twice = rx_slots(hop_nf, hop_rx, rx_offset, rx_count, out)
-    with nogil:
-        for i in range(out.shape[0]):
-            h = out[i]
-            if h >= 0:
-                rx[i] = hop_rx_ns[h]
-                arrival[i] = _arrival_of(hop_arrival_ns, hop_rx_ns, h)
-    return twice
-
-
 def gather_arrival_rx(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
                       const int64_t[::1] hop_rx_ns, int64_t[::1] arrival, int64_t[::1] rx):
     """``rx[i] = hop_rx_ns[hops[i]]``; ``arrival[i]`` the hop's arrival, or
@@ -180,18 +159,6 @@ def step_series(const int64_t[::1] arrival, const int64_t[::1] rx,
                 else:
                     arrival_period[x] = <int32_t>(nstart - 1)
     return nstep, nstart, nend
-
-
-def busy_after(const int64_t[::1] step_ns, const int32_t[::1] step_len,
-               const int64_t[::1] t, char[::1] out):
-    """``out[i]``: the queue non-empty right after time ``t[i]`` (sorted),
-    i.e. ``length_at(t) > 0``, by a merge with the step series."""
-    cdef Py_ssize_t i, j = 0, ns = step_ns.shape[0]
-    with nogil:
-        for i in range(t.shape[0]):
-            while j < ns and step_ns[j] <= t[i]:
-                j += 1
-            out[i] = j > 0 and step_len[j - 1] > 0
 
 
 def hop_summary(const index_t[::1] hop_packet, const index2_t[::1] hop_rx,
@@ -945,33 +912,21 @@ def upstream_groups(const out_t[::1] hops, const code_t[::1] prev_nf,
     return ups, cnt, start, share
 
 
-def upstream_window(const out_t[::1] P, const int64_t[::1] hop_tx_ns,
-                    const int64_t[::1] hop_arrival_ns, const int64_t[::1] arr,
-                    const index_t[::1] to_pos):
-    """For hops P at an upstream NF u (the packets it sent towards k):
-    (t0, t1) the span of their tx times, the number of u's accepted
-    arrivals bound for k in [t0, t1] (``arr[to_pos]``: `arr` u's accepted
-    arrivals, sorted, `to_pos` the positions of those bound for k,
-    ascending), and (lo, hi) the span of their recorded arrivals at u,
-    (t0, t1) when none was recorded."""
-    cdef int64_t t0, t1, lo, hi
-    cdef Py_ssize_t lo_i, hi_i
-    with nogil:
-        _spans(P, hop_tx_ns, hop_arrival_ns, &t0, &t1, &lo, &hi)
-        lo_i = _search_left_at(arr, to_pos, t0)
-        hi_i = _search_right_at(arr, to_pos, t1)
-    return t0, t1, hi_i - lo_i, lo, hi
-
-
 def upstream_window_by_hop(const out_t[::1] P, const int64_t[::1] hop_tx_ns,
                            const int64_t[::1] hop_arrival_ns, const int64_t[::1] hop_rx_ns,
                            const out_t[::1] hops_by_arr, const index_t[::1] to_pos,
                            bint every):
-    """upstream_window with u's accepted arrivals given as their hops,
-    `hops_by_arr` (sorted by arrival: the arrival of hop h is
-    ``hop_arrival_ns[h]``, its rx where not recorded), not as times of
-    their own (8 bytes per arrival held for the whole attribution stage);
-    `every`: all of them are bound for k (`to_pos` is not read)."""
+    """For hops P at an upstream NF u (the packets it sent towards k):
+    (t0, t1) the span of their tx times, the number of u's accepted
+    arrivals bound for k in [t0, t1], and (lo, hi) the span of their
+    recorded arrivals at u, (t0, t1) when none was recorded.
+
+    u's accepted arrivals are given as their hops, `hops_by_arr` (sorted
+    by arrival: the arrival of hop h is ``hop_arrival_ns[h]``, its rx where
+    not recorded), not as times of their own (8 bytes per arrival held for
+    the whole attribution stage); `to_pos` holds the positions in it of
+    those bound for k, ascending; `every`: all of them are (`to_pos` is not
+    read)."""
     cdef int64_t t0, t1, lo, hi
     cdef Py_ssize_t lo_i, hi_i
     with nogil:
@@ -1030,32 +985,6 @@ cdef inline Py_ssize_t _search_hops(const out_t[::1] hops, const index_t[::1] at
         mid = (lo + hi) >> 1
         x = _arrival_of(hop_arrival_ns, hop_rx_ns, hops[mid] if every else hops[at[mid]])
         if x < t or (right and x == t):
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-cdef inline Py_ssize_t _search_left_at(const int64_t[::1] a, const index_t[::1] at,
-                                       int64_t t) noexcept nogil:
-    # searchsorted(a[at], t, "left")
-    cdef Py_ssize_t lo = 0, hi = at.shape[0], mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[at[mid]] < t:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-cdef inline Py_ssize_t _search_right_at(const int64_t[::1] a, const index_t[::1] at,
-                                        int64_t t) noexcept nogil:
-    # searchsorted(a[at], t, "right")
-    cdef Py_ssize_t lo = 0, hi = at.shape[0], mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[at[mid]] <= t:
             lo = mid + 1
         else:
             hi = mid

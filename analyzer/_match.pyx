@@ -229,6 +229,16 @@ cdef inline Py_ssize_t _home(uint64_t key, int shift) noexcept nogil:
     return <Py_ssize_t>((key * _GOLDEN) >> shift)
 
 
+cdef inline Py_ssize_t _find(const Slot *table, Py_ssize_t mask, int shift,
+                             uint64_t key) noexcept nogil:
+    """The slot holding `key`, or the empty slot where it would go (linear
+    probing from its home; the table always has an empty slot)."""
+    cdef Py_ssize_t h = _home(key, shift)
+    while table[h].a >= 0 and table[h].key != key:
+        h = (h + 1) & mask
+    return h
+
+
 cdef int _push_group(Py_ssize_t **groups, Py_ssize_t *n, Py_ssize_t *cap,
                      Py_ssize_t h) noexcept nogil:
     cdef Py_ssize_t *g
@@ -278,22 +288,18 @@ cdef int64_t _hash_join(const uint64_t *a_ids, const int64_t *a_ns, Py_ssize_t n
         if i + _AHEAD < na:
             MSCOPE_PREFETCH(&table[_home(a_ids[i + _AHEAD], shift)])
         key = a_ids[i]
-        h = _home(key, shift)
-        while True:
-            sl = &table[h]
-            if sl.a < 0:
-                sl.key = key
-                sl.a = <int32_t>i
-                next_a[i] = -1
-                break
-            if sl.key == key:
-                if next_a[sl.a] < 0:       # second a of the id: a group
-                    if _push_group(&groups, &ngroups, &gcap, h) < 0:
-                        failed = 1
-                next_a[i] = sl.a
-                sl.a = <int32_t>i
-                break
-            h = (h + 1) & mask
+        h = _find(table, mask, shift, key)
+        sl = &table[h]
+        if sl.a < 0:
+            sl.key = key
+            sl.a = <int32_t>i
+            next_a[i] = -1
+        else:
+            if next_a[sl.a] < 0:           # second a of the id: a group
+                if _push_group(&groups, &ngroups, &gcap, h) < 0:
+                    failed = 1
+            next_a[i] = sl.a
+            sl.a = <int32_t>i
         if failed:
             break
     for j in range(nb):
@@ -302,30 +308,26 @@ cdef int64_t _hash_join(const uint64_t *a_ids, const int64_t *a_ns, Py_ssize_t n
         if j + _AHEAD < nb:
             MSCOPE_PREFETCH(&table[_home(b_ids[j + _AHEAD], shift)])
         key = b_ids[j]
-        h = _home(key, shift)
-        while True:
-            sl = &table[h]
-            if sl.a < 0:
-                break                      # an id no a has
-            if sl.key == key:
-                ia = sl.a
-                if next_a[ia] >= 0:        # a group already
-                    next_b[j] = sl.b
-                    sl.b = <int32_t>j
-                elif sl.b < 0:             # the common case: once each side
-                    sl.b = <int32_t>j
-                    next_b[j] = -1
-                    if b_ns[j] >= a_ns[ia] and b_ns[j] - a_ns[ia] <= window_ns:
-                        match[ia] = <int32_t>j
-                else:
-                    if next_b[sl.b] < 0:   # second b of the id: a group
-                        if _push_group(&groups, &ngroups, &gcap, h) < 0:
-                            failed = 1
-                        match[ia] = -1
-                    next_b[j] = sl.b
-                    sl.b = <int32_t>j
-                break
-            h = (h + 1) & mask
+        h = _find(table, mask, shift, key)
+        sl = &table[h]
+        if sl.a < 0:
+            continue                       # an id no a has
+        ia = sl.a
+        if next_a[ia] >= 0:                # a group already
+            next_b[j] = sl.b
+            sl.b = <int32_t>j
+        elif sl.b < 0:                     # the common case: once each side
+            sl.b = <int32_t>j
+            next_b[j] = -1
+            if b_ns[j] >= a_ns[ia] and b_ns[j] - a_ns[ia] <= window_ns:
+                match[ia] = <int32_t>j
+        else:
+            if next_b[sl.b] < 0:           # second b of the id: a group
+                if _push_group(&groups, &ngroups, &gcap, h) < 0:
+                    failed = 1
+                match[ia] = -1
+            next_b[j] = sl.b
+            sl.b = <int32_t>j
     if not failed:
         for i in range(ngroups):
             r = _solve_group(&table[groups[i]], a_ns, b_ns, next_a, next_b,
@@ -600,9 +602,7 @@ def match_known_into(const uint64_t[::1] a_ids, const int64_t[::1] a_ns,
                     key = b_ids[i - na]
                 hk = (key * _GOLDEN) >> (64 - _SEEN_BITS)
                 seen[hk >> 3] |= <uint8_t>(1 << (hk & 7))
-                h = _home(key, shift)
-                while table[h].a >= 0 and table[h].key != key:
-                    h = (h + 1) & mask
+                h = _find(table, mask, shift, key)
                 table[h].key = key
                 table[h].a = 0
             # one pass over a: a kept pair is matched by the window alone;
@@ -614,15 +614,11 @@ def match_known_into(const uint64_t[::1] a_ids, const int64_t[::1] a_ns,
                 if not left and nl:
                     key = a_ids[i]
                     hk = (key * _GOLDEN) >> (64 - _SEEN_BITS)
-                    if seen[hk >> 3] & (1 << (hk & 7)):
-                        h = _home(key, shift)
-                        while table[h].a >= 0:
-                            if table[h].key == key:
-                                match[i] = -1
-                                b_mark[j] = 0
-                                left = True
-                                break
-                            h = (h + 1) & mask
+                    if (seen[hk >> 3] & (1 << (hk & 7))
+                            and table[_find(table, mask, shift, key)].a >= 0):
+                        match[i] = -1
+                        b_mark[j] = 0
+                        left = True
                 if left:
                     la[nla] = <int32_t>i
                     la_ids[nla] = a_ids[i]
@@ -688,9 +684,7 @@ def unique_into(const uint64_t[::1] ids, uint8_t[::1] out):
             if i + _AHEAD < n:
                 MSCOPE_PREFETCH(&table[_home(ids[i + _AHEAD], shift)])
             key = ids[i]
-            h = _home(key, shift)
-            while table[h].a >= 0 and table[h].key != key:
-                h = (h + 1) & mask
+            h = _find(table, mask, shift, key)
             if table[h].a < 0:
                 table[h].key = key
                 table[h].a = <int32_t>i
@@ -715,21 +709,11 @@ def contains(const uint64_t[::1] members, const uint64_t[::1] ids, uint8_t[::1] 
         raise MemoryError()
     with nogil:
         for i in range(nm):
-            key = members[i]
-            h = _home(key, shift)
-            while table[h].a >= 0 and table[h].key != key:
-                h = (h + 1) & mask
-            table[h].key = key
+            h = _find(table, mask, shift, members[i])
+            table[h].key = members[i]
             table[h].a = 0
         for i in range(n):
-            key = ids[i]
-            h = _home(key, shift)
-            out[i] = 0
-            while table[h].a >= 0:
-                if table[h].key == key:
-                    out[i] = 1
-                    break
-                h = (h + 1) & mask
+            out[i] = table[_find(table, mask, shift, ids[i])].a >= 0
     free(table)
 
 

@@ -101,7 +101,7 @@ def _fifo_queue(rng, n, service_ns=300, drop_share=0.05, rx_batch_ns=0):
 # -- queue timelines ------------------------------------------------------------
 
 @pytest.mark.parametrize("index", INDEX)
-def test_hops_in_rx_order_is_a_stable_argsort(index):
+def test_rx_slots_is_a_stable_argsort_and_gathers_its_times(index):
     rng = np.random.default_rng(1)
     n_rx = np.array([0, 50, 70], np.int64)
     hop_nf = np.concatenate([np.full(50, 1), np.full(70, 2), np.full(30, 1)]).astype(index)
@@ -113,9 +113,11 @@ def test_hops_in_rx_order_is_a_stable_argsort(index):
     rx_ns = rng.integers(0, 10**6, len(hop_nf)).astype(np.int64)
     offset = np.concatenate([[0], np.cumsum(n_rx)]).astype(np.int64)
     slot = np.full(int(offset[-1]), -1, index)
+    assert _attrib.rx_slots(hop_nf, hop_rx, offset, n_rx, slot) == 0
     a, r = np.empty(len(slot), np.int64), np.empty(len(slot), np.int64)
-    assert _attrib.hops_in_rx_order(hop_nf, hop_rx, arr_ns, rx_ns, offset, n_rx,
-                                     slot, a, r) == 0
+    _attrib.gather_arrival_rx(slot, arr_ns, rx_ns, a, r)
+    only = np.empty(len(slot), np.int64)
+    _attrib.gather_arrival(slot, arr_ns, rx_ns, only)
     for k in (1, 2):
         h = np.flatnonzero((hop_nf == k) & (hop_rx >= 0))
         h = h[np.argsort(hop_rx[h], kind="stable")]
@@ -124,47 +126,28 @@ def test_hops_in_rx_order_is_a_stable_argsort(index):
         assert r[offset[k]:offset[k + 1]].tolist() == rx_ns[h].tolist()
         want = np.where(arr_ns[h] >= 0, arr_ns[h], rx_ns[h])
         assert a[offset[k]:offset[k + 1]].tolist() == want.tolist()
-
-
-def test_hops_in_rx_order_counts_collisions():
-    hop_nf = np.array([1, 1], np.int64)
-    hop_rx = np.array([0, 0], np.int64)
-    t = np.zeros(2, np.int64)
-    slot = np.full(1, -1, np.int64)
-    assert _attrib.hops_in_rx_order(hop_nf, hop_rx, t, t, np.array([0, 0, 1], np.int64),
-                                     np.array([0, 1], np.int64), slot,
-                                     np.empty(1, np.int64), np.empty(1, np.int64)) == 1
-
+        assert only[offset[k]:offset[k + 1]].tolist() == want.tolist()
 
 
 @pytest.mark.parametrize("index", INDEX)
-def test_rx_slots_then_gather_is_hops_in_rx_order(index):
-    # the queue stage scatters the hops alone and gathers each NF's times
-    # afterwards: the same slots and times as the one-pass scatter
+def test_rx_slots_counts_collisions(index):
+    # a few rx entries claimed by two hops: counted, the later hop kept
     rng = np.random.default_rng(14)
     n_rx = np.array([0, 50, 70], np.int64)
     hop_nf = rng.permutation(np.concatenate([np.full(80, 1), np.full(75, 2)])).astype(index)
     hop_rx = np.full(len(hop_nf), -1, index)
     for k in (1, 2):
         at = np.flatnonzero(hop_nf == k)
-        # every rx entry once, a few claimed twice, the rest not received
         hop_rx[at[:n_rx[k]]] = rng.permutation(n_rx[k])
         hop_rx[at[n_rx[k]:n_rx[k] + 3]] = rng.integers(0, n_rx[k], 3)
-    arr_ns = rng.integers(-1, 10**6, len(hop_nf)).astype(np.int64)
-    rx_ns = rng.integers(0, 10**6, len(hop_nf)).astype(np.int64)
     offset = np.concatenate([[0], np.cumsum(n_rx)]).astype(np.int64)
-    ref = np.full(int(offset[-1]), -1, index)
-    a, r = np.empty(len(ref), np.int64), np.empty(len(ref), np.int64)
-    twice = _attrib.hops_in_rx_order(hop_nf, hop_rx, arr_ns, rx_ns, offset, n_rx, ref, a, r)
-    slot = np.full(len(ref), -1, index)
-    assert _attrib.rx_slots(hop_nf, hop_rx, offset, n_rx, slot) == twice == 6
-    assert slot.tolist() == ref.tolist()
-    ga, gr = np.empty(len(slot), np.int64), np.empty(len(slot), np.int64)
-    _attrib.gather_arrival_rx(slot, arr_ns, rx_ns, ga, gr)
-    assert ga.tolist() == a.tolist() and gr.tolist() == r.tolist()
-    only = np.empty(len(slot), np.int64)
-    _attrib.gather_arrival(slot, arr_ns, rx_ns, only)
-    assert only.tolist() == np.where(arr_ns[slot] >= 0, arr_ns[slot], rx_ns[slot]).tolist()
+    slot = np.full(int(offset[-1]), -1, index)
+    assert _attrib.rx_slots(hop_nf, hop_rx, offset, n_rx, slot) == 6
+    for k in (1, 2):
+        h = np.flatnonzero((hop_nf == k) & (hop_rx >= 0))
+        last = {int(hop_rx[x]): int(x) for x in h}
+        assert slot[offset[k]:offset[k + 1]].tolist() == [last[i] for i in range(n_rx[k])]
+
 
 @pytest.mark.parametrize("seed", range(4))
 def test_step_series_matches_the_sorted_events(seed):
@@ -185,17 +168,6 @@ def test_step_series_matches_the_sorted_events(seed):
     assert period.tolist() == waited.tolist()
     _attrib.step_series(arr, rx, step_ns, step_len, starts, ends, period, False)
     assert period.tolist() == ref[4].tolist()
-
-
-def test_busy_after_is_length_at_above_zero():
-    rng = np.random.default_rng(5)
-    step_ns = np.sort(rng.choice(10**5, 500, replace=False)).astype(np.int64)
-    step_len = rng.integers(0, 3, 500).astype(np.int32)
-    t = np.sort(rng.integers(-10, 10**5 + 10, 800)).astype(np.int64)
-    out = np.empty(len(t), np.int8)
-    _attrib.busy_after(step_ns, step_len, t, out)
-    i = np.searchsorted(step_ns, t, side="right") - 1
-    assert out.view(bool).tolist() == ((i >= 0) & (step_len[np.maximum(i, 0)] > 0)).tolist()
 
 
 def test_is_sorted():
@@ -404,15 +376,7 @@ def test_upstream_groups_and_windows(index):
         assert grouped[s:s + c].tolist() == (hops[pv == u] - (u >= 0)).tolist()
     assert share == _ref_shares(ref_u, ref_c, usual_from, 97).tolist()
     P = hops[:50]
-    arr_to = np.sort(rng.integers(0, 10**6, 300)).astype(np.int64)
-    to_pos = np.sort(rng.choice(300, 120, replace=False)).astype(index)
-    t0, t1, n_arr, lo, hi = _attrib.upstream_window(P, tx, arr, arr_to, to_pos)
-    assert (t0, t1) == (tx[P].min(), tx[P].max())
-    bound = arr_to[to_pos]
-    assert n_arr == np.searchsorted(bound, t1, "right") - np.searchsorted(bound, t0, "left")
-    assert n_arr > 0
     known = arr[P][arr[P] >= 0]
-    assert (lo, hi) == ((known.min(), known.max()) if len(known) else (t0, t1))
     assert _attrib.span_of(P, arr, True) == (len(known), known.min(), known.max())
     addr_of = rng.integers(1, 2**32, 300, dtype=np.uint32)
     addr = np.empty(len(P), np.uint32)
@@ -441,12 +405,19 @@ def test_windows_looked_up_through_the_hops(index):
         for e in edges.tolist():
             assert _attrib.arrivals_between(hops_by_arr, arr, rx, s, e) == \
                 (np.searchsorted(times, s, "left"), np.searchsorted(times, e, "right"))
-    assert _attrib.upstream_window_by_hop(P, tx, arr, rx, hops_by_arr, to_pos, False) == \
-        _attrib.upstream_window(P, tx, arr, times, to_pos)
+    # P's tx span, the arrivals (bound for k: to_pos) in it, P's arrival span
+    t0, t1 = tx[P].min(), tx[P].max()
+    known = arr[P][arr[P] >= 0]
+    span = (known.min(), known.max()) if len(known) else (t0, t1)
+
+    def counted(bound):
+        return np.searchsorted(bound, t1, "right") - np.searchsorted(bound, t0, "left")
+
+    got = _attrib.upstream_window_by_hop(P, tx, arr, rx, hops_by_arr, to_pos, False)
+    assert got == (t0, t1, counted(times[to_pos])) + span
     every = _attrib.upstream_window_by_hop(P, tx, arr, rx, hops_by_arr,
                                            np.zeros(0, index), True)
-    assert every == _attrib.upstream_window(P, tx, arr, times,
-                                            np.arange(len(times), dtype=index))
+    assert every == (t0, t1, counted(times)) + span
     assert every[2] > 0
 
 def _ref_shares(ups, cnt, usual_from, span):
