@@ -61,26 +61,36 @@ SAMPLE_EVERY = 8
 MIN_VOTES = 200
 
 
+def port_codes(port):
+    """An NF's per-tx out-ports as small codes: ``(None, p)`` when every tx
+    has port p (one out-link: no pass over a broadcast view, no array), else
+    ``(codes, values)`` with ``values[codes]`` the ports -- the ports
+    themselves over ``arange`` when they are small, else np.unique's."""
+    if port.strides[0] == 0:                       # one out-link, broadcast
+        lo = hi = int(port[0])
+    else:
+        lo, hi = int(port.min()), int(port.max())
+    if lo == hi:
+        return None, lo
+    if lo >= 0 and hi < 1 << 16:
+        return port, np.arange(hi + 1)
+    values, codes = np.unique(port, return_inverse=True)
+    return codes, values
+
+
 def _small_links(port):
     """Per tx (uint8): whether its out-link has too few entries for a 1-in-8
     sample; None when no out-link has."""
     if len(port) == 0:
         return None
-    if port.strides[0] == 0:                       # one out-link, broadcast: no pass
-        lo = hi = int(port[0])
-    else:
-        lo, hi = int(port.min()), int(port.max())
-    if lo == hi:
+    codes, values = port_codes(port)
+    if codes is None:
         return np.ones(len(port), np.uint8) if len(port) < SAMPLE_EVERY * MIN_VOTES else None
-    if lo >= 0 and hi < 1 << 16:
-        cnt = np.bincount(port)
-        if not ((cnt > 0) & (cnt < SAMPLE_EVERY * MIN_VOTES)).any():
-            return None
-        return (cnt < SAMPLE_EVERY * MIN_VOTES)[port].view(np.uint8)
-    _, inv, cnt = np.unique(port, return_inverse=True, return_counts=True)
-    if not (cnt < SAMPLE_EVERY * MIN_VOTES).any():
+    cnt = np.bincount(codes, minlength=len(values))
+    small = cnt < SAMPLE_EVERY * MIN_VOTES
+    if not (small & (cnt > 0)).any():
         return None
-    return (cnt[inv] < SAMPLE_EVERY * MIN_VOTES).view(np.uint8)
+    return small[codes].view(np.uint8)
 
 
 def _votes(view):

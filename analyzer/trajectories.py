@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _match
 from .matching import DEFAULT_WINDOW_NS
-from .topology import SINK
+from .topology import SINK, port_codes
 
 __all__ = ["Trajectories", "build_trajectories"]
 
@@ -100,23 +100,18 @@ def _tx_dest(nf, port_to, nfi):
     sink; or, when every tx has the same (one out-link), (None, that
     index)."""
     port = nf.tx_port
-    dest_of = {p: nfi.get(d, -1) for (name, p), d in port_to.items() if name == nf.name}
     if len(port) == 0:
         return np.empty(0, np.int32), None
-    if port.strides[0] == 0:                       # one out-link, broadcast: no pass
-        lo = hi = int(port[0])
-    else:
-        lo, hi = int(port.min()), int(port.max())
-    if lo == hi:                                   # one out-link: no array at all
-        return None, dest_of.get(lo, -1)
-    if lo >= 0 and hi < 1 << 16:
-        lut = np.full(hi + 1, -1, np.int32)
-        for p, d in dest_of.items():
-            if 0 <= p <= hi:
-                lut[p] = d
-        return lut[port], None
-    ports, inv = np.unique(port, return_inverse=True)
-    return np.array([dest_of.get(p, -1) for p in ports.tolist()], np.int32)[inv], None
+    dest_of = {p: nfi.get(d, -1) for (name, p), d in port_to.items() if name == nf.name}
+    codes, values = port_codes(port)
+    if codes is None:                              # one out-link: no array at all
+        return None, dest_of.get(values, -1)
+    dest = np.full(len(values), -1, np.int32)      # values ascend
+    for p, d in dest_of.items():
+        i = int(np.searchsorted(values, p))
+        if i < len(values) and values[i] == p:
+            dest[i] = d
+    return dest[codes], None
 
 
 def _upstream_first(names, topo):
