@@ -39,6 +39,7 @@ __all__ = [
     "records_problem",
     "check_frame_header", "seq_problem", "max_payload_len", "segment_name",
     "compress_payload", "decompress_payload", "decode_payload_into",
+    "decode_payload_counted",
     "encode_frame", "decode_payload", "decode_frame",
 ]
 
@@ -555,14 +556,20 @@ def decode_payload(h: FrameHeader, payload):
         that do not run strictly upward from ``first_seq`` to
         ``next_seq - 1``.
     """
+    records, ids, _ = decode_payload_counted(h, payload)
+    return records, ids
+
+
+def decode_payload_counted(h: FrameHeader, payload):
+    """:func:`decode_payload`, and the ``(records, packets)`` of its
+    batch-only records, counted by the checks on the way ((0, 0) if none)."""
     if zlib.crc32(payload) != h.payload_crc32:
         raise CaptureFormatError("payload crc32 mismatch")
     raw = decompress_payload(payload, h.codec, h.raw_len)
     records = np.frombuffer(raw, CAPTURE_RECORD_DTYPE, count=h.n_records)
     ids = np.frombuffer(raw, PACKET_ID_DTYPE, count=h.n_ids,
                         offset=h.n_records * CAPTURE_RECORD_SIZE)
-    _check_decoded(h, records)
-    return records, ids
+    return records, ids, _check_decoded(h, records)
 
 
 def _check_decoded(h: FrameHeader, records):

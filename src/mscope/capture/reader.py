@@ -26,11 +26,11 @@ import numpy as np
 
 from mscope.errors import CaptureFormatError
 
-from .format import (CAPTURE_F_NOIDS, CAPTURE_RECORD_DTYPE, FORMAT_NAME, FORMAT_VERSION,
+from .format import (CAPTURE_RECORD_DTYPE, FORMAT_NAME, FORMAT_VERSION,
                      FRAME_HEADER_SIZE, FRAME_MAGIC, MANIFEST_NAME,
                      MAX_MANIFEST_BYTES, PACKET_ID_DTYPE, RECORD_VERSION, SEGMENT_RE,
-                     check_frame_header, decode_payload, decode_payload_into, id_counts,
-                     segment_name, seq_problem, unpack_frame_header)
+                     check_frame_header, decode_payload_counted, decode_payload_into,
+                     id_counts, segment_name, seq_problem, unpack_frame_header)
 
 __all__ = ["Loss", "Capture", "CaptureData", "StreamFeed", "open_capture",
            "load_manifest", "last_chunk_headers"]
@@ -305,8 +305,7 @@ def _decode(e: _Entry, payload, keep: bool, out=None):
     """Decode one payload into e (into the arrays `out` when given);
     raise CaptureFormatError if bad."""
     if out is None:
-        recs, ids = decode_payload(e.h, payload)
-        batch_only = None
+        recs, ids, batch_only = decode_payload_counted(e.h, payload)
     else:
         recs, ids = out
         batch_only = decode_payload_into(e.h, payload, recs, ids)
@@ -322,12 +321,7 @@ def _decode(e: _Entry, payload, keep: bool, out=None):
             # times of the records on either side.
             e.runs = (seq[gap] + 1, step[gap] - 1, t[gap], t[gap + 1])
         e.t_first, e.t_last = int(t[0]), int(t[-1])
-        if batch_only is None:
-            noids = (recs["flags"] & CAPTURE_F_NOIDS) != 0
-            if noids.any():
-                batch_only = (int(noids.sum()),
-                              int(recs["count"][noids].sum(dtype=np.uint64)))
-        if batch_only is not None and batch_only[0]:
+        if batch_only[0]:
             # Batch-only records: packets that have no ids (describe()).
             e.batch_only = batch_only
     if keep:
