@@ -201,7 +201,7 @@ def records_problem(records, n_ids: int) -> "str | None":
     >>> records_problem(r, 3) is None
     True
     >>> records_problem(r, 8)
-    'record ids sum to 3 (8 packets, 5 of them in batch-only records), header says 8 ids'
+    'record ids sum to 3 (8 packets, 5 of them in batch-only records), the chunk holds 8 ids'
     """
     return _records_check(records, n_ids)[0]
 
@@ -214,7 +214,7 @@ def _records_check(records, n_ids: int):
     noids = np.bitwise_and(flags, CAPTURE_F_NOIDS)
     if not noids.any():            # the common case: every record has its ids
         if packets != n_ids:
-            return f"record counts sum to {packets}, header says {n_ids} ids", (0, 0)
+            return f"record counts sum to {packets}, the chunk holds {n_ids} ids", (0, 0)
         return None, (0, 0)
     noids = noids != 0
     batch_only = (int(np.count_nonzero(noids)), int(count[noids].sum(dtype=np.uint64)))
@@ -225,7 +225,7 @@ def _records_check(records, n_ids: int):
     batch = batch_only[1]
     if packets - batch != n_ids:
         return (f"record ids sum to {packets - batch} ({packets} packets, {batch} "
-                f"of them in batch-only records), header says {n_ids} ids"), batch_only
+                f"of them in batch-only records), the chunk holds {n_ids} ids"), batch_only
     return None, batch_only
 
 

@@ -27,14 +27,14 @@ import numpy as np
 from mscope import __version__
 from mscope.errors import CaptureFormatError, FrameRejectedError
 
-from .format import (CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_RECORD_DTYPE,
-                     CAPTURE_RECORD_SIZE, CODEC_IDS,
+from .format import (CAPTURE_RECORD_DTYPE, CAPTURE_RECORD_SIZE, CODEC_IDS,
                      FORMAT_NAME, FORMAT_VERSION, FRAME_HEADER_SIZE,
                      FRAME_VERSION, MANIFEST_NAME, MAX_CHUNK_RAW_BYTES,
                      PACKET_ID_DTYPE, RECORD_VERSION, SEGMENT_BYTES_DEFAULT,
                      SEGMENT_RE, FrameHeader, check_frame_header,
                      compress_payload, decode_payload, encode_frame,
-                     pack_frame_header, segment_name, unpack_frame_header)
+                     pack_frame_header, records_problem, segment_name,
+                     unpack_frame_header)
 from .reader import last_chunk_headers, load_manifest
 
 __all__ = ["CaptureWriter", "CaptureStats", "StreamPosition", "FRAME_REJECT_KINDS",
@@ -609,18 +609,9 @@ class CaptureWriter:
             raise ValueError("ids: negative packet id")
         ids = np.ascontiguousarray(ids, dtype=PACKET_ID_DTYPE)
         n, n_ids = len(records), len(ids)
-        noids = (records["flags"] & CAPTURE_F_NOIDS) != 0
-        both = noids & ((records["flags"] & CAPTURE_F_ADDR) != 0)
-        if both.any():
-            i = int(np.flatnonzero(both)[0])
-            raise ValueError(f"records: record {i} is both batch-only (CAPTURE_F_NOIDS) "
-                             f"and an address record (CAPTURE_F_ADDR)")
-        total = int(records["count"].sum(dtype=np.uint64))
-        batch = int(records["count"][noids].sum(dtype=np.uint64)) if noids.any() else 0
-        if total - batch != n_ids:
-            without = f" without the {batch} packets of batch-only records" if batch else ""
-            raise ValueError(f"ids: records' count sums to {total - batch}{without}, "
-                             f"got {n_ids} ids")
+        problem = records_problem(records, n_ids)
+        if problem is not None:
+            raise ValueError(f"records: {problem}")
         seq = records["seq"]
         if n > 1 and not np.all(seq[1:] > seq[:-1]):
             raise ValueError("records: seq must increase strictly within a chunk")
