@@ -493,21 +493,32 @@ typedef int (*vhost_ifname_fn)(int, char *, size_t);
 #define MSCOPE_VHOST_PORT(vid) ((uint16_t)(0x8000U | ((unsigned)(vid) & 0x7fffU)))
 #define VHOST_MAX_VIDS 1024
 
-static vhost_dequeue_fn real_dequeue;
-static vhost_enqueue_fn real_enqueue;
+/* The real calls behind ours, found on first use (vhost_resolve).  Kept
+ * as void * (dlsym's type) so one resolver fills both; cast at the call. */
+static void *real_dequeue, *real_enqueue;
 static vhost_count_fn vhost_rx_count;
 /* 0: not decided yet (first burst decides), 1: recording, -1: never. */
 static int vhost_state;
 /* Each vid's name goes to the ports file once; set on its first batch. */
 static uint8_t vid_named[VHOST_MAX_VIDS];
 
+/* The real `sym` behind libmscope (dlsym RTLD_NEXT), cached in *real.
+ * Relaxed: any thread may race here, and every one stores the same
+ * pointer; nothing else is published with it.  Not found: says so on
+ * every call (the app cannot move packets without it) and returns NULL,
+ * leaving *real NULL. */
 static __rte_noinline void *
-vhost_next(const char *sym)
+vhost_resolve(void **real, const char *sym)
 {
-	void *fn = dlsym(RTLD_NEXT, sym);
+	void *fn = __atomic_load_n(real, __ATOMIC_RELAXED);
 
+	if (fn != NULL)
+		return fn;
+	fn = dlsym(RTLD_NEXT, sym);
 	if (fn == NULL)
 		fprintf(stderr, "mscope: %s not found behind libmscope\n", sym);
+	else
+		__atomic_store_n(real, fn, __ATOMIC_RELAXED);
 	return fn;
 }
 
@@ -517,17 +528,10 @@ vhost_next(const char *sym)
 static __rte_noinline int
 vhost_decide(void)
 {
-	int on;
-
-	if (__atomic_load_n(&real_dequeue, __ATOMIC_RELAXED) == NULL)
-		__atomic_store_n(&real_dequeue,
-				 (vhost_dequeue_fn)vhost_next("rte_vhost_dequeue_burst"),
-				 __ATOMIC_RELAXED);
-	if (__atomic_load_n(&real_enqueue, __ATOMIC_RELAXED) == NULL)
-		__atomic_store_n(&real_enqueue,
-				 (vhost_enqueue_fn)vhost_next("rte_vhost_enqueue_burst"),
-				 __ATOMIC_RELAXED);
-	on = attached() && real_dequeue != NULL && real_enqueue != NULL;
+	/* Both looked up, so a missing one is reported whichever it is. */
+	void *dequeue = vhost_resolve(&real_dequeue, "rte_vhost_dequeue_burst");
+	void *enqueue = vhost_resolve(&real_enqueue, "rte_vhost_enqueue_burst");
+	int on = attached() && dequeue != NULL && enqueue != NULL;
 
 	if (on) {
 		start_recording("preload");
@@ -613,7 +617,7 @@ uint16_t
 rte_vhost_dequeue_burst(int vid, uint16_t queue_id, struct rte_mempool *mbuf_pool,
 			struct rte_mbuf **pkts, uint16_t count)
 {
-	vhost_dequeue_fn real = __atomic_load_n(&real_dequeue, __ATOMIC_RELAXED);
+	vhost_dequeue_fn real = (vhost_dequeue_fn)__atomic_load_n(&real_dequeue, __ATOMIC_RELAXED);
 	struct cb_cycles *c;
 	struct mscope *ms;
 	uint64_t t0 = 0;
@@ -621,10 +625,9 @@ rte_vhost_dequeue_burst(int vid, uint16_t queue_id, struct rte_mempool *mbuf_poo
 	uint16_t n;
 
 	if (unlikely(real == NULL)) {
-		real = (vhost_dequeue_fn)vhost_next("rte_vhost_dequeue_burst");
+		real = (vhost_dequeue_fn)vhost_resolve(&real_dequeue, "rte_vhost_dequeue_burst");
 		if (real == NULL)
 			return 0;
-		__atomic_store_n(&real_dequeue, real, __ATOMIC_RELAXED);
 	}
 	n = real(vid, queue_id, mbuf_pool, pkts, count);
 	/* Not attached: thread_ms stays NULL and vhost_thread_init returns
@@ -664,17 +667,16 @@ rte_vhost_dequeue_burst(int vid, uint16_t queue_id, struct rte_mempool *mbuf_poo
 uint16_t
 rte_vhost_enqueue_burst(int vid, uint16_t queue_id, struct rte_mbuf **pkts, uint16_t count)
 {
-	vhost_enqueue_fn real = __atomic_load_n(&real_enqueue, __ATOMIC_RELAXED);
+	vhost_enqueue_fn real = (vhost_enqueue_fn)__atomic_load_n(&real_enqueue, __ATOMIC_RELAXED);
 	struct mscope *ms = thread_ms;
 	struct cb_cycles *c;
 	uint64_t tsc;
 	uint16_t n;
 
 	if (unlikely(real == NULL)) {
-		real = (vhost_enqueue_fn)vhost_next("rte_vhost_enqueue_burst");
+		real = (vhost_enqueue_fn)vhost_resolve(&real_enqueue, "rte_vhost_enqueue_burst");
 		if (real == NULL)
 			return 0;
-		__atomic_store_n(&real_enqueue, real, __ATOMIC_RELAXED);
 	}
 	/* Not attached: vhost_on() is false and thread_ms stays NULL.  A
 	 * thread that sends before it ever polls opens its ring here. */

@@ -36,6 +36,8 @@
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
+#include "mscope_record.h"    /* MSCOPE_OCC_UNKNOWN */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -157,7 +159,7 @@ nf_link_rx(struct nf_link *l, struct rte_mbuf **pkts, unsigned n, uint32_t *occu
 			return got;
 		}
 	}
-	*occupancy = got < n ? 0 : 0xffffffffU;   /* MSCOPE_OCC_UNKNOWN */
+	*occupancy = got < n ? 0 : MSCOPE_OCC_UNKNOWN;
 	return got;
 }
 
