@@ -1,5 +1,5 @@
-"""What bench/fastpath.py and bench/reader.py share: building the C bench
-program, a ring registry on tmpfs, short pinned DPDK runs, percentiles,
+"""What the benches share: building the C bench program, a ring registry
+on tmpfs, short pinned DPDK runs, --old-lib's A/B variants, percentiles,
 JSON lines and tables.
 
 Not a test module and not imported by the package: benchmarks live apart
@@ -104,6 +104,29 @@ def remove_eal_runtime(prefix):
     if hp.is_dir():
         for f in hp.glob(f"{prefix}map_*"):
             f.unlink(missing_ok=True)
+
+
+# --old-lib (bench/overhead.py, bench/ovs.py): an A/B of two libmscope
+# builds in one run.  Every variant that loads libmscope also runs as
+# "<variant>-old" with the old build, next to it in the run order, so the
+# two share the machine's state.
+OLD_SUFFIX = "-old"
+
+
+def with_old_lib(variants, old_lib, unattached=("plain",)):
+    """The variants to run: each followed by its "-old" twin when old_lib is
+    given, except those in `unattached` (they load no libmscope)."""
+    if not old_lib:
+        return list(variants)
+    return [x for v in variants for x in ((v,) if v in unattached else (v, v + OLD_SUFFIX))]
+
+
+def variant_library(variant, old_lib):
+    """(the variant without "-old", the libmscope.so it runs with): old_lib
+    for a twin, this build's otherwise."""
+    if variant.endswith(OLD_SUFFIX):
+        return variant[:-len(OLD_SUFFIX)], old_lib
+    return variant, native_paths()[0]
 
 
 def run_json_lines(cmd, timeout=300, tag=None):

@@ -103,17 +103,8 @@ def eal_memory(mode):
     return "nohuge", ["--no-huge", "-m", "256", "--no-shconf"]
 
 
-# --old-lib: every attached variant also runs as "<variant>-old" with that
-# library, in the same run (A/B of two builds of libmscope).
-OLD_SUFFIX = "-old"
+# --old-lib's library, resolved (harness.with_old_lib); set by main().
 old_lib = None
-
-
-def variant_lib(variant):
-    """(variant without -old, the libmscope.so it runs with)."""
-    if variant.endswith(OLD_SUFFIX):
-        return variant[:-len(OLD_SUFFIX)], old_lib
-    return variant, harness.native_paths()[0]
 
 
 def variant_env(variant, registry, timing=False):
@@ -122,7 +113,7 @@ def variant_env(variant, registry, timing=False):
            if not k.startswith("MSCOPE_") and k != "LD_PRELOAD"}
     if variant == "plain":
         return env
-    variant, lib = variant_lib(variant)
+    variant, lib = harness.variant_library(variant, old_lib)
     env.update(MSCOPE_ATTACH="1", MSCOPE_DIR=registry, MSCOPE_NF_NAME="overhead")
     if variant != "plugin":
         env["LD_PRELOAD"] = str(lib)
@@ -204,7 +195,7 @@ def run_testpmd(case, variant, args, registry, timing=False):
     prefix = f"msov{os.getpid()}{uuid.uuid4().hex[:6]}"
     mem, mem_args = eal_memory(args.memory)
     env = variant_env(variant, registry, timing)
-    base, lib = variant_lib(variant)
+    base, lib = harness.variant_library(variant, old_lib)
     plugin = ["-d", str(lib)] if base == "plugin" else []
     cmd = [TESTPMD, *plugin, "--no-pci", "--vdev=net_null0", "--vdev=net_null1", "-l", "0-1",
            f"--file-prefix={prefix}", "--log-level=lib.eal:warning", *mem_args, "--",
@@ -299,8 +290,6 @@ NF_CPU = 1                            # the NF alone (of ours) on vCPU 1
 NF_BATCH = 32
 NF_RING_MB = 64                       # 8 MiB (the default) is ~25 ms of records here
 NF_PCAP_PACKETS, NF_PCAP_FLOWS = 4096, 1024
-_CTL = struct.Struct("<QII")          # struct nf_ctl (csrc/nfs/nf_chain.h)
-_CTL_MAGIC = 0x6d73746b
 
 
 def _ipv4_checksum(header):
@@ -363,6 +352,8 @@ def cpu_jiffies(cpu):
 def run_nf(nf, variant, args, registry, pcap):
     """One mscope-nf run in port mode (pcap in, null out); returns its JSON row."""
     from mscope import paths
+    # struct nf_ctl (csrc/nfs/nf_chain.h), as `mscope ovs` writes it
+    from mscope.ovs.run import _CTL, _CTL_MAGIC
     from mscope.testbed.procs import Child
 
     prefix = f"msnf{os.getpid()}{uuid.uuid4().hex[:6]}"
@@ -558,12 +549,11 @@ def main():
     if TESTPMD is None and set(cases) & {"macswap", "io", "cycles"}:
         raise SystemExit("dpdk-testpmd not found (Debian package dpdk)")
     global old_lib
-    variants = {c: [v for v in vs if v == "plain" or args.variants is None
-                    or v in args.variants.split(",")] for c, vs in VARIANTS.items()}
     if args.old_lib:
         old_lib = Path(args.old_lib).resolve()
-        variants = {c: [x for v in vs for x in ((v,) if v == "plain" else (v, v + OLD_SUFFIX))]
-                    for c, vs in variants.items()}
+    variants = {c: harness.with_old_lib([v for v in vs if v == "plain" or args.variants is None
+                                         or v in args.variants.split(",")], old_lib)
+                for c, vs in VARIANTS.items()}
     harness.pin_self(0)
     others = subprocess.run(["pgrep", "-fa", "dpdk-|mscope-nf|mscope-tb-|pytest"],
                             capture_output=True, text=True).stdout.splitlines()
@@ -591,7 +581,7 @@ def main():
             if case in cases:
                 summaries += summarise(rows, case, variants[case])
         cycle_variants = [(c, x) for c, v in CYCLE_VARIANTS
-                          for x in ((v, v + OLD_SUFFIX) if old_lib else (v,))]
+                          for x in harness.with_old_lib([v], old_lib)]
         if "cycles" in cases:
             for rep in range(max(1, args.reps // 3)):
                 for case, v in cycle_variants:

@@ -47,7 +47,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
+import harness  # noqa: E402
 from overhead import Telemetry, TailMover  # noqa: E402
 
 from mscope.errors import MscopeError  # noqa: E402
@@ -82,22 +82,6 @@ def _pmd_stats(text):
             "idle_cycles": num("idle cycles")}
 
 
-def machine_busy(seconds=0.2):
-    """Share of all CPUs busy over `seconds` (/proc/stat): other work on
-    the machine before a run."""
-    def read():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v), v[3] + v[4]
-    t0, i0 = read()
-    time.sleep(seconds)
-    t1, i1 = read()
-    return 1 - (i1 - i0) / max(1, t1 - t0)
-
-
-OLD_SUFFIX = "-old"        # --old-lib: "<variant>-old" runs with that library
-
-
 def run_once(variant, window, warmup, log, old_lib=None, perf_out=None):
     prefix = f"msbo{uuid.uuid4().hex[:8]}"
     run_dir = Path(tempfile.mkdtemp(prefix="msbo-", dir="/tmp"))
@@ -111,16 +95,16 @@ def run_once(variant, window, warmup, log, old_lib=None, perf_out=None):
 
     sw = Switch(run_dir, start=start)
     mover = None
-    busy_before = machine_busy()
+    busy_before = harness.cpu_busy_share(0.2)
     try:
         sw.start_db()
         sw.configure_dpdk(f"{prefix}o", PMD_CPU, CONTROL_CPU)
-        base = variant[:-len(OLD_SUFFIX)] if variant.endswith(OLD_SUFFIX) else variant
+        base, lib = harness.variant_library(variant, old_lib)
         env = dict({"idle": {"MSCOPE_ATTACH": "0"}, "timed": {"MSCOPE_CB_CYCLES": "1"},
                     "batch": {"MSCOPE_IDS": "0"},
                     "timed_batch": {"MSCOPE_CB_CYCLES": "1", "MSCOPE_IDS": "0"}}.get(base, {}))
         if base != variant:
-            env["LD_PRELOAD"] = str(old_lib)
+            env["LD_PRELOAD"] = str(lib)
         sw.start_vswitchd(registry, CONTROL_CPU, preload=variant != "plain", env=env,
                           nice=-10)
         sw.add_bridge("br0", ["p0", "p1"], "dpdkvhostuser",
@@ -161,7 +145,8 @@ def run_once(variant, window, warmup, log, old_lib=None, perf_out=None):
                "mpps": st["packets"] / dt / 1e6,
                "cycles_per_packet": st["proc_cycles"] / max(1, st["packets"]),
                "pmd_busy": st["proc_cycles"] / max(1, st["proc_cycles"] + st["idle_cycles"]),
-               "rings": rings, "machine_busy_before": round(busy_before, 3)}
+               "rings": rings,
+               "machine_busy_before": None if busy_before is None else round(busy_before, 3)}
         if base in ("full", "timed", "nocons", "batch", "timed_batch") and not any(r.startswith("ovs.")
                                                              for r in rings):
             raise RuntimeError(f"{variant}: OVS recorded nothing (no ovs.*.ring)")
@@ -184,18 +169,10 @@ def run_once(variant, window, warmup, log, old_lib=None, perf_out=None):
             mover.join(timeout=2)
         for c in reversed(children):
             c.stop(timeout=10)
-        for base in ("/var/run/dpdk", "/dev/hugepages"):
-            for p in Path(base).glob(f"{prefix}*") if Path(base).is_dir() else []:
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+        for eal_prefix in (f"{prefix}o", f"{prefix}t"):       # OVS's and testpmd's
+            harness.remove_eal_runtime(eal_prefix)
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.rmtree(registry, ignore_errors=True)
-
-
-def _q(xs, q):
-    xs = sorted(xs)
-    if len(xs) == 1:
-        return xs[0]
-    return statistics.quantiles(xs, n=10, method="inclusive")[0 if q == 10 else 8]
 
 
 def main():
@@ -220,10 +197,7 @@ def main():
     # this process (the ring consumer's thread, the ovs-appctl calls) and
     # everything it starts stay off the PMD's CPU; the PMD pins itself
     os.sched_setaffinity(0, {CONTROL_CPU})
-    variants = args.variants.split(",")
-    if args.old_lib:
-        variants = [x for v in variants
-                    for x in ((v,) if v == "plain" else (v, v + OLD_SUFFIX))]
+    variants = harness.with_old_lib(args.variants.split(","), args.old_lib)
     rows = []
     out = open(args.json, "a") if args.json else None
     for rep in range(args.reps):
@@ -248,52 +222,51 @@ def main():
     summary = []
     for v in variants:
         mine = [r for r in rows if r["variant"] == v]
+        mpps_med, mpps_p10, mpps_p90 = harness.percentiles([r["mpps"] for r in mine])
+        cyc_med, cyc_p10, cyc_p90 = harness.percentiles([r["cycles_per_packet"] for r in mine])
         s = {"summary": v, "runs": len(mine),
-             "mpps_median": statistics.median(r["mpps"] for r in mine),
-             "mpps_p10": _q([r["mpps"] for r in mine], 10),
-             "mpps_p90": _q([r["mpps"] for r in mine], 90),
-             "cycles_median": statistics.median(r["cycles_per_packet"] for r in mine),
-             "cycles_p10": _q([r["cycles_per_packet"] for r in mine], 10),
-             "cycles_p90": _q([r["cycles_per_packet"] for r in mine], 90),
-             "pmd_busy_median": statistics.median(r["pmd_busy"] for r in mine)}
+             "mpps_median": mpps_med, "mpps_p10": mpps_p10, "mpps_p90": mpps_p90,
+             "cycles_median": cyc_med, "cycles_p10": cyc_p10, "cycles_p90": cyc_p90,
+             "pmd_busy_median": harness.percentiles([r["pmd_busy"] for r in mine])[0]}
         if v != "plain" and plain:
             ratios = [r["mpps"] / plain[r["rep"]]["mpps"] for r in mine if r["rep"] in plain]
-            s.update(ratio_median=statistics.median(ratios), ratio_p10=_q(ratios, 10),
-                     ratio_p90=_q(ratios, 90), loss=1 - statistics.median(ratios))
+            med, p10, p90 = harness.percentiles(ratios)
+            s.update(ratio_median=med, ratio_p10=p10, ratio_p90=p90, loss=1 - med)
         summary.append(s)
         line = json.dumps(s)
         print(line)
         if out:
             out.write(line + "\n")
     print()
-    print("variant  runs  Mpps median   p10   p90  ratio (paired)   p10   p90   loss  "
-          "cycles/pkt median   p10   p90  PMD busy  target")
-    print("-------  ----  -----------  ----  ----  --------------  ----  ----  -----  "
-          "-----------------  ----  ----  --------  ------")
-    for s in summary:
-        ratio = (f"{s['ratio_median']:14.3f}  {s['ratio_p10']:4.2f}  {s['ratio_p90']:4.2f}  "
-                 f"{s['loss']:5.1%}" if "ratio_median" in s else " " * 33)
-        print(f"{s['summary']:>7}  {s['runs']:4d}  {s['mpps_median']:11.2f}  "
-              f"{s['mpps_p10']:4.2f}  {s['mpps_p90']:4.2f}  {ratio}  "
-              f"{s['cycles_median']:17.0f}  {s['cycles_p10']:4.0f}  {s['cycles_p90']:4.0f}  "
-              f"{s['pmd_busy_median']:8.1%}  {'<= 1%' if s['summary'] == 'full' else ''}")
+    print_summary(summary)
     print_timed(rows)
+
+
+def print_summary(summary):
+    harness.table(
+        ["variant", "runs", "Mpps median", "p10", "p90", "ratio (paired)", "p10", "p90", "loss",
+         "cycles/pkt median", "p10", "p90", "PMD busy", "target"],
+        [[s["summary"], s["runs"], f"{s['mpps_median']:.2f}", f"{s['mpps_p10']:.2f}",
+          f"{s['mpps_p90']:.2f}",
+          *([f"{s['ratio_median']:.3f}", f"{s['ratio_p10']:.2f}", f"{s['ratio_p90']:.2f}",
+             f"{s['loss']:.1%}"] if "ratio_median" in s else ["", "", "", ""]),
+          f"{s['cycles_median']:.0f}", f"{s['cycles_p10']:.0f}", f"{s['cycles_p90']:.0f}",
+          f"{s['pmd_busy_median']:.1%}", "<= 1%" if s["summary"] == "full" else ""]
+         for s in summary])
 
 
 def print_timed(rows):
     names = sorted({r["variant"] for r in rows if r["variant"].startswith("timed")})
-    if not names:
-        return
-    print()
-    print("wrappers timed inside OVS (MSCOPE_CB_CYCLES=1, 32-packet batches)")
-    print("variant    runs  rx ns/batch median  p10  p90  tx ns/batch median  p10  p90")
+    lines = []
     for name in names:
         timed = [r for r in rows if r["variant"] == name]
-        rx = [r["rx_ns_per_batch"] for r in timed]
-        tx = [r["tx_ns_per_batch"] for r in timed]
-        print(f"{name:9}  {len(timed):4d}  {statistics.median(rx):18.0f}  {_q(rx, 10):3.0f}  "
-              f"{_q(rx, 90):3.0f}  {statistics.median(tx):18.0f}  {_q(tx, 10):3.0f}  "
-              f"{_q(tx, 90):3.0f}")
+        rx = harness.percentiles([r["rx_ns_per_batch"] for r in timed])
+        tx = harness.percentiles([r["tx_ns_per_batch"] for r in timed])
+        lines.append([name, len(timed), *[f"{x:.0f}" for x in (*rx, *tx)]])
+    if lines:
+        harness.table(["variant", "runs", "rx ns/batch median", "p10", "p90",
+                       "tx ns/batch median", "p10", "p90"], lines,
+                      title="wrappers timed inside OVS (MSCOPE_CB_CYCLES=1, 32-packet batches)")
 
 
 if __name__ == "__main__":
