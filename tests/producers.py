@@ -7,14 +7,24 @@ import numpy as np
 from mscope.record import REC_MAGIC
 
 class Producer:
-    """The test producer (tests/c/ring_producer.c) in its own process."""
+    """The test producer (tests/c/ring_producer.c) in its own process.
+
+    The protocol, which subclasses running another program keep: print the
+    ring's path, wait for a line on stdin (start()), write, then print
+    "done records drop_records drop_packets" and exit 0.
+    """
+
+    result_timeout = 60      # seconds result() waits for the producer to finish
 
     def __init__(self, exe, registry, n, max_batch, rate, ring_bytes, name="prod", nf_id=7):
         self.n, self.max_batch = n, max_batch
-        self.proc = subprocess.Popen(
-            [str(exe), str(registry), name, str(n), str(max_batch), str(rate),
-             str(ring_bytes), str(nf_id)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._spawn([str(exe), str(registry), name, str(n), str(max_batch), str(rate),
+                     str(ring_bytes), str(nf_id)])
+
+    def _spawn(self, argv, env=None):
+        """Start the producer; returns once it has printed its ring's path."""
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)
         self.path = self.proc.stdout.readline().strip()
         assert self.path.endswith(".ring"), self.path
 
@@ -25,9 +35,11 @@ class Producer:
     def finished(self):
         return self.proc.poll() is not None
 
-    def result(self, timeout=60):
-        out, _ = self.proc.communicate(timeout=timeout)
-        assert self.proc.returncode == 0
+    def result(self, timeout=None):
+        """(records, drop_records, drop_packets) once it has finished."""
+        out, _ = self.proc.communicate(
+            timeout=self.result_timeout if timeout is None else timeout)
+        assert self.proc.returncode == 0, out
         words = out.split()
         assert words[0] == "done", out
         return tuple(int(w) for w in words[1:4])

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import requires_dpdk
+from producers import Producer
 from mscope import paths
 from mscope.capture import CAPTURE_F_NOIDS, CAPTURE_F_TX, describe, open_capture
 from mscope.collector import RingReader
@@ -83,35 +84,16 @@ def expected_records(calls):
                 occupancy=call, call=call, packets=int(n.sum()))
 
 
-class BatchOnlyProducer:
-    """PRODUCER in its own process: prints its ring, waits for start()."""
+class BatchOnlyProducer(Producer):
+    """PRODUCER in its own process, with Producer's protocol."""
+
+    result_timeout = 120     # a ctypes call per batch: slower than the C producer
 
     def __init__(self, registry, calls, ring_bytes, name="bo"):
-        self.calls = calls
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", PRODUCER, str(paths.libmscope()), str(registry), name,
-             str(calls), str(ring_bytes)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("MSCOPE_")})
-        self.path = self.proc.stdout.readline().strip()
-        assert self.path.endswith(".ring"), self.path
-
-    def start(self):
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-
-    def result(self, timeout=120):
-        """(records, drop_records, drop_packets) once it has finished."""
-        out, _ = self.proc.communicate(timeout=timeout)
-        assert self.proc.returncode == 0, out
-        words = out.split()
-        assert words[0] == "done", out
-        return tuple(int(w) for w in words[1:4])
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        # Producer.__init__ starts the C producer; this runs PRODUCER instead.
+        self._spawn([sys.executable, "-c", PRODUCER, str(paths.libmscope()), str(registry),
+                     name, str(calls), str(ring_bytes)],
+                    env={k: v for k, v in os.environ.items() if not k.startswith("MSCOPE_")})
 
 
 def check_against_pattern(seq, recs, calls):
