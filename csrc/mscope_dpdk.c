@@ -155,32 +155,6 @@ mscope_mbuf_pktid(const struct rte_mbuf *m)
 	return pktid_of(m);
 }
 
-/* A full ring: the record is dropped and counted, but the stamps are still
- * written, so tx stays consistent with rx.  Out of line: the common path
- * writes ids straight into the ring and tests nothing per packet. */
-static __rte_noinline void
-stamp_only(struct mscope *ms, int tx, struct rte_mbuf **pkts, uint32_t k)
-{
-	const uint32_t own = (uint32_t)ms->prod.nf_id;
-	const int trust = !tx && (ms->flags & MSCOPE_F_TRUST_UPSTREAM);
-	uint32_t i;
-
-	mscope_ring_drop(&ms->prod, k);
-	if (stamp_offset < 0)
-		return;
-	for (i = 0; i < k; i++) {
-		struct rte_mbuf *m = pkts[i];
-		struct mscope_stamp *s = stamp_of(m);
-		const int valid = (m->ol_flags & stamp_flag) != 0;
-
-		if (!(valid && (tx ? s->tag == (STAMP_RX | own)
-				   : trust && (s->tag & STAMP_TX))))
-			s->id = pktid_of(m);
-		s->tag = (tx ? STAMP_TX : STAMP_RX) | own;
-		m->ol_flags |= stamp_flag;
-	}
-}
-
 /* rx ids of k packets into `ids` (a reserved ring slot), each stamped
  * {id, RX|own}: computed from headers, or with MSCOPE_F_TRUST_UPSTREAM
  * taken from an upstream tx stamp. */
@@ -244,6 +218,25 @@ tx_ids(struct rte_mbuf **pkts, uint32_t k, uint64_t *ids, uint32_t own)
 		s->tag = tx_tag;
 		ids[i] = id;
 	}
+}
+
+/* A full ring: the record is dropped and counted, but the stamps are still
+ * written, so tx stays consistent with rx: the ids go to a scratch buffer
+ * instead of the ring.  Out of line: the common path writes ids straight
+ * into the ring and tests nothing per packet. */
+static __rte_noinline void
+stamp_only(struct mscope *ms, int tx, struct rte_mbuf **pkts, uint32_t k)
+{
+	const uint32_t own = (uint32_t)ms->prod.nf_id;
+	uint64_t scratch[MSCOPE_MAX_BATCH];
+
+	mscope_ring_drop(&ms->prod, k);
+	if (stamp_offset < 0)
+		return;
+	if (tx)
+		tx_ids(pkts, k, scratch, own);
+	else
+		rx_ids(pkts, k, scratch, own, (ms->flags & MSCOPE_F_TRUST_UPSTREAM) != 0);
 }
 
 static __rte_always_inline int
