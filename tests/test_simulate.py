@@ -257,3 +257,148 @@ def test_pcap_replay_scenario(tmp_path):
     is_addr = np.repeat((data.records["flags"] & CAPTURE_F_ADDR) != 0,
                         data.records["count"].astype(np.int64))
     assert set(int(i) for i in data.ids[~is_addr]) == ipv4_ids
+
+
+_M64 = (1 << 64) - 1
+
+
+def _splitmix64(x):
+    """splitmix64's output function over Python ints, mod 2**64."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def test_service_factors_for_any_number_of_nfs():
+    """An NF's salt is (index + 1) * 0x2545F4914F6CDD1D mod 2**64: the 7th
+    NF on (whose product passes 2**64) gets factors like the others, and
+    the first six keep theirs, so older captures stay bit-identical."""
+    from mscope.sim.engine import service_factors
+    ids = np.array([1, 2, 12345, 2**63 + 5, 2**64 - 1, 0xDEADBEEFCAFEBABE], np.uint64)
+    for index in range(12):
+        salt = ((index + 1) * 0x2545F4914F6CDD1D) & _M64
+        want = []
+        for pid in ids.tolist():
+            x = _splitmix64(pid ^ salt)
+            f = 0.9 + 0.2 * ((x >> 11) * (1.0 / (1 << 53)))
+            want.append((3.0 * f if (x & 0xFF) < 3 else f) / (1.0 + 2.0 * 3 / 256))
+        assert service_factors(ids, index).tolist() == want, index
+    many = np.arange(1, 200_001, dtype=np.uint64)
+    assert abs(service_factors(many, 9).mean() - 1.0) < 0.01
+
+
+def test_chain_of_eight_nfs_runs():
+    """A chain longer than six NFs simulates: at light load every packet
+    crosses every NF and leaves."""
+    names = [f"n{i}" for i in range(8)]
+    sc = load_scenario({
+        "name": "long", "seed": 1, "duration_ms": 5, "objective": {"latency_us": 100},
+        "nfs": [{"name": n, "type": "forwarder", "service_ns": 100, "batch": 32,
+                 "queue": 1024} for n in names],
+        "links": [["source", names[0]]] + [[a, b] for a, b in zip(names, names[1:])]
+        + [[names[-1], "sink"]],
+        "traffic": {"rate_mpps": 0.5, "flows": 1000}, "faults": []})
+    from mscope.sim.run import make_traffic
+    pk = make_traffic(sc)
+    run = simulate(sc, pk)
+    assert (run.exit_ns >= 0).all() and not run.victim.any()
+    for name in names:
+        _, _, recs, ids = stream(run, name)
+        rx = np.repeat(recs["flags"] == 0, recs["count"].astype(np.int64))
+        assert np.array_equal(np.sort(ids[rx]), np.sort(pk.pkt_id)), name
+
+
+def test_source_fork_records_each_packet_on_its_port(tmp_path):
+    """A source with two out-links: each packet's source tx record names
+    the port of the link it took (the NF whose rx records hold its id), at
+    the tick it was sent, and a fault-free run diagnoses no drops."""
+    sc = load_scenario({
+        "name": "src-fork", "seed": 3, "duration_ms": 20, "objective": {"latency_us": 100},
+        "nfs": [{"name": n, "type": "firewall", "service_ns": 200, "batch": 32,
+                 "queue": 1024} for n in ("a", "b")],
+        "links": [["source", "a"], ["source", "b"], ["a", "sink"], ["b", "sink"]],
+        "traffic": {"rate_mpps": 1.0, "flows": 4000}, "faults": []})
+    from mscope.sim.run import make_traffic
+    pk = make_traffic(sc)
+    run = simulate(sc, pk)
+    # where each packet went, from the NFs' rx records alone
+    went = {}
+    for port, name in enumerate(sc.out_links["source"]):
+        _, _, recs, ids = stream(run, name)
+        rx = np.repeat(recs["flags"] == 0, recs["count"].astype(np.int64))
+        went.update(dict.fromkeys(ids[rx].tolist(), port))
+    assert len(went) == len(pk.pkt_id) and set(went.values()) == {0, 1}
+    _, _, recs, ids = stream(run, "source")
+    cnt = recs["count"].astype(np.int64)
+    assert ((recs["flags"] & CAPTURE_F_TX) != 0).all()
+    rec_port = np.repeat(recs["port"].astype(np.int64), cnt)
+    rec_time = np.repeat(recs["time_ns"], cnt)
+    assert np.array_equal(np.sort(ids), np.sort(pk.pkt_id))
+    assert rec_port.tolist() == [went[i] for i in ids.tolist()]
+    sent = dict(zip(pk.pkt_id.tolist(), (-(-pk.time_ns // 1000) * 1000).tolist()))
+    assert rec_time.tolist() == [sent[i] for i in ids.tolist()]
+    # a tick that sends to both ports: the case the records once got wrong
+    ticks = np.unique(rec_time[rec_port == 0])
+    assert np.isin(ticks, rec_time[rec_port == 1]).any()
+
+    from mscope.diagnose import diagnose
+    simulate_to_capture(sc, tmp_path / "cap", log=lambda *a: None)
+    truth = json.loads((tmp_path / "cap" / "truth.json").read_text())
+    assert truth["victims_total"] == 0
+    diag, _ = diagnose(tmp_path / "cap", slo_us=100)
+    assert not [v for v in diag["victims"] if v["dropped"]]
+
+
+def test_bug_after_a_nat_matches_the_flows_as_sent():
+    """A bug's `flows` name source addresses as the source sends them, so
+    a bug at an NF behind a NAT (which rewrites the source to its pool)
+    still slows those flows: batch 1, each packet's time in service at fw
+    (its tx minus rx record) is the no-bug run's times the slowdown for the
+    prefix's packets that reached fw during the bug, and unchanged for the
+    other packets."""
+    import ipaddress
+    sc = load_scenario({
+        "name": "nat-bug", "seed": 4, "duration_ms": 30, "objective": {"latency_us": 5},
+        "nfs": [{"name": "nat", "type": "nat", "service_ns": 200, "batch": 1, "queue": 4096},
+                {"name": "fw", "type": "firewall", "service_ns": 200, "batch": 1,
+                 "queue": 4096}],
+        "links": [["source", "nat"], ["nat", "fw"], ["fw", "sink"]],
+        "traffic": {"rate_mpps": 0.05, "flows": 400},
+        "faults": [{"id": "b1", "kind": "bug", "nf": "fw", "flows": "10.0.0.0/9",
+                    "from_ms": 10, "to_ms": 15, "slowdown": 50}]})
+    from mscope.sim.run import label_victims, make_traffic
+    pk = make_traffic(sc)
+
+    def fw_service(run):
+        """Per packet id: fw's (rx time, tx - rx) and its arrival (nat's tx)."""
+        out = {}
+        for name in ("nat", "fw"):
+            _, _, recs, ids = stream(run, name)
+            cnt = recs["count"].astype(np.int64)
+            t = np.repeat(recs["time_ns"], cnt)
+            tx = np.repeat((recs["flags"] & CAPTURE_F_TX) != 0, cnt)
+            rx = np.repeat(recs["flags"] == 0, cnt)
+            out[name, "tx"] = dict(zip(ids[tx].tolist(), t[tx].tolist()))
+            out[name, "rx"] = dict(zip(ids[rx].tolist(), t[rx].tolist()))
+        return {i: (out["nat", "tx"][i], out["fw", "tx"][i] - out["fw", "rx"][i])
+                for i in out["fw", "rx"]}
+
+    with_bug = fw_service(simulate(sc, pk))
+    without = fw_service(simulate(sc, pk, disabled=frozenset([0])))
+    net = ipaddress.ip_network("10.0.0.0/9")
+    in_net = {i: ipaddress.ip_address(s) in net
+              for i, s in zip(pk.pkt_id.tolist(), pk.src_ip.tolist())}
+    slowed = {i for i, (arrived, _) in with_bug.items()
+              if in_net[i] and 10_000_000 <= arrived < 15_000_000}
+    assert len(slowed) > 50
+    for i, (_, took) in with_bug.items():
+        base = without[i][1]
+        if i in slowed:
+            assert took > 10 * base, (i, took, base)
+        else:
+            assert abs(took - base) <= 1, (i, took, base)
+    # and the truth labels those packets the bug's victims
+    _, belongs, _ = label_victims(sc, pk)
+    victims = set(pk.pkt_id[belongs[0]].tolist())
+    assert slowed <= victims

@@ -14,9 +14,10 @@ The model (documented in docs/simulator.md):
   id keeps it identical in every counterfactual run;
 - a non-empty poll costs ``BATCH_COST`` x service_ns on top; an idle NF
   polls every POLL_NS;
-- ``bug``: matching flows cost ``slowdown`` times more while the fault is
-  on; ``interrupt``: the NF makes no progress for the duration (a batch in
-  service is paused); ``contention``: it runs at ``share`` of its speed;
+- ``bug``: matching flows (by source address as sent, before any NAT) cost
+  ``slowdown`` times more while the fault is on; ``interrupt``: the NF
+  makes no progress for the duration (a batch in service is paused);
+  ``contention``: it runs at ``share`` of its speed;
 - the source sends in bursts on a 1 us grid (a DPDK generator's tx loop);
   a node with several out-links splits by flow hash; joins share one queue.
 """
@@ -47,8 +48,12 @@ def _splitmix(x):
 
 def service_factors(pkt_id, nf_index):
     """Per-packet service-time factors at one NF, mean 1, from the ids."""
+    # The salt is a 64-bit product: reduced mod 2**64 as C would, since the
+    # Python int passes 2**64 from the 7th NF (index 6) on; the first six
+    # NFs' salts are below it, so their factors (and captures) are unchanged.
+    salt = np.uint64(((nf_index + 1) * 0x2545F4914F6CDD1D) & 0xFFFFFFFFFFFFFFFF)
     with np.errstate(over="ignore"):
-        x = _splitmix(pkt_id.astype(np.uint64) ^ np.uint64((nf_index + 1) * 0x2545F4914F6CDD1D))
+        x = _splitmix(pkt_id.astype(np.uint64) ^ salt)
     u = (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
     f = 0.9 + 0.2 * u
     f = np.where((x & np.uint64(0xFF)) < 3, 3.0 * f, f)
@@ -154,7 +159,6 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
 
     # What downstream NFs see of each packet's 5-tuple: a NAT rewrites it
     # (and so how a later fork splits it); the packet id does not change.
-    cur_src = packets.src_ip.copy()
     cur_hash = packets.flow_hash.copy()
 
     def send(node, times, idx, salt):
@@ -171,14 +175,16 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
     all_idx = np.arange(n, dtype=np.int64)
     port = send(SOURCE, src_ns, all_idx, 0x51)
     if records:
-        # one tx record per (tick, port): what a recorded generator writes
-        key = src_ns * 64 + port
-        brk = np.flatnonzero(np.diff(key)) + 1 if n else np.empty(0, np.int64)
-        starts = np.concatenate([[0], brk]) if n else brk
-        counts = np.diff(np.concatenate([starts, [n]])) if n else starts
-        order = np.argsort(key, kind="stable")
+        # one tx record per (tick, port): what a recorded generator writes.
+        # Group on the sorted order: within one tick the ports interleave.
+        order = np.lexsort((port, src_ns))
+        t_sorted, p_sorted = src_ns[order], port[order]
+        starts = np.flatnonzero(np.concatenate(
+            [[True], (t_sorted[1:] != t_sorted[:-1]) | (p_sorted[1:] != p_sorted[:-1])])) \
+            if n else np.empty(0, np.int64)
+        counts = np.diff(np.concatenate([starts, [n]]))
         streams.append((SOURCE_NF_ID, SOURCE,
-                        _records(src_ns[order][starts], counts, port[order][starts],
+                        _records(t_sorted[starts], counts, p_sorted[starts],
                                  np.full(len(starts), CAPTURE_F_TX),
                                  np.full(len(starts), CAPTURE_OCC_UNKNOWN), SOURCE_NF_ID),
                         pkt_id[order]))
@@ -196,8 +202,12 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
         for i, f in enumerate(scenario.faults):
             if i in disabled or f.kind != "bug" or f.nf != name:
                 continue
+            # `flows` names sources as the source sends them (SCENARIO.md),
+            # wherever the NF sits: behind a NAT too, whose rewrite would
+            # otherwise hide every flow (and the ingress address records,
+            # all the analyzer can name prefixes from, hold these addresses)
             net = f.flows
-            mask = ((cur_src[idx] & np.uint32(int(net.netmask)))
+            mask = ((packets.src_ip[idx] & np.uint32(int(net.netmask)))
                     == np.uint32(int(net.network_address)))
             mask &= (times >= f.start_ns) & (times < f.end_ns)
             work = np.where(mask, work * f.slowdown, work)
@@ -211,7 +221,7 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
         acc = idx[~dropped]
         tx_t = np.repeat(b_tx, b_count)
         if nf.type == "nat":
-            _nat_rewrite(packets, acc, cur_src, cur_hash, nf.index)
+            _nat_rewrite(packets, acc, cur_hash, nf.index)
         port = send(name, tx_t, acc, 0x9E37 * (nf.index + 1))
         if sample_queues is not None:
             arrived = np.searchsorted(times[~dropped], sample_queues, side="right")
@@ -233,15 +243,15 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
 NAT_POOL = 0xC6336400        # 198.51.100.0/24: the NAT's public addresses
 
 
-def _nat_rewrite(packets, idx, cur_src, cur_hash, nf_index):
+def _nat_rewrite(packets, idx, cur_hash, nf_index):
     """Source NAT: a pool address and a mapped port per flow, as a real
-    NAT's flow table would give; downstream forks split on the new tuple."""
+    NAT's flow table would give; downstream forks split on the new tuple.
+    (Bugs still match the original source: see simulate.)"""
     from mscope.sim.traffic import hash_five_tuple
     flow = packets.flow[idx].astype(np.uint64) + np.uint64(nf_index << 24)
     mixed = _splitmix(flow)
     new_src = (np.uint32(NAT_POOL) | (mixed & np.uint64(0xFF)).astype(np.uint32))
     new_sport = (1024 + (mixed >> np.uint64(8)) % np.uint64(64000)).astype(np.uint16)
-    cur_src[idx] = new_src
     cur_hash[idx] = hash_five_tuple(new_src, packets.dst_ip[idx], new_sport,
                                     packets.dport[idx], packets.proto[idx])
 
