@@ -524,7 +524,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     cdef double r = rate, xv, big_loc = 0, big_in = 0, lo, hi, off = 0
     cdef double run_loc = 0, run_in = 0, min_loc, min_in = 0, q, q_loc, q_in, m0, m
     cdef double w, w_loc, w_in, L, I
-    cdef int64_t seg0_loc = 0, seg0_in = 0, dpj = -1
+    cdef int64_t seg0_loc = 0, seg0_in = 0, dpj = -1, lastb_t = 0, lastb_n = 0
     cdef Py_ssize_t cap = kept.shape[0]
     cdef bint same, have_in = False
     if n == 0:
@@ -532,6 +532,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     if state[10]:
         ia, idr, jM, jp, jpd, jMs = state[0], state[1], state[2], state[3], state[4], state[5]
         dpj, have_in, seg0_loc, seg0_in = state[6], state[7], state[8], state[9]
+        lastb_t, lastb_n = state[11], state[12]
         run_loc, run_in, min_in, big_loc, big_in = (state_d[0], state_d[1], state_d[2],
                                                     state_d[3], state_d[4])
     with nogil:
@@ -609,6 +610,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                     run_in = xv
                     have_in = True
                 min_in = run_in + off
+                lastb_t, lastb_n = dep[jM], j1 - jM
                 jM = j1
             M = jM
             if p < 0 or not (pend[p] < 0 or pend[p] >= a) or r <= 0:
@@ -626,6 +628,11 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             m = _min(m0, min_in) if same else m0
             q_in = _clip((usual * <double>a - <double>M) - m, 0.0, q)
             w_loc = _max(q_loc - 1, 0) / r
+            if M > 0:
+                # the batch taken last, served at r, ends before the NF
+                # can take another: a wait a batch makes, not a slowness
+                w_loc = _max(w_loc, _max(0.0, (<double>lastb_t + <double>lastb_n / r)
+                                         - <double>a))
             kk = M + <int64_t>ceil(_max(q_in - 1, 0))
             if kk > nd - 1:
                 kk = nd - 1
@@ -658,13 +665,14 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             ia, idr = ia1, id1
     state[0], state[1], state[2], state[3], state[4], state[5] = ia, idr, jM, jp, jpd, jMs
     state[6], state[7], state[8], state[9], state[10] = dpj, have_in, seg0_loc, seg0_in, 1
+    state[11], state[12] = lastb_t, lastb_n
     state_d[0], state_d[1], state_d[2], state_d[3], state_d[4] = (run_loc, run_in, min_in,
                                                                  big_loc, big_in)
     return c
 
 
 #: Sizes of hop_scores' `state` and `state_d`.
-HOP_SCORES_STATE = 11
+HOP_SCORES_STATE = 13
 HOP_SCORES_STATE_D = 5
 
 

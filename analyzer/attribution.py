@@ -588,6 +588,31 @@ class _Attributor:
         return acc
 
 
+def _unexplained_waits_as_input(t, A, h, h_nf, hv_of, nv, L_h, I_h):
+    """A victim that waited where neither counterfactual finds a cause
+    (the NF served at its peak, and its input at the usual rate would have
+    left the same departures: e.g. it waited out a batch taken just before
+    it came, larger than usual) waited for packets that came before it: its
+    longest wait becomes an input score there, split upstream like any
+    other.  Fills `I_h` (the hops `h`' input scores) in place."""
+    if len(h) == 0:
+        return
+    explained = np.bincount(hv_of, weights=L_h + I_h, minlength=nv) > _EPS
+    rx_ns = t.hop_rx_ns[h]
+    wait = np.where(t.hop_rx[h] >= 0,
+                    rx_ns - np.where(t.hop_arrival_ns[h] >= 0, t.hop_arrival_ns[h], rx_ns), 0)
+    cand = np.flatnonzero(~explained[hv_of] & (wait > 0))
+    if len(cand) == 0:
+        return
+    # each such victim's longest wait (ties: its later hop)
+    o = cand[np.lexsort((cand, wait[cand], hv_of[cand]))]
+    last = np.concatenate([hv_of[o][1:] != hv_of[o][:-1], [True]])
+    for x in o[last].tolist():
+        F = A.nfs.get(int(h_nf[x]))
+        if F is not None and F.rate > 0:
+            I_h[x] = F.rate * wait[x]
+
+
 def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
               min_delay_share=MIN_DELAY_SHARE, max_depth=None) -> Attribution:
     """Attribute every victim (latency > `slo_ns`, or dropped).
@@ -657,15 +682,20 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         part_ns.append(ns)
 
     h_nf = t.hop_nf[h]
-    for k in np.unique(h_nf).tolist():
-        if k not in A.nfs:
-            continue
+    nfs_here = [k for k in np.unique(h_nf).tolist() if k in A.nfs]
+    L_h, I_h = np.zeros(len(h)), np.zeros(len(h))
+    for k in nfs_here:
+        sel = np.flatnonzero(h_nf == k)
+        L, I = np.empty(len(sel)), np.empty(len(sel))
+        A.nfs[k].scores.gather(h[sel], L, I)
+        L_h[sel], I_h[sel] = L, I
+    _unexplained_waits_as_input(t, A, h, h_nf, hv_of, nv, L_h, I_h)
+    for k in nfs_here:
         F = A.nfs[k]
         sel = np.flatnonzero(h_nf == k)
         hk = h[sel]
         a_k = np.where(t.hop_arrival_ns[hk] >= 0, t.hop_arrival_ns[hk], t.hop_rx_ns[hk])
-        L, I = np.empty(len(hk)), np.empty(len(hk))
-        F.scores.gather(hk, L, I)
+        L, I = L_h[sel], I_h[sel]
         # in ns of the victim's delay: packets at k take 1 / r_k each, so
         # a fast NF's packets weigh less than a slow NF's
         r_k = F.rate if F.rate > 0 else 1.0

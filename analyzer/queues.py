@@ -27,6 +27,8 @@ __all__ = ["QueueTimeline", "queue_timelines", "peak_rate", "PEAK_PERCENTILE"]
 #: high percentile rather than the max, so one batch of cheap packets (the
 #: simulator's service factors go down to 0.9) does not set it.
 PEAK_PERCENTILE = 90.0
+#: Batches with a tx that service_rate needs before it gives a rate.
+MIN_TIMED_BATCHES = 10
 
 
 @dataclass
@@ -193,6 +195,55 @@ def _peak_rate(view_nf, step_ns, step_len, work):
     return peak_rate(view_nf.batch_ns, cnt, busy)
 
 
+def service_rate(batch_count, batch_dur, percentile=PEAK_PERCENTILE):
+    """Peak service rate from how long the NF took over each batch: from
+    its rx to the last tx of its packets.
+
+    Every batch says this, busy or not, so it is known for an NF that never
+    had a backlog (where :func:`peak_rate` has no batch to go on) and is
+    dominated by the NF's normal service, not by the fault windows that
+    made its backlogs.  A batch's time includes the poll's fixed cost, so
+    only the largest batches (the top tenth by size) are taken, as a
+    backlog would be served.
+
+    Parameters
+    ----------
+    batch_count : ndarray of int64
+        Packets per batch (those received).
+    batch_dur : ndarray of int64
+        Last tx minus rx, ns; <= 0 where the batch sent nothing.
+    percentile : float
+
+    Returns
+    -------
+    float
+        Packets per ns; nan with fewer than MIN_TIMED_BATCHES timed batches.
+    """
+    ok = batch_dur > 0
+    if np.count_nonzero(ok) < MIN_TIMED_BATCHES:
+        return float("nan")
+    c, d = batch_count[ok], batch_dur[ok]
+    big = c >= np.percentile(c, 90)
+    return float(np.percentile(c[big] / d[big], percentile))
+
+
+def _batch_durations(view_nf, hops, traj):
+    """Packets and rx-to-last-tx time (ns, 0 when none was sent) of each
+    batch of the NF that received a hop of `hops` (its hops in rx order)."""
+    if len(hops) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    b = view_nf.rx_batch[traj.hop_rx[hops]]
+    tx = traj.hop_tx_ns[hops]
+    if not (b[1:] >= b[:-1]).all():                 # rx entries not in batch order
+        o = np.argsort(b, kind="stable")
+        b, tx = b[o], tx[o]
+    starts = np.flatnonzero(np.concatenate([[True], b[1:] != b[:-1]]))
+    last_tx = np.maximum.reduceat(tx, starts)
+    count = np.diff(np.append(starts, len(b)))
+    dur = np.where(last_tx >= 0, last_tx - view_nf.batch_ns[b[starts]], 0)
+    return count, dur
+
+
 def _steps(arr, rx, n_batches):
     """Step series and queuing periods of one NF (see QueueTimeline):
     `step_ns`, `step_len`, `starts`, `ends` (buffers, possibly longer) and
@@ -240,8 +291,14 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
         nen += 1
     for a, size in ((step_ns, ns), (step_len, ns), (starts, nst), (ends, nen)):
         a.resize(size, refcheck=False)
-    rate = float(rate_override) if rate_override is not None else \
-        _peak_rate(view_nf, step_ns, step_len, work)
+    if rate_override is not None:
+        rate = float(rate_override)
+    else:
+        # the busy batches' rate; the batches' own service times where
+        # the NF never had a backlog
+        rate = _peak_rate(view_nf, step_ns, step_len, work)
+        if not np.isfinite(rate):
+            rate = service_rate(*_batch_durations(view_nf, hops, traj))
     return QueueTimeline(name, hops, step_ns, step_len, starts, ends, rate,
                          traj.hop_arrival_ns, traj.hop_rx_ns)
 

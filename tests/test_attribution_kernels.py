@@ -72,6 +72,10 @@ def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, usual, a, rx, dropped):
     drop = dropped[ok]
     w = np.where(drop, 0, rx[ok] - a_).astype(float)
     w_loc = np.maximum(q_loc - 1, 0) / r
+    # the last batch taken before the arrival, served at r, ends first
+    tb = dep[np.maximum(M - 1, 0)]
+    nb = M - np.searchsorted(dep, tb, "left")
+    w_loc = np.where(M > 0, np.maximum(w_loc, np.maximum(0.0, (tb + nb / r) - a_)), w_loc)
     k = np.minimum(M + np.ceil(np.maximum(q_in - 1, 0)).astype(np.int64), len(dep) - 1)
     w_in = (dep[np.maximum(k, 0)] - a_).astype(float) if len(dep) else w
     L[ok] = np.where(drop, q - q_loc, r * np.maximum(0.0, w - w_loc))

@@ -373,3 +373,66 @@ def test_load_stream_by_stream_is_read_whole(stall, tmp_path):
     whole = ingest._view(None, two.read(), two.manifest, None)     # all over the whole
     _same_view(load(out), whole)
     _same_view(from_capture_data(two.read(), two.manifest), whole)
+
+
+def _scored(tmp_path, doc):
+    """Simulate `doc` with its truth, diagnose with its objective, score
+    (SCENARIO.md's rule): per fault id, correct / labelled."""
+    from mscope.sim.score import score
+    f = tmp_path / f"{doc['name']}.json"
+    f.write_text(json.dumps(doc))
+    out = tmp_path / doc["name"]
+    simulate_to_capture(load_scenario(f), out, truth=True, log=lambda *a, **k: None)
+    diag, ctx = diagnose(out, slo_us=doc["objective"]["latency_us"])
+    truth = json.loads((out / "truth.json").read_text())
+    res = score(diag, truth, doc["faults"])
+    return {fid: (r["correct"], r["labelled"]) for fid, r in res.items()}, diag, ctx
+
+
+def _chain_doc(name, nfs, faults, rate, ms, slo, seed=5):
+    chain = [n["name"] for n in nfs]
+    return {"name": name, "seed": seed, "duration_ms": ms, "objective": {"latency_us": slo},
+            "nfs": nfs, "links": [["source", chain[0]]]
+            + [[a, b] for a, b in zip(chain, chain[1:])] + [[chain[-1], "sink"]],
+            "traffic": {"rate_mpps": rate, "flows": 2000, "flow_sizes": "pareto",
+                        "src_prefix": "100.0.0.0/8", "dst_prefix": "30.0.0.0/8"},
+            "faults": faults}
+
+
+def test_nf_that_never_had_a_backlog_gets_a_peak_rate(tmp_path):
+    # rl takes up to 128 packets a poll at 15% load: no batch ever leaves a
+    # queue behind, so the busy batches say nothing about its peak; the
+    # batches' own rx-to-tx times do.  A short contention there then makes
+    # victims only rl's slowness explains
+    nfs = [{"name": "relay", "type": "forwarder", "service_ns": 100, "batch": 32,
+            "queue": 1024},
+           {"name": "rl", "type": "nat", "service_ns": 430, "batch": 128, "queue": 8192},
+           {"name": "ids9", "type": "ids", "service_ns": 600, "batch": 32, "queue": 1024}]
+    doc = _chain_doc("quiet-contention", nfs,
+                     [{"id": "c1", "kind": "contention", "nf": "rl", "from_ms": 12,
+                       "to_ms": 12.27, "share": 0.094}], rate=0.34, ms=25, slo=50)
+    res, diag, ctx = _scored(tmp_path, doc)
+    for n in nfs:
+        true = n["batch"] / (n["service_ns"] * (n["batch"] + 0.5))   # packets/ns at full batch
+        assert ctx["queues"][n["name"]].peak_rate == pytest.approx(true, rel=0.12), n["name"]
+    correct, labelled = res["c1"]
+    assert labelled > 30 and correct / labelled > 0.9
+    assert all(v["culprits"] for v in diag["victims"])
+
+
+def test_waiting_out_a_large_batch_is_not_the_nfs_fault(tmp_path):
+    # an interrupt at lim releases its backlog at once into pol, which
+    # takes up to 128 packets a poll (70 us of work, over the 40 us
+    # objective): a packet arriving just after pol took a batch waits for
+    # that batch however fast pol is, which is not a slowness of pol's
+    nfs = [{"name": "lim", "type": "router", "service_ns": 150, "batch": 16, "queue": 512},
+           {"name": "pol", "type": "ids", "service_ns": 545, "batch": 128, "queue": 4096},
+           {"name": "lb", "type": "router", "service_ns": 285, "batch": 64, "queue": 1024}]
+    doc = _chain_doc("big-batch", nfs,
+                     [{"id": "i1", "kind": "interrupt", "nf": "lim", "at_ms": 10.5,
+                       "duration_us": 184}], rate=0.62, ms=20, slo=40)
+    res, diag, _ = _scored(tmp_path, doc)
+    correct, labelled = res["i1"]
+    assert labelled > 50 and correct / labelled > 0.85
+    tops = _tops(diag)
+    assert all(tops) and not any(c.get("nf") == "pol" for c in tops)
