@@ -470,7 +470,8 @@ cdef inline double _min(double a, double b) noexcept nogil:
 
 def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] hops,
                const int64_t[::1] d_arr, const out_t[::1] d_hops, const int64_t[::1] dep,
-               const int64_t[::1] pstart, const int64_t[::1] pend, double rate, double usual,
+               const int64_t[::1] pstart, const int64_t[::1] pend, double rate,
+               double local_rate, double usual,
                uint64_t[::1] words, out_t[::1] kept, double[:, ::1] scores,
                int64_t[::1] state, double[::1] state_d):
     """Local and input scores of every hop at one NF (attribution.py,
@@ -487,6 +488,8 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     dep : departures (rx), sorted.
     pstart, pend : queuing periods.
     rate, usual : peak service rate and usual arrival rate (packets/ns).
+    local_rate : the rate the NF is served at without a local cause (at
+        most `rate`: the peak estimate less its tolerance).
     words : the NF's bitmap over all hops: bit h is set for each hop h
         written to `kept`.
     kept, scores : the hops whose scores (local, input) are not (+0.0,
@@ -521,7 +524,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     cdef Py_ssize_t i, ia = 0, idr = 0, ia1, id1, j1, x, c = 0
     cdef Py_ssize_t jM = 0, jp = 0, jpd = 0, jMs = 0
     cdef int64_t a, p, s, Ms, M, N, kk, h
-    cdef double r = rate, xv, big_loc = 0, big_in = 0, lo, hi, off = 0
+    cdef double r = rate, rl = local_rate, xv, big_loc = 0, big_in = 0, lo, hi, off = 0
     cdef double run_loc = 0, run_in = 0, min_loc, min_in = 0, q, q_loc, q_in, m0, m
     cdef double w, w_loc, w_in, L, I
     cdef int64_t seg0_loc = 0, seg0_in = 0, dpj = -1, lastb_t = 0, lastb_n = 0
@@ -547,7 +550,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                 else:
                     a = d_arr[idr]
                     idr += 1
-                xv = <double>i - r * <double>a
+                xv = <double>i - rl * <double>a
                 lo = xv if xv < lo else lo
                 hi = xv if xv > hi else hi
             big_loc = (hi - lo) + 1.0
@@ -590,7 +593,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             # N - 1: within the run arr is a, so x grows with i and the
             # run's first element is its minimum
             off = <double>(p - seg0_loc) * big_loc
-            xv = (<double>i - r * <double>a) - off
+            xv = (<double>i - rl * <double>a) - off
             if i == 0 or xv < run_loc:
                 run_loc = xv
             min_loc = run_loc + off
@@ -613,12 +616,12 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                 lastb_t, lastb_n = dep[jM], j1 - jM
                 jM = j1
             M = jM
-            if p < 0 or not (pend[p] < 0 or pend[p] >= a) or r <= 0:
+            if p < 0 or not (pend[p] < 0 or pend[p] >= a) or r <= 0 or rl <= 0:
                 ia, idr = ia1, id1
                 continue
             s = pstart[p]
             q = <double>(ia1 - M if ia1 - M > 0 else 0)        # accepted <= a, queued
-            q_loc = _clip((<double>N - r * <double>a) - min_loc, 0.0, q)
+            q_loc = _clip((<double>N - rl * <double>a) - min_loc, 0.0, q)
             # departures at or before the period start (p only grows)
             while jMs < nd and dep[jMs] <= s:
                 jMs += 1
@@ -627,11 +630,11 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             same = M - 1 >= 0 and M - 1 >= Ms and dpj == p
             m = _min(m0, min_in) if same else m0
             q_in = _clip((usual * <double>a - <double>M) - m, 0.0, q)
-            w_loc = _max(q_loc - 1, 0) / r
+            w_loc = _max(q_loc - 1, 0) / rl
             if M > 0:
-                # the batch taken last, served at r, ends before the NF
+                # the batch taken last, served at rl, ends before the NF
                 # can take another: a wait a batch makes, not a slowness
-                w_loc = _max(w_loc, _max(0.0, (<double>lastb_t + <double>lastb_n / r)
+                w_loc = _max(w_loc, _max(0.0, (<double>lastb_t + <double>lastb_n / rl)
                                          - <double>a))
             kk = M + <int64_t>ceil(_max(q_in - 1, 0))
             if kk > nd - 1:

@@ -36,7 +36,7 @@ def _ref_seg_cummin(x, seg):
     return np.minimum.accumulate(x - off) + off
 
 
-def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, usual, a, rx, dropped):
+def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx, dropped):
     """attribution._NF.hop_scores before the kernel (numpy)."""
     def period_idx(t):
         return np.searchsorted(pstart, t, side="right") - 1
@@ -46,23 +46,23 @@ def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, usual, a, rx, dropped):
         pe = pend[np.maximum(p, 0)] if len(pend) else np.zeros(len(t), np.int64)
         return np.where((p >= 0) & ((pe < 0) | (pe >= t)), p, -1)
 
-    min_local = _ref_seg_cummin(np.arange(len(arr)) - rate * arr, period_idx(arr))
+    min_local = _ref_seg_cummin(np.arange(len(arr)) - local_rate * arr, period_idx(arr))
     dp = period_idx(dep)
     min_input = _ref_seg_cummin(usual * dep - (np.arange(len(dep)) + 1), dp)
     n = len(a)
     L, I = np.zeros(n), np.zeros(n)
     p = period_of(a)
     ok = p >= 0
-    if not ok.any() or rate <= 0:
+    if not ok.any() or rate <= 0 or local_rate <= 0:
         return L, I
-    r = rate
+    r, rl = rate, local_rate
     a_, p_ = a[ok], p[ok]
     s = pstart[p_]
     N = np.searchsorted(arr, a_, "right")
     M = np.searchsorted(dep, a_, "right")
     q = np.maximum(np.searchsorted(acc, a_, "right") - M, 0).astype(float)
     j = np.maximum(N - 1, 0)
-    q_loc = np.clip(N - r * a_ - min_local[j], 0, q)
+    q_loc = np.clip(N - rl * a_ - min_local[j], 0, q)
     Ms = np.searchsorted(dep, s, "right")
     m0 = usual * s - Ms
     jd = M - 1
@@ -71,11 +71,11 @@ def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, usual, a, rx, dropped):
     q_in = np.clip(usual * a_ - M - m, 0, q)
     drop = dropped[ok]
     w = np.where(drop, 0, rx[ok] - a_).astype(float)
-    w_loc = np.maximum(q_loc - 1, 0) / r
-    # the last batch taken before the arrival, served at r, ends first
+    w_loc = np.maximum(q_loc - 1, 0) / rl
+    # the last batch taken before the arrival, served at rl, ends first
     tb = dep[np.maximum(M - 1, 0)]
     nb = M - np.searchsorted(dep, tb, "left")
-    w_loc = np.where(M > 0, np.maximum(w_loc, np.maximum(0.0, (tb + nb / r) - a_)), w_loc)
+    w_loc = np.where(M > 0, np.maximum(w_loc, np.maximum(0.0, (tb + nb / rl) - a_)), w_loc)
     k = np.minimum(M + np.ceil(np.maximum(q_in - 1, 0)).astype(np.int64), len(dep) - 1)
     w_in = (dep[np.maximum(k, 0)] - a_).astype(float) if len(dep) else w
     L[ok] = np.where(drop, q - q_loc, r * np.maximum(0.0, w - w_loc))
@@ -262,6 +262,7 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     if len(pend) < len(pstart):
         pend = np.concatenate([pend, [-1]])
     rate, usual = 1 / 300, float(rng.uniform(0.5, 1.5)) / 800
+    local_rate = rate / [1.0, 1.05][seed % 2]
     hops = (np.arange(len(arr)) * 3 + 1).astype(index)         # hop of each arrival
     # what attribution._NF passes: the accepted and the dropped arrivals
     # apart, scores made a chunk at a time (small chunks here, runs of equal
@@ -274,7 +275,8 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     while state[0] < (~dropped).sum() or state[1] < dropped.sum():
         kept, sc = np.empty(room, index), np.empty((room, 2))
         c = _attrib.hop_scores(acc, dep, hops[~dropped], arr[dropped], hops[dropped], dep,
-                               pstart, pend, rate, usual, words, kept, sc, state, state_d)
+                               pstart, pend, rate, local_rate, usual, words, kept, sc, state,
+                               state_d)
         calls += 1
         if c < 0:
             room = -c
@@ -291,7 +293,8 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     L, I = np.empty(nh), np.empty(nh)
     _attrib.gather_scores(words, rank, values, np.arange(nh, dtype=index), L, I)
     assert not np.isnan(values).any()
-    ref_L, ref_I = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, usual, arr, rx, dropped)
+    ref_L, ref_I = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, arr,
+                                   rx, dropped)
     assert (L[hops] > 0).any() and (I[hops] > 0).any()
     assert L[hops].tobytes() == ref_L.tobytes()
     assert I[hops].tobytes() == ref_I.tobytes()
