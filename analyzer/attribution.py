@@ -45,6 +45,7 @@ here.  The kernels evaluate each expression as the numpy code they
 replaced did, so scores agree to the last bit
 (tests/test_attribution_kernels.py).
 """
+import ipaddress
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,12 @@ MIN_DELAY_SHARE = 0.1
 #: culprit of victims 0.3 us over the objective).  0, 0.025 and 0.05 on
 #: bench/heldout.py's 60 scenarios of seeds 1-3: 94.1, 94.8, 94.7%.
 LOCAL_TOLERANCE = 0.025
+#: A source culprit's prefix is a surge, whose own packets it explains
+#: (_own_surge_is_necessary), when it carries at most this share of the
+#: source's long-run packets, and when it delayed the victim by at least
+#: SURGE_DELAY of the victim's excess over the objective.
+SURGE_SHARE = 0.1
+SURGE_DELAY = 0.25
 #: Victims of one period are grouped by arrival in buckets this long.
 BUCKET_NS = 100_000
 #: Arrival rates are counted in bins this long; an NF's usual rate is the
@@ -621,6 +628,38 @@ def _unexplained_waits_as_input(t, A, h, h_nf, hv_of, nv, L_h, I_h):
             I_h[x] = F.rate * wait[x]
 
 
+def _own_surge_is_necessary(t, vp, culprits, sources, dropped, excess, r_v, offsets,
+                            culprit, uncapped, capped):
+    """A victim sent by the flows of a source culprit that is a surge -- a
+    prefix carrying at most SURGE_SHARE of the source's long-run packets,
+    so that most of its packets in the window were the surge's -- and
+    that the surge delayed by at least SURGE_DELAY of its excess, would
+    not exist without the surge.  By the counterfactual definition of a
+    victim (SCENARIO.md) the surge then explains it whatever else delayed
+    it: that culprit's capped score becomes the victim's whole excess, as
+    any cause that alone explains it.  Other causes that also explain it
+    fully still rank by their uncapped delay.  Drops are left alone (not
+    capped).  In place."""
+    v_addr = t.src_addr[vp]
+    row = None
+    for j, key in enumerate(culprits):
+        if key[0] != "flows" or "/" not in key[1]:
+            continue
+        net = ipaddress.IPv4Network(key[1])
+        if sources.usual_share(int(net.network_address), net.prefixlen) > SURGE_SHARE:
+            continue
+        if row is None:
+            row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        e = np.flatnonzero(culprit == j)
+        e = e[~dropped[row[e]]]
+        v = row[e]
+        whole = excess[v] * r_v[v]
+        own = (((v_addr[v] & np.uint32(int(net.netmask)))
+                == np.uint32(int(net.network_address)))
+               & (uncapped[e] >= SURGE_DELAY * whole))
+        capped[e[own]] = whole[own]
+
+
 def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
               min_delay_share=MIN_DELAY_SHARE, max_depth=None) -> Attribution:
     """Attribute every victim (latency > `slo_ns`, or dropped).
@@ -741,6 +780,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     # the rate of the NF where the victim waited longest (one factor per
     # victim, so the ranking is the ranking by delay).
     rate = np.array([A.nfs[k].rate if k in A.nfs else 0.0 for k in range(len(names))])
+    sources = A.sources
     A = F = None                        # free the per-hop and per-NF arrays
     r_v = np.where(vnf >= 0, rate[np.maximum(vnf, 0)], 0.0)
     r_v = np.where(r_v > 0, r_v, 1.0)
@@ -762,6 +802,9 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     _attrib.score_csr(rows, cols, vals, excess, r_v, len(keys), offsets, culprit, capped,
                       uncapped)
     del rows, cols, vals
+    if t.src_addr is not None:
+        _own_surge_is_necessary(t, vp, culprits, sources, dv, excess, r_v, offsets, culprit,
+                                uncapped, capped)
     return Attribution(vp, t.packet_id[vp], lat, dv,
                        [names[x] if x >= 0 else "" for x in vnf.tolist()], culprits,
                        CulpritScores(offsets, culprit, capped, uncapped, len(keys)), varr)

@@ -153,6 +153,16 @@ class SourceRates:
     def cover_str(self):
         return prefix_str(*self.cover) if self.known else "*"
 
+    def usual_share(self, value, length):
+        """Share of the source's long-run packets from the prefix
+        (`value`, `length`); 1.0 when no address is known."""
+        if not self.known or self._rate0 <= 0:
+            return 1.0
+        pre, rate = self.levels[int(length)]       # values addr >> (32 - length)
+        v = np.uint32((int(value) & 0xFFFFFFFF) >> (32 - int(length))) if length else 0
+        i = int(np.searchsorted(pre, v))
+        return float(rate[i]) / self._rate0 if i < len(pre) and pre[i] == v else 0.0
+
     def excess_prefix(self, addrs, window_ns, share=EXCESS_SHARE):
         """The flows that sent above their long-run rate in a window.
 

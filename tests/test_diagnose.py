@@ -436,3 +436,40 @@ def test_waiting_out_a_large_batch_is_not_the_nfs_fault(tmp_path):
     assert labelled > 50 and correct / labelled > 0.85
     tops = _tops(diag)
     assert all(tops) and not any(c.get("nf") == "pol" for c in tops)
+
+
+def test_a_surges_own_packets_are_the_surges_victims(tmp_path):
+    # a burst lands on an interrupted vpn: the burst's own packets would not
+    # exist without it, so the burst explains them whatever else delayed
+    # them (SCENARIO.md's counterfactual); packets the interrupt alone
+    # explains still blame vpn
+    nfs = [{"name": "fw", "type": "firewall", "service_ns": 200, "batch": 32, "queue": 1024},
+           {"name": "vpn", "type": "vpn", "service_ns": 450, "batch": 32, "queue": 1024}]
+    doc = _chain_doc("surge", nfs,
+                     [{"id": "i1", "kind": "interrupt", "nf": "vpn", "at_ms": 20,
+                       "duration_us": 600},
+                      {"id": "u1", "kind": "burst", "flows": "100.77.0.0/16", "at_ms": 20.2,
+                       "duration_us": 800, "rate_mpps": 2}], rate=1.0, ms=40, slo=150)
+    res, diag, _ = _scored(tmp_path, doc)
+    truth = json.loads((tmp_path / "surge" / "truth.json").read_text())
+    lab = {f["id"]: set(f["victims"]) for f in truth["faults"]}
+    burst = ipaddress.ip_network("100.77.0.0/16")
+    only_u1 = [v for v in diag["victims"] if v["packet"] in lab["u1"]
+               and v["packet"] not in lab["i1"] and not v["dropped"]]
+    only_i1 = [v for v in diag["victims"] if v["packet"] in lab["i1"]
+               and v["packet"] not in lab["u1"]]
+    assert len(only_u1) > 50 and len(only_i1) > 50
+    assert _share(_tops({"victims": only_u1}), lambda c: c["kind"] == "flows" and
+                  ipaddress.ip_network(c["flows"]).overlaps(burst)) > 0.9
+    assert _share(_tops({"victims": only_i1}), lambda c: c.get("nf") == "vpn"
+                  and c["cause"] == "local") > 0.9
+
+
+def test_usual_share_of_a_prefix():
+    from mscope.analyzer.prefixes import SourceRates
+    a = np.array([0x0A000001] * 6 + [0x0A4D0001] * 3 + [0x0B000001], np.uint32)
+    s = SourceRates(a, 1000)
+    assert s.usual_share(0x0A000000, 8) == pytest.approx(0.9)
+    assert s.usual_share(0x0A4D0000, 16) == pytest.approx(0.3)
+    assert s.usual_share(0x0C000000, 8) == 0.0
+    assert s.usual_share(0, 0) == pytest.approx(1.0)
