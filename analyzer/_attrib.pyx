@@ -106,6 +106,38 @@ def gather_arrival(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
             arrival[i] = _arrival_of(hop_arrival_ns, hop_rx_ns, hops[i])
 
 
+def batch_last_tx(const out_t[::1] hops, const index_t[::1] hop_rx,
+                  const int64_t[::1] hop_tx_ns, const int32_t[::1] rx_batch,
+                  int64_t[::1] count, int64_t[::1] last_tx):
+    """Per rx batch b of an NF (``count``, ``last_tx``: room for every
+    batch, zeroed and -1 filled by the caller): its received `hops`
+    (``rx_batch[hop_rx[h]]`` is b) and the latest tx among them (-1: none
+    sent).  One pass, no order needed.
+
+    Returns
+    -------
+    int
+        0; -1 when an rx index or a batch is out of range (nothing trusted).
+    """
+    cdef Py_ssize_t i, n = hops.shape[0], nrx = rx_batch.shape[0], nb = count.shape[0]
+    cdef int64_t r, b, x
+    cdef int bad = 0
+    if last_tx.shape[0] != nb:
+        raise ValueError("batch_last_tx: count and last_tx must have one length")
+    with nogil:
+        for i in range(n):
+            r = hop_rx[hops[i]]
+            b = rx_batch[r] if 0 <= r < nrx else -1
+            if b < 0 or b >= nb:
+                bad = 1
+                break
+            count[b] += 1
+            x = hop_tx_ns[hops[i]]
+            if x > last_tx[b]:
+                last_tx[b] = x
+    return -1 if bad else 0
+
+
 def step_series(const int64_t[::1] arrival, const int64_t[::1] rx,
                 int64_t[::1] step_ns, int32_t[::1] step_len,
                 int64_t[::1] starts, int64_t[::1] ends, int32_t[::1] arrival_period,

@@ -219,29 +219,29 @@ def service_rate(batch_count, batch_dur, percentile=PEAK_PERCENTILE):
     float
         Packets per ns; nan with fewer than MIN_TIMED_BATCHES timed batches.
     """
-    ok = batch_dur > 0
+    ok = (batch_dur > 0) & (batch_count > 0)
     if np.count_nonzero(ok) < MIN_TIMED_BATCHES:
         return float("nan")
     c, d = batch_count[ok], batch_dur[ok]
-    big = c >= np.percentile(c, 90)
+    # the top tenth by size (c >= np.percentile(c, 90)): counts are small
+    # integers, so read off their histogram rather than partitioning them
+    cum = np.cumsum(np.bincount(c))
+    k = 0.9 * (len(c) - 1)
+    lo, hi = (int(np.searchsorted(cum, x, "right")) for x in (np.floor(k), np.ceil(k)))
+    big = c >= (hi if k > np.floor(k) and hi > lo else lo)
     return float(np.percentile(c[big] / d[big], percentile))
 
 
 def _batch_durations(view_nf, hops, traj):
     """Packets and rx-to-last-tx time (ns, 0 when none was sent) of each
-    batch of the NF that received a hop of `hops` (its hops in rx order)."""
-    if len(hops) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    b = view_nf.rx_batch[traj.hop_rx[hops]]
-    tx = traj.hop_tx_ns[hops]
-    if not (b[1:] >= b[:-1]).all():                 # rx entries not in batch order
-        o = np.argsort(b, kind="stable")
-        b, tx = b[o], tx[o]
-    starts = np.flatnonzero(np.concatenate([[True], b[1:] != b[:-1]]))
-    last_tx = np.maximum.reduceat(tx, starts)
-    count = np.diff(np.append(starts, len(b)))
-    dur = np.where(last_tx >= 0, last_tx - view_nf.batch_ns[b[starts]], 0)
-    return count, dur
+    batch of the NF, from its received `hops`."""
+    nb = len(view_nf.batch_ns)
+    count, last_tx = np.zeros(nb, np.int64), np.full(nb, -1, np.int64)
+    if _attrib.batch_last_tx(hops, traj.hop_rx, traj.hop_tx_ns,
+                             np.ascontiguousarray(view_nf.rx_batch, np.int32),
+                             count, last_tx) < 0:
+        raise IndexError("rx_batch or hop_rx out of range")
+    return count, np.where(last_tx >= 0, last_tx - view_nf.batch_ns, 0)
 
 
 def _steps(arr, rx, n_batches):
