@@ -55,8 +55,10 @@ def test_concurrent_10m_records_no_loss(producer_exe, registry):
     """10 M records from another process, drained while written: none lost,
     none reordered, every id exact."""
     n, max_batch = 10_000_000, 8
+    # 512 MiB: about a second of the producer's output, so a reader that a
+    # busy machine holds off for a few hundred ms still loses nothing
     prod = Producer(producer_exe, registry, n, max_batch, rate=5_000_000,
-                    ring_bytes=1 << 28)
+                    ring_bytes=1 << 29)
     try:
         reader = RingReader(prod.path)
         prod.start()
