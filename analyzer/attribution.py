@@ -603,6 +603,45 @@ class _Attributor:
         return acc
 
 
+def _batch_inflation(t, A, queues, h, h_nf, nfs_here, L_h, I_h):
+    """A packet is served with its whole batch before it is sent (run to
+    completion): in a batch of c packets, where the NF's batches hold cu
+    on average, it spends (c - cu) / r longer in the NF than usual even
+    at the NF's peak rate r.  Those c - cu packets arrived before it: they
+    are input, added to its input score (packets) at each hop `h` that
+    counts, up to its time in the batch.  A burst into an NF with a large
+    batch cap delays its packets this way more than by their wait.
+    Fills `I_h` in place."""
+    names = t.nf_names
+    for k in nfs_here:
+        F, q = A.nfs[k], queues.get(names[k])
+        if q is None or F.rate <= 0 or len(q.step_ns) < 2:
+            continue
+        sel = np.flatnonzero(h_nf == k)
+        hk = h[sel]
+        rx, tx = t.hop_rx_ns[hk], t.hop_tx_ns[hk]
+        # the batch's size from the queue's drop at its rx (arrivals at
+        # that very ns aside), the mean batch from the number of drops
+        i = np.searchsorted(q.step_ns, rx, "left")
+        ok = (i > 0) & (i < len(q.step_ns)) & (tx >= rx)
+        i = np.clip(i, 1, len(q.step_ns) - 1)
+        c = np.where(ok, q.step_len[i - 1].astype(np.int64) - q.step_len[i], 0)
+        n_batches = np.count_nonzero(np.diff(q.step_len) < 0)
+        if n_batches == 0:
+            continue
+        cu = len(q.hops) / n_batches
+        extra = np.minimum(np.maximum(c - cu, 0.0), F.rate * np.maximum(tx - rx, 0))
+        # the batch was large for what built the queue ahead: shared as
+        # the wait's scores are, the part of the wait neither explains
+        # counted as input (as _unexplained_waits_as_input does)
+        L, I = L_h[sel], I_h[sel]
+        wait = np.where(t.hop_arrival_ns[hk] >= 0, rx - t.hop_arrival_ns[hk], 0)
+        whole = np.maximum(L + I, F.rate * np.maximum(wait, 0))
+        share = np.divide(L, whole, out=np.zeros(len(sel)), where=whole > _EPS)
+        L_h[sel] = L + extra * share
+        I_h[sel] = I + extra * (1 - share)
+
+
 def _unexplained_waits_as_input(t, A, h, h_nf, hv_of, nv, L_h, I_h):
     """A victim that waited where neither counterfactual finds a cause
     (the NF served at its peak, and its input at the usual rate would have
@@ -736,6 +775,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         L, I = np.empty(len(sel)), np.empty(len(sel))
         A.nfs[k].scores.gather(h[sel], L, I)
         L_h[sel], I_h[sel] = L, I
+    _batch_inflation(t, A, queues, h, h_nf, nfs_here, L_h, I_h)
     _unexplained_waits_as_input(t, A, h, h_nf, hv_of, nv, L_h, I_h)
     for k in nfs_here:
         F = A.nfs[k]
