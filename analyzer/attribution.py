@@ -76,7 +76,7 @@ LOCAL_TOLERANCE = 0.025
 #: source's long-run packets, and when it delayed the victim by at least
 #: SURGE_DELAY of the victim's excess over the objective.
 SURGE_SHARE = 0.1
-SURGE_DELAY = 0.25
+SURGE_DELAY = 0.1
 #: Victims of one period are grouped by arrival in buckets this long.
 BUCKET_NS = 100_000
 #: Arrival rates are counted in bins this long; an NF's usual rate is the
