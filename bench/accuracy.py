@@ -21,12 +21,34 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run(paths, keep=None):
+def score_scenario(path, dest):
+    """Simulate the scenario file `path` into `dest` (replaced) with its
+    truth, diagnose the capture with the scenario's objective, score it.
+
+    Returns
+    -------
+    (raw, truth, diag, ctx, res)
+        The scenario's JSON, truth.json, the diagnosis and its context
+        (mscope.diagnose.diagnose) and mscope.sim.score's result.
+    """
+    import shutil
+
     from mscope.diagnose import diagnose
     from mscope.sim.run import simulate_to_capture
-    from mscope.sim.score import score
     from mscope.sim.scenario import load_scenario
+    from mscope.sim.score import score
 
+    sc = load_scenario(path)
+    raw = json.loads(Path(path).read_text())
+    if dest.exists():
+        shutil.rmtree(dest)
+    simulate_to_capture(sc, dest, truth=True)
+    truth = json.loads((dest / "truth.json").read_text())
+    diag, ctx = diagnose(dest, slo_us=float(raw["objective"]["latency_us"]))
+    return raw, truth, diag, ctx, score(diag, truth, raw["faults"])
+
+
+def run(paths, keep=None):
     files = []
     for p in map(Path, paths):
         files += sorted(p.glob("*.json")) if p.is_dir() else [p]
@@ -35,18 +57,9 @@ def run(paths, keep=None):
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(keep) if keep else Path(tmp)
         for f in files:
-            sc = load_scenario(f)
-            raw = json.loads(Path(f).read_text())
-            dest = base / sc.name
-            if dest.exists():
-                import shutil
-                shutil.rmtree(dest)
-            simulate_to_capture(sc, dest, truth=True)
-            truth = json.loads((dest / "truth.json").read_text())
-            slo = float(raw["objective"]["latency_us"])
-            diag, ctx = diagnose(dest, slo_us=slo)
-            res = score(diag, truth, raw["faults"])
-            line = {"scenario": sc.name, "victims": len(diag["victims"]),
+            name = json.loads(Path(f).read_text())["name"]
+            raw, truth, diag, ctx, res = score_scenario(f, base / name)
+            line = {"scenario": name, "victims": len(diag["victims"]),
                     "seconds": round(ctx["seconds"], 2), "faults": res}
             print(json.dumps(line), flush=True)
             rows.append(line)

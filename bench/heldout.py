@@ -64,6 +64,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from accuracy import score_scenario  # noqa: E402  (bench/ is not a package)
 
 MIN_VICTIMS = 50          # labelled victims a fault must have to be scored
 MAX_LOAD = 0.92           # measured bottleneck load the dry run may show
@@ -470,20 +472,9 @@ def _culprit_key(c):
 
 def run_one(path, dest):
     """Simulate, diagnose, score one scenario file, as bench/accuracy.py does."""
-    from mscope.diagnose import diagnose
-    from mscope.sim.run import simulate_to_capture
-    from mscope.sim.scenario import load_scenario
-    from mscope.sim.score import correct, score
+    from mscope.sim.score import correct
 
-    sc = load_scenario(path)
-    raw = json.loads(Path(path).read_text())
-    if dest.exists():
-        shutil.rmtree(dest)
-    simulate_to_capture(sc, dest, truth=True)
-    truth = json.loads((dest / "truth.json").read_text())
-    slo = float(raw["objective"]["latency_us"])
-    diag, ctx = diagnose(dest, slo_us=slo)
-    res = score(diag, truth, raw["faults"])
+    raw, truth, diag, ctx, res = score_scenario(path, dest)
     # what the faults' victims were blamed on instead
     # and how it did on the victims no other fault explains too (a victim
     # labelled with two faults has one top culprit: it can be right for
