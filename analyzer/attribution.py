@@ -607,11 +607,11 @@ def _batch_inflation(t, A, queues, h, h_nf, nfs_here, L_h, I_h):
     """A packet is served with its whole batch before it is sent (run to
     completion): in a batch of c packets, where the NF's batches hold cu
     on average, it spends (c - cu) / r longer in the NF than usual even
-    at the NF's peak rate r.  Those c - cu packets arrived before it: they
-    are input, added to its input score (packets) at each hop `h` that
-    counts, up to its time in the batch.  A burst into an NF with a large
-    batch cap delays its packets this way more than by their wait.
-    Fills `I_h` in place."""
+    at the NF's peak rate r.  Those c - cu packets (up to its time in the
+    batch) are added to its scores at each hop `h` that counts, shared
+    between local and input as the hop's wait is.  A burst into an NF with
+    a large batch cap delays its packets this way more than by their wait.
+    Fills `L_h` and `I_h` in place."""
     names = t.nf_names
     for k in nfs_here:
         F, q = A.nfs[k], queues.get(names[k])
