@@ -672,6 +672,52 @@ def _unexplained_waits_as_input(t, A, h, h_nf, hv_of, nv, L_h, I_h):
             I_h[x] = F.rate * wait[x]
 
 
+def _surges(culprits, sources):
+    """Per culprit column: the (network, mask) of a source culprit whose
+    prefix is a surge (at most SURGE_SHARE of the source's long-run
+    packets), mask 0 for every other column."""
+    value, mask = np.zeros(len(culprits), np.uint32), np.zeros(len(culprits), np.uint32)
+    for j, key in enumerate(culprits):
+        if key[0] != "flows" or "/" not in key[1]:
+            continue
+        net = ipaddress.IPv4Network(key[1])
+        if sources.usual_share(int(net.network_address), net.prefixlen) <= SURGE_SHARE:
+            value[j], mask[j] = int(net.network_address), int(net.netmask)   # /0: never
+    return value, mask
+
+
+def _merge_nested_surges(culprits, sources, dropped, excess, r_v, offsets, culprit, uncapped,
+                         capped):
+    """One surge blamed under nested prefixes (a /24 in one window, a /25
+    or /27 of it in others) is one culprit: the entries of a surge column
+    inside another surge column's prefix move to the widest such column,
+    summed per victim and capped again.  Returns the new (offsets,
+    culprit, capped, uncapped)."""
+    value, mask = _surges(culprits, sources)
+    cols = np.flatnonzero(mask)
+    if len(cols) < 2:
+        return offsets, culprit, capped, uncapped
+    to = np.arange(len(culprits))
+    for j in cols.tolist():
+        # the widest surge prefix holding j's (fewest mask bits)
+        inside = cols[(value[j] & mask[cols]) == value[cols]]
+        to[j] = inside[np.argmin([bin(int(m)).count("1") for m in mask[inside]])]
+    if (to[culprit] == culprit).all():
+        return offsets, culprit, capped, uncapped
+    row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    col = to[culprit]
+    o = np.lexsort((col, row))
+    row, col, unc = row[o], col[o], uncapped[o]
+    first = np.flatnonzero(np.concatenate([[True], (row[1:] != row[:-1])
+                                           | (col[1:] != col[:-1])]))
+    row, col, unc = row[first], col[first].astype(culprit.dtype), np.add.reduceat(unc, first)
+    whole = np.where(dropped[row], np.inf, excess[row] * r_v[row])
+    cap = np.minimum(unc, whole)
+    new_offsets = np.zeros_like(offsets)
+    np.cumsum(np.bincount(row, minlength=len(offsets) - 1), out=new_offsets[1:])
+    return new_offsets, col, cap, unc
+
+
 def _own_surge_is_necessary(t, vp, culprits, sources, dropped, excess, r_v, offsets,
                             culprit, uncapped, capped):
     """A victim sent by the flows of a source culprit that is a surge -- a
@@ -684,14 +730,7 @@ def _own_surge_is_necessary(t, vp, culprits, sources, dropped, excess, r_v, offs
     any cause that alone explains it.  Other causes that also explain it
     fully still rank by their uncapped delay.  Drops are left alone (not
     capped).  In place."""
-    # per culprit column: the surge's network and mask (mask 0: not one)
-    value, mask = np.zeros(len(culprits), np.uint32), np.zeros(len(culprits), np.uint32)
-    for j, key in enumerate(culprits):
-        if key[0] != "flows" or "/" not in key[1]:
-            continue
-        net = ipaddress.IPv4Network(key[1])
-        if sources.usual_share(int(net.network_address), net.prefixlen) <= SURGE_SHARE:
-            value[j], mask[j] = int(net.network_address), int(net.netmask)   # /0: never
+    value, mask = _surges(culprits, sources)
     e = np.flatnonzero(mask[culprit] != 0)
     if len(e) == 0:
         return
@@ -858,6 +897,8 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
                       uncapped)
     del rows, cols, vals
     if t.src_addr is not None:
+        offsets, culprit, capped, uncapped = _merge_nested_surges(
+            culprits, sources, dv, excess, r_v, offsets, culprit, uncapped, capped)
         _own_surge_is_necessary(t, vp, culprits, sources, dv, excess, r_v, offsets, culprit,
                                 uncapped, capped)
     return Attribution(vp, t.packet_id[vp], lat, dv,

@@ -490,3 +490,27 @@ def test_a_batch_made_large_by_a_burst_is_the_bursts_delay(tmp_path):
     res, diag, _ = _scored(tmp_path, doc)
     correct, labelled = res["u1"]
     assert labelled > 100 and correct / labelled > 0.9       # 78% before
+
+
+def test_a_surge_blamed_under_nested_prefixes_is_one_culprit():
+    from mscope.analyzer.attribution import _merge_nested_surges
+    from mscope.analyzer.prefixes import SourceRates
+    # long-run: 10.77.0.0/16 carries 2% of the packets, the rest all over 10/8
+    addrs = np.concatenate([np.full(98, 0x0A010001), np.full(2, 0x0A4D8001)]).astype(np.uint32)
+    sources = SourceRates(addrs, 10**6)
+    culprits = [("nf", "nat", "local"), ("flows", "10.77.128.0/17", "source"),
+                ("flows", "10.77.0.0/16", "source"), ("flows", "10.0.0.0/8", "source"),
+                ("flows", "10.77.200.0/24", "source")]
+    # victim 0: nat 5, /17 2, /16 3, /8 1; victim 1 (dropped): /24 4, /16 1
+    offsets = np.array([0, 4, 6], np.int64)
+    culprit = np.array([0, 1, 2, 3, 2, 4], np.int32)
+    uncapped = np.array([5.0, 2.0, 3.0, 1.0, 1.0, 4.0])
+    capped = uncapped.copy()
+    dropped = np.array([False, True])
+    excess, r_v = np.array([4.0, np.inf]), np.array([1.0, 1.0])
+    off, col, cap, unc = _merge_nested_surges(culprits, sources, dropped, excess, r_v,
+                                              offsets, culprit, uncapped, capped)
+    assert off.tolist() == [0, 3, 4]
+    assert col.tolist() == [0, 2, 3, 2]           # /17 and /24 into /16; /8 is no surge
+    assert unc.tolist() == [5.0, 5.0, 1.0, 5.0]
+    assert cap.tolist() == [4.0, 4.0, 1.0, 5.0]   # capped at the excess, drops not
