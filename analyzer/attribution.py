@@ -606,7 +606,7 @@ class _Attributor:
         return acc
 
 
-def _batch_inflation(t, A, queues, h, h_nf, nfs_here, L_h, I_h, which):
+def _batch_inflation(t, A, queues, h, h_nf, wait, nfs_here, L_h, I_h, which):
     """A packet is served with its whole batch before it is sent (run to
     completion): in a batch of c packets, where the NF's batches hold cu
     on average, it spends (c - cu) / r longer in the NF than usual even
@@ -614,7 +614,8 @@ def _batch_inflation(t, A, queues, h, h_nf, nfs_here, L_h, I_h, which):
     batch) are added to its scores at each hop `h` that counts, shared
     between local and input as the hop's wait is.  A burst into an NF with
     a large batch cap delays its packets this way more than by their wait.
-    Only the hops where `which` is set.  Fills `L_h` and `I_h` in place."""
+    Only the hops where `which` is set; `wait` is each hop's wait (ns).
+    Fills `L_h` and `I_h` in place."""
     names = t.nf_names
     for k in nfs_here:
         F, q = A.nfs[k], queues.get(names[k])
@@ -640,26 +641,23 @@ def _batch_inflation(t, A, queues, h, h_nf, nfs_here, L_h, I_h, which):
         # the wait's scores are, the part of the wait neither explains
         # counted as input (as _unexplained_waits_as_input does)
         L, I = L_h[sel], I_h[sel]
-        wait = np.where(t.hop_arrival_ns[hk] >= 0, rx - t.hop_arrival_ns[hk], 0)
-        whole = np.maximum(L + I, F.rate * np.maximum(wait, 0))
+        whole = np.maximum(L + I, F.rate * wait[sel])
         share = np.divide(L, whole, out=np.zeros(len(sel)), where=whole > _EPS)
         L_h[sel] = L + extra * share
         I_h[sel] = I + extra * (1 - share)
 
 
-def _unexplained_waits_as_input(t, A, h, h_nf, hv_of, nv, L_h, I_h):
+def _unexplained_waits_as_input(A, h_nf, hv_of, wait, nv, L_h, I_h):
     """A victim that waited where neither counterfactual finds a cause
     (the NF served at its peak, and its input at the usual rate would have
     left the same departures: e.g. it waited out a batch taken just before
     it came, larger than usual) waited for packets that came before it: its
     longest wait becomes an input score there, split upstream like any
-    other.  Fills `I_h` (the hops `h`' input scores) in place."""
-    if len(h) == 0:
+    other.  `wait` is each hop's wait (ns).  Fills `I_h` (the hops' input
+    scores) in place."""
+    if len(hv_of) == 0:
         return
     explained = np.bincount(hv_of, weights=L_h + I_h, minlength=nv) > _EPS
-    rx_ns = t.hop_rx_ns[h]
-    wait = np.where(t.hop_rx[h] >= 0,
-                    rx_ns - np.where(t.hop_arrival_ns[h] >= 0, t.hop_arrival_ns[h], rx_ns), 0)
     cand = np.flatnonzero(~explained[hv_of] & (wait > 0))
     if len(cand) == 0:
         return
@@ -824,13 +822,17 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     # their excess: for every victim it made 5x the upstream splits on
     # bench/analyze.py's capture (attribution 1.2 -> 4.5 s), for all those
     # short of it 1.5x (2.2 s); held-out accuracy within 0.1 point of both
-    rate_h = np.array([A.nfs[k].rate if k in A.nfs else 0.0
-                       for k in range(len(names))])[h_nf]
+    rate = np.array([A.nfs[k].rate if k in A.nfs else 0.0 for k in range(len(names))])
+    rate_h = rate[h_nf]
     waits_ns = np.bincount(hv_of, np.divide(L_h + I_h, rate_h, out=np.zeros(len(h)),
                                             where=rate_h > 0), minlength=nv)
     short = ~dropped_pk[vp] & (waits_ns < BATCH_SHORT * (t.latency_ns[vp] - slo_ns))
-    _batch_inflation(t, A, queues, h, h_nf, nfs_here, L_h, I_h, short[hv_of])
-    _unexplained_waits_as_input(t, A, h, h_nf, hv_of, nv, L_h, I_h)
+    # each hop's wait (0 where not received or its arrival not recorded)
+    rx_h = t.hop_rx_ns[h]
+    wait_h = np.maximum(np.where(t.hop_rx[h] >= 0, rx_h - np.where(
+        t.hop_arrival_ns[h] >= 0, t.hop_arrival_ns[h], rx_h), 0), 0)
+    _batch_inflation(t, A, queues, h, h_nf, wait_h, nfs_here, L_h, I_h, short[hv_of])
+    _unexplained_waits_as_input(A, h_nf, hv_of, wait_h, nv, L_h, I_h)
     for k in nfs_here:
         F = A.nfs[k]
         sel = np.flatnonzero(h_nf == k)
@@ -873,7 +875,6 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     # value to order culprits the cap makes equal.  Reported in packets at
     # the rate of the NF where the victim waited longest (one factor per
     # victim, so the ranking is the ranking by delay).
-    rate = np.array([A.nfs[k].rate if k in A.nfs else 0.0 for k in range(len(names))])
     sources = A.sources
     A = F = None                        # free the per-hop and per-NF arrays
     r_v = np.where(vnf >= 0, rate[np.maximum(vnf, 0)], 0.0)
