@@ -504,6 +504,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                const int64_t[::1] d_arr, const out_t[::1] d_hops, const int64_t[::1] dep,
                const int64_t[::1] pstart, const int64_t[::1] pend, double rate,
                double local_rate, double usual,
+               const int64_t[::1] surge_start, const int64_t[::1] surge_end, bint judge_input,
                uint64_t[::1] words, out_t[::1] kept, double[:, ::1] scores,
                int64_t[::1] state, double[::1] state_d):
     """Local and input scores of every hop at one NF (attribution.py,
@@ -522,6 +523,10 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     rate, usual : peak service rate and usual arrival rate (packets/ns).
     local_rate : the rate the NF is served at without a local cause (at
         most `rate`: the peak estimate less its tolerance).
+    surge_start, surge_end, judge_input : where `judge_input` is set, a
+        hop's input score is 0 unless one of the windows (disjoint, sorted:
+        the arrivals beyond their natural variation) overlaps the hop's
+        [period start, arrival].
     words : the NF's bitmap over all hops: bit h is set for each hop h
         written to `kept`.
     kept, scores : the hops whose scores (local, input) are not (+0.0,
@@ -554,20 +559,20 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     cdef Py_ssize_t na = arr.shape[0], ndr = d_arr.shape[0], n = na + ndr
     cdef Py_ssize_t nd = dep.shape[0], npd = pstart.shape[0]
     cdef Py_ssize_t i, ia = 0, idr = 0, ia1, id1, j1, x, c = 0
-    cdef Py_ssize_t jM = 0, jp = 0, jpd = 0, jMs = 0
+    cdef Py_ssize_t jM = 0, jp = 0, jpd = 0, jMs = 0, js = 0, nsg = surge_start.shape[0]
     cdef int64_t a, p, s, Ms, M, N, kk, h
     cdef double r = rate, rl = local_rate, xv, big_loc = 0, big_in = 0, lo, hi, off = 0
     cdef double run_loc = 0, run_in = 0, min_loc, min_in = 0, q, q_loc, q_in, m0, m
     cdef double w, w_loc, w_in, L, I
     cdef int64_t seg0_loc = 0, seg0_in = 0, dpj = -1, lastb_t = 0, lastb_n = 0
     cdef Py_ssize_t cap = kept.shape[0]
-    cdef bint same, have_in = False
+    cdef bint same, have_in = False, surged
     if n == 0:
         return 0
     if state[10]:
         ia, idr, jM, jp, jpd, jMs = state[0], state[1], state[2], state[3], state[4], state[5]
         dpj, have_in, seg0_loc, seg0_in = state[6], state[7], state[8], state[9]
-        lastb_t, lastb_n = state[11], state[12]
+        lastb_t, lastb_n, js = state[11], state[12], state[13]
         run_loc, run_in, min_in, big_loc, big_in = (state_d[0], state_d[1], state_d[2],
                                                     state_d[3], state_d[4])
     with nogil:
@@ -668,6 +673,12 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                 # can take another: a wait a batch makes, not a slowness
                 w_loc = _max(w_loc, _max(0.0, (<double>lastb_t + <double>lastb_n / rl)
                                          - <double>a))
+            # the last window starting by a ends last among those
+            while js < nsg and surge_start[js] <= a:
+                js += 1
+            surged = not judge_input or (js > 0 and surge_end[js - 1] >= s)
+            if not surged:
+                q_in = q                        # the input explains nothing
             kk = M + <int64_t>ceil(_max(q_in - 1, 0))
             if kk > nd - 1:
                 kk = nd - 1
@@ -677,7 +688,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                 w = <double>(rx[x] - a)
                 w_in = <double>(dep[kk] - a) if nd else w
                 L = r * _max(0.0, w - w_loc)
-                I = r * _max(0.0, w - _min(w_in, w))
+                I = r * _max(0.0, w - _min(w_in, w)) if surged else 0.0
                 if L != 0.0 or I != 0.0 or signbit(L) or signbit(I):
                     h = hops[x]
                     words[h >> 6] |= (<uint64_t>1) << (h & 63)
@@ -700,14 +711,14 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             ia, idr = ia1, id1
     state[0], state[1], state[2], state[3], state[4], state[5] = ia, idr, jM, jp, jpd, jMs
     state[6], state[7], state[8], state[9], state[10] = dpj, have_in, seg0_loc, seg0_in, 1
-    state[11], state[12] = lastb_t, lastb_n
+    state[11], state[12], state[13] = lastb_t, lastb_n, js
     state_d[0], state_d[1], state_d[2], state_d[3], state_d[4] = (run_loc, run_in, min_in,
                                                                  big_loc, big_in)
     return c
 
 
 #: Sizes of hop_scores' `state` and `state_d`.
-HOP_SCORES_STATE = 13
+HOP_SCORES_STATE = 14
 HOP_SCORES_STATE_D = 5
 
 

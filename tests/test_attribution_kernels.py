@@ -36,8 +36,10 @@ def _ref_seg_cummin(x, seg):
     return np.minimum.accumulate(x - off) + off
 
 
-def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx, dropped):
-    """attribution._NF.hop_scores before the kernel (numpy)."""
+def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx, dropped,
+                    surges=None):
+    """attribution._NF.hop_scores before the kernel (numpy); `surges`
+    (starts, ends): input scores only where one overlaps [period start, a]."""
     def period_idx(t):
         return np.searchsorted(pstart, t, side="right") - 1
 
@@ -80,6 +82,10 @@ def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx,
     w_in = (dep[np.maximum(k, 0)] - a_).astype(float) if len(dep) else w
     L[ok] = np.where(drop, q - q_loc, r * np.maximum(0.0, w - w_loc))
     I[ok] = np.where(drop, q - q_in, r * np.maximum(0.0, w - np.minimum(w_in, w)))
+    if surges is not None:
+        ws, we = surges
+        beyond = ((ws[None, :] <= a_[:, None]) & (we[None, :] >= s[:, None])).any(axis=1)
+        I[ok] = np.where(beyond, I[ok], 0.0)
     return L, I
 
 
@@ -264,6 +270,13 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     rate, usual = 1 / 300, float(rng.uniform(0.5, 1.5)) / 800
     local_rate = rate / [1.0, 1.05][seed % 2]
     hops = (np.arange(len(arr)) * 3 + 1).astype(index)         # hop of each arrival
+    # odd seeds: input scores judged by windows of arrivals beyond their
+    # natural variation (disjoint, sorted), some inside queuing periods
+    surges = None
+    if seed % 2:
+        edges = np.sort(rng.choice(np.unique(arr), 40, replace=False))
+        surges = (edges[0::2].astype(np.int64), edges[1::2].astype(np.int64))
+    no = np.zeros(0, np.int64)
     # what attribution._NF passes: the accepted and the dropped arrivals
     # apart, scores made a chunk at a time (small chunks here, runs of equal
     # arrivals longer than one too) and kept compact (_HopScores)
@@ -275,8 +288,9 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     while state[0] < (~dropped).sum() or state[1] < dropped.sum():
         kept, sc = np.empty(room, index), np.empty((room, 2))
         c = _attrib.hop_scores(acc, dep, hops[~dropped], arr[dropped], hops[dropped], dep,
-                               pstart, pend, rate, local_rate, usual, words, kept, sc, state,
-                               state_d)
+                               pstart, pend, rate, local_rate, usual,
+                               *(surges if surges else (no, no)), surges is not None,
+                               words, kept, sc, state, state_d)
         calls += 1
         if c < 0:
             room = -c
@@ -294,8 +308,12 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     _attrib.gather_scores(words, rank, values, np.arange(nh, dtype=index), L, I)
     assert not np.isnan(values).any()
     ref_L, ref_I = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, arr,
-                                   rx, dropped)
+                                   rx, dropped, surges)
     assert (L[hops] > 0).any() and (I[hops] > 0).any()
+    if surges:                          # some judged no cause, not all
+        ref_all = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, arr,
+                                  rx, dropped)[1]
+        assert ((ref_all > 0) & (ref_I == 0)).any()
     assert L[hops].tobytes() == ref_L.tobytes()
     assert I[hops].tobytes() == ref_I.tobytes()
     others = np.ones(len(L), bool)
