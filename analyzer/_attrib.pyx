@@ -966,6 +966,26 @@ def upstream_groups(const out_t[::1] hops, const code_t[::1] prev_nf,
     return ups, cnt, start, share
 
 
+def wait_sum(const out_t[::1] P, const index3_t[::1] hop_rx, const int64_t[::1] hop_arrival_ns,
+             const int64_t[::1] hop_rx_ns):
+    """Total wait (ns) of hops P: rx less arrival (rx where no arrival was
+    recorded), 0 for a hop never received or received before it came."""
+    cdef Py_ssize_t i
+    cdef out_t h
+    cdef int64_t a, w
+    cdef double tot = 0
+    with nogil:
+        for i in range(P.shape[0]):
+            h = P[i]
+            if hop_rx[h] < 0:
+                continue
+            a = hop_arrival_ns[h]
+            w = hop_rx_ns[h] - (a if a >= 0 else hop_rx_ns[h])
+            if w > 0:
+                tot += <double>w
+    return tot
+
+
 def upstream_window_by_hop(const out_t[::1] P, const int64_t[::1] hop_tx_ns,
                            const int64_t[::1] hop_arrival_ns, const int64_t[::1] hop_rx_ns,
                            const out_t[::1] hops_by_arr, const index_t[::1] to_pos,

@@ -612,3 +612,19 @@ def test_row_sums_add_up_as_numpy(nc):
     out = np.empty(nv)
     _attrib.row_sums(off, col, capped, nc, out)
     assert out.tobytes() == S.sum(axis=1).tobytes()
+
+
+@pytest.mark.parametrize("index", INDEX)
+def test_wait_sum_is_the_hops_waits(index):
+    rng = np.random.default_rng(3)
+    n = 500
+    rx_ns = rng.integers(10_000, 20_000, n).astype(np.int64)
+    arrival = rx_ns - rng.integers(-50, 2_000, n)        # a few received "before" they came
+    arrival[rng.random(n) < 0.2] = -1                     # not recorded: no wait
+    hop_rx = np.where(rng.random(n) < 0.1, -1, np.arange(n)).astype(index)   # never received
+    P = rng.choice(n, 200, replace=False).astype(index)
+    a = arrival[P]
+    w = np.where(hop_rx[P] >= 0, rx_ns[P] - np.where(a >= 0, a, rx_ns[P]), 0)
+    assert _attrib.wait_sum(P, hop_rx, arrival, rx_ns) == pytest.approx(
+        float(np.maximum(w, 0).sum()), rel=0, abs=0)
+    assert (w < 0).any() and (hop_rx[P] < 0).any()

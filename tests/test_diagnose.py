@@ -565,3 +565,35 @@ def test_windows_beyond_natural_variation():
     # nothing usual, or too short to judge: no baseline
     assert _beyond_natural_variation(acc, none, 0.0) == (None, None)
     assert _beyond_natural_variation(acc[:50], none, 1e-3) == (None, None)
+
+
+def test_a_healthy_batching_nf_passes_on_the_backlog_it_released(tmp_path):
+    # nat stops 259 us, and a burst follows; pol, which takes up to 128
+    # packets a poll at 11% load, releases nat's backlog in batches faster
+    # than it arrived over their tx span, so the upstream split asks pol's
+    # own scores how to share it.  They explain little of the packets'
+    # waits there (they waited out pol's batches, which neither
+    # counterfactual counts): the rest is input, passed on to nat and the
+    # burst, not pol's slowness (132 victims blamed pol before)
+    nfs = [{"name": "nat", "type": "forwarder", "service_ns": 65, "batch": 32, "queue": 1024},
+           {"name": "pol", "type": "monitor", "service_ns": 120, "batch": 128, "queue": 256},
+           {"name": "guard", "type": "firewall", "service_ns": 230, "batch": 4, "queue": 1024},
+           {"name": "cgn", "type": "vpn", "service_ns": 500, "batch": 32, "queue": 8192}]
+    doc = _chain_doc("batch-pass", nfs,
+                     [{"id": "i1", "kind": "interrupt", "nf": "nat", "at_ms": 37.209,
+                       "duration_us": 259},
+                      {"id": "u2", "kind": "burst", "flows": "100.130.112.0/20",
+                       "at_ms": 37.487, "duration_us": 311, "rate_mpps": 2.84}],
+                     rate=0.904, ms=80, slo=80, seed=920681)
+    doc["traffic"]["flows"] = 200
+    res, diag, _ = _scored(tmp_path, doc)
+    correct, labelled = res["u2"]
+    assert labelled > 1000 and correct / labelled > 0.99
+    tops = _tops(diag)
+    assert all(tops) and not any(c.get("nf") == "pol" for c in tops)
+    truth = json.loads((tmp_path / "batch-pass" / "truth.json").read_text())
+    lab = {f["id"]: set(f["victims"]) for f in truth["faults"]}
+    only_i1 = [v for v in diag["victims"] if v["packet"] in lab["i1"] - lab["u2"]]
+    assert len(only_i1) > 100
+    # (the rest of nat's own victims came during the burst, which gets them)
+    assert _share(_tops({"victims": only_i1}), lambda c: c.get("nf") == "nat") > 0.6
