@@ -706,23 +706,18 @@ def _batch_inflation(t, A, queues, h, h_nf, wait, nfs_here, L_h, I_h, which):
     names = t.nf_names
     for k in nfs_here:
         F, q = A.nfs[k], queues.get(names[k])
-        if q is None or F.rate <= 0 or len(q.step_ns) < 2:
+        if q is None or F.rate <= 0 or q.batch_count is None or not q.batch_count.any():
             continue
         sel = np.flatnonzero((h_nf == k) & which)
         if len(sel) == 0:
             continue
         hk = h[sel]
         rx, tx = t.hop_rx_ns[hk], t.hop_tx_ns[hk]
-        # the batch's size from the queue's drop at its rx (arrivals at
-        # that very ns aside), the mean batch from the number of drops
-        i = np.searchsorted(q.step_ns, rx, "left")
-        ok = (i > 0) & (i < len(q.step_ns)) & (tx >= rx)
-        i = np.clip(i, 1, len(q.step_ns) - 1)
-        c = np.where(ok, q.step_len[i - 1].astype(np.int64) - q.step_len[i], 0)
-        n_batches = np.count_nonzero(np.diff(q.step_len) < 0)
-        if n_batches == 0:
-            continue
-        cu = len(q.hops) / n_batches
+        # the batch each was received in, and the NF's mean batch
+        r = t.hop_rx[hk]
+        ok = (r >= 0) & (tx >= rx)
+        c = np.where(ok, q.batch_count[q.rx_batch[np.where(ok, r, 0)]], 0)
+        cu = q.mean_batch
         extra = np.minimum(np.maximum(c - cu, 0.0), F.rate * np.maximum(tx - rx, 0))
         # the batch was large for what built the queue ahead: shared as
         # the wait's scores are, the part of the wait neither explains

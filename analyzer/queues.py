@@ -64,6 +64,11 @@ class QueueTimeline:
         Packets per ns the NF serves at its fastest (see :func:`peak_rate`).
     hop_arrival_ns, hop_rx_ns : ndarray of int64
         The Trajectories arrays of the same names (shared, not copies).
+    rx_batch : ndarray of int
+        The batch of each of the NF's rx records (the capture view's,
+        shared): hop h was received in batch ``rx_batch[hop_rx[h]]``.
+    batch_count : ndarray of int64
+        Packets received in each batch.
     """
     name: str
     hops: np.ndarray
@@ -74,6 +79,16 @@ class QueueTimeline:
     peak_rate: float
     hop_arrival_ns: np.ndarray = field(repr=False)
     hop_rx_ns: np.ndarray = field(repr=False)
+    rx_batch: np.ndarray = field(repr=False, default=None)
+    batch_count: np.ndarray = field(repr=False, default=None)
+
+    @property
+    def mean_batch(self):
+        """Packets per batch, over the batches that received any."""
+        if self.batch_count is None:
+            return float("nan")
+        n = int(np.count_nonzero(self.batch_count))
+        return float(self.batch_count.sum()) / n if n else float("nan")
 
     def arrival_rx(self):
         """``(arrival_ns, rx_ns)``, gathered in one pass."""
@@ -291,6 +306,8 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
         nen += 1
     for a, size in ((step_ns, ns), (step_len, ns), (starts, nst), (ends, nen)):
         a.resize(size, refcheck=False)
+    # every rx record is one received hop (the trajectories made one each)
+    count = np.bincount(view_nf.rx_batch, minlength=len(view_nf.batch_ns))
     if rate_override is not None:
         rate = float(rate_override)
     else:
@@ -300,7 +317,7 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
         if not np.isfinite(rate):
             rate = service_rate(*_batch_durations(view_nf, hops, traj))
     return QueueTimeline(name, hops, step_ns, step_len, starts, ends, rate,
-                         traj.hop_arrival_ns, traj.hop_rx_ns)
+                         traj.hop_arrival_ns, traj.hop_rx_ns, view_nf.rx_batch, count)
 
 
 def queue_timelines(view, traj, peak_rates=None) -> dict:

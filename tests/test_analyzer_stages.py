@@ -144,6 +144,19 @@ def test_queue_times_are_the_trajectories(case):
         assert np.array_equal(rx, t.hop_rx_ns[q.hops]) and np.array_equal(q.rx_ns, rx)
         assert q.hop_arrival_ns is t.hop_arrival_ns and q.hop_rx_ns is t.hop_rx_ns
 
+def test_batch_counts_are_the_packets_received_together(case):
+    # each received hop's batch holds the hops its NF received at the same
+    # rx time (one poll), counted here from the trajectories alone
+    t = case.traj
+    for name, q in case.queues.items():
+        k = t.nf_names.index(name)
+        h = np.flatnonzero((t.hop_nf == k) & (t.hop_rx >= 0))
+        times, per_time = np.unique(t.hop_rx_ns[h], return_counts=True)
+        together = per_time[np.searchsorted(times, t.hop_rx_ns[h])]
+        assert np.array_equal(q.batch_count[q.rx_batch[t.hop_rx[h]]], together), name
+        assert q.mean_batch == pytest.approx(len(h) / len(times)), name
+
+
 def test_queuing_periods_cover_exactly_the_busy_times(case):
     for nf in case.sc.nfs:
         q = case.queues[nf.name]
@@ -407,6 +420,7 @@ def test_switch_between_nfs_is_one_node_per_rx_port(tmp_path):
     assert t.latency_ns.tolist() == [60, 60, 60]
     q = queue_timelines(v, t)
     assert q["sw@1"].delay_ns.tolist() == [10, 10, 5]     # 30->40, 30->40, 45->50
+    assert q["sw@1"].batch_count.tolist() == [2, 1] and q["sw@1"].mean_batch == 1.5
 
 
 def test_nf_fed_on_two_ports_is_not_split(tmp_path):
