@@ -657,30 +657,30 @@ def _beyond_natural_variation(acc, dropped, usual):
     variation, merged into disjoint (starts, ends), sorted.
 
     For each length T of NATURAL_WINDOWS_NS (one that fits 8 times in the
-    arrivals' span): the
-    windows of T starting every T / 2, each window's excess of arrivals
-    (`acc` accepted and `dropped`, each sorted; drops were offered too)
-    over ``usual * T``, and those beyond the median excess by more than
-    NATURAL_Z robust standard deviations (IQR / 1.349, at least Poisson's
-    sqrt(usual T)): a burst, or a backlog released upstream, stands out;
-    the ebb and flow of a few heavy flows does not.  (None, None) where no
-    length fits or nothing arrives usually: no baseline to judge by."""
+    arrivals' span): the windows of T starting every T / 2, each window's
+    excess of arrivals (`acc` accepted and `dropped`, each sorted; drops
+    were offered too) over ``usual * T``, and those beyond the median
+    excess by more than NATURAL_Z robust standard deviations (IQR / 1.349,
+    at least Poisson's sqrt(usual T)): a burst, or a backlog released
+    upstream, stands out; the ebb and flow of a few heavy flows does not.
+    (None, None) where no length fits or nothing arrives usually: no
+    baseline to judge by."""
     lo = min(acc[:1].tolist() + dropped[:1].tolist(), default=0)
     hi = max(acc[-1:].tolist() + dropped[-1:].tolist(), default=0)
+    lengths = [T for T in NATURAL_WINDOWS_NS if hi - lo >= 8 * T and usual > 0]
+    if not lengths:
+        return None, None               # no baseline to judge by
     parts = []
-    for T in NATURAL_WINDOWS_NS:
-        if hi - lo < 8 * T or usual <= 0:
-            continue
+    for T in lengths:
         # window i is [edge i, edge i + 2): one count per edge serves two
         edge = np.arange(lo, hi, T // 2, dtype=np.int64)
         below = np.searchsorted(acc, edge) + np.searchsorted(dropped, edge)
         start = edge[:-2]
         excess = (below[2:] - below[:-2]) - usual * T
         q1, med, q3 = np.percentile(excess, [25, 50, 75])
-        beyond = np.flatnonzero(excess > med + NATURAL_Z * max((q3 - q1) / 1.349, np.sqrt(usual * T)))
+        beyond = np.flatnonzero(excess > med + NATURAL_Z * max((q3 - q1) / 1.349,
+                                                               np.sqrt(usual * T)))
         parts.append((start[beyond], start[beyond] + T))
-    if not parts:
-        return None, None               # no baseline to judge by
     s = np.concatenate([p[0] for p in parts])
     e = np.concatenate([p[1] for p in parts])
     if len(s) == 0:
