@@ -474,7 +474,10 @@ def run_one(path, dest):
     """Simulate, diagnose, score one scenario file, as bench/accuracy.py does."""
     from mscope.sim.score import correct
 
+    from mscope.sim.score import ceiling
+
     raw, truth, diag, ctx, res = score_scenario(path, dest)
+    best, _ = ceiling(truth, raw["faults"])
     # what the faults' victims were blamed on instead
     # and how it did on the victims no other fault explains too (a victim
     # labelled with two faults has one top culprit: it can be right for
@@ -491,7 +494,7 @@ def run_one(path, dest):
         res[f["id"]]["shared"] = len(f["victims"]) - len(own)
         res[f["id"]]["own_correct"] = sum(1 for p in own if correct(spec[f["id"]], top.get(p)))
         res[f["id"]]["wrong_top"] = dict(wrong.most_common(4))
-    return diag, truth, res, ctx, res_extra
+    return diag, truth, res, ctx, res_extra, best
 
 
 def main(argv=None):
@@ -523,7 +526,7 @@ def main(argv=None):
             path.write_text(_dumps(doc))
             dest = (out / doc["name"]) if a.keep else Path(tmp) / doc["name"]
             try:
-                diag, truth, res, ctx, extra = run_one(path, dest)
+                diag, truth, res, ctx, extra, best = run_one(path, dest)
             except Exception:                            # noqa: BLE001
                 crashes.append({"scenario": doc["name"], "stage": "simulate/diagnose",
                                 "error": traceback.format_exc().strip().splitlines()[-3:]})
@@ -543,7 +546,8 @@ def main(argv=None):
                     # victims the diagnosis lists that the simulator's truth
                     # does not have (the score never looks at these)
                     "false_victims": extra,
-                    "seconds": round(time.monotonic() - t0, 2), "faults": res}
+                    "seconds": round(time.monotonic() - t0, 2), "ceiling": best,
+                    "faults": res}
             print(json.dumps(line), flush=True)
             rows.append(line)
             for r in res.values():
@@ -576,7 +580,12 @@ def main(argv=None):
         summary[kind] = c / l if l else None
         print(f"{kind:11} {c:8d}/{l:<7d} {pct(c, l)}   {c1:7d}/{l1:<7d} {pct(c1, l1)}")
     print(f"{'overall':11} {tc:8d}/{tl:<7d} {pct(tc, tl)}   {oc:7d}/{ol:<7d} {pct(oc, ol)}")
+    # victims the truth lists under faults with different culprits can be
+    # right for one of them only: no diagnosis scores above this
+    best = sum(l["ceiling"] for l in rows)
+    print(f"{'ceiling':11} {best:8d}/{tl:<7d} {pct(best, tl)}")
     summary["overall"] = tc / tl if tl else None
+    summary["ceiling"] = best / tl if tl else None
     # per-fault mean (each fault counts once, however many victims it has)
     accs = defaultdict(list)
     for acc, _, _, r in table:

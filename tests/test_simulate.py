@@ -402,3 +402,28 @@ def test_bug_after_a_nat_matches_the_flows_as_sent():
     _, belongs, _ = label_victims(sc, pk)
     victims = set(pk.pkt_id[belongs[0]].tolist())
     assert slowed <= victims
+
+
+def test_ceiling_counts_one_culprit_per_victim():
+    from mscope.sim.score import ceiling, score
+    faults = [{"id": "i1", "kind": "interrupt", "nf": "ids"},
+              {"id": "i2", "kind": "interrupt", "nf": "vpn"},
+              {"id": "b1", "kind": "bug", "nf": "vpn", "flows": "10.0.0.0/10"},
+              {"id": "u1", "kind": "burst", "flows": "10.2.0.0/16"},
+              {"id": "u2", "kind": "burst", "flows": "11.0.0.0/8"}]
+    truth = {"faults": [{"id": "i1", "kind": "interrupt", "nf": "ids", "victims": [1, 2]},
+                        {"id": "i2", "kind": "interrupt", "nf": "vpn", "victims": [2, 3]},
+                        {"id": "b1", "kind": "bug", "nf": "vpn", "victims": [3]},
+                        {"id": "u1", "kind": "burst", "victims": [3, 4]},
+                        {"id": "u2", "kind": "burst", "victims": [4]}],
+             "victims_unexplained": []}
+    # 1: i1; 2: i1 or i2 (different NFs); 3: i2 and b1 (both vpn) or u1;
+    # 4: u1 and u2 (one prefix overlaps both)
+    assert ceiling(truth, faults) == (1 + 1 + 2 + 2, 8)
+    # and a diagnosis can reach it: what the score confirms
+    top = {1: {"kind": "nf", "nf": "ids", "cause": "local"},
+           2: {"kind": "nf", "nf": "vpn", "cause": "local"},
+           3: {"kind": "nf", "nf": "vpn", "cause": "local"},
+           4: {"kind": "flows", "flows": "10.0.0.0/7", "cause": "source"}}
+    diag = {"victims": [{"packet": p, "culprits": [c]} for p, c in top.items()]}
+    assert sum(r["correct"] for r in score(diag, truth, faults).values()) == 6

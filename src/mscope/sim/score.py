@@ -6,7 +6,7 @@ aggregate overlapping F's ``flows`` with cause ``source`` (burst).
 """
 import ipaddress
 
-__all__ = ["score", "correct"]
+__all__ = ["score", "correct", "ceiling"]
 
 
 def _overlaps(a, b):
@@ -49,3 +49,26 @@ def score(diag, truth, faults=None):
         out[f["id"]] = {"kind": fs["kind"], "nf": fs.get("nf"), "labelled": len(f["victims"]),
                         "correct": ok, "missed": sum(1 for p in f["victims"] if p not in top)}
     return out
+
+
+def ceiling(truth, faults=None):
+    """The most labels any diagnosis can get right: ``(best, labelled)``.
+
+    A victim the truth lists under several faults has one top culprit. It
+    is right for every fault at the NF it names (cause ``local``), or, as a
+    flow aggregate, for every burst (some prefix overlaps all their
+    ``flows``), never for both kinds at once: the victim counts for its
+    largest such group of labels.  Accuracy beyond ``best / labelled`` is
+    impossible, so a score reads against this, not against 100%.
+    """
+    spec = {f["id"]: f for f in (faults or [])}
+    groups = {}
+    labelled = 0
+    for f in truth["faults"]:
+        fs = dict(spec.get(f["id"], {}), **{k: f[k] for k in ("kind", "nf") if f.get(k)})
+        key = ("flows",) if fs["kind"] == "burst" else ("nf", fs.get("nf"))
+        for p in f["victims"]:
+            g = groups.setdefault(p, {})
+            g[key] = g.get(key, 0) + 1
+            labelled += 1
+    return sum(max(g.values()) for g in groups.values()), labelled
