@@ -96,8 +96,8 @@ NATURAL_Z = 3.0
 #: 0.5, 0.25 (chosen), 0.09 and 1 (always) on bench/heldout.py's seeds 1-3:
 #: 96.2, 96.5, 96.6, 96.6, 96.4%; seeds 4-6: 92.6, 93.0, 93.0, 93.0,
 #: 93.0%; seeds 7-8: 95.5, 95.7, 95.7, 95.7, 95.7%.  Always cost 0.65 s
-#: of attribution on bench/analyze.py's capture (0.25: 0.25 s), the blame
-#: going further upstream.
+#: of attribution on bench/analyze.py's capture (0.25: 0.1-0.25 s), the
+#: blame going further upstream.
 SCORES_SHORT = 0.25
 #: Victims of one period are grouped by arrival in buckets this long.
 BUCKET_NS = 100_000
