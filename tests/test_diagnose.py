@@ -597,3 +597,31 @@ def test_a_healthy_batching_nf_passes_on_the_backlog_it_released(tmp_path):
     assert len(only_i1) > 100
     # (the rest of nat's own victims came during the burst, which gets them)
     assert _share(_tops({"victims": only_i1}), lambda c: c.get("nf") == "nat") > 0.6
+
+
+def test_a_fault_that_lasts_most_of_an_nfs_busy_time_is_not_its_peak(tmp_path):
+    # probe, 2% loaded, gets 2% of its core for 35 of the capture's 100 ms:
+    # nearly all its backlogs are the contention's, so its busy batches say
+    # it serves at 2% of its speed and the victims look like the source's
+    # doing (9.6% before); its batches' own times, from the rest of the
+    # capture, say how fast it really serves
+    doc = {"name": "long-contention", "seed": 74484, "duration_ms": 100,
+           "objective": {"latency_us": 40},
+           "nfs": [{"name": "meter", "type": "nat", "service_ns": 430, "batch": 32,
+                    "queue": 2048},
+                   {"name": "filt", "type": "router", "service_ns": 210, "batch": 16,
+                    "queue": 512},
+                   {"name": "probe", "type": "lb", "service_ns": 70, "batch": 32,
+                    "queue": 512}],
+           "links": [["source", "meter"], ["meter", "filt"], ["meter", "probe"],
+                     ["filt", "sink"], ["probe", "sink"]],
+           "traffic": {"rate_mpps": 1.016, "flows": 20000, "flow_sizes": "pareto",
+                       "src_prefix": "44.0.0.0/8", "dst_prefix": "30.231.0.0/16",
+                       "tcp_share": 0.77},
+           "faults": [{"id": "c1", "kind": "contention", "nf": "probe", "from_ms": 10.03,
+                       "to_ms": 45.03, "share": 0.02}]}
+    res, _, ctx = _scored(tmp_path, doc)
+    correct, labelled = res["c1"]
+    assert labelled > 5000 and correct / labelled > 0.95
+    true = 32 / (70 * 32.5)                                  # packets/ns at full batch
+    assert ctx["queues"]["probe"].peak_rate == pytest.approx(true, rel=0.12)
