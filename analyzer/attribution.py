@@ -859,7 +859,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     vidx[vp] = np.arange(nv, dtype=index)
 
     # the hops that count for each victim (waited noticeably, or dropped
-    # there), and the victim's NF: where it waited longest among those,
+    # there; see below for drops), and the victim's NF: where it waited longest among those,
     # else where it spent longest (wait + service)
     tot = np.zeros(nv)
     vnf, varr = np.full(nv, -1, np.int64), np.full(nv, -1, np.int64)
@@ -873,6 +873,13 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     hv_of = vidx[t.hop_packet[h]]
     del vidx
     dv = dropped_pk[vp]
+    # a drop is explained by the queue that dropped it: the waits a
+    # dropped victim had before do not make it dropped (an NF's long
+    # waits upstream outweighed the full queue of a contended one, whose
+    # drops went to the source)
+    if dv.any():
+        keep = ~(dv[hv_of] & (t.hop_rx[h] >= 0))
+        h, hv_of = h[keep], hv_of[keep]
     vnf[dv] = t.drop_nf[vp[dv]]
     varr[dv] = t.drop_ns[vp[dv]]
 

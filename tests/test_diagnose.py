@@ -625,3 +625,35 @@ def test_a_fault_that_lasts_most_of_an_nfs_busy_time_is_not_its_peak(tmp_path):
     assert labelled > 5000 and correct / labelled > 0.95
     true = 32 / (70 * 32.5)                                  # packets/ns at full batch
     assert ctx["queues"]["probe"].peak_rate == pytest.approx(true, rel=0.12)
+
+
+def test_a_drop_is_explained_by_the_queue_that_dropped_it(tmp_path):
+    # cls, with a 256-packet queue, gets 2.9% of its core for 3 ms and
+    # drops; its packets had waited longer at edge, 89% loaded, than cls's
+    # full queue is worth in time, and those waits outweighed it: the drops
+    # went to the source (9.4% before).  A drop is the dropping queue's
+    nfs = [{"name": "scrub", "type": "router", "service_ns": 295, "batch": 16, "queue": 4096},
+           {"name": "edge", "type": "ids", "service_ns": 455, "batch": 32, "queue": 8192},
+           {"name": "cls", "type": "forwarder", "service_ns": 85, "batch": 8, "queue": 256},
+           {"name": "xlat", "type": "monitor", "service_ns": 130, "batch": 4, "queue": 256},
+           {"name": "bng", "type": "firewall", "service_ns": 390, "batch": 8, "queue": 8192},
+           {"name": "guard", "type": "lb", "service_ns": 60, "batch": 32, "queue": 8192},
+           {"name": "mirror", "type": "router", "service_ns": 120, "batch": 32, "queue": 256}]
+    doc = {"name": "drop-at-cls", "seed": 775216, "duration_ms": 50,
+           "objective": {"latency_us": 1620}, "nfs": nfs,
+           "links": [["source", "scrub"], ["scrub", "edge"], ["edge", "cls"], ["cls", "xlat"],
+                     ["edge", "bng"], ["xlat", "guard"], ["bng", "guard"],
+                     ["guard", "mirror"], ["mirror", "sink"]],
+           "traffic": {"rate_mpps": 1.922, "flows": 500, "flow_sizes": "pareto",
+                       "src_prefix": "20.0.0.0/8", "dst_prefix": "60.128.0.0/12",
+                       "pareto_shape": 1.46, "tcp_share": 0.62},
+           "faults": [{"id": "c1", "kind": "contention", "nf": "cls", "from_ms": 36.903,
+                       "to_ms": 39.98, "share": 0.029},
+                      {"id": "c2", "kind": "contention", "nf": "edge", "from_ms": 38.7,
+                       "to_ms": 48.397, "share": 0.534}]}
+    res, diag, _ = _scored(tmp_path, doc)
+    correct, labelled = res["c1"]
+    assert labelled > 1000 and correct / labelled > 0.95
+    drops = [v for v in diag["victims"] if v["dropped"] and v["nf"] == "cls"]
+    assert len(drops) > 1000
+    assert _share(_tops({"victims": drops}), lambda c: c.get("nf") == "cls") > 0.95
