@@ -677,8 +677,6 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             while js < nsg and surge_start[js] <= a:
                 js += 1
             surged = not judge_input or (js > 0 and surge_end[js - 1] >= s)
-            if not surged:
-                q_in = q                        # the input explains nothing
             kk = M + <int64_t>ceil(_max(q_in - 1, 0))
             if kk > nd - 1:
                 kk = nd - 1
@@ -699,7 +697,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             # a drop's scores: the queue at arrival less each
             # counterfactual queue
             L = q - q_loc
-            I = q - q_in
+            I = q - q_in if surged else 0.0
             if L != 0.0 or I != 0.0 or signbit(L) or signbit(I):
                 for x in range(idr, id1):
                     h = d_hops[x]
