@@ -26,6 +26,12 @@ def correct(fault, culprit):
             and culprit["cause"] == "local")
 
 
+def _fault(spec, f):
+    """Truth's fault `f` with what the scenario's fault specs (`spec`, by
+    id) add: ``flows`` and ``nf`` where truth lacks them."""
+    return dict(spec.get(f["id"], {}), **{k: f[k] for k in ("kind", "nf", "flows") if f.get(k)})
+
+
 def score(diag, truth, faults=None):
     """Per fault id: ``{"kind", "nf", "labelled", "correct", "missed"}``.
 
@@ -44,7 +50,7 @@ def score(diag, truth, faults=None):
     spec = {f["id"]: f for f in (faults or [])}
     out = {}
     for f in truth["faults"]:
-        fs = dict(spec.get(f["id"], {}), **{k: f[k] for k in ("kind", "nf", "flows") if f.get(k)})
+        fs = _fault(spec, f)
         ok = sum(1 for p in f["victims"] if correct(fs, top.get(p)))
         out[f["id"]] = {"kind": fs["kind"], "nf": fs.get("nf"), "labelled": len(f["victims"]),
                         "correct": ok, "missed": sum(1 for p in f["victims"] if p not in top)}
@@ -65,7 +71,7 @@ def ceiling(truth, faults=None):
     groups = {}
     labelled = 0
     for f in truth["faults"]:
-        fs = dict(spec.get(f["id"], {}), **{k: f[k] for k in ("kind", "nf") if f.get(k)})
+        fs = _fault(spec, f)
         key = ("flows",) if fs["kind"] == "burst" else ("nf", fs.get("nf"))
         for p in f["victims"]:
             g = groups.setdefault(p, {})
