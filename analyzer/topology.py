@@ -56,7 +56,7 @@ class Topology:
 
 #: Above this many tx entries the graph is inferred from a sample of ids.
 SAMPLE_ABOVE = 400_000
-SAMPLE_EVERY = 8
+SAMPLE_EVERY = 64
 #: An out-link sampled down keeps at least about this many votes.
 MIN_VOTES = 200
 
@@ -79,7 +79,7 @@ def port_codes(port):
 
 
 def _small_links(port):
-    """Per tx (uint8): whether its out-link has too few entries for a 1-in-8
+    """Per tx (uint8): whether its out-link has too few entries for a 1-in-64
     sample; None when no out-link has."""
     if len(port) == 0:
         return None

@@ -57,6 +57,20 @@ def test_topology_is_the_scenario_links(case):
     assert case.topo.sources == ["source"]
 
 
+def test_sampled_topology_is_the_scenario_links(case, monkeypatch):
+    """Above SAMPLE_ABOVE tx entries the links are voted on by a 1-in-64
+    hash sample (all of an out-link too small for it): the same graph,
+    ports and all, from a fraction of the votes."""
+    from mscope.analyzer import topology
+    monkeypatch.setattr(topology, "SAMPLE_ABOVE", 0)
+    tx_ids = topology._votes(case.view)[0]
+    assert len(tx_ids) < sum(len(n.tx_ids) for n in case.view.nfs) / 2
+    topo = infer_topology(case.view)
+    assert topo.edges == case.topo.edges
+    assert topo.port_to == case.topo.port_to
+    assert topo.sources == case.topo.sources
+
+
 def test_every_packet_once_with_exact_latency(case):
     t, run = case.traj, case.run
     assert len(t.packet_id) == len(case.pk.pkt_id)

@@ -437,7 +437,7 @@ def test_walk_paths_checks_its_arguments():
 
 
 def test_sample_into_keeps_topologys_sample():
-    """The 1-in-8 hash rule (top 3 bits of id * golden zero) or a forced
+    """The 1-in-64 hash rule (top 6 bits of id * 0xC2B2AE3D27D4EB4F zero) or a forced
     entry, in order, written from `at` on; any stride of port."""
     rng = np.random.default_rng(7)
     ids = rng.integers(0, U64_MAX, 5000, dtype=np.uint64, endpoint=True)
@@ -445,7 +445,7 @@ def test_sample_into_keeps_topologys_sample():
     port = np.broadcast_to(np.int32(3), 5000)
     force = (rng.random(5000) < 0.05).astype(np.uint8)
     with np.errstate(over="ignore"):
-        keep = (ids * np.uint64(0x9E3779B97F4A7C15) < np.uint64(1 << 61)) | force.view(bool)
+        keep = (ids * np.uint64(0xC2B2AE3D27D4EB4F) < np.uint64(1 << 58)) | force.view(bool)
     n = int(keep.sum())
     assert _match.sample_count(ids, force) == n
     assert _match.sample_count(ids, None) < n
