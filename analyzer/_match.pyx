@@ -980,6 +980,12 @@ def hop_times(list tx_ns, list rx_ns, const int64_t[::1] src_ns,
 #: 0.075 s at 1 in 8 by _GOLDEN, 0.008 s by this rule).
 cdef uint64_t _SAMPLE_MUL = 0xC2B2AE3D27D4EB4FULL
 cdef uint64_t _SAMPLE_BELOW = 1ULL << 58
+#: One id in this many passes the rule (topology.SAMPLE_EVERY).
+SAMPLE_EVERY = 1 << 6
+
+
+cdef inline bint _sampled(uint64_t key) noexcept nogil:
+    return key * _SAMPLE_MUL < _SAMPLE_BELOW
 
 
 def sample_count(const uint64_t[::1] ids, const uint8_t[::1] force):
@@ -992,10 +998,10 @@ def sample_count(const uint64_t[::1] ids, const uint8_t[::1] force):
     with nogil:
         if force is None:
             for i in range(n):
-                c += ids[i] * _SAMPLE_MUL < _SAMPLE_BELOW
+                c += _sampled(ids[i])
         else:
             for i in range(n):
-                c += (ids[i] * _SAMPLE_MUL < _SAMPLE_BELOW) | (force[i] != 0)
+                c += _sampled(ids[i]) | (force[i] != 0)
     return c
 
 
@@ -1055,7 +1061,7 @@ def sample_into(const uint64_t[::1] ids, const int64_t[::1] ns, const int32_t[:]
             out_ns[o] = ns[i]
             if pt != NULL:
                 opt[o] = (<const int32_t *>(pt + i * pstride))[0]
-            o += (key * _SAMPLE_MUL < _SAMPLE_BELOW) | (f != NULL and f[i] != 0)
+            o += _sampled(key) | (f != NULL and f[i] != 0)
     if full:
         raise ValueError("sample_into: the outputs have no room for the sample from `at` on")
     return o

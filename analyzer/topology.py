@@ -56,7 +56,8 @@ class Topology:
 
 #: Above this many tx entries the graph is inferred from a sample of ids.
 SAMPLE_ABOVE = 400_000
-SAMPLE_EVERY = 64
+#: ... one id in this many (the hash rule of _match.sample_into).
+SAMPLE_EVERY = _match.SAMPLE_EVERY
 #: An out-link sampled down keeps at least about this many votes.
 MIN_VOTES = 200
 
