@@ -403,30 +403,6 @@ def gather_scores(const uint64_t[::1] words, const int64_t[::1] rank,
                 input[i] = 0.0
 
 
-def gathered_sums(const uint64_t[::1] words, const int64_t[::1] rank,
-                  const double[:, ::1] values, const out_t[::1] idx,
-                  double[::1] local, double[::1] input):
-    """gather_scores into ``local[:n], input[:n]`` (room for ``n =
-    len(idx)`` at least), then their sums as ``ndarray.sum()`` adds them
-    (pairwise), to the last bit: one call where the recursion of the
-    upstream split made three.
-
-    Returns
-    -------
-    (float, float)
-        The sums of the local and of the input scores of hops `idx`.
-    """
-    cdef Py_ssize_t n = idx.shape[0]
-    if local.shape[0] < n or input.shape[0] < n:
-        raise ValueError(f"local and input must hold len(idx) = {n} scores")
-    cdef double ls, ins
-    gather_scores(words, rank, values, idx, local, input)
-    with nogil:
-        ls = _pairwise_sum(local, 0, n)
-        ins = _pairwise_sum(input, 0, n)
-    return ls, ins
-
-
 def rank_words(const uint64_t[::1] words, int64_t[::1] rank):
     """``rank[w]`` = bits set in ``words[:w]``; returns the total."""
     cdef Py_ssize_t w
@@ -450,27 +426,6 @@ def scatter_scored(const uint64_t[::1] words, const int64_t[::1] rank,
             if at >= 0:
                 values[at, 0] = scores[x, 0]
                 values[at, 1] = scores[x, 1]
-
-
-def source_window(const out_t[::1] hops, const index_t[::1] hop_packet,
-                  const uint32_t[::1] src_addr, const int64_t[::1] hop_arrival_ns,
-                  uint32_t[::1] addr):
-    """Source addresses (``addr[i]``, of hop i's packet) and the arrival
-    span (max - min over recorded arrivals, 0 if none) of `hops`."""
-    cdef Py_ssize_t i, n = hops.shape[0], c = 0
-    cdef int64_t x, lo = 0, hi = 0
-    with nogil:
-        for i in range(n):
-            addr[i] = src_addr[hop_packet[hops[i]]]
-            x = hop_arrival_ns[hops[i]]
-            if x < 0:
-                continue
-            if c == 0 or x < lo:
-                lo = x
-            if c == 0 or x > hi:
-                hi = x
-            c += 1
-    return hi - lo
 
 
 cdef inline int64_t _period_idx(const int64_t[::1] pstart, int64_t t) noexcept nogil:
@@ -850,199 +805,16 @@ def rank_victims(const int64_t[::1] offsets, const int32_t[::1] col,
             out_offsets[v + 1] = b + e
 
 
-def span_of(const out_t[::1] idx, const int64_t[::1] values, bint known_only):
-    """(count, min, max) of ``values[idx]``, over the values >= 0 only when
-    `known_only` (count 0: min and max are 0)."""
-    cdef Py_ssize_t i, n = idx.shape[0], c = 0
-    cdef int64_t x, lo = 0, hi = 0
-    with nogil:
-        for i in range(n):
-            x = values[idx[i]]
-            if known_only and x < 0:
-                continue
-            if c == 0 or x < lo:
-                lo = x
-            if c == 0 or x > hi:
-                hi = x
-            c += 1
-    return c, lo, hi
-
-
-def earliest_period(const out_t[::1] idx, const int64_t[::1] hop_arrival_ns,
-                    const int64_t[::1] hop_rx_ns, const int64_t[::1] pstart,
-                    const int64_t[::1] pend):
-    """For hops `idx` at one NF, arriving at a (arrival, or rx where not
-    recorded): (first queuing period holding one of them or -1, min a,
-    max a)."""
-    cdef Py_ssize_t i, n = idx.shape[0]
-    cdef int64_t a, p, pmin = -1, a_pmin = 0, lo = 0, hi = 0
-    with nogil:
-        for i in range(n):
-            a = hop_arrival_ns[idx[i]]
-            if a < 0:
-                a = hop_rx_ns[idx[i]]
-            if i == 0 or a < lo:
-                lo = a
-            if i == 0 or a > hi:
-                hi = a
-            # the period of a later arrival is no earlier (periods are
-            # sorted): only arrivals before the best so far can improve it
-            if pmin >= 0 and a >= a_pmin:
-                continue
-            p = _period_idx(pstart, a)
-            if p >= 0 and (pend[p] < 0 or pend[p] >= a):
-                pmin, a_pmin = p, a
-    return pmin, lo, hi
-
-
-def upstream_groups(const out_t[::1] hops, const code_t[::1] prev_nf,
-                    const double[::1] usual_from, int64_t span_ns, double eps,
-                    out_t[::1] grouped):
-    """Partition `hops` (arrivals at one NF over `span_ns`) by the NF of
-    each one's previous hop (``prev_nf``, -1: the source), keeping their
-    order, into `grouped` by ascending NF, with each group's share of the
-    excess over its usual rate.
-
-    `grouped` holds, for the group from the source, its hops, and for a
-    group from an NF u, the previous hops, ``hop - 1``: the same packets'
-    hops at u, which the split goes on with.  ``usual_from[u + 1]`` is the
-    usual arrival rate (packets/ns) from u (0 where none came).
-
-    The shares are what numpy made of them, to the last bit: the excess
-    ``count - usual_from[u + 1] * span_ns``, clipped at 0, over its sum
-    (pairwise, as ``ndarray.sum``), or the counts over theirs where the
-    excesses sum to at most `eps`.
-
-    Returns
-    -------
-    (list, list, list, list)
-        The NFs present (ascending, -1 first), how many hops came from
-        each, where each one's hops start in `grouped`, and its share.
-    """
-    cdef Py_ssize_t i, j, n = hops.shape[0], n_nf = usual_from.shape[0] - 1, m = 0
-    cdef int64_t u
-    cdef double total, x
-    cdef int64_t[::1] counts = cvarray(shape=(n_nf + 1,), itemsize=sizeof(int64_t), format="q")
-    cdef int64_t[::1] at = cvarray(shape=(n_nf + 1,), itemsize=sizeof(int64_t), format="q")
-    cdef double[::1] w = cvarray(shape=(n_nf + 1,), itemsize=sizeof(double), format="d")
-    with nogil:
-        for i in range(n_nf + 1):
-            counts[i] = 0
-        for i in range(n):
-            counts[prev_nf[hops[i]] + 1] += 1
-        at[0] = 0
-        for i in range(1, n_nf + 1):
-            at[i] = at[i - 1] + counts[i - 1]
-        # the excess of each group present, packed in NF order
-        for i in range(n_nf + 1):
-            if counts[i]:
-                x = <double>counts[i] - usual_from[i] * <double>span_ns
-                w[m] = x if x > 0.0 else 0.0
-                m += 1
-        total = _pairwise_sum(w, 0, m)
-        if total <= eps:
-            m = 0
-            for i in range(n_nf + 1):
-                if counts[i]:
-                    w[m] = <double>counts[i]
-                    m += 1
-            total = _pairwise_sum(w, 0, m)
-    ups, cnt, start, share = [], [], [], []
-    j = 0
-    for i in range(n_nf + 1):
-        if counts[i]:
-            ups.append(i - 1)
-            cnt.append(counts[i])
-            start.append(at[i])
-            share.append(w[j] / total)
-            j += 1
-    with nogil:
-        for i in range(n):
-            u = prev_nf[hops[i]]
-            grouped[at[u + 1]] = hops[i] if u < 0 else hops[i] - 1
-            at[u + 1] += 1
-    return ups, cnt, start, share
-
-
-def wait_sum(const out_t[::1] P, const index3_t[::1] hop_rx, const int64_t[::1] hop_arrival_ns,
-             const int64_t[::1] hop_rx_ns):
-    """Total wait (ns) of hops P: rx less arrival (rx where no arrival was
-    recorded), 0 for a hop never received or received before it came."""
-    cdef Py_ssize_t i
-    cdef out_t h
-    cdef int64_t a, w
-    cdef double tot = 0
-    with nogil:
-        for i in range(P.shape[0]):
-            h = P[i]
-            if hop_rx[h] < 0:
-                continue
-            a = hop_arrival_ns[h]
-            w = hop_rx_ns[h] - (a if a >= 0 else hop_rx_ns[h])
-            if w > 0:
-                tot += <double>w
-    return tot
-
-
-def upstream_window_by_hop(const out_t[::1] P, const int64_t[::1] hop_tx_ns,
-                           const int64_t[::1] hop_arrival_ns, const int64_t[::1] hop_rx_ns,
-                           const out_t[::1] hops_by_arr, const index_t[::1] to_pos,
-                           bint every):
-    """For hops P at an upstream NF u (the packets it sent towards k):
-    (t0, t1) the span of their tx times, the number of u's accepted
-    arrivals bound for k in [t0, t1], and (lo, hi) the span of their
-    recorded arrivals at u, (t0, t1) when none was recorded.
-
-    u's accepted arrivals are given as their hops, `hops_by_arr` (sorted
-    by arrival: the arrival of hop h is ``hop_arrival_ns[h]``, its rx where
-    not recorded), not as times of their own (8 bytes per arrival held for
-    the whole attribution stage); `to_pos` holds the positions in it of
-    those bound for k, ascending; `every`: all of them are (`to_pos` is not
-    read)."""
-    cdef int64_t t0, t1, lo, hi
-    cdef Py_ssize_t lo_i, hi_i
-    with nogil:
-        _spans(P, hop_tx_ns, hop_arrival_ns, &t0, &t1, &lo, &hi)
-        lo_i = _search_hops(hops_by_arr, to_pos, every, hop_arrival_ns, hop_rx_ns, t0, False)
-        hi_i = _search_hops(hops_by_arr, to_pos, every, hop_arrival_ns, hop_rx_ns, t1, True)
-    return t0, t1, hi_i - lo_i, lo, hi
-
-
 def arrivals_between(const out_t[::1] hops_by_arr, const int64_t[::1] hop_arrival_ns,
                      const int64_t[::1] hop_rx_ns, int64_t s, int64_t e):
     """``searchsorted(arr, s, "left"), searchsorted(arr, e, "right")`` over
     the arrivals `arr` of hops `hops_by_arr` (sorted by them; see
-    upstream_window_by_hop), looked up through the hops."""
+    upstream_windows_at), looked up through the hops."""
     cdef Py_ssize_t i0, i1
     with nogil:
         i0 = _search_hops(hops_by_arr, hops_by_arr, True, hop_arrival_ns, hop_rx_ns, s, False)
         i1 = _search_hops(hops_by_arr, hops_by_arr, True, hop_arrival_ns, hop_rx_ns, e, True)
     return i0, i1
-
-
-cdef inline void _spans(const out_t[::1] P, const int64_t[::1] hop_tx_ns,
-                        const int64_t[::1] hop_arrival_ns, int64_t *t0, int64_t *t1,
-                        int64_t *lo, int64_t *hi) noexcept nogil:
-    # P's tx span, and the span of its recorded arrivals ((t0, t1) if none)
-    cdef Py_ssize_t i, n = P.shape[0], c = 0
-    cdef int64_t x
-    t0[0] = t1[0] = lo[0] = hi[0] = 0
-    for i in range(n):
-        x = hop_tx_ns[P[i]]
-        if i == 0 or x < t0[0]:
-            t0[0] = x
-        if i == 0 or x > t1[0]:
-            t1[0] = x
-        x = hop_arrival_ns[P[i]]
-        if x < 0:
-            continue
-        if c == 0 or x < lo[0]:
-            lo[0] = x
-        if c == 0 or x > hi[0]:
-            hi[0] = x
-        c += 1
-    if c == 0:
-        lo[0], hi[0] = t0[0], t1[0]
 
 
 cdef inline Py_ssize_t _search_hops(const out_t[::1] hops, const index_t[::1] at, bint every,
@@ -1061,6 +833,202 @@ cdef inline Py_ssize_t _search_hops(const out_t[::1] hops, const index_t[::1] at
         else:
             hi = mid
     return lo
+
+
+# -- the upstream split of a family of prefixes --------------------------
+#
+# The victims of one queuing period are split per arrival bucket, each
+# bucket over the arrivals from the period's start to its own end: prefixes
+# of one list.  These kernels make one pass over the longest prefix and
+# stop at each shorter one (``ends``, ascending), so a period of B buckets
+# costs one pass where B splits from its start cost B / 2 passes each
+# (quadratic in the period's length).  At every prefix the result is, to
+# the last bit, what a pass over that prefix alone makes of it: sums in
+# numpy's order over the prefix, minima and maxima, counts.
+
+cdef int _check_ends(const int64_t[::1] ends, Py_ssize_t n) except -1:
+    cdef Py_ssize_t b
+    for b in range(ends.shape[0]):
+        if ends[b] < 0 or ends[b] > n or (b and ends[b] < ends[b - 1]):
+            raise ValueError(f"ends must ascend within [0, {n}]: ends[{b}] = {ends[b]}")
+    return 0
+
+
+def upstream_groups_at(const out_t[::1] hops, const code_t[::1] prev_nf,
+                       const int64_t[::1] ends, out_t[::1] grouped, int64_t[:, ::1] counts):
+    """Partition ``hops[:ends[-1]]`` (arrivals at one NF) by the NF of
+    each one's previous hop (``prev_nf``, -1: the source) into `grouped`,
+    keeping their order, by ascending NF: group g holds those from NF
+    g - 1, the source's own hops for g = 0 and, from an NF u, the previous
+    hops ``hop - 1`` (the same packets' hops at u, which the split goes on
+    with).  ``counts[g, b]``: the hops of ``hops[:ends[b]]`` in group g,
+    so that prefix b's part of group g is the first ``counts[g, b]`` of
+    its run in `grouped`.
+
+    Returns
+    -------
+    list
+        Where each group's run starts in `grouped`."""
+    cdef Py_ssize_t i, b, g, nb = ends.shape[0], ng = counts.shape[0]
+    cdef Py_ssize_t n = ends[nb - 1] if nb else 0
+    _check_ends(ends, hops.shape[0])
+    if counts.shape[1] != nb:
+        raise ValueError("counts must have one column per end")
+    cdef int64_t u
+    cdef int64_t[::1] at = cvarray(shape=(ng + 1,), itemsize=sizeof(int64_t), format="q")
+    cdef int64_t[::1] c = cvarray(shape=(ng,), itemsize=sizeof(int64_t), format="q")
+    with nogil:
+        for g in range(ng):
+            c[g] = 0
+        for i in range(n):
+            c[prev_nf[hops[i]] + 1] += 1
+        at[0] = 0
+        for g in range(ng):
+            at[g + 1] = at[g] + c[g]
+            c[g] = 0
+        b = 0
+        for i in range(n + 1):
+            while b < nb and ends[b] == i:
+                for g in range(ng):
+                    counts[g, b] = c[g]
+                b += 1
+            if i == n:
+                break
+            u = prev_nf[hops[i]]
+            grouped[at[u + 1] + c[u + 1]] = hops[i] if u < 0 else hops[i] - 1
+            c[u + 1] += 1
+    return [at[g] for g in range(ng)]
+
+
+def upstream_windows_at(const out_t[::1] P, const int64_t[::1] ends,
+                        const int64_t[::1] hop_tx_ns, const int64_t[::1] hop_arrival_ns,
+                        const int64_t[::1] hop_rx_ns, const out_t[::1] hops_by_arr,
+                        const index_t[::1] to_pos, bint every, int64_t[::1] t0,
+                        int64_t[::1] t1, int64_t[::1] n_arr, int64_t[::1] lo,
+                        int64_t[::1] hi):
+    """For every prefix ``P[:ends[b]]`` (ends >= 1) of hops at an upstream
+    NF u (packets it sent towards k): ``t0[b], t1[b]`` the span of their
+    tx times, ``n_arr[b]`` the number of u's accepted arrivals bound for k
+    in [t0, t1], and ``lo[b], hi[b]`` the span of their recorded arrivals
+    at u ((t0, t1) where none was recorded).
+
+    u's accepted arrivals are given as their hops, `hops_by_arr` (sorted
+    by arrival: the arrival of hop h is ``hop_arrival_ns[h]``, its rx where
+    not recorded), not as times of their own (8 bytes per arrival held for
+    the whole attribution stage); `to_pos` holds the positions in it of
+    those bound for k, ascending; `every`: all of them are (`to_pos` is not
+    read)."""
+    cdef Py_ssize_t i = 0, b, nb = ends.shape[0], c = 0
+    cdef int64_t x, a0 = 0, a1 = 0, x0 = 0, x1 = 0
+    _check_ends(ends, P.shape[0])
+    if nb and ends[0] < 1:
+        raise ValueError("every prefix must hold a hop")
+    with nogil:
+        for b in range(nb):
+            while i < ends[b]:
+                x = hop_tx_ns[P[i]]
+                if i == 0 or x < x0:
+                    x0 = x
+                if i == 0 or x > x1:
+                    x1 = x
+                x = hop_arrival_ns[P[i]]
+                i += 1
+                if x < 0:
+                    continue
+                if c == 0 or x < a0:
+                    a0 = x
+                if c == 0 or x > a1:
+                    a1 = x
+                c += 1
+            t0[b], t1[b] = x0, x1
+            lo[b], hi[b] = (a0, a1) if c else (x0, x1)
+            n_arr[b] = (_search_hops(hops_by_arr, to_pos, every, hop_arrival_ns, hop_rx_ns,
+                                     x1, True)
+                        - _search_hops(hops_by_arr, to_pos, every, hop_arrival_ns, hop_rx_ns,
+                                       x0, False))
+
+
+def diagnosis_sums_at(const uint64_t[::1] words, const int64_t[::1] rank,
+                      const double[:, ::1] values, const out_t[::1] P,
+                      const int64_t[::1] ends, const index3_t[::1] hop_rx,
+                      const int64_t[::1] hop_arrival_ns, const int64_t[::1] hop_rx_ns,
+                      const int64_t[::1] pstart, const int64_t[::1] pend,
+                      double[::1] local, double[::1] input, double[::1] ls,
+                      double[::1] ins, double[::1] wait, int64_t[::1] period,
+                      int64_t[::1] lo, int64_t[::1] hi):
+    """For every prefix ``P[:ends[b]]`` (ends >= 1) of hops at one NF: the
+    sums of their local and input scores (``ls[b], ins[b]``, gathered as
+    gather_scores does, added as ``ndarray.sum`` adds them), their total
+    wait (``wait[b]``: rx less arrival, rx where no arrival was recorded;
+    0 for a hop never received or received before it came), and the first
+    queuing period holding one of them (``period[b]``, -1: none) with the
+    span of their arrivals (``lo[b], hi[b]``; arrival, or rx where not
+    recorded).  `local` and `input` are room for ``ends[-1]`` scores,
+    overwritten."""
+    cdef Py_ssize_t i = 0, b, nb = ends.shape[0], n = ends[nb - 1] if nb else 0
+    cdef int64_t a, p, w, pmin = -1, a_pmin = 0, a0 = 0, a1 = 0
+    cdef out_t h
+    cdef double tot = 0
+    _check_ends(ends, P.shape[0])
+    if nb and ends[0] < 1:
+        raise ValueError("every prefix must hold a hop")
+    if local.shape[0] < n or input.shape[0] < n:
+        raise ValueError(f"local and input must hold {n} scores")
+    gather_scores(words, rank, values, P[:n], local, input)
+    with nogil:
+        for b in range(nb):
+            while i < ends[b]:
+                h = P[i]
+                if hop_rx[h] >= 0:
+                    a = hop_arrival_ns[h]
+                    w = hop_rx_ns[h] - (a if a >= 0 else hop_rx_ns[h])
+                    if w > 0:
+                        tot += <double>w
+                a = hop_arrival_ns[h]
+                if a < 0:
+                    a = hop_rx_ns[h]
+                if i == 0 or a < a0:
+                    a0 = a
+                if i == 0 or a > a1:
+                    a1 = a
+                i += 1
+                if pmin >= 0 and a >= a_pmin:
+                    continue
+                p = _period_idx(pstart, a)
+                if p >= 0 and (pend[p] < 0 or pend[p] >= a):
+                    pmin, a_pmin = p, a
+            ls[b] = _pairwise_sum(local, 0, ends[b])
+            ins[b] = _pairwise_sum(input, 0, ends[b])
+            wait[b], period[b], lo[b], hi[b] = tot, pmin, a0, a1
+
+
+def source_windows_at(const out_t[::1] hops, const int64_t[::1] ends,
+                      const index_t[::1] hop_packet, const uint32_t[::1] src_addr,
+                      const int64_t[::1] hop_arrival_ns, uint32_t[::1] addr,
+                      int64_t[::1] span):
+    """For every prefix ``hops[:ends[b]]``: ``span[b]`` the span (max -
+    min) of their recorded arrivals, 0 where none was; and the source
+    addresses of the longest, ``addr[i]`` of hop i's packet (none where
+    `src_addr` is empty)."""
+    cdef Py_ssize_t i = 0, b, nb = ends.shape[0], c = 0
+    cdef bint known = src_addr.shape[0] > 0
+    cdef int64_t x, a0 = 0, a1 = 0
+    _check_ends(ends, hops.shape[0])
+    with nogil:
+        for b in range(nb):
+            while i < ends[b]:
+                if known:
+                    addr[i] = src_addr[hop_packet[hops[i]]]
+                x = hop_arrival_ns[hops[i]]
+                i += 1
+                if x < 0:
+                    continue
+                if c == 0 or x < a0:
+                    a0 = x
+                if c == 0 or x > a1:
+                    a1 = x
+                c += 1
+            span[b] = a1 - a0
 
 
 def score_csr(const out_t[::1] rows, const int32_t[::1] cols, const double[::1] vals,

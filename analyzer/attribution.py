@@ -108,6 +108,7 @@ BASELINE_BIN_NS = 1_000_000
 SCORE_CHUNK = 1 << 16
 _EPS = 1e-9
 _NO_POS = np.zeros(0, np.int32)
+_NO_ADDR = np.zeros(0, np.uint32)
 
 
 @dataclass
@@ -300,6 +301,42 @@ def _median_rate(bin_counts, t0, t1):
     return float(np.median(bin_counts)) / BASELINE_BIN_NS
 
 
+def group_shares(counts, usual_from, spans):
+    """Each upstream group's share of each prefix's arrivals at an NF:
+    ``counts[g, b]`` arrivals from group g (NF g - 1, the source for g = 0)
+    in prefix b, which spans ``spans[b]`` ns; ``usual_from[g]`` the usual
+    rate (packets/ns) from g.  A present group's share is its excess over
+    its usual rate, ``counts - usual_from * spans`` clipped at 0, over the
+    present groups' total; or its count over theirs where the excesses sum
+    to at most _EPS (nothing came above its usual rate).  Totals are added
+    as ``ndarray.sum`` adds the present groups' values, in group order.
+
+    Returns
+    -------
+    ndarray of float64, like `counts`
+        Meaningful where ``counts > 0``.
+    """
+    present = counts > 0
+    x = counts - usual_from[:, None] * spans.astype(float)[None, :]
+    w = np.where(present, np.where(x > 0.0, x, 0.0), 0.0)
+    total = _column_sums(w, present)
+    by_count = total <= _EPS
+    if by_count.any():
+        w[:, by_count] = np.where(present[:, by_count], counts[:, by_count], 0.0)
+        total[by_count] = _column_sums(w[:, by_count], present[:, by_count])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return w / total
+
+
+def _column_sums(w, present):
+    # each column's sum over its present rows as ndarray.sum adds them:
+    # in order below 8 terms (the absent rows' zeros change nothing),
+    # pairwise from 8
+    if len(w) < 8:
+        return w.sum(axis=0)
+    return np.array([w[present[:, b], b].sum() for b in range(w.shape[1])])
+
+
 class _NF:
     """One NF's queue as sorted event arrays, for window counts and the two
     counterfactual queues.
@@ -360,7 +397,7 @@ class _NF:
         _attrib.neighbours(self.d_arr, self.d_hops, prev_nf, next_nf, start, BASELINE_BIN_NS,
                            from_bins, to_bins, d_next)
         self.usual = _median_rate(from_bins.sum(axis=0), t0, t1)
-        # by previous NF + 1, 0 where none came (upstream_groups)
+        # by previous NF + 1, 0 where none came (group_shares)
         self.usual_from = np.zeros(ng)
         for g in np.flatnonzero(from_bins.any(axis=1)).tolist():
             self.usual_from[g] = _median_rate(from_bins[g], t0, t1)
@@ -413,19 +450,6 @@ class _NF:
         out = np.empty(i1 - i0 + j1 - j0, self.hops_by_arr.dtype)
         _attrib.merge_hops_by_arrival(arr, h, self.d_arr[j0:j1], self.d_hops[j0:j1], out)
         return out
-
-    def bound_for(self, k, P, t):
-        """_attrib.upstream_window_by_hop for hops P here (of Trajectories `t`),
-        sent towards NF k: the arrivals counted are those here bound for k
-        over P's tx span."""
-        pos = self.to_pos.get(k, _NO_POS)
-        t0, t1, n_arr, s_u, e_u = _attrib.upstream_window_by_hop(
-            P, t.hop_tx_ns, t.hop_arrival_ns, t.hop_rx_ns, self.hops_by_arr,
-            _NO_POS if pos is None else pos, pos is None)
-        d = self.to_dropped.get(k)
-        if d is not None:
-            n_arr += int(np.searchsorted(d, t1, "right") - np.searchsorted(d, t0, "left"))
-        return t0, t1, n_arr, s_u, e_u
 
     def hop_scores(self, n_hops):
         """The local and input scores (packets) of every hop that arrived
@@ -512,12 +536,6 @@ class _HopScores:
         has none)."""
         _attrib.gather_scores(self.words, self.rank, self.values, idx, local, input)
 
-    def sums(self, idx, scratch):
-        """The sums (as ``ndarray.sum``) of the local and of the input
-        scores of hops `idx`, gathered into `scratch` ((2, >= len(idx))
-        float64, overwritten)."""
-        return _attrib.gathered_sums(self.words, self.rank, self.values, idx, scratch[0],
-                                     scratch[1])
 
 
 class _Attributor:
@@ -547,8 +565,8 @@ class _Attributor:
             F.hop_scores(nh)
         self.names = names
         self.max_depth = max_depth
-        # room to gather the scores of one call's hops (diagnose), grown
-        # as needed: the recursion makes thousands of calls
+        # room to gather the scores of one family's hops (_diagnose_family),
+        # grown as needed: the recursion makes thousands of calls
         self._scratch = np.empty((2, 0))
         # the source's usual rates per address, from the first hops
         self.src_addr = None if traj.src_addr is None else \
@@ -563,59 +581,125 @@ class _Attributor:
     def _add(self, acc, key, v):
         acc[key] = acc.get(key, 0.0) + v
 
-    def _source(self, hops, amount, acc):
-        t = self.t
-        if t.src_addr is not None:
-            addr = np.empty(len(hops), np.uint32)
-            span = _attrib.source_window(hops, t.hop_packet, self.src_addr, t.hop_arrival_ns, addr)
-        else:
-            addr = np.zeros(0)
-            n, lo, hi = _attrib.span_of(hops, t.hop_arrival_ns, True)
-            span = hi - lo if n else 0
-        self._add(acc, ("flows", self.sources.excess_prefix(addr, span), "source"), amount)
+    def unit_splits(self, k, s, ends):
+        """How one packet of input score at NF k divides over the arrivals
+        there in [s, e], for each e of `ends` (ascending): a list of
+        {culprit: share}.
 
-    def split_upstream(self, k, hops, s, e, amount, acc, depth):
-        """Split `amount` over the previous hops of `hops` (arrivals at NF k
-        in [s, e]) by how far each sent above its usual rate."""
-        if amount <= _EPS or len(hops) == 0:
+        The windows share their start, so their arrivals are prefixes of
+        one list, and every step of the recursion (:meth:`_split_family`)
+        splits a family of prefixes in one pass over the longest: one
+        split per window, each from the period's start, was quadratic in
+        a long period's buckets (bench/analyze.py's capture: 1,137 splits
+        over 101 periods passed 16 M hops through the upstream grouping).
+        """
+        F = self.nfs[k]
+        H, ns = self._arrived_prefixes(F, s, np.asarray(ends, np.int64))
+        spans = np.maximum(np.asarray(ends, np.int64) - s, 0)
+        accs = [{} for _ in ends]
+        self._split_family(k, H, ns, spans, np.ones(len(ends)), accs, 0)
+        return accs
+
+    def _arrived_prefixes(self, U, s, ends):
+        """``U.arrived(s, ends[-1])`` and, for each end, how many of them
+        arrived by it (``U.arrived(s, e)`` is that prefix)."""
+        t = self.t
+        H = U.arrived(s, int(ends[-1]))
+        arr = np.empty(len(H), np.int64)
+        _attrib.gather_arrival(H, t.hop_arrival_ns, t.hop_rx_ns, arr)
+        return H, np.searchsorted(arr, ends, "right").astype(np.int64)
+
+    def _split_family(self, k, H, ns, spans, amounts, accs, depth):
+        """Split ``amounts[b]`` over the previous hops of the arrivals
+        ``H[:ns[b]]`` at NF k (over ``spans[b]`` ns) by how far each
+        upstream NF, or the source, sent above its usual rate, for each b
+        (`ns` ascending), each culprit's part added to ``accs[b]``.  Each
+        step finishes every prefix of its family before the next, so each
+        window's parts are added in the order of a recursion over it alone
+        (depth first): the same sums, to the last bit.
+
+        What an upstream NF u sent beyond its usual rate towards k is
+        either its own backlog released (it sent more than it received
+        over the span of those sends: compressed), diagnosed at u
+        (:meth:`_diagnose_family`), or an excess of its input passed
+        through, split again at u; the source's share goes to the flows
+        that sent above their long-run rate (:meth:`_source_family`)."""
+        live = np.flatnonzero((amounts > _EPS) & (ns > 0))
+        if len(live) == 0:
             return
+        if len(live) < len(ns):
+            ns, spans, amounts = ns[live], spans[live], amounts[live]
+            accs = [accs[b] for b in live.tolist()]
         F = self.nfs[k]
         t = self.t
-        # hops grouped by the NF they came from (-1: the source), in order;
-        # from an NF, the same packets' hops there (hop - 1); each group's
-        # share: its excess over its usual rate (its count where none sent
-        # above it), over the total
-        grouped = np.empty(len(hops), hops.dtype)
-        ups, cnt, start, shares = _attrib.upstream_groups(
-            hops, self.prev_nf, F.usual_from, max(e - s, 0), _EPS, grouped)
-        for u, share, c_u, at in zip(ups, shares, cnt, start):
-            if share <= _EPS:
+        ng = len(F.usual_from)
+        grouped = np.empty(int(ns[-1]), H.dtype)
+        counts = np.empty((ng, len(ns)), np.int64)
+        at = _attrib.upstream_groups_at(H, self.prev_nf, ns, grouped, counts)
+        present = counts > 0
+        shares = group_shares(counts, F.usual_from, spans)
+        for g in np.flatnonzero(present.any(axis=1)).tolist():
+            u = g - 1
+            sel = np.flatnonzero(present[g] & (shares[g] > _EPS))
+            if len(sel) == 0:
                 continue
-            a_u = amount * share
+            c_u = counts[g, sel]
+            a_u = amounts[sel] * shares[g, sel]
+            G = grouped[at[g]:at[g] + int(c_u[-1])]
             if u < 0:
-                self._source(grouped[at:at + c_u], a_u, acc)
+                self._source_family(G, c_u, a_u, [accs[b] for b in sel.tolist()])
                 continue
-            P = grouped[at:at + c_u]                # the same packets' hops at u
             if depth >= self.max_depth or u not in self.nfs:
-                self._add(acc, ("nf", self.names[u], "input"), a_u)
+                key = ("nf", self.names[u], "input")
+                for b, a in zip(sel.tolist(), a_u.tolist()):
+                    self._add(accs[b], key, a)
                 continue
             U = self.nfs[u]
-            # P's tx span, u's arrivals bound for k over it, P's arrival span
-            t0, t1, n_arr, s_u, e_u = U.bound_for(k, P, t)
-            # what u sent beyond its usual rate towards k is either its own
-            # backlog released (sent more than it received: compressed) or
-            # an excess of its input passed through
-            comp = max(0.0, len(P) - n_arr)
-            thru = max(0.0, n_arr - U.usual_to.get(k, 0.0) * max(t1 - t0, 0))
-            c = comp / (comp + thru) if comp + thru > _EPS else 1.0
-            if c > 0:
-                self.diagnose(u, P, a_u * c, acc, depth + 1)
-            if c < 1:
-                self.split_upstream(u, P, s_u, e_u, a_u * (1 - c), acc, depth + 1)
+            # the same packets' hops at u (G's prefixes): their tx span,
+            # u's arrivals bound for k over it, their arrival span
+            nb = len(sel)
+            t0, t1, n_arr = np.empty(nb, np.int64), np.empty(nb, np.int64), np.empty(nb, np.int64)
+            s_u, e_u = np.empty(nb, np.int64), np.empty(nb, np.int64)
+            pos = U.to_pos.get(k, _NO_POS)
+            _attrib.upstream_windows_at(G, c_u, t.hop_tx_ns, t.hop_arrival_ns, t.hop_rx_ns,
+                                        U.hops_by_arr, _NO_POS if pos is None else pos,
+                                        pos is None, t0, t1, n_arr, s_u, e_u)
+            d = U.to_dropped.get(k)
+            if d is not None:
+                n_arr += np.searchsorted(d, t1, "right") - np.searchsorted(d, t0, "left")
+            comp = np.maximum(0.0, c_u - n_arr)
+            thru = np.maximum(0.0, n_arr - U.usual_to.get(k, 0.0) * np.maximum(t1 - t0, 0))
+            both = comp + thru
+            with np.errstate(invalid="ignore", divide="ignore"):
+                c = np.where(both > _EPS, comp / both, 1.0)
+            d_sel = np.flatnonzero(c > 0)
+            if len(d_sel):
+                self._diagnose_family(u, G, c_u[d_sel], (a_u * c)[d_sel],
+                                      [accs[sel[i]] for i in d_sel.tolist()], depth + 1)
+            s_sel = np.flatnonzero(c < 1)
+            if len(s_sel):
+                self._split_family(u, G, c_u[s_sel], np.maximum(e_u - s_u, 0)[s_sel],
+                                   (a_u * (1 - c))[s_sel],
+                                   [accs[sel[i]] for i in s_sel.tolist()], depth + 1)
 
-    def diagnose(self, u, P, amount, acc, depth):
-        """Split `amount` between u's local and input causes for the packets
-        P (hops at u), as their own scores there say.
+    def _source_family(self, G, ns, amounts, accs):
+        """``amounts[b]`` to the flows that sent the arrivals ``G[:ns[b]]``
+        (from the source) above their long-run rate, over those arrivals'
+        span."""
+        t = self.t
+        addr = np.empty(len(G) if t.src_addr is not None else 0, np.uint32)
+        span = np.empty(len(ns), np.int64)
+        _attrib.source_windows_at(G, ns, t.hop_packet,
+                                  self.src_addr if t.src_addr is not None else _NO_ADDR,
+                                  t.hop_arrival_ns, addr, span)
+        for acc, n, sp, a in zip(accs, ns.tolist(), span.tolist(), amounts.tolist()):
+            self._add(acc, ("flows", self.sources.excess_prefix(addr[:n], sp), "source"), a)
+
+    def _diagnose_family(self, u, G, ns, amounts, accs, depth):
+        """Split ``amounts[b]`` between u's local and input causes for the
+        packets ``G[:ns[b]]`` (hops at u), as their own scores there say;
+        the input part split upstream from the start of the first queuing
+        period they arrived in (:meth:`_split_family`).
 
         Where the scores explain less than SCORES_SHORT of the packets'
         waits there, the rest (u served at its peak, and its usual input
@@ -627,29 +711,40 @@ class _Attributor:
         it all (6.4 packets of local score against 5,016 of wait)."""
         U = self.nfs[u]
         t = self.t
-        if self._scratch.shape[1] < len(P):
-            self._scratch = np.empty((2, 2 * len(P)))
-        Ls, Is = U.scores.sums(P, self._scratch)
-        wait = _attrib.wait_sum(P, t.hop_rx, t.hop_arrival_ns, t.hop_rx_ns)
+        nb, n = len(ns), int(ns[-1])
+        if self._scratch.shape[1] < n:
+            self._scratch = np.empty((2, 2 * n))
+        Ls, Is, wait = np.empty(nb), np.empty(nb), np.empty(nb)
+        p, lo, hi = np.empty(nb, np.int64), np.empty(nb, np.int64), np.empty(nb, np.int64)
+        _attrib.diagnosis_sums_at(U.scores.words, U.scores.rank, U.scores.values, G, ns,
+                                  t.hop_rx, t.hop_arrival_ns, t.hop_rx_ns, U.pstart, U.pend,
+                                  self._scratch[0], self._scratch[1], Ls, Is, wait, p, lo, hi)
         W = wait * U.rate
-        if Ls + Is < SCORES_SHORT * W:
-            Is = W - Ls
-        if Ls + Is <= _EPS:
-            self._add(acc, ("nf", self.names[u], "input"), amount)
+        Is = np.where(Ls + Is < SCORES_SHORT * W, W - Ls, Is)
+        tot = Ls + Is
+        local_key, input_key = ("nf", self.names[u], "local"), ("nf", self.names[u], "input")
+        rec = []
+        for b in range(nb):
+            if tot[b] <= _EPS:
+                self._add(accs[b], input_key, float(amounts[b]))
+                continue
+            self._add(accs[b], local_key, float(amounts[b] * Ls[b] / tot[b]))
+            if Is[b] > 0:
+                rec.append(b)
+        if not rec:
             return
-        self._add(acc, ("nf", self.names[u], "local"), amount * Ls / (Ls + Is))
-        if Is > 0:
-            # from the start of the first queuing period they arrived in
-            p, a_min, e = _attrib.earliest_period(P, t.hop_arrival_ns, t.hop_rx_ns,
-                                                  U.pstart, U.pend)
-            s = int(U.pstart[p]) if p >= 0 else a_min
-            self.split_upstream(u, U.arrived(s, e), s, e, amount * Is / (Ls + Is), acc, depth)
+        rec = np.array(rec)
+        # from the start of the first queuing period they arrived in, to
+        # the last arrival: the prefixes that start together are a family
+        s = np.where(p[rec] >= 0, U.pstart[np.maximum(p[rec], 0)], lo[rec])
+        e = hi[rec]
+        a = amounts[rec] * Is[rec] / tot[rec]
+        for s0 in np.unique(s).tolist():
+            m = np.flatnonzero(s == s0)
+            H, hn = self._arrived_prefixes(U, s0, e[m])
+            self._split_family(u, H, hn, np.maximum(e[m] - s0, 0), a[m],
+                               [accs[rec[i]] for i in m.tolist()], depth)
 
-    def unit_split(self, k, s, e):
-        """How one packet of input score at NF k over [s, e] divides."""
-        acc = {}
-        self.split_upstream(k, self.nfs[k].arrived(s, e), s, e, 1.0, acc, 0)
-        return acc
 
 
 def _beyond_natural_variation(acc, dropped, usual):
@@ -948,9 +1043,14 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         s0 = F.pstart[g[o[first]] // nb].tolist()
         # victims and input scores in group order: a group is a slice
         hv_g, I_g = hv_of[sel[o]], I[o]
+        # a period's buckets split together (their windows share its start)
+        pg = g[o[first]] // nb
+        runs = np.flatnonzero(np.concatenate([[True], pg[1:] != pg[:-1], [True]]))
+        splits = []
+        for r0, r1 in zip(runs[:-1].tolist(), runs[1:].tolist()):
+            splits += A.unit_splits(k, s0[r0], emax[r0:r1])
         for gi, (i0, i1) in enumerate(zip(first.tolist(), last.tolist())):
-            split = A.unit_split(k, s0[gi], emax[gi])
-            for key, frac in split.items():
+            for key, frac in splits[gi].items():
                 contribute(hv_g[i0:i1], key, I_g[i0:i1] * frac / r_k)
     culprits = [None] * len(keys)
     for key, j in keys.items():

@@ -1,5 +1,6 @@
 """Analyzer stages 1-4 (ingest, topology, trajectories, queues) against the
-simulator's ground truth, plus tiny hand-built captures.
+simulator's ground truth, plus tiny hand-built captures, and the upstream
+split of attribution on the same captures.
 
 The analyzer only ever reads the capture; SimRun is the test's oracle.
 """
@@ -236,6 +237,27 @@ def test_hop_period_is_the_kernels(case):
                             np.empty(2 * n, np.int32), np.empty(n + 1, np.int64),
                             np.empty(n + 1, np.int64), ref, True)
         assert q.hop_period.dtype == np.int32 and np.array_equal(q.hop_period, ref)
+
+
+def test_upstream_split_of_a_period_is_each_windows_own(case):
+    # attribute() splits a queuing period's buckets together, as prefixes
+    # of one list: each window's split must be what it makes of that window
+    # alone, to the last bit
+    from mscope.analyzer.attribution import _Attributor
+    A = _Attributor(case.traj, case.queues, len(case.traj.nf_names) + 1)
+    deep = 0
+    for k, F in A.nfs.items():
+        # the periods with most arrivals, each cut into 6 windows
+        H = [F.arrived(s, e) for s, e in zip(F.pstart.tolist(), F.pend.tolist()) if e > s]
+        for p in np.argsort([-len(h) for h in H])[:3].tolist():
+            s, e = int(F.pstart[p]), int(F.pend[p])
+            ends = np.linspace(s, e, 7)[1:].astype(np.int64)
+            together = A.unit_splits(k, s, ends)
+            # culprits in the same order too: it orders the diagnosis's columns
+            assert [list(acc.items()) for acc in together] == \
+                [list(A.unit_splits(k, s, [x])[0].items()) for x in ends]
+            deep += sum(len(acc) > 1 for acc in together)
+    assert deep > 0                     # some windows split over several culprits
 
 
 # --- hand-built captures ----------------------------------------------------

@@ -384,30 +384,41 @@ def test_hop_summary_and_first_hop_addr(index):
 
 
 @pytest.mark.parametrize("index", INDEX)
-def test_upstream_groups_and_windows(index):
+def test_upstream_groups_and_source_windows_of_prefixes(index):
     rng = np.random.default_rng(6)
     hop_packet, hop_nf, hop_rx, arr, rx, tx = _hops(rng, index)
     hops = rng.choice(len(hop_packet), 200, replace=False).astype(index)
-    grouped = np.empty(len(hops), index)
-    usual_from = np.array([0.3, 0.0, 0.25, 0.1, 0.0])      # by previous NF + 1
-    ups, cnt, start, share = _attrib.upstream_groups(
-        hops, _neighbour_codes(hop_packet, hop_nf)[0], usual_from, 97, 1e-9, grouped)
     prev_ok = (hops > 0) & (hop_packet[np.maximum(hops - 1, 0)] == hop_packet[hops])
     pv = np.where(prev_ok, hop_nf[np.maximum(hops - 1, 0)], -1)
-    ref_u, ref_c = np.unique(pv, return_counts=True)
-    assert ups == ref_u.tolist() and cnt == ref_c.tolist()
-    for u, c, s in zip(ups, cnt, start):
-        # an NF's group goes on as the same packets' hops there
-        assert grouped[s:s + c].tolist() == (hops[pv == u] - (u >= 0)).tolist()
-    assert share == _ref_shares(ref_u, ref_c, usual_from, 97).tolist()
-    P = hops[:50]
-    known = arr[P][arr[P] >= 0]
-    assert _attrib.span_of(P, arr, True) == (len(known), known.min(), known.max())
+    ends = np.array([0, 1, 50, 50, 137, 200], np.int64)
+    grouped = np.empty(len(hops), index)
+    counts = np.empty((5, len(ends)), np.int64)          # the source and 4 NFs
+    start = _attrib.upstream_groups_at(hops, _neighbour_codes(hop_packet, hop_nf)[0], ends,
+                                       grouped, counts)
+    for b, n in enumerate(ends.tolist()):
+        assert counts[:, b].tolist() == np.bincount(pv[:n] + 1, minlength=5).tolist()
+        for g in range(5):
+            # an NF's group goes on as the same packets' hops there
+            assert grouped[start[g]:start[g] + counts[g, b]].tolist() == \
+                (hops[:n][pv[:n] == g - 1] - (g > 0)).tolist()
     addr_of = rng.integers(1, 2**32, 300, dtype=np.uint32)
-    addr = np.empty(len(P), np.uint32)
-    span = _attrib.source_window(P, hop_packet, addr_of, arr, addr)
-    assert addr.tolist() == addr_of[hop_packet[P]].tolist()
-    assert span == known.max() - known.min()
+    addr, spans = np.empty(len(hops), np.uint32), np.empty(len(ends), np.int64)
+    _attrib.source_windows_at(hops, ends, hop_packet, addr_of, arr, addr, spans)
+    assert addr.tolist() == addr_of[hop_packet[hops]].tolist()
+    for n, got in zip(ends.tolist(), spans.tolist()):
+        known = arr[hops[:n]][arr[hops[:n]] >= 0]
+        assert got == (known.max() - known.min() if len(known) else 0)
+    # no addresses known: the spans alone
+    _attrib.source_windows_at(hops, ends, hop_packet, np.zeros(0, np.uint32), arr,
+                              np.zeros(0, np.uint32), spans)
+    assert spans[-1] == np.ptp(arr[hops][arr[hops] >= 0])
+    with pytest.raises(ValueError, match="ascend"):
+        _attrib.upstream_groups_at(hops, _neighbour_codes(hop_packet, hop_nf)[0],
+                                   np.array([50, 10], np.int64), grouped,
+                                   np.empty((5, 2), np.int64))
+    with pytest.raises(ValueError, match="ascend"):
+        _attrib.source_windows_at(hops, np.array([201], np.int64), hop_packet, addr_of, arr,
+                                  addr, spans)
 
 
 @pytest.mark.parametrize("index", INDEX)
@@ -430,20 +441,28 @@ def test_windows_looked_up_through_the_hops(index):
         for e in edges.tolist():
             assert _attrib.arrivals_between(hops_by_arr, arr, rx, s, e) == \
                 (np.searchsorted(times, s, "left"), np.searchsorted(times, e, "right"))
-    # P's tx span, the arrivals (bound for k: to_pos) in it, P's arrival span
-    t0, t1 = tx[P].min(), tx[P].max()
-    known = arr[P][arr[P] >= 0]
-    span = (known.min(), known.max()) if len(known) else (t0, t1)
+    # each prefix of P: its tx span, the arrivals (bound for k: to_pos) in
+    # it, its arrival span
+    ends = np.array([1, 2, 17, 17, 40], np.int64)
+    out = [np.empty(len(ends), np.int64) for _ in range(5)]
+    out_every = [np.empty(len(ends), np.int64) for _ in range(5)]
+    _attrib.upstream_windows_at(P, ends, tx, arr, rx, hops_by_arr, to_pos, False, *out)
+    _attrib.upstream_windows_at(P, ends, tx, arr, rx, hops_by_arr, np.zeros(0, index), True,
+                                *out_every)
+    for b, n in enumerate(ends.tolist()):
+        t0, t1 = tx[P[:n]].min(), tx[P[:n]].max()
+        known = arr[P[:n]][arr[P[:n]] >= 0]
+        span = (known.min(), known.max()) if len(known) else (t0, t1)
 
-    def counted(bound):
-        return np.searchsorted(bound, t1, "right") - np.searchsorted(bound, t0, "left")
+        def counted(bound):
+            return np.searchsorted(bound, t1, "right") - np.searchsorted(bound, t0, "left")
 
-    got = _attrib.upstream_window_by_hop(P, tx, arr, rx, hops_by_arr, to_pos, False)
-    assert got == (t0, t1, counted(times[to_pos])) + span
-    every = _attrib.upstream_window_by_hop(P, tx, arr, rx, hops_by_arr,
-                                           np.zeros(0, index), True)
-    assert every == (t0, t1, counted(times)) + span
-    assert every[2] > 0
+        assert tuple(int(o[b]) for o in out) == (t0, t1, counted(times[to_pos])) + span
+        assert tuple(int(o[b]) for o in out_every) == (t0, t1, counted(times)) + span
+    assert out_every[2][-1] > out[2][-1] > 0
+    with pytest.raises(ValueError, match="hold a hop"):
+        _attrib.upstream_windows_at(P, np.array([0, 3], np.int64), tx, arr, rx, hops_by_arr,
+                                    to_pos, False, *out)
 
 def _ref_shares(ups, cnt, usual_from, span):
     """split_upstream's shares before the kernel (numpy)."""
@@ -456,27 +475,24 @@ def _ref_shares(ups, cnt, usual_from, span):
 
 @pytest.mark.parametrize("n_nf", [3, 7, 12, 40])
 def test_upstream_shares_as_numpy(n_nf):
+    from mscope.analyzer.attribution import group_shares
     rng = np.random.default_rng(11)
-    for trial in range(300):
-        n = int(rng.integers(1, 400))
-        prev_nf = rng.integers(-1, n_nf, n).astype(np.int8)
-        hops = np.arange(n, dtype=np.int32)
+    for trial in range(60):
+        nb = int(rng.integers(1, 6))
+        counts = rng.integers(0, 80, (n_nf + 1, nb)) * (rng.random((n_nf + 1, nb)) < 0.6)
+        counts[rng.integers(0, n_nf + 1), :] += 1          # a group in every prefix
         usual_from = rng.random(n_nf + 1) * 10.0 ** rng.integers(-4, 0)
         usual_from[rng.random(n_nf + 1) < 0.3] = 0.0
-        span = int(rng.integers(0, 5000)) if trial % 7 else 10**9    # all under: by count
-        grouped = np.empty(n, np.int32)
-        ups, cnt, start, share = _attrib.upstream_groups(hops, prev_nf, usual_from, span,
-                                                         1e-9, grouped)
-        ref_u, ref_c = np.unique(prev_nf.astype(np.int64), return_counts=True)
-        assert ups == ref_u.tolist()
-        assert np.array(share).tobytes() == _ref_shares(ref_u, ref_c, usual_from,
-                                                        span).tobytes()
+        spans = rng.integers(0, 5000, nb) if trial % 7 else np.full(nb, 10**9)  # by count
+        got = group_shares(counts, usual_from, spans)
+        for b in range(nb):
+            ups = np.flatnonzero(counts[:, b]) - 1
+            assert got[ups + 1, b].tobytes() == _ref_shares(ups, counts[ups + 1, b],
+                                                            usual_from, int(spans[b])).tobytes()
 
 
-@pytest.mark.parametrize("index", INDEX)
-def test_gathered_sums_add_up_as_numpy(index):
-    rng = np.random.default_rng(12)
-    nh = 5000
+def _scored(rng, nh):
+    """Compact scores (words, rank, values) of about 60% of `nh` hops."""
     scored = np.flatnonzero(rng.random(nh) < 0.6)
     words = np.zeros((nh + 63) // 64, np.uint64)
     for h in scored.tolist():
@@ -485,32 +501,60 @@ def test_gathered_sums_add_up_as_numpy(index):
     assert _attrib.rank_words(words, rank) == len(scored)
     values = rng.standard_normal((len(scored), 2)) * 10.0 ** rng.integers(-6, 6, (len(scored), 2))
     values[::5] = -0.0
-    scratch = np.full((2, 3000), np.nan)
-    for n in [0, 1, 5, 7, 8, 9, 100, 129, 2500]:
-        idx = rng.choice(nh, n, replace=False).astype(index)
-        L, I = np.empty(n), np.empty(n)
-        _attrib.gather_scores(words, rank, values, idx, L, I)
-        Ls, Is = _attrib.gathered_sums(words, rank, values, idx, scratch[0], scratch[1])
-        assert (np.float64(Ls).tobytes(), np.float64(Is).tobytes()) == \
-            (L.sum().tobytes(), I.sum().tobytes())
-    with pytest.raises(ValueError, match="len"):
-        _attrib.gathered_sums(words, rank, values, idx, scratch[0, :10], scratch[1])
+    return words, rank, values
+
+
+def _diagnosis_sums(words, rank, values, P, ends, hop_rx, arr, rx, pstart, pend, room=None):
+    nb = len(ends)
+    out = [np.empty(nb), np.empty(nb), np.empty(nb)] + [np.empty(nb, np.int64) for _ in range(3)]
+    room = np.full((2, int(ends[-1]) if room is None else room), np.nan)
+    _attrib.diagnosis_sums_at(words, rank, values, P, np.asarray(ends, np.int64), hop_rx, arr,
+                              rx, pstart, pend, room[0], room[1], *out)
+    return out
 
 
 @pytest.mark.parametrize("index", INDEX)
-def test_earliest_period(index):
+def test_diagnosis_sums_add_up_as_numpy(index):
+    rng = np.random.default_rng(12)
+    nh = 5000
+    words, rank, values = _scored(rng, nh)
+    arr = rng.integers(-1, 10**6, nh).astype(np.int64)
+    rx = rng.integers(0, 10**6, nh).astype(np.int64)
+    hop_rx = np.arange(nh, dtype=index)
+    one = np.array([0], np.int64)
+    idx = rng.choice(nh, 2500, replace=False).astype(index)
+    ends = [1, 5, 7, 8, 9, 100, 129, 129, 2500]
+    Ls, Is = _diagnosis_sums(words, rank, values, idx, ends, hop_rx, arr, rx, one, one)[:2]
+    L, I = np.empty(len(idx)), np.empty(len(idx))
+    _attrib.gather_scores(words, rank, values, idx, L, I)
+    for b, n in enumerate(ends):
+        # pairwise from 8 terms on: each prefix's own sum, not a running one
+        assert (Ls[b].tobytes(), Is[b].tobytes()) == (L[:n].sum().tobytes(),
+                                                      I[:n].sum().tobytes())
+    with pytest.raises(ValueError, match="hold 2500"):
+        _diagnosis_sums(words, rank, values, idx, ends, hop_rx, arr, rx, one, one, room=10)
+    with pytest.raises(ValueError, match="hold a hop"):
+        _diagnosis_sums(words, rank, values, idx, [0, 4], hop_rx, arr, rx, one, one)
+
+
+@pytest.mark.parametrize("index", INDEX)
+def test_earliest_period_of_prefixes(index):
     rng = np.random.default_rng(7)
     pstart = np.array([100, 500, 900], np.int64)
     pend = np.array([200, 700, -1], np.int64)
     arr = rng.integers(-1, 1200, 60).astype(np.int64)
     rx = rng.integers(0, 1200, 60).astype(np.int64)
+    words, rank, values = _scored(rng, 60)
     idx = rng.choice(60, 25, replace=False).astype(index)
-    pmin, lo, hi = _attrib.earliest_period(idx, arr, rx, pstart, pend)
-    a = np.where(arr[idx] >= 0, arr[idx], rx[idx])
-    p = np.searchsorted(pstart, a, side="right") - 1
-    ok = (p >= 0) & ((pend[np.maximum(p, 0)] < 0) | (pend[np.maximum(p, 0)] >= a))
-    assert pmin == (p[ok].min() if ok.any() else -1)
-    assert (lo, hi) == (a.min(), a.max())
+    ends = [1, 2, 9, 25]
+    got = _diagnosis_sums(words, rank, values, idx, ends, np.arange(60, dtype=index), arr, rx,
+                          pstart, pend)[3:]
+    for b, n in enumerate(ends):
+        a = np.where(arr[idx[:n]] >= 0, arr[idx[:n]], rx[idx[:n]])
+        p = np.searchsorted(pstart, a, side="right") - 1
+        ok = (p >= 0) & ((pend[np.maximum(p, 0)] < 0) | (pend[np.maximum(p, 0)] >= a))
+        assert [int(g[b]) for g in got] == [p[ok].min() if ok.any() else -1, a.min(), a.max()]
+    assert -1 in got[0].tolist() and got[0][-1] >= 0      # none yet, then one
 
 
 # -- scores and rankings ---------------------------------------------------------
@@ -615,7 +659,7 @@ def test_row_sums_add_up_as_numpy(nc):
 
 
 @pytest.mark.parametrize("index", INDEX)
-def test_wait_sum_is_the_hops_waits(index):
+def test_waits_of_prefixes_are_the_hops_waits(index):
     rng = np.random.default_rng(3)
     n = 500
     rx_ns = rng.integers(10_000, 20_000, n).astype(np.int64)
@@ -625,6 +669,11 @@ def test_wait_sum_is_the_hops_waits(index):
     P = rng.choice(n, 200, replace=False).astype(index)
     a = arrival[P]
     w = np.where(hop_rx[P] >= 0, rx_ns[P] - np.where(a >= 0, a, rx_ns[P]), 0)
-    assert _attrib.wait_sum(P, hop_rx, arrival, rx_ns) == pytest.approx(
-        float(np.maximum(w, 0).sum()), rel=0, abs=0)
+    one = np.array([0], np.int64)
+    words, rank, values = _scored(rng, n)
+    ends = [1, 50, 200]
+    waits = _diagnosis_sums(words, rank, values, P, ends, hop_rx, arrival, rx_ns, one, one)[2]
+    for b, m in enumerate(ends):
+        # added in order: a running sum
+        assert waits[b] == float(np.cumsum(np.maximum(w, 0).astype(float))[m - 1])
     assert (w < 0).any() and (hop_rx[P] < 0).any()
