@@ -518,6 +518,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     cdef int64_t a, p, s, Ms, M, N, kk, h
     cdef double r = rate, rl = local_rate, xv, big_loc = 0, big_in = 0, lo, hi, off = 0
     cdef double run_loc = 0, run_in = 0, min_loc, min_in = 0, q, q_loc, q_in, m0, m
+    cdef double run_all = 0
     cdef double w, w_loc, w_in, L, I
     cdef int64_t seg0_loc = 0, seg0_in = 0, dpj = -1, lastb_t = 0, lastb_n = 0
     cdef Py_ssize_t cap = kept.shape[0]
@@ -530,6 +531,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
         lastb_t, lastb_n, js = state[11], state[12], state[13]
         run_loc, run_in, min_in, big_loc, big_in = (state_d[0], state_d[1], state_d[2],
                                                     state_d[3], state_d[4])
+        run_all = state_d[5]
     with nogil:
         if not state[10]:
             # offsets of _seg_cummin: the values' range (+1) per period index,
@@ -589,6 +591,10 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             if i == 0 or xv < run_loc:
                 run_loc = xv
             min_loc = run_loc + off
+            # and over all arrivals so far, periods or not
+            xv = <double>i - rl * <double>a
+            if i == 0 or xv < run_all:
+                run_all = xv
             # departures <= a, with the running minimum of y = usual dep[j]
             # - (j + 1) within periods: by runs of equal departures (a
             # batch), whose last element is the run's minimum
@@ -625,9 +631,14 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             w_loc = _max(q_loc - 1, 0) / rl
             if M > 0:
                 # the batch taken last, served at rl, ends before the NF
-                # can take another: a wait a batch makes, not a slowness
-                w_loc = _max(w_loc, _max(0.0, (<double>lastb_t + <double>lastb_n / rl)
-                                         - <double>a))
+                # can take another: a wait a batch makes, not a slowness --
+                # as long as the NF at rl would still have been busy then:
+                # the queue it would have had, its queuing periods not
+                # restarting it, bounds the wait (a backlog a slowness left
+                # makes the batches it is taken in larger than that)
+                w_loc = _max(w_loc, _min(
+                    _max(0.0, (<double>lastb_t + <double>lastb_n / rl) - <double>a),
+                    _max(((<double>N - rl * <double>a) - run_all) - 1, 0) / rl))
             # the last window starting by a ends last among those
             while js < nsg and surge_start[js] <= a:
                 js += 1
@@ -667,12 +678,13 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     state[11], state[12], state[13] = lastb_t, lastb_n, js
     state_d[0], state_d[1], state_d[2], state_d[3], state_d[4] = (run_loc, run_in, min_in,
                                                                  big_loc, big_in)
+    state_d[5] = run_all
     return c
 
 
 #: Sizes of hop_scores' `state` and `state_d`.
 HOP_SCORES_STATE = 14
-HOP_SCORES_STATE_D = 5
+HOP_SCORES_STATE_D = 6
 
 
 # -- attribution: victims ---------------------------------------------------

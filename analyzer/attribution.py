@@ -461,7 +461,10 @@ class _NF:
 
         - no local cause (served at r whenever busy, from the period start,
           with room for what was dropped): ``q_loc = max over t in [s, a]
-          of offered(t, a) - r (a - t)``, a running minimum;
+          of offered(t, a) - r (a - t)``, a running minimum; and not before
+          the batch taken last is served at r, while the NF at r would
+          still be busy then (the same maximum over all t <= a, periods
+          not restarting it, bounds that wait);
         - no input cause (usual arrivals against the actual departures):
           ``q_in = max over t of usual (a - t) - departures(t, a)``;
         - the waits without each cause: the queue ahead (the victim itself

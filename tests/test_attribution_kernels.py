@@ -49,6 +49,7 @@ def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx,
         return np.where((p >= 0) & ((pe < 0) | (pe >= t)), p, -1)
 
     min_local = _ref_seg_cummin(np.arange(len(arr)) - local_rate * arr, period_idx(arr))
+    min_all = np.minimum.accumulate(np.arange(len(arr)) - local_rate * arr)
     dp = period_idx(dep)
     min_input = _ref_seg_cummin(usual * dep - (np.arange(len(dep)) + 1), dp)
     n = len(a)
@@ -74,10 +75,13 @@ def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx,
     drop = dropped[ok]
     w = np.where(drop, 0, rx[ok] - a_).astype(float)
     w_loc = np.maximum(q_loc - 1, 0) / rl
-    # the last batch taken before the arrival, served at rl, ends first
+    # the last batch taken before the arrival, served at rl, ends first,
+    # while the queue served at rl since the first arrival lasts
     tb = dep[np.maximum(M - 1, 0)]
     nb = M - np.searchsorted(dep, tb, "left")
-    w_loc = np.where(M > 0, np.maximum(w_loc, np.maximum(0.0, (tb + nb / rl) - a_)), w_loc)
+    busy = np.maximum((N - rl * a_ - min_all[j]) - 1, 0) / rl
+    w_loc = np.where(M > 0, np.maximum(w_loc, np.minimum(np.maximum(0.0, (tb + nb / rl) - a_),
+                                                         busy)), w_loc)
     k = np.minimum(M + np.ceil(np.maximum(q_in - 1, 0)).astype(np.int64), len(dep) - 1)
     w_in = (dep[np.maximum(k, 0)] - a_).astype(float) if len(dep) else w
     L[ok] = np.where(drop, q - q_loc, r * np.maximum(0.0, w - w_loc))
