@@ -89,51 +89,131 @@ cdef uint32_t *_grow(uint32_t *table, Py_ssize_t cap, int bits) noexcept nogil:
     return t
 
 
+cdef struct _Table:
+    # distinct non-zero addresses and their packets, open addressing (0, the
+    # unknown address, marks a free slot), at most half full: `cap` keys,
+    # then `cap` counts
+    uint32_t *slots
+    Py_ssize_t cap, d
+    int bits
+    uint32_t last, h
+
+
+cdef int _table_init(_Table *T) noexcept nogil:
+    T.cap, T.bits, T.d, T.last, T.h = 128, 7, 0, 0, 0
+    T.slots = <uint32_t *>calloc(2 * T.cap, sizeof(uint32_t))
+    return -1 if T.slots == NULL else 0
+
+
+cdef int _table_add(_Table *T, uint32_t x) noexcept nogil:
+    """Count one packet of address `x` (not 0); -1 when out of memory
+    (the table is freed)."""
+    cdef Py_ssize_t h
+    # a flow's packets often come back to back (48% on s2)
+    if x != T.last:
+        h = (x * <uint32_t>2654435761u) >> (32 - T.bits)
+        while T.slots[h] != 0 and T.slots[h] != x:
+            h = (h + 1) & (T.cap - 1)
+        if T.slots[h] == 0:
+            if 2 * (T.d + 1) > T.cap:
+                T.slots = _grow(T.slots, T.cap, T.bits)
+                if T.slots == NULL:
+                    return -1
+                T.cap *= 2
+                T.bits += 1
+                h = (x * <uint32_t>2654435761u) >> (32 - T.bits)
+                while T.slots[h] != 0:
+                    h = (h + 1) & (T.cap - 1)
+            T.slots[h] = x
+            T.d += 1
+        T.last, T.h = x, <uint32_t>h
+    T.slots[T.cap + T.h] += 1
+    return 0
+
+
+cdef Py_ssize_t _table_sorted(_Table *T, uint64_t *out) noexcept nogil:
+    """The table's addresses, ascending, as ``addr << 32 | packets`` in
+    `out`; returns how many."""
+    cdef Py_ssize_t i, d = 0
+    for i in range(T.cap):
+        if T.slots[i] != 0:
+            out[d] = (<uint64_t>T.slots[i]) << 32 | T.slots[T.cap + i]
+            d += 1
+    qsort(out, d, sizeof(uint64_t), _cmp_u64)
+    return d
+
+
 cdef Py_ssize_t _distinct_known(const uint32_t[::1] addrs, uint64_t *out) noexcept nogil:
     """The distinct non-zero `addrs`, ascending, as ``addr << 32 | packets``
     in `out` (as long as `addrs`); returns how many, -1 when out of memory.
 
-    Counted in an open-addressing table (0, the unknown address, marks a
-    free slot) kept at most half full, then only the distinct ones sorted:
-    55 of a window's 1,631 addresses (mean, s2); a radix sort of all of them
-    took twice as long."""
-    cdef Py_ssize_t n = addrs.shape[0], cap = 128, i, d = 0
-    cdef int bits = 7
-    cdef uint32_t x, last = 0, h = 0
-    cdef uint32_t *table = <uint32_t *>calloc(2 * cap, sizeof(uint32_t))
-    if table == NULL:
+    Counted in a table, then only the distinct ones sorted: 55 of a
+    window's 1,631 addresses (mean, s2); a radix sort of all of them took
+    twice as long."""
+    cdef Py_ssize_t i, d
+    cdef _Table T
+    if _table_init(&T) < 0:
         return -1
-    for i in range(n):
-        x = addrs[i]
-        if x == 0:
-            continue
-        # a flow's packets often come back to back (48% on s2)
-        if x != last:
-            h = (x * <uint32_t>2654435761u) >> (32 - bits)
-            while table[h] != 0 and table[h] != x:
-                h = (h + 1) & (cap - 1)
-            if table[h] == 0:
-                if 2 * (d + 1) > cap:
-                    table = _grow(table, cap, bits)
-                    if table == NULL:
-                        return -1
-                    cap *= 2
-                    bits += 1
-                    h = (x * <uint32_t>2654435761u) >> (32 - bits)
-                    while table[h] != 0:
-                        h = (h + 1) & (cap - 1)
-                table[h] = x
-                d += 1
-            last = x
-        table[cap + h] += 1
-    d = 0
-    for i in range(cap):
-        if table[i] != 0:
-            out[d] = (<uint64_t>table[i]) << 32 | table[cap + i]
-            d += 1
-    free(table)
-    qsort(out, d, sizeof(uint64_t), _cmp_u64)
+    for i in range(addrs.shape[0]):
+        if addrs[i] != 0 and _table_add(&T, addrs[i]) < 0:
+            return -1
+    d = _table_sorted(&T, out)
+    free(T.slots)
     return d
+
+
+cdef void _best_prefix(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] prefix,
+                       const double[::1] rate, const int64_t[::1] offset, int cover_length,
+                       double rate0, int64_t window_ns, double share, int *win_len,
+                       uint32_t *win_v) noexcept nogil:
+    # excess_prefix over the distinct addresses `a` (as _distinct_known)
+    cdef Py_ssize_t n = 0, i, k, lo, hi, j, c
+    cdef uint32_t v, best_v = 0
+    cdef double T = <double>window_ns, root, thr, ex, r, best_ex
+    cdef int length, shift
+    cdef bint first
+    win_len[0], win_v[0] = -1, 0
+    for i in range(d):
+        n += <uint32_t>a[i]
+    # (numpy: len(a) - rate0 * T, then share * root)
+    root = <double>n - rate0 * T
+    if n == 0 or root <= 0:
+        return
+    thr = share * root
+    for length in range(cover_length + 1, 33):
+        shift = 32 - length
+        lo = offset[length]
+        hi = offset[length + 1]
+        first = True
+        best_ex = 0.0
+        i = 0
+        while i < d:
+            v = <uint32_t>(a[i] >> 32) >> shift
+            c = <uint32_t>a[i]
+            i += 1
+            while i < d and (<uint32_t>(a[i] >> 32) >> shift) == v:
+                c += <uint32_t>a[i]
+                i += 1
+            # the long-run rate of v: runs ascend, so search on from the
+            # last one
+            j = hi
+            while lo < j:
+                k = (lo + j) >> 1
+                if prefix[k] < v:
+                    lo = k + 1
+                else:
+                    j = k
+            r = rate[lo] if lo < hi and prefix[lo] == v else 0.0
+            ex = <double>c - r * T
+            # first of equal maxima, as np.argmax
+            if first or ex > best_ex:
+                best_ex = ex
+                best_v = v
+                first = False
+        if best_ex < thr:
+            break
+        win_len[0] = length
+        win_v[0] = best_v << shift
 
 
 def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
@@ -163,12 +243,10 @@ def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
         names the cover); else the winning prefix, ``value`` the address
         with the host bits cleared.
     """
-    cdef Py_ssize_t n_in = addrs.shape[0], n = 0, d, i, k, lo, hi, j, c
+    cdef Py_ssize_t n_in = addrs.shape[0], d
     cdef uint64_t *a
-    cdef uint32_t v, best_v = 0, win_v = 0
-    cdef double T = <double>window_ns, root, thr, ex, r, best_ex
-    cdef int length, shift, win_len = -1
-    cdef bint first
+    cdef uint32_t win_v = 0
+    cdef int win_len = -1
     if n_in == 0:
         return -1, 0
     a = <uint64_t *>malloc(n_in * sizeof(uint64_t))
@@ -176,50 +254,58 @@ def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
         raise MemoryError()
     with nogil:
         d = _distinct_known(addrs, a)
-        for i in range(d):
-            n += <uint32_t>a[i]
-        # (numpy: len(a) - rate0 * T, then share * root)
-        root = <double>n - rate0 * T
-        if n > 0 and root > 0:
-            thr = share * root
-            for length in range(cover_length + 1, 33):
-                shift = 32 - length
-                lo = offset[length]
-                hi = offset[length + 1]
-                first = True
-                best_ex = 0.0
-                i = 0
-                while i < d:
-                    v = <uint32_t>(a[i] >> 32) >> shift
-                    c = <uint32_t>a[i]
-                    i += 1
-                    while i < d and (<uint32_t>(a[i] >> 32) >> shift) == v:
-                        c += <uint32_t>a[i]
-                        i += 1
-                    # the long-run rate of v: runs ascend, so search on
-                    # from the last one
-                    j = hi
-                    while lo < j:
-                        k = (lo + j) >> 1
-                        if prefix[k] < v:
-                            lo = k + 1
-                        else:
-                            j = k
-                    r = rate[lo] if lo < hi and prefix[lo] == v else 0.0
-                    ex = <double>c - r * T
-                    # first of equal maxima, as np.argmax
-                    if first or ex > best_ex:
-                        best_ex = ex
-                        best_v = v
-                        first = False
-                if best_ex < thr:
-                    break
-                win_len = length
-                win_v = best_v << shift
+        if d >= 0:
+            _best_prefix(a, d, prefix, rate, offset, cover_length, rate0, window_ns, share,
+                         &win_len, &win_v)
     free(a)
     if d < 0:
         raise MemoryError()
     return win_len, win_v
+
+
+def excess_prefix_at(const uint32_t[::1] addrs, const int64_t[::1] ends,
+                     const int64_t[::1] windows_ns, const uint32_t[::1] prefix,
+                     const double[::1] rate, const int64_t[::1] offset, int cover_length,
+                     double rate0, double share, int32_t[::1] length, uint32_t[::1] value):
+    """excess_prefix of every prefix ``addrs[:ends[b]]`` (`ends`
+    ascending) over its window ``windows_ns[b]`` (>= 1), into
+    ``length[b], value[b]``: the addresses counted once, as they come,
+    where a call per prefix counted each prefix's from its start."""
+    cdef Py_ssize_t i = 0, b, nb = ends.shape[0], d
+    cdef uint64_t *a = NULL
+    cdef _Table T
+    cdef int win_len
+    cdef uint32_t win_v
+    for b in range(nb):
+        if ends[b] < 0 or ends[b] > addrs.shape[0] or (b and ends[b] < ends[b - 1]):
+            raise ValueError(f"ends must ascend within [0, {addrs.shape[0]}]")
+    if windows_ns.shape[0] < nb or length.shape[0] < nb or value.shape[0] < nb:
+        raise ValueError("windows_ns, length and value need one entry per end")
+    if _table_init(&T) < 0:
+        raise MemoryError()
+    a = <uint64_t *>malloc((ends[nb - 1] + 1 if nb else 1) * sizeof(uint64_t))
+    if a == NULL:
+        free(T.slots)
+        raise MemoryError()
+    with nogil:
+        for b in range(nb):
+            while i < ends[b]:
+                if addrs[i] != 0 and _table_add(&T, addrs[i]) < 0:
+                    break
+                i += 1
+            if T.slots == NULL:
+                break
+            win_len, win_v = -1, 0
+            if ends[b] > 0:
+                d = _table_sorted(&T, a)
+                _best_prefix(a, d, prefix, rate, offset, cover_length, rate0, windows_ns[b],
+                             share, &win_len, &win_v)
+            length[b], value[b] = win_len, win_v
+    free(a)
+    if T.slots == NULL:
+        raise MemoryError()
+    free(T.slots)
+    return None
 
 
 # -- slow flows (slowflows.py) ----------------------------------------------

@@ -695,8 +695,9 @@ class _Attributor:
         _attrib.source_windows_at(G, ns, t.hop_packet,
                                   self.src_addr if t.src_addr is not None else _NO_ADDR,
                                   t.hop_arrival_ns, addr, span)
-        for acc, n, sp, a in zip(accs, ns.tolist(), span.tolist(), amounts.tolist()):
-            self._add(acc, ("flows", self.sources.excess_prefix(addr[:n], sp), "source"), a)
+        names = self.sources.excess_prefixes(addr, ns, span)
+        for acc, name, a in zip(accs, names, amounts.tolist()):
+            self._add(acc, ("flows", name, "source"), a)
 
     def _diagnose_family(self, u, G, ns, amounts, accs, depth):
         """Split ``amounts[b]`` between u's local and input causes for the

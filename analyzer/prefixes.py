@@ -187,3 +187,17 @@ class SourceRates:
             np.ascontiguousarray(addrs, np.uint32), self._prefix, self._rate, self._offset,
             self.cover[1], self._rate0, max(int(window_ns), 1), share)
         return self._cover_str if length < 0 else prefix_str(value, length)
+
+    def excess_prefixes(self, addrs, ends, windows_ns, share=EXCESS_SHARE):
+        """:meth:`excess_prefix` of each window whose packets are
+        ``addrs[:ends[b]]`` (`ends` ascending), over ``windows_ns[b]``: a
+        list of str, the addresses counted once for all of them."""
+        if not self.known:
+            return ["*"] * len(ends)
+        length, value = np.empty(len(ends), np.int32), np.empty(len(ends), np.uint32)
+        _prefix.excess_prefix_at(
+            np.ascontiguousarray(addrs, np.uint32), np.asarray(ends, np.int64),
+            np.maximum(np.asarray(windows_ns, np.int64), 1), self._prefix, self._rate,
+            self._offset, self.cover[1], self._rate0, share, length, value)
+        return [self._cover_str if n < 0 else prefix_str(v, n)
+                for n, v in zip(length.tolist(), value.tolist())]

@@ -230,6 +230,24 @@ def test_excess_prefix_as_reference(seed):
         assert new.excess_prefix(w, T, share) == ref.excess_prefix(w, T, share)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_excess_prefixes_of_a_window_family_as_reference(seed):
+    # the upstream split asks for the prefixes of one list of arrivals at
+    # once: each must be what the reference makes of that prefix alone
+    rng = np.random.default_rng(100 + seed)
+    a = _addresses(rng, int(rng.integers(1, 20000)))
+    span = int(rng.choice([10**6, 2 * 10**9]))
+    new, ref = SourceRates(a, span), _RefRates(a, span)
+    for w in _windows(rng, a, 12):
+        ends = np.sort(rng.integers(0, len(w) + 1, int(rng.integers(1, 9))))
+        T = rng.choice([0, 1, 1000, 10**5, 10**7], len(ends))
+        share = float(rng.choice([0.8, 0.5]))
+        assert new.excess_prefixes(w, ends, T, share) == \
+            [ref.excess_prefix(w[:n], t, share) for n, t in zip(ends.tolist(), T.tolist())]
+    with pytest.raises(ValueError, match="ascend"):
+        new.excess_prefixes(a[:10], [5, 2], [1, 1])
+
+
 @pytest.mark.parametrize("addrs", [[], [0, 0], [7], [7, 7, 7], [0xFFFFFFFF, 1],
                                    [0x0A000001, 0x0A000002, 0x0A000002]])
 def test_excess_prefix_edges(addrs):
