@@ -71,9 +71,7 @@ def find_patterns(att, threshold=DEFAULT_THRESHOLD, traj=None, view=None, queues
         return []
     top = att.top()
     need = threshold * len(top)
-    names = sorted(set(att.nf))
-    code = {x: i for i, x in enumerate(names)}
-    vnf = np.fromiter(map(code.__getitem__, att.nf), np.intp, len(att.nf))
+    names, vnf = att.nf_groups()
     # victims per (victim NF, top culprit), all at once: rules are few
     C = len(att.culprits)
     n_tops = np.bincount(vnf[top >= 0] * C + top[top >= 0],

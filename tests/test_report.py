@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from mscope.analyzer.attribution import Attribution, CulpritScores, culprit_dict
+from mscope.analyzer.attribution import Attribution, CulpritScores, NFLabels, culprit_dict
 from mscope.cli import main
 from mscope.diagnose import VictimList, diagnose, format_summary, run_diagnose, write_json
 
@@ -211,3 +211,16 @@ def test_pattern_scores_are_the_dense_column_sums():
         col = att.scores.column(j)[vnf == r["victims"]["nf"]]
         assert r["score"] == round(float(col.sum()), 3)
         assert r["count"] == int(np.sum((att.top() == j) & (vnf == r["victims"]["nf"])))
+
+
+def test_nf_labels_read_as_the_list_of_names():
+    names = ["vpn", "fw", "nat", "unused"]
+    code = np.array([1, -1, 0, 1, 2, 2, -1, 0])
+    want = ["fw", "", "vpn", "fw", "nat", "nat", "", "vpn"]
+    labels = NFLabels(code, names)
+    assert list(labels) == want and len(labels) == 8
+    assert labels[2:6] == want[2:6] and labels[1] == "" and labels[-1] == "vpn"
+    att, ref = (_att(np.ones((8, 2)), nf=nf) for nf in (labels, want))
+    g, r = att.nf_groups(), ref.nf_groups()
+    assert g[0] == r[0] == ["", "fw", "nat", "vpn"]
+    assert g[1].tolist() == r[1].tolist() == [1, 0, 3, 1, 2, 2, 0, 3]

@@ -294,8 +294,7 @@ class VictimList(Sequence):
         a, b = int(ptr[lo]), int(ptr[hi])
         cols, scores = col[a:b].tolist(), score[a:b].tolist()
         p = (ptr[lo:hi + 1] - a).tolist()
-        nf = att.nf[lo:hi]
-        nf = nf.tolist() if isinstance(nf, np.ndarray) else list(nf)
+        nf = list(att.nf[lo:hi])
         out = []
         for k, (pid, lat, d) in enumerate(zip(att.packet_id[lo:hi].tolist(),
                                               att.latency_ns[lo:hi].tolist(),
@@ -320,14 +319,6 @@ class VictimList(Sequence):
         for lo in range(0, n, block):
             yield fmt.block(lo, min(lo + block, n))
         yield b"]}]"
-
-
-def _nf_codes(nf):
-    """The distinct names in `nf` (each victim's NF) and each one's index."""
-    nf = nf.tolist() if isinstance(nf, np.ndarray) else nf
-    names = list(dict.fromkeys(nf))
-    code = {x: k for k, x in enumerate(names)}
-    return names, np.fromiter(map(code.__getitem__, nf), np.intp, len(nf))
 
 
 def write_json(diag, f):
@@ -456,7 +447,7 @@ class _Formatter:
         att = victims.att
         self.att = att
         self.ptr, self.col, self.score = victims.ranked()
-        names, self.nf = _nf_codes(att.nf)
+        names, self.nf = att.nf_groups()
         # the NF and what follows it up to the latency
         self.nf_text = [b', "nf": ' + json.dumps(x).encode() + b', "latency_ns": '
                         for x in names] or [b""]
@@ -620,7 +611,7 @@ def format_summary(diag, ctx, top=5):
         lines.append("no victims: every packet met the objective")
     if diag["patterns"]:
         lines.append("top rules (culprit -> queue -> victims):")
-        names, code = _nf_codes(att.nf)
+        names, code = att.nf_groups()
 
         def at_nf(name):
             return code == names.index(name) if name in names else \
