@@ -1149,6 +1149,57 @@ cdef double _pairwise_sum(const double[::1] a, Py_ssize_t lo, Py_ssize_t n) noex
     return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
 
 
+def merge_row_columns(const int64_t[::1] offsets, const int32_t[::1] col,
+                      const double[::1] values, int64_t[::1] out_offsets,
+                      int32_t[::1] out_col, double[::1] out_values):
+    """Per row of the CSR (`offsets`, `col`, `values`), its entries of one
+    column summed into one and the row's columns ascending, as a stable
+    sort by (row, column) and ``np.add.reduceat`` over each run make them,
+    to the last bit (a run's first value plus the pairwise sum of the
+    rest).  `out_col` and `out_values` need ``len(col)`` room.
+
+    Returns
+    -------
+    int
+        Entries written."""
+    cdef Py_ssize_t v, i, m = 0, n, nv = offsets.shape[0] - 1, longest = 1
+    cdef int32_t c, prev
+    cdef bint any_left
+    if out_offsets.shape[0] != offsets.shape[0]:
+        raise ValueError("out_offsets must be as long as offsets")
+    if out_col.shape[0] < col.shape[0] or out_values.shape[0] < col.shape[0]:
+        raise ValueError("out_col and out_values need len(col) room")
+    for v in range(nv):
+        if offsets[v + 1] - offsets[v] > longest:
+            longest = offsets[v + 1] - offsets[v]
+    cdef double[::1] run = cvarray(shape=(longest,), itemsize=sizeof(double), format="d")
+    with nogil:
+        out_offsets[0] = 0
+        for v in range(nv):
+            # the row's columns in ascending order: the least above the
+            # last taken, found again each time (rows hold a few entries)
+            prev = -1
+            while True:
+                any_left = False
+                c = 0
+                for i in range(offsets[v], offsets[v + 1]):
+                    if col[i] > prev and (not any_left or col[i] < c):
+                        c, any_left = col[i], True
+                if not any_left:
+                    break
+                n = 0
+                for i in range(offsets[v], offsets[v + 1]):
+                    if col[i] == c:
+                        run[n] = values[i]
+                        n += 1
+                out_col[m] = c
+                out_values[m] = run[0] + _pairwise_sum(run, 1, n - 1) if n > 1 else run[0]
+                m += 1
+                prev = c
+            out_offsets[v + 1] = m
+    return m
+
+
 def row_sums(const int64_t[::1] offsets, const int32_t[::1] col, const double[::1] values,
              Py_ssize_t n_culprits, double[::1] out):
     """Per victim, the sum of its row of the dense (victims, n_culprits)

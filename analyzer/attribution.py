@@ -929,18 +929,14 @@ def _merge_nested_surges(culprits, sources, dropped, excess, r_v, offsets, culpr
         to[j] = inside[np.argmin([bin(int(m)).count("1") for m in mask[inside]])]
     if (to[culprit] == culprit).all():
         return offsets, culprit, capped, uncapped
-    row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    col = to[culprit]
-    o = np.lexsort((col, row))
-    row, col, unc = row[o], col[o], uncapped[o]
-    first = np.flatnonzero(np.concatenate([[True], (row[1:] != row[:-1])
-                                           | (col[1:] != col[:-1])]))
-    row, col, unc = row[first], col[first].astype(culprit.dtype), np.add.reduceat(unc, first)
+    new_offsets = np.empty_like(offsets)
+    col, unc = np.empty(len(culprit), np.int32), np.empty(len(culprit))
+    m = _attrib.merge_row_columns(offsets, to[culprit].astype(np.int32), uncapped,
+                                  new_offsets, col, unc)
+    col, unc = col[:m].astype(culprit.dtype, copy=False), unc[:m]
+    row = np.repeat(np.arange(len(offsets) - 1), np.diff(new_offsets))
     whole = np.where(dropped[row], np.inf, excess[row] * r_v[row])
-    cap = np.minimum(unc, whole)
-    new_offsets = np.zeros_like(offsets)
-    np.cumsum(np.bincount(row, minlength=len(offsets) - 1), out=new_offsets[1:])
-    return new_offsets, col, cap, unc
+    return new_offsets, col, np.minimum(unc, whole), unc
 
 
 def _own_surge_is_necessary(t, vp, culprits, sources, dropped, excess, r_v, offsets,

@@ -648,6 +648,31 @@ def test_rank_victims_and_top_match_the_sorts():
     assert out.tolist() == ref.tolist()
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_merge_row_columns_as_a_sort_and_reduceat(seed):
+    # nested surges moved onto one column: each row's entries of a column
+    # summed, the columns ascending (what _merge_nested_surges's numpy did)
+    rng = np.random.default_rng(seed)
+    nv = 300
+    sizes = rng.integers(0, 30, nv)             # runs past 8: pairwise sums
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    col = rng.integers(0, 4, offsets[-1]).astype(np.int32)
+    vals = rng.random(offsets[-1]) * 10.0 ** rng.integers(-3, 4, offsets[-1])
+    row = np.repeat(np.arange(nv), sizes)
+    o = np.lexsort((col, row))
+    r, c, x = row[o], col[o], vals[o]
+    first = np.flatnonzero(np.concatenate([[True], (r[1:] != r[:-1]) | (c[1:] != c[:-1])]))
+    ref_off = np.zeros(nv + 1, np.int64)
+    np.cumsum(np.bincount(r[first], minlength=nv), out=ref_off[1:])
+    out_off = np.empty(nv + 1, np.int64)
+    out_col, out_val = np.empty(len(col), np.int32), np.empty(len(col))
+    m = _attrib.merge_row_columns(offsets, col, vals, out_off, out_col, out_val)
+    assert m == len(first) < len(col)
+    assert out_off.tolist() == ref_off.tolist()
+    assert out_col[:m].tolist() == c[first].tolist()
+    assert out_val[:m].tobytes() == np.add.reduceat(x, first).tobytes()
+
+
 @pytest.mark.parametrize("nc", [0, 1, 5, 8, 9, 59, 128, 129, 300])
 def test_row_sums_add_up_as_numpy(nc):
     # ndarray.sum(axis=1) adds pairwise, zeros included: the sparse sum
