@@ -866,6 +866,18 @@ cdef int _check_ends(const int64_t[::1] ends, Py_ssize_t n) except -1:
     return 0
 
 
+cdef inline void _widen(int64_t x, Py_ssize_t *c, int64_t *lo, int64_t *hi) noexcept nogil:
+    # the span (lo, hi) of the c recorded times so far takes x (< 0: not
+    # recorded, left out)
+    if x < 0:
+        return
+    if c[0] == 0 or x < lo[0]:
+        lo[0] = x
+    if c[0] == 0 or x > hi[0]:
+        hi[0] = x
+    c[0] += 1
+
+
 def upstream_groups_at(const out_t[::1] hops, const code_t[::1] prev_nf,
                        const int64_t[::1] ends, out_t[::1] grouped, int64_t[:, ::1] counts):
     """Partition ``hops[:ends[-1]]`` (arrivals at one NF) by the NF of
@@ -943,15 +955,8 @@ def upstream_windows_at(const out_t[::1] P, const int64_t[::1] ends,
                     x0 = x
                 if i == 0 or x > x1:
                     x1 = x
-                x = hop_arrival_ns[P[i]]
+                _widen(hop_arrival_ns[P[i]], &c, &a0, &a1)
                 i += 1
-                if x < 0:
-                    continue
-                if c == 0 or x < a0:
-                    a0 = x
-                if c == 0 or x > a1:
-                    a1 = x
-                c += 1
             t0[b], t1[b] = x0, x1
             lo[b], hi[b] = (a0, a1) if c else (x0, x1)
             n_arr[b] = (_search_hops(hops_by_arr, to_pos, every, hop_arrival_ns, hop_rx_ns,
@@ -1024,22 +1029,15 @@ def source_windows_at(const out_t[::1] hops, const int64_t[::1] ends,
     `src_addr` is empty)."""
     cdef Py_ssize_t i = 0, b, nb = ends.shape[0], c = 0
     cdef bint known = src_addr.shape[0] > 0
-    cdef int64_t x, a0 = 0, a1 = 0
+    cdef int64_t a0 = 0, a1 = 0
     _check_ends(ends, hops.shape[0])
     with nogil:
         for b in range(nb):
             while i < ends[b]:
                 if known:
                     addr[i] = src_addr[hop_packet[hops[i]]]
-                x = hop_arrival_ns[hops[i]]
+                _widen(hop_arrival_ns[hops[i]], &c, &a0, &a1)
                 i += 1
-                if x < 0:
-                    continue
-                if c == 0 or x < a0:
-                    a0 = x
-                if c == 0 or x > a1:
-                    a1 = x
-                c += 1
             span[b] = a1 - a0
 
 
