@@ -1147,6 +1147,60 @@ cdef double _pairwise_sum(const double[::1] a, Py_ssize_t lo, Py_ssize_t n) noex
     return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
 
 
+def tandem_queue_at(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
+                    const int64_t[::1] hop_rx_ns, double ru, double rd, double room,
+                    const int64_t[::1] start, const int64_t[::1] at, double[::1] out,
+                    double[::1] out_u):
+    """The queues an NF U and the next NF D would have had if U served
+    its arrivals at its peak rate `ru` and D took what U passed on at its
+    peak `rd`, holding at most `room` packets (dropping the rest): two
+    fluid servers in tandem, fed by U's arrivals `hops` (those bound for
+    D, sorted by arrival: a hop's arrival or, where not recorded, its rx),
+    both empty at ``start[b]``.  Just after the last arrival in
+    [``start[b]``, ``at[b]``]: U's backlog into ``out_u[b]``, D's into
+    ``out[b]`` (packets; 0 before the first).  Queries with one start are
+    answered in one pass from it (`start` and `at` ascending).
+
+    Between arrivals U drains at `ru` while it holds any, and D fills at
+    ``ru - rd`` meanwhile (drains at `rd` once U is empty)."""
+    cdef Py_ssize_t i = 0, b, n = hops.shape[0], nb = at.shape[0], c = 0
+    cdef double a, last = 0, dt, busy, qu = 0, qd = 0, inv_ru
+    if out.shape[0] < nb or out_u.shape[0] < nb or start.shape[0] < nb:
+        raise ValueError("start, out and out_u need one entry per time")
+    if not (ru > 0 and rd > 0):
+        raise ValueError("ru and rd must be > 0")
+    for b in range(1, nb):
+        if at[b] < at[b - 1] or start[b] < start[b - 1]:
+            raise ValueError("start and at must ascend")
+    inv_ru = 1.0 / ru
+    with nogil:
+        for b in range(nb):
+            if b == 0 or start[b] != start[b - 1]:
+                # both empty at the start: the first arrival from it on
+                i = _search_hops(hops, hops, True, hop_arrival_ns, hop_rx_ns, start[b], False)
+                qu = qd = 0
+                c = 0
+            while i < n and _arrival_of(hop_arrival_ns, hop_rx_ns, hops[i]) <= at[b]:
+                a = <double>_arrival_of(hop_arrival_ns, hop_rx_ns, hops[i])
+                dt = a - last if c else 0.0
+                busy = qu * inv_ru
+                if busy > dt:
+                    busy = dt
+                qu -= ru * busy
+                qd += (ru - rd) * busy
+                if qd > room:
+                    qd = room
+                qd -= rd * (dt - busy)
+                if qd < 0:
+                    qd = 0
+                qu += 1.0
+                last = a
+                i += 1
+                c += 1
+            out[b], out_u[b] = qd, qu
+    return None
+
+
 def merge_row_columns(const int64_t[::1] offsets, const int32_t[::1] col,
                       const double[::1] values, int64_t[::1] out_offsets,
                       int32_t[::1] out_col, double[::1] out_values):

@@ -673,6 +673,56 @@ def test_merge_row_columns_as_a_sort_and_reduceat(seed):
     assert out_val[:m].tobytes() == np.add.reduceat(x, first).tobytes()
 
 
+def _ref_tandem(arrivals, ru, rd, room, at):
+    """Two fluid servers in tandem, stepped finely in time: U drains at ru,
+    what leaves it joins D (at most `room` held), D drains at rd."""
+    qu = qd = 0.0
+    out, out_u = [], []
+    ev = sorted(arrivals)
+    t, i, step = (ev[0] if ev else 0), 0, 0.5
+    for x in at:
+        while i < len(ev) and ev[i] <= x:
+            while t + step <= ev[i]:
+                moved = min(qu, ru * step)
+                qu -= moved
+                qd = min(room, max(0.0, qd + moved - rd * step))
+                t += step
+            qu += 1.0
+            i += 1
+        out.append(qd if i else 0.0)
+        out_u.append(qu if i else 0.0)
+    return np.array(out), np.array(out_u)
+
+
+@pytest.mark.parametrize("index", INDEX)
+def test_tandem_queue_is_two_fluid_servers(index):
+    rng = np.random.default_rng(21)
+    n = 400
+    # bursts of arrivals faster than D takes them, with quiet gaps between
+    gaps = np.where(rng.random(n) < 0.9, rng.integers(0, 20, n), rng.integers(200, 600, n))
+    arr = np.cumsum(gaps).astype(np.int64)
+    arr[rng.random(n) < 0.1] = -1                      # not recorded: its rx counts
+    rx = np.cumsum(gaps).astype(np.int64)
+    hops = np.arange(n, dtype=index)
+    eff = np.where(arr >= 0, arr, rx)
+    at = np.sort(rng.choice(eff, 60))
+    # both servers empty at each query's start: the first arrival for the
+    # first 30 queries, a later time for the rest
+    start = np.where(np.arange(60) < 30, eff[0], at[30] - 300)
+    for ru, rd, room in ((0.2, 0.05, 1e9), (0.2, 0.05, 30.0), (0.08, 0.05, 1e9)):
+        q, q_u = np.empty(len(at)), np.empty(len(at))
+        _attrib.tandem_queue_at(hops, arr, rx, ru, rd, room, start, at, q, q_u)
+        ref, ref_u = _ref_tandem(eff.tolist(), ru, rd, room, at[:30].tolist())
+        ref2, ref2_u = _ref_tandem([x for x in eff.tolist() if x >= start[30]], ru, rd, room,
+                                   at[30:].tolist())
+        # the reference steps every 0.5 ns, the kernel exactly
+        assert np.allclose(q, np.concatenate([ref, ref2]), atol=0.2)
+        assert np.allclose(q_u, np.concatenate([ref_u, ref2_u]), atol=0.2)
+        assert q.max() > 5 and q.max() <= room
+    with pytest.raises(ValueError, match="ascend"):
+        _attrib.tandem_queue_at(hops, arr, rx, 0.2, 0.05, 1e9, start, at[::-1].copy(), q, q_u)
+
+
 @pytest.mark.parametrize("nc", [0, 1, 5, 8, 9, 59, 128, 129, 300])
 def test_row_sums_add_up_as_numpy(nc):
     # ndarray.sum(axis=1) adds pairwise, zeros included: the sparse sum

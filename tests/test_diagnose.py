@@ -657,3 +657,34 @@ def test_a_drop_is_explained_by_the_queue_that_dropped_it(tmp_path):
     drops = [v for v in diag["victims"] if v["dropped"] and v["nf"] == "cls"]
     assert len(drops) > 1000
     assert _share(_tops({"victims": drops}), lambda c: c.get("nf") == "cls") > 0.95
+
+
+def test_a_wait_an_nf_moved_downstream_is_not_its_fault(tmp_path):
+    # a bug at waf (one /11, 137x slower for 261 us) while a burst arrives
+    # that gw, after waf, cannot take: packets that waited at waf for the
+    # bug's backlog would, without the bug, have waited at gw behind the
+    # burst as long -- the truth gives them to the burst alone, and the
+    # diagnosis must too (473 of 1,217 burst labels without the rule);
+    # the bug's own victims stay the bug's
+    nfs = [{"name": "edge", "type": "router", "service_ns": 95, "batch": 32, "queue": 1024},
+           {"name": "waf", "type": "firewall", "service_ns": 120, "batch": 32, "queue": 4096},
+           {"name": "gw", "type": "nat", "service_ns": 595, "batch": 32, "queue": 256}]
+    doc = _chain_doc("moved", nfs,
+                     [{"id": "b1", "kind": "bug", "nf": "waf", "flows": "100.128.0.0/11",
+                       "from_ms": 10.199, "to_ms": 10.46, "slowdown": 137},
+                      {"id": "u2", "kind": "burst", "flows": "100.225.96.0/20", "at_ms": 10.04,
+                       "duration_us": 493, "rate_mpps": 2.16}], rate=1.3, ms=20, slo=120)
+    doc["traffic"]["flows"] = 20000
+    res, diag, _ = _scored(tmp_path, doc)
+    truth = json.loads((tmp_path / "moved" / "truth.json").read_text())
+    lab = {f["id"]: set(f["victims"]) for f in truth["faults"]}
+    burst = ipaddress.ip_network("100.225.96.0/20")
+    only_u2_at_waf = [v for v in diag["victims"] if v["packet"] in lab["u2"]
+                      and v["packet"] not in lab["b1"] and v["nf"] == "waf"]
+    assert len(only_u2_at_waf) > 300
+    assert _share(_tops({"victims": only_u2_at_waf}), lambda c: c["kind"] == "flows" and
+                  ipaddress.ip_network(c["flows"]).overlaps(burst)) > 0.8
+    correct, labelled = res["b1"]
+    assert labelled > 500 and correct / labelled > 0.97
+    correct, labelled = res["u2"]
+    assert correct / labelled > 0.7
