@@ -110,6 +110,8 @@ SCORE_CHUNK = 1 << 16
 _EPS = 1e-9
 _NO_POS = np.zeros(0, np.int32)
 _NO_ADDR = np.zeros(0, np.uint32)
+#: Victims' hops looked at a time for displaced delay (_moved_downstream).
+_MOVED_CHUNK = 1 << 16
 
 
 @dataclass
@@ -996,7 +998,7 @@ def _usual_time_from(t, hops, usual):
     return tot
 
 
-def _moved_downstream(t, A, h, h_nf, L_h, I_h, lat_h, slo_ns):
+def _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns):
     """A victim that waited at an NF U for U's slowness (its local score
     there) would, without it, have reached the next NF D sooner -- and
     where U's input was a surge that D could not take, waited at D instead:
@@ -1021,26 +1023,36 @@ def _moved_downstream(t, A, h, h_nf, L_h, I_h, lat_h, slo_ns):
     ho25-17): without this, 453 victims the burst alone made late were
     blamed on waf, where they waited for the bug's backlog; without the
     bug they would have waited at gw as long."""
-    nh, n_nf = len(t.hop_packet), len(t.nf_names)
-    # NFs whose input ever ran beyond its natural variation
-    judged = np.array([k in A.nfs and A.nfs[k].rate > 0 and A.nfs[k].surge_start is not None
-                       and len(A.nfs[k].surge_start) > 0 for k in range(n_nf)] + [False])
-    cand = np.flatnonzero((L_h > _EPS) & (lat_h >= 0) & judged[h_nf])
-    if len(cand) == 0:
-        return
-    here = h[cand].astype(np.int64)
-    nxt = np.minimum(here + 1, nh - 1)
-    ok = ((here + 1 < nh) & (t.hop_packet[nxt] == t.hop_packet[here]) & (t.hop_rx[nxt] >= 0)
-          & (t.hop_arrival_ns[nxt] >= 0))
     usual = None
-    pair = h_nf[cand].astype(np.int64) * (n_nf + 1) + t.hop_nf[nxt]
-    pair[~ok] = -1
-    for code in np.flatnonzero(np.bincount(pair + 1, minlength=1)[1:]).tolist():
-        u, d = divmod(code, n_nf + 1)
-        U, D = A.nfs[u], A.nfs.get(d)
+    # NF by NF, those whose input ever ran beyond its natural variation:
+    # their victims' hops only (the stage's peak is near)
+    for u, U in sorted(A.nfs.items()):
+        if not (U.rate > 0 and U.surge_start is not None and len(U.surge_start)):
+            continue
+        every = np.flatnonzero((h_nf == u) & (L_h > _EPS))
+        # a chunk of them at a time: this runs near the stage's peak
+        for c0 in range(0, len(every), _MOVED_CHUNK):
+            usual = _moved_chunk(t, A, h, U, every[c0:c0 + _MOVED_CHUNK], hv_of, vp, L_h,
+                                 I_h, slo_ns, usual)
+
+
+def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
+    # _moved_downstream for the hops `cand` at U; returns `usual`, made
+    # when first needed
+    nh = len(t.hop_packet)
+    cand = cand[t.latency_ns[vp[hv_of[cand]]] >= 0]
+    here = h[cand]
+    nxt = np.minimum(here.astype(np.int64) + 1, nh - 1)
+    ok = ((here + 1 < nh) & (t.hop_packet[nxt] == t.hop_packet[here])
+          & (t.hop_rx[nxt] >= 0) & (t.hop_arrival_ns[nxt] >= 0))
+    cand, nxt = cand[ok], nxt[ok]
+    del here, ok
+    d_nf = t.hop_nf[nxt]
+    for d in np.unique(d_nf).tolist():
+        D = A.nfs.get(d)
         if D is None or not 0 < D.rate < U.rate:
             continue
-        sel = np.flatnonzero(pair == code)
+        sel = np.flatnonzero(d_nf == d)
         i, hu = cand[sel], h[cand[sel]]
         a_u = np.where(t.hop_arrival_ns[hu] >= 0, t.hop_arrival_ns[hu], t.hop_rx_ns[hu])
         js = np.searchsorted(U.surge_start, a_u, "right") - 1
@@ -1080,6 +1092,7 @@ def _moved_downstream(t, A, h, h_nf, L_h, I_h, lat_h, slo_ns):
         x = x[late]
         L_h[i[x]] -= moved[x] * U.rate
         I_h[i[x]] += moved[x] * U.rate
+    return usual
 
 
 def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
@@ -1180,7 +1193,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         t.hop_arrival_ns[h] >= 0, t.hop_arrival_ns[h], rx_h), 0), 0)
     _batch_inflation(t, A, queues, h, h_nf, wait_h, nfs_here, L_h, I_h, short[hv_of])
     _unexplained_waits_as_input(A, h_nf, hv_of, wait_h, nv, L_h, I_h)
-    _moved_downstream(t, A, h, h_nf, L_h, I_h, t.latency_ns[vp[hv_of]], slo_ns)
+    _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns)
     for k in nfs_here:
         F = A.nfs[k]
         sel = np.flatnonzero(h_nf == k)

@@ -659,7 +659,7 @@ def test_a_drop_is_explained_by_the_queue_that_dropped_it(tmp_path):
     assert _share(_tops({"victims": drops}), lambda c: c.get("nf") == "cls") > 0.95
 
 
-def test_a_wait_an_nf_moved_downstream_is_not_its_fault(tmp_path):
+def test_a_wait_an_nf_moved_downstream_is_not_its_fault(tmp_path, monkeypatch):
     # a bug at waf (one /11, 137x slower for 261 us) while a burst arrives
     # that gw, after waf, cannot take: packets that waited at waf for the
     # bug's backlog would, without the bug, have waited at gw behind the
@@ -688,3 +688,8 @@ def test_a_wait_an_nf_moved_downstream_is_not_its_fault(tmp_path):
     assert labelled > 500 and correct / labelled > 0.97
     correct, labelled = res["u2"]
     assert correct / labelled > 0.7
+    # looked at a chunk of victims' hops at a time: the same diagnosis
+    import mscope.analyzer.attribution as attribution
+    monkeypatch.setattr(attribution, "_MOVED_CHUNK", 7)
+    again, _ = diagnose(tmp_path / "moved", slo_us=120)
+    assert again["victims"] == diag["victims"]
