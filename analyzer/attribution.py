@@ -110,7 +110,7 @@ SCORE_CHUNK = 1 << 16
 _EPS = 1e-9
 _NO_POS = np.zeros(0, np.int32)
 _NO_ADDR = np.zeros(0, np.uint32)
-#: Victims' hops looked at a time for displaced delay (_moved_downstream).
+#: Victims' hops looked at per pass for displaced delay (_moved_downstream).
 _MOVED_CHUNK = 1 << 16
 
 
@@ -590,7 +590,6 @@ class _HopScores:
         _attrib.gather_scores(self.words, self.rank, self.values, idx, local, input)
 
 
-
 class _Attributor:
     def __init__(self, traj, queues, max_depth):
         self.t = traj
@@ -798,7 +797,6 @@ class _Attributor:
             H, hn = self._arrived_prefixes(U, s0, e[m])
             self._split_family(u, H, hn, np.maximum(e[m] - s0, 0), a[m],
                                [accs[rec[i]] for i in m.tolist()], depth)
-
 
 
 def _beyond_natural_variation(acc, dropped, usual):
