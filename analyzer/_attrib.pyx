@@ -518,7 +518,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     cdef int64_t a, p, s, Ms, M, N, kk, h
     cdef double r = rate, rl = local_rate, xv, big_loc = 0, big_in = 0, lo, hi, off = 0
     cdef double run_loc = 0, run_in = 0, min_loc, min_in = 0, q, q_loc, q_in, m0, m
-    cdef double run_all = 0
+    cdef double run_all = 0, x_all, n_all
     cdef double w, w_loc, w_in, L, I
     cdef int64_t seg0_loc = 0, seg0_in = 0, dpj = -1, lastb_t = 0, lastb_n = 0
     cdef Py_ssize_t cap = kept.shape[0]
@@ -587,14 +587,14 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             # N - 1: within the run arr is a, so x grows with i and the
             # run's first element is its minimum
             off = <double>(p - seg0_loc) * big_loc
-            xv = (<double>i - rl * <double>a) - off
+            x_all = <double>i - rl * <double>a
+            xv = x_all - off
             if i == 0 or xv < run_loc:
                 run_loc = xv
             min_loc = run_loc + off
             # and over all arrivals so far, periods or not
-            xv = <double>i - rl * <double>a
-            if i == 0 or xv < run_all:
-                run_all = xv
+            if i == 0 or x_all < run_all:
+                run_all = x_all
             # departures <= a, with the running minimum of y = usual dep[j]
             # - (j + 1) within periods: by runs of equal departures (a
             # batch), whose last element is the run's minimum
@@ -619,7 +619,8 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                 continue
             s = pstart[p]
             q = <double>(ia1 - M if ia1 - M > 0 else 0)        # accepted <= a, queued
-            q_loc = _clip((<double>N - rl * <double>a) - min_loc, 0.0, q)
+            n_all = <double>N - rl * <double>a
+            q_loc = _clip(n_all - min_loc, 0.0, q)
             # departures at or before the period start (p only grows)
             while jMs < nd and dep[jMs] <= s:
                 jMs += 1
@@ -638,7 +639,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                 # makes the batches it is taken in larger than that)
                 w_loc = _max(w_loc, _min(
                     _max(0.0, (<double>lastb_t + <double>lastb_n / rl) - <double>a),
-                    _max(((<double>N - rl * <double>a) - run_all) - 1, 0) / rl))
+                    _max((n_all - run_all) - 1, 0) / rl))
             # the last window starting by a ends last among those
             while js < nsg and surge_start[js] <= a:
                 js += 1
