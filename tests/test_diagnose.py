@@ -190,6 +190,29 @@ def test_no_victims_when_slo_is_loose(stall, capsys):
     assert "no victims" in capsys.readouterr().out
 
 
+def test_diagnosis_runs_on_small_pages_and_puts_numpys_setting_back(stall, monkeypatch):
+    from mscope import diagnose as D
+    seen = []
+    real = D.StageLog.start
+
+    def start(self, key, msg):
+        seen.append(D._set_madvise_hugepage(False))   # reads the setting
+        return real(self, key, msg)
+
+    monkeypatch.setattr(D.StageLog, "start", start)
+    if D._set_madvise_hugepage(True) is None:
+        pytest.skip("this numpy has no madvise(MADV_HUGEPAGE) switch")
+    try:
+        D.diagnose(stall, slo_us=150)
+        assert seen and not any(seen)             # off in every stage
+        assert D._set_madvise_hugepage(True) is True  # and back on after
+        with pytest.raises(D.MscopeError):
+            D.diagnose(stall, slo_us=-1)
+        assert D._set_madvise_hugepage(True) is True  # after an error too
+    finally:
+        D._set_madvise_hugepage(True)
+
+
 def _one_line_error(capsys, argv):
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()

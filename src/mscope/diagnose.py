@@ -6,6 +6,7 @@ The victims are most of it (400k victims: ~100 MB of JSON): the command
 streams them to the file from the attribution's arrays (:func:`write_json`)
 instead of making a dict per victim.
 """
+import functools
 import json
 import operator
 import os
@@ -31,6 +32,38 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 DEFAULT_SLO_US = 150.0
 
 
+def _set_madvise_hugepage(enabled):
+    """numpy's ``madvise(MADV_HUGEPAGE)`` of its large arrays, switched;
+    the setting before (None where this numpy has no such switch)."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:
+        try:
+            from numpy.core.multiarray import _set_madvise_hugepage
+        except ImportError:
+            return None
+    return _set_madvise_hugepage(enabled)
+
+
+def _small_pages(run):
+    """Run `run` with numpy's large arrays on ordinary pages, then put the
+    setting back.  A diagnosis writes most of its memory once, fresh (the
+    decoded capture, the hop arrays): on the VMs of docs/benchmarks.md a
+    huge page's first touch cost the kernel ~3x an ordinary page's per
+    byte (clear_page was a third of bench/analyze.py's samples), and
+    turning the advice off took the 9.5 M-hop run from 4.4-4.9 s to
+    3.5-3.8 s, its user time unchanged."""
+    @functools.wraps(run)
+    def wrapped(*args, **kwargs):
+        before = _set_madvise_hugepage(False)
+        try:
+            return run(*args, **kwargs)
+        finally:
+            if before is not None:
+                _set_madvise_hugepage(before)
+    return wrapped
+
+
 def load_topology_hint(path):
     """Links from a JSON file: a list of [from, to] names, or an object with
     "links" (a scenario file).  One-line MscopeError on anything else."""
@@ -50,6 +83,7 @@ def load_topology_hint(path):
     return [tuple(l) for l in links]
 
 
+@_small_pages
 def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=None,
              topology=None, progress=False, lazy=False):
     """Diagnose the capture directory `capture`.
@@ -127,6 +161,7 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     return out, ctx
 
 
+@_small_pages
 def run_diagnose(capture, json_path=None, top=5, file=None, **options):
     """What ``mscope diagnose CAPTURE [--json OUT]`` does, stage by stage.
 
