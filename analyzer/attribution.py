@@ -1011,8 +1011,9 @@ def _own_drops_first(t, vp, culprits, value, mask, e, v, offsets, culprit, uncap
     local = np.zeros(nv)
     local[row[at]] = uncapped[at]
     q_loc = np.maximum(room[k] - local[v], 0.0)
-    late_anyway = (q_loc / np.maximum(rate[k], _EPS)
-                   + (t.drop_ns[vp[v]] - t.src_ns[vp[v]])) > slo_ns
+    src = t.src_ns[vp[v]]
+    late_anyway = (src >= 0) & ((q_loc / np.maximum(rate[k], _EPS)
+                                 + (t.drop_ns[vp[v]] - src)) > slo_ns)
     e, v = e[late_anyway], v[late_anyway]
     capped[e] = top[v]
     uncapped[e] = np.nextafter(np.maximum(top_u[v], uncapped[e]), np.inf)
