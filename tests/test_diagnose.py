@@ -422,6 +422,20 @@ def _chain_doc(name, nfs, faults, rate, ms, slo, seed=5):
             "faults": faults}
 
 
+def _labels(tmp_path, name):
+    """Each fault's victims by fault id, from scenario `name`'s truth.json."""
+    truth = json.loads((tmp_path / name / "truth.json").read_text())
+    return {f["id"]: set(f["victims"]) for f in truth["faults"]}
+
+
+def _named_for(victims, flows):
+    """Share of `victims` whose top culprit is a flow aggregate overlapping
+    `flows`."""
+    net = ipaddress.ip_network(flows)
+    return _share(_tops({"victims": victims}), lambda c: c["kind"] == "flows" and
+                  ipaddress.ip_network(c["flows"]).overlaps(net))
+
+
 def test_nf_that_never_had_a_backlog_gets_a_peak_rate(tmp_path):
     # rl takes up to 128 packets a poll at 15% load: no batch ever leaves a
     # queue behind, so the busy batches say nothing about its peak; the
@@ -474,16 +488,13 @@ def test_a_surges_own_packets_are_the_surges_victims(tmp_path):
                       {"id": "u1", "kind": "burst", "flows": "100.77.0.0/16", "at_ms": 20.2,
                        "duration_us": 800, "rate_mpps": 2}], rate=1.0, ms=40, slo=150)
     res, diag, _ = _scored(tmp_path, doc)
-    truth = json.loads((tmp_path / "surge" / "truth.json").read_text())
-    lab = {f["id"]: set(f["victims"]) for f in truth["faults"]}
-    burst = ipaddress.ip_network("100.77.0.0/16")
+    lab = _labels(tmp_path, "surge")
     only_u1 = [v for v in diag["victims"] if v["packet"] in lab["u1"]
                and v["packet"] not in lab["i1"] and not v["dropped"]]
     only_i1 = [v for v in diag["victims"] if v["packet"] in lab["i1"]
                and v["packet"] not in lab["u1"]]
     assert len(only_u1) > 50 and len(only_i1) > 50
-    assert _share(_tops({"victims": only_u1}), lambda c: c["kind"] == "flows" and
-                  ipaddress.ip_network(c["flows"]).overlaps(burst)) > 0.9
+    assert _named_for(only_u1, "100.77.0.0/16") > 0.9
     assert _share(_tops({"victims": only_i1}), lambda c: c.get("nf") == "vpn"
                   and c["cause"] == "local") > 0.9
 
@@ -614,8 +625,7 @@ def test_a_healthy_batching_nf_passes_on_the_backlog_it_released(tmp_path):
     assert labelled > 1000 and correct / labelled > 0.99
     tops = _tops(diag)
     assert all(tops) and not any(c.get("nf") == "pol" for c in tops)
-    truth = json.loads((tmp_path / "batch-pass" / "truth.json").read_text())
-    lab = {f["id"]: set(f["victims"]) for f in truth["faults"]}
+    lab = _labels(tmp_path, "batch-pass")
     only_i1 = [v for v in diag["victims"] if v["packet"] in lab["i1"] - lab["u2"]]
     assert len(only_i1) > 100
     # (the rest of nat's own victims came during the burst, which gets them)
@@ -699,14 +709,11 @@ def test_a_wait_an_nf_moved_downstream_is_not_its_fault(tmp_path, monkeypatch):
                        "duration_us": 493, "rate_mpps": 2.16}], rate=1.3, ms=20, slo=120)
     doc["traffic"]["flows"] = 20000
     res, diag, _ = _scored(tmp_path, doc)
-    truth = json.loads((tmp_path / "moved" / "truth.json").read_text())
-    lab = {f["id"]: set(f["victims"]) for f in truth["faults"]}
-    burst = ipaddress.ip_network("100.225.96.0/20")
+    lab = _labels(tmp_path, "moved")
     only_u2_at_waf = [v for v in diag["victims"] if v["packet"] in lab["u2"]
                       and v["packet"] not in lab["b1"] and v["nf"] == "waf"]
     assert len(only_u2_at_waf) > 300
-    assert _share(_tops({"victims": only_u2_at_waf}), lambda c: c["kind"] == "flows" and
-                  ipaddress.ip_network(c["flows"]).overlaps(burst)) > 0.8
+    assert _named_for(only_u2_at_waf, "100.225.96.0/20") > 0.8
     correct, labelled = res["b1"]
     assert labelled > 500 and correct / labelled > 0.97
     correct, labelled = res["u2"]
@@ -732,14 +739,11 @@ def test_a_bursts_own_drops_are_the_bursts_where_the_nf_was_not_needed(tmp_path)
                       {"id": "u2", "kind": "burst", "flows": "100.225.96.0/20", "at_ms": 10.0,
                        "duration_us": 600, "rate_mpps": 2.0}], rate=1.0, ms=20, slo=100)
     res, diag, _ = _scored(tmp_path, doc)
-    truth = json.loads((tmp_path / "own-drops" / "truth.json").read_text())
-    lab = {f["id"]: set(f["victims"]) for f in truth["faults"]}
-    burst = ipaddress.ip_network("100.225.96.0/20")
+    lab = _labels(tmp_path, "own-drops")
     only_u2_drops = [v for v in diag["victims"] if v["dropped"] and v["packet"] in lab["u2"]
                      and v["packet"] not in lab["i1"]]
     assert len(only_u2_drops) > 200
-    assert _share(_tops({"victims": only_u2_drops}), lambda c: c["kind"] == "flows" and
-                  ipaddress.ip_network(c["flows"]).overlaps(burst)) > 0.95
+    assert _named_for(only_u2_drops, "100.225.96.0/20") > 0.95
     # the interrupt's own victims stay the interrupt's
     correct, labelled = res["i1"]
     assert labelled > 500 and correct / labelled > 0.75
