@@ -51,8 +51,8 @@ def _small_pages(run):
     decoded capture, the hop arrays): on the VMs of docs/benchmarks.md a
     huge page's first touch cost the kernel ~3x an ordinary page's per
     byte (clear_page was a third of bench/analyze.py's samples), and
-    turning the advice off took the 9.5 M-hop run from 4.4-4.9 s to
-    3.5-3.8 s, its user time unchanged."""
+    turning the advice off took the 9.5 M-hop run from 4.4-5.1 s to
+    3.8-3.9 s, its user time within 0.2 s."""
     @functools.wraps(run)
     def wrapped(*args, **kwargs):
         before = _set_madvise_hugepage(False)
