@@ -474,10 +474,11 @@ def run_one(path, dest):
     """Simulate, diagnose, score one scenario file, as bench/accuracy.py does."""
     from mscope.sim.score import correct
 
-    from mscope.sim.score import ceiling
+    from mscope.sim.score import ceiling, kind_ceilings
 
     raw, truth, diag, ctx, res = score_scenario(path, dest)
     best, _ = ceiling(truth, raw["faults"])
+    kind_best = {k: b for k, (b, _) in kind_ceilings(truth, raw["faults"]).items()}
     # what the faults' victims were blamed on instead
     # and how it did on the victims no other fault explains too (a victim
     # labelled with two faults has one top culprit: it can be right for
@@ -494,7 +495,7 @@ def run_one(path, dest):
         res[f["id"]]["shared"] = len(f["victims"]) - len(own)
         res[f["id"]]["own_correct"] = sum(1 for p in own if correct(spec[f["id"]], top.get(p)))
         res[f["id"]]["wrong_top"] = dict(wrong.most_common(4))
-    return diag, truth, res, ctx, res_extra, best
+    return diag, truth, res, ctx, res_extra, best, kind_best
 
 
 def main(argv=None):
@@ -526,7 +527,7 @@ def main(argv=None):
             path.write_text(_dumps(doc))
             dest = (out / doc["name"]) if a.keep else Path(tmp) / doc["name"]
             try:
-                diag, truth, res, ctx, extra, best = run_one(path, dest)
+                diag, truth, res, ctx, extra, best, kind_best = run_one(path, dest)
             except Exception:                            # noqa: BLE001
                 crashes.append({"scenario": doc["name"], "stage": "simulate/diagnose",
                                 "error": traceback.format_exc().strip().splitlines()[-3:]})
@@ -547,7 +548,7 @@ def main(argv=None):
                     # does not have (the score never looks at these)
                     "false_victims": extra,
                     "seconds": round(time.monotonic() - t0, 2), "ceiling": best,
-                    "faults": res}
+                    "kind_ceiling": kind_best, "faults": res}
             print(json.dumps(line), flush=True)
             rows.append(line)
             for r in res.values():
@@ -573,12 +574,22 @@ def main(argv=None):
     tc = tl = oc = ol = 0
     summary = {}
     pct = lambda a, b: f"{a / b if b else float('nan'):7.1%}"
-    print(f"{'kind':11} {'correct/labelled':>16} {'acc':>7}   {'own victims':>15} {'acc':>7}")
+    # a kind's own ceiling: every victim it shares with another kind named
+    # for it (the kinds' ceilings cannot all be reached at once)
+    kind_best = defaultdict(int)
+    for line in rows:
+        for k, b in line.get("kind_ceiling", {}).items():
+            kind_best[k] += b
+    kind_ceiling = {}
+    print(f"{'kind':11} {'correct/labelled':>16} {'acc':>7}   {'own victims':>15} {'acc':>7}"
+          f"   {'alone at most':>13}")
     for kind in sorted(per_kind):
         c, l, c1, l1 = per_kind[kind]
         tc, tl, oc, ol = tc + c, tl + l, oc + c1, ol + l1
         summary[kind] = c / l if l else None
-        print(f"{kind:11} {c:8d}/{l:<7d} {pct(c, l)}   {c1:7d}/{l1:<7d} {pct(c1, l1)}")
+        kind_ceiling[kind] = kind_best[kind] / l if l else None
+        print(f"{kind:11} {c:8d}/{l:<7d} {pct(c, l)}   {c1:7d}/{l1:<7d} {pct(c1, l1)}"
+              f"   {pct(kind_best[kind], l):>13}")
     print(f"{'overall':11} {tc:8d}/{tl:<7d} {pct(tc, tl)}   {oc:7d}/{ol:<7d} {pct(oc, ol)}")
     # victims the truth lists under faults with different culprits can be
     # right for one of them only: no diagnosis scores above this
@@ -612,7 +623,8 @@ def main(argv=None):
         print("crashes:")
         for c in crashes:
             print("  " + json.dumps(c))
-    print(json.dumps({"accuracy": summary, "scenarios": len(rows), "crashes": len(crashes)}))
+    print(json.dumps({"accuracy": summary, "kind_ceiling": kind_ceiling, "scenarios": len(rows),
+                      "crashes": len(crashes)}))
     return 0
 
 

@@ -420,6 +420,11 @@ def test_ceiling_counts_one_culprit_per_victim():
     # 1: i1; 2: i1 or i2 (different NFs); 3: i2 and b1 (both vpn) or u1;
     # 4: u1 and u2 (one prefix overlaps both)
     assert ceiling(truth, faults) == (1 + 1 + 2 + 2, 8)
+    # each kind alone: 2 is one interrupt label of two, 3 is i2's (vpn, as
+    # b1) or u1's, 4 both bursts'
+    from mscope.sim.score import kind_ceilings
+    assert kind_ceilings(truth, faults) == {"interrupt": (3, 4), "bug": (1, 1),
+                                            "burst": (3, 3)}
     # and a diagnosis can reach it: what the score confirms
     top = {1: {"kind": "nf", "nf": "ids", "cause": "local"},
            2: {"kind": "nf", "nf": "vpn", "cause": "local"},

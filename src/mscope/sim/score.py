@@ -6,7 +6,7 @@ aggregate overlapping F's ``flows`` with cause ``source`` (burst).
 """
 import ipaddress
 
-__all__ = ["score", "correct", "ceiling"]
+__all__ = ["score", "correct", "ceiling", "kind_ceilings"]
 
 
 def _overlaps(a, b):
@@ -67,6 +67,34 @@ def ceiling(truth, faults=None):
     largest such group of labels.  Accuracy beyond ``best / labelled`` is
     impossible, so a score reads against this, not against 100%.
     """
+    groups, labelled = _label_groups(truth, faults)
+    return sum(max(sum(g.values()) for g in gs.values()) for gs in groups.values()), labelled
+
+
+def kind_ceilings(truth, faults=None):
+    """Each fault kind's ceiling taken alone: ``{kind: (best, labelled)}``.
+
+    For every victim, the most of its labels of that kind one top culprit
+    can satisfy, as :func:`ceiling` groups them.  A victim of an interrupt
+    and a burst counts for both kinds here (either name is right), so the
+    kinds' ceilings cannot all be reached at once; two interrupts at
+    different NFs count once in two labels.  What a kind's accuracy reads
+    against when the victims it shares are named for it."""
+    groups, _ = _label_groups(truth, faults)
+    out = {}
+    for gs in groups.values():
+        kinds = {k for g in gs.values() for k in g}
+        for kind in kinds:
+            best, n = out.get(kind, (0, 0))
+            out[kind] = (best + max(g.get(kind, 0) for g in gs.values()),
+                         n + sum(g.get(kind, 0) for g in gs.values()))
+    return out
+
+
+def _label_groups(truth, faults):
+    """Per victim: its labels grouped by the culprit that satisfies them
+    (the NF for a local fault, any flow aggregate for the bursts), each
+    group a count per fault kind; and the number of labels."""
     spec = {f["id"]: f for f in (faults or [])}
     groups = {}
     labelled = 0
@@ -74,7 +102,7 @@ def ceiling(truth, faults=None):
         fs = _fault(spec, f)
         key = ("flows",) if fs["kind"] == "burst" else ("nf", fs.get("nf"))
         for p in f["victims"]:
-            g = groups.setdefault(p, {})
-            g[key] = g.get(key, 0) + 1
+            g = groups.setdefault(p, {}).setdefault(key, {})
+            g[fs["kind"]] = g.get(fs["kind"], 0) + 1
             labelled += 1
-    return sum(max(g.values()) for g in groups.values()), labelled
+    return groups, labelled
