@@ -358,6 +358,21 @@ def test_slow_prefix_as_reference(seed, monkeypatch):
             assert np.array_equal(X, R)
 
 
+def test_least_squares_is_lstsq():
+    rng = np.random.default_rng(7)
+    X = rng.poisson(0.3, (2000, 60)).astype(float)
+    y = X @ rng.random(60) + rng.normal(0, 0.01, 2000)
+    want = np.linalg.lstsq(X, y, rcond=None)[0]
+    assert np.allclose(slowflows._least_squares(X, y), want, rtol=1e-9, atol=1e-12)
+    # two columns that always share their batches: lstsq's own
+    # minimum-norm solution, not the normal equations'
+    X[:, 1] = X[:, 0]
+    want = np.linalg.lstsq(X, y, rcond=None)[0]
+    got = slowflows._least_squares(X, y)
+    assert np.array_equal(got, want)
+    assert got[0] == pytest.approx(got[1])
+
+
 def test_slow_prefix_names_the_slow_prefix():
     # 64 /24s of 10.1.0.0/16 and 10.2.0.0/16; 10.2.7.0/24's packets cost 8x
     rng = np.random.default_rng(5)
