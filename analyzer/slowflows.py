@@ -43,8 +43,8 @@ def _costs(batch_dur, batch_of, col, n_cols):
 def _least_squares(X, y):
     """``lstsq(X, y)``'s solution, by the normal equations' Cholesky factor
     where ``X'X`` is well conditioned (every column a prefix with packets
-    in batches of its own: 5,344 x 251 on bench/analyze.py's capture, 61 ->
-    8 ms, the solution equal to 3e-14); lstsq's SVD otherwise (columns
+    in batches of its own: 5,344 x 251 on bench/analyze.py's capture, 58 ->
+    20 ms, the solution equal to 3e-14); lstsq's SVD otherwise (columns
     that always share their batches)."""
     try:
         L = np.linalg.cholesky(X.T @ X)
