@@ -1152,6 +1152,151 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
     return usual
 
 
+def _waited_out_upstream(t, A, queues, h, h_nf, hv_of, vp, I_h, slo_ns):
+    """The mirror of :func:`_moved_downstream`: a victim that waited at an
+    NF U for U's input surge (its input score there) would, without it,
+    have reached the next NF D sooner -- and where D was slow then, waited
+    at D instead, as D actually served.  Where the victim would be late
+    even so, the surge was not what made it a victim; the wait it would
+    have had at D beyond its actual one there (up to U's input score, and
+    only what D's slowness adds: beyond the queue D at its peak would have
+    had, and one of its usual batches) is then D's local cause: taken from
+    the input score at U (in place) and returned as (victims, NF codes,
+    ns) of local delay.
+
+    D's wait is that of a packet arriving at D that much sooner, behind
+    D's queue had its arrivals come at their usual rate, served by D's
+    actual departures (hop_scores' no-input-cause queue); "late even so"
+    as in _moved_downstream.  Only where the victim's hop at D has a local
+    score (D was slow when it got there), and never for a surge's own
+    packets (they would not exist without it).
+
+    A burst into U and a bug at D, the NF after it (held-out ho11-05):
+    without this, 349 victims the bug alone made late were blamed on the
+    burst they waited behind at U; without the burst they would have
+    waited at D as long."""
+    out = ([], [], [])
+    usual = None
+    nh = len(t.hop_packet)
+    for u, U in sorted(A.nfs.items()):
+        if not U.rate > 0:
+            continue
+        cand = np.flatnonzero((h_nf == u) & (I_h > _EPS))
+        cand = cand[t.latency_ns[vp[hv_of[cand]]] >= 0]
+        here = h[cand]
+        nxt = np.minimum(here.astype(np.int64) + 1, nh - 1)
+        ok = ((here + 1 < nh) & (t.hop_packet[nxt] == t.hop_packet[here])
+              & (t.hop_rx[nxt] >= 0) & (t.hop_arrival_ns[nxt] >= 0))
+        ok[ok] &= ~_surges_own(t, A, U, here[ok])
+        cand, nxt = cand[ok], nxt[ok]
+        d_nf = t.hop_nf[nxt]
+        for d in np.unique(d_nf).tolist():
+            D, q = A.nfs.get(d), queues.get(t.nf_names[d])
+            if D is None or not D.rate > 0 or q is None or len(q.hops) == 0:
+                continue
+            sel = np.flatnonzero(d_nf == d)
+            i, jd = cand[sel], nxt[sel]
+            L_d, I_d = np.empty(len(jd)), np.empty(len(jd))
+            D.scores.gather(jd.astype(h.dtype), L_d, I_d)
+            i, jd = i[L_d > _EPS], jd[L_d > _EPS]
+            hu = h[i]
+            a_u = np.where(t.hop_arrival_ns[hu] >= 0, t.hop_arrival_ns[hu], t.hop_rx_ns[hu])
+            w_u = (t.hop_rx_ns[hu] - a_u).astype(float)
+            shift = np.minimum(I_h[i] / U.rate, w_u)
+            x = t.hop_arrival_ns[jd] - shift.astype(np.int64)      # at D, sooner
+            o = np.argsort(x, kind="stable")
+            i, jd, hu, a_u, w_u, shift, x = (v[o] for v in (i, jd, hu, a_u, w_u, shift, x))
+            p = D.period_of(x)
+            y = np.flatnonzero(p >= 0)
+            if len(y) == 0:
+                continue
+            w_cf, q_cf = _usual_input_wait(t, D, q, x[y], p[y])
+            if usual is None:
+                usual = _usual_stay(t)
+            w_d = (t.hop_rx_ns[jd[y]] - t.hop_arrival_ns[jd[y]]).astype(float)
+            slow = w_cf - q_cf / D.rate - usual[d]
+            moved = np.clip(np.minimum(w_cf - w_d, slow), 0.0, shift[y])
+            z = np.flatnonzero(moved > 0)
+            y, moved, w_cf = y[z], moved[z], w_cf[z]
+            # still late without the surge -- its wait at U less the
+            # surge's part, that at D, and none after D -- the surge was
+            # not necessary
+            src = t.src_ns[t.hop_packet[hu[y]]]
+            late = (src >= 0) & ((a_u[y] - src) + (w_u[y] - shift[y]) + w_cf
+                                 + _usual_time_from(t, hu[y], usual) > slo_ns)
+            y, moved = y[late], moved[late]
+            I_h[i[y]] -= moved * U.rate
+            out[0].append(hv_of[i[y]])
+            out[1].append(np.full(len(y), d))
+            out[2].append(moved)
+    return out
+
+
+def _surges_own(t, A, U, hops):
+    """Which of `hops` (at U) are packets of the surge named for U's input
+    surge window they arrived in: the prefix that holds its excess, where
+    that prefix is a surge (at most SURGE_SHARE of the source's long-run
+    packets)."""
+    own = np.zeros(len(hops), bool)
+    if t.src_addr is None or U.surge_start is None or len(U.surge_start) == 0 \
+            or len(hops) == 0:
+        return own
+    a = np.where(t.hop_arrival_ns[hops] >= 0, t.hop_arrival_ns[hops], t.hop_rx_ns[hops])
+    js = np.searchsorted(U.surge_start, a, "right") - 1
+    addr = t.src_addr[t.hop_packet[hops]]
+    for j in np.unique(js[js >= 0]).tolist():
+        ws, we = int(U.surge_start[j]), int(U.surge_end[j])
+        H = U.arrived(ws, we)
+        if len(H) == 0:
+            continue
+        name = A.sources.excess_prefixes(
+            np.ascontiguousarray(t.src_addr[t.hop_packet[H]], np.uint32), [len(H)],
+            [we - ws])[0]
+        if "/" not in name:
+            continue
+        net = ipaddress.IPv4Network(name)
+        if net.prefixlen == 0 or A.sources.usual_share(
+                int(net.network_address), net.prefixlen) > SURGE_SHARE:
+            continue
+        own |= (js == j) & ((addr & np.uint32(int(net.netmask)))
+                            == np.uint32(int(net.network_address)))
+    return own
+
+
+def _usual_input_wait(t, D, q, x, p):
+    """The wait at D of packets arriving at times `x` (ascending; in D's
+    queuing periods `p`) behind the queue D would have had, had its
+    arrivals come at their usual rate since the period's start, served by
+    D's actual departures (hop_scores' no-input-cause queue, no more than
+    the actual one); and that queue."""
+    w, qn = np.zeros(len(x)), np.zeros(len(x))
+    end_of_time = int(np.iinfo(np.int64).max)
+    for pp in np.unique(p).tolist():
+        m = np.flatnonzero(p == pp)
+        s = int(D.pstart[pp])
+        e = int(D.pend[pp]) if D.pend[pp] >= 0 else end_of_time
+        xs = x[m]
+        # the departures (rx) after the period's start; Ms before it
+        Ms, r1 = _attrib.arrivals_between(q.hops, t.hop_rx_ns, t.hop_rx_ns, s + 1, e)
+        dep = t.hop_rx_ns[q.hops[Ms:r1]]
+        if len(dep) == 0:
+            continue
+        M = np.searchsorted(dep, xs, "right")
+        run = np.minimum.accumulate(D.usual * dep.astype(float) - (np.arange(len(dep)) + Ms + 1))
+        m0 = D.usual * s - Ms
+        low = np.where(M > 0, np.minimum(m0, run[np.maximum(M - 1, 0)]), m0)
+        a0, a1 = _attrib.arrivals_between(D.hops_by_arr, t.hop_arrival_ns, t.hop_rx_ns, s,
+                                          int(xs[-1]))
+        ha = D.hops_by_arr[a0:a1]
+        arr = np.where(t.hop_arrival_ns[ha] >= 0, t.hop_arrival_ns[ha], t.hop_rx_ns[ha])
+        queued = np.maximum(a0 + np.searchsorted(arr, xs, "right") - (Ms + M), 0)
+        qi = np.clip((D.usual * xs - (Ms + M)) - low, 0.0, queued)
+        k = np.minimum(M + np.ceil(np.maximum(qi - 1, 0)).astype(np.int64), len(dep) - 1)
+        w[m] = np.maximum(dep[k] - xs, 0)
+        qn[m] = qi
+    return w, qn
+
+
 def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
               min_delay_share=MIN_DELAY_SHARE, max_depth=None) -> Attribution:
     """Attribute every victim (latency > `slo_ns`, or dropped).
@@ -1251,6 +1396,8 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     _batch_inflation(t, A, queues, h, h_nf, wait_h, nfs_here, L_h, I_h, short[hv_of])
     _unexplained_waits_as_input(A, h_nf, hv_of, wait_h, nv, L_h, I_h)
     _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns)
+    waited_v, waited_nf, waited_ns = _waited_out_upstream(t, A, queues, h, h_nf, hv_of, vp,
+                                                          I_h, slo_ns)
     for k in nfs_here:
         F = A.nfs[k]
         sel = np.flatnonzero(h_nf == k)
@@ -1286,6 +1433,10 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         for gi, (i0, i1) in enumerate(zip(first.tolist(), last.tolist())):
             for key, frac in splits[gi].items():
                 contribute(hv_g[i0:i1], key, I_g[i0:i1] * frac / r_k)
+    # the waits a surge at U moved from a slow D (_waited_out_upstream)
+    for vv, kk, ns in zip(waited_v, waited_nf, waited_ns):
+        for k in np.unique(kk).tolist():
+            contribute(vv[kk == k], ("nf", names[k], "local"), ns[kk == k])
     culprits = [None] * len(keys)
     for key, j in keys.items():
         culprits[j] = key

@@ -747,3 +747,32 @@ def test_a_bursts_own_drops_are_the_bursts_where_the_nf_was_not_needed(tmp_path)
     # the interrupt's own victims stay the interrupt's
     correct, labelled = res["i1"]
     assert labelled > 500 and correct / labelled > 0.75
+
+
+def test_a_wait_a_burst_moved_upstream_of_a_slow_nf_is_the_nfs(tmp_path):
+    # a burst overloads pol while a bug slows one /13 at shaper, the NF
+    # after it (held-out ho11-05): victims that waited at pol behind the
+    # burst would, without it, have reached shaper sooner and waited there
+    # for the bug's backlog as long -- the truth gives them to the bug
+    # alone (349 here, none named shaper without the rule); the burst's
+    # own victims stay the burst's
+    nfs = [{"name": "pol", "type": "nat", "service_ns": 440, "batch": 32, "queue": 8192},
+           {"name": "shaper", "type": "monitor", "service_ns": 135, "batch": 64, "queue": 2048},
+           {"name": "tun", "type": "forwarder", "service_ns": 110, "batch": 64, "queue": 1024}]
+    doc = _chain_doc("waited", nfs,
+                     [{"id": "u1", "kind": "burst", "flows": "203.217.0.0/16", "at_ms": 40.415,
+                       "duration_us": 1680, "rate_mpps": 2.2},
+                      {"id": "b2", "kind": "bug", "nf": "shaper", "flows": "100.104.0.0/13",
+                       "from_ms": 39.697, "to_ms": 41.245, "slowdown": 21.0}],
+                     rate=1.905, ms=50, slo=640, seed=192548)
+    doc["traffic"].update({"flows": 500, "src_prefix": "100.96.0.0/12",
+                           "dst_prefix": "30.226.240.0/20", "tcp_share": 0.99})
+    res, diag, _ = _scored(tmp_path, doc)
+    lab = _labels(tmp_path, "waited")
+    only_b2_at_pol = [v for v in diag["victims"] if v["packet"] in lab["b2"] - lab["u1"]
+                      and v["nf"] == "pol"]
+    assert len(only_b2_at_pol) > 200
+    assert _share(_tops({"victims": only_b2_at_pol}), lambda c: c.get("nf") == "shaper"
+                  and c["cause"] == "local") > 0.7
+    only_u1 = [v for v in diag["victims"] if v["packet"] in lab["u1"] - lab["b2"]]
+    assert len(only_u1) > 1000 and _named_for(only_u1, "203.217.0.0/16") > 0.95
