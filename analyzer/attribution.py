@@ -912,12 +912,21 @@ def _surges(culprits, sources):
     packets), mask 0 for every other column."""
     value, mask = np.zeros(len(culprits), np.uint32), np.zeros(len(culprits), np.uint32)
     for j, key in enumerate(culprits):
-        if key[0] != "flows" or "/" not in key[1]:
-            continue
-        net = ipaddress.IPv4Network(key[1])
-        if sources.usual_share(int(net.network_address), net.prefixlen) <= SURGE_SHARE:
-            value[j], mask[j] = int(net.network_address), int(net.netmask)   # /0: never
+        if key[0] == "flows":
+            value[j], mask[j] = _surge_prefix(key[1], sources)
     return value, mask
+
+
+def _surge_prefix(name, sources):
+    """(network, mask) of the flows `name` where that prefix is a surge (at
+    most SURGE_SHARE of the source's long-run packets), else mask 0 (as
+    for "*" or a /0: it matches nothing)."""
+    if "/" not in name:
+        return 0, 0
+    net = ipaddress.IPv4Network(name)
+    if sources.usual_share(int(net.network_address), net.prefixlen) > SURGE_SHARE:
+        return 0, 0
+    return int(net.network_address), int(net.netmask)
 
 
 def _merge_nested_surges(culprits, sources, dropped, excess, r_v, offsets, culprit, uncapped,
@@ -1055,6 +1064,26 @@ def _usual_time_from(t, hops, usual):
     return tot
 
 
+def _next_hops(t, hops):
+    """Each hop's next one (hop + 1), and whether it is the same packet's,
+    received there, its arrival recorded."""
+    nh = len(t.hop_packet)
+    nxt = np.minimum(hops.astype(np.int64) + 1, nh - 1)
+    ok = ((hops + 1 < nh) & (t.hop_packet[nxt] == t.hop_packet[hops])
+          & (t.hop_rx[nxt] >= 0) & (t.hop_arrival_ns[nxt] >= 0))
+    return nxt, ok
+
+
+def _late_even_so(t, hops, a_u, w_u, w_d, usual, slo_ns):
+    """Whether the victims of `hops` at an NF U (arriving there at `a_u`)
+    would be late with waits `w_u` at U and `w_d` at the next NF: their
+    time before U, those waits and each NF's usual time with a packet from
+    U on, not their actual times after U (which hold what U's own release
+    did downstream)."""
+    src = t.src_ns[t.hop_packet[hops]]
+    return (src >= 0) & ((a_u - src) + w_u + w_d + _usual_time_from(t, hops, usual) > slo_ns)
+
+
 def _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns):
     """A victim that waited at an NF U for U's slowness (its local score
     there) would, without it, have reached the next NF D sooner -- and
@@ -1096,14 +1125,10 @@ def _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns):
 def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
     # _moved_downstream for the hops `cand` at U; returns `usual`, made
     # when first needed
-    nh = len(t.hop_packet)
     cand = cand[t.latency_ns[vp[hv_of[cand]]] >= 0]
-    here = h[cand]
-    nxt = np.minimum(here.astype(np.int64) + 1, nh - 1)
-    ok = ((here + 1 < nh) & (t.hop_packet[nxt] == t.hop_packet[here])
-          & (t.hop_rx[nxt] >= 0) & (t.hop_arrival_ns[nxt] >= 0))
+    nxt, ok = _next_hops(t, h[cand])
     cand, nxt = cand[ok], nxt[ok]
-    del here, ok
+    del ok
     d_nf = t.hop_nf[nxt]
     for d in np.unique(d_nf).tolist():
         D = A.nfs.get(d)
@@ -1142,11 +1167,8 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
         if usual is None:
             usual = _usual_stay(t)
         # still late without U's slowness -- its waits at U and D those of
-        # the tandem, and none after D -- U's slowness was not necessary
-        src = t.src_ns[t.hop_packet[hu[x]]]
-        late = (src >= 0) & ((a_u[x] - src) + w_cf_u[x] + w_cf[x]
-                             + _usual_time_from(t, hu[x], usual) > slo_ns)
-        x = x[late]
+        # the tandem -- U's slowness was not necessary
+        x = x[_late_even_so(t, hu[x], a_u[x], w_cf_u[x], w_cf[x], usual, slo_ns)]
         L_h[i[x]] -= moved[x] * U.rate
         I_h[i[x]] += moved[x] * U.rate
     return usual
@@ -1177,17 +1199,13 @@ def _waited_out_upstream(t, A, queues, h, h_nf, hv_of, vp, I_h, slo_ns):
     waited at D as long."""
     out = ([], [], [])
     usual = None
-    nh = len(t.hop_packet)
     for u, U in sorted(A.nfs.items()):
         if not U.rate > 0:
             continue
         cand = np.flatnonzero((h_nf == u) & (I_h > _EPS))
         cand = cand[t.latency_ns[vp[hv_of[cand]]] >= 0]
-        here = h[cand]
-        nxt = np.minimum(here.astype(np.int64) + 1, nh - 1)
-        ok = ((here + 1 < nh) & (t.hop_packet[nxt] == t.hop_packet[here])
-              & (t.hop_rx[nxt] >= 0) & (t.hop_arrival_ns[nxt] >= 0))
-        ok[ok] &= ~_surges_own(t, A, U, here[ok])
+        nxt, ok = _next_hops(t, h[cand])
+        ok[ok] &= ~_surges_own(t, A, U, h[cand[ok]])
         cand, nxt = cand[ok], nxt[ok]
         d_nf = t.hop_nf[nxt]
         for d in np.unique(d_nf).tolist():
@@ -1219,11 +1237,8 @@ def _waited_out_upstream(t, A, queues, h, h_nf, hv_of, vp, I_h, slo_ns):
             z = np.flatnonzero(moved > 0)
             y, moved, w_cf = y[z], moved[z], w_cf[z]
             # still late without the surge -- its wait at U less the
-            # surge's part, that at D, and none after D -- the surge was
-            # not necessary
-            src = t.src_ns[t.hop_packet[hu[y]]]
-            late = (src >= 0) & ((a_u[y] - src) + (w_u[y] - shift[y]) + w_cf
-                                 + _usual_time_from(t, hu[y], usual) > slo_ns)
+            # surge's part, and that at D -- the surge was not necessary
+            late = _late_even_so(t, hu[y], a_u[y], w_u[y] - shift[y], w_cf, usual, slo_ns)
             y, moved = y[late], moved[late]
             I_h[i[y]] -= moved * U.rate
             out[0].append(hv_of[i[y]])
@@ -1252,14 +1267,9 @@ def _surges_own(t, A, U, hops):
         name = A.sources.excess_prefixes(
             np.ascontiguousarray(t.src_addr[t.hop_packet[H]], np.uint32), [len(H)],
             [we - ws])[0]
-        if "/" not in name:
-            continue
-        net = ipaddress.IPv4Network(name)
-        if net.prefixlen == 0 or A.sources.usual_share(
-                int(net.network_address), net.prefixlen) > SURGE_SHARE:
-            continue
-        own |= (js == j) & ((addr & np.uint32(int(net.netmask)))
-                            == np.uint32(int(net.network_address)))
+        value, mask = _surge_prefix(name, A.sources)
+        if mask:
+            own |= (js == j) & ((addr & np.uint32(mask)) == np.uint32(value))
     return own
 
 
