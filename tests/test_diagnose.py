@@ -428,6 +428,14 @@ def _labels(tmp_path, name):
     return {f["id"]: set(f["victims"]) for f in truth["faults"]}
 
 
+def _alone(diag, lab, fid, **where):
+    """The victims the truth gives to fault `fid` and no other (`lab`:
+    :func:`_labels`), those whose fields equal `where`."""
+    others = set().union(*(v for k, v in lab.items() if k != fid))
+    return [v for v in diag["victims"] if v["packet"] in lab[fid] and v["packet"] not in others
+            and all(v[k] == x for k, x in where.items())]
+
+
 def _named_for(victims, flows):
     """Share of `victims` whose top culprit is a flow aggregate overlapping
     `flows`."""
@@ -489,10 +497,8 @@ def test_a_surges_own_packets_are_the_surges_victims(tmp_path):
                        "duration_us": 800, "rate_mpps": 2}], rate=1.0, ms=40, slo=150)
     res, diag, _ = _scored(tmp_path, doc)
     lab = _labels(tmp_path, "surge")
-    only_u1 = [v for v in diag["victims"] if v["packet"] in lab["u1"]
-               and v["packet"] not in lab["i1"] and not v["dropped"]]
-    only_i1 = [v for v in diag["victims"] if v["packet"] in lab["i1"]
-               and v["packet"] not in lab["u1"]]
+    only_u1 = _alone(diag, lab, "u1", dropped=False)
+    only_i1 = _alone(diag, lab, "i1")
     assert len(only_u1) > 50 and len(only_i1) > 50
     assert _named_for(only_u1, "100.77.0.0/16") > 0.9
     assert _share(_tops({"victims": only_i1}), lambda c: c.get("nf") == "vpn"
@@ -626,7 +632,7 @@ def test_a_healthy_batching_nf_passes_on_the_backlog_it_released(tmp_path):
     tops = _tops(diag)
     assert all(tops) and not any(c.get("nf") == "pol" for c in tops)
     lab = _labels(tmp_path, "batch-pass")
-    only_i1 = [v for v in diag["victims"] if v["packet"] in lab["i1"] - lab["u2"]]
+    only_i1 = _alone(diag, lab, "i1")
     assert len(only_i1) > 100
     # (the rest of nat's own victims came during the burst, which gets them)
     assert _share(_tops({"victims": only_i1}), lambda c: c.get("nf") == "nat") > 0.6
@@ -710,8 +716,7 @@ def test_a_wait_an_nf_moved_downstream_is_not_its_fault(tmp_path, monkeypatch):
     doc["traffic"]["flows"] = 20000
     res, diag, _ = _scored(tmp_path, doc)
     lab = _labels(tmp_path, "moved")
-    only_u2_at_waf = [v for v in diag["victims"] if v["packet"] in lab["u2"]
-                      and v["packet"] not in lab["b1"] and v["nf"] == "waf"]
+    only_u2_at_waf = _alone(diag, lab, "u2", nf="waf")
     assert len(only_u2_at_waf) > 300
     assert _named_for(only_u2_at_waf, "100.225.96.0/20") > 0.8
     correct, labelled = res["b1"]
@@ -740,8 +745,7 @@ def test_a_bursts_own_drops_are_the_bursts_where_the_nf_was_not_needed(tmp_path)
                        "duration_us": 600, "rate_mpps": 2.0}], rate=1.0, ms=20, slo=100)
     res, diag, _ = _scored(tmp_path, doc)
     lab = _labels(tmp_path, "own-drops")
-    only_u2_drops = [v for v in diag["victims"] if v["dropped"] and v["packet"] in lab["u2"]
-                     and v["packet"] not in lab["i1"]]
+    only_u2_drops = _alone(diag, lab, "u2", dropped=True)
     assert len(only_u2_drops) > 200
     assert _named_for(only_u2_drops, "100.225.96.0/20") > 0.95
     # the interrupt's own victims stay the interrupt's
@@ -769,10 +773,9 @@ def test_a_wait_a_burst_moved_upstream_of_a_slow_nf_is_the_nfs(tmp_path):
                            "dst_prefix": "30.226.240.0/20", "tcp_share": 0.99})
     res, diag, _ = _scored(tmp_path, doc)
     lab = _labels(tmp_path, "waited")
-    only_b2_at_pol = [v for v in diag["victims"] if v["packet"] in lab["b2"] - lab["u1"]
-                      and v["nf"] == "pol"]
+    only_b2_at_pol = _alone(diag, lab, "b2", nf="pol")
     assert len(only_b2_at_pol) > 200
     assert _share(_tops({"victims": only_b2_at_pol}), lambda c: c.get("nf") == "shaper"
                   and c["cause"] == "local") > 0.7
-    only_u1 = [v for v in diag["victims"] if v["packet"] in lab["u1"] - lab["b2"]]
+    only_u1 = _alone(diag, lab, "u1")
     assert len(only_u1) > 1000 and _named_for(only_u1, "203.217.0.0/16") > 0.95
