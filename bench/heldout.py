@@ -472,9 +472,7 @@ def _culprit_key(c):
 
 def run_one(path, dest):
     """Simulate, diagnose, score one scenario file, as bench/accuracy.py does."""
-    from mscope.sim.score import correct
-
-    from mscope.sim.score import ceiling, kind_ceilings
+    from mscope.sim.score import ceiling, correct, kind_ceilings
 
     raw, truth, diag, ctx, res = score_scenario(path, dest)
     best, _ = ceiling(truth, raw["faults"])
