@@ -38,6 +38,8 @@ extern "C" {
 				       * (MSCOPE_REC_F_ADDR: IPv4 src/dst per
 				       * packet): for the chain's ingress NF,
 				       * doubles its rx record bytes */
+#define MSCOPE_F_NOIDLE         0x8U  /* no idle-poll records: an empty poll
+				       * records nothing (see below) */
 #define MSCOPE_F_NOIDS          0x4U  /* batch-only: mscope_rx/mscope_tx write
 				       * count and tsc, no packet ids
 				       * (MSCOPE_REC_F_NOIDS): no header is
@@ -69,7 +71,9 @@ struct mscope *mscope_open(const struct mscope_params *params);
 int mscope_close(struct mscope *ms);
 
 /* Record the producer's TSC rate in the ring header (the collector
- * calibrates its own and uses this one only as a cross-check). */
+ * calibrates its own and uses this one only as a cross-check); the
+ * idle-poll interval is set from it too (mscope_open estimates the rate
+ * against CLOCK_MONOTONIC until then). */
 void mscope_set_tsc_hz(struct mscope *ms, uint64_t hz);
 
 /* Path of the ring file (valid until mscope_close). */
@@ -78,8 +82,14 @@ const char *mscope_ring_path(const struct mscope *ms);
 /*
  * Record one batch of n packet ids.  dir is 0 for rx, MSCOPE_REC_F_TX for tx.
  * occupancy: input-queue length when the queue can tell, else
- * MSCOPE_OCC_UNKNOWN.  One TSC read per call; n == 0 records nothing.  Batches larger than
+ * MSCOPE_OCC_UNKNOWN.  One TSC read per call.  Batches larger than
  * MSCOPE_MAX_BATCH are split into several records with the same TSC.
+ *
+ * Call it on empty polls too (rx, n == 0): it then writes an idle-poll
+ * record (count 0) when the handle has written nothing for MSCOPE_IDLE_NS,
+ * and nothing otherwise, so the analyzer can tell an NF that stopped
+ * polling from an idle one (mscope_record.h).  A tx with n == 0 records
+ * nothing; so does any empty poll with MSCOPE_F_NOIDLE.
  * Returns 0, or -ENOBUFS when the ring was full (the record is counted as
  * dropped), or -EINVAL for a NULL handle.
  */

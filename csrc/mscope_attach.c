@@ -18,7 +18,9 @@
  * chain's ingress NF.
  *
  * MSCOPE_IDS=0 records batches only (MSCOPE_F_NOIDS: count and tsc, no
- * packet ids, no header reads).  MSCOPE_CB_CYCLES=1 times every callback
+ * packet ids, no header reads).  Empty polls write an idle-poll record at
+ * most every MSCOPE_IDLE_NS (mscope_record.h); MSCOPE_IDLE=0 turns them
+ * off (MSCOPE_F_NOIDLE).  MSCOPE_CB_CYCLES=1 times every callback
  * (two serialised TSC reads each) and reports the sums in /mscope/status:
  * for bench/overhead.py, not for production.
  *
@@ -170,6 +172,9 @@ identity(void)
 			fprintf(stderr, "mscope: MSCOPE_IDS=0: no address records either\n");
 		ring_flags = (ring_flags & ~MSCOPE_F_ADDRS) | MSCOPE_F_NOIDS;
 	}
+	/* As MSCOPE_IDS=0: no idle-poll records, empty polls record nothing. */
+	if (getenv("MSCOPE_IDLE") != NULL && strcmp(getenv("MSCOPE_IDLE"), "0") == 0)
+		ring_flags |= MSCOPE_F_NOIDLE;
 	timing = getenv("MSCOPE_CB_CYCLES") != NULL && strcmp(getenv("MSCOPE_CB_CYCLES"), "0") != 0;
 	/* Release pairs with the acquire in start_recording and vhost_on(). */
 	__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
@@ -242,8 +247,14 @@ on_rx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb,
 	(void)user;
 	if (unlikely(ms == NULL) && (ms = thread_first_poll()) == NULL)
 		return nb;
-	if (nb == 0 || !__atomic_load_n(&recording, __ATOMIC_RELAXED))
+	if (!__atomic_load_n(&recording, __ATOMIC_RELAXED))
 		return nb;
+	if (nb == 0) {
+		/* an idle-poll record when one is due (mscope_record.h) */
+		mscope_rx(ms, port, queue, pkts, 0,
+			  occupancy_ok[port] > 0 ? 0 : MSCOPE_OCC_UNKNOWN);
+		return 0;
+	}
 	occ_ok = __atomic_load_n(&occupancy_ok[port], __ATOMIC_RELAXED);
 	if (unlikely(occ_ok == 0))
 		occ_ok = ask_occupancy(port, queue);

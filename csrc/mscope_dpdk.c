@@ -317,8 +317,10 @@ mscope_rx(struct mscope *ms, uint16_t port, uint16_t queue,
 
 	if (unlikely(ms == NULL))
 		return -EINVAL;
+	if (n == 0)  /* an empty poll: an idle-poll record at most per interval */
+		return mscope_ring_idle(&ms->prod, port, queue, occupancy, tsc);
 	if (unlikely(ms->flags & MSCOPE_F_NOIDS))
-		return n == 0 ? 0 : record_counts(ms, 0, PORTQ(port, queue), n, occupancy, tsc);
+		return record_counts(ms, 0, PORTQ(port, queue), n, occupancy, tsc);
 	return record_rx(ms, pkts, n, PORTQ(port, queue), occupancy, tsc);
 }
 

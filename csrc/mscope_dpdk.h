@@ -35,7 +35,10 @@ extern "C" {
 #define MSCOPE_DYNFIELD_NAME "mscope_dynfield_pktid"
 #define MSCOPE_DYNFLAG_NAME  "mscope_dynflag_pktid"   /* set: the stamp is valid */
 
-/* Returns 0, -ENOBUFS when a record was dropped (ring full), -EINVAL. */
+/* Returns 0, -ENOBUFS when a record was dropped (ring full), -EINVAL.
+ * Call mscope_rx after empty polls too (n == 0): an idle-poll record at
+ * most every MSCOPE_IDLE_NS, so the analyzer can tell a stopped NF from an
+ * idle one (mscope.h, mscope_record.h); one compare when not due. */
 int mscope_rx(struct mscope *ms, uint16_t port, uint16_t queue,
 	      struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy);
 int mscope_tx(struct mscope *ms, uint16_t port, uint16_t queue,

@@ -60,6 +60,13 @@
  * must not read such a ring: it would take the following records for ids.
  * Never combined with bit 1 (no address records in batch-only mode).
  *
+ * An idle-poll record is an rx record with count 0 (no ids; occupancy 0,
+ * or MSCOPE_OCC_UNKNOWN where the queue cannot tell): written by an empty
+ * poll when the recorder has written nothing for MSCOPE_IDLE_NS, so an NF
+ * that polls leaves a record at least that often, and a longer silence is
+ * a stop (an interrupt, a stall that began while the queue was empty).
+ * Never tx, address or batch-only.
+ *
  * A padding record (flags bit 7) fills the bytes up to the end of the data
  * area when the next record does not fit there; only its first 8 bytes are
  * meaningful and the reader skips to offset 0.
@@ -83,6 +90,9 @@
 #define MSCOPE_REC_F_PAD      0x80U     /* padding to the end of the data area */
 #define MSCOPE_OCC_UNKNOWN    0xffffffffU
 #define MSCOPE_MAX_BATCH      1024U     /* larger bursts are split by the recorder */
+#define MSCOPE_IDLE_NS        20000U    /* an empty poll writes an idle-poll
+					 * record when nothing was written for
+					 * this long */
 #define MSCOPE_REC_HDR_SIZE   32U
 #define MSCOPE_REC_SIZE(n)    (MSCOPE_REC_HDR_SIZE + 8U * (uint32_t)(n))
 

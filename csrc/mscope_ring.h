@@ -39,6 +39,9 @@ struct mscope_producer {
 	uint32_t pending;             /* bytes reserved (incl. padding), 0 if none */
 	uint32_t pending_n;
 	uint16_t nf_id;
+	uint64_t last_tsc;            /* tsc of the last record written */
+	uint64_t idle_tsc;            /* MSCOPE_IDLE_NS in TSC cycles; 0: never
+				       * write idle-poll records */
 };
 
 /*
@@ -171,6 +174,7 @@ mscope_ring_commit_count(struct mscope_producer *p, uint8_t flags, uint16_t port
 	r[1] = queue | (uint64_t)count << 16 | (uint64_t)occupancy << 32;
 	r[2] = tsc;
 	r[3] = p->seq++;
+	p->last_tsc = tsc;
 	p->head += p->pending;
 	p->pending = 0;
 	__atomic_store_n(&p->hdr->next_seq, p->seq, __ATOMIC_RELAXED);
@@ -206,6 +210,27 @@ mscope_ring_write(struct mscope_producer *p, uint8_t flags, uint16_t port,
 	}
 	memcpy(slot, ids, 8U * n);
 	mscope_ring_commit(p, flags, port, queue, occupancy, tsc);
+	return 0;
+}
+
+/*
+ * An empty poll at `tsc`: an idle-poll record (rx, count 0) when nothing
+ * was written for idle_tsc cycles, so a polling NF leaves a record at
+ * least that often and a longer silence is a stop (mscope_record.h).
+ * One compare when it is not due: what an idle NF pays per poll.
+ */
+static inline int
+mscope_ring_idle(struct mscope_producer *p, uint16_t port, uint16_t queue,
+		 uint32_t occupancy, uint64_t tsc)
+{
+	if (likely(tsc - p->last_tsc < p->idle_tsc) || p->idle_tsc == 0)
+		return 0;
+	if (unlikely(mscope_ring_reserve(p, 0) == NULL)) {
+		mscope_ring_drop(p, 0);
+		p->last_tsc = tsc;  /* retried an interval later, not every poll */
+		return -105;
+	}
+	mscope_ring_commit(p, 0, port, queue, occupancy, tsc);
 	return 0;
 }
 

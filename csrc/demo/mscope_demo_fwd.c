@@ -342,8 +342,11 @@ main(int argc, char **argv)
 			uint32_t occ;
 
 			nb = rte_eth_rx_burst(0, 0, pkts, BURST);
-			if (nb == 0)
+			if (nb == 0) {
+				/* an idle-poll record when one is due */
+				mscope_rx(nf, 0, 0, pkts, 0, 0);
 				break;
+			}
 			occ = loop_ring != NULL ? rte_ring_count(loop_ring) : MSCOPE_OCC_UNKNOWN;
 			mscope_rx(nf, 0, 0, pkts, nb, occ);
 			received += nb;

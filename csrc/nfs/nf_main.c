@@ -342,6 +342,8 @@ main(int argc, char **argv)
 			n = nf_link_rx(&in, pkts, c.batch, &left);
 			if (n == 0) {
 				k.idle_polls++;
+				if (ms != NULL)     /* an idle-poll record when due */
+					mscope_rx(ms, nf_link_record_port(&in, 0), 0, pkts, 0, 0);
 				nf_sleep_us(c.idle_us);
 				continue;
 			}

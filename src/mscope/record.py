@@ -6,7 +6,7 @@ tests/test_layout.py compiles a probe against the header to hold them to it.
 import numpy as np
 
 __all__ = ["RING_RECORD_DTYPE", "REC_MAGIC", "REC_VERSION", "REC_F_TX",
-           "REC_F_ADDR", "REC_F_NOIDS", "REC_F_PAD", "OCC_UNKNOWN", "MAX_BATCH",
+           "REC_F_ADDR", "REC_F_NOIDS", "REC_F_PAD", "OCC_UNKNOWN", "MAX_BATCH", "IDLE_NS",
            "RING_MAGIC", "RING_VERSION", "RING_HDR_SIZE", "RING_MIN_DATA",
            "REC_HDR_SIZE", "id_counts"]
 
@@ -22,6 +22,9 @@ REC_F_NOIDS = 0x04
 REC_F_PAD = 0x80
 OCC_UNKNOWN = 0xFFFFFFFF
 MAX_BATCH = 1024
+#: An empty poll writes an idle-poll record (rx, ``count`` 0) when the
+#: recorder has written nothing for this long (csrc/mscope_record.h).
+IDLE_NS = 20000
 RING_MAGIC = 0x474E495245504F43
 RING_VERSION = 1
 RING_HDR_SIZE = 4096

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <rte_byteorder.h>
 #include <rte_cycles.h>
@@ -21,6 +22,7 @@
 #include <rte_udp.h>
 
 #include "mscope_dpdk.h"
+#include "mscope_pvt.h"
 #include "mscope_reader.h"
 #include "check.h"
 
@@ -215,8 +217,24 @@ main(int argc, char **argv)
 		      ids[1] != old_id, "recycled mbuf gets a fresh id");
 		rte_pktmbuf_free(again);
 	}
-	CHECK(mscope_rx(a, 0, 0, pkts, 0, 0) == 0 && drain(mscope_ring_path(a), &nids) == 0,
-	      "empty poll records nothing");
+	/* Empty polls: nothing until the handle has been quiet for its
+	 * idle interval, then an idle-poll record (rx, 0 packets, no ids). */
+	{
+		struct timespec nap = { 0, 60000 };
+		uint64_t interval = a->prod.idle_tsc;
+
+		CHECK(interval > 0, "idle interval set");
+		a->prod.idle_tsc = 1ULL << 50;
+		CHECK(mscope_rx(a, 0, 0, pkts, 0, 0) == 0 &&
+		      drain(mscope_ring_path(a), &nids) == 0, "empty poll, not due");
+		a->prod.idle_tsc = interval;
+		nanosleep(&nap, NULL);
+		CHECK(mscope_rx(a, 0, 0, pkts, 0, 7) == 0, "empty poll, due");
+		CHECK(mscope_tx(a, 0, 0, pkts, 0, 0) == 0, "empty tx");
+		got = drain(mscope_ring_path(a), &nids);
+		CHECK(got == 1 && nids == 0 && recs[0].count == 0 && recs[0].flags == 0 &&
+		      recs[0].occupancy == 7, "one idle-poll record (%ld)", got);
+	}
 
 	/* mscope_tx_at (vhost enqueue: the TSC read before the send, only the
 	 * packets it accepted): the caller's tsc and count, ids from a's rx

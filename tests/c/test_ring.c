@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "mscope.h"
 #include "mscope_pvt.h"
@@ -168,6 +169,7 @@ test_limits_and_split(void)
 
 	for (i = 0; i < 2500; i++)
 		big[i] = 1000000 + i;
+	ms->prod.last_tsc = mscope_rdtsc();  /* an idle-poll record not due */
 	CHECK(mscope_record_ids(ms, 0, 0, 0, big, 0, 0) == 0, "n=0 is a no-op");
 	CHECK(mscope_record_ids(ms, MSCOPE_REC_F_TX, 1, 2, big, 2500, 5) == 0, "big batch");
 	CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
@@ -551,6 +553,76 @@ test_batch_only_malformed(void)
 	}
 }
 
+/* Empty polls: an idle-poll record (rx, count 0) once the handle has
+ * written nothing for its interval, nothing before, nothing for tx or with
+ * MSCOPE_F_NOIDLE.  The interval is set from the TSC rate. */
+static void
+test_idle_polls(void)
+{
+	struct mscope *ms = open_ring("idle", MSCOPE_RING_MIN_DATA);
+	struct mscope_params p = { .nf_name = "noidle", .lcore = 2, .dir = dir,
+				   .ring_bytes = MSCOPE_RING_MIN_DATA,
+				   .flags = MSCOPE_F_NOIDLE };
+	struct mscope *quiet = mscope_open(&p);
+	struct mscope_reader r;
+	struct timespec nap = { 0, 60000 };
+	uint64_t one = 77, nids, idle;
+	long got;
+
+	/* calibrated at open: 20 us of a 0.1-10 GHz counter */
+	idle = ms->prod.idle_tsc;
+	CHECK(idle >= MSCOPE_IDLE_NS / 10 && idle <= MSCOPE_IDLE_NS * 10ULL,
+	      "calibrated interval %llu cycles", (unsigned long long)idle);
+	mscope_set_tsc_hz(ms, 2000000000ULL);
+	CHECK(ms->prod.idle_tsc == 2ULL * MSCOPE_IDLE_NS, "interval from the rate");
+	CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
+
+	ms->prod.last_tsc = mscope_rdtsc();
+	ms->prod.idle_tsc = 1ULL << 50;         /* not due */
+	CHECK(mscope_rx_ids(ms, 3, 1, &one, 0, 0) == 0, "empty poll, not due");
+	CHECK(mscope_reader_drain(&r, recs, 16, ids, 16, &nids) == 0, "nothing written");
+
+	ms->prod.idle_tsc = 1;                  /* due */
+	CHECK(mscope_rx_ids(ms, 3, 1, &one, 0, 5) == 0, "empty poll, due");
+	CHECK(mscope_tx_ids(ms, 3, 1, &one, 0, 0) == 0, "empty tx");
+	got = mscope_reader_drain(&r, recs, 16, ids, 16, &nids);
+	CHECK(got == 1 && nids == 0, "one idle-poll record, no ids (%ld, %llu)", got,
+	      (unsigned long long)nids);
+	CHECK(recs[0].flags == 0 && recs[0].count == 0 && recs[0].port == 3 &&
+	      recs[0].queue == 1 && recs[0].occupancy == 5 && recs[0].seq == 0,
+	      "an rx record of 0 packets");
+	CHECK(ms->prod.last_tsc == recs[0].tsc, "the interval restarts at it");
+
+	/* any record restarts the interval */
+	ms->prod.idle_tsc = 1ULL << 50;
+	CHECK(mscope_rx_ids(ms, 0, 0, &one, 1, 0) == 0, "a batch");
+	CHECK(mscope_rx_ids_addrs(ms, 0, 0, &one, &one, 0, 0) == 0, "empty poll, not due");
+	got = mscope_reader_drain(&r, recs, 16, ids, 16, &nids);
+	CHECK(got == 1 && recs[0].count == 1, "the batch alone (%ld)", got);
+
+	/* the real interval: due after a nap longer than 20 us */
+	mscope_set_tsc_hz(ms, 0);               /* 0 keeps the interval */
+	ms->prod.idle_tsc = idle;
+	CHECK(mscope_rx_ids(ms, 0, 0, &one, 0, 0) == 0 &&
+	      mscope_reader_drain(&r, recs, 16, ids, 16, &nids) == 0, "right after a batch");
+	nanosleep(&nap, NULL);
+	CHECK(mscope_rx_ids_addrs(ms, 0, 0, &one, &one, 0, 0) == 0, "after 60 us");
+	got = mscope_reader_drain(&r, recs, 16, ids, 16, &nids);
+	CHECK(got == 1 && recs[0].count == 0 && recs[0].flags == 0, "an idle poll (%ld)", got);
+	mscope_reader_close(&r);
+	mscope_close(ms);
+
+	CHECK(quiet != NULL && quiet->prod.idle_tsc == 0, "MSCOPE_F_NOIDLE");
+	quiet->prod.last_tsc = 0;
+	mscope_set_tsc_hz(quiet, 2000000000ULL);
+	CHECK(quiet->prod.idle_tsc == 0, "stays off with a rate");
+	CHECK(mscope_reader_open(mscope_ring_path(quiet), 1, &r) == 0, "open");
+	CHECK(mscope_rx_ids(quiet, 0, 0, &one, 0, 0) == 0 &&
+	      mscope_reader_drain(&r, recs, 16, ids, 16, &nids) == 0, "never an idle poll");
+	mscope_reader_close(&r);
+	mscope_close(quiet);
+}
+
 static void
 test_open_errors_and_modes(void)
 {
@@ -614,6 +686,7 @@ main(int argc, char **argv)
 	test_batch_only_records();
 	test_batch_only_no_id_room();
 	test_batch_only_malformed();
+	test_idle_polls();
 	test_open_errors_and_modes();
 	return CHECK_SUMMARY();
 }
