@@ -457,8 +457,8 @@ cdef inline double _min(double a, double b) noexcept nogil:
 
 def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] hops,
                const int64_t[::1] d_arr, const out_t[::1] d_hops, const int64_t[::1] dep,
-               const int64_t[::1] pstart, const int64_t[::1] pend, double rate,
-               double local_rate, double usual,
+               const int64_t[::1] pstart, const int64_t[::1] pend,
+               const int64_t[:, ::1] pquiet, double rate, double local_rate, double usual,
                const int64_t[::1] surge_start, const int64_t[::1] surge_end, bint judge_input,
                uint64_t[::1] words, out_t[::1] kept, double[:, ::1] scores,
                int64_t[::1] state, double[::1] state_d):
@@ -475,6 +475,10 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
         copy was 81 MiB): only the arrival times' order counts here.
     dep : departures (rx), sorted.
     pstart, pend : queuing periods.
+    pquiet : ``[period, t]`` rows, by period: the periods that began while
+        the NF was silent, since `t` (before the start, no departure in
+        between); their no-input-cause queue counts the usual arrivals
+        from `t`.
     rate, usual : peak service rate and usual arrival rate (packets/ns).
     local_rate : the rate the NF is served at without a local cause (at
         most `rate`: the peak estimate less its tolerance).
@@ -515,6 +519,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     cdef Py_ssize_t nd = dep.shape[0], npd = pstart.shape[0]
     cdef Py_ssize_t i, ia = 0, idr = 0, ia1, id1, j1, x, c = 0
     cdef Py_ssize_t jM = 0, jp = 0, jpd = 0, jMs = 0, js = 0, nsg = surge_start.shape[0]
+    cdef Py_ssize_t jq = 0, nq = pquiet.shape[0]
     cdef int64_t a, p, s, Ms, M, N, kk, h
     cdef double r = rate, rl = local_rate, xv, big_loc = 0, big_in = 0, lo, hi, off = 0
     cdef double run_loc = 0, run_in = 0, min_loc, min_in = 0, q, q_loc, q_in, m0, m
@@ -528,7 +533,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     if state[10]:
         ia, idr, jM, jp, jpd, jMs = state[0], state[1], state[2], state[3], state[4], state[5]
         dpj, have_in, seg0_loc, seg0_in = state[6], state[7], state[8], state[9]
-        lastb_t, lastb_n, js = state[11], state[12], state[13]
+        lastb_t, lastb_n, js, jq = state[11], state[12], state[13], state[14]
         run_loc, run_in, min_in, big_loc, big_in = (state_d[0], state_d[1], state_d[2],
                                                     state_d[3], state_d[4])
         run_all = state_d[5]
@@ -625,7 +630,10 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             while jMs < nd and dep[jMs] <= s:
                 jMs += 1
             Ms = jMs
-            m0 = usual * <double>s - <double>Ms
+            while jq < nq and pquiet[jq, 0] < p:
+                jq += 1
+            m0 = usual * <double>(pquiet[jq, 1] if jq < nq and pquiet[jq, 0] == p else s) \
+                - <double>Ms
             same = M - 1 >= 0 and M - 1 >= Ms and dpj == p
             m = _min(m0, min_in) if same else m0
             q_in = _clip((usual * <double>a - <double>M) - m, 0.0, q)
@@ -676,7 +684,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             ia, idr = ia1, id1
     state[0], state[1], state[2], state[3], state[4], state[5] = ia, idr, jM, jp, jpd, jMs
     state[6], state[7], state[8], state[9], state[10] = dpj, have_in, seg0_loc, seg0_in, 1
-    state[11], state[12], state[13] = lastb_t, lastb_n, js
+    state[11], state[12], state[13], state[14] = lastb_t, lastb_n, js, jq
     state_d[0], state_d[1], state_d[2], state_d[3], state_d[4] = (run_loc, run_in, min_in,
                                                                  big_loc, big_in)
     state_d[5] = run_all
@@ -684,7 +692,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
 
 
 #: Sizes of hop_scores' `state` and `state_d`.
-HOP_SCORES_STATE = 14
+HOP_SCORES_STATE = 15
 HOP_SCORES_STATE_D = 6
 
 

@@ -79,6 +79,13 @@ cdef struct stream_t:
     Py_ssize_t n_addr           # address records
     Py_ssize_t n_addr_ids       # and their words
     Py_ssize_t n_noids          # batch-only records
+    Py_ssize_t n_idle           # idle-poll records (rx, count 0)
+    int64_t *idle_ns            # pass 2: their times
+    Py_ssize_t n_silent         # silences (_heard)
+    int64_t *silent             # pass 2: [from, to] pairs
+    int64_t silence_ns
+    int64_t free_t              # the last tx or idle poll, while
+    bint free                   # no batch was taken since
     bint addr_after_rx          # every address record right after its rx one
     int64_t *batch_ns           # per rx batch
     int64_t *batch_occ
@@ -95,6 +102,21 @@ cdef inline void _count(side_t *o, const capture_record_t *r, bint new) noexcept
     o.n_ids += r.count
 
 
+cdef inline void _heard(stream_t *s, const capture_record_t *r, uint8_t k) noexcept nogil:
+    """Record `r` (kind `k`) heard from the NF: a silence ends at it when
+    the NF was free (its last record a tx or an idle poll, no batch taken
+    since) and wrote nothing for longer than ``silence_ns``."""
+    if s.free and r.time_ns - s.free_t > s.silence_ns:
+        if s.silent != NULL:
+            s.silent[2 * s.n_silent] = s.free_t
+            s.silent[2 * s.n_silent + 1] = r.time_ns
+        s.n_silent += 1
+    if k == KIND_TX or (k == KIND_RX and r.count == 0):
+        s.free, s.free_t = True, r.time_ns
+    elif k != KIND_ADDR:
+        s.free = False                  # a batch taken: in service until its tx
+
+
 cdef int _shape(const capture_record_t *rec, Py_ssize_t n, Py_ssize_t n_ids,
                 stream_t *s) noexcept nogil:
     """Pass 1: what each side holds; -1 when the stream is declined."""
@@ -109,8 +131,12 @@ cdef int _shape(const capture_record_t *rec, Py_ssize_t n, Py_ssize_t n_ids,
         if i and r.time_ns < rec[i - 1].time_ns:
             return -1
         k = KIND_OF[r.flags & 7]
+        _heard(s, r, k if k != KIND_NOIDS else (r.flags & 1))
         if k == KIND_NOIDS:
             s.n_noids += 1
+            continue
+        if k == KIND_RX and r.count == 0:
+            s.n_idle += 1
             continue
         claimed += r.count
         # checked per record, so a sum of uint32 counts cannot wrap
@@ -180,13 +206,18 @@ cdef void _expand(const capture_record_t *rec, Py_ssize_t n, const uint64_t *ids
     """Pass 2: every output written once, in record order.  Pass 1 sized
     the outputs and held every count to the ids, so no record's ids run
     past them."""
-    cdef Py_ssize_t i, pos = 0, at_addr = 0
+    cdef Py_ssize_t i, pos = 0, at_addr = 0, at_idle = 0
     cdef const capture_record_t *r
     cdef uint8_t k
+    s.n_silent, s.free = 0, False
     for i in range(n):
         r = rec + i
         k = KIND_OF[r.flags & 7]
-        if k == KIND_RX:
+        _heard(s, r, k if k != KIND_NOIDS else (r.flags & 1))
+        if k == KIND_RX and r.count == 0:
+            s.idle_ns[at_idle] = r.time_ns  # an idle poll, not a batch
+            at_idle += 1
+        elif k == KIND_RX:
             if _next_batch(&s.rx, r.time_ns):
                 s.batch_ns[s.rx.b] = r.time_ns
                 s.batch_occ[s.rx.b] = -1 if r.occupancy == OCC_UNKNOWN else r.occupancy
@@ -237,7 +268,7 @@ cdef object _side_arrays(side_t *o, bint shared):
 
 
 def expand_stream(const capture_record_t[::1] recs not None,
-                  const uint64_t[::1] ids not None):
+                  const uint64_t[::1] ids not None, int64_t silence_ns=0):
     """One stream's records `recs` (seq order) and their ids `ids` as
     per-packet arrays: what ``ingest._one_stream`` builds, in pieces.
 
@@ -250,14 +281,19 @@ def expand_stream(const capture_record_t[::1] recs not None,
     Returns
     -------
     tuple or None
-        ``(rx, tx, batch_ns, batch_occupancy, rx_addr, n_addr)``; ``rx``
+        ``(rx, tx, batch_ns, batch_occupancy, rx_addr, n_addr, idle_ns,
+        silent)``; ``rx``
         and ``tx`` are ``(ids, ns, batch, port)``: ids None when the side
         takes all of `ids` as they are (the stream has no other records);
         port an int32 array, or an int when the side's records share one
         port, or None when the side has no records.  ``rx_addr`` is the
         address words aligned with the rx ids when every address record
         follows its rx record (seq + 1, same count), else None;
-        ``n_addr`` counts address records.  None when the stream is
+        ``n_addr`` counts address records; ``idle_ns`` are the times
+        of the idle-poll records (rx, count 0), which are not batches;
+        ``silent`` the stream's silences longer than `silence_ns`, as
+        ``[from, to]`` rows (``ingest.silences``).
+        None when the stream is
         declined: empty, times that go back, ids other than the records
         claim, 2**31 records or more.
     """
@@ -267,6 +303,7 @@ def expand_stream(const capture_record_t[::1] recs not None,
     if n == 0 or n > INT32_MAX:
         return None
     memset(&s, 0, sizeof(stream_t))
+    s.silence_ns = silence_ns
     with nogil:
         rc = _shape(&recs[0], n, n_ids, &s)
     if rc < 0:
@@ -276,10 +313,14 @@ def expand_stream(const capture_record_t[::1] recs not None,
     tx = _side_arrays(&s.tx, one_kind and s.rx.n_rec == 0)
     batch_ns, batch_occ = np.empty(s.rx.n_batch, np.int64), np.empty(s.rx.n_batch, np.int64)
     s.batch_ns, s.batch_occ = _i64(batch_ns), _i64(batch_occ)
+    idle_ns = np.empty(s.n_idle, np.int64)
+    s.idle_ns = _i64(idle_ns)
+    silent = np.empty((s.n_silent, 2), np.int64)
+    s.silent = _i64(silent.reshape(-1))
     rx_addr = None
     if s.n_addr and s.addr_after_rx:
         rx_addr = np.empty(s.n_addr_ids, np.uint64)
         s.addr = _u64(rx_addr)
     with nogil:
         _expand(&recs[0], n, &ids[0] if n_ids else NULL, n_ids, &s)
-    return rx, tx, batch_ns, batch_occ, rx_addr, s.n_addr
+    return rx, tx, batch_ns, batch_occ, rx_addr, s.n_addr, idle_ns, silent

@@ -429,6 +429,9 @@ class _NF:
         self.d_hops = drops[np.lexsort((drops, traj.hop_arrival_ns[drops]))].astype(idx)
         self.d_arr = traj.hop_arrival_ns[self.d_hops]
         self.pstart, self.pend = q.period_start_ns, q.period_end_ns
+        # the periods that began while the NF was silent, and where it went
+        # silent: their no-input-cause queue starts there
+        self.pquiet = q.period_quiet
         # the most packets the queue held: its room, as far as it shows
         self.room = float(q.step_len.max(initial=0))
         # usual arrival rate, in total and per previous hop's NF (-1:
@@ -517,7 +520,10 @@ class _NF:
           still be busy then (the same maximum over all t <= a, periods
           not restarting it, bounds that wait);
         - no input cause (usual arrivals against the actual departures):
-          ``q_in = max over t of usual (a - t) - departures(t, a)``;
+          ``q_in = max over t of usual (a - t) - departures(t, a)``, from
+          where the NF went silent before the period if it did
+          (``period_quiet``): an NF that stopped polling while its queue
+          was empty would have queued its usual arrivals since;
         - the waits without each cause: the queue ahead (the victim itself
           not counted) cleared at r (local), or by the departures that
           actually followed, the victim's own one included (input); the
@@ -545,7 +551,7 @@ class _NF:
         while state[0] < len(arr) or state[1] < len(self.d_arr):
             kept, scores = np.empty(room, self.hops_by_arr.dtype), np.empty((room, 2))
             c = _attrib.hop_scores(arr, rx, self.hops_by_arr, self.d_arr, self.d_hops,
-                                   dep, self.pstart, self.pend, self.rate,
+                                   dep, self.pstart, self.pend, self.pquiet, self.rate,
                                    self.rate / (1 + LOCAL_TOLERANCE), self.usual,
                                    surge_start, surge_end, judge,
                                    S.words, kept, scores, state, state_d)
@@ -1278,9 +1284,11 @@ def _usual_input_wait(t, D, q, x, p):
     queuing periods `p`) behind the queue D would have had, had its
     arrivals come at their usual rate since the period's start, served by
     D's actual departures (hop_scores' no-input-cause queue, no more than
-    the actual one); and that queue."""
+    the actual one, counted from where D went silent before the period
+    if it did); and that queue."""
     w, qn = np.zeros(len(x)), np.zeros(len(x))
     end_of_time = int(np.iinfo(np.int64).max)
+    quiet = dict(D.pquiet.tolist())
     for pp in np.unique(p).tolist():
         m = np.flatnonzero(p == pp)
         s = int(D.pstart[pp])
@@ -1293,7 +1301,7 @@ def _usual_input_wait(t, D, q, x, p):
             continue
         M = np.searchsorted(dep, xs, "right")
         run = np.minimum.accumulate(D.usual * dep.astype(float) - (np.arange(len(dep)) + Ms + 1))
-        m0 = D.usual * s - Ms
+        m0 = D.usual * quiet.get(pp, s) - Ms
         low = np.where(M > 0, np.minimum(m0, run[np.maximum(M - 1, 0)]), m0)
         a0, a1 = _attrib.arrivals_between(D.hops_by_arr, t.hop_arrival_ns, t.hop_rx_ns, s,
                                           int(xs[-1]))

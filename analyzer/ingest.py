@@ -30,6 +30,7 @@ import numpy as np
 from mscope.capture import (CAPTURE_F_NOIDS, CAPTURE_OCC_UNKNOWN, CAPTURE_RECORD_DTYPE,
                             CaptureData, id_counts, open_capture)
 from mscope.errors import CaptureFormatError
+from mscope.record import IDLE_NS
 
 try:
     from . import _ingest
@@ -87,6 +88,16 @@ class NFRecords:
         address records (the chain's ingress), else 0.
     rx_port : ndarray of int32
         The port (or ring) each rx packet came from.
+    idle_ns : ndarray of int64
+        Times of the NF's idle-poll records (rx records of 0 packets,
+        docs/record-format.md): it polled and its queue was empty.  Not
+        batches: no ``batch_ns`` entry.  Empty where the recorder writes
+        none (an older one) or the NF was never idle for MSCOPE_IDLE_NS.
+    silences : ndarray of int64, shape (k, 2)
+        ``[from, to]``: the NF was free at ``from`` (a tx or an idle poll,
+        no batch taken after it) and wrote nothing until ``to``, more than
+        SILENCE_NS later (:func:`silences`).  Where it writes idle polls,
+        it had stopped polling by ``from + SILENCE_NS``.
 
     Indices and ports are int32 (a packet-hop costs 20 bytes here: id,
     time, batch); a port array of an NF that uses one port is a read-only
@@ -105,6 +116,8 @@ class NFRecords:
     tx_batch: np.ndarray
     rx_addr: np.ndarray = None
     rx_port: np.ndarray = None
+    idle_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    silences: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
     @property
     def has_addr(self) -> bool:
@@ -249,6 +262,46 @@ def _rx_addresses(records, stream, ids, id_rec, ridx, rcnt, a):
     return out
 
 
+#: A polling NF writes a record at least every MSCOPE_IDLE_NS (an idle-poll
+#: record where nothing else: docs/record-format.md); a silence longer
+#: than this after it was last free means it stopped.  10% over the
+#: interval: the recorder converts it to TSC cycles with a calibrated rate,
+#: and a poll takes time too.
+SILENCE_NS = IDLE_NS + IDLE_NS // 10
+
+
+def silences(recs, silence_ns=SILENCE_NS):
+    """An NF's silences in its records `recs` (time order): ``[from, to]``
+    rows where it was free at ``from`` -- its last record a tx or an idle
+    poll, no batch taken since (a batch in service writes nothing until
+    its tx, however long it takes) -- and its next record, at ``to``, came
+    more than `silence_ns` later.  The compiled expansion finds the same
+    in its passes (``_ingest._heard``)."""
+    t = np.asarray(recs["time_ns"], np.int64)
+    if len(t) < 2:
+        return np.zeros((0, 2), np.int64)
+    f = recs["flags"] & 7
+    kind = np.take(_KIND, f)
+    tx = (kind == _TX) | ((kind == _NOIDS) & ((f & 1) == 1))
+    idle = (f == 0) & (recs["count"] == 0)
+    took = ((kind == _RX) | ((kind == _NOIDS) & ((f & 1) == 0))) & ~idle
+    # the state after each record: free since the last tx/idle poll
+    # unless a batch was taken after it (address records change nothing)
+    event = tx | idle | took
+    i = np.flatnonzero(event)
+    last = np.full(len(t), -1)
+    last[i] = i
+    last = np.maximum.accumulate(last)
+    free = np.zeros(len(t), bool)
+    ok = last >= 0
+    free[ok] = (tx | idle)[last[ok]]
+    free_t = np.where(ok, t[np.maximum(last, 0)], 0)
+    end = np.flatnonzero(free[:-1] & (t[1:] - free_t[:-1] > silence_ns)) + 1
+    out = np.zeros((len(end), 2), np.int64)
+    out[:, 0], out[:, 1] = free_t[end - 1], t[end]
+    return out
+
+
 #: Kind of a record by ``flags & 7`` (bit 0 tx, 1 address, 2 batch-only):
 #: rx, tx (an address bit with tx is tx), address of an rx batch, no ids.
 _RX, _TX, _ADDR, _NOIDS = 0, 1, 2, 3
@@ -321,7 +374,7 @@ def _one_stream(name, nf_id, recs, ids, id_rec=None, compiled=None):
     if (kernel is not None and len(recs) and recs.dtype == CAPTURE_RECORD_DTYPE
             and ids.dtype == np.uint64 and recs.flags.c_contiguous
             and ids.flags.c_contiguous):
-        parts = kernel.expand_stream(recs, ids)
+        parts = kernel.expand_stream(recs, ids, SILENCE_NS)
         if parts is not None:
             return _from_kernel(name, nf_id, recs, ids, id_rec, parts)
     return _one_stream_numpy(name, nf_id, recs, ids, id_rec)
@@ -341,14 +394,14 @@ def _port_ids(port, n):
 def _from_kernel(name, nf_id, recs, ids, id_rec, parts):
     """NFRecords of ``_ingest.expand_stream(recs, ids)``'s `parts`."""
     (rx_ids, rx_ns, rx_batch, rx_port), (tx_ids, tx_ns, tx_batch, tx_port), \
-        batch_ns, occ, rx_addr, n_addr = parts
+        batch_ns, occ, rx_addr, n_addr, idle_ns, silent = parts
     rx_ids = ids if rx_ids is None else rx_ids
     tx_ids = ids if tx_ids is None else tx_ids
     if n_addr and rx_addr is None:
         # address records not each right after its rx record: paired by
         # seq, as the numpy version does (records lost between them)
         f = recs["flags"] & 7
-        rr = np.flatnonzero(f == 0)
+        rr = np.flatnonzero((f == 0) & (recs["count"] > 0))
         if id_rec is None:
             id_rec = _id_offsets(recs)
         rx_addr = _rx_addresses(recs, np.zeros(len(recs), np.uint32), ids, id_rec, rr,
@@ -356,7 +409,8 @@ def _from_kernel(name, nf_id, recs, ids, id_rec, parts):
     return NFRecords(name=name, nf_id=nf_id, rx_ids=rx_ids, rx_ns=rx_ns, rx_batch=rx_batch,
                      batch_ns=batch_ns, batch_occupancy=occ, tx_ids=tx_ids, tx_ns=tx_ns,
                      tx_port=_port_ids(tx_port, len(tx_ids)), tx_batch=tx_batch,
-                     rx_addr=rx_addr, rx_port=_port_ids(rx_port, len(rx_ids)))
+                     rx_addr=rx_addr, rx_port=_port_ids(rx_port, len(rx_ids)),
+                     idle_ns=idle_ns, silences=silent)
 
 
 def _one_stream_numpy(name, nf_id, recs, ids, id_rec=None):
@@ -372,13 +426,15 @@ def _one_stream_numpy(name, nf_id, recs, ids, id_rec=None):
     f = recs["flags"] & 7
     cnt = recs["count"].astype(np.intp)
     is_rx = f == 0                      # _KIND: 0 rx, 1 and 3 tx, 2 address, 4-7 no ids
+    is_idle = is_rx & (cnt == 0)        # idle polls: no batch, no ids
+    is_rx &= ~is_idle
     is_tx = (f & 5) == 1
     n_rx, n_tx = int(np.count_nonzero(is_rx)), int(np.count_nonzero(is_tx))
     port = recs["port"]
     if len(port) and (port == port[0]).all():
         port = port[:1]                 # one port: _one_side takes no per-record copy
     kid = None
-    if n_rx + n_tx == len(f):           # rx and tx records only
+    if n_rx + n_tx + int(np.count_nonzero(is_idle)) == len(f):  # rx, tx, idle only
         if n_tx == 0 or n_rx == 0:
             rx_sel = tx_sel = True      # all the ids are one side's
         else:
@@ -408,7 +464,8 @@ def _one_stream_numpy(name, nf_id, recs, ids, id_rec=None):
                                     rr, rc.astype(np.int64), a)
     return NFRecords(name=name, nf_id=nf_id, rx_ids=rx_ids, rx_ns=rx_ns, rx_batch=rx_batch,
                      batch_ns=batch_ns, batch_occupancy=occ, tx_ids=tx_ids, tx_ns=tx_ns,
-                     tx_port=tx_port, tx_batch=tx_batch, rx_addr=rx_addr, rx_port=rx_port)
+                     tx_port=tx_port, tx_batch=tx_batch, rx_addr=rx_addr, rx_port=rx_port,
+                     idle_ns=t[is_idle].astype(np.int64), silences=silences(recs))
 
 
 def _id_offsets(recs):
@@ -431,6 +488,8 @@ class _General:
         self.rec_nf = lut[data.stream] if len(data.stream) else np.zeros(0, np.int64)
         kind = _KIND[records["flags"] & 7]
         self.is_rx, self.is_tx, self.is_addr = kind == _RX, kind == _TX, kind == _ADDR
+        self.is_idle = self.is_rx & (records["count"] == 0)
+        self.is_rx &= ~self.is_idle
 
     def nf(self, k, name, nf_id):
         d = self.data
@@ -453,7 +512,14 @@ class _General:
             tx_ids=tx_ids, tx_ns=np.repeat(records["time_ns"][tidx], tcnt),
             tx_port=np.repeat(records["port"][tidx].astype(np.int32), tcnt),
             tx_batch=np.repeat(tb.astype(np.int32), tcnt), rx_addr=rx_addr,
-            rx_port=np.repeat(records["port"][ridx].astype(np.int32), rcnt))
+            rx_port=np.repeat(records["port"][ridx].astype(np.int32), rcnt),
+            idle_ns=np.sort(records["time_ns"][mine & self.is_idle]).astype(np.int64),
+            silences=self._silences(mine))
+
+    def _silences(self, mine):
+        # over all the NF's streams: silent only while every lcore is
+        recs = self.data.records[np.flatnonzero(mine)]
+        return silences(recs[np.argsort(recs["time_ns"], kind="stable")])
 
 
 def from_capture_data(data, manifest=None, path=None, compiled=None) -> CaptureView:
@@ -657,7 +723,7 @@ def split_revisited(nf):
             tx_ids=nf.tx_ids[t], tx_ns=nf.tx_ns[t], tx_port=nf.tx_port[t],
             tx_batch=tb.astype(np.int32),
             rx_addr=None if nf.rx_addr is None else nf.rx_addr[r],
-            rx_port=nf.rx_port[r]))
+            rx_port=nf.rx_port[r], idle_ns=nf.idle_ns, silences=nf.silences))
     return out
 
 

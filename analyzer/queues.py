@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .ingest import SILENCE_NS
+
 try:
     from . import _attrib
 except ImportError as e:                    # pragma: no cover
     raise ImportError("mscope.analyzer._attrib is not built: pip install -e . "
                       "(or cd analyzer && cythonize -i -3 _attrib.pyx)") from e
 
-__all__ = ["QueueTimeline", "queue_timelines", "peak_rate", "PEAK_PERCENTILE"]
+__all__ = ["QueueTimeline", "queue_timelines", "peak_rate", "quiet_since",
+           "PEAK_PERCENTILE"]
 
 #: Percentile of busy-batch departure rates taken as the NF's peak rate: a
 #: high percentile rather than the max, so one batch of cheap packets (the
@@ -77,6 +80,16 @@ class QueueTimeline:
         shared): hop h was received in batch ``rx_batch[hop_rx[h]]``.
     batch_count : ndarray of uint16 (int32 where a batch held 65536 or more)
         Packets received in each batch.
+    period_quiet : ndarray of int64, shape (k, 2)
+        ``[period, t]``: the queuing periods that began while the NF was
+        silent, and where it went silent (:func:`quiet_since`): it was
+        free (its last record a tx or an idle poll, not a batch in
+        service) and wrote nothing for longer than SILENCE_NS, so it had
+        stopped polling (an interrupt, a stall that began while its queue
+        was empty) by ``t``, the time it was last heard of plus
+        SILENCE_NS.  Few rows (none for an NF without idle-poll records,
+        whose silence cannot be told from idleness): one int64 per
+        period would be 24 MiB on bench/analyze.py's capture.
     """
     name: str
     hops: np.ndarray
@@ -89,6 +102,8 @@ class QueueTimeline:
     hop_rx_ns: np.ndarray = field(repr=False)
     rx_batch: np.ndarray = field(repr=False, default=None)
     batch_count: np.ndarray = field(repr=False, default=None)
+    period_quiet: np.ndarray = field(repr=False,
+                                     default_factory=lambda: np.zeros((0, 2), np.int64))
 
     @property
     def mean_batch(self):
@@ -301,6 +316,32 @@ def _steps(arr, rx, n_batches):
     return (step_ns, step_len, starts, ends) + counts
 
 
+def quiet_since(start_ns, view_nf, silence_ns=SILENCE_NS):
+    """The times of `start_ns` (sorted) that fell in a silence of the NF,
+    and where it went silent: ``[index, t]`` rows
+    (``QueueTimeline.period_quiet``); none for an NF without idle-poll
+    records, whose silences may be idleness.
+
+    A time inside one of the NF's silences (``NFRecords.silences``: free
+    at ``from``, nothing written until ``to``) more than `silence_ns`
+    after its ``from``: the NF had stopped by ``t = from + silence_ns``.
+    """
+    none = np.zeros((0, 2), np.int64)
+    if len(view_nf.idle_ns) == 0 or len(view_nf.silences) == 0:
+        return none
+    s = np.asarray(start_ns, np.int64)
+    quiet_from = view_nf.silences[:, 0] + silence_ns
+    quiet_to = view_nf.silences[:, 1]
+    # the starts inside a silence: each silence's range of them
+    lo = np.searchsorted(s, quiet_from, side="right")
+    hi = np.searchsorted(s, quiet_to, side="right")
+    n = hi - lo
+    if not n.any():
+        return none
+    idx = np.repeat(lo, n) + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
+    return np.stack([idx, np.repeat(quiet_from, n)], axis=1).astype(np.int64)
+
+
 def _timeline(name, hops, traj, view_nf, rate_override, work):
     # the arrivals and rx times only while the steps are made: one NF's at
     # a time (QueueTimeline gathers them again when asked)
@@ -331,7 +372,8 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
     # capture, which put the traced peak over 2x the decoded capture)
     count = count.astype(np.uint16 if count.max(initial=0) < 2**16 else np.int32)
     return QueueTimeline(name, hops, step_ns, step_len, starts, ends, rate,
-                         traj.hop_arrival_ns, traj.hop_rx_ns, view_nf.rx_batch, count)
+                         traj.hop_arrival_ns, traj.hop_rx_ns, view_nf.rx_batch, count,
+                         quiet_since(starts, view_nf))
 
 
 def queue_timelines(view, traj, peak_rates=None) -> dict:

@@ -37,9 +37,13 @@ def _ref_seg_cummin(x, seg):
 
 
 def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx, dropped,
-                    surges=None):
+                    surges=None, pquiet=None):
     """attribution._NF.hop_scores before the kernel (numpy); `surges`
-    (starts, ends): input scores only where one overlaps [period start, a]."""
+    (starts, ends): input scores only where one overlaps [period start, a];
+    `pquiet`: where the no-input-cause queue starts in each period (the
+    NF went silent), default the period's start."""
+    if pquiet is None:
+        pquiet = pstart
     def period_idx(t):
         return np.searchsorted(pstart, t, side="right") - 1
 
@@ -67,7 +71,7 @@ def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx,
     j = np.maximum(N - 1, 0)
     q_loc = np.clip(N - rl * a_ - min_local[j], 0, q)
     Ms = np.searchsorted(dep, s, "right")
-    m0 = usual * s - Ms
+    m0 = usual * pquiet[p_] - Ms
     jd = M - 1
     same = (jd >= 0) & (jd >= Ms) & (dp[np.maximum(jd, 0)] == p_)
     m = np.where(same, np.minimum(m0, min_input[np.maximum(jd, 0)]), m0)
@@ -280,6 +284,17 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     if seed % 2:
         edges = np.sort(rng.choice(np.unique(arr), 40, replace=False))
         surges = (edges[0::2].astype(np.int64), edges[1::2].astype(np.int64))
+    # seeds 3-5: the NF went silent before some periods began (after the
+    # last departure before each, as the records tell: none in between)
+    pquiet = pstart
+    if seed >= 3:
+        last = np.concatenate([[0], dep])[np.searchsorted(dep, pstart, side="right")]
+        pquiet = pstart - (rng.random(len(pstart)) < 0.5) * rng.integers(
+            0, np.maximum(pstart - last, 0) + 1)
+        pquiet = np.maximum(pquiet, last)
+        assert (pquiet < pstart).any()
+    q = np.flatnonzero(pquiet < pstart)
+    quiet_rows = np.stack([q, pquiet[q]], axis=1).astype(np.int64).reshape(-1, 2)
     no = np.zeros(0, np.int64)
     # what attribution._NF passes: the accepted and the dropped arrivals
     # apart, scores made a chunk at a time (small chunks here, runs of equal
@@ -292,7 +307,7 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     while state[0] < (~dropped).sum() or state[1] < dropped.sum():
         kept, sc = np.empty(room, index), np.empty((room, 2))
         c = _attrib.hop_scores(acc, dep, hops[~dropped], arr[dropped], hops[dropped], dep,
-                               pstart, pend, rate, local_rate, usual,
+                               pstart, pend, quiet_rows, rate, local_rate, usual,
                                *(surges if surges else (no, no)), surges is not None,
                                words, kept, sc, state, state_d)
         calls += 1
@@ -312,8 +327,12 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     _attrib.gather_scores(words, rank, values, np.arange(nh, dtype=index), L, I)
     assert not np.isnan(values).any()
     ref_L, ref_I = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, arr,
-                                   rx, dropped, surges)
+                                   rx, dropped, surges, pquiet)
     assert (L[hops] > 0).any() and (I[hops] > 0).any()
+    if seed >= 3:                       # silences lower input scores, never raise them
+        from_start = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual,
+                                     arr, rx, dropped, surges)[1]
+        assert (ref_I < from_start).any() and (ref_I <= from_start).all()
     if surges:                          # some judged no cause, not all
         ref_all = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, arr,
                                   rx, dropped)[1]

@@ -779,3 +779,62 @@ def test_a_wait_a_burst_moved_upstream_of_a_slow_nf_is_the_nfs(tmp_path):
                   and c["cause"] == "local") > 0.7
     only_u1 = _alone(diag, lab, "u1")
     assert len(only_u1) > 1000 and _named_for(only_u1, "203.217.0.0/16") > 0.95
+
+
+def _without_idle_polls(src, out):
+    """Capture `src` as a recorder without idle-poll records would have
+    written it: its rx records of 0 packets left out, seqs renumbered."""
+    from mscope.capture import open_capture
+    cap = open_capture(src)
+    data = cap.read()
+    with CaptureWriter(out) as w:
+        h = w.add_host("h")
+        w.set_manifest_entry("topology", cap.manifest.get("topology"))
+        for st in cap.manifest["streams"]:
+            sid = w.add_stream(h, st["nf_id"], st["nf_name"])
+            mine = np.flatnonzero(data.stream == st["stream"])
+            recs = data.records[mine]
+            ids = np.concatenate([data.ids_of(i) for i in mine]) if len(mine) else \
+                np.zeros(0, np.uint64)
+            keep = (recs["count"] > 0) | ((recs["flags"] & 7) != 0)
+            recs = recs[keep]
+            recs["seq"] = np.arange(len(recs), dtype=np.uint64)
+            w.write_chunk(sid, recs, ids, first_seq=0, final=True)
+
+
+def test_a_stall_that_began_while_the_queue_was_empty_is_the_nfs(tmp_path):
+    # ids stops for 400 us, and vpn after it 200 us later, while ids's
+    # stall keeps vpn's queue empty (the suite's interrupt-two-nfs): the
+    # packets ids released wait at vpn for vpn's stall, which began before
+    # its queue did.  Only vpn's idle-poll records show when it stopped;
+    # with them its usual arrivals since then would have queued as long,
+    # so the victims only vpn's stall explains are vpn's: 60% of them here
+    # (the rest are near the objective, where the estimates of what each
+    # stall added decide), none without the records (ids's released burst
+    # took the blame)
+    nfs = [{"name": "fw", "type": "firewall", "service_ns": 200, "batch": 32, "queue": 1024},
+           {"name": "nat", "type": "nat", "service_ns": 280, "batch": 32, "queue": 1024},
+           {"name": "ids", "type": "ids", "service_ns": 350, "batch": 32, "queue": 1024},
+           {"name": "vpn", "type": "vpn", "service_ns": 420, "batch": 32, "queue": 1024}]
+    doc = _chain_doc("two-stalls", nfs,
+                     [{"id": "i1", "kind": "interrupt", "nf": "ids", "at_ms": 10,
+                       "duration_us": 400},
+                      {"id": "i2", "kind": "interrupt", "nf": "vpn", "at_ms": 10.2,
+                       "duration_us": 400}], rate=1.5, ms=20, slo=200, seed=11)
+    res, diag, ctx = _scored(tmp_path, doc)
+    lab = _labels(tmp_path, "two-stalls")
+    vpn_local = lambda c: c.get("nf") == "vpn" and c["cause"] == "local"   # noqa: E731
+    only_i2 = _alone(diag, lab, "i2")
+    assert len(only_i2) > 200
+    assert _share(_tops({"victims": only_i2}), vpn_local) > 0.5
+    assert len(ctx["queues"]["vpn"].period_quiet) > 0
+    # the victims only ids's stall explains stay ids's
+    only_i1 = _alone(diag, lab, "i1")
+    assert len(only_i1) > 100
+    assert _share(_tops({"victims": only_i1}), lambda c: c.get("nf") == "ids") > 0.9
+    # the same capture from a recorder without idle-poll records
+    _without_idle_polls(tmp_path / "two-stalls", tmp_path / "older")
+    older, _ = diagnose(tmp_path / "older", slo_us=200)
+    assert not older["incomplete"]
+    again = {v["packet"]: v for v in older["victims"]}
+    assert _share(_tops({"victims": [again[v["packet"]] for v in only_i2]}), vpn_local) < 0.1

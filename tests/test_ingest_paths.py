@@ -26,7 +26,7 @@ _ingest = pytest.importorskip("mscope.analyzer._ingest",
 SUITE = Path(__file__).resolve().parent.parent / "bench" / "scenarios"
 
 FIELDS = ("rx_ids", "rx_ns", "rx_batch", "batch_ns", "batch_occupancy", "tx_ids", "tx_ns",
-          "tx_port", "tx_batch", "rx_addr", "rx_port")
+          "tx_port", "tx_batch", "rx_addr", "rx_port", "idle_ns", "silences")
 
 
 def same_nf(x, y, ids=None):
@@ -188,15 +188,18 @@ def test_lcores_and_clocks_that_go_back(tmp_path):
 # --- one stream ----------------------------------------------------------------
 
 def _stream(rng, n, kinds, max_count=6, ports=(0,), batch_share=0.3, addr_ok=True,
-            big=0.0):
+            big=0.0, idle=0.0, gap=300):
     """A stream of `n` records drawn from `kinds` (flags values), their
     ids, and an address record after some rx ones (seq + 1, same count
-    unless not `addr_ok`)."""
+    unless not `addr_ok`); a share `idle` of the rx ones idle polls
+    (count 0), times 1 to `gap` ns apart (some silences where that is
+    more than ingest.SILENCE_NS)."""
     flags = rng.choice(np.array(kinds, np.uint8), n)
     count = rng.integers(0 if big else 1, max_count + 1, n).astype(np.uint32)
     large = rng.random(n) < big                         # split batches of up to 1024
     count[large] = rng.integers(5, 1025, int(large.sum()))
-    step = np.where(rng.random(n) < batch_share, 0, rng.integers(1, 300, n))
+    count[(flags == 0) & (rng.random(n) < idle)] = 0
+    step = np.where(rng.random(n) < batch_share, 0, rng.integers(1, gap, n))
     r = np.zeros(n, CAPTURE_RECORD_DTYPE)
     r["time_ns"] = 1000 + np.cumsum(step)
     r["seq"] = np.cumsum(rng.integers(1, 3, n))          # gaps: lost records
@@ -231,13 +234,33 @@ KIND_SETS = [
 @pytest.mark.parametrize("ports", [(0,), (3,), (0, 1), (2, 5, 9)])
 def test_random_streams(kinds, ports):
     rng = np.random.default_rng(len(kinds) * 31 + sum(ports))
-    for n, batch_share, big, addr_ok in [(1, 0, 0, True), (2, 0.5, 0, True),
-                                         (300, 0.3, 0, True), (500, 0.6, 0.05, True),
-                                         (200, 0.3, 0, False)]:
+    for n, batch_share, big, addr_ok, idle in [
+            (1, 0, 0, True, 0), (2, 0.5, 0, True, 0), (300, 0.3, 0, True, 0),
+            (500, 0.6, 0.05, True, 0), (200, 0.3, 0, False, 0), (400, 0.3, 0, True, 0.3)]:
         recs, ids = _stream(rng, n, kinds, ports=ports, batch_share=batch_share, big=big,
-                            addr_ok=addr_ok)
-        both_streams(recs, ids)
+                            addr_ok=addr_ok, idle=idle, gap=60_000 if idle else 300)
+        nf = both_streams(recs, ids)
         both_streams(recs, ids, ingest._id_offsets(recs))
+        if idle and 0 in kinds and (CAPTURE_F_TX in kinds or len(kinds) == 1):
+            assert len(nf.idle_ns) and len(nf.silences)
+
+
+def test_idle_polls_and_silences():
+    # rx0 tx idle . . rx1 (a batch) . . tx idle . . idle: the NF was free
+    # after its first tx and idle poll, silent until rx1; in service from
+    # rx1 to its tx however long that took; then free and silent again
+    S = ingest.SILENCE_NS
+    t = [0, 10, 20, 20 + S + 1, 20 + 5 * S, 21 + 5 * S, 22 + 6 * S]
+    r = make_records(range(7), counts=1, nf_id=7)
+    r["time_ns"] = t
+    r["flags"] = [0, CAPTURE_F_TX, 0, 0, CAPTURE_F_TX, 0, 0]
+    r["count"] = [1, 1, 0, 1, 1, 0, 0]
+    ids = np.array([5, 5, 6, 6], np.uint64)
+    nf = both_streams(r, ids)
+    assert nf.idle_ns.tolist() == [20, 21 + 5 * S, 22 + 6 * S]
+    assert nf.batch_ns.tolist() == [0, 20 + S + 1] and nf.rx_ids.tolist() == [5, 6]
+    assert nf.silences.tolist() == [[20, 20 + S + 1], [21 + 5 * S, 22 + 6 * S]]
+    assert ingest.silences(r).tolist() == nf.silences.tolist()
 
 
 def test_address_records_paired_by_seq():

@@ -160,6 +160,43 @@ def test_same_seed_same_bytes(tmp_path):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 
 
+def test_idle_polls_fall_where_the_recorder_writes_them():
+    """At the first empty poll IDLE_NS after the NF's last record, none
+    while it is interrupted, one at the poll that ends an interrupt."""
+    from mscope.sim.engine import idle_polls
+    got = idle_polls(np.array([100_000, 200_000]), np.array([110_000, 205_000]),
+                     np.array([0.0, 150_000.0, 190_000.0]), np.array([1.0, 0.0, 1.0]),
+                     end_ns=300_000, every=20_000)
+    assert got.tolist() == [20_000, 40_000, 60_000, 80_000,      # idle from 0
+                            130_000, 190_000,                   # cut by the interrupt
+                            225_000, 245_000, 265_000, 285_000]
+    # a batch taken right at a record's due time: that poll was not empty
+    assert idle_polls(np.array([20_000]), np.array([30_000]), np.array([0.0]),
+                      np.array([1.0]), end_ns=40_000, every=20_000).tolist() == []
+
+
+def test_idle_polls_in_the_capture_leave_only_the_interrupt_silent(tmp_path):
+    """An NF's idle-poll records are rx records of no packets, and the only
+    silence in its records (free, then nothing for longer than
+    SILENCE_NS) is its interrupt."""
+    from mscope.analyzer.ingest import SILENCE_NS, load
+    sc = one_nf(2000.0, batch=8, duration_ms=20,
+                faults=[{"id": "i", "kind": "interrupt", "nf": "q", "at_ms": 10,
+                         "duration_us": 300}])
+    simulate_to_capture(sc, tmp_path / "cap", truth=False)
+    data = open_capture(tmp_path / "cap").read()
+    idle = (data.records["count"] == 0) & (data.records["nf_id"] == 1)
+    assert idle.sum() > 100
+    assert (data.records["flags"][idle] == 0).all()
+    q = load(tmp_path / "cap").nf("q")
+    assert len(q.idle_ns) == idle.sum() and len(q.batch_ns) > 300
+    assert not np.isin(q.idle_ns, q.batch_ns).any()
+    assert len(q.silences) == 1
+    start, end = q.silences[0].tolist()
+    assert 10_000_000 - SILENCE_NS <= start <= 10_000_000 and end >= 10_300_000
+    assert end - start > 300_000
+
+
 def test_capture_reads_like_a_collected_one(tmp_path):
     """The simulator's capture goes through the same reader, whole, with a
     stream per NF and the source, time ordered per stream."""

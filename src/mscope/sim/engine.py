@@ -25,9 +25,9 @@ import numpy as np
 
 from mscope.capture.format import (CAPTURE_F_ADDR, CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN,
                                    CAPTURE_RECORD_DTYPE)
-from mscope.record import MAX_BATCH
+from mscope.record import IDLE_NS, MAX_BATCH
 
-__all__ = ["SimRun", "simulate", "speed_segments", "service_factors",
+__all__ = ["SimRun", "simulate", "speed_segments", "service_factors", "idle_polls",
            "SOURCE", "SINK", "SOURCE_NF_ID", "POLL_NS", "BATCH_COST", "SOURCE_QUANTUM_NS"]
 
 SOURCE, SINK = "source", "sink"
@@ -235,8 +235,9 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
             if name in scenario.out_links[SOURCE]:
                 addrs = ((packets.src_ip[acc].astype(np.uint64) << np.uint64(32))
                          | packets.dst_ip[acc].astype(np.uint64))
+            idle = idle_polls(b_rx, b_tx, seg_start, seg_rate, scenario.duration_ns)
             streams.append(_nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port,
-                                      len(scenario.out_links[name]), addrs))
+                                      len(scenario.out_links[name]), addrs, idle))
     return SimRun(src_ns, exit_ns, drop_nf, scenario.slo_ns, streams, queue_samples)
 
 
@@ -256,11 +257,59 @@ def _nat_rewrite(packets, idx, cur_hash, nf_index):
                                     packets.dport[idx], packets.proto[idx])
 
 
-def _nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port, nports, addrs=None):
+def idle_polls(b_rx, b_tx, seg_start, seg_rate, end_ns, every=IDLE_NS, poll_ns=POLL_NS):
+    """When an NF writes idle-poll records (csrc/mscope_record.h): at its
+    first empty poll `every` ns or more after its last record, never while
+    it is interrupted.
+
+    The NF is idle from each batch's tx (and from 0) until it takes the
+    next batch (or `end_ns`), polling every `poll_ns` from there, so in an
+    idle spell without an interrupt the records fall every `every` ns
+    after the tx, strictly before the next batch's rx (that poll was not
+    empty).  In one an interrupt cuts, the polls resume at its end: a
+    record there if `every` has passed since the last one.
+
+    Returns
+    -------
+    int64 array, sorted
+    """
+    every = int(every)
+    u = np.concatenate([[0], np.asarray(b_tx, np.int64)])
+    v = np.concatenate([np.asarray(b_rx, np.int64), [max(int(end_ns), int(u[-1]))]])
+    stops = np.flatnonzero(seg_rate == 0)
+    s0 = seg_start[stops]
+    s1 = np.append(seg_start, np.inf)[stops + 1]
+    # spells an interrupt overlaps (few): walked one by one below
+    cut = np.zeros(len(u), bool)
+    for a, b in zip(s0.tolist(), s1.tolist()):
+        cut[(u < b) & (v > a)] = True
+    n = np.where(cut, 0, np.maximum(v - u - 1, 0) // every)
+    base = np.repeat(u, n)
+    j = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + 1
+    times = [base + j * every]
+    for k in np.flatnonzero(cut).tolist():
+        last, t, out = int(u[k]), float(u[k]), []
+        while True:
+            t = max(t, last + every)
+            for a, b in zip(s0.tolist(), s1.tolist()):
+                if a <= t < b:                  # interrupted: the next poll is at its end
+                    t = b + np.ceil(max(0.0, last + every - b) / poll_ns) * poll_ns
+            if t >= v[k]:
+                break
+            last = int(t)
+            out.append(last)
+        times.append(np.array(out, np.int64))
+    return np.sort(np.concatenate(times))
+
+
+def _nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port, nports, addrs=None,
+               idle=None):
     """rx and tx records of one NF, interleaved in time as the ring has them.
 
     With `addrs` (one word per accepted packet, in service order), every rx
-    record is followed by its address record (CAPTURE_F_ADDR)."""
+    record is followed by its address record (CAPTURE_F_ADDR).  `idle`:
+    times of idle-poll records (:func:`idle_polls`), rx records of 0
+    packets between the batches."""
     nb = len(b_rx)
     nf_id = nf.index + 1
     batch_of = np.repeat(np.arange(nb), b_count)
@@ -293,6 +342,13 @@ def _nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port, nports, addrs=
         sub.append(np.arange(len(rx)) * 2 + 1)
         start.append(rx_off + 2 * len(acc))
         pool.append(np.asarray(addrs, np.uint64))
+    if idle is not None and len(idle):
+        # after the tx of the batch before them (the spell they fall in)
+        parts.append(_records(idle, np.zeros(len(idle), np.int64), np.zeros(len(idle)),
+                              np.zeros(len(idle)), np.zeros(len(idle)), nf_id))
+        which.append(np.searchsorted(b_rx, idle, side="right") * 2 - 1)
+        sub.append(np.arange(len(idle)) + 2 * (len(rx) + len(tx)) + 2)
+        start.append(np.zeros(len(idle), np.int64))
     recs = np.concatenate(parts)
     o = np.lexsort((np.concatenate(sub), np.concatenate(which)))
     recs = recs[o]
