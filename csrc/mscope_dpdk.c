@@ -97,7 +97,7 @@ record_addrs(struct mscope *ms, uint16_t port, uint16_t queue,
 	uint32_t i;
 
 	if (unlikely(words == NULL)) {
-		mscope_ring_drop(&ms->prod, k);
+		mscope_ring_drop(&ms->prod, 0);  /* its packets are in the rx record */
 		return -ENOBUFS;
 	}
 	for (i = 0; i < k; i++)

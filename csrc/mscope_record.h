@@ -44,9 +44,10 @@
  *     occupancy and tsc, seq one more.  Only after an rx record that was
  *     written: a dropped rx record has no address record (and its seq is
  *     the only one consumed).  An address record that does not fit is
- *     dropped and counted like any record (drop_records, and its count in
- *     drop_packets), so a missing seq right after a present rx record of
- *     a recorder writing addresses is that record's address record.
+ *     dropped and counted as a record (drop_records; not in drop_packets:
+ *     its packets are in the rx record), so a missing seq right after a
+ *     present rx record of a recorder writing addresses is that record's
+ *     address record.
  *   - Never after a tx record.
  *
  * A batch-only record (flags bit 2, MSCOPE_REC_F_NOIDS; written only when

@@ -205,7 +205,9 @@ mscope_ring_write(struct mscope_producer *p, uint8_t flags, uint16_t port,
 	uint64_t *slot = mscope_ring_reserve(p, n);
 
 	if (unlikely(slot == NULL)) {
-		mscope_ring_drop(p, n);
+		/* an address record's words are not packets: its rx record,
+		 * written, holds them (flags is a constant where inlined) */
+		mscope_ring_drop(p, (flags & MSCOPE_REC_F_ADDR) ? 0 : n);
 		return -105; /* -ENOBUFS, spelled out to keep this header libc-free */
 	}
 	memcpy(slot, ids, 8U * n);
