@@ -98,6 +98,11 @@ class NFRecords:
         no batch taken after it) and wrote nothing until ``to``, more than
         SILENCE_NS later (:func:`silences`).  Where it writes idle polls,
         it had stopped polling by ``from + SILENCE_NS``.
+    idle_interval_ns : int
+        The interval of its idle-poll records its streams' manifest
+        entries declare (``idle_ns``, from the ring header: 0 where a
+        stream declares none, or from before them); silences are
+        measured against 1.1 times it (:func:`silence_ns_of`).
 
     Indices and ports are int32 (a packet-hop costs 20 bytes here: id,
     time, batch); a port array of an NF that uses one port is a read-only
@@ -118,6 +123,7 @@ class NFRecords:
     rx_port: np.ndarray = None
     idle_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     silences: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    idle_interval_ns: int = 0
 
     @property
     def has_addr(self) -> bool:
@@ -270,6 +276,29 @@ def _rx_addresses(records, stream, ids, id_rec, ridx, rcnt, a):
 SILENCE_NS = IDLE_NS + IDLE_NS // 10
 
 
+def silence_ns_of(interval_ns):
+    """The silence an NF writing idle polls every `interval_ns` (0: the
+    format's MSCOPE_IDLE_NS) cannot have while it polls: 10% over it."""
+    interval_ns = interval_ns or IDLE_NS
+    return interval_ns + interval_ns // 10
+
+
+def _streams_of(nf_of_stream, k):
+    return [sid for sid, j in nf_of_stream.items() if j == k]
+
+
+def _idle_interval(where, info, sids):
+    """The idle-poll interval streams `sids` declare (manifest
+    ``idle_ns``), 0 unless every one of them declares one."""
+    vals = []
+    for sid in sids:
+        v = info.get(sid, {}).get("idle_ns", 0)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**32:
+            raise CaptureFormatError(f"{where}: stream {sid} idle_ns is not a u32 ({v!r})")
+        vals.append(v)
+    return min(vals) if vals else 0
+
+
 def silences(recs, silence_ns=SILENCE_NS):
     """An NF's silences in its records `recs` (time order): ``[from, to]``
     rows where it was free at ``from`` -- its last record a tx or an idle
@@ -355,7 +384,7 @@ def _one_side(t, port, sel, cnt, ids, id_sel):
             _ports(side_port, c, len(side_ids)))
 
 
-def _one_stream(name, nf_id, recs, ids, id_rec=None, compiled=None):
+def _one_stream(name, nf_id, recs, ids, id_rec=None, compiled=None, silence_ns=SILENCE_NS):
     """NFRecords of an NF recorded by one stream (or none): its records
     `recs` in seq order, their ids `ids` (``id_rec[i]`` the first of
     record i's; None: worked out here if needed).  The common case, in one
@@ -374,10 +403,10 @@ def _one_stream(name, nf_id, recs, ids, id_rec=None, compiled=None):
     if (kernel is not None and len(recs) and recs.dtype == CAPTURE_RECORD_DTYPE
             and ids.dtype == np.uint64 and recs.flags.c_contiguous
             and ids.flags.c_contiguous):
-        parts = kernel.expand_stream(recs, ids, SILENCE_NS)
+        parts = kernel.expand_stream(recs, ids, silence_ns)
         if parts is not None:
             return _from_kernel(name, nf_id, recs, ids, id_rec, parts)
-    return _one_stream_numpy(name, nf_id, recs, ids, id_rec)
+    return _one_stream_numpy(name, nf_id, recs, ids, id_rec, silence_ns)
 
 
 def _port_ids(port, n):
@@ -413,7 +442,7 @@ def _from_kernel(name, nf_id, recs, ids, id_rec, parts):
                      idle_ns=idle_ns, silences=silent)
 
 
-def _one_stream_numpy(name, nf_id, recs, ids, id_rec=None):
+def _one_stream_numpy(name, nf_id, recs, ids, id_rec=None, silence_ns=SILENCE_NS):
     """:func:`_one_stream` with numpy alone (the reference of the compiled
     expansion).
 
@@ -465,7 +494,8 @@ def _one_stream_numpy(name, nf_id, recs, ids, id_rec=None):
     return NFRecords(name=name, nf_id=nf_id, rx_ids=rx_ids, rx_ns=rx_ns, rx_batch=rx_batch,
                      batch_ns=batch_ns, batch_occupancy=occ, tx_ids=tx_ids, tx_ns=tx_ns,
                      tx_port=tx_port, tx_batch=tx_batch, rx_addr=rx_addr, rx_port=rx_port,
-                     idle_ns=t[is_idle].astype(np.int64), silences=silences(recs))
+                     idle_ns=t[is_idle].astype(np.int64),
+                     silences=silences(recs, silence_ns))
 
 
 def _id_offsets(recs):
@@ -491,7 +521,7 @@ class _General:
         self.is_idle = self.is_rx & (records["count"] == 0)
         self.is_rx &= ~self.is_idle
 
-    def nf(self, k, name, nf_id):
+    def nf(self, k, name, nf_id, silence_ns=SILENCE_NS):
         d = self.data
         records, stream, ids, id_rec = d.records, d.stream, d.ids, d.id_offsets[:-1]
         mine = self.rec_nf == k
@@ -514,12 +544,12 @@ class _General:
             tx_batch=np.repeat(tb.astype(np.int32), tcnt), rx_addr=rx_addr,
             rx_port=np.repeat(records["port"][ridx].astype(np.int32), rcnt),
             idle_ns=np.sort(records["time_ns"][mine & self.is_idle]).astype(np.int64),
-            silences=self._silences(mine))
+            silences=self._silences(mine, silence_ns))
 
-    def _silences(self, mine):
+    def _silences(self, mine, silence_ns):
         # over all the NF's streams: silent only while every lcore is
         recs = self.data.records[np.flatnonzero(mine)]
-        return silences(recs[np.argsort(recs["time_ns"], kind="stable")])
+        return silences(recs[np.argsort(recs["time_ns"], kind="stable")], silence_ns)
 
 
 def from_capture_data(data, manifest=None, path=None, compiled=None) -> CaptureView:
@@ -554,10 +584,12 @@ def _view(parts, whole, manifest, path, compiled=None):
     general = None if parts is not None else _General(whole, nf_of_stream, info)
     for k, (nf_id, name) in enumerate(keys):
         if general is not None:
-            nfs.append(general.nf(k, name, nf_id))
+            interval = _idle_interval(where, info, _streams_of(nf_of_stream, k))
+            nfs.append(general.nf(k, name, nf_id, silence_ns_of(interval)))
+            nfs[-1].idle_interval_ns = interval
             continue
         mine = [parts.pop(sid) for sid in sorted(parts) if nf_of_stream.get(sid) == k]
-        nfs.append(_nf(k, name, nf_id, mine, nf_of_stream, info, compiled))
+        nfs.append(_nf(k, name, nf_id, mine, nf_of_stream, info, compiled, where))
         del mine                        # this NF's records and ids go
     return _finish(nfs, whole, manifest, path)
 
@@ -594,7 +626,7 @@ def _view_feed(feed, manifest, path, compiled=None):
                 mine.append(d)
                 n_rec, n_ids = n_rec + len(d.records), n_ids + len(d.ids)
                 no_ids = no_ids and bool((d.records["flags"] & CAPTURE_F_NOIDS).all())
-        nfs[k] = _nf(k, name, nf_id, mine, nf_of_stream, info, compiled)
+        nfs[k] = _nf(k, name, nf_id, mine, nf_of_stream, info, compiled, where)
         del mine
     whole = feed.finish()
     # the headers promised packets; damaged frames may have taken them all
@@ -627,20 +659,23 @@ def _nf_keys(where, info, check=True):
     return keys, nf_of_stream
 
 
-def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None):
+def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"):
     """NFRecords of NF `k` from the CaptureData of its streams `mine`
     (`compiled`: see :func:`_kernel`)."""
+    interval = _idle_interval(where, info, _streams_of(nf_of_stream, k))
+    quiet = silence_ns_of(interval)
     n = None
     if len(mine) <= 1:
         d = mine[0] if mine else CaptureData(
             np.zeros(0, CAPTURE_RECORD_DTYPE), np.zeros(0, np.uint32),
             np.zeros(1, np.int64), np.zeros(0, np.uint64))
-        n = _one_stream(name, nf_id, d.records, d.ids, d.id_offsets, compiled)
+        n = _one_stream(name, nf_id, d.records, d.ids, d.id_offsets, compiled, quiet)
     if n is None:                   # several streams, or times that go back
         d = mine[0] if len(mine) == 1 else _concat(mine)
         if d.id_offsets is None:
             d = CaptureData(d.records, d.stream, _id_offsets(d.records), d.ids)
-        n = _General(d, nf_of_stream, info).nf(k, name, nf_id)
+        n = _General(d, nf_of_stream, info).nf(k, name, nf_id, quiet)
+    n.idle_interval_ns = interval
     return n
 
 
@@ -723,7 +758,8 @@ def split_revisited(nf):
             tx_ids=nf.tx_ids[t], tx_ns=nf.tx_ns[t], tx_port=nf.tx_port[t],
             tx_batch=tb.astype(np.int32),
             rx_addr=None if nf.rx_addr is None else nf.rx_addr[r],
-            rx_port=nf.rx_port[r], idle_ns=nf.idle_ns, silences=nf.silences))
+            rx_port=nf.rx_port[r], idle_ns=nf.idle_ns, silences=nf.silences,
+            idle_interval_ns=nf.idle_interval_ns))
     return out
 
 

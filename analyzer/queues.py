@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ingest import SILENCE_NS
+from .ingest import silence_ns_of
 
 try:
     from . import _attrib
@@ -87,9 +87,15 @@ class QueueTimeline:
         service) and wrote nothing for longer than SILENCE_NS, so it had
         stopped polling (an interrupt, a stall that began while its queue
         was empty) by ``t``, the time it was last heard of plus
-        SILENCE_NS.  Few rows (none for an NF without idle-poll records,
-        whose silence cannot be told from idleness): one int64 per
+        SILENCE_NS.  Few rows (none for an NF whose recorder declares no
+        idle-poll records and wrote none: its silence cannot be told from
+        idleness): one int64 per
         period would be 24 MiB on bench/analyze.py's capture.
+    silences : ndarray of int64, shape (k, 2)
+        The NF's silences (``NFRecords.silences``: free, then no record
+        for longer than SILENCE_NS) where it writes idle-poll records
+        (declared or seen), so that they are stops; none otherwise.  For
+        the summary.
     """
     name: str
     hops: np.ndarray
@@ -104,6 +110,8 @@ class QueueTimeline:
     batch_count: np.ndarray = field(repr=False, default=None)
     period_quiet: np.ndarray = field(repr=False,
                                      default_factory=lambda: np.zeros((0, 2), np.int64))
+    silences: np.ndarray = field(repr=False,
+                                 default_factory=lambda: np.zeros((0, 2), np.int64))
 
     @property
     def mean_batch(self):
@@ -316,20 +324,29 @@ def _steps(arr, rx, n_batches):
     return (step_ns, step_len, starts, ends) + counts
 
 
-def quiet_since(start_ns, view_nf, silence_ns=SILENCE_NS):
+def _stops_show(view_nf):
+    """Whether the NF's silences are stops: its recorder declares idle-poll
+    records (the ring header's ``idle_ns``, in the manifest), or it wrote
+    some (a capture whose manifest predates the key)."""
+    return view_nf.idle_interval_ns > 0 or len(view_nf.idle_ns) > 0
+
+
+def quiet_since(start_ns, view_nf, silence_ns=None):
     """The times of `start_ns` (sorted) that fell in a silence of the NF,
     and where it went silent: ``[index, t]`` rows
     (``QueueTimeline.period_quiet``); none for an NF without idle-poll
-    records, whose silences may be idleness.
+    records (declared or seen), whose silences may be idleness.
 
     A time inside one of the NF's silences (``NFRecords.silences``: free
     at ``from``, nothing written until ``to``) more than `silence_ns`
     after its ``from``: the NF had stopped by ``t = from + silence_ns``.
     """
     none = np.zeros((0, 2), np.int64)
-    if len(view_nf.idle_ns) == 0 or len(view_nf.silences) == 0:
+    if not _stops_show(view_nf) or len(view_nf.silences) == 0:
         return none
     s = np.asarray(start_ns, np.int64)
+    if silence_ns is None:
+        silence_ns = silence_ns_of(view_nf.idle_interval_ns)
     quiet_from = view_nf.silences[:, 0] + silence_ns
     quiet_to = view_nf.silences[:, 1]
     # the starts inside a silence: each silence's range of them
@@ -373,7 +390,8 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
     count = count.astype(np.uint16 if count.max(initial=0) < 2**16 else np.int32)
     return QueueTimeline(name, hops, step_ns, step_len, starts, ends, rate,
                          traj.hop_arrival_ns, traj.hop_rx_ns, view_nf.rx_batch, count,
-                         quiet_since(starts, view_nf))
+                         quiet_since(starts, view_nf),
+                         view_nf.silences if _stops_show(view_nf) else np.zeros((0, 2), np.int64))
 
 
 def queue_timelines(view, traj, peak_rates=None) -> dict:

@@ -47,7 +47,7 @@ cdef extern from "mscope_reader.h":
         uint64_t head, tail, next_seq, drop_records, drop_packets, tsc_hz
         uint64_t created_tsc, created_ns, data_size
         int32_t pid, reader_pid
-        uint32_t state
+        uint32_t state, idle_ns
         uint16_t nf_id, lcore
     int mscope_reader_open(const char *path, int claim, mscope_reader *r)
     long mscope_reader_drain(mscope_reader *r, mscope_rec_hdr *recs,
@@ -245,5 +245,5 @@ cdef class RingReader:
             "pending_bytes": s.head - s.tail, "next_seq": s.next_seq,
             "drop_records": s.drop_records, "drop_packets": s.drop_packets,
             "tsc_hz": s.tsc_hz, "created_tsc": s.created_tsc,
-            "created_ns": s.created_ns,
+            "created_ns": s.created_ns, "idle_ns": s.idle_ns,
         }

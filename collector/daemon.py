@@ -126,7 +126,7 @@ class Collector:
         if self.writer is not None:
             self.capture_stream[st.stream] = self.writer.add_stream(
                 self.host_index, st.nf_id, st.nf_name, lcore=st.lcore, pid=st.pid,
-                ring=st.path)
+                ring=st.path, extra={"idle_ns": st.idle_ns})
         off = self.clock.disagreement(st.producer_hz)
         note = f", producer TSC rate differs by {off:.2%}" if off and off > 1e-3 else ""
         self.log(f"attached {Path(key).name} (nf {st.nf_name} id {st.nf_id}, "

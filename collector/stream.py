@@ -91,6 +91,7 @@ class RingStream:
         self.nf_id, self.nf_name = st["nf_id"], st["nf_name"]
         self.lcore, self.pid = st["lcore"], st["pid"]
         self.producer_hz = st["tsc_hz"]
+        self.idle_ns = st["idle_ns"]      # its idle-poll interval, 0: none
         # A ring nobody drained before starts at seq 0: holes from there on
         # are ours to count.  One a previous collector drained starts at
         # whatever seq comes first.
@@ -219,4 +220,4 @@ class RingStream:
     def describe(self):
         """The stream's identity, for manifests and wire meta."""
         return {"nf_id": self.nf_id, "nf_name": self.nf_name, "lcore": self.lcore,
-                "pid": self.pid, "ring": self.path}
+                "pid": self.pid, "ring": self.path, "idle_ns": self.idle_ns}

@@ -220,6 +220,7 @@ mscope_reader_snapshot(const struct mscope_reader *r,
 	s->lcore = h->lcore;
 	s->created_tsc = h->created_tsc;
 	s->created_ns = h->created_ns;
+	s->idle_ns = h->idle_ns;
 	s->data_size = r->data_size;
 }
 

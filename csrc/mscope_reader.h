@@ -46,7 +46,7 @@ struct mscope_ring_state_snapshot {
 	uint64_t head, tail, next_seq, drop_records, drop_packets, tsc_hz;
 	uint64_t created_tsc, created_ns, data_size;
 	int32_t pid, reader_pid;
-	uint32_t state;
+	uint32_t state, idle_ns;
 	uint16_t nf_id, lcore;
 };
 

@@ -146,7 +146,10 @@ struct mscope_ring_hdr {
 	uint16_t lcore;
 	uint64_t created_tsc;     /* TSC and CLOCK_MONOTONIC read back to back */
 	uint64_t created_ns;      /* at creation: a first TSC<->ns anchor */
-	uint8_t  pad0[8];
+	uint32_t idle_ns;         /* the interval of its idle-poll records
+				   * (MSCOPE_IDLE_NS); 0: none (MSCOPE_F_NOIDLE,
+				   * or a recorder from before them) */
+	uint8_t  pad0[4];
 	/* line 1 (offset 64): producer-owned */
 	uint64_t head;            /* bytes published; release-stored */
 	uint64_t next_seq;        /* seq the next record will take */

@@ -149,6 +149,7 @@ mscope_open(const struct mscope_params *p)
 	hdr->lcore = p->lcore;
 	hdr->created_tsc = mscope_rdtsc();
 	hdr->created_ns = monotonic_ns();
+	hdr->idle_ns = (p->flags & MSCOPE_F_NOIDLE) ? 0 : MSCOPE_IDLE_NS;
 	hdr->state = MSCOPE_RING_OPEN;
 	strncpy(hdr->nf_name, p->nf_name, MSCOPE_NAME_LEN - 1);
 	/* Release pairs with the reader's acquire-load of magic: a reader that

@@ -13,6 +13,7 @@ import pytest
 from conftest import TESTS_C, recorder_sources
 from producers import Producer, expected_counts
 from mscope.capture import open_capture
+from mscope.record import IDLE_NS
 
 COLLECT = [sys.executable, "-m", "mscope.collector.daemon"]
 MSCOPE = [sys.executable, "-m", "mscope.cli"]
@@ -126,6 +127,7 @@ def test_several_rings_and_late_ring(producer_exe, registry, tmp_path, procs):
     assert rc == 0, err
     data = open_capture(cap).read()
     names = {s["stream"]: s["nf_name"] for s in open_capture(cap).manifest["streams"]}
+    assert {s["idle_ns"] for s in open_capture(cap).manifest["streams"]} == {IDLE_NS}
     per = {}
     for sid, name in names.items():
         sel = data.stream == sid
@@ -315,6 +317,8 @@ def test_ring_to_capture_over_zeromq(producer_exe, registry, tmp_path, procs, re
     check_pattern(data.records, data.ids, maxb)
     st = open_capture(cap).manifest["streams"]
     assert len(st) == 1 and st[0]["nf_name"] == "prod"
+    # the ring header's idle-poll interval, through the wire
+    assert st[0]["idle_ns"] == IDLE_NS
 
 
 def test_receiver_killed_and_restarted(producer_exe, registry, tmp_path, procs, receivers):

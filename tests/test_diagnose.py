@@ -832,9 +832,18 @@ def test_a_stall_that_began_while_the_queue_was_empty_is_the_nfs(tmp_path):
     only_i1 = _alone(diag, lab, "i1")
     assert len(only_i1) > 100
     assert _share(_tops({"victims": only_i1}), lambda c: c.get("nf") == "ids") > 0.9
+    # and the summary says when vpn stopped (its stall began at 10.2 ms,
+    # its last record before it up to 22 us earlier)
+    text = format_summary(diag, ctx)
+    m = re.search(r"vpn stopped polling for ([\d,]+) us at (\d+\.\d{3}) ms \(no records\); "
+                  r"victims arrived [\d.]+-[\d.]+ ms -> vpn queue peaked", text)
+    assert m, text
+    assert 400 <= int(m.group(1).replace(",", "")) <= 430
+    assert 10.178 <= float(m.group(2)) <= 10.2
     # the same capture from a recorder without idle-poll records
     _without_idle_polls(tmp_path / "two-stalls", tmp_path / "older")
-    older, _ = diagnose(tmp_path / "older", slo_us=200)
+    older, octx = diagnose(tmp_path / "older", slo_us=200)
     assert not older["incomplete"]
     again = {v["packet"]: v for v in older["victims"]}
     assert _share(_tops({"victims": [again[v["packet"]] for v in only_i2]}), vpn_local) < 0.1
+    assert "stopped polling" not in format_summary(older, octx)

@@ -263,6 +263,30 @@ def test_idle_polls_and_silences():
     assert ingest.silences(r).tolist() == nf.silences.tolist()
 
 
+@pytest.mark.parametrize("idle_ns, silent", [(None, 2), (20_000, 2), (100_000, 0), (0, 2),
+                                             ("often", None), (-5, None)])
+def test_the_declared_idle_interval(tmp_path, idle_ns, silent):
+    # rx/tx pairs 50 us apart, free in between: silences against 22 us
+    # (the format's interval, or 20 us declared), none against 110 us
+    # (100 us declared); a declaration that is not a u32 is refused
+    cap = tmp_path / "cap"
+    with CaptureWriter(cap) as w:
+        s = w.add_stream(w.add_host("h"), 1, "fw",
+                         extra=None if idle_ns is None else {"idle_ns": idle_ns})
+        r = make_records(range(6), counts=1, nf_id=1)
+        r["time_ns"] = [0, 100, 50_000, 50_100, 100_000, 100_100]
+        r["flags"] = [0, CAPTURE_F_TX] * 3
+        w.write_chunk(s, r, np.array([1, 1, 2, 2, 3, 3], np.uint64))
+    if silent is None:
+        with pytest.raises(CaptureFormatError, match="idle_ns is not a u32"):
+            ingest.load(cap)
+        return
+    view = both_loads(cap)
+    nf = view.nf("fw")
+    assert len(nf.silences) == silent
+    assert nf.idle_interval_ns == (idle_ns or 0)
+
+
 def test_address_records_paired_by_seq():
     # address records not each right after their rx record (one's rx lost,
     # one with another count): paired by seq, as the numpy version does

@@ -578,3 +578,17 @@ def test_a_flood_of_bad_messages_is_counted_but_not_all_logged(tmp_path):
     assert rx.rejected == {"parts": 50} and rx.records == 3
     assert len([ln for ln in lines if "rejected message from 10.0.0.9" in ln]) == 10
     assert lines[-1] == "mscope receive: 40 more 'parts' lines not logged"
+
+
+def test_optional_meta_keys_are_checked_where_present():
+    """idle_ns: absent (a collector from before it) reads as none; present,
+    a u32 or the message is refused."""
+    from mscope.wire import WireFormatError, decode_message, encode_message, make_meta
+    meta = make_meta(collector="c0", host="h", tsc_hz=1e9, stream=0, nf_id=1, nf_name="fw",
+                     lcore=0, pid=1, ring="/dev/shm/mscope/fw.0.1.ring", idle_ns=20000)
+    assert decode_message(encode_message(meta, b"x"))[0]["idle_ns"] == 20000
+    older = {k: v for k, v in meta.items() if k != "idle_ns"}
+    assert "idle_ns" not in decode_message(encode_message(older, b"x"))[0]
+    for bad in (-1, 2**32, "20000", True, 1.5):
+        with pytest.raises(WireFormatError, match="idle_ns"):
+            decode_message(encode_message(dict(meta, idle_ns=bad), b"x"))

@@ -606,9 +606,31 @@ def _cause_text(c):
     return f"{c['nf']} passed on a burst it received"
 
 
+#: How long before its victims' first arrival a stop may have begun.
+STOP_LEAD_NS = 1_000_000
+
+
+def _stop(queues, name, t0, t1):
+    """The longest stop of NF `name` (QueueTimeline.silences) overlapping
+    ``[t0 - STOP_LEAD_NS, t1]``, as (from, to) ns, or None.  Only silences
+    of twice SILENCE_NS or more: shorter ones are mostly a preempted
+    thread (~2% of an idle lcore's gaps on the bench VM)."""
+    from mscope.analyzer.ingest import SILENCE_NS
+    q = queues.get(name)
+    s = q.silences if q is not None else np.zeros((0, 2), np.int64)
+    s = s[(s[:, 1] >= t0 - STOP_LEAD_NS) & (s[:, 0] <= t1)
+          & (s[:, 1] - s[:, 0] >= 2 * SILENCE_NS)]
+    if len(s) == 0:
+        return None
+    a, b = s[np.argmax(s[:, 1] - s[:, 0])].tolist()
+    return a, b
+
+
 def _chain(rule, att, queues, at_nf):
     """One causal chain: culprit and when -> the victims' queue -> victims.
-    `at_nf(name)`: which victims are at NF `name`."""
+    `at_nf(name)`: which victims are at NF `name`.  A local culprit that
+    stopped polling then (its idle-poll records show a silence) is named
+    for the stop: "nat stopped polling for 300 us at 10.000 ms"."""
     c, nf = rule["culprit"], rule["victims"]["nf"]
     key = (("nf", c["nf"], c["cause"]) if c["kind"] == "nf"
            else ("flows", c["flows"], c["cause"]))
@@ -628,7 +650,14 @@ def _chain(rule, att, queues, at_nf):
             if b > a:
                 peak = f" -> {nf} queue peaked at {int(q.step_len[a:b].max()):,} pkts"
     dropped = f" ({drops:,} dropped)" if drops else ""
-    return (f"{_cause_text(c)}{when}{peak} -> {rule['count']:,} victims at {nf}"
+    cause = _cause_text(c)
+    stop = (_stop(queues, c["nf"], t0, t1) if len(arr) and c["kind"] == "nf"
+            and c["cause"] == "local" and not c.get("flows") else None)
+    if stop is not None:
+        cause = (f"{c['nf']} stopped polling for {(stop[1] - stop[0]) / 1e3:,.0f} us "
+                 f"at {stop[0] / 1e6:,.3f} ms (no records);")
+        when = f" victims arrived{when}"
+    return (f"{cause}{when}{peak} -> {rule['count']:,} victims at {nf}"
             f"{dropped} (flows {rule['victims']['flows']}), score {rule['score']:,.0f}")
 
 

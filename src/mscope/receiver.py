@@ -347,7 +347,8 @@ class Receiver:
             stream = self.writer.add_stream(
                 host, meta["nf_id"], meta["nf_name"], lcore=meta["lcore"],
                 pid=meta["pid"], ring=meta["ring"],
-                extra={"collector": collector, "collector_stream": cstream})
+                extra={"collector": collector, "collector_stream": cstream,
+                       "idle_ns": meta.get("idle_ns", 0)})
         except ValueError as exc:
             reason = f"stream {cstream} ({meta['nf_name']} on {meta['host']}) not recorded: {exc}"
             self.refused[key] = reason

@@ -43,19 +43,26 @@ META_KEYS = {
     "dropped_records": int,  # records in them
 }
 
+#: Optional meta keys (a collector from before them sends none), checked
+#: where present: type, and the range a u32 ring header field can hold.
+OPTIONAL_META_KEYS = {
+    "idle_ns": int,          # the ring's idle-poll interval, 0: none
+}
+
 
 class WireFormatError(MscopeError, ValueError):
     """A message that is not a valid mscope chunk message."""
 
 
 def make_meta(*, collector, host, tsc_hz, stream, nf_id, nf_name, lcore, pid, ring,
-              dropped_chunks=0, dropped_records=0):
-    """The meta map of one chunk message (all keys of META_KEYS)."""
+              dropped_chunks=0, dropped_records=0, idle_ns=0):
+    """The meta map of one chunk message (all keys of META_KEYS and
+    OPTIONAL_META_KEYS)."""
     return {"v": WIRE_VERSION, "collector": collector, "host": host,
             "tsc_hz": None if tsc_hz is None else float(tsc_hz), "stream": int(stream),
             "nf_id": int(nf_id), "nf_name": nf_name, "lcore": int(lcore), "pid": int(pid),
             "ring": ring, "dropped_chunks": int(dropped_chunks),
-            "dropped_records": int(dropped_records)}
+            "dropped_records": int(dropped_records), "idle_ns": int(idle_ns)}
 
 
 def encode_message(meta, frame):
@@ -102,6 +109,10 @@ def decode_message(parts):
         if not isinstance(meta[key], typ) or isinstance(meta[key], bool):
             raise WireFormatError(f"meta {key!r} has the wrong type "
                                   f"({type(meta[key]).__name__})")
+    for key, typ in OPTIONAL_META_KEYS.items():
+        if key in meta and (not isinstance(meta[key], typ) or isinstance(meta[key], bool)
+                            or not 0 <= meta[key] < 2**32):
+            raise WireFormatError(f"meta {key!r} is not a u32 ({meta[key]!r})")
     return meta, parts[1]
 
 

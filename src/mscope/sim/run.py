@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from mscope import __version__
-from mscope.sim.engine import simulate
+from mscope.record import IDLE_NS
+from mscope.sim.engine import SOURCE_NF_ID, simulate
 
 __all__ = ["make_traffic", "label_victims", "simulate_to_capture"]
 
@@ -88,7 +89,10 @@ def write_capture(scenario, run, out):
         w.set_manifest_entry("time", {"unit": "ns", "clock": "simulated, from the run's start"})
         w.set_manifest_entry("topology", [list(link) for link in scenario.links])
         for nf_id, name, recs, ids in run.streams:
-            s = w.add_stream(host, nf_id, name, lcore=0)
+            # NFs poll and write idle-poll records (engine.idle_polls), as
+            # their ring headers would declare; the source only sends
+            s = w.add_stream(host, nf_id, name, lcore=0,
+                             extra={"idle_ns": 0 if nf_id == SOURCE_NF_ID else IDLE_NS})
             recs = recs.copy()
             recs["seq"] = np.arange(len(recs), dtype=np.uint64)
             counts = recs["count"].astype(np.int64)
