@@ -646,8 +646,14 @@ rte_vhost_dequeue_burst(int vid, uint16_t queue_id, struct rte_mempool *mbuf_poo
 	if (unlikely((ms = thread_ms) == NULL) &&
 	    (!vhost_thread_init(vid) || (ms = thread_ms) == NULL))
 		return n;
-	if (likely(n == 0) || !__atomic_load_n(&recording, __ATOMIC_RELAXED))
+	if (!__atomic_load_n(&recording, __ATOMIC_RELAXED))
 		return n;
+	if (likely(n == 0)) {
+		/* an idle-poll record when one is due (mscope_record.h): one
+		 * TSC read and a compare per empty poll of a recorded PMD */
+		mscope_rx(ms, MSCOPE_VHOST_PORT(vid), queue_id >> 1, pkts, 0, 0);
+		return 0;
+	}
 	c = timing ? thread_cycles : NULL;
 	if (c != NULL)
 		t0 = rte_rdtsc_precise();
