@@ -606,20 +606,20 @@ def _cause_text(c):
     return f"{c['nf']} passed on a burst it received"
 
 
-#: How long before its victims' first arrival a stop may have begun.
-STOP_LEAD_NS = 1_000_000
-
-
 def _stop(queues, name, t0, t1):
-    """The longest stop of NF `name` (QueueTimeline.silences) overlapping
-    ``[t0 - STOP_LEAD_NS, t1]``, as (from, to) ns, or None.  Only silences
-    of twice SILENCE_NS or more: shorter ones are mostly a preempted
-    thread (~2% of an idle lcore's gaps on the bench VM)."""
+    """The longest stop of NF `name` (QueueTimeline.silences) that lasted
+    until its victims had begun to arrive (they arrived in ``[t0, t1]``),
+    as (from, to) ns, or None.  Only a stop long enough to be what held
+    them: twice SILENCE_NS or more (shorter ones are mostly a preempted
+    thread: ~2% of an idle lcore's gaps on the bench VM), and a quarter of
+    their arrivals' span or more (an NF that sleeps when idle, as
+    mscope-nf does for 50 us, is silent then too, and a 20 ms contention
+    is not such a sleep)."""
     from mscope.analyzer.ingest import SILENCE_NS
     q = queues.get(name)
     s = q.silences if q is not None else np.zeros((0, 2), np.int64)
-    s = s[(s[:, 1] >= t0 - STOP_LEAD_NS) & (s[:, 0] <= t1)
-          & (s[:, 1] - s[:, 0] >= 2 * SILENCE_NS)]
+    s = s[(s[:, 1] >= t0) & (s[:, 0] <= t1)
+          & (s[:, 1] - s[:, 0] >= max(2 * SILENCE_NS, (t1 - t0) / 4))]
     if len(s) == 0:
         return None
     a, b = s[np.argmax(s[:, 1] - s[:, 0])].tolist()
