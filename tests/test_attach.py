@@ -27,6 +27,34 @@ def start_collector(registry, cap):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def run_attached_testpmd(registry, cap, eal_args, nf_name, nf_id, vdevs, fwd_args, env=None):
+    """testpmd on lcores 0-1, `mscope attach`ed as `nf_name` (`nf_id`)
+    with ports `vdevs` and `--auto-start` plus `fwd_args`, for 1.5 s,
+    mscope-collect --out `cap` draining it.  Returns (stdout, stderr) of
+    testpmd once both exited 0."""
+    registry.mkdir()
+    col = start_collector(registry, cap)
+    args = [a for a in eal_args if a not in ("-l", "0")]
+    pmd = subprocess.Popen([sys.executable, "-m", "mscope.cli", "attach", "--nf-name", nf_name,
+                            "--nf-id", str(nf_id), "--dir", str(registry), "--",
+                            TESTPMD, *args, "-l", "0-1", *(f"--vdev={v}" for v in vdevs),
+                            "--", "--total-num-mbufs=8192", *fwd_args, "--auto-start"],
+                           env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        out, err = pmd.communicate("\n", timeout=60)     # "Press enter to exit"
+        rc, (_, col_err) = col.wait(timeout=60), col.communicate(timeout=10)
+    finally:
+        for p in (pmd, col):
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+    assert pmd.returncode == 0, err[-2000:]
+    assert rc == 0, col_err
+    return out, err
+
+
 def forward_totals(out):
     """testpmd's accumulated RX-packets and TX-packets (summed over every
     "stop" it printed)."""
@@ -62,28 +90,9 @@ def test_testpmd_attached_every_packet_accounted(registry, eal_args, tmp_path):
     """testpmd io-forwards between two net_null ports as fast as it can;
     every packet it received and sent is in the capture or counted as lost
     on a full ring, exactly."""
-    registry.mkdir()
     cap = tmp_path / "cap"
-    col = start_collector(registry, cap)
-    args = [a for a in eal_args if a not in ("-l", "0")]
-    pmd = subprocess.Popen([sys.executable, "-m", "mscope.cli", "attach", "--nf-name", "testpmd",
-                            "--nf-id", "9", "--dir", str(registry), "--",
-                            TESTPMD, *args, "-l", "0-1", "--vdev=net_null0",
-                            "--vdev=net_null1", "--", "--total-num-mbufs=8192",
-                            "--forward-mode=io", "--auto-start"],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.5)
-        out, err = pmd.communicate("\n", timeout=60)     # "Press enter to exit"
-        rc, (_, col_err) = col.wait(timeout=60), col.communicate(timeout=10)
-    finally:
-        for p in (pmd, col):
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
-    assert pmd.returncode == 0, err[-2000:]
-    assert rc == 0, col_err
+    out, err = run_attached_testpmd(registry, cap, eal_args, "testpmd", 9,
+                                    ["net_null0", "net_null1"], ["--forward-mode=io"])
     assert "mscope: recording port 0" in err and "mscope: recording port 1" in err
     rx_total, tx_total = forward_totals(out)
     assert rx_total > 100_000
@@ -537,28 +546,9 @@ def test_an_idle_forwarding_lcore_writes_idle_polls(registry, eal_args, tmp_path
     apart from batches, with no silence while the lcore polls."""
     from mscope.analyzer.ingest import SILENCE_NS, _one_stream
     from mscope.record import IDLE_NS
-    registry.mkdir()
     cap = tmp_path / "cap"
-    col = start_collector(registry, cap)
-    args = [a for a in eal_args if a not in ("-l", "0")]
-    pmd = subprocess.Popen([sys.executable, "-m", "mscope.cli", "attach", "--nf-name", "idle",
-                            "--nf-id", "5", "--dir", str(registry), "--",
-                            TESTPMD, *args, "-l", "0-1", "--vdev=net_ring0", "--vdev=net_ring1",
-                            "--", "--total-num-mbufs=8192", "--forward-mode=rxonly",
-                            "--auto-start"],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.5)
-        out, err = pmd.communicate("\n", timeout=60)
-        rc, (_, col_err) = col.wait(timeout=60), col.communicate(timeout=10)
-    finally:
-        for p in (pmd, col):
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
-    assert pmd.returncode == 0, err[-2000:]
-    assert rc == 0, col_err
+    run_attached_testpmd(registry, cap, eal_args, "idle", 5, ["net_ring0", "net_ring1"],
+                         ["--forward-mode=rxonly"])
     c = open_capture(cap)
     data = c.read()
     fwd = [s["stream"] for s in c.manifest["streams"] if s["lcore"] == 1]
