@@ -40,6 +40,12 @@ MIN_TIMED_BATCHES = 10
 #: two agree within 0.95-1.0, and 1.96 where a bug slowed half the
 #: traffic 4x throughout a burst (bench/scenarios' burst-during-bug).
 TIMED_OVER_BUSY = 3.0
+#: A batch is "held" (QueueTimeline.held) where its rx to last tx took this
+#: many times the NF's median batch, and HELD_MIN_NS or more: a stall in
+#: the middle of a batch (an interrupt while serving it), which writes no
+#: silence -- the NF was in service all along, as far as records tell.
+HELD_FACTOR = 10.0
+HELD_MIN_NS = 44_000
 
 
 @dataclass
@@ -91,6 +97,12 @@ class QueueTimeline:
         idle-poll records and wrote none: its silence cannot be told from
         idleness): one int64 per
         period would be 24 MiB on bench/analyze.py's capture.
+    held : ndarray of int64, shape (k, 2)
+        ``[rx, last tx]`` of the batches that took HELD_FACTOR times the
+        NF's median batch (``usual_batch_ns``) and HELD_MIN_NS or more.
+        For the summary.
+    usual_batch_ns : float
+        The NF's median rx-to-last-tx time of a batch (nan: none timed).
     silences : ndarray of int64, shape (k, 2)
         The NF's silences (``NFRecords.silences``: free, then no record
         for longer than SILENCE_NS) where it writes idle-poll records
@@ -112,6 +124,9 @@ class QueueTimeline:
                                      default_factory=lambda: np.zeros((0, 2), np.int64))
     silences: np.ndarray = field(repr=False,
                                  default_factory=lambda: np.zeros((0, 2), np.int64))
+    held: np.ndarray = field(repr=False,
+                             default_factory=lambda: np.zeros((0, 2), np.int64))
+    usual_batch_ns: float = float("nan")
 
     @property
     def mean_batch(self):
@@ -278,6 +293,21 @@ def service_rate(batch_count, batch_dur, percentile=PEAK_PERCENTILE):
     return float(np.percentile(c[big] / d[big], percentile))
 
 
+def _held(batch_ns, duration):
+    """(held, usual): QueueTimeline's ``held`` batches and
+    ``usual_batch_ns``, from each batch's start and duration (0: untimed).
+    The median from a sample of 65,536 batches at most."""
+    timed = np.flatnonzero(duration > 0)
+    if len(timed) == 0:
+        return np.zeros((0, 2), np.int64), float("nan")
+    usual = float(np.median(duration[timed[::max(1, len(timed) // 65536)]]))
+    long = np.flatnonzero(duration >= max(HELD_MIN_NS, HELD_FACTOR * usual))
+    out = np.zeros((len(long), 2), np.int64)
+    out[:, 0] = batch_ns[long]
+    out[:, 1] = batch_ns[long] + duration[long]
+    return out, usual
+
+
 def _batch_durations(view_nf, hops, traj):
     """Packets and rx-to-last-tx time (ns, 0 when none was sent) of each
     batch of the NF, from its received `hops`."""
@@ -383,6 +413,7 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
         timed = service_rate(count, duration)
         if not np.isfinite(rate) or timed > TIMED_OVER_BUSY * rate:
             rate = timed
+    held, usual_batch = _held(view_nf.batch_ns, duration)
     del duration
     # kept for the attribution: 2 bytes a batch where they fit (a batch per
     # packet or two at light load: 26 MiB as int64 on bench/analyze.py's
@@ -391,7 +422,8 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
     return QueueTimeline(name, hops, step_ns, step_len, starts, ends, rate,
                          traj.hop_arrival_ns, traj.hop_rx_ns, view_nf.rx_batch, count,
                          quiet_since(starts, view_nf),
-                         view_nf.silences if _stops_show(view_nf) else np.zeros((0, 2), np.int64))
+                         view_nf.silences if _stops_show(view_nf) else np.zeros((0, 2), np.int64),
+                         held, usual_batch)
 
 
 def queue_timelines(view, traj, peak_rates=None) -> dict:

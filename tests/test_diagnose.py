@@ -115,12 +115,25 @@ def test_whole_nf_slow_names_no_prefix(stall):
     assert rule["culprit"] == {"kind": "nf", "nf": "nat", "cause": "local"}
 
 
-def test_summary_gives_the_causal_chain(stall):
+def test_summary_gives_the_causal_chain(stall, tmp_path):
     diag, ctx = diagnose(stall, slo_us=150)
     text = format_summary(diag, ctx)
-    # culprit and when -> the queue it built -> how many victims
-    assert re.search(r"nat served below its peak rate .* 8\.\d{3}-\d\.\d{3} ms -> "
-                     r"nat queue peaked at [\d,]+ pkts -> [\d,]+ victims at nat", text), text
+    # culprit and when -> the queue it built -> how many victims; nat's
+    # 400 us stall began while it served a batch, which took that long
+    m = re.search(r"nat took ([\d,]+) us over one batch at 8\.\d{3} ms \(usually ([\d.]+) us\); "
+                  r"victims arrived 8\.\d{3}-8\.\d{3} ms -> nat queue peaked at [\d,]+ pkts -> "
+                  r"[\d,]+ victims at nat", text)
+    assert m, text
+    assert 400 <= int(m.group(1).replace(",", "")) < 420 and float(m.group(2)) < 5
+    # a contention slows every batch, none ten times over: no stop named
+    slow = _capture(tmp_path, "slow", [_nf("fw", 200), _nf("nat", 300)],
+                    [{"id": "c1", "kind": "contention", "nf": "nat", "from_ms": 8,
+                      "to_ms": 10, "share": 0.25}])
+    diag, ctx = diagnose(slow, slo_us=150)
+    text = format_summary(diag, ctx)
+    assert re.search(r"nat served below its peak rate \(stall or lost core\) 8\.\d{3}-\d+\.\d{3} ms "
+                     r"-> nat queue peaked", text), text
+    assert "over one batch" not in text and "stopped polling" not in text
 
 
 def test_lost_records_show_as_incomplete(tmp_path):

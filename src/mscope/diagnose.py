@@ -607,23 +607,29 @@ def _cause_text(c):
 
 
 def _stop(queues, name, t0, t1):
-    """The longest stop of NF `name` (QueueTimeline.silences) that lasted
-    until its victims had begun to arrive (they arrived in ``[t0, t1]``),
-    as (from, to) ns, or None.  Only a stop long enough to be what held
-    them: twice SILENCE_NS or more (shorter ones are mostly a preempted
-    thread: ~2% of an idle lcore's gaps on the bench VM), and a quarter of
-    their arrivals' span or more (an NF that sleeps when idle, as
-    mscope-nf does for 50 us, is silent then too, and a 20 ms contention
-    is not such a sleep)."""
+    """The longest stop of NF `name` that lasted until its victims had
+    begun to arrive (they arrived in ``[t0, t1]``): a silence
+    (QueueTimeline.silences: it stopped polling) or a batch it held
+    (QueueTimeline.held: it stopped while serving one), as (from, to ns,
+    held), or None.  Only a stop long enough to be what held them: twice
+    SILENCE_NS or more (shorter silences are mostly a preempted thread:
+    ~2% of an idle lcore's gaps on the bench VM), and a quarter of their
+    arrivals' span or more (an NF that sleeps when idle, as mscope-nf does
+    for 50 us, is silent then too, and a 20 ms contention slows every
+    batch, none ten times over)."""
     from mscope.analyzer.ingest import SILENCE_NS
     q = queues.get(name)
-    s = q.silences if q is not None else np.zeros((0, 2), np.int64)
-    s = s[(s[:, 1] >= t0) & (s[:, 0] <= t1)
-          & (s[:, 1] - s[:, 0] >= max(2 * SILENCE_NS, (t1 - t0) / 4))]
-    if len(s) == 0:
+    if q is None:
         return None
-    a, b = s[np.argmax(s[:, 1] - s[:, 0])].tolist()
-    return a, b
+    s = np.concatenate([q.silences, q.held])
+    ok = ((s[:, 1] >= t0) & (s[:, 0] <= t1)
+          & (s[:, 1] - s[:, 0] >= max(2 * SILENCE_NS, (t1 - t0) / 4)))
+    if not ok.any():
+        return None
+    s = np.where(ok[:, None], s, 0)         # in place: held ones stay after silences
+    j = int(np.argmax(s[:, 1] - s[:, 0]))
+    a, b = s[j].tolist()
+    return a, b, j >= len(q.silences)
 
 
 def _chain(rule, att, queues, at_nf):
@@ -654,8 +660,11 @@ def _chain(rule, att, queues, at_nf):
     stop = (_stop(queues, c["nf"], t0, t1) if len(arr) and c["kind"] == "nf"
             and c["cause"] == "local" and not c.get("flows") else None)
     if stop is not None:
-        cause = (f"{c['nf']} stopped polling for {(stop[1] - stop[0]) / 1e3:,.0f} us "
-                 f"at {stop[0] / 1e6:,.3f} ms (no records);")
+        a, b, held = stop
+        cause = (f"{c['nf']} took {(b - a) / 1e3:,.0f} us over one batch at {a / 1e6:,.3f} ms "
+                 f"(usually {queues[c['nf']].usual_batch_ns / 1e3:,.1f} us);" if held else
+                 f"{c['nf']} stopped polling for {(b - a) / 1e3:,.0f} us at {a / 1e6:,.3f} ms "
+                 f"(no records);")
         when = f" victims arrived{when}"
     return (f"{cause}{when}{peak} -> {rule['count']:,} victims at {nf}"
             f"{dropped} (flows {rule['victims']['flows']}), score {rule['score']:,.0f}")
