@@ -606,9 +606,15 @@ def _cause_text(c):
     return f"{c['nf']} passed on a burst it received"
 
 
-def _stop(queues, name, t0, t1):
+#: How long before its victims' first arrival downstream an upstream NF's
+#: stop may have ended (its backlog released on the way to them).
+STOP_LEAD_NS = 1_000_000
+
+
+def _stop(queues, name, t0, t1, lead=0):
     """The longest stop of NF `name` that lasted until its victims had
-    begun to arrive (they arrived in ``[t0, t1]``): a silence
+    begun to arrive (they arrived in ``[t0, t1]``; `lead` ns before, for
+    victims downstream of it): a silence
     (QueueTimeline.silences: it stopped polling) or a batch it held
     (QueueTimeline.held: it stopped while serving one), as (from, to ns,
     held), or None.  Only a stop long enough to be what held them: twice
@@ -622,7 +628,7 @@ def _stop(queues, name, t0, t1):
     if q is None:
         return None
     s = np.concatenate([q.silences, q.held])
-    ok = ((s[:, 1] >= t0) & (s[:, 0] <= t1)
+    ok = ((s[:, 1] >= t0 - lead) & (s[:, 0] <= t1)
           & (s[:, 1] - s[:, 0] >= max(2 * SILENCE_NS, (t1 - t0) / 4)))
     if not ok.any():
         return None
@@ -657,7 +663,8 @@ def _chain(rule, att, queues, at_nf):
                 peak = f" -> {nf} queue peaked at {int(q.step_len[a:b].max()):,} pkts"
     dropped = f" ({drops:,} dropped)" if drops else ""
     cause = _cause_text(c)
-    stop = (_stop(queues, c["nf"], t0, t1) if len(arr) and c["kind"] == "nf"
+    stop = (_stop(queues, c["nf"], t0, t1, 0 if c["nf"] == nf else STOP_LEAD_NS)
+            if len(arr) and c["kind"] == "nf"
             and c["cause"] == "local" and not c.get("flows") else None)
     if stop is not None:
         a, b, held = stop
