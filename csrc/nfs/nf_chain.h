@@ -149,8 +149,10 @@ nf_link_rx(struct nf_link *l, struct rte_mbuf **pkts, unsigned n, uint32_t *occu
 		return got;
 	}
 	got = rte_eth_rx_burst(l->port, 0, pkts, (uint16_t)n);
-	if (got == 0)
+	if (got == 0) {
+		*occupancy = 0;     /* an empty poll: nothing was queued */
 		return 0;
+	}
 	if (l->count_ok >= 0) {
 		c = rte_eth_rx_queue_count(l->port, 0);
 		l->count_ok = c >= 0 ? 1 : -1;

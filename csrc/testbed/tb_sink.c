@@ -159,9 +159,10 @@ main(int argc, char **argv)
 			uint32_t left;
 
 			n = nf_link_rx(&in[r], pkts, batch, &left);
+			/* on empty polls too: an idle-poll record when one is due */
+			mscope_rx(ms, nf_link_record_port(&in[r], r), 0, pkts, (uint16_t)n, left);
 			if (n == 0)
 				continue;
-			mscope_rx(ms, nf_link_record_port(&in[r], r), 0, pkts, (uint16_t)n, left);
 			if (record_tx)
 				mscope_tx(ms, 0, 0, pkts, (uint16_t)n, MSCOPE_OCC_UNKNOWN);
 			for (j = 0; j < n; j++) {
