@@ -143,11 +143,15 @@ class CaptureView:
     topology : list of (str, str) or None
         The manifest's optional "topology" links.
     path : str or None
+    clock : str or None
+        The manifest's ``time.clock``: what the times count from
+        ("CLOCK_MONOTONIC of host 0", "simulated, from the run's start").
     """
     nfs: list
     incomplete: list = field(default_factory=list)
     topology: Optional[list] = None
     path: Optional[str] = None
+    clock: Optional[str] = None
 
     def nf(self, name: str) -> NFRecords:
         """The NF called `name` (KeyError if absent)."""
@@ -692,8 +696,10 @@ def _finish(nfs, whole, manifest, path):
             raise CaptureFormatError(
                 f"{where}: manifest topology must be a list of [src, dst] names")
         topo = [tuple(l) for l in topo]
+    clock = ((manifest or {}).get("time") or {}).get("clock")
     return CaptureView(nfs, whole.incomplete_windows(), topo,
-                       None if path is None else str(path))
+                       None if path is None else str(path),
+                       clock if isinstance(clock, str) else None)
 
 
 def _concat(datas):

@@ -134,6 +134,7 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     view = load(capture)
     if hint is not None:
         view.topology = hint
+    base = _time_base(view)
     log.start("topology", f"topology of {len(view.nfs)} NFs")
     topo = infer_topology(view)
     log.start("trajectories", "trajectories")
@@ -157,8 +158,20 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
            "incomplete": [dict(w) for w in view.incomplete]}
     log.end()
     ctx = {"attribution": att, "queues": queues, "traj": traj, "topology": topo,
-           "slo_us": slo_us, "seconds": log.elapsed(), "stages": log.rows}
+           "slo_us": slo_us, "seconds": log.elapsed(), "stages": log.rows,
+           "time_base_ns": base, "clock": view.clock}
     return out, ctx
+
+
+def _time_base(view):
+    """What the summary counts its times from: 0 for a simulated capture
+    (its clock starts with the run, as its scenario's times do), else its
+    first record (a live capture's clock is the host's since boot:
+    "56,989,773.257 ms" says nothing to a reader)."""
+    if view.clock is None or view.clock.startswith("simulated"):
+        return 0
+    firsts = [int(a[0]) for n in view.nfs for a in (n.batch_ns, n.tx_ns, n.idle_ns) if len(a)]
+    return min(firsts, default=0)
 
 
 @_small_pages
@@ -606,41 +619,43 @@ def _cause_text(c):
     return f"{c['nf']} passed on a burst it received"
 
 
-#: How long before its victims' first arrival downstream an upstream NF's
-#: stop may have ended (its backlog released on the way to them).
-STOP_LEAD_NS = 1_000_000
-
-
-def _stop(queues, name, t0, t1, lead=0):
-    """The longest stop of NF `name` that lasted until its victims had
-    begun to arrive (they arrived in ``[t0, t1]``; `lead` ns before, for
-    victims downstream of it): a silence
-    (QueueTimeline.silences: it stopped polling) or a batch it held
-    (QueueTimeline.held: it stopped while serving one), as (from, to ns,
-    held), or None.  Only a stop long enough to be what held them: twice
-    SILENCE_NS or more (shorter silences are mostly a preempted thread:
-    ~2% of an idle lcore's gaps on the bench VM), and a quarter of their
-    arrivals' span or more (an NF that sleeps when idle, as mscope-nf does
-    for 50 us, is silent then too, and a 20 ms contention slows every
-    batch, none ten times over)."""
+def _stop(queues, name, arr, downstream=False):
+    """The stop of NF `name` that most of its victims (arrival times
+    `arr`, at it or `downstream` of it) came in during or just after: a
+    silence (QueueTimeline.silences: it stopped polling) or a batch it
+    held (QueueTimeline.held: it stopped while serving one), as (from, to
+    ns, held), or None.  "Just after": within as long again as the stop
+    lasted (the backlog it left drains about as long), twice as long for
+    victims downstream (the released backlog reaches them later).  Only a stop twice SILENCE_NS long or
+    more (shorter silences are mostly a preempted thread: ~2% of an idle
+    lcore's gaps on the bench VM) that a quarter of the victims or more
+    came in by (an NF that sleeps when idle, as mscope-nf does for 50 us,
+    is silent then too; a 20 ms contention slows every batch, none ten
+    times over)."""
     from mscope.analyzer.ingest import SILENCE_NS
     q = queues.get(name)
-    if q is None:
+    if q is None or len(arr) == 0:
         return None
     s = np.concatenate([q.silences, q.held])
-    ok = ((s[:, 1] >= t0 - lead) & (s[:, 0] <= t1)
-          & (s[:, 1] - s[:, 0] >= max(2 * SILENCE_NS, (t1 - t0) / 4)))
-    if not ok.any():
+    s = s[s[:, 1] - s[:, 0] >= 2 * SILENCE_NS]
+    if len(s) == 0:
         return None
-    s = np.where(ok[:, None], s, 0)         # in place: held ones stay after silences
-    j = int(np.argmax(s[:, 1] - s[:, 0]))
+    arr = np.sort(arr)
+    k = 2 if downstream else 1
+    came = (np.searchsorted(arr, s[:, 1] + k * (s[:, 1] - s[:, 0]), "right")
+            - np.searchsorted(arr, s[:, 0], "left"))
+    j = int(np.argmax(came))
+    if came[j] < len(arr) / 4:
+        return None
     a, b = s[j].tolist()
-    return a, b, j >= len(q.silences)
+    held = bool(((q.held[:, 0] == a) & (q.held[:, 1] == b)).any())
+    return a, b, held
 
 
-def _chain(rule, att, queues, at_nf):
+def _chain(rule, att, queues, at_nf, base=0):
     """One causal chain: culprit and when -> the victims' queue -> victims.
-    `at_nf(name)`: which victims are at NF `name`.  A local culprit that
+    `at_nf(name)`: which victims are at NF `name`; times in ms from `base`
+    ns.  A local culprit that
     stopped polling then (its idle-poll records show a silence) is named
     for the stop: "nat stopped polling for 300 us at 10.000 ms"."""
     c, nf = rule["culprit"], rule["victims"]["nf"]
@@ -655,7 +670,7 @@ def _chain(rule, att, queues, at_nf):
     arr = arr[arr >= 0]
     if len(arr):
         t0, t1 = int(arr.min()), int(arr.max())
-        when = f" {t0 / 1e6:,.3f}-{t1 / 1e6:,.3f} ms"
+        when = f" {(t0 - base) / 1e6:,.3f}-{(t1 - base) / 1e6:,.3f} ms"
         q = queues.get(nf)
         if q is not None and len(q.step_ns):
             a, b = np.searchsorted(q.step_ns, [t0, t1 + 1])
@@ -663,14 +678,15 @@ def _chain(rule, att, queues, at_nf):
                 peak = f" -> {nf} queue peaked at {int(q.step_len[a:b].max()):,} pkts"
     dropped = f" ({drops:,} dropped)" if drops else ""
     cause = _cause_text(c)
-    stop = (_stop(queues, c["nf"], t0, t1, 0 if c["nf"] == nf else STOP_LEAD_NS)
+    stop = (_stop(queues, c["nf"], arr, c["nf"] != nf)
             if len(arr) and c["kind"] == "nf"
             and c["cause"] == "local" and not c.get("flows") else None)
     if stop is not None:
         a, b, held = stop
-        cause = (f"{c['nf']} took {(b - a) / 1e3:,.0f} us over one batch at {a / 1e6:,.3f} ms "
+        at = (a - base) / 1e6
+        cause = (f"{c['nf']} took {(b - a) / 1e3:,.0f} us over one batch at {at:,.3f} ms "
                  f"(usually {queues[c['nf']].usual_batch_ns / 1e3:,.1f} us);" if held else
-                 f"{c['nf']} stopped polling for {(b - a) / 1e3:,.0f} us at {a / 1e6:,.3f} ms "
+                 f"{c['nf']} stopped polling for {(b - a) / 1e3:,.0f} us at {at:,.3f} ms "
                  f"(no records);")
         when = f" victims arrived{when}"
     return (f"{cause}{when}{peak} -> {rule['count']:,} victims at {nf}"
@@ -687,6 +703,10 @@ def format_summary(diag, ctx, top=5):
     lines = [f"{len(traj.packet_id):,} packets, {len(v):,} victims "
              f"({len(v) - nd:,} over {ctx['slo_us']:g} us, {nd:,} dropped), "
              f"{ctx['seconds']:.2f} s"]
+    base = ctx.get("time_base_ns", 0)
+    if base:
+        lines.append(f"times in ms from the capture's first record ({ctx.get('clock')}: "
+                     f"{base / 1e6:,.3f} ms)")
     if not v:
         lines.append("no victims: every packet met the objective")
     if diag["patterns"]:
@@ -697,7 +717,7 @@ def format_summary(diag, ctx, top=5):
             return code == names.index(name) if name in names else \
                 np.zeros(len(code), bool)
         for r in diag["patterns"][:top]:
-            lines.append("  " + _chain(r, att, ctx["queues"], at_nf))
+            lines.append("  " + _chain(r, att, ctx["queues"], at_nf, base))
     if v:
         lines.append("worst victims:")
         tot = att.scores.row_sums()
