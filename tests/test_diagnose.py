@@ -166,7 +166,10 @@ def test_lost_records_show_as_incomplete(tmp_path):
     assert diag["incomplete"], "a ring drop must be reported"
     w0 = diag["incomplete"][0]
     assert w0["nf"] == "fw" and w0["records"] == 50
-    assert "incomplete: 1 window" in format_summary(diag, ctx)
+    text = format_summary(diag, ctx)
+    assert "incomplete: 1 window" in text
+    # in ms of the capture, as the rules' times
+    assert re.search(r"fw: \w+ 50 records, \d+\.\d{3} \.\. \d+\.\d{3} ms", text), text
     assert diag["victims"]
 
 

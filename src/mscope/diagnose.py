@@ -732,10 +732,16 @@ def format_summary(diag, ctx, top=5):
                      f"lost; the diagnosis there stands on less data:")
         for w in diag["incomplete"][:top]:
             lines.append(f"  {w.get('nf')}: {w.get('kind')} {w.get('records')} records, "
-                         f"{w.get('from_ns')} .. {w.get('to_ns')} ns")
+                         f"{_ms(w.get('from_ns'), base)} .. {_ms(w.get('to_ns'), base)} ms")
     else:
         lines.append("incomplete: none (no records lost)")
     return "\n".join(lines)
+
+
+def _ms(t_ns, base):
+    """A time of the capture as the summary gives it: ms from `base` ns
+    ("?" when unknown)."""
+    return "?" if t_ns is None else f"{(t_ns - base) / 1e6:,.3f}"
 
 
 def _largest(x, k):
