@@ -624,13 +624,15 @@ def _stop(queues, name, arr, downstream=False):
     `arr`, at it or `downstream` of it) came in during or just after: a
     silence (QueueTimeline.silences: it stopped polling) or a batch it
     held (QueueTimeline.held: it stopped while serving one), as (from, to
-    ns, held), or None.  "Just after": within as long again as the stop
-    lasted (the backlog it left drains about as long), twice as long for
-    victims downstream (the released backlog reaches them later).  Only a stop twice SILENCE_NS long or
-    more (shorter silences are mostly a preempted thread: ~2% of an idle
-    lcore's gaps on the bench VM) that a quarter of the victims or more
-    came in by (an NF that sleeps when idle, as mscope-nf does for 50 us,
-    is silent then too; a 20 ms contention slows every batch, none ten
+    ns, held), or None.
+
+    "Just after": within as long again as the stop lasted (the backlog it
+    left drains about as long), twice as long for victims downstream (the
+    released backlog reaches them later).  Only a stop twice SILENCE_NS
+    long or more (shorter silences are mostly a preempted thread: ~2% of
+    an idle lcore's gaps on the bench VM) that a quarter of the victims or
+    more came in by (an NF that sleeps when idle, as mscope-nf does for 50
+    us, is silent then too; a 20 ms contention slows every batch, none ten
     times over)."""
     from mscope.analyzer.ingest import SILENCE_NS
     q = queues.get(name)
@@ -655,9 +657,9 @@ def _stop(queues, name, arr, downstream=False):
 def _chain(rule, att, queues, at_nf, base=0):
     """One causal chain: culprit and when -> the victims' queue -> victims.
     `at_nf(name)`: which victims are at NF `name`; times in ms from `base`
-    ns.  A local culprit that
-    stopped polling then (its idle-poll records show a silence) is named
-    for the stop: "nat stopped polling for 300 us at 10.000 ms"."""
+    ns.  A local culprit that stopped then (:func:`_stop`) is named for
+    the stop: "nat stopped polling for 300 us at 10.000 ms (no records)",
+    "nat took 401 us over one batch at 8.000 ms (usually 0.7 us)"."""
     c, nf = rule["culprit"], rule["victims"]["nf"]
     key = (("nf", c["nf"], c["cause"]) if c["kind"] == "nf"
            else ("flows", c["flows"], c["cause"]))
