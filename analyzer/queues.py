@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ingest import silence_ns_of
+from .ingest import SILENCE_NS, silence_ns_of
 
 try:
     from . import _attrib
@@ -45,7 +45,7 @@ TIMED_OVER_BUSY = 3.0
 #: the middle of a batch (an interrupt while serving it), which writes no
 #: silence -- the NF was in service all along, as far as records tell.
 HELD_FACTOR = 10.0
-HELD_MIN_NS = 44_000
+HELD_MIN_NS = 2 * SILENCE_NS
 
 
 @dataclass
@@ -95,8 +95,8 @@ class QueueTimeline:
         was empty) by ``t``, the time it was last heard of plus
         SILENCE_NS.  Few rows (none for an NF whose recorder declares no
         idle-poll records and wrote none: its silence cannot be told from
-        idleness): one int64 per
-        period would be 24 MiB on bench/analyze.py's capture.
+        idleness); one int64 per period would be 24 MiB on
+        bench/analyze.py's capture.
     held : ndarray of int64, shape (k, 2)
         ``[rx, last tx]`` of the batches that took HELD_FACTOR times the
         NF's median batch (``usual_batch_ns``) and HELD_MIN_NS or more.
