@@ -41,7 +41,7 @@ def _slow_flows(name, traj, view, queue):
     cnt = np.bincount(n.rx_batch, minlength=len(n.batch_ns))
     busy = queue.length_at(n.batch_ns) > 0
     return slow_prefix(n.batch_ns, cnt, busy, n.rx_batch, addr,
-                       int(n.batch_ns[0]), int(n.batch_ns[-1]))
+                       int(n.batch_ns[0]), int(n.batch_ns[-1]), queue.silences[:, 0])
 
 
 def find_patterns(att, threshold=DEFAULT_THRESHOLD, traj=None, view=None, queues=None):

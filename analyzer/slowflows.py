@@ -89,7 +89,7 @@ def _columns(addr, inside, net, length, fine):
     return vals, col
 
 
-def slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1):
+def slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1, stops=None):
     """The source prefix an NF served slowly in [t0, t1], or None.
 
     Parameters
@@ -104,6 +104,11 @@ def slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1):
         Its source address (0 unknown).
     t0, t1 : int
         Window (ns) where the NF was blamed.
+    stops : ndarray of int64, optional
+        Where the NF went silent (QueueTimeline.silences' starts): a gap
+        to the next batch that holds one is no batch's service time,
+        however busy the queue stayed (a preempted thread, on a shared
+        core, made some prefix look slow).
 
     Returns
     -------
@@ -114,6 +119,10 @@ def slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1):
     nb = len(batch_ns)
     if nb < 3:
         return None
+    if stops is not None and len(stops):
+        b = np.searchsorted(batch_ns, np.asarray(stops, np.int64), side="right") - 1
+        busy_after = np.array(busy_after, bool)
+        busy_after[b[b >= 0]] = False
     # the busy batches in one pass over all of them, then the packets of
     # those in one pass over all packets (445,781 batches and 1.1 M packets
     # for 5,344 busy batches on s2: numpy's dozen passes took 29 ms a call)
