@@ -272,30 +272,26 @@ def _rx_addresses(records, stream, ids, id_rec, ridx, rcnt, a):
     return out
 
 
-#: A polling NF writes a record at least every MSCOPE_IDLE_NS (an idle-poll
-#: record where nothing else: docs/record-format.md); a silence longer
-#: than this after it was last free means it stopped.  10% over the
-#: interval: the recorder converts it to TSC cycles with a calibrated rate,
-#: and a poll takes time too.
-SILENCE_NS = IDLE_NS + IDLE_NS // 10
-
-
 def silence_ns_of(interval_ns):
     """The silence an NF writing idle polls every `interval_ns` (0: the
-    format's MSCOPE_IDLE_NS) cannot have while it polls: 10% over it."""
+    format's MSCOPE_IDLE_NS) cannot have while it polls: 10% over it (the
+    recorder converts the interval to TSC cycles with a calibrated rate,
+    and a poll takes time too)."""
     interval_ns = interval_ns or IDLE_NS
     return interval_ns + interval_ns // 10
 
 
-def _streams_of(nf_of_stream, k):
-    return [sid for sid, j in nf_of_stream.items() if j == k]
+#: A polling NF writes a record at least every MSCOPE_IDLE_NS (an idle-poll
+#: record where nothing else: docs/record-format.md); a silence longer
+#: than this after it was last free means it stopped.
+SILENCE_NS = silence_ns_of(IDLE_NS)
 
 
-def _idle_interval(where, info, sids):
-    """The idle-poll interval streams `sids` declare (manifest
+def _idle_interval(where, info, nf_of_stream, k):
+    """The idle-poll interval the streams of NF `k` declare (manifest
     ``idle_ns``), 0 unless every one of them declares one."""
     vals = []
-    for sid in sids:
+    for sid in (sid for sid, j in nf_of_stream.items() if j == k):
         v = info.get(sid, {}).get("idle_ns", 0)
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**32:
             raise CaptureFormatError(f"{where}: stream {sid} idle_ns is not a u32 ({v!r})")
@@ -588,7 +584,7 @@ def _view(parts, whole, manifest, path, compiled=None):
     general = None if parts is not None else _General(whole, nf_of_stream, info)
     for k, (nf_id, name) in enumerate(keys):
         if general is not None:
-            interval = _idle_interval(where, info, _streams_of(nf_of_stream, k))
+            interval = _idle_interval(where, info, nf_of_stream, k)
             nfs.append(general.nf(k, name, nf_id, silence_ns_of(interval)))
             nfs[-1].idle_interval_ns = interval
             continue
@@ -666,7 +662,7 @@ def _nf_keys(where, info, check=True):
 def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"):
     """NFRecords of NF `k` from the CaptureData of its streams `mine`
     (`compiled`: see :func:`_kernel`)."""
-    interval = _idle_interval(where, info, _streams_of(nf_of_stream, k))
+    interval = _idle_interval(where, info, nf_of_stream, k)
     quiet = silence_ns_of(interval)
     n = None
     if len(mine) <= 1:

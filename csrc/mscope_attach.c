@@ -252,7 +252,8 @@ on_rx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb,
 	if (nb == 0) {
 		/* an idle-poll record when one is due (mscope_record.h) */
 		mscope_rx(ms, port, queue, pkts, 0,
-			  occupancy_ok[port] > 0 ? 0 : MSCOPE_OCC_UNKNOWN);
+			  __atomic_load_n(&occupancy_ok[port], __ATOMIC_RELAXED) > 0 ?
+			  0 : MSCOPE_OCC_UNKNOWN);
 		return 0;
 	}
 	occ_ok = __atomic_load_n(&occupancy_ok[port], __ATOMIC_RELAXED);

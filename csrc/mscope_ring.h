@@ -227,13 +227,10 @@ mscope_ring_idle(struct mscope_producer *p, uint16_t port, uint16_t queue,
 {
 	if (likely(tsc - p->last_tsc < p->idle_tsc) || p->idle_tsc == 0)
 		return 0;
-	if (unlikely(mscope_ring_reserve(p, 0) == NULL)) {
-		mscope_ring_drop(p, 0);
-		p->last_tsc = tsc;  /* retried an interval later, not every poll */
-		return -105;
-	}
-	mscope_ring_commit(p, 0, port, queue, occupancy, tsc);
-	return 0;
+	if (likely(mscope_ring_write(p, 0, port, queue, occupancy, tsc, &tsc, 0) == 0))
+		return 0;
+	p->last_tsc = tsc;  /* dropped: retried an interval later, not every poll */
+	return -105;
 }
 
 #endif /* MSCOPE_RING_H */

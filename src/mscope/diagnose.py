@@ -639,7 +639,9 @@ def _stop(queues, name, arr, downstream=False):
     if q is None or len(arr) == 0:
         return None
     s = np.concatenate([q.silences, q.held])
-    s = s[s[:, 1] - s[:, 0] >= 2 * SILENCE_NS]
+    held = np.arange(len(s)) >= len(q.silences)
+    long = s[:, 1] - s[:, 0] >= 2 * SILENCE_NS
+    s, held = s[long], held[long]
     if len(s) == 0:
         return None
     arr = np.sort(arr)
@@ -650,8 +652,7 @@ def _stop(queues, name, arr, downstream=False):
     if came[j] < len(arr) / 4:
         return None
     a, b = s[j].tolist()
-    held = bool(((q.held[:, 0] == a) & (q.held[:, 1] == b)).any())
-    return a, b, held
+    return a, b, bool(held[j])
 
 
 def _chain(rule, att, queues, at_nf, base=0):
