@@ -1,5 +1,6 @@
 """The `mscope` command as a user meets it: help, errors, the demo."""
 import json
+import re
 import subprocess
 import sys
 
@@ -90,3 +91,12 @@ def test_demo_runs_end_to_end(tmp_path):
     assert all(s["final"] for s in streams.values())
     assert cap["losses"] == []
     assert "waited in nat's input queue" in proc.stdout
+    # the recorded chain diagnosed: every injected stall is a silence in
+    # nat's records (its idle polls stop), and nat is the culprit
+    live = summary["diagnosis"]
+    assert live["stalls_seen"] == [True] * fwd["stalls"], live["stalls_seen"]
+    assert live["victims"] > 0
+    top = live["top_culprits"][0]
+    assert top["culprit"] == {"kind": "nf", "nf": "demo-nat", "cause": "local"}
+    assert top["victims"] >= 0.9 * live["victims"], live["top_culprits"]
+    assert re.search(r"demo-nat stopped .* ms \(.*no records", proc.stdout), proc.stdout

@@ -136,6 +136,66 @@ def test_summary_gives_the_causal_chain(stall, tmp_path):
     assert "over one batch" not in text and "stopped polling" not in text
 
 
+def test_a_stop_that_repeats_is_named_for_every_time(tmp_path):
+    # nat stops for 300 us every 3 ms at a light load: each stop makes a
+    # sixth of the victims, so no one stop is theirs, but together they
+    # are; the summary names each (silences where nat's queue was empty
+    # when it stopped, held batches where it was serving one)
+    faults = [{"id": f"i{k}", "kind": "interrupt", "nf": "nat", "at_ms": 4 + 3 * k,
+               "duration_us": 300} for k in range(6)]
+    cap = _capture(tmp_path, "repeat", [_nf("fw", 200), _nf("nat", 300)], faults,
+                   rate=0.5, ms=24, slo=100)
+    diag, ctx = diagnose(cap, slo_us=100)
+    text = format_summary(diag, ctx)
+    m = re.search(r"nat stopped 6 times for (\d+)-(\d+) us, at ([\d., ]+) ms "
+                  r"\((\d) with no records, (\d) over one batch\); victims arrived", text)
+    assert m, text
+    assert 300 <= int(m.group(1)) <= int(m.group(2)) <= 330
+    at = [float(x) for x in m.group(3).split(", ")]
+    assert all(f["at_ms"] - 0.025 <= t <= f["at_ms"] for f, t in zip(faults, at)), at
+    assert int(m.group(4)) >= 2                 # silences: a repeat is judged by them
+
+
+def test_stops_outside_the_victims_name_none(tmp_path):
+    # nat stops for 60 us every ms, which makes few victims, and loses most
+    # of its core for 3 ms, which makes the rest: its rule is not put down
+    # to the stops
+    faults = [{"id": f"i{k}", "kind": "interrupt", "nf": "nat", "at_ms": 2 + k,
+               "duration_us": 60} for k in range(16)]
+    faults.append({"id": "c1", "kind": "contention", "nf": "nat", "from_ms": 8.5,
+                   "to_ms": 11.5, "share": 0.25})
+    cap = _capture(tmp_path, "spread", [_nf("fw", 200), _nf("nat", 300)], faults,
+                   rate=1.0, ms=20, slo=100)
+    diag, ctx = diagnose(cap, slo_us=100)
+    assert len(ctx["queues"]["nat"].silences) >= 4
+    text = format_summary(diag, ctx)
+    assert re.search(r"nat served below its peak rate \(stall or lost core\) [\d.]+-[\d.]+ ms "
+                     r"-> nat queue peaked", text), text
+    assert "stopped" not in text and "over one batch" not in text
+
+
+def test_a_repeat_needs_victims_to_crowd_into_the_stops():
+    # an NF that sleeps 50 us every 150 us when idle (as mscope-nf does)
+    # over 30 ms: victims spread evenly over the time come in during or
+    # just after its sleeps as often as the sleeps and their aftermath
+    # cover the time (two thirds), no more: they do not crowd into them;
+    # victims bunched after ten of the sleeps do
+    from types import SimpleNamespace
+    from mscope.diagnose import _stops
+    start = np.arange(0, 30_000_000, 150_000, dtype=np.int64)
+    quiet = np.stack([start, start + 50_000], axis=1)
+    q = SimpleNamespace(silences=quiet, held=np.zeros((0, 2), np.int64),
+                        period_start_ns=start + 50_000, period_end_ns=start + 60_000,
+                        step_ns=np.array([0, 30_000_000]), hops=np.arange(3000),
+                        peak_rate=0.01, usual_batch_ns=1000.0)
+    even = np.linspace(0, 30_000_000, 500).astype(np.int64)
+    assert _stops({"nat": q}, "nat", even) is None
+    bunched = np.concatenate([start[::20][:, None] + np.arange(0, 100_000, 2_000)]).ravel()
+    got = _stops({"nat": q}, "nat", bunched)
+    assert got is not None and len(got) == 10
+    assert [a for a, _, _ in got] == start[::20].tolist()
+
+
 def test_lost_records_show_as_incomplete(tmp_path):
     # drop a run of records from fw's stream as a full ring would: the
     # diagnosis still runs and states the window

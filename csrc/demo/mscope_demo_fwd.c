@@ -43,6 +43,7 @@
 #define NB_MBUF   8191
 #define DUMP_LEN  128
 #define FLOWS     256
+#define MAX_STALLS 256      /* stall start times reported, at most */
 
 static volatile sig_atomic_t stop;
 
@@ -183,6 +184,9 @@ main(int argc, char **argv)
 	uint64_t total = 0, generated = 0, unsent = 0, received = 0, forwarded = 0;
 	double seconds = 0, rate = 0, stall_us = 0, stall_every_ms = 0;
 	uint64_t stall_until = 0, next_stall = UINT64_MAX, stalls = 0;
+	/* when each injected stall began, CLOCK_MONOTONIC ns (the clock the
+	 * collector converts the records' TSC to): the first MAX_STALLS */
+	uint64_t stall_ns[MAX_STALLS];
 	const char *dump_path = NULL, *dir = NULL;
 	int do_nat = 1, rc, opt;
 	struct rte_mempool *pool;
@@ -325,8 +329,15 @@ main(int argc, char **argv)
 		}
 		if (now >= next_stall) {
 			/* The injected fault: the NAT stops polling. */
+			struct timespec ts;
+
 			stall_until = now + (uint64_t)(stall_us * 1e-6 * hz);
 			next_stall += (uint64_t)(stall_every_ms * 1e-3 * hz);
+			/* when it began: at `now`, before this pass generated */
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			if (stalls < MAX_STALLS)
+				stall_ns[stalls] = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec
+					- (uint64_t)((double)(rte_rdtsc() - now) * 1e9 / (double)hz);
 			stalls++;
 		}
 		if (now < stall_until) {
@@ -376,9 +387,12 @@ main(int argc, char **argv)
 		       ", \"received\": %" PRIu64 ", \"forwarded\": %" PRIu64
 		       ", \"src_records\": %" PRIu64 ", \"src_drop_records\": %" PRIu64
 		       ", \"nf_records\": %" PRIu64 ", \"nf_drop_records\": %" PRIu64
-		       ", \"stalls\": %" PRIu64 ", \"tsc_hz\": %" PRIu64 "}\n",
+		       ", \"stalls\": %" PRIu64 ", \"tsc_hz\": %" PRIu64 ", \"stall_ns\": [",
 		       generated, unsent, received, forwarded, ss.records, ss.drop_records,
 		       ns.records, ns.drop_records, stalls, hz);
+		for (uint64_t i = 0; i < stalls && i < MAX_STALLS; i++)
+			printf("%s%" PRIu64, i ? ", " : "", stall_ns[i]);
+		printf("]}\n");
 	}
 	if (dump != NULL)
 		fclose(dump);

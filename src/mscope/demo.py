@@ -124,6 +124,8 @@ def run_demo(seconds=3.0, rate=500_000, stall_us=3000.0, stall_every_ms=500.0,
             raise MscopeError("mscope receive failed: "
                               + (rcv_err.strip().splitlines() or ["no output"])[-1])
         summary = _summarise(capture, done, out)
+        summary["diagnosis"] = diagnose_live(capture, _live_slo_us(stall_us), out,
+                                             done.get("stall_ns", []), stall_us)
         summary["simulated"] = diagnose_simulated(workdir / "simulated", out)
         return summary
     finally:
@@ -178,6 +180,55 @@ def _summarise(capture, done, out):
           f"(the forwarder counted {done.get('unsent', '?'):,} refused by the full queue)",
           file=out)
     return summary
+
+
+def _live_slo_us(stall_us):
+    """The objective the recorded chain is diagnosed against: a third of
+    the injected stall (its victims waited longer), within 100-1,000 us;
+    1,000 us without one."""
+    return max(100.0, min(1000.0, stall_us / 3)) if stall_us > 0 else 1000.0
+
+
+def diagnose_live(capture, slo_us, out=sys.stdout, stall_ns=(), stall_us=0.0):
+    """Diagnose the recorded chain's capture as `mscope diagnose` does and
+    print its summary, then where the injected stalls (`stall_ns`: when
+    each began, CLOCK_MONOTONIC ns as the forwarder read it; `stall_us`
+    long) are in nat's records: each should be a silence (no record, not
+    even an idle poll, from its start to its end).  Returns the victims'
+    count, the top rules, how many victims each top culprit has and, per
+    stall, whether nat's records show it."""
+    from collections import Counter
+
+    from mscope.diagnose import diagnose, format_summary
+
+    diag, ctx = diagnose(capture, slo_us=slo_us, lazy=True)
+    print("", file=out)
+    print(f"$ mscope diagnose {capture} --slo-us {slo_us:g}", file=out)
+    print(format_summary(diag, ctx, top=3), file=out)
+    tops = Counter(json.dumps({k: x for k, x in v["culprits"][0].items() if k != "score"},
+                              sort_keys=True) if v["culprits"] else "null"
+                   for v in diag["victims"])
+    # the silence around each stall: from nat's last record before it (up
+    # to an idle interval earlier) to its first after it; 50 us of slack
+    # for the collector's TSC conversion
+    quiet = ctx["queues"]["demo-nat"].silences if "demo-nat" in ctx["queues"] else \
+        np.zeros((0, 2), np.int64)
+    slack, long = 50_000, int(stall_us * 1000)
+    seen = [bool(((quiet[:, 0] <= t + slack) & (quiet[:, 1] >= t + long - slack)).any())
+            for t in stall_ns]
+    if len(stall_ns):
+        base = ctx["time_base_ns"]
+        at = ", ".join(f"{(t - base) / 1e6:,.3f}" for t in stall_ns[:6])
+        more = ", ..." if len(stall_ns) > 6 else ""
+        print(f"injected stalls began at {at}{more} ms; nat's records show "
+              f"{sum(seen)} of {len(seen)} as a silence of {stall_us:,.0f} us or more "
+              "(other stops were the machine's: the forwarder's one thread, on CPU 0, "
+              "was not running)", file=out)
+    return {"slo_us": slo_us, "victims": len(diag["victims"]),
+            "patterns": diag["patterns"][:3],
+            "top_culprits": [{"culprit": json.loads(k), "victims": n}
+                             for k, n in tops.most_common()],
+            "stalls_seen": seen}
 
 
 #: The demo's simulated chain: a 3-NF chain whose nat stops for 300 us and

@@ -619,21 +619,24 @@ def _cause_text(c):
     return f"{c['nf']} passed on a burst it received"
 
 
-def _stop(queues, name, arr, downstream=False):
-    """The stop of NF `name` that most of its victims (arrival times
-    `arr`, at it or `downstream` of it) came in during or just after: a
-    silence (QueueTimeline.silences: it stopped polling) or a batch it
-    held (QueueTimeline.held: it stopped while serving one), as (from, to
-    ns, held), or None.
+def _stops(queues, name, arr, downstream=False):
+    """The stops of NF `name` that its victims (arrival times `arr`, at it
+    or `downstream` of it) came in during or just after, as rows (from,
+    to ns, held) in time order, or None: silences (QueueTimeline.silences:
+    it stopped polling) or batches it held (QueueTimeline.held: it
+    stopped while serving one), twice SILENCE_NS long or more (shorter
+    silences are mostly a preempted thread: ~2% of an idle lcore's gaps on
+    the bench VM).
 
-    "Just after": within as long again as the stop lasted (the backlog it
-    left drains about as long), twice as long for victims downstream (the
-    released backlog reaches them later).  Only a stop twice SILENCE_NS
-    long or more (shorter silences are mostly a preempted thread: ~2% of
-    an idle lcore's gaps on the bench VM) that a quarter of the victims or
-    more came in by (an NF that sleeps when idle, as mscope-nf does for 50
-    us, is silent then too; a 20 ms contention slows every batch, none ten
-    times over)."""
+    One stop that a quarter of the victims or more came in by, during it
+    or within as long again after it (the backlog it left drains about as
+    long), twice as long for victims downstream (the released backlog
+    reaches them later).  An NF that sleeps when idle, as mscope-nf does
+    for 50 us, is silent then too, but few victims come in then; a 20 ms
+    contention slows every batch, none ten times over.
+
+    Else a stop that repeats (a periodic timer, a thread descheduled now
+    and then: :func:`_repeated_stops`)."""
     from mscope.analyzer.ingest import SILENCE_NS
     q = queues.get(name)
     if q is None or len(arr) == 0:
@@ -645,22 +648,101 @@ def _stop(queues, name, arr, downstream=False):
     if len(s) == 0:
         return None
     arr = np.sort(arr)
-    k = 2 if downstream else 1
-    came = (np.searchsorted(arr, s[:, 1] + k * (s[:, 1] - s[:, 0]), "right")
+    late = 2 if downstream else 1
+    d = s[:, 1] - s[:, 0]
+    came = (np.searchsorted(arr, s[:, 1] + late * d, "right")
             - np.searchsorted(arr, s[:, 0], "left"))
     j = int(np.argmax(came))
-    if came[j] < len(arr) / 4:
+    if came[j] >= len(arr) / 4:
+        a, b = s[j].tolist()
+        return [(a, b, bool(held[j]))]
+    return _repeated_stops(q, s, held, arr, late)
+
+
+def _repeated_stops(q, s, held, arr, late):
+    """Stops that repeat, as :func:`_stops` rows, or None: from the stops
+    `s` (rows from, to ns; `held` marks the held batches) of the NF of
+    queue `q`, the fewest silences, most victims first, that half the
+    victims (arrival times `arr`, sorted) came in by, where they span at
+    most an eighth of the time the victims do (victims crowd into them
+    fourfold or more) and are two or more.  Silences only: a batch held
+    ten times the usual is one stall, but many are a bug's or a
+    contention's slowness.  Then every stop as long as the shortest of
+    those that victims came in by, held batches too.
+
+    A victim came in by a stop when it arrived during it, or after it
+    while the backlog it left drained: a loaded NF takes many times a
+    stop's length to serve its arrivals over the stop at its peak rate
+    less its arrival rate (twice that allowed here), though no longer
+    than its queue stayed busy; at least as long again as the stop, and
+    later by its length again for victims downstream (`late` 2)."""
+    d = s[:, 1] - s[:, 0]
+    p = np.searchsorted(q.period_start_ns, s[:, 1], "right") - 1
+    busy = p >= 0
+    drained = np.where(busy, q.period_end_ns[np.maximum(p, 0)], s[:, 1])
+    drained[busy & (drained < 0)] = arr[-1]          # still busy at the capture's end
+    span = q.step_ns[-1] - q.step_ns[0] if len(q.step_ns) > 1 else 0
+    rate = len(q.hops) / span if span > 0 else 0.0  # arrivals per ns
+    room = q.peak_rate - rate
+    drain = 2 * rate * d / room if room > 0 else np.inf
+    end = s[:, 1] + (late - 1) * d + np.clip(drained - s[:, 1], d, np.maximum(drain, d))
+    came = np.searchsorted(arr, end, "right") - np.searchsorted(arr, s[:, 0], "left")
+    order = np.argsort(-came, kind="stable")
+    order = order[(came[order] >= 2) & ~held[order]]
+
+    def cover(m):
+        """Victims that came in by the first m of `order`, and the time
+        their windows span: both over the windows' union."""
+        a, b = s[order[:m], 0], end[order[:m]]
+        o = np.argsort(a, kind="stable")
+        a, b = a[o], np.maximum.accumulate(b[o])
+        first = np.r_[True, a[1:] > b[:-1]]                # a new run of windows
+        a, b = a[first], b[np.r_[first[1:], True]]
+        n = (np.searchsorted(arr, b, "right") - np.searchsorted(arr, a, "left")).sum()
+        return int(n), int((b - a).sum())
+    lo, hi = 1, len(order) + 1                              # cover(m) grows with m
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cover(mid)[0] >= len(arr) / 2:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo < 2 or lo > len(order) or cover(lo)[1] > (arr[-1] - arr[0]) / 8:
         return None
-    a, b = s[j].tolist()
-    return a, b, bool(held[j])
+    pick = np.flatnonzero((d >= d[order[:lo]].min()) & (came >= 2))
+    pick = pick[np.argsort(s[pick, 0], kind="stable")]
+    return [(a, b, h) for (a, b), h in zip(s[pick].tolist(), held[pick].tolist())]
+
+
+def _stop_text(nf, stops, usual_batch_ns, base):
+    """How :func:`_stops`' `stops` of `nf` read in a rule, times in ms from
+    `base` ns: "nat stopped polling for 300 us at 10.000 ms (no records)",
+    "nat took 401 us over one batch at 8.000 ms (usually 0.7 us)", "nat
+    stopped 6 times for 2,998-3,010 us, at 10.265, 510.280, ... ms (no
+    records)"."""
+    if len(stops) == 1:
+        a, b, held = stops[0]
+        at = (a - base) / 1e6
+        if held:
+            return (f"{nf} took {(b - a) / 1e3:,.0f} us over one batch at {at:,.3f} ms "
+                    f"(usually {usual_batch_ns / 1e3:,.1f} us)")
+        return f"{nf} stopped polling for {(b - a) / 1e3:,.0f} us at {at:,.3f} ms (no records)"
+    us = [(b - a) / 1e3 for a, b, _ in stops]
+    at = [f"{(a - base) / 1e6:,.3f}" for a, _, _ in stops]
+    if len(at) > 6:
+        at = at[:4] + ["...", at[-1]]
+    n_held = sum(h for _, _, h in stops)       # never all: silences make a repeat
+    how = ("no records" if n_held == 0 else
+           f"{len(stops) - n_held} with no records, {n_held} over one batch")
+    return (f"{nf} stopped {len(stops)} times for {min(us):,.0f}-{max(us):,.0f} us, "
+            f"at {', '.join(at)} ms ({how})")
 
 
 def _chain(rule, att, queues, at_nf, base=0):
     """One causal chain: culprit and when -> the victims' queue -> victims.
     `at_nf(name)`: which victims are at NF `name`; times in ms from `base`
-    ns.  A local culprit that stopped then (:func:`_stop`) is named for
-    the stop: "nat stopped polling for 300 us at 10.000 ms (no records)",
-    "nat took 401 us over one batch at 8.000 ms (usually 0.7 us)"."""
+    ns.  A local culprit that stopped then (:func:`_stops`) is named for
+    its stops (:func:`_stop_text`)."""
     c, nf = rule["culprit"], rule["victims"]["nf"]
     key = (("nf", c["nf"], c["cause"]) if c["kind"] == "nf"
            else ("flows", c["flows"], c["cause"]))
@@ -681,16 +763,11 @@ def _chain(rule, att, queues, at_nf, base=0):
                 peak = f" -> {nf} queue peaked at {int(q.step_len[a:b].max()):,} pkts"
     dropped = f" ({drops:,} dropped)" if drops else ""
     cause = _cause_text(c)
-    stop = (_stop(queues, c["nf"], arr, c["nf"] != nf)
-            if len(arr) and c["kind"] == "nf"
-            and c["cause"] == "local" and not c.get("flows") else None)
-    if stop is not None:
-        a, b, held = stop
-        at = (a - base) / 1e6
-        cause = (f"{c['nf']} took {(b - a) / 1e3:,.0f} us over one batch at {at:,.3f} ms "
-                 f"(usually {queues[c['nf']].usual_batch_ns / 1e3:,.1f} us);" if held else
-                 f"{c['nf']} stopped polling for {(b - a) / 1e3:,.0f} us at {at:,.3f} ms "
-                 f"(no records);")
+    stops = (_stops(queues, c["nf"], arr, c["nf"] != nf)
+             if len(arr) and c["kind"] == "nf"
+             and c["cause"] == "local" and not c.get("flows") else None)
+    if stops:
+        cause = _stop_text(c["nf"], stops, queues[c["nf"]].usual_batch_ns, base) + ";"
         when = f" victims arrived{when}"
     return (f"{cause}{when}{peak} -> {rule['count']:,} victims at {nf}"
             f"{dropped} (flows {rule['victims']['flows']}), score {rule['score']:,.0f}")
