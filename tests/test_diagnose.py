@@ -329,6 +329,36 @@ def test_cli_errors(tmp_path, stall, capsys):
     assert "--slo-us" in _one_line_error(capsys, ["diagnose", str(stall), "--slo-us", "-5"])
 
 
+def test_peak_rate_given_per_nf(tmp_path, stall, capsys):
+    # nat's own rate (1 / 300 ns) given: the same answer as estimated
+    out = tmp_path / "given.json"
+    assert main(["diagnose", str(stall), "--peak-rate", "nat=3.333", "--json", str(out)]) == 0
+    assert "peak rates as given: nat 3.333 Mpps" in capsys.readouterr().out
+    assert _share(_tops(json.loads(out.read_text())),
+                  lambda c: c.get("nf") == "nat" and c["cause"] == "local") > 0.95
+    # given below what nat was offered (1 Mpps), nat at that peak would
+    # have queued without any stall: its stall explains far less
+    def nat_local(diag):
+        return sum(c["score"] for v in diag["victims"] for c in v["culprits"]
+                   if c.get("nf") == "nat" and c["cause"] == "local")
+    estimated, _ = diagnose(stall, slo_us=150)
+    diag, ctx = diagnose(stall, slo_us=150, peak_rates={"nat": 0.5e-3})
+    assert ctx["queues"]["nat"].peak_rate == 0.5e-3
+    assert ctx["queues"]["fw"].peak_rate > 1e-3                     # estimated
+    assert nat_local(diag) < 0.2 * nat_local(estimated)
+    assert _share(_tops(diag), lambda c: c.get("nf") == "nat") < \
+        0.8 * _share(_tops(estimated), lambda c: c.get("nf") == "nat")
+    # one-line errors: an NF the capture does not have, a bad rate
+    err = _one_line_error(capsys, ["diagnose", str(stall), "--peak-rate", "vpn=3"])
+    assert "peak rate of vpn: the capture has no such NF (its NFs: fw, nat" in err
+    for bad in ("nat", "nat=0", "nat=fast", "=3"):
+        with pytest.raises(SystemExit) as exc:
+            main(["diagnose", str(stall), "--peak-rate", bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "--peak-rate" in err[-1] and "mpps" in err[-1].lower(), err
+
+
 def test_help_has_example(capsys):
     with pytest.raises(SystemExit):
         main(["diagnose", "--help"])

@@ -1,7 +1,7 @@
 """argparse types shared by mscope's commands: one-line errors for bad numbers."""
 import argparse
 
-__all__ = ["seconds", "non_negative", "positive_int"]
+__all__ = ["seconds", "non_negative", "positive_int", "nf_rate"]
 
 
 def _finite_non_negative(text, what):
@@ -32,3 +32,14 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
     return value
+
+
+def nf_rate(text):
+    """``NAME=MPPS``: an NF's name and a rate in Mpps, finite and > 0."""
+    name, eq, rate = text.rpartition("=")
+    if not eq or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NF=MPPS (e.g. nat=3.3)")
+    value = _finite_non_negative(rate, "a rate in Mpps")
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{rate!r} is not a rate in Mpps > 0")
+    return name, value

@@ -6,7 +6,7 @@ import os
 import sys
 
 from mscope import __version__
-from mscope.argtypes import non_negative, positive_int, seconds
+from mscope.argtypes import nf_rate, non_negative, positive_int, seconds
 from mscope.errors import MscopeError
 
 __all__ = ["main"]
@@ -114,8 +114,10 @@ def _cmd_diagnose(args):
     # least squares) take 0.3-1.2 s instead of 7 ms (bench/analyze.py).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from mscope.diagnose import run_diagnose
+    rates = dict(args.peak_rate or [])
     run_diagnose(args.capture, json_path=args.json, top=args.top, slo_us=args.slo_us,
                  pattern_threshold=args.pattern_threshold, topology=args.topology,
+                 peak_rates={n: mpps / 1000 for n, mpps in rates.items()} or None,
                  progress=sys.stderr.isatty())
     return 0
 
@@ -334,6 +336,10 @@ def build_parser():
     p.add_argument("--topology", metavar="FILE",
                    help="the chain's links, to check the inferred topology against: a "
                         "JSON list of [from, to] names, or a scenario file with \"links\"")
+    p.add_argument("--peak-rate", type=nf_rate, action="append", metavar="NF=MPPS",
+                   help="an NF's peak service rate in Mpps, where you know it better than "
+                        "the rate its busiest batches show (the default); repeat for "
+                        "several NFs, e.g. --peak-rate nat=3.3")
     p.set_defaults(func=_cmd_diagnose)
 
     p = sub.add_parser(

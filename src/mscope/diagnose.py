@@ -96,6 +96,9 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     pattern_threshold : float, optional
         Share of victims whose top culprit a pattern must be (default 0.02).
     peak_rates : dict name -> packets/ns, optional
+        NFs' peak service rates, instead of the rates their busy batches
+        show (``mscope diagnose --peak-rate NF=MPPS``); each a finite
+        number > 0 for an NF of the capture.
     topology : str or list, optional
         A links file (see :func:`load_topology_hint`) or a list of links;
         the inferred topology must match it (it replaces the manifest's).
@@ -119,7 +122,8 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     Raises
     ------
     MscopeError
-        ``slo_us`` not positive; not a capture; empty capture.
+        ``slo_us`` not positive; not a capture; empty capture; a peak rate
+    not a number > 0, or for an NF the capture does not have.
     """
     from mscope.analyzer import build_trajectories, infer_topology, load, queue_timelines
     from mscope.analyzer.attribution import attribute
@@ -129,11 +133,24 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         raise MscopeError(f"--slo-us must be a positive number, got {slo_us}")
     hint = load_topology_hint(topology) if isinstance(topology, (str, bytes)) or \
         hasattr(topology, "__fspath__") else topology
+    peak_rates = dict(peak_rates or {})
+    for name, rate in peak_rates.items():
+        try:
+            peak_rates[name] = float(rate)
+        except (TypeError, ValueError):
+            peak_rates[name] = float("nan")
+        if not 0 < peak_rates[name] < float("inf"):
+            raise MscopeError(f"peak rate of {name}: {rate!r} is not a rate > 0")
     log = StageLog(progress)
     log.start("read", "reading the capture")
     view = load(capture)
     if hint is not None:
         view.topology = hint
+    names = [n.name for n in view.nfs]
+    unknown = sorted(set(peak_rates) - set(names))
+    if unknown:
+        raise MscopeError(f"peak rate of {unknown[0]}: the capture has no such NF "
+                          f"(its NFs: {', '.join(sorted(names))})")
     base = _time_base(view)
     log.start("topology", f"topology of {len(view.nfs)} NFs")
     topo = infer_topology(view)
@@ -159,7 +176,7 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     log.end()
     ctx = {"attribution": att, "queues": queues, "traj": traj, "topology": topo,
            "slo_us": slo_us, "seconds": log.elapsed(), "stages": log.rows,
-           "time_base_ns": base, "clock": view.clock}
+           "time_base_ns": base, "clock": view.clock, "peak_rates": peak_rates}
     return out, ctx
 
 
@@ -787,6 +804,10 @@ def format_summary(diag, ctx, top=5):
     if base:
         lines.append(f"times in ms from the capture's first record ({ctx.get('clock')}: "
                      f"{base / 1e6:,.3f} ms)")
+    given = ctx.get("peak_rates")
+    if given:
+        lines.append("peak rates as given: " + ", ".join(
+            f"{n} {r * 1e3:,.3f} Mpps" for n, r in sorted(given.items())))
     if not v:
         lines.append("no victims: every packet met the objective")
     if diag["patterns"]:
