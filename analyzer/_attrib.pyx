@@ -204,21 +204,25 @@ def hop_summary(const index_t[::1] hop_packet, const index2_t[::1] hop_rx,
     Returns
     -------
     (int, int, int, int)
-        (earliest arrival or 0 when none, latest rx, packets, drops).
+        (earliest arrival -- a hop's rx where its arrival is not recorded,
+        0 when neither is -- latest rx, packets, drops).
     """
     cdef Py_ssize_t h, nh = hop_packet.shape[0], nd = 0, npk = 0, c = 0
-    cdef int64_t lo = 0, hi = 0
+    cdef int64_t lo = 0, hi = 0, a
     with nogil:
         for h in range(nh):
             if h == 0 or hop_packet[h] != hop_packet[h - 1]:
                 npk += 1
-            if hop_arrival_ns[h] >= 0:
-                if c == 0 or hop_arrival_ns[h] < lo:
-                    lo = hop_arrival_ns[h]
+            a = hop_arrival_ns[h]
+            if a >= 0 and hop_rx[h] < 0:
+                drops[nd] = <out_t>h
+                nd += 1
+            if a < 0:
+                a = hop_rx_ns[h]
+            if a >= 0:
+                if c == 0 or a < lo:
+                    lo = a
                 c += 1
-                if hop_rx[h] < 0:
-                    drops[nd] = <out_t>h
-                    nd += 1
             if h == 0 or hop_rx_ns[h] > hi:
                 hi = hop_rx_ns[h]
     return lo, hi, npk, nd

@@ -103,6 +103,8 @@ class NFRecords:
         entries declare (``idle_ns``, from the ring header: 0 where a
         stream declares none, or from before them); silences are
         measured against 1.1 times it (:func:`silence_ns_of`).
+    streams : int
+        How many streams (lcores, each with its own queue) recorded it.
 
     Indices and ports are int32 (a packet-hop costs 20 bytes here: id,
     time, batch); a port array of an NF that uses one port is a read-only
@@ -124,6 +126,7 @@ class NFRecords:
     idle_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     silences: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     idle_interval_ns: int = 0
+    streams: int = 1
 
     @property
     def has_addr(self) -> bool:
@@ -676,6 +679,7 @@ def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"
             d = CaptureData(d.records, d.stream, _id_offsets(d.records), d.ids)
         n = _General(d, nf_of_stream, info).nf(k, name, nf_id, quiet)
     n.idle_interval_ns = interval
+    n.streams = max(1, len(mine))
     return n
 
 
@@ -761,7 +765,7 @@ def split_revisited(nf):
             tx_batch=tb.astype(np.int32),
             rx_addr=None if nf.rx_addr is None else nf.rx_addr[r],
             rx_port=nf.rx_port[r], idle_ns=nf.idle_ns, silences=nf.silences,
-            idle_interval_ns=nf.idle_interval_ns))
+            idle_interval_ns=nf.idle_interval_ns, streams=nf.streams))
     return out
 
 

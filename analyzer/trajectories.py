@@ -25,11 +25,12 @@ them, and the pairs of known ids are found by position (a FIFO keeps
 them in order) instead of by a hash join -- 0.71 -> 0.19 s for the 11
 matches of that capture, same result.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import _match
+from .arrivals import arrivals_from_occupancy
 from .matching import DEFAULT_WINDOW_NS
 from .topology import SINK, port_codes
 
@@ -65,6 +66,13 @@ class Trajectories:
     ``collisions``: ids that had to be told apart by time, per NF name
     (count of matched-side entries), and ``collision_rate`` over all
     matched entries.
+
+    A packet no recorded tx sent (its path starts at an NF's rx: the
+    chain's source is not recorded) has as ``src_ns`` its arrival at that
+    NF's queue as the NF's occupancy records tell it
+    (:func:`~mscope.analyzer.arrivals.arrivals_from_occupancy`), -1 where
+    they cannot; ``arrivals_estimated`` and ``arrivals_unknown`` count
+    those packets per NF name (NFs with none left out).
     """
     nf_names: list
     packet_id: np.ndarray
@@ -84,6 +92,8 @@ class Trajectories:
     collision_rate: float
     src_addr: np.ndarray = None
     dst_addr: np.ndarray = None
+    arrivals_estimated: dict = field(default_factory=dict)
+    arrivals_unknown: dict = field(default_factory=dict)
 
     @property
     def has_addr(self) -> bool:
@@ -280,6 +290,19 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
                          "more (int32 indices)")
     packet_id, src_ns = _packet_starts(nfs, src, start_rx, tx_ids, tx_ns, n_src, n_pk)
     del tx_ids
+    # where no tx sent a packet, its arrival from the occupancy of the
+    # queue it started in (before the ports go with the ids)
+    estimated, unknown = {}, {}
+    at = n_src
+    for k, s in enumerate(start_rx):
+        if len(s):
+            src_ns[at:at + len(s)] = arrivals_from_occupancy(nfs[k], s)
+            known = int(np.count_nonzero(src_ns[at:at + len(s)] >= 0))
+            if known:
+                estimated[nfs[k].name] = known
+            if known < len(s):
+                unknown[nfs[k].name] = len(s) - known
+            at += len(s)
     if release_ids:
         # matched: the ids (~0.4x the decoded capture) are not read again,
         # and freeing them before the hop arrays exist keeps this stage's
@@ -323,7 +346,7 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
     return Trajectories(names, packet_id, src_ns, exit_ns, drop_nf, drop_ns, latency,
                         h_pk, h_nf, h_arr, h_rx_ns, h_tx_ns, h_rx, h_tx,
                         collisions, total / matched if matched else 0.0,
-                        src_addr, dst_addr)
+                        src_addr, dst_addr, estimated, unknown)
 
 
 def _packet_starts(nfs, src, start_rx, tx_ids, tx_ns, n_src, n_pk):

@@ -373,7 +373,8 @@ def test_no_shared_ids_cannot_be_inferred(tmp_path):
 
 def test_without_source_records(tmp_path):
     # no source stream: a is fed by an unrecorded source; its packets start
-    # at a's rx with an unknown source time and no queuing delay at a
+    # at a's rx, and arrived at a's queue when its occupancy says (its one
+    # batch took both and left none: they came as it was taken, no wait)
     v = load(write(tmp_path / "c", [
         ("a", [(10, 0, 0, 0, [1, 2]), (20, 1, 0, None, [1, 2])]),
         ("b", [(30, 0, 0, 0, [1, 2]), (40, 1, 0, None, [1]), (45, 1, 0, None, [])]),
@@ -381,7 +382,8 @@ def test_without_source_records(tmp_path):
     topo = infer_topology(v)
     assert topo.edges == [("a", "b"), ("b", "sink"), ("source", "a")]
     t = build_trajectories(v, topo)
-    assert t.src_ns.tolist() == [-1, -1] and t.latency_ns.tolist() == [-1, -1]
+    assert t.src_ns.tolist() == [10, 10] and t.latency_ns.tolist() == [30, -1]
+    assert t.arrivals_estimated == {"a": 2} and t.arrivals_unknown == {}
     assert t.exit_ns.tolist() == [40, -1]
     # 2 was received by b and never sent on: lost inside b
     assert t.drop_nf.tolist() == [-1, t.nf_names.index("b")]

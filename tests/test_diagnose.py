@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from conftest import rewrite_capture
 from mscope.capture import CaptureWriter
 from mscope.cli import main
 from mscope.diagnose import diagnose, format_summary
@@ -889,23 +890,11 @@ def test_a_wait_a_burst_moved_upstream_of_a_slow_nf_is_the_nfs(tmp_path):
 
 def _without_idle_polls(src, out):
     """Capture `src` as a recorder without idle-poll records would have
-    written it: its rx records of 0 packets left out, seqs renumbered."""
-    from mscope.capture import open_capture
-    cap = open_capture(src)
-    data = cap.read()
-    with CaptureWriter(out) as w:
-        h = w.add_host("h")
-        w.set_manifest_entry("topology", cap.manifest.get("topology"))
-        for st in cap.manifest["streams"]:
-            sid = w.add_stream(h, st["nf_id"], st["nf_name"])
-            mine = np.flatnonzero(data.stream == st["stream"])
-            recs = data.records[mine]
-            ids = np.concatenate([data.ids_of(i) for i in mine]) if len(mine) else \
-                np.zeros(0, np.uint64)
-            keep = (recs["count"] > 0) | ((recs["flags"] & 7) != 0)
-            recs = recs[keep]
-            recs["seq"] = np.arange(len(recs), dtype=np.uint64)
-            w.write_chunk(sid, recs, ids, first_seq=0, final=True)
+    written it: its rx records of 0 packets left out (and the declared
+    interval with them), seqs renumbered."""
+    def busy(st, recs, ids):
+        return recs[(recs["count"] > 0) | ((recs["flags"] & 7) != 0)], ids
+    rewrite_capture(src, out, records=busy, idle_ns=False)
 
 
 def test_a_stall_that_began_while_the_queue_was_empty_is_the_nfs(tmp_path):

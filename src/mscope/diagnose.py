@@ -804,6 +804,17 @@ def format_summary(diag, ctx, top=5):
     if base:
         lines.append(f"times in ms from the capture's first record ({ctx.get('clock')}: "
                      f"{base / 1e6:,.3f} ms)")
+    est = getattr(traj, "arrivals_estimated", None)
+    if est:
+        lines.append("no recorded source: arrivals " + ", ".join(
+            f"at {n} ({k:,} packets)" for n, k in est.items())
+            + " worked out from the queue occupancy in its rx records")
+    unknown = getattr(traj, "arrivals_unknown", None)
+    if unknown:
+        lines.append("latency unknown for " + ", ".join(
+            f"{k:,} packets starting at {n}" for n, k in unknown.items())
+            + " (no recorded source, and no queue occupancy in its rx records): "
+            "victims there only by a drop")
     given = ctx.get("peak_rates")
     if given:
         lines.append("peak rates as given: " + ", ".join(

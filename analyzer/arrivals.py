@@ -1,0 +1,105 @@
+"""When packets reached an NF's input queue, where nothing recorded them
+sent: from the queue's occupancy in the NF's own rx records.
+
+A chain whose traffic source is not recorded (a NIC feeds its first NF,
+the common live deployment) starts every packet's path at that NF's rx,
+and its wait in the NF's input queue is then unknown: without it a stall
+of the first NF would leave no late packet at all.  The rx records say
+how many packets each batch took and how many were left in the queue
+right after (docs/record-format.md, ``occupancy``); an idle poll says the
+queue was empty.  Taken together, at each such record the queue had been
+offered every packet taken so far plus those left: the count of arrivals
+by that time.  The queue is FIFO, so the packet taken n-th arrived when
+that count passed n; between two records the arrivals are spread evenly
+over the time between them (a stall of 3 ms with no record in it: its
+backlog's packets arrived across the 3 ms).
+"""
+import numpy as np
+
+__all__ = ["arrivals_from_occupancy"]
+
+
+def arrivals_from_occupancy(nf, rx):
+    """Estimated arrival time at NF `nf`'s queue of its rx entries `rx`
+    (indices into ``nf.rx_ns``), as int64 ns; -1 where its records cannot
+    tell (occupancy unknown in a batch of that port, or several streams:
+    several queues whose occupancies do not add up to one FIFO).
+
+    Per port (a queue each): the arrivals counted at each rx batch (taken
+    so far plus left) and, on an NF with one port, at each idle poll
+    (taken so far); their running maximum, never above the packets the
+    port's batches took in all (an occupancy read from a record is not
+    trusted beyond what could follow); the n-th packet taken arrived where
+    that count passed n, linearly between the two records around it, and
+    never after its own rx.  A batch that left its queue empty took
+    packets that came no earlier than as many mean gaps between arrivals
+    before it (where no idle poll says when the queue was last empty).
+
+    Parameters
+    ----------
+    nf : mscope.analyzer.ingest.NFRecords
+        With ``rx_ns``, ``rx_batch``, ``rx_port``, ``batch_ns``,
+        ``batch_occupancy``, ``idle_ns`` and ``streams``.
+    rx : ndarray of int
+        Rx entries to estimate, each in ``[0, len(nf.rx_ns))``.
+
+    Returns
+    -------
+    ndarray of int64, one per entry of `rx`
+    """
+    rx = np.asarray(rx, np.int64)
+    out = np.full(len(rx), -1, np.int64)
+    if len(rx) == 0 or getattr(nf, "streams", 1) != 1 or len(nf.batch_ns) == 0:
+        return out
+    port = nf.rx_port if nf.rx_port is not None and len(nf.rx_port) == len(nf.rx_ns) else None
+    ports = [None] if port is None or (port == port[0]).all() else np.unique(port).tolist()
+    for p in ports:
+        mine = None if p is None else np.flatnonzero(port == p)
+        batch = nf.rx_batch if mine is None else nf.rx_batch[mine]
+        b, count = np.unique(batch, return_counts=True)       # batches in time order
+        occ = nf.batch_occupancy[b]
+        if (occ < 0).any():
+            continue                                           # the queue could not tell
+        taken = np.cumsum(count)
+        t = nf.batch_ns[b]
+        seen = np.maximum.accumulate(np.minimum(taken + occ, taken[-1]))
+        ts, ss = [t], [seen]
+        # a batch that left its queue empty took what came since the record
+        # before, as its packets come: no earlier than that many usual
+        # gaps between arrivals (a few packets after an idle millisecond
+        # did not wait it out; a stall's backlog leaves the queue full)
+        span = int(t[-1] - t[0])
+        if span > 0:
+            gap = span / taken[-1]
+            before = np.r_[0, seen[:-1]]
+            at = t - (seen - before) * gap
+            last = np.r_[np.iinfo(np.int64).min, t[:-1]]
+            cut = (occ == 0) & (at > last)
+            ts.append(np.rint(at[cut]).astype(np.int64))
+            ss.append(before[cut])
+        if p is None and len(nf.idle_ns):
+            # an idle poll: the queue was empty, everything offered was taken
+            idle = np.asarray(nf.idle_ns, np.int64)
+            ts.append(idle)
+            ss.append(np.r_[0, taken][np.searchsorted(t, idle, "right")])
+        t, seen = np.concatenate(ts), np.concatenate(ss)
+        o = np.argsort(t, kind="stable")
+        t, seen = t[o], np.maximum.accumulate(seen[o])
+        # which of `rx` are this port's, and each one's place in its order
+        if mine is None:
+            sel, n = np.arange(len(rx)), rx
+        else:
+            place = np.full(len(nf.rx_ns), -1, np.int64)
+            place[mine] = np.arange(len(mine))
+            n = place[rx]
+            sel = np.flatnonzero(n >= 0)
+            n = n[sel]
+        i = np.searchsorted(seen, n + 1, "left")            # first record that counted it
+        at = t[np.minimum(i, len(t) - 1)].astype(np.float64)
+        mid = i > 0
+        a0, a1 = seen[i[mid] - 1], seen[i[mid]]
+        t0, t1 = t[i[mid] - 1], t[i[mid]]
+        at[mid] = t0 + (n[mid] + 1 - a0) / (a1 - a0) * (t1 - t0)
+        # no later than its rx; times are >= 0 (-1 is "unknown")
+        out[sel] = np.clip(np.rint(at).astype(np.int64), 0, nf.rx_ns[rx[sel]])
+    return out
