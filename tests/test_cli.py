@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import requires_dpdk
+from conftest import requires_dpdk, rewrite_capture
 from mscope.capture import CAPTURE_RECORD_DTYPE, CaptureWriter
 
 MSCOPE = [sys.executable, "-m", "mscope.cli"]
@@ -75,7 +75,8 @@ def test_demo_runs_end_to_end(tmp_path):
     forwarder counted as refused by its full input queue."""
     out = tmp_path / "demo.json"
     proc = run("demo", "--seconds", "1.2", "--rate", "400000", "--stall-us", "4000",
-               "--stall-every-ms", "500", "--json", str(out), timeout=120)
+               "--stall-every-ms", "500", "--json", str(out), "--keep", str(tmp_path / "cap"),
+               timeout=120)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(out.read_text())
     fwd = summary["forwarder"]
@@ -100,3 +101,17 @@ def test_demo_runs_end_to_end(tmp_path):
     assert top["culprit"] == {"kind": "nf", "nf": "demo-nat", "cause": "local"}
     assert top["victims"] >= 0.9 * live["victims"], live["top_culprits"]
     assert re.search(r"demo-nat stopped .* ms \(.*no records", proc.stdout), proc.stdout
+    # the same chain as if a NIC fed nat (no source records): its arrivals
+    # from net_ring's occupancy in its rx records; the stalls' victims and
+    # culprit as with the source (ingress drops are then unseen)
+    from mscope.diagnose import diagnose
+    rewrite_capture(tmp_path / "cap", tmp_path / "bare",
+                    keep=lambda st: st["nf_name"] != "demo-src")
+    diag, ctx = diagnose(tmp_path / "bare", slo_us=live["slo_us"])
+    assert ctx["traj"].arrivals_estimated == {"demo-nat": fwd["received"]}
+    late = [v for v in diag["victims"] if not v["dropped"]]
+    with_source = live["victims"] - fwd["unsent"]
+    assert 0.7 * with_source <= len(late) <= 1.5 * with_source, (len(late), with_source)
+    nat = sum(1 for v in late if v["culprits"][0]["kind"] == "nf"
+              and v["culprits"][0]["nf"] == "demo-nat" and v["culprits"][0]["cause"] == "local")
+    assert nat >= 0.9 * len(late)
