@@ -4,6 +4,7 @@ split of attribution on the same captures.
 
 The analyzer only ever reads the capture; SimRun is the test's oracle.
 """
+import re
 from pathlib import Path
 
 import numpy as np
@@ -326,6 +327,14 @@ def test_id_collision_resolved_by_time(tmp_path):
     assert t.drop_nf.tolist() == [t.nf_names.index("b"), -1, -1]
     assert t.latency_ns.tolist() == [-1, 25, 30]
     assert t.collisions["b"] > 0 and t.collision_rate > 0
+    # and the summary reports their rate
+    from mscope.diagnose import diagnose, format_summary
+    text = format_summary(*diagnose(tmp_path / "c", slo_us=1))
+    m = re.search(r"id collisions: ([\d.]+)% of matched entries told apart by time \((.*)\)",
+                  text)
+    assert m, text
+    assert abs(float(m.group(1)) - 100 * t.collision_rate) < 0.01 * 100 * t.collision_rate
+    assert f"b {t.collisions['b']}" in m.group(2).split(", ")
 
 
 def test_matching_pairs_colliding_ids_in_order():

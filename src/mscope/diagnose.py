@@ -804,6 +804,11 @@ def format_summary(diag, ctx, top=5):
     if base:
         lines.append(f"times in ms from the capture's first record ({ctx.get('clock')}: "
                      f"{base / 1e6:,.3f} ms)")
+    rate = getattr(traj, "collision_rate", 0.0)
+    if rate:
+        per = sorted(((k, n) for n, k in traj.collisions.items() if k), reverse=True)
+        lines.append(f"id collisions: {100 * rate:.3g}% of matched entries told apart by time ("
+                     + ", ".join(f"{n} {k:,}" for k, n in per[:top]) + ")")
     est = getattr(traj, "arrivals_estimated", None)
     if est:
         lines.append("no recorded source: arrivals " + ", ".join(
