@@ -103,7 +103,11 @@ def test_demo_runs_end_to_end(tmp_path):
     assert re.search(r"demo-nat stopped .* ms \(.*no records", proc.stdout), proc.stdout
     # the same chain as if a NIC fed nat (no source records): its arrivals
     # from net_ring's occupancy in its rx records; the stalls' victims and
-    # culprit as with the source (ingress drops are then unseen)
+    # culprit as with the source (ingress drops are then unseen).  There
+    # may be more: where the machine stopped the forwarder's one thread,
+    # its source stopped too and then sent its backlog at once, while the
+    # occupancy spreads those arrivals over the stop, as a NIC that kept
+    # receiving would have had them
     from mscope.diagnose import diagnose
     rewrite_capture(tmp_path / "cap", tmp_path / "bare",
                     keep=lambda st: st["nf_name"] != "demo-src")
@@ -111,7 +115,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert ctx["traj"].arrivals_estimated == {"demo-nat": fwd["received"]}
     late = [v for v in diag["victims"] if not v["dropped"]]
     with_source = live["victims"] - fwd["unsent"]
-    assert 0.7 * with_source <= len(late) <= 1.5 * with_source, (len(late), with_source)
+    assert len(late) >= 0.7 * with_source, (len(late), with_source)
     nat = sum(1 for v in late if v["culprits"][0]["kind"] == "nf"
               and v["culprits"][0]["nf"] == "demo-nat" and v["culprits"][0]["cause"] == "local")
     assert nat >= 0.9 * len(late)

@@ -813,7 +813,8 @@ def format_summary(diag, ctx, top=5):
     if est:
         lines.append("no recorded source: arrivals " + ", ".join(
             f"at {n} ({k:,} packets)" for n, k in est.items())
-            + " worked out from the queue occupancy in its rx records")
+            + " worked out from the queue occupancy in its rx records (what a full queue "
+            "refused there is not in the capture)")
     unknown = getattr(traj, "arrivals_unknown", None)
     if unknown:
         lines.append("latency unknown for " + ", ".join(
