@@ -216,10 +216,16 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
     for k, n in enumerate(view.nfs):
         if n_rx[k] and n_unclaimed[k] >= MIN_SHARE * n_rx[k]:
             edges.add((SOURCE, n.name))
-    if len(view.nfs) > 1 and not any(s in names and d in names for s, d in edges):
+    declared = view.topology if check_manifest else None
+    if (len(view.nfs) > 1 and not any(s in names and d in names for s, d in edges)
+            and (declared is None or any(s in names and d in names for s, d in declared))):
+        # NFs side by side, each fed by its own unrecorded source, share no
+        # packets either; only a declared topology that says so tells them
+        # from NFs whose ids do not match (checked edge by edge below)
         raise TopologyError(
             f"topology: no packet ids are shared between any two of the {len(names)} "
-            f"NFs ({', '.join(names)}); cannot infer the NF graph")
+            f"NFs ({', '.join(names)}); cannot infer the NF graph (NFs side by side, "
+            f"each fed from outside: say so with --topology)")
 
     # upstream-before-downstream order (Kahn); a cycle is an error
     inner = {(s, d) for s, d in edges if s in names and d in names}

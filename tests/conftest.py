@@ -106,7 +106,8 @@ def pytest_configure(config):
 def rewrite_capture(src, out, keep=None, records=None, idle_ns=True):
     """Write capture `src` again to `out`, one chunk per stream: only the
     streams whose manifest entry `keep(entry)` accepts (default all; the
-    manifest's topology goes where any is left out), each stream's records
+    manifest's topology kept, which names an unrecorded source as "source"
+    as well), each stream's records
     and ids as ``records(entry, recs, ids)`` returns them (default as they
     are), seqs renumbered from 0; the idle-poll intervals the streams
     declare kept unless `idle_ns` is False."""
@@ -117,8 +118,7 @@ def rewrite_capture(src, out, keep=None, records=None, idle_ns=True):
     streams = [st for st in cap.manifest["streams"] if keep is None or keep(st)]
     with CaptureWriter(out) as w:
         h = w.add_host("h")
-        if len(streams) == len(cap.manifest["streams"]):
-            w.set_manifest_entry("topology", cap.manifest.get("topology"))
+        w.set_manifest_entry("topology", cap.manifest.get("topology"))
         for st in streams:
             extra = {"idle_ns": st["idle_ns"]} if idle_ns and "idle_ns" in st else None
             sid = w.add_stream(h, st["nf_id"], st["nf_name"], extra=extra)

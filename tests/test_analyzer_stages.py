@@ -372,12 +372,20 @@ def test_empty_capture(tmp_path):
 
 
 def test_no_shared_ids_cannot_be_inferred(tmp_path):
-    v = load(write(tmp_path / "c", [
-        ("a", [(10, 0, 0, 0, [1]), (20, 1, 0, None, [1])]),
-        ("b", [(10, 0, 0, 0, [2]), (20, 1, 0, None, [2])]),
-    ]))
-    with pytest.raises(TopologyError, match=r"^topology: no packet ids are shared between"):
+    streams = [("a", [(10, 0, 0, 0, [1]), (20, 1, 0, None, [1])]),
+               ("b", [(10, 0, 0, 0, [2]), (20, 1, 0, None, [2])])]
+    v = load(write(tmp_path / "c", streams))
+    with pytest.raises(TopologyError, match=r"^topology: no packet ids are shared between.*"
+                                            r"say so with --topology"):
         infer_topology(v)
+    # unless the NFs are declared side by side, each fed from outside
+    side = [["source", "a"], ["source", "b"], ["a", "sink"], ["b", "sink"]]
+    topo = infer_topology(load(write(tmp_path / "d", streams, side)))
+    assert topo.edges == sorted(tuple(e) for e in side)
+    # a chain declared is still refused: the records show no a -> b
+    with pytest.raises(TopologyError, match=r"^topology: no packet ids are shared"):
+        infer_topology(load(write(tmp_path / "e", streams, [["source", "a"], ["a", "b"],
+                                                            ["b", "sink"]])))
 
 
 def test_without_source_records(tmp_path):

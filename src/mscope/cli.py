@@ -334,8 +334,9 @@ def build_parser():
                    help="keep rules that are the top culprit of at least this share of "
                         "the victims (default 0.02)")
     p.add_argument("--topology", metavar="FILE",
-                   help="the chain's links, to check the inferred topology against: a "
-                        "JSON list of [from, to] names, or a scenario file with \"links\"")
+                   help="the chain's links, to check the inferred topology against (and "
+                        "to accept NFs side by side that share no packets): a JSON list of "
+                        "[from, to] names, or a scenario file with \"links\"")
     p.add_argument("--peak-rate", type=nf_rate, action="append", metavar="NF=MPPS",
                    help="an NF's peak service rate in Mpps, where you know it better than "
                         "the rate its busiest batches show (the default); repeat for "
