@@ -127,8 +127,8 @@ def test_a_stall_of_the_first_nf_without_a_recorded_source(tmp_path):
                                                              "nf": "fw", "cause": "local"})
     assert fw_local >= 0.95 * len(late_b)
     text = format_summary(diag_b, ctx)
-    assert re.search(r"no recorded source: arrivals at fw \([\d,]+ packets\) worked out from "
-                     r"the queue occupancy", text), text
+    assert re.search(r"arrivals of packets no recorded tx sent, from the queue occupancy in "
+                     r"their NF's rx records: [\d,]+ at fw \(what a full queue refused", text), text
 
 
 def test_without_occupancy_the_latency_is_said_to_be_unknown(tmp_path):
@@ -144,5 +144,5 @@ def test_without_occupancy_the_latency_is_said_to_be_unknown(tmp_path):
     assert ctx["traj"].arrivals_unknown == {"fw": len(ctx["traj"].packet_id)}
     assert all(v["dropped"] for v in diag["victims"])
     text = format_summary(diag, ctx)
-    assert re.search(r"latency unknown for [\d,]+ packets starting at fw \(no recorded source, "
-                     r"and no queue occupancy in its rx records\)", text), text
+    assert re.search(r"latency unknown for [\d,]+ packets starting at fw \(no recorded tx sent "
+                     r"them, and no queue occupancy in the rx records\)", text), text

@@ -222,7 +222,7 @@ def diagnose_live(capture, slo_us, out=sys.stdout, stall_ns=(), stall_us=0.0):
         more = ", ..." if len(stall_ns) > 6 else ""
         print(f"injected stalls began at {at}{more} ms; nat's records show "
               f"{sum(seen)} of {len(seen)} as a silence of {stall_us:,.0f} us or more "
-              "(other stops were the machine's: the forwarder's one thread, on CPU 0, "
+              "(any other stop was the machine's: the forwarder's one thread, on CPU 0, "
               "was not running)", file=out)
     return {"slo_us": slo_us, "victims": len(diag["victims"]),
             "patterns": diag["patterns"][:3],

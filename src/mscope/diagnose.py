@@ -811,15 +811,15 @@ def format_summary(diag, ctx, top=5):
                      + ", ".join(f"{n} {k:,}" for k, n in per[:top]) + ")")
     est = getattr(traj, "arrivals_estimated", None)
     if est:
-        lines.append("no recorded source: arrivals " + ", ".join(
-            f"at {n} ({k:,} packets)" for n, k in est.items())
-            + " worked out from the queue occupancy in its rx records (what a full queue "
-            "refused there is not in the capture)")
+        lines.append("arrivals of packets no recorded tx sent, from the queue occupancy in "
+                     "their NF's rx records: " + ", ".join(
+                         f"{k:,} at {n}" for n, k in est.items())
+                     + " (what a full queue refused there is not in the capture)")
     unknown = getattr(traj, "arrivals_unknown", None)
     if unknown:
         lines.append("latency unknown for " + ", ".join(
             f"{k:,} packets starting at {n}" for n, k in unknown.items())
-            + " (no recorded source, and no queue occupancy in its rx records): "
+            + " (no recorded tx sent them, and no queue occupancy in the rx records): "
             "victims there only by a drop")
     given = ctx.get("peak_rates")
     if given:
