@@ -157,6 +157,32 @@ def test_a_stop_that_repeats_is_named_for_every_time(tmp_path):
     assert int(m.group(4)) >= 2                 # silences: a repeat is judged by them
 
 
+def test_a_fault_that_comes_back_is_told_in_episodes(tmp_path):
+    # nat loses most of its core for 2 ms, twice, 8 ms apart: one rule, its
+    # victims' times in two episodes rather than one span over the quiet
+    faults = [{"id": f"c{k}", "kind": "contention", "nf": "nat", "from_ms": 5 + 8 * k,
+               "to_ms": 7 + 8 * k, "share": 0.25} for k in range(2)]
+    cap = _capture(tmp_path, "twice", [_nf("fw", 200), _nf("nat", 300)], faults)
+    diag, ctx = diagnose(cap, slo_us=150)
+    text = format_summary(diag, ctx)
+    m = re.search(r"nat served below its peak rate \(stall or lost core\) ([\d.]+)-([\d.]+), "
+                  r"([\d.]+)-([\d.]+) ms \(2 episodes\) -> nat queue peaked", text)
+    assert m, text
+    a0, a1, b0, b1 = map(float, m.groups())
+    assert 5 <= a0 < a1 < 8 and 13 <= b0 < b1 < 16
+
+
+def test_episodes_split_at_long_quiet_only():
+    from mscope.diagnose import _episodes
+    dense = np.arange(0, 2_000_000, 1_000)                          # every us for 2 ms
+    two = np.concatenate([dense, dense + 50_000_000])
+    assert _episodes(two).tolist() == [[0, 1_999_000], [50_000_000, 51_999_000]]
+    assert _episodes(dense).tolist() == [[0, 1_999_000]]
+    # sparse victims, 2 ms apart: their gaps are the usual ones, no split
+    sparse = np.arange(0, 40_000_000, 2_000_000)
+    assert len(_episodes(sparse)) == 1
+
+
 def test_stops_outside_the_victims_name_none(tmp_path):
     # nat stops for 60 us every ms, which makes few victims, and loses most
     # of its core for 3 ms, which makes the rest: its rule is not put down

@@ -636,6 +636,37 @@ def _cause_text(c):
     return f"{c['nf']} passed on a burst it received"
 
 
+#: Victims of one rule further apart than this (and EPISODE_GAPS times
+#: their median gap) belong to separate episodes of it.
+EPISODE_MIN_GAP_NS = 1_000_000
+EPISODE_GAPS = 20
+
+
+def _episodes(arr):
+    """The episodes of a rule's victims, arrival times `arr` (sorted): rows
+    (first, last ns) split where the gap between two victims is both
+    EPISODE_MIN_GAP_NS or more and EPISODE_GAPS times their median gap: a
+    fault that came back (every 200 ms, say) is several, not one span
+    across the quiet between."""
+    gaps = np.diff(arr)
+    if len(gaps) == 0:
+        return np.array([[arr[0], arr[-1]]]) if len(arr) else np.zeros((0, 2), np.int64)
+    cut = np.flatnonzero(gaps >= max(EPISODE_MIN_GAP_NS, EPISODE_GAPS * np.median(gaps)))
+    return np.stack([arr[np.r_[0, cut + 1]], arr[np.r_[cut, len(arr) - 1]]], axis=1)
+
+
+def _episodes_text(spans, base):
+    """"10.016-10.251 ms", or for several episodes "80.068-123.449,
+    280.091-323.512, ..., 1,880.102-1,923.916 ms (10 episodes)" (an
+    episode of one time as that time)."""
+    parts = [f"{(a - base) / 1e6:,.3f}" + (f"-{(b - base) / 1e6:,.3f}" if b > a else "")
+             for a, b in spans.tolist()]
+    if len(parts) == 1:
+        return parts[0] + " ms"
+    shown = parts if len(parts) <= 6 else parts[:4] + ["...", parts[-1]]
+    return f"{', '.join(shown)} ms ({len(parts)} episodes)"
+
+
 def _stops(queues, name, arr, downstream=False):
     """The stops of NF `name` that its victims (arrival times `arr`, at it
     or `downstream` of it) came in during or just after, as rows (from,
@@ -772,7 +803,7 @@ def _chain(rule, att, queues, at_nf, base=0):
     arr = arr[arr >= 0]
     if len(arr):
         t0, t1 = int(arr.min()), int(arr.max())
-        when = f" {(t0 - base) / 1e6:,.3f}-{(t1 - base) / 1e6:,.3f} ms"
+        when = " " + _episodes_text(_episodes(np.sort(arr)), base)
         q = queues.get(nf)
         if q is not None and len(q.step_ns):
             a, b = np.searchsorted(q.step_ns, [t0, t1 + 1])
