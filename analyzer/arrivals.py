@@ -22,13 +22,13 @@ __all__ = ["arrivals_from_occupancy"]
 def arrivals_from_occupancy(nf, rx):
     """Estimated arrival time at NF `nf`'s queue of its rx entries `rx`
     (indices into ``nf.rx_ns``), as int64 ns; -1 where its records cannot
-    tell (occupancy unknown in a batch of that port, or several streams:
-    several queues whose occupancies do not add up to one FIFO).
+    tell (occupancy unknown in a batch of that queue).
 
-    Per port (a queue each): the arrivals counted at each rx batch (taken
-    so far plus left) and, on an NF with one port, at each idle poll
-    (taken so far); their running maximum, never above the packets the
-    port's batches took in all (an occupancy read from a record is not
+    Per queue (a port of one stream: each lcore polls queues of its own):
+    the arrivals counted at each rx batch (taken so far plus left) and,
+    where the NF has one queue, at each idle poll (taken so far); their
+    running maximum, never above the packets the
+    queue's batches took in all (an occupancy read from a record is not
     trusted beyond what could follow); the n-th packet taken arrived where
     that count passed n, linearly between the two records around it, and
     never after its own rx.  A batch that left its queue empty took
@@ -39,7 +39,7 @@ def arrivals_from_occupancy(nf, rx):
     ----------
     nf : mscope.analyzer.ingest.NFRecords
         With ``rx_ns``, ``rx_batch``, ``rx_port``, ``batch_ns``,
-        ``batch_occupancy``, ``idle_ns`` and ``streams``.
+        ``batch_occupancy``, ``idle_ns``, ``streams`` and ``batch_stream``.
     rx : ndarray of int
         Rx entries to estimate, each in ``[0, len(nf.rx_ns))``.
 
@@ -49,12 +49,19 @@ def arrivals_from_occupancy(nf, rx):
     """
     rx = np.asarray(rx, np.int64)
     out = np.full(len(rx), -1, np.int64)
-    if len(rx) == 0 or getattr(nf, "streams", 1) != 1 or len(nf.batch_ns) == 0:
+    streams = getattr(nf, "streams", 1)
+    by_stream = getattr(nf, "batch_stream", None)
+    if len(rx) == 0 or len(nf.batch_ns) == 0 or (streams > 1 and by_stream is None):
         return out
+    # each packet's queue: its port, and its stream where there are several
     port = nf.rx_port if nf.rx_port is not None and len(nf.rx_port) == len(nf.rx_ns) else None
-    ports = [None] if port is None or (port == port[0]).all() else np.unique(port).tolist()
-    for p in ports:
-        mine = None if p is None else np.flatnonzero(port == p)
+    queue = None if port is None else np.asarray(port, np.int64)
+    if streams > 1:
+        lcore = np.asarray(by_stream, np.int64)[nf.rx_batch]
+        queue = lcore if queue is None else lcore * (int(queue.max(initial=0)) + 1) + queue
+    queues = [None] if queue is None or (queue == queue[0]).all() else np.unique(queue).tolist()
+    for p in queues:
+        mine = None if p is None else np.flatnonzero(queue == p)
         batch = nf.rx_batch if mine is None else nf.rx_batch[mine]
         b, count = np.unique(batch, return_counts=True)       # batches in time order
         occ = nf.batch_occupancy[b]
@@ -77,15 +84,15 @@ def arrivals_from_occupancy(nf, rx):
             cut = (occ == 0) & (at > last)
             ts.append(np.rint(at[cut]).astype(np.int64))
             ss.append(before[cut])
-        if p is None and len(nf.idle_ns):
-            # an idle poll: the queue was empty, everything offered was taken
+        if p is None and streams == 1 and len(nf.idle_ns):
+            # an idle poll of its one queue: empty, everything offered taken
             idle = np.asarray(nf.idle_ns, np.int64)
             ts.append(idle)
             ss.append(np.r_[0, taken][np.searchsorted(t, idle, "right")])
         t, seen = np.concatenate(ts), np.concatenate(ss)
         o = np.argsort(t, kind="stable")
         t, seen = t[o], np.maximum.accumulate(seen[o])
-        # which of `rx` are this port's, and each one's place in its order
+        # which of `rx` are this queue's, and each one's place in its order
         if mine is None:
             sel, n = np.arange(len(rx)), rx
         else:

@@ -105,6 +105,9 @@ class NFRecords:
         measured against 1.1 times it (:func:`silence_ns_of`).
     streams : int
         How many streams (lcores, each with its own queue) recorded it.
+    batch_stream : ndarray of int32, optional
+        The stream of each rx batch, where several recorded the NF (None
+        for one).
 
     Indices and ports are int32 (a packet-hop costs 20 bytes here: id,
     time, batch); a port array of an NF that uses one port is a read-only
@@ -127,6 +130,7 @@ class NFRecords:
     silences: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     idle_interval_ns: int = 0
     streams: int = 1
+    batch_stream: np.ndarray = None
 
     @property
     def has_addr(self) -> bool:
@@ -547,7 +551,8 @@ class _General:
             tx_batch=np.repeat(tb.astype(np.int32), tcnt), rx_addr=rx_addr,
             rx_port=np.repeat(records["port"][ridx].astype(np.int32), rcnt),
             idle_ns=np.sort(records["time_ns"][mine & self.is_idle]).astype(np.int64),
-            silences=self._silences(mine, silence_ns))
+            silences=self._silences(mine, silence_ns),
+            batch_stream=stream[ridx[rfirst]].astype(np.int32))
 
     def _silences(self, mine, silence_ns):
         # over all the NF's streams: silent only while every lcore is
@@ -765,7 +770,8 @@ def split_revisited(nf):
             tx_batch=tb.astype(np.int32),
             rx_addr=None if nf.rx_addr is None else nf.rx_addr[r],
             rx_port=nf.rx_port[r], idle_ns=nf.idle_ns, silences=nf.silences,
-            idle_interval_ns=nf.idle_interval_ns, streams=nf.streams))
+            idle_interval_ns=nf.idle_interval_ns, streams=nf.streams,
+            batch_stream=None if nf.batch_stream is None else nf.batch_stream[ub]))
     return out
 
 

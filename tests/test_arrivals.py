@@ -65,8 +65,27 @@ def test_occupancy_is_not_trusted_beyond_what_follows():
 def test_nothing_said_where_the_queue_could_not_tell():
     t = [0, 10_000]
     assert arrivals_from_occupancy(_nf(t, [1, 1], [0, -1]), np.arange(2)).tolist() == [-1, -1]
-    # several lcores: several queues, one count would mix them
+    # several lcores and no word of which batch is whose: one count would
+    # mix their queues
     assert (arrivals_from_occupancy(_nf(t, [1, 1], [0, 0], streams=2), np.arange(2)) == -1).all()
+
+
+def test_each_lcore_its_own_queue():
+    # lcore 0 takes a packet every 10 us at once; lcore 1 stops 100 us and
+    # then finds 10 packets, which came across its stop, and takes them 4
+    # at a time: counted per queue (merged, lcore 0's batches would seem
+    # to have taken some of lcore 1's)
+    t0 = [0, 10_000, 20_000, 30_000, 40_000, 50_000]
+    t1 = {5_000: (1, 0), 105_000: (4, 6), 106_000: (4, 2), 107_000: (2, 0)}
+    t = sorted(t0 + list(t1))
+    stream = [0 if x in t0 else 1 for x in t]
+    counts = [1 if x in t0 else t1[x][0] for x in t]
+    nf = _nf(t, counts, [0 if x in t0 else t1[x][1] for x in t], streams=2)
+    nf.batch_stream = np.array(stream, np.int32)
+    got = arrivals_from_occupancy(nf, np.arange(len(nf.rx_ns)))
+    mine = np.array(stream)[nf.rx_batch] == 1
+    assert got[~mine].tolist() == t0
+    assert got[mine].tolist() == [5_000] + [5_000 + 10_000 * k for k in range(1, 11)]
 
 
 CHAIN = {
