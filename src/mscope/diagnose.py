@@ -637,8 +637,9 @@ def _cause_text(c):
 
 
 #: Victims of one rule further apart than this (and EPISODE_GAPS times
-#: their median gap) belong to separate episodes of it.
-EPISODE_MIN_GAP_NS = 1_000_000
+#: their median gap) belong to separate episodes of it: more than the
+#: few ms a live host's hiccups pause traffic for.
+EPISODE_MIN_GAP_NS = 10_000_000
 EPISODE_GAPS = 20
 
 
