@@ -145,6 +145,8 @@ def test_a_stall_of_the_first_nf_without_a_recorded_source(tmp_path):
                    if v["culprits"] and v["culprits"][0] == {**v["culprits"][0], "kind": "nf",
                                                              "nf": "fw", "cause": "local"})
     assert fw_local >= 0.95 * len(late_b)
+    assert diag_b["arrivals_from_occupancy"] == [{"nf": "fw", "packets": len(b.packet_id)}]
+    assert "arrivals_from_occupancy" not in diag_a and "latency_unknown" not in diag_b
     text = format_summary(diag_b, ctx)
     assert re.search(r"arrivals of packets no recorded tx sent, from the queue occupancy in "
                      r"their NF's rx records: [\d,]+ at fw \(what a full queue refused", text), text
@@ -162,6 +164,7 @@ def test_without_occupancy_the_latency_is_said_to_be_unknown(tmp_path):
     diag, ctx = diagnose(blind, slo_us=150)
     assert ctx["traj"].arrivals_unknown == {"fw": len(ctx["traj"].packet_id)}
     assert all(v["dropped"] for v in diag["victims"])
+    assert diag["latency_unknown"] == [{"nf": "fw", "packets": len(ctx["traj"].packet_id)}]
     text = format_summary(diag, ctx)
     assert re.search(r"latency unknown for [\d,]+ packets starting at fw \(no recorded tx sent "
                      r"them, and no queue occupancy in the rx records\)", text), text

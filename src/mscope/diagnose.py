@@ -173,6 +173,14 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         victims = victims.tolist()
     out = {"victims": victims, "patterns": patterns,
            "incomplete": [dict(w) for w in view.incomplete]}
+    # optional keys (SCENARIO.md allows them), only where they have something
+    # to say: packets no recorded tx sent, whose arrival the queue
+    # occupancy gave, or nothing did (their latency unknown: victims only
+    # by a drop)
+    for key, counts in (("arrivals_from_occupancy", traj.arrivals_estimated),
+                        ("latency_unknown", traj.arrivals_unknown)):
+        if counts:
+            out[key] = [{"nf": n, "packets": k} for n, k in counts.items()]
     log.end()
     ctx = {"attribution": att, "queues": queues, "traj": traj, "topology": topo,
            "slo_us": slo_us, "seconds": log.elapsed(), "stages": log.rows,
