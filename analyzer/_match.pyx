@@ -1118,3 +1118,73 @@ def gather_dest(const int32_t[::1] dest, int32_t k, const uint64_t[::1] ids,
     if full:
         raise ValueError("gather_dest: the outputs have no room for the entries from `at` on")
     return o
+
+
+cdef extern from "math.h" nogil:
+    double nearbyint(double x)
+
+
+def interpolate_arrivals(const int64_t[::1] t, const int64_t[::1] seen,
+                         const int64_t[::1] n, const int64_t[::1] rx_ns,
+                         int64_t[::1] out):
+    """The per-packet step of ``arrivals.arrivals_from_occupancy``: packet
+    n[j] (its place in its queue's order, rx time rx_ns[j]) arrived where
+    the arrivals counted, ``seen`` at times ``t`` (non-decreasing both),
+    passed n[j]: between the first record that counted it and the one
+    before, linearly -- ``t0 + (n + 1 - a0) / (a1 - a0) * (t1 - t0)`` in
+    doubles, rounded half to even, as numpy computes it -- at the first
+    record where none is before it; never below 0 nor after rx_ns[j].
+    A cursor where `n` rises (each queue's packets in order), a binary
+    search where it does not.
+
+    Raises
+    ------
+    ValueError
+        Lengths disagree, no record, or a packet the records never counted.
+    """
+    cdef Py_ssize_t m = n.shape[0], ns = t.shape[0], j, i = 0, lo, hi, mid
+    cdef int64_t want, prev = -1
+    cdef double at
+    cdef bint bad = False
+    if seen.shape[0] != ns or rx_ns.shape[0] != m or out.shape[0] != m:
+        raise ValueError("interpolate_arrivals: t and seen, n, rx_ns and out must pair up")
+    if m == 0:
+        return
+    if ns == 0:
+        raise ValueError("interpolate_arrivals: no record")
+    with nogil:
+        for j in range(m):
+            want = n[j] + 1
+            if want < prev:                     # not rising: search from the start
+                i = 0
+            prev = want
+            if i < ns and seen[i] < want:
+                if ns - i > 16 and seen[i + 16] < want:
+                    lo, hi = i + 16, ns         # seen[lo] < want <= seen[hi]
+                    while hi - lo > 1:
+                        mid = (lo + hi) >> 1
+                        if seen[mid] < want:
+                            lo = mid
+                        else:
+                            hi = mid
+                    i = hi
+                else:
+                    while i < ns and seen[i] < want:
+                        i += 1
+            if i == ns:
+                bad = True
+                break
+            if i == 0:
+                at = <double>t[0]
+            else:
+                at = <double>t[i - 1] + (<double>(want - seen[i - 1])
+                                         / <double>(seen[i] - seen[i - 1])
+                                         * <double>(t[i] - t[i - 1]))
+            at = nearbyint(at)
+            if at < 0:
+                at = 0
+            out[j] = <int64_t>at
+            if out[j] > rx_ns[j]:
+                out[j] = rx_ns[j]
+    if bad:
+        raise ValueError("interpolate_arrivals: a packet the records never counted")

@@ -16,7 +16,9 @@ backlog's packets arrived across the 3 ms).
 """
 import numpy as np
 
-__all__ = ["arrivals_from_occupancy"]
+from . import _match
+
+__all__ = ["arrivals_from_occupancy", "interpolate"]
 
 
 def arrivals_from_occupancy(nf, rx):
@@ -55,6 +57,8 @@ def arrivals_from_occupancy(nf, rx):
         return out
     # each packet's queue: its port, and its stream where there are several
     port = nf.rx_port if nf.rx_port is not None and len(nf.rx_port) == len(nf.rx_ns) else None
+    if port is not None and (len(port) == 0 or port.strides == (0,) or (port == port[0]).all()):
+        port = None                                 # one port (a zero-stride view, often)
     queue = None if port is None else np.asarray(port, np.int64)
     if streams > 1:
         lcore = np.asarray(by_stream, np.int64)[nf.rx_batch]
@@ -63,7 +67,9 @@ def arrivals_from_occupancy(nf, rx):
     for p in queues:
         mine = None if p is None else np.flatnonzero(queue == p)
         batch = nf.rx_batch if mine is None else nf.rx_batch[mine]
-        b, count = np.unique(batch, return_counts=True)       # batches in time order
+        count = np.bincount(batch, minlength=len(nf.batch_ns))
+        b = np.flatnonzero(count)                              # batches in time order
+        count = count[b]
         occ = nf.batch_occupancy[b]
         if (occ < 0).any():
             continue                                           # the queue could not tell
@@ -94,19 +100,29 @@ def arrivals_from_occupancy(nf, rx):
         t, seen = t[o], np.maximum.accumulate(seen[o])
         # which of `rx` are this queue's, and each one's place in its order
         if mine is None:
-            sel, n = np.arange(len(rx)), rx
+            sel, n = slice(None), rx
         else:
             place = np.full(len(nf.rx_ns), -1, np.int64)
             place[mine] = np.arange(len(mine))
             n = place[rx]
             sel = np.flatnonzero(n >= 0)
             n = n[sel]
-        i = np.searchsorted(seen, n + 1, "left")            # first record that counted it
-        at = t[np.minimum(i, len(t) - 1)].astype(np.float64)
-        mid = i > 0
-        a0, a1 = seen[i[mid] - 1], seen[i[mid]]
-        t0, t1 = t[i[mid] - 1], t[i[mid]]
-        at[mid] = t0 + (n[mid] + 1 - a0) / (a1 - a0) * (t1 - t0)
         # no later than its rx; times are >= 0 (-1 is "unknown")
-        out[sel] = np.clip(np.rint(at).astype(np.int64), 0, nf.rx_ns[rx[sel]])
+        got = np.empty(len(n), np.int64)
+        _match.interpolate_arrivals(t, seen, np.ascontiguousarray(n, np.int64),
+                                    np.ascontiguousarray(nf.rx_ns[rx[sel]], np.int64), got)
+        out[sel] = got
     return out
+
+
+def interpolate(t, seen, n, rx_ns):
+    """numpy's version of ``_match.interpolate_arrivals`` (the reference
+    its test holds it to): packet n arrived where `seen` (counted at `t`)
+    passed n, linearly between the records around it."""
+    i = np.searchsorted(seen, n + 1, "left")                # first record that counted it
+    at = t[np.minimum(i, len(t) - 1)].astype(np.float64)
+    mid = i > 0
+    a0, a1 = seen[i[mid] - 1], seen[i[mid]]
+    t0, t1 = t[i[mid] - 1], t[i[mid]]
+    at[mid] = t0 + (n[mid] + 1 - a0) / (a1 - a0) * (t1 - t0)
+    return np.clip(np.rint(at).astype(np.int64), 0, rx_ns)

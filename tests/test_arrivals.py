@@ -6,6 +6,7 @@ import re
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from conftest import rewrite_capture
 from mscope.analyzer import build_trajectories, infer_topology, load
@@ -60,6 +61,24 @@ def test_occupancy_is_not_trusted_beyond_what_follows():
     got = arrivals_from_occupancy(nf, np.arange(4))
     assert (got >= 0).all() and (got <= nf.rx_ns).all()
     assert got[0] == 0 and got[3] >= 10_000
+
+
+def test_the_kernel_interpolates_as_numpy_does():
+    from mscope.analyzer import _match
+    from mscope.analyzer.arrivals import interpolate
+    rng = np.random.default_rng(3)
+    t = np.cumsum(rng.integers(1, 50_000, 2000))
+    seen = np.cumsum(rng.integers(0, 40, 2000))
+    n = np.sort(rng.integers(0, seen[-1], 30_000))
+    rx_ns = t[np.searchsorted(seen, n + 1)] + rng.integers(-5_000, 5_000, len(n))
+    for order in (np.arange(len(n)), rng.permutation(len(n))):    # a cursor, a search
+        got = np.empty(len(n), np.int64)
+        _match.interpolate_arrivals(t, seen, n[order], rx_ns[order], got)
+        assert (got == interpolate(t, seen, n[order], rx_ns[order])).all()
+    # a packet the records never counted: refused, not read past the end
+    with pytest.raises(ValueError, match="never counted"):
+        _match.interpolate_arrivals(t, seen, np.array([seen[-1]]), np.array([0]),
+                                    np.empty(1, np.int64))
 
 
 def test_nothing_said_where_the_queue_could_not_tell():
