@@ -43,6 +43,16 @@ def _start(argv, **kw):
                             text=True, **kw)
 
 
+def _off_cpu0():
+    """In the child, before exec: every CPU but 0, where there are others.
+    The forwarder runs on CPU 0 (EAL -l 0) and its stalls must be its own:
+    the collector's and receiver's start (a second of imports each) would
+    otherwise share its CPU."""
+    cpus = os.sched_getaffinity(0) - {0}
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
 def _wait(proc, timeout):
     """Wait for a process we started (killing it past `timeout`)."""
     try:
@@ -93,10 +103,11 @@ def run_demo(seconds=3.0, rate=500_000, stall_us=3000.0, stall_every_ms=500.0,
         print(f"demo: DPDK forwarder -> mscope-collect -> {endpoint} -> mscope receive "
               f"-> {capture}", file=out)
         receiver = _start([py, "-m", "mscope.cli", "receive", "--listen", endpoint,
-                           "--out", str(capture), "--stats", "0"])
+                           "--out", str(capture), "--stats", "0"], preexec_fn=_off_cpu0)
         procs.append(receiver)
         collector = _start([py, "-m", "mscope.collector.daemon", "--dir", str(registry),
-                            "--ship", endpoint, "--exit-when-idle", "--stats", "1"])
+                            "--ship", endpoint, "--exit-when-idle", "--stats", "1"],
+                           preexec_fn=_off_cpu0)
         procs.append(collector)
         fwd = _start([str(exe), *_eal_args(prefix), "--", "--seconds", str(seconds),
                       "--rate", str(rate), "--dir", str(registry),
