@@ -29,13 +29,13 @@ def arrivals_from_occupancy(nf, rx):
     Per queue (a port of one stream: each lcore polls queues of its own):
     the arrivals counted at each rx batch (taken so far plus left) and,
     where the NF has one queue, at each idle poll (taken so far); their
-    running maximum, never above the packets the
-    queue's batches took in all (an occupancy read from a record is not
-    trusted beyond what could follow); the n-th packet taken arrived where
-    that count passed n, linearly between the two records around it, and
-    never after its own rx.  A batch that left its queue empty took
-    packets that came no earlier than as many mean gaps between arrivals
-    before it (where no idle poll says when the queue was last empty).
+    running maximum, never above the packets the queue's batches took in
+    all (an occupancy read from a record is not trusted beyond what could
+    follow); the n-th packet taken arrived where that count passed n,
+    linearly between the two records around it, and never after its own
+    rx.  A batch that left its queue empty took packets that came no
+    earlier than as many mean gaps between arrivals before it (where no
+    idle poll says when the queue was last empty).
 
     Parameters
     ----------
