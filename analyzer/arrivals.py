@@ -24,10 +24,12 @@ __all__ = ["arrivals_from_occupancy", "interpolate"]
 def arrivals_from_occupancy(nf, rx):
     """Estimated arrival time at NF `nf`'s queue of its rx entries `rx`
     (indices into ``nf.rx_ns``), as int64 ns; -1 where its records cannot
-    tell (occupancy unknown in a batch of that queue).
+    tell (no batch of that queue with a known occupancy, and no idle
+    poll).
 
     Per queue (a port of one stream: each lcore polls queues of its own):
-    the arrivals counted at each rx batch (taken so far plus left) and,
+    the arrivals counted at each rx batch whose occupancy is known (taken
+    so far plus left; the others only bound them by their rx) and,
     where the NF has one queue, at each idle poll (taken so far); their
     running maximum, never above the packets the queue's batches took in
     all (an occupancy read from a record is not trusted beyond what could
@@ -71,18 +73,20 @@ def arrivals_from_occupancy(nf, rx):
         b = np.flatnonzero(count)                              # batches in time order
         count = count[b]
         occ = nf.batch_occupancy[b]
-        if (occ < 0).any():
-            continue                                           # the queue could not tell
         taken = np.cumsum(count)
-        t = nf.batch_ns[b]
-        seen = np.maximum.accumulate(np.minimum(taken + occ, taken[-1]))
+        t_all = nf.batch_ns[b]
+        # the batches whose occupancy is known (a queue that cannot be
+        # counted may still say it is empty, after a short burst)
+        known = occ >= 0
+        t, occ = t_all[known], occ[known]
+        seen = np.maximum.accumulate(np.minimum(taken[known] + occ, taken[-1]))
         ts, ss = [t], [seen]
         # a batch that left its queue empty took what came since the record
         # before, as its packets come: no earlier than that many usual
         # gaps between arrivals (a few packets after an idle millisecond
         # did not wait it out; a stall's backlog leaves the queue full)
-        span = int(t[-1] - t[0])
-        if span > 0:
+        span = int(t_all[-1] - t_all[0])
+        if span > 0 and len(t):
             gap = span / taken[-1]
             before = np.r_[0, seen[:-1]]
             at = t - (seen - before) * gap
@@ -94,7 +98,13 @@ def arrivals_from_occupancy(nf, rx):
             # an idle poll of its one queue: empty, everything offered taken
             idle = np.asarray(nf.idle_ns, np.int64)
             ts.append(idle)
-            ss.append(np.r_[0, taken][np.searchsorted(t, idle, "right")])
+            ss.append(np.r_[0, taken][np.searchsorted(t_all, idle, "right")])
+        if sum(map(len, ts)) == 0:
+            continue                                           # the queue could not tell
+        # everything taken had come by the last batch (its count is known
+        # where its occupancy is not)
+        ts.append(t_all[-1:])
+        ss.append(taken[-1:])
         t, seen = np.concatenate(ts), np.concatenate(ss)
         o = np.argsort(t, kind="stable")
         t, seen = t[o], np.maximum.accumulate(seen[o])
