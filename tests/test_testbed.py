@@ -170,6 +170,8 @@ def test_contention_and_burst_faults_are_injected(tmp_path):
     fw = load(tmp_path / "cap").nf("fw")
     src = (fw.rx_addr >> 32).astype("int64")
     burst = (src >> 8) == (10 << 16 | 2 << 8 | 3)
-    inside = (fw.rx_ns >= b1["window_ns"][0]) & (fw.rx_ns < b1["window_ns"][0] + 20_000_000)
+    # (by fw's rx: its queue may hold the burst's tail a few ms past the
+    # 20 ms the source sends it for, more when the VM stalls fw's thread)
+    inside = (fw.rx_ns >= b1["window_ns"][0]) & (fw.rx_ns < b1["window_ns"][0] + 30_000_000)
     assert burst[inside].sum() > 5 * burst[~inside].sum()
     assert summary["truth"]["packets"] == 40_000 + 2_000                # + 1 Mpps x 2 ms
