@@ -9,7 +9,12 @@ F's NF with cause ``local`` (interrupt, bug, contention), or a flows culprit
 overlapping F's ``flows`` with cause ``source`` (burst) -- mscope.sim.score.
 Prints one JSON line per scenario, then a per-kind table.
 
-usage: python bench/accuracy.py [SCENARIO_OR_DIR ...] [--keep DIR]
+--without-source diagnoses each capture written again without its
+`source` stream (mscope.capture.rewrite): a chain fed by a NIC, whose
+arrivals at the first NF come from its queue occupancy (docs/analyzer.md);
+the packets its full queue refused are then not in the capture.
+
+usage: python bench/accuracy.py [SCENARIO_OR_DIR ...] [--keep DIR] [--without-source]
 """
 import argparse
 import json
@@ -21,9 +26,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def score_scenario(path, dest):
+def score_scenario(path, dest, without_source=False):
     """Simulate the scenario file `path` into `dest` (replaced) with its
-    truth, diagnose the capture with the scenario's objective, score it.
+    truth, diagnose the capture with the scenario's objective (written
+    again without its source's stream to `dest`/bare where
+    `without_source`), score it.
 
     Returns
     -------
@@ -44,11 +51,16 @@ def score_scenario(path, dest):
         shutil.rmtree(dest)
     simulate_to_capture(sc, dest, truth=True)
     truth = json.loads((dest / "truth.json").read_text())
-    diag, ctx = diagnose(dest, slo_us=float(raw["objective"]["latency_us"]))
+    cap = dest
+    if without_source:
+        from mscope.capture.rewrite import rewrite_capture
+        cap = dest / "bare"
+        rewrite_capture(dest, cap, keep=lambda st: st["nf_name"] != "source")
+    diag, ctx = diagnose(cap, slo_us=float(raw["objective"]["latency_us"]))
     return raw, truth, diag, ctx, score(diag, truth, raw["faults"])
 
 
-def run(paths, keep=None):
+def run(paths, keep=None, without_source=False):
     from mscope.sim.score import ceiling, kind_ceilings
 
     files = []
@@ -62,7 +74,7 @@ def run(paths, keep=None):
         base = Path(keep) if keep else Path(tmp)
         for f in files:
             name = json.loads(Path(f).read_text())["name"]
-            raw, truth, diag, ctx, res = score_scenario(f, base / name)
+            raw, truth, diag, ctx, res = score_scenario(f, base / name, without_source)
             top, _ = ceiling(truth, raw["faults"])
             best += top
             for kind, (b, _) in kind_ceilings(truth, raw["faults"]).items():
@@ -108,8 +120,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("scenarios", nargs="*", default=[str(HERE / "scenarios")])
     ap.add_argument("--keep", metavar="DIR", help="keep the captures under DIR")
+    ap.add_argument("--without-source", action="store_true",
+                    help="diagnose each capture without its source's records (a chain "
+                         "fed by a NIC: arrivals from the first NF's queue occupancy)")
     a = ap.parse_args(argv)
-    run(a.scenarios, a.keep)
+    run(a.scenarios, a.keep, a.without_source)
     return 0
 
 

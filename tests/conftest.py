@@ -1,6 +1,5 @@
 """Shared fixtures: C programs built from csrc/, ring registries in /dev/shm,
-and EAL arguments for short, single-core DPDK runs; and rewrite_capture,
-for a capture as another recorder or deployment would have written it."""
+and EAL arguments for short, single-core DPDK runs."""
 import os
 import shutil
 import subprocess
@@ -101,32 +100,3 @@ def recorder_sources():
 
 def pytest_configure(config):
     os.environ.setdefault("MSCOPE_DIR", "/dev/shm/mscope-test-default")
-
-
-def rewrite_capture(src, out, keep=None, records=None, idle_ns=True):
-    """Write capture `src` again to `out`, one chunk per stream: only the
-    streams whose manifest entry `keep(entry)` accepts (default all; the
-    manifest's topology kept, which names an unrecorded source as "source"
-    as well), each stream's records
-    and ids as ``records(entry, recs, ids)`` returns them (default as they
-    are), seqs renumbered from 0; the idle-poll intervals the streams
-    declare kept unless `idle_ns` is False."""
-    import numpy as np
-    from mscope.capture import CaptureWriter, open_capture
-    cap = open_capture(src)
-    data = cap.read()
-    streams = [st for st in cap.manifest["streams"] if keep is None or keep(st)]
-    with CaptureWriter(out) as w:
-        h = w.add_host("h")
-        w.set_manifest_entry("topology", cap.manifest.get("topology"))
-        for st in streams:
-            extra = {"idle_ns": st["idle_ns"]} if idle_ns and "idle_ns" in st else None
-            sid = w.add_stream(h, st["nf_id"], st["nf_name"], extra=extra)
-            mine = np.flatnonzero(data.stream == st["stream"])
-            recs = data.records[mine]
-            ids = np.concatenate([data.ids_of(i) for i in mine]) if len(mine) else \
-                np.zeros(0, np.uint64)
-            if records is not None:
-                recs, ids = records(st, recs, ids)
-            recs["seq"] = np.arange(len(recs), dtype=np.uint64)
-            w.write_chunk(sid, recs, ids, first_seq=0, final=True)

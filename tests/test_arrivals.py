@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import rewrite_capture
 from mscope.analyzer import build_trajectories, infer_topology, load
 from mscope.analyzer.arrivals import arrivals_from_occupancy
 from mscope.capture import CAPTURE_OCC_UNKNOWN
+from mscope.capture.rewrite import rewrite_capture
 from mscope.diagnose import diagnose, format_summary
 from mscope.sim.run import simulate_to_capture
 from mscope.sim.scenario import load_scenario

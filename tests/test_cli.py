@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import requires_dpdk, rewrite_capture
+from conftest import requires_dpdk
 from mscope.capture import CAPTURE_RECORD_DTYPE, CaptureWriter
+from mscope.capture.rewrite import rewrite_capture
 
 MSCOPE = [sys.executable, "-m", "mscope.cli"]
 

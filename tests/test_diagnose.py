@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from conftest import rewrite_capture
 from mscope.capture import CaptureWriter
+from mscope.capture.rewrite import rewrite_capture
 from mscope.cli import main
 from mscope.diagnose import diagnose, format_summary
 from mscope.sim.run import simulate_to_capture
