@@ -29,8 +29,8 @@ HERE = Path(__file__).resolve().parent
 def score_scenario(path, dest, without_source=False):
     """Simulate the scenario file `path` into `dest` (replaced) with its
     truth, diagnose the capture with the scenario's objective (written
-    again without its source's stream to `dest`/bare where
-    `without_source`), score it.
+    again without its source's stream beside it, `dest`-without-source,
+    where `without_source`), score it.
 
     Returns
     -------
@@ -54,7 +54,9 @@ def score_scenario(path, dest, without_source=False):
     cap = dest
     if without_source:
         from mscope.capture.rewrite import rewrite_capture
-        cap = dest / "bare"
+        cap = dest.with_name(dest.name + "-without-source")
+        if cap.exists():
+            shutil.rmtree(cap)
         rewrite_capture(dest, cap, keep=lambda st: st["nf_name"] != "source")
     diag, ctx = diagnose(cap, slo_us=float(raw["objective"]["latency_us"]))
     return raw, truth, diag, ctx, score(diag, truth, raw["faults"])

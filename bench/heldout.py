@@ -44,9 +44,11 @@ truth.json and the diagnosis (diag.json) go to OUT/<name>/.
 
 Prints one JSON line per scenario, the per-fault table and per-kind
 accuracy of bench/accuracy.py, then the worst (scenario, fault) rows with
-what their victims' top culprits were instead.
+what their victims' top culprits were instead.  --without-source: as
+bench/accuracy.py's (each capture diagnosed without its source's
+records, written beside it as OUT/<name>-without-source with --keep).
 
-usage: python bench/heldout.py --seed S --count N --out DIR [--keep]
+usage: python bench/heldout.py --seed S --count N --out DIR [--keep] [--without-source]
 """
 import argparse
 import ipaddress
@@ -470,11 +472,12 @@ def _culprit_key(c):
     return f"flows {c['flows']}/{c['cause']}"
 
 
-def run_one(path, dest):
-    """Simulate, diagnose, score one scenario file, as bench/accuracy.py does."""
+def run_one(path, dest, without_source=False):
+    """Simulate, diagnose, score one scenario file, as bench/accuracy.py does
+    (`without_source`: its capture without the source's records)."""
     from mscope.sim.score import ceiling, correct, kind_ceilings
 
-    raw, truth, diag, ctx, res = score_scenario(path, dest)
+    raw, truth, diag, ctx, res = score_scenario(path, dest, without_source)
     best, _ = ceiling(truth, raw["faults"])
     kind_best = {k: b for k, (b, _) in kind_ceilings(truth, raw["faults"]).items()}
     # what the faults' victims were blamed on instead
@@ -505,6 +508,9 @@ def main(argv=None):
                     help="most NFs in a scenario (default 8)")
     ap.add_argument("--keep", action="store_true",
                     help="keep each capture, truth.json and diag.json under OUT/<name>/")
+    ap.add_argument("--without-source", action="store_true",
+                    help="diagnose each capture without its source's records (a chain "
+                         "fed by a NIC: arrivals from the first NF's queue occupancy)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -525,7 +531,8 @@ def main(argv=None):
             path.write_text(_dumps(doc))
             dest = (out / doc["name"]) if a.keep else Path(tmp) / doc["name"]
             try:
-                diag, truth, res, ctx, extra, best, kind_best = run_one(path, dest)
+                diag, truth, res, ctx, extra, best, kind_best = run_one(path, dest,
+                                                                        a.without_source)
             except Exception:                            # noqa: BLE001
                 crashes.append({"scenario": doc["name"], "stage": "simulate/diagnose",
                                 "error": traceback.format_exc().strip().splitlines()[-3:]})
