@@ -27,8 +27,8 @@ from typing import Optional
 
 import numpy as np
 
-from mscope.capture import (CAPTURE_F_NOIDS, CAPTURE_OCC_UNKNOWN, CAPTURE_RECORD_DTYPE,
-                            CaptureData, id_counts, open_capture)
+from mscope.capture import (CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_OCC_UNKNOWN,
+                            CAPTURE_RECORD_DTYPE, CaptureData, id_counts, open_capture)
 from mscope.errors import CaptureFormatError
 from mscope.record import IDLE_NS
 
@@ -61,6 +61,11 @@ def _kernel(compiled):
             "with `pip install -e .` (needs Cython and a C compiler), or build it in place "
             "with `cythonize -i -3 analyzer/_ingest.pyx`") from _INGEST_MISSING
     return _ingest
+
+
+#: One refused record as NFRecords keeps it.
+REFUSED_DTYPE = np.dtype([("time_ns", "<i8"), ("window_ns", "<i8"), ("packets", "<i8"),
+                          ("port", "<i4"), ("occupancy", "<i8")])
 
 
 @dataclass
@@ -108,6 +113,13 @@ class NFRecords:
     batch_stream : ndarray of int32, optional
         The stream of each rx batch, where several recorded the NF (None
         for one).
+    refused : ndarray of REFUSED_DTYPE
+        Its refused records (docs/record-format.md), in time order: at
+        ``time_ns`` its ``port`` had refused ``packets`` at its input (the
+        NIC's imissed) in the ``window_ns`` before; ``occupancy`` of the
+        queue polled then, -1 unknown.  Those packets are in no other
+        record.  Empty where the recorder reads no port statistics (the
+        simulator, a linked-in recorder) or none were refused.
 
     Indices and ports are int32 (a packet-hop costs 20 bytes here: id,
     time, batch); a port array of an NF that uses one port is a read-only
@@ -131,6 +143,7 @@ class NFRecords:
     idle_interval_ns: int = 0
     streams: int = 1
     batch_stream: np.ndarray = None
+    refused: np.ndarray = field(default_factory=lambda: np.zeros(0, REFUSED_DTYPE))
 
     @property
     def has_addr(self) -> bool:
@@ -505,6 +518,62 @@ def _one_stream_numpy(name, nf_id, recs, ids, id_rec=None, silence_ns=SILENCE_NS
                      silences=silences(recs, silence_ns))
 
 
+def _refused(recs, words):
+    """REFUSED_DTYPE entries of refused records `recs`, whose 2 words each
+    are `words` (packets, window ns: more than int64 holds is clipped, a
+    reading no recorder makes)."""
+    out = np.zeros(len(recs), REFUSED_DTYPE)
+    big = np.uint64(np.iinfo(np.int64).max)
+    out["time_ns"] = recs["time_ns"]
+    out["packets"] = np.minimum(words[0::2], big)
+    out["window_ns"] = np.minimum(words[1::2], big)
+    out["port"] = recs["port"]
+    occ = recs["occupancy"].astype(np.int64)
+    occ[occ == CAPTURE_OCC_UNKNOWN] = -1
+    out["occupancy"] = occ
+    return out[np.argsort(out["time_ns"], kind="stable")]
+
+
+def _check_refused(recs, where):
+    """Refused records `recs` are each flags 0x08 alone and 2 words: the
+    reader refuses chunks with others, but a CaptureData may be made by
+    hand."""
+    bad = np.flatnonzero((recs["flags"] != CAPTURE_F_REFUSED) | (recs["count"] != 2))
+    if len(bad):
+        r = recs[bad[0]]
+        raise CaptureFormatError(
+            f"{where}: record seq {int(r['seq'])} is a refused record with flags "
+            f"{int(r['flags']):#x} and {int(r['count'])} words (2 and no other flag)")
+
+
+def _words(first):
+    """Indices of the 2 words of each refused record whose first is at `first`."""
+    return np.stack([first, first + 1], axis=1).ravel()
+
+
+def _take_refused(d, where):
+    """CaptureData `d` without its refused records and their words, and
+    those records (REFUSED_DTYPE); `d` itself when it has none.  Refused
+    records are neither batches nor idle polls: the expansion must not see
+    them (flags & 7 of one is an rx record's)."""
+    recs = d.records
+    at = np.flatnonzero(recs["flags"] & CAPTURE_F_REFUSED)
+    if not len(at):
+        return d, None
+    _check_refused(recs[at], where)
+    off = d.id_offsets if d.id_offsets is not None else _id_offsets(recs)
+    word = _words(off[at])
+    keep = np.ones(len(recs), bool)
+    keep[at] = False
+    keep_ids = np.ones(len(d.ids), bool)
+    keep_ids[word] = False
+    rest = recs[keep]
+    return (CaptureData(rest, np.asarray(d.stream)[keep],
+                        None if d.id_offsets is None else _id_offsets(rest),
+                        d.ids[keep_ids], d.losses, d.stream_info),
+            _refused(recs[at], d.ids[word]))
+
+
 def _id_offsets(recs):
     """``CaptureData.id_offsets`` of `recs`: where each record's ids start."""
     off = np.zeros(len(recs) + 1, np.int64)
@@ -525,6 +594,8 @@ class _General:
         self.rec_nf = lut[data.stream] if len(data.stream) else np.zeros(0, np.int64)
         kind = _KIND[records["flags"] & 7]
         self.is_rx, self.is_tx, self.is_addr = kind == _RX, kind == _TX, kind == _ADDR
+        self.is_refused = (records["flags"] & CAPTURE_F_REFUSED) != 0
+        self.is_rx &= ~self.is_refused
         self.is_idle = self.is_rx & (records["count"] == 0)
         self.is_rx &= ~self.is_idle
 
@@ -552,11 +623,18 @@ class _General:
             rx_port=np.repeat(records["port"][ridx].astype(np.int32), rcnt),
             idle_ns=np.sort(records["time_ns"][mine & self.is_idle]).astype(np.int64),
             silences=self._silences(mine, silence_ns),
-            batch_stream=stream[ridx[rfirst]].astype(np.int32))
+            batch_stream=stream[ridx[rfirst]].astype(np.int32),
+            refused=self._refused(mine))
+
+    def _refused(self, mine):
+        d = self.data
+        at = np.flatnonzero(mine & self.is_refused)
+        _check_refused(d.records[at], "capture")
+        return _refused(d.records[at], d.ids[_words(d.id_offsets[at])])
 
     def _silences(self, mine, silence_ns):
         # over all the NF's streams: silent only while every lcore is
-        recs = self.data.records[np.flatnonzero(mine)]
+        recs = self.data.records[np.flatnonzero(mine & ~self.is_refused)]
         return silences(recs[np.argsort(recs["time_ns"], kind="stable")], silence_ns)
 
 
@@ -672,6 +750,11 @@ def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"
     (`compiled`: see :func:`_kernel`)."""
     interval = _idle_interval(where, info, nf_of_stream, k)
     quiet = silence_ns_of(interval)
+    refused = []
+    for i, d in enumerate(mine):
+        mine[i], r = _take_refused(d, where)
+        if r is not None:
+            refused.append(r)
     n = None
     if len(mine) <= 1:
         d = mine[0] if mine else CaptureData(
@@ -685,6 +768,9 @@ def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"
         n = _General(d, nf_of_stream, info).nf(k, name, nf_id, quiet)
     n.idle_interval_ns = interval
     n.streams = max(1, len(mine))
+    if refused:
+        r = np.concatenate(refused)
+        n.refused = r[np.argsort(r["time_ns"], kind="stable")]
     return n
 
 
@@ -771,7 +857,8 @@ def split_revisited(nf):
             rx_addr=None if nf.rx_addr is None else nf.rx_addr[r],
             rx_port=nf.rx_port[r], idle_ns=nf.idle_ns, silences=nf.silences,
             idle_interval_ns=nf.idle_interval_ns, streams=nf.streams,
-            batch_stream=None if nf.batch_stream is None else nf.batch_stream[ub]))
+            batch_stream=None if nf.batch_stream is None else nf.batch_stream[ub],
+            refused=nf.refused[nf.refused["port"] == p]))
     return out
 
 

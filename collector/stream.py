@@ -19,9 +19,10 @@ import time
 
 import numpy as np
 
-from mscope.capture.format import (CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_TX,
-                                   CAPTURE_RECORD_DTYPE, CODEC_ZSTD, encode_frame)
-from mscope.record import MAX_BATCH, REC_F_ADDR, REC_F_NOIDS, REC_F_TX, RING_RECORD_DTYPE
+from mscope.capture.format import (CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_REFUSED,
+                                   CAPTURE_F_TX, CAPTURE_RECORD_DTYPE, CODEC_ZSTD, encode_frame)
+from mscope.record import (MAX_BATCH, REC_F_ADDR, REC_F_NOIDS, REC_F_REFUSED, REC_F_TX,
+                           RING_RECORD_DTYPE)
 
 __all__ = ["RingStream", "Chunk", "ring_records_to_capture"]
 
@@ -39,7 +40,7 @@ class Chunk:
 def ring_records_to_capture(records, clock):
     """Ring records (RING_RECORD_DTYPE) as capture records, TSC turned into ns.
 
-    Flags map bit by bit (tx, address, batch-only); a batch-only record keeps
+    Flags map bit by bit (tx, address, batch-only, refused); a batch-only record keeps
     its ``count`` (the batch's packets) and has no ids in the chunk, as in
     the ring.
     """
@@ -51,7 +52,8 @@ def ring_records_to_capture(records, clock):
     out["queue"] = records["queue"]
     out["flags"] = (np.where(records["flags"] & REC_F_TX, CAPTURE_F_TX, 0)
                     | np.where(records["flags"] & REC_F_ADDR, CAPTURE_F_ADDR, 0)
-                    | np.where(records["flags"] & REC_F_NOIDS, CAPTURE_F_NOIDS, 0))
+                    | np.where(records["flags"] & REC_F_NOIDS, CAPTURE_F_NOIDS, 0)
+                    | np.where(records["flags"] & REC_F_REFUSED, CAPTURE_F_REFUSED, 0))
     out["reserved"] = 0
     out["count"] = records["count"]
     out["occupancy"] = records["occupancy"]

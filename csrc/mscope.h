@@ -127,6 +127,20 @@ int mscope_rx_ids_addrs(struct mscope *ms, uint16_t port, uint16_t queue,
 			const uint64_t *ids, const uint64_t *addrs, uint32_t n,
 			uint32_t occupancy);
 
+/*
+ * Record that `port` refused `packets` at its input in the `window_ns`
+ * before now (rte_eth_stats.imissed grew by that much since the previous
+ * reading): a refused record (MSCOPE_REC_F_REFUSED, mscope_record.h).
+ * queue and occupancy: the queue being polled and its occupancy
+ * (MSCOPE_OCC_UNKNOWN if it cannot say).  The attach shim calls it; an NF
+ * that links libmscope and reads its ports' stats may too.  packets == 0
+ * records nothing.  Returns 0, or -ENOBUFS when the ring was full (counted
+ * as a dropped record, with no packets: its words are not packet ids), or
+ * -EINVAL for a NULL handle.
+ */
+int mscope_refused(struct mscope *ms, uint16_t port, uint16_t queue,
+		   uint64_t packets, uint64_t window_ns, uint32_t occupancy);
+
 /* Counters as the NF sees them (the ring file carries the same). */
 struct mscope_stats {
 	uint64_t records;

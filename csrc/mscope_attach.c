@@ -20,7 +20,12 @@
  * MSCOPE_IDS=0 records batches only (MSCOPE_F_NOIDS: count and tsc, no
  * packet ids, no header reads).  Empty polls write an idle-poll record at
  * most every MSCOPE_IDLE_NS (mscope_record.h); MSCOPE_IDLE=0 turns them
- * off (MSCOPE_F_NOIDLE).  MSCOPE_CB_CYCLES=1 times every callback
+ * off (MSCOPE_F_NOIDLE).  Each port's refusals (rte_eth_stats.imissed:
+ * packets the NIC dropped while its rx queue was full) are read at the
+ * first poll of every MSCOPE_REFUSED_NS and the first poll after a
+ * silence, and written as a refused record when they grew
+ * (mscope_record.h); MSCOPE_REFUSED=0 turns that off, for PMDs whose
+ * stats are slow to read.  MSCOPE_CB_CYCLES=1 times every callback
  * (two serialised TSC reads each) and reports the sums in /mscope/status:
  * for bench/overhead.py, not for production.
  *
@@ -141,6 +146,22 @@ static int timing;
 static struct cb_cycles cycles[ATTACH_MAX_THREADS];
 static MSCOPE_TLS struct cb_cycles *thread_cycles;
 
+/* Refusals, per port: imissed and the TSC at the last reading, and when
+ * the next is due.  Every lcore polling a port may read it; `busy` lets
+ * one at a time in (a try, never a wait), so each refusal is recorded
+ * once, by whoever read it. */
+struct port_refused {
+	uint64_t next;         /* TSC from which a poll reads again */
+	uint64_t missed;       /* imissed at the last reading */
+	uint64_t tsc;          /* TSC of the last reading */
+	int busy;
+	int8_t state;          /* 0 not read yet, 1 read, -1 no stats */
+} __rte_cache_aligned;
+static struct port_refused port_refused[RTE_MAX_ETHPORTS];
+static int refused_off;                   /* MSCOPE_REFUSED=0 */
+static uint64_t refused_cycles;           /* MSCOPE_REFUSED_NS in TSC cycles */
+static uint64_t silence_cycles;           /* a poll after this long reads */
+
 static void
 identity(void)
 {
@@ -176,6 +197,7 @@ identity(void)
 	if (getenv("MSCOPE_IDLE") != NULL && strcmp(getenv("MSCOPE_IDLE"), "0") == 0)
 		ring_flags |= MSCOPE_F_NOIDLE;
 	timing = getenv("MSCOPE_CB_CYCLES") != NULL && strcmp(getenv("MSCOPE_CB_CYCLES"), "0") != 0;
+	refused_off = getenv("MSCOPE_REFUSED") != NULL && strcmp(getenv("MSCOPE_REFUSED"), "0") == 0;
 	/* Release pairs with the acquire in start_recording and vhost_on(). */
 	__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
 }
@@ -200,7 +222,17 @@ thread_recorder(void)
 			nf_name, lcore, strerror(errno));
 	} else {
 		unsigned slot = __atomic_fetch_add(&n_all_ms, 1, __ATOMIC_RELAXED);
-		mscope_set_tsc_hz(thread_ms, rte_get_tsc_hz());
+		const uint64_t hz = rte_get_tsc_hz();
+
+		mscope_set_tsc_hz(thread_ms, hz);
+		/* the same values from every thread: plain stores would do,
+		 * relaxed atomics say so */
+		__atomic_store_n(&silence_cycles, hz * 2 * MSCOPE_IDLE_NS / 1000000000ULL,
+				 __ATOMIC_RELAXED);
+		__atomic_store_n(&refused_cycles, refused_off ? 0 :
+				 hz / 1000000000ULL * MSCOPE_REFUSED_NS +
+				 hz % 1000000000ULL * MSCOPE_REFUSED_NS / 1000000000ULL,
+				 __ATOMIC_RELAXED);
 		/* The id stamp with the ring, whichever callback comes first:
 		 * registered on a thread's first packets instead, it held
 		 * testpmd's first burst behind OVS ~17 ms (docs/ovs.md). */
@@ -235,12 +267,56 @@ thread_first_poll(void)
 	return thread_recorder();
 }
 
+/* Read `port`'s imissed and write a refused record if it grew since the
+ * last reading (mscope_record.h).  `now`: the TSC of the poll's record. */
+static __rte_noinline void
+read_refused(struct mscope *ms, uint16_t port, uint16_t queue, uint32_t occ, uint64_t now)
+{
+	struct port_refused *pr = &port_refused[port];
+	struct rte_eth_stats st;
+	uint64_t t;
+
+	if (pr->state < 0 || __atomic_exchange_n(&pr->busy, 1, __ATOMIC_ACQUIRE))
+		return;
+	__atomic_store_n(&pr->next, now + refused_cycles, __ATOMIC_RELAXED);
+	if (rte_eth_stats_get(port, &st) != 0) {
+		pr->state = -1;     /* the PMD has no stats: never asked again */
+	} else {
+		t = rte_rdtsc();
+		/* the first reading (or one after the app reset the stats)
+		 * is where counting starts: what came before is not ours */
+		if (pr->state == 1 && st.imissed > pr->missed)
+			mscope_refused(ms, port, queue, st.imissed - pr->missed,
+				       (uint64_t)((double)(t - pr->tsc) * 1e9 /
+						  (double)rte_get_tsc_hz()), occ);
+		pr->missed = st.imissed;
+		pr->tsc = t;
+		pr->state = 1;
+	}
+	__atomic_store_n(&pr->busy, 0, __ATOMIC_RELEASE);
+}
+
+/* After a poll's record (or none): a reading when one is due, every
+ * MSCOPE_REFUSED_NS, or when the poll ends a silence: a stop's refusals
+ * are read as it ends.  Two loads and two compares otherwise. */
+static inline void
+maybe_read_refused(struct mscope *ms, uint16_t port, uint16_t queue, uint32_t occ,
+		   uint64_t before)
+{
+	const uint64_t now = ms->prod.last_tsc;
+
+	if (unlikely(now >= __atomic_load_n(&port_refused[port].next, __ATOMIC_RELAXED) ||
+		     now - before > silence_cycles) && refused_cycles != 0)
+		read_refused(ms, port, queue, occ, now);
+}
+
 static uint16_t
 on_rx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb,
       uint16_t max, void *user)
 {
 	struct mscope *ms = thread_ms;
 	uint32_t occ = MSCOPE_OCC_UNKNOWN;
+	uint64_t before;
 	int8_t occ_ok;
 
 	(void)user;
@@ -248,10 +324,12 @@ on_rx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb,
 		return nb;
 	if (!__atomic_load_n(&recording, __ATOMIC_RELAXED))
 		return nb;
+	before = ms->prod.last_tsc;
 	if (nb == 0) {
 		/* an idle-poll record when one is due (mscope_record.h): the
 		 * poll found the queue empty, countable or not */
 		mscope_rx(ms, port, queue, pkts, 0, 0);
+		maybe_read_refused(ms, port, queue, 0, before);
 		return 0;
 	}
 	occ_ok = __atomic_load_n(&occupancy_ok[port], __ATOMIC_RELAXED);
@@ -268,6 +346,7 @@ on_rx(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t nb,
 	if (occ == MSCOPE_OCC_UNKNOWN && nb < max)
 		occ = 0;
 	mscope_rx(ms, port, queue, pkts, nb, occ);
+	maybe_read_refused(ms, port, queue, occ, before);
 	return nb;
 }
 

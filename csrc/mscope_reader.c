@@ -159,9 +159,12 @@ mscope_reader_drain(struct mscope_reader *r, struct mscope_rec_hdr *recs,
 		/* A batch-only record is its header alone whatever its count,
 		 * and never an address record: the recorder writes one or the
 		 * other, so both bits at once is a corrupt ring, not a guess. */
+		/* A refused record is alone in its kind with its two words. */
 		if (contig < sizeof(h) || h.count > MSCOPE_MAX_BATCH ||
 		    (h.flags & (MSCOPE_REC_F_NOIDS | MSCOPE_REC_F_ADDR)) ==
-		    (MSCOPE_REC_F_NOIDS | MSCOPE_REC_F_ADDR)) {
+		    (MSCOPE_REC_F_NOIDS | MSCOPE_REC_F_ADDR) ||
+		    ((h.flags & MSCOPE_REC_F_REFUSED) &&
+		     (h.flags != MSCOPE_REC_F_REFUSED || h.count != 2))) {
 			err = -MSCOPE_E_RECORD;
 			break;
 		}

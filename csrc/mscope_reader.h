@@ -80,7 +80,8 @@ mscope_rec_n_ids(const struct mscope_rec_hdr *h)
  *
  * A record is corrupt (-MSCOPE_E_RECORD) when its magic or version is
  * wrong, its count exceeds MSCOPE_MAX_BATCH, it is batch-only and an
- * address record at once, or it does not fit below head or before the end
+ * address record at once, it is a refused record with another bit or a
+ * count other than 2, or it does not fit below head or before the end
  * of the data area (a batch-only record takes MSCOPE_REC_HDR_SIZE bytes
  * whatever its count).
  */

@@ -19,7 +19,8 @@
  *   0   2    magic      MSCOPE_REC_MAGIC
  *   2   1    version    MSCOPE_REC_VERSION
  *   3   1    flags      MSCOPE_REC_F_*  (bit 0: tx; bit 1: address;
- *                                         bit 2: batch-only; bit 7: padding)
+ *                                         bit 2: batch-only; bit 3: refused;
+ *                                         bit 7: padding)
  *   4   2    nf_id      the NF's numeric id (manifest maps it to a name)
  *   6   2    port       ethdev port or ring index the batch came from/went to
  *   8   2    queue      queue on that port
@@ -68,6 +69,25 @@
  * a stop (an interrupt, a stall that began while the queue was empty).
  * Never tx, address or batch-only.
  *
+ * A refused record (flags bit 3, MSCOPE_REC_F_REFUSED) says how many
+ * packets a port refused at its input since the recorder last asked: the
+ * NIC's rte_eth_stats.imissed, which grows while the rx queue is full (the
+ * NF stopped or fell behind).  Those packets never reach an rx burst, so
+ * no other record has them; for a chain's first NF, fed by a NIC whose
+ * sender is not recorded, this is the only trace of its losses.
+ *   - `count` is 2 and its two words are
+ *       [0] packets refused since the previous reading of that port,
+ *       [1] ns since that reading (the window they were refused in),
+ *     not packet ids.
+ *   - port: the port; queue: the queue being polled when it was read;
+ *     occupancy: that queue's when read, MSCOPE_OCC_UNKNOWN if it cannot
+ *     say; tsc: when it was read.
+ *   - Written only when the count grew.  The attach shim reads a port at
+ *     the first poll of every MSCOPE_REFUSED_NS and at the first poll
+ *     after a silence (a stop of the NF), so a stop's refusals are read
+ *     as it ends.
+ *   - Never combined with another bit.
+ *
  * A padding record (flags bit 7) fills the bytes up to the end of the data
  * area when the next record does not fit there; only its first 8 bytes are
  * meaningful and the reader skips to offset 0.
@@ -88,12 +108,18 @@
 					 * src<<32|dst of the rx record before */
 #define MSCOPE_REC_F_NOIDS    0x04U     /* batch-only: count packets, no id
 					 * words follow (32-byte record) */
+#define MSCOPE_REC_F_REFUSED  0x08U     /* refused: 2 words, packets a port
+					 * refused (imissed) and the ns they
+					 * were refused in */
 #define MSCOPE_REC_F_PAD      0x80U     /* padding to the end of the data area */
 #define MSCOPE_OCC_UNKNOWN    0xffffffffU
 #define MSCOPE_MAX_BATCH      1024U     /* larger bursts are split by the recorder */
 #define MSCOPE_IDLE_NS        20000U    /* an empty poll writes an idle-poll
 					 * record when nothing was written for
 					 * this long */
+#define MSCOPE_REFUSED_NS     1000000U  /* the attach shim reads a port's
+					 * refusals at most this often (and
+					 * after a silence) */
 #define MSCOPE_REC_HDR_SIZE   32U
 #define MSCOPE_REC_SIZE(n)    (MSCOPE_REC_HDR_SIZE + 8U * (uint32_t)(n))
 

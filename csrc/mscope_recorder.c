@@ -277,6 +277,28 @@ mscope_rx_ids_addrs(struct mscope *ms, uint16_t port, uint16_t queue,
 	return rc;
 }
 
+int
+mscope_refused(struct mscope *ms, uint16_t port, uint16_t queue,
+	       uint64_t packets, uint64_t window_ns, uint32_t occupancy)
+{
+	uint64_t *slot;
+
+	if (unlikely(ms == NULL))
+		return -EINVAL;
+	if (packets == 0)
+		return 0;
+	slot = mscope_ring_reserve(&ms->prod, 2);
+	if (slot == NULL) {
+		mscope_ring_drop(&ms->prod, 0);
+		return -ENOBUFS;
+	}
+	slot[0] = packets;
+	slot[1] = window_ns;
+	mscope_ring_commit(&ms->prod, MSCOPE_REC_F_REFUSED, port, queue, occupancy,
+			   mscope_rdtsc());
+	return 0;
+}
+
 void
 mscope_get_stats(const struct mscope *ms, struct mscope_stats *st)
 {

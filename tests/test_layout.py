@@ -24,7 +24,7 @@ def test_python_layout_matches_c_header(cbuild):
     assert consts["REC_HDR_SIZEOF"] == dt.itemsize
     # Every record flag is probed, so none can drift unnoticed.
     assert {"MSCOPE_REC_F_TX", "MSCOPE_REC_F_ADDR", "MSCOPE_REC_F_NOIDS",
-            "MSCOPE_REC_F_PAD"} <= set(consts)
+            "MSCOPE_REC_F_REFUSED", "MSCOPE_REC_F_PAD"} <= set(consts)
     # And the Python side has no flag the header lacks.
     assert {n for n in dir(record) if n.startswith("REC_F_")} == {
         c[len("MSCOPE_"):] for c in consts if c.startswith("MSCOPE_REC_F_")}

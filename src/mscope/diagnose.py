@@ -128,6 +128,7 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     from mscope.analyzer import build_trajectories, infer_topology, load, queue_timelines
     from mscope.analyzer.attribution import attribute
     from mscope.analyzer.patterns import DEFAULT_THRESHOLD, find_patterns
+    from mscope.analyzer.refused import refused_episodes
 
     if not (slo_us > 0) or slo_us == float("inf"):
         raise MscopeError(f"--slo-us must be a positive number, got {slo_us}")
@@ -154,6 +155,7 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     base = _time_base(view)
     log.start("topology", f"topology of {len(view.nfs)} NFs")
     topo = infer_topology(view)
+    refused = refused_episodes(view.nfs, topo)
     log.start("trajectories", "trajectories")
     traj = build_trajectories(view, topo, release_ids=True)
     # the trajectories hold what the per-packet ids and times said; queues
@@ -181,6 +183,9 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
                         ("latency_unknown", traj.arrivals_unknown)):
         if counts:
             out[key] = [{"nf": n, "packets": k} for n, k in counts.items()]
+    # and packets NICs refused (refused records), most first
+    if refused:
+        out["refused"] = refused
     log.end()
     ctx = {"attribution": att, "queues": queues, "traj": traj, "topology": topo,
            "slo_us": slo_us, "seconds": log.elapsed(), "stages": log.rows,
@@ -795,11 +800,14 @@ def _stop_text(nf, stops, usual_batch_ns, base):
             f"at {', '.join(at)} ms ({how})")
 
 
-def _chain(rule, att, queues, at_nf, base=0):
+def _chain(rule, att, queues, at_nf, base=0, refused=None):
     """One causal chain: culprit and when -> the victims' queue -> victims.
     `at_nf(name)`: which victims are at NF `name`; times in ms from `base`
     ns.  A local culprit that stopped then (:func:`_stops`) is named for
-    its stops (:func:`_stop_text`)."""
+    its stops (:func:`_stop_text`).  `refused`: episodes of packets
+    refused at an NF's input that no other record has (the diagnosis'
+    ``refused``); those at the victims' NF during their episodes are the
+    rule's too, counted with its victims and taken from the list."""
     c, nf = rule["culprit"], rule["victims"]["nf"]
     key = (("nf", c["nf"], c["cause"]) if c["kind"] == "nf"
            else ("flows", c["flows"], c["cause"]))
@@ -810,9 +818,17 @@ def _chain(rule, att, queues, at_nf, base=0):
     when, peak, drops = "", "", int(att.dropped[sel].sum()) if len(sel) else 0
     arr = att.arrival_ns[sel] if att.arrival_ns is not None else np.zeros(0)
     arr = arr[arr >= 0]
+    lost = ""
     if len(arr):
         t0, t1 = int(arr.min()), int(arr.max())
-        when = " " + _episodes_text(_episodes(np.sort(arr)), base)
+        spans = _episodes(np.sort(arr))
+        when = " " + _episodes_text(spans, base)
+        mine = [e for e in refused or () if e["nf"] == nf and (
+            (spans[:, 0] <= e["to_ns"]) & (spans[:, 1] >= e["from_ns"])).any()]
+        if mine:
+            lost = (f" (+{sum(e['packets'] for e in mine):,} refused at its input, "
+                    f"in no other record)")
+            refused[:] = [e for e in refused if e not in mine]
         q = queues.get(nf)
         if q is not None and len(q.step_ns):
             a, b = np.searchsorted(q.step_ns, [t0, t1 + 1])
@@ -826,7 +842,7 @@ def _chain(rule, att, queues, at_nf, base=0):
     if stops:
         cause = _stop_text(c["nf"], stops, queues[c["nf"]].usual_batch_ns, base) + ";"
         when = f" victims arrived{when}"
-    return (f"{cause}{when}{peak} -> {rule['count']:,} victims at {nf}"
+    return (f"{cause}{when}{peak} -> {rule['count']:,} victims at {nf}{lost}"
             f"{dropped} (flows {rule['victims']['flows']}), score {rule['score']:,.0f}")
 
 
@@ -851,16 +867,21 @@ def format_summary(diag, ctx, top=5):
                      + ", ".join(f"{n} {k:,}" for k, n in per[:top]) + ")")
     est = getattr(traj, "arrivals_estimated", None)
     if est:
+        told = {e["nf"] for e in diag.get("refused", ())}
         lines.append("arrivals of packets no recorded tx sent, from the queue occupancy in "
                      "their NF's rx records: " + ", ".join(
                          f"{k:,} at {n}" for n, k in est.items())
-                     + " (what a full queue refused there is not in the capture)")
+                     + ("" if set(est) <= told else
+                        " (what a full queue refused there is not in the capture"
+                        + (" but where its NIC counted it, below)" if told else ")")))
     unknown = getattr(traj, "arrivals_unknown", None)
     if unknown:
         lines.append("latency unknown for " + ", ".join(
             f"{k:,} packets starting at {n}" for n, k in unknown.items())
             + " (no recorded tx sent them, and no queue occupancy in the rx records): "
             "victims there only by a drop")
+    if diag.get("refused"):
+        lines.append(_refused_text(diag["refused"], ctx["queues"], base, top))
     given = ctx.get("peak_rates")
     if given:
         lines.append("peak rates as given: " + ", ".join(
@@ -874,8 +895,9 @@ def format_summary(diag, ctx, top=5):
         def at_nf(name):
             return code == names.index(name) if name in names else \
                 np.zeros(len(code), bool)
+        unseen = [e for e in diag.get("refused", ()) if not e["in_capture"]]
         for r in diag["patterns"][:top]:
-            lines.append("  " + _chain(r, att, ctx["queues"], at_nf, base))
+            lines.append("  " + _chain(r, att, ctx["queues"], at_nf, base, unseen))
     if v:
         lines.append("worst victims:")
         tot = att.scores.row_sums()
@@ -894,6 +916,48 @@ def format_summary(diag, ctx, top=5):
     else:
         lines.append("incomplete: none (no records lost)")
     return "\n".join(lines)
+
+
+def _refused_text(episodes, queues, base, top):
+    """The summary's line on packets refused at an NF's input (the
+    diagnosis' ``refused``), per NF, most first, its largest episodes each
+    with the longest stop of the NF inside it: "refused at their input
+    (the NIC's imissed; in no other record, so not among the victims): fw
+    2,132 packets: 1,417 at 19.064-21.500 ms (fw stopped polling for
+    1,500 us at 20.000 ms), 715 at ..."."""
+    from mscope.analyzer.ingest import SILENCE_NS
+    per = {}
+    for e in episodes:
+        per.setdefault(e["nf"], []).append(e)
+    parts = []
+    for nf, eps in sorted(per.items(), key=lambda kv: -sum(e["packets"] for e in kv[1])):
+        q = queues.get(nf)
+        texts = []
+        for e in eps[:3]:
+            t = f"{e['packets']:,} at {_ms(e['from_ns'], base)}-{_ms(e['to_ns'], base)} ms"
+            if q is not None:
+                s = np.concatenate([q.silences, q.held])
+                inside = (s[:, 1] > e["from_ns"]) & (s[:, 0] < e["to_ns"]) & \
+                    (s[:, 1] - s[:, 0] >= 2 * SILENCE_NS)
+                if inside.any():
+                    j = int(np.argmax(np.where(inside, s[:, 1] - s[:, 0], -1)))
+                    us = f"{(s[j, 1] - s[j, 0]) / 1e3:,.0f} us"
+                    how = (f"stopped polling for {us}" if j < len(q.silences)
+                           else f"took {us} over one batch")
+                    t += f" ({nf} {how} at {_ms(s[j, 0], base)} ms)"
+            texts.append(t)
+        if len(eps) > 3:
+            rest = eps[3:]
+            texts.append(f"{len(rest)} more ({sum(e['packets'] for e in rest):,})")
+        ports = sorted({e["port"] for e in eps})
+        where = nf if len(ports) == 1 else f"{nf} (ports {', '.join(map(str, ports))})"
+        parts.append(f"{where} {sum(e['packets'] for e in eps):,} packets: " + ", ".join(texts))
+    if len(parts) > top:
+        parts = parts[:top] + [f"{len(parts) - top} NFs more"]
+    seen = all(e["in_capture"] for e in episodes)
+    return ("refused at their input (the NIC's imissed; "
+            + ("among the victims as drops" if seen else
+               "in no other record, so not among the victims") + "): " + "; ".join(parts))
 
 
 def _ms(t_ns, base):

@@ -6,7 +6,8 @@ tests/test_layout.py compiles a probe against the header to hold them to it.
 import numpy as np
 
 __all__ = ["RING_RECORD_DTYPE", "REC_MAGIC", "REC_VERSION", "REC_F_TX",
-           "REC_F_ADDR", "REC_F_NOIDS", "REC_F_PAD", "OCC_UNKNOWN", "MAX_BATCH", "IDLE_NS",
+           "REC_F_ADDR", "REC_F_NOIDS", "REC_F_REFUSED", "REC_F_PAD", "OCC_UNKNOWN", "MAX_BATCH",
+           "IDLE_NS", "REFUSED_NS",
            "RING_MAGIC", "RING_VERSION", "RING_HDR_SIZE", "RING_MIN_DATA",
            "REC_HDR_SIZE", "id_counts"]
 
@@ -19,12 +20,19 @@ REC_F_ADDR = 0x02
 #: Batch-only record: ``count`` packets and no id words after the header
 #: (csrc/mscope_record.h); never combined with REC_F_ADDR.
 REC_F_NOIDS = 0x04
+#: Refused record: 2 words, the packets a port refused at its input
+#: (imissed) since the previous reading and the ns since it; never with
+#: another bit (csrc/mscope_record.h).
+REC_F_REFUSED = 0x08
 REC_F_PAD = 0x80
 OCC_UNKNOWN = 0xFFFFFFFF
 MAX_BATCH = 1024
 #: An empty poll writes an idle-poll record (rx, ``count`` 0) when the
 #: recorder has written nothing for this long (csrc/mscope_record.h).
 IDLE_NS = 20000
+#: The attach shim reads a port's refusals at most this often (and at the
+#: first poll after a silence).
+REFUSED_NS = 1000000
 RING_MAGIC = 0x474E495245504F43
 RING_VERSION = 1
 RING_HDR_SIZE = 4096

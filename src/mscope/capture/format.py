@@ -33,7 +33,8 @@ __all__ = [
     "FRAME_HEADER_DTYPE",
     "CODEC_NONE", "CODEC_ZSTD", "CODEC_LZ4", "CODEC_NAMES", "CODEC_IDS",
     "CAPTURE_RECORD_DTYPE", "CAPTURE_RECORD_SIZE", "PACKET_ID_DTYPE",
-    "CAPTURE_F_TX", "CAPTURE_F_ADDR", "CAPTURE_F_NOIDS", "CAPTURE_OCC_UNKNOWN",
+    "CAPTURE_F_TX", "CAPTURE_F_ADDR", "CAPTURE_F_NOIDS", "CAPTURE_F_REFUSED",
+    "CAPTURE_OCC_UNKNOWN",
     "MAX_CHUNK_RAW_BYTES", "MAX_MANIFEST_BYTES", "LOSS_KINDS",
     "FrameHeader", "pack_frame_header", "unpack_frame_header", "id_counts",
     "records_problem",
@@ -100,7 +101,7 @@ CAPTURE_RECORD_DTYPE = np.dtype([
     ("nf_id", "<u2"),
     ("port", "<u2"),
     ("queue", "<u2"),
-    ("flags", "u1"),       # bit 0 tx, 1 addresses, 2 batch-only (as MSCOPE_REC_F_*)
+    ("flags", "u1"),       # bit 0 tx, 1 addresses, 2 batch-only, 3 refused (MSCOPE_REC_F_*)
     ("reserved", "u1"),
     ("count", "<u4"),      # packets; ids of this record in the id block unless batch-only
     ("occupancy", "<u4"),  # CAPTURE_OCC_UNKNOWN where the queue cannot say
@@ -116,6 +117,11 @@ CAPTURE_F_ADDR = 0x02
 #: passed in the batch, and no ids of them in the id block.  Never together
 #: with CAPTURE_F_ADDR.
 CAPTURE_F_NOIDS = 0x04
+#: A refused record (the ring's MSCOPE_REC_F_REFUSED): its 2 words in the
+#: id block are the packets its ``port`` refused at its input since the
+#: previous reading (the NIC's imissed) and the ns since that reading; not
+#: packet ids.  Never together with another bit.
+CAPTURE_F_REFUSED = 0x08
 CAPTURE_OCC_UNKNOWN = 0xFFFFFFFF
 
 # --- limits ---------------------------------------------------------------
@@ -211,12 +217,22 @@ def _records_check(records, n_ids: int):
     (0, 0 when there are none) that the capture reader reports."""
     flags, count = records["flags"], records["count"]
     packets = int(count.sum(dtype=np.uint64))
-    noids = np.bitwise_and(flags, CAPTURE_F_NOIDS)
-    if not noids.any():            # the common case: every record has its ids
+    special = np.bitwise_and(flags, CAPTURE_F_NOIDS | CAPTURE_F_REFUSED)
+    if not special.any():          # the common case: every record has its ids
         if packets != n_ids:
             return f"record counts sum to {packets}, the chunk holds {n_ids} ids", (0, 0)
         return None, (0, 0)
-    noids = noids != 0
+    refused = (special & CAPTURE_F_REFUSED) != 0
+    bad = np.flatnonzero(refused & ((flags != CAPTURE_F_REFUSED) | (count != 2)))
+    if bad.size:
+        return (f"record {int(bad[0])} (seq {int(records['seq'][bad[0]])}) is a refused "
+                f"record with flags {int(flags[bad[0]]):#x} and {int(count[bad[0]])} words "
+                f"(2 and no other flag)"), (0, 0)
+    noids = (special & CAPTURE_F_NOIDS) != 0
+    if not noids.any():
+        if packets != n_ids:
+            return f"record counts sum to {packets}, the chunk holds {n_ids} ids", (0, 0)
+        return None, (0, 0)
     batch_only = (int(np.count_nonzero(noids)), int(count[noids].sum(dtype=np.uint64)))
     bad = np.flatnonzero(noids & ((flags & CAPTURE_F_ADDR) != 0))
     if bad.size:

@@ -1,7 +1,9 @@
 """Summarise a capture: streams, records, ids, time span and losses.
 
 Packets of batch-only records (``CAPTURE_F_NOIDS``: a count, no ids) are
-counted apart from ids, so a batch-only stream does not read as empty.
+counted apart from ids, so a batch-only stream does not read as empty;
+refused records (``CAPTURE_F_REFUSED``: packets a port refused at its
+input) are counted apart too, and their words are not counted as ids.
 
 ``describe(path)`` reads every frame but keeps only per-chunk figures, so it
 runs on captures larger than memory; ``format_text`` renders the summary as
@@ -36,7 +38,10 @@ def describe(path) -> dict:
         ``losses``: every Loss as a dict.  ``ids`` counts packet ids; the
         packets of batch-only records (``CAPTURE_F_NOIDS``), which have
         none, are counted in ``batch_only_packets`` (``batch_only_records``
-        of the ``records``).  Times are None for a capture without records.
+        of the ``records``); ``refused_records`` and ``refused_packets``
+        (per stream and in all) count refused records and the packets
+        they say were refused, whose 2 words each are not counted in
+        ``ids``.  Times are None for a capture without records.
 
     Raises
     ------
@@ -61,6 +66,7 @@ def describe(path) -> dict:
             "lcore": st.get("lcore"), "pid": st.get("pid"),
             "chunks": 0, "records": 0, "ids": 0,
             "batch_only_records": 0, "batch_only_packets": 0,
+            "refused_records": 0, "refused_packets": 0,
             "first_ns": None, "last_ns": None, "final": False,
             "drop_records": 0, "drop_packets": 0,
             "lost_records": 0, "losses": 0,
@@ -76,9 +82,11 @@ def describe(path) -> dict:
             continue
         row["chunks"] += 1
         row["records"] += e.h.n_records
-        row["ids"] += e.h.n_ids
+        row["ids"] += e.h.n_ids - 2 * e.refused[0]
         row["batch_only_records"] += e.batch_only[0]
         row["batch_only_packets"] += e.batch_only[1]
+        row["refused_records"] += e.refused[0]
+        row["refused_packets"] += e.refused[1]
         row["final"] = row["final"] or e.h.final
         if e.t_first is not None:
             row["first_ns"] = _min(row["first_ns"], e.t_first)
@@ -109,6 +117,8 @@ def describe(path) -> dict:
         "ids": sum(r["ids"] for r in rows),
         "batch_only_records": sum(r["batch_only_records"] for r in rows),
         "batch_only_packets": sum(r["batch_only_packets"] for r in rows),
+        "refused_records": sum(r["refused_records"] for r in rows),
+        "refused_packets": sum(r["refused_packets"] for r in rows),
         "first_ns": first, "last_ns": last,
         "span_ns": None if first is None else last - first,
         "streams": rows, "loss_totals": totals,
@@ -178,22 +188,28 @@ def format_text(summary: dict, max_losses: int = 20) -> str:
         f"records  {s['records']:,} in {s['chunks']:,} chunks, "
         f"{s['ids']:,} packet ids"
         + (f"; {batch_only:,} batch-only records of "
-           f"{s['batch_only_packets']:,} packets (no ids)" if batch_only else ""),
+           f"{s['batch_only_packets']:,} packets (no ids)" if batch_only else "")
+        + (f"; {s['refused_records']:,} refused records: {s['refused_packets']:,} packets "
+           f"refused at a port's input" if s.get("refused_records") else ""),
         f"time     {_cell(s['first_ns'])} .. {_cell(s['last_ns'])} ns "
         f"(span {_duration(s['span_ns'])})",
         "",
     ]
     # The batch-only packet column only where there are any.
     bo = ("bo_packets",) if batch_only else ()
-    head = ("stream", "host", "nf", "lcore", "chunks", "records", "ids", *bo,
+    # and the refused packets' only where a port refused any
+    refused = s.get("refused_records", 0)
+    rf = ("refused",) if refused else ()
+    head = ("stream", "host", "nf", "lcore", "chunks", "records", "ids", *bo, *rf,
             "first_ns", "last_ns", "drops", "lost", "final")
     table = [head]
     for r in s["streams"]:
         bo = (str(r.get("batch_only_packets", 0)),) if batch_only else ()
+        rf = (str(r.get("refused_packets", 0)),) if refused else ()
         table.append((
             str(r["stream"]), _cell(r["host_name"] or r["host"]),
             f"{r['nf_name']}({r['nf_id']})", _cell(r["lcore"]),
-            str(r["chunks"]), str(r["records"]), str(r["ids"]), *bo,
+            str(r["chunks"]), str(r["records"]), str(r["ids"]), *bo, *rf,
             _cell(r["first_ns"]), _cell(r["last_ns"]),
             str(r["drop_records"]), str(r["lost_records"]),
             "yes" if r["final"] else "no"))

@@ -26,7 +26,7 @@ import numpy as np
 
 from mscope.errors import CaptureFormatError
 
-from .format import (CAPTURE_RECORD_DTYPE, FORMAT_NAME, FORMAT_VERSION,
+from .format import (CAPTURE_F_REFUSED, CAPTURE_RECORD_DTYPE, FORMAT_NAME, FORMAT_VERSION,
                      FRAME_HEADER_SIZE, FRAME_MAGIC, MANIFEST_NAME,
                      MAX_MANIFEST_BYTES, PACKET_ID_DTYPE, RECORD_VERSION, SEGMENT_RE,
                      check_frame_header, decode_payload_counted, decode_payload_into,
@@ -200,7 +200,7 @@ def _where(seg: int, off: int) -> str:
 class _Entry:
     """One frame with a good header, in a manifest stream."""
     __slots__ = ("h", "seg", "off", "pos", "status", "detail", "records",
-                 "ids", "t_first", "t_last", "runs", "batch_only", "slot")
+                 "ids", "t_first", "t_last", "runs", "batch_only", "refused", "slot")
 
     def __init__(self, h, seg, off, status, detail=""):
         self.h, self.seg, self.off = h, seg, off
@@ -213,6 +213,9 @@ class _Entry:
         self.runs = None
         # (records, packets) of batch-only records, once decoded.
         self.batch_only = (0, 0)
+        # (records, packets) of refused records (their 2 words each are in
+        # the ids, not packet ids), once decoded.
+        self.refused = (0, 0)
         # (group, first record, first id) in the scan's arrays once
         # decoded there (_decode_kept).
         self.slot = None
@@ -324,6 +327,11 @@ def _decode(e: _Entry, payload, keep: bool, out=None):
         if batch_only[0]:
             # Batch-only records: packets that have no ids (describe()).
             e.batch_only = batch_only
+        at = np.flatnonzero(recs["flags"] & CAPTURE_F_REFUSED)
+        if len(at):
+            # refused records: words, not packet ids (describe())
+            first = np.cumsum(id_counts(recs))[at] - 2
+            e.refused = (len(at), int(ids[first].sum(dtype=np.uint64)))
     if keep:
         e.records, e.ids = recs, ids
 

@@ -20,14 +20,20 @@ The model (documented in docs/simulator.md):
   ``contention``: it runs at ``share`` of its speed;
 - the source sends in bursts on a 1 us grid (a DPDK generator's tx loop);
   a node with several out-links splits by flow hash; joins share one queue.
+
+What is recorded is what the recorder would write (csrc/mscope_record.h):
+every NF's rx and tx batches and idle polls; the ingress NFs' addresses and,
+as the attach shim reads a NIC's imissed, their refused records (the
+packets their full queue turned away, read at the shim's readings).
 """
 import numpy as np
 
-from mscope.capture.format import (CAPTURE_F_ADDR, CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN,
-                                   CAPTURE_RECORD_DTYPE)
-from mscope.record import IDLE_NS, MAX_BATCH
+from mscope.capture.format import (CAPTURE_F_ADDR, CAPTURE_F_REFUSED, CAPTURE_F_TX,
+                                   CAPTURE_OCC_UNKNOWN, CAPTURE_RECORD_DTYPE)
+from mscope.record import IDLE_NS, MAX_BATCH, REFUSED_NS
 
 __all__ = ["SimRun", "simulate", "speed_segments", "service_factors", "idle_polls",
+           "refused_readings",
            "SOURCE", "SINK", "SOURCE_NF_ID", "POLL_NS", "BATCH_COST", "SOURCE_QUANTUM_NS"]
 
 SOURCE, SINK = "source", "sink"
@@ -236,8 +242,13 @@ def simulate(scenario, packets, disabled=frozenset(), records=True, sample_queue
                 addrs = ((packets.src_ip[acc].astype(np.uint64) << np.uint64(32))
                          | packets.dst_ip[acc].astype(np.uint64))
             idle = idle_polls(b_rx, b_tx, seg_start, seg_rate, scenario.duration_ns)
+            refused = None
+            if addrs is not None:
+                # an ingress NF is fed by a NIC: what its full queue turned
+                # away is the NIC's imissed, read as the attach shim does
+                refused = refused_readings(b_rx, b_occ, idle, b_tx, times[dropped])
             streams.append(_nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port,
-                                      len(scenario.out_links[name]), addrs, idle))
+                                      len(scenario.out_links[name]), addrs, idle, refused))
     return SimRun(src_ns, exit_ns, drop_nf, scenario.slo_ns, streams, queue_samples)
 
 
@@ -302,14 +313,77 @@ def idle_polls(b_rx, b_tx, seg_start, seg_rate, end_ns, every=IDLE_NS, poll_ns=P
     return np.sort(np.concatenate(times))
 
 
+def refused_readings(b_rx, b_occ, idle, b_tx, refused_ns, every=REFUSED_NS,
+                     silence=2 * IDLE_NS):
+    """The refused records the attach shim writes for an NF
+    (csrc/mscope_attach.c, read_refused): it reads its port's imissed after
+    a poll's record, at the first one `every` ns or more after the last
+    reading and at the first one that ends a silence (more than `silence`
+    since the NF's previous record of any kind), the first reading being
+    where counting starts; a reading that finds refusals writes a record.
+
+    Parameters
+    ----------
+    b_rx, b_occ : int64 arrays
+        The NF's rx batches (sorted) and the occupancy each left.
+    idle : int64 array
+        Its idle-poll records (sorted; occupancy 0).
+    b_tx : int64 array
+        Its tx batches: records too, so a poll after one ends no silence.
+    refused_ns : int64 array
+        When each packet its full queue refused arrived (sorted).
+
+    Returns
+    -------
+    (int64 array, int64 array, int64 array, int64 array, int64 array)
+        Per refused record: its poll (an index into the batches, or -1 - j
+        for idle poll j), time, packets, window (ns since the reading
+        before) and occupancy.
+    """
+    empty = np.zeros(0, np.int64)
+    if not len(refused_ns):
+        return empty, empty, empty, empty, empty
+    b_rx, idle = np.asarray(b_rx, np.int64), np.asarray(idle, np.int64)
+    polls = np.concatenate([b_rx, idle])
+    which = np.concatenate([np.arange(len(b_rx)), -1 - np.arange(len(idle))])
+    occ = np.concatenate([np.asarray(b_occ, np.int64), np.zeros(len(idle), np.int64)])
+    o = np.argsort(polls, kind="stable")
+    polls, which, occ = polls[o], which[o], occ[o]
+    if not len(polls):
+        return empty, empty, empty, empty, empty
+    every_record = np.sort(np.concatenate([polls, np.asarray(b_tx, np.int64)]))
+    before = np.searchsorted(every_record, polls, "left") - 1
+    gap = polls - np.where(before >= 0, every_record[np.maximum(before, 0)], polls[0])
+    ends_silence = np.flatnonzero(gap > silence)
+    reads, i = [0], 0
+    while True:                     # one turn per reading: ~1 per ms of the run
+        nxt = int(np.searchsorted(polls, polls[i] + every, "left"))
+        k = int(np.searchsorted(ends_silence, i, "right"))
+        if k < len(ends_silence):
+            nxt = min(nxt, int(ends_silence[k]))
+        if nxt >= len(polls):
+            break
+        reads.append(nxt)
+        i = nxt
+    reads = np.array(reads, np.int64)
+    seen = np.searchsorted(np.asarray(refused_ns, np.int64), polls[reads], "right")
+    got = np.diff(seen)
+    w = np.flatnonzero(got > 0)
+    at = reads[1:][w]
+    return (which[at], polls[at], got[w].astype(np.int64),
+            (polls[at] - polls[reads[:-1][w]]).astype(np.int64), occ[at])
+
+
 def _nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port, nports, addrs=None,
-               idle=None):
+               idle=None, refused=None):
     """rx and tx records of one NF, interleaved in time as the ring has them.
 
     With `addrs` (one word per accepted packet, in service order), every rx
     record is followed by its address record (CAPTURE_F_ADDR).  `idle`:
     times of idle-poll records (:func:`idle_polls`), rx records of 0
-    packets between the batches."""
+    packets between the batches.  `refused`: :func:`refused_readings`,
+    each record right after the poll's record (and its address record)
+    that read it."""
     nb = len(b_rx)
     nf_id = nf.index + 1
     batch_of = np.repeat(np.arange(nb), b_count)
@@ -358,5 +432,31 @@ def _nf_stream(nf, acc, pkt_id, b_rx, b_tx, b_count, b_occ, port, nports, addrs=
     start = np.concatenate(start)[o]
     cnt = recs["count"].astype(np.int64)
     within = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-    ids = pool[np.repeat(start, cnt) + within]
-    return nf_id, nf.name, recs, ids.astype(np.uint64)
+    ids = pool[np.repeat(start, cnt) + within].astype(np.uint64)
+    if refused is not None and len(refused[0]):
+        after_rx = len(rx) + len(tx) if addrs is not None else 0   # its address record
+        recs, ids = _with_refused(recs, ids, o, refused, rx_batch, after_rx,
+                                  len(rx) + len(tx) + (len(rx) if addrs is not None else 0),
+                                  nf_id)
+    return nf_id, nf.name, recs, ids
+
+
+def _with_refused(recs, ids, o, refused, rx_batch, after_rx, idle_row, nf_id):
+    """`recs` and `ids` with the refused records of :func:`refused_readings`
+    put in, each right after the record of the poll that read it: the last
+    rx piece of its batch, row p of the unsorted parts (`o` sorted them),
+    or its address record, row `after_rx` + p; or idle poll j, row
+    `idle_row` + j."""
+    poll, t, packets, window, occ = refused
+    last_piece = np.flatnonzero(np.r_[rx_batch[1:] != rx_batch[:-1], True])
+    row = np.where(poll >= 0, last_piece[np.maximum(poll, 0)] + after_rx, idle_row - 1 - poll)
+    where = np.empty(len(o), np.int64)
+    where[o] = np.arange(len(o))
+    at = where[row] + 1                       # insert after the poll's record
+    r = np.zeros(len(poll), CAPTURE_RECORD_DTYPE)
+    r["time_ns"], r["nf_id"], r["flags"], r["count"] = t, nf_id, CAPTURE_F_REFUSED, 2
+    r["occupancy"] = occ
+    id_end = np.cumsum(recs["count"].astype(np.int64))
+    words = np.stack([packets, window], axis=1).astype(np.uint64).ravel()
+    return (np.insert(recs, at, r),
+            np.insert(ids, np.repeat(id_end[at - 1], 2), words))
