@@ -12,7 +12,10 @@ Prints one JSON line per scenario, then a per-kind table.
 --without-source diagnoses each capture written again without its
 `source` stream (mscope.capture.rewrite): a chain fed by a NIC, whose
 arrivals at the first NF come from its queue occupancy (docs/analyzer.md);
-the packets its full queue refused are then not in the capture.
+the packets its full queue refused are then not in the capture, only in
+its refused records (the NIC's count): each line gives the packets the
+diagnosis reports refused and those the source's records show its
+ingress NFs never took, which must be equal.
 
 usage: python bench/accuracy.py [SCENARIO_OR_DIR ...] [--keep DIR] [--without-source]
 """
@@ -62,6 +65,18 @@ def score_scenario(path, dest, without_source=False):
     return raw, truth, diag, ctx, score(diag, truth, raw["faults"])
 
 
+def ingress_refused(cap):
+    """Packets the source's records show its NFs never took (their full
+    queues refused them), from capture `cap` with the source's stream."""
+    import numpy as np
+
+    from mscope.analyzer import load
+    v = load(cap)
+    src = v.nf("source")
+    took = [n.rx_ids for n in v.nfs if n.name != "source" and len(n.rx_ids)]
+    return int(np.isin(src.tx_ids, np.concatenate(took), invert=True).sum())
+
+
 def run(paths, keep=None, without_source=False):
     from mscope.sim.score import ceiling, kind_ceilings
 
@@ -72,6 +87,7 @@ def run(paths, keep=None, without_source=False):
     kind_best = defaultdict(int)
     rows = []
     best = 0
+    refused = [0, 0]
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(keep) if keep else Path(tmp)
         for f in files:
@@ -83,6 +99,11 @@ def run(paths, keep=None, without_source=False):
                 kind_best[kind] += b
             line = {"scenario": name, "victims": len(diag["victims"]),
                     "seconds": round(ctx["seconds"], 2), "ceiling": top, "faults": res}
+            if without_source:
+                line["refused_reported"] = sum(e["packets"] for e in diag.get("refused", ()))
+                line["refused_by_source"] = ingress_refused(base / name)
+                refused[0] += line["refused_reported"]
+                refused[1] += line["refused_by_source"]
             print(json.dumps(line), flush=True)
             rows.append(line)
             for r in res.values():
@@ -114,6 +135,10 @@ def run(paths, keep=None, without_source=False):
     print(f"{'ceiling':11} {best:7d}/{tl:<7d} {best / tl if tl else float('nan'):7.1%}")
     summary["overall"] = tc / tl if tl else None
     summary["ceiling"] = best / tl if tl else None
+    if without_source:
+        print(f"refused at the ingress NFs: {refused[0]:,} packets reported from their "
+              f"refused records, {refused[1]:,} by the source's records")
+        summary["refused_reported"], summary["refused_by_source"] = refused
     print(json.dumps({"accuracy": summary, "kind_ceiling": kind_ceiling}))
     return summary
 
