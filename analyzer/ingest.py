@@ -661,8 +661,12 @@ def _view(parts, whole, manifest, path, compiled=None):
     where = path or "capture"
     info = whole.stream_info
     datas = [whole] if parts is None else list(parts.values())
-    _check_packets(where, sum(len(d.records) for d in datas), sum(len(d.ids) for d in datas),
-                   lambda: all(((d.records["flags"] & CAPTURE_F_NOIDS) != 0).all()
+    # (a refused record's 2 words are not packet ids)
+    _check_packets(where, sum(len(d.records) for d in datas),
+                   sum(len(d.ids) - 2 * int(np.count_nonzero(d.records["flags"]
+                                                             & CAPTURE_F_REFUSED))
+                       for d in datas),
+                   lambda: all(((d.records["flags"] & _NO_PACKET_IDS) != 0).all()
                                for d in datas))
     del datas
     keys, nf_of_stream = _nf_keys(where, info)
@@ -711,13 +715,19 @@ def _view_feed(feed, manifest, path, compiled=None):
             if d is not None:
                 mine.append(d)
                 n_rec, n_ids = n_rec + len(d.records), n_ids + len(d.ids)
-                no_ids = no_ids and bool((d.records["flags"] & CAPTURE_F_NOIDS).all())
+                no_ids = no_ids and bool((d.records["flags"] & _NO_PACKET_IDS).all())
         nfs[k] = _nf(k, name, nf_id, mine, nf_of_stream, info, compiled, where)
         del mine
     whole = feed.finish()
     # the headers promised packets; damaged frames may have taken them all
+    # (a refused record's 2 words are not packet ids)
+    n_ids -= 2 * sum(len(n.refused) for n in nfs)
     _check_packets(where, n_rec, n_ids, lambda: no_ids)
     return _finish(nfs, whole, manifest, path)
+
+
+#: Records with no packet ids: batch-only and refused ones.
+_NO_PACKET_IDS = CAPTURE_F_NOIDS | CAPTURE_F_REFUSED
 
 
 def _check_packets(where, n_rec, n_ids, all_batch_only):

@@ -213,3 +213,12 @@ def test_capture_info_counts_them_apart_from_ids(caps):
     assert fw["refused_packets"] == full["refused_packets"]
     assert (f"{len(recs)} refused records: {int(words[:, 0].sum()):,} packets refused at a "
             f"port's input") in format_text(full)
+
+
+def test_refused_records_alone_are_no_packets(caps, tmp_path):
+    def only_refused(st, recs, ids):
+        keep = recs["flags"] == CAPTURE_F_REFUSED
+        return recs[keep], ids[np.repeat(keep, id_counts(recs))]
+    rewrite_capture(caps["full"], tmp_path / "only", records=only_refused)
+    with pytest.raises(CaptureFormatError, match=r"only: capture holds no packet records$"):
+        load(tmp_path / "only")
