@@ -667,7 +667,8 @@ def _view(parts, whole, manifest, path, compiled=None):
                                                              & CAPTURE_F_REFUSED))
                        for d in datas),
                    lambda: all(((d.records["flags"] & _NO_PACKET_IDS) != 0).all()
-                               for d in datas))
+                               for d in datas)
+                   and any((d.records["flags"] & CAPTURE_F_NOIDS).any() for d in datas))
     del datas
     keys, nf_of_stream = _nf_keys(where, info)
     nfs = []
@@ -698,7 +699,8 @@ def _view_feed(feed, manifest, path, compiled=None):
         # NFs: _view over read_streams(), in its order of checks
         return None
     n_rec = n_ids = 0
-    no_ids = True                       # every record batch-only, so far
+    no_ids = True                       # every record batch-only (or refused), so far
+    batch_only = False                  # and some batch-only
     streams_of = [[sid for sid in feed.streams if nf_of_stream.get(sid) == k]
                   for k in range(len(keys))]
     # Largest NF first: the peak comes with the last NF built, when the
@@ -716,13 +718,14 @@ def _view_feed(feed, manifest, path, compiled=None):
                 mine.append(d)
                 n_rec, n_ids = n_rec + len(d.records), n_ids + len(d.ids)
                 no_ids = no_ids and bool((d.records["flags"] & _NO_PACKET_IDS).all())
+                batch_only = batch_only or bool((d.records["flags"] & CAPTURE_F_NOIDS).any())
         nfs[k] = _nf(k, name, nf_id, mine, nf_of_stream, info, compiled, where)
         del mine
     whole = feed.finish()
     # the headers promised packets; damaged frames may have taken them all
     # (a refused record's 2 words are not packet ids)
     n_ids -= 2 * sum(len(n.refused) for n in nfs)
-    _check_packets(where, n_rec, n_ids, lambda: no_ids)
+    _check_packets(where, n_rec, n_ids, lambda: no_ids and batch_only)
     return _finish(nfs, whole, manifest, path)
 
 
