@@ -23,9 +23,10 @@
  * off (MSCOPE_F_NOIDLE).  Each port's refusals (rte_eth_stats.imissed:
  * packets the NIC dropped while its rx queue was full) are read at the
  * first poll of every MSCOPE_REFUSED_NS and the first poll after a
- * silence, and written as a refused record when they grew
- * (mscope_record.h); MSCOPE_REFUSED=0 turns that off, for PMDs whose
- * stats are slow to read.  MSCOPE_CB_CYCLES=1 times every callback
+ * silence (with MSCOPE_IDLE=0 none can be seen: the interval only), and
+ * written as a refused record when they grew (mscope_record.h);
+ * MSCOPE_REFUSED=0 turns that off, for PMDs whose stats are slow to
+ * read.  MSCOPE_CB_CYCLES=1 times every callback
  * (two serialised TSC reads each) and reports the sums in /mscope/status:
  * for bench/overhead.py, not for production.
  *
@@ -153,7 +154,7 @@ static MSCOPE_TLS struct cb_cycles *thread_cycles;
 struct port_refused {
 	uint64_t next;         /* TSC from which a poll reads again */
 	uint64_t missed;       /* imissed at the last reading */
-	uint64_t tsc;          /* TSC of the last reading */
+	uint64_t tsc;          /* TSC of the last reading (its end) */
 	int busy;
 	int8_t state;          /* 0 not read yet, 1 read, -1 no stats */
 } __rte_cache_aligned;
@@ -226,9 +227,12 @@ thread_recorder(void)
 
 		mscope_set_tsc_hz(thread_ms, hz);
 		/* the same values from every thread: plain stores would do,
-		 * relaxed atomics say so */
-		__atomic_store_n(&silence_cycles, hz * 2 * MSCOPE_IDLE_NS / 1000000000ULL,
-				 __ATOMIC_RELAXED);
+		 * relaxed atomics say so.  Without idle-poll records
+		 * (MSCOPE_IDLE=0) empty polls leave the last record's TSC
+		 * behind, so a gap between records is no silence: taken for
+		 * one, every batch after an idle spell read the stats. */
+		__atomic_store_n(&silence_cycles, (ring_flags & MSCOPE_F_NOIDLE) ? UINT64_MAX :
+				 hz * 2 * MSCOPE_IDLE_NS / 1000000000ULL, __ATOMIC_RELAXED);
 		__atomic_store_n(&refused_cycles, refused_off ? 0 :
 				 hz / 1000000000ULL * MSCOPE_REFUSED_NS +
 				 hz % 1000000000ULL * MSCOPE_REFUSED_NS / 1000000000ULL,
@@ -290,7 +294,7 @@ read_refused(struct mscope *ms, uint16_t port, uint16_t queue, uint32_t occ, uin
 				       (uint64_t)((double)(t - pr->tsc) * 1e9 /
 						  (double)rte_get_tsc_hz()), occ);
 		pr->missed = st.imissed;
-		pr->tsc = t;
+		__atomic_store_n(&pr->tsc, t, __ATOMIC_RELAXED);  /* maybe_read_refused */
 		pr->state = 1;
 	}
 	__atomic_store_n(&pr->busy, 0, __ATOMIC_RELEASE);
@@ -298,15 +302,26 @@ read_refused(struct mscope *ms, uint16_t port, uint16_t queue, uint32_t occ, uin
 
 /* After a poll's record (or none): a reading when one is due, every
  * MSCOPE_REFUSED_NS, or when the poll ends a silence: a stop's refusals
- * are read as it ends.  Two loads and two compares otherwise. */
+ * are read as it ends.  Two loads and two compares otherwise.
+ * A silence counts from the port's last reading too: a reading holds its
+ * thread's polls for as long as rte_eth_stats_get takes (net_pcap opens
+ * and reads sysfs files; a NIC's registers in a VM trap), and that gap
+ * before the next record is not a stop.  Taken for one, a reading slower
+ * than the silence made the next idle-poll record read again, and so on:
+ * readings back to back on an idle port (testpmd on net_pcap under
+ * strace, which slows syscalls: 17,456 readings in a 4 s run, 1,452
+ * when a silence counts from the last reading). */
 static inline void
 maybe_read_refused(struct mscope *ms, uint16_t port, uint16_t queue, uint32_t occ,
 		   uint64_t before)
 {
 	const uint64_t now = ms->prod.last_tsc;
+	const struct port_refused *pr = &port_refused[port];
 
-	if (unlikely(now >= __atomic_load_n(&port_refused[port].next, __ATOMIC_RELAXED) ||
-		     now - before > silence_cycles) && refused_cycles != 0)
+	if (unlikely(now >= __atomic_load_n(&pr->next, __ATOMIC_RELAXED) ||
+		     (now - before > silence_cycles &&
+		      (int64_t)(now - __atomic_load_n(&pr->tsc, __ATOMIC_RELAXED)) >
+		      (int64_t)silence_cycles)) && refused_cycles != 0)
 		read_refused(ms, port, queue, occ, now);
 }
 

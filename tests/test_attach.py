@@ -605,3 +605,239 @@ def test_an_idle_forwarding_lcore_writes_idle_polls(registry, eal_args, tmp_path
     assert np.mean(gaps < 1.1 * IDLE_NS) > 0.9
     assert nf.silences.tolist() == [[int(a), int(b)] for a, b, g in zip(
         recs["time_ns"][:-1], recs["time_ns"][1:], gaps) if g > SILENCE_NS]
+
+
+@pytest.fixture
+def veth_pair():
+    """A veth pair (names), both ends up with IPv6 off so that neither
+    kernel end sends anything of its own (router solicitations, MLD)
+    into the other: what arrives is what the test sends.  Deleted at the
+    end whatever happens."""
+    import uuid
+    if os.geteuid() != 0:
+        pytest.skip("creating a veth pair needs root (CAP_NET_ADMIN)")
+    if shutil.which("ip") is None:
+        pytest.skip("no `ip` command (Debian package iproute2)")
+    tag = uuid.uuid4().hex[:8]
+    a, b = f"msr{tag}a", f"msr{tag}b"
+    proc = subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b],
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot create a veth pair: {proc.stderr.strip()}")
+    try:
+        for end in (a, b):
+            knob = Path(f"/proc/sys/net/ipv6/conf/{end}/disable_ipv6")
+            if knob.exists():
+                knob.write_text("1")
+            subprocess.run(["ip", "link", "set", end, "up"], check=True, timeout=30)
+        yield a, b
+    finally:
+        subprocess.run(["ip", "link", "del", a], capture_output=True, timeout=30)
+
+
+def wait_stopped(pid, timeout=5.0):
+    """Until every thread of `pid` is stopped (state T): SIGSTOP is
+    delivered to each thread on its own."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                pass
+        if states and all(s in "Tt" for s in states):
+            return
+        assert time.monotonic() < deadline, f"{pid} not stopped: {states}"
+        time.sleep(0.002)
+
+
+def run_refusing_testpmd(registry, cap, eal_args, veth, nf_name, nf_id, frames, env=None):
+    """testpmd rxonly on net_pcap over veth end A, `mscope attach`ed, made
+    to refuse packets: once forwarding, it is stopped (SIGSTOP), `frames`
+    60-byte IPv4 frames go into end B from an AF_PACKET socket, far more
+    than libpcap's buffer holds, and it is continued (SIGCONT) for 0.5 s;
+    then "stop" (forward statistics), "show port stats 0" (NIC
+    statistics) and "quit".  mscope-collect --out `cap` drains it.
+    Returns a dict: frames sent, the kernel's count of frames into A,
+    testpmd's RX-packets, RX-dropped (forward statistics) and RX-missed
+    (NIC statistics) for port 0, CLOCK_MONOTONIC ns of SIGSTOP, of every
+    thread seen stopped and of SIGCONT, testpmd's stdout and stderr."""
+    import signal
+    import socket
+    import struct
+    a, b = veth
+    registry.mkdir()
+    col = start_collector(registry, cap)
+    args = [x for x in eal_args if x not in ("-l", "0")]
+    pmd = PmdSession([sys.executable, "-m", "mscope.cli", "attach", "--nf-name", nf_name,
+                      "--nf-id", str(nf_id), "--dir", str(registry), "--",
+                      TESTPMD, *args, "-l", "0-1", f"--vdev=net_pcap0,iface={a}", "--",
+                      "--total-num-mbufs=8192", "--forward-mode=rxonly", "--interactive"],
+                     env=env)
+    mac = bytes.fromhex(Path(f"/sys/class/net/{a}/address").read_text().strip().replace(":", ""))
+    frame = mac + bytes.fromhex("020000000001") + b"\x08\x00" + struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 46, 0, 0x4000, 64, 17, 0, bytes([10, 0, 0, 1]),
+        bytes([10, 0, 0, 2])) + struct.pack("!HHHH", 1000, 2000, 26, 0) + bytes(18)
+    assert len(frame) == 60
+    rx_count = Path(f"/sys/class/net/{a}/statistics/rx_packets")
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    got = {}
+    try:
+        sock.bind((b, 0))
+        pmd.wait_stderr("mscope: recording port 0")
+        pmd.send("start", pause=0)
+        # the forwarding lcore's first poll opens its ring (and takes the
+        # port's first imissed reading, the baseline)
+        deadline = time.monotonic() + 30
+        while not list(registry.glob(f"{nf_name}.1.*.ring")):
+            assert pmd.proc.poll() is None and time.monotonic() < deadline, \
+                "".join(pmd.err)[-2000:]
+            time.sleep(0.01)
+        time.sleep(0.2)
+        into_a = int(rx_count.read_text())
+        got["stop_ns"] = time.monotonic_ns()
+        os.kill(pmd.proc.pid, signal.SIGSTOP)       # `mscope attach` execs testpmd
+        wait_stopped(pmd.proc.pid)
+        got["stopped_ns"] = time.monotonic_ns()
+        sent, deadline = 0, time.monotonic() + 5
+        while sent < frames and time.monotonic() < deadline:
+            try:
+                sock.send(frame)
+                sent += 1
+            except BlockingIOError:
+                pass
+        time.sleep(0.05)                             # the last frames through veth
+        got["sent"], got["into_a"] = sent, int(rx_count.read_text()) - into_a
+        got["cont_ns"] = time.monotonic_ns()
+        os.kill(pmd.proc.pid, signal.SIGCONT)
+        time.sleep(0.5)
+        pmd.send("stop", pause=0.2)
+        pmd.send("show port stats 0", pause=0.2)
+        rc, out, err = pmd.finish(timeout=30)
+        col_rc = col.wait(timeout=60)
+        _, col_err = col.communicate(timeout=10)
+    finally:
+        sock.close()
+        if pmd.proc.poll() is None:
+            os.kill(pmd.proc.pid, signal.SIGCONT)    # never leave it stopped
+            pmd.proc.kill()
+            pmd.proc.wait(timeout=10)
+        if col.poll() is None:
+            col.kill()
+            col.wait(timeout=10)
+    assert rc == 0, err[-2000:]
+    assert col_rc == 0, col_err
+    fwd = re.search(r"Forward statistics for port 0.*?RX-packets:\s+(\d+)\s+RX-dropped:\s+(\d+)",
+                    out, re.S)
+    nic = re.search(r"NIC statistics for port 0.*?RX-missed:\s+(\d+)", out, re.S)
+    assert fwd and nic, out[-3000:]
+    got.update(rx_packets=int(fwd[1]), rx_dropped=int(fwd[2]), rx_missed=int(nic[1]),
+               out=out, err=err)
+    return got
+
+
+@pytest.mark.skipif(TESTPMD is None, reason="dpdk-testpmd not installed (Debian package dpdk)")
+@pytest.mark.parametrize("idle", ["idle polls", "MSCOPE_IDLE=0"])
+def test_refused_packets_recorded_as_testpmd_counts_them(idle, registry, eal_args, veth_pair,
+                                                         tmp_path):
+    """testpmd reads veth end A through net_pcap (libpcap on a live
+    interface, whose ps_drop the PMD reports as imissed).  Stopped
+    (SIGSTOP) while 50,000 frames arrive, it refuses most of them: the
+    kernel drops what libpcap's buffer cannot hold.  The shim reads imissed
+    at the forwarding lcore's first poll after the stop and writes a
+    refused record (flags 0x08 alone, count 2: packets, ns) right after
+    that poll's rx record; its packets are testpmd's own RX-missed
+    exactly, and with the rx records they account for every frame sent.
+    With MSCOPE_IDLE=0 no silence can be seen (empty polls write nothing),
+    and the reading is the one due every MSCOPE_REFUSED_NS: the stop was
+    longer, so it is that same first poll's."""
+    from mscope.capture.format import CAPTURE_F_REFUSED, CAPTURE_OCC_UNKNOWN, id_counts
+    from mscope.record import REFUSED_NS
+    frames = 50_000
+    cap = tmp_path / "cap"
+    env = dict(os.environ, MSCOPE_IDLE="0") if idle == "MSCOPE_IDLE=0" else None
+    run = run_refusing_testpmd(registry, cap, eal_args, veth_pair, "refu", 13, frames, env=env)
+    assert run["sent"] == frames and run["into_a"] == frames, run["sent"]
+    # testpmd refused some and received the rest: nothing else came in
+    assert run["rx_missed"] == run["rx_dropped"] > 0, run["out"][-3000:]
+    assert run["rx_packets"] + run["rx_dropped"] == frames
+    c = open_capture(cap)
+    data = c.read()
+    assert data.losses == []
+    recs = data.records
+    at = np.concatenate([[0], np.cumsum(id_counts(recs))])
+    assert (at == data.id_offsets).all()
+    refused = np.flatnonzero(recs["flags"] & CAPTURE_F_REFUSED)
+    assert len(refused) >= 1
+    assert (recs["flags"][refused] == CAPTURE_F_REFUSED).all()     # never with another bit
+    assert (recs["count"][refused] == 2).all()
+    assert (recs["port"][refused] == 0).all() and (recs["queue"][refused] == 0).all()
+    assert (recs["nf_id"] == 13).all()
+    packets = data.ids[at[refused]].astype(np.int64)
+    window_ns = data.ids[at[refused] + 1].astype(np.int64)
+    # Every refusal happened during the stop, before the first poll after
+    # it, whose reading took them all: the records carry testpmd's count
+    # exactly (later readings found no growth and wrote nothing).
+    assert packets.sum() == run["rx_missed"], (packets, run["rx_missed"])
+    assert (packets > 0).all() and (window_ns > 0).all()
+    # The first was read at the forwarding lcore's first poll after the
+    # stop: the record before it in its stream is that poll's rx batch,
+    # after SIGCONT; any before that, from before the stop.
+    fwd, = [s["stream"] for s in c.manifest["streams"] if s["lcore"] == 1]
+    first = refused[0]
+    assert data.stream[first] == fwd
+    mine = np.flatnonzero(data.stream == fwd)
+    k = int(np.searchsorted(mine, first))
+    assert k >= 1
+    prev, r0 = recs[mine[k - 1]], recs[first]
+    assert prev["seq"] + 1 == r0["seq"]
+    assert prev["flags"] == 0 and prev["count"] > 0
+    assert run["cont_ns"] <= prev["time_ns"] <= r0["time_ns"]
+    assert r0["time_ns"] - run["cont_ns"] < 1_000_000_000
+    assert (recs["time_ns"][mine[:k - 1]] < run["stopped_ns"]).all()
+    # net_pcap cannot count its queue, and the batch was a full one
+    assert prev["occupancy"] == CAPTURE_OCC_UNKNOWN and r0["occupancy"] == prev["occupancy"]
+    # Its window runs from the last reading before the stop to its own:
+    # the whole stop at least (TSC rates, the shim's and the collector's,
+    # may differ by 0.1%).  With idle polls, the last reading came at most
+    # one MSCOPE_REFUSED_NS before the last record then (an idle poll's),
+    # and not after it but for the reading's own time.
+    stop = run["cont_ns"] - run["stopped_ns"]
+    assert window_ns[0] >= stop - stop // 1000, (window_ns[0], stop)
+    if idle == "idle polls":
+        span = int(r0["time_ns"]) - int(recs["time_ns"][mine[k - 2]])
+        slack = 1_000_000 + span // 500
+        assert span - slack <= window_ns[0] <= span + REFUSED_NS + slack, (window_ns[0], span)
+    # Every frame sent is in an rx batch or refused (the forwarding lcore
+    # received what testpmd says it did; lcore 0's start-up flush found
+    # nothing, nothing having been sent by then).
+    rx = recs["flags"] == 0
+    assert recs["count"][rx & (data.stream == fwd)].sum() == run["rx_packets"]
+    assert recs["count"][rx].sum() + packets.sum() == frames
+    after_cont, after_poll = int(r0["time_ns"]) - run["cont_ns"], r0["time_ns"] - prev["time_ns"]
+    print(f"{idle}: sent {frames}; RX-packets {run['rx_packets']} RX-missed "
+          f"{run['rx_missed']}; refused records {list(zip(packets.tolist(), window_ns.tolist()))}"
+          f"; stop {stop / 1e6:.1f} ms; first read {after_cont / 1e6:.3f} ms after SIGCONT, "
+          f"{after_poll / 1e3:.1f} us after its poll's rx record")
+
+
+@pytest.mark.skipif(TESTPMD is None, reason="dpdk-testpmd not installed (Debian package dpdk)")
+def test_refused_packets_unrecorded_with_refused_off(registry, eal_args, veth_pair, tmp_path):
+    """MSCOPE_REFUSED=0: testpmd refuses as in the test above, and no
+    refused record says so; the rx records and testpmd's RX-missed account
+    for every frame sent."""
+    from mscope.capture.format import CAPTURE_F_REFUSED
+    frames = 50_000
+    cap = tmp_path / "cap"
+    run = run_refusing_testpmd(registry, cap, eal_args, veth_pair, "refuoff", 14, frames,
+                               env=dict(os.environ, MSCOPE_REFUSED="0"))
+    assert run["sent"] == run["into_a"] == frames
+    assert run["rx_missed"] == run["rx_dropped"] > 0
+    data = open_capture(cap).read()
+    assert data.losses == [] and len(data.records) > 0
+    assert not (data.records["flags"] & CAPTURE_F_REFUSED).any()
+    rx = data.records["flags"] == 0
+    assert data.records["count"][rx].sum() + run["rx_missed"] == frames
+    print(f"MSCOPE_REFUSED=0: sent {frames}; RX-packets {run['rx_packets']} RX-missed "
+          f"{run['rx_missed']}")

@@ -398,17 +398,19 @@ def test_curve_refuses_unauthenticated_collector(producer_exe, registry, tmp_pat
 
 
 def test_ring_flags_map_to_capture_flags():
-    from mscope.capture import CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_TX
+    from mscope.capture import CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_F_TX
     from mscope.collector.clock import TscClock
     from mscope.collector.stream import ring_records_to_capture
-    from mscope.record import REC_F_ADDR, REC_F_NOIDS, REC_F_TX, RING_RECORD_DTYPE
-    r = np.zeros(5, RING_RECORD_DTYPE)
-    r["flags"] = [0, REC_F_ADDR, REC_F_TX, REC_F_NOIDS, REC_F_NOIDS | REC_F_TX]
-    r["count"] = [1, 1, 2, 1024, 7]
+    from mscope.record import REC_F_ADDR, REC_F_NOIDS, REC_F_REFUSED, REC_F_TX, RING_RECORD_DTYPE
+    r = np.zeros(6, RING_RECORD_DTYPE)
+    r["flags"] = [0, REC_F_ADDR, REC_F_TX, REC_F_NOIDS, REC_F_NOIDS | REC_F_TX, REC_F_REFUSED]
+    r["count"] = [1, 1, 2, 1024, 7, 2]
+    r["occupancy"][5] = 17
     out = ring_records_to_capture(r, TscClock())
     assert out["flags"].tolist() == [0, CAPTURE_F_ADDR, CAPTURE_F_TX, CAPTURE_F_NOIDS,
-                                     CAPTURE_F_NOIDS | CAPTURE_F_TX]
-    assert out["count"].tolist() == [1, 1, 2, 1024, 7]
+                                     CAPTURE_F_NOIDS | CAPTURE_F_TX, CAPTURE_F_REFUSED]
+    assert out["count"].tolist() == [1, 1, 2, 1024, 7, 2]
+    assert out["occupancy"][5] == 17
 
 
 def _ring_file(path, records):
@@ -432,6 +434,35 @@ def _ring_file(path, records):
     path.write_bytes(bytes(page) + data.ljust(size, b"\0"))
     os.chmod(path, 0o600)
     return path
+
+
+def test_stream_keeps_refused_words_in_the_id_block(tmp_path):
+    """rx, refused, batch-only, refused, tx through RingReader and
+    RingStream into one frame: the refused records keep flag 0x08 and
+    count 2, their two words (packets refused, ns) where id_counts'
+    cumulative sum puts them, and the frame passes the capture's check."""
+    from mscope.capture.format import (CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_F_TX,
+                                       decode_frame, id_counts, records_problem)
+    from mscope.collector import RingReader
+    from mscope.collector.clock import TscClock
+    from mscope.collector.stream import RingStream
+    from mscope.record import REC_F_NOIDS, REC_F_REFUSED, REC_F_TX
+    kinds = [(0, 3), (REC_F_REFUSED, 2), (REC_F_NOIDS, 5), (REC_F_REFUSED, 2), (REC_F_TX, 2)]
+    ring = _ring_file(tmp_path / "rf.0.1.ring", kinds)
+    with RingReader(ring) as reader:
+        st = RingStream(0, reader, chunk_records=1024, ids_per_record=8)
+        while st.drain():
+            pass
+        assert st.records_drained == 5 and st.ids_drained == 9
+        chunks = st.cut(TscClock(), 0.0, 0.0, final=True)
+    (hdr, recs, ids), = [decode_frame(c.frame) for c in chunks if not c.final]
+    assert hdr.n_ids == 9 and records_problem(recs, hdr.n_ids) is None
+    assert recs["flags"].tolist() == [0, CAPTURE_F_REFUSED, CAPTURE_F_NOIDS, CAPTURE_F_REFUSED,
+                                      CAPTURE_F_TX]
+    assert recs["count"].tolist() == [3, 2, 5, 2, 2]
+    at = np.concatenate([[0], np.cumsum(id_counts(recs))])
+    assert [ids[at[i]:at[i + 1]].tolist() for i in (1, 3)] == [
+        [1 << 16, (1 << 16) | 1], [3 << 16, (3 << 16) | 1]]
 
 
 def test_stream_chunks_of_batch_only_records(tmp_path):

@@ -18,8 +18,12 @@ def test_ring_unit_c(cbuild, registry):
     batch splitting, address records (rx/address pairs, their splitting and
     drops), batch-only records mixed with full and address ones (no ids,
     no id room needed, a batch-only address record or count over the limit
-    is malformed), idle-poll records (due only after the interval, rx
-    only, none with MSCOPE_F_NOIDLE) and open errors, under ASan/UBSan."""
+    is malformed), refused records (mscope_refused: flags 0x08 alone,
+    count 2, the two words, none for 0 packets, a drop of no packets on a
+    full ring, whole across the wrap; forged ones with another count or
+    another flag bit are malformed), idle-poll records (due only after the
+    interval, rx only, none with MSCOPE_F_NOIDLE) and open errors, under
+    ASan/UBSan."""
     exe = cbuild("test_ring", [TESTS_C / "test_ring.c", *recorder_sources()],
                  sanitize=True)
     proc = subprocess.run([str(exe), str(registry)], capture_output=True,

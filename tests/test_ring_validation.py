@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from mscope.collector import RingReader
 from mscope.errors import RingFormatError
-from mscope.record import (MAX_BATCH, REC_F_ADDR, REC_F_NOIDS, REC_F_PAD, REC_F_TX,
-                           REC_MAGIC, REC_VERSION, RING_HDR_SIZE, RING_MAGIC,
+from mscope.record import (MAX_BATCH, REC_F_ADDR, REC_F_NOIDS, REC_F_PAD, REC_F_REFUSED,
+                           REC_F_TX, REC_MAGIC, REC_VERSION, RING_HDR_SIZE, RING_MAGIC,
                            RING_MIN_DATA, RING_RECORD_DTYPE, RING_VERSION, id_counts)
 
 DATA = RING_MIN_DATA
@@ -143,6 +143,14 @@ def test_misaligned_tail(ring_path):
     record(4, flags=REC_F_NOIDS | REC_F_ADDR),                # batch-only address record
     record(1, flags=REC_F_NOIDS | REC_F_ADDR | REC_F_TX),
     record(MAX_BATCH + 1, flags=REC_F_NOIDS),                 # count beyond the limit
+    # refused records: count 2 and no other bit (csrc/mscope_record.h)
+    record(1, flags=REC_F_REFUSED),
+    record(3, flags=REC_F_REFUSED),
+    record(0, flags=REC_F_REFUSED),
+    record(2, flags=REC_F_REFUSED | REC_F_TX),
+    record(2, flags=REC_F_REFUSED | REC_F_ADDR),
+    record(2, flags=REC_F_REFUSED | REC_F_NOIDS),             # the header alone
+    record(2, flags=REC_F_REFUSED | 0x10),
 ])
 def test_malformed_record_after_good_ones(ring_path, bad):
     good = record(2, seq=0) + record(2, seq=1)
@@ -180,6 +188,24 @@ def test_batch_only_records_take_no_ids(ring_path):
     assert id_counts(recs).tolist() == [3, 3, 0, 0, 0, 2]
     assert ids[:k].tolist() == [0, 1, 2, 7, 8, 9, 0, 1]
     assert (ids[k:] == 99).all(), "nothing written past the ids returned"
+
+
+def test_refused_records_bring_their_two_words(ring_path):
+    """A refused record (flags 0x08, count 2) between an rx and a tx
+    record: its two words (packets refused, ns) come out in the id array
+    at its place, id_counts gives it 2, and the next record is read right
+    after them."""
+    data = (record(3, seq=0) + record(2, seq=1, flags=REC_F_REFUSED, ids=[43463, 104460269])
+            + record(2, seq=2, flags=REC_F_TX, ids=[5, 6])
+            + record(2, seq=3, flags=REC_F_REFUSED, ids=[1, 2**64 - 1]))
+    write_ring(ring_path, data, head=len(data))
+    with RingReader(ring_path) as r:
+        recs, ids = r.drain()
+        assert r.state()["tail"] == len(data)
+    assert recs["seq"].tolist() == [0, 1, 2, 3]
+    assert recs["flags"].tolist() == [0, REC_F_REFUSED, REC_F_TX, REC_F_REFUSED]
+    assert id_counts(recs).tolist() == [3, 2, 2, 2]
+    assert ids.tolist() == [0, 1, 2, 43463, 104460269, 5, 6, 1, 2**64 - 1]
 
 
 def test_batch_only_records_need_no_id_room(ring_path):
@@ -282,6 +308,9 @@ def test_fuzz_ring_contents(tmp_path_factory, chunks, start, head_delta, flip):
             assert int(id_counts(recs).sum()) == len(ids)
             both = REC_F_NOIDS | REC_F_ADDR
             assert not ((recs["flags"] & both) == both).any()
+            refused = (recs["flags"] & REC_F_REFUSED) != 0
+            assert (recs["flags"][refused] == REC_F_REFUSED).all()
+            assert (recs["count"][refused] == 2).all()
             assert r.state()["tail"] <= max(head, start)
             if len(recs) == 0:
                 break

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
- * Unit tests of the ring, the raw recorder (address records included) and
- * the reader (batch-only records included) in one process.
+ * Unit tests of the ring, the raw recorder (address and refused records
+ * included) and the reader (batch-only and refused records included) in
+ * one process.
  *   test_ring DIR      (DIR: an empty scratch registry directory)
  * Exit status 0 when every check passed.
  */
@@ -553,6 +554,187 @@ test_batch_only_malformed(void)
 	}
 }
 
+/* Refused records (mscope_refused, mscope_record.h): flags
+ * MSCOPE_REC_F_REFUSED alone, count 2, the words [packets, window_ns],
+ * port, queue and occupancy as given, the tsc of the call and a seq of
+ * their own among the other records; none for 0 packets. */
+static void
+test_refused_records(void)
+{
+	struct mscope *ms = open_ring("refused", MSCOPE_RING_MIN_DATA);
+	const uint64_t three[3] = { 21, 22, 23 }, two[2] = { 31, 32 };
+	struct mscope_reader r;
+	struct mscope_stats st;
+	uint64_t nids, t0, t1;
+	long got;
+
+	CHECK(mscope_refused(NULL, 0, 0, 5, 1000, 0) == -EINVAL, "NULL handle");
+	CHECK(mscope_refused(ms, 1, 0, 0, 1000, 0) == 0, "0 packets");
+	CHECK(ms->prod.head == 0 && ms->prod.seq == 0, "0 packets: nothing written");
+	CHECK(mscope_rx_ids(ms, 2, 1, three, 3, 7) == 0, "rx before");
+	t0 = mscope_rdtsc();
+	CHECK(mscope_refused(ms, 2, 1, 43463, 104460269, 4096) == 0, "refused");
+	t1 = mscope_rdtsc();
+	CHECK(ms->prod.last_tsc >= t0 && ms->prod.last_tsc <= t1,
+	      "a record like any: the idle-poll interval restarts at it");
+	CHECK(mscope_refused(ms, 65535, 7, (1ULL << 40) + 3, UINT64_MAX,
+			     MSCOPE_OCC_UNKNOWN) == 0, "refused, 64-bit words");
+	CHECK(mscope_refused(ms, 2, 1, 0, 5, 0) == 0, "0 packets again");
+	CHECK(mscope_tx_ids(ms, 2, 1, two, 2, 0) == 0, "tx after");
+	mscope_get_stats(ms, &st);
+	CHECK(st.records == 4 && st.drop_records == 0 && st.drop_packets == 0,
+	      "records %llu drops %llu/%llu", (unsigned long long)st.records,
+	      (unsigned long long)st.drop_records, (unsigned long long)st.drop_packets);
+
+	CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
+	got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
+	CHECK(got == 4 && nids == 3 + 2 + 2 + 2, "drained %ld records, %llu words", got,
+	      (unsigned long long)nids);
+	if (got == 4) {
+		CHECK(recs[0].flags == 0 && recs[0].count == 3 && recs[0].seq == 0, "rx");
+		CHECK(recs[1].magic == MSCOPE_REC_MAGIC && recs[1].version == MSCOPE_REC_VERSION &&
+		      recs[1].flags == MSCOPE_REC_F_REFUSED && recs[1].count == 2 &&
+		      recs[1].nf_id == 9 && recs[1].port == 2 && recs[1].queue == 1 &&
+		      recs[1].occupancy == 4096 && recs[1].seq == 1,
+		      "refused header: flags %#x count %u port %u queue %u occ %u seq %llu",
+		      recs[1].flags, recs[1].count, recs[1].port, recs[1].queue,
+		      recs[1].occupancy, (unsigned long long)recs[1].seq);
+		CHECK(recs[1].tsc >= t0 && recs[1].tsc <= t1 && recs[1].tsc >= recs[0].tsc,
+		      "refused tsc: read in the call");
+		CHECK(mscope_rec_n_ids(&recs[1]) == 2, "two words to read");
+		CHECK(ids[3] == 43463 && ids[4] == 104460269, "words %llu %llu",
+		      (unsigned long long)ids[3], (unsigned long long)ids[4]);
+		CHECK(recs[2].flags == MSCOPE_REC_F_REFUSED && recs[2].count == 2 &&
+		      recs[2].port == 65535 && recs[2].queue == 7 &&
+		      recs[2].occupancy == MSCOPE_OCC_UNKNOWN && recs[2].seq == 2 &&
+		      ids[5] == (1ULL << 40) + 3 && ids[6] == UINT64_MAX,
+		      "second refused record");
+		CHECK(recs[3].flags == MSCOPE_REC_F_TX && recs[3].seq == 3 && ids[7] == 31 &&
+		      ids[8] == 32, "tx after: the words took exactly 16 bytes");
+	}
+	/* Refused records need room for their words like any record. */
+	CHECK(mscope_refused(ms, 3, 0, 9, 10, 0) == 0, "one more");
+	got = mscope_reader_drain(&r, recs, 16, ids, 1, &nids);
+	CHECK(got == -ENOSPC && nids == 0, "1 id of room: %ld", got);
+	got = mscope_reader_drain(&r, recs, 16, ids, 2, &nids);
+	CHECK(got == 1 && nids == 2 && recs[0].seq == 4 && ids[0] == 9 && ids[1] == 10,
+	      "2 of room: %ld", got);
+	mscope_reader_close(&r);
+	mscope_close(ms);
+}
+
+/* On a full ring a refused record is dropped and counted: a record, its
+ * seq consumed, no packets (its words are not packet ids).  One that does
+ * not fit before the end of the data area goes to offset 0 after a
+ * padding record, whole. */
+static void
+test_refused_records_full_ring(void)
+{
+	struct mscope *ms = open_ring("refusedfull", MSCOPE_RING_MIN_DATA);
+	const uint32_t per = MSCOPE_RING_MIN_DATA / MSCOPE_REC_SIZE(4);   /* 1024 */
+	const uint64_t four[4] = { 1, 2, 3, 4 };
+	struct mscope_reader r;
+	struct mscope_stats st;
+	uint64_t nids;
+	long got;
+	uint32_t i;
+
+	for (i = 0; i < per; i++)
+		CHECK(mscope_rx_ids(ms, 0, 0, four, 4, 0) == 0, "record %u fits", i);
+	CHECK(mscope_refused(ms, 0, 0, 0, 1, 0) == 0, "0 packets on a full ring");
+	CHECK(mscope_refused(ms, 0, 0, 77, 1000, 0) == -ENOBUFS, "refused past full");
+	mscope_get_stats(ms, &st);
+	CHECK(st.records == per && st.drop_records == 1 && st.drop_packets == 0 &&
+	      ms->prod.hdr->drop_records == 1 && ms->prod.hdr->drop_packets == 0 &&
+	      ms->prod.seq == per + 1 && ms->prod.hdr->next_seq == per + 1,
+	      "a dropped record of no packets: drops %llu/%llu, next seq %llu",
+	      (unsigned long long)st.drop_records, (unsigned long long)st.drop_packets,
+	      (unsigned long long)ms->prod.seq);
+	CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
+	got = mscope_reader_drain(&r, recs, 1 << 16, ids, 1 << 20, &nids);
+	CHECK(got == (long)per && nids == 4ULL * per, "drained %ld", got);
+
+	/* Leave 32 bytes before the end: 1023 records of 4 ids and a
+	 * batch-only one; the refused record (48 bytes) wraps. */
+	for (i = 0; i < per - 1; i++)
+		CHECK(mscope_rx_ids(ms, 0, 0, four, 4, 0) == 0, "refill %u", i);
+	CHECK(write_batch_only(ms, 0, 0, 5, 1) == 0, "batch-only filler");
+	CHECK((ms->prod.head & (MSCOPE_RING_MIN_DATA - 1)) == MSCOPE_RING_MIN_DATA - 32,
+	      "32 bytes left");
+	got = mscope_reader_drain(&r, recs, 1 << 16, ids, 1 << 20, &nids);
+	CHECK(got == (long)per, "drained the refill: %ld", got);
+	CHECK(mscope_refused(ms, 4, 2, 123456789, 987654321, 11) == 0, "refused at the end");
+	CHECK(ms->prod.head == 2ULL * MSCOPE_RING_MIN_DATA + MSCOPE_REC_SIZE(2),
+	      "padding, then the record at offset 0");
+	got = mscope_reader_drain(&r, recs, 16, ids, 16, &nids);
+	CHECK(got == 1 && nids == 2 && recs[0].flags == MSCOPE_REC_F_REFUSED &&
+	      recs[0].count == 2 && recs[0].port == 4 && recs[0].queue == 2 &&
+	      recs[0].occupancy == 11 && recs[0].seq == 2ULL * per + 1 &&
+	      ids[0] == 123456789 && ids[1] == 987654321,
+	      "refused record across the wrap: %ld, seq %llu", got,
+	      (unsigned long long)recs[0].seq);
+	mscope_reader_close(&r);
+	mscope_close(ms);
+}
+
+/* Refused records the recorder never writes, forged in the ring: a count
+ * other than 2 (with that many words after it) or another flag bit with
+ * MSCOPE_REC_F_REFUSED.  Each is corrupt: the records before it are
+ * delivered, the drain stops at its offset, and the ring stays corrupt. */
+static void
+test_refused_malformed(void)
+{
+	static const struct { uint8_t flags; uint32_t words; const char *what; } bad[] = {
+		{ MSCOPE_REC_F_REFUSED, 1, "refused, count 1" },
+		{ MSCOPE_REC_F_REFUSED, 3, "refused, count 3" },
+		{ MSCOPE_REC_F_REFUSED, 0, "refused, count 0" },
+		{ MSCOPE_REC_F_REFUSED | MSCOPE_REC_F_TX, 2, "refused tx" },
+		{ MSCOPE_REC_F_REFUSED | MSCOPE_REC_F_ADDR, 2, "refused address record" },
+		{ MSCOPE_REC_F_REFUSED | MSCOPE_REC_F_NOIDS, 0, "refused batch-only" },
+		{ MSCOPE_REC_F_REFUSED | 0x10, 2, "refused with an unknown bit" },
+	};
+	const uint64_t two[2] = { 7, 8 };
+	unsigned i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char name[16];
+		struct mscope *ms;
+		struct mscope_reader r;
+		uint64_t nids, at, *w;
+		long got;
+		uint32_t k;
+
+		snprintf(name, sizeof(name), "refbad%u", i);
+		ms = open_ring(name, MSCOPE_RING_MIN_DATA);
+		CHECK(mscope_rx_ids(ms, 0, 0, two, 2, 0) == 0, "rx");
+		CHECK(mscope_refused(ms, 0, 0, 5, 6, 0) == 0, "good refused");
+		at = ms->prod.head;
+		/* batch-only: the header alone, its count 2 as a refused one */
+		w = mscope_ring_reserve(&ms->prod, bad[i].words);
+		CHECK(w != NULL, "room for the forged record");
+		if (w == NULL)
+			continue;
+		for (k = 0; k < bad[i].words; k++)
+			w[k] = 100 + k;
+		mscope_ring_commit_count(&ms->prod, bad[i].flags, 0, 0, 0, mscope_rdtsc(),
+					 (bad[i].flags & MSCOPE_REC_F_NOIDS) ? 2 :
+					 (uint16_t)bad[i].words);
+		CHECK(mscope_refused(ms, 0, 0, 5, 6, 0) == 0, "good refused after");
+		CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
+		got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
+		CHECK(got == 2 && nids == 4 && ids[2] == 5 && ids[3] == 6,
+		      "%s: the two before it: %ld", bad[i].what, got);
+		got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
+		CHECK(got == -MSCOPE_E_RECORD && r.error_pos == at && nids == 0,
+		      "%s: %ld at byte %llu, want %llu", bad[i].what, got,
+		      (unsigned long long)r.error_pos, (unsigned long long)at);
+		got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
+		CHECK(got == -MSCOPE_E_RECORD, "%s: stays corrupt", bad[i].what);
+		mscope_reader_close(&r);
+		mscope_close(ms);
+	}
+}
+
 /* Empty polls: an idle-poll record (rx, count 0) once the handle has
  * written nothing for its interval, nothing before, nothing for tx or with
  * MSCOPE_F_NOIDLE.  The interval is set from the TSC rate. */
@@ -686,6 +868,9 @@ main(int argc, char **argv)
 	test_batch_only_records();
 	test_batch_only_no_id_room();
 	test_batch_only_malformed();
+	test_refused_records();
+	test_refused_records_full_ring();
+	test_refused_malformed();
 	test_idle_polls();
 	test_open_errors_and_modes();
 	return CHECK_SUMMARY();
