@@ -39,7 +39,10 @@ def score_scenario(path, dest, without_source=False):
     -------
     (raw, truth, diag, ctx, res)
         The scenario's JSON, truth.json, the diagnosis and its context
-        (mscope.diagnose.diagnose) and mscope.sim.score's result.
+        (mscope.diagnose.diagnose; with `without_source`, its
+        ``refused_check``: the packets the diagnosis reports refused at the
+        ingress NFs and those the source's records show they never took)
+        and mscope.sim.score's result.
     """
     import shutil
 
@@ -62,6 +65,9 @@ def score_scenario(path, dest, without_source=False):
             shutil.rmtree(cap)
         rewrite_capture(dest, cap, keep=lambda st: st["nf_name"] != "source")
     diag, ctx = diagnose(cap, slo_us=float(raw["objective"]["latency_us"]))
+    if without_source:
+        ctx["refused_check"] = (sum(e["packets"] for e in diag.get("refused", ())),
+                                ingress_refused(dest))
     return raw, truth, diag, ctx, score(diag, truth, raw["faults"])
 
 
@@ -100,8 +106,7 @@ def run(paths, keep=None, without_source=False):
             line = {"scenario": name, "victims": len(diag["victims"]),
                     "seconds": round(ctx["seconds"], 2), "ceiling": top, "faults": res}
             if without_source:
-                line["refused_reported"] = sum(e["packets"] for e in diag.get("refused", ()))
-                line["refused_by_source"] = ingress_refused(base / name)
+                line["refused_reported"], line["refused_by_source"] = ctx["refused_check"]
                 refused[0] += line["refused_reported"]
                 refused[1] += line["refused_by_source"]
             print(json.dumps(line), flush=True)

@@ -517,6 +517,7 @@ def main(argv=None):
 
     per_kind = defaultdict(lambda: [0, 0, 0, 0])    # correct, labelled, own correct, own
     rows, crashes = [], []
+    refused = [0, 0]                # --without-source: reported, by the source
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(a.count):
             t0 = time.monotonic()
@@ -554,6 +555,10 @@ def main(argv=None):
                     "false_victims": extra,
                     "seconds": round(time.monotonic() - t0, 2), "ceiling": best,
                     "kind_ceiling": kind_best, "faults": res}
+            if a.without_source:
+                line["refused_reported"], line["refused_by_source"] = ctx["refused_check"]
+                refused[0] += line["refused_reported"]
+                refused[1] += line["refused_by_source"]
             print(json.dumps(line), flush=True)
             rows.append(line)
             for r in res.values():
@@ -602,6 +607,10 @@ def main(argv=None):
     print(f"{'ceiling':11} {best:8d}/{tl:<7d} {pct(best, tl)}")
     summary["overall"] = tc / tl if tl else None
     summary["ceiling"] = best / tl if tl else None
+    if a.without_source:
+        print(f"refused at the ingress NFs: {refused[0]:,} packets reported from their "
+              f"refused records, {refused[1]:,} by the source's records")
+        summary["refused_reported"], summary["refused_by_source"] = refused
     # per-fault mean (each fault counts once, however many victims it has)
     accs = defaultdict(list)
     for acc, _, _, r in table:
