@@ -147,16 +147,12 @@ static int timing;
 static struct cb_cycles cycles[ATTACH_MAX_THREADS];
 static MSCOPE_TLS struct cb_cycles *thread_cycles;
 
-/* Refusals, per port: imissed and the TSC at the last reading, and when
- * the next is due.  Every lcore polling a port may read it; `busy` lets
- * one at a time in (a try, never a wait), so each refusal is recorded
- * once, by whoever read it. */
+/* Refusals, per port: when the next reading is due, and when the last
+ * ended (mscope_dpdk_read_refused keeps the counts, and lets one lcore
+ * read a port at a time). */
 struct port_refused {
 	uint64_t next;         /* TSC from which a poll reads again */
-	uint64_t missed;       /* imissed at the last reading */
-	uint64_t tsc;          /* TSC of the last reading (its end) */
-	int busy;
-	int8_t state;          /* 0 not read yet, 1 read, -1 no stats */
+	uint64_t tsc;          /* TSC at the end of the last reading */
 } __rte_cache_aligned;
 static struct port_refused port_refused[RTE_MAX_ETHPORTS];
 static int refused_off;                   /* MSCOPE_REFUSED=0 */
@@ -272,32 +268,20 @@ thread_first_poll(void)
 }
 
 /* Read `port`'s imissed and write a refused record if it grew since the
- * last reading (mscope_record.h).  `now`: the TSC of the poll's record. */
+ * last reading (mscope_dpdk_read_refused).  `now`: the TSC of the poll's
+ * record. */
 static __rte_noinline void
 read_refused(struct mscope *ms, uint16_t port, uint16_t queue, uint32_t occ, uint64_t now)
 {
 	struct port_refused *pr = &port_refused[port];
-	struct rte_eth_stats st;
-	uint64_t t;
+	int rc;
 
-	if (pr->state < 0 || __atomic_exchange_n(&pr->busy, 1, __ATOMIC_ACQUIRE))
-		return;
 	__atomic_store_n(&pr->next, now + refused_cycles, __ATOMIC_RELAXED);
-	if (rte_eth_stats_get(port, &st) != 0) {
-		pr->state = -1;     /* the PMD has no stats: never asked again */
-	} else {
-		t = rte_rdtsc();
-		/* the first reading (or one after the app reset the stats)
-		 * is where counting starts: what came before is not ours */
-		if (pr->state == 1 && st.imissed > pr->missed)
-			mscope_refused(ms, port, queue, st.imissed - pr->missed,
-				       (uint64_t)((double)(t - pr->tsc) * 1e9 /
-						  (double)rte_get_tsc_hz()), occ);
-		pr->missed = st.imissed;
-		__atomic_store_n(&pr->tsc, t, __ATOMIC_RELAXED);  /* maybe_read_refused */
-		pr->state = 1;
-	}
-	__atomic_store_n(&pr->busy, 0, __ATOMIC_RELEASE);
+	rc = mscope_dpdk_read_refused(ms, port, queue, occ);
+	if (rc == -ENOTSUP)         /* the PMD has no stats: not due again */
+		__atomic_store_n(&pr->next, UINT64_MAX, __ATOMIC_RELAXED);
+	else if (rc != -EBUSY)
+		__atomic_store_n(&pr->tsc, rte_rdtsc(), __ATOMIC_RELAXED);
 }
 
 /* After a poll's record (or none): a reading when one is due, every

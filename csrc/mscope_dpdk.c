@@ -4,6 +4,7 @@
  * records, no ids, when it asks for that (MSCOPE_F_NOIDS). */
 #include <errno.h>
 #include <rte_cycles.h>
+#include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_mbuf_dyn.h>
 #include <rte_prefetch.h>
@@ -298,6 +299,51 @@ record_tx(struct mscope *ms, struct rte_mbuf **pkts, uint16_t n, uint32_t portq,
 {
 	return record(ms, 1, (uint16_t)(portq >> 16), (uint16_t)portq, pkts, n,
 		      occupancy, tsc);
+}
+
+/* Refusals per port (mscope_dpdk_read_refused): imissed and the TSC at the
+ * last reading.  `busy` lets one lcore at a time read a port. */
+static struct refused_port {
+	uint64_t missed;
+	uint64_t tsc;
+	int busy;
+	int8_t state;          /* 0 not read yet, 1 read, -1 no stats */
+} __rte_cache_aligned refused_port[RTE_MAX_ETHPORTS];
+
+int
+mscope_dpdk_read_refused(struct mscope *ms, uint16_t port, uint16_t queue,
+			 uint32_t occupancy)
+{
+	struct refused_port *pr;
+	struct rte_eth_stats st;
+	uint64_t t;
+	int rc = 0;
+
+	if (unlikely(ms == NULL) || port >= RTE_MAX_ETHPORTS)
+		return -EINVAL;
+	pr = &refused_port[port];
+	if (__atomic_load_n(&pr->state, __ATOMIC_RELAXED) < 0)
+		return -ENOTSUP;
+	if (__atomic_exchange_n(&pr->busy, 1, __ATOMIC_ACQUIRE))
+		return -EBUSY;
+	if (rte_eth_stats_get(port, &st) != 0) {
+		__atomic_store_n(&pr->state, -1, __ATOMIC_RELAXED);
+		rc = -ENOTSUP;
+	} else {
+		t = rte_rdtsc();
+		/* the first reading (or one after the app reset the stats)
+		 * is where counting starts: what came before is not ours */
+		if (pr->state == 1 && st.imissed > pr->missed)
+			rc = mscope_refused(ms, port, queue, st.imissed - pr->missed,
+					    (uint64_t)((double)(t - pr->tsc) * 1e9 /
+						       (double)rte_get_tsc_hz()),
+					    occupancy) == 0 ? 1 : -ENOBUFS;
+		pr->missed = st.imissed;
+		pr->tsc = t;
+		pr->state = 1;
+	}
+	__atomic_store_n(&pr->busy, 0, __ATOMIC_RELEASE);
+	return rc;
 }
 
 /* The fast-path entry points bind to themselves inside libmscope: the

@@ -61,6 +61,25 @@ int mscope_tx(struct mscope *ms, uint16_t port, uint16_t queue,
 int mscope_tx_at(struct mscope *ms, uint16_t port, uint16_t queue,
 		 struct rte_mbuf **pkts, uint16_t n, uint32_t occupancy, uint64_t tsc);
 
+/*
+ * For an NF whose rx port a NIC fills: read the port's refusals
+ * (rte_eth_stats.imissed: what it dropped while its rx queue was full)
+ * and write a refused record (mscope_refused, mscope_record.h) if they
+ * grew since the last reading.  A port's first reading is where counting
+ * starts.  Call it after a poll's mscope_rx about every MSCOPE_REFUSED_NS
+ * of polling, and at the first poll after the NF stopped (so a stop's
+ * refusals are read as it ends); occupancy: that poll's.  The attach shim
+ * does this itself.  Any lcore may call it for any port: one reads at a
+ * time (a try, never a wait), so each refusal is recorded once.
+ * Returns 1 (a record written), 0 (none grew, or the first reading),
+ * -EBUSY (another lcore is reading the port), -ENOTSUP (the port has no
+ * statistics: never read again), -ENOBUFS (ring full), -EINVAL.
+ * DPDK does not promise rte_eth_stats_get may run in two threads at once:
+ * see docs/attach.md before calling it where the app reads stats too.
+ */
+int mscope_dpdk_read_refused(struct mscope *ms, uint16_t port, uint16_t queue,
+			     uint32_t occupancy);
+
 /* Register the id stamp (dynamic mbuf field and flag) now; returns its
  * offset, or -1.  The recorder does this on its first record, but DPDK lets
  * only a primary process register a dynamic field: where NFs are secondary

@@ -38,13 +38,14 @@ def read_frames(path, with_id):
 
 def test_recorder_on_mbufs_c(cbuild, registry, eal_args, tmp_path):
     """Stamps carried rx->tx across rewrites, upstream trust, splitting and
-    drops on a full ring (checked in C), then every id recomputed here."""
+    drops on a full ring, and reading a port's refusals (checked in C),
+    then every id recomputed here."""
     exe = cbuild("test_recorder_dpdk",
                  [TESTS_C / "test_recorder_dpdk.c", *recorder_sources(),
                   CSRC / "mscope_dpdk.c"], dpdk=True)
     dump = tmp_path / "frames.bin"
-    proc = subprocess.run([str(exe), *eal_args, "--", str(registry), str(dump)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([str(exe), *eal_args, "--vdev=net_null_refused", "--", str(registry),
+                           str(dump)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     assert "0 failed" in proc.stdout
     frames = read_frames(dump, with_id=True)

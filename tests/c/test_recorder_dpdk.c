@@ -17,6 +17,7 @@
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_ethdev.h>
 #include <rte_ip.h>
 #include <rte_mbuf.h>
 #include <rte_udp.h>
@@ -299,6 +300,30 @@ main(int argc, char **argv)
 	}
 
 	rte_pktmbuf_free_bulk(pkts, NPKT);
+	/* Refusals: a port without stats is -ENOTSUP, and stays so; a port
+	 * with them (net_null: imissed never grows) is read, first as where
+	 * counting starts, and no record is written for nothing refused.  The
+	 * growth itself needs a PMD that counts it: tests/test_attach.py. */
+	{
+		uint16_t port;
+
+		CHECK(mscope_dpdk_read_refused(NULL, 0, 0, 0) == -EINVAL, "refused: NULL");
+		CHECK(mscope_dpdk_read_refused(a, RTE_MAX_ETHPORTS, 0, 0) == -EINVAL,
+		      "refused: port out of range");
+		CHECK(mscope_dpdk_read_refused(a, RTE_MAX_ETHPORTS - 1, 0, 0) == -ENOTSUP &&
+		      mscope_dpdk_read_refused(a, RTE_MAX_ETHPORTS - 1, 0, 0) == -ENOTSUP,
+		      "refused: no such port, twice");
+		/* the vdev is on the command line (tests/test_recorder_dpdk.py) */
+		if (rte_eth_dev_get_port_by_name("net_null_refused", &port) == 0) {
+			CHECK(mscope_dpdk_read_refused(a, port, 0, 3) == 0, "refused: first");
+			CHECK(mscope_dpdk_read_refused(a, port, 0, 3) == 0, "refused: none grew");
+			got = drain(mscope_ring_path(a), &nids);
+			CHECK(got == 0, "refused: no record for nothing refused (%ld)", got);
+		} else {
+			CHECK(0, "no net_null_refused port");
+		}
+	}
+
 	mscope_close(a);
 	mscope_close(b);
 	mscope_close(c);
