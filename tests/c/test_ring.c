@@ -512,6 +512,29 @@ test_batch_only_no_id_room(void)
 	mscope_close(ms);
 }
 
+/* Drain `ms`'s ring, whose record at byte `at` is forged: the `want`
+ * records before it come out (`want_ids` ids, left in ids[]), then the
+ * drain stops at its offset, corrupt, and stays so. */
+static void
+check_corrupt_at(struct mscope *ms, uint64_t at, long want, uint64_t want_ids,
+		 const char *what)
+{
+	struct mscope_reader r;
+	uint64_t nids;
+	long got;
+
+	CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
+	got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
+	CHECK(got == want && nids == want_ids, "%s: the %ld before it: %ld", what, want, got);
+	got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
+	CHECK(got == -MSCOPE_E_RECORD && r.error_pos == at && nids == 0,
+	      "%s: %ld at byte %llu, want %llu", what, got,
+	      (unsigned long long)r.error_pos, (unsigned long long)at);
+	got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
+	CHECK(got == -MSCOPE_E_RECORD, "%s: stays corrupt", what);
+	mscope_reader_close(&r);
+}
+
 /* A batch-only record that is also an address record, or whose count is
  * beyond MSCOPE_MAX_BATCH, is corrupt: the records before it are
  * delivered, the drain stops at its offset, and the ring stays corrupt. */
@@ -529,9 +552,7 @@ test_batch_only_malformed(void)
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char name[16];
 		struct mscope *ms;
-		struct mscope_reader r;
-		uint64_t nids, at;
-		long got;
+		uint64_t at;
 
 		snprintf(name, sizeof(name), "bobad%u", i);
 		ms = open_ring(name, MSCOPE_RING_MIN_DATA);
@@ -540,16 +561,7 @@ test_batch_only_malformed(void)
 		at = ms->prod.head;
 		CHECK(write_batch_only(ms, bad[i].flags, 0, bad[i].count, 2) == 0, "bad one");
 		CHECK(write_batch_only(ms, 0, 0, 16, 3) == 0, "good one after");
-		CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
-		got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
-		CHECK(got == 2 && nids == 2, "%s: the two before it: %ld", bad[i].what, got);
-		got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
-		CHECK(got == -MSCOPE_E_RECORD && r.error_pos == at && nids == 0,
-		      "%s: %ld at byte %llu, want %llu", bad[i].what, got,
-		      (unsigned long long)r.error_pos, (unsigned long long)at);
-		got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
-		CHECK(got == -MSCOPE_E_RECORD, "%s: stays corrupt", bad[i].what);
-		mscope_reader_close(&r);
+		check_corrupt_at(ms, at, 2, 2, bad[i].what);
 		mscope_close(ms);
 	}
 }
@@ -699,9 +711,7 @@ test_refused_malformed(void)
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char name[16];
 		struct mscope *ms;
-		struct mscope_reader r;
-		uint64_t nids, at, *w;
-		long got;
+		uint64_t at, *w;
 		uint32_t k;
 
 		snprintf(name, sizeof(name), "refbad%u", i);
@@ -720,17 +730,9 @@ test_refused_malformed(void)
 					 (bad[i].flags & MSCOPE_REC_F_NOIDS) ? 2 :
 					 (uint16_t)bad[i].words);
 		CHECK(mscope_refused(ms, 0, 0, 5, 6, 0) == 0, "good refused after");
-		CHECK(mscope_reader_open(mscope_ring_path(ms), 1, &r) == 0, "open");
-		got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
-		CHECK(got == 2 && nids == 4 && ids[2] == 5 && ids[3] == 6,
-		      "%s: the two before it: %ld", bad[i].what, got);
-		got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
-		CHECK(got == -MSCOPE_E_RECORD && r.error_pos == at && nids == 0,
-		      "%s: %ld at byte %llu, want %llu", bad[i].what, got,
-		      (unsigned long long)r.error_pos, (unsigned long long)at);
-		got = mscope_reader_drain(&r, recs, 16, ids, 1 << 20, &nids);
-		CHECK(got == -MSCOPE_E_RECORD, "%s: stays corrupt", bad[i].what);
-		mscope_reader_close(&r);
+		check_corrupt_at(ms, at, 2, 4, bad[i].what);
+		CHECK(ids[2] == 5 && ids[3] == 6, "%s: the good refused record's words",
+		      bad[i].what);
 		mscope_close(ms);
 	}
 }
