@@ -29,21 +29,26 @@ def arrivals_from_occupancy(nf, rx):
 
     Per queue (a port of one stream: each lcore polls queues of its own):
     the arrivals counted at each rx batch whose occupancy is known (taken
-    so far plus left; the others only bound them by their rx) and,
-    where the NF has one queue, at each idle poll (taken so far); their
+    so far plus left; the others only bound them by their rx) and at each
+    idle poll of that queue (taken so far: where the NF has one queue, or
+    the records say which stream and port each poll was of); their
     running maximum, never above the packets the queue's batches took in
     all (an occupancy read from a record is not trusted beyond what could
     follow); the n-th packet taken arrived where that count passed n,
     linearly between the two records around it, and never after its own
-    rx.  A batch that left its queue empty took packets that came no
-    earlier than as many mean gaps between arrivals before it (where no
-    idle poll says when the queue was last empty).
+    rx.  A batch that left its queue empty, all of whose packets were
+    taken since the record before it, took packets that came no earlier
+    than as many mean gaps between arrivals before it (where no idle poll
+    says when the queue was last empty); after batches that could not
+    count the queue (full bursts draining a stall's backlog) it bounds
+    nothing.
 
     Parameters
     ----------
     nf : mscope.analyzer.ingest.NFRecords
         With ``rx_ns``, ``rx_batch``, ``rx_port``, ``batch_ns``,
-        ``batch_occupancy``, ``idle_ns``, ``streams`` and ``batch_stream``.
+        ``batch_occupancy``, ``idle_ns``, ``streams`` and ``batch_stream``
+        (and ``idle_stream``, ``idle_port`` where several streams).
     rx : ndarray of int
         Rx entries to estimate, each in ``[0, len(nf.rx_ns))``.
 
@@ -65,9 +70,13 @@ def arrivals_from_occupancy(nf, rx):
     if streams > 1:
         lcore = np.asarray(by_stream, np.int64)[nf.rx_batch]
         queue = lcore if queue is None else lcore * (int(queue.max(initial=0)) + 1) + queue
-    queues = [None] if queue is None or (queue == queue[0]).all() else np.unique(queue).tolist()
+    # (one queue: its key, or None where every record is of it; all its
+    # packets, no selection)
+    one = queue is None or bool((queue == queue[0]).all())
+    queues = [None if queue is None else int(queue[0])] if one else np.unique(queue).tolist()
+    idle_q = _idle_queues(nf, streams, port)
     for p in queues:
-        mine = None if p is None else np.flatnonzero(queue == p)
+        mine = None if one else np.flatnonzero(queue == p)
         batch = nf.rx_batch if mine is None else nf.rx_batch[mine]
         count = np.bincount(batch, minlength=len(nf.batch_ns))
         b = np.flatnonzero(count)                              # batches in time order
@@ -91,12 +100,21 @@ def arrivals_from_occupancy(nf, rx):
             before = np.r_[0, seen[:-1]]
             at = t - (seen - before) * gap
             last = np.r_[np.iinfo(np.int64).min, t[:-1]]
-            cut = (occ == 0) & (at > last)
+            # (no batch of unknown occupancy in between: a drain's full
+            # bursts before it say the queue was not empty meanwhile)
+            own = (taken[known] - np.r_[0, taken[known][:-1]]) == count[known]
+            cut = (occ == 0) & (at > last) & own
             ts.append(np.rint(at[cut]).astype(np.int64))
             ss.append(before[cut])
-        if p is None and streams == 1 and len(nf.idle_ns):
-            # an idle poll of its one queue: empty, everything offered taken
-            idle = np.asarray(nf.idle_ns, np.int64)
+        if idle_q is None:                  # the NF's one queue
+            idle = nf.idle_ns
+        elif idle_q is _NOT_SAID:
+            idle = None
+        else:
+            idle = nf.idle_ns[idle_q == p]
+        if idle is not None and len(idle):
+            # an idle poll of this queue: empty, everything offered taken
+            idle = np.asarray(idle, np.int64)
             ts.append(idle)
             ss.append(np.r_[0, taken][np.searchsorted(t_all, idle, "right")])
         if sum(map(len, ts)) == 0:
@@ -109,7 +127,7 @@ def arrivals_from_occupancy(nf, rx):
         o = np.argsort(t, kind="stable")
         t, seen = t[o], np.maximum.accumulate(seen[o])
         # which of `rx` are this queue's, and each one's place in its order
-        if mine is None:
+        if one:
             sel, n = slice(None), rx
         else:
             place = np.full(len(nf.rx_ns), -1, np.int64)
@@ -123,6 +141,29 @@ def arrivals_from_occupancy(nf, rx):
                                     np.ascontiguousarray(nf.rx_ns[rx[sel]], np.int64), got)
         out[sel] = got
     return out
+
+
+def _idle_queues(nf, streams, port):
+    """The queue of each idle poll of `nf`, keyed as arrivals_from_occupancy
+    keys its packets' (`port`: per packet, None for one port), or None:
+    every poll is of the NF's one queue (one stream, one port), or the
+    records do not say whose (one stream, several ports: not used)."""
+    if streams == 1:
+        return None if port is None else _NOT_SAID
+    by_stream = getattr(nf, "idle_stream", None)
+    if by_stream is None or len(by_stream) != len(nf.idle_ns):
+        return _NOT_SAID
+    lcore = np.asarray(by_stream, np.int64)
+    if port is None:
+        return lcore
+    idle_port = getattr(nf, "idle_port", None)
+    if idle_port is None or len(idle_port) != len(nf.idle_ns):
+        return _NOT_SAID
+    return lcore * (int(np.max(port, initial=0)) + 1) + np.asarray(idle_port, np.int64)
+
+
+#: No idle poll is known to be of any queue (never equal to a queue key).
+_NOT_SAID = np.int64(-1)
 
 
 def interpolate(t, seen, n, rx_ns):

@@ -113,6 +113,10 @@ class NFRecords:
     batch_stream : ndarray of int32, optional
         The stream of each rx batch, where several recorded the NF (None
         for one).
+    idle_stream, idle_port : ndarray of int32, optional
+        The stream and port of each idle poll (``idle_ns`` order), where
+        several streams recorded the NF (None for one): which queue the
+        poll found empty.
     refused : ndarray of REFUSED_DTYPE
         Its refused records (docs/record-format.md), in time order: at
         ``time_ns`` its ``port`` had refused ``packets`` at its input (the
@@ -143,6 +147,8 @@ class NFRecords:
     idle_interval_ns: int = 0
     streams: int = 1
     batch_stream: np.ndarray = None
+    idle_stream: np.ndarray = None
+    idle_port: np.ndarray = None
     refused: np.ndarray = field(default_factory=lambda: np.zeros(0, REFUSED_DTYPE))
 
     @property
@@ -611,6 +617,8 @@ class _General:
         tidx, tcnt, tb, _, tx_ids = _side(records, stream, ids, id_rec, mine & self.is_tx)
         occ = records["occupancy"][ridx[rfirst]].astype(np.int64)
         occ[occ == CAPTURE_OCC_UNKNOWN] = -1
+        idle = np.flatnonzero(mine & self.is_idle)
+        idle = idle[np.argsort(records["time_ns"][idle], kind="stable")]
         return NFRecords(
             name=name, nf_id=nf_id,
             rx_ids=rx_ids, rx_ns=np.repeat(records["time_ns"][ridx], rcnt),
@@ -621,7 +629,9 @@ class _General:
             tx_port=np.repeat(records["port"][tidx].astype(np.int32), tcnt),
             tx_batch=np.repeat(tb.astype(np.int32), tcnt), rx_addr=rx_addr,
             rx_port=np.repeat(records["port"][ridx].astype(np.int32), rcnt),
-            idle_ns=np.sort(records["time_ns"][mine & self.is_idle]).astype(np.int64),
+            idle_ns=records["time_ns"][idle].astype(np.int64),
+            idle_stream=stream[idle].astype(np.int32),
+            idle_port=records["port"][idle].astype(np.int32),
             silences=self._silences(mine, silence_ns),
             batch_stream=stream[ridx[rfirst]].astype(np.int32),
             refused=self._refused(mine))
@@ -868,7 +878,8 @@ def split_revisited(nf):
             tx_ids=nf.tx_ids[t], tx_ns=nf.tx_ns[t], tx_port=nf.tx_port[t],
             tx_batch=tb.astype(np.int32),
             rx_addr=None if nf.rx_addr is None else nf.rx_addr[r],
-            rx_port=nf.rx_port[r], idle_ns=nf.idle_ns, silences=nf.silences,
+            rx_port=nf.rx_port[r], idle_ns=nf.idle_ns, idle_stream=nf.idle_stream,
+            idle_port=nf.idle_port, silences=nf.silences,
             idle_interval_ns=nf.idle_interval_ns, streams=nf.streams,
             batch_stream=None if nf.batch_stream is None else nf.batch_stream[ub],
             refused=nf.refused[nf.refused["port"] == p]))

@@ -58,15 +58,18 @@ def test_batches_whose_queue_could_not_tell_only_bound():
     # unknown after a full one, as the sample NFs on virtio-user record
     # it): a packet every 10 us; the NF stops 100 us, then takes the 10
     # packets in full bursts of 4, 4 and a short one of 2: the backlog is
-    # still spread evenly over the stop (from 10 mean gaps before the short
-    # burst that emptied the queue: 30.5 us; they came from 30 us on)
+    # still spread evenly over the stop, from the batch that last left the
+    # queue empty (20 us) to the short burst that emptied it again (they
+    # came from 30 us on).  The full bursts say the queue was not empty
+    # meanwhile: the short burst does not bound the backlog by the mean
+    # gap, as it would its own packets after an idle spell.
     t = [0, 10_000, 20_000, 130_000, 131_000, 132_000]
     nf = _nf(t, [1, 1, 1, 4, 4, 2], [0, 0, 0, -1, -1, 0])
     got = arrivals_from_occupancy(nf, np.arange(13))
     assert got[:3].tolist() == [0, 10_000, 20_000]
     step = np.diff(got[3:])
-    assert (abs(step - step[0]) <= 1).all() and 9_000 < step[0] < 11_000
-    assert 30_000 < got[3] < 45_000 and got[-1] == 132_000
+    assert (abs(step - step[0]) <= 1).all() and 10_000 < step[0] < 12_000
+    assert 30_000 < got[3] < 35_000 and got[-1] == 132_000
 
 
 def test_occupancy_is_not_trusted_beyond_what_follows():
@@ -121,6 +124,31 @@ def test_each_lcore_its_own_queue():
     mine = np.array(stream)[nf.rx_batch] == 1
     assert got[~mine].tolist() == t0
     assert got[mine].tolist() == [5_000] + [5_000 + 10_000 * k for k in range(1, 11)]
+
+
+def test_an_lcores_idle_polls_say_when_its_queue_was_empty():
+    # testpmd as `mscope attach` records it: the main lcore (stream 0)
+    # flushed the port at start and took nothing; the forwarding lcore
+    # (stream 1) polled an empty queue the PMD cannot count (idle polls
+    # every 20 us, occupancy 0), stopped 100 ms, then drained the 1,000
+    # packets that came meanwhile in full bursts of 32 (unknown) and a
+    # short one (0 left).  Its idle polls say the queue was empty up to
+    # the stop: the backlog is spread over the stop, not over the drain.
+    idle = np.arange(0, 1_000_000, 20_000)
+    t = [1_100_000 + 500 * k for k in range(32)]
+    counts = [32] * 31 + [8]
+    nf = _nf(t, counts, [-1] * 31 + [0], idle_ns=idle, streams=2)
+    nf.batch_stream = np.ones(len(t), np.int32)
+    nf.idle_stream = np.ones(len(idle), np.int32)
+    nf.idle_port = np.zeros(len(idle), np.int32)
+    got = arrivals_from_occupancy(nf, np.arange(1000))
+    assert idle[-1] <= got[0] < idle[-1] + 1_000
+    assert abs(got[500] - (idle[-1] + t[-1]) / 2) < 2_000, got[500]
+    # whose polls they are matters: another lcore's say nothing of this
+    # queue, and then the drain bounds only itself
+    nf.idle_stream = np.zeros(len(idle), np.int32)
+    other = arrivals_from_occupancy(nf, np.arange(1000))
+    assert (other[:992] == nf.rx_ns[:992]).all()
 
 
 CHAIN = {
