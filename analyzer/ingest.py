@@ -122,8 +122,9 @@ class NFRecords:
         ``time_ns`` its ``port`` had refused ``packets`` at its input (the
         NIC's imissed) in the ``window_ns`` before; ``occupancy`` of the
         queue polled then, -1 unknown.  Those packets are in no other
-        record.  Empty where the recorder reads no port statistics (the
-        simulator, a linked-in recorder) or none were refused.
+        record.  Empty where nothing read the port's statistics (a
+        linked-in recorder that does not call mscope_dpdk_read_refused, a
+        PMD without them) or none were refused.
 
     Indices and ports are int32 (a packet-hop costs 20 bytes here: id,
     time, batch); a port array of an NF that uses one port is a read-only
