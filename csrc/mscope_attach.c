@@ -159,6 +159,15 @@ static int refused_off;                   /* MSCOPE_REFUSED=0 */
 static uint64_t refused_cycles;           /* MSCOPE_REFUSED_NS in TSC cycles */
 static uint64_t silence_cycles;           /* a poll after this long reads */
 
+/* A reading holds the polling lcore for as long as rte_eth_stats_get
+ * takes: nothing for a software PMD, ~7 us for net_pcap (a getsockopt and
+ * two sysfs files, on the bench VM), tens of us where a NIC's registers
+ * are read one by one.  So a port is read at most once per REFUSED_BUDGET
+ * times its last reading's cost (0.5% of the lcore's time), and one whose
+ * reading took longer than MSCOPE_IDLE_NS is not read as a stop ends (its
+ * backlog is waiting) but at its next due reading. */
+#define REFUSED_BUDGET 200
+
 static void
 identity(void)
 {
@@ -274,14 +283,23 @@ static __rte_noinline void
 read_refused(struct mscope *ms, uint16_t port, uint16_t queue, uint32_t occ, uint64_t now)
 {
 	struct port_refused *pr = &port_refused[port];
+	uint64_t t0, t1, every;
 	int rc;
 
 	__atomic_store_n(&pr->next, now + refused_cycles, __ATOMIC_RELAXED);
+	t0 = rte_rdtsc();
 	rc = mscope_dpdk_read_refused(ms, port, queue, occ);
-	if (rc == -ENOTSUP)         /* the PMD has no stats: not due again */
+	t1 = rte_rdtsc();
+	if (rc == -ENOTSUP) {       /* the PMD has no stats: not due again */
 		__atomic_store_n(&pr->next, UINT64_MAX, __ATOMIC_RELAXED);
-	else if (rc != -EBUSY)
-		__atomic_store_n(&pr->tsc, rte_rdtsc(), __ATOMIC_RELAXED);
+	} else if (rc != -EBUSY) {
+		every = RTE_MAX(refused_cycles, REFUSED_BUDGET * (t1 - t0));
+		__atomic_store_n(&pr->next, t1 + every, __ATOMIC_RELAXED);
+		/* a silence counts from the reading's end, and for a slow
+		 * port from its next due reading: none before then */
+		__atomic_store_n(&pr->tsc, (t1 - t0) * 1000000000ULL / rte_get_tsc_hz() >
+				 MSCOPE_IDLE_NS ? t1 + every : t1, __ATOMIC_RELAXED);
+	}
 }
 
 /* After a poll's record (or none): a reading when one is due, every
