@@ -153,6 +153,7 @@ static MSCOPE_TLS struct cb_cycles *thread_cycles;
 struct port_refused {
 	uint64_t next;         /* TSC from which a poll reads again */
 	uint64_t tsc;          /* TSC at the end of the last reading */
+	uint64_t cost;         /* fewest cycles a reading took; 0 none yet */
 } __rte_cache_aligned;
 static struct port_refused port_refused[RTE_MAX_ETHPORTS];
 static int refused_off;                   /* MSCOPE_REFUSED=0 */
@@ -163,9 +164,11 @@ static uint64_t silence_cycles;           /* a poll after this long reads */
  * takes: nothing for a software PMD, ~7 us for net_pcap (a getsockopt and
  * two sysfs files, on the bench VM), tens of us where a NIC's registers
  * are read one by one.  So a port is read at most once per REFUSED_BUDGET
- * times its last reading's cost (0.5% of the lcore's time), and one whose
- * reading took longer than MSCOPE_IDLE_NS is not read as a stop ends (its
- * backlog is waiting) but at its next due reading. */
+ * times a reading's cost (0.5% of the lcore's time), and one whose
+ * reading takes longer than MSCOPE_IDLE_NS is not read as a stop ends (its
+ * backlog is waiting) but at its next due reading.  The cost is the
+ * least a reading of the port took: one the VM or the kernel preempted
+ * took longer (a 34 ms interval after one such on net_pcap). */
 #define REFUSED_BUDGET 200
 
 static void
@@ -283,7 +286,7 @@ static __rte_noinline void
 read_refused(struct mscope *ms, uint16_t port, uint16_t queue, uint32_t occ, uint64_t now)
 {
 	struct port_refused *pr = &port_refused[port];
-	uint64_t t0, t1, every;
+	uint64_t t0, t1, cost, every;
 	int rc;
 
 	__atomic_store_n(&pr->next, now + refused_cycles, __ATOMIC_RELAXED);
@@ -293,11 +296,13 @@ read_refused(struct mscope *ms, uint16_t port, uint16_t queue, uint32_t occ, uin
 	if (rc == -ENOTSUP) {       /* the PMD has no stats: not due again */
 		__atomic_store_n(&pr->next, UINT64_MAX, __ATOMIC_RELAXED);
 	} else if (rc != -EBUSY) {
-		every = RTE_MAX(refused_cycles, REFUSED_BUDGET * (t1 - t0));
+		cost = pr->cost == 0 ? t1 - t0 : RTE_MIN(pr->cost, t1 - t0);
+		pr->cost = cost;    /* only the reader (busy) writes it */
+		every = RTE_MAX(refused_cycles, REFUSED_BUDGET * cost);
 		__atomic_store_n(&pr->next, t1 + every, __ATOMIC_RELAXED);
 		/* a silence counts from the reading's end, and for a slow
 		 * port from its next due reading: none before then */
-		__atomic_store_n(&pr->tsc, (t1 - t0) * 1000000000ULL / rte_get_tsc_hz() >
+		__atomic_store_n(&pr->tsc, cost * 1000000000ULL / rte_get_tsc_hz() >
 				 MSCOPE_IDLE_NS ? t1 + every : t1, __ATOMIC_RELAXED);
 	}
 }
