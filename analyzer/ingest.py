@@ -563,6 +563,8 @@ def _take_refused(d, where):
     those records (REFUSED_DTYPE); `d` itself when it has none.  Refused
     records are neither batches nor idle polls: the expansion must not see
     them (flags & 7 of one is an rx record's)."""
+    if getattr(d, "refused_records", None) == 0:   # the reader counted none
+        return d, None
     recs = d.records
     at = np.flatnonzero(recs["flags"] & CAPTURE_F_REFUSED)
     if not len(at):

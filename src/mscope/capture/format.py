@@ -213,27 +213,31 @@ def records_problem(records, n_ids: int) -> "str | None":
 
 
 def _records_check(records, n_ids: int):
-    """:func:`records_problem`, and the batch-only records and packets
-    (0, 0 when there are none) that the capture reader reports."""
+    """:func:`records_problem`, and ``(batch-only records, their packets,
+    refused records)`` ((0, 0, 0) when there are none), which the capture
+    reader reports: found here, in the pass the checks make anyway."""
     flags, count = records["flags"], records["count"]
     packets = int(count.sum(dtype=np.uint64))
     special = np.bitwise_and(flags, CAPTURE_F_NOIDS | CAPTURE_F_REFUSED)
     if not special.any():          # the common case: every record has its ids
         if packets != n_ids:
-            return f"record counts sum to {packets}, the chunk holds {n_ids} ids", (0, 0)
-        return None, (0, 0)
+            return f"record counts sum to {packets}, the chunk holds {n_ids} ids", (0, 0, 0)
+        return None, (0, 0, 0)
     refused = (special & CAPTURE_F_REFUSED) != 0
+    n_refused = int(np.count_nonzero(refused))
     bad = np.flatnonzero(refused & ((flags != CAPTURE_F_REFUSED) | (count != 2)))
     if bad.size:
         return (f"record {int(bad[0])} (seq {int(records['seq'][bad[0]])}) is a refused "
                 f"record with flags {int(flags[bad[0]]):#x} and {int(count[bad[0]])} words "
-                f"(2 and no other flag)"), (0, 0)
+                f"(2 and no other flag)"), (0, 0, n_refused)
     noids = (special & CAPTURE_F_NOIDS) != 0
     if not noids.any():
         if packets != n_ids:
-            return f"record counts sum to {packets}, the chunk holds {n_ids} ids", (0, 0)
-        return None, (0, 0)
-    batch_only = (int(np.count_nonzero(noids)), int(count[noids].sum(dtype=np.uint64)))
+            return (f"record counts sum to {packets}, the chunk holds {n_ids} ids",
+                    (0, 0, n_refused))
+        return None, (0, 0, n_refused)
+    batch_only = (int(np.count_nonzero(noids)), int(count[noids].sum(dtype=np.uint64)),
+                  n_refused)
     bad = np.flatnonzero(noids & ((flags & CAPTURE_F_ADDR) != 0))
     if bad.size:
         return (f"record {int(bad[0])} (seq {int(records['seq'][bad[0]])}) is both "
@@ -577,8 +581,9 @@ def decode_payload(h: FrameHeader, payload):
 
 
 def decode_payload_counted(h: FrameHeader, payload):
-    """:func:`decode_payload`, and the ``(records, packets)`` of its
-    batch-only records, counted by the checks on the way ((0, 0) if none)."""
+    """:func:`decode_payload`, and ``(records, packets, refused)``: its
+    batch-only records and their packets, and its refused records, counted
+    by the checks on the way ((0, 0, 0) if none)."""
     if zlib.crc32(payload) != h.payload_crc32:
         raise CaptureFormatError("payload crc32 mismatch")
     raw = decompress_payload(payload, h.codec, h.raw_len)
@@ -590,7 +595,8 @@ def decode_payload_counted(h: FrameHeader, payload):
 
 def _check_decoded(h: FrameHeader, records):
     """The checks of decoded records against their header (decode_payload);
-    return the batch-only records and their packets, (0, 0) if none."""
+    return the batch-only records, their packets and the refused records,
+    (0, 0, 0) if none."""
     problem, batch_only = _records_check(records, h.n_ids)
     if problem is not None:
         raise CaptureFormatError(problem)
@@ -650,9 +656,10 @@ def decode_payload_into(h: FrameHeader, payload, records, ids):
 
     Returns
     -------
-    (int, int)
-        Batch-only records (``CAPTURE_F_NOIDS``) and their packets, (0, 0)
-        when there are none: found by the checks, so the reader need not
+    (int, int, int)
+        Batch-only records (``CAPTURE_F_NOIDS``), their packets and refused
+        records (``CAPTURE_F_REFUSED``), (0, 0, 0) when there are none:
+        found by the checks, so the reader need not
         look again.
 
     Raises

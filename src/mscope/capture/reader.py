@@ -326,10 +326,10 @@ def _decode(e: _Entry, payload, keep: bool, out=None):
         e.t_first, e.t_last = int(t[0]), int(t[-1])
         if batch_only[0]:
             # Batch-only records: packets that have no ids (describe()).
-            e.batch_only = batch_only
-        at = np.flatnonzero(recs["flags"] & CAPTURE_F_REFUSED)
-        if len(at):
+            e.batch_only = batch_only[:2]
+        if batch_only[2]:
             # refused records: words, not packet ids (describe())
+            at = np.flatnonzero(recs["flags"] & CAPTURE_F_REFUSED)
             first = np.cumsum(id_counts(recs))[at] - 2
             e.refused = (len(at), int(ids[first].sum(dtype=np.uint64)))
     if keep:
@@ -750,6 +750,10 @@ class CaptureData:
         Ordered by stream, then seq; losses not tied to a stream last.
     stream_info : dict
         Manifest entry of each stream, by stream id.
+    refused_records : int or None
+        Refused records (``CAPTURE_F_REFUSED``) among ``records``, where
+        the reader counted them as it checked the chunks (None: not
+        counted): a reader of the records need not look for them when 0.
     """
     records: np.ndarray
     stream: np.ndarray
@@ -757,6 +761,7 @@ class CaptureData:
     ids: np.ndarray
     losses: list = field(default_factory=list)
     stream_info: dict = field(default_factory=dict)
+    refused_records: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -1041,7 +1046,8 @@ class Capture:
             records, ids, id_offsets = _assemble(scan, by[sid], sid)
             stream = np.broadcast_to(np.uint32(sid), (len(records),))
             parts[sid] = CaptureData(records, stream, id_offsets, ids, [],
-                                     {sid: self.streams[sid]})
+                                     {sid: self.streams[sid]},
+                                     sum(e.refused[0] for e in by[sid]))
         scan.records = scan.ids = None
         empty = CaptureData(np.zeros(0, CAPTURE_RECORD_DTYPE), np.zeros(0, np.uint32),
                             np.zeros(1, np.int64), np.zeros(0, np.uint64), losses,
@@ -1153,7 +1159,8 @@ class StreamFeed:
         if good:
             records, ids, id_offsets = _assemble(scan, good, stream, offsets)
             out = CaptureData(records, np.broadcast_to(np.uint32(stream), (len(records),)),
-                              id_offsets, ids, [], {stream: self.stream_info[stream]})
+                              id_offsets, ids, [], {stream: self.stream_info[stream]},
+                              sum(e.refused[0] for e in good))
         del scan.records[stream], scan.ids[stream]
         for e in ents:
             # each frame's views would keep the stream's arrays alive
