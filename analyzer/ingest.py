@@ -679,9 +679,9 @@ def _view(parts, whole, manifest, path, compiled=None):
                    sum(len(d.ids) - 2 * int(np.count_nonzero(d.records["flags"]
                                                              & CAPTURE_F_REFUSED))
                        for d in datas),
-                   lambda: all(((d.records["flags"] & _NO_PACKET_IDS) != 0).all()
-                               for d in datas)
-                   and any((d.records["flags"] & CAPTURE_F_NOIDS).any() for d in datas))
+                   lambda ds=datas: all(((d.records["flags"] & _NO_PACKET_IDS) != 0).all()
+                                        for d in ds)
+                   and any((d.records["flags"] & CAPTURE_F_NOIDS).any() for d in ds))
     del datas
     keys, nf_of_stream = _nf_keys(where, info)
     nfs = []

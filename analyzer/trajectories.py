@@ -32,7 +32,7 @@ import numpy as np
 from . import _match
 from .arrivals import arrivals_from_occupancy
 from .matching import DEFAULT_WINDOW_NS
-from .topology import SINK, port_codes
+from .topology import port_codes
 
 __all__ = ["Trajectories", "build_trajectories"]
 
