@@ -24,9 +24,10 @@
  * packets the NIC dropped while its rx queue was full) are read at the
  * first poll of every MSCOPE_REFUSED_NS and the first poll after a
  * silence (with MSCOPE_IDLE=0 none can be seen: the interval only), and
- * written as a refused record when they grew (mscope_record.h);
- * MSCOPE_REFUSED=0 turns that off, for PMDs whose stats are slow to
- * read.  MSCOPE_CB_CYCLES=1 times every callback
+ * written as a refused record when they grew (mscope_record.h), less
+ * often where a reading is slow (REFUSED_BUDGET); MSCOPE_REFUSED=0 turns
+ * that off (docs/attach.md says when to).  MSCOPE_CB_CYCLES=1 times every
+ * callback
  * (two serialised TSC reads each) and reports the sums in /mscope/status:
  * for bench/overhead.py, not for production.
  *
