@@ -27,9 +27,8 @@
  * written as a refused record when they grew (mscope_record.h), less
  * often where a reading is slow (REFUSED_BUDGET); MSCOPE_REFUSED=0 turns
  * that off (docs/attach.md says when to).  MSCOPE_CB_CYCLES=1 times every
- * callback
- * (two serialised TSC reads each) and reports the sums in /mscope/status:
- * for bench/overhead.py, not for production.
+ * callback (two serialised TSC reads each) and reports the sums in
+ * /mscope/status: for bench/overhead.py, not for production.
  *
  * Only when attached: an NF that links libmscope and calls mscope_rx/tx
  * itself also resolves rte_eth_dev_start here, and must not be recorded
