@@ -244,6 +244,10 @@ class Attribution:
         sparse.
     arrival_ns : ndarray of int64
         Arrival of each victim at its ``nf`` (-1 unknown).
+    source_cover : str or None
+        The prefix covering every address the source sent from (None:
+        none known).  A source culprit of that prefix is all the traffic:
+        no narrower prefix held the excess it is blamed for.
     """
     packet: np.ndarray
     packet_id: np.ndarray
@@ -253,6 +257,7 @@ class Attribution:
     culprits: list
     scores: CulpritScores
     arrival_ns: np.ndarray = None
+    source_cover: str = None
 
     def ranked_arrays(self):
         """Every victim's culprits, ranked, as flat arrays (no Python object
@@ -1497,4 +1502,5 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
                                 uncapped, capped, t.drop_nf, room, rate, slo_ns)
     return Attribution(vp, t.packet_id[vp], lat, dv,
                        NFLabels(vnf, names), culprits,
-                       CulpritScores(offsets, culprit, capped, uncapped, len(keys)), varr)
+                       CulpritScores(offsets, culprit, capped, uncapped, len(keys)), varr,
+                       sources.cover_str() if sources.known else None)

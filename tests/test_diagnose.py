@@ -185,6 +185,22 @@ def test_episodes_split_at_long_quiet_only():
     assert len(_episodes(np.concatenate([dense, dense + 6_000_000]))) == 1
 
 
+def test_a_source_culprit_of_all_the_traffic_says_so(tmp_path):
+    # a source culprit named by the prefix that covers every address the
+    # source sent from means no narrower prefix held the excess: the rule
+    # says so, rather than that those flows sent above their usual rate
+    from mscope.diagnose import _cause_text
+    cap = _capture(tmp_path, "cover", [_nf("fw", 200), _nf("nat", 300)], [], ms=5)
+    _, ctx = diagnose(cap, slo_us=150)
+    cover = ctx["attribution"].source_cover
+    assert cover == "10.0.0.0/8"                  # the traffic's src_prefix, as seen
+    c = {"kind": "flows", "flows": cover, "cause": "source"}
+    assert _cause_text(c, cover) == ("the traffic as a whole (flows 10.0.0.0/8) above its "
+                                     "usual rate, no narrower prefix standing out")
+    narrower = dict(c, flows="10.2.0.0/16")
+    assert _cause_text(narrower, cover) == "flows 10.2.0.0/16 sent above their usual rate"
+
+
 def test_stops_outside_the_victims_name_none(tmp_path):
     # nat stops for 60 us every ms, which makes few victims, and loses most
     # of its core for 3 ms, which makes the rest: its rule is not put down

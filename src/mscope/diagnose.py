@@ -639,8 +639,14 @@ def _culprit_text(c):
     return f"flows {c['flows']} ({c['cause']})"
 
 
-def _cause_text(c):
+def _cause_text(c, cover=None):
+    """What culprit `c` (a culprit dict) did; `cover`: the prefix of all
+    the source's addresses (Attribution.source_cover), which names a surge
+    no narrower prefix held."""
     if c["kind"] == "flows":
+        if c["flows"] == cover:
+            return (f"the traffic as a whole (flows {c['flows']}) above its usual rate, "
+                    f"no narrower prefix standing out")
         return f"flows {c['flows']} sent above their usual rate"
     if c["cause"] == "local":
         if c.get("flows"):
@@ -835,7 +841,7 @@ def _chain(rule, att, queues, at_nf, base=0, refused=None):
             if b > a:
                 peak = f" -> {nf} queue peaked at {int(q.step_len[a:b].max()):,} pkts"
     dropped = f" ({drops:,} dropped)" if drops else ""
-    cause = _cause_text(c)
+    cause = _cause_text(c, getattr(att, "source_cover", None))
     stops = (_stops(queues, c["nf"], arr, c["nf"] != nf)
              if len(arr) and c["kind"] == "nf"
              and c["cause"] == "local" and not c.get("flows") else None)
