@@ -85,7 +85,8 @@
  *   - Written only when the count grew.  The attach shim reads a port at
  *     the first poll of every MSCOPE_REFUSED_NS and at the first poll
  *     after a silence (a stop of the NF, seen only where it writes
- *     idle-poll records), so a stop's refusals are read as it ends.
+ *     idle-poll records), so a stop's refusals are read as it ends; a
+ *     port whose reading is slow, less often (mscope_attach.c).
  *   - Never combined with another bit.
  *
  * A padding record (flags bit 7) fills the bytes up to the end of the data
