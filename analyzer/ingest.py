@@ -563,7 +563,7 @@ def _take_refused(d, where):
     those records (REFUSED_DTYPE); `d` itself when it has none.  Refused
     records are neither batches nor idle polls: the expansion must not see
     them (flags & 7 of one is an rx record's)."""
-    if getattr(d, "refused_records", None) == 0:   # the reader counted none
+    if d.refused_records == 0:          # the reader counted none
         return d, None
     recs = d.records
     at = np.flatnonzero(recs["flags"] & CAPTURE_F_REFUSED)
@@ -676,9 +676,7 @@ def _view(parts, whole, manifest, path, compiled=None):
     datas = [whole] if parts is None else list(parts.values())
     # (a refused record's 2 words are not packet ids)
     _check_packets(where, sum(len(d.records) for d in datas),
-                   sum(len(d.ids) - 2 * int(np.count_nonzero(d.records["flags"]
-                                                             & CAPTURE_F_REFUSED))
-                       for d in datas),
+                   sum(len(d.ids) - 2 * _refused_count(d) for d in datas),
                    lambda ds=datas: all(((d.records["flags"] & _NO_PACKET_IDS) != 0).all()
                                         for d in ds)
                    and any((d.records["flags"] & CAPTURE_F_NOIDS).any() for d in ds))
@@ -730,8 +728,9 @@ def _view_feed(feed, manifest, path, compiled=None):
             if d is not None:
                 mine.append(d)
                 n_rec, n_ids = n_rec + len(d.records), n_ids + len(d.ids)
-                no_ids = no_ids and bool((d.records["flags"] & _NO_PACKET_IDS).all())
-                batch_only = batch_only or bool((d.records["flags"] & CAPTURE_F_NOIDS).any())
+                if no_ids:          # (a pass over the first stream's flags, as a rule)
+                    no_ids = bool((d.records["flags"] & _NO_PACKET_IDS).all())
+                    batch_only = batch_only or bool((d.records["flags"] & CAPTURE_F_NOIDS).any())
         nfs[k] = _nf(k, name, nf_id, mine, nf_of_stream, info, compiled, where)
         del mine
     whole = feed.finish()
@@ -740,6 +739,14 @@ def _view_feed(feed, manifest, path, compiled=None):
     n_ids -= 2 * sum(len(n.refused) for n in nfs)
     _check_packets(where, n_rec, n_ids, lambda: no_ids and batch_only)
     return _finish(nfs, whole, manifest, path)
+
+
+def _refused_count(d):
+    """Refused records in CaptureData `d`: the reader's count where it made
+    one, else counted here."""
+    if d.refused_records is not None:
+        return d.refused_records
+    return int(np.count_nonzero(d.records["flags"] & CAPTURE_F_REFUSED))
 
 
 #: Records with no packet ids: batch-only and refused ones.

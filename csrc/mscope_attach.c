@@ -242,9 +242,7 @@ thread_recorder(void)
 		__atomic_store_n(&silence_cycles, (ring_flags & MSCOPE_F_NOIDLE) ? UINT64_MAX :
 				 hz * 2 * MSCOPE_IDLE_NS / 1000000000ULL, __ATOMIC_RELAXED);
 		__atomic_store_n(&refused_cycles, refused_off ? 0 :
-				 hz / 1000000000ULL * MSCOPE_REFUSED_NS +
-				 hz % 1000000000ULL * MSCOPE_REFUSED_NS / 1000000000ULL,
-				 __ATOMIC_RELAXED);
+				 hz * MSCOPE_REFUSED_NS / 1000000000ULL, __ATOMIC_RELAXED);
 		/* The id stamp with the ring, whichever callback comes first:
 		 * registered on a thread's first packets instead, it held
 		 * testpmd's first burst behind OVS ~17 ms (docs/ovs.md). */

@@ -705,14 +705,10 @@ def _stops(queues, name, arr, downstream=False):
 
     Else a stop that repeats (a periodic timer, a thread descheduled now
     and then: :func:`_repeated_stops`)."""
-    from mscope.analyzer.ingest import SILENCE_NS
     q = queues.get(name)
     if q is None or len(arr) == 0:
         return None
-    s = np.concatenate([q.silences, q.held])
-    held = np.arange(len(s)) >= len(q.silences)
-    long = s[:, 1] - s[:, 0] >= 2 * SILENCE_NS
-    s, held = s[long], held[long]
+    s, held = _long_stops(q)
     if len(s) == 0:
         return None
     arr = np.sort(arr)
@@ -725,6 +721,17 @@ def _stops(queues, name, arr, downstream=False):
         a, b = s[j].tolist()
         return [(a, b, bool(held[j]))]
     return _repeated_stops(q, s, held, arr, late)
+
+
+def _long_stops(q):
+    """The stops of queue `q`'s NF a rule may name: its silences and held
+    batches twice SILENCE_NS long or more (shorter silences are mostly a
+    preempted thread), as rows (from, to ns), and which are held batches."""
+    from mscope.analyzer.ingest import SILENCE_NS
+    s = np.concatenate([q.silences, q.held])
+    held = np.arange(len(s)) >= len(q.silences)
+    long = s[:, 1] - s[:, 0] >= 2 * SILENCE_NS
+    return s[long], held[long]
 
 
 def _repeated_stops(q, s, held, arr, late):
@@ -841,7 +848,7 @@ def _chain(rule, att, queues, at_nf, base=0, refused=None):
             if b > a:
                 peak = f" -> {nf} queue peaked at {int(q.step_len[a:b].max()):,} pkts"
     dropped = f" ({drops:,} dropped)" if drops else ""
-    cause = _cause_text(c, getattr(att, "source_cover", None))
+    cause = _cause_text(c, att.source_cover)
     stops = (_stops(queues, c["nf"], arr, c["nf"] != nf)
              if len(arr) and c["kind"] == "nf"
              and c["cause"] == "local" and not c.get("flows") else None)
@@ -866,12 +873,12 @@ def format_summary(diag, ctx, top=5):
     if base:
         lines.append(f"times in ms from the capture's first record ({ctx.get('clock')}: "
                      f"{base / 1e6:,.3f} ms)")
-    rate = getattr(traj, "collision_rate", 0.0)
+    rate = traj.collision_rate
     if rate:
         per = sorted(((k, n) for n, k in traj.collisions.items() if k), reverse=True)
         lines.append(f"id collisions: {100 * rate:.3g}% of matched entries told apart by time ("
                      + ", ".join(f"{n} {k:,}" for k, n in per[:top]) + ")")
-    est = getattr(traj, "arrivals_estimated", None)
+    est = traj.arrivals_estimated
     if est:
         told = {e["nf"] for e in diag.get("refused", ())}
         lines.append("arrivals of packets no recorded tx sent, from the queue occupancy in "
@@ -880,7 +887,7 @@ def format_summary(diag, ctx, top=5):
                      + ("" if set(est) <= told else
                         " (what a full queue refused there is not in the capture"
                         + (" but where its NIC counted it, below)" if told else ")")))
-    unknown = getattr(traj, "arrivals_unknown", None)
+    unknown = traj.arrivals_unknown
     if unknown:
         lines.append("latency unknown for " + ", ".join(
             f"{k:,} packets starting at {n}" for n, k in unknown.items())
@@ -931,7 +938,6 @@ def _refused_text(episodes, queues, base, top):
     (the NIC's imissed; in no other record, so not among the victims): fw
     2,132 packets: 1,417 at 19.064-21.500 ms (fw stopped polling for
     1,500 us at 20.000 ms), 715 at ..."."""
-    from mscope.analyzer.ingest import SILENCE_NS
     per = {}
     for e in episodes:
         per.setdefault(e["nf"], []).append(e)
@@ -942,14 +948,13 @@ def _refused_text(episodes, queues, base, top):
         for e in eps[:3]:
             t = f"{e['packets']:,} at {_ms(e['from_ns'], base)}-{_ms(e['to_ns'], base)} ms"
             if q is not None:
-                s = np.concatenate([q.silences, q.held])
-                inside = (s[:, 1] > e["from_ns"]) & (s[:, 0] < e["to_ns"]) & \
-                    (s[:, 1] - s[:, 0] >= 2 * SILENCE_NS)
+                s, held = _long_stops(q)
+                inside = (s[:, 1] > e["from_ns"]) & (s[:, 0] < e["to_ns"])
                 if inside.any():
                     j = int(np.argmax(np.where(inside, s[:, 1] - s[:, 0], -1)))
                     us = f"{(s[j, 1] - s[j, 0]) / 1e3:,.0f} us"
-                    how = (f"stopped polling for {us}" if j < len(q.silences)
-                           else f"took {us} over one batch")
+                    how = (f"took {us} over one batch" if held[j]
+                           else f"stopped polling for {us}")
                     t += f" ({nf} {how} at {_ms(s[j, 0], base)} ms)"
             texts.append(t)
         if len(eps) > 3:

@@ -219,19 +219,17 @@ def _records_check(records, n_ids: int):
     flags, count = records["flags"], records["count"]
     packets = int(count.sum(dtype=np.uint64))
     special = np.bitwise_and(flags, CAPTURE_F_NOIDS | CAPTURE_F_REFUSED)
-    if not special.any():          # the common case: every record has its ids
-        if packets != n_ids:
-            return f"record counts sum to {packets}, the chunk holds {n_ids} ids", (0, 0, 0)
-        return None, (0, 0, 0)
-    refused = (special & CAPTURE_F_REFUSED) != 0
-    n_refused = int(np.count_nonzero(refused))
-    bad = np.flatnonzero(refused & ((flags != CAPTURE_F_REFUSED) | (count != 2)))
-    if bad.size:
-        return (f"record {int(bad[0])} (seq {int(records['seq'][bad[0]])}) is a refused "
-                f"record with flags {int(flags[bad[0]]):#x} and {int(count[bad[0]])} words "
-                f"(2 and no other flag)"), (0, 0, n_refused)
-    noids = (special & CAPTURE_F_NOIDS) != 0
-    if not noids.any():
+    n_refused, noids = 0, None
+    if special.any():              # rare: batch-only or refused records
+        refused = (special & CAPTURE_F_REFUSED) != 0
+        n_refused = int(np.count_nonzero(refused))
+        bad = np.flatnonzero(refused & ((flags != CAPTURE_F_REFUSED) | (count != 2)))
+        if bad.size:
+            return (f"record {int(bad[0])} (seq {int(records['seq'][bad[0]])}) is a refused "
+                    f"record with flags {int(flags[bad[0]]):#x} and {int(count[bad[0]])} "
+                    f"words (2 and no other flag)"), (0, 0, n_refused)
+        noids = (special & CAPTURE_F_NOIDS) != 0
+    if noids is None or not noids.any():       # every record's count is its ids
         if packets != n_ids:
             return (f"record counts sum to {packets}, the chunk holds {n_ids} ids",
                     (0, 0, n_refused))

@@ -39,10 +39,10 @@ def rewrite_capture(src, out, keep=None, records=None, idle_ns=True):
         for st in streams:
             extra = {"idle_ns": st["idle_ns"]} if idle_ns and "idle_ns" in st else None
             sid = w.add_stream(h, st["nf_id"], st["nf_name"], extra=extra)
-            mine = np.flatnonzero(data.stream == st["stream"])
-            recs = data.records[mine]
-            ids = np.concatenate([data.ids_of(i) for i in mine]) if len(mine) else \
-                np.zeros(0, np.uint64)
+            # read() holds a stream's records together: a slice, its ids too
+            lo, hi = np.searchsorted(data.stream, [st["stream"], st["stream"] + 1])
+            recs = data.records[lo:hi].copy()       # its seqs are renumbered
+            ids = data.ids[data.id_offsets[lo]:data.id_offsets[hi]]
             if records is not None:
                 recs, ids = records(st, recs, ids)
             recs["seq"] = np.arange(len(recs), dtype=np.uint64)
