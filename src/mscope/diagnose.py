@@ -944,11 +944,11 @@ def _refused_text(episodes, queues, base, top):
     parts = []
     for nf, eps in sorted(per.items(), key=lambda kv: -sum(e["packets"] for e in kv[1])):
         q = queues.get(nf)
+        s, held = _long_stops(q) if q is not None else (None, None)
         texts = []
         for e in eps[:3]:
             t = f"{e['packets']:,} at {_ms(e['from_ns'], base)}-{_ms(e['to_ns'], base)} ms"
             if q is not None:
-                s, held = _long_stops(q)
                 inside = (s[:, 1] > e["from_ns"]) & (s[:, 0] < e["to_ns"])
                 if inside.any():
                     j = int(np.argmax(np.where(inside, s[:, 1] - s[:, 0], -1)))

@@ -12,8 +12,8 @@ Examples
 """
 from mscope.errors import CaptureFormatError
 
-from .format import (CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_F_TX, CAPTURE_OCC_UNKNOWN,
-                     CAPTURE_RECORD_DTYPE, LOSS_KINDS, id_counts)
+from .format import (CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_F_TX,
+                     CAPTURE_OCC_UNKNOWN, CAPTURE_RECORD_DTYPE, LOSS_KINDS, id_counts)
 from .info import describe, format_text
 from .reader import Capture, CaptureData, Loss, StreamFeed, open_capture
 from .writer import CaptureStats, CaptureWriter
@@ -22,7 +22,8 @@ __all__ = [
     "CaptureWriter", "CaptureStats",
     "open_capture", "Capture", "CaptureData", "StreamFeed", "Loss", "LOSS_KINDS",
     "describe", "format_text",
-    "CAPTURE_RECORD_DTYPE", "CAPTURE_F_TX", "CAPTURE_F_ADDR", "CAPTURE_F_NOIDS", "CAPTURE_F_REFUSED",
+    "CAPTURE_RECORD_DTYPE", "CAPTURE_F_TX", "CAPTURE_F_ADDR", "CAPTURE_F_NOIDS",
+    "CAPTURE_F_REFUSED",
     "CAPTURE_OCC_UNKNOWN", "id_counts",
     "CaptureFormatError",
 ]
