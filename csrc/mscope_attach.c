@@ -154,6 +154,7 @@ struct port_refused {
 	uint64_t next;         /* TSC from which a poll reads again */
 	uint64_t tsc;          /* TSC at the end of the last reading */
 	uint64_t cost;         /* fewest cycles a reading took; 0 none yet */
+	uint32_t reads;        /* readings taken, up to REFUSED_LEARN */
 } __rte_cache_aligned;
 static struct port_refused port_refused[RTE_MAX_ETHPORTS];
 static int refused_off;                   /* MSCOPE_REFUSED=0 */
@@ -168,8 +169,13 @@ static uint64_t silence_cycles;           /* a poll after this long reads */
  * reading takes longer than MSCOPE_IDLE_NS is not read as a stop ends (its
  * backlog is waiting) but at its next due reading.  The cost is the
  * least a reading of the port took: one the VM or the kernel preempted
- * took longer (a 34 ms interval after one such on net_pcap). */
+ * took longer (a 34 ms interval after one such on net_pcap).  The first
+ * REFUSED_LEARN readings come every MSCOPE_REFUSED_NS whatever they cost:
+ * a port's first reading is a cold one (net_pcap opens its sysfs files
+ * for the first time), and on a loaded machine it took over 1 ms, which
+ * spaced the next one 235 ms away, past a stop it should have bounded. */
 #define REFUSED_BUDGET 200
+#define REFUSED_LEARN 4
 
 static void
 identity(void)
@@ -295,8 +301,11 @@ read_refused(struct mscope *ms, uint16_t port, uint16_t queue, uint32_t occ, uin
 		__atomic_store_n(&pr->next, UINT64_MAX, __ATOMIC_RELAXED);
 	} else if (rc != -EBUSY) {
 		cost = pr->cost == 0 ? t1 - t0 : RTE_MIN(pr->cost, t1 - t0);
-		pr->cost = cost;    /* only the reader (busy) writes it */
-		every = RTE_MAX(refused_cycles, REFUSED_BUDGET * cost);
+		pr->cost = cost;    /* only the reader (busy) writes these */
+		if (pr->reads < REFUSED_LEARN)
+			pr->reads++;
+		every = pr->reads < REFUSED_LEARN ? refused_cycles :
+			RTE_MAX(refused_cycles, REFUSED_BUDGET * cost);
 		__atomic_store_n(&pr->next, t1 + every, __ATOMIC_RELAXED);
 		/* a silence counts from the reading's end, and for a slow
 		 * port from its next due reading: none before then */
