@@ -444,6 +444,17 @@ cdef inline int64_t _period_idx(const int64_t[::1] pstart, int64_t t) noexcept n
     return lo - 1
 
 
+cdef inline double _cf_arrivals(int64_t t, double n_t, Py_ssize_t K, const int64_t[::1] ws,
+                               const int64_t[::1] we, const double[::1] base,
+                               const double[::1] cum, double usual) noexcept nogil:
+    # hop_scores' arrivals by t without an input cause: the usual rate
+    # inside window K - 1 (K windows start at or before t), the n_t that
+    # came outside, less the windows' excess so far
+    if K > 0 and t < we[K - 1]:
+        return base[K - 1] + usual * <double>(t - ws[K - 1])
+    return n_t - cum[K]
+
+
 cdef inline double _clip(double x, double lo, double hi) noexcept nogil:
     # np.clip: min(max(x, lo), hi)
     x = x if x > lo else lo
@@ -464,6 +475,8 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                const int64_t[::1] pstart, const int64_t[::1] pend,
                const int64_t[:, ::1] pquiet, double rate, double local_rate, double usual,
                const int64_t[::1] surge_start, const int64_t[::1] surge_end, bint judge_input,
+               const int64_t[::1] cf_start, const int64_t[::1] cf_end,
+               const double[::1] cf_base, const double[::1] cf_cum, bint cf_actual,
                uint64_t[::1] words, out_t[::1] kept, double[:, ::1] scores,
                int64_t[::1] state, double[::1] state_d):
     """Local and input scores of every hop at one NF (attribution.py,
@@ -481,8 +494,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     pstart, pend : queuing periods.
     pquiet : ``[period, t]`` rows, by period: the periods that began while
         the NF was silent, since `t` (before the start, no departure in
-        between); their no-input-cause queue counts the usual arrivals
-        from `t`.
+        between); their no-input-cause queue counts its arrivals from `t`.
     rate, usual : peak service rate and usual arrival rate (packets/ns).
     local_rate : the rate the NF is served at without a local cause (at
         most `rate`: the peak estimate less its tolerance).
@@ -490,6 +502,17 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
         hop's input score is 0 unless one of the windows (disjoint, sorted:
         the arrivals beyond their natural variation) overlaps the hop's
         [period start, arrival].
+    cf_start, cf_end, cf_base, cf_cum, cf_actual : the arrivals the
+        no-input-cause queue counts.  Without `cf_actual`, ``usual t`` by
+        time t.  With it, the arrivals (accepted and dropped) that came,
+        but within the windows ``[cf_start[k], cf_end[k])`` (disjoint,
+        sorted: where they ran beyond their natural variation either way)
+        the usual rate: ``cf_base[k] + usual (t - cf_start[k])`` inside
+        window k, ``N(t) - cf_cum[K]`` outside, where N(t) counts the
+        arrivals by t, K the windows started by t, ``cf_cum[K]`` the sum
+        of their excess ``N(end) - N(start) - usual (end - start)``
+        (``cf_cum[0] = 0``) and ``cf_base[k] = N(cf_start[k]) -
+        cf_cum[k]``.
     words : the NF's bitmap over all hops: bit h is set for each hop h
         written to `kept`.
     kept, scores : the hops whose scores (local, input) are not (+0.0,
@@ -512,7 +535,8 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
 
     The counterfactual queues need running minima within queuing periods:
     of ``i - r arr[i]`` over arrivals (no local cause) and of
-    ``usual dep[j] - (j + 1)`` over departures (no input cause).  They are
+    ``A(dep[j]) - (j + 1)`` over departures (no input cause; A the arrivals
+    it counts, ``usual t`` without `cf_actual`).  They are
     taken as numpy's version took them, so the sums round the same way: one
     running minimum over all of ``x - off`` plus ``off``, where ``off`` is
     ``(period index - first period index) * (range of x + 1)`` (each
@@ -523,7 +547,10 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     cdef Py_ssize_t nd = dep.shape[0], npd = pstart.shape[0]
     cdef Py_ssize_t i, ia = 0, idr = 0, ia1, id1, j1, x, c = 0
     cdef Py_ssize_t jM = 0, jp = 0, jpd = 0, jMs = 0, js = 0, nsg = surge_start.shape[0]
-    cdef Py_ssize_t jq = 0, nq = pquiet.shape[0]
+    cdef Py_ssize_t jq = 0, nq = pquiet.shape[0], nw = cf_start.shape[0]
+    cdef Py_ssize_t pa = 0, pd = 0, kd = 0, ka = 0, cf_p = -1
+    cdef int64_t t0
+    cdef double cf_t0 = 0
     cdef int64_t a, p, s, Ms, M, N, kk, h
     cdef double r = rate, rl = local_rate, xv, big_loc = 0, big_in = 0, lo, hi, off = 0
     cdef double run_loc = 0, run_in = 0, min_loc, min_in = 0, q, q_loc, q_in, m0, m
@@ -538,6 +565,8 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
         ia, idr, jM, jp, jpd, jMs = state[0], state[1], state[2], state[3], state[4], state[5]
         dpj, have_in, seg0_loc, seg0_in = state[6], state[7], state[8], state[9]
         lastb_t, lastb_n, js, jq = state[11], state[12], state[13], state[14]
+        pa, pd, kd, ka, cf_p = state[15], state[16], state[17], state[18], state[19]
+        cf_t0 = state_d[6]
         run_loc, run_in, min_in, big_loc, big_in = (state_d[0], state_d[1], state_d[2],
                                                     state_d[3], state_d[4])
         run_all = state_d[5]
@@ -564,12 +593,23 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             if nd:
                 lo, hi = 1e300, -1e300
                 for i in range(nd):
-                    xv = usual * <double>dep[i] - <double>(i + 1)
+                    if cf_actual:
+                        while pa < na and arr[pa] <= dep[i]:
+                            pa += 1
+                        while pd < ndr and d_arr[pd] <= dep[i]:
+                            pd += 1
+                        while kd < nw and cf_start[kd] <= dep[i]:
+                            kd += 1
+                        xv = _cf_arrivals(dep[i], <double>(pa + pd), kd, cf_start, cf_end,
+                                          cf_base, cf_cum, usual) - <double>(i + 1)
+                    else:
+                        xv = usual * <double>dep[i] - <double>(i + 1)
                     lo = xv if xv < lo else lo
                     hi = xv if xv > hi else hi
                 big_in = (hi - lo) + 1.0
                 seg0_in = _period_idx(pstart, dep[0])
             ia = idr = 0
+            pa = pd = kd = 0
         while ia < na or idr < ndr:
             i = ia + idr                            # merged index of the run
             if idr >= ndr or (ia < na and arr[ia] <= d_arr[idr]):
@@ -615,7 +655,17 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                     jpd += 1
                 dpj = jpd - 1
                 off = <double>(dpj - seg0_in) * big_in
-                xv = (usual * <double>dep[jM] - <double>j1) - off
+                if cf_actual:
+                    while pa < na and arr[pa] <= dep[jM]:
+                        pa += 1
+                    while pd < ndr and d_arr[pd] <= dep[jM]:
+                        pd += 1
+                    while kd < nw and cf_start[kd] <= dep[jM]:
+                        kd += 1
+                    xv = (_cf_arrivals(dep[jM], <double>(pa + pd), kd, cf_start, cf_end,
+                                       cf_base, cf_cum, usual) - <double>j1) - off
+                else:
+                    xv = (usual * <double>dep[jM] - <double>j1) - off
                 if not have_in or xv < run_in:
                     run_in = xv
                     have_in = True
@@ -636,11 +686,26 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             Ms = jMs
             while jq < nq and pquiet[jq, 0] < p:
                 jq += 1
-            m0 = usual * <double>(pquiet[jq, 1] if jq < nq and pquiet[jq, 0] == p else s) \
-                - <double>Ms
+            t0 = pquiet[jq, 1] if jq < nq and pquiet[jq, 0] == p else s
+            if not cf_actual:
+                m0 = usual * <double>t0 - <double>Ms
+            else:
+                if cf_p != p:           # the period's arrivals by t0, once
+                    cf_t0 = _cf_arrivals(t0, <double>(_period_idx(arr, t0) + 1 +
+                                                      _period_idx(d_arr, t0) + 1),
+                                         _period_idx(cf_start, t0) + 1, cf_start, cf_end,
+                                         cf_base, cf_cum, usual)
+                    cf_p = p
+                m0 = cf_t0 - <double>Ms
             same = M - 1 >= 0 and M - 1 >= Ms and dpj == p
             m = _min(m0, min_in) if same else m0
-            q_in = _clip((usual * <double>a - <double>M) - m, 0.0, q)
+            if cf_actual:
+                while ka < nw and cf_start[ka] <= a:
+                    ka += 1
+                q_in = _clip((_cf_arrivals(a, <double>N, ka, cf_start, cf_end, cf_base,
+                                           cf_cum, usual) - <double>M) - m, 0.0, q)
+            else:
+                q_in = _clip((usual * <double>a - <double>M) - m, 0.0, q)
             w_loc = _max(q_loc - 1, 0) / rl
             if M > 0:
                 # the batch taken last, served at rl, ends before the NF
@@ -689,6 +754,8 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     state[0], state[1], state[2], state[3], state[4], state[5] = ia, idr, jM, jp, jpd, jMs
     state[6], state[7], state[8], state[9], state[10] = dpj, have_in, seg0_loc, seg0_in, 1
     state[11], state[12], state[13], state[14] = lastb_t, lastb_n, js, jq
+    state[15], state[16], state[17], state[18], state[19] = pa, pd, kd, ka, cf_p
+    state_d[6] = cf_t0
     state_d[0], state_d[1], state_d[2], state_d[3], state_d[4] = (run_loc, run_in, min_in,
                                                                  big_loc, big_in)
     state_d[5] = run_all
@@ -696,8 +763,8 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
 
 
 #: Sizes of hop_scores' `state` and `state_d`.
-HOP_SCORES_STATE = 15
-HOP_SCORES_STATE_D = 6
+HOP_SCORES_STATE = 20
+HOP_SCORES_STATE_D = 7
 
 
 # -- attribution: victims ---------------------------------------------------

@@ -468,8 +468,12 @@ class _NF:
         # drain is prolonged by whatever arrives, and arrivals 20% over
         # their usual rate for a millisecond of heavy-flow traffic would
         # otherwise explain as much of the wait as the stall
-        self.surge_start, self.surge_end = _beyond_natural_variation(acc, self.d_arr,
-                                                                     self.usual)
+        self.surge_start, self.surge_end, ws, we = _beyond_natural_variation(
+            acc, self.d_arr, self.usual, ebbs=True)
+        # the no-input-cause queue counts the arrivals that came, but at
+        # the usual rate where they ran beyond their natural variation
+        # either way (hop_scores)
+        self._unusual = _unusual_windows(acc, self.d_arr, self.usual, ws, we)
         # the arrivals bound for each next NF, for bound_for: the
         # accepted ones as positions into hops_by_arr (4 bytes each, none
         # where all go to one NF, as in a chain: None), the dropped ones
@@ -524,11 +528,16 @@ class _NF:
           the batch taken last is served at r, while the NF at r would
           still be busy then (the same maximum over all t <= a, periods
           not restarting it, bounds that wait);
-        - no input cause (usual arrivals against the actual departures):
-          ``q_in = max over t of usual (a - t) - departures(t, a)``, from
-          where the NF went silent before the period if it did
-          (``period_quiet``): an NF that stopped polling while its queue
-          was empty would have queued its usual arrivals since;
+        - no input cause (the arrivals without their surges against the
+          actual departures): ``q_in = max over t of A(a) - A(t) -
+          departures(t, a)``, where A counts the arrivals that came, but
+          the usual rate within the windows where they ran beyond their
+          natural variation either way (a burst, or an upstream stall's
+          gap and the backlog it released; traffic that ran below its
+          median rate for a while, burst or not, was as light without
+          the burst), from where the NF went silent before the period if
+          it did (``period_quiet``): an NF that stopped polling while its
+          queue was empty would have queued its arrivals since;
         - the waits without each cause: the queue ahead (the victim itself
           not counted) cleared at r (local), or by the departures that
           actually followed, the victim's own one included (input); the
@@ -538,7 +547,8 @@ class _NF:
           variation somewhere in [s, a] (``surge_start``/``surge_end``).
         """
         arr, rx, dep = self._arr, self._rx, self._dep
-        del self._arr, self._rx, self._dep
+        unusual = self._unusual
+        del self._arr, self._rx, self._dep, self._unusual
         judge = self.surge_start is not None
         surge_start, surge_end = ((self.surge_start, self.surge_end) if judge else
                                   (np.zeros(0, np.int64), np.zeros(0, np.int64)))
@@ -558,7 +568,7 @@ class _NF:
             c = _attrib.hop_scores(arr, rx, self.hops_by_arr, self.d_arr, self.d_hops,
                                    dep, self.pstart, self.pend, self.pquiet, self.rate,
                                    self.rate / (1 + LOCAL_TOLERANCE), self.usual,
-                                   surge_start, surge_end, judge,
+                                   surge_start, surge_end, judge, *unusual, judge,
                                    S.words, kept, scores, state, state_d)
             if c < 0:                       # a run of equal arrivals longer than room
                 room = -c
@@ -825,7 +835,7 @@ class _Attributor:
                                [accs[rec[i]] for i in m.tolist()], depth)
 
 
-def _beyond_natural_variation(acc, dropped, usual):
+def _beyond_natural_variation(acc, dropped, usual, ebbs=False):
     """The windows in which the arrivals at an NF ran beyond their natural
     variation, merged into disjoint (starts, ends), sorted.
 
@@ -837,19 +847,23 @@ def _beyond_natural_variation(acc, dropped, usual):
     at least Poisson's sqrt(usual T)): a burst, or a backlog released
     upstream, stands out; the ebb and flow of a few heavy flows does not.
     (None, None) where no length fits or nothing arrives usually: no
-    baseline to judge by."""
+    baseline to judge by.
+
+    With `ebbs`, also the windows beyond it either way, merged apart: a
+    backlog released upstream comes after a gap, the upstream stall's.
+    Returns (starts, ends, either_starts, either_ends) then."""
     lo = min(acc[:1].tolist() + dropped[:1].tolist(), default=0)
     hi = max(acc[-1:].tolist() + dropped[-1:].tolist(), default=0)
     lengths = [T for T in NATURAL_WINDOWS_NS if hi - lo >= 8 * T and usual > 0]
     if not lengths:
-        return None, None               # no baseline to judge by
+        return (None, None, None, None) if ebbs else (None, None)    # no baseline
     # every length's edges (a half window apart) are every k-th of the
     # finest step's, which divides every half window: one search for all
     # (35 searches of 2 M arrivals were 56 ms on bench/analyze.py's capture)
     step = math.gcd(*[T // 2 for T in NATURAL_WINDOWS_NS])
     fine = np.arange(lo, hi, step, dtype=np.int64)
     fine_below = np.searchsorted(acc, fine) + np.searchsorted(dropped, fine)
-    parts = []
+    above, either = [], []
     for T in lengths:
         # window i is [edge i, edge i + 2): one count per edge serves two
         edge = fine[::T // 2 // step]
@@ -857,11 +871,37 @@ def _beyond_natural_variation(acc, dropped, usual):
         start = edge[:-2]
         excess = (below[2:] - below[:-2]) - usual * T
         q1, med, q3 = np.percentile(excess, [25, 50, 75])
-        beyond = np.flatnonzero(excess > med + NATURAL_Z * max((q3 - q1) / 1.349,
-                                                               np.sqrt(usual * T)))
-        parts.append((start[beyond], start[beyond] + T))
+        sd = NATURAL_Z * max((q3 - q1) / 1.349, np.sqrt(usual * T))
+        up = excess > med + sd
+        above.append((start[up], T))
+        if ebbs:
+            out = up | (excess < med - sd)
+            either.append((start[out], T))
+    s, e = _merged_windows(above)
+    return (s, e, *_merged_windows(either)) if ebbs else (s, e)
+
+
+def _unusual_windows(acc, dropped, usual, ws, we):
+    """The windows (ws, we) as hop_scores takes them (``cf_start, cf_end,
+    cf_base, cf_cum``): where the arrivals (`acc` accepted and `dropped`,
+    each sorted) ran beyond their natural variation either way, and what
+    counting the usual rate there makes of the arrivals by each time."""
+    if ws is None:
+        ws = we = np.zeros(0, np.int64)
+    def came_by(t):
+        return (np.searchsorted(acc, t, "right")
+                + np.searchsorted(dropped, t, "right")).astype(float)
+    n_s = came_by(ws)
+    excess = (came_by(we) - n_s) - usual * (we - ws).astype(float)
+    cum = np.concatenate([[0.0], np.cumsum(excess)])
+    return ws, we, n_s - cum[:-1], cum
+
+
+def _merged_windows(parts):
+    """(starts, ends) of the union of windows ``[s, s + T)`` over `parts`,
+    a list of (starts, T): disjoint, sorted."""
     s = np.concatenate([p[0] for p in parts])
-    e = np.concatenate([p[1] for p in parts])
+    e = np.concatenate([p[0] + p[1] for p in parts])
     if len(s) == 0:
         return s, e
     o = np.argsort(s, kind="stable")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mscope.analyzer import _attrib
+from mscope.analyzer.attribution import _unusual_windows
 
 INDEX = [np.int32, np.int64]
 
@@ -37,13 +38,30 @@ def _ref_seg_cummin(x, seg):
 
 
 def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx, dropped,
-                    surges=None, pquiet=None):
+                    surges=None, pquiet=None, unusual=None):
     """attribution._NF.hop_scores before the kernel (numpy); `surges`
     (starts, ends): input scores only where one overlaps [period start, a];
     `pquiet`: where the no-input-cause queue starts in each period (the
-    NF went silent), default the period's start."""
+    NF went silent), default the period's start; `unusual` (starts, ends):
+    the no-input-cause queue counts the arrivals that came, but the usual
+    rate within these windows (default: the usual rate throughout)."""
     if pquiet is None:
         pquiet = pstart
+
+    def came(t):                # arrivals by t without an input cause
+        if unusual is None:
+            return usual * t
+        ws, we = unusual
+        n_t = np.searchsorted(arr, t, "right").astype(float)
+        n_s = np.searchsorted(arr, ws, "right").astype(float)
+        cum = np.concatenate([[0.0], np.cumsum(
+            (np.searchsorted(arr, we, "right") - n_s) - usual * (we - ws).astype(float))])
+        K = np.searchsorted(ws, t, "right")
+        k = np.maximum(K - 1, 0)
+        inside = (K > 0) & (t < we[k]) if len(ws) else np.zeros(len(t), bool)
+        base = (n_s - cum[:-1])[k] if len(ws) else np.zeros(len(t))
+        return np.where(inside, base + usual * (t - ws[k] if len(ws) else t).astype(float),
+                        n_t - cum[K])
     def period_idx(t):
         return np.searchsorted(pstart, t, side="right") - 1
 
@@ -55,7 +73,7 @@ def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx,
     min_local = _ref_seg_cummin(np.arange(len(arr)) - local_rate * arr, period_idx(arr))
     min_all = np.minimum.accumulate(np.arange(len(arr)) - local_rate * arr)
     dp = period_idx(dep)
-    min_input = _ref_seg_cummin(usual * dep - (np.arange(len(dep)) + 1), dp)
+    min_input = _ref_seg_cummin(came(dep) - (np.arange(len(dep)) + 1), dp)
     n = len(a)
     L, I = np.zeros(n), np.zeros(n)
     p = period_of(a)
@@ -71,11 +89,11 @@ def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx,
     j = np.maximum(N - 1, 0)
     q_loc = np.clip(N - rl * a_ - min_local[j], 0, q)
     Ms = np.searchsorted(dep, s, "right")
-    m0 = usual * pquiet[p_] - Ms
+    m0 = came(pquiet[p_]) - Ms
     jd = M - 1
     same = (jd >= 0) & (jd >= Ms) & (dp[np.maximum(jd, 0)] == p_)
     m = np.where(same, np.minimum(m0, min_input[np.maximum(jd, 0)]), m0)
-    q_in = np.clip(usual * a_ - M - m, 0, q)
+    q_in = np.clip(came(a_) - M - m, 0, q)
     drop = dropped[ok]
     w = np.where(drop, 0, rx[ok] - a_).astype(float)
     w_loc = np.maximum(q_loc - 1, 0) / rl
@@ -280,10 +298,14 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     hops = (np.arange(len(arr)) * 3 + 1).astype(index)         # hop of each arrival
     # odd seeds: input scores judged by windows of arrivals beyond their
     # natural variation (disjoint, sorted), some inside queuing periods
-    surges = None
+    # and the no-input-cause queue counts the arrivals that came, but the
+    # usual rate within other such windows (beyond it either way)
+    surges = unusual = None
     if seed % 2:
         edges = np.sort(rng.choice(np.unique(arr), 40, replace=False))
         surges = (edges[0::2].astype(np.int64), edges[1::2].astype(np.int64))
+        edges = np.sort(rng.choice(np.unique(arr), 30, replace=False))
+        unusual = (edges[0::2].astype(np.int64), edges[1::2].astype(np.int64))
     # seeds 3-5: the NF went silent before some periods began (after the
     # last departure before each, as the records tell: none in between)
     pquiet = pstart
@@ -303,13 +325,14 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     words = np.zeros((nh + 63) // 64, np.uint64)
     state = np.zeros(_attrib.HOP_SCORES_STATE, np.int64)
     state_d = np.zeros(_attrib.HOP_SCORES_STATE_D)
+    cf = _unusual_windows(acc, arr[dropped], usual, *(unusual or (None, None)))
     room, parts, calls = 3, [], 0
     while state[0] < (~dropped).sum() or state[1] < dropped.sum():
         kept, sc = np.empty(room, index), np.empty((room, 2))
         c = _attrib.hop_scores(acc, dep, hops[~dropped], arr[dropped], hops[dropped], dep,
                                pstart, pend, quiet_rows, rate, local_rate, usual,
                                *(surges if surges else (no, no)), surges is not None,
-                               words, kept, sc, state, state_d)
+                               *cf, surges is not None, words, kept, sc, state, state_d)
         calls += 1
         if c < 0:
             room = -c
@@ -327,15 +350,15 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     _attrib.gather_scores(words, rank, values, np.arange(nh, dtype=index), L, I)
     assert not np.isnan(values).any()
     ref_L, ref_I = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, arr,
-                                   rx, dropped, surges, pquiet)
+                                   rx, dropped, surges, pquiet, unusual)
     assert (L[hops] > 0).any() and (I[hops] > 0).any()
     if seed >= 3:                       # silences lower input scores, never raise them
         from_start = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual,
-                                     arr, rx, dropped, surges)[1]
+                                     arr, rx, dropped, surges, None, unusual)[1]
         assert (ref_I < from_start).any() and (ref_I <= from_start).all()
     if surges:                          # some judged no cause, not all
         ref_all = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, arr,
-                                  rx, dropped)[1]
+                                  rx, dropped, None, pquiet, unusual)[1]
         assert ((ref_all > 0) & (ref_I == 0)).any()
     assert L[hops].tobytes() == ref_L.tobytes()
     assert I[hops].tobytes() == ref_I.tobytes()
