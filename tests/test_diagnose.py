@@ -1002,6 +1002,35 @@ def test_a_bug_under_traffic_above_its_median_is_not_the_sources(tmp_path):
     correct, labelled = res["b1"]
     assert labelled > 2000 and correct / labelled > 0.98, (correct, labelled)
 
+
+def test_a_burst_that_would_overflow_the_next_nf_is_the_bursts_at_a_slow_one(tmp_path):
+    # a bug slows a /10 at filt 30-fold while a burst of another prefix
+    # overloads probe, the NF after it (held-out ho43-03).  The bug's
+    # backlog held the burst at filt, which dropped some of its packets
+    # and made others late there.  Without the bug the burst would have
+    # overflowed probe's queue instead: the truth gives those victims to
+    # the burst alone (all named for filt before: 0%)
+    nfs = [{"name": "filt", "type": "monitor", "service_ns": 185, "batch": 8, "queue": 512},
+           {"name": "probe", "type": "vpn", "service_ns": 645, "batch": 64, "queue": 512},
+           {"name": "edge", "type": "monitor", "service_ns": 125, "batch": 128, "queue": 8192},
+           {"name": "mux", "type": "monitor", "service_ns": 95, "batch": 8, "queue": 8192}]
+    doc = _chain_doc("full-downstream", nfs,
+                     [{"id": "b1", "kind": "bug", "nf": "filt", "flows": "44.0.0.0/10",
+                       "from_ms": 33.022, "to_ms": 34.732, "slowdown": 30.2},
+                      {"id": "u2", "kind": "burst", "flows": "45.229.64.0/20", "at_ms": 33.157,
+                       "duration_us": 1682, "rate_mpps": 1.0}],
+                     rate=1.29, ms=100, slo=320, seed=18688)
+    doc["traffic"].update({"flows": 4000, "src_prefix": "44.0.0.0/8",
+                           "dst_prefix": "203.147.4.0/24"})
+    res, diag, _ = _scored(tmp_path, doc)
+    lab = _labels(tmp_path, "full-downstream")
+    dropped = _alone(diag, lab, "u2", nf="filt", dropped=True)
+    late = _alone(diag, lab, "u2", nf="filt", dropped=False)
+    assert len(dropped) > 500 and _named_for(dropped, "45.229.64.0/20") > 0.95
+    assert len(late) > 400 and _named_for(late, "45.229.64.0/20") > 0.8
+    correct, labelled = res["b1"]
+    assert labelled > 1000 and correct / labelled > 0.9
+
 def _without_idle_polls(src, out):
     """Capture `src` as a recorder without idle-poll records would have
     written it: its rx records of 0 packets left out (and the declared
