@@ -106,6 +106,31 @@ def gather_arrival(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
             arrival[i] = _arrival_of(hop_arrival_ns, hop_rx_ns, hops[i])
 
 
+def next_arrival_span(const out_t[::1] hops, const index_t[::1] hop_packet,
+                      const index2_t[::1] hop_nf, const int64_t[::1] hop_arrival_ns,
+                      int64_t k):
+    """Of `hops`, those whose packet's next hop is at NF k, its arrival
+    recorded: (how many, the earliest of those arrivals, the latest); (0,
+    0, -1) where none.  No array of them is made: `hops` may hold millions
+    (a long surge's arrivals at the NF before k)."""
+    cdef Py_ssize_t i, n = hops.shape[0], nh = hop_packet.shape[0], c = 0
+    cdef int64_t h, a, lo = 0, hi = -1
+    with nogil:
+        for i in range(n):
+            h = hops[i]
+            if h + 1 >= nh or hop_packet[h + 1] != hop_packet[h] or hop_nf[h + 1] != k:
+                continue
+            a = hop_arrival_ns[h + 1]
+            if a < 0:
+                continue
+            if c == 0 or a < lo:
+                lo = a
+            if c == 0 or a > hi:
+                hi = a
+            c += 1
+    return c, lo, hi
+
+
 def batch_last_tx(const out_t[::1] hops, const index_t[::1] hop_rx,
                   const int64_t[::1] hop_tx_ns, const int32_t[::1] rx_batch,
                   int64_t[::1] count, int64_t[::1] last_tx):
@@ -313,16 +338,19 @@ def merge_hops_by_arrival(const int64_t[::1] a1, const out_t[::1] h1,
 
 
 def hop_neighbours(const index_t[::1] hop_packet, const index2_t[::1] hop_nf,
-                   code_t[::1] prev_nf, code_t[::1] next_nf):
+                   code_t[::1] prev_nf, code_t[::1] next_nf, int64_t[:, ::1] links):
     """NF of each hop's previous and next hop on its packet's path, -1
     where there is none (hops are grouped by packet, in path order): one
-    pass, so that per-NF passes read a byte per hop, not the hop arrays."""
+    pass, so that per-NF passes read a byte per hop, not the hop arrays.
+    ``links[u, d]`` counts the hops at NF d whose previous hop was at NF
+    u (the NFs' graph as the packets went)."""
     cdef Py_ssize_t h, nh = hop_packet.shape[0]
     with nogil:
         for h in range(nh):
             if h > 0 and hop_packet[h - 1] == hop_packet[h]:
                 prev_nf[h] = <code_t>hop_nf[h - 1]
                 next_nf[h - 1] = <code_t>hop_nf[h]
+                links[hop_nf[h - 1], hop_nf[h]] += 1
             else:
                 prev_nf[h] = -1
                 if h > 0:
@@ -1228,23 +1256,28 @@ cdef double _pairwise_sum(const double[::1] a, Py_ssize_t lo, Py_ssize_t n) noex
 
 
 def tandem_queue_at(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
-                    const int64_t[::1] hop_rx_ns, double ru, double rd, double room,
-                    const int64_t[::1] start, const int64_t[::1] at, double[::1] out,
-                    double[::1] out_u):
+                    const int64_t[::1] hop_rx_ns, const int64_t[::1] extra, double ru,
+                    double rd, double room, const int64_t[::1] start, const int64_t[::1] at,
+                    double[::1] out, double[::1] out_u):
     """The queues an NF U and the next NF D would have had if U served
     its arrivals at its peak rate `ru` and D took what U passed on at its
     peak `rd`, holding at most `room` packets (dropping the rest): two
     fluid servers in tandem, fed by U's arrivals `hops` (those bound for
     D, sorted by arrival: a hop's arrival or, where not recorded, its rx),
-    both empty at ``start[b]``.  Just after the last arrival in
+    both empty at ``start[b]``; and the arrivals `extra` (times, sorted:
+    U's drops, which would have gone on without U's slowness), merged
+    with them as they come, not into an array of their own (U's arrivals
+    would be copied for each call).  Just after the last arrival in
     [``start[b]``, ``at[b]``]: U's backlog into ``out_u[b]``, D's into
     ``out[b]`` (packets; 0 before the first).  Queries with one start are
     answered in one pass from it (`start` and `at` ascending).
 
     Between arrivals U drains at `ru` while it holds any, and D fills at
     ``ru - rd`` meanwhile (drains at `rd` once U is empty)."""
-    cdef Py_ssize_t i = 0, b, n = hops.shape[0], nb = at.shape[0], c = 0
+    cdef Py_ssize_t i = 0, j = 0, b, n = hops.shape[0], nb = at.shape[0], c = 0
+    cdef Py_ssize_t ne = extra.shape[0], lo, hi, mid
     cdef double a, last = 0, dt, busy, qu = 0, qd = 0, inv_ru
+    cdef int64_t ah
     if out.shape[0] < nb or out_u.shape[0] < nb or start.shape[0] < nb:
         raise ValueError("start, out and out_u need one entry per time")
     if not (ru > 0 and rd > 0):
@@ -1258,10 +1291,26 @@ def tandem_queue_at(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
             if b == 0 or start[b] != start[b - 1]:
                 # both empty at the start: the first arrival from it on
                 i = _search_hops(hops, hops, True, hop_arrival_ns, hop_rx_ns, start[b], False)
+                lo, hi = 0, ne                  # the first extra at or after it
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if extra[mid] < start[b]:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                j = lo
                 qu = qd = 0
                 c = 0
-            while i < n and _arrival_of(hop_arrival_ns, hop_rx_ns, hops[i]) <= at[b]:
-                a = <double>_arrival_of(hop_arrival_ns, hop_rx_ns, hops[i])
+            while True:
+                ah = _arrival_of(hop_arrival_ns, hop_rx_ns, hops[i]) if i < n else -1
+                if i < n and ah <= at[b] and (j >= ne or ah <= extra[j]):
+                    i += 1
+                elif j < ne and extra[j] <= at[b]:
+                    ah = extra[j]
+                    j += 1
+                else:
+                    break
+                a = <double>ah
                 dt = a - last if c else 0.0
                 busy = qu * inv_ru
                 if busy > dt:
@@ -1275,7 +1324,6 @@ def tandem_queue_at(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
                     qd = 0
                 qu += 1.0
                 last = a
-                i += 1
                 c += 1
             out[b], out_u[b] = qd, qu
     return None

@@ -111,6 +111,7 @@ SCORE_CHUNK = 1 << 16
 _EPS = 1e-9
 _NO_POS = np.zeros(0, np.int32)
 _NO_ADDR = np.zeros(0, np.uint32)
+_NO_TIMES = np.zeros(0, np.int64)
 #: In _moved_downstream, the next NF's queue in the tandem is full (the
 #: victim would have been dropped there) from this share of the most it
 #: was seen to hold: the fluid queue drains a little between arrivals, and
@@ -475,12 +476,12 @@ class _NF:
         # drain is prolonged by whatever arrives, and arrivals 20% over
         # their usual rate for a millisecond of heavy-flow traffic would
         # otherwise explain as much of the wait as the stall
-        self.surge_start, self.surge_end, ws, we = _beyond_natural_variation(
-            acc, self.d_arr, self.usual, ebbs=True)
+        self._variation = _natural_variation(acc, self.d_arr, self.usual)
+        self.surge_start, self.surge_end, ws, we = _windows_beyond(self._variation)
         # the no-input-cause queue counts the arrivals that came, but at
         # the usual rate where they ran beyond their natural variation
         # either way (hop_scores)
-        self._unusual = _unusual_windows(acc, self.d_arr, self.usual, ws, we)
+        self._either = (ws, we)
         # the arrivals bound for each next NF, for bound_for: the
         # accepted ones as positions into hops_by_arr (4 bytes each, none
         # where all go to one NF, as in a chain: None), the dropped ones
@@ -521,6 +522,44 @@ class _NF:
         _attrib.merge_hops_by_arrival(arr, h, self.d_arr[j0:j1], self.d_hops[j0:j1], out)
         return out
 
+    def carry_surges(self, t, upstream):
+        """Add to the surge windows those of the NFs that feed this one
+        (`upstream`, their own carried ones included) where their packets
+        came on here, as far as they still stand out here.
+
+        A burst that queues at one NF reaches the next at that NF's peak
+        rate, spread over as long as the backlog took to clear: 39% over
+        the usual rate for 4 ms at the bottleneck, where heavy-tailed
+        traffic varies by 15% a millisecond (held-out ho44-08), so the
+        NF's own windows (fixed lengths, a grid) never saw it, and the
+        bottleneck's wait was all blamed on a stall there.  Over the span
+        the surge's packets took to arrive here, it stands out: judged by
+        this NF's own variation (:func:`_stands_out`), so that a heavy
+        flow's ebb and flow on one branch of a DAG, a surge there, does not
+        carry into the join."""
+        if self.surge_start is None:
+            return
+        starts, ends = [], []
+        for U in upstream:
+            if U.surge_start is None:
+                continue
+            for s0, e0 in zip(U.surge_start.tolist(), U.surge_end.tolist()):
+                n, a0, a1 = _attrib.next_arrival_span(U.arrived(s0, e0), t.hop_packet,
+                                                      t.hop_nf, t.hop_arrival_ns, self.k)
+                if n >= 2:
+                    starts.append(a0)
+                    ends.append(a1)
+        if not starts:
+            return
+        s, e = np.array(starts, np.int64), np.array(ends, np.int64)
+        keep = _stands_out(self._variation, self._arr, self.d_arr, self.usual, s, e)
+        if not keep.any():
+            return
+        s, e = s[keep], e[keep] + 1                     # e: the last one's arrival, in
+        self.surge_start, self.surge_end = _merged_windows(
+            [(self.surge_start, self.surge_end), (s, e)])
+        self._either = _merged_windows([self._either, (s, e)])
+
     def hop_scores(self, n_hops):
         """The local and input scores (packets) of every hop that arrived
         here, kept compact in ``self.scores`` (:class:`_HopScores`): one
@@ -554,8 +593,9 @@ class _NF:
           variation somewhere in [s, a] (``surge_start``/``surge_end``).
         """
         arr, rx, dep = self._arr, self._rx, self._dep
-        unusual = self._unusual
-        del self._arr, self._rx, self._dep, self._unusual
+        ws, we = self._either
+        unusual = _unusual_windows(arr, self.d_arr, self.usual, ws, we)
+        del self._arr, self._rx, self._dep, self._either, self._variation
         judge = self.surge_start is not None
         surge_start, surge_end = ((self.surge_start, self.surge_end) if judge else
                                   (np.zeros(0, np.int64), np.zeros(0, np.int64)))
@@ -636,14 +676,19 @@ class _Attributor:
         # the NF of each hop's previous and next hop (-1: none)
         code = np.int8 if len(names) < 127 else np.int16
         self.prev_nf, next_nf = np.empty(nh, code), np.empty(nh, code)
-        _attrib.hop_neighbours(traj.hop_packet, traj.hop_nf, self.prev_nf, next_nf)
-        # every hop's local and input scores, once (the recursion sums them)
+        links = np.zeros((len(names), len(names)), np.int64)
+        _attrib.hop_neighbours(traj.hop_packet, traj.hop_nf, self.prev_nf, next_nf, links)
+        # every hop's local and input scores, once (the recursion sums
+        # them), upstream first: an NF's surges carry on to the NFs after it
+        queued = {names.index(n): q for n, q in queues.items()}
         self.nfs = {}
-        for n, q in queues.items():
-            k = names.index(n)
-            self.nfs[k] = F = _NF(k, q, traj, drops[drop_nf == k], self.prev_nf, next_nf,
-                                  t0, t1)
+        for k in _upstream_first(links, list(queued)):
+            F = _NF(k, queued[k], traj, drops[drop_nf == k], self.prev_nf, next_nf, t0, t1)
+            F.carry_surges(traj, [self.nfs[u] for u in np.flatnonzero(links[:, k]).tolist()
+                                  if u in self.nfs])
             F.hop_scores(nh)
+            self.nfs[k] = F
+        self.nfs = dict(sorted(self.nfs.items()))
         self.names = names
         self.max_depth = max_depth
         # room to gather the scores of one family's hops (_diagnose_family),
@@ -842,50 +887,110 @@ class _Attributor:
                                [accs[rec[i]] for i in m.tolist()], depth)
 
 
-def _beyond_natural_variation(acc, dropped, usual, ebbs=False):
-    """The windows in which the arrivals at an NF ran beyond their natural
-    variation, merged into disjoint (starts, ends), sorted.
-
-    For each length T of NATURAL_WINDOWS_NS (one that fits 8 times in the
-    arrivals' span): the windows of T starting every T / 2, each window's
-    excess of arrivals (`acc` accepted and `dropped`, each sorted; drops
-    were offered too) over ``usual * T``, and those beyond the median
-    excess by more than NATURAL_Z robust standard deviations (IQR / 1.349,
-    at least Poisson's sqrt(usual T)): a burst, or a backlog released
-    upstream, stands out; the ebb and flow of a few heavy flows does not.
-    (None, None) where no length fits or nothing arrives usually: no
-    baseline to judge by.
-
-    With `ebbs`, also the windows beyond it either way, merged apart: a
-    backlog released upstream comes after a gap, the upstream stall's.
-    Returns (starts, ends, either_starts, either_ends) then."""
+def _natural_variation(acc, dropped, usual):
+    """An NF's arrivals against their natural variation: for each length T
+    of NATURAL_WINDOWS_NS that fits 8 times in the arrivals' span, the
+    windows of T starting every T / 2, each window's excess of arrivals
+    (`acc` accepted and `dropped`, each sorted; drops were offered too)
+    over ``usual * T``, its median and robust standard deviation (IQR /
+    1.349, at least Poisson's sqrt(usual T)): a list of (T, starts,
+    excesses, median, deviation), None where no length fits or nothing
+    arrives usually (no baseline to judge by)."""
     lo = min(acc[:1].tolist() + dropped[:1].tolist(), default=0)
     hi = max(acc[-1:].tolist() + dropped[-1:].tolist(), default=0)
     lengths = [T for T in NATURAL_WINDOWS_NS if hi - lo >= 8 * T and usual > 0]
     if not lengths:
-        return (None, None, None, None) if ebbs else (None, None)    # no baseline
+        return None
     # every length's edges (a half window apart) are every k-th of the
     # finest step's, which divides every half window: one search for all
     # (35 searches of 2 M arrivals were 56 ms on bench/analyze.py's capture)
     step = math.gcd(*[T // 2 for T in NATURAL_WINDOWS_NS])
     fine = np.arange(lo, hi, step, dtype=np.int64)
     fine_below = np.searchsorted(acc, fine) + np.searchsorted(dropped, fine)
-    above, either = [], []
+    out = []
     for T in lengths:
         # window i is [edge i, edge i + 2): one count per edge serves two
         edge = fine[::T // 2 // step]
         below = fine_below[::T // 2 // step]
-        start = edge[:-2]
         excess = (below[2:] - below[:-2]) - usual * T
         q1, med, q3 = np.percentile(excess, [25, 50, 75])
-        sd = NATURAL_Z * max((q3 - q1) / 1.349, np.sqrt(usual * T))
-        up = excess > med + sd
-        above.append((start[up], T))
-        if ebbs:
-            out = up | (excess < med - sd)
-            either.append((start[out], T))
-    s, e = _merged_windows(above)
-    return (s, e, *_merged_windows(either)) if ebbs else (s, e)
+        out.append((T, edge[:-2], excess, med, max((q3 - q1) / 1.349, np.sqrt(usual * T))))
+    return out
+
+
+def _windows_beyond(variation):
+    """From :func:`_natural_variation`: the windows whose excess is beyond
+    the median by more than NATURAL_Z deviations (a burst, or a backlog
+    released upstream, stands out; the ebb and flow of a few heavy flows
+    does not), and those beyond it either way (a backlog released
+    upstream comes after a gap, the upstream stall's), each merged into
+    disjoint (starts, ends), sorted: (starts, ends, either_starts,
+    either_ends), all None without a baseline."""
+    if variation is None:
+        return None, None, None, None
+    above, either = [], []
+    for T, start, excess, med, sd in variation:
+        up = excess > med + NATURAL_Z * sd
+        above.append((start[up], start[up] + T))
+        out = up | (excess < med - NATURAL_Z * sd)
+        either.append((start[out], start[out] + T))
+    return (*_merged_windows(above), *_merged_windows(either))
+
+
+def _beyond_natural_variation(acc, dropped, usual):
+    """The windows in which the arrivals at an NF ran beyond their natural
+    variation (:func:`_windows_beyond`): (starts, ends), (None, None)
+    without a baseline."""
+    return _windows_beyond(_natural_variation(acc, dropped, usual))[:2]
+
+
+def _stands_out(variation, acc, dropped, usual, s, e):
+    """Whether the arrivals in each window [s, e] (a surge's, carried from
+    upstream) stand out from an NF's natural variation
+    (:func:`_natural_variation`): their excess over the usual rate beyond
+    the median by more than NATURAL_Z deviations, both taken at the longest
+    of the NF's lengths that fits in the window (the shortest where none
+    does) and scaled to the window's length, the median in proportion,
+    the deviation by its square root."""
+    keep = np.zeros(len(s), bool)
+    if variation is None:
+        return keep
+    lengths = np.array([v[0] for v in variation])
+    span = np.maximum(e - s, 1).astype(float)
+    which = np.maximum(np.searchsorted(lengths, span, "right") - 1, 0)
+    T = lengths[which].astype(float)
+    med = np.array([v[3] for v in variation])[which] * span / T
+    sd = np.array([v[4] for v in variation])[which] * np.sqrt(span / T)
+    n = (np.searchsorted(acc, e, "right") - np.searchsorted(acc, s, "left")
+         + np.searchsorted(dropped, e, "right") - np.searchsorted(dropped, s, "left"))
+    return n - usual * span > med + NATURAL_Z * sd
+
+
+def _merged_windows(parts):
+    """(starts, ends) of the union of the windows of `parts`, a list of
+    (starts, ends): disjoint, sorted."""
+    s = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    e = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    if len(s) == 0:
+        return s, e
+    o = np.argsort(s, kind="stable")
+    s, e = s[o], np.maximum.accumulate(e[o])
+    # a window starting after every earlier one ended opens a new run
+    new = np.concatenate([[True], s[1:] > e[:-1]])
+    last = np.concatenate([np.flatnonzero(new)[1:] - 1, [len(s) - 1]])
+    return s[new], e[last]
+
+
+def _upstream_first(links, nfs):
+    """`nfs` (NF indices) ordered so that every NF comes after those that
+    feed it (``links[u, d] > 0``: packets went from u to d), ties by
+    index; NFs on a cycle, should there be one, in index order after."""
+    left, order = sorted(nfs), []
+    while left:
+        ready = [k for k in left if not any(links[u, k] for u in left if u != k)]
+        order += ready or left
+        left = [k for k in left if k not in order]
+    return order
 
 
 def _unusual_windows(acc, dropped, usual, ws, we):
@@ -902,21 +1007,6 @@ def _unusual_windows(acc, dropped, usual, ws, we):
     excess = (came_by(we) - n_s) - usual * (we - ws).astype(float)
     cum = np.concatenate([[0.0], np.cumsum(excess)])
     return ws, we, n_s - cum[:-1], cum
-
-
-def _merged_windows(parts):
-    """(starts, ends) of the union of windows ``[s, s + T)`` over `parts`,
-    a list of (starts, T): disjoint, sorted."""
-    s = np.concatenate([p[0] for p in parts])
-    e = np.concatenate([p[0] + p[1] for p in parts])
-    if len(s) == 0:
-        return s, e
-    o = np.argsort(s, kind="stable")
-    s, e = s[o], np.maximum.accumulate(e[o])
-    # a window starting after every earlier one ended opens a new run
-    new = np.concatenate([[True], s[1:] > e[:-1]])
-    last = np.concatenate([np.flatnonzero(new)[1:] - 1, [len(s) - 1]])
-    return s[new], e[last]
 
 
 def _batch_inflation(t, A, queues, h, h_nf, wait, nfs_here, L_h, I_h, which):
@@ -1232,13 +1322,16 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
         if len(y) == 0:
             continue
         i, hu, a_u, js = i[y], hu[y], a_u[y], js[y]
-        bound = _offered_towards(t, U, d)
+        pos = U.to_pos.get(d, _NO_POS)
+        bound = U.hops_by_arr if pos is None else U.hops_by_arr[pos]
+        # U's drops would have gone on too, where d is the only NF after U
+        extra = U.d_arr if pos is None else _NO_TIMES
         o = np.argsort(a_u, kind="stable")
         q, q_u = np.empty(len(o)), np.empty(len(o))
         # the tandem empty where U's input started to run beyond its
         # natural variation (the surge window of each victim): one pass
         # over each window's arrivals, not over the capture's
-        _attrib.tandem_queue_at(bound, t.hop_arrival_ns, t.hop_rx_ns, U.rate, D.rate,
+        _attrib.tandem_queue_at(bound, t.hop_arrival_ns, t.hop_rx_ns, extra, U.rate, D.rate,
                                 D.room, U.surge_start[js[o]],
                                 np.ascontiguousarray(a_u[o]), q, q_u)
         w_cf, w_cf_u = np.empty(len(o)), np.empty(len(o))
@@ -1265,22 +1358,6 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
         L_h[i[x]] -= moved[x] * U.rate
         I_h[i[x]] += moved[x] * U.rate
     return usual
-
-
-def _offered_towards(t, U, d):
-    """U's arrivals bound for NF d, sorted by arrival: those U passed on
-    and, where d is the only NF U passes packets to, those it dropped
-    (without its slowness they would have gone on to d)."""
-    pos = U.to_pos.get(d, _NO_POS)
-    if pos is not None:
-        return U.hops_by_arr[pos]
-    if len(U.d_hops) == 0:
-        return U.hops_by_arr
-    arr = np.empty(len(U.hops_by_arr), np.int64)
-    _attrib.gather_arrival(U.hops_by_arr, t.hop_arrival_ns, t.hop_rx_ns, arr)
-    out = np.empty(len(arr) + len(U.d_hops), U.hops_by_arr.dtype)
-    _attrib.merge_hops_by_arrival(arr, U.hops_by_arr, U.d_arr, U.d_hops, out)
-    return out
 
 
 def _waited_out_upstream(t, A, queues, h, h_nf, hv_of, vp, I_h, slo_ns):

@@ -239,9 +239,11 @@ def test_arrival_order_is_a_stable_argsort_over_hops(index):
                                                            rx[acc].tolist()))
 
 
-def _neighbour_codes(hop_packet, hop_nf, code=np.int8):
+def _neighbour_codes(hop_packet, hop_nf, code=np.int8, links=None):
     prev_nf, next_nf = np.empty(len(hop_packet), code), np.empty(len(hop_packet), code)
-    _attrib.hop_neighbours(hop_packet, hop_nf, prev_nf, next_nf)
+    n = int(hop_nf.max(initial=0)) + 1
+    _attrib.hop_neighbours(hop_packet, hop_nf, prev_nf, next_nf,
+                           np.zeros((n, n), np.int64) if links is None else links)
     return prev_nf, next_nf
 
 
@@ -253,9 +255,15 @@ def test_neighbours_counts_previous_and_next_nf(index, code):
     hop_nf = rng.integers(0, 4, 1500).astype(index)
     same = np.zeros(len(hop_packet) + 1, bool)
     same[1:-1] = hop_packet[1:] == hop_packet[:-1]
-    prev_nf, next_nf = _neighbour_codes(hop_packet, hop_nf, code)
+    links = np.zeros((4, 4), np.int64)
+    prev_nf, next_nf = _neighbour_codes(hop_packet, hop_nf, code, links)
     h = np.arange(len(hop_packet))
     assert prev_nf.tolist() == np.where(same[h], hop_nf[np.maximum(h - 1, 0)], -1).tolist()
+    # the hops at d after a hop at u, counted per (u, d)
+    after = np.flatnonzero(same[1:-1]) + 1
+    ref = np.zeros((4, 4), np.int64)
+    np.add.at(ref, (hop_nf[after - 1], hop_nf[after]), 1)
+    assert links.tolist() == ref.tolist() and links.sum() > 0
     assert next_nf.tolist() == np.where(same[h + 1], hop_nf[np.minimum(h + 1, len(h) - 1)],
                                         -1).tolist()
     hops = np.flatnonzero(hop_nf == 2).astype(index)
@@ -753,9 +761,13 @@ def test_tandem_queue_is_two_fluid_servers(index):
     # both servers empty at each query's start: the first arrival for the
     # first 30 queries, a later time for the rest
     start = np.where(np.arange(60) < 30, eff[0], at[30] - 300)
+    # a tenth of them apart, as times (U's drops), merged as they come
+    apart = rng.random(n) < 0.1
+    extra = np.sort(eff[apart])
+    kept = hops[~apart]
     for ru, rd, room in ((0.2, 0.05, 1e9), (0.2, 0.05, 30.0), (0.08, 0.05, 1e9)):
         q, q_u = np.empty(len(at)), np.empty(len(at))
-        _attrib.tandem_queue_at(hops, arr, rx, ru, rd, room, start, at, q, q_u)
+        _attrib.tandem_queue_at(kept, arr, rx, extra, ru, rd, room, start, at, q, q_u)
         ref, ref_u = _ref_tandem(eff.tolist(), ru, rd, room, at[:30].tolist())
         ref2, ref2_u = _ref_tandem([x for x in eff.tolist() if x >= start[30]], ru, rd, room,
                                    at[30:].tolist())
@@ -764,7 +776,8 @@ def test_tandem_queue_is_two_fluid_servers(index):
         assert np.allclose(q_u, np.concatenate([ref_u, ref2_u]), atol=0.2)
         assert q.max() > 5 and q.max() <= room
     with pytest.raises(ValueError, match="ascend"):
-        _attrib.tandem_queue_at(hops, arr, rx, 0.2, 0.05, 1e9, start, at[::-1].copy(), q, q_u)
+        _attrib.tandem_queue_at(hops, arr, rx, extra, 0.2, 0.05, 1e9, start, at[::-1].copy(),
+                                q, q_u)
 
 
 @pytest.mark.parametrize("nc", [0, 1, 5, 8, 9, 59, 128, 129, 300])

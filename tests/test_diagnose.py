@@ -769,6 +769,24 @@ def test_windows_beyond_natural_variation():
     assert _beyond_natural_variation(acc[:50], none, 1e-3) == (None, None)
 
 
+def test_a_surge_carried_from_upstream_is_judged_over_its_own_span():
+    from mscope.analyzer.attribution import _natural_variation, _stands_out
+    rng = np.random.default_rng(8)
+    # 30,000 arrivals at 1 Mpps whose rate wanders by 10% every 1,000 (a
+    # few heavy flows), 8,000 of them 30% faster: over the surge's own
+    # span they stand out, over as long a span after it they do not
+    rate = np.repeat(rng.normal(1.0, 0.1, 30), 1000).clip(0.5)
+    rate[10_000:18_000] *= 1.3
+    t = np.cumsum(rng.exponential(1000.0 / rate)).astype(np.int64)
+    none = np.zeros(0, np.int64)
+    var = _natural_variation(t, none, 1e-3)
+    a0, a1 = t[10_000], t[18_000]
+    out = _stands_out(var, t, none, 1e-3, np.array([a0, a1 + 1_000_000]),
+                      np.array([a1, 2 * a1 - a0 + 1_000_000]))
+    assert out.tolist() == [True, False]
+    assert not _stands_out(None, t, none, 1e-3, np.array([a0]), np.array([a1])).any()
+
+
 def test_a_healthy_batching_nf_passes_on_the_backlog_it_released(tmp_path):
     # nat stops 259 us, and a burst follows; pol, which takes up to 128
     # packets a poll at 11% load, releases nat's backlog in batches faster
@@ -1030,6 +1048,36 @@ def test_a_burst_that_would_overflow_the_next_nf_is_the_bursts_at_a_slow_one(tmp
     assert len(late) > 400 and _named_for(late, "45.229.64.0/20") > 0.8
     correct, labelled = res["b1"]
     assert labelled > 1000 and correct / labelled > 0.9
+
+
+def test_a_burst_spread_out_upstream_is_still_the_bursts_at_the_bottleneck(tmp_path):
+    # a 3.85 Mpps burst queues at tun, the first NF, and reaches sbc-a,
+    # the bottleneck three NFs on, at the peak rates on the way: 39% over
+    # its usual rate for 4 ms, which sbc-a's own windows cannot tell from
+    # the ebb and flow of heavy-tailed traffic; an interrupt at sbc-a
+    # follows while the backlog drains (held-out ho44-08).  The surge seen
+    # upstream carries on to sbc-a where it still stands out there: the
+    # victims the truth gives to the burst alone are named for it (44%
+    # before, the rest sbc-a local)
+    nfs = [{"name": "tun", "type": "vpn", "service_ns": 385, "batch": 128, "queue": 4096},
+           {"name": "vpn", "type": "nat", "service_ns": 280, "batch": 128, "queue": 256},
+           {"name": "sbc", "type": "nat", "service_ns": 410, "batch": 64, "queue": 8192},
+           {"name": "sbc-a", "type": "ids", "service_ns": 445, "batch": 4, "queue": 4096},
+           {"name": "relay", "type": "lb", "service_ns": 130, "batch": 32, "queue": 8192}]
+    doc = _chain_doc("spread-burst", nfs,
+                     [{"id": "u1", "kind": "burst", "flows": "203.128.0.0/16", "at_ms": 16.243,
+                       "duration_us": 977, "rate_mpps": 3.85},
+                      {"id": "i2", "kind": "interrupt", "nf": "sbc-a", "at_ms": 22.876,
+                       "duration_us": 1059}], rate=1.697, ms=30, slo=360, seed=597131)
+    doc["traffic"].update({"flows": 1000, "src_prefix": "44.0.0.0/8",
+                           "dst_prefix": "60.73.202.0/24"})
+    res, diag, _ = _scored(tmp_path, doc)
+    only = _alone(diag, _labels(tmp_path, "spread-burst"), "u1", nf="sbc-a")
+    assert len(only) > 5000 and _named_for(only, "203.128.0.0/16") > 0.95
+    # most by the burst's own prefix, not a cover of all the traffic
+    assert _share(_tops({"victims": only}), lambda c: c.get("flows") == "203.128.0.0/16") > 0.8
+    correct, labelled = res["i2"]
+    assert labelled > 5000 and correct / labelled > 0.95
 
 def _without_idle_polls(src, out):
     """Capture `src` as a recorder without idle-poll records would have
