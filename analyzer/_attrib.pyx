@@ -483,6 +483,25 @@ cdef inline double _cf_arrivals(int64_t t, double n_t, Py_ssize_t K, const int64
     return n_t - cum[K]
 
 
+cdef inline double _cf_walk(int64_t t, const int64_t[::1] arr, const int64_t[::1] d_arr,
+                           const int64_t[::1] ws, const int64_t[::1] we,
+                           const double[::1] base, const double[::1] cum, double usual,
+                           bint actual, Py_ssize_t *pa, Py_ssize_t *pd,
+                           Py_ssize_t *kw) noexcept nogil:
+    # _cf_arrivals at t, for times t ascending from one call to the next:
+    # the arrivals by t and the windows started by t counted on from where
+    # the last call left them (pa, pd, kw); usual t without `actual`
+    if not actual:
+        return usual * <double>t
+    while pa[0] < arr.shape[0] and arr[pa[0]] <= t:
+        pa[0] += 1
+    while pd[0] < d_arr.shape[0] and d_arr[pd[0]] <= t:
+        pd[0] += 1
+    while kw[0] < ws.shape[0] and ws[kw[0]] <= t:
+        kw[0] += 1
+    return _cf_arrivals(t, <double>(pa[0] + pd[0]), kw[0], ws, we, base, cum, usual)
+
+
 cdef inline double _clip(double x, double lo, double hi) noexcept nogil:
     # np.clip: min(max(x, lo), hi)
     x = x if x > lo else lo
@@ -621,17 +640,8 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             if nd:
                 lo, hi = 1e300, -1e300
                 for i in range(nd):
-                    if cf_actual:
-                        while pa < na and arr[pa] <= dep[i]:
-                            pa += 1
-                        while pd < ndr and d_arr[pd] <= dep[i]:
-                            pd += 1
-                        while kd < nw and cf_start[kd] <= dep[i]:
-                            kd += 1
-                        xv = _cf_arrivals(dep[i], <double>(pa + pd), kd, cf_start, cf_end,
-                                          cf_base, cf_cum, usual) - <double>(i + 1)
-                    else:
-                        xv = usual * <double>dep[i] - <double>(i + 1)
+                    xv = _cf_walk(dep[i], arr, d_arr, cf_start, cf_end, cf_base, cf_cum,
+                                  usual, cf_actual, &pa, &pd, &kd) - <double>(i + 1)
                     lo = xv if xv < lo else lo
                     hi = xv if xv > hi else hi
                 big_in = (hi - lo) + 1.0
@@ -672,7 +682,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             # and over all arrivals so far, periods or not
             if i == 0 or x_all < run_all:
                 run_all = x_all
-            # departures <= a, with the running minimum of y = usual dep[j]
+            # departures <= a, with the running minimum of y = A(dep[j])
             # - (j + 1) within periods: by runs of equal departures (a
             # batch), whose last element is the run's minimum
             while jM < nd and dep[jM] <= a:
@@ -683,17 +693,8 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                     jpd += 1
                 dpj = jpd - 1
                 off = <double>(dpj - seg0_in) * big_in
-                if cf_actual:
-                    while pa < na and arr[pa] <= dep[jM]:
-                        pa += 1
-                    while pd < ndr and d_arr[pd] <= dep[jM]:
-                        pd += 1
-                    while kd < nw and cf_start[kd] <= dep[jM]:
-                        kd += 1
-                    xv = (_cf_arrivals(dep[jM], <double>(pa + pd), kd, cf_start, cf_end,
-                                       cf_base, cf_cum, usual) - <double>j1) - off
-                else:
-                    xv = (usual * <double>dep[jM] - <double>j1) - off
+                xv = (_cf_walk(dep[jM], arr, d_arr, cf_start, cf_end, cf_base, cf_cum, usual,
+                               cf_actual, &pa, &pd, &kd) - <double>j1) - off
                 if not have_in or xv < run_in:
                     run_in = xv
                     have_in = True
