@@ -779,9 +779,9 @@ def test_a_surge_carried_from_upstream_is_judged_over_its_own_span():
     rate[10_000:18_000] *= 1.3
     t = np.cumsum(rng.exponential(1000.0 / rate)).astype(np.int64)
     none = np.zeros(0, np.int64)
-    var = _natural_variation(t, none, 1e-3)
+    scales = [(T, med, sd) for T, _, _, med, sd in _natural_variation(t, none, 1e-3)]
     a0, a1 = t[10_000], t[18_000]
-    out = _stands_out(var, t, none, 1e-3, np.array([a0, a1 + 1_000_000]),
+    out = _stands_out(scales, t, none, 1e-3, np.array([a0, a1 + 1_000_000]),
                       np.array([a1, 2 * a1 - a0 + 1_000_000]))
     assert out.tolist() == [True, False]
     assert not _stands_out(None, t, none, 1e-3, np.array([a0]), np.array([a1])).any()
