@@ -1251,6 +1251,57 @@ def _late_even_so(t, hops, a_u, w_u, w_d, usual, slo_ns):
     return (src >= 0) & ((a_u - src) + w_u + w_d + _usual_time_from(t, hops, usual) > slo_ns)
 
 
+def _held_into_a_stop(t, A, h, h_nf, L_h):
+    """A victim that U's slowness held until after the next NF D stopped
+    (went silent with its queue empty: ``period_quiet``), and that without
+    it would have reached D before D stopped, waited out D's stop only
+    because U held it: D's local wait is U's doing (SCENARIO.md's
+    counterfactual: without U's slowness it is not a victim of D's stop;
+    without D's, U's hold alone may still make it late).  Its local score
+    at D moves to its local score at U, as ns of its delay.  Only where D
+    stopped: a D that is slow while it polls (a contention, a bug) would
+    have been slow for the victim arriving sooner too, and D's empty queue
+    then may be U's hold starving it.  `h` is in hop order (a packet's
+    hops in path order, one after another).  In place.
+
+    Interrupts at steer8 and then at xlat4, the NF after it (held-out
+    ho45-15): 316 victims of steer8's alone, held until xlat4 had
+    stopped, were named for xlat4."""
+    if len(h) < 2:
+        return
+    rate = np.zeros(len(t.nf_names))
+    for k, F in A.nfs.items():
+        rate[k] = F.rate
+    # hops with a local score whose previous hop (the same packet's, at U)
+    # has one too
+    j = np.flatnonzero(L_h > _EPS)
+    jp = np.minimum(np.searchsorted(h, h[j] - 1), len(h) - 1)
+    ok = ((h[jp] == h[j] - 1) & (t.hop_packet[h[jp]] == t.hop_packet[h[j]])
+          & (L_h[jp] > _EPS))
+    j, jp = j[ok], jp[ok]
+    ru, rd = rate[h_nf[jp]], rate[h_nf[j]]
+    ok = (ru > 0) & (rd > 0)
+    j, jp, ru, rd = j[ok], jp[ok], ru[ok], rd[ok]
+    if len(j) == 0:
+        return
+    hd = h[j]
+    a_d = np.where(t.hop_arrival_ns[hd] >= 0, t.hop_arrival_ns[hd], t.hop_rx_ns[hd])
+    # where D went silent before the queuing period the victim met there
+    stopped = np.full(len(j), -1, np.int64)
+    for k in np.unique(h_nf[j]).tolist():
+        D = A.nfs[k]
+        if len(D.pquiet) == 0:
+            continue
+        sel = np.flatnonzero(h_nf[j] == k)
+        p = D.period_of(a_d[sel])
+        r = np.minimum(np.searchsorted(D.pquiet[:, 0], p), len(D.pquiet) - 1)
+        stopped[sel] = np.where((p >= 0) & (D.pquiet[r, 0] == p), D.pquiet[r, 1], -1)
+    # sooner by what U's slowness held it
+    x = np.flatnonzero((stopped >= 0) & (a_d - L_h[jp] / ru < stopped))
+    L_h[jp[x]] += L_h[j[x]] / rd[x] * ru[x]
+    L_h[j[x]] = 0.0
+
+
 def _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns):
     """A victim that waited at an NF U for U's slowness (its local score
     there) would, without it, have reached the next NF D sooner -- and
@@ -1605,6 +1656,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     _batch_inflation(t, A, queues, h, h_nf, wait_h, nfs_here, L_h, I_h, short[hv_of])
     _unexplained_waits_as_input(A, h_nf, hv_of, wait_h, nv, L_h, I_h)
     _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns)
+    _held_into_a_stop(t, A, h, h_nf, L_h)
     waited_v, waited_nf, waited_ns = _waited_out_upstream(t, A, queues, h, h_nf, hv_of, vp,
                                                           I_h, slo_ns)
     for k in nfs_here:

@@ -1079,6 +1079,34 @@ def test_a_burst_spread_out_upstream_is_still_the_bursts_at_the_bottleneck(tmp_p
     correct, labelled = res["i2"]
     assert labelled > 5000 and correct / labelled > 0.95
 
+
+def test_a_victim_held_into_the_next_nfs_stop_is_the_holders(tmp_path):
+    # an interrupt at steer, then one at xlat, the NF after it, from
+    # before steer's ends (held-out ho45-15): packets steer held reached
+    # xlat after it had stopped and waited out its stop too.  Without
+    # steer's stall they would have passed xlat before it stopped, and
+    # steer's wait alone is over the objective: the truth gives them to
+    # steer alone (all named for xlat before, the longer wait)
+    nfs = [{"name": "steer", "type": "nat", "service_ns": 335, "batch": 32, "queue": 1024},
+           {"name": "xlat", "type": "lb", "service_ns": 120, "batch": 128, "queue": 1024},
+           {"name": "sbc", "type": "vpn", "service_ns": 710, "batch": 32, "queue": 8192}]
+    doc = _chain_doc("held-into-a-stop", nfs,
+                     [{"id": "i1", "kind": "interrupt", "nf": "steer", "at_ms": 29.474,
+                       "duration_us": 293},
+                      {"id": "i2", "kind": "interrupt", "nf": "xlat", "at_ms": 29.737,
+                       "duration_us": 424}], rate=1.023, ms=100, slo=180, seed=633402)
+    doc["traffic"].update({"flows": 4000, "src_prefix": "100.64.0.0/12",
+                           "dst_prefix": "198.0.0.0/8", "tcp_share": 0.58})
+    res, diag, _ = _scored(tmp_path, doc)
+    lab = _labels(tmp_path, "held-into-a-stop")
+    only = _alone(diag, lab, "i1")
+    assert len(only) > 250
+    assert _share(_tops({"victims": only}), lambda c: c.get("nf") == "steer"
+                  and c["cause"] == "local") > 0.95
+    # xlat's own victims stay xlat's
+    correct, labelled = res["i2"]
+    assert labelled > 1000 and correct / labelled > 0.95
+
 def _without_idle_polls(src, out):
     """Capture `src` as a recorder without idle-poll records would have
     written it: its rx records of 0 packets left out (and the declared
