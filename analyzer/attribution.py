@@ -430,8 +430,7 @@ class _NF:
         else:
             # a stable argsort of the arrivals taken in hop order
             h = np.sort(q.hops)
-            a = np.where(traj.hop_arrival_ns[h] >= 0, traj.hop_arrival_ns[h],
-                         traj.hop_rx_ns[h])
+            a = _arrival(traj, h)
             o = np.argsort(a, kind="stable")
             acc, acc_hops = a[o], h[o]
             acc_rx = traj.hop_rx_ns[acc_hops]
@@ -1231,6 +1230,12 @@ def _usual_time_from(t, hops, usual):
     return tot
 
 
+def _arrival(t, hops):
+    """Each hop's arrival at its NF, its rx where no arrival was recorded
+    (as ``_attrib.gather_arrival``)."""
+    return np.where(t.hop_arrival_ns[hops] >= 0, t.hop_arrival_ns[hops], t.hop_rx_ns[hops])
+
+
 def _next_hops(t, hops):
     """Each hop's next one (hop + 1), and whether it is the same packet's,
     received there, its arrival recorded."""
@@ -1251,7 +1256,7 @@ def _late_even_so(t, hops, a_u, w_u, w_d, usual, slo_ns):
     return (src >= 0) & ((a_u - src) + w_u + w_d + _usual_time_from(t, hops, usual) > slo_ns)
 
 
-def _held_into_a_stop(t, A, h, h_nf, L_h):
+def _held_into_a_stop(t, A, h, h_nf, rate, L_h):
     """A victim that U's slowness held until after the next NF D stopped
     (went silent with its queue empty: ``period_quiet``), and that without
     it would have reached D before D stopped, waited out D's stop only
@@ -1269,9 +1274,6 @@ def _held_into_a_stop(t, A, h, h_nf, L_h):
     stopped, were named for xlat4."""
     if len(h) < 2:
         return
-    rate = np.zeros(len(t.nf_names))
-    for k, F in A.nfs.items():
-        rate[k] = F.rate
     # hops with a local score whose previous hop (the same packet's, at U)
     # has one too
     j = np.flatnonzero(L_h > _EPS)
@@ -1285,7 +1287,7 @@ def _held_into_a_stop(t, A, h, h_nf, L_h):
     if len(j) == 0:
         return
     hd = h[j]
-    a_d = np.where(t.hop_arrival_ns[hd] >= 0, t.hop_arrival_ns[hd], t.hop_rx_ns[hd])
+    a_d = _arrival(t, hd)
     # where D went silent before the queuing period the victim met there
     stopped = np.full(len(j), -1, np.int64)
     for k in np.unique(h_nf[j]).tolist():
@@ -1369,7 +1371,7 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
         if D is None or not 0 < D.rate < U.rate:
             continue
         hu = h[i]
-        a_u = np.where(t.hop_arrival_ns[hu] >= 0, t.hop_arrival_ns[hu], t.hop_rx_ns[hu])
+        a_u = _arrival(t, hu)
         js = np.searchsorted(U.surge_start, a_u, "right") - 1
         y = np.flatnonzero(js >= 0)
         p = U.period_of(a_u[y])
@@ -1460,7 +1462,7 @@ def _waited_out_upstream(t, A, queues, h, h_nf, hv_of, vp, I_h, slo_ns):
             D.scores.gather(jd.astype(h.dtype), L_d, I_d)
             i, jd = i[L_d > _EPS], jd[L_d > _EPS]
             hu = h[i]
-            a_u = np.where(t.hop_arrival_ns[hu] >= 0, t.hop_arrival_ns[hu], t.hop_rx_ns[hu])
+            a_u = _arrival(t, hu)
             w_u = (t.hop_rx_ns[hu] - a_u).astype(float)
             shift = np.minimum(I_h[i] / U.rate, w_u)
             x = t.hop_arrival_ns[jd] - shift.astype(np.int64)      # at D, sooner
@@ -1498,7 +1500,7 @@ def _surges_own(t, A, U, hops):
     if t.src_addr is None or U.surge_start is None or len(U.surge_start) == 0 \
             or len(hops) == 0:
         return own
-    a = np.where(t.hop_arrival_ns[hops] >= 0, t.hop_arrival_ns[hops], t.hop_rx_ns[hops])
+    a = _arrival(t, hops)
     js = np.searchsorted(U.surge_start, a, "right") - 1
     addr = t.src_addr[t.hop_packet[hops]]
     for j in np.unique(js[js >= 0]).tolist():
@@ -1542,7 +1544,7 @@ def _usual_input_wait(t, D, q, x, p):
         a0, a1 = _attrib.arrivals_between(D.hops_by_arr, t.hop_arrival_ns, t.hop_rx_ns, s,
                                           int(xs[-1]))
         ha = D.hops_by_arr[a0:a1]
-        arr = np.where(t.hop_arrival_ns[ha] >= 0, t.hop_arrival_ns[ha], t.hop_rx_ns[ha])
+        arr = _arrival(t, ha)
         queued = np.maximum(a0 + np.searchsorted(arr, xs, "right") - (Ms + M), 0)
         qi = np.clip((D.usual * xs - (Ms + M)) - low, 0.0, queued)
         k = np.minimum(M + np.ceil(np.maximum(qi - 1, 0)).astype(np.int64), len(dep) - 1)
@@ -1656,14 +1658,14 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     _batch_inflation(t, A, queues, h, h_nf, wait_h, nfs_here, L_h, I_h, short[hv_of])
     _unexplained_waits_as_input(A, h_nf, hv_of, wait_h, nv, L_h, I_h)
     _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns)
-    _held_into_a_stop(t, A, h, h_nf, L_h)
+    _held_into_a_stop(t, A, h, h_nf, rate, L_h)
     waited_v, waited_nf, waited_ns = _waited_out_upstream(t, A, queues, h, h_nf, hv_of, vp,
                                                           I_h, slo_ns)
     for k in nfs_here:
         F = A.nfs[k]
         sel = np.flatnonzero(h_nf == k)
         hk = h[sel]
-        a_k = np.where(t.hop_arrival_ns[hk] >= 0, t.hop_arrival_ns[hk], t.hop_rx_ns[hk])
+        a_k = _arrival(t, hk)
         L, I = L_h[sel], I_h[sel]
         # in ns of the victim's delay: packets at k take 1 / r_k each, so
         # a fast NF's packets weigh less than a slow NF's
