@@ -19,7 +19,8 @@ __all__ = ["prefix_str", "covering_prefix", "heavy_prefixes", "SourceRates",
            "EXCESS_SHARE"]
 
 #: A burst is named by the most specific prefix holding this share of the
-#: source's excess packets in the window.
+#: source's excess packets in the window, and of every less specific
+#: prefix's on the way to it.
 EXCESS_SHARE = 0.8
 
 
@@ -176,7 +177,8 @@ class SourceRates:
         -------
         str
             The most specific prefix holding at least `share` of the
-            window's excess packets (count minus long-run rate x window);
+            window's excess packets (count minus long-run rate x window),
+            and of the excess of each less specific prefix that does;
             the cover of all source addresses when the window held no
             excess (the source sent at its usual rate), ``"*"`` when no
             address is known.

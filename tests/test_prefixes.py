@@ -85,6 +85,7 @@ class _RefRates:
             i = int(np.argmax(ex))
             if ex[i] < share * root:
                 break
+            root = max(root, ex[i])
             best = (length, int(vals[i]) << (32 - length) if length < 32 else int(vals[i]))
         return prefix_str(best[1], best[0])
 
@@ -479,3 +480,19 @@ def test_slow_prefix_leaves_out_gaps_that_hold_a_stop():
     stops = (batch_ns + service.astype(np.int64) + 100)[preempted]
     assert slow_prefix(*args, stops=stops) is None
     assert busy.all()                               # the caller's mask is left alone
+
+
+def test_excess_prefix_names_a_burst_not_half_of_it_when_the_rest_ran_low():
+    # usual traffic over 10.0.0.0/12; in the window a burst of 4 packets
+    # from each address of 10.1.2.0/24 (1,024), the rest at 60% of usual:
+    # the window's excess (1,024 less what the rest fell short) is smaller
+    # than the burst's, so a quarter of the burst held 80% of it
+    rng = np.random.default_rng(7)
+    usual = (np.uint32(0x0A000000) | rng.integers(0, 1 << 20, 200_000).astype(np.uint32))
+    span = 10**9
+    T = 10**7                                   # 1% of the span: 2,000 usual
+    rest = rng.choice(usual, 1_200, replace=False)
+    burst = np.repeat(np.uint32(0x0A010200) + np.arange(256, dtype=np.uint32), 4)
+    w = np.concatenate([rest, burst])
+    rates = SourceRates(usual, span)
+    assert rates.excess_prefix(w, T) == "10.1.2.0/24" == _RefRates(usual, span).excess_prefix(w, T)
