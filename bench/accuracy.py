@@ -7,7 +7,9 @@ never sees truth.json or the scenario), and score with the SCENARIO.md rule:
 a victim labelled with fault F is correct when its top-ranked culprit names
 F's NF with cause ``local`` (interrupt, bug, contention), or a flows culprit
 overlapping F's ``flows`` with cause ``source`` (burst) -- mscope.sim.score.
-Prints one JSON line per scenario, then a per-kind table.
+Prints one JSON line per scenario, then a per-kind table, then how
+precisely the bursts' victims named for a source name the burst
+(mscope.sim.score.source_names: the rule counts a /0 right too).
 
 --without-source diagnoses each capture written again without its
 `source` stream (mscope.capture.rewrite): a chain fed by a NIC, whose
@@ -83,8 +85,17 @@ def ingress_refused(cap):
     return int(np.isin(src.tx_ids, np.concatenate(took), invert=True).sum())
 
 
+def print_source_names(names):
+    """How the bursts' victims named for a source were named, summed over
+    scenarios (mscope.sim.score.source_names)."""
+    nn = sum(names.values())
+    print()
+    print("bursts' victims named for a source, by how the name stands to the burst's flows:")
+    print("  ".join(f"{k} {n:,} ({n / nn if nn else float('nan'):.1%})" for k, n in names.items()))
+
+
 def run(paths, keep=None, without_source=False):
-    from mscope.sim.score import ceiling, kind_ceilings
+    from mscope.sim.score import NAME_CLASSES, ceiling, kind_ceilings, source_names
 
     files = []
     for p in map(Path, paths):
@@ -93,6 +104,7 @@ def run(paths, keep=None, without_source=False):
     kind_best = defaultdict(int)
     rows = []
     best = 0
+    names = dict.fromkeys(NAME_CLASSES, 0)
     refused = [0, 0]
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(keep) if keep else Path(tmp)
@@ -103,8 +115,12 @@ def run(paths, keep=None, without_source=False):
             best += top
             for kind, (b, _) in kind_ceilings(truth, raw["faults"]).items():
                 kind_best[kind] += b
+            named = source_names(diag, truth, raw["faults"])
+            for k, n in named.items():
+                names[k] += n
             line = {"scenario": name, "victims": len(diag["victims"]),
-                    "seconds": round(ctx["seconds"], 2), "ceiling": top, "faults": res}
+                    "seconds": round(ctx["seconds"], 2), "ceiling": top, "faults": res,
+                    "source_names": named}
             if without_source:
                 line["refused_reported"], line["refused_by_source"] = ctx["refused_check"]
                 refused[0] += line["refused_reported"]
@@ -140,6 +156,8 @@ def run(paths, keep=None, without_source=False):
     print(f"{'ceiling':11} {best:7d}/{tl:<7d} {best / tl if tl else float('nan'):7.1%}")
     summary["overall"] = tc / tl if tl else None
     summary["ceiling"] = best / tl if tl else None
+    print_source_names(names)
+    summary["source_names"] = names
     if without_source:
         print(f"refused at the ingress NFs: {refused[0]:,} packets reported from their "
               f"refused records, {refused[1]:,} by the source's records")

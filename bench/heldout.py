@@ -67,7 +67,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from accuracy import score_scenario  # noqa: E402  (bench/ is not a package)
+from accuracy import print_source_names, score_scenario  # noqa: E402  (bench/ is not a package)
 
 MIN_VICTIMS = 50          # labelled victims a fault must have to be scored
 MAX_LOAD = 0.92           # measured bottleneck load the dry run may show
@@ -515,7 +515,10 @@ def main(argv=None):
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    from mscope.sim.score import NAME_CLASSES, source_names
+
     per_kind = defaultdict(lambda: [0, 0, 0, 0])    # correct, labelled, own correct, own
+    names = dict.fromkeys(NAME_CLASSES, 0)
     rows, crashes = [], []
     refused = [0, 0]                # --without-source: reported, by the source
     with tempfile.TemporaryDirectory() as tmp:
@@ -554,7 +557,10 @@ def main(argv=None):
                     # does not have (the score never looks at these)
                     "false_victims": extra,
                     "seconds": round(time.monotonic() - t0, 2), "ceiling": best,
-                    "kind_ceiling": kind_best, "faults": res}
+                    "kind_ceiling": kind_best, "faults": res,
+                    "source_names": source_names(diag, truth, doc["faults"])}
+            for k, n in line["source_names"].items():
+                names[k] += n
             if a.without_source:
                 line["refused_reported"], line["refused_by_source"] = ctx["refused_check"]
                 refused[0] += line["refused_reported"]
@@ -607,6 +613,8 @@ def main(argv=None):
     print(f"{'ceiling':11} {best:8d}/{tl:<7d} {pct(best, tl)}")
     summary["overall"] = tc / tl if tl else None
     summary["ceiling"] = best / tl if tl else None
+    print_source_names(names)
+    summary["source_names"] = names
     if a.without_source:
         print(f"refused at the ingress NFs: {refused[0]:,} packets reported from their "
               f"refused records, {refused[1]:,} by the source's records")

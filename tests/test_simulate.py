@@ -469,3 +469,22 @@ def test_ceiling_counts_one_culprit_per_victim():
            4: {"kind": "flows", "flows": "10.0.0.0/7", "cause": "source"}}
     diag = {"victims": [{"packet": p, "culprits": [c]} for p, c in top.items()]}
     assert sum(r["correct"] for r in score(diag, truth, faults).values()) == 6
+
+
+def test_source_names_say_how_precisely_a_burst_is_named():
+    from mscope.sim.score import NAME_CLASSES, score, source_names
+    faults = [{"id": "u1", "kind": "burst", "flows": "10.2.0.0/16"},
+              {"id": "i1", "kind": "interrupt", "nf": "ids"}]
+    names = {1: "10.2.0.0/16", 2: "10.2.3.0/24", 3: "10.0.0.0/14", 4: "10.0.0.0/8",
+             5: "0.0.0.0/0", 6: "*", 7: "11.0.0.0/8"}
+    truth = {"faults": [{"id": "u1", "kind": "burst", "victims": list(names) + [8, 9]},
+                        {"id": "i1", "kind": "interrupt", "nf": "ids", "victims": [1, 9]}]}
+    victims = [{"packet": p, "culprits": [{"kind": "flows", "flows": n, "cause": "source"}]}
+               for p, n in names.items()]
+    victims.append({"packet": 8, "culprits": [{"kind": "nf", "nf": "ids", "cause": "local"}]})
+    got = source_names({"victims": victims}, truth, faults)
+    assert list(got) == list(NAME_CLASSES)
+    assert got == {"exact": 1, "inside": 1, "wider 1-4": 1, "wider 5+": 1, "/0": 2,
+                   "disjoint": 1}
+    # the scoring rule counts all but the disjoint one right
+    assert score({"victims": victims}, truth, faults)["u1"]["correct"] == 6

@@ -6,7 +6,7 @@ aggregate overlapping F's ``flows`` with cause ``source`` (burst).
 """
 import ipaddress
 
-__all__ = ["score", "correct", "ceiling", "kind_ceilings"]
+__all__ = ["score", "correct", "ceiling", "kind_ceilings", "source_names", "NAME_CLASSES"]
 
 
 def _overlaps(a, b):
@@ -55,6 +55,53 @@ def score(diag, truth, faults=None):
         out[f["id"]] = {"kind": fs["kind"], "nf": fs.get("nf"), "labelled": len(f["victims"]),
                         "correct": ok, "missed": sum(1 for p in f["victims"] if p not in top)}
     return out
+
+
+#: How a source culprit's prefix stands to the burst's ``flows``, most
+#: precise first (:func:`source_names`).
+NAME_CLASSES = ("exact", "inside", "wider 1-4", "wider 5+", "/0", "disjoint")
+
+
+def source_names(diag, truth, faults=None):
+    """How precisely the bursts' victims named for a source name the burst:
+    ``{class: victims}`` over NAME_CLASSES, for every label of a burst
+    whose victim's top culprit has cause ``source``.
+
+    The scoring rule counts any overlapping prefix right, a /0 too, which
+    tells a reader nothing: ``exact`` is the burst's own prefix, ``inside``
+    one inside it, ``wider N`` one holding it that is N bits shorter,
+    ``/0`` the whole address space, ``disjoint`` a prefix outside it
+    (``"*"``, no address known, counts as ``/0``)."""
+    top = {v["packet"]: (v["culprits"][0] if v["culprits"] else None)
+           for v in diag["victims"]}
+    spec = {f["id"]: f for f in (faults or [])}
+    out = dict.fromkeys(NAME_CLASSES, 0)
+    for f in truth["faults"]:
+        fs = _fault(spec, f)
+        if fs["kind"] != "burst" or not fs.get("flows"):
+            continue
+        burst = ipaddress.ip_network(fs["flows"], strict=False)
+        for p in f["victims"]:
+            c = top.get(p)
+            if c is None or c.get("kind") != "flows" or c.get("cause") != "source":
+                continue
+            out[_name_class(c["flows"], burst)] += 1
+    return out
+
+
+def _name_class(name, burst):
+    if name == "*":
+        return "/0"
+    n = ipaddress.ip_network(name, strict=False)
+    if not n.overlaps(burst):
+        return "disjoint"
+    if n == burst:
+        return "exact"
+    if n.subnet_of(burst):
+        return "inside"
+    if n.prefixlen == 0:
+        return "/0"
+    return "wider 1-4" if burst.prefixlen - n.prefixlen <= 4 else "wider 5+"
 
 
 def ceiling(truth, faults=None):
