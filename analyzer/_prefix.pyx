@@ -212,13 +212,13 @@ cdef void _best_prefix(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] pref
                 first = False
         if best_ex < thr:
             break
-        # a prefix more specific than this one must hold the share of its
-        # excess too, not only of the window's: where the rest of the
-        # traffic ran under its usual rate, the window's excess is less
-        # than the burst's own, and half the burst's prefix held the
-        # share of it (a /26 named for a /24's burst)
-        if share * best_ex > thr:
-            thr = share * best_ex
+        # the next, more specific prefix must hold the share of this one's
+        # excess, not of the window's: where the rest of the traffic ran
+        # under its usual rate, the window's excess is less than the
+        # burst's own, and half the burst's prefix held the share of it (a
+        # /26 named for a /24's burst); where heavy flows ran over theirs,
+        # the window's is more, and no prefix under the cover held it
+        thr = share * best_ex
         win_len[0] = length
         win_v[0] = best_v << shift
 
@@ -226,8 +226,8 @@ cdef void _best_prefix(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] pref
 def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
                   const double[::1] rate, const int64_t[::1] offset,
                   int cover_length, double rate0, int64_t window_ns, double share):
-    """The most specific prefix holding `share` of a window's excess packets,
-    and of each less specific one's that does (prefixes.SourceRates.
+    """The most specific prefix holding `share` of the excess packets of the
+    one named before it, from the window's (prefixes.SourceRates.
     excess_prefix).
 
     Parameters

@@ -18,9 +18,9 @@ except ImportError as e:                    # pragma: no cover
 __all__ = ["prefix_str", "covering_prefix", "heavy_prefixes", "SourceRates",
            "EXCESS_SHARE"]
 
-#: A burst is named by the most specific prefix holding this share of the
-#: source's excess packets in the window, and of every less specific
-#: prefix's on the way to it.
+#: A burst is named by the most specific prefix reached by going down,
+#: a bit at a time, to the prefix holding this share of the excess packets
+#: of the one above it (of the window's, below the cover).
 EXCESS_SHARE = 0.8
 
 
@@ -176,9 +176,10 @@ class SourceRates:
         Returns
         -------
         str
-            The most specific prefix holding at least `share` of the
-            window's excess packets (count minus long-run rate x window),
-            and of the excess of each less specific prefix that does;
+            The most specific prefix reached by going down a bit at a
+            time, each prefix holding at least `share` of the excess
+            packets (count minus long-run rate x window) of the one before
+            it, of the window's below the cover;
             the cover of all source addresses when the window held no
             excess (the source sent at its usual rate), ``"*"`` when no
             address is known.

@@ -85,7 +85,7 @@ class _RefRates:
             i = int(np.argmax(ex))
             if ex[i] < share * root:
                 break
-            root = max(root, ex[i])
+            root = ex[i]
             best = (length, int(vals[i]) << (32 - length) if length < 32 else int(vals[i]))
         return prefix_str(best[1], best[0])
 
@@ -492,6 +492,20 @@ def test_excess_prefix_names_a_burst_not_half_of_it_when_the_rest_ran_low():
     span = 10**9
     T = 10**7                                   # 1% of the span: 2,000 usual
     rest = rng.choice(usual, 1_200, replace=False)
+    burst = np.repeat(np.uint32(0x0A010200) + np.arange(256, dtype=np.uint32), 4)
+    w = np.concatenate([rest, burst])
+    rates = SourceRates(usual, span)
+    assert rates.excess_prefix(w, T) == "10.1.2.0/24" == _RefRates(usual, span).excess_prefix(w, T)
+
+
+def test_excess_prefix_names_a_burst_when_heavy_flows_ran_over_their_rate():
+    # as above, the rest of the traffic at 120% of usual: the burst holds
+    # 72% of the window's excess, no prefix under the cover held 80% of
+    # it, but each prefix on the way down holds 80% of the one above's
+    rng = np.random.default_rng(8)
+    usual = (np.uint32(0x0A000000) | rng.integers(0, 1 << 20, 200_000).astype(np.uint32))
+    span, T = 10**9, 10**7
+    rest = rng.choice(usual, 2_400, replace=True)
     burst = np.repeat(np.uint32(0x0A010200) + np.arange(256, dtype=np.uint32), 4)
     w = np.concatenate([rest, burst])
     rates = SourceRates(usual, span)
