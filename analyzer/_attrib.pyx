@@ -264,6 +264,18 @@ def first_hop_addr(const index_t[::1] hop_packet, const uint32_t[::1] src_addr,
                 k += 1
 
 
+def hops_addr(const out_t[::1] hops, const index_t[::1] hop_packet,
+              const uint32_t[::1] src_addr, uint32_t[::1] out):
+    """``out[i]`` = the source address of hop ``hops[i]``'s packet (a
+    gather through the packet index, without its array of packets)."""
+    cdef Py_ssize_t i, n = hops.shape[0]
+    if out.shape[0] < n:
+        raise ValueError("out needs one entry per hop")
+    with nogil:
+        for i in range(n):
+            out[i] = src_addr[hop_packet[hops[i]]]
+
+
 def is_sorted(const int64_t[::1] t):
     """Whether `t` is non-decreasing."""
     cdef Py_ssize_t i

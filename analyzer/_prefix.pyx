@@ -162,24 +162,19 @@ cdef Py_ssize_t _distinct_known(const uint32_t[::1] addrs, uint64_t *out) noexce
     return d
 
 
-cdef void _best_prefix(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] prefix,
-                       const double[::1] rate, const int64_t[::1] offset, int cover_length,
-                       double rate0, int64_t window_ns, double share, int *win_len,
-                       uint32_t *win_v) noexcept nogil:
-    # excess_prefix over the distinct addresses `a` (as _distinct_known)
-    cdef Py_ssize_t n = 0, i, k, lo, hi, j, c
+cdef double _descend(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] prefix,
+                     const double[::1] rate, const int64_t[::1] offset, int cover_length,
+                     double T, double f, double root, double share, int *win_len,
+                     uint32_t *win_v) noexcept nogil:
+    # from the cover down, each prefix's excess its count less f times its
+    # long-run rate x T; returns the named prefix's excess (root where
+    # none below the cover is named)
+    cdef Py_ssize_t i, k, lo, hi, j, c
     cdef uint32_t v, best_v = 0
-    cdef double T = <double>window_ns, root, thr, ex, r, best_ex
+    cdef double thr = share * root, ex, r, best_ex, named = root
     cdef int length, shift
     cdef bint first
     win_len[0], win_v[0] = -1, 0
-    for i in range(d):
-        n += <uint32_t>a[i]
-    # (numpy: len(a) - rate0 * T, then share * root)
-    root = <double>n - rate0 * T
-    if n == 0 or root <= 0:
-        return
-    thr = share * root
     for length in range(cover_length + 1, 33):
         shift = 32 - length
         lo = offset[length]
@@ -204,7 +199,7 @@ cdef void _best_prefix(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] pref
                 else:
                     j = k
             r = rate[lo] if lo < hi and prefix[lo] == v else 0.0
-            ex = <double>c - r * T
+            ex = <double>c - f * r * T
             # first of equal maxima, as np.argmax
             if first or ex > best_ex:
                 best_ex = ex
@@ -221,11 +216,41 @@ cdef void _best_prefix(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] pref
         thr = share * best_ex
         win_len[0] = length
         win_v[0] = best_v << shift
+        named = best_ex
+    return named
+
+
+cdef void _best_prefix(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] prefix,
+                       const double[::1] rate, const int64_t[::1] offset, int cover_length,
+                       double rate0, int64_t window_ns, double share, double slack,
+                       double second, int *win_len, uint32_t *win_v) noexcept nogil:
+    # excess_prefix over the distinct addresses `a` (as _distinct_known):
+    # first beyond the natural variation (each prefix allowed `slack`
+    # over its long-run rate), then, where that named nothing or left
+    # more than `second` of the window's excess beyond it outside the
+    # name (a second surge), as counted
+    cdef Py_ssize_t n = 0, i
+    cdef double T = <double>window_ns, root, root_s, named
+    win_len[0], win_v[0] = -1, 0
+    for i in range(d):
+        n += <uint32_t>a[i]
+    # (numpy: len(a) - rate0 * T, then share * root)
+    root = <double>n - rate0 * T
+    if n == 0 or root <= 0:
+        return
+    root_s = <double>n - (1 + slack) * rate0 * T
+    if slack > 0 and root_s > 0:
+        named = _descend(a, d, prefix, rate, offset, cover_length, T, 1 + slack, root_s, share,
+                         win_len, win_v)
+        if win_len[0] >= 0 and root_s - named <= second * root_s:
+            return
+    _descend(a, d, prefix, rate, offset, cover_length, T, 1.0, root, share, win_len, win_v)
 
 
 def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
                   const double[::1] rate, const int64_t[::1] offset,
-                  int cover_length, double rate0, int64_t window_ns, double share):
+                  int cover_length, double rate0, int64_t window_ns, double share,
+                  double slack=0.0, double second=0.0):
     """The most specific prefix holding `share` of the excess packets of the
     one named before it, from the window's (prefixes.SourceRates.
     excess_prefix).
@@ -243,6 +268,13 @@ def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
         The long-run rate of all addresses (level 0).
     window_ns : int
         The window, >= 1.
+    slack : float
+        Each prefix's natural variation, a share of its long-run count:
+        its excess is what it sent beyond that, where the window's is
+        positive so (0: as counted).
+    second : float
+        Where that leaves more than this share of the window's excess
+        outside the name, the name is the plain count's.
 
     Returns
     -------
@@ -265,7 +297,7 @@ def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
         d = _distinct_known(addrs, a)
         if d >= 0:
             _best_prefix(a, d, prefix, rate, offset, cover_length, rate0, window_ns, share,
-                         &win_len, &win_v)
+                         slack, second, &win_len, &win_v)
     free(a)
     if d < 0:
         raise MemoryError()
@@ -275,11 +307,13 @@ def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
 def excess_prefix_at(const uint32_t[::1] addrs, const int64_t[::1] ends,
                      const int64_t[::1] windows_ns, const uint32_t[::1] prefix,
                      const double[::1] rate, const int64_t[::1] offset, int cover_length,
-                     double rate0, double share, int32_t[::1] length, uint32_t[::1] value):
+                     double rate0, double share, int32_t[::1] length, uint32_t[::1] value,
+                     const double[::1] slack=None, double second=0.0):
     """excess_prefix of every prefix ``addrs[:ends[b]]`` (`ends`
     ascending) over its window ``windows_ns[b]`` (>= 1), into
     ``length[b], value[b]``: the addresses counted once, as they come,
-    where a call per prefix counted each prefix's from its start."""
+    where a call per prefix counted each prefix's from its start.
+    ``slack[b]``: each window's (none: 0)."""
     cdef Py_ssize_t i = 0, b, nb = ends.shape[0], d
     cdef uint64_t *a = NULL
     cdef _Table T
@@ -288,8 +322,9 @@ def excess_prefix_at(const uint32_t[::1] addrs, const int64_t[::1] ends,
     for b in range(nb):
         if ends[b] < 0 or ends[b] > addrs.shape[0] or (b and ends[b] < ends[b - 1]):
             raise ValueError(f"ends must ascend within [0, {addrs.shape[0]}]")
-    if windows_ns.shape[0] < nb or length.shape[0] < nb or value.shape[0] < nb:
-        raise ValueError("windows_ns, length and value need one entry per end")
+    if windows_ns.shape[0] < nb or length.shape[0] < nb or value.shape[0] < nb \
+            or (slack is not None and slack.shape[0] < nb):
+        raise ValueError("windows_ns, length, value and slack need one entry per end")
     if _table_init(&T) < 0:
         raise MemoryError()
     a = <uint64_t *>malloc((ends[nb - 1] + 1 if nb else 1) * sizeof(uint64_t))
@@ -308,7 +343,8 @@ def excess_prefix_at(const uint32_t[::1] addrs, const int64_t[::1] ends,
             if ends[b] > 0:
                 d = _table_sorted(&T, a)
                 _best_prefix(a, d, prefix, rate, offset, cover_length, rate0, windows_ns[b],
-                             share, &win_len, &win_v)
+                             share, slack[b] if slack is not None else 0.0, second,
+                             &win_len, &win_v)
             length[b], value[b] = win_len, win_v
     free(a)
     if T.slots == NULL:

@@ -437,6 +437,12 @@ def test_hop_summary_and_first_hop_addr(index):
     addr = np.empty(n_packets, np.uint32)
     _attrib.first_hop_addr(hop_packet, src, addr)
     assert addr.tolist() == src[hop_packet[first]].tolist()
+    hops = rng.permutation(len(hop_packet))[:100].astype(index)
+    out = np.zeros(101, np.uint32)
+    _attrib.hops_addr(hops, hop_packet, src, out)
+    assert out[:100].tolist() == src[hop_packet[hops]].tolist() and out[100] == 0
+    with pytest.raises(ValueError, match="one entry per hop"):
+        _attrib.hops_addr(hops, hop_packet, src, out[:99])
 
 
 @pytest.mark.parametrize("index", INDEX)
