@@ -526,7 +526,7 @@ def main(argv=None):
             t0 = time.monotonic()
             try:
                 doc = make_scenario(a.seed, i, a.max_nfs)
-            except Exception as e:                       # noqa: BLE001 -- report, go on
+            except Exception:                            # noqa: BLE001 -- report, go on
                 crashes.append({"scenario": f"seed {a.seed} index {i}", "stage": "generate",
                                 "error": traceback.format_exc().strip().splitlines()[-3:]})
                 print(json.dumps(crashes[-1]), flush=True)
