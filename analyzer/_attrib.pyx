@@ -1578,7 +1578,7 @@ def queue_steps(const int64_t[::1] arrival, const int64_t[::1] rx,
 
 def busy_batch_rates(const int64_t[::1] step_ns, const int32_t[::1] step_len,
                      const int64_t[::1] batch_ns, const int32_t[::1] rx_batch,
-                     int64_t[::1] work):
+                     int64_t[::1] work, int64_t[::1] sums=None):
     """The rates queues.peak_rate takes the percentile of, in its order:
     ``count[b] / (batch_ns[b + 1] - batch_ns[b])`` for every batch b but
     the last after which the queue is still busy (a merge with the step
@@ -1596,6 +1596,9 @@ def busy_batch_rates(const int64_t[::1] step_ns, const int32_t[::1] step_len,
     last, and a batch's count is the difference from the previous batch
     with entries; no read-modify-write of one counter per packet.
 
+    `sums`, where given (2 entries): the packets of those batches and
+    their gaps summed, whose ratio is the rate the NF kept up while busy.
+
     Returns
     -------
     int
@@ -1606,7 +1609,7 @@ def busy_batch_rates(const int64_t[::1] step_ns, const int32_t[::1] step_len,
     """
     cdef Py_ssize_t i, b, j = 0, n = rx_batch.shape[0], nb = batch_ns.shape[0]
     cdef Py_ssize_t ns = step_ns.shape[0], m = 0
-    cdef int64_t x, prev, gap, upto, upto_before = 0
+    cdef int64_t x, prev, gap, upto, upto_before = 0, packets = 0, time = 0
     cdef int64_t *w = &work[0] if work.shape[0] else NULL
     cdef double rate
     cdef int busy
@@ -1615,6 +1618,8 @@ def busy_batch_rates(const int64_t[::1] step_ns, const int32_t[::1] step_len,
                          f"fewer than the {nb} batches")
     if n and (rx_batch[0] < 0 or rx_batch[n - 1] >= nb):
         return -2
+    if sums is not None and sums.shape[0] < 2:
+        raise ValueError("busy_batch_rates: sums needs 2 entries")
     with nogil:
         for b in range(1, nb):
             if batch_ns[b] < batch_ns[b - 1]:
@@ -1638,11 +1643,16 @@ def busy_batch_rates(const int64_t[::1] step_ns, const int32_t[::1] step_len,
             gap = batch_ns[b + 1] - batch_ns[b]
             upto = w[b] if w[b] else upto_before        # 0: no entries
             rate = <double>(upto - upto_before) / <double>gap
-            upto_before = upto
             # written whether kept or not (m <= b: over a count already
             # read); memcpy, not a cast pointer, so the double store and
             # the int64 loads do not break strict aliasing
             memcpy(&w[m], &rate, sizeof(double))
-            m += busy & (gap > 0)
+            if busy and gap > 0:
+                m += 1
+                packets += upto - upto_before
+                time += gap
+            upto_before = upto
+    if sums is not None:
+        sums[0], sums[1] = packets, time
     return m
 

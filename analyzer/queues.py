@@ -106,6 +106,11 @@ class QueueTimeline:
         For the summary.
     usual_batch_ns : float
         The NF's median rx-to-last-tx time of a batch (nan: none timed).
+    busy_rate : float
+        The rate it kept up while busy: the packets of the batches after
+        which its queue stayed busy over their gaps (nan: none, or the
+        peak rate was given).  Below ``peak_rate``, a high percentile of
+        the same batches' rates, by what its slower batches cost.
     silences : ndarray of int64, shape (k, 2)
         The NF's silences (``NFRecords.silences``: free, then no record
         for longer than SILENCE_NS) where it writes idle-poll records
@@ -130,6 +135,7 @@ class QueueTimeline:
     held: np.ndarray = field(repr=False,
                              default_factory=lambda: np.zeros((0, 2), np.int64))
     usual_batch_ns: float = float("nan")
+    busy_rate: float = float("nan")
 
     @property
     def mean_batch(self):
@@ -238,25 +244,32 @@ def _sorted_distinct(t):
 
 
 def _peak_rate(view_nf, step_ns, step_len, work):
-    """peak_rate of the NF's batches, the rates it takes the percentile of
-    worked out in one kernel pass into `work` (scratch shared by the NFs:
-    no bincount of a widened rx_batch, no busy, gap or selection arrays,
-    and the percentile partitions the rates where they are), the same
-    values in the same order."""
+    """peak_rate of the NF's batches, and the rate it kept up over them
+    (their packets over their gaps; nan without one): the rates it takes
+    the percentile of worked out in one kernel pass into `work` (scratch
+    shared by the NFs: no bincount of a widened rx_batch, no busy, gap or
+    selection arrays, and the percentile partitions the rates where they
+    are), the same values in the same order."""
     nb = len(view_nf.batch_ns)
     if nb < 2:
-        return float("nan")
+        return float("nan"), float("nan")
     rx_batch = np.ascontiguousarray(view_nf.rx_batch, np.int32)
-    m = _attrib.busy_batch_rates(step_ns, step_len, view_nf.batch_ns, rx_batch, work)
+    sums = np.zeros(2, np.int64)
+    m = _attrib.busy_batch_rates(step_ns, step_len, view_nf.batch_ns, rx_batch, work, sums)
     if m >= 0:
         rates = work[:m].view(np.float64)
-        return float(np.percentile(rates, PEAK_PERCENTILE, overwrite_input=True)) if m \
-            else float("nan")
+        if not m:
+            return float("nan"), float("nan")
+        return (float(np.percentile(rates, PEAK_PERCENTILE, overwrite_input=True)),
+                float(sums[0] / sums[1]))
     # batches not in time order, or rx_batch not sorted: count and search
     cnt = np.bincount(view_nf.rx_batch, minlength=nb)
     after = np.searchsorted(step_ns, view_nf.batch_ns, side="right") - 1
     busy = (after >= 0) & (step_len[np.maximum(after, 0)] > 0)
-    return peak_rate(view_nf.batch_ns, cnt, busy)
+    gap = np.diff(view_nf.batch_ns)
+    sel = busy[:-1] & (gap > 0)
+    kept = cnt[:-1][sel].sum() / gap[sel].sum() if sel.any() else float("nan")
+    return peak_rate(view_nf.batch_ns, cnt, busy), float(kept)
 
 
 def service_rate(batch_count, batch_dur, percentile=PEAK_PERCENTILE):
@@ -422,13 +435,14 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
     for a, size in ((step_ns, ns), (step_len, ns), (starts, nst), (ends, nen)):
         a.resize(size, refcheck=False)
     count, duration = _batch_durations(view_nf, hops, traj)
+    kept = float("nan")
     if rate_override is not None:
         rate = float(rate_override)
     else:
         # the busy batches' rate; the batches' own service times where
         # the NF never had a backlog, or where a long fault made its
         # backlogs (TIMED_OVER_BUSY)
-        rate = _peak_rate(view_nf, step_ns, step_len, work)
+        rate, kept = _peak_rate(view_nf, step_ns, step_len, work)
         timed = service_rate(count, duration)
         if not np.isfinite(rate) or timed > TIMED_OVER_BUSY * rate:
             rate = timed
@@ -442,7 +456,7 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
                          traj.hop_arrival_ns, traj.hop_rx_ns, view_nf.rx_batch, count,
                          quiet_since(starts, view_nf),
                          view_nf.silences if _stops_show(view_nf) else np.zeros((0, 2), np.int64),
-                         held, usual_batch)
+                         held, usual_batch, kept)
 
 
 def queue_timelines(view, traj, peak_rates=None) -> dict:

@@ -609,10 +609,21 @@ def test_peak_rate_kernel_is_peak_rate(seed):
              (batch_ns, rx_batch[:0])]
     work = np.empty(nb, np.int64)
     for b, r in cases:
-        got = queues._peak_rate(SimpleNamespace(batch_ns=b, rx_batch=r), steps, length, work)
+        got, kept = queues._peak_rate(SimpleNamespace(batch_ns=b, rx_batch=r), steps, length,
+                                      work)
         want = _peak_rate_reference(b, r, steps, length)
         assert (np.isnan(got) and np.isnan(want)) or got == want, (got, want)
-        assert type(got) is float
+        assert type(got) is float and type(kept) is float
+        # the rate kept up: the same batches' packets over their gaps
+        cnt = np.bincount(r, minlength=len(b))
+        after = np.searchsorted(steps, b, side="right") - 1
+        busy = (after >= 0) & (length[np.maximum(after, 0)] > 0)
+        gap = np.diff(b)
+        sel = busy[:-1] & (gap > 0) if len(b) > 1 else np.zeros(0, bool)
+        if sel.any() and np.all(np.diff(b) >= 0):
+            assert kept == pytest.approx(cnt[:-1][sel].sum() / gap[sel].sum(), rel=1e-12)
+        elif not sel.any():
+            assert np.isnan(kept)
 
 
 def test_service_rate_is_the_fastest_batch_size_seen_often():
