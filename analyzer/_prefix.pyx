@@ -18,6 +18,7 @@ Build in place: ``cd analyzer && cythonize -i -3 _prefix.pyx``.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort
+from libc.string cimport memcpy
 
 
 def prefix_levels(const uint32_t[::1] addrs, const int64_t[::1] counts,
@@ -223,15 +224,20 @@ cdef double _descend(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] prefix
 cdef void _best_prefix(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] prefix,
                        const double[::1] rate, const int64_t[::1] offset, int cover_length,
                        double rate0, int64_t window_ns, double share, double slack,
-                       double second, int *win_len, uint32_t *win_v) noexcept nogil:
+                       double second, int *win_len, uint32_t *win_v, int *part_len,
+                       uint32_t *part_v) noexcept nogil:
     # excess_prefix over the distinct addresses `a` (as _distinct_known):
     # first beyond the natural variation (each prefix allowed `slack`
     # over its long-run rate), then, where that named nothing or left
     # more than `second` of the window's excess beyond it outside the
-    # name (a second surge), as counted
-    cdef Py_ssize_t n = 0, i
+    # name (a second surge), as counted.  The two surges, where a second
+    # one was found so, into part_len/part_v[0..1] (-1: none)
+    cdef Py_ssize_t n = 0, i, lo, hi
     cdef double T = <double>window_ns, root, root_s, named
+    cdef uint32_t p_hi
+    cdef uint64_t *rest
     win_len[0], win_v[0] = -1, 0
+    part_len[0] = part_len[1] = -1
     for i in range(d):
         n += <uint32_t>a[i]
     # (numpy: len(a) - rate0 * T, then share * root)
@@ -244,6 +250,26 @@ cdef void _best_prefix(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] pref
                          win_len, win_v)
         if win_len[0] >= 0 and root_s - named <= second * root_s:
             return
+        if win_len[0] >= 0:
+            # the second surge: the same descent over the addresses
+            # outside the first's prefix (a run of the sorted ones)
+            part_len[0], part_v[0] = win_len[0], win_v[0]
+            p_hi = win_v[0] | (<uint32_t>0xFFFFFFFF >> win_len[0] if win_len[0] < 32 else 0)
+            lo = 0
+            while lo < d and <uint32_t>(a[lo] >> 32) < win_v[0]:
+                lo += 1
+            hi = lo
+            while hi < d and <uint32_t>(a[hi] >> 32) <= p_hi:
+                hi += 1
+            rest = <uint64_t *>malloc((d - (hi - lo)) * sizeof(uint64_t) + 8)
+            if rest != NULL:
+                memcpy(rest, a, lo * sizeof(uint64_t))
+                memcpy(rest + lo, a + hi, (d - hi) * sizeof(uint64_t))
+                _descend(rest, d - (hi - lo), prefix, rate, offset, cover_length, T,
+                         1 + slack, root_s - named, share, &part_len[1], &part_v[1])
+                free(rest)
+            if part_len[1] < 0:
+                part_len[0] = -1
     _descend(a, d, prefix, rate, offset, cover_length, T, 1.0, root, share, win_len, win_v)
 
 
@@ -288,6 +314,8 @@ def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
     cdef uint64_t *a
     cdef uint32_t win_v = 0
     cdef int win_len = -1
+    cdef int part_len[2]
+    cdef uint32_t part_v[2]
     if n_in == 0:
         return -1, 0
     a = <uint64_t *>malloc(n_in * sizeof(uint64_t))
@@ -297,7 +325,7 @@ def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
         d = _distinct_known(addrs, a)
         if d >= 0:
             _best_prefix(a, d, prefix, rate, offset, cover_length, rate0, window_ns, share,
-                         slack, second, &win_len, &win_v)
+                         slack, second, &win_len, &win_v, part_len, part_v)
     free(a)
     if d < 0:
         raise MemoryError()
@@ -308,23 +336,33 @@ def excess_prefix_at(const uint32_t[::1] addrs, const int64_t[::1] ends,
                      const int64_t[::1] windows_ns, const uint32_t[::1] prefix,
                      const double[::1] rate, const int64_t[::1] offset, int cover_length,
                      double rate0, double share, int32_t[::1] length, uint32_t[::1] value,
-                     const double[::1] slack=None, double second=0.0):
+                     const double[::1] slack=None, double second=0.0,
+                     int32_t[:, ::1] parts_length=None, uint32_t[:, ::1] parts_value=None):
     """excess_prefix of every prefix ``addrs[:ends[b]]`` (`ends`
     ascending) over its window ``windows_ns[b]`` (>= 1), into
     ``length[b], value[b]``: the addresses counted once, as they come,
     where a call per prefix counted each prefix's from its start.
-    ``slack[b]``: each window's (none: 0)."""
+    ``slack[b]``: each window's (none: 0).  ``parts_length[b]``,
+    ``parts_value[b]`` (where given): the two surges a second surge left
+    the name to hold (-1: none)."""
     cdef Py_ssize_t i = 0, b, nb = ends.shape[0], d
     cdef uint64_t *a = NULL
     cdef _Table T
     cdef int win_len
     cdef uint32_t win_v
+    cdef int part_len[2]
+    cdef uint32_t part_v[2]
+    cdef bint want_parts = parts_length is not None
     for b in range(nb):
         if ends[b] < 0 or ends[b] > addrs.shape[0] or (b and ends[b] < ends[b - 1]):
             raise ValueError(f"ends must ascend within [0, {addrs.shape[0]}]")
     if windows_ns.shape[0] < nb or length.shape[0] < nb or value.shape[0] < nb \
             or (slack is not None and slack.shape[0] < nb):
         raise ValueError("windows_ns, length, value and slack need one entry per end")
+    if want_parts and (parts_value is None or parts_length.shape[0] < nb
+                       or parts_value.shape[0] < nb or parts_length.shape[1] < 2
+                       or parts_value.shape[1] < 2):
+        raise ValueError("parts_length and parts_value need two entries per end")
     if _table_init(&T) < 0:
         raise MemoryError()
     a = <uint64_t *>malloc((ends[nb - 1] + 1 if nb else 1) * sizeof(uint64_t))
@@ -340,12 +378,17 @@ def excess_prefix_at(const uint32_t[::1] addrs, const int64_t[::1] ends,
             if T.slots == NULL:
                 break
             win_len, win_v = -1, 0
+            part_len[0] = part_len[1] = -1
+            part_v[0] = part_v[1] = 0
             if ends[b] > 0:
                 d = _table_sorted(&T, a)
                 _best_prefix(a, d, prefix, rate, offset, cover_length, rate0, windows_ns[b],
                              share, slack[b] if slack is not None else 0.0, second,
-                             &win_len, &win_v)
+                             &win_len, &win_v, part_len, part_v)
             length[b], value[b] = win_len, win_v
+            if want_parts:
+                parts_length[b, 0], parts_length[b, 1] = part_len[0], part_len[1]
+                parts_value[b, 0], parts_value[b, 1] = part_v[0], part_v[1]
     free(a)
     if T.slots == NULL:
         raise MemoryError()

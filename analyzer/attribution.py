@@ -48,7 +48,7 @@ replaced did, so scores agree to the last bit
 import ipaddress
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -268,6 +268,10 @@ class Attribution:
         The prefix covering every address the source sent from (None:
         none known).  A source culprit of that prefix is all the traffic:
         no narrower prefix held the excess it is blamed for.
+    source_parts : dict
+        For a source culprit's prefix named so because two surges came
+        together (prefixes.SECOND_SURGE), the surges it holds, the most
+        blamed first: ``{prefix: [prefix, ...]}``.
     """
     packet: np.ndarray
     packet_id: np.ndarray
@@ -278,6 +282,12 @@ class Attribution:
     scores: CulpritScores
     arrival_ns: np.ndarray = None
     source_cover: str = None
+    source_parts: dict = field(default_factory=dict)
+
+    def culprit_dicts(self):
+        """Each culprit column's SCENARIO.md dict, without its score."""
+        return [culprit_dict(k, parts=self.source_parts.get(k[1]) if k[0] == "flows" else None)
+                for k in self.culprits]
 
     def ranked_arrays(self):
         """Every victim's culprits, ranked, as flat arrays (no Python object
@@ -305,7 +315,7 @@ class Attribution:
         """Every victim's culprits as SCENARIO.md dicts, ranked (see
         :meth:`ranked_arrays`)."""
         r = self.ranked_arrays()
-        base = [culprit_dict(k) for k in self.culprits]
+        base = self.culprit_dicts()
         js, vals, off = r.culprit.tolist(), r.score.tolist(), r.offsets.tolist()
         return [[dict(base[j], score=v) for j, v in zip(js[b:e], vals[b:e])]
                 for b, e in zip(off[:-1], off[1:])]
@@ -352,12 +362,15 @@ class RankedCulprits:
     score: np.ndarray
 
 
-def culprit_dict(key, score=None):
-    """The SCENARIO.md JSON form of a culprit key."""
+def culprit_dict(key, score=None, parts=None):
+    """The SCENARIO.md JSON form of a culprit key; a source culprit's
+    `parts` (the surges its prefix holds) as the optional key "parts"."""
     if key[0] == "nf":
         d = {"kind": "nf", "nf": key[1], "cause": key[2]}
     else:
         d = {"kind": "flows", "flows": key[1], "cause": key[2]}
+        if parts:
+            d["parts"] = list(parts)
     if score is not None:
         d["score"] = round(float(score), 3)
     return d
@@ -732,6 +745,9 @@ class _Attributor:
         # the most of its population's long-run packets each source name
         # held, among those it was named in (_surge_prefix)
         self.named_shares = {}
+        # per source name held two surges: the blame of the windows each
+        # surge was seen in (source_parts)
+        self._parts = {}
 
     def _add(self, acc, key, v):
         acc[key] = acc.get(key, 0.0) + v
@@ -903,7 +919,13 @@ class _Attributor:
                                   self.src_addr if t.src_addr is not None else _NO_ADDR,
                                   t.hop_arrival_ns, addr, span)
         rates = self._rates_via(via)
-        names = rates.excess_prefixes(addr, ns, span, slack=self._slack(via, span))
+        names, parts = rates.excess_prefixes(addr, ns, span, slack=self._slack(via, span),
+                                             parts=True)
+        for name, two, a in zip(names, parts, amounts.tolist()):
+            if two:
+                held = self._parts.setdefault(name, {})
+                for x in two:
+                    held[x] = held.get(x, 0.0) + a
         if rates is not self.sources:
             for name in set(names):
                 share = _usual_share(name, rates)
@@ -1150,6 +1172,27 @@ def _unexplained_waits_as_input(A, h_nf, hv_of, wait, nv, L_h, I_h):
         F = A.nfs.get(int(h_nf[x]))
         if F is not None and F.rate > 0:
             I_h[x] = F.rate * wait[x]
+
+
+def source_parts(parts, limit=4):
+    """``{name: [surge prefix, ...]}`` from ``{name: {prefix: blame}}``:
+    a surge seen under nested prefixes in different windows is the widest
+    of them, its blame theirs; the most blamed first, at most `limit`."""
+    out = {}
+    for name, held in parts.items():
+        nets = sorted(((ipaddress.IPv4Network(x), a) for x, a in held.items()),
+                      key=lambda t: t[0].prefixlen)
+        kept = []
+        for net, a in nets:
+            for i, (k, b) in enumerate(kept):
+                if net.subnet_of(k):
+                    kept[i] = (k, b + a)
+                    break
+            else:
+                kept.append((net, a))
+        kept.sort(key=lambda t: (-t[1], t[0]))
+        out[name] = [str(k) for k, _ in kept[:limit]]
+    return out
 
 
 def _surges(culprits, sources, named_shares):
@@ -1807,7 +1850,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     # value to order culprits the cap makes equal.  Reported in packets at
     # the rate of the NF where the victim waited longest (one factor per
     # victim, so the ranking is the ranking by delay).
-    sources, named_shares = A.sources, A.named_shares
+    sources, named_shares, parts = A.sources, A.named_shares, source_parts(A._parts)
     room = np.array([A.nfs[k].room if k in A.nfs else 0.0 for k in range(len(names))])
     A = F = None                        # free the per-hop and per-NF arrays
     r_v = np.where(vnf >= 0, rate[np.maximum(vnf, 0)], 0.0)
@@ -1840,4 +1883,5 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     return Attribution(vp, t.packet_id[vp], lat, dv,
                        NFLabels(vnf, names), culprits,
                        CulpritScores(offsets, culprit, capped, uncapped, len(keys)), varr,
-                       sources.cover_str() if sources.known else None)
+                       sources.cover_str() if sources.known else None,
+                       {k[1]: parts[k[1]] for k in culprits if k[0] == "flows" and k[1] in parts})

@@ -207,18 +207,39 @@ class SourceRates:
             SECOND_SURGE)
         return self._cover_str if length < 0 else prefix_str(value, length)
 
-    def excess_prefixes(self, addrs, ends, windows_ns, share=EXCESS_SHARE, slack=None):
+    def excess_prefixes(self, addrs, ends, windows_ns, share=EXCESS_SHARE, slack=None,
+                        parts=False):
         """:meth:`excess_prefix` of each window whose packets are
         ``addrs[:ends[b]]`` (`ends` ascending), over ``windows_ns[b]``,
         with ``slack[b]`` (None: 0): a list of str, the addresses counted
-        once for all of them."""
+        once for all of them.
+
+        With `parts`, also a list of tuples: for each window whose name is
+        the prefix holding two surges (SECOND_SURGE), those two prefixes,
+        the larger first (else an empty tuple)."""
+        nb = len(ends)
         if not self.known:
-            return ["*"] * len(ends)
-        length, value = np.empty(len(ends), np.int32), np.empty(len(ends), np.uint32)
+            return (["*"] * nb, [()] * nb) if parts else ["*"] * nb
+        length, value = np.empty(nb, np.int32), np.empty(nb, np.uint32)
+        plen, pval = ((np.empty((nb, 2), np.int32), np.empty((nb, 2), np.uint32)) if parts
+                      else (None, None))
         _prefix.excess_prefix_at(
             np.ascontiguousarray(addrs, np.uint32), np.asarray(ends, np.int64),
             np.maximum(np.asarray(windows_ns, np.int64), 1), self._prefix, self._rate,
             self._offset, self.cover[1], self._rate0, share, length, value,
-            None if slack is None else np.ascontiguousarray(slack, np.float64), SECOND_SURGE)
-        return [self._cover_str if n < 0 else prefix_str(v, n)
-                for n, v in zip(length.tolist(), value.tolist())]
+            None if slack is None else np.ascontiguousarray(slack, np.float64), SECOND_SURGE,
+            plen, pval)
+        names = [self._cover_str if n < 0 else prefix_str(v, n)
+                 for n, v in zip(length.tolist(), value.tolist())]
+        if not parts:
+            return names
+        out = []
+        for b, (n, v) in enumerate(zip(length.tolist(), value.tolist())):
+            (n0, n1), (v0, v1) = plen[b].tolist(), pval[b].tolist()
+            # the name holds both surges and is wider than either
+            n = self.cover[1] if n < 0 else n
+            v = self.cover[0] if length[b] < 0 else v
+            held = n0 >= 0 and n1 >= 0 and n < min(n0, n1) and all(
+                (x & _mask(n)) == (v & _mask(n)) for x in (v0, v1))
+            out.append((prefix_str(v0, n0), prefix_str(v1, n1)) if held else ())
+        return names, out

@@ -566,3 +566,9 @@ def test_excess_prefix_names_two_surges_by_what_holds_both():
     assert new.excess_prefix(w, T, slack=0.3) == ref.excess_prefix(w, T, slack=0.3) \
         == new.excess_prefix(w, T) == "0.0.0.0/0"
     assert ref.excess_prefix(w, T, slack=0.3, second=1.0) == "203.0.0.0/24"
+    # and says which two it holds, the larger first; a window of one burst
+    # (its first 1,024 packets and the rest) holds none
+    names, parts = new.excess_prefixes(w, [len(w) - 256, len(w)], [T, T], slack=[0.3, 0.3],
+                                       parts=True)
+    assert parts == [(), ("203.0.0.0/24", "204.0.0.0/25")] and names[1] == "0.0.0.0/0"
+    assert new.excess_prefixes(w, [len(w)], [T], slack=[0.3]) == ["0.0.0.0/0"]

@@ -365,10 +365,9 @@ class VictimList(Sequence):
         return self._ranked
 
     def _dicts(self, lo, hi):
-        from mscope.analyzer.attribution import culprit_dict
         att = self.att
         ptr, col, score = self.ranked()
-        base = [culprit_dict(k) for k in att.culprits]
+        base = att.culprit_dicts()
         a, b = int(ptr[lo]), int(ptr[hi])
         cols, scores = col[a:b].tolist(), score[a:b].tolist()
         p = (ptr[lo:hi + 1] - a).tolist()
@@ -521,7 +520,6 @@ class _Formatter:
     _TAIL = (b', "dropped": false, "culprits": [', b', "dropped": true, "culprits": [')
 
     def __init__(self, victims):
-        from mscope.analyzer.attribution import culprit_dict
         att = victims.att
         self.att = att
         self.ptr, self.col, self.score = victims.ranked()
@@ -530,8 +528,8 @@ class _Formatter:
         self.nf_text = [b', "nf": ' + json.dumps(x).encode() + b', "latency_ns": '
                         for x in names] or [b""]
         self.nf_w = _words(self.nf_text).shape[1]
-        pre = [json.dumps(culprit_dict(k))[:-1].encode() + b', "score": '
-               for k in att.culprits] or [b""]
+        pre = [json.dumps(d)[:-1].encode() + b', "score": '
+               for d in att.culprit_dicts()] or [b""]
         # row 2j: ", " and culprit j's text up to its score; 2j + 1: the
         # same without the separator, for the first culprit of a victim
         self.pre = [x for p in pre for x in (b", " + p, p)]
@@ -636,6 +634,8 @@ class _Formatter:
 def _culprit_text(c):
     if c["kind"] == "nf":
         return f"{c['nf']} ({c['cause']})"
+    if c.get("parts"):
+        return f"flows {c['flows']} [{', '.join(c['parts'])}] ({c['cause']})"
     return f"flows {c['flows']} ({c['cause']})"
 
 
@@ -644,6 +644,9 @@ def _cause_text(c, cover=None):
     the source's addresses (Attribution.source_cover), which names a surge
     no narrower prefix held."""
     if c["kind"] == "flows":
+        if c.get("parts"):
+            return (f"surges from {' and '.join(c['parts'])} together "
+                    f"(flows {c['flows']}) above their usual rate")
         if c["flows"] == cover:
             return (f"the traffic as a whole (flows {c['flows']}) above its usual rate, "
                     f"no narrower prefix standing out")
