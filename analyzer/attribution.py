@@ -922,7 +922,8 @@ class _Attributor:
         names, parts = rates.excess_prefixes(addr, ns, span, slack=self._slack(via, span),
                                              parts=True)
         for name, two, a in zip(names, parts, amounts.tolist()):
-            if two:
+            # surges both: not, say, the two halves of the usual traffic
+            if two and all(_usual_share(x, rates) <= SURGE_SHARE for x in two):
                 held = self._parts.setdefault(name, {})
                 for x in two:
                     held[x] = held.get(x, 0.0) + a
