@@ -231,13 +231,15 @@ cdef void _best_prefix(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] pref
     # over its long-run rate), then, where that named nothing or left
     # more than `second` of the window's excess beyond it outside the
     # name (a second surge), as counted.  The two surges, where a second
-    # one was found so, into part_len/part_v[0..1] (-1: none)
+    # one was found so, into part_len/part_v[0..1] (-1: none; not looked
+    # for where part_len is NULL)
     cdef Py_ssize_t n = 0, i, lo, hi
     cdef double T = <double>window_ns, root, root_s, named
     cdef uint32_t p_hi
     cdef uint64_t *rest
     win_len[0], win_v[0] = -1, 0
-    part_len[0] = part_len[1] = -1
+    if part_len != NULL:
+        part_len[0] = part_len[1] = -1
     for i in range(d):
         n += <uint32_t>a[i]
     # (numpy: len(a) - rate0 * T, then share * root)
@@ -250,7 +252,7 @@ cdef void _best_prefix(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] pref
                          win_len, win_v)
         if win_len[0] >= 0 and root_s - named <= second * root_s:
             return
-        if win_len[0] >= 0:
+        if win_len[0] >= 0 and part_len != NULL:
             # the second surge: the same descent over the addresses
             # outside the first's prefix (a run of the sorted ones)
             part_len[0], part_v[0] = win_len[0], win_v[0]
@@ -314,8 +316,6 @@ def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
     cdef uint64_t *a
     cdef uint32_t win_v = 0
     cdef int win_len = -1
-    cdef int part_len[2]
-    cdef uint32_t part_v[2]
     if n_in == 0:
         return -1, 0
     a = <uint64_t *>malloc(n_in * sizeof(uint64_t))
@@ -325,7 +325,7 @@ def excess_prefix(const uint32_t[::1] addrs, const uint32_t[::1] prefix,
         d = _distinct_known(addrs, a)
         if d >= 0:
             _best_prefix(a, d, prefix, rate, offset, cover_length, rate0, window_ns, share,
-                         slack, second, &win_len, &win_v, part_len, part_v)
+                         slack, second, &win_len, &win_v, NULL, NULL)
     free(a)
     if d < 0:
         raise MemoryError()
@@ -353,6 +353,7 @@ def excess_prefix_at(const uint32_t[::1] addrs, const int64_t[::1] ends,
     cdef int part_len[2]
     cdef uint32_t part_v[2]
     cdef bint want_parts = parts_length is not None
+    cdef int *want_len = part_len if want_parts else NULL
     for b in range(nb):
         if ends[b] < 0 or ends[b] > addrs.shape[0] or (b and ends[b] < ends[b - 1]):
             raise ValueError(f"ends must ascend within [0, {addrs.shape[0]}]")
@@ -384,7 +385,7 @@ def excess_prefix_at(const uint32_t[::1] addrs, const int64_t[::1] ends,
                 d = _table_sorted(&T, a)
                 _best_prefix(a, d, prefix, rate, offset, cover_length, rate0, windows_ns[b],
                              share, slack[b] if slack is not None else 0.0, second,
-                             &win_len, &win_v, part_len, part_v)
+                             &win_len, &win_v, want_len, part_v)
             length[b], value[b] = win_len, win_v
             if want_parts:
                 parts_length[b, 0], parts_length[b, 1] = part_len[0], part_len[1]

@@ -284,10 +284,15 @@ class Attribution:
     source_cover: str = None
     source_parts: dict = field(default_factory=dict)
 
+    def culprit_json(self, key):
+        """Culprit `key`'s SCENARIO.md dict, without a score; a source
+        culprit's parts (``source_parts``) with it."""
+        return culprit_dict(key, parts=self.source_parts.get(key[1]) if key[0] == "flows"
+                            else None)
+
     def culprit_dicts(self):
-        """Each culprit column's SCENARIO.md dict, without its score."""
-        return [culprit_dict(k, parts=self.source_parts.get(k[1]) if k[0] == "flows" else None)
-                for k in self.culprits]
+        """Each culprit column's :meth:`culprit_json`."""
+        return [self.culprit_json(k) for k in self.culprits]
 
     def ranked_arrays(self):
         """Every victim's culprits, ranked, as flat arrays (no Python object

@@ -13,7 +13,6 @@ addresses weighted by blame.  An NF blamed locally is also asked which flows it 
 """
 import numpy as np
 
-from .attribution import culprit_dict
 from .prefixes import covering_prefix, heavy_prefixes
 from .slowflows import slow_prefix
 
@@ -108,8 +107,7 @@ def find_patterns(att, threshold=DEFAULT_THRESHOLD, traj=None, view=None, queues
                 hh = heavy_prefixes(a[known], col[known], VICTIM_SHARE, min_length=lo)
                 if hh:
                     flows = hh[0][0]
-            c = culprit_dict(key, parts=att.source_parts.get(key[1]) if key[0] == "flows"
-                             else None)
+            c = att.culprit_json(key)
             if key[0] == "nf" and key[2] == "local":
                 if key[1] not in slow:
                     slow[key[1]] = _slow_flows(key[1], traj, view, (queues or {}).get(key[1])) \

@@ -234,12 +234,11 @@ class SourceRates:
         if not parts:
             return names
         out = []
-        for b, (n, v) in enumerate(zip(length.tolist(), value.tolist())):
-            (n0, n1), (v0, v1) = plen[b].tolist(), pval[b].tolist()
+        for (n, v), (n0, n1), (v0, v1) in zip(zip(length.tolist(), value.tolist()),
+                                               plen.tolist(), pval.tolist()):
+            n, v = (n, v) if n >= 0 else self.cover[::-1]
             # the name holds both surges and is wider than either
-            n = self.cover[1] if n < 0 else n
-            v = self.cover[0] if length[b] < 0 else v
             held = n0 >= 0 and n1 >= 0 and n < min(n0, n1) and all(
-                (x & _mask(n)) == (v & _mask(n)) for x in (v0, v1))
+                (x ^ v) & _mask(n) == 0 for x in (v0, v1))
             out.append((prefix_str(v0, n0), prefix_str(v1, n1)) if held else ())
         return names, out

@@ -202,13 +202,18 @@ def peak_rate(batch_ns, batch_count, busy_after, percentile=PEAK_PERCENTILE):
     float
         Packets per ns; nan when the NF never had a backlog.
     """
-    if len(batch_ns) < 2:
-        return float("nan")
+    return _busy_batches(batch_ns, batch_count, busy_after, percentile)[0]
+
+
+def _busy_batches(batch_ns, batch_count, busy_after, percentile=PEAK_PERCENTILE):
+    """(peak_rate, the rate kept up over the same batches: their packets
+    over their gaps), nan without one."""
     gap = np.diff(batch_ns)
-    sel = busy_after[:-1] & (gap > 0)
+    sel = busy_after[:-1] & (gap > 0) if len(batch_ns) > 1 else np.zeros(0, bool)
     if not sel.any():
-        return float("nan")
-    return float(np.percentile(batch_count[:-1][sel] / gap[sel], percentile))
+        return float("nan"), float("nan")
+    c, g = batch_count[:-1][sel], gap[sel]
+    return float(np.percentile(c / g, percentile)), float(c.sum() / g.sum())
 
 
 def _hops_in_rx_order(view, traj):
@@ -266,10 +271,7 @@ def _peak_rate(view_nf, step_ns, step_len, work):
     cnt = np.bincount(view_nf.rx_batch, minlength=nb)
     after = np.searchsorted(step_ns, view_nf.batch_ns, side="right") - 1
     busy = (after >= 0) & (step_len[np.maximum(after, 0)] > 0)
-    gap = np.diff(view_nf.batch_ns)
-    sel = busy[:-1] & (gap > 0)
-    kept = cnt[:-1][sel].sum() / gap[sel].sum() if sel.any() else float("nan")
-    return peak_rate(view_nf.batch_ns, cnt, busy), float(kept)
+    return _busy_batches(view_nf.batch_ns, cnt, busy)
 
 
 def service_rate(batch_count, batch_dur, percentile=PEAK_PERCENTILE):
@@ -316,8 +318,9 @@ def service_rate(batch_count, batch_dur, percentile=PEAK_PERCENTILE):
              for a, b in zip(edge[:-1].tolist(), edge[1:].tolist()) if b - a >= least]
     if rates:
         return float(max(rates))
-    # no size seen that often: the top tenth by size (c >= np.percentile(c, 90)): counts are small
-    # integers, so read off their histogram rather than partitioning them
+    # no size seen that often: the top tenth by size (c >=
+    # np.percentile(c, 90)): counts are small integers, so read off their
+    # histogram rather than partitioning them
     cum = np.cumsum(np.bincount(c))
     k = 0.9 * (len(c) - 1)
     lo, hi = (int(np.searchsorted(cum, x, "right")) for x in (np.floor(k), np.ceil(k)))
