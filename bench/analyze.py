@@ -16,7 +16,9 @@ Each measurement runs in a fresh process, through
 ``mscope.diagnose.run_diagnose`` (the code behind the command: the JSON
 written to a file, the summary printed to a buffer): the speed runs
 plainly, the memory run under tracemalloc (numpy reports its buffers to
-it).  Per stage: wall time (best of the speed runs), and from the memory
+it).  Per stage: wall time (best of the speed runs), the best run's user
+and system time and minor faults (fresh 4 KiB pages, which the kernel
+zeroes: the system time), and from the memory
 run the traced peak while the stage ran (everything held then, earlier
 stages' results included), what was still held at its end, and the
 process's resident size.  `process s` is the speed run's whole process,
@@ -132,17 +134,26 @@ def report(runs, mem, dec):
     per = {n: min(s["seconds"] for r in runs for s in r["stages"] if s["stage"] == n)
            for n in names}
     mstage = {s["stage"]: s for s in mem["stages"]}
+    # user and system time, fresh pages: the best run's own
+    bstage = {s["stage"]: s for s in best["stages"]}
     total = sum(per.values())
-    print(f"{'stage':<13} {'best s':>7} {'share':>6} {'M hops/s':>9}  {'traced peak MiB':>15} "
-          f"{'x decoded':>9} {'held after MiB':>14} {'RSS MiB':>8}")
+    print(f"{'stage':<13} {'best s':>7} {'share':>6} {'M hops/s':>9} {'user s':>7} {'sys s':>6} "
+          f"{'k faults':>8}  {'traced peak MiB':>15} {'x decoded':>9} {'held after MiB':>14} "
+          f"{'RSS MiB':>8}")
     for n in names:
-        m = mstage.get(n, {})
+        m, b = mstage.get(n, {}), bstage[n]
         pk = m.get("traced_peak_bytes")
         print(f"{n:<13} {per[n]:7.3f} {per[n] / total:6.1%} "
-              f"{best['hops'] / per[n] / 1e6 if per[n] else float('inf'):9.1f}  "
+              f"{best['hops'] / per[n] / 1e6 if per[n] else float('inf'):9.1f} "
+              f"{b.get('user_seconds', float('nan')):7.3f} "
+              f"{b.get('system_seconds', float('nan')):6.3f} "
+              f"{b.get('minor_faults', 0) / 1000:8.1f}  "
               f"{_mib(pk):>15} {pk / dec if pk else 0:9.2f} {_mib(m.get('traced_bytes')):>14} "
               f"{_mib(m.get('rss_bytes')):>8}")
-    print(f"{'sum':<13} {total:7.3f}")
+    tot = {k: sum(b.get(k, 0) for b in best["stages"])
+           for k in ("user_seconds", "system_seconds", "minor_faults")}
+    print(f"{'sum':<13} {total:7.3f} {'':>6} {'':>9} {tot['user_seconds']:7.3f} "
+          f"{tot['system_seconds']:6.3f} {tot['minor_faults'] / 1000:8.1f}")
     print()
     print(f"decoded capture {dec / 2**20:,.0f} MiB; peak traced {_mib(mem['traced_peak_bytes'])}"
           f" MiB ({mem['traced_peak_ratio']:.2f}x); RSS growth {_mib(mem['rss_growth_bytes'])}"
