@@ -1297,8 +1297,9 @@ cdef double _pairwise_sum(const double[::1] a, Py_ssize_t lo, Py_ssize_t n) noex
 
 
 def tandem_queue_at(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
-                    const int64_t[::1] hop_rx_ns, const int64_t[::1] extra, double ru,
-                    double rd, double room, const int64_t[::1] start, const int64_t[::1] at,
+                    const int64_t[::1] hop_rx_ns, const int64_t[::1] extra,
+                    const int64_t[::1] side, double ru, double rd, double room,
+                    const int64_t[::1] start, const int64_t[::1] at,
                     double[::1] out, double[::1] out_u):
     """The queues an NF U and the next NF D would have had if U served
     its arrivals at its peak rate `ru` and D took what U passed on at its
@@ -1308,7 +1309,9 @@ def tandem_queue_at(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
     both empty at ``start[b]``; and the arrivals `extra` (times, sorted:
     U's drops, which would have gone on without U's slowness), merged
     with them as they come, not into an array of their own (U's arrivals
-    would be copied for each call).  Just after the last arrival in
+    would be copied for each call).  The arrivals `side` (times, sorted)
+    go to D directly: D's traffic from elsewhere, where D is further down
+    U's path and other NFs feed it too.  Just after the last arrival in
     [``start[b]``, ``at[b]``]: U's backlog into ``out_u[b]``, D's into
     ``out[b]`` (packets; 0 before the first).  Queries with one start are
     answered in one pass from it (`start` and `at` ascending).
@@ -1316,9 +1319,10 @@ def tandem_queue_at(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
     Between arrivals U drains at `ru` while it holds any, and D fills at
     ``ru - rd`` meanwhile (drains at `rd` once U is empty)."""
     cdef Py_ssize_t i = 0, j = 0, b, n = hops.shape[0], nb = at.shape[0], c = 0
-    cdef Py_ssize_t ne = extra.shape[0], lo, hi, mid
+    cdef Py_ssize_t ne = extra.shape[0], ns = side.shape[0], k = 0, lo, hi, mid
     cdef double a, last = 0, dt, busy, qu = 0, qd = 0, inv_ru
-    cdef int64_t ah
+    cdef int64_t ah, t
+    cdef int kind
     if out.shape[0] < nb or out_u.shape[0] < nb or start.shape[0] < nb:
         raise ValueError("start, out and out_u need one entry per time")
     if not (ru > 0 and rd > 0):
@@ -1340,17 +1344,37 @@ def tandem_queue_at(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
                     else:
                         hi = mid
                 j = lo
+                lo, hi = 0, ns                  # the first side arrival at or after it
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if side[mid] < start[b]:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                k = lo
                 qu = qd = 0
                 c = 0
             while True:
-                ah = _arrival_of(hop_arrival_ns, hop_rx_ns, hops[i]) if i < n else -1
-                if i < n and ah <= at[b] and (j >= ne or ah <= extra[j]):
+                # the next of the three runs (U's arrivals first on ties,
+                # then the extra ones)
+                kind = 0
+                ah = 0
+                if i < n:
+                    t = _arrival_of(hop_arrival_ns, hop_rx_ns, hops[i])
+                    if t <= at[b]:
+                        ah, kind = t, 1
+                if j < ne and extra[j] <= at[b] and (kind == 0 or extra[j] < ah):
+                    ah, kind = extra[j], 2
+                if k < ns and side[k] <= at[b] and (kind == 0 or side[k] < ah):
+                    ah, kind = side[k], 3
+                if kind == 0:
+                    break
+                if kind == 1:
                     i += 1
-                elif j < ne and extra[j] <= at[b]:
-                    ah = extra[j]
+                elif kind == 2:
                     j += 1
                 else:
-                    break
+                    k += 1
                 a = <double>ah
                 dt = a - last if c else 0.0
                 busy = qu * inv_ru
@@ -1363,7 +1387,10 @@ def tandem_queue_at(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
                 qd -= rd * (dt - busy)
                 if qd < 0:
                     qd = 0
-                qu += 1.0
+                if kind == 3:
+                    qd = qd + 1.0 if qd + 1.0 < room else room
+                else:
+                    qu += 1.0
                 last = a
                 c += 1
             out[b], out_u[b] = qd, qu

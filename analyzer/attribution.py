@@ -753,6 +753,18 @@ class _Attributor:
         # per source name held two surges: the blame of the windows each
         # surge was seen in (source_parts)
         self._parts = {}
+        # per (NF, NF further down its path): what would feed the latter
+        # without the former's slowness (_far_feeds)
+        self.far_feeds = {}
+
+    def rates(self):
+        """Each NF's peak rate by code (packets/ns; inf where it has none:
+        never the slower)."""
+        r = np.full(len(self.names), np.inf)
+        for k, F in self.nfs.items():
+            if F.rate > 0:
+                r[k] = F.rate
+        return r
 
     def _add(self, acc, key, v):
         acc[key] = acc.get(key, 0.0) + v
@@ -1391,7 +1403,7 @@ def _next_hops(t, hops):
 
 def _late_even_so(t, hops, a_u, w_u, w_d, usual, slo_ns):
     """Whether the victims of `hops` at an NF U (arriving there at `a_u`)
-    would be late with waits `w_u` at U and `w_d` at the next NF: their
+    would be late with waits `w_u` at U and `w_d` at an NF after it: their
     time before U, those waits and each NF's usual time with a packet from
     U on, not their actual times after U (which hold what U's own release
     did downstream)."""
@@ -1480,7 +1492,18 @@ def _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns):
     bug at filt1 while a burst overloads probe, the NF after it (held-out
     ho43-03): filt1 dropped 567 of the burst's packets and made 440 late
     that the truth gives to the burst alone, all named for filt1; the
-    tandem without filt1's drops filled a quarter of probe's seen room."""
+    tandem without filt1's drops filled a quarter of probe's seen room.
+
+    Where the next NF is not slower than U, D is the slowest NF further on
+    the victim's path (a drop's: the one most of U's packets meet), where
+    that one is slower than U: the NFs between pass U's output on faster
+    than it comes.  The tandem then feeds D what else reaches it too, D's
+    arrivals from elsewhere, moved earlier by the usual time from U's tx
+    to D (_far_feeds).  An interrupt at probe while a burst, split between
+    two branches, overloads relay9 three NFs on (held-out ho49-12): probe
+    held and dropped half the burst, and the other half alone did not
+    queue at relay9; without the stall, both halves would have.  588
+    victims the truth gives to the burst alone were named for probe."""
     usual = None
     # NF by NF, those whose input ever ran beyond its natural variation:
     # their victims' hops only (the stage's peak is near)
@@ -1502,14 +1525,30 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
     nxt, ok = _next_hops(t, h[recv])
     recv, nxt = recv[ok], nxt[ok]
     d_nf = t.hop_nf[nxt]
-    groups = [(d, recv[d_nf == d], nxt[d_nf == d]) for d in np.unique(d_nf).tolist()]
+    groups = [(d, recv[d_nf == d], nxt[d_nf == d], None) for d in np.unique(d_nf).tolist()]
+    # where the next NF is not the slower, the slowest one further on
+    rate = A.rates()
+    fast = rate[d_nf] >= U.rate
+    if fast.any():
+        far = _slowest_after(t, h[recv[fast]], rate, U.rate)
+        ok = far >= 0
+        i, jf = recv[fast][ok], far[ok]
+        f_nf = t.hop_nf[jf]
+        for d in np.unique(f_nf).tolist():
+            groups.append((d, i[f_nf == d], jf[f_nf == d], _far_feeds(t, A, U, d)))
     # drops at U, where U passes packets to one NF only: without U's
-    # slowness they would have gone on to it
+    # slowness they would have gone on to it (or to the slowest NF its
+    # packets meet further on, where that one is not the slower)
     if len(U.to_pos) == 1 and None in U.to_pos.values():
         gone = cand[~went_on & (t.hop_rx[h[cand]] < 0)]
-        if len(gone):
-            groups.append((next(iter(U.to_pos)), gone, None))
-    for d, i, jd in groups:
+        d = next(iter(U.to_pos))
+        if len(gone) and rate[d] >= U.rate:
+            d = _usual_slowest_after(t, U, rate)
+            if d >= 0:
+                groups.append((d, gone, None, _far_feeds(t, A, U, d)))
+        elif len(gone):
+            groups.append((d, gone, None, None))
+    for d, i, jd, feeds in groups:
         D = A.nfs.get(d)
         if D is None or not 0 < D.rate < U.rate:
             continue
@@ -1523,17 +1562,23 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
         if len(y) == 0:
             continue
         i, hu, a_u, js = i[y], hu[y], a_u[y], js[y]
-        pos = U.to_pos.get(d, _NO_POS)
-        bound = U.hops_by_arr if pos is None else U.hops_by_arr[pos]
-        # U's drops would have gone on too, where d is the only NF after U
-        extra = U.d_arr if pos is None else _NO_TIMES
+        if feeds is None:
+            pos = U.to_pos.get(d, _NO_POS)
+            bound = U.hops_by_arr if pos is None else U.hops_by_arr[pos]
+            # U's drops would have gone on too, where d is the only NF after U
+            extra, side = (U.d_arr if pos is None else _NO_TIMES), _NO_TIMES
+        else:
+            # U's drops would have gone on too, where U passes packets to
+            # one NF only
+            bound, side = feeds
+            extra = U.d_arr if len(U.to_pos) == 1 and None in U.to_pos.values() else _NO_TIMES
         o = np.argsort(a_u, kind="stable")
         q, q_u = np.empty(len(o)), np.empty(len(o))
         # the tandem empty where U's input started to run beyond its
         # natural variation (the surge window of each victim): one pass
         # over each window's arrivals, not over the capture's
-        _attrib.tandem_queue_at(bound, t.hop_arrival_ns, t.hop_rx_ns, extra, U.rate, D.rate,
-                                D.room, U.surge_start[js[o]],
+        _attrib.tandem_queue_at(bound, t.hop_arrival_ns, t.hop_rx_ns, extra, side, U.rate,
+                                D.rate, D.room, U.surge_start[js[o]],
                                 np.ascontiguousarray(a_u[o]), q, q_u)
         w_cf, w_cf_u = np.empty(len(o)), np.empty(len(o))
         w_cf[o] = q / D.rate
@@ -1559,6 +1604,80 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
         L_h[i[x]] -= moved[x] * U.rate
         I_h[i[x]] += moved[x] * U.rate
     return usual
+
+
+def _slowest_after(t, hops, rate, below):
+    """For each of `hops`: the later hop of its packet at the slowest NF
+    it visits after the next one (received there, its arrival recorded),
+    where that NF is slower than `below` (packets/ns); -1 where none."""
+    nh = len(t.hop_packet)
+    pk = t.hop_packet[hops]
+    best = np.full(len(hops), -1, np.int64)
+    best_r = np.full(len(hops), float(below))
+    j = hops.astype(np.int64) + 2
+    live = np.ones(len(hops), bool)
+    while live.any():
+        jj = np.minimum(j, nh - 1)
+        live &= (j < nh) & (t.hop_packet[jj] == pk)
+        r = rate[t.hop_nf[jj]]
+        better = (live & (r < best_r) & (t.hop_rx[jj] >= 0) & (t.hop_arrival_ns[jj] >= 0))
+        best[better], best_r[better] = jj[better], r[better]
+        j += 1
+    return best
+
+
+def _usual_slowest_after(t, U, rate):
+    """The NF most of U's packets meet as the slowest after the next one,
+    where slower than U (-1: none): from one arrival in 64."""
+    smp = U.hops_by_arr[::64]
+    far = _slowest_after(t, smp, rate, U.rate)
+    far = far[far >= 0]
+    if len(far) < max(1, len(smp) // 2):
+        return -1
+    return int(np.bincount(t.hop_nf[far]).argmax())
+
+
+def _visits(t, hops, d, later):
+    """Which of `hops` belong to packets with a hop at NF `d` after them
+    (`later`) or before them."""
+    nh = len(t.hop_packet)
+    pk = t.hop_packet[hops]
+    step = 1 if later else -1
+    j = hops.astype(np.int64) + step
+    out = np.zeros(len(hops), bool)
+    hop_at = np.full(len(hops), -1, np.int64)
+    live = np.ones(len(hops), bool)
+    while live.any():
+        jj = np.clip(j, 0, nh - 1)
+        live &= (j >= 0) & (j < nh) & (t.hop_packet[jj] == pk)
+        hit = live & (t.hop_nf[jj] == d)
+        out |= hit
+        hop_at[hit] = jj[hit]
+        live &= ~hit
+        j += step
+    return out, hop_at
+
+
+def _far_feeds(t, A, U, d):
+    """What would feed NF `d`, further down U's path, without U's
+    slowness: U's arrivals bound for d (by arrival), and d's arrivals from
+    elsewhere (sorted times), moved earlier by the usual time from U's
+    tx to d so that they meet U's output as they did (the tandem passes
+    U's output to d at once)."""
+    key = (U.k, d)
+    if key in A.far_feeds:
+        return A.far_feeds[key]
+    D = A.nfs[d]
+    bound, at_d = _visits(t, U.hops_by_arr, d, True)
+    hu, hd = U.hops_by_arr[bound], at_d[bound]
+    smp = np.arange(0, len(hu), max(1, len(hu) // 4096))
+    ok = (t.hop_tx_ns[hu[smp]] >= 0) & (t.hop_arrival_ns[hd[smp]] >= 0)
+    transit = (int(np.median(t.hop_arrival_ns[hd[smp][ok]] - t.hop_tx_ns[hu[smp][ok]]))
+               if ok.any() else 0)
+    via_u, _ = _visits(t, D.hops_by_arr, U.k, False)
+    side = _arrival(t, D.hops_by_arr[~via_u]) - transit
+    A.far_feeds[key] = out = (hu, np.ascontiguousarray(side, np.int64))
+    return out
 
 
 def _waited_out_upstream(t, A, queues, h, h_nf, hv_of, vp, I_h, slo_ns):

@@ -731,29 +731,34 @@ def test_merge_row_columns_as_a_sort_and_reduceat(seed):
     assert out_val[:m].tobytes() == np.add.reduceat(x, first).tobytes()
 
 
-def _ref_tandem(arrivals, ru, rd, room, at):
+def _ref_tandem(arrivals, ru, rd, room, at, side=()):
     """Two fluid servers in tandem, stepped finely in time: U drains at ru,
-    what leaves it joins D (at most `room` held), D drains at rd."""
+    what leaves it joins D (at most `room` held), D drains at rd; the
+    `side` arrivals join D directly."""
     qu = qd = 0.0
     out, out_u = [], []
-    ev = sorted(arrivals)
-    t, i, step = (ev[0] if ev else 0), 0, 0.5
+    ev = sorted([(x, 0) for x in arrivals] + [(x, 1) for x in side])
+    t, i, step = (ev[0][0] if ev else 0), 0, 0.5
     for x in at:
-        while i < len(ev) and ev[i] <= x:
-            while t + step <= ev[i]:
+        while i < len(ev) and ev[i][0] <= x:
+            while t + step <= ev[i][0]:
                 moved = min(qu, ru * step)
                 qu -= moved
                 qd = min(room, max(0.0, qd + moved - rd * step))
                 t += step
-            qu += 1.0
+            if ev[i][1]:
+                qd = min(room, qd + 1.0)
+            else:
+                qu += 1.0
             i += 1
         out.append(qd if i else 0.0)
         out_u.append(qu if i else 0.0)
     return np.array(out), np.array(out_u)
 
 
+@pytest.mark.parametrize("with_side", [False, True])
 @pytest.mark.parametrize("index", INDEX)
-def test_tandem_queue_is_two_fluid_servers(index):
+def test_tandem_queue_is_two_fluid_servers(index, with_side):
     rng = np.random.default_rng(21)
     n = 400
     # bursts of arrivals faster than D takes them, with quiet gaps between
@@ -771,19 +776,28 @@ def test_tandem_queue_is_two_fluid_servers(index):
     apart = rng.random(n) < 0.1
     extra = np.sort(eff[apart])
     kept = hops[~apart]
+    # D's traffic from elsewhere: a steady stream, joining D directly
+    side = (np.sort(rng.integers(eff[0] - 100, eff[-1], 150)).astype(np.int64) if with_side
+            else np.zeros(0, np.int64))
     for ru, rd, room in ((0.2, 0.05, 1e9), (0.2, 0.05, 30.0), (0.08, 0.05, 1e9)):
         q, q_u = np.empty(len(at)), np.empty(len(at))
-        _attrib.tandem_queue_at(kept, arr, rx, extra, ru, rd, room, start, at, q, q_u)
-        ref, ref_u = _ref_tandem(eff.tolist(), ru, rd, room, at[:30].tolist())
+        _attrib.tandem_queue_at(kept, arr, rx, extra, side, ru, rd, room, start, at, q, q_u)
+        ref, ref_u = _ref_tandem(eff.tolist(), ru, rd, room, at[:30].tolist(),
+                                 [x for x in side.tolist() if x >= start[0]])
         ref2, ref2_u = _ref_tandem([x for x in eff.tolist() if x >= start[30]], ru, rd, room,
-                                   at[30:].tolist())
+                                   at[30:].tolist(), [x for x in side.tolist() if x >= start[30]])
         # the reference steps every 0.5 ns, the kernel exactly
         assert np.allclose(q, np.concatenate([ref, ref2]), atol=0.2)
         assert np.allclose(q_u, np.concatenate([ref_u, ref2_u]), atol=0.2)
         assert q.max() > 5 and q.max() <= room
+        if with_side:                   # the side stream queues at D
+            q0 = np.empty(len(at))
+            _attrib.tandem_queue_at(kept, arr, rx, extra, np.zeros(0, np.int64), ru, rd, room,
+                                    start, at, q0, q_u)
+            assert (q > q0 + 1).any() and (q >= q0 - 1e-9).all()
     with pytest.raises(ValueError, match="ascend"):
-        _attrib.tandem_queue_at(hops, arr, rx, extra, 0.2, 0.05, 1e9, start, at[::-1].copy(),
-                                q, q_u)
+        _attrib.tandem_queue_at(hops, arr, rx, extra, side, 0.2, 0.05, 1e9, start,
+                                at[::-1].copy(), q, q_u)
 
 
 @pytest.mark.parametrize("nc", [0, 1, 5, 8, 9, 59, 128, 129, 300])

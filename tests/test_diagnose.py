@@ -1235,10 +1235,21 @@ def test_a_bottleneck_that_keeps_up_under_its_peak_is_not_slow(tmp_path):
     res, diag, ctx = _scored(tmp_path, doc)
     q = ctx["queues"]["relay9"]
     assert q.busy_rate < q.peak_rate / 1.025 < 1 / 515         # kept up under the peak
-    only = _alone(diag, _labels(tmp_path, doc["name"]), "u2", nf="relay9")
+    lab = _labels(tmp_path, doc["name"])
+    only = _alone(diag, lab, "u2", nf="relay9")
     assert len(only) > 2500
     assert _share(_tops({"victims": only}), lambda c: c.get("nf") == "relay9") < 0.01
     assert _named_for(only, "77.1.0.0/16") > 0.6
+    # The burst's packets probe held or dropped in its stall would have
+    # been late all the same at relay9, three NFs on (ratelim and
+    # relay_in, between, are faster than probe), with the burst's other
+    # half from ratelim1: the truth gives them to the burst alone.  The
+    # slowest NF further on takes the tandem, fed by the rest of its
+    # traffic too (dropped 0% and late 81% named for the burst before)
+    dropped = _alone(diag, lab, "u2", nf="probe", dropped=True)
+    late = _alone(diag, lab, "u2", nf="probe", dropped=False)
+    assert len(dropped) > 300 and _named_for(dropped, "77.1.0.0/16") > 0.95
+    assert len(late) > 1000 and _named_for(late, "77.1.0.0/16") > 0.9
 
 
 def test_two_surges_named_together_are_listed(tmp_path):
