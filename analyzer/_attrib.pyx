@@ -472,16 +472,34 @@ def scatter_scored(const uint64_t[::1] words, const int64_t[::1] rank,
                 values[at, 1] = scores[x, 1]
 
 
-cdef inline int64_t _period_idx(const int64_t[::1] pstart, int64_t t) noexcept nogil:
-    # searchsorted(pstart, t, "right") - 1
-    cdef Py_ssize_t lo = 0, hi = pstart.shape[0], mid
+cdef inline Py_ssize_t _upper(const int64_t[::1] a, int64_t t, Py_ssize_t lo,
+                              Py_ssize_t hi) noexcept nogil:
+    # the first of sorted a[lo:hi] after t (hi where none is)
+    cdef Py_ssize_t mid
     while lo < hi:
         mid = (lo + hi) >> 1
-        if pstart[mid] <= t:
+        if a[mid] <= t:
             lo = mid + 1
         else:
             hi = mid
-    return lo - 1
+    return lo
+
+
+cdef inline int64_t _period_idx(const int64_t[::1] pstart, int64_t t) noexcept nogil:
+    # searchsorted(pstart, t, "right") - 1
+    return _upper(pstart, t, 0, pstart.shape[0]) - 1
+
+
+cdef inline Py_ssize_t _first_from(const int64_t[::1] a, int64_t t) noexcept nogil:
+    # searchsorted(a, t, "left"): the first of sorted `a` at or after t
+    cdef Py_ssize_t lo = 0, hi = a.shape[0], mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 cdef inline int64_t _idx_from(const int64_t[::1] a, int64_t t, Py_ssize_t *k) noexcept nogil:
@@ -489,7 +507,7 @@ cdef inline int64_t _idx_from(const int64_t[::1] a, int64_t t, Py_ssize_t *k) no
     # the last t: galloping forward from there when t has not gone back (a
     # walk by later times touches only the stretch between them, where a
     # search from scratch misses the cache ~20 times over a large `a`)
-    cdef Py_ssize_t n = a.shape[0], lo = k[0], hi, step = 1, mid
+    cdef Py_ssize_t n = a.shape[0], lo = k[0], hi, step = 1
     if lo > n or (lo > 0 and a[lo - 1] > t):
         lo, hi = 0, n
     else:
@@ -500,14 +518,8 @@ cdef inline int64_t _idx_from(const int64_t[::1] a, int64_t t, Py_ssize_t *k) no
             step <<= 1
         if hi > n:
             hi = n
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] <= t:
-            lo = mid + 1
-        else:
-            hi = mid
-    k[0] = lo
-    return lo - 1
+    k[0] = _upper(a, t, lo, hi)
+    return k[0] - 1
 
 
 cdef inline double _cf_arrivals(int64_t t, double n_t, Py_ssize_t K, const int64_t[::1] ws,
@@ -1319,7 +1331,7 @@ def tandem_queue_at(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
     Between arrivals U drains at `ru` while it holds any, and D fills at
     ``ru - rd`` meanwhile (drains at `rd` once U is empty)."""
     cdef Py_ssize_t i = 0, j = 0, b, n = hops.shape[0], nb = at.shape[0], c = 0
-    cdef Py_ssize_t ne = extra.shape[0], ns = side.shape[0], k = 0, lo, hi, mid
+    cdef Py_ssize_t ne = extra.shape[0], ns = side.shape[0], k = 0
     cdef double a, last = 0, dt, busy, qu = 0, qd = 0, inv_ru
     cdef int64_t ah, t
     cdef int kind
@@ -1336,22 +1348,8 @@ def tandem_queue_at(const out_t[::1] hops, const int64_t[::1] hop_arrival_ns,
             if b == 0 or start[b] != start[b - 1]:
                 # both empty at the start: the first arrival from it on
                 i = _search_hops(hops, hops, True, hop_arrival_ns, hop_rx_ns, start[b], False)
-                lo, hi = 0, ne                  # the first extra at or after it
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if extra[mid] < start[b]:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                j = lo
-                lo, hi = 0, ns                  # the first side arrival at or after it
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if side[mid] < start[b]:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                k = lo
+                j = _first_from(extra, start[b])
+                k = _first_from(side, start[b])
                 qu = qd = 0
                 c = 0
             while True:
