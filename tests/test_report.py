@@ -95,7 +95,6 @@ def test_run_diagnose_times_every_stage(small, tmp_path):
     # CPU time and fresh pages per stage, for bench/analyze.py's table
     assert all(s["user_seconds"] >= 0 and s["system_seconds"] >= 0 and s["minor_faults"] >= 0
                for s in ctx["stages"])
-    assert sum(s["minor_faults"] for s in ctx["stages"]) > 0     # its arrays are new pages
     assert "victims" in buf.getvalue()
     assert json.loads((tmp_path / "d.json").read_text())["victims"] == list(diag["victims"])
 

@@ -32,7 +32,7 @@ from mscope import paths
 from mscope.errors import MscopeError
 from mscope.testbed.procs import Child
 
-from .plan import OVS_NAME, OVS_SOCKET_MEM_MB, PROC_MEM_MB, SINK_NAME, eal_args, make_plan
+from .plan import OVS_NAME, OVS_SOCKET_LIMIT_MB, PROC_MEM_MB, SINK_NAME, eal_args, make_plan
 from .switch import Switch, check_ovs
 
 __all__ = ["ovs_up", "ovs_down", "run_ovs", "load_ovs_scenario", "ensure_hugepages"]
@@ -317,7 +317,10 @@ def _start(sc, run_dir, keep_run_dir, time_scale, poll_us, port_type, nf_args, l
     registry = Path(tempfile.mkdtemp(prefix="mscope-ovs-", dir=shm))
     try:
         plan = make_plan(sc, run_dir, prefix, registry, time_scale, nf_args, cpus, port_type)
-        ensure_hugepages(OVS_SOCKET_MEM_MB + PROC_MEM_MB * len(plan.procs) + 64, log)
+        # OVS may grow to its socket limit, not its socket-mem: the
+        # tests' chains took 638 MB at their peak, over the 512 MB that
+        # the socket-mem sum passed with (a fresh machine's 256 pages)
+        ensure_hugepages(OVS_SOCKET_LIMIT_MB + PROC_MEM_MB * len(plan.procs) + 64, log)
     except BaseException:
         shutil.rmtree(registry, ignore_errors=True)
         raise
