@@ -754,7 +754,7 @@ class _Attributor:
         # surge was seen in (source_parts)
         self._parts = {}
         # per (NF, NF further down its path): what would feed the latter
-        # without the former's slowness (_far_feeds)
+        # without the former's slowness (_far_feeds, _moved_downstream)
         self.far_feeds = {}
 
     def rates(self):
@@ -1515,6 +1515,7 @@ def _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns):
         for c0 in range(0, len(every), _MOVED_CHUNK):
             usual = _moved_chunk(t, A, h, U, every[c0:c0 + _MOVED_CHUNK], hv_of, vp, L_h,
                                  I_h, slo_ns, usual)
+    A.far_feeds.clear()                 # (kept for this pass only)
 
 
 def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
@@ -1638,24 +1639,26 @@ def _usual_slowest_after(t, U, rate):
 
 
 def _visits(t, hops, d, later):
-    """Which of `hops` belong to packets with a hop at NF `d` after them
-    (`later`) or before them."""
+    """The hop at NF `d` of the packet of each of `hops`, after it
+    (`later`) or before it; -1 where none.  A chunk of hops at a time:
+    this runs near the attribution stage's peak, over an NF's arrivals."""
     nh = len(t.hop_packet)
-    pk = t.hop_packet[hops]
     step = 1 if later else -1
-    j = hops.astype(np.int64) + step
-    out = np.zeros(len(hops), bool)
-    hop_at = np.full(len(hops), -1, np.int64)
-    live = np.ones(len(hops), bool)
-    while live.any():
-        jj = np.clip(j, 0, nh - 1)
-        live &= (j >= 0) & (j < nh) & (t.hop_packet[jj] == pk)
-        hit = live & (t.hop_nf[jj] == d)
-        out |= hit
-        hop_at[hit] = jj[hit]
-        live &= ~hit
-        j += step
-    return out, hop_at
+    out = np.full(len(hops), -1, np.int64)
+    for c0 in range(0, len(hops), _MOVED_CHUNK):
+        hc = hops[c0:c0 + _MOVED_CHUNK]
+        pk = t.hop_packet[hc]
+        j = hc.astype(np.int64) + step
+        at = out[c0:c0 + len(hc)]
+        live = np.ones(len(hc), bool)
+        while live.any():
+            jj = np.clip(j, 0, nh - 1)
+            live &= (j >= 0) & (j < nh) & (t.hop_packet[jj] == pk)
+            hit = live & (t.hop_nf[jj] == d)
+            at[hit] = jj[hit]
+            live &= ~hit
+            j += step
+    return out
 
 
 def _far_feeds(t, A, U, d):
@@ -1668,14 +1671,16 @@ def _far_feeds(t, A, U, d):
     if key in A.far_feeds:
         return A.far_feeds[key]
     D = A.nfs[d]
-    bound, at_d = _visits(t, U.hops_by_arr, d, True)
+    at_d = _visits(t, U.hops_by_arr, d, True)
+    bound = at_d >= 0
     hu, hd = U.hops_by_arr[bound], at_d[bound]
+    del at_d, bound
     smp = np.arange(0, len(hu), max(1, len(hu) // 4096))
     ok = (t.hop_tx_ns[hu[smp]] >= 0) & (t.hop_arrival_ns[hd[smp]] >= 0)
     transit = (int(np.median(t.hop_arrival_ns[hd[smp][ok]] - t.hop_tx_ns[hu[smp][ok]]))
                if ok.any() else 0)
-    via_u, _ = _visits(t, D.hops_by_arr, U.k, False)
-    side = _arrival(t, D.hops_by_arr[~via_u]) - transit
+    other = _visits(t, D.hops_by_arr, U.k, False) < 0
+    side = _arrival(t, D.hops_by_arr[other]) - transit
     A.far_feeds[key] = out = (hu, np.ascontiguousarray(side, np.int64))
     return out
 
