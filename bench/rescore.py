@@ -1,0 +1,165 @@
+"""bench/rescore: diagnose kept scenario captures again and score them.
+
+`bench/heldout.py --keep` and `bench/accuracy.py --keep` leave each
+scenario's capture and truth.json in a directory; simulating them again
+takes minutes a set, diagnosing them seconds.  This diagnoses every kept
+scenario under the given directories with the installed analyzer, scores
+it with SCENARIO.md's rule (`mscope.sim.score.score`) and prints per fault
+kind, overall, and over the victims one fault alone made (those two faults
+share can be right for one of them only).  `--out` keeps the per-fault
+results as JSON; `--compare OLD.json` prints every fault whose count of
+right labels moved, and the net.
+
+A scenario is a directory holding a capture and truth.json, next to its
+scenario file (``NAME.json`` beside ``NAME/``): the layout both scripts
+keep.  For the suite, whose scenario files stay in bench/scenarios/, pass
+``--scenarios bench/scenarios``.
+
+    python bench/heldout.py --seed 49 --count 20 --out ho/seed49 --keep
+    python bench/rescore.py ho/seed* --out before.json
+    ... change the analyzer ...
+    python bench/rescore.py ho/seed* --out after.json --compare before.json
+"""
+import argparse
+import json
+import os
+import sys
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+def kept_scenarios(dirs, scenarios=None):
+    """(scenario file, capture dir) of every kept scenario under `dirs`:
+    a directory with truth.json whose scenario file is beside it (or in
+    `scenarios`)."""
+    out = []
+    for top in dirs:
+        top = Path(top)
+        for d in sorted(p for p in top.iterdir() if (p / "truth.json").is_file()):
+            spec = (Path(scenarios) if scenarios else top) / (d.name + ".json")
+            if spec.is_file():
+                out.append((spec, d))
+    return out
+
+
+def rescore_one(spec, cap):
+    """Per fault id of one kept scenario: kind, labelled, correct, and the
+    same over the victims that fault alone made (``own``,
+    ``own_correct``), with what those it missed were named instead."""
+    from mscope.diagnose import diagnose
+    from mscope.sim.score import correct, score
+
+    raw = json.loads(Path(spec).read_text())
+    truth = json.loads((Path(cap) / "truth.json").read_text())
+    diag, _ = diagnose(str(cap), slo_us=truth["objective"]["latency_us"])
+    res = score(diag, truth, raw["faults"])
+    top = {v["packet"]: (v["culprits"][0] if v["culprits"] else None) for v in diag["victims"]}
+    times = Counter(p for f in truth["faults"] for p in f["victims"])
+    spec_of = {f["id"]: f for f in raw["faults"]}
+    for f in truth["faults"]:
+        own = [p for p in f["victims"] if times[p] == 1]
+        wrong = Counter()
+        for p in own:
+            c = top.get(p)
+            if not correct(spec_of[f["id"]], c):
+                wrong["missed" if c is None else
+                      f"{c.get('nf') or c.get('flows')}/{c['cause']}"] += 1
+        r = res[f["id"]]
+        r["own"], r["own_correct"] = len(own), len(own) - sum(wrong.values())
+        r["own_wrong"] = dict(wrong.most_common(3))
+    return cap.name, res
+
+
+def totals(results):
+    """Per kind and overall: [correct, labelled, own correct, own]."""
+    kinds = defaultdict(lambda: [0, 0, 0, 0])
+    for faults in results.values():
+        for f in faults.values():
+            for k in (f["kind"], "overall"):
+                t = kinds[k]
+                t[0] += f["correct"]
+                t[1] += f["labelled"]
+                t[2] += f["own_correct"]
+                t[3] += f["own"]
+    return kinds
+
+
+def print_totals(results, file=None):
+    file = file or sys.stdout
+    kinds = totals(results)
+    print(f"{'kind':<12} {'labels':>16} {'accuracy':>9} {'one fault alone':>18} {'accuracy':>9}",
+          file=file)
+    for k in sorted(kinds, key=lambda k: (k == "overall", k)):
+        c, n, oc, on = kinds[k]
+        print(f"{k:<12} {c:>7,}/{n:<8,} {c / n if n else 0:9.2%} {oc:>8,}/{on:<9,} "
+              f"{oc / on if on else 0:9.2%}", file=file)
+    print(json.dumps({"accuracy": {k: v[0] / v[1] for k, v in kinds.items() if v[1]},
+                      "own_accuracy": {k: v[2] / v[3] for k, v in kinds.items() if v[3]},
+                      "scenarios": len(results)}), file=file)
+
+
+def compare(old, new, file=None):
+    """Print each fault whose right labels moved between two results;
+    return the net."""
+    file = file or sys.stdout
+    net = 0
+    for name in sorted(set(old) & set(new)):
+        for fid, f in old[name].items():
+            g = new[name].get(fid)
+            if g is None or g["correct"] == f["correct"]:
+                continue
+            d = g["correct"] - f["correct"]
+            net += d
+            print(f"{name:<40} {fid:<4} {f['kind']:<11} {f['correct']:>7,} -> {g['correct']:>7,}"
+                  f" of {f['labelled']:>7,} ({d:+,})", file=file)
+    only = sorted(set(old) ^ set(new))
+    if only:
+        print(f"(in one result only, not compared: {', '.join(only)})", file=file)
+    print(f"net {net:+,} labels", file=file)
+    return net
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dirs", nargs="+", help="directories of kept scenarios")
+    ap.add_argument("--scenarios", metavar="DIR",
+                    help="where the scenario files are, if not beside the captures")
+    ap.add_argument("--out", metavar="JSON", help="write the per-fault results here")
+    ap.add_argument("--compare", metavar="JSON", help="an earlier --out to compare with")
+    ap.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="scenarios diagnosed at once (default: 2, or the CPUs)")
+    a = ap.parse_args(argv)
+    for d in a.dirs:
+        if not Path(d).is_dir():
+            print(f"rescore: error: not a directory: {d}", file=sys.stderr)
+            return 2
+    old = None
+    if a.compare:
+        try:
+            old = json.loads(Path(a.compare).read_text())
+        except (OSError, ValueError) as e:
+            print(f"rescore: error: cannot read {a.compare}: {e}", file=sys.stderr)
+            return 2
+    todo = kept_scenarios(a.dirs, a.scenarios)
+    if not todo:
+        print("rescore: error: no kept scenario (a directory with truth.json beside its "
+              "NAME.json) under " + ", ".join(a.dirs), file=sys.stderr)
+        return 2
+    results = {}
+    with ProcessPoolExecutor(max(1, a.jobs)) as pool:
+        futures = [pool.submit(rescore_one, spec, cap) for spec, cap in todo]
+        for i, fut in enumerate(futures, 1):
+            name, res = fut.result()
+            results[name] = res
+            print(f"rescore: {i}/{len(todo)} {name}", file=sys.stderr, flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps(results))
+    print_totals(results)
+    if old is not None:
+        compare(old, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
