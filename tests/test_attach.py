@@ -788,7 +788,10 @@ def test_refused_packets_recorded_as_testpmd_counts_them(idle, registry, eal_arg
     assert (packets > 0).all() and (window_ns > 0).all()
     # The first was read at the forwarding lcore's first poll after the
     # stop: the record before it in its stream is that poll's rx batch,
-    # after SIGCONT; any before that, from before the stop.
+    # after SIGCONT -- or, with idle polls, an empty-poll record where that
+    # poll found nothing yet (its own, or the other port's just before;
+    # seen once in a full CI run on a loaded VM); any before that, from
+    # before the stop.
     fwd, = [s["stream"] for s in c.manifest["streams"] if s["lcore"] == 1]
     first = refused[0]
     assert data.stream[first] == fwd
@@ -797,12 +800,17 @@ def test_refused_packets_recorded_as_testpmd_counts_them(idle, registry, eal_arg
     assert k >= 1
     prev, r0 = recs[mine[k - 1]], recs[first]
     assert prev["seq"] + 1 == r0["seq"]
-    assert prev["flags"] == 0 and prev["count"] > 0
+    assert prev["flags"] == 0
     assert run["cont_ns"] <= prev["time_ns"] <= r0["time_ns"]
     assert r0["time_ns"] - run["cont_ns"] < 1_000_000_000
     assert (recs["time_ns"][mine[:k - 1]] < run["stopped_ns"]).all()
-    # net_pcap cannot count its queue, and the batch was a full one
-    assert prev["occupancy"] == CAPTURE_OCC_UNKNOWN and r0["occupancy"] == prev["occupancy"]
+    if prev["count"] == 0:
+        # an empty poll: its queue empty, which the reading carries too
+        assert idle == "idle polls"
+        assert prev["occupancy"] == 0 and r0["occupancy"] == 0
+    else:
+        # net_pcap cannot count its queue, and the batch was a full one
+        assert prev["occupancy"] == CAPTURE_OCC_UNKNOWN and r0["occupancy"] == prev["occupancy"]
     # Its window runs from the last reading before the stop to its own:
     # the whole stop at least (TSC rates, the shim's and the collector's,
     # may differ by 0.1%).  With idle polls, the last reading came at most
