@@ -102,9 +102,11 @@ def test_three_nf_chain_with_a_stall_is_recorded_labelled_and_diagnosed(tmp_path
     assert times and all(0 <= x < 5000 for x in times), text               # a 2 s run
     # nat stalled 20 ms (2 ms x the time scale) while polling an empty
     # queue: its records show the silence (the summary names it unless a
-    # rule for nat names a prefix, as live noise sometimes makes it do)
-    quiet = ctx["queues"]["nat"].silences
-    assert ((np.diff(quiet, axis=1) > 19_000_000) & (np.diff(quiet, axis=1) < 21_000_000)).any()
+    # rule for nat names a prefix, as live noise sometimes makes it do).
+    # The VM deschedules an NF for a few ms at times (silences of 3-17 ms
+    # seen in these runs): one next to the stall lengthens its silence
+    quiet = np.diff(ctx["queues"]["nat"].silences, axis=1)
+    assert ((quiet > 19_000_000) & (quiet < 40_000_000)).any(), sorted(quiet.ravel())[-5:]
 
 
 def test_unknown_nf_type_is_one_line_and_starts_nothing(tmp_path):
