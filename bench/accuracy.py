@@ -95,12 +95,13 @@ def print_source_names(names):
 
 
 def run(paths, keep=None, without_source=False):
-    from mscope.sim.score import NAME_CLASSES, ceiling, kind_ceilings, source_names
+    from mscope.sim.score import NAME_CLASSES, alone, ceiling, kind_ceilings, source_names
 
     files = []
     for p in map(Path, paths):
         files += sorted(p.glob("*.json")) if p.is_dir() else [p]
     per_kind = defaultdict(lambda: [0, 0])
+    own_kind = defaultdict(lambda: [0, 0])     # the victims one fault alone made
     kind_best = defaultdict(int)
     rows = []
     best = 0
@@ -127,6 +128,9 @@ def run(paths, keep=None, without_source=False):
                 refused[1] += line["refused_by_source"]
             print(json.dumps(line), flush=True)
             rows.append(line)
+            for fid, o in alone(diag, truth, raw["faults"]).items():
+                own_kind[res[fid]["kind"]][0] += o["own_correct"]
+                own_kind[res[fid]["kind"]][1] += o["own"]
             for r in res.values():
                 per_kind[r["kind"]][0] += r["correct"]
                 per_kind[r["kind"]][1] += r["labelled"]
@@ -138,19 +142,26 @@ def run(paths, keep=None, without_source=False):
             print(f"{line['scenario']:24} {fid:6} {r['kind']:11} {str(r['nf'] or '-'):5} "
                   f"{r['labelled']:8d} {r['correct']:8d} {acc:7.1%}")
     print()
-    tc = tl = 0
+    tc = tl = oc = ol = 0
     summary = {}
     kind_ceiling = {}
+    own_accuracy = {}
     # a kind's own ceiling: every victim it shares with another kind named
-    # for it (the kinds' ceilings cannot all be reached at once)
+    # for it (the kinds' ceilings cannot all be reached at once); and how
+    # it did on the victims one fault alone made, where nothing is shared
     for kind in sorted(per_kind):
         c, l = per_kind[kind]
-        tc, tl = tc + c, tl + l
+        o, n = own_kind[kind]
+        tc, tl, oc, ol = tc + c, tl + l, oc + o, ol + n
         summary[kind] = c / l if l else None
         kind_ceiling[kind] = kind_best[kind] / l if l else None
+        own_accuracy[kind] = o / n if n else None
         print(f"{kind:11} {c:7d}/{l:<7d} {c / l if l else float('nan'):7.1%}"
-              f"   (alone at most {kind_best[kind] / l if l else float('nan'):.1%})")
-    print(f"{'overall':11} {tc:7d}/{tl:<7d} {tc / tl if tl else float('nan'):7.1%}")
+              f"   (alone at most {kind_best[kind] / l if l else float('nan'):.1%};"
+              f" one fault alone {o / n if n else float('nan'):.2%} of {n:,})")
+    own_accuracy["overall"] = oc / ol if ol else None
+    print(f"{'overall':11} {tc:7d}/{tl:<7d} {tc / tl if tl else float('nan'):7.1%}"
+          f"   (one fault alone {oc / ol if ol else float('nan'):.2%} of {ol:,})")
     # victims the truth lists under faults with different culprits can be
     # right for one of them only: no diagnosis scores above this
     print(f"{'ceiling':11} {best:7d}/{tl:<7d} {best / tl if tl else float('nan'):7.1%}")
@@ -162,7 +173,8 @@ def run(paths, keep=None, without_source=False):
         print(f"refused at the ingress NFs: {refused[0]:,} packets reported from their "
               f"refused records, {refused[1]:,} by the source's records")
         summary["refused_reported"], summary["refused_by_source"] = refused
-    print(json.dumps({"accuracy": summary, "kind_ceiling": kind_ceiling}))
+    print(json.dumps({"accuracy": summary, "kind_ceiling": kind_ceiling,
+                      "own_accuracy": own_accuracy}))
     return summary
 
 

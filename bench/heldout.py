@@ -475,7 +475,7 @@ def _culprit_key(c):
 def run_one(path, dest, without_source=False):
     """Simulate, diagnose, score one scenario file, as bench/accuracy.py does
     (`without_source`: its capture without the source's records)."""
-    from mscope.sim.score import ceiling, correct, kind_ceilings
+    from mscope.sim.score import alone, ceiling, correct, kind_ceilings
 
     raw, truth, diag, ctx, res = score_scenario(path, dest, without_source)
     best, _ = ceiling(truth, raw["faults"])
@@ -489,12 +489,12 @@ def run_one(path, dest, without_source=False):
     times = Counter(p for f in truth["faults"] for p in f["victims"])
     true_victims = set(times) | set(truth["victims_unexplained"])
     res_extra = sum(1 for v in diag["victims"] if v["packet"] not in true_victims)
+    own = alone(diag, truth, raw["faults"])
     for f in truth["faults"]:
         wrong = Counter(_culprit_key(top.get(p)) if p in top else "missed"
                         for p in f["victims"] if not correct(spec[f["id"]], top.get(p)))
-        own = [p for p in f["victims"] if times[p] == 1]
-        res[f["id"]]["shared"] = len(f["victims"]) - len(own)
-        res[f["id"]]["own_correct"] = sum(1 for p in own if correct(spec[f["id"]], top.get(p)))
+        res[f["id"]]["shared"] = len(f["victims"]) - own[f["id"]]["own"]
+        res[f["id"]]["own_correct"] = own[f["id"]]["own_correct"]
         res[f["id"]]["wrong_top"] = dict(wrong.most_common(4))
     return diag, truth, res, ctx, res_extra, best, kind_best
 

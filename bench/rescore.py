@@ -24,7 +24,7 @@ import argparse
 import json
 import os
 import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -48,26 +48,14 @@ def rescore_one(spec, cap):
     same over the victims that fault alone made (``own``,
     ``own_correct``), with what those it missed were named instead."""
     from mscope.diagnose import diagnose
-    from mscope.sim.score import correct, score
+    from mscope.sim.score import alone, score
 
     raw = json.loads(Path(spec).read_text())
     truth = json.loads((Path(cap) / "truth.json").read_text())
     diag, _ = diagnose(str(cap), slo_us=truth["objective"]["latency_us"])
     res = score(diag, truth, raw["faults"])
-    top = {v["packet"]: (v["culprits"][0] if v["culprits"] else None) for v in diag["victims"]}
-    times = Counter(p for f in truth["faults"] for p in f["victims"])
-    spec_of = {f["id"]: f for f in raw["faults"]}
-    for f in truth["faults"]:
-        own = [p for p in f["victims"] if times[p] == 1]
-        wrong = Counter()
-        for p in own:
-            c = top.get(p)
-            if not correct(spec_of[f["id"]], c):
-                wrong["missed" if c is None else
-                      f"{c.get('nf') or c.get('flows')}/{c['cause']}"] += 1
-        r = res[f["id"]]
-        r["own"], r["own_correct"] = len(own), len(own) - sum(wrong.values())
-        r["own_wrong"] = dict(wrong.most_common(3))
+    for fid, own in alone(diag, truth, raw["faults"]).items():
+        res[fid].update(own)
     return cap.name, res
 
 

@@ -471,6 +471,27 @@ def test_ceiling_counts_one_culprit_per_victim():
     assert sum(r["correct"] for r in score(diag, truth, faults).values()) == 6
 
 
+def test_alone_scores_the_victims_one_fault_alone_made():
+    from mscope.sim.score import alone
+    faults = [{"id": "i1", "kind": "interrupt", "nf": "ids"},
+              {"id": "i2", "kind": "interrupt", "nf": "vpn"},
+              {"id": "u1", "kind": "burst", "flows": "10.2.0.0/16"}]
+    truth = {"faults": [{"id": "i1", "kind": "interrupt", "nf": "ids", "victims": [1, 2, 5]},
+                        {"id": "i2", "kind": "interrupt", "nf": "vpn", "victims": [2, 3]},
+                        {"id": "u1", "kind": "burst", "victims": [4, 6, 7]}]}
+    ids, vpn = ({"kind": "nf", "nf": n, "cause": "local"} for n in ("ids", "vpn"))
+    burst = {"kind": "flows", "flows": "10.2.3.0/24", "cause": "source"}
+    # 2 is both interrupts': in neither's own; 6 is not in the diagnosis,
+    # 7 has no culprit
+    diag = {"victims": [{"packet": 1, "culprits": [ids]}, {"packet": 2, "culprits": [ids]},
+                        {"packet": 5, "culprits": [vpn, ids]}, {"packet": 3, "culprits": [vpn]},
+                        {"packet": 4, "culprits": [burst]}, {"packet": 7, "culprits": []}]}
+    got = alone(diag, truth, faults)
+    assert got["i1"] == {"own": 2, "own_correct": 1, "own_wrong": {"vpn/local": 1}}
+    assert got["i2"] == {"own": 1, "own_correct": 1, "own_wrong": {}}
+    assert got["u1"] == {"own": 3, "own_correct": 1, "own_wrong": {"missed": 1, "none": 1}}
+
+
 def test_source_names_say_how_precisely_a_burst_is_named():
     from mscope.sim.score import NAME_CLASSES, score, source_names
     faults = [{"id": "u1", "kind": "burst", "flows": "10.2.0.0/16"},

@@ -6,7 +6,8 @@ aggregate overlapping F's ``flows`` with cause ``source`` (burst).
 """
 import ipaddress
 
-__all__ = ["score", "correct", "ceiling", "kind_ceilings", "source_names", "NAME_CLASSES"]
+__all__ = ["score", "correct", "alone", "ceiling", "kind_ceilings", "source_names",
+           "NAME_CLASSES"]
 
 
 def _overlaps(a, b):
@@ -54,6 +55,34 @@ def score(diag, truth, faults=None):
         ok = sum(1 for p in f["victims"] if correct(fs, top.get(p)))
         out[f["id"]] = {"kind": fs["kind"], "nf": fs.get("nf"), "labelled": len(f["victims"]),
                         "correct": ok, "missed": sum(1 for p in f["victims"] if p not in top)}
+    return out
+
+
+def alone(diag, truth, faults=None):
+    """Per fault id, over the victims that fault alone made (the truth
+    lists them under no other): ``{"own", "own_correct", "own_wrong"}``,
+    the last the top culprits of those it misses, most frequent first (3
+    at most; "missed" where the diagnosis has no such victim).  A victim
+    two faults share can be right for one of them only (:func:`ceiling`):
+    these are the labels a diagnosis can get right without choosing.
+    """
+    from collections import Counter
+    top = {v["packet"]: (v["culprits"][0] if v["culprits"] else None)
+           for v in diag["victims"]}
+    times = Counter(p for f in truth["faults"] for p in f["victims"])
+    spec = {f["id"]: f for f in (faults or [])}
+    out = {}
+    for f in truth["faults"]:
+        fs = _fault(spec, f)
+        own = [p for p in f["victims"] if times[p] == 1]
+        wrong = Counter()
+        for p in own:
+            c = top.get(p)
+            if not correct(fs, c):
+                wrong["missed" if p not in top else "none" if c is None else
+                      f"{c.get('nf') or c.get('flows')}/{c['cause']}"] += 1
+        out[f["id"]] = {"own": len(own), "own_correct": len(own) - sum(wrong.values()),
+                        "own_wrong": dict(wrong.most_common(3))}
     return out
 
 
