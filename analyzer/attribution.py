@@ -1369,19 +1369,28 @@ def _usual_stay(t):
     return usual
 
 
+def _along_path(t, hops, first, step=1):
+    """Walk the path of each of `hops`' packets from hop ``h + first`` on,
+    `step` hops at a time: per step, ``(jj, live)``, the hops reached
+    (clipped into range) and which are still the packet's.  A caller may
+    clear `live` in place to stop a packet's walk."""
+    nh = len(t.hop_packet)
+    pk = t.hop_packet[hops]
+    j = hops.astype(np.int64) + first
+    live = np.ones(len(hops), bool)
+    while live.any():
+        jj = np.clip(j, 0, nh - 1)
+        live &= (j >= 0) & (j < nh) & (t.hop_packet[jj] == pk)
+        yield jj, live
+        j += step
+
+
 def _usual_time_from(t, hops, usual):
     """Each hop's packet's usual time in the NFs from that hop on: the sum
     of ``usual[nf]`` over that hop and every later one."""
-    nh = len(t.hop_packet)
-    pk = t.hop_packet[hops]
     tot = np.zeros(len(hops))
-    j = hops.astype(np.int64)
-    live = np.ones(len(hops), bool)
-    while live.any():
-        jj = np.minimum(j, nh - 1)
-        live &= (j < nh) & (t.hop_packet[jj] == pk)
+    for jj, live in _along_path(t, hops, 0):
         tot[live] += usual[t.hop_nf[jj[live]]]
-        j += 1
     return tot
 
 
@@ -1540,7 +1549,8 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
     # drops at U, where U passes packets to one NF only: without U's
     # slowness they would have gone on to it (or to the slowest NF its
     # packets meet further on, where that one is not the slower)
-    if len(U.to_pos) == 1 and None in U.to_pos.values():
+    one_out = len(U.to_pos) == 1 and None in U.to_pos.values()
+    if one_out:
         gone = cand[~went_on & (t.hop_rx[h[cand]] < 0)]
         d = next(iter(U.to_pos))
         if len(gone) and rate[d] >= U.rate:
@@ -1572,7 +1582,7 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
             # U's drops would have gone on too, where U passes packets to
             # one NF only
             bound, side = feeds
-            extra = U.d_arr if len(U.to_pos) == 1 and None in U.to_pos.values() else _NO_TIMES
+            extra = U.d_arr if one_out else _NO_TIMES
         o = np.argsort(a_u, kind="stable")
         q, q_u = np.empty(len(o)), np.empty(len(o))
         # the tandem empty where U's input started to run beyond its
@@ -1611,19 +1621,12 @@ def _slowest_after(t, hops, rate, below):
     """For each of `hops`: the later hop of its packet at the slowest NF
     it visits after the next one (received there, its arrival recorded),
     where that NF is slower than `below` (packets/ns); -1 where none."""
-    nh = len(t.hop_packet)
-    pk = t.hop_packet[hops]
     best = np.full(len(hops), -1, np.int64)
     best_r = np.full(len(hops), float(below))
-    j = hops.astype(np.int64) + 2
-    live = np.ones(len(hops), bool)
-    while live.any():
-        jj = np.minimum(j, nh - 1)
-        live &= (j < nh) & (t.hop_packet[jj] == pk)
+    for jj, live in _along_path(t, hops, 2):
         r = rate[t.hop_nf[jj]]
         better = (live & (r < best_r) & (t.hop_rx[jj] >= 0) & (t.hop_arrival_ns[jj] >= 0))
         best[better], best_r[better] = jj[better], r[better]
-        j += 1
     return best
 
 
@@ -1642,22 +1645,15 @@ def _visits(t, hops, d, later):
     """The hop at NF `d` of the packet of each of `hops`, after it
     (`later`) or before it; -1 where none.  A chunk of hops at a time:
     this runs near the attribution stage's peak, over an NF's arrivals."""
-    nh = len(t.hop_packet)
     step = 1 if later else -1
     out = np.full(len(hops), -1, np.int64)
     for c0 in range(0, len(hops), _MOVED_CHUNK):
         hc = hops[c0:c0 + _MOVED_CHUNK]
-        pk = t.hop_packet[hc]
-        j = hc.astype(np.int64) + step
         at = out[c0:c0 + len(hc)]
-        live = np.ones(len(hc), bool)
-        while live.any():
-            jj = np.clip(j, 0, nh - 1)
-            live &= (j >= 0) & (j < nh) & (t.hop_packet[jj] == pk)
+        for jj, live in _along_path(t, hc, step, step):
             hit = live & (t.hop_nf[jj] == d)
             at[hit] = jj[hit]
             live &= ~hit
-            j += step
     return out
 
 
