@@ -1206,6 +1206,62 @@ def test_stream_feed_lets_each_stream_go(tmp_path):
     feed.finish()
 
 
+@pytest.mark.parametrize("damage", ["none", "crc", "cut", "removed"])
+def test_frames_decoded_by_several_threads_as_by_one(tmp_path, monkeypatch, damage):
+    # each frame decodes into its own slot, whichever thread takes it: the
+    # arrays, the losses and their details are the same with 1 or 3
+    from mscope.capture import reader
+    cap = tmp_path / "cap"
+    write_three_streams(cap, codec="zstd", segment_bytes=2000)
+    damage_three_streams(cap, damage)
+    got = {}
+    for n in (1, 3):
+        monkeypatch.setattr(reader, "_DECODE_THREADS", n)
+        started = []
+        real = reader.threading.Thread.start
+        monkeypatch.setattr(reader.threading.Thread, "start",
+                            lambda t: (started.append(t), real(t))[1])
+        data = open_capture(cap).read()
+        parts, _ = open_capture(cap).read_streams()
+        got[n] = data, parts
+        monkeypatch.undo()
+        assert (len(started) > 0) == (n > 1)
+    (a, pa), (b, pb) = got[1], got[3]
+    np.testing.assert_array_equal(a.records, b.records)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.id_offsets, b.id_offsets)
+    assert a.losses == b.losses and (damage == "none") == (a.losses == [])
+    assert pa.keys() == pb.keys()
+    for sid in pa:
+        np.testing.assert_array_equal(pa[sid].records, pb[sid].records)
+        np.testing.assert_array_equal(pa[sid].ids, pb[sid].ids)
+
+
+def test_shares_split_frames_evenly_in_file_order():
+    from types import SimpleNamespace as NS
+    from mscope.capture.reader import _shares
+    ents = [NS(h=NS(raw_len=n)) for n in (50, 10, 40, 30, 20, 60)]
+    parts = _shares(ents, 2)
+    assert sorted(map(id, sum(parts, []))) == sorted(map(id, ents))   # each once
+    assert sorted(sum(e.h.raw_len for e in p) for p in parts) == [100, 110]
+    for p in parts:
+        assert p == sorted(p, key=ents.index)
+    assert _shares(ents[:1], 4) == [ents[:1]]
+
+
+def test_a_segment_gone_while_threads_decode_is_one_error(tmp_path, monkeypatch):
+    # a helper thread's OSError reaches the caller: one error, no hang
+    from mscope.capture import reader
+    monkeypatch.setattr(reader, "_DECODE_THREADS", 3)
+    cap = tmp_path / "cap"
+    write_three_streams(cap, codec="zstd", segment_bytes=700)
+    feed = open_capture(cap).stream_feed()       # scanned: decoded at take()
+    for seg in cap.glob("chunks-*.msc"):
+        seg.unlink()
+    with pytest.raises(CaptureFormatError, match="cannot read"):
+        feed.take(feed.streams[0])
+
+
 def test_zstd_decoder_recovers_after_a_bad_frame():
     # the reader keeps one ZstdDecompressor across frames: a frame that
     # fails half way must not spoil the next
