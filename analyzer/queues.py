@@ -11,9 +11,12 @@ One pass over the hops sorts every NF's received packets into rx order
 (each rx entry is one hop's); a FIFO queue's arrivals are then sorted too,
 so the step series is a merge (``_attrib.pyx``), not a sort.
 """
+import queue
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from mscope import workers
 
 from .ingest import SILENCE_NS, silence_ns_of
 
@@ -478,10 +481,24 @@ def queue_timelines(view, traj, peak_rates=None) -> dict:
     """
     peak_rates = peak_rates or {}
     hops = _hops_in_rx_order(view, traj)
-    work = np.empty(max([len(n.batch_ns) for n in view.nfs if len(n.rx_ids)
-                         and peak_rates.get(n.name) is None], default=0), np.int64)
-    out = {}
-    for k, n in enumerate(view.nfs):
-        if len(n.rx_ids):
-            out[n.name] = _timeline(n.name, hops[k], traj, n, peak_rates.get(n.name), work)
-    return out
+    size = max([len(n.batch_ns) for n in view.nfs if len(n.rx_ids)
+                and peak_rates.get(n.name) is None], default=0)
+    # the NFs side by side (mscope.workers), each thread with scratch of
+    # its own; the largest first, so that none is left to run alone
+    spare = queue.SimpleQueue()
+
+    def one(k):
+        try:
+            work = spare.get_nowait()
+        except queue.Empty:
+            work = np.empty(size, np.int64)
+        n = view.nfs[k]
+        try:
+            return _timeline(n.name, hops[k], traj, n, peak_rates.get(n.name), work)
+        finally:
+            spare.put(work)
+
+    todo = sorted((k for k, n in enumerate(view.nfs) if len(n.rx_ids)),
+                  key=lambda k: -len(hops[k]))
+    made = dict(zip(todo, workers.map_in_threads(one, todo)))
+    return {view.nfs[k].name: made[k] for k in sorted(made)}

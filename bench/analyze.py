@@ -2,7 +2,9 @@
 packet-hops per second of what `mscope diagnose CAP --json OUT` does (read,
 topology, trajectories, queues, attribution, patterns, the victims'
 ranking, writing the JSON, the summary) and its peak memory against the
-decoded capture, on one core.
+decoded capture, with the threads `mscope diagnose` uses (mscope.workers:
+one per CPU, at most 4), and as a baseline in the same run with one
+(MSCOPE_THREADS=1): the two alternate, run by run.
 
     python bench/analyze.py [--seconds 2.0] [--repeat 3] [--capture DIR]
 
@@ -30,6 +32,7 @@ Prints one JSON line per measurement, then tables.
 """
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -37,6 +40,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mscope import workers
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE / "scenarios" / "fw-bug-and-burst.json"
@@ -103,10 +108,13 @@ def decoded_bytes(cap):
     return len(d.records) * 32 + len(d.ids) * 8
 
 
-def child(cap, mode, out):
+def child(cap, mode, out, threads=None):
     t0 = time.perf_counter()
+    env = dict(os.environ)
+    if threads is not None:
+        env["MSCOPE_THREADS"] = str(threads)
     res = subprocess.run([sys.executable, "-c", _CHILD, str(cap), mode, str(out)],
-                         capture_output=True, text=True, timeout=1800)
+                         capture_output=True, text=True, timeout=1800, env=env)
     if res.returncode:
         sys.exit(f"bench/analyze.py: the {mode} run failed:\n{res.stderr[-3000:]}")
     r = json.loads(res.stdout.strip().splitlines()[-1])
@@ -118,17 +126,28 @@ def _mib(x):
     return f"{x / 2**20:,.0f}" if x is not None else "-"
 
 
-def report(runs, mem, dec):
-    """The tables: totals, then per stage."""
+def report(runs, mem, dec, ones=()):
+    """The tables: totals (and the one-thread baseline's), then per stage."""
     best = min(runs, key=lambda r: r["seconds"])
     med = statistics.median(r["hops"] / r["seconds"] for r in runs)
     print()
-    print(f"{'packet-hops':>12} {'packets':>10} {'victims':>8} {'JSON MiB':>9} {'best s':>7} "
-          f"{'median s':>9} {'process s':>10} {'M hops/s':>9} {'target':>7}")
-    print(f"{best['hops']:12,d} {best['packets']:10,d} {best['victims']:8,d} "
-          f"{best['json_bytes'] / 2**20:9,.0f} {best['seconds']:7.2f} "
-          f"{statistics.median(r['seconds'] for r in runs):9.2f} "
-          f"{min(r['process_seconds'] for r in runs):10.2f} {med / 1e6:9.2f} {'5.00':>7}")
+    print(f"{'threads':>7} {'packet-hops':>12} {'packets':>10} {'victims':>8} {'JSON MiB':>9} "
+          f"{'best s':>7} {'median s':>9} {'process s':>10} {'M hops/s':>9} {'target':>7}")
+    for rs in (runs, ones):
+        if not rs:
+            continue
+        b = min(rs, key=lambda r: r["seconds"])
+        print(f"{b['threads']:>7} {b['hops']:12,d} {b['packets']:10,d} {b['victims']:8,d} "
+              f"{b['json_bytes'] / 2**20:9,.0f} {b['seconds']:7.2f} "
+              f"{statistics.median(r['seconds'] for r in rs):9.2f} "
+              f"{min(r['process_seconds'] for r in rs):10.2f} "
+              f"{statistics.median(r['hops'] / r['seconds'] for r in rs) / 1e6:9.2f} "
+              f"{'5.00':>7}")
+    speedup = None
+    if ones:
+        speedup = (statistics.median(r["seconds"] for r in ones)
+                   / statistics.median(r["seconds"] for r in runs))
+        print(f"{best['threads']} threads against 1, median over median: {speedup:.2f}x")
     print()
     names = [s["stage"] for s in best["stages"]]
     per = {n: min(s["seconds"] for r in runs for s in r["stages"] if s["stage"] == n)
@@ -159,6 +178,7 @@ def report(runs, mem, dec):
           f" MiB ({mem['traced_peak_ratio']:.2f}x); RSS growth {_mib(mem['rss_growth_bytes'])}"
           f" MiB ({mem['rss_growth_ratio']:.2f}x); target <= 2.00x")
     print(json.dumps({"summary": {"hops_per_s": med, "best_seconds": best["seconds"],
+                                  "threads": best["threads"], "speedup_over_one": speedup,
                                   "stage_seconds": per,
                                   "traced_peak_ratio": mem["traced_peak_ratio"],
                                   "rss_growth_ratio": mem["rss_growth_ratio"]}}))
@@ -174,6 +194,8 @@ def main(argv=None):
     ap.add_argument("--keep", metavar="DIR",
                     help="keep the simulated capture here (reuse it with --capture DIR)")
     ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc run")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the one-thread runs (MSCOPE_THREADS=1) beside the speed runs")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mscope-bench-analyze-") as tmp:
         if a.capture:
@@ -187,12 +209,17 @@ def main(argv=None):
                 print(f"capture kept in {a.keep}", file=sys.stderr)
         dec = decoded_bytes(cap)
         out = Path(tmp) / "diagnosis.json"
-        runs = []
+        runs, ones = [], []
+        threads = workers.count()
         for i in range(a.repeat):
-            r = child(cap, "speed", out)
-            r.update(kind="speed", run=i, hops_per_s=r["hops"] / r["seconds"])
-            print(json.dumps(r), flush=True)
-            runs.append(r)
+            for n, rs in ((None, runs), (1, ones)):
+                if n == 1 and (a.no_baseline or threads == 1):
+                    continue
+                r = child(cap, "speed", out, n)
+                r.update(kind="speed", run=i, threads=n or threads,
+                         hops_per_s=r["hops"] / r["seconds"])
+                print(json.dumps(r), flush=True)
+                rs.append(r)
         if a.no_memory:
             m = {"stages": [], "traced_peak_bytes": None, "rss_growth_bytes": None,
                  "traced_peak_ratio": float("nan"), "rss_growth_ratio": float("nan")}
@@ -202,7 +229,7 @@ def main(argv=None):
                      traced_peak_ratio=m["traced_peak_bytes"] / dec,
                      rss_growth_ratio=m["rss_growth_bytes"] / dec)
             print(json.dumps(m), flush=True)
-    report(runs, m, dec)
+    report(runs, m, dec, ones)
     return 0
 
 

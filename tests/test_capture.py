@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import zlib
 from pathlib import Path
 
@@ -1215,17 +1216,16 @@ def test_frames_decoded_by_several_threads_as_by_one(tmp_path, monkeypatch, dama
     write_three_streams(cap, codec="zstd", segment_bytes=2000)
     damage_three_streams(cap, damage)
     got = {}
+    real = reader._decode
     for n in (1, 3):
-        monkeypatch.setattr(reader, "_DECODE_THREADS", n)
-        started = []
-        real = reader.threading.Thread.start
-        monkeypatch.setattr(reader.threading.Thread, "start",
-                            lambda t: (started.append(t), real(t))[1])
+        monkeypatch.setenv("MSCOPE_THREADS", str(n))
+        by = set()
+        monkeypatch.setattr(reader, "_decode", lambda *a, **k: (
+            by.add(threading.current_thread().name), real(*a, **k))[1])
         data = open_capture(cap).read()
         parts, _ = open_capture(cap).read_streams()
         got[n] = data, parts
-        monkeypatch.undo()
-        assert (len(started) > 0) == (n > 1)
+        assert by == {"MainThread"} if n == 1 else len(by) > 1, by
     (a, pa), (b, pb) = got[1], got[3]
     np.testing.assert_array_equal(a.records, b.records)
     np.testing.assert_array_equal(a.ids, b.ids)
@@ -1251,8 +1251,7 @@ def test_shares_split_frames_evenly_in_file_order():
 
 def test_a_segment_gone_while_threads_decode_is_one_error(tmp_path, monkeypatch):
     # a helper thread's OSError reaches the caller: one error, no hang
-    from mscope.capture import reader
-    monkeypatch.setattr(reader, "_DECODE_THREADS", 3)
+    monkeypatch.setenv("MSCOPE_THREADS", "3")
     cap = tmp_path / "cap"
     write_three_streams(cap, codec="zstd", segment_bytes=700)
     feed = open_capture(cap).stream_feed()       # scanned: decoded at take()

@@ -374,6 +374,22 @@ def test_cli_errors(tmp_path, stall, capsys):
     assert "--slo-us" in _one_line_error(capsys, ["diagnose", str(stall), "--slo-us", "-5"])
 
 
+def test_threads_give_the_same_diagnosis(tmp_path, stall, capsys, monkeypatch):
+    # the frames and the NFs' queues are made side by side (mscope.workers):
+    # byte for byte the diagnosis of one thread
+    outs = []
+    for n in ("1", "3"):
+        outs.append(tmp_path / f"t{n}.json")
+        assert main(["diagnose", str(stall), "--threads", n, "--json", str(outs[-1])]) == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    assert json.loads(outs[0].read_text())["victims"]
+    monkeypatch.setenv("MSCOPE_THREADS", "many")
+    assert "MSCOPE_THREADS" in _one_line_error(capsys, ["diagnose", str(stall)])
+    with pytest.raises(SystemExit) as exc:
+        main(["diagnose", str(stall), "--threads", "0"])
+    assert exc.value.code == 2
+
+
 def test_peak_rate_given_per_nf(tmp_path, stall, capsys):
     # nat's own rate (1 / 300 ns) given: the same answer as estimated
     out = tmp_path / "given.json"

@@ -109,16 +109,18 @@ def _cmd_inspect(args):
 
 def _cmd_diagnose(args):
     # One BLAS thread (unless told otherwise), set before numpy loads
-    # OpenBLAS: the analyzer is meant for one core, and on a busy machine
+    # OpenBLAS: the analyzer's threads are its own (mscope.workers), and on a busy machine
     # OpenBLAS's spinning threads made the slow-flow fit (a ~1000 x 128
     # least squares) take 0.3-1.2 s instead of 7 ms (bench/analyze.py).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from mscope import workers
     from mscope.diagnose import run_diagnose
     rates = dict(args.peak_rate or [])
-    run_diagnose(args.capture, json_path=args.json, top=args.top, slo_us=args.slo_us,
-                 pattern_threshold=args.pattern_threshold, topology=args.topology,
-                 peak_rates={n: mpps / 1000 for n, mpps in rates.items()} or None,
-                 progress=sys.stderr.isatty())
+    with workers.limit(args.threads):
+        run_diagnose(args.capture, json_path=args.json, top=args.top, slo_us=args.slo_us,
+                     pattern_threshold=args.pattern_threshold, topology=args.topology,
+                     peak_rates={n: mpps / 1000 for n, mpps in rates.items()} or None,
+                     progress=sys.stderr.isatty())
     return 0
 
 
@@ -341,6 +343,10 @@ def build_parser():
                    help="an NF's peak service rate in Mpps, where you know it better than "
                         "the rate its busiest batches show (the default); repeat for "
                         "several NFs, e.g. --peak-rate nat=3.3")
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="threads for the parts that run side by side (decoding the "
+                        "capture, the NFs' queues); default: one per CPU, at most 4, "
+                        "or MSCOPE_THREADS. The diagnosis is the same with any number")
     p.set_defaults(func=_cmd_diagnose)
 
     p = sub.add_parser(

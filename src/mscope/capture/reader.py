@@ -18,13 +18,13 @@ import on a laptop without mscope's compiled parts.
 import bisect
 import json
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
 
+from mscope import workers
 from mscope.errors import CaptureFormatError
 
 from .format import (CAPTURE_F_REFUSED, CAPTURE_RECORD_DTYPE, FORMAT_NAME, FORMAT_VERSION,
@@ -474,33 +474,10 @@ def _decode_group(scan, g, ents, src):
                 e.status, e.detail = "corrupt", str(exc)
                 e.slot = None
 
-    parts = _shares(ents, _DECODE_THREADS)
-    failed = []
-
-    def helper(part, src):
-        try:
-            decode(part, src)
-        except BaseException as exc:    # an unreadable segment: raised below
-            failed.append(exc)
-
-    threads = [threading.Thread(target=helper, args=(part, src.helper(k)), daemon=True)
-               for k, part in enumerate(parts[1:])]
-    for t in threads:
-        t.start()
-    try:
-        decode(parts[0], src)
-    finally:
-        for t in threads:
-            t.join()
-    if failed:
-        raise failed[0]
-
-
-#: Threads that decode a stream's frames: zstd and crc32 let go of the GIL,
-#: and each frame has its own slot.  Two on bench/analyze.py's capture (2
-#: CPUs): 0.88 -> 0.42 s for its 135 frames.
-_DECODE_THREADS = max(1, min(4, len(os.sched_getaffinity(0))
-                             if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    # each thread its own files and buffer: the caller's, then helpers'
+    parts = _shares(ents, workers.count())
+    workers.map_in_threads(lambda k: decode(parts[k], src.helper(k - 1) if k else src),
+                           range(len(parts)), len(parts))
 
 
 def _shares(ents, n):

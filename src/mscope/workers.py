@@ -1,0 +1,93 @@
+"""Threads for the parts of a diagnosis that can run side by side.
+
+The capture's frames decode, and the NFs' queue timelines build, each on
+their own: zstd, crc32, numpy's large operations and the analyzer's
+kernels let go of the GIL, so threads use the machine's CPUs without a
+copy of the data per process.  Each part writes only its own output, so
+the results are the same with one thread or several.
+
+How many: as :func:`limit` says (``mscope diagnose --threads``), else
+``MSCOPE_THREADS``, else one per CPU this process may run on, at most
+:data:`MAX_THREADS`.
+"""
+import contextlib
+import ctypes
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from mscope.errors import MscopeError
+
+__all__ = ["MAX_THREADS", "count", "limit", "map_in_threads"]
+
+#: The most threads used when MSCOPE_THREADS does not say: the stages
+#: split into a handful of parts (streams, NFs), so more would idle.
+MAX_THREADS = 4
+
+
+_limit = None
+
+
+@contextlib.contextmanager
+def limit(n):
+    """Use `n` threads (>= 1) within the block; None: as before it."""
+    global _limit
+    before, _limit = _limit, (None if n is None else max(1, int(n)))
+    try:
+        yield
+    finally:
+        _limit = before
+
+
+def count() -> int:
+    """Threads to use: :func:`limit`'s, else MSCOPE_THREADS, else the CPUs
+    usable, at most MAX_THREADS.  MscopeError on an MSCOPE_THREADS that is
+    not a whole number >= 1."""
+    if _limit is not None:
+        return _limit
+    v = os.environ.get("MSCOPE_THREADS", "").strip()
+    if v:
+        try:
+            n = int(v)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise MscopeError(f"MSCOPE_THREADS={v!r}: not a whole number of threads >= 1")
+        return n
+    cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1)
+    return max(1, min(MAX_THREADS, cpus))
+
+
+def map_in_threads(fn, items, n=None) -> list:
+    """``[fn(x) for x in items]``, by up to `n` threads (:func:`count`);
+    in the caller's thread alone when one would do.  The first exception
+    an item raised is raised here, once every item has finished."""
+    items = list(items)
+    n = min(count() if n is None else n, len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    _one_arena()
+    with ThreadPoolExecutor(n, thread_name_prefix="mscope") as ex:
+        futures = [ex.submit(fn, x) for x in items]
+    return [f.result() for f in futures]
+
+
+_M_ARENA_MAX = -8                   # glibc's mallopt parameter (malloc.h)
+_arena_set = False
+
+
+def _one_arena():
+    """Have glibc's malloc serve every thread from one arena, once.  A
+    thread of its own arena kept what the thread freed: bench/analyze.py's
+    RSS growth went from 1.99x to 2.19x the decoded capture with the queue
+    timelines in two threads (1.99x with one arena, no slower: the
+    threads allocate a few large arrays, seldom)."""
+    global _arena_set
+    if _arena_set:
+        return
+    _arena_set = True
+    try:
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
+    except (OSError, AttributeError):   # not glibc: its own allocator's ways
+        pass
+
