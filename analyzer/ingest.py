@@ -29,6 +29,7 @@ import numpy as np
 
 from mscope.capture import (CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_OCC_UNKNOWN,
                             CAPTURE_RECORD_DTYPE, CaptureData, id_counts, open_capture)
+from mscope import workers
 from mscope.errors import CaptureFormatError
 from mscope.record import IDLE_NS
 
@@ -709,9 +710,6 @@ def _view_feed(feed, manifest, path, compiled=None):
         # repeated or overlapping chunks, no packets or one name for two
         # NFs: _view over read_streams(), in its order of checks
         return None
-    n_rec = n_ids = 0
-    no_ids = True                       # every record batch-only (or refused), so far
-    batch_only = False                  # and some batch-only
     streams_of = [[sid for sid in feed.streams if nf_of_stream.get(sid) == k]
                   for k in range(len(keys))]
     # Largest NF first: the peak comes with the last NF built, when the
@@ -719,20 +717,32 @@ def _view_feed(feed, manifest, path, compiled=None):
     # (bench/analyze.py's 2 s capture: 608 -> 575 MiB traced peak).
     order = sorted(range(len(keys)),
                    key=lambda k: -sum(feed.decoded_bytes[sid] for sid in streams_of[k]))
-    nfs = [None] * len(keys)
-    for k in order:
+
+    def build(k):
+        """NF k built, and its records, ids, whether none has ids (a pass
+        over its first stream's flags, as a rule) and whether some are
+        batch-only."""
         nf_id, name = keys[k]
-        mine = []
+        mine, n_rec, n_ids, no_ids, batch_only = [], 0, 0, True, False
         for sid in streams_of[k]:
             d = feed.take(sid, offsets=False)
             if d is not None:
                 mine.append(d)
                 n_rec, n_ids = n_rec + len(d.records), n_ids + len(d.ids)
-                if no_ids:          # (a pass over the first stream's flags, as a rule)
+                if no_ids:
                     no_ids = bool((d.records["flags"] & _NO_PACKET_IDS).all())
                     batch_only = batch_only or bool((d.records["flags"] & CAPTURE_F_NOIDS).any())
-        nfs[k] = _nf(k, name, nf_id, mine, nf_of_stream, info, compiled, where)
-        del mine
+        return _nf(k, name, nf_id, mine, nf_of_stream, info, compiled, where), \
+            (n_rec, n_ids, no_ids, batch_only)
+
+    # NFs side by side (mscope.workers): each decodes and builds its own
+    built = dict(zip(order, workers.map_in_threads(build, order)))
+    nfs = [built[k][0] for k in range(len(keys))]
+    counts = [built[k][1] for k in range(len(keys))]
+    del built
+    n_rec, n_ids = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    no_ids = all(c[2] for c in counts)
+    batch_only = any(c[3] for c in counts)
     whole = feed.finish()
     # the headers promised packets; damaged frames may have taken them all
     # (a refused record's 2 words are not packet ids)

@@ -46,6 +46,16 @@ def test_map_keeps_order_and_uses_threads():
     assert names == ["MainThread"]          # one item: no thread started
 
 
+def test_maps_inside_a_map_run_in_their_thread():
+    def inner(x):
+        return workers.count(), workers.map_in_threads(
+            lambda y: threading.current_thread().name, range(3))
+
+    got = workers.map_in_threads(inner, range(2), 2)
+    for (n, names), outer in zip(got, range(2)):
+        assert n == 1 and len(set(names)) == 1 and names[0] != "MainThread"
+
+
 def test_map_raises_the_first_error_after_every_item():
     done = []
 

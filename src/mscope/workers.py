@@ -13,6 +13,7 @@ How many: as :func:`limit` says (``mscope diagnose --threads``), else
 import contextlib
 import ctypes
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from mscope.errors import MscopeError
@@ -38,10 +39,17 @@ def limit(n):
         _limit = before
 
 
+#: Set in the threads map_in_threads starts: their own maps run in them
+#: alone (the CPUs are taken already, and each thread would hold scratch).
+_inside = threading.local()
+
+
 def count() -> int:
     """Threads to use: :func:`limit`'s, else MSCOPE_THREADS, else the CPUs
-    usable, at most MAX_THREADS.  MscopeError on an MSCOPE_THREADS that is
-    not a whole number >= 1."""
+    usable, at most MAX_THREADS; 1 in a thread of :func:`map_in_threads`.
+    MscopeError on an MSCOPE_THREADS that is not a whole number >= 1."""
+    if getattr(_inside, "yes", False):
+        return 1
     if _limit is not None:
         return _limit
     v = os.environ.get("MSCOPE_THREADS", "").strip()
@@ -67,9 +75,13 @@ def map_in_threads(fn, items, n=None) -> list:
     if n <= 1:
         return [fn(x) for x in items]
     _one_arena()
-    with ThreadPoolExecutor(n, thread_name_prefix="mscope") as ex:
+    with ThreadPoolExecutor(n, thread_name_prefix="mscope", initializer=_mark) as ex:
         futures = [ex.submit(fn, x) for x in items]
     return [f.result() for f in futures]
+
+
+def _mark():
+    _inside.yes = True
 
 
 _M_ARENA_MAX = -8                   # glibc's mallopt parameter (malloc.h)

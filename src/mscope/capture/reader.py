@@ -18,6 +18,7 @@ import on a laptop without mscope's compiled parts.
 import bisect
 import json
 import os
+import queue
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -1151,7 +1152,9 @@ class StreamFeed:
         self.decoded_bytes = {s: sum(e.h.raw_len for e in v) for s, v in self._todo.items()}
         self.unambiguous = _unambiguous(scan.entries)
         scan.records, scan.ids = {}, {}
-        self._src = _Payloads(dict(cap.segments))
+        # one per thread taking streams at once (their files and buffers)
+        self._srcs = queue.SimpleQueue()
+        self._opened = []
 
     def take(self, stream, offsets=True):
         """Decode `stream`'s frames: its CaptureData, as read_streams() has
@@ -1180,11 +1183,14 @@ class StreamFeed:
             return None
         ents = self._todo.pop(stream)
         scan = self._scan
+        src = self._src()
         try:
-            _decode_group(scan, stream, ents, self._src)
+            _decode_group(scan, stream, ents, src)
         except OSError as exc:
             raise CaptureFormatError(
                 f"{self._cap.path}: cannot read: {exc.strerror}") from None
+        finally:
+            self._srcs.put(src)
         good = sorted((e for e in ents if e.status == "ok" and (e.h.n_records or e.h.n_ids)),
                       key=lambda e: e.h.chunk_seq)
         out = None
@@ -1202,6 +1208,14 @@ class StreamFeed:
             e.records = e.ids = None
         return out
 
+    def _src(self):
+        """A _Payloads no other thread is using."""
+        try:
+            return self._srcs.get_nowait()
+        except queue.Empty:
+            self._opened.append(_Payloads(dict(self._cap.segments)))
+            return self._opened[-1]
+
     def finish(self) -> CaptureData:
         """The losses, once every stream is taken (those not taken are
         decoded now, for the times around their gaps): a CaptureData with
@@ -1210,8 +1224,9 @@ class StreamFeed:
             if self.unambiguous:
                 self.take(s, offsets=False)
             else:
-                _decode_group(self._scan, s, self._todo.pop(s), self._src)
-        self._src.__exit__()
+                _decode_group(self._scan, s, self._todo.pop(s), self._src())
+        for src in self._opened:
+            src.__exit__()
         cap = self._cap
         losses = cap._losses(self._scan, set(cap.streams), all_streams=True)
         return CaptureData(np.zeros(0, CAPTURE_RECORD_DTYPE), np.zeros(0, np.uint32),
