@@ -69,7 +69,8 @@ def count() -> int:
 def map_in_threads(fn, items, n=None) -> list:
     """``[fn(x) for x in items]``, by up to `n` threads (:func:`count`);
     in the caller's thread alone when one would do.  The first exception
-    an item raised is raised here, once every item has finished."""
+    an item raised is raised here, once every item has finished.  With
+    threads, the heap's free pages go back to the kernel after."""
     items = list(items)
     n = min(count() if n is None else n, len(items))
     if n <= 1:
@@ -77,7 +78,20 @@ def map_in_threads(fn, items, n=None) -> list:
     _one_arena()
     with ThreadPoolExecutor(n, thread_name_prefix="mscope", initializer=_mark) as ex:
         futures = [ex.submit(fn, x) for x in items]
+    _trim()
     return [f.result() for f in futures]
+
+
+def _trim():
+    """Give the kernel back the free pages inside the heap (malloc_trim):
+    what the threads freed lies between what they keep, where glibc's own
+    trimming (the heap's top only) never reaches.  bench/analyze.py: RSS
+    after the read stage 570 -> 521 MiB, its growth over the run 2.01x ->
+    1.99x the decoded capture, run time the same."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _mark():
