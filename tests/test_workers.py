@@ -51,9 +51,14 @@ def test_maps_inside_a_map_run_in_their_thread():
         return workers.count(), workers.map_in_threads(
             lambda y: threading.current_thread().name, range(3))
 
+    def inner_asked(x):                     # even asked for 3 threads
+        return workers.map_in_threads(lambda y: threading.current_thread().name, range(3), 3)
+
     got = workers.map_in_threads(inner, range(2), 2)
-    for (n, names), outer in zip(got, range(2)):
+    for n, names in got:
         assert n == 1 and len(set(names)) == 1 and names[0] != "MainThread"
+    for names in workers.map_in_threads(inner_asked, range(2), 2):
+        assert len(set(names)) == 1 and names[0] != "MainThread"
 
 
 def test_map_raises_the_first_error_after_every_item():

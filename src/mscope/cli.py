@@ -109,9 +109,10 @@ def _cmd_inspect(args):
 
 def _cmd_diagnose(args):
     # One BLAS thread (unless told otherwise), set before numpy loads
-    # OpenBLAS: the analyzer's threads are its own (mscope.workers), and on a busy machine
-    # OpenBLAS's spinning threads made the slow-flow fit (a ~1000 x 128
-    # least squares) take 0.3-1.2 s instead of 7 ms (bench/analyze.py).
+    # OpenBLAS: the analyzer's threads are its own (mscope.workers), and
+    # on a busy machine OpenBLAS's spinning threads made the slow-flow fit
+    # (a ~1000 x 128 least squares) take 0.3-1.2 s instead of 7 ms
+    # (bench/analyze.py).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from mscope import workers
     from mscope.diagnose import run_diagnose

@@ -68,11 +68,12 @@ def count() -> int:
 
 def map_in_threads(fn, items, n=None) -> list:
     """``[fn(x) for x in items]``, by up to `n` threads (:func:`count`);
-    in the caller's thread alone when one would do.  The first exception
+    in the caller's thread alone when one would do, or when that is a
+    thread of this map's already.  The first exception
     an item raised is raised here, once every item has finished.  With
     threads, the heap's free pages go back to the kernel after."""
     items = list(items)
-    n = min(count() if n is None else n, len(items))
+    n = min(count() if n is None or getattr(_inside, "yes", False) else n, len(items))
     if n <= 1:
         return [fn(x) for x in items]
     _one_arena()
