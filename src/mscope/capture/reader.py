@@ -16,6 +16,7 @@ numpy, the standard library and the codec packages only: this module must
 import on a laptop without mscope's compiled parts.
 """
 import bisect
+import contextlib
 import json
 import os
 import queue
@@ -411,19 +412,45 @@ def _decode_kept(scan, segments, per_stream=False):
     for e in todo:
         groups.setdefault(e.h.stream if per_stream else None, []).append(e)
     scan.records, scan.ids = {}, {}
-    with _Payloads(segments) as src:
+    with _PayloadPool(segments) as src:
         for g, ents in groups.items():
             _decode_group(scan, g, ents, src)
 
 
+class _PayloadPool:
+    """_Payloads for threads that read at once: each takes one that no
+    other is using (:meth:`taken`), made when none is free and kept for
+    the next taker; all closed on exit."""
+
+    def __init__(self, segments):
+        self.segments, self.free, self.made = segments, queue.SimpleQueue(), []
+
+    @contextlib.contextmanager
+    def taken(self):
+        try:
+            src = self.free.get_nowait()
+        except queue.Empty:
+            src = _Payloads(self.segments)
+            self.made.append(src)
+        try:
+            yield src
+        finally:
+            self.free.put(src)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for src in self.made:
+            src.__exit__()
+
+
 class _Payloads:
-    """Payloads read from the segment files (kept open) into one buffer.
-    One per decoding thread: its helpers' (:meth:`helper`) go with it."""
+    """Payloads read from the segment files (kept open) into one buffer."""
 
     def __init__(self, segments):
         self.paths, self.open = segments, {}
         self.buf = np.empty(0, np.uint8)
-        self.helpers = []
 
     def __enter__(self):
         return self
@@ -432,15 +459,6 @@ class _Payloads:
         for f in self.open.values():
             f.close()
         self.open.clear()
-        for h in self.helpers:
-            h.__exit__()
-        self.helpers.clear()
-
-    def helper(self, k):
-        """The `k`-th other thread's _Payloads (0-based), kept for the next group."""
-        while len(self.helpers) <= k:
-            self.helpers.append(_Payloads(self.paths))
-        return self.helpers[k]
 
     def read(self, e):
         f = self.open.get(e.seg)
@@ -454,9 +472,10 @@ class _Payloads:
         return f.read_into(e.off + FRAME_HEADER_SIZE, n, self.buf)
 
 
-def _decode_group(scan, g, ents, src):
+def _decode_group(scan, g, ents, pool):
     """Decode the frames `ents` (status ok) into fresh arrays
-    ``scan.records[g]``, ``scan.ids[g]``, in (stream, chunk_seq) order."""
+    ``scan.records[g]``, ``scan.ids[g]``, in (stream, chunk_seq) order,
+    reading their payloads through `pool` (a _PayloadPool)."""
     r = i = 0
     for e in sorted(ents, key=lambda e: (e.h.stream, e.h.chunk_seq, e.pos)):
         e.slot = (g, r, i)
@@ -465,20 +484,19 @@ def _decode_group(scan, g, ents, src):
     records = scan.records[g] = np.empty(r, CAPTURE_RECORD_DTYPE)
     ids = scan.ids[g] = np.empty(i, PACKET_ID_DTYPE)
 
-    def decode(part, src):
-        for e in part:                               # file order
-            _, r, i = e.slot
-            out = (records[r:r + e.h.n_records], ids[i:i + e.h.n_ids])
-            try:
-                _decode(e, src.read(e), True, out)
-            except CaptureFormatError as exc:
-                e.status, e.detail = "corrupt", str(exc)
-                e.slot = None
+    def decode(part):
+        with pool.taken() as src:                    # its own files and buffer
+            for e in part:                           # file order
+                _, r, i = e.slot
+                out = (records[r:r + e.h.n_records], ids[i:i + e.h.n_ids])
+                try:
+                    _decode(e, src.read(e), True, out)
+                except CaptureFormatError as exc:
+                    e.status, e.detail = "corrupt", str(exc)
+                    e.slot = None
 
-    # each thread its own files and buffer: the caller's, then helpers'
     parts = _shares(ents, workers.count())
-    workers.map_in_threads(lambda k: decode(parts[k], src.helper(k - 1) if k else src),
-                           range(len(parts)), len(parts))
+    workers.map_in_threads(decode, parts, len(parts))
 
 
 def _shares(ents, n):
@@ -1152,9 +1170,8 @@ class StreamFeed:
         self.decoded_bytes = {s: sum(e.h.raw_len for e in v) for s, v in self._todo.items()}
         self.unambiguous = _unambiguous(scan.entries)
         scan.records, scan.ids = {}, {}
-        # one per thread taking streams at once (their files and buffers)
-        self._srcs = queue.SimpleQueue()
-        self._opened = []
+        # the files and buffers of the threads taking streams at once
+        self._pool = _PayloadPool(dict(cap.segments))
 
     def take(self, stream, offsets=True):
         """Decode `stream`'s frames: its CaptureData, as read_streams() has
@@ -1183,14 +1200,11 @@ class StreamFeed:
             return None
         ents = self._todo.pop(stream)
         scan = self._scan
-        src = self._src()
         try:
-            _decode_group(scan, stream, ents, src)
+            _decode_group(scan, stream, ents, self._pool)
         except OSError as exc:
             raise CaptureFormatError(
                 f"{self._cap.path}: cannot read: {exc.strerror}") from None
-        finally:
-            self._srcs.put(src)
         good = sorted((e for e in ents if e.status == "ok" and (e.h.n_records or e.h.n_ids)),
                       key=lambda e: e.h.chunk_seq)
         out = None
@@ -1208,14 +1222,6 @@ class StreamFeed:
             e.records = e.ids = None
         return out
 
-    def _src(self):
-        """A _Payloads no other thread is using."""
-        try:
-            return self._srcs.get_nowait()
-        except queue.Empty:
-            self._opened.append(_Payloads(dict(self._cap.segments)))
-            return self._opened[-1]
-
     def finish(self) -> CaptureData:
         """The losses, once every stream is taken (those not taken are
         decoded now, for the times around their gaps): a CaptureData with
@@ -1224,9 +1230,8 @@ class StreamFeed:
             if self.unambiguous:
                 self.take(s, offsets=False)
             else:
-                _decode_group(self._scan, s, self._todo.pop(s), self._src())
-        for src in self._opened:
-            src.__exit__()
+                _decode_group(self._scan, s, self._todo.pop(s), self._pool)
+        self._pool.__exit__()
         cap = self._cap
         losses = cap._losses(self._scan, set(cap.streams), all_streams=True)
         return CaptureData(np.zeros(0, CAPTURE_RECORD_DTYPE), np.zeros(0, np.uint32),
