@@ -71,6 +71,12 @@ setup(
         "mscope.analyzer._ingest",
         sources=["analyzer/_ingest.pyx"],
         extra_compile_args=["-O2"],
+    ), Extension(
+        # numpy's memory handler during a diagnosis: freed large arrays'
+        # pages kept for the next ones; optional (analyzer/pages.py)
+        "mscope.analyzer._pages",
+        sources=["analyzer/_pages.pyx"],
+        extra_compile_args=["-O2"],
     )],
     cmdclass={"build_ext": build_ext},
     install_requires=[

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import pages
 from .prefixes import SourceRates
 
 try:
@@ -1979,6 +1980,10 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     sources, named_shares, parts = A.sources, A.named_shares, source_parts(A._parts)
     room = np.array([A.nfs[k].room if k in A.nfs else 0.0 for k in range(len(names))])
     A = F = None                        # free the per-hop and per-NF arrays
+    # and let their pages go (mscope.analyzer.pages): what follows is
+    # smaller, and kept beside it they took bench/analyze.py's peak RSS up
+    # by ~10 MiB (933 against 923 MiB; 925 with this)
+    pages.release()
     r_v = np.where(vnf >= 0, rate[np.maximum(vnf, 0)], 0.0)
     r_v = np.where(r_v > 0, r_v, 1.0)
     excess = np.where(dv, np.inf, np.maximum(lat - slo_ns, 0)).astype(float)

@@ -9,6 +9,7 @@ most 4), which a user with more cores waits for.  The memory run is a
 threaded one.
 
     python bench/analyze.py [--seconds 2.0] [--repeat 3] [--capture DIR]
+                            [--one-core] [--pages-baseline]
 
 The capture is simulated once (no counterfactual labels): the SCENARIO.md
 example (its chain, its 1.2 Mpps, its four faults repeated every 200 ms)
@@ -110,9 +111,9 @@ def decoded_bytes(cap):
     return len(d.records) * 32 + len(d.ids) * 8
 
 
-def child(cap, mode, out, threads=None):
+def child(cap, mode, out, threads=None, extra_env=None):
     t0 = time.perf_counter()
-    env = dict(os.environ)
+    env = dict(os.environ, **(extra_env or {}))
     if threads is not None:
         env["MSCOPE_THREADS"] = str(threads)
     res = subprocess.run([sys.executable, "-c", _CHILD, str(cap), mode, str(out)],
@@ -212,6 +213,10 @@ def main(argv=None):
     ap.add_argument("--one-core", action="store_true",
                     help="only the one-thread runs (the target's measure), not the "
                          "threaded ones beside them")
+    ap.add_argument("--pages-baseline", action="store_true",
+                    help="also one-thread runs and a memory run with numpy's own memory "
+                         "handler (MSCOPE_KEEP_PAGES=0), alternating: what keeping freed "
+                         "arrays' pages buys (mscope.analyzer.pages)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mscope-bench-analyze-") as tmp:
         if a.capture:
@@ -225,14 +230,19 @@ def main(argv=None):
                 print(f"capture kept in {a.keep}", file=sys.stderr)
         dec = decoded_bytes(cap)
         out = Path(tmp) / "diagnosis.json"
-        runs, threaded = [], []
+        runs, threaded, plain = [], [], []
         threads = workers.count()
+        no_pages = {"MSCOPE_KEEP_PAGES": "0"}
         for i in range(a.repeat):
-            for n, rs in ((1, runs), (threads, threaded)):
+            for n, rs, env in ((1, runs, None), (threads, threaded, None),
+                               (1, plain, no_pages)):
                 if rs is threaded and (a.one_core or threads == 1):
                     continue
-                r = child(cap, "speed", out, n)
-                r.update(kind="speed", run=i, threads=n, hops_per_s=r["hops"] / r["seconds"])
+                if rs is plain and not a.pages_baseline:
+                    continue
+                r = child(cap, "speed", out, n, env)
+                r.update(kind="speed", run=i, threads=n, hops_per_s=r["hops"] / r["seconds"],
+                         kept_pages=rs is not plain)
                 print(json.dumps(r), flush=True)
                 rs.append(r)
         if a.no_memory:
@@ -244,8 +254,39 @@ def main(argv=None):
                      traced_peak_ratio=m["traced_peak_bytes"] / dec,
                      rss_growth_ratio=m["rss_growth_bytes"] / dec)
             print(json.dumps(m), flush=True)
+        m0 = None
+        if a.pages_baseline and not a.no_memory:
+            m0 = child(cap, "mem", out, extra_env=no_pages)
+            m0.update(kind="memory", kept_pages=False,
+                      rss_growth_ratio=m0["rss_growth_bytes"] / dec)
+            print(json.dumps(m0), flush=True)
     report(runs, m, dec, threaded)
+    if plain:
+        report_pages(runs, plain, m, m0, dec)
     return 0
+
+
+def report_pages(runs, plain, mem, mem0, dec):
+    """Kept pages (the default) against numpy's own handler, one thread."""
+    def med(rs, key):
+        return statistics.median(key(r) for r in rs)
+
+    def faults(r):
+        return sum(s.get("minor_faults", 0) for s in r["stages"])
+
+    def sys_s(r):
+        return sum(s.get("system_seconds", 0) for s in r["stages"])
+    ratio = med(plain, lambda r: r["seconds"]) / med(runs, lambda r: r["seconds"])
+    print()
+    print(f"{'handler':<22} {'median s':>9} {'sys s':>6} {'k faults':>9} {'RSS growth':>11}")
+    for name, rs, m in (("numpy's own", plain, mem0), ("kept pages (default)", runs, mem)):
+        g = f"{m['rss_growth_ratio']:.2f}x" if m and m.get("rss_growth_bytes") else "-"
+        print(f"{name:<22} {med(rs, lambda r: r['seconds']):9.2f} {med(rs, sys_s):6.2f} "
+              f"{med(rs, faults) / 1000:9.1f} {g:>11}")
+    print(f"kept pages against numpy's own handler, median over median: {ratio:.2f}x")
+    print(json.dumps({"pages": {"speedup": ratio,
+                                "faults": med(runs, faults), "faults_baseline": med(plain, faults),
+                                "rss_growth_ratio_baseline": (mem0 or {}).get("rss_growth_ratio")}}))
 
 
 if __name__ == "__main__":

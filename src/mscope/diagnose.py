@@ -64,6 +64,17 @@ def _small_pages(run):
     return wrapped
 
 
+def _kept_pages(run):
+    """Run `run` with freed large arrays' pages kept for the next ones
+    (mscope.analyzer.pages)."""
+    @functools.wraps(run)
+    def wrapped(*args, **kwargs):
+        from mscope.analyzer.pages import kept_pages
+        with kept_pages():
+            return run(*args, **kwargs)
+    return wrapped
+
+
 def load_topology_hint(path):
     """Links from a JSON file: a list of [from, to] names, or an object with
     "links" (a scenario file).  One-line MscopeError on anything else."""
@@ -84,6 +95,7 @@ def load_topology_hint(path):
 
 
 @_small_pages
+@_kept_pages
 def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=None,
              topology=None, progress=False, lazy=False):
     """Diagnose the capture directory `capture`.
@@ -205,6 +217,7 @@ def _time_base(view):
 
 
 @_small_pages
+@_kept_pages
 def run_diagnose(capture, json_path=None, top=5, file=None, **options):
     """What ``mscope diagnose CAPTURE [--json OUT]`` does, stage by stage.
 

@@ -11,6 +11,7 @@ How many: as :func:`limit` says (``mscope diagnose --threads``), else
 :data:`MAX_THREADS`.
 """
 import contextlib
+import contextvars
 import ctypes
 import os
 import threading
@@ -78,7 +79,9 @@ def map_in_threads(fn, items, n=None) -> list:
         return [fn(x) for x in items]
     _one_arena()
     with ThreadPoolExecutor(n, thread_name_prefix="mscope", initializer=_mark) as ex:
-        futures = [ex.submit(fn, x) for x in items]
+        # each in a copy of the caller's context: numpy's memory handler
+        # (mscope.analyzer.pages) is a context variable
+        futures = [ex.submit(contextvars.copy_context().run, fn, x) for x in items]
     _trim()
     return [f.result() for f in futures]
 
