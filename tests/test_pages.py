@@ -78,6 +78,17 @@ def test_ranges_move_side_by_side_into_a_larger_array_data_intact():
         assert (c == np.arange(len(c))).all()
 
 
+def test_fresh_pages_of_an_empty_array_come_resident():
+    # np.empty's new pages are faulted in at once, not one by one as written
+    with pages.kept_pages():
+        pages.release()
+        a = np.empty(32 * MIB, np.uint8)
+        f0 = _faults()
+        a.fill(3)                                   # 8,192 pages
+        assert _faults() - f0 < 1000
+        del a
+
+
 def test_zeros_are_zero_after_dirty_pages_were_kept():
     with pages.kept_pages():
         a = np.full(16 * MIB, -1, np.int64)
@@ -104,11 +115,13 @@ def test_resize_keeps_the_data_across_sizes():
 
 def test_untouched_arrays_are_not_kept():
     # an array whose pages were not all written would bring its untouched
-    # pages back as if they were free to use: it is unmapped instead
+    # pages back as if they were free to use: it is unmapped instead.
+    # (np.zeros: the kernel's zero pages, faulted in only as written;
+    # np.empty's fresh pages are faulted in when it is made.)
     with pages.kept_pages():
         pages.release()
         s0 = pages.stats()
-        a = np.empty(32 * MIB, np.uint8)
+        a = np.zeros(32 * MIB, np.uint8)
         a[:4096] = 1
         del a
         s1 = pages.stats()
