@@ -8,9 +8,11 @@ range of pages is kept (not unmapped) where every page of it is resident,
 and serves the next large array that numpy does not ask to be zeroed: the
 best fitting range, its head taken and its tail kept, or, where none is
 big enough, the kept ranges moved side by side into a new mapping, the
-largest first (mremap moves page tables; nothing is copied).  Zeroed
-arrays (calloc) get fresh pages, which the kernel zeroes as they are
-first touched: np.zeros of a large array written sparsely stays small.
+largest first (mremap moves page tables; nothing is copied).  The fresh
+pages of such an array are faulted in as it is made, in one pass in the
+kernel rather than a fault per page as it is written.  Zeroed arrays
+(calloc) get fresh pages only, which the kernel zeroes as they are first
+written: np.zeros of a large array written sparsely stays small.
 
 What is kept is bounded by the resident memory: before a new array's
 fresh pages are written, kept ranges go (the smallest first) until the
@@ -231,7 +233,7 @@ cdef extern from *:
          * arrays, which may be written sparsely. */
         int populate = !zero && mscope_active > 0 && len > *warm;
         if (p == NULL) {
-            /* nothing kept (or no room for the move): no bound to keep */
+            /* nothing kept, zeroed, or the move's mapping failed */
             p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS |
                      (populate ? MAP_POPULATE : 0), -1, 0);
             if (p == MAP_FAILED) {

@@ -152,6 +152,26 @@ def test_release_lets_the_kept_pages_go():
         assert pages.stats()["kept"] == 0
 
 
+def test_a_diagnosis_runs_through_it_and_puts_numpys_handler_back(tmp_path, monkeypatch):
+    from mscope import diagnose as D
+    seen = []
+    real = D.StageLog.start
+
+    def start(self, key, msg):
+        seen.append(_handler_name())
+        return real(self, key, msg)
+
+    monkeypatch.setattr(D.StageLog, "start", start)
+    before = _handler_name()
+    cap = _capture(tmp_path)
+    D.diagnose(cap, slo_us=150)
+    assert seen and set(seen) == {"mscope_kept_pages"}    # every stage
+    assert _handler_name() == before and pages.stats()["kept"] == 0
+    with pytest.raises(D.MscopeError):
+        D.diagnose(cap, slo_us=-1)
+    assert _handler_name() == before                      # after an error too
+
+
 def test_worker_threads_allocate_through_it():
     with pages.kept_pages():
         names = workers.map_in_threads(lambda _: _handler_name(), range(4), n=2)

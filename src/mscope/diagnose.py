@@ -45,33 +45,28 @@ def _set_madvise_hugepage(enabled):
     return _set_madvise_hugepage(enabled)
 
 
-def _small_pages(run):
-    """Run `run` with numpy's large arrays on ordinary pages, then put the
-    setting back.  A diagnosis writes most of its memory once, fresh (the
-    decoded capture, the hop arrays): on the VMs of docs/benchmarks.md a
-    huge page's first touch cost the kernel ~3x an ordinary page's per
-    byte (clear_page was a third of bench/analyze.py's samples), and
-    turning the advice off took the 9.5 M-hop run from 4.4-5.1 s to
-    3.8-3.9 s, its user time within 0.2 s."""
-    @functools.wraps(run)
-    def wrapped(*args, **kwargs):
-        before = _set_madvise_hugepage(False)
-        try:
-            return run(*args, **kwargs)
-        finally:
-            if before is not None:
-                _set_madvise_hugepage(before)
-    return wrapped
+def _memory_policy(run):
+    """Run `run` with numpy's memory set for a diagnosis, then put it back.
 
-
-def _kept_pages(run):
-    """Run `run` with freed large arrays' pages kept for the next ones
-    (mscope.analyzer.pages)."""
+    - Large arrays on ordinary pages.  A diagnosis writes most of its
+      memory once, fresh (the decoded capture, the hop arrays): on the VMs
+      of docs/benchmarks.md a huge page's first touch cost the kernel ~3x
+      an ordinary page's per byte (clear_page was a third of
+      bench/analyze.py's samples), and turning the advice off took the
+      9.5 M-hop run from 4.4-5.1 s to 3.8-3.9 s, its user time within
+      0.2 s.
+    - Freed large arrays' pages kept for the next ones
+      (mscope.analyzer.pages)."""
     @functools.wraps(run)
     def wrapped(*args, **kwargs):
         from mscope.analyzer.pages import kept_pages
-        with kept_pages():
-            return run(*args, **kwargs)
+        before = _set_madvise_hugepage(False)
+        try:
+            with kept_pages():
+                return run(*args, **kwargs)
+        finally:
+            if before is not None:
+                _set_madvise_hugepage(before)
     return wrapped
 
 
@@ -94,8 +89,7 @@ def load_topology_hint(path):
     return [tuple(l) for l in links]
 
 
-@_small_pages
-@_kept_pages
+@_memory_policy
 def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=None,
              topology=None, progress=False, lazy=False):
     """Diagnose the capture directory `capture`.
@@ -216,8 +210,7 @@ def _time_base(view):
     return min(firsts, default=0)
 
 
-@_small_pages
-@_kept_pages
+@_memory_policy
 def run_diagnose(capture, json_path=None, top=5, file=None, **options):
     """What ``mscope diagnose CAPTURE [--json OUT]`` does, stage by stage.
 
