@@ -11,7 +11,6 @@ One pass over the hops sorts every NF's received packets into rx order
 (each rx entry is one hop's); a FIFO queue's arrivals are then sorted too,
 so the step series is a merge (``_attrib.pyx``), not a sort.
 """
-import queue
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -485,18 +484,12 @@ def queue_timelines(view, traj, peak_rates=None) -> dict:
                 and peak_rates.get(n.name) is None], default=0)
     # the NFs side by side (mscope.workers), each thread with scratch of
     # its own; the largest first, so that none is left to run alone
-    spare = queue.SimpleQueue()
+    spare = workers.Spares(lambda: np.empty(size, np.int64))
 
     def one(k):
-        try:
-            work = spare.get_nowait()
-        except queue.Empty:
-            work = np.empty(size, np.int64)
         n = view.nfs[k]
-        try:
+        with spare.taken() as work:
             return _timeline(n.name, hops[k], traj, n, peak_rates.get(n.name), work)
-        finally:
-            spare.put(work)
 
     todo = sorted((k for k, n in enumerate(view.nfs) if len(n.rx_ids)),
                   key=lambda k: -len(hops[k]))

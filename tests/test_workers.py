@@ -74,3 +74,28 @@ def test_map_raises_the_first_error_after_every_item():
     with pytest.raises(OSError, match="item 1"):
         workers.map_in_threads(f, range(4), 2)
     assert sorted(done) == [0, 2, 3]
+
+
+def test_spares_hand_each_thread_its_own_and_close_what_was_made():
+    made, closed, held = [], [], set()
+    lock = threading.Lock()
+
+    def make():
+        made.append(object())
+        return made[-1]
+
+    def use(_):
+        with spares.taken() as x:
+            with lock:
+                assert x not in held             # no other thread holds it
+                held.add(x)
+            time.sleep(0.02)
+            with lock:
+                held.discard(x)
+        return x
+
+    with workers.Spares(make, closed.append) as spares:
+        got = workers.map_in_threads(use, range(6), n=2)
+    assert 1 <= len(made) <= 2                   # one per thread at most, reused
+    assert set(got) <= set(made)
+    assert closed == made

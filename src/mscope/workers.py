@@ -14,12 +14,13 @@ import contextlib
 import contextvars
 import ctypes
 import os
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from mscope.errors import MscopeError
 
-__all__ = ["MAX_THREADS", "count", "limit", "map_in_threads"]
+__all__ = ["MAX_THREADS", "Spares", "count", "limit", "map_in_threads"]
 
 #: The most threads used when MSCOPE_THREADS does not say: the stages
 #: split into a handful of parts (streams, NFs), so more would idle.
@@ -84,6 +85,41 @@ def map_in_threads(fn, items, n=None) -> list:
         futures = [ex.submit(contextvars.copy_context().run, fn, x) for x in items]
     _trim()
     return [f.result() for f in futures]
+
+
+class Spares:
+    """Things the threads of a map each need one of at a time (scratch
+    arrays, open files): :meth:`taken` hands one no other thread holds,
+    made by `make()` when none is free and kept for the next taker;
+    `close(x)` for each made, at :meth:`close` (or the ``with`` block's
+    end)."""
+
+    def __init__(self, make, close=None):
+        self._make, self._close = make, close
+        self._free, self._made = queue.SimpleQueue(), []
+
+    @contextlib.contextmanager
+    def taken(self):
+        try:
+            x = self._free.get_nowait()
+        except queue.Empty:
+            x = self._make()
+            self._made.append(x)
+        try:
+            yield x
+        finally:
+            self._free.put(x)
+
+    def close(self):
+        if self._close is not None:
+            for x in self._made:
+                self._close(x)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _trim():

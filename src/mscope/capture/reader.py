@@ -16,10 +16,8 @@ numpy, the standard library and the codec packages only: this module must
 import on a laptop without mscope's compiled parts.
 """
 import bisect
-import contextlib
 import json
 import os
-import queue
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -412,37 +410,15 @@ def _decode_kept(scan, segments, per_stream=False):
     for e in todo:
         groups.setdefault(e.h.stream if per_stream else None, []).append(e)
     scan.records, scan.ids = {}, {}
-    with _PayloadPool(segments) as src:
+    with _payload_pool(segments) as pool:
         for g, ents in groups.items():
-            _decode_group(scan, g, ents, src)
+            _decode_group(scan, g, ents, pool)
 
 
-class _PayloadPool:
-    """_Payloads for threads that read at once: each takes one that no
-    other is using (:meth:`taken`), made when none is free and kept for
-    the next taker; all closed on exit."""
-
-    def __init__(self, segments):
-        self.segments, self.free, self.made = segments, queue.SimpleQueue(), []
-
-    @contextlib.contextmanager
-    def taken(self):
-        try:
-            src = self.free.get_nowait()
-        except queue.Empty:
-            src = _Payloads(self.segments)
-            self.made.append(src)
-        try:
-            yield src
-        finally:
-            self.free.put(src)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for src in self.made:
-            src.__exit__()
+def _payload_pool(segments):
+    """_Payloads for threads that read at once, each its own files and
+    buffer (``pool.taken()``), all closed with the pool."""
+    return workers.Spares(lambda: _Payloads(segments), lambda src: src.__exit__())
 
 
 class _Payloads:
@@ -475,7 +451,7 @@ class _Payloads:
 def _decode_group(scan, g, ents, pool):
     """Decode the frames `ents` (status ok) into fresh arrays
     ``scan.records[g]``, ``scan.ids[g]``, in (stream, chunk_seq) order,
-    reading their payloads through `pool` (a _PayloadPool)."""
+    reading their payloads through `pool` (:func:`_payload_pool`)."""
     r = i = 0
     for e in sorted(ents, key=lambda e: (e.h.stream, e.h.chunk_seq, e.pos)):
         e.slot = (g, r, i)
@@ -1171,7 +1147,7 @@ class StreamFeed:
         self.unambiguous = _unambiguous(scan.entries)
         scan.records, scan.ids = {}, {}
         # the files and buffers of the threads taking streams at once
-        self._pool = _PayloadPool(dict(cap.segments))
+        self._pool = _payload_pool(dict(cap.segments))
 
     def take(self, stream, offsets=True):
         """Decode `stream`'s frames: its CaptureData, as read_streams() has
@@ -1231,7 +1207,7 @@ class StreamFeed:
                 self.take(s, offsets=False)
             else:
                 _decode_group(self._scan, s, self._todo.pop(s), self._pool)
-        self._pool.__exit__()
+        self._pool.close()
         cap = self._cap
         losses = cap._losses(self._scan, set(cap.streams), all_streams=True)
         return CaptureData(np.zeros(0, CAPTURE_RECORD_DTYPE), np.zeros(0, np.uint32),
