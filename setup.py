@@ -72,6 +72,11 @@ setup(
         sources=["analyzer/_ingest.pyx"],
         extra_compile_args=["-O2"],
     ), Extension(
+        # the victims' JSON text, straight from the attribution's arrays
+        "mscope._victims_json",
+        sources=["src/mscope/_victims_json.pyx"],
+        extra_compile_args=["-O2"],
+    ), Extension(
         # numpy's memory handler during a diagnosis: freed large arrays'
         # pages kept for the next ones; optional (analyzer/pages.py)
         "mscope.analyzer._pages",

@@ -179,10 +179,16 @@ def test_ranking_is_ranked_alls_order():
     assert culprit_dict(att.culprits[1], 2.0)["score"] == 2.0
 
 
+def test_every_thousandth_formats_as_float_repr():
+    # each of 0.000 .. 0.999 after integer parts of every width: the
+    # trailing zeros dropped as repr drops them (.5, .05, .0)
+    frac = np.arange(1000) / 1000
+    vals = np.concatenate([frac + k for k in (0, 1, 7, 99, 12345, 2**40)])
+    _check(_att(vals[:, None], nf=["fw"] * len(vals)), block=333)
+
+
 def test_numbers_of_every_width_in_one_block():
-    # one block mixing one-word numbers with a few wide ones: the digits
-    # above the units word are worked out only for those (and all of them
-    # when most are wide, as packet ids are)
+    # one block mixing short numbers with a few wide ones
     rng = np.random.default_rng(11)
     n = 64
     S = np.round(rng.random((n, 3)) * 9, 3) * (rng.random((n, 3)) > 0.3)

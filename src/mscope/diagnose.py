@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mscope import _victims_json
 from mscope.errors import MscopeError
 
 try:
@@ -311,8 +312,7 @@ def _memory():
 
 # --- the victims, streamed --------------------------------------------------
 
-#: Victims formatted per block: ~2 MB of JSON from a ~3 MB scratch matrix
-#: (fewer: more numpy calls per victim; more: out of cache, no faster).
+#: Victims formatted per block: ~2 MB of JSON.
 BLOCK = 8192
 
 
@@ -442,213 +442,52 @@ def write_json(diag, f):
     f.write(b"}")
 
 
-def _words(strings, words=0):
-    """Byte strings as rows of uint32 words (NUL-padded), at least `words` wide."""
-    w = max(1, words, max((len(x) + 3) // 4 for x in strings))
-    return np.frombuffer(b"".join(x.ljust(4 * w, b"\0") for x in strings),
-                         np.uint32).reshape(len(strings), w)
-
-
-# Integers are written four digits to a uint32 word, by table: index
-# value + 10000 when digits come before it (leading zeros kept), else
-# value (leading zeros NUL); the units word, 0 as "0", is 20000 further.
-_FOUR = [f"{i:04d}".encode() for i in range(10000)]
-_LEAD = [x.lstrip(b"0").rjust(4, b"\0") for x in _FOUR]
-_WORD = _words(_LEAD + _FOUR + [_LEAD[0][:3] + b"0"] + _LEAD[1:] + _FOUR).ravel()
-#: 0..999 thousandths after the point as float repr writes them, and the
-#: "}" closing the culprit: ".5}" for 500, ".05}" for 50, ".0}" for 0; two
-#: words, one column each.
-_FRAC = [np.ascontiguousarray(c) for c in _words(
-    [b"." + (f"{i:03d}".rstrip("0") or "0").encode() + b"}" for i in range(1000)], 2).T]
-_POW10 = 10 ** np.arange(1, 20, dtype=np.uint64)            # 10 .. 10**19
-
-
-def _nwords(v):
-    """Words the largest of the non-negative integers `v` needs (>= 1)."""
-    if len(v) == 0:
-        return 1
-    return (int(np.searchsorted(_POW10, v.max(), side="right")) + 4) // 4
-
-
-def _digit_rows(v, out):
-    """Write the non-negative integers `v` as ASCII digits into the k rows
-    of uint32 words `out` (k x len(v), most significant word first),
-    right-aligned, NUL before the first digit.  Rows, not columns: numpy
-    takes into a contiguous row ~15x faster than into a matrix column."""
-    k = len(out)
-    q = v // 10000
-    r = v - q * 10000
-    r += 20000                                          # the units word
-    np.add(r, 10000, out=r, where=q != 0)
-    np.take(_WORD, r, out=out[k - 1], mode="clip")
-    if k == 1:
-        return
-    at = np.flatnonzero(q)
-    if 4 * len(at) > len(v):
-        _upper_rows(q, out[:k - 1])
-    else:
-        # most scores and latencies fit one word: the rest on those that do not
-        out[:k - 1] = 0                                 # _WORD[0]: four NULs
-        if len(at):
-            upper = np.empty((k - 1, len(at)), np.uint32)
-            _upper_rows(q[at], upper)
-            out[:k - 1, at] = upper
-
-
-def _upper_rows(v, out):
-    """As :func:`_digit_rows`, for the words above the units word."""
-    for j in range(len(out) - 1, -1, -1):
-        q = v // 10000
-        r = v - q * 10000
-        np.add(r, 10000, out=r, where=q != 0)
-        np.take(_WORD, r, out=out[j], mode="clip")
-        v = q
-
-
-#: Scores formatted from integers: the float repr of a number rounded to 3
-#: decimals is its decimal digits while it is below 2**43 (spacing of
-#: doubles < 0.001) and at least 1e-4; others go through json.dumps.
-_FAST_MAX = 1e12
-
-
-def _const(text):
-    return _words([text])[0]
+def _texts(strings):
+    """Byte strings as one buffer and their offsets (n + 1)."""
+    at = np.zeros(len(strings) + 1, np.int64)
+    np.cumsum([len(x) for x in strings], out=at[1:])
+    return np.frombuffer(b"".join(strings) or b"\0", np.uint8), at
 
 
 class _Formatter:
-    """JSON text of blocks of victims, from the arrays, as one matrix.
-
-    Each victim is a head row (``]}, `` closing the previous victim, then
-    ``{"packet": ... "culprits": [``) followed by one row per culprit
-    (``, `` but for the first, its ``{"kind": ... "score": ``, the score,
-    ``}``).  Rows are uint32 words, so that numbers go in four digits at a
-    time; every field fills whole words, NUL-padded (numbers right-aligned,
-    as wide as the block's widest); dropping every NUL byte leaves the
-    text.  JSON text never holds a NUL (json.dumps escapes it), so the
-    padding cannot eat one.
-
-    The matrix is made in few numpy passes, none of them into a single
-    column (numpy writes a strided column ~15x slower than a row): the
-    culprit rows' text is one row gather from a table as wide as the
-    matrix, the head rows' one from a table by NF and drop; numbers are
-    worked out a word at a time over contiguous rows and copied into their
-    columns at once.  s2 (393k victims, 1.0 M culprits, bench/analyze.py):
-    0.25 -> 0.20 s of process time, half of it the final NUL-dropping.
-    """
-
-    _HEAD = b']}, {"packet": '
-    _TAIL = (b', "dropped": false, "culprits": [', b', "dropped": true, "culprits": [')
+    """JSON text of blocks of victims, from the arrays
+    (``_victims_json.victims_text``, one pass in C: ~0.14 -> ~0.03 s for
+    bench/analyze.py's 393k victims and 1.0 M culprits, against the numpy
+    matrix of words it replaces).  The text around the numbers is
+    ``json.dumps``'s, made here once: each NF's, each culprit's dict up to
+    its score (with and without the ", " before it)."""
 
     def __init__(self, victims):
         att = victims.att
         self.att = att
-        self.ptr, self.col, self.score = victims.ranked()
-        names, self.nf = att.nf_groups()
-        # the NF and what follows it up to the latency
-        self.nf_text = [b', "nf": ' + json.dumps(x).encode() + b', "latency_ns": '
-                        for x in names] or [b""]
-        self.nf_w = _words(self.nf_text).shape[1]
-        pre = [json.dumps(d)[:-1].encode() + b', "score": '
-               for d in att.culprit_dicts()] or [b""]
-        # row 2j: ", " and culprit j's text up to its score; 2j + 1: the
-        # same without the separator, for the first culprit of a victim
-        self.pre = [x for p in pre for x in (b", " + p, p)]
-        self.pre_w = _words(self.pre).shape[1]
-        self.head_w = _words([self._HEAD]).shape[1]
-        self.tail_w = _words(list(self._TAIL)).shape[1]
-        self._tables = {}
-
-    def _pre_table(self, width):
-        """The culprits' text up to the score, rows `width` words wide."""
-        if ("pre", width) not in self._tables:
-            self._tables["pre", width] = _words(self.pre, width)
-        return self._tables["pre", width]
-
-    def _head_table(self, k1, k2, width):
-        """Head rows `width` words wide, all but the numbers: row 2i + d
-        for NF i, dropped d; NUL where the packet id (k1 words) and the
-        latency (k2) go."""
-        key = ("head", k1, k2, width)
-        if key not in self._tables:
-            z1, z2 = b"\0" * (4 * k1), b"\0" * (4 * k2)
-            head = self._HEAD.ljust(4 * self.head_w, b"\0") + z1
-            self._tables[key] = _words([head + x.ljust(4 * self.nf_w, b"\0") + z2 + t
-                                        for x in self.nf_text for t in self._TAIL], width)
-        return self._tables[key]
+        ptr, col, self.score = victims.ranked()
+        self.ptr = np.ascontiguousarray(ptr, np.int64)
+        self.col = np.ascontiguousarray(col, np.int32)
+        names, nf = att.nf_groups()
+        self.nf = np.ascontiguousarray(nf, np.int64)
+        self.nf_text = _texts([b', "nf": ' + json.dumps(x).encode() + b', "latency_ns": '
+                               for x in names])
+        self.pre_text = _texts([json.dumps(d)[:-1].encode() + b', "score": '
+                                for d in att.culprit_dicts()])
+        self.packet_id = np.ascontiguousarray(att.packet_id, np.uint64)
+        self.latency_ns = np.ascontiguousarray(att.latency_ns, np.int64)
+        self.dropped = np.ascontiguousarray(att.dropped, bool).view(np.uint8)
+        self._nf_w = int(np.diff(self.nf_text[1]).max(initial=0))
+        self._pre_w = int(np.diff(self.pre_text[1]).max(initial=0))
 
     def block(self, lo, hi):
         """The JSON text of victims lo..hi, as uint8 (after the first: "]}, " first)."""
-        att = self.att
-        n = hi - lo
         a, b = int(self.ptr[lo]), int(self.ptr[hi])
-        rows = n + b - a
-        hpos = np.arange(n) + (self.ptr[lo:hi] - a)
-        is_e = np.ones(rows, bool)
-        is_e[hpos] = False
-
-        # the culprits' scores, over all rows (0 in head rows)
         score = self.score[a:b]
-        fast = score < _FAST_MAX
-        v = np.zeros(rows, np.int64)
-        v[is_e] = np.rint((score if fast.all() else np.where(fast, score, 0)) * 1000)
-        ip = v // 1000
-        fr = v - ip * 1000
-        k = _nwords(ip)
-        slow = None
-        sw = k + 2
-        if not fast.all():
-            slow = [json.dumps(x).encode() + b"}" for x in score[~fast].tolist()]
-            sw = max(sw, _words(slow).shape[1])
+        slow = [json.dumps(x).encode() + b"}"
+                for x in score[~(score < _victims_json.FAST_MAX)].tolist()]
+        out = np.empty(_victims_json.bound(hi - lo, b - a, self._nf_w, self._pre_w,
+                                           max([len(x) for x in slow], default=0)), np.uint8)
+        n = _victims_json.victims_text(self.ptr, self.col, self.score, self.packet_id,
+                                       self.latency_ns, self.dropped, self.nf, *self.nf_text,
+                                       *self.pre_text, *_texts(slow), lo, hi, out)
+        return out[:n]
 
-        # the heads' numbers
-        drop = att.dropped[lo:hi]
-        pid = att.packet_id[lo:hi]
-        lat = att.latency_ns[lo:hi]
-        lat_ok = ~drop & (lat >= 0)
-        lv = np.where(lat_ok, lat, 0)
-        k1, k2 = _nwords(pid), _nwords(lv)
-        odd = None
-        if not (drop | lat_ok).all():                           # not dropped, no latency
-            odd = _words([str(x).encode() for x in lat[~drop & ~lat_ok].tolist()], k2)
-            k2 = odd.shape[1]
-        c1 = self.head_w + k1
-        c2 = c1 + self.nf_w
-        c3 = c2 + k2
-        pw = self.pre_w
-        W = max(pw + sw, c3 + self.tail_w)
-
-        # every row as a culprit's: its text, then its score
-        src = np.zeros(rows, np.intp)
-        src[is_e] = self.col[a:b]
-        src *= 2
-        src[1:] += is_e[1:] & ~is_e[:-1]                        # right after its head
-        R = np.take(self._pre_table(W), src, axis=0)
-        num = np.empty((k + 2, rows), np.uint32)
-        _digit_rows(ip, num[:k])
-        np.take(_FRAC[0], fr, out=num[k], mode="clip")
-        np.take(_FRAC[1], fr, out=num[k + 1], mode="clip")
-        R[:, pw:pw + k + 2] = num.T
-        if slow is not None:
-            R[np.flatnonzero(is_e)[~fast], pw:] = _words(slow, W - pw)
-
-        # the heads: their text by NF and whether dropped, then the numbers
-        H = np.take(self._head_table(k1, k2, W), self.nf[lo:hi] * 2 + drop, axis=0)
-        num = np.empty((k1 + k2, n), np.uint32)
-        _digit_rows(pid, num[:k1])
-        _digit_rows(lv, num[k1:])
-        H[:, self.head_w:c1] = num[:k1].T
-        L = H[:, c2:c3]
-        L[...] = num[k1:].T
-        if drop.any():
-            L[drop] = 0
-            L[drop, -1] = _const(b"null")[0]
-        if odd is not None:
-            L[~drop & ~lat_ok] = odd
-        if lo == 0:
-            H[0, 0] = 0                                         # nothing to close
-        R[hpos] = H
-        R = R.reshape(-1).view(np.uint8)
-        return R[R != 0]
 
 
 def _culprit_text(c):
