@@ -1709,3 +1709,50 @@ def busy_batch_rates(const int64_t[::1] step_ns, const int32_t[::1] step_len,
         sums[0], sums[1] = packets, time
     return m
 
+
+
+#: Sizes of batches rates_by_size takes apart (one bucket each).
+cdef Py_ssize_t _SIZE_BUCKETS = 1 << 16
+SIZE_BUCKETS = _SIZE_BUCKETS
+
+
+def rates_by_size(const int64_t[::1] count, const int64_t[::1] dur, int64_t[::1] start,
+                  double[::1] rates):
+    """The timed batches' rates ``count[b] / dur[b]`` (those with both > 0),
+    grouped by size: the rates of size s are ``rates[start[s]:start[s +
+    1]]`` (`start`: SIZE_BUCKETS + 1 entries, `rates`: room for every
+    batch).  A counting sort (queues.service_rate): each rate the int64 /
+    int64 division numpy does (both made double first).
+
+    Returns
+    -------
+    int
+        The number of timed batches; -1 where a size is SIZE_BUCKETS - 1
+        or more (nothing written: the caller sorts itself).
+    """
+    cdef Py_ssize_t b, nb = count.shape[0], s, n = 0
+    cdef int64_t c, at
+    if dur.shape[0] != nb or start.shape[0] != _SIZE_BUCKETS + 1 or rates.shape[0] < nb:
+        raise ValueError("rates_by_size: count and dur of one length, start of "
+                         "SIZE_BUCKETS + 1, rates room for every batch")
+    with nogil:
+        memset(&start[0], 0, (_SIZE_BUCKETS + 1) * sizeof(int64_t))
+        for b in range(nb):
+            c = count[b]
+            if c > 0 and dur[b] > 0:
+                if c >= _SIZE_BUCKETS - 1:
+                    with gil:
+                        return -1
+                start[c + 2] += 1
+                n += 1
+        # start[s + 1]: where size s's rates begin, the cursor of the
+        # writes, which leave it where size s + 1's begin
+        for s in range(1, _SIZE_BUCKETS + 1):
+            start[s] += start[s - 1]
+        for b in range(nb):
+            c = count[b]
+            if c > 0 and dur[b] > 0:
+                at = start[c + 1]
+                rates[at] = <double>c / <double>dur[b]
+                start[c + 1] = at + 1
+    return n

@@ -646,3 +646,21 @@ def test_service_rate_is_the_fastest_batch_size_seen_often():
     few = service_rate(np.arange(1, 31), 100 * np.arange(1, 31))
     assert few == pytest.approx(0.01)
     assert np.isnan(service_rate(np.array([4] * 5), np.array([400] * 5)))
+
+
+def test_service_rate_counting_sort_is_the_sort():
+    # the counting sort by size (rates_by_size) gives what a sort of the
+    # sizes gives, to the bit; untimed and empty batches left out; a batch
+    # too large for its buckets goes to the sort
+    from mscope.analyzer import queues
+    rng = np.random.default_rng(8)
+    for n in (5, 40, 3000):
+        count = rng.choice([0, 1, 2, 3, 7, 32], n)
+        dur = rng.integers(-5, 4000, n)
+        got = queues.service_rate(count, dur)
+        want = queues._service_rate_sorted(count, dur, queues.PEAK_PERCENTILE)
+        assert got == want or (np.isnan(got) and np.isnan(want))
+    count = np.append(rng.integers(1, 4, 500), [70_000] * 20)
+    dur = rng.integers(100, 500, len(count))
+    assert queues.service_rate(count, dur) == \
+        queues._service_rate_sorted(count, dur, queues.PEAK_PERCENTILE)
