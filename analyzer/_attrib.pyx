@@ -16,7 +16,7 @@ Build in place: ``cd analyzer && cythonize -i -3 _attrib.pyx``.
 """
 from libc.math cimport INFINITY, ceil, rint, signbit
 from cython.view cimport array as cvarray
-from libc.stdint cimport INT64_MIN, int8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MIN, int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 cdef extern from *:
     int __builtin_popcountll(unsigned long long) nogil
@@ -1756,3 +1756,53 @@ def rates_by_size(const int64_t[::1] count, const int64_t[::1] dur, int64_t[::1]
                 rates[at] = <double>c / <double>dur[b]
                 start[c + 1] = at + 1
     return n
+
+
+def busy_after(const int64_t[::1] step_ns, const int32_t[::1] step_len,
+               const int64_t[::1] t, uint8_t[::1] out):
+    """``out[i]`` = whether the queue (its step series) held packets right
+    after time ``t[i]`` (``QueueTimeline.length_at(t) > 0``), by a merge.
+
+    Returns
+    -------
+    bool
+        False where `t` is not sorted (`out` then partly written: the
+        caller searches instead).
+    """
+    cdef Py_ssize_t i, j = 0, n = t.shape[0], ns = step_ns.shape[0]
+    if out.shape[0] < n or step_len.shape[0] < ns:
+        raise ValueError("busy_after: out needs one entry per time, step_len one per step")
+    with nogil:
+        for i in range(n):
+            if i and t[i] < t[i - 1]:
+                with gil:
+                    return False
+            while j < ns and step_ns[j] <= t[i]:
+                j += 1
+            out[i] = j > 0 and step_len[j - 1] > 0
+    return True
+
+
+def rx_addresses(const out_t[::1] hops, const index_t[::1] hop_rx,
+                 const index2_t[::1] hop_packet, const uint32_t[::1] src_addr,
+                 uint32_t[::1] out):
+    """``out[hop_rx[h]]`` = the source address of hop h's packet, for each
+    of an NF's received `hops` (its rx entries' addresses; the others are
+    left as they are).
+
+    Returns
+    -------
+    int
+        0; -1 where an rx entry or a packet is out of range (nothing trusted).
+    """
+    cdef Py_ssize_t i, n = hops.shape[0], nrx = out.shape[0], npk = src_addr.shape[0]
+    cdef int64_t r, p
+    with nogil:
+        for i in range(n):
+            r = hop_rx[hops[i]]
+            p = hop_packet[hops[i]]
+            if r < 0 or r >= nrx or p < 0 or p >= npk:
+                with gil:
+                    return -1
+            out[r] = src_addr[p]
+    return 0

@@ -13,6 +13,7 @@ addresses weighted by blame.  An NF blamed locally is also asked which flows it 
 """
 import numpy as np
 
+from . import _attrib
 from .prefixes import covering_prefix, heavy_prefixes
 from .slowflows import slow_prefix
 
@@ -36,9 +37,16 @@ def _slow_flows(name, traj, view, queue):
     if len(h) == 0:
         return None
     addr = np.zeros(len(n.rx_ids), np.uint32)
-    addr[traj.hop_rx[h]] = traj.src_addr[traj.hop_packet[h]]
+    if _attrib.rx_addresses(h, traj.hop_rx, traj.hop_packet,
+                            np.ascontiguousarray(traj.src_addr, np.uint32), addr) < 0:
+        raise IndexError(f"{name}: a hop's rx entry or packet out of range")
     cnt = np.bincount(n.rx_batch, minlength=len(n.batch_ns))
-    busy = queue.length_at(n.batch_ns) > 0
+    batch_ns = np.ascontiguousarray(n.batch_ns, np.int64)
+    busy = np.empty(len(batch_ns), np.uint8)
+    if _attrib.busy_after(queue.step_ns, queue.step_len, batch_ns, busy):
+        busy = busy.view(bool)
+    else:
+        busy = queue.length_at(batch_ns) > 0
     return slow_prefix(n.batch_ns, cnt, busy, n.rx_batch, addr,
                        int(n.batch_ns[0]), int(n.batch_ns[-1]), queue.silences[:, 0])
 

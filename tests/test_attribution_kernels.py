@@ -833,3 +833,34 @@ def test_waits_of_prefixes_are_the_hops_waits(index):
         # added in order: a running sum
         assert waits[b] == float(np.cumsum(np.maximum(w, 0).astype(float))[m - 1])
     assert (w < 0).any() and (hop_rx[P] < 0).any()
+
+
+def test_busy_after_is_length_at_by_a_merge():
+    rng = np.random.default_rng(12)
+    step_ns = np.sort(rng.choice(10_000, 400, replace=False)).astype(np.int64)
+    step_len = rng.integers(0, 3, 400).astype(np.int32)
+    t = np.sort(rng.integers(-50, 10_050, 900)).astype(np.int64)
+    t[100:103] = step_ns[40]                           # at a step: after it
+    t.sort()
+    i = np.searchsorted(step_ns, t, side="right") - 1
+    want = (i >= 0) & (step_len[np.maximum(i, 0)] > 0)
+    out = np.empty(len(t), np.uint8)
+    assert _attrib.busy_after(step_ns, step_len, t, out)
+    assert (out.view(bool) == want).all()
+    assert not _attrib.busy_after(step_ns, step_len, t[::-1].copy(), out)
+
+
+def test_rx_addresses_scatters_by_rx_entry_and_trusts_no_index():
+    rng = np.random.default_rng(13)
+    hop_packet = rng.integers(0, 50, 300).astype(np.int32)
+    hop_rx = rng.permutation(300).astype(np.int32)
+    src = rng.integers(1, 2**32, 50, dtype=np.uint64).astype(np.uint32)
+    hops = np.flatnonzero(rng.random(300) < 0.5).astype(np.int32)
+    want = np.zeros(300, np.uint32)
+    want[hop_rx[hops]] = src[hop_packet[hops]]
+    out = np.zeros(300, np.uint32)
+    assert _attrib.rx_addresses(hops, hop_rx, hop_packet, src, out) == 0
+    assert (out == want).all()
+    assert _attrib.rx_addresses(hops, hop_rx, hop_packet, src, np.zeros(100, np.uint32)) == -1
+    hop_packet[hops[0]] = 50
+    assert _attrib.rx_addresses(hops, hop_rx, hop_packet, src, out) == -1
