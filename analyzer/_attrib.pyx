@@ -1806,3 +1806,28 @@ def rx_addresses(const out_t[::1] hops, const index_t[::1] hop_rx,
                     return -1
             out[r] = src_addr[p]
     return 0
+
+
+def add_counts_below(const int64_t[::1] a, const int64_t[::1] t, int64_t[::1] out):
+    """``out[i] +=`` the number of sorted `a`'s elements below ``t[i]``
+    (``np.searchsorted(a, t)``), `t` sorted too: by a merge, one pass over
+    both, where a search per time misses the cache at every level of a
+    large `a`.
+
+    Returns
+    -------
+    bool
+        False where `t` is not sorted (`out` then partly added to).
+    """
+    cdef Py_ssize_t i, j = 0, n = t.shape[0], na = a.shape[0]
+    if out.shape[0] < n:
+        raise ValueError("add_counts_below: out needs one entry per time")
+    with nogil:
+        for i in range(n):
+            if i and t[i] < t[i - 1]:
+                with gil:
+                    return False
+            while j < na and a[j] < t[i]:
+                j += 1
+            out[i] += j
+    return True

@@ -864,3 +864,14 @@ def test_rx_addresses_scatters_by_rx_entry_and_trusts_no_index():
     assert _attrib.rx_addresses(hops, hop_rx, hop_packet, src, np.zeros(100, np.uint32)) == -1
     hop_packet[hops[0]] = 50
     assert _attrib.rx_addresses(hops, hop_rx, hop_packet, src, out) == -1
+
+
+def test_add_counts_below_is_searchsorted():
+    rng = np.random.default_rng(14)
+    a = np.sort(rng.integers(0, 1000, 5000)).astype(np.int64)
+    t = np.sort(rng.integers(-10, 1010, 700)).astype(np.int64)
+    out = np.full(len(t), 3, np.int64)
+    assert _attrib.add_counts_below(a, t, out)
+    assert (out == np.searchsorted(a, t) + 3).all()
+    assert _attrib.add_counts_below(a[:0], t, out) and (out == np.searchsorted(a, t) + 3).all()
+    assert not _attrib.add_counts_below(a, t[::-1].copy(), out)
