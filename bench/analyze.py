@@ -9,7 +9,7 @@ most 4), which a user with more cores waits for.  The memory run is a
 threaded one.
 
     python bench/analyze.py [--seconds 2.0] [--repeat 3] [--capture DIR]
-                            [--one-core] [--pages-baseline]
+                            [--one-core] [--pages-baseline] [--baseline-code DIR]
 
 The capture is simulated once (no counterfactual labels): the SCENARIO.md
 example (its chain, its 1.2 Mpps, its four faults repeated every 200 ms)
@@ -217,7 +217,15 @@ def main(argv=None):
                     help="also one-thread runs and a memory run with numpy's own memory "
                          "handler (MSCOPE_KEEP_PAGES=0), alternating: what keeping freed "
                          "arrays' pages buys (mscope.analyzer.pages)")
+    ap.add_argument("--baseline-code", metavar="DIR",
+                    help="also one-thread runs of another build of mscope, alternating: DIR "
+                         "holds its mscope package (e.g. `git worktree add /tmp/base REV && "
+                         "cd /tmp/base && python setup.py build`, then DIR = "
+                         "/tmp/base/build/lib.*); prints this code's speed against it")
     a = ap.parse_args(argv)
+    if a.baseline_code and not (Path(a.baseline_code) / "mscope" / "diagnose.py").is_file():
+        ap.error(f"--baseline-code {a.baseline_code}: no mscope package there "
+                 f"(mscope/diagnose.py)")
     with tempfile.TemporaryDirectory(prefix="mscope-bench-analyze-") as tmp:
         if a.capture:
             cap = Path(a.capture)
@@ -230,19 +238,22 @@ def main(argv=None):
                 print(f"capture kept in {a.keep}", file=sys.stderr)
         dec = decoded_bytes(cap)
         out = Path(tmp) / "diagnosis.json"
-        runs, threaded, plain = [], [], []
+        runs, threaded, plain, older = [], [], [], []
         threads = workers.count()
         no_pages = {"MSCOPE_KEEP_PAGES": "0"}
+        other = {"PYTHONPATH": str(Path(a.baseline_code).resolve())} if a.baseline_code else {}
         for i in range(a.repeat):
             for n, rs, env in ((1, runs, None), (threads, threaded, None),
-                               (1, plain, no_pages)):
+                               (1, plain, no_pages), (1, older, other)):
                 if rs is threaded and (a.one_core or threads == 1):
                     continue
-                if rs is plain and not a.pages_baseline:
+                if (rs is plain and not a.pages_baseline) or (rs is older and not other):
                     continue
                 r = child(cap, "speed", out, n, env)
                 r.update(kind="speed", run=i, threads=n, hops_per_s=r["hops"] / r["seconds"],
                          kept_pages=rs is not plain)
+                if rs is older:
+                    r["code"] = a.baseline_code
                 print(json.dumps(r), flush=True)
                 rs.append(r)
         if a.no_memory:
@@ -263,30 +274,54 @@ def main(argv=None):
     report(runs, m, dec, threaded)
     if plain:
         report_pages(runs, plain, m, m0, dec)
+    if older:
+        report_baseline(runs, older, a.baseline_code)
     return 0
+
+
+def _median_stage_sums(rs):
+    """Median seconds, system seconds and minor faults of runs `rs`."""
+    def med(key):
+        return statistics.median(key(r) for r in rs)
+    return (med(lambda r: r["seconds"]),
+            med(lambda r: sum(s.get("system_seconds", 0) for s in r["stages"])),
+            med(lambda r: sum(s.get("minor_faults", 0) for s in r["stages"])))
 
 
 def report_pages(runs, plain, mem, mem0, dec):
     """Kept pages (the default) against numpy's own handler, one thread."""
-    def med(rs, key):
-        return statistics.median(key(r) for r in rs)
-
-    def faults(r):
-        return sum(s.get("minor_faults", 0) for s in r["stages"])
-
-    def sys_s(r):
-        return sum(s.get("system_seconds", 0) for s in r["stages"])
-    ratio = med(plain, lambda r: r["seconds"]) / med(runs, lambda r: r["seconds"])
+    (sec0, _, faults0), (sec, _, faults) = _median_stage_sums(plain), _median_stage_sums(runs)
     print()
     print(f"{'handler':<22} {'median s':>9} {'sys s':>6} {'k faults':>9} {'RSS growth':>11}")
     for name, rs, m in (("numpy's own", plain, mem0), ("kept pages (default)", runs, mem)):
         g = f"{m['rss_growth_ratio']:.2f}x" if m and m.get("rss_growth_bytes") else "-"
-        print(f"{name:<22} {med(rs, lambda r: r['seconds']):9.2f} {med(rs, sys_s):6.2f} "
-              f"{med(rs, faults) / 1000:9.1f} {g:>11}")
-    print(f"kept pages against numpy's own handler, median over median: {ratio:.2f}x")
-    print(json.dumps({"pages": {"speedup": ratio,
-                                "faults": med(runs, faults), "faults_baseline": med(plain, faults),
+        s_, sys_s, f_ = _median_stage_sums(rs)
+        print(f"{name:<22} {s_:9.2f} {sys_s:6.2f} {f_ / 1000:9.1f} {g:>11}")
+    print(f"kept pages against numpy's own handler, median over median: {sec0 / sec:.2f}x")
+    print(json.dumps({"pages": {"speedup": sec0 / sec, "faults": faults,
+                                "faults_baseline": faults0,
                                 "rss_growth_ratio_baseline": (mem0 or {}).get("rss_growth_ratio")}}))
+
+
+def report_baseline(runs, older, where):
+    """This code against another build (--baseline-code), one thread each,
+    per stage too."""
+    print()
+    print(f"{'code':<22} {'median s':>9} {'sys s':>6} {'k faults':>9} {'M hops/s':>9}")
+    for name, rs in (("baseline", older), ("this code", runs)):
+        sec, sys_s, faults = _median_stage_sums(rs)
+        print(f"{name:<22} {sec:9.2f} {sys_s:6.2f} {faults / 1000:9.1f} "
+              f"{rs[0]['hops'] / sec / 1e6:9.2f}")
+    per = {}
+    print(f"{'stage':<13} {'baseline s':>10} {'this s':>7} {'ratio':>6}")
+    for st in [x["stage"] for x in runs[0]["stages"]]:
+        b, t = (statistics.median(next((x["seconds"] for x in r["stages"] if x["stage"] == st),
+                                       0.0) for r in rs) for rs in (older, runs))
+        per[st] = {"baseline_seconds": b, "seconds": t}
+        print(f"{st:<13} {b:10.3f} {t:7.3f} {b / t if t else float('nan'):6.2f}")
+    ratio = _median_stage_sums(older)[0] / _median_stage_sums(runs)[0]
+    print(f"this code against the baseline ({where}), median over median: {ratio:.2f}x")
+    print(json.dumps({"baseline": {"code": where, "speedup": ratio, "stages": per}}))
 
 
 if __name__ == "__main__":
