@@ -276,7 +276,7 @@ def _peak_rate(view_nf, step_ns, step_len, work):
     return _busy_batches(view_nf.batch_ns, cnt, busy)
 
 
-def service_rate(batch_count, batch_dur, percentile=PEAK_PERCENTILE):
+def service_rate(batch_count, batch_dur, percentile=PEAK_PERCENTILE, work=None):
     """Peak service rate from how long the NF took over each batch: from
     its rx to the last tx of its packets.
 
@@ -299,6 +299,9 @@ def service_rate(batch_count, batch_dur, percentile=PEAK_PERCENTILE):
     batch_dur : ndarray of int64
         Last tx minus rx, ns; <= 0 where the batch sent nothing.
     percentile : float
+    work : ndarray of int64, optional
+        Scratch for the rates, at least one entry per batch (the queue
+        stage's, shared with :func:`_peak_rate`); made here without it.
 
     Returns
     -------
@@ -312,7 +315,8 @@ def service_rate(batch_count, batch_dur, percentile=PEAK_PERCENTILE):
     # gathers); a size is seen often enough from MIN_TIMED_BATCHES and
     # SIZE_SHARE of the timed batches
     start = np.empty(_attrib.SIZE_BUCKETS + 1, np.int64)
-    rs = np.empty(len(batch_count))
+    nb = len(batch_count)
+    rs = np.empty(nb) if work is None or len(work) < nb else work[:nb].view(np.float64)
     n = _attrib.rates_by_size(batch_count, batch_dur, start, rs)
     if n < 0:                                   # a batch of 65,534 or more
         return _service_rate_sorted(batch_count, batch_dur, percentile)
@@ -475,7 +479,7 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
         # the NF never had a backlog, or where a long fault made its
         # backlogs (TIMED_OVER_BUSY)
         rate, kept = _peak_rate(view_nf, step_ns, step_len, work)
-        timed = service_rate(count, duration)
+        timed = service_rate(count, duration, work=work)
         if not np.isfinite(rate) or timed > TIMED_OVER_BUSY * rate:
             rate = timed
     held, usual_batch = _held(view_nf.batch_ns, duration)

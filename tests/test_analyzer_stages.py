@@ -660,6 +660,9 @@ def test_service_rate_counting_sort_is_the_sort():
         got = queues.service_rate(count, dur)
         want = queues._service_rate_sorted(count, dur, queues.PEAK_PERCENTILE)
         assert got == want or (np.isnan(got) and np.isnan(want))
+        # in the queue stage's scratch, as in a scratch of its own
+        in_work = queues.service_rate(count, dur, work=np.full(n + 3, -1, np.int64))
+        assert in_work == got or (np.isnan(in_work) and np.isnan(got))
     count = np.append(rng.integers(1, 4, 500), [70_000] * 20)
     dur = rng.integers(100, 500, len(count))
     assert queues.service_rate(count, dur) == \
