@@ -1085,6 +1085,43 @@ def upstream_groups_at(const out_t[::1] hops, const code_t[::1] prev_nf,
     return [at[g] for g in range(ng)]
 
 
+def group_shares_small(const int64_t[:, ::1] counts, const double[::1] usual_from,
+                       const int64_t[::1] spans, double eps, double[:, ::1] out):
+    """attribution.group_shares for fewer than 8 groups (rows), into `out`:
+    each present group's excess ``counts - usual_from * spans`` clipped at
+    0, over the column's total; by count where the excesses sum to at most
+    `eps`.  The totals are added row by row, as numpy's ``sum(axis=0)`` adds
+    them (from 8 rows numpy sums each column pairwise: False, nothing
+    written, for the caller's numpy).  The recursion calls it ~1,000 times
+    on bench/analyze.py's capture, where numpy's dozen small calls each
+    came to ~60 us."""
+    cdef Py_ssize_t g, b, ng = counts.shape[0], nb = counts.shape[1]
+    cdef double x, tot
+    if ng >= 8:
+        return False
+    if (usual_from.shape[0] != ng or spans.shape[0] != nb or out.shape[0] != ng
+            or out.shape[1] != nb):
+        raise ValueError("usual_from, spans and out must match counts")
+    with nogil:
+        for b in range(nb):
+            tot = 0.0
+            for g in range(ng):
+                x = 0.0
+                if counts[g, b] > 0:
+                    x = <double>counts[g, b] - usual_from[g] * <double>spans[b]
+                    x = x if x > 0.0 else 0.0
+                out[g, b] = x
+                tot = x if g == 0 else tot + x
+            if tot <= eps:
+                for g in range(ng):
+                    x = <double>counts[g, b] if counts[g, b] > 0 else 0.0
+                    out[g, b] = x
+                    tot = x if g == 0 else tot + x
+            for g in range(ng):
+                out[g, b] = out[g, b] / tot
+    return True
+
+
 def upstream_windows_at(const out_t[::1] P, const int64_t[::1] ends,
                         const int64_t[::1] hop_tx_ns, const int64_t[::1] hop_arrival_ns,
                         const int64_t[::1] hop_rx_ns, const out_t[::1] hops_by_arr,

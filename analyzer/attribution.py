@@ -45,6 +45,7 @@ here.  The kernels evaluate each expression as the numpy code they
 replaced did, so scores agree to the last bit
 (tests/test_attribution_kernels.py).
 """
+import functools
 import ipaddress
 import math
 from collections.abc import Sequence
@@ -409,6 +410,12 @@ def group_shares(counts, usual_from, spans):
     ndarray of float64, like `counts`
         Meaningful where ``counts > 0``.
     """
+    if len(counts) < 8:                 # the usual case, by one kernel call
+        out = np.empty(counts.shape)
+        if _attrib.group_shares_small(np.ascontiguousarray(counts, np.int64),
+                                      np.ascontiguousarray(usual_from, float),
+                                      np.ascontiguousarray(spans, np.int64), _EPS, out):
+            return out
     present = counts > 0
     x = counts - usual_from[:, None] * spans.astype(float)[None, :]
     w = np.where(present, np.where(x > 0.0, x, 0.0), 0.0)
@@ -1228,13 +1235,21 @@ def _surges(culprits, sources, named_shares):
     return value, mask
 
 
+@functools.lru_cache(maxsize=4096)
+def _network(name):
+    """(network, prefix length, netmask) of the prefix `name`: parsed once
+    (the recursion asks for a few hundred names thousands of times)."""
+    net = ipaddress.IPv4Network(name)
+    return int(net.network_address), net.prefixlen, int(net.netmask)
+
+
 def _usual_share(name, rates):
     """The share of `rates`' long-run packets the prefix `name` holds (1.0
     for "*")."""
     if "/" not in name:
         return 1.0
-    net = ipaddress.IPv4Network(name)
-    return rates.usual_share(int(net.network_address), net.prefixlen)
+    value, length, _ = _network(name)
+    return rates.usual_share(value, length)
 
 
 def _surge_prefix(name, sources, share=0.0):
@@ -1250,8 +1265,8 @@ def _surge_prefix(name, sources, share=0.0):
     packets would not exist without it."""
     if "/" not in name or max(share, _usual_share(name, sources)) > SURGE_SHARE:
         return 0, 0
-    net = ipaddress.IPv4Network(name)
-    return int(net.network_address), int(net.netmask)
+    value, _, mask = _network(name)
+    return value, mask
 
 
 def _merge_nested_surges(culprits, sources, named_shares, dropped, excess, r_v, offsets,

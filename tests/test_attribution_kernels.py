@@ -535,7 +535,7 @@ def _ref_shares(ups, cnt, usual_from, span):
     return w / w.sum()
 
 
-@pytest.mark.parametrize("n_nf", [3, 7, 12, 40])
+@pytest.mark.parametrize("n_nf", [1, 3, 5, 6, 7, 12, 40])
 def test_upstream_shares_as_numpy(n_nf):
     from mscope.analyzer.attribution import group_shares
     rng = np.random.default_rng(11)
