@@ -72,6 +72,12 @@ setup(
         sources=["analyzer/_ingest.pyx"],
         extra_compile_args=["-O2"],
     ), Extension(
+        # the checks of a decoded frame's records in one pass; optional at
+        # run time (mscope.capture.format falls back to numpy without it)
+        "mscope.capture._checks",
+        sources=["src/mscope/capture/_checks.pyx"],
+        extra_compile_args=["-O2"],
+    ), Extension(
         # the victims' JSON text, straight from the attribution's arrays
         "mscope._victims_json",
         sources=["src/mscope/_victims_json.pyx"],

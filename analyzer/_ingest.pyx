@@ -26,19 +26,9 @@ import numpy as np
 
 __all__ = ["expand_stream"]
 
-# CAPTURE_RECORD_DTYPE (mscope.capture.format, docs/capture-format.md):
-# 32 bytes, little-endian, no padding.  The buffer protocol checks the
-# field types of every array handed in against this.
-cdef packed struct capture_record_t:
-    int64_t time_ns
-    uint64_t seq
-    uint16_t nf_id
-    uint16_t port
-    uint16_t queue
-    uint8_t flags
-    uint8_t reserved
-    uint32_t count
-    uint32_t occupancy
+# capture_record_t: CAPTURE_RECORD_DTYPE as Cython sees it, declared once
+# for this module and the capture reader's checks
+include "../src/mscope/capture/_record.pxi"
 
 # flags & 7 (bit 0 tx, 1 address, 2 batch-only): 0 rx, 1 and 3 tx (an
 # address bit with tx is tx), 2 address of an rx record, 4-7 no ids

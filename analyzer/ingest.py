@@ -719,9 +719,9 @@ def _view_feed(feed, manifest, path, compiled=None):
                    key=lambda k: -sum(feed.decoded_bytes[sid] for sid in streams_of[k]))
 
     def build(k):
-        """NF k built, and its records, ids, whether none has ids (a pass
-        over its first stream's flags, as a rule) and whether some are
-        batch-only."""
+        """NF k built, and its records, ids, whether none has ids and
+        whether some are batch-only (as the reader's checks counted them;
+        else a pass over the flags)."""
         nf_id, name = keys[k]
         mine, n_rec, n_ids, no_ids, batch_only = [], 0, 0, True, False
         for sid in streams_of[k]:
@@ -729,6 +729,13 @@ def _view_feed(feed, manifest, path, compiled=None):
             if d is not None:
                 mine.append(d)
                 n_rec, n_ids = n_rec + len(d.records), n_ids + len(d.ids)
+                n_noids = d.batch_only_records
+                if n_noids is not None and d.refused_records is not None:
+                    # counted by the reader's checks: no pass over the flags
+                    # (a refused record is never batch-only too)
+                    no_ids = no_ids and n_noids + d.refused_records == len(d.records)
+                    batch_only = batch_only or n_noids > 0
+                    continue
                 if no_ids:
                     no_ids = bool((d.records["flags"] & _NO_PACKET_IDS).all())
                     batch_only = batch_only or bool((d.records["flags"] & CAPTURE_F_NOIDS).any())

@@ -1307,3 +1307,36 @@ def test_load_times_of_split_batches(tmp_path):
             np.testing.assert_array_equal(nf.batch_ns, ts[new])
             assert nf.batch_ns.dtype == np.int64
             np.testing.assert_array_equal(nf.batch_occupancy, np.full(new.sum(), -1))
+
+
+# --- the frame checks' one compiled pass -----------------------------------------
+
+def test_compiled_record_facts_are_the_numpy_checks(monkeypatch):
+    """mscope.capture._checks.frame_facts gives what the numpy checks find,
+    for records with every flag value (refused and batch-only ones well and
+    badly formed), seqs that rise or not, and counts that overflow uint32
+    sums; and the checks' messages are the same either way."""
+    from mscope.capture import _checks, format as fmt
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        n = int(rng.integers(0, 40))
+        r = np.zeros(n, CAPTURE_RECORD_DTYPE)
+        r["seq"] = np.cumsum(rng.integers(0 if trial % 5 == 0 else 1, 3, n)) + 7
+        r["count"] = rng.integers(0, 2**32 if trial % 7 == 0 else 6, n, dtype=np.uint64)
+        rare = rng.random(n) < (0.0 if trial % 4 == 0 else 0.3)
+        r["flags"] = np.where(rare, rng.integers(0, 16, n), rng.integers(0, 4, n))
+        if trial % 3 == 0:
+            r["flags"][rare] = fmt.CAPTURE_F_REFUSED
+            r["count"][rare] = 2
+        got = _checks.frame_facts(r)
+        monkeypatch.setattr(fmt, "_checks", None)
+        want = fmt._record_facts(r)
+        n_ids = int(rng.integers(0, 12)) if trial % 2 else int(r["count"].sum())
+        want_check = fmt._records_check(r, n_ids)
+        monkeypatch.undo()
+        assert got == want, trial
+        assert fmt._records_check(r, n_ids) == want_check, trial
+    # a view of every other record: not contiguous, so numpy checks it
+    r = np.zeros(6, CAPTURE_RECORD_DTYPE)
+    r["seq"] = np.arange(6)
+    assert fmt._record_facts(r[::2])[6] and not fmt._record_facts(r[::-1])[6]

@@ -15,6 +15,8 @@ ids per record, none for a batch-only record (:data:`CAPTURE_F_NOIDS`), so
 
 numpy and the standard library only; zstandard and lz4 are imported on
 first use, so a capture written with one codec reads without the other.
+The checks of decoded records run in one compiled pass where
+``mscope.capture._checks`` is built, in numpy otherwise (the same checks).
 """
 import re
 import struct
@@ -25,6 +27,11 @@ from typing import NamedTuple
 import numpy as np
 
 from mscope.errors import CaptureFormatError
+
+try:
+    from mscope.capture import _checks
+except ImportError:             # not built: the numpy checks
+    _checks = None
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "RECORD_VERSION", "MANIFEST_NAME",
@@ -212,39 +219,54 @@ def records_problem(records, n_ids: int) -> "str | None":
     return _records_check(records, n_ids)[0]
 
 
-def _records_check(records, n_ids: int):
+def _records_check(records, n_ids: int, facts=None):
     """:func:`records_problem`, and ``(batch-only records, their packets,
     refused records)`` ((0, 0, 0) when there are none), which the capture
-    reader reports: found here, in the pass the checks make anyway."""
-    flags, count = records["flags"], records["count"]
-    packets = int(count.sum(dtype=np.uint64))
-    special = np.bitwise_and(flags, CAPTURE_F_NOIDS | CAPTURE_F_REFUSED)
-    n_refused, noids = 0, None
-    if special.any():              # rare: batch-only or refused records
-        refused = (special & CAPTURE_F_REFUSED) != 0
-        n_refused = int(np.count_nonzero(refused))
-        bad = np.flatnonzero(refused & ((flags != CAPTURE_F_REFUSED) | (count != 2)))
-        if bad.size:
-            return (f"record {int(bad[0])} (seq {int(records['seq'][bad[0]])}) is a refused "
-                    f"record with flags {int(flags[bad[0]]):#x} and {int(count[bad[0]])} "
-                    f"words (2 and no other flag)"), (0, 0, n_refused)
-        noids = (special & CAPTURE_F_NOIDS) != 0
-    if noids is None or not noids.any():       # every record's count is its ids
+    reader reports: found here, in the pass the checks make anyway.
+    `facts`: :func:`_record_facts` of `records`, made already."""
+    packets, n_noids, batch, n_refused, bad_refused, bad_noids, _ = (
+        facts or _record_facts(records))
+    batch_only = (n_noids, batch, n_refused) if n_noids else (0, 0, n_refused)
+    if bad_refused >= 0:
+        r = records[bad_refused]
+        return (f"record {bad_refused} (seq {int(r['seq'])}) is a refused record with flags "
+                f"{int(r['flags']):#x} and {int(r['count'])} words (2 and no other flag)"), \
+            (0, 0, n_refused)
+    if not n_noids:                     # every record's count is its ids
         if packets != n_ids:
-            return (f"record counts sum to {packets}, the chunk holds {n_ids} ids",
-                    (0, 0, n_refused))
-        return None, (0, 0, n_refused)
-    batch_only = (int(np.count_nonzero(noids)), int(count[noids].sum(dtype=np.uint64)),
-                  n_refused)
-    bad = np.flatnonzero(noids & ((flags & CAPTURE_F_ADDR) != 0))
-    if bad.size:
-        return (f"record {int(bad[0])} (seq {int(records['seq'][bad[0]])}) is both "
+            return f"record counts sum to {packets}, the chunk holds {n_ids} ids", batch_only
+        return None, batch_only
+    if bad_noids >= 0:
+        return (f"record {bad_noids} (seq {int(records['seq'][bad_noids])}) is both "
                 f"batch-only and an address record"), batch_only
-    batch = batch_only[1]
     if packets - batch != n_ids:
         return (f"record ids sum to {packets - batch} ({packets} packets, {batch} "
                 f"of them in batch-only records), the chunk holds {n_ids} ids"), batch_only
     return None, batch_only
+
+
+def _record_facts(records):
+    """``(packets, batch-only records, their packets, refused records,
+    first bad refused record, first batch-only address record, seqs rise
+    strictly)`` of `records` (-1: no such record): one compiled pass
+    (``_checks.frame_facts``) where it is built and takes them, else numpy."""
+    if (_checks is not None and records.dtype == CAPTURE_RECORD_DTYPE
+            and records.flags.c_contiguous):
+        return _checks.frame_facts(records)
+    flags, count = records["flags"], records["count"]
+    packets = int(count.sum(dtype=np.uint64))
+    seq = records["seq"]
+    rises = bool(np.all(seq[1:] > seq[:-1]))
+    special = np.bitwise_and(flags, CAPTURE_F_NOIDS | CAPTURE_F_REFUSED)
+    if not special.any():          # the usual case: neither kind
+        return packets, 0, 0, 0, -1, -1, rises
+    refused = (special & CAPTURE_F_REFUSED) != 0
+    bad = np.flatnonzero(refused & ((flags != CAPTURE_F_REFUSED) | (count != 2)))
+    noids = (special & CAPTURE_F_NOIDS) != 0
+    bad_noids = np.flatnonzero(noids & ((flags & CAPTURE_F_ADDR) != 0))
+    return (packets, int(np.count_nonzero(noids)), int(count[noids].sum(dtype=np.uint64)),
+            int(np.count_nonzero(refused)), int(bad[0]) if bad.size else -1,
+            int(bad_noids[0]) if bad_noids.size else -1, rises)
 
 
 def segment_name(number: int) -> str:
@@ -595,16 +617,17 @@ def _check_decoded(h: FrameHeader, records):
     """The checks of decoded records against their header (decode_payload);
     return the batch-only records, their packets and the refused records,
     (0, 0, 0) if none."""
-    problem, batch_only = _records_check(records, h.n_ids)
+    facts = _record_facts(records)
+    problem, batch_only = _records_check(records, h.n_ids, facts)
     if problem is not None:
         raise CaptureFormatError(problem)
     if h.n_records:
-        seq = records["seq"]
-        if int(seq[0]) != h.first_seq or int(seq[-1]) + 1 != h.next_seq:
+        first, last = int(records[0]["seq"]), int(records[-1]["seq"])
+        if first != h.first_seq or last + 1 != h.next_seq:
             raise CaptureFormatError(
-                f"records hold seqs {int(seq[0])}..{int(seq[-1])}, header says "
+                f"records hold seqs {first}..{last}, header says "
                 f"{h.first_seq}..{h.next_seq - 1}")
-        if not np.all(seq[1:] > seq[:-1]):
+        if not facts[6]:
             raise CaptureFormatError("record seqs are not strictly increasing")
     return batch_only
 

@@ -781,6 +781,9 @@ class CaptureData:
         Refused records (``CAPTURE_F_REFUSED``) among ``records``, where
         the reader counted them as it checked the chunks (None: not
         counted): a reader of the records need not look for them when 0.
+    batch_only_records : int or None
+        Batch-only records (``CAPTURE_F_NOIDS``) among ``records``, counted
+        likewise (None: not counted).
     """
     records: np.ndarray
     stream: np.ndarray
@@ -789,6 +792,7 @@ class CaptureData:
     losses: list = field(default_factory=list)
     stream_info: dict = field(default_factory=dict)
     refused_records: Optional[int] = None
+    batch_only_records: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -1188,7 +1192,8 @@ class StreamFeed:
             records, ids, id_offsets = _assemble(scan, good, stream, offsets)
             out = CaptureData(records, np.broadcast_to(np.uint32(stream), (len(records),)),
                               id_offsets, ids, [], {stream: self.stream_info[stream]},
-                              sum(e.refused[0] for e in good))
+                              sum(e.refused[0] for e in good),
+                              sum(e.batch_only[0] for e in good))
         del scan.records[stream], scan.ids[stream]
         for e in ents:
             # each frame's views would keep the stream's arrays alive
