@@ -1091,14 +1091,14 @@ def group_shares_small(const int64_t[:, ::1] counts, const double[::1] usual_fro
     each present group's excess ``counts - usual_from * spans`` clipped at
     0, over the column's total; by count where the excesses sum to at most
     `eps`.  The totals are added row by row, as numpy's ``sum(axis=0)`` adds
-    them (from 8 rows numpy sums each column pairwise: False, nothing
-    written, for the caller's numpy).  The recursion calls it ~1,000 times
-    on bench/analyze.py's capture, where numpy's dozen small calls each
-    came to ~60 us."""
+    them (from 8 rows numpy sums each column pairwise, so those stay with
+    the caller's numpy).  The recursion calls it ~1,000 times on
+    bench/analyze.py's capture, where numpy's dozen small calls each came
+    to ~60 us."""
     cdef Py_ssize_t g, b, ng = counts.shape[0], nb = counts.shape[1]
     cdef double x, tot
     if ng >= 8:
-        return False
+        raise ValueError("group_shares_small: 8 groups or more are numpy's")
     if (usual_from.shape[0] != ng or spans.shape[0] != nb or out.shape[0] != ng
             or out.shape[1] != nb):
         raise ValueError("usual_from, spans and out must match counts")
@@ -1119,7 +1119,6 @@ def group_shares_small(const int64_t[:, ::1] counts, const double[::1] usual_fro
                     tot = x if g == 0 else tot + x
             for g in range(ng):
                 out[g, b] = out[g, b] / tot
-    return True
 
 
 def upstream_windows_at(const out_t[::1] P, const int64_t[::1] ends,

@@ -412,10 +412,10 @@ def group_shares(counts, usual_from, spans):
     """
     if len(counts) < 8:                 # the usual case, by one kernel call
         out = np.empty(counts.shape)
-        if _attrib.group_shares_small(np.ascontiguousarray(counts, np.int64),
-                                      np.ascontiguousarray(usual_from, float),
-                                      np.ascontiguousarray(spans, np.int64), _EPS, out):
-            return out
+        _attrib.group_shares_small(np.ascontiguousarray(counts, np.int64),
+                                   np.ascontiguousarray(usual_from, float),
+                                   np.ascontiguousarray(spans, np.int64), _EPS, out)
+        return out
     present = counts > 0
     x = counts - usual_from[:, None] * spans.astype(float)[None, :]
     w = np.where(present, np.where(x > 0.0, x, 0.0), 0.0)
