@@ -689,12 +689,22 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             else:
                 seg0_loc = _period_idx(pstart, d_arr[0])
             if nd:
+                # by runs of equal departures (a batch): A(dep[i]) is the
+                # run's, and A - (i + 1) falls with i, rounding and all,
+                # so the run's first and last are its extremes
                 lo, hi = 1e300, -1e300
-                for i in range(nd):
-                    xv = _cf_walk(dep[i], arr, d_arr, cf_start, cf_end, cf_base, cf_cum,
-                                  usual, cf_actual, &pa, &pd, &kd) - <double>(i + 1)
+                i = 0
+                while i < nd:
+                    j1 = i + 1
+                    while j1 < nd and dep[j1] == dep[i]:
+                        j1 += 1
+                    m = _cf_walk(dep[i], arr, d_arr, cf_start, cf_end, cf_base, cf_cum,
+                                 usual, cf_actual, &pa, &pd, &kd)
+                    xv = m - <double>j1
                     lo = xv if xv < lo else lo
+                    xv = m - <double>(i + 1)
                     hi = xv if xv > hi else hi
+                    i = j1
                 big_in = (hi - lo) + 1.0
                 seg0_in = _period_idx(pstart, dep[0])
             ia = idr = 0
