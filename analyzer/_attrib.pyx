@@ -131,13 +131,14 @@ def next_arrival_span(const out_t[::1] hops, const index_t[::1] hop_packet,
     return c, lo, hi
 
 
-def batch_last_tx(const out_t[::1] hops, const index_t[::1] hop_rx,
-                  const int64_t[::1] hop_tx_ns, const int32_t[::1] rx_batch,
-                  int64_t[::1] count, int64_t[::1] last_tx):
-    """Per rx batch b of an NF (``count``, ``last_tx``: room for every
-    batch, zeroed and -1 filled by the caller): its received `hops`
-    (``rx_batch[hop_rx[h]]`` is b) and the latest tx among them (-1: none
-    sent).  One pass, no order needed.
+def batch_durations(const out_t[::1] hops, const index_t[::1] hop_rx,
+                    const int64_t[::1] hop_tx_ns, const int32_t[::1] rx_batch,
+                    const int64_t[::1] batch_ns, int64_t[::1] count, int64_t[::1] duration):
+    """Per rx batch b of an NF (``count``: room for every batch, zeroed by
+    the caller; ``duration``: room for every batch): its received `hops`
+    (``rx_batch[hop_rx[h]]`` is b) and the time from its rx
+    (``batch_ns[b]``) to the latest tx among them, 0 where none was sent.
+    One pass over the hops, no order needed, and one over the batches.
 
     Returns
     -------
@@ -147,9 +148,12 @@ def batch_last_tx(const out_t[::1] hops, const index_t[::1] hop_rx,
     cdef Py_ssize_t i, n = hops.shape[0], nrx = rx_batch.shape[0], nb = count.shape[0]
     cdef int64_t r, b, x
     cdef int bad = 0
-    if last_tx.shape[0] != nb:
-        raise ValueError("batch_last_tx: count and last_tx must have one length")
+    if duration.shape[0] != nb or batch_ns.shape[0] != nb:
+        raise ValueError("batch_durations: batch_ns, count and duration must have one length")
     with nogil:
+        # the latest tx first (-1: none sent), in place
+        for i in range(nb):
+            duration[i] = -1
         for i in range(n):
             r = hop_rx[hops[i]]
             b = rx_batch[r] if 0 <= r < nrx else -1
@@ -158,8 +162,10 @@ def batch_last_tx(const out_t[::1] hops, const index_t[::1] hop_rx,
                 break
             count[b] += 1
             x = hop_tx_ns[hops[i]]
-            if x > last_tx[b]:
-                last_tx[b] = x
+            if x > duration[b]:
+                duration[b] = x
+        for i in range(nb):
+            duration[i] = duration[i] - batch_ns[i] if duration[i] >= 0 else 0
     return -1 if bad else 0
 
 

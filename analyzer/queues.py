@@ -380,12 +380,13 @@ def _batch_durations(view_nf, hops, traj):
     """Packets and rx-to-last-tx time (ns, 0 when none was sent) of each
     batch of the NF, from its received `hops`."""
     nb = len(view_nf.batch_ns)
-    count, last_tx = np.zeros(nb, np.int64), np.full(nb, -1, np.int64)
-    if _attrib.batch_last_tx(hops, traj.hop_rx, traj.hop_tx_ns,
-                             np.ascontiguousarray(view_nf.rx_batch, np.int32),
-                             count, last_tx) < 0:
+    count, duration = np.zeros(nb, np.int64), np.empty(nb, np.int64)
+    if _attrib.batch_durations(hops, traj.hop_rx, traj.hop_tx_ns,
+                               np.ascontiguousarray(view_nf.rx_batch, np.int32),
+                               np.ascontiguousarray(view_nf.batch_ns, np.int64),
+                               count, duration) < 0:
         raise IndexError("rx_batch or hop_rx out of range")
-    return count, np.where(last_tx >= 0, last_tx - view_nf.batch_ns, 0)
+    return count, duration
 
 
 def _steps(arr, rx, n_batches):

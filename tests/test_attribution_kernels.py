@@ -866,6 +866,38 @@ def test_rx_addresses_scatters_by_rx_entry_and_trusts_no_index():
     assert _attrib.rx_addresses(hops, hop_rx, hop_packet, src, out) == -1
 
 
+@pytest.mark.parametrize("index", INDEX)
+def test_batch_durations_are_rx_to_last_tx_and_trust_no_index(index):
+    rng = np.random.default_rng(17)
+    nh, nrx, nb = 400, 300, 60
+    hop_rx = rng.permutation(nh)[:nh].astype(index) % nrx
+    hop_tx_ns = np.where(rng.random(nh) < 0.2, -1, rng.integers(10**6, 2 * 10**6, nh))
+    rx_batch = np.sort(rng.integers(0, nb - 5, nrx)).astype(np.int32)   # the last 5 idle
+    batch_ns = np.sort(rng.integers(0, 10**6, nb)).astype(np.int64)
+    hops = rng.permutation(np.flatnonzero(rng.random(nh) < 0.7)).astype(index)
+    # the numpy it replaced: a bincount and a maximum.at, then a where
+    b = rx_batch[hop_rx[hops]]
+    want_count = np.bincount(b, minlength=nb)
+    last = np.full(nb, -1, np.int64)
+    np.maximum.at(last, b, hop_tx_ns[hops])
+    want = np.where(last >= 0, last - batch_ns, 0)
+    count, duration = np.zeros(nb, np.int64), np.full(nb, 7, np.int64)
+    assert _attrib.batch_durations(hops, hop_rx, hop_tx_ns, rx_batch, batch_ns, count,
+                                   duration) == 0
+    assert count.tolist() == want_count.tolist() and duration.tolist() == want.tolist()
+    assert (duration[-5:] == 0).all() and (want_count[-5:] == 0).all()
+    # an rx slot or a batch out of range: refused, not followed
+    bad_rx = hop_rx.copy()
+    bad_rx[hops[3]] = nrx
+    assert _attrib.batch_durations(hops, bad_rx, hop_tx_ns, rx_batch, batch_ns,
+                                   np.zeros(nb, np.int64), np.empty(nb, np.int64)) == -1
+    assert _attrib.batch_durations(hops, hop_rx, hop_tx_ns, rx_batch, batch_ns[:10],
+                                   np.zeros(10, np.int64), np.empty(10, np.int64)) == -1
+    with pytest.raises(ValueError):
+        _attrib.batch_durations(hops, hop_rx, hop_tx_ns, rx_batch, batch_ns, count,
+                                np.empty(nb - 1, np.int64))
+
+
 def test_add_counts_below_is_searchsorted():
     rng = np.random.default_rng(14)
     a = np.sort(rng.integers(0, 1000, 5000)).astype(np.int64)
