@@ -132,6 +132,10 @@ cdef extern from *:
         mscope_kept[i] = mscope_kept[--mscope_nkept];
     }
 
+    static void mscope_drop_all(void) {
+        while (mscope_nkept) mscope_drop(mscope_nkept - 1);
+    }
+
     static int mscope_smallest(void) {
         int s = 0;
         for (int i = 1; i < mscope_nkept; i++)
@@ -259,7 +263,8 @@ cdef extern from *:
     static void mscope_unmap(char *p, size_t len) {
         pthread_mutex_lock(&mscope_lock);
         mscope_live -= len;
-        if (mscope_resident(p, len) && mscope_active > 0) {
+        /* outside a diagnosis nothing is kept: no residency pass */
+        if (mscope_active > 0 && mscope_resident(p, len)) {
             mscope_rss();                        /* the high-water mark */
             mscope_keep(p, len);
         } else {
@@ -360,15 +365,14 @@ cdef extern from *:
      * (results still held) are unmapped as they would be without it. */
     static void mscope_end(void) {
         pthread_mutex_lock(&mscope_lock);
-        if (mscope_active > 0 && --mscope_active == 0) {
-            while (mscope_nkept) mscope_drop(mscope_nkept - 1);
-        }
+        if (mscope_active > 0 && --mscope_active == 0)
+            mscope_drop_all();
         pthread_mutex_unlock(&mscope_lock);
     }
 
     static void mscope_release(void) {
         pthread_mutex_lock(&mscope_lock);
-        while (mscope_nkept) mscope_drop(mscope_nkept - 1);
+        mscope_drop_all();
         pthread_mutex_unlock(&mscope_lock);
     }
 
@@ -460,7 +464,8 @@ def stats():
     bound: the most resident since the outermost begin(), less what was
     kept then), and since the module loaded ``reused`` and ``fresh`` (large
     arrays served from kept pages and from new ones) and ``untouched``
-    (pages of freed large arrays never written: not kept)."""
+    (pages of large arrays freed within a diagnosis and never written:
+    not kept)."""
     cdef size_t out[6]
     mscope_stats(out)
     return {"kept": out[0], "live": out[1], "high": out[2], "reused": out[3],

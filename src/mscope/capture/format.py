@@ -226,7 +226,7 @@ def _records_check(records, n_ids: int, facts=None):
     `facts`: :func:`_record_facts` of `records`, made already."""
     packets, n_noids, batch, n_refused, bad_refused, bad_noids, _ = (
         facts or _record_facts(records))
-    batch_only = (n_noids, batch, n_refused) if n_noids else (0, 0, n_refused)
+    batch_only = (n_noids, batch, n_refused)         # batch is 0 without them
     if bad_refused >= 0:
         r = records[bad_refused]
         return (f"record {bad_refused} (seq {int(r['seq'])}) is a refused record with flags "
