@@ -27,6 +27,14 @@ class build_ext(_build_ext):
                         f"-j{os.cpu_count() or 1}"], check=True)
 
 
+# The analyzer's kernels (and the capture checks and victims' JSON they
+# feed) at -O3: bench/analyze.py's one-core run 1.09x median over median
+# against -O2, kernels ~9% less time (docs/benchmarks.md, twentieth
+# session).  It changes no floating-point result: GCC reorders no float
+# operation without -ffast-math, and -ffp-contract=off (where set) keeps
+# out fused multiply-adds, so the diagnosis is the same to the bit.
+_ANALYZER_OPT = "-O3"
+
 setup(
     name="mscope",
     version="0.1.0",
@@ -52,42 +60,42 @@ setup(
         # the analyzer's id matching (hash join) and path walk
         "mscope.analyzer._match",
         sources=["analyzer/_match.pyx"],
-        extra_compile_args=["-O2"],
+        extra_compile_args=[_ANALYZER_OPT],
     ), Extension(
         # the attribution's scans and scores; no fused multiply-add, so the
         # scores are the numpy formulas' to the last bit
         "mscope.analyzer._attrib",
         sources=["analyzer/_attrib.pyx"],
-        extra_compile_args=["-O2", "-ffp-contract=off"],
+        extra_compile_args=[_ANALYZER_OPT, "-ffp-contract=off"],
     ), Extension(
         # SourceRates' per-window search and the slow-flow regression's
         # passes; no fused multiply-add, so the same prefix wins as in numpy
         "mscope.analyzer._prefix",
         sources=["analyzer/_prefix.pyx"],
-        extra_compile_args=["-O2", "-ffp-contract=off"],
+        extra_compile_args=[_ANALYZER_OPT, "-ffp-contract=off"],
     ), Extension(
         # stage 1's expansion of a stream into per-packet arrays; optional at
         # run time (ingest falls back to numpy without it)
         "mscope.analyzer._ingest",
         sources=["analyzer/_ingest.pyx"],
-        extra_compile_args=["-O2"],
+        extra_compile_args=[_ANALYZER_OPT],
     ), Extension(
         # the checks of a decoded frame's records in one pass; optional at
         # run time (mscope.capture.format falls back to numpy without it)
         "mscope.capture._checks",
         sources=["src/mscope/capture/_checks.pyx"],
-        extra_compile_args=["-O2"],
+        extra_compile_args=[_ANALYZER_OPT],
     ), Extension(
         # the victims' JSON text, straight from the attribution's arrays
         "mscope._victims_json",
         sources=["src/mscope/_victims_json.pyx"],
-        extra_compile_args=["-O2"],
+        extra_compile_args=[_ANALYZER_OPT],
     ), Extension(
         # numpy's memory handler during a diagnosis: freed large arrays'
         # pages kept for the next ones; optional (analyzer/pages.py)
         "mscope.analyzer._pages",
         sources=["analyzer/_pages.pyx"],
-        extra_compile_args=["-O2"],
+        extra_compile_args=[_ANALYZER_OPT],
     )],
     cmdclass={"build_ext": build_ext},
     install_requires=[

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-# distutils: extra_compile_args = -O2 -ffp-contract=off
+# distutils: extra_compile_args = -O3 -ffp-contract=off
 """The loops of the queue and attribution stages that numpy cannot do in
 one pass: merges of sorted event arrays, per-victim scans over hops, the
 per-victim ranking.  Called from queues.py and attribution.py, which say

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-# distutils: extra_compile_args = -O2 -ffp-contract=off
+# distutils: extra_compile_args = -O3 -ffp-contract=off
 """The per-window loop of prefixes.SourceRates: which source prefix sent
 above its long-run rate.  Called from prefixes.py, which says what the
 results mean; the caller owns and allocates every array.

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-# distutils: extra_compile_args = -O2
+# distutils: extra_compile_args = -O3
 """The victims' JSON text, written straight from the attribution's arrays
 (mscope.diagnose.VictimList.json_chunks): one pass, byte for byte what
 ``json.dumps`` writes for the victims as dicts.
