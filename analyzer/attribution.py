@@ -1934,12 +1934,18 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     waits_ns = np.bincount(hv_of, np.divide(L_h + I_h, rate_h, out=np.zeros(len(h)),
                                             where=rate_h > 0), minlength=nv)
     short = ~dropped_pk[vp] & (waits_ns < BATCH_SHORT * (t.latency_ns[vp] - slo_ns))
+    del rate_h, waits_ns
     # each hop's wait (0 where not received or its arrival not recorded)
     rx_h = t.hop_rx_ns[h]
     wait_h = np.maximum(np.where(t.hop_rx[h] >= 0, rx_h - np.where(
         t.hop_arrival_ns[h] >= 0, t.hop_arrival_ns[h], rx_h), 0), 0)
+    del rx_h
     _batch_inflation(t, A, queues, h, h_nf, wait_h, nfs_here, L_h, I_h, short[hv_of])
     _unexplained_waits_as_input(A, h_nf, hv_of, wait_h, nv, L_h, I_h)
+    # the per-hop and per-victim arrays done with go before the
+    # contributions are made: their pages serve those (bench/analyze.py's
+    # run peaked in the loop below, 3.4 MiB an array)
+    del wait_h, short
     _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns)
     _held_into_a_stop(t, A, h, h_nf, rate, L_h)
     waited_v, waited_nf, waited_ns = _waited_out_upstream(t, A, queues, h, h_nf, hv_of, vp,
