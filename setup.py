@@ -28,7 +28,7 @@ class build_ext(_build_ext):
 
 
 # The analyzer's kernels (and the capture checks and victims' JSON they
-# feed) at -O3: bench/analyze.py's one-core run 1.09x median over median
+# feed) at -O3: bench/analyze.py's one-core run 1.08x median over median
 # against -O2, kernels ~9% less time (docs/benchmarks.md, twentieth
 # session).  It changes no floating-point result: GCC reorders no float
 # operation without -ffast-math, and -ffp-contract=off (where set) keeps
