@@ -178,7 +178,7 @@ def report(runs, mem, dec, threaded=()):
               f"{b.get('user_seconds', float('nan')):7.3f} "
               f"{b.get('system_seconds', float('nan')):6.3f} "
               f"{b.get('minor_faults', 0) / 1000:8.1f} {wt}  "
-              f"{_mib(pk):>15} {pk / dec if pk else 0:9.2f} {_mib(m.get('traced_bytes')):>14} "
+              f"{_mib(pk):>15} {f'{pk / dec:.2f}' if pk else '-':>9} {_mib(m.get('traced_bytes')):>14} "
               f"{_mib(m.get('rss_bytes')):>8}")
     tot = {k: sum(b.get(k, 0) for b in best["stages"])
            for k in ("user_seconds", "system_seconds", "minor_faults")}
@@ -186,9 +186,13 @@ def report(runs, mem, dec, threaded=()):
     print(f"{'sum':<13} {total:7.3f} {'':>6} {'':>9} {tot['user_seconds']:7.3f} "
           f"{tot['system_seconds']:6.3f} {tot['minor_faults'] / 1000:8.1f} {wt}")
     print()
-    print(f"decoded capture {dec / 2**20:,.0f} MiB; peak traced {_mib(mem['traced_peak_bytes'])}"
-          f" MiB ({mem['traced_peak_ratio']:.2f}x); RSS growth {_mib(mem['rss_growth_bytes'])}"
-          f" MiB ({mem['rss_growth_ratio']:.2f}x); target <= 2.00x")
+    if mem["traced_peak_bytes"] is None:
+        print(f"decoded capture {dec / 2**20:,.0f} MiB; memory not measured (--no-memory)")
+    else:
+        print(f"decoded capture {dec / 2**20:,.0f} MiB; peak traced "
+              f"{_mib(mem['traced_peak_bytes'])} MiB ({mem['traced_peak_ratio']:.2f}x); "
+              f"RSS growth {_mib(mem['rss_growth_bytes'])} MiB ({mem['rss_growth_ratio']:.2f}x); "
+              f"target <= 2.00x")
     print(json.dumps({"summary": {"hops_per_s": med, "best_seconds": best["seconds"],
                                   "threaded_hops_per_s": (statistics.median(
                                       r["hops"] / r["seconds"] for r in threaded)
@@ -258,7 +262,7 @@ def main(argv=None):
                 rs.append(r)
         if a.no_memory:
             m = {"stages": [], "traced_peak_bytes": None, "rss_growth_bytes": None,
-                 "traced_peak_ratio": float("nan"), "rss_growth_ratio": float("nan")}
+                 "traced_peak_ratio": None, "rss_growth_ratio": None}
         else:
             m = child(cap, "mem", out)
             m.update(kind="memory", decoded_bytes=dec,
