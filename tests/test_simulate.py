@@ -223,6 +223,15 @@ def test_the_whole_suite_validates_and_runs(tmp_path):
         assert (tmp_path / "suite" / s["scenario"] / "truth.json").exists()
 
 
+def test_no_truth_writes_no_labels_and_says_so(tmp_path):
+    out = tmp_path / "o"
+    proc = subprocess.run([*MSCOPE, "simulate", str(SUITE / "dag-burst-drops.json"), "--no-truth",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "manifest.json").exists() and not (out / "truth.json").exists()
+    assert "not labelled: --no-truth" in proc.stdout and "None" not in proc.stdout
+
+
 def test_cli_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"name": "x"}')

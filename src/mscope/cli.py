@@ -46,11 +46,14 @@ def _cmd_simulate(args):
             shutil.rmtree(dest)
         s = simulate_to_capture(sc, dest, truth=not args.no_truth)
         summaries.append(s)
-        faults = ", ".join(f"{k} {v}" for k, v in (s["faults"] or {}).items()) or "none"
+        if s["faults"] is None:         # --no-truth: no labelling runs
+            labels = "not labelled: --no-truth"
+        else:
+            faults = ", ".join(f"{k} {v:,}" for k, v in s["faults"].items()) or "none"
+            labels = f"by fault: {faults}; unexplained {s['unexplained']:,}"
         drops = sum(s["dropped"].values())
         print(f"{sc.name}: {s['packets']:,} packets, {drops:,} dropped, {s['victims']:,} "
-              f"victims (by fault: {faults}; unexplained {s['unexplained']}), "
-              f"{s['seconds']['total']:.2f} s -> {dest}", flush=True)
+              f"victims ({labels}), {s['seconds']['total']:.2f} s -> {dest}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summaries if many else summaries[0], f, indent=2)
