@@ -22,8 +22,8 @@ class build_ext(_build_ext):
 
     With ``MSCOPE_PGO=PYTHON`` (install.sh sets it; unset, empty or 0:
     off) the analyzer's kernels are built a second time with GCC's profile
-    feedback: instrumented, trained by simulating and diagnosing two suite
-    scenarios with PYTHON (an interpreter with mscope's dependencies
+    feedback: instrumented, trained by simulating and diagnosing three
+    suite scenarios with PYTHON (an interpreter with mscope's dependencies
     installed), then rebuilt from the profile (see _profile_guided)."""
 
     def finalize_options(self):
@@ -83,13 +83,15 @@ class build_ext(_build_ext):
 
 
 def _train(python, lib):
-    """Simulate and diagnose two suite scenarios (a chain through a NAT
-    with four faults, a DAG with drops) with the instrumented kernels in
-    `lib`; a line saying what went wrong, or None."""
+    """Simulate and diagnose three suite scenarios (chains through a NAT,
+    with contention and drops, with two interrupts; a DAG with a burst and
+    drops) with the instrumented kernels in `lib`; a line saying what went
+    wrong, or None.  Not bench/analyze.py's scenario (fw-bug-and-burst),
+    so that the bench measures a build not trained on what it runs."""
     env = dict(os.environ, PYTHONPATH=str(lib), PYTHONDONTWRITEBYTECODE="1",
                MSCOPE_THREADS="1", OPENBLAS_NUM_THREADS="1")
     scenarios = [ROOT / "bench" / "scenarios" / f"{n}.json"
-                 for n in ("fw-bug-and-burst", "dag-burst-drops")]
+                 for n in ("heavy-contention-drops", "interrupt-two-nfs", "dag-burst-drops")]
     with tempfile.TemporaryDirectory(prefix="mscope-pgo-") as tmp:
         steps = [("import", ["-c", "import sys, mscope.analyzer._attrib as a; "
                              "sys.exit(None if a.__file__.startswith(sys.argv[1]) "
