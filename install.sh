@@ -35,13 +35,5 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-MSCOPE_PGO="" .venv/bin/python -m pip install -q ".[test]"
-# The analyzer's kernels once more, with GCC's profile feedback from a
-# training diagnosis run by the venv's Python (setup.py, MSCOPE_PGO): ~2
-# minutes here, ~5-10% off every diagnosis.  MSCOPE_PGO=0 skips it.
-if [ "${MSCOPE_PGO:-1}" != 0 ]; then
-    echo "install.sh: rebuilding the analyzer's kernels with profile feedback"
-    MSCOPE_PGO="$(pwd)/.venv/bin/python" .venv/bin/python -m pip install -q --no-deps \
-        --force-reinstall .
-fi
+.venv/bin/python -m pip install -q ".[test]"
 echo "install.sh: mscope installed in $(pwd)/.venv"

@@ -5,10 +5,7 @@ libmscope (C, csrc/) is built by csrc/Makefile against DPDK when
 lands in src/mscope/_native/ beside its headers and the demo forwarder.
 """
 import os
-import shutil
 import subprocess
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -18,13 +15,7 @@ ROOT = Path(__file__).parent.resolve()
 
 
 class build_ext(_build_ext):
-    """Build the Cython extensions, then libmscope with csrc/Makefile.
-
-    With ``MSCOPE_PGO=PYTHON`` (install.sh sets it; unset, empty or 0:
-    off) the analyzer's kernels are built a second time with GCC's profile
-    feedback: instrumented, trained by simulating and diagnosing three
-    suite scenarios with PYTHON (an interpreter with mscope's dependencies
-    installed), then rebuilt from the profile (see _profile_guided)."""
+    """Build the Cython extensions, then libmscope with csrc/Makefile."""
 
     def finalize_options(self):
         super().finalize_options()
@@ -35,82 +26,12 @@ class build_ext(_build_ext):
 
     def run(self):
         super().run()
-        in_place = self.inplace or getattr(self, "editable_mode", False)
-        if in_place:
+        if self.inplace or getattr(self, "editable_mode", False):
             out = ROOT / "src" / "mscope" / "_native"
         else:
             out = Path(self.build_lib).resolve() / "mscope" / "_native"
         subprocess.run(["make", "-C", str(ROOT / "csrc"), f"OUT={out}",
                         f"-j{os.cpu_count() or 1}"], check=True)
-        python = os.environ.get("MSCOPE_PGO", "")
-        if python not in ("", "0") and not in_place:
-            self._profile_guided(python)
-
-    def _profile_guided(self, python):
-        """Rebuild the analyzer's kernels (those at _ANALYZER_OPT) with
-        profile feedback: bench/analyze.py's one-core run 1.05-1.12x
-        against the same code without it (docs/benchmarks.md, twenty-first
-        session).  The profile changes only the code's layout, inlining and
-        unrolling, never a float operation, so the diagnosis is the same
-        to the bit.  Where the training run fails, the kernels are rebuilt
-        without it: an instrumented build is never left installed."""
-        kernels = [e for e in self.extensions if _ANALYZER_OPT in e.extra_compile_args]
-        prof = Path(self.build_temp).resolve() / "pgo"
-        shutil.rmtree(prof, ignore_errors=True)
-        plain = {e.name: (list(e.extra_compile_args), list(e.extra_link_args)) for e in kernels}
-
-        def rebuild(cflags, ldflags):
-            self.force = True
-            for e in kernels:
-                e.extra_compile_args = plain[e.name][0] + cflags
-                e.extra_link_args = plain[e.name][1] + ldflags
-            with ThreadPoolExecutor(self.parallel) as pool:
-                list(pool.map(self.build_extension, kernels))
-
-        gen = f"-fprofile-generate={prof}"
-        rebuild([gen, "-fprofile-update=single"], [gen])
-        problem = _train(python, Path(self.build_lib).resolve())
-        if problem:
-            print(f"setup.py: MSCOPE_PGO: {problem}; the analyzer's kernels are built "
-                  "without profile feedback")
-            rebuild([], [])
-            return
-        # -fprofile-partial-training: code the training did not run (other
-        # topologies, the numpy fallbacks' callers) is optimised as usual
-        # rather than for size
-        rebuild([f"-fprofile-use={prof}", "-fprofile-partial-training",
-                 "-Wno-missing-profile"], [])
-
-
-def _train(python, lib):
-    """Simulate and diagnose three suite scenarios (chains through a NAT,
-    with contention and drops, with two interrupts; a DAG with a burst and
-    drops) with the instrumented kernels in `lib`; a line saying what went
-    wrong, or None.  Not bench/analyze.py's scenario (fw-bug-and-burst),
-    so that the bench measures a build not trained on what it runs."""
-    env = dict(os.environ, PYTHONPATH=str(lib), PYTHONDONTWRITEBYTECODE="1",
-               MSCOPE_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    scenarios = [ROOT / "bench" / "scenarios" / f"{n}.json"
-                 for n in ("heavy-contention-drops", "interrupt-two-nfs", "dag-burst-drops")]
-    with tempfile.TemporaryDirectory(prefix="mscope-pgo-") as tmp:
-        steps = [("import", ["-c", "import sys, mscope.analyzer._attrib as a; "
-                             "sys.exit(None if a.__file__.startswith(sys.argv[1]) "
-                             "else 'the kernels come from ' + a.__file__)", str(lib)]),
-                 ("simulate", ["-m", "mscope.cli", "simulate", *map(str, scenarios),
-                               "--no-truth", "--out", tmp])]
-        steps += [(f"diagnose {s.stem}", ["-m", "mscope.cli", "diagnose", str(Path(tmp) / s.stem),
-                                          "--json", str(Path(tmp) / f"{s.stem}.json")])
-                  for s in scenarios]
-        for what, args in steps:
-            try:
-                r = subprocess.run([python, *args], env=env, cwd=tmp, capture_output=True,
-                                   text=True, timeout=600)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                return f"training ({what}) with {python}: {exc}"
-            if r.returncode != 0:
-                last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
-                return f"training ({what}) with {python} exited {r.returncode}: {last}"
-    return None
 
 
 # The analyzer's kernels (and the capture checks and victims' JSON they
