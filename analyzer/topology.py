@@ -116,20 +116,25 @@ def _votes(view):
     # (ids are hashes, so a bit pattern -- _match.sample_into's rule, the
     # top 3 bits of a multiplicative hash zero, as ids from other schemes
     # need not be uniform -- is a uniform sample and keeps a packet's tx
-    # and rx together), all of any out-link that would get too few votes
-    # that way
+    # and rx together), and all the packets of any out-link that would get
+    # too few votes that way: at every NF, tx and rx alike, or an NF they
+    # reach further on (after a join) would see their rx come from no
+    # recorded tx, and be given an unrecorded source (held-out ho58-04)
     u64 = lambda a: np.ascontiguousarray(a, np.uint64)
     i64 = lambda a: np.ascontiguousarray(a, np.int64)
-    tx_force = [_small_links(n.tx_port) for n in nfs]
-    small_ids = [n.tx_ids[f.view(bool)] for n, f in zip(nfs, tx_force) if f is not None]
+    small = [(n, _small_links(n.tx_port)) for n in nfs]
+    small_ids = [n.tx_ids[f.view(bool)] for n, f in small if f is not None]
     small_ids = u64(np.concatenate(small_ids)) if small_ids else None
-    rx_force = []
-    for n in nfs:
-        seen = None
-        if small_ids is not None and len(n.rx_ids):
-            seen = np.empty(len(n.rx_ids), np.uint8)
-            _match.contains(small_ids, u64(n.rx_ids), seen)
-        rx_force.append(seen)
+
+    def forced(ids):
+        if small_ids is None or not len(ids):
+            return None
+        seen = np.empty(len(ids), np.uint8)
+        _match.contains(small_ids, u64(ids), seen)
+        return seen
+
+    tx_force = [forced(n.tx_ids) for n in nfs]
+    rx_force = [forced(n.rx_ids) for n in nfs]
 
     def side(name, force):
         ids = [u64(getattr(n, name + "_ids")) for n in nfs]
