@@ -122,8 +122,8 @@ def _votes(view):
     # recorded tx, and be given an unrecorded source (held-out ho58-04)
     u64 = lambda a: np.ascontiguousarray(a, np.uint64)
     i64 = lambda a: np.ascontiguousarray(a, np.int64)
-    small = [(n, _small_links(n.tx_port)) for n in nfs]
-    small_ids = [n.tx_ids[f.view(bool)] for n, f in small if f is not None]
+    small_ids = [n.tx_ids[f.view(bool)] for n in nfs
+                 if (f := _small_links(n.tx_port)) is not None]
     small_ids = u64(np.concatenate(small_ids)) if small_ids else None
 
     def forced(ids):
