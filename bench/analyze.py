@@ -294,12 +294,13 @@ def _median_stage_sums(rs):
 
 def report_pages(runs, plain, mem, mem0, dec):
     """Kept pages (the default) against numpy's own handler, one thread."""
-    (sec0, _, faults0), (sec, _, faults) = _median_stage_sums(plain), _median_stage_sums(runs)
+    base, kept = _median_stage_sums(plain), _median_stage_sums(runs)
+    (sec0, _, faults0), (sec, _, faults) = base, kept
     print()
     print(f"{'handler':<22} {'median s':>9} {'sys s':>6} {'k faults':>9} {'RSS growth':>11}")
-    for name, rs, m in (("numpy's own", plain, mem0), ("kept pages (default)", runs, mem)):
+    for name, (s_, sys_s, f_), m in (("numpy's own", base, mem0),
+                                     ("kept pages (default)", kept, mem)):
         g = f"{m['rss_growth_ratio']:.2f}x" if m and m.get("rss_growth_bytes") else "-"
-        s_, sys_s, f_ = _median_stage_sums(rs)
         print(f"{name:<22} {s_:9.2f} {sys_s:6.2f} {f_ / 1000:9.1f} {g:>11}")
     print(f"kept pages against numpy's own handler, median over median: {sec0 / sec:.2f}x")
     print(json.dumps({"pages": {"speedup": sec0 / sec, "faults": faults,
@@ -310,10 +311,10 @@ def report_pages(runs, plain, mem, mem0, dec):
 def report_baseline(runs, older, where):
     """This code against another build (--baseline-code), one thread each,
     per stage too."""
+    base, this = _median_stage_sums(older), _median_stage_sums(runs)
     print()
     print(f"{'code':<22} {'median s':>9} {'sys s':>6} {'k faults':>9} {'M hops/s':>9}")
-    for name, rs in (("baseline", older), ("this code", runs)):
-        sec, sys_s, faults = _median_stage_sums(rs)
+    for name, rs, (sec, sys_s, faults) in (("baseline", older, base), ("this code", runs, this)):
         print(f"{name:<22} {sec:9.2f} {sys_s:6.2f} {faults / 1000:9.1f} "
               f"{rs[0]['hops'] / sec / 1e6:9.2f}")
     per = {}
@@ -323,7 +324,7 @@ def report_baseline(runs, older, where):
                                        0.0) for r in rs) for rs in (older, runs))
         per[st] = {"baseline_seconds": b, "seconds": t}
         print(f"{st:<13} {b:10.3f} {t:7.3f} {b / t if t else float('nan'):6.2f}")
-    ratio = _median_stage_sums(older)[0] / _median_stage_sums(runs)[0]
+    ratio = base[0] / this[0]
     print(f"this code against the baseline ({where}), median over median: {ratio:.2f}x")
     print(json.dumps({"baseline": {"code": where, "speedup": ratio, "stages": per}}))
 

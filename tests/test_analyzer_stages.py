@@ -4,6 +4,7 @@ split of attribution on the same captures.
 
 The analyzer only ever reads the capture; SimRun is the test's oracle.
 """
+import json
 import re
 from pathlib import Path
 
@@ -79,7 +80,6 @@ def test_sampled_topology_with_a_small_branch_before_a_join(tmp_path, monkeypatc
     after the join (and before the fork) still see where their packets came
     from, rather than an unrecorded source (held-out ho58-04: a topology
     error where the records agree with the manifest)."""
-    import json
     from mscope.analyzer import topology
     doc = {"name": "small-branch", "seed": 469422, "duration_ms": 40,
            "objective": {"latency_us": 60},
