@@ -8,7 +8,10 @@ it with SCENARIO.md's rule (`mscope.sim.score.score`) and prints per fault
 kind, overall, and over the victims one fault alone made (those two faults
 share can be right for one of them only).  `--out` keeps the per-fault
 results as JSON; `--compare OLD.json` prints every fault whose count of
-right labels moved, and the net.
+right labels moved, and the net.  `--without-source` diagnoses the
+capture kept beside each scenario without its source's records
+(``NAME-without-source/``, from ``bench/heldout.py --without-source
+--keep``) and scores it against NAME's truth.
 
 A scenario is a directory holding a capture and truth.json, next to its
 scenario file (``NAME.json`` beside ``NAME/``): the layout both scripts
@@ -29,34 +32,37 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
-def kept_scenarios(dirs, scenarios=None):
-    """(scenario file, capture dir) of every kept scenario under `dirs`:
-    a directory with truth.json whose scenario file is beside it (or in
-    `scenarios`)."""
+def kept_scenarios(dirs, scenarios=None, without_source=False):
+    """(scenario file, capture dir, truth dir) of every kept scenario under
+    `dirs`: a directory with truth.json whose scenario file is beside it (or
+    in `scenarios`); with `without_source`, the capture is the one beside
+    it without the source's records, and scenarios without one are left
+    out."""
     out = []
     for top in dirs:
         top = Path(top)
         for d in sorted(p for p in top.iterdir() if (p / "truth.json").is_file()):
             spec = (Path(scenarios) if scenarios else top) / (d.name + ".json")
-            if spec.is_file():
-                out.append((spec, d))
+            cap = d.with_name(d.name + "-without-source") if without_source else d
+            if spec.is_file() and cap.is_dir():
+                out.append((spec, cap, d))
     return out
 
 
-def rescore_one(spec, cap):
-    """Per fault id of one kept scenario: kind, labelled, correct, and the
-    same over the victims that fault alone made (``own``,
-    ``own_correct``), with what those it missed were named instead."""
+def rescore_one(spec, cap, truth_dir):
+    """Per fault id of one kept scenario (capture `cap`, its truth.json in
+    `truth_dir`): kind, labelled, correct, and the same over the victims
+    that fault alone made (``own``, ``own_correct``)."""
     from mscope.diagnose import diagnose
     from mscope.sim.score import alone, score
 
     raw = json.loads(Path(spec).read_text())
-    truth = json.loads((Path(cap) / "truth.json").read_text())
+    truth = json.loads((Path(truth_dir) / "truth.json").read_text())
     diag, _ = diagnose(str(cap), slo_us=truth["objective"]["latency_us"])
     res = score(diag, truth, raw["faults"])
     for fid, own in alone(diag, truth, raw["faults"]).items():
         res[fid].update(own)
-    return cap.name, res
+    return truth_dir.name, res
 
 
 def totals(results):
@@ -117,6 +123,10 @@ def main(argv=None):
     ap.add_argument("--compare", metavar="JSON", help="an earlier --out to compare with")
     ap.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="scenarios diagnosed at once (default: 2, or the CPUs)")
+    ap.add_argument("--without-source", action="store_true",
+                    help="diagnose each scenario's capture without the source's records, "
+                         "NAME-without-source/ beside it (bench/heldout.py --without-source "
+                         "--keep)")
     a = ap.parse_args(argv)
     for d in a.dirs:
         if not Path(d).is_dir():
@@ -129,14 +139,15 @@ def main(argv=None):
         except (OSError, ValueError) as e:
             print(f"rescore: error: cannot read {a.compare}: {e}", file=sys.stderr)
             return 2
-    todo = kept_scenarios(a.dirs, a.scenarios)
+    todo = kept_scenarios(a.dirs, a.scenarios, a.without_source)
     if not todo:
         print("rescore: error: no kept scenario (a directory with truth.json beside its "
-              "NAME.json) under " + ", ".join(a.dirs), file=sys.stderr)
+              "NAME.json" + (" and NAME-without-source/" if a.without_source else "")
+              + ") under " + ", ".join(a.dirs), file=sys.stderr)
         return 2
     results = {}
     with ProcessPoolExecutor(max(1, a.jobs)) as pool:
-        futures = [pool.submit(rescore_one, spec, cap) for spec, cap in todo]
+        futures = [pool.submit(rescore_one, *t) for t in todo]
         for i, fut in enumerate(futures, 1):
             name, res = fut.result()
             results[name] = res

@@ -90,3 +90,34 @@ def test_rescore_refuses_what_holds_no_kept_scenario(tmp_path, capsys):
     assert rescore.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("rescore: error:") for line in err)
+
+
+def test_rescore_without_source_diagnoses_the_capture_beside_it(kept, tmp_path, capsys):
+    from mscope.capture.rewrite import rewrite_capture
+    top = tmp_path / "ws"
+    top.mkdir()
+    (top / f"{DOC['name']}.json").write_text(json.dumps(DOC))
+    orig = kept / DOC["name"]
+    (top / DOC["name"]).mkdir()
+    (top / DOC["name"] / "truth.json").write_text((orig / "truth.json").read_text())
+    # none beside it yet: nothing to rescore
+    assert rescore.main([str(top), "--without-source", "-j", "1"]) == 2
+    assert "without-source" in capsys.readouterr().err
+    cap = top / f"{DOC['name']}-without-source"
+    rewrite_capture(orig, cap, keep=lambda st: st["nf_name"] != "source")
+    out = tmp_path / "r.json"
+    assert rescore.main([str(top), "--without-source", "--out", str(out), "-j", "1"]) == 0
+    got = json.loads(out.read_text())[DOC["name"]]
+    truth = json.loads((orig / "truth.json").read_text())
+    diag, _ = diagnose(cap, slo_us=120)
+    top_c = {v["packet"]: (v["culprits"][0] if v["culprits"] else None)
+             for v in diag["victims"]}
+    spec = {f["id"]: f for f in DOC["faults"]}
+    for f in truth["faults"]:
+        assert got[f["id"]]["labelled"] == len(f["victims"])
+        assert got[f["id"]]["correct"] == sum(_right(spec[f["id"]], top_c.get(p))
+                                              for p in f["victims"])
+    # and not the capture with the source's records, scored otherwise
+    with_src = tmp_path / "with.json"
+    assert rescore.main([str(kept), "--out", str(with_src), "-j", "1"]) == 0
+    assert json.loads(with_src.read_text())[DOC["name"]] != got
