@@ -799,6 +799,41 @@ def test_windows_beyond_natural_variation():
     assert _beyond_natural_variation(acc[:50], none, 1e-3) == (None, None)
 
 
+def test_a_burst_over_a_third_of_the_capture_stands_out_of_its_variation():
+    from mscope.analyzer.attribution import _beyond_natural_variation
+    rng = np.random.default_rng(9)
+    # 30 ms of Poisson arrivals at 1 Mpps, 2 Mpps in [10, 21] ms: over a
+    # third of the windows are the burst's, so the upper quartile of the
+    # windows' excess is (an IQR puts the deviation at the burst's own
+    # size, and nothing stands out); the burst is found, little else
+    t = np.cumsum(rng.exponential(1000.0, 30_000)).astype(np.int64)
+    t = t[t < 30_000_000]
+    burst = np.sort(rng.integers(10_000_000, 21_000_000, 11_000))
+    acc = np.sort(np.concatenate([t, burst]))
+    s, e = _beyond_natural_variation(acc, np.zeros(0, np.int64), 1e-3)
+    inside = np.minimum(e, 21_000_000) - np.maximum(s, 10_000_000)
+    assert inside.clip(0).sum() > 0.9 * 11_000_000
+    assert (e - s - inside.clip(0)).sum() < 0.1 * 30_000_000
+
+
+def test_the_drops_of_a_burst_over_a_third_of_the_capture_blame_it(tmp_path):
+    # cgn runs at 1.03x its rate for 14 of the 40 ms; its queue fills and
+    # stays full, and the burst's drops had no culprit while its windows
+    # were taken for the traffic's natural variation (ho54-14: 9,282
+    # drops, every one of them)
+    nfs = [{"name": "cgn", "type": "lb", "service_ns": 145, "batch": 32, "queue": 1024}]
+    doc = _chain_doc("long-burst", nfs,
+                     [{"id": "u1", "kind": "burst", "flows": "100.80.48.0/20", "at_ms": 8.0,
+                       "duration_us": 14_000, "rate_mpps": 6.0}], rate=1.1, ms=40, slo=30)
+    doc["traffic"]["flow_sizes"] = "constant"
+    res, diag, _ = _scored(tmp_path, doc)
+    correct, labelled = res["u1"]
+    drops = [v for v in diag["victims"] if v["dropped"]]
+    assert len(drops) > 500
+    assert all(v["culprits"] and v["culprits"][0]["cause"] == "source" for v in drops)
+    assert correct / labelled > 0.99
+
+
 def test_a_surge_carried_from_upstream_is_judged_over_its_own_span():
     from mscope.analyzer.attribution import _natural_variation, _stands_out
     rng = np.random.default_rng(8)
