@@ -100,6 +100,9 @@ BATCH_SHORT = 0.8
 #: 96.0, 96.2, 96.0%; seeds 4-6: 92.1, 92.6, 92.6%; seeds 7-8: 95.5, 95.5,
 #: 95.7% (without the rule: 96.1, 92.1, 95.4%).
 NATURAL_WINDOWS_NS = (50_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000, 5_000_000)
+#: Arrivals are counted on a grid of this step, which divides every half
+#: window of NATURAL_WINDOWS_NS.
+NATURAL_STEP_NS = math.gcd(*[T // 2 for T in NATURAL_WINDOWS_NS])
 NATURAL_Z = 3.0
 #: In the upstream recursion, the waits of the packets an NF released
 #: that neither of their scores explains count as input where the scores
@@ -520,7 +523,8 @@ class _NF:
         # drain is prolonged by whatever arrives, and arrivals 20% over
         # their usual rate for a millisecond of heavy-flow traffic would
         # otherwise explain as much of the wait as the stall
-        variation = _natural_variation(acc, self.d_arr, self.usual)
+        self.grid = _arrival_grid(acc, self.d_arr)
+        variation = _natural_variation(acc, self.d_arr, self.usual, self.grid)
         self.surge_start, self.surge_end, ws, we = _windows_beyond(variation)
         # its scale per window length, to judge surges carried from
         # upstream (carry_surges) and what natural variation a source
@@ -1011,7 +1015,32 @@ class _Attributor:
                                [accs[rec[i]] for i in m.tolist()], depth, via)
 
 
-def _natural_variation(acc, dropped, usual):
+def _arrival_grid(acc, dropped):
+    """Counts of an NF's arrivals (`acc` accepted and `dropped`, each
+    sorted) on a grid: (edges every NATURAL_STEP_NS from the first arrival,
+    arrivals before each edge), what :func:`_natural_variation` counts its
+    windows from, and :func:`_grid_counts` any span to a step."""
+    lo = min(acc[:1].tolist() + dropped[:1].tolist(), default=0)
+    hi = max(acc[-1:].tolist() + dropped[-1:].tolist(), default=0)
+    fine = np.arange(lo, hi, NATURAL_STEP_NS, dtype=np.int64)
+    below = np.zeros(len(fine), np.int64)
+    for a in (acc, dropped):
+        _attrib.add_counts_below(np.ascontiguousarray(a, np.int64), fine, below)
+    return fine, below
+
+
+def _grid_counts(grid, s, e):
+    """Arrivals in each [s, e] from :func:`_arrival_grid`, the span widened
+    to the grid's steps (those after its last edge not counted)."""
+    fine, below = grid
+    if not len(fine):
+        return np.zeros(len(s), np.int64)
+    i = np.maximum(np.searchsorted(fine, s, "right") - 1, 0)
+    j = np.minimum(np.searchsorted(fine, e, "left"), len(fine) - 1)
+    return below[np.maximum(i, j)] - below[i]
+
+
+def _natural_variation(acc, dropped, usual, grid=None):
     """An NF's arrivals against their natural variation: for each length T
     of NATURAL_WINDOWS_NS that fits 8 times in the arrivals' span, the
     windows of T starting every T / 2, each window's excess of arrivals
@@ -1026,14 +1055,11 @@ def _natural_variation(acc, dropped, usual):
     if not lengths:
         return None
     # every length's edges (a half window apart) are every k-th of the
-    # finest step's, which divides every half window: one count for all
+    # grid's, whose step divides every half window: one count for all
     # (35 searches of 2 M arrivals were 56 ms on bench/analyze.py's
     # capture), by a merge (a search per edge: 35 ms; the merge ~10)
-    step = math.gcd(*[T // 2 for T in NATURAL_WINDOWS_NS])
-    fine = np.arange(lo, hi, step, dtype=np.int64)
-    fine_below = np.zeros(len(fine), np.int64)
-    for a in (acc, dropped):
-        _attrib.add_counts_below(np.ascontiguousarray(a, np.int64), fine, fine_below)
+    fine, fine_below = _arrival_grid(acc, dropped) if grid is None else grid
+    step = NATURAL_STEP_NS
     out = []
     for T in lengths:
         # window i is [edge i, edge i + 2): one count per edge serves two
@@ -1084,13 +1110,17 @@ def _stands_out(scales, acc, dropped, usual, s, e):
     length, the median in proportion, the deviation by its square root.
     `scales`: (T, median, deviation) per length, ascending, from
     :func:`_natural_variation` (None: no baseline, nothing stands out)."""
-    keep = np.zeros(len(s), bool)
     if scales is None:
-        return keep
-    span = np.maximum(e - s, 1).astype(float)
-    med, sd = _scaled(scales, span)
+        return np.zeros(len(s), bool)
     n = (np.searchsorted(acc, e, "right") - np.searchsorted(acc, s, "left")
          + np.searchsorted(dropped, e, "right") - np.searchsorted(dropped, s, "left"))
+    return _count_stands_out(scales, n, usual, s, e)
+
+
+def _count_stands_out(scales, n, usual, s, e):
+    """:func:`_stands_out` of `n` arrivals in each window [s, e]."""
+    span = np.maximum(e - s, 1).astype(float)
+    med, sd = _scaled(scales, span)
     return n - usual * span > med + NATURAL_Z * sd
 
 
@@ -1118,6 +1148,45 @@ def _merged_windows(parts):
     new = np.concatenate([[True], s[1:] > e[:-1]])
     last = np.concatenate([np.flatnonzero(new)[1:] - 1, [len(s) - 1]])
     return s[new], e[last]
+
+
+def _surges_judged_over_their_span(t, A, h, h_nf, nfs_here, L_h, I_h, excess_h):
+    """Zero the input score of the victims' hops (`h`, at NFs `h_nf`) whose
+    local score alone covers their excess (`excess_h`, ns; the scores are
+    packets) where the surges in their queuing period do not stand out of
+    the NF's natural variation taken together: the arrivals from the first
+    surge window in the period to the end of the last one before the hop's
+    arrival, judged over that span (:func:`_stands_out`).
+
+    Each surge window stands out at its own length, but a long drain
+    after a stall or a bug at a loaded NF spans many of them: traffic whose
+    rate wanders for milliseconds passes the test in one window or two
+    (3 deviations of 0.5 ms, held-out ho81-19), and its excess over the
+    whole drain then counts as input, as large as the stall's own score,
+    and the victim goes to the source on the tie.  A burst stands out over
+    its span as well as in its windows."""
+    for k in nfs_here:
+        F = A.nfs[k]
+        if F.surge_start is None or F.scales is None or not len(F.surge_start):
+            continue
+        sel = np.flatnonzero((h_nf == k) & (I_h > 0) & (excess_h > 0)
+                             & (L_h >= F.rate * excess_h))
+        if not len(sel):
+            continue
+        a = _arrival(t, h[sel])
+        p = F.period_of(a)
+        # the surge windows from the period's start to the arrival: the
+        # first ending after the start, the last starting before the arrival
+        first = np.searchsorted(F.surge_end, F.pstart[np.maximum(p, 0)], "left")
+        last = np.searchsorted(F.surge_start, a, "right") - 1
+        ok = (p >= 0) & (first <= last)
+        sel, a, p, first, last = sel[ok], a[ok], p[ok], first[ok], last[ok]
+        if not len(sel):
+            continue
+        s = np.maximum(F.pstart[p], F.surge_start[first])
+        e = np.maximum(np.minimum(a, F.surge_end[last]), s + 1)
+        keep = _count_stands_out(F.scales, _grid_counts(F.grid, s, e), F.usual, s, e)
+        I_h[sel[~keep]] = 0.0
 
 
 def _upstream_first(links, nfs):
@@ -1929,6 +1998,9 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         L, I = np.empty(len(sel)), np.empty(len(sel))
         A.nfs[k].scores.gather(h[sel], L, I)
         L_h[sel], I_h[sel] = L, I
+    # the ebb and flow of the traffic over a long drain is no input cause
+    _surges_judged_over_their_span(t, A, h, h_nf, nfs_here, L_h, I_h,
+                                   (t.latency_ns[vp] - slo_ns)[hv_of])
     # the batches' time only for victims their waits leave well short of
     # their excess: for every victim it made 5x the upstream splits on
     # bench/analyze.py's capture (attribution 1.2 -> 4.5 s), for all those
