@@ -1254,7 +1254,7 @@ def _batch_inflation(t, A, queues, h, h_nf, wait, nfs_here, L_h, I_h, which):
         I_h[sel] = I + extra * (1 - share)
 
 
-def _unexplained_waits_as_input(A, h_nf, hv_of, wait, nv, L_h, I_h):
+def _unexplained_waits_as_input(A, h_nf, hv_of, wait, nv, rate, L_h, I_h):
     """A victim that waited where neither counterfactual finds a cause
     (the NF served at its peak, and its input at the usual rate would have
     left the same departures: e.g. it waited out a batch taken just before
@@ -1267,11 +1267,11 @@ def _unexplained_waits_as_input(A, h_nf, hv_of, wait, nv, L_h, I_h):
     after a bug's backlog upstream came through) the surge that began it
     is long past, the input score is small, and the local score's slow
     drift (the NF's peak a little over what it keeps up for that long)
-    was all the victim had.  `wait` is each hop's wait (ns).  Fills `I_h`
-    (the hops' input scores) in place."""
+    was all the victim had.  `wait` is each hop's wait (ns), `rate` each
+    NF's peak (packets/ns).  Fills `I_h` (the hops' input scores) in
+    place."""
     if len(hv_of) == 0:
         return
-    rate = np.array([A.nfs[k].rate if k in A.nfs else 0.0 for k in range(int(h_nf.max()) + 1)])
     W = np.bincount(hv_of, weights=rate[h_nf] * wait, minlength=nv)
     S = np.bincount(hv_of, weights=L_h + I_h, minlength=nv)
     explained = (S > _EPS) & (S >= SCORES_SHORT * W)
@@ -2028,7 +2028,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         t.hop_arrival_ns[h] >= 0, t.hop_arrival_ns[h], rx_h), 0), 0)
     del rx_h
     _batch_inflation(t, A, queues, h, h_nf, wait_h, nfs_here, L_h, I_h, short[hv_of])
-    _unexplained_waits_as_input(A, h_nf, hv_of, wait_h, nv, L_h, I_h)
+    _unexplained_waits_as_input(A, h_nf, hv_of, wait_h, nv, rate, L_h, I_h)
     # the per-hop and per-victim arrays done with go before the
     # contributions are made: their pages serve those (bench/analyze.py's
     # run peaked in the loop below, 3.4 MiB an array)
