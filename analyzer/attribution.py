@@ -1254,7 +1254,7 @@ def _batch_inflation(t, A, queues, h, h_nf, wait, nfs_here, L_h, I_h, which):
         I_h[sel] = I + extra * (1 - share)
 
 
-def _unexplained_waits_as_input(A, h_nf, hv_of, wait, nv, rate, L_h, I_h):
+def _unexplained_waits_as_input(h_nf, hv_of, wait, nv, rate, L_h, I_h):
     """A victim that waited where neither counterfactual finds a cause
     (the NF served at its peak, and its input at the usual rate would have
     left the same departures: e.g. it waited out a batch taken just before
@@ -1281,10 +1281,9 @@ def _unexplained_waits_as_input(A, h_nf, hv_of, wait, nv, rate, L_h, I_h):
     # each such victim's longest wait (ties: its later hop)
     o = cand[np.lexsort((cand, wait[cand], hv_of[cand]))]
     last = np.concatenate([hv_of[o][1:] != hv_of[o][:-1], [True]])
-    for x in o[last].tolist():
-        F = A.nfs.get(int(h_nf[x]))
-        if F is not None and F.rate > 0:
-            I_h[x] = max(I_h[x], F.rate * wait[x] - L_h[x])
+    x = o[last]
+    x = x[rate[h_nf[x]] > 0]
+    I_h[x] = np.maximum(I_h[x], rate[h_nf[x]] * wait[x] - L_h[x])
 
 
 def source_parts(parts, limit=4):
@@ -2028,7 +2027,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         t.hop_arrival_ns[h] >= 0, t.hop_arrival_ns[h], rx_h), 0), 0)
     del rx_h
     _batch_inflation(t, A, queues, h, h_nf, wait_h, nfs_here, L_h, I_h, short[hv_of])
-    _unexplained_waits_as_input(A, h_nf, hv_of, wait_h, nv, rate, L_h, I_h)
+    _unexplained_waits_as_input(h_nf, hv_of, wait_h, nv, rate, L_h, I_h)
     # the per-hop and per-victim arrays done with go before the
     # contributions are made: their pages serve those (bench/analyze.py's
     # run peaked in the loop below, 3.4 MiB an array)
