@@ -1883,3 +1883,33 @@ def add_counts_below(const int64_t[::1] a, const int64_t[::1] t, int64_t[::1] ou
                 j += 1
             out[i] += j
     return True
+
+
+def most_behind(const int64_t[::1] sends, const int64_t[::1] lo, const int64_t[::1] hi,
+                const int64_t[::1] t0, const int64_t[::1] t1, double rate, double[::1] out):
+    """``out[b]``: the most packets an NF sending at `rate` (packets/ns)
+    from ``t0[b]`` would have sent beyond what it did send over any part
+    of [t0[b], t1[b]], its sends there being ``sends[lo[b]:hi[b]]``
+    (`sends` sorted).  Its shortfall r (t - t0) - (packets sent by t) is
+    taken at t0, just before each send and at t1; the answer is the
+    largest rise of it (0 where it never rose)."""
+    cdef Py_ssize_t b, i, n = sends.shape[0], nb = lo.shape[0]
+    cdef double f, low, best
+    if hi.shape[0] != nb or t0.shape[0] != nb or t1.shape[0] != nb or out.shape[0] < nb:
+        raise ValueError("most_behind: lo, hi, t0, t1 and out need one entry per span")
+    for b in range(nb):
+        if not 0 <= lo[b] <= hi[b] <= n:
+            raise ValueError(f"most_behind: span {b} [{lo[b]}, {hi[b]}) is outside the sends")
+    with nogil:
+        for b in range(nb):
+            low, best = 0.0, 0.0
+            for i in range(lo[b], hi[b]):
+                f = rate * (sends[i] - t0[b]) - (i - lo[b])
+                if f - low > best:
+                    best = f - low
+                if f < low:
+                    low = f
+            f = rate * (t1[b] - t0[b]) - (hi[b] - lo[b])
+            if f - low > best:
+                best = f - low
+            out[b] = best
