@@ -1885,31 +1885,64 @@ def add_counts_below(const int64_t[::1] a, const int64_t[::1] t, int64_t[::1] ou
     return True
 
 
+cdef inline double _busy_before(const int64_t[::1] pstart, const int64_t[::1] pend,
+                               const double[::1] pcum, Py_ssize_t *j,
+                               int64_t t) noexcept nogil:
+    """Time in the periods [pstart, pend) before t (pend -1: to the end).
+    ``*j``: the last period that starts by the previous t asked (-1:
+    none), moved on to t's (t never less than the previous)."""
+    while j[0] + 1 < pstart.shape[0] and pstart[j[0] + 1] <= t:
+        j[0] += 1
+    if j[0] < 0:
+        return 0.0
+    if pend[j[0]] >= 0 and pend[j[0]] < t:
+        t = pend[j[0]]
+    return pcum[j[0]] + (t - pstart[j[0]])
+
+
 def most_behind(const int64_t[::1] sends, const int64_t[::1] lo, const int64_t[::1] hi,
-                const int64_t[::1] t0, const int64_t[::1] t1, double rate, double[::1] out):
+                const int64_t[::1] t0, const int64_t[::1] t1, double rate,
+                const int64_t[::1] pstart, const int64_t[::1] pend, const double[::1] pcum,
+                double[::1] out):
     """``out[b]``: the most packets an NF sending at `rate` (packets/ns)
-    from ``t0[b]`` would have sent beyond what it did send over any part
-    of [t0[b], t1[b]], its sends there being ``sends[lo[b]:hi[b]]``
-    (`sends` sorted).  Its shortfall r (t - t0) - (packets sent by t) is
-    taken at t0, just before each send and at t1; the answer is the
-    largest rise of it (0 where it never rose)."""
-    cdef Py_ssize_t b, i, n = sends.shape[0], nb = lo.shape[0]
-    cdef double f, low, best
+    whenever it was busy would have sent beyond what it did send over any
+    part of [t0[b], t1[b]], its sends there being ``sends[lo[b]:hi[b]]``
+    (`sends` sorted).  It is busy in its queuing periods ``[pstart,
+    pend)`` (sorted, disjoint; pend -1: to the end), ``pcum[j]`` the time
+    in those before period j.  Its shortfall r (busy time from t0 to t) -
+    (packets sent by t) is taken at t0, just before each send and at t1;
+    the answer is the largest rise of it (0 where it never rose)."""
+    cdef Py_ssize_t b, i, j, k, m, n = sends.shape[0], nb = lo.shape[0]
+    cdef double f, low, best, b0
     if hi.shape[0] != nb or t0.shape[0] != nb or t1.shape[0] != nb or out.shape[0] < nb:
         raise ValueError("most_behind: lo, hi, t0, t1 and out need one entry per span")
+    if pend.shape[0] != pstart.shape[0] or pcum.shape[0] != pstart.shape[0]:
+        raise ValueError("most_behind: pstart, pend and pcum need one entry per period")
     for b in range(nb):
         if not 0 <= lo[b] <= hi[b] <= n:
             raise ValueError(f"most_behind: span {b} [{lo[b]}, {hi[b]}) is outside the sends")
     with nogil:
         for b in range(nb):
             low, best = 0.0, 0.0
+            # the last period that starts by t0: a search, then a walk
+            j, k = 0, pstart.shape[0]
+            while j < k:
+                m = (j + k) // 2
+                if pstart[m] <= t0[b]:
+                    j = m + 1
+                else:
+                    k = m
+            j -= 1
+            b0 = _busy_before(pstart, pend, pcum, &j, t0[b])
             for i in range(lo[b], hi[b]):
-                f = rate * (sends[i] - t0[b]) - (i - lo[b])
+                f = rate * (_busy_before(pstart, pend, pcum, &j, max(sends[i], t0[b])) - b0) \
+                    - (i - lo[b])
                 if f - low > best:
                     best = f - low
                 if f < low:
                     low = f
-            f = rate * (t1[b] - t0[b]) - (hi[b] - lo[b])
+            f = rate * (_busy_before(pstart, pend, pcum, &j, max(t1[b], t0[b])) - b0) \
+                - (hi[b] - lo[b])
             if f - low > best:
                 best = f - low
             out[b] = best

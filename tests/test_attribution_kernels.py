@@ -909,28 +909,49 @@ def test_add_counts_below_is_searchsorted():
     assert not _attrib.add_counts_below(a, t[::-1].copy(), out)
 
 
-def test_most_behind_is_the_largest_shortfall_over_any_part():
+def _busy_before(pstart, pend, t):
+    end = np.where(pend >= 0, pend, np.iinfo(np.int64).max)
+    return np.clip(t - pstart, 0, end - pstart).sum()
+
+
+def test_most_behind_is_the_largest_shortfall_over_any_busy_part():
     rng = np.random.default_rng(15)
     sends = np.sort(rng.integers(0, 100_000, 3000)).astype(np.int64)
-    # a stop in [40_000, 60_000): nothing sent there
+    # nothing sent in [40_000, 60_000)
     sends = sends[(sends < 40_000) | (sends >= 60_000)]
     t0 = np.array([0, 0, 10_000, 60_000, 45_000], np.int64)
     t1 = np.array([100_000, 39_000, 90_000, 100_000, 50_000], np.int64)
     lo = np.searchsorted(sends, t0).astype(np.int64)
     hi = np.searchsorted(sends, t1, "right").astype(np.int64)
     rate = 0.03
-    out = np.empty(len(t0))
-    _attrib.most_behind(sends, lo, hi, t0, t1, rate, out)
-    for b in range(len(t0)):
-        # every part [a, c] of the span, a and c at t0, a send or t1
-        x = np.concatenate([[t0[b]], sends[lo[b]:hi[b]], [t1[b]]])
-        done = np.concatenate([[0], np.arange(hi[b] - lo[b]), [hi[b] - lo[b]]])
-        f = rate * (x - t0[b]) - done
-        want = max(0.0, (f[None, :] - f[:, None])[np.triu_indices(len(f))].max())
-        assert out[b] == pytest.approx(want)
-    # the stop: ~20 us at 0.03/ns behind, against ~0 where none was
+
+    def behind(pstart, pend):
+        pstart, pend = np.array(pstart, np.int64), np.array(pend, np.int64)
+        busy = np.where(pend >= 0, pend, pstart) - pstart
+        out = np.empty(len(t0))
+        _attrib.most_behind(sends, lo, hi, t0, t1, rate, pstart, pend,
+                            np.cumsum(busy, dtype=float) - busy, out)
+        for b in range(len(t0)):
+            # every part [a, c] of the span, a and c at t0, a send or t1
+            x = np.concatenate([[t0[b]], sends[lo[b]:hi[b]], [t1[b]]])
+            done = np.concatenate([[0], np.arange(hi[b] - lo[b]), [hi[b] - lo[b]]])
+            f = np.array([rate * (_busy_before(pstart, pend, y) - _busy_before(pstart, pend, t0[b]))
+                          for y in x]) - done
+            want = max(0.0, (f[None, :] - f[:, None])[np.triu_indices(len(f))].max())
+            assert out[b] == pytest.approx(want)
+        return out
+
+    # busy throughout: the stop is ~20 us at 0.03/ns behind, ~0 elsewhere
+    out = behind([0], [-1])
     assert out[0] > 0.8 * rate * 20_000 and out[2] > 0.8 * rate * 20_000
     assert out[4] == pytest.approx(rate * 5_000)                 # inside it: all behind
     assert out[3] < 0.1 * rate * 40_000 and out[1] < 0.1 * rate * 39_000
+    # idle through the gap (its queue empty): not behind there
+    out = behind([0, 60_000], [40_000, -1])
+    assert out[0] < 0.1 * rate * 80_000 and out[4] == 0.0
+    # busy for part of it: behind for that part only
+    out = behind([0, 50_000], [45_000, -1])
+    assert out[4] == pytest.approx(0.0) and 0.8 * rate * 15_000 < out[0] < 1.2 * rate * 15_000
     with pytest.raises(ValueError):
-        _attrib.most_behind(sends, lo, hi + len(sends), t0, t1, rate, out)
+        _attrib.most_behind(sends, lo, hi + len(sends), t0, t1, rate, np.zeros(1, np.int64),
+                            np.full(1, -1, np.int64), np.zeros(1), np.empty(len(t0)))

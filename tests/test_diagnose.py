@@ -864,6 +864,34 @@ def test_a_long_drain_one_step_downstream_of_a_bug_is_the_bugs(tmp_path):
     assert labelled > 10_000 and correct / labelled > 0.99
 
 
+def test_an_nf_idle_while_a_backlog_passed_it_did_not_fall_behind(tmp_path):
+    # an interrupt at the first NF (waf_in) for 1.7 ms; its backlog passes
+    # through NFs loaded 8-72% and drains at mux (89% loaded).  Between the
+    # bursts they passed on, those NFs' queues were empty: counted as
+    # falling behind, they looked slow, the through traffic was judged by
+    # the span the packets were sent in, and 293 of the interrupt's 3,040
+    # victims went to the source's ebb and flow (held-out ho50-00)
+    nfs = [{"name": "waf_in", "type": "vpn", "service_ns": 495, "batch": 64, "queue": 512},
+           {"name": "bng-a2", "type": "monitor", "service_ns": 200, "batch": 32, "queue": 1024},
+           {"name": "snort8", "type": "vpn", "service_ns": 475, "batch": 4, "queue": 2048},
+           {"name": "gw.24", "type": "lb", "service_ns": 55, "batch": 128, "queue": 1024},
+           {"name": "waf", "type": "router", "service_ns": 160, "batch": 16, "queue": 4096},
+           {"name": "tun-c1", "type": "monitor", "service_ns": 195, "batch": 8, "queue": 4096},
+           {"name": "steer", "type": "firewall", "service_ns": 185, "batch": 4, "queue": 256},
+           {"name": "mux", "type": "vpn", "service_ns": 650, "batch": 32, "queue": 512}]
+    doc = _chain_doc("idle-between-bursts", nfs,
+                     [{"id": "i1", "kind": "interrupt", "nf": "waf_in", "at_ms": 81.179,
+                       "duration_us": 1686},
+                      {"id": "b2", "kind": "bug", "nf": "waf", "flows": "20.64.0.0/10",
+                       "from_ms": 14.876, "to_ms": 16.638, "slowdown": 37.2}],
+                     rate=1.354, ms=100, slo=560, seed=891149)
+    doc["traffic"].update(flows=4000, flow_sizes="constant", src_prefix="20.0.0.0/8",
+                          dst_prefix="192.201.249.0/24")
+    res, diag, _ = _scored(tmp_path, doc)
+    correct, labelled = res["i1"]
+    assert labelled > 3000 and correct / labelled > 0.97
+
+
 def test_a_contended_nfs_own_victims_stay_its_own_under_a_backlog_from_upstream(tmp_path):
     # a bug at fw1 (30-34 ms) and a contention at nat (32-40 ms, 25% of its
     # core): fw1's backlog comes on to nat while nat is slow.  Judged by
