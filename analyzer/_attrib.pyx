@@ -1885,6 +1885,38 @@ def add_counts_below(const int64_t[::1] a, const int64_t[::1] t, int64_t[::1] ou
     return True
 
 
+def taken_times(const out_t[::1] hops, const int64_t[::1] hop_rx_ns,
+                const int64_t[::1] ends, int64_t[::1] out, int64_t[::1] n_taken):
+    """The rx times of the hops ``hops[:ends[-1]]`` that were taken (rx >=
+    0; a dropped one has none), in order, each raised to the latest before
+    it (sorted, as a FIFO queue takes them but for ties within a batch):
+    into ``out``; ``n_taken[b]`` how many of them are among
+    ``hops[:ends[b]]`` (`ends` ascending).  Returns how many in all."""
+    cdef Py_ssize_t i, b = 0, c = 0, nb = ends.shape[0], nh = hop_rx_ns.shape[0]
+    cdef int64_t r, top = INT64_MIN
+    _check_ends(ends, hops.shape[0])
+    if n_taken.shape[0] < nb or (nb and out.shape[0] < ends[nb - 1]):
+        raise ValueError("taken_times: out needs one entry per hop, n_taken one per end")
+    for i in range(ends[nb - 1] if nb else 0):
+        if hops[i] < 0 or hops[i] >= nh:
+            raise ValueError(f"taken_times: hop {hops[i]} is outside the trajectories")
+    with nogil:
+        for i in range(ends[nb - 1] if nb else 0):
+            while b < nb and ends[b] == i:
+                n_taken[b] = c
+                b += 1
+            r = hop_rx_ns[hops[i]]
+            if r >= 0:
+                if r > top:
+                    top = r
+                out[c] = top
+                c += 1
+        while b < nb:
+            n_taken[b] = c
+            b += 1
+    return c
+
+
 cdef inline double _busy_before(const int64_t[::1] pstart, const int64_t[::1] pend,
                                const double[::1] pcum, Py_ssize_t *j,
                                int64_t t) noexcept nogil:

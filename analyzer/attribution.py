@@ -976,10 +976,8 @@ class _Attributor:
         ``H[:ns]`` (first in, first out, whatever k sent over a span that
         ends by their last arrival came in among them)."""
         F = self.nfs[k]
-        rx = self.t.hop_rx_ns[H[:int(ns[-1])]]
-        ok = rx >= 0
-        n_ok = np.cumsum(ok)[ns - 1]
-        rx = np.maximum.accumulate(rx[ok]) if ok.any() else rx[:0]
+        rx, n_ok = np.empty(int(ns[-1]), np.int64), np.empty(len(ns), np.int64)
+        rx = rx[:_attrib.taken_times(H, self.t.hop_rx_ns, ns, rx, n_ok)]
         lo = np.minimum(np.searchsorted(rx, t0, "left"), n_ok)
         hi = np.minimum(np.searchsorted(rx, t1, "right"), n_ok)
         r = F.busy_rate / (1 + F.tolerance)

@@ -955,3 +955,22 @@ def test_most_behind_is_the_largest_shortfall_over_any_busy_part():
     with pytest.raises(ValueError):
         _attrib.most_behind(sends, lo, hi + len(sends), t0, t1, rate, np.zeros(1, np.int64),
                             np.full(1, -1, np.int64), np.zeros(1), np.empty(len(t0)))
+
+
+def test_taken_times_are_the_rx_of_the_taken_hops_raised_to_the_latest():
+    rng = np.random.default_rng(16)
+    hop_rx_ns = rng.integers(0, 10_000, 500).astype(np.int64)
+    hop_rx_ns[rng.random(500) < 0.2] = -1                      # dropped
+    hops = rng.permutation(500)[:300].astype(np.int64)
+    ends = np.array([0, 5, 120, 120, 300], np.int64)
+    out, n_taken = np.empty(300, np.int64), np.empty(len(ends), np.int64)
+    c = _attrib.taken_times(hops, hop_rx_ns, ends, out, n_taken)
+    rx = hop_rx_ns[hops]
+    want = np.maximum.accumulate(rx[rx >= 0])
+    assert c == len(want) and out[:c].tolist() == want.tolist()
+    assert n_taken.tolist() == [int((rx[:e] >= 0).sum()) for e in ends]
+    with pytest.raises(ValueError):                              # a hop out of range
+        _attrib.taken_times(np.array([3, 500], np.int64), hop_rx_ns,
+                            np.array([2], np.int64), out, n_taken)
+    with pytest.raises(ValueError):                              # ends not ascending
+        _attrib.taken_times(hops, hop_rx_ns, np.array([5, 3], np.int64), out, n_taken)
