@@ -1917,45 +1917,51 @@ def taken_times(const out_t[::1] hops, const int64_t[::1] hop_rx_ns,
     return c
 
 
-cdef inline double _busy_before(const int64_t[::1] pstart, const int64_t[::1] pend,
-                               const double[::1] pcum, Py_ssize_t *j,
-                               int64_t t) noexcept nogil:
-    """Time in the periods [pstart, pend) before t (pend -1: to the end).
-    ``*j``: the last period that starts by the previous t asked (-1:
-    none), moved on to t's (t never less than the previous)."""
+cdef inline double _busy_since(const int64_t[::1] pstart, const int64_t[::1] pend,
+                              int64_t t0, Py_ssize_t *j, double *acc,
+                              int64_t t) noexcept nogil:
+    """Time in the periods [pstart, pend) (pend -1: to the end) from t0 to
+    t.  ``*j``: the last period that starts by the previous t asked (-1:
+    none), moved on to t's (t never less than the previous); ``*acc``: the
+    time in them from t0 to the start of period ``*j + 1``, less period
+    ``*j``'s own, kept with it."""
+    cdef int64_t s, e
     while j[0] + 1 < pstart.shape[0] and pstart[j[0] + 1] <= t:
+        if j[0] >= 0 and pend[j[0]] >= 0:
+            s = pstart[j[0]] if pstart[j[0]] > t0 else t0
+            if pend[j[0]] > s:
+                acc[0] += pend[j[0]] - s
         j[0] += 1
     if j[0] < 0:
-        return 0.0
-    if pend[j[0]] >= 0 and pend[j[0]] < t:
-        t = pend[j[0]]
-    return pcum[j[0]] + (t - pstart[j[0]])
+        return acc[0]
+    s = pstart[j[0]] if pstart[j[0]] > t0 else t0
+    e = t if pend[j[0]] < 0 or pend[j[0]] > t else pend[j[0]]
+    return acc[0] + (e - s if e > s else 0)
 
 
 def most_behind(const int64_t[::1] sends, const int64_t[::1] lo, const int64_t[::1] hi,
                 const int64_t[::1] t0, const int64_t[::1] t1, double rate,
-                const int64_t[::1] pstart, const int64_t[::1] pend, const double[::1] pcum,
-                double[::1] out):
+                const int64_t[::1] pstart, const int64_t[::1] pend, double[::1] out):
     """``out[b]``: the most packets an NF sending at `rate` (packets/ns)
     whenever it was busy would have sent beyond what it did send over any
     part of [t0[b], t1[b]], its sends there being ``sends[lo[b]:hi[b]]``
     (`sends` sorted).  It is busy in its queuing periods ``[pstart,
-    pend)`` (sorted, disjoint; pend -1: to the end), ``pcum[j]`` the time
-    in those before period j.  Its shortfall r (busy time from t0 to t) -
-    (packets sent by t) is taken at t0, just before each send and at t1;
-    the answer is the largest rise of it (0 where it never rose)."""
+    pend)`` (sorted, disjoint; pend -1: to the end).  Its shortfall r
+    (busy time from t0 to t) - (packets sent by t) is taken at t0, just
+    before each send and at t1; the answer is the largest rise of it (0
+    where it never rose)."""
     cdef Py_ssize_t b, i, j, k, m, n = sends.shape[0], nb = lo.shape[0]
-    cdef double f, low, best, b0
+    cdef double f, low, best, acc
     if hi.shape[0] != nb or t0.shape[0] != nb or t1.shape[0] != nb or out.shape[0] < nb:
         raise ValueError("most_behind: lo, hi, t0, t1 and out need one entry per span")
-    if pend.shape[0] != pstart.shape[0] or pcum.shape[0] != pstart.shape[0]:
-        raise ValueError("most_behind: pstart, pend and pcum need one entry per period")
+    if pend.shape[0] != pstart.shape[0]:
+        raise ValueError("most_behind: pstart and pend need one entry per period")
     for b in range(nb):
         if not 0 <= lo[b] <= hi[b] <= n:
             raise ValueError(f"most_behind: span {b} [{lo[b]}, {hi[b]}) is outside the sends")
     with nogil:
         for b in range(nb):
-            low, best = 0.0, 0.0
+            low, best, acc = 0.0, 0.0, 0.0
             # the last period that starts by t0: a search, then a walk
             j, k = 0, pstart.shape[0]
             while j < k:
@@ -1965,15 +1971,14 @@ def most_behind(const int64_t[::1] sends, const int64_t[::1] lo, const int64_t[:
                 else:
                     k = m
             j -= 1
-            b0 = _busy_before(pstart, pend, pcum, &j, t0[b])
             for i in range(lo[b], hi[b]):
-                f = rate * (_busy_before(pstart, pend, pcum, &j, max(sends[i], t0[b])) - b0) \
+                f = rate * _busy_since(pstart, pend, t0[b], &j, &acc, max(sends[i], t0[b])) \
                     - (i - lo[b])
                 if f - low > best:
                     best = f - low
                 if f < low:
                     low = f
-            f = rate * (_busy_before(pstart, pend, pcum, &j, max(t1[b], t0[b])) - b0) \
+            f = rate * _busy_since(pstart, pend, t0[b], &j, &acc, max(t1[b], t0[b])) \
                 - (hi[b] - lo[b])
             if f - low > best:
                 best = f - low

@@ -498,7 +498,6 @@ class _NF:
         self.d_arr = traj.hop_arrival_ns[self.d_hops]
         self.offered = len(acc_hops) + len(self.d_hops)     # packets that reached it
         self.pstart, self.pend = q.period_start_ns, q.period_end_ns
-        self.pcum = None                    # time busy before each period (_kept_up)
         # the periods that began while the NF was silent, and where it went
         # silent: their no-input-cause queue starts there
         self.pquiet = q.period_quiet
@@ -981,12 +980,9 @@ class _Attributor:
         lo = np.minimum(np.searchsorted(rx, t0, "left"), n_ok)
         hi = np.minimum(np.searchsorted(rx, t1, "right"), n_ok)
         r = F.busy_rate / (1 + F.tolerance)
-        if F.pcum is None:
-            busy = np.where(F.pend >= 0, F.pend, F.pstart) - F.pstart
-            F.pcum = np.cumsum(busy, dtype=float) - busy
         behind = np.empty(len(t0))
         _attrib.most_behind(rx, lo.astype(np.int64), hi.astype(np.int64), t0, t1, r,
-                            F.pstart, F.pend, F.pcum, behind)
+                            F.pstart, F.pend, behind)
         span = np.maximum(t1 - t0, 0)
         return (span > 0) & (behind <= KEPT_UP_SHARE * r * span)
 
