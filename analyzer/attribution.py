@@ -470,9 +470,10 @@ class _NF:
         # how far under its peak the NF keeps up while busy, healthy or
         # not, within LOCAL_TOLERANCE..LOCAL_TOLERANCE_MAX
         kept = q.busy_rate
-        self.busy_rate = float(kept) if np.isfinite(kept) and kept > 0 else self.rate
+        known = bool(np.isfinite(kept) and kept > 0)
+        self.busy_rate = float(kept) if known else self.rate
         self.tolerance = LOCAL_TOLERANCE
-        if np.isfinite(kept) and kept > 0 and self.rate > 0:
+        if known and self.rate > 0:
             self.tolerance = min(LOCAL_TOLERANCE_MAX, max(LOCAL_TOLERANCE, self.rate / kept - 1))
         idx = q.hops.dtype
         acc, rx = q.arrival_rx()                            # accepted arrivals
@@ -944,15 +945,15 @@ class _Attributor:
             # them too, and the send span's measure stands (bug-contention:
             # a contended NAT's own victims went to the firewall whose
             # backlog reached it).
-            judge = np.flatnonzero((comp > _EPS) & (thru > 0)) if U.scales is not None else ()
-            if len(judge):
+            judge = np.flatnonzero((comp > _EPS) & (thru > 0))
+            if U.scales is not None and len(judge):
                 s_j = s_u[judge]
                 e_j = np.maximum(e_u[judge], s_j + 1)
                 judge = judge[~_count_stands_out(U.scales, _grid_counts(U.grid, s_j, e_j),
                                                  U.usual, s_j, e_j)]
-            if len(judge):
-                kept = self._kept_up(k, H, ns[sel[judge]], t0[judge], t1[judge])
-                thru[judge[kept]] = 0.0
+                if len(judge):
+                    kept = self._kept_up(k, H, ns[sel[judge]], t0[judge], t1[judge])
+                    thru[judge[kept]] = 0.0
             both = comp + thru
             with np.errstate(invalid="ignore", divide="ignore"):
                 c = np.where(both > _EPS, comp / both, 1.0)
@@ -981,8 +982,7 @@ class _Attributor:
         hi = np.minimum(np.searchsorted(rx, t1, "right"), n_ok)
         r = F.busy_rate / (1 + F.tolerance)
         behind = np.empty(len(t0))
-        _attrib.most_behind(rx, lo.astype(np.int64), hi.astype(np.int64), t0, t1, r,
-                            F.pstart, F.pend, behind)
+        _attrib.most_behind(rx, lo, hi, t0, t1, r, F.pstart, F.pend, behind)
         span = np.maximum(t1 - t0, 0)
         return (span > 0) & (behind <= KEPT_UP_SHARE * r * span)
 
