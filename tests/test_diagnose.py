@@ -580,14 +580,17 @@ def _scored(tmp_path, doc):
     return {fid: (r["correct"], r["labelled"]) for fid, r in res.items()}, diag, ctx
 
 
-def _chain_doc(name, nfs, faults, rate, ms, slo, seed=5):
-    chain = [n["name"] for n in nfs]
-    return {"name": name, "seed": seed, "duration_ms": ms, "objective": {"latency_us": slo},
-            "nfs": nfs, "links": [["source", chain[0]]]
-            + [[a, b] for a, b in zip(chain, chain[1:])] + [[chain[-1], "sink"]],
-            "traffic": {"rate_mpps": rate, "flows": 2000, "flow_sizes": "pareto",
-                        "src_prefix": "100.0.0.0/8", "dst_prefix": "30.0.0.0/8"},
-            "faults": faults}
+def _scenario(name):
+    """The scenario document tests/scenarios/`name`.json: the held-out and
+    hand-made cases below, each kept as SCENARIO.md's data."""
+    return json.loads((ROOT / "tests" / "scenarios" / f"{name}.json").read_text())
+
+
+def _fault_right(res, fid, n_min, share):
+    """Of :func:`_scored`'s `res`: fault `fid` labelled more than `n_min`
+    victims, and more than `share` of them were diagnosed right."""
+    correct, labelled = res[fid]
+    assert labelled > n_min and correct / labelled > share, (fid, correct, labelled)
 
 
 def _labels(tmp_path, name):
@@ -628,19 +631,12 @@ def test_nf_that_never_had_a_backlog_gets_a_peak_rate(tmp_path):
     # queue behind, so the busy batches say nothing about its peak; the
     # batches' own rx-to-tx times do.  A short contention there then makes
     # victims only rl's slowness explains
-    nfs = [{"name": "relay", "type": "forwarder", "service_ns": 100, "batch": 32,
-            "queue": 1024},
-           {"name": "rl", "type": "nat", "service_ns": 430, "batch": 128, "queue": 8192},
-           {"name": "ids9", "type": "ids", "service_ns": 600, "batch": 32, "queue": 1024}]
-    doc = _chain_doc("quiet-contention", nfs,
-                     [{"id": "c1", "kind": "contention", "nf": "rl", "from_ms": 12,
-                       "to_ms": 12.27, "share": 0.094}], rate=0.34, ms=25, slo=50)
+    doc = _scenario("quiet-contention")
     res, diag, ctx = _scored(tmp_path, doc)
-    for n in nfs:
+    for n in doc["nfs"]:
         true = n["batch"] / (n["service_ns"] * (n["batch"] + 0.5))   # packets/ns at full batch
         assert ctx["queues"][n["name"]].peak_rate == pytest.approx(true, rel=0.12), n["name"]
-    correct, labelled = res["c1"]
-    assert labelled > 30 and correct / labelled > 0.9
+    _fault_right(res, "c1", 30, 0.9)
     assert all(v["culprits"] for v in diag["victims"])
 
 
@@ -649,15 +645,9 @@ def test_waiting_out_a_large_batch_is_not_the_nfs_fault(tmp_path):
     # takes up to 128 packets a poll (70 us of work, over the 40 us
     # objective): a packet arriving just after pol took a batch waits for
     # that batch however fast pol is, which is not a slowness of pol's
-    nfs = [{"name": "lim", "type": "router", "service_ns": 150, "batch": 16, "queue": 512},
-           {"name": "pol", "type": "ids", "service_ns": 545, "batch": 128, "queue": 4096},
-           {"name": "lb", "type": "router", "service_ns": 285, "batch": 64, "queue": 1024}]
-    doc = _chain_doc("big-batch", nfs,
-                     [{"id": "i1", "kind": "interrupt", "nf": "lim", "at_ms": 10.5,
-                       "duration_us": 184}], rate=0.62, ms=20, slo=40)
+    doc = _scenario("big-batch")
     res, diag, _ = _scored(tmp_path, doc)
-    correct, labelled = res["i1"]
-    assert labelled > 50 and correct / labelled > 0.85
+    _fault_right(res, "i1", 50, 0.85)
     tops = _tops(diag)
     assert all(tops) and not any(c.get("nf") == "pol" for c in tops)
 
@@ -667,13 +657,7 @@ def test_a_surges_own_packets_are_the_surges_victims(tmp_path):
     # exist without it, so the burst explains them whatever else delayed
     # them (SCENARIO.md's counterfactual); packets the interrupt alone
     # explains still blame vpn
-    nfs = [{"name": "fw", "type": "firewall", "service_ns": 200, "batch": 32, "queue": 1024},
-           {"name": "vpn", "type": "vpn", "service_ns": 450, "batch": 32, "queue": 1024}]
-    doc = _chain_doc("surge", nfs,
-                     [{"id": "i1", "kind": "interrupt", "nf": "vpn", "at_ms": 20,
-                       "duration_us": 600},
-                      {"id": "u1", "kind": "burst", "flows": "100.77.0.0/16", "at_ms": 20.2,
-                       "duration_us": 800, "rate_mpps": 2}], rate=1.0, ms=40, slo=150)
+    doc = _scenario("surge")
     res, diag, _ = _scored(tmp_path, doc)
     lab = _labels(tmp_path, "surge")
     only_u1 = _alone(diag, lab, "u1", dropped=False)
@@ -713,16 +697,9 @@ def test_a_batch_made_large_by_a_burst_is_the_bursts_delay(tmp_path):
     # wait little but are served with batches of 50-100 (15-30 us, over a
     # 40 us objective with the NFs after it), where vpn's batches usually
     # hold 1-2.  That time is the burst's, not a slowness of vpn's
-    nfs = [{"name": "vpn", "type": "router", "service_ns": 290, "batch": 128, "queue": 1024},
-           {"name": "dpi", "type": "lb", "service_ns": 125, "batch": 64, "queue": 4096},
-           {"name": "acl", "type": "firewall", "service_ns": 395, "batch": 32, "queue": 4096},
-           {"name": "meter", "type": "nat", "service_ns": 275, "batch": 64, "queue": 512}]
-    doc = _chain_doc("batch-burst", nfs,
-                     [{"id": "u1", "kind": "burst", "flows": "100.27.112.0/20", "at_ms": 11.7,
-                       "duration_us": 100, "rate_mpps": 5.5}], rate=0.45, ms=20, slo=40)
+    doc = _scenario("batch-burst")
     res, diag, _ = _scored(tmp_path, doc)
-    correct, labelled = res["u1"]
-    assert labelled > 100 and correct / labelled > 0.9       # 78% before
+    _fault_right(res, "u1", 100, 0.9)       # 78% before
 
 
 def test_a_surge_blamed_under_nested_prefixes_is_one_culprit():
@@ -757,25 +734,13 @@ def test_arrivals_within_their_natural_variation_are_no_cause(tmp_path):
     # counterfactual explains as much of the late victims' waits as the
     # stall does; it is no cause unless the arrivals ran beyond their
     # natural variation
-    nfs = [{"name": "mux", "type": "router", "service_ns": 160, "batch": 64, "queue": 2048},
-           {"name": "l4lb", "type": "lb", "service_ns": 360, "batch": 32, "queue": 4096},
-           {"name": "scrub", "type": "ids", "service_ns": 445, "batch": 8, "queue": 4096}]
-    doc = _chain_doc("natural", nfs,
-                     [{"id": "i1", "kind": "interrupt", "nf": "scrub", "at_ms": 11.8,
-                       "duration_us": 390}], rate=1.5, ms=40, slo=100, seed=454738)
-    doc["traffic"]["flows"] = 50
+    doc = _scenario("natural")
     res, diag, ctx = _scored(tmp_path, doc)
-    correct, labelled = res["i1"]
-    assert labelled > 1000 and correct / labelled > 0.98    # 91.4% before
+    _fault_right(res, "i1", 1000, 0.98)    # 91.4% before
     # and a burst still stands out of the same traffic
-    doc = _chain_doc("natural-burst", nfs,
-                     [{"id": "u1", "kind": "burst", "flows": "100.77.0.0/16", "at_ms": 11.8,
-                       "duration_us": 300, "rate_mpps": 1.5}], rate=1.5, ms=40, slo=100,
-                     seed=454738)
-    doc["traffic"]["flows"] = 50
+    doc = _scenario("natural-burst")
     res, _, _ = _scored(tmp_path, doc)
-    correct, labelled = res["u1"]
-    assert labelled > 100 and correct / labelled > 0.9
+    _fault_right(res, "u1", 100, 0.9)
 
 
 def test_a_long_drain_through_the_traffics_ebb_and_flow_is_the_bugs(tmp_path):
@@ -785,20 +750,9 @@ def test_a_long_drain_through_the_traffics_ebb_and_flow_is_the_bugs(tmp_path):
     # out by 3 deviations, and the excess over the whole drain then counted
     # as input, as large as the bug's score: 2,749 of the bug's 20,036
     # victims went to the source of the whole traffic (held-out ho81-19)
-    nfs = [{"name": "filt", "type": "nat", "service_ns": 240, "batch": 64, "queue": 1024},
-           {"name": "steer", "type": "forwarder", "service_ns": 75, "batch": 32, "queue": 512},
-           {"name": "l4lb", "type": "vpn", "service_ns": 440, "batch": 64, "queue": 2048}]
-    doc = _chain_doc("drain-ebb", nfs,
-                     [{"id": "b1", "kind": "bug", "nf": "l4lb", "flows": "172.18.192.0/18",
-                       "from_ms": 44.572, "to_ms": 45.422, "slowdown": 9.9},
-                      {"id": "b2", "kind": "bug", "nf": "steer", "flows": "172.18.80.0/20",
-                       "from_ms": 58.338, "to_ms": 59.297, "slowdown": 200.0}],
-                     rate=1.89, ms=80, slo=330, seed=884867)
-    doc["traffic"].update(flows=500, flow_sizes="constant", src_prefix="172.18.0.0/16",
-                          dst_prefix="192.96.0.0/16")
+    doc = _scenario("drain-ebb")
     res, diag, _ = _scored(tmp_path, doc)
-    correct, labelled = res["b1"]
-    assert labelled > 10_000 and correct / labelled > 0.99
+    _fault_right(res, "b1", 10_000, 0.99)
 
 
 def test_a_long_drain_at_a_healthy_nf_after_a_backlog_from_upstream(tmp_path):
@@ -809,32 +763,10 @@ def test_a_long_drain_at_a_healthy_nf_after_a_backlog_from_upstream(tmp_path):
     # long): the bug's late victims went to tun, 2,045 of 4,606 (held-out
     # ho91-10); the wait the scores leave unexplained is input, as it is
     # for the packets an NF released in the upstream recursion
-    doc = {"name": "drain-at-tun", "seed": 929639, "duration_ms": 60,
-           "objective": {"latency_us": 460},
-           "nfs": [{"name": "shaper", "type": "vpn", "service_ns": 515, "batch": 4,
-                    "queue": 2048},
-                   {"name": "cls", "type": "firewall", "service_ns": 355, "batch": 64,
-                    "queue": 512},
-                   {"name": "mirror", "type": "nat", "service_ns": 405, "batch": 8,
-                    "queue": 4096},
-                   {"name": "scrub", "type": "monitor", "service_ns": 100, "batch": 8,
-                    "queue": 8192},
-                   {"name": "tun", "type": "ids", "service_ns": 635, "batch": 32,
-                    "queue": 8192}],
-           "links": [["source", "shaper"], ["shaper", "cls"], ["cls", "mirror"],
-                     ["shaper", "scrub"], ["mirror", "tun"], ["scrub", "tun"],
-                     ["tun", "sink"]],
-           "traffic": {"rate_mpps": 1.388, "flows": 1000, "flow_sizes": "pareto",
-                       "src_prefix": "172.224.0.0/12", "dst_prefix": "198.0.0.0/8"},
-           "faults": [{"id": "u1", "kind": "burst", "flows": "172.224.2.0/24",
-                       "at_ms": 10.543, "duration_us": 1174, "rate_mpps": 2.48},
-                      {"id": "b2", "kind": "bug", "nf": "shaper", "flows": "172.224.0.0/13",
-                       "from_ms": 18.669, "to_ms": 19.651, "slowdown": 5.4}]}
+    doc = _scenario("drain-at-tun")
     res, diag, _ = _scored(tmp_path, doc)
-    correct, labelled = res["b2"]
-    assert labelled > 4000 and correct / labelled > 0.99
-    correct, labelled = res["u1"]
-    assert labelled > 10_000 and correct / labelled > 0.98
+    _fault_right(res, "b2", 4000, 0.99)
+    _fault_right(res, "u1", 10_000, 0.98)
 
 
 def test_a_long_drain_one_step_downstream_of_a_bug_is_the_bugs(tmp_path):
@@ -846,22 +778,9 @@ def test_a_long_drain_one_step_downstream_of_a_bug_is_the_bugs(tmp_path):
     # bug at the cap; 2,641 of the bug's 10,382 victims went to the
     # source (held-out ho75-13).  What passed through is judged by when
     # those packets arrived at l4lb_out
-    nfs = [{"name": "l4lb_out", "type": "lb", "service_ns": 145, "batch": 16, "queue": 512},
-           {"name": "shaper3", "type": "vpn", "service_ns": 355, "batch": 4, "queue": 1024},
-           {"name": "cls0", "type": "lb", "service_ns": 130, "batch": 32, "queue": 1024},
-           {"name": "l4lb.88", "type": "router", "service_ns": 225, "batch": 32,
-            "queue": 2048},
-           {"name": "steer", "type": "router", "service_ns": 205, "batch": 64, "queue": 512},
-           {"name": "nat2", "type": "firewall", "service_ns": 395, "batch": 32, "queue": 256}]
-    doc = _chain_doc("drain-one-step-down", nfs,
-                     [{"id": "b1", "kind": "bug", "nf": "l4lb_out", "flows": "44.208.0.0/12",
-                       "from_ms": 43.46, "to_ms": 46.173, "slowdown": 61.7}],
-                     rate=2.0, ms=80, slo=220, seed=988010)
-    doc["traffic"].update(flows=1000, flow_sizes="constant", src_prefix="44.0.0.0/8",
-                          dst_prefix="203.56.73.0/24", tcp_share=0.74)
+    doc = _scenario("drain-one-step-down")
     res, diag, _ = _scored(tmp_path, doc)
-    correct, labelled = res["b1"]
-    assert labelled > 10_000 and correct / labelled > 0.99
+    _fault_right(res, "b1", 10_000, 0.99)
 
 
 def test_an_nf_idle_while_a_backlog_passed_it_did_not_fall_behind(tmp_path):
@@ -871,25 +790,9 @@ def test_an_nf_idle_while_a_backlog_passed_it_did_not_fall_behind(tmp_path):
     # falling behind, they looked slow, the through traffic was judged by
     # the span the packets were sent in, and 293 of the interrupt's 3,040
     # victims went to the source's ebb and flow (held-out ho50-00)
-    nfs = [{"name": "waf_in", "type": "vpn", "service_ns": 495, "batch": 64, "queue": 512},
-           {"name": "bng-a2", "type": "monitor", "service_ns": 200, "batch": 32, "queue": 1024},
-           {"name": "snort8", "type": "vpn", "service_ns": 475, "batch": 4, "queue": 2048},
-           {"name": "gw.24", "type": "lb", "service_ns": 55, "batch": 128, "queue": 1024},
-           {"name": "waf", "type": "router", "service_ns": 160, "batch": 16, "queue": 4096},
-           {"name": "tun-c1", "type": "monitor", "service_ns": 195, "batch": 8, "queue": 4096},
-           {"name": "steer", "type": "firewall", "service_ns": 185, "batch": 4, "queue": 256},
-           {"name": "mux", "type": "vpn", "service_ns": 650, "batch": 32, "queue": 512}]
-    doc = _chain_doc("idle-between-bursts", nfs,
-                     [{"id": "i1", "kind": "interrupt", "nf": "waf_in", "at_ms": 81.179,
-                       "duration_us": 1686},
-                      {"id": "b2", "kind": "bug", "nf": "waf", "flows": "20.64.0.0/10",
-                       "from_ms": 14.876, "to_ms": 16.638, "slowdown": 37.2}],
-                     rate=1.354, ms=100, slo=560, seed=891149)
-    doc["traffic"].update(flows=4000, flow_sizes="constant", src_prefix="20.0.0.0/8",
-                          dst_prefix="192.201.249.0/24")
+    doc = _scenario("idle-between-bursts")
     res, diag, _ = _scored(tmp_path, doc)
-    correct, labelled = res["i1"]
-    assert labelled > 3000 and correct / labelled > 0.97
+    _fault_right(res, "i1", 3000, 0.97)
 
 
 def test_a_contended_nfs_own_victims_stay_its_own_under_a_backlog_from_upstream(tmp_path):
@@ -955,11 +858,7 @@ def test_the_drops_of_a_burst_over_a_third_of_the_capture_blame_it(tmp_path):
     # stays full, and the burst's drops had no culprit while its windows
     # were taken for the traffic's natural variation (ho54-14: 9,282
     # drops, every one of them)
-    nfs = [{"name": "cgn", "type": "lb", "service_ns": 145, "batch": 32, "queue": 1024}]
-    doc = _chain_doc("long-burst", nfs,
-                     [{"id": "u1", "kind": "burst", "flows": "100.80.48.0/20", "at_ms": 8.0,
-                       "duration_us": 14_000, "rate_mpps": 6.0}], rate=1.1, ms=40, slo=30)
-    doc["traffic"]["flow_sizes"] = "constant"
+    doc = _scenario("long-burst")
     res, diag, _ = _scored(tmp_path, doc)
     correct, labelled = res["u1"]
     drops = [v for v in diag["victims"] if v["dropped"]]
@@ -1015,20 +914,9 @@ def test_a_healthy_batching_nf_passes_on_the_backlog_it_released(tmp_path):
     # waits there (they waited out pol's batches, which neither
     # counterfactual counts): the rest is input, passed on to nat and the
     # burst, not pol's slowness (132 victims blamed pol before)
-    nfs = [{"name": "nat", "type": "forwarder", "service_ns": 65, "batch": 32, "queue": 1024},
-           {"name": "pol", "type": "monitor", "service_ns": 120, "batch": 128, "queue": 256},
-           {"name": "guard", "type": "firewall", "service_ns": 230, "batch": 4, "queue": 1024},
-           {"name": "cgn", "type": "vpn", "service_ns": 500, "batch": 32, "queue": 8192}]
-    doc = _chain_doc("batch-pass", nfs,
-                     [{"id": "i1", "kind": "interrupt", "nf": "nat", "at_ms": 37.209,
-                       "duration_us": 259},
-                      {"id": "u2", "kind": "burst", "flows": "100.130.112.0/20",
-                       "at_ms": 37.487, "duration_us": 311, "rate_mpps": 2.84}],
-                     rate=0.904, ms=80, slo=80, seed=920681)
-    doc["traffic"]["flows"] = 200
+    doc = _scenario("batch-pass")
     res, diag, _ = _scored(tmp_path, doc)
-    correct, labelled = res["u2"]
-    assert labelled > 1000 and correct / labelled > 0.99
+    _fault_right(res, "u2", 1000, 0.99)
     tops = _tops(diag)
     assert all(tops) and not any(c.get("nf") == "pol" for c in tops)
     lab = _labels(tmp_path, "batch-pass")
@@ -1044,24 +932,9 @@ def test_a_fault_that_lasts_most_of_an_nfs_busy_time_is_not_its_peak(tmp_path):
     # it serves at 2% of its speed and the victims look like the source's
     # doing (9.6% before); its batches' own times, from the rest of the
     # capture, say how fast it really serves
-    doc = {"name": "long-contention", "seed": 74484, "duration_ms": 100,
-           "objective": {"latency_us": 40},
-           "nfs": [{"name": "meter", "type": "nat", "service_ns": 430, "batch": 32,
-                    "queue": 2048},
-                   {"name": "filt", "type": "router", "service_ns": 210, "batch": 16,
-                    "queue": 512},
-                   {"name": "probe", "type": "lb", "service_ns": 70, "batch": 32,
-                    "queue": 512}],
-           "links": [["source", "meter"], ["meter", "filt"], ["meter", "probe"],
-                     ["filt", "sink"], ["probe", "sink"]],
-           "traffic": {"rate_mpps": 1.016, "flows": 20000, "flow_sizes": "pareto",
-                       "src_prefix": "44.0.0.0/8", "dst_prefix": "30.231.0.0/16",
-                       "tcp_share": 0.77},
-           "faults": [{"id": "c1", "kind": "contention", "nf": "probe", "from_ms": 10.03,
-                       "to_ms": 45.03, "share": 0.02}]}
+    doc = _scenario("long-contention")
     res, _, ctx = _scored(tmp_path, doc)
-    correct, labelled = res["c1"]
-    assert labelled > 5000 and correct / labelled > 0.95
+    _fault_right(res, "c1", 5000, 0.95)
     true = 32 / (70 * 32.5)                                  # packets/ns at full batch
     assert ctx["queues"]["probe"].peak_rate == pytest.approx(true, rel=0.12)
 
@@ -1071,28 +944,9 @@ def test_a_drop_is_explained_by_the_queue_that_dropped_it(tmp_path):
     # drops; its packets had waited longer at edge, 89% loaded, than cls's
     # full queue is worth in time, and those waits outweighed it: the drops
     # went to the source (9.4% before).  A drop is the dropping queue's
-    nfs = [{"name": "scrub", "type": "router", "service_ns": 295, "batch": 16, "queue": 4096},
-           {"name": "edge", "type": "ids", "service_ns": 455, "batch": 32, "queue": 8192},
-           {"name": "cls", "type": "forwarder", "service_ns": 85, "batch": 8, "queue": 256},
-           {"name": "xlat", "type": "monitor", "service_ns": 130, "batch": 4, "queue": 256},
-           {"name": "bng", "type": "firewall", "service_ns": 390, "batch": 8, "queue": 8192},
-           {"name": "guard", "type": "lb", "service_ns": 60, "batch": 32, "queue": 8192},
-           {"name": "mirror", "type": "router", "service_ns": 120, "batch": 32, "queue": 256}]
-    doc = {"name": "drop-at-cls", "seed": 775216, "duration_ms": 50,
-           "objective": {"latency_us": 1620}, "nfs": nfs,
-           "links": [["source", "scrub"], ["scrub", "edge"], ["edge", "cls"], ["cls", "xlat"],
-                     ["edge", "bng"], ["xlat", "guard"], ["bng", "guard"],
-                     ["guard", "mirror"], ["mirror", "sink"]],
-           "traffic": {"rate_mpps": 1.922, "flows": 500, "flow_sizes": "pareto",
-                       "src_prefix": "20.0.0.0/8", "dst_prefix": "60.128.0.0/12",
-                       "pareto_shape": 1.46, "tcp_share": 0.62},
-           "faults": [{"id": "c1", "kind": "contention", "nf": "cls", "from_ms": 36.903,
-                       "to_ms": 39.98, "share": 0.029},
-                      {"id": "c2", "kind": "contention", "nf": "edge", "from_ms": 38.7,
-                       "to_ms": 48.397, "share": 0.534}]}
+    doc = _scenario("drop-at-cls")
     res, diag, _ = _scored(tmp_path, doc)
-    correct, labelled = res["c1"]
-    assert labelled > 1000 and correct / labelled > 0.95
+    _fault_right(res, "c1", 1000, 0.95)
     drops = [v for v in diag["victims"] if v["dropped"] and v["nf"] == "cls"]
     assert len(drops) > 1000
     assert _share(_tops({"victims": drops}), lambda c: c.get("nf") == "cls") > 0.95
@@ -1105,22 +959,13 @@ def test_a_wait_an_nf_moved_downstream_is_not_its_fault(tmp_path, monkeypatch):
     # burst as long -- the truth gives them to the burst alone, and the
     # diagnosis must too (473 of 1,217 burst labels without the rule);
     # the bug's own victims stay the bug's
-    nfs = [{"name": "edge", "type": "router", "service_ns": 95, "batch": 32, "queue": 1024},
-           {"name": "waf", "type": "firewall", "service_ns": 120, "batch": 32, "queue": 4096},
-           {"name": "gw", "type": "nat", "service_ns": 595, "batch": 32, "queue": 256}]
-    doc = _chain_doc("moved", nfs,
-                     [{"id": "b1", "kind": "bug", "nf": "waf", "flows": "100.128.0.0/11",
-                       "from_ms": 10.199, "to_ms": 10.46, "slowdown": 137},
-                      {"id": "u2", "kind": "burst", "flows": "100.225.96.0/20", "at_ms": 10.04,
-                       "duration_us": 493, "rate_mpps": 2.16}], rate=1.3, ms=20, slo=120)
-    doc["traffic"]["flows"] = 20000
+    doc = _scenario("moved")
     res, diag, _ = _scored(tmp_path, doc)
     lab = _labels(tmp_path, "moved")
     only_u2_at_waf = _alone(diag, lab, "u2", nf="waf")
     assert len(only_u2_at_waf) > 300
     assert _named_for(only_u2_at_waf, "100.225.96.0/20") > 0.8
-    correct, labelled = res["b1"]
-    assert labelled > 500 and correct / labelled > 0.97
+    _fault_right(res, "b1", 500, 0.97)
     correct, labelled = res["u2"]
     assert correct / labelled > 0.7
     # looked at a chunk of victims' hops at a time: the same diagnosis
@@ -1136,17 +981,10 @@ def test_a_bursts_own_drops_are_the_bursts_where_the_nf_was_not_needed(tmp_path)
     # would, without the interrupt, have been late all the same (the
     # burst's backlog alone is over the objective) -- the truth gives them
     # to the burst alone (313 here, 15% of them named vpn without the rule)
-    nfs = [{"name": "edge", "type": "router", "service_ns": 100, "batch": 32, "queue": 1024},
-           {"name": "vpn", "type": "vpn", "service_ns": 400, "batch": 32, "queue": 512}]
-    doc = _chain_doc("own-drops", nfs,
-                     [{"id": "i1", "kind": "interrupt", "nf": "vpn", "at_ms": 10.3,
-                       "duration_us": 400},
-                      {"id": "u2", "kind": "burst", "flows": "100.225.96.0/20", "at_ms": 10.0,
-                       "duration_us": 600, "rate_mpps": 2.0}], rate=1.0, ms=20, slo=100)
+    doc = _scenario("own-drops")
     res = _burst_alone_named(tmp_path, doc, "u2", "100.225.96.0/20", 200, dropped=True)
     # the interrupt's own victims stay the interrupt's
-    correct, labelled = res["i1"]
-    assert labelled > 500 and correct / labelled > 0.75
+    _fault_right(res, "i1", 500, 0.75)
 
 
 def test_a_wait_a_burst_moved_upstream_of_a_slow_nf_is_the_nfs(tmp_path):
@@ -1156,17 +994,7 @@ def test_a_wait_a_burst_moved_upstream_of_a_slow_nf_is_the_nfs(tmp_path):
     # for the bug's backlog as long -- the truth gives them to the bug
     # alone (349 here, none named shaper without the rule); the burst's
     # own victims stay the burst's
-    nfs = [{"name": "pol", "type": "nat", "service_ns": 440, "batch": 32, "queue": 8192},
-           {"name": "shaper", "type": "monitor", "service_ns": 135, "batch": 64, "queue": 2048},
-           {"name": "tun", "type": "forwarder", "service_ns": 110, "batch": 64, "queue": 1024}]
-    doc = _chain_doc("waited", nfs,
-                     [{"id": "u1", "kind": "burst", "flows": "203.217.0.0/16", "at_ms": 40.415,
-                       "duration_us": 1680, "rate_mpps": 2.2},
-                      {"id": "b2", "kind": "bug", "nf": "shaper", "flows": "100.104.0.0/13",
-                       "from_ms": 39.697, "to_ms": 41.245, "slowdown": 21.0}],
-                     rate=1.905, ms=50, slo=640, seed=192548)
-    doc["traffic"].update({"flows": 500, "src_prefix": "100.96.0.0/12",
-                           "dst_prefix": "30.226.240.0/20", "tcp_share": 0.99})
+    doc = _scenario("waited")
     res, diag, _ = _scored(tmp_path, doc)
     lab = _labels(tmp_path, "waited")
     only_b2_at_pol = _alone(diag, lab, "b2", nf="pol")
@@ -1184,18 +1012,10 @@ def test_a_drop_that_came_late_is_not_the_dropping_nfs(tmp_path):
     # gone on, late all the same: the truth gives them to the burst alone
     # (746 dropped at core here, 23% named for it before, the rest core
     # local); the bug's victims stay the bug's
-    nfs = [{"name": "tun", "type": "forwarder", "service_ns": 360, "batch": 16, "queue": 1024},
-           {"name": "core", "type": "router", "service_ns": 95, "batch": 32, "queue": 512},
-           {"name": "shaper", "type": "monitor", "service_ns": 150, "batch": 8, "queue": 1024}]
-    doc = _chain_doc("late-drops", nfs,
-                     [{"id": "b1", "kind": "bug", "nf": "core", "flows": "100.128.0.0/9",
-                       "from_ms": 9.5, "to_ms": 10.1, "slowdown": 16.0},
-                      {"id": "u2", "kind": "burst", "flows": "100.144.0.0/12", "at_ms": 9.65,
-                       "duration_us": 300, "rate_mpps": 5.0}], rate=2.0, ms=20, slo=100)
+    doc = _scenario("late-drops")
     res = _burst_alone_named(tmp_path, doc, "u2", "100.144.0.0/12", 500, dropped=True,
                              nf="core")
-    correct, labelled = res["b1"]
-    assert labelled > 500 and correct / labelled > 0.75
+    _fault_right(res, "b1", 500, 0.75)
 
 
 def test_a_burst_held_at_a_slow_nf_is_the_bursts_downstream(tmp_path):
@@ -1205,14 +1025,7 @@ def test_a_burst_held_at_a_slow_nf_is_the_bursts_downstream(tmp_path):
     # than it had come in: without the contention meter would have queued
     # it all the same, and the truth gives meter's victims to the burst
     # alone (1,018 here, 47% named for it before, the rest ids local)
-    nfs = [{"name": "ids", "type": "ids", "service_ns": 80, "batch": 32, "queue": 2048},
-           {"name": "meter", "type": "monitor", "service_ns": 220, "batch": 64, "queue": 4096}]
-    doc = _chain_doc("held-burst", nfs,
-                     [{"id": "c1", "kind": "contention", "nf": "ids", "from_ms": 7.838,
-                       "to_ms": 7.96, "share": 0.091},
-                      {"id": "u2", "kind": "burst", "flows": "172.32.0.0/14", "at_ms": 7.861,
-                       "duration_us": 100, "rate_mpps": 11.3}], rate=2.0, ms=15, slo=30)
-    doc["traffic"].update({"flows": 1000, "src_prefix": "172.0.0.0/10"})
+    doc = _scenario("held-burst")
     _burst_alone_named(tmp_path, doc, "u2", "172.32.0.0/14", 500, nf="meter")
 
 
@@ -1226,19 +1039,9 @@ def test_a_bug_under_traffic_above_its_median_is_not_the_sources(tmp_path):
     # input seemed to explain the wait, and 8% of the bug's victims were
     # named for a source.  Counting the arrivals that came, at the usual
     # rate only where they ran beyond their natural variation, names pol
-    nfs = [{"name": "meter", "type": "firewall", "service_ns": 185, "batch": 128,
-            "queue": 2048},
-           {"name": "pol", "type": "firewall", "service_ns": 330, "batch": 8, "queue": 1024},
-           {"name": "acl", "type": "lb", "service_ns": 140, "batch": 4, "queue": 2048}]
-    doc = _chain_doc("lumpy-bug", nfs,
-                     [{"id": "b1", "kind": "bug", "nf": "pol", "flows": "10.213.144.0/20",
-                       "from_ms": 18.692, "to_ms": 19.205, "slowdown": 40.1}],
-                     rate=2.0, ms=40, slo=90, seed=66635)
-    doc["traffic"].update({"flows": 500, "src_prefix": "10.213.0.0/16",
-                           "dst_prefix": "192.106.32.0/20", "tcp_share": 0.5})
+    doc = _scenario("lumpy-bug")
     res, diag, _ = _scored(tmp_path, doc)
-    correct, labelled = res["b1"]
-    assert labelled > 2000 and correct / labelled > 0.98, (correct, labelled)
+    _fault_right(res, "b1", 2000, 0.98)
 
 
 def test_a_burst_that_would_overflow_the_next_nf_is_the_bursts_at_a_slow_one(tmp_path):
@@ -1248,26 +1051,14 @@ def test_a_burst_that_would_overflow_the_next_nf_is_the_bursts_at_a_slow_one(tmp
     # and made others late there.  Without the bug the burst would have
     # overflowed probe's queue instead: the truth gives those victims to
     # the burst alone (all named for filt before: 0%)
-    nfs = [{"name": "filt", "type": "monitor", "service_ns": 185, "batch": 8, "queue": 512},
-           {"name": "probe", "type": "vpn", "service_ns": 645, "batch": 64, "queue": 512},
-           {"name": "edge", "type": "monitor", "service_ns": 125, "batch": 128, "queue": 8192},
-           {"name": "mux", "type": "monitor", "service_ns": 95, "batch": 8, "queue": 8192}]
-    doc = _chain_doc("full-downstream", nfs,
-                     [{"id": "b1", "kind": "bug", "nf": "filt", "flows": "44.0.0.0/10",
-                       "from_ms": 33.022, "to_ms": 34.732, "slowdown": 30.2},
-                      {"id": "u2", "kind": "burst", "flows": "45.229.64.0/20", "at_ms": 33.157,
-                       "duration_us": 1682, "rate_mpps": 1.0}],
-                     rate=1.29, ms=100, slo=320, seed=18688)
-    doc["traffic"].update({"flows": 4000, "src_prefix": "44.0.0.0/8",
-                           "dst_prefix": "203.147.4.0/24"})
+    doc = _scenario("full-downstream")
     res, diag, _ = _scored(tmp_path, doc)
     lab = _labels(tmp_path, "full-downstream")
     dropped = _alone(diag, lab, "u2", nf="filt", dropped=True)
     late = _alone(diag, lab, "u2", nf="filt", dropped=False)
     assert len(dropped) > 500 and _named_for(dropped, "45.229.64.0/20") > 0.95
     assert len(late) > 400 and _named_for(late, "45.229.64.0/20") > 0.8
-    correct, labelled = res["b1"]
-    assert labelled > 1000 and correct / labelled > 0.9
+    _fault_right(res, "b1", 1000, 0.9)
 
 
 def test_a_burst_spread_out_upstream_is_still_the_bursts_at_the_bottleneck(tmp_path):
@@ -1279,25 +1070,13 @@ def test_a_burst_spread_out_upstream_is_still_the_bursts_at_the_bottleneck(tmp_p
     # upstream carries on to sbc-a where it still stands out there: the
     # victims the truth gives to the burst alone are named for it (44%
     # before, the rest sbc-a local)
-    nfs = [{"name": "tun", "type": "vpn", "service_ns": 385, "batch": 128, "queue": 4096},
-           {"name": "vpn", "type": "nat", "service_ns": 280, "batch": 128, "queue": 256},
-           {"name": "sbc", "type": "nat", "service_ns": 410, "batch": 64, "queue": 8192},
-           {"name": "sbc-a", "type": "ids", "service_ns": 445, "batch": 4, "queue": 4096},
-           {"name": "relay", "type": "lb", "service_ns": 130, "batch": 32, "queue": 8192}]
-    doc = _chain_doc("spread-burst", nfs,
-                     [{"id": "u1", "kind": "burst", "flows": "203.128.0.0/16", "at_ms": 16.243,
-                       "duration_us": 977, "rate_mpps": 3.85},
-                      {"id": "i2", "kind": "interrupt", "nf": "sbc-a", "at_ms": 22.876,
-                       "duration_us": 1059}], rate=1.697, ms=30, slo=360, seed=597131)
-    doc["traffic"].update({"flows": 1000, "src_prefix": "44.0.0.0/8",
-                           "dst_prefix": "60.73.202.0/24"})
+    doc = _scenario("spread-burst")
     res, diag, _ = _scored(tmp_path, doc)
     only = _alone(diag, _labels(tmp_path, "spread-burst"), "u1", nf="sbc-a")
     assert len(only) > 5000 and _named_for(only, "203.128.0.0/16") > 0.95
     # most by the burst's own prefix, not a cover of all the traffic
     assert _share(_tops({"victims": only}), lambda c: c.get("flows") == "203.128.0.0/16") > 0.8
-    correct, labelled = res["i2"]
-    assert labelled > 5000 and correct / labelled > 0.95
+    _fault_right(res, "i2", 5000, 0.95)
 
 
 def test_a_victim_held_into_the_next_nfs_stop_is_the_holders(tmp_path):
@@ -1307,16 +1086,7 @@ def test_a_victim_held_into_the_next_nfs_stop_is_the_holders(tmp_path):
     # steer's stall they would have passed xlat before it stopped, and
     # steer's wait alone is over the objective: the truth gives them to
     # steer alone (all named for xlat before, the longer wait)
-    nfs = [{"name": "steer", "type": "nat", "service_ns": 335, "batch": 32, "queue": 1024},
-           {"name": "xlat", "type": "lb", "service_ns": 120, "batch": 128, "queue": 1024},
-           {"name": "sbc", "type": "vpn", "service_ns": 710, "batch": 32, "queue": 8192}]
-    doc = _chain_doc("held-into-a-stop", nfs,
-                     [{"id": "i1", "kind": "interrupt", "nf": "steer", "at_ms": 29.474,
-                       "duration_us": 293},
-                      {"id": "i2", "kind": "interrupt", "nf": "xlat", "at_ms": 29.737,
-                       "duration_us": 424}], rate=1.023, ms=100, slo=180, seed=633402)
-    doc["traffic"].update({"flows": 4000, "src_prefix": "100.64.0.0/12",
-                           "dst_prefix": "198.0.0.0/8", "tcp_share": 0.58})
+    doc = _scenario("held-into-a-stop")
     res, diag, _ = _scored(tmp_path, doc)
     lab = _labels(tmp_path, "held-into-a-stop")
     only = _alone(diag, lab, "i1")
@@ -1324,8 +1094,7 @@ def test_a_victim_held_into_the_next_nfs_stop_is_the_holders(tmp_path):
     assert _share(_tops({"victims": only}), lambda c: c.get("nf") == "steer"
                   and c["cause"] == "local") > 0.95
     # xlat's own victims stay xlat's
-    correct, labelled = res["i2"]
-    assert labelled > 1000 and correct / labelled > 0.95
+    _fault_right(res, "i2", 1000, 0.95)
 
 def _without_idle_polls(src, out):
     """Capture `src` as a recorder without idle-poll records would have
@@ -1346,15 +1115,7 @@ def test_a_stall_that_began_while_the_queue_was_empty_is_the_nfs(tmp_path):
     # (the rest are near the objective, where the estimates of what each
     # stall added decide), none without the records (ids's released burst
     # took the blame)
-    nfs = [{"name": "fw", "type": "firewall", "service_ns": 200, "batch": 32, "queue": 1024},
-           {"name": "nat", "type": "nat", "service_ns": 280, "batch": 32, "queue": 1024},
-           {"name": "ids", "type": "ids", "service_ns": 350, "batch": 32, "queue": 1024},
-           {"name": "vpn", "type": "vpn", "service_ns": 420, "batch": 32, "queue": 1024}]
-    doc = _chain_doc("two-stalls", nfs,
-                     [{"id": "i1", "kind": "interrupt", "nf": "ids", "at_ms": 10,
-                       "duration_us": 400},
-                      {"id": "i2", "kind": "interrupt", "nf": "vpn", "at_ms": 10.2,
-                       "duration_us": 400}], rate=1.5, ms=20, slo=200, seed=11)
+    doc = _scenario("two-stalls")
     res, diag, ctx = _scored(tmp_path, doc)
     lab = _labels(tmp_path, "two-stalls")
     vpn_local = lambda c: c.get("nf") == "vpn" and c["cause"] == "local"   # noqa: E731
@@ -1389,22 +1150,7 @@ def test_a_burst_down_one_branch_is_named_by_that_branchs_traffic(tmp_path):
     # the rest of snort_pri's ran at half its rate, the window held no
     # excess, and the burst was named 0.0.0.0/0 (the scoring rule counts
     # that right: the name is what is checked here)
-    nfs = [{"name": "xlat2", "type": "firewall", "service_ns": 280, "batch": 16, "queue": 1024},
-           {"name": "meter", "type": "monitor", "service_ns": 145, "batch": 64, "queue": 8192},
-           {"name": "snort_pri", "type": "ids", "service_ns": 665, "batch": 32, "queue": 512},
-           {"name": "core", "type": "vpn", "service_ns": 630, "batch": 128, "queue": 512},
-           {"name": "ratelim1", "type": "lb", "service_ns": 145, "batch": 16, "queue": 512},
-           {"name": "scrub.63", "type": "router", "service_ns": 135, "batch": 64, "queue": 1024}]
-    doc = {"name": "burst-down-a-branch", "seed": 752002, "duration_ms": 30,
-           "objective": {"latency_us": 350}, "nfs": nfs,
-           "links": [["source", "xlat2"], ["xlat2", "meter"], ["meter", "snort_pri"],
-                     ["meter", "core"], ["core", "ratelim1"], ["snort_pri", "scrub.63"],
-                     ["ratelim1", "scrub.63"], ["scrub.63", "sink"]],
-           "traffic": {"rate_mpps": 2.0, "flows": 500, "flow_sizes": "pareto",
-                       "src_prefix": "100.0.0.0/8", "dst_prefix": "203.71.0.0/16",
-                       "pareto_shape": 1.45},
-           "faults": [{"id": "u1", "kind": "burst", "flows": "203.55.23.0/24", "at_ms": 15.0,
-                       "duration_us": 2803, "rate_mpps": 1.4}]}
+    doc = _scenario("burst-down-a-branch")
     res, diag, _ = _scored(tmp_path, doc)
     only = _alone(diag, _labels(tmp_path, doc["name"]), "u1", nf="snort_pri")
     assert len(only) > 1000
@@ -1420,24 +1166,7 @@ def test_a_bottleneck_that_keeps_up_under_its_peak_is_not_slow(tmp_path):
     # percentile says (its costlier packets): 0.9% under the peak less
     # LOCAL_TOLERANCE, over 25 ms, made 425 packets of local score, and
     # 2,919 of the burst's own victims went to relay9 (LOCAL_TOLERANCE_MAX)
-    nfs = [{"name": "ratelim1", "type": "vpn", "service_ns": 435, "batch": 8, "queue": 4096},
-           {"name": "pol", "type": "ids", "service_ns": 520, "batch": 64, "queue": 1024},
-           {"name": "probe", "type": "router", "service_ns": 230, "batch": 32, "queue": 4096},
-           {"name": "ratelim", "type": "forwarder", "service_ns": 120, "batch": 8, "queue": 1024},
-           {"name": "relay_in", "type": "nat", "service_ns": 400, "batch": 32, "queue": 2048},
-           {"name": "relay9", "type": "ids", "service_ns": 515, "batch": 32, "queue": 8192}]
-    doc = {"name": "busy-bottleneck", "seed": 172039, "duration_ms": 80,
-           "objective": {"latency_us": 550}, "nfs": nfs,
-           "links": [["source", "ratelim1"], ["source", "pol"], ["pol", "probe"],
-                     ["ratelim1", "ratelim"], ["probe", "ratelim"], ["ratelim", "relay_in"],
-                     ["relay_in", "relay9"], ["relay9", "sink"]],
-           "traffic": {"rate_mpps": 1.692, "flows": 1000, "flow_sizes": "pareto",
-                       "src_prefix": "10.32.0.0/12", "dst_prefix": "30.0.0.0/8",
-                       "tcp_share": 0.39},
-           "faults": [{"id": "i1", "kind": "interrupt", "nf": "probe", "at_ms": 14.863,
-                       "duration_us": 2659},
-                      {"id": "u2", "kind": "burst", "flows": "77.1.0.0/16", "at_ms": 14.892,
-                       "duration_us": 2859, "rate_mpps": 1.47}]}
+    doc = _scenario("busy-bottleneck")
     res, diag, ctx = _scored(tmp_path, doc)
     q = ctx["queues"]["relay9"]
     assert q.busy_rate < q.peak_rate / 1.025 < 1 / 515         # kept up under the peak
@@ -1464,22 +1193,7 @@ def test_two_surges_named_together_are_listed(tmp_path):
     # holds both is 0.0.0.0/1 (either label counts it right), which alone
     # tells a reader nothing: the culprit lists the two ("parts"), in the
     # JSON written, in the diagnosis and in its rules
-    nfs = [{"name": "acl", "type": "nat", "service_ns": 445, "batch": 128, "queue": 1024},
-           {"name": "cache.8", "type": "ids", "service_ns": 425, "batch": 8, "queue": 1024},
-           {"name": "ipsec7", "type": "firewall", "service_ns": 275, "batch": 4, "queue": 8192},
-           {"name": "dpi.99", "type": "vpn", "service_ns": 495, "batch": 128, "queue": 1024},
-           {"name": "relay", "type": "firewall", "service_ns": 265, "batch": 128, "queue": 4096}]
-    doc = {"name": "two-surges", "seed": 788018, "duration_ms": 30,
-           "objective": {"latency_us": 190}, "nfs": nfs,
-           "links": [["source", "acl"], ["acl", "cache.8"], ["acl", "ipsec7"], ["acl", "dpi.99"],
-                     ["dpi.99", "relay"], ["cache.8", "sink"], ["ipsec7", "sink"],
-                     ["relay", "sink"]],
-           "traffic": {"rate_mpps": 1.768, "flows": 20000, "flow_sizes": "pareto",
-                       "src_prefix": "44.0.0.0/8", "dst_prefix": "60.64.0.0/12"},
-           "faults": [{"id": "u1", "kind": "burst", "flows": "91.55.40.208/28", "at_ms": 16.337,
-                       "duration_us": 212, "rate_mpps": 4.44},
-                      {"id": "u2", "kind": "burst", "flows": "44.217.0.0/16", "at_ms": 16.214,
-                       "duration_us": 277, "rate_mpps": 3.06}]}
+    doc = _scenario("two-surges")
     res, diag, _ = _scored(tmp_path, doc)
     both = {"44.217.0.0/16", "91.55.40.208/28"}
     listed = [c for v in diag["victims"] for c in v["culprits"] if "parts" in c]
