@@ -853,6 +853,44 @@ def test_a_burst_over_a_third_of_the_capture_stands_out_of_its_variation():
     assert (e - s - inside.clip(0)).sum() < 0.1 * 30_000_000
 
 
+def test_a_surge_sustained_past_the_longest_window_stands_out(monkeypatch):
+    import mscope.analyzer.attribution as attribution
+    rng = np.random.default_rng(4)
+    # 120 ms at 1 Mpps whose rate wanders by 15% from one 2.5 ms block to
+    # the next (heavy flows' ebb and flow), 30% over it for 12.5 ms from
+    # 60 ms: beyond 3 deviations over 10 ms, hardly over 5
+    blocks = rng.normal(1.0, 0.15, 48).clip(0.5)
+    blocks[24:29] += 0.3
+    acc = np.sort(np.concatenate([rng.integers(i * 2_500_000, (i + 1) * 2_500_000, k)
+                                  for i, k in enumerate(rng.poisson(blocks * 2500))]))
+
+    def found():
+        s, e = attribution._beyond_natural_variation(acc, np.zeros(0, np.int64), 1e-3)
+        inside = (np.minimum(e, 72_500_000) - np.maximum(s, 60_000_000)).clip(0).sum()
+        return inside / 12_500_000, ((e - s).sum() - inside) / 120_000_000
+
+    surge, elsewhere = found()
+    assert surge > 0.8 and elsewhere < 0.01
+    monkeypatch.setattr(attribution, "NATURAL_WINDOWS_NS",
+                        tuple(T for T in attribution.NATURAL_WINDOWS_NS if T <= 5_000_000))
+    assert found()[0] < 0.5
+
+
+def test_a_backlog_drained_at_the_peak_for_ms_is_a_surge_downstream(tmp_path):
+    # a burst's backlog at mirror6 drains through cls.81 at its peak, 19%
+    # over xlat.56's usual rate, for 9 ms, into xlat.56's queue that a
+    # contention had just built: that queue drains only when cls.81's does.
+    # No window of 5 ms or less held the drain beyond 3 deviations of the
+    # traffic's own variation, so xlat.56's wait was all its local cause's,
+    # and 1,243 of the 7,916 victims the burst alone made went to the
+    # contention (held-out ho143-03); over 10 ms the drain stands out
+    doc = _scenario("sustained-drain")
+    res, diag, _ = _scored(tmp_path, doc)
+    only = _alone(diag, _labels(tmp_path, doc["name"]), "u1")
+    assert len(only) > 7000
+    assert _named_for(only, "10.128.160.0/20") > 0.97
+
+
 def test_the_drops_of_a_burst_over_a_third_of_the_capture_blame_it(tmp_path):
     # cgn runs at 1.03x its rate for 14 of the 40 ms; its queue fills and
     # stays full, and the burst's drops had no culprit while its windows
