@@ -138,6 +138,18 @@ def test_summary_gives_the_causal_chain(stall, tmp_path):
     assert "over one batch" not in text and "stopped polling" not in text
 
 
+def test_worst_victims_tell_ties_from_ranks():
+    # scores capped at the victim's delay beyond the objective are equal:
+    # each culprit alone explains it, and ">" between them would say more
+    from mscope.diagnose import _ranked_text
+    nat = {"kind": "nf", "nf": "nat", "cause": "local", "score": 570.0}
+    src = {"kind": "flows", "flows": "10.2.3.0/24", "cause": "source", "score": 570.0}
+    fw = {"kind": "nf", "nf": "fw", "cause": "local", "score": 12.4}
+    assert _ranked_text([nat, src, fw]) == \
+        "nat (local) 570 = flows 10.2.3.0/24 (source) 570 > fw (local) 12"
+    assert _ranked_text([]) == ""
+
+
 def test_a_stop_that_repeats_is_named_for_every_time(tmp_path):
     # nat stops for 300 us every 3 ms at a light load: each stop makes a
     # sixth of the victims, so no one stop is theirs, but together they

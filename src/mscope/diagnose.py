@@ -498,6 +498,20 @@ def _culprit_text(c):
     return f"flows {c['flows']} ({c['cause']})"
 
 
+def _ranked_text(culprits):
+    """A victim's culprits, ranked: ``a 570 > b 12``, with ``=`` between
+    two of the same score.  Scores are capped at the victim's delay beyond
+    the objective, so equal ones are each a whole explanation (the one
+    first delayed it more in all); ``>`` between them would read as a
+    difference the numbers do not show."""
+    out = ""
+    for i, c in enumerate(culprits):
+        if i:
+            out += " = " if c["score"] == culprits[i - 1]["score"] else " > "
+        out += f"{_culprit_text(c)} {c['score']:,.0f}"
+    return out
+
+
 def _cause_text(c, cover=None):
     """What culprit `c` (a culprit dict) did; `cover`: the prefix of all
     the source's addresses (Attribution.source_cover), which names a surge
@@ -779,8 +793,7 @@ def format_summary(diag, ctx, top=5):
         for i in _largest(tot, top).tolist():
             x = v[i]
             what = "dropped" if x["dropped"] else f"{x['latency_ns'] / 1000:,.1f} us"
-            chain = " > ".join(f"{_culprit_text(c)} {c['score']:,.0f}"
-                               for c in x["culprits"][:3]) or "unexplained"
+            chain = _ranked_text(x["culprits"][:3]) or "unexplained"
             lines.append(f"  packet {x['packet']} at {x['nf']}, {what}: {chain}")
     if diag["incomplete"]:
         lines.append(f"incomplete: {len(diag['incomplete'])} window(s) where records were "
