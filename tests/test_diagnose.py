@@ -680,6 +680,27 @@ def test_a_surges_own_packets_are_the_surges_victims(tmp_path):
                   and c["cause"] == "local") > 0.9
 
 
+def test_a_rules_drops_are_among_its_own_victims(tmp_path):
+    # an interrupt and a burst at vpn share its full queue's drops: each
+    # rule counts the drops whose top culprit it is, not every drop its
+    # culprit had a part in (both rules said all 685 at interrupt-burst)
+    res, diag, ctx = _scored(tmp_path, _scenario("surge"))
+    text = format_summary(diag, ctx, top=10)
+    lines = text.split("top rules")[1].split("worst victims")[0].splitlines()[1:]
+    assert len(lines) == len(diag["patterns"]) >= 2
+
+    def key(c):
+        return c["kind"], c.get("nf") or c.get("flows"), c["cause"]
+    said = 0
+    for rule, line in zip(diag["patterns"], lines):
+        m = re.search(r"victims at (\S+)(?: \(([\d,]+) dropped\))?", line)
+        own = sum(1 for v in diag["victims"] if v["dropped"] and v["nf"] == m.group(1)
+                  and v["culprits"] and key(v["culprits"][0]) == key(rule["culprit"]))
+        assert int((m.group(2) or "0").replace(",", "")) == own, line
+        said += own
+    assert 0 < said <= sum(v["dropped"] for v in diag["victims"])
+
+
 def test_usual_share_of_a_prefix():
     from mscope.analyzer.prefixes import SourceRates
     a = np.array([0x0A000001] * 6 + [0x0A4D0001] * 3 + [0x0B000001], np.uint32)

@@ -689,10 +689,12 @@ def _stop_text(nf, stops, usual_batch_ns, base):
             f"at {', '.join(at)} ms ({how})")
 
 
-def _chain(rule, att, queues, at_nf, base=0, refused=None):
+def _chain(rule, att, queues, at_nf, base=0, refused=None, top=None):
     """One causal chain: culprit and when -> the victims' queue -> victims.
     `at_nf(name)`: which victims are at NF `name`; times in ms from `base`
-    ns.  A local culprit that stopped then (:func:`_stops`) is named for
+    ns; `top`: each victim's top culprit (``att.top()``), whose drops among
+    the rule's victims are counted (those the culprit only shares are
+    another rule's).  A local culprit that stopped then (:func:`_stops`) is named for
     its stops (:func:`_stop_text`).  `refused`: episodes of packets
     refused at an NF's input that no other record has (the diagnosis'
     ``refused``); those at the victims' NF during their episodes are the
@@ -704,7 +706,8 @@ def _chain(rule, att, queues, at_nf, base=0, refused=None):
     sel = at_nf(nf)
     if j is not None:
         sel &= att.scores.column(j) > 0
-    when, peak, drops = "", "", int(att.dropped[sel].sum()) if len(sel) else 0
+    own = sel if j is None or top is None else at_nf(nf) & (top == j)
+    when, peak, drops = "", "", int(att.dropped[own].sum()) if len(own) else 0
     arr = att.arrival_ns[sel] if att.arrival_ns is not None else np.zeros(0)
     arr = arr[arr >= 0]
     lost = ""
@@ -785,8 +788,9 @@ def format_summary(diag, ctx, top=5):
             return code == names.index(name) if name in names else \
                 np.zeros(len(code), bool)
         unseen = [e for e in diag.get("refused", ()) if not e["in_capture"]]
+        tops = att.top()
         for r in diag["patterns"][:top]:
-            lines.append("  " + _chain(r, att, ctx["queues"], at_nf, base, unseen))
+            lines.append("  " + _chain(r, att, ctx["queues"], at_nf, base, unseen, tops))
     if v:
         lines.append("worst victims:")
         tot = att.scores.row_sums()
