@@ -331,7 +331,7 @@ def test_known_join_collisions_next_to_the_cursor():
     n = 5000
     a_ids, a_ns, b_ids, b_ns = _fifo_chain(rng, n, shuffle=8)
     for where in (10, 11, 2500, n - 1):
-        a2, b2 = a_ids.copy(), b_ids.copy()
+        a2 = a_ids.copy()
         a2[where + 1 if where + 1 < n else where - 1] = a2[where]     # twice on a
         b3 = b_ids.copy()
         b3[min(where + 3, n - 1)] = b3[where]                          # twice on b
