@@ -120,7 +120,7 @@ def _ref_slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0,
     use = np.zeros(nb, bool)
     use[:-1] = busy_after[:-1] & (gap > 0) & (batch_ns[:-1] >= t0) & (batch_ns[:-1] <= t1)
     per = gap / np.maximum(batch_count[:-1], 1)
-    use[:-1] &= per <= 40.0 * np.median(per[use[:-1]]) if use.any() else False
+    use[:-1] &= per <= slowflows.OUTLIER * np.median(per[use[:-1]]) if use.any() else False
     b_sel = np.flatnonzero(use)
     if len(b_sel) < 16:
         return None
