@@ -73,7 +73,6 @@ def _slow_flows(name, traj, view, queue, packets=None):
         busy = busy.view(bool)
     else:
         busy = queue.length_at(batch_ns) > 0
-    t0, t1 = int(n.batch_ns[0]), int(n.batch_ns[-1])
     if packets is not None and len(packets):
         ps, pe = _blamed_periods(traj, queue, packets)
         if len(ps):
@@ -84,10 +83,8 @@ def _slow_flows(name, traj, view, queue, packets=None):
             np.add.at(edge, np.where(pe < 0, len(batch_ns),
                                      np.searchsorted(batch_ns, pe, side="left")), -1)
             busy &= np.cumsum(edge[:-1], dtype=np.int8) > 0
-            t0 = int(ps[0])
-            t1 = int(pe[-1]) if pe[-1] >= 0 else t1
-    return slow_prefix(n.batch_ns, cnt, busy, n.rx_batch, addr, t0, t1,
-                       queue.silences[:, 0])
+    return slow_prefix(n.batch_ns, cnt, busy, n.rx_batch, addr,
+                       int(n.batch_ns[0]), int(n.batch_ns[-1]), queue.silences[:, 0])
 
 
 def find_patterns(att, threshold=DEFAULT_THRESHOLD, traj=None, view=None, queues=None):

@@ -694,8 +694,8 @@ def _chain(rule, att, queues, at_nf, base=0, refused=None, top=None):
     `at_nf(name)`: which victims are at NF `name`; times in ms from `base`
     ns; `top`: each victim's top culprit (``att.top()``), whose drops among
     the rule's victims are counted (those the culprit only shares are
-    another rule's).  A local culprit that stopped then (:func:`_stops`) is named for
-    its stops (:func:`_stop_text`).  `refused`: episodes of packets
+    another rule's).  A local culprit that stopped then (:func:`_stops`)
+    is named for its stops (:func:`_stop_text`).  `refused`: episodes of packets
     refused at an NF's input that no other record has (the diagnosis'
     ``refused``); those at the victims' NF during their episodes are the
     rule's too, counted with its victims and taken from the list."""
@@ -703,10 +703,9 @@ def _chain(rule, att, queues, at_nf, base=0, refused=None, top=None):
     key = (("nf", c["nf"], c["cause"]) if c["kind"] == "nf"
            else ("flows", c["flows"], c["cause"]))
     j = att.culprits.index(key) if key in att.culprits else None
-    sel = at_nf(nf)
-    if j is not None:
-        sel &= att.scores.column(j) > 0
-    own = sel if j is None or top is None else at_nf(nf) & (top == j)
+    at = at_nf(nf)
+    sel = at & (att.scores.column(j) > 0) if j is not None else at
+    own = sel if j is None or top is None else at & (top == j)
     when, peak, drops = "", "", int(att.dropped[own].sum()) if len(own) else 0
     arr = att.arrival_ns[sel] if att.arrival_ns is not None else np.zeros(0)
     arr = arr[arr >= 0]
