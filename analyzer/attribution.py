@@ -1704,7 +1704,9 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
     # drops at U, where U passes packets to one NF only: without U's
     # slowness they would have gone on to it (or to the slowest NF its
     # packets meet further on, where that one is not the slower)
-    one_out = len(U.to_pos) == 1 and None in U.to_pos.values()
+    # (a position array where some of U's packets go elsewhere or nowhere:
+    # `None in values()` compared it with None element by element)
+    one_out = len(U.to_pos) == 1 and any(p is None for p in U.to_pos.values())
     if one_out:
         gone = cand[~went_on & (t.hop_rx[h[cand]] < 0)]
         d = next(iter(U.to_pos))

@@ -1159,6 +1159,36 @@ def test_a_burst_that_would_overflow_the_next_nf_is_the_bursts_at_a_slow_one(tmp
     _fault_right(res, "b1", 1000, 0.9)
 
 
+def test_packets_lost_inside_an_nf_that_passes_the_rest_on(tmp_path):
+    # full-downstream's filt with a few packets received and never sent
+    # on (a firewall's policy drop): its arrivals go on to probe alone but
+    # for those, and the rule for drops moved downstream asked whether all
+    # went to one NF by comparing a position array with None -- a
+    # traceback.  Each such packet is a victim, dropped at filt.
+    from mscope.capture.format import id_counts
+    doc = _scenario("full-downstream")
+    _scored(tmp_path, doc)
+    lost = []
+
+    def records(entry, recs, ids):
+        if entry["nf_name"] != "filt":
+            return recs, ids
+        tx = np.flatnonzero((recs["flags"] & 7) == 1)
+        every = tx[::max(1, len(tx) // 40)]
+        every = every[recs["count"][every] > 1]
+        first = np.concatenate([[0], np.cumsum(id_counts(recs))])[every]
+        lost.extend(ids[first].tolist())
+        recs = recs.copy()
+        recs["count"][every] -= 1
+        return recs, np.delete(ids, first)
+    out = tmp_path / "lost-inside"
+    rewrite_capture(tmp_path / "full-downstream", out, records=records)
+    assert len(lost) > 20
+    diag, _ = diagnose(out, slo_us=doc["objective"]["latency_us"])
+    victims = {v["packet"]: v for v in diag["victims"]}
+    assert all(victims[p]["dropped"] and victims[p]["nf"] == "filt" for p in lost)
+
+
 def test_a_burst_spread_out_upstream_is_still_the_bursts_at_the_bottleneck(tmp_path):
     # a 3.85 Mpps burst queues at tun, the first NF, and reaches sbc-a,
     # the bottleneck three NFs on, at the peak rates on the way: 39% over
