@@ -684,7 +684,10 @@ def _view(parts, whole, manifest, path, compiled=None):
     del datas
     keys, nf_of_stream = _nf_keys(where, info)
     nfs = []
-    general = None if parts is not None else _General(whole, nf_of_stream, info)
+    general = None
+    if parts is None:
+        _check_times_by_stream(where, whole, keys, nf_of_stream)
+        general = _General(whole, nf_of_stream, info)
     for k, (nf_id, name) in enumerate(keys):
         if general is not None:
             interval = _idle_interval(where, info, nf_of_stream, k)
@@ -766,6 +769,59 @@ def _refused_count(d):
     return int(np.count_nonzero(d.records["flags"] & CAPTURE_F_REFUSED))
 
 
+#: Within one stream (one lcore's clock, read once per batch) a record's
+#: time never trails the one before it by this much; nor do a stream's
+#: records span more than MAX_SPAN_NS.  Beyond either, a time is corrupt:
+#: a frame's checksum vouches only for what was written.
+TIME_BACK_NS = 1_000_000_000
+MAX_SPAN_NS = 24 * 3600 * 1_000_000_000
+_TIME_CHUNK = 1 << 16
+
+
+def _check_times(where, name, recs, ascending=False):
+    """One-line CaptureFormatError where a stream's records (`recs`, in seq
+    order) hold a time that cannot be one: negative (the analyzer marks
+    unknown times -1), TIME_BACK_NS or more before the record before it,
+    or MAX_SPAN_NS or more from another record of the stream (the
+    analyzer's time grids span the records: a time 2**62 ns away asked
+    for 168 TiB).  Chunk by chunk: no array of the stream's length.
+    `ascending`: the times are known not to go back (the expansion of one
+    stream found so), and only the first and last are looked at (the
+    scan took 58 ms of bench/analyze.py's 8.7 M records)."""
+    t = recs["time_ns"]
+    if len(t) == 0:
+        return
+
+    def bad(i, why):
+        raise CaptureFormatError(
+            f"{where}: {name}: record seq {int(recs['seq'][i])} has time {int(t[i]):,} ns, "
+            f"{why}: a corrupt record")
+    lo_i, hi_i = (0, len(t) - 1) if ascending else (int(np.argmin(t)), int(np.argmax(t)))
+    if t[lo_i] < 0:
+        bad(lo_i, "before the clock's zero")
+    if int(t[hi_i]) - int(t[lo_i]) >= MAX_SPAN_NS:
+        bad(hi_i if hi_i > lo_i else lo_i,
+            f"{(int(t[hi_i]) - int(t[lo_i])) / 3.6e12:,.0f} h from another of the stream's "
+            f"(at most {MAX_SPAN_NS / 3.6e12:.0f} h)")
+    for s in range(0, 0 if ascending else len(t) - 1, _TIME_CHUNK):
+        e = min(s + _TIME_CHUNK, len(t) - 1)
+        step = t[s + 1:e + 1] - t[s:e]
+        if step.min() <= -TIME_BACK_NS:
+            i = s + 1 + int(np.argmin(step))
+            bad(i, f"{-int(step.min()) / 1e9:,.1f} s before the record before it")
+
+
+def _check_times_by_stream(where, data, keys, nf_of_stream):
+    """:func:`_check_times` of each stream's records of CaptureData `data`
+    (in any order), in seq order."""
+    by = np.lexsort((data.records["seq"], data.stream))
+    sids, first = np.unique(np.asarray(data.stream)[by], return_index=True)
+    for sid, lo, hi in zip(sids.tolist(), first.tolist(), first[1:].tolist() + [len(by)]):
+        k = nf_of_stream.get(sid)
+        _check_times(where, keys[k][1] if k is not None else f"stream {sid}",
+                     data.records[by[lo:hi]])
+
+
 #: Records with no packet ids: batch-only and refused ones.
 _NO_PACKET_IDS = CAPTURE_F_NOIDS | CAPTURE_F_REFUSED
 
@@ -811,7 +867,11 @@ def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"
             np.zeros(0, CAPTURE_RECORD_DTYPE), np.zeros(0, np.uint32),
             np.zeros(1, np.int64), np.zeros(0, np.uint64))
         n = _one_stream(name, nf_id, d.records, d.ids, d.id_offsets, compiled, quiet)
+        if n is not None:
+            _check_times(where, name, d.records, ascending=True)
     if n is None:                   # several streams, or times that go back
+        for d in mine:
+            _check_times(where, name, d.records)
         d = mine[0] if len(mine) == 1 else _concat(mine)
         if d.id_offsets is None:
             d = CaptureData(d.records, d.stream, _id_offsets(d.records), d.ids)

@@ -40,6 +40,24 @@ def test_missing_capture_is_one_line_error(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("mscope: error:") and "nope" in lines[0]
 
 
+def test_out_of_memory_is_one_line_error(tmp_path):
+    # two NFs' records 20 hours apart: sound times (under a day), but the
+    # analyzer's time bins over that span want more than a 4 GiB address
+    # space allows -- the user reads how much, not a traceback
+    import resource
+    from test_ingest_paths import _times_capture
+    hour = 3600 * 10**9
+    cap = _times_capture(tmp_path / "cap", [10**6, 10**6 + 10, 20 * hour, 20 * hour + 10])
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+    proc = subprocess.run([*MSCOPE, "diagnose", str(cap), "--slo-us", "100"],
+                          capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mscope: error: out of memory: "), lines
+
+
 def test_capture_info_reports_losses(tmp_path):
     cap = tmp_path / "cap"
     with CaptureWriter(cap, producer="test") as w:

@@ -530,6 +530,11 @@ def main(argv=None):
     except (MscopeError, OSError) as exc:
         print(f"mscope: error: {exc}", file=sys.stderr)
         return 1
+    except MemoryError as exc:
+        # numpy says how much it could not have: enough to act on
+        print(f"mscope: error: out of memory{': ' + str(exc) if str(exc) else ''}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mscope: interrupted", file=sys.stderr)
         return 130
