@@ -12,6 +12,7 @@ from mscope.capture import CaptureWriter
 from mscope.capture.rewrite import rewrite_capture
 from mscope.cli import main
 from mscope.diagnose import diagnose, format_summary
+from mscope.errors import MscopeError
 from mscope.sim.run import simulate_to_capture
 from mscope.sim.scenario import load_scenario
 
@@ -415,7 +416,6 @@ def test_disturbed_records_diagnose_or_are_one_line_errors(stall, tmp_path):
     # command line) -- never another exception (a few negative times at
     # nat were "arrival before the capture start").  Each field of fw's
     # and of nat's records in 1% of them, seeded.
-    from mscope.errors import MscopeError
     outcomes = []
     for what in range(11):
         for target in ("fw", "nat"):
@@ -470,6 +470,37 @@ def test_cli_errors(tmp_path, stall, capsys):
     assert "version 99" in _one_line_error(capsys, ["diagnose", str(newer)])
     assert "--slo-us" in _one_line_error(capsys, ["diagnose", str(stall), "--slo-us", "0"])
     assert "--slo-us" in _one_line_error(capsys, ["diagnose", str(stall), "--slo-us", "-5"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pattern-threshold", "1.5"], "'1.5' is not a share from 0 to 1"),
+    (["--pattern-threshold", "-0.1"], "'-0.1' is not a share >= 0"),
+    (["--peak-rate", "nat=0"], "'0' is not a rate in Mpps > 0"),
+    (["--peak-rate", "nat=-1"], "'-1' is not a rate in Mpps > 0"),
+    (["--peak-rate", "nat=fast"], "'fast' is not a rate in Mpps > 0"),
+])
+def test_bad_shares_and_rates_are_usage_errors(stall, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["diagnose", str(stall), *args])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
+    # from Python too (the command line's check is argparse's)
+    if args[0] == "--pattern-threshold" and float(args[1]) > 1:
+        with pytest.raises(MscopeError, match="--pattern-threshold must be a share"):
+            diagnose(stall, pattern_threshold=float(args[1]))
+
+
+def test_a_threshold_no_rule_reaches_is_said(stall, capsys):
+    # every victim's top culprit is nat's stall but for a few: at a
+    # threshold of 1 there is no rule, and the summary says why
+    diag, _ = diagnose(stall, slo_us=150)
+    tops = _tops(diag)
+    assert 0 < sum(c != tops[0] for c in tops) < len(tops)
+    assert main(["diagnose", str(stall), "--pattern-threshold", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "top rules" not in out
+    assert "no rules: no culprit is the top one of 100% of the victims at one NF " \
+           "(--pattern-threshold 1)" in out
 
 
 def test_threads_give_the_same_diagnosis(tmp_path, stall, capsys, monkeypatch):

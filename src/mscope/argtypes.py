@@ -1,7 +1,7 @@
 """argparse types shared by mscope's commands: one-line errors for bad numbers."""
 import argparse
 
-__all__ = ["seconds", "non_negative", "positive_int", "nf_rate"]
+__all__ = ["seconds", "non_negative", "share", "positive_int", "nf_rate"]
 
 
 def _finite_non_negative(text, what):
@@ -24,6 +24,14 @@ def non_negative(text):
     return _finite_non_negative(text, "a number")
 
 
+def share(text):
+    """A share of a whole: a number from 0 to 1."""
+    value = _finite_non_negative(text, "a share")
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share from 0 to 1")
+    return value
+
+
 def positive_int(text):
     try:
         value = int(text)
@@ -39,7 +47,10 @@ def nf_rate(text):
     name, eq, rate = text.rpartition("=")
     if not eq or not name:
         raise argparse.ArgumentTypeError(f"{text!r} is not NF=MPPS (e.g. nat=3.3)")
-    value = _finite_non_negative(rate, "a rate in Mpps")
-    if value == 0:
+    try:
+        value = float(rate)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{rate!r} is not a rate in Mpps > 0")
     return name, value

@@ -6,7 +6,7 @@ import os
 import sys
 
 from mscope import __version__
-from mscope.argtypes import nf_rate, non_negative, positive_int, seconds
+from mscope.argtypes import nf_rate, non_negative, positive_int, seconds, share
 from mscope.errors import MscopeError
 
 __all__ = ["main"]
@@ -336,9 +336,9 @@ def build_parser():
     p.add_argument("--json", metavar="OUT", help="write the diagnosis JSON here")
     p.add_argument("--top", type=positive_int, default=5, metavar="K",
                    help="rules and victims to show (default 5)")
-    p.add_argument("--pattern-threshold", type=non_negative, default=0.02, metavar="SHARE",
+    p.add_argument("--pattern-threshold", type=share, default=0.02, metavar="SHARE",
                    help="keep rules that are the top culprit of at least this share of "
-                        "the victims (default 0.02)")
+                        "the victims, 0 to 1 (default 0.02)")
     p.add_argument("--topology", metavar="FILE",
                    help="the chain's links, to check the inferred topology against (and "
                         "to accept NFs side by side that share no packets): a JSON list of "

@@ -139,6 +139,9 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
 
     if not (slo_us > 0) or slo_us == float("inf"):
         raise MscopeError(f"--slo-us must be a positive number, got {slo_us}")
+    if pattern_threshold is not None and not 0 <= pattern_threshold <= 1:
+        raise MscopeError(f"--pattern-threshold must be a share from 0 to 1, "
+                          f"got {pattern_threshold}")
     hint = load_topology_hint(topology) if isinstance(topology, (str, bytes)) or \
         hasattr(topology, "__fspath__") else topology
     peak_rates = dict(peak_rates or {})
@@ -195,7 +198,8 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         out["refused"] = refused
     log.end()
     ctx = {"attribution": att, "queues": queues, "traj": traj, "topology": topo,
-           "slo_us": slo_us, "seconds": log.elapsed(), "stages": log.rows,
+           "slo_us": slo_us, "pattern_threshold": thr, "seconds": log.elapsed(),
+           "stages": log.rows,
            "time_base_ns": base, "clock": view.clock, "peak_rates": peak_rates}
     return out, ctx
 
@@ -779,6 +783,10 @@ def format_summary(diag, ctx, top=5):
             f"{n} {r * 1e3:,.3f} Mpps" for n, r in sorted(given.items())))
     if not v:
         lines.append("no victims: every packet met the objective")
+    if v and not diag["patterns"]:
+        thr = ctx.get("pattern_threshold", 0.02)
+        lines.append(f"no rules: no culprit is the top one of {100 * thr:g}% of the victims "
+                     f"at one NF (--pattern-threshold {thr:g})")
     if diag["patterns"]:
         lines.append("top rules (culprit -> queue -> victims):")
         names, code = att.nf_groups()
