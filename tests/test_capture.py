@@ -583,6 +583,8 @@ def test_decode_frame_checks_the_whole_message():
      r"manifest.json: streams\[0\] missing key\(s\) 'nf_id'"),
     ({"streams": [{"stream": 0, "host": 9, "nf_id": 1, "nf_name": "a"}]},
      r"manifest.json: streams entry 0 names unknown host 9"),
+    ({"streams": [{"stream": 0, "host": [0], "nf_id": 1, "nf_name": "a"}]},
+     r"manifest.json: streams entry 0 names unknown host \[0\]"),
     ({"record_version": 3}, r"manifest.json: record_version 3 unsupported"),
     ([1, 2], r"manifest.json: not a JSON object"),
 ])

@@ -169,7 +169,8 @@ def load_manifest(path) -> dict:
                              ("stream", "host", "nf_id", "nf_name"), 0xFFFFFFFF)
     for key, table in (("nfs", nfs), ("streams", streams)):
         for ident, item in table.items():
-            if item["host"] not in hosts:
+            # (a list or an object is no host id, and unhashable)
+            if not _is_int(item["host"], 0, 1 << 31) or item["host"] not in hosts:
                 raise CaptureFormatError(
                     f"{mpath}: {key} entry {ident} names unknown host {item['host']!r}")
     for sid, st in streams.items():
