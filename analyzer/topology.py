@@ -184,7 +184,8 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
     m, _ = match_next_int32(tx_ids, tx_ns, rx_ids, rx_ns, window_ns)
     del tx_ids, tx_ns, rx_ids, rx_ns
     got = m >= 0
-    dst = np.where(got, rx_nf[np.where(got, m, 0)], -1)
+    dst = np.full(len(m), -1, np.int64)         # (no rx at all: nothing to index)
+    dst[got] = rx_nf[m[got]]
 
     edges, port_to = set(), {}
     # votes per (nf, port, dst): one unique over an encoded key
@@ -227,10 +228,13 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
         # NFs side by side, each fed by its own unrecorded source, share no
         # packets either; only a declared topology that says so tells them
         # from NFs whose ids do not match (checked edge by edge below)
+        empty = [n.name for n in view.nfs if not len(n.rx_ids) and not len(n.tx_ids)]
         raise TopologyError(
             f"topology: no packet ids are shared between any two of the {len(names)} "
-            f"NFs ({', '.join(names)}); cannot infer the NF graph (NFs side by side, "
-            f"each fed from outside: say so with --topology)")
+            f"NFs ({', '.join(names)}); cannot infer the NF graph "
+            + (f"({', '.join(empty)} hold no packet records: lost? see mscope capture "
+               f"info)" if empty else
+               "(NFs side by side, each fed from outside: say so with --topology)"))
 
     # upstream-before-downstream order (Kahn); a cycle is an error
     inner = {(s, d) for s, d in edges if s in names and d in names}

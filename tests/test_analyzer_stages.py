@@ -406,6 +406,24 @@ def test_empty_capture(tmp_path):
         load(tmp_path / "c")
 
 
+def test_nfs_whose_records_were_all_lost_are_named(tmp_path):
+    # a capture cut short: only the source's frames survived, no NF
+    # received anything in the records (it raised IndexError on no rx)
+    cap = tmp_path / "c"
+    with CaptureWriter(cap) as w:
+        h = w.add_host("h")
+        for nf_id, name in enumerate(["source", "a", "b"]):
+            s = w.add_stream(h, nf_id, name)
+            if name == "source":
+                r, ids = _recs([(0, 1, 0, None, [1, 2, 3])])
+                w.write_chunk(s, r, ids, first_seq=0, final=True)
+    with pytest.raises(TopologyError, match=r"^topology: no packet ids are shared between "
+                                            r"any two of the 3 NFs \(source, a, b\); cannot "
+                                            r"infer the NF graph \(a, b hold no packet "
+                                            r"records: lost\? see mscope capture info\)$"):
+        infer_topology(load(cap))
+
+
 def test_no_shared_ids_cannot_be_inferred(tmp_path):
     streams = [("a", [(10, 0, 0, 0, [1]), (20, 1, 0, None, [1])]),
                ("b", [(10, 0, 0, 0, [2]), (20, 1, 0, None, [2])])]
