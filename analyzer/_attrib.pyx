@@ -1885,6 +1885,24 @@ def add_counts_below(const int64_t[::1] a, const int64_t[::1] t, int64_t[::1] ou
     return True
 
 
+def add_counts_below_grid(const int64_t[::1] a, int64_t t0, int64_t step, out_t[::1] out):
+    """``out[i] +=`` the number of sorted `a`'s elements below ``t0 + i *
+    step`` (:func:`add_counts_below` on a grid whose times are not kept:
+    8 bytes a step over a long capture's span).  False when `step` is
+    not positive."""
+    cdef Py_ssize_t i, j = 0, n = out.shape[0], na = a.shape[0]
+    cdef int64_t t = t0
+    if step <= 0:
+        return False
+    with nogil:
+        for i in range(n):
+            while j < na and a[j] < t:
+                j += 1
+            out[i] += j
+            t += step
+    return True
+
+
 def taken_times(const out_t[::1] hops, const int64_t[::1] hop_rx_ns,
                 const int64_t[::1] ends, int64_t[::1] out, int64_t[::1] n_taken):
     """The rx times of the hops ``hops[:ends[-1]]`` that were taken (rx >=

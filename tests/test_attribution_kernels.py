@@ -909,6 +909,16 @@ def test_add_counts_below_is_searchsorted():
     assert not _attrib.add_counts_below(a, t[::-1].copy(), out)
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_add_counts_below_grid_is_searchsorted_at_its_edges(dtype):
+    rng = np.random.default_rng(15)
+    a = np.sort(rng.integers(0, 100_000, 5000)).astype(np.int64)
+    out = np.full(4001, 3, dtype)
+    assert _attrib.add_counts_below_grid(a, -37, 25, out)
+    assert (out == np.searchsorted(a, -37 + 25 * np.arange(4001)) + 3).all()
+    assert not _attrib.add_counts_below_grid(a, 0, 0, out)
+
+
 def _busy_before(pstart, pend, t):
     end = np.where(pend >= 0, pend, np.iinfo(np.int64).max)
     return np.clip(t - pstart, 0, end - pstart).sum()

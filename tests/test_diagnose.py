@@ -1068,11 +1068,15 @@ def test_arrivals_counted_on_the_grid_cover_the_span():
     def exact(lo, hi):
         return np.searchsorted(both, hi, "left") - np.searchsorted(both, lo, "left")
     # the span widened to whole steps of the grid (none past its last edge)
-    f0 = grid[0][0]
+    f0, last = grid[0], grid[0] + (len(grid[1]) - 1) * NATURAL_STEP_NS
+    assert last < max(acc[-1], dropped[-1]) <= last + NATURAL_STEP_NS
     lo = f0 + (s - f0).clip(0) // NATURAL_STEP_NS * NATURAL_STEP_NS
-    hi = np.minimum(f0 + -(-(e - f0) // NATURAL_STEP_NS) * NATURAL_STEP_NS, grid[0][-1])
+    hi = np.minimum(f0 + -(-(e - f0) // NATURAL_STEP_NS) * NATURAL_STEP_NS, last)
     assert (got == np.where(hi > lo, exact(lo, hi), 0)).all()
-    assert (got >= exact(s, np.minimum(e, grid[0][-1]))).all()
+    assert (got >= exact(s, np.minimum(e, last))).all()
+    # each count is the arrivals before its edge
+    edges = f0 + NATURAL_STEP_NS * np.arange(len(grid[1]))
+    assert (grid[1] == np.searchsorted(both, edges, "left")).all()
 
 
 def test_a_surge_carried_from_upstream_is_judged_over_its_own_span():
