@@ -245,6 +245,10 @@ def test_writer_refuses_bad_input(tmp_path):
         w.add_stream(0, 1, "b")
     with pytest.raises(ValueError, match="host: 5 was not added"):
         w.add_stream(5, 2, "b")
+    for hz in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="tsc_hz: .* is not a positive finite number"):
+            w.add_host("h2", tsc_hz=hz)
+    w.add_stream(w.add_host("h3", tsc_hz=2.5e9), 2, "b")     # the manifest still writes
     w.write_chunk(s, make_records([7]), np.arange(2, dtype=np.uint64), drop_records=3,
                   final=True)
     with pytest.raises(ValueError, match="already wrote its final chunk"):

@@ -295,6 +295,33 @@ def test_bad_messages_are_counted_and_logged_and_the_stream_goes_on(tmp_path, re
     assert len(man["streams"]) == 1
 
 
+def test_a_tsc_rate_that_is_no_json_number_refuses_only_its_stream(tmp_path, receivers):
+    # a collector's meta with tsc_hz inf: msgpack carries it, JSON cannot.
+    # Taken into the manifest, it failed every write of the manifest after
+    # it, and every later stream, any collector's, was refused.
+    cap = tmp_path / "cap"
+    r = receivers(cap)
+    bad = TestCollector(r.endpoint, "badc0de1", "node1", {0: (1, "fw")})
+    good = TestCollector(r.endpoint, "600dc0de", "node2", {0: (2, "nat")})
+    c = bad.chunk(0, 4)
+    bad.send(encode_message(dict(c.meta, tsc_hz=float("inf")), c.frame))
+    wait_for(lambda: r.lines("rejected message from collector badc0de1"),
+             what="the bad meta rejected")
+    g = good.chunk(0, 5)
+    good.send(g.parts)
+    wait_for(lambda: segment_bytes(cap) >= len(g.frame), what="the good frame written")
+    assert r.stop() == 0
+    bad.close()
+    good.close()
+    [line] = r.lines("rejected message from collector badc0de1")
+    assert line.endswith("stream 0 (fw on node1) not recorded: tsc_hz: inf is not a "
+                         "positive finite number")
+    man = json.loads((cap / "manifest.json").read_text())
+    assert [(s["nf_name"], s["collector"]) for s in man["streams"]] == [("nat", "600dc0de")]
+    data = open_capture(cap).read()
+    np.testing.assert_array_equal(data.records, g.records)
+
+
 def test_a_chunk_seq_gap_is_logged_and_read_back_as_exactly_that_loss(tmp_path, receivers):
     cap = tmp_path / "cap"
     r = receivers(cap)

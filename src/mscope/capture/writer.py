@@ -406,8 +406,8 @@ class CaptureWriter:
         Raises
         ------
         ValueError
-            Empty name, a non-positive tsc_hz, or an `extra` key the writer
-            owns.
+            Empty name, a tsc_hz not positive and finite, or an `extra` key
+            the writer owns.
         """
         self._check_open()
         extra = _check_extra("extra", extra, _HOST_KEYS)
@@ -415,8 +415,10 @@ class CaptureWriter:
             raise ValueError(f"name: {name!r} is not a non-empty string")
         if tsc_hz is not None:
             tsc_hz = float(tsc_hz)
-            if not tsc_hz > 0:
-                raise ValueError(f"tsc_hz: {tsc_hz} is not positive")
+            # (inf is no JSON: taken into the manifest, every write of it
+            # after failed, and a receiver refused every stream from then on)
+            if not 0 < tsc_hz < float("inf"):
+                raise ValueError(f"tsc_hz: {tsc_hz} is not a positive finite number")
         hosts = self._manifest["hosts"]
         host = max((h["host"] for h in hosts), default=-1) + 1
         hosts.append({"host": host, "name": name, "tsc_hz": tsc_hz, **extra})
