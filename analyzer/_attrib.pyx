@@ -1860,36 +1860,12 @@ def rx_addresses(const out_t[::1] hops, const index_t[::1] hop_rx,
     return 0
 
 
-def add_counts_below(const int64_t[::1] a, const int64_t[::1] t, int64_t[::1] out):
-    """``out[i] +=`` the number of sorted `a`'s elements below ``t[i]``
-    (``np.searchsorted(a, t)``), `t` sorted too: by a merge, one pass over
-    both, where a search per time misses the cache at every level of a
-    large `a`.
-
-    Returns
-    -------
-    bool
-        False where `t` is not sorted (`out` then partly added to).
-    """
-    cdef Py_ssize_t i, j = 0, n = t.shape[0], na = a.shape[0]
-    if out.shape[0] < n:
-        raise ValueError("add_counts_below: out needs one entry per time")
-    with nogil:
-        for i in range(n):
-            if i and t[i] < t[i - 1]:
-                with gil:
-                    return False
-            while j < na and a[j] < t[i]:
-                j += 1
-            out[i] += j
-    return True
-
-
 def add_counts_below_grid(const int64_t[::1] a, int64_t t0, int64_t step, out_t[::1] out):
     """``out[i] +=`` the number of sorted `a`'s elements below ``t0 + i *
-    step`` (:func:`add_counts_below` on a grid whose times are not kept:
-    8 bytes a step over a long capture's span).  False when `step` is
-    not positive."""
+    step`` (``np.searchsorted(a, t0 + step * arange(len(out)))``), by a
+    merge, one pass over `a`, where a search per time misses the cache at
+    every level of a large `a`; the times are not kept (8 bytes a step
+    over a long capture's span).  False when `step` is not positive."""
     cdef Py_ssize_t i, j = 0, n = out.shape[0], na = a.shape[0]
     cdef int64_t t = t0
     if step <= 0:

@@ -1139,7 +1139,7 @@ def _natural_variation(acc, dropped, usual, grid=None):
     for T in lengths:
         # window i is [edge i, edge i + 2): one count per edge serves two
         below = fine_below[::T // 2 // step]
-        excess = (below[2:] - below[:-2]).astype(np.int64) - usual * T
+        excess = (below[2:] - below[:-2]) - usual * T
         # the MAD, not the IQR: a burst over a quarter of the capture puts
         # the upper quartile in it (ho54-14: 35 ms of 100, and nothing
         # stood out); the MAD holds until half the windows are a burst's

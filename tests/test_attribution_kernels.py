@@ -898,23 +898,14 @@ def test_batch_durations_are_rx_to_last_tx_and_trust_no_index(index):
                                 np.empty(nb - 1, np.int64))
 
 
-def test_add_counts_below_is_searchsorted():
-    rng = np.random.default_rng(14)
-    a = np.sort(rng.integers(0, 1000, 5000)).astype(np.int64)
-    t = np.sort(rng.integers(-10, 1010, 700)).astype(np.int64)
-    out = np.full(len(t), 3, np.int64)
-    assert _attrib.add_counts_below(a, t, out)
-    assert (out == np.searchsorted(a, t) + 3).all()
-    assert _attrib.add_counts_below(a[:0], t, out) and (out == np.searchsorted(a, t) + 3).all()
-    assert not _attrib.add_counts_below(a, t[::-1].copy(), out)
-
-
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_add_counts_below_grid_is_searchsorted_at_its_edges(dtype):
     rng = np.random.default_rng(15)
     a = np.sort(rng.integers(0, 100_000, 5000)).astype(np.int64)
     out = np.full(4001, 3, dtype)
     assert _attrib.add_counts_below_grid(a, -37, 25, out)
+    assert (out == np.searchsorted(a, -37 + 25 * np.arange(4001)) + 3).all()
+    assert _attrib.add_counts_below_grid(a[:0], -37, 25, out)               # adds nothing
     assert (out == np.searchsorted(a, -37 + 25 * np.arange(4001)) + 3).all()
     assert not _attrib.add_counts_below_grid(a, 0, 0, out)
 

@@ -784,7 +784,8 @@ def format_summary(diag, ctx, top=5):
     if not v:
         lines.append("no victims: every packet met the objective")
     if v and not diag["patterns"]:
-        thr = ctx.get("pattern_threshold", 0.02)
+        from mscope.analyzer.patterns import DEFAULT_THRESHOLD
+        thr = ctx.get("pattern_threshold", DEFAULT_THRESHOLD)
         lines.append(f"no rules: no culprit is the top one of {100 * thr:g}% of the victims "
                      f"at one NF (--pattern-threshold {thr:g})")
     if diag["patterns"]:
