@@ -754,6 +754,12 @@ cdef struct Walk:
     Py_ssize_t h
 
 
+#: A match the records cannot tell (mscope.analyzer.fates.UNKNOWN): the
+#: packet's path ends there, with no hop and no drop.
+cdef enum:
+    UNKNOWN = -2
+
+
 cdef int _walk(Walk *w, Py_ssize_t p, int32_t nf, int32_t t, int32_t r) noexcept nogil:
     """Packet p's hops from tx t of NF nf (r = -1) or from rx r of NF nf;
     -1 when the hop arrays are full."""
@@ -770,6 +776,8 @@ cdef int _walk(Walk *w, Py_ssize_t p, int32_t nf, int32_t t, int32_t r) noexcept
                 if d < 0:
                     w.exit_ns[p] = tns
                     return 0
+                if r == UNKNOWN:
+                    return 0        # its fate at d is not in the records
                 # sent towards d and never received: dropped at d's queue
                 if w.h == w.cap:
                     return -1
@@ -788,7 +796,7 @@ cdef int _walk(Walk *w, Py_ssize_t p, int32_t nf, int32_t t, int32_t r) noexcept
         w.hop_packet[w.h] = <int32_t>p
         w.hop_nf[w.h] = nf
         w.hop_rx[w.h] = r
-        w.hop_tx[w.h] = t2
+        w.hop_tx[w.h] = t2 if t2 >= 0 else -1      # UNKNOWN is no entry either
         w.h += 1
         # addresses: the packet's first hop that has them
         if w.addr[nf] != NULL and w.src_addr[p] == 0 and w.dst_addr[p] == 0:
@@ -797,7 +805,9 @@ cdef int _walk(Walk *w, Py_ssize_t p, int32_t nf, int32_t t, int32_t r) noexcept
             w.dst_addr[p] = <uint32_t>(a & 0xFFFFFFFFULL)
         if t2 < 0:
             # received, never sent on: lost inside, unless the NF records
-            # no tx at all (a recorded sink)
+            # no tx at all (a recorded sink), or its records cannot tell
+            if t2 == UNKNOWN:
+                return 0
             if w.rx_only[nf]:
                 w.exit_ns[p] = w.rxns[nf][r]
             else:
@@ -825,8 +835,9 @@ def walk_paths(list tx_ns, list tx_dest, const int32_t[::1] one_dest, list tx2rx
     Per NF k (lists indexed by NF): ``tx_ns[k]`` int64, ``tx_dest[k]``
     int32 (NF its out-link leads to, -1 sink) or None where every tx goes
     to ``one_dest[k]``, ``tx2rx[k]`` int32 (its match in that NF's rx,
-    -1), ``rx_ns[k]`` int64, ``rx2tx[k]`` int32 (the same packet's tx at
-    k, -1), ``rx_addr[k]`` uint64 (source address << 32 | destination) or
+    -1; UNKNOWN, -2: the records cannot tell, the path ends with no hop
+    and no drop), ``rx_ns[k]`` int64, ``rx2tx[k]`` int32 (the same
+    packet's tx at k, -1, UNKNOWN), ``rx_addr[k]`` uint64 (source address << 32 | destination) or
     None.  Packets are every tx of the NFs in ``src_nf``, NF by NF, then
     the rx no tx accounts for (``start_rx_nf``, ``start_rx``).  Per-packet
     outputs (``exit_ns``, ``drop_nf``, ``drop_ns``: -1 filled;

@@ -126,6 +126,16 @@ class NFRecords:
         record.  Empty where nothing read the port's statistics (a
         linked-in recorder that does not call mscope_dpdk_read_refused, a
         PMD without them) or none were refused.
+    spans : ndarray of int64, shape (k, 3)
+        ``[stream, first, last]``: the time of the first and of the last
+        record of each of its streams (a stream without records left out).
+        Outside them the records cannot tell what became of a packet sent
+        to the NF: it may have been taken before they begin, or still be
+        queued when they end (``trajectories.fate_unknown``).
+    lost : ndarray of int64, shape (k, 2)
+        ``[from, to]`` of each window where records of its streams were
+        lost (``CaptureView.incomplete``): the last record before and the
+        first after, int64 min / max where the capture has none.
 
     Indices and ports are int32 (a packet-hop costs 20 bytes here: id,
     time, batch); a port array of an NF that uses one port is a read-only
@@ -152,6 +162,8 @@ class NFRecords:
     idle_stream: np.ndarray = None
     idle_port: np.ndarray = None
     refused: np.ndarray = field(default_factory=lambda: np.zeros(0, REFUSED_DTYPE))
+    spans: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
+    lost: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
     @property
     def has_addr(self) -> bool:
@@ -862,12 +874,14 @@ def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"
         if r is not None:
             refused.append(r)
     n = None
+    spans = [(int(d.stream[0]), d.records["time_ns"]) for d in mine if len(d.records)]
     if len(mine) <= 1:
         d = mine[0] if mine else CaptureData(
             np.zeros(0, CAPTURE_RECORD_DTYPE), np.zeros(0, np.uint32),
             np.zeros(1, np.int64), np.zeros(0, np.uint64))
         n = _one_stream(name, nf_id, d.records, d.ids, d.id_offsets, compiled, quiet)
-        if n is not None:
+        ascending = n is not None
+        if ascending:
             _check_times(where, name, d.records, ascending=True)
     if n is None:                   # several streams, or times that go back
         for d in mine:
@@ -878,6 +892,10 @@ def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"
         n = _General(d, nf_of_stream, info).nf(k, name, nf_id, quiet)
     n.idle_interval_ns = interval
     n.streams = max(1, len(mine))
+    # where one stream's times were found ascending, its ends are its span
+    ends = (lambda t: (t[0], t[-1])) if len(mine) == 1 and ascending else \
+        (lambda t: (t.min(), t.max()))
+    n.spans = np.array([(sid, *ends(t)) for sid, t in spans], np.int64).reshape(-1, 3)
     if refused:
         r = np.concatenate(refused)
         n.refused = r[np.argsort(r["time_ns"], kind="stable")]
@@ -888,6 +906,9 @@ def _finish(nfs, whole, manifest, path):
     """The CaptureView of NFs `nfs`: revisited NFs split, the topology and
     losses of `whole` added."""
     where = path or "capture"
+    incomplete = whole.incomplete_windows()
+    for n in nfs:
+        n.lost = _lost_windows(incomplete, n.name)
     nfs = [part for n in nfs for part in split_revisited(n)]
     topo = (manifest or {}).get("topology")
     if topo is not None:
@@ -898,7 +919,7 @@ def _finish(nfs, whole, manifest, path):
                 f"{where}: manifest topology must be a list of [src, dst] names")
         topo = [tuple(l) for l in topo]
     clock = ((manifest or {}).get("time") or {}).get("clock")
-    return CaptureView(nfs, whole.incomplete_windows(), topo,
+    return CaptureView(nfs, incomplete, topo,
                        None if path is None else str(path),
                        clock if isinstance(clock, str) else None)
 
@@ -914,6 +935,19 @@ def _concat(datas):
 #: An NF is split by rx port when at least this share of its packets come
 #: back to it on another port (a switch between the chain's NFs).
 REVISIT_SHARE = 0.01
+
+
+def _lost_windows(incomplete, name):
+    """``NFRecords.lost`` of the NF called `name`: the windows of
+    `incomplete` (``CaptureData.incomplete_windows()``) of its streams,
+    and those no stream could be tied to where both ends are known."""
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    rows = [(lo if w["from_ns"] is None else w["from_ns"],
+             hi if w["to_ns"] is None else w["to_ns"])
+            for w in incomplete
+            if w["nf"] == name or (w["stream"] is None and w["from_ns"] is not None
+                                   and w["to_ns"] is not None)]
+    return np.array(rows, np.int64).reshape(-1, 2)
 
 
 def split_revisited(nf):
@@ -969,7 +1003,7 @@ def split_revisited(nf):
             idle_port=nf.idle_port, silences=nf.silences,
             idle_interval_ns=nf.idle_interval_ns, streams=nf.streams,
             batch_stream=None if nf.batch_stream is None else nf.batch_stream[ub],
-            refused=nf.refused[nf.refused["port"] == p]))
+            refused=nf.refused[nf.refused["port"] == p], spans=nf.spans, lost=nf.lost))
     return out
 
 

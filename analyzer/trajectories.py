@@ -31,6 +31,7 @@ import numpy as np
 
 from . import _match
 from .arrivals import arrivals_from_occupancy
+from .fates import REASONS, unknown_inputs, unknown_inside
 from .matching import DEFAULT_WINDOW_NS
 from .topology import port_codes
 
@@ -73,6 +74,13 @@ class Trajectories:
     (:func:`~mscope.analyzer.arrivals.arrivals_from_occupancy`), -1 where
     they cannot; ``arrivals_estimated`` and ``arrivals_unknown`` count
     those packets per NF name (NFs with none left out).
+
+    ``fate_unknown``: per NF name, the packets sent to it (or taken by it)
+    whose fate its records cannot tell, by window
+    (:data:`~mscope.analyzer.fates.REASONS`: before they begin, after they
+    end, in lost records; NFs with none left out).  Their paths end with
+    no hop there and no drop: they are no victims
+    (:mod:`mscope.analyzer.fates`).
     """
     nf_names: list
     packet_id: np.ndarray
@@ -94,6 +102,7 @@ class Trajectories:
     dst_addr: np.ndarray = None
     arrivals_estimated: dict = field(default_factory=dict)
     arrivals_unknown: dict = field(default_factory=dict)
+    fate_unknown: dict = field(default_factory=dict)
 
     @property
     def has_addr(self) -> bool:
@@ -196,6 +205,7 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
     rx2tx = [None] * len(nfs)
     rx_mark = [None] * len(nfs)
     amb = [0] * len(nfs)
+    fate = [np.zeros(len(REASONS), np.int64) for _ in nfs]
     # ids known to be distinct (match_known_into): those of the entries no
     # recorded tx feeds (source tx, rx of an NF nothing feeds) are checked
     # together; every later side inherits them through its matched pairs.
@@ -241,6 +251,7 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
             mark = np.empty(len(rx_ids[k]), np.uint8)
             amb[k] += _match.match_known_into(a_ids, a_ns, a_known, segments, rx_ids[k],
                                               rx_ns[k], int(window_ns), m, mark)
+            fate[k] += unknown_inputs(nfs[k], a_ns, m, segments)
             del a_ids, a_ns, a_known
             for (u, sel, n), ix, lo, hi in zip(pool, picked, segments[:-1], segments[1:]):
                 if sel is None:
@@ -261,6 +272,7 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
         amb[k] += _match.match_known_into(rx_ids[k], rx_ns[k], known_rx[k],
                                           np.array([0, len(rx_ids[k])], np.int64), tx_ids[k],
                                           tx_ns[k], int(window_ns), r2t, mark)
+        fate[k] += unknown_inside(nfs[k], rx_ns[k], r2t, tx_ns[k])
         if len(rx_ids[k]):
             known_tx[k] = mark >> 1
         known_rx[k] = None                         # no NF after k reads it
@@ -281,9 +293,9 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
     n_drop = 0
     for k, (d, m) in enumerate(zip(tx_dest, tx2rx)):
         if d is not None:
-            n_drop += int(np.count_nonzero((d >= 0) & (m < 0)))
+            n_drop += int(np.count_nonzero((d >= 0) & (m == -1)))
         elif one_dest[k] >= 0:
-            n_drop += int(np.count_nonzero(m < 0))
+            n_drop += int(np.count_nonzero(m == -1))
     cap = sum(len(n.rx_ids) for n in nfs) + n_drop
     if max([n_pk, cap] + [len(n.rx_ids) for n in nfs] + n_tx) >= 2**31:
         raise ValueError("build_trajectories: 2**31 packets, hops or entries of one NF or "
@@ -346,7 +358,9 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
     return Trajectories(names, packet_id, src_ns, exit_ns, drop_nf, drop_ns, latency,
                         h_pk, h_nf, h_arr, h_rx_ns, h_tx_ns, h_rx, h_tx,
                         collisions, total / matched if matched else 0.0,
-                        src_addr, dst_addr, estimated, unknown)
+                        src_addr, dst_addr, estimated, unknown,
+                        {nfs[k].name: dict(zip(REASONS, map(int, f)))
+                         for k, f in enumerate(fate) if f.any()})
 
 
 def _packet_starts(nfs, src, start_rx, tx_ids, tx_ns, n_src, n_pk):

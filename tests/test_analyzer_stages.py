@@ -348,12 +348,14 @@ def test_packet_dropped_at_the_second_nf(tmp_path):
 
 def test_id_collision_resolved_by_time(tmp_path):
     # id 7 sent twice 1000 ns apart; the first copy is dropped at b, the
-    # second is received: the nearest tx before b's rx is the second copy
+    # second is received: the nearest tx before b's rx is the second copy.
+    # b's records begin before the first copy came (an idle poll at 0), and
+    # it took 8, queued after it: so the first copy was dropped
     v = load(write(tmp_path / "c", [
         ("source", [(0, 1, 0, None, [7, 8]), (1000, 1, 0, None, [7])]),
         ("a", [(5, 0, 0, 0, [7, 8]), (10, 1, 0, None, [7, 8]),
                (1005, 0, 0, 0, [7]), (1010, 1, 0, None, [7])]),
-        ("b", [(20, 0, 0, 0, [8]), (25, 1, 0, None, [8]),
+        ("b", [(0, 0, 0, 0, []), (20, 0, 0, 0, [8]), (25, 1, 0, None, [8]),
                (1020, 0, 0, 0, [7]), (1030, 1, 0, None, [7])]),
     ]))
     t = build_trajectories(v, infer_topology(v))
@@ -447,7 +449,8 @@ def test_without_source_records(tmp_path):
     # batch took both and left none: they came as it was taken, no wait)
     v = load(write(tmp_path / "c", [
         ("a", [(10, 0, 0, 0, [1, 2]), (20, 1, 0, None, [1, 2])]),
-        ("b", [(30, 0, 0, 0, [1, 2]), (40, 1, 0, None, [1]), (45, 1, 0, None, [])]),
+        ("b", [(30, 0, 0, 0, [1, 2]), (40, 1, 0, None, [1]), (45, 1, 0, None, []),
+               (50, 0, 0, 0, [])]),
     ]))
     topo = infer_topology(v)
     assert topo.edges == [("a", "b"), ("b", "sink"), ("source", "a")]
@@ -455,7 +458,8 @@ def test_without_source_records(tmp_path):
     assert t.src_ns.tolist() == [10, 10] and t.latency_ns.tolist() == [30, -1]
     assert t.arrivals_estimated == {"a": 2} and t.arrivals_unknown == {}
     assert t.exit_ns.tolist() == [40, -1]
-    # 2 was received by b and never sent on: lost inside b
+    # 2 was received by b and never sent on, and b polled again (50):
+    # lost inside b
     assert t.drop_nf.tolist() == [-1, t.nf_names.index("b")]
     q = queue_timelines(v, t)
     assert q["a"].delay_ns.tolist() == [0, 0] and q["b"].delay_ns.tolist() == [10, 10]

@@ -414,6 +414,30 @@ def test_walk_paths_then_hop_times():
     assert tx_t == [10, 30, 11, 12, -1, -1]
 
 
+def test_walk_paths_ends_a_path_whose_fate_is_unknown_with_no_drop():
+    # the same chain, with packet 2's match at a and packet 3's tx at a
+    # marked UNKNOWN (the records cannot tell): no hop at a for packet 2,
+    # neither is a drop, neither exits
+    from mscope.analyzer.fates import UNKNOWN
+    tx_ns, rx_ns, tx_dest, one_dest, tx2rx, rx2tx, rx_addr, rx_only = _walk_chain()
+    tx2rx[1][2] = UNKNOWN
+    rx2tx[2][1] = UNKNOWN
+    n_pk = 4
+    exit_ns, drop_nf, drop_ns = (np.full(n_pk, -1, np.int64), np.full(n_pk, -1, np.int32),
+                                 np.full(n_pk, -1, np.int64))
+    hops = [np.empty(6, np.int32) for _ in range(4)]
+    n = _match.walk_paths(tx_ns, tx_dest, one_dest, tx2rx, rx_ns, rx2tx, rx_addr, rx_only,
+                          np.array([0], np.int32), np.array([2], np.int32),
+                          np.array([1], np.int32), exit_ns, drop_nf, drop_ns,
+                          np.zeros(n_pk, np.uint32), np.zeros(n_pk, np.uint32), *hops)
+    assert n == 5
+    pk, nf, rx, tx = (h[:n].tolist() for h in hops)
+    assert pk == [0, 0, 1, 2, 3] and nf == [1, 2, 1, 1, 2]
+    assert rx == [0, 0, 1, 2, 1] and tx == [0, 0, 1, 2, -1]
+    assert exit_ns.tolist() == [30, 11, -1, -1]
+    assert drop_nf.tolist() == [-1, -1, -1, -1] and drop_ns.tolist() == [-1] * 4
+
+
 def test_walk_paths_checks_its_arguments():
     tx_ns, rx_ns, tx_dest, one_dest, tx2rx, rx2tx, rx_addr, rx_only = _walk_chain()
     pk = [np.full(4, -1, np.int64), np.full(4, -1, np.int32), np.full(4, -1, np.int64),

@@ -193,6 +193,11 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
                         ("latency_unknown", traj.arrivals_unknown)):
         if counts:
             out[key] = [{"nf": n, "packets": k} for n, k in counts.items()]
+    # and packets whose fate the records cannot tell (sent to an NF before
+    # its records begin, after they end, in lost ones): not drops
+    if traj.fate_unknown:
+        out["fate_unknown"] = [{"nf": n, "packets": sum(c.values()), **c}
+                               for n, c in traj.fate_unknown.items()]
     # and packets NICs refused (refused records), most first
     if refused:
         out["refused"] = refused
@@ -775,6 +780,8 @@ def format_summary(diag, ctx, top=5):
             f"{k:,} packets starting at {n}" for n, k in unknown.items())
             + " (no recorded tx sent them, and no queue occupancy in the rx records): "
             "victims there only by a drop")
+    if diag.get("fate_unknown"):
+        lines.append(_fate_text(diag["fate_unknown"], top))
     if diag.get("refused"):
         lines.append(_refused_text(diag["refused"], ctx["queues"], base, top))
     given = ctx.get("peak_rates")
@@ -816,6 +823,22 @@ def format_summary(diag, ctx, top=5):
     else:
         lines.append("incomplete: none (no records lost)")
     return "\n".join(lines)
+
+
+#: How the summary says each window of fate_unknown.
+_FATE_WINDOWS = (("before_records", "before its records begin"),
+                 ("after_records", "after its records end"),
+                 ("in_lost_records", "in its lost records"))
+
+
+def _fate_text(entries, top):
+    """The summary's line on packets whose fate the records cannot tell."""
+    parts = [f"{e[key]:,} {'to' if key != 'after_records' else 'at'} {e['nf']} {text}"
+             for e in sorted(entries, key=lambda e: -e["packets"])
+             for key, text in _FATE_WINDOWS if e.get(key)]
+    more = f", and {len(parts) - top} more" if len(parts) > top else ""
+    return ("fate unknown, not counted as drops (the records cannot tell whether they were "
+            "taken or dropped): " + "; ".join(parts[:top]) + more)
 
 
 def _refused_text(episodes, queues, base, top):
