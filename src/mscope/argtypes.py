@@ -1,7 +1,7 @@
 """argparse types shared by mscope's commands: one-line errors for bad numbers."""
 import argparse
 
-__all__ = ["seconds", "non_negative", "share", "positive_int", "nf_rate"]
+__all__ = ["seconds", "non_negative", "positive", "share", "positive_int", "nf_rate"]
 
 
 def _finite_non_negative(text, what):
@@ -22,6 +22,14 @@ def seconds(text):
 def non_negative(text):
     """A finite number >= 0 (milliseconds, megabytes, rates...)."""
     return _finite_non_negative(text, "a number")
+
+
+def positive(text):
+    """A finite number > 0."""
+    value = _finite_non_negative(text, "a number")
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
+    return value
 
 
 def share(text):
