@@ -58,6 +58,25 @@ def test_out_of_memory_is_one_line_error(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("mscope: error: out of memory: "), lines
 
 
+def test_a_reader_that_goes_ends_the_output_quietly(tmp_path):
+    # `mscope capture info CAP | head -1`: the pipe closes before mscope
+    # writes; it stops without an error line or a traceback
+    cap = tmp_path / "cap"
+    with CaptureWriter(cap, producer="test") as w:
+        s = w.add_stream(w.add_host("node1"), 1, "fw")
+        recs = np.zeros(2, CAPTURE_RECORD_DTYPE)
+        recs["time_ns"], recs["seq"], recs["count"] = [10, 20], [0, 1], 1
+        w.write_chunk(s, recs, np.arange(2, dtype=np.uint64))
+    proc = subprocess.Popen([*MSCOPE, "capture", "info", str(cap)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    try:
+        err = proc.communicate(timeout=60)[1].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == 141 and err == "", err
+
+
 def test_capture_info_reports_losses(tmp_path):
     cap = tmp_path / "cap"
     with CaptureWriter(cap, producer="test") as w:

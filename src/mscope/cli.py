@@ -538,6 +538,11 @@ def main(argv=None):
         return 2
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # the reader went (`mscope diagnose CAP | head`): stop quietly, as
+        # a tool SIGPIPE ends would, and keep Python's exit flush quiet too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (MscopeError, OSError) as exc:
         print(f"mscope: error: {exc}", file=sys.stderr)
         return 1
