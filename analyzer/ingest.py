@@ -650,7 +650,16 @@ class _General:
             idle_port=records["port"][idle].astype(np.int32),
             silences=self._silences(mine, silence_ns),
             batch_stream=stream[ridx[rfirst]].astype(np.int32),
-            refused=self._refused(mine))
+            refused=self._refused(mine), spans=self._spans(mine))
+
+    def _spans(self, mine):
+        """``NFRecords.spans`` of the NF's records `mine` (refused ones
+        left out, as :func:`_nf` does)."""
+        at = np.flatnonzero(mine & ~self.is_refused)
+        sid = np.asarray(self.data.stream)[at]
+        t = self.data.records["time_ns"][at]
+        rows = [(x, t[sid == x].min(), t[sid == x].max()) for x in np.unique(sid).tolist()]
+        return np.array(rows, np.int64).reshape(-1, 3)
 
     def _refused(self, mine):
         d = self.data

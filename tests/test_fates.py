@@ -175,3 +175,27 @@ def test_a_capture_drained_to_its_end_has_no_fate_unknown(run):
     diag, _ = diagnose(whole, slo_us=100)
     assert "fate_unknown" not in diag
     assert _dropped_ids(diag) == set(pkt_id[dropped].tolist())
+
+
+def test_the_general_path_knows_what_its_records_cover(run):
+    # CaptureData whose streams are not in order takes the general
+    # expansion (ingest._General): its NFs' spans must be known there too,
+    # or every drop would read as a packet sent to an NF without records
+    from mscope.analyzer import build_trajectories, infer_topology
+    from mscope.analyzer.ingest import from_capture_data
+    from mscope.capture.reader import CaptureData
+    whole, pkt_id, _, dropped, _ = run
+    cap = open_capture(whole)
+    data = cap.read()
+    sids = sorted(data.stream_info, reverse=True)
+    cut = [np.searchsorted(data.stream, [s, s + 1]) for s in sids]
+    recs = np.concatenate([data.records[a:b] for a, b in cut])
+    ids = np.concatenate([data.ids[data.id_offsets[a]:data.id_offsets[b]] for a, b in cut])
+    n_ids = np.where(recs["flags"] & 4, 0, recs["count"]).astype(np.int64)
+    shuffled = CaptureData(recs, np.concatenate([data.stream[a:b] for a, b in cut]),
+                           np.r_[0, np.cumsum(n_ids)], ids, data.losses, data.stream_info)
+    view = from_capture_data(shuffled, cap.manifest)
+    assert all(len(n.spans) == 1 for n in view.nfs)
+    t = build_trajectories(view, infer_topology(view))
+    assert set(t.packet_id[t.drop_nf >= 0].tolist()) == set(pkt_id[dropped].tolist())
+    assert t.fate_unknown == {}

@@ -27,7 +27,7 @@ _ingest = pytest.importorskip("mscope.analyzer._ingest",
 SUITE = Path(__file__).resolve().parent.parent / "bench" / "scenarios"
 
 FIELDS = ("rx_ids", "rx_ns", "rx_batch", "batch_ns", "batch_occupancy", "tx_ids", "tx_ns",
-          "tx_port", "tx_batch", "rx_addr", "rx_port", "idle_ns", "silences")
+          "tx_port", "tx_batch", "rx_addr", "rx_port", "idle_ns", "silences", "spans", "lost")
 
 
 def same_nf(x, y, ids=None):
