@@ -186,12 +186,21 @@ class CaptureView:
     clock : str or None
         The manifest's ``time.clock``: what the times count from
         ("CLOCK_MONOTONIC of host 0", "simulated, from the run's start").
+    window_ns : (int, int) or None
+        ``[from, to)``: the records kept, where :func:`load` was given a
+        window (None: all of them); ``incomplete`` then lists the losses
+        that touch it.
+    first_ns : int or None
+        With a window: the time of the whole capture's first record, which
+        the window was counted from (0 for a simulated capture).
     """
     nfs: list
     incomplete: list = field(default_factory=list)
     topology: Optional[list] = None
     path: Optional[str] = None
     clock: Optional[str] = None
+    window_ns: Optional[tuple] = None
+    first_ns: Optional[int] = None
 
     def nf(self, name: str) -> NFRecords:
         """The NF called `name` (KeyError if absent)."""
@@ -721,7 +730,7 @@ def _view(parts, whole, manifest, path, compiled=None):
     return _finish(nfs, whole, manifest, path)
 
 
-def _view_feed(feed, manifest, path, compiled=None):
+def _view_feed(feed, manifest, path, compiled=None, window=None):
     """:func:`_view` of a ``Capture.stream_feed()``: each stream decoded
     just before its NF is built and let go just after, so the decoded
     capture is never held whole (its memory serves stream after stream);
@@ -749,7 +758,7 @@ def _view_feed(feed, manifest, path, compiled=None):
         nf_id, name = keys[k]
         mine, n_rec, n_ids, no_ids, batch_only = [], 0, 0, True, False
         for sid in streams_of[k]:
-            d = feed.take(sid, offsets=False)
+            d = feed.take(sid, offsets=False, window=window)
             if d is not None:
                 mine.append(d)
                 n_rec, n_ids = n_rec + len(d.records), n_ids + len(d.ids)
@@ -1016,7 +1025,7 @@ def split_revisited(nf):
     return out
 
 
-def load(path, compiled=None) -> CaptureView:
+def load(path, compiled=None, window_ms=None) -> CaptureView:
     """Read the capture directory `path` into per-NF packet-id arrays.
 
     Parameters
@@ -1029,6 +1038,15 @@ def load(path, compiled=None) -> CaptureView:
         (True; ImportError when it is not built) or with numpy (False);
         None, the default: the compiled one when it is built, unless the
         environment has ``MSCOPE_INGEST=numpy``.  The view is the same.
+    window_ms : (float or None, float or None), optional
+        Keep only the records from ``window_ms[0]`` to ``window_ms[1]`` ms
+        (None: from the start, to the end),
+        counted as the diagnosis summary counts its times: from the
+        capture's first record, from the run's start for a simulated one.
+        Each stream is cut frame by frame as it is decoded, so a long
+        capture costs the window's memory, not its own.  What was under
+        way at the window's edges is read as at a capture's edges
+        (:mod:`mscope.analyzer.fates`).
 
     Returns
     -------
@@ -1037,8 +1055,9 @@ def load(path, compiled=None) -> CaptureView:
     Raises
     ------
     CaptureFormatError
-        Not a capture (no or malformed manifest), a capture without packet
-        records, or a malformed manifest topology.  One-line messages.
+        Not a capture (no or malformed manifest), a capture (or window)
+        without packet records, or a malformed manifest topology.
+        One-line messages.
     ImportError
         `compiled` is True and ``mscope.analyzer._ingest`` is not built.
 
@@ -1052,8 +1071,39 @@ def load(path, compiled=None) -> CaptureView:
     # stream by stream: each stream is decoded just before its NF is built
     # and let go just after, so the capture and the view are not both
     # held whole
-    view = _view_feed(cap.stream_feed(), cap.manifest, path, compiled)
+    feed = cap.stream_feed()
+    window = first = None
+    if window_ms is not None:
+        clock = (cap.manifest.get("time") or {}).get("clock")
+        first = 0 if isinstance(clock, str) and clock.startswith("simulated") else \
+            (feed.first_time() or 0)
+        a, b = window_ms
+        window = (first + int(round((a or 0) * 1e6)),
+                  np.iinfo(np.int64).max if b is None else first + int(round(b * 1e6)))
+        path = f"{path} ({a or 0:,.3f}-{'end' if b is None else f'{b:,.3f}'} ms)"
+    view = _view_feed(feed, cap.manifest, path, compiled, window)
     if view is None:
         parts, whole = cap.read_streams()
+        if window is not None:
+            parts = {sid: d for sid, d in ((sid, _cut(d, *window)) for sid, d in parts.items())
+                     if d is not None}
         view = _view(parts, whole, cap.manifest, path, compiled)
+    if window is not None:
+        view.window_ns, view.first_ns = window, first
+        view.path = str(cap.path)
+        view.incomplete = [w for w in view.incomplete
+                           if (w["to_ns"] is None or w["to_ns"] >= window[0])
+                           and (w["from_ns"] is None or w["from_ns"] < window[1])]
     return view
+
+
+def _cut(d, lo, hi):
+    """CaptureData `d` (one stream) with only its records in ``[lo, hi)``
+    and their ids, None for none (StreamFeed.take's window, for a capture
+    read with read_streams())."""
+    k = (d.records["time_ns"] >= lo) & (d.records["time_ns"] < hi)
+    if not k.any():
+        return None
+    recs = d.records[k]
+    return CaptureData(recs, np.asarray(d.stream)[k], _id_offsets(recs),
+                       d.ids[np.repeat(k, id_counts(d.records))], d.losses, d.stream_info)

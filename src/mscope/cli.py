@@ -124,7 +124,9 @@ def _cmd_diagnose(args):
         run_diagnose(args.capture, json_path=args.json, top=args.top, slo_us=args.slo_us,
                      pattern_threshold=args.pattern_threshold, topology=args.topology,
                      peak_rates={n: mpps / 1000 for n, mpps in rates.items()} or None,
-                     progress=sys.stderr.isatty())
+                     progress=sys.stderr.isatty(),
+                     window_ms=(args.from_ms, args.to_ms)
+                     if args.from_ms is not None or args.to_ms is not None else None)
     return 0
 
 
@@ -336,7 +338,9 @@ def build_parser():
                     "aggregate them into rules (DESIGN.md section 3, SCENARIO.md). "
                     "Source culprits and victims are named by IPv4 source prefix where "
                     "the ingress NF wrote address records (else flows \"*\").",
-        epilog="example: mscope diagnose ./sim --slo-us 150 --json diag.json --top 5")
+        epilog="example: mscope diagnose ./sim --slo-us 150 --json diag.json --top 5\n"
+               "         mscope diagnose ./live --from 120000 --to 125000   (5 s of it)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("capture", help="capture directory")
     p.add_argument("--slo-us", type=float, default=150.0, metavar="N",
                    help="latency objective in microseconds (default 150)")
@@ -354,6 +358,13 @@ def build_parser():
                    help="an NF's peak service rate in Mpps, where you know it better than "
                         "the rate its busiest batches show (the default); repeat for "
                         "several NFs, e.g. --peak-rate nat=3.3")
+    p.add_argument("--from", dest="from_ms", type=non_negative, metavar="MS",
+                   help="diagnose only the records from MS ms on, counted as the summary "
+                        "counts its times (from the capture's first record; from the "
+                        "run's start for a simulated capture): a long capture then "
+                        "takes the window's memory, not its own")
+    p.add_argument("--to", dest="to_ms", type=positive, metavar="MS",
+                   help="... and up to MS ms (default: the end)")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="threads for the parts that run side by side (decoding the "
                         "capture, the NFs' queues); default: one per CPU, at most 4, "

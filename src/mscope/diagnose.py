@@ -92,7 +92,7 @@ def load_topology_hint(path):
 
 @_memory_policy
 def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=None,
-             topology=None, progress=False, lazy=False):
+             topology=None, progress=False, lazy=False, window_ms=None):
     """Diagnose the capture directory `capture`.
 
     Parameters
@@ -117,6 +117,12 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         instead of a list.  ``mscope diagnose`` does: for 393k victims
         (bench/analyze.py, 2 s) the dicts took 1.8 s and json.dump 6.0 s,
         the ranking and the streamed JSON 0.2 + 0.4 s.
+    window_ms : (float or None, float or None), optional
+        Diagnose only the records from ``window_ms[0]`` to ``window_ms[1]``
+        ms (None: from the start, to the end), counted as the summary
+        counts its times (``mscope diagnose --from/--to``): a long
+        capture then costs the window's memory.  The JSON says it under
+        the optional key ``"window"`` (``from_ns``, ``to_ns``).
 
     Returns
     -------
@@ -129,8 +135,9 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     Raises
     ------
     MscopeError
-        ``slo_us`` not positive; not a capture; empty capture; a peak rate
-    not a number > 0, or for an NF the capture does not have.
+        ``slo_us`` not positive; not a capture; empty capture (or window);
+    a window that ends before it begins; a peak rate not a number > 0, or
+    for an NF the capture does not have.
     """
     from mscope.analyzer import build_trajectories, infer_topology, load, queue_timelines
     from mscope.analyzer.attribution import attribute
@@ -142,6 +149,14 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     if pattern_threshold is not None and not 0 <= pattern_threshold <= 1:
         raise MscopeError(f"--pattern-threshold must be a share from 0 to 1, "
                           f"got {pattern_threshold}")
+    if window_ms is not None:
+        a, b = window_ms
+        if not (a is None or 0 <= a < float("inf")) or not (b is None or 0 < b < float("inf")):
+            raise MscopeError(f"--from and --to must be ms >= 0, got {a} and {b}")
+        if a is not None and b is not None and not a < b:
+            raise MscopeError(f"--from ({a:g} ms) must come before --to ({b:g} ms)")
+        if a is None and b is None:
+            window_ms = None
     hint = load_topology_hint(topology) if isinstance(topology, (str, bytes)) or \
         hasattr(topology, "__fspath__") else topology
     peak_rates = dict(peak_rates or {})
@@ -154,7 +169,7 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
             raise MscopeError(f"peak rate of {name}: {rate!r} is not a rate > 0")
     log = StageLog(progress)
     log.start("read", "reading the capture")
-    view = load(capture)
+    view = load(capture, window_ms=window_ms)
     if hint is not None:
         view.topology = hint
     names = [n.name for n in view.nfs]
@@ -185,6 +200,8 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         victims = victims.tolist()
     out = {"victims": victims, "patterns": patterns,
            "incomplete": [dict(w) for w in view.incomplete]}
+    if view.window_ns is not None:
+        out["window"] = {"from_ns": view.window_ns[0], "to_ns": view.window_ns[1]}
     # optional keys (SCENARIO.md allows them), only where they have something
     # to say: packets no recorded tx sent, whose arrival the queue
     # occupancy gave, or nothing did (their latency unknown: victims only
@@ -205,7 +222,8 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     ctx = {"attribution": att, "queues": queues, "traj": traj, "topology": topo,
            "slo_us": slo_us, "pattern_threshold": thr, "seconds": log.elapsed(),
            "stages": log.rows,
-           "time_base_ns": base, "clock": view.clock, "peak_rates": peak_rates}
+           "time_base_ns": base, "clock": view.clock, "peak_rates": peak_rates,
+           "window_ms": window_ms}
     return out, ctx
 
 
@@ -216,6 +234,8 @@ def _time_base(view):
     "56,989,773.257 ms" says nothing to a reader)."""
     if view.clock is None or view.clock.startswith("simulated"):
         return 0
+    if view.first_ns is not None:       # a window: the whole capture's
+        return view.first_ns
     firsts = [int(a[0]) for n in view.nfs for a in (n.batch_ns, n.tx_ns, n.idle_ns) if len(a)]
     return min(firsts, default=0)
 
@@ -760,6 +780,11 @@ def format_summary(diag, ctx, top=5):
     if base:
         lines.append(f"times in ms from the capture's first record ({ctx.get('clock')}: "
                      f"{base / 1e6:,.3f} ms)")
+    if diag.get("window"):
+        a, b = ctx.get("window_ms") or (None, None)
+        lines.append(f"window: {a or 0:,.3f} ms to {'the end' if b is None else f'{b:,.3f} ms'}"
+                     " (--from/--to): only its records; what was under way at its edges reads"
+                     " as at a capture's")
     rate = traj.collision_rate
     if rate:
         per = sorted(((k, n) for n, k in traj.collisions.items() if k), reverse=True)

@@ -27,8 +27,8 @@ import numpy as np
 from mscope import workers
 from mscope.errors import CaptureFormatError
 
-from .format import (CAPTURE_F_REFUSED, CAPTURE_RECORD_DTYPE, FORMAT_NAME, FORMAT_VERSION,
-                     FRAME_HEADER_SIZE, FRAME_MAGIC, MANIFEST_NAME,
+from .format import (CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_RECORD_DTYPE, FORMAT_NAME,
+                     FORMAT_VERSION, FRAME_HEADER_SIZE, FRAME_MAGIC, MANIFEST_NAME,
                      MAX_MANIFEST_BYTES, PACKET_ID_DTYPE, RECORD_VERSION, SEGMENT_RE,
                      check_frame_header, decode_payload_counted, decode_payload_into,
                      id_counts, segment_name, seq_problem, unpack_frame_header)
@@ -1154,7 +1154,7 @@ class StreamFeed:
         # the files and buffers of the threads taking streams at once
         self._pool = _payload_pool(dict(cap.segments))
 
-    def take(self, stream, offsets=True):
+    def take(self, stream, offsets=True, window=None):
         """Decode `stream`'s frames: its CaptureData, as read_streams() has
         it in ``parts``, or None when it has no records.  Each stream once.
 
@@ -1165,6 +1165,12 @@ class StreamFeed:
             False: ``id_offsets`` is None, not worked out (a cumsum over
             the records, 8 bytes each), for a caller that needs it only
             now and then (``id_counts(records)`` gives it).
+        window : (int, int), optional
+            Keep only the records whose time is in ``[from, to)`` (ns), and
+            their ids; None when there are none.  The frames are decoded
+            one at a time and each let go once cut, so what is held is the
+            window, not the stream (a long capture's few seconds).  Every
+            frame is still decoded and checked: the losses are the same.
 
         Raises
         ------
@@ -1180,6 +1186,8 @@ class StreamFeed:
                 raise ValueError(f"stream {stream} was taken already")
             return None
         ents = self._todo.pop(stream)
+        if window is not None:
+            return self._take_window(stream, ents, window, offsets)
         scan = self._scan
         try:
             _decode_group(scan, stream, ents, self._pool)
@@ -1203,6 +1211,61 @@ class StreamFeed:
             # 444 MiB decoded)
             e.records = e.ids = None
         return out
+
+    def first_time(self):
+        """The time of the capture's first record (refused ones left out,
+        as the analyzer's NFs have them), from the first frame of each
+        stream alone; None when no stream has such a record.  For a
+        reader that cuts a window out of :meth:`take` counted from there."""
+        first = []
+        with self._pool.taken() as src:
+            for ents in self._todo.values():
+                for e in sorted(ents, key=lambda e: (e.h.chunk_seq, e.pos)):
+                    if not e.h.n_records:
+                        continue
+                    try:
+                        recs = decode_payload_counted(e.h, src.read(e))[0]
+                    except (CaptureFormatError, OSError):
+                        continue                    # take() will say what
+                    t = recs["time_ns"][(recs["flags"] & CAPTURE_F_REFUSED) == 0]
+                    if len(t):
+                        first.append(int(t.min()))
+                        break
+        return min(first, default=None)
+
+    def _take_window(self, stream, ents, window, offsets):
+        """:meth:`take` of the records of `stream` (frames `ents`) in
+        `window`, frame by frame."""
+        lo, hi = window
+        recs, ids = [], []
+        with self._pool.taken() as src:
+            for e in sorted(ents, key=lambda e: (e.h.chunk_seq, e.pos)):
+                try:
+                    _decode(e, src.read(e), True)
+                except CaptureFormatError as exc:
+                    e.status, e.detail = "corrupt", str(exc)
+                except OSError as exc:
+                    raise CaptureFormatError(
+                        f"{self._cap.path}: cannot read: {exc.strerror}") from None
+                if e.status == "ok" and len(e.records):
+                    t = e.records["time_ns"]
+                    k = (t >= lo) & (t < hi)
+                    if k.any():
+                        recs.append(e.records[k])
+                        ids.append(e.ids[np.repeat(k, id_counts(e.records))])
+                e.records = e.ids = None            # the frame goes once cut
+        if not recs:
+            return None
+        records = np.concatenate(recs)
+        ids = np.concatenate(ids).astype(np.uint64, copy=False)
+        del recs
+        counts = id_counts(records)
+        id_offsets = np.r_[0, np.cumsum(counts)] if offsets else None
+        flags = records["flags"]
+        return CaptureData(records, np.broadcast_to(np.uint32(stream), (len(records),)),
+                           id_offsets, ids, [], {stream: self.stream_info[stream]},
+                           int(np.count_nonzero(flags & CAPTURE_F_REFUSED)),
+                           int(np.count_nonzero(flags & CAPTURE_F_NOIDS)))
 
     def finish(self) -> CaptureData:
         """The losses, once every stream is taken (those not taken are

@@ -1,0 +1,166 @@
+"""`mscope diagnose --from/--to`: a window of a capture, cut frame by frame
+as it is decoded, diagnosed as a capture of its own; judged against the
+simulator's truth."""
+import json
+import re
+
+import numpy as np
+import pytest
+
+from mscope.capture import open_capture
+from mscope.capture.rewrite import rewrite_capture
+from mscope.cli import main
+from mscope.diagnose import diagnose, format_summary
+from mscope.errors import MscopeError
+from mscope.sim.run import simulate_to_capture
+from mscope.sim.scenario import load_scenario
+
+#: fw stops 400 us at 5 ms, vpn 400 us at 15 ms: two windows, one fault each.
+SCENARIO = {
+    "name": "two-apart", "seed": 4, "duration_ms": 20, "objective": {"latency_us": 200},
+    "nfs": [{"name": n, "type": "firewall", "service_ns": s, "batch": 32, "queue": 1024}
+            for n, s in (("fw", 200), ("nat", 280), ("vpn", 420))],
+    "links": [["source", "fw"], ["fw", "nat"], ["nat", "vpn"], ["vpn", "sink"]],
+    "traffic": {"rate_mpps": 1.5, "flows": 2000, "flow_sizes": "pareto",
+                "src_prefix": "100.0.0.0/8", "dst_prefix": "30.0.0.0/8"},
+    "faults": [{"id": "s1", "kind": "interrupt", "nf": "fw", "at_ms": 5, "duration_us": 400},
+               {"id": "s2", "kind": "interrupt", "nf": "vpn", "at_ms": 15,
+                "duration_us": 400}]}
+
+#: A live capture's clock counts from boot: the same records 1,000 s on.
+BOOT_NS = 10**12
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    """The scenario's capture with a live clock (times from BOOT_NS), and
+    its truth: the packets each fault made victims."""
+    d = tmp_path_factory.mktemp("window")
+    spec = d / "two.json"
+    spec.write_text(json.dumps(SCENARIO))
+    simulate_to_capture(load_scenario(spec), d / "sim", log=lambda *a, **k: None)
+    truth = json.loads((d / "sim" / "truth.json").read_text())
+
+    def later(entry, recs, ids):
+        recs["time_ns"] += BOOT_NS
+        return recs, ids
+    rewrite_capture(d / "sim", d / "live", records=later)
+    assert open_capture(d / "live").manifest["time"]["clock"].startswith("CLOCK_MONOTONIC")
+    return d / "live", {f["id"]: set(f["victims"]) for f in truth["faults"]}
+
+
+def _first_ns(cap):
+    """The capture's first record: what its summary (and a window) count from."""
+    return int(open_capture(cap).read().records["time_ns"].min())
+
+
+def _tops(diag):
+    return {v["packet"]: v["culprits"][0] for v in diag["victims"] if v["culprits"]}
+
+
+@pytest.mark.parametrize("window, mine, other, nf", [
+    ((2, 10), "s1", "s2", "fw"), ((12, None), "s2", "s1", "vpn")])
+def test_a_window_diagnoses_the_fault_inside_it(capture, window, mine, other, nf):
+    cap, truth = capture
+    diag, ctx = diagnose(cap, slo_us=200, window_ms=window)
+    tops = _tops(diag)
+    found = truth[mine] & set(tops)
+    assert len(found) >= 0.95 * len(truth[mine]), (len(found), len(truth[mine]))
+    right = sum(1 for p in found if tops[p] == {"kind": "nf", "nf": nf, "cause": "local",
+                                                "score": tops[p]["score"]})
+    assert right >= 0.95 * len(found), (right, len(found))
+    assert not truth[other] & set(tops), "the other fault's victims are outside the window"
+    assert {r["culprit"].get("nf") for r in diag["patterns"]} == {nf}
+    base = _first_ns(cap)
+    assert BOOT_NS <= base < BOOT_NS + 10**5
+    lo = base + window[0] * 10**6
+    hi = np.iinfo(np.int64).max if window[1] is None else base + window[1] * 10**6
+    assert diag["window"] == {"from_ns": lo, "to_ns": hi}
+    assert all(lo <= t < hi for n in ctx["traj"].src_ns[ctx["traj"].src_ns >= 0][:1000]
+               for t in [int(n)])
+
+
+def test_a_windows_times_count_from_the_captures_first_record(capture):
+    # the summary of the whole capture and of a window name fw's stop at
+    # the same time: the window counts from the capture's first record,
+    # as the user read it in the first summary
+    cap, _ = capture
+
+    def stop_ms(**kw):
+        text = format_summary(*diagnose(cap, slo_us=200, **kw))
+        m = re.search(r"fw stopped polling for [\d,]+ us at ([\d,.]+) ms", text)
+        assert m, text
+        return m.group(1)
+    whole = stop_ms()
+    assert stop_ms(window_ms=(4.5, 8)) == whole
+    assert float(whole) == pytest.approx(5.0, abs=0.05)
+
+
+def test_a_window_holds_what_it_cuts_not_the_capture(capture):
+    cap, _ = capture
+    whole, _ = diagnose(cap, slo_us=200)
+    part, ctx = diagnose(cap, slo_us=200, window_ms=(2, 10))
+    n_whole = len(whole["victims"])
+    assert 0 < len(part["victims"]) < n_whole
+    # the view held only the window's records: its NFs' times lie in it
+    traj = ctx["traj"]
+    t = traj.hop_rx_ns[traj.hop_rx_ns >= 0]
+    base = _first_ns(cap)
+    assert base + 2 * 10**6 <= t.min() and t.max() < base + 10 * 10**6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--from", "10", "--to", "5"], r"--from \(10 ms\) must come before --to \(5 ms\)"),
+    (["--from", "500"], r"\(500\.000-end ms\): capture holds no packet records"),
+    (["--to", "-1"], r"argument --to: '-1' is not a number >= 0"),
+])
+def test_bad_windows_are_one_line_errors(capture, capsys, args, message):
+    cap, _ = capture
+    with pytest.raises(SystemExit) if "argument" in message else _no_raise():
+        rc = main(["diagnose", str(cap), *args])
+        assert rc == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 or "argument" in message, err
+    assert re.search(message, err[-1]), err
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_the_window_is_in_the_json(capture, tmp_path):
+    cap, _ = capture
+    out = tmp_path / "d.json"
+    assert main(["diagnose", str(cap), "--slo-us", "200", "--from", "2", "--to", "10",
+                 "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    base = _first_ns(cap)
+    assert d["window"] == {"from_ns": base + 2 * 10**6, "to_ns": base + 10 * 10**6}
+    with pytest.raises(MscopeError, match="must be ms >= 0"):
+        diagnose(cap, window_ms=(float("nan"), 5))
+
+
+def test_a_window_of_a_capture_with_a_repeated_chunk(capture, tmp_path):
+    # a chunk written twice makes the stream feed ambiguous: the capture is
+    # read with read_streams() and each stream cut after; the same NFs
+    import shutil
+    from test_capture import frame_table
+    from test_ingest_paths import same_nf
+    from mscope.analyzer.ingest import load
+    cap, _ = capture
+    twice = tmp_path / "twice"
+    shutil.copytree(cap, twice)
+    frames = frame_table(twice)
+    seg, off, n, _ = frames[len(frames) // 2]
+    last = frames[-1][0]
+    last.write_bytes(last.read_bytes() + seg.read_bytes()[off:off + n])
+    assert not open_capture(twice).stream_feed().unambiguous
+    want = load(cap, window_ms=(2, 10))
+    got = load(twice, window_ms=(2, 10))
+    assert got.window_ns == want.window_ns and got.first_ns == want.first_ns
+    for x, y in zip(got.nfs, want.nfs):
+        same_nf(x, y)
