@@ -75,7 +75,7 @@ def test_a_window_diagnoses_the_fault_inside_it(capture, window, mine, other, nf
     assert BOOT_NS <= base < BOOT_NS + 10**5
     lo = base + window[0] * 10**6
     hi = np.iinfo(np.int64).max if window[1] is None else base + window[1] * 10**6
-    assert diag["window"] == {"from_ns": lo, "to_ns": hi}
+    assert diag["window"] == {"from_ns": lo, "to_ns": None if window[1] is None else hi}
     assert all(lo <= t < hi for n in ctx["traj"].src_ns[ctx["traj"].src_ns >= 0][:1000]
                for t in [int(n)])
 

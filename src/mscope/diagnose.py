@@ -122,7 +122,8 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         ms (None: from the start, to the end), counted as the summary
         counts its times (``mscope diagnose --from/--to``): a long
         capture then costs the window's memory.  The JSON says it under
-        the optional key ``"window"`` (``from_ns``, ``to_ns``).
+        the optional key ``"window"`` (``from_ns``, ``to_ns``: null to the
+        end).
 
     Returns
     -------
@@ -201,7 +202,8 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     out = {"victims": victims, "patterns": patterns,
            "incomplete": [dict(w) for w in view.incomplete]}
     if view.window_ns is not None:
-        out["window"] = {"from_ns": view.window_ns[0], "to_ns": view.window_ns[1]}
+        lo, hi = view.window_ns             # to the end: null
+        out["window"] = {"from_ns": lo, "to_ns": None if hi == np.iinfo(np.int64).max else hi}
     # optional keys (SCENARIO.md allows them), only where they have something
     # to say: packets no recorded tx sent, whose arrival the queue
     # occupancy gave, or nothing did (their latency unknown: victims only
