@@ -135,11 +135,68 @@ def unknown_inputs(nf, a_ns, m, segments):
     else:
         after = au >= _last_by_stream(nf, a_ns, m, segments)[seg]
     after &= ~before
+    # of those, the ones that came while its records still ran and found
+    # its queue full were dropped all the same
+    while_on = after & (au <= int(nf.spans[:, 2].min()))
+    if one and while_on.any():
+        after[while_on] = ~_full_at(nf, a_ns, m, au[while_on])
     lost = np.zeros(len(unm), bool)
     if len(nf.lost):
         lost = _in_lost_inputs(nf, a_ns, m, segments, unm, au, seg, one) & ~before & ~after
     m[unm[before | after | lost]] = UNKNOWN
     return (int(before.sum()), int(after.sum()), int(lost.sum()))
+
+
+#: The queue model must tell the drops the records show from the packets
+#: taken at least this well before it is trusted past their end.
+_MODEL_AGREES = 0.99
+
+
+def _full_at(nf, a_ns, m, late):
+    """Which of the packets sent at `late` (sorted, after the last packet
+    the NF of one queue took) found its queue full: dropped, though the
+    NF never took a packet after them.
+
+    The queue holds what came and was not yet taken, up to its capacity:
+    the most an rx record ever showed there (the occupancy it left plus
+    the batch it took; a queue that dropped was full at some batch).  What
+    it held when each late packet came is the packets taken later, and the
+    late packets it kept before.  The model is trusted only where it tells
+    the drops and the takes the records show (before the last take) as
+    they are; otherwise none is called dropped."""
+    occ = nf.batch_occupancy
+    if not len(occ) or (occ < 0).all():
+        return np.zeros(len(late), bool)
+    n = np.bincount(nf.rx_batch, minlength=len(occ))
+    cap = int(np.max(np.where(occ >= 0, occ + n, 0)))
+    took = m >= 0
+    came = np.sort(a_ns[took])
+    left = np.asarray(nf.rx_ns)
+
+    # the queue when each packet came: taken ones that came before it,
+    # less those taken by then
+    def held(t):
+        return np.searchsorted(came, t, "left") - np.searchsorted(left, t, "right")
+    # the drops the records show: sent while they ran, before the last take
+    dropped = a_ns[(m == -1)]
+    dropped = dropped[(dropped >= int(nf.spans[:, 1].max())) & (dropped <= came[-1])] \
+        if len(came) else dropped[:0]
+    if not len(dropped):
+        return np.zeros(len(late), bool)        # no drop to check the model by
+    kept = came[::max(1, len(came) // 100_000)]
+    agree = (np.count_nonzero(held(dropped) >= cap) + np.count_nonzero(held(kept) < cap)) \
+        / (len(dropped) + len(kept))
+    if agree < _MODEL_AGREES:
+        return np.zeros(len(late), bool)
+    order = np.argsort(late, kind="stable")     # several links: by when they came
+    full = np.zeros(len(late), bool)
+    kept_late = 0
+    for i, b in zip(order.tolist(), held(late[order]).tolist()):
+        if b + kept_late >= cap:
+            full[i] = True
+        else:
+            kept_late += 1
+    return full
 
 
 def _last_by_stream(nf, a_ns, m, segments):
