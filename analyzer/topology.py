@@ -158,6 +158,21 @@ def _votes(view):
     return tx_ids, tx_ns, tx_nf, tx_port, rx_ids, rx_ns, rx_nf
 
 
+def _between_claimed(rx_nf, rx_ns, claimed, nn):
+    """Which rx come between the first and the last rx of their NF that a
+    recorded tx claims (every rx of an NF no recorded tx feeds).  Those
+    before and after were in flight as the upstream's records began or
+    ended (a live recording's edges, a window of a capture): not the
+    mark of a source nobody recorded."""
+    lo = np.full(nn, np.iinfo(np.int64).max)
+    hi = np.full(nn, np.iinfo(np.int64).min)
+    np.minimum.at(lo, rx_nf[claimed], rx_ns[claimed])
+    np.maximum.at(hi, rx_nf[claimed], rx_ns[claimed])
+    fed = lo <= hi
+    lo[~fed], hi[~fed] = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    return (rx_ns >= lo[rx_nf]) & (rx_ns <= hi[rx_nf])
+
+
 def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> Topology:
     """Infer the NF graph of `view` from its records.
 
@@ -182,7 +197,7 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
     names = [n.name for n in view.nfs]
     tx_ids, tx_ns, tx_nf, tx_port, rx_ids, rx_ns, rx_nf = _votes(view)
     m, _ = match_next_int32(tx_ids, tx_ns, rx_ids, rx_ns, window_ns)
-    del tx_ids, tx_ns, rx_ids, rx_ns
+    del tx_ids, tx_ns, rx_ids
     got = m >= 0
     dst = np.full(len(m), -1, np.int64)         # (no rx at all: nothing to index)
     dst[got] = rx_nf[m[got]]
@@ -218,7 +233,9 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
     claimed = np.zeros(len(rx_nf), bool)
     claimed[m[got]] = True
     n_rx = np.bincount(rx_nf, minlength=nn)
-    n_unclaimed = np.bincount(rx_nf[~claimed], minlength=nn)
+    n_unclaimed = np.bincount(rx_nf[~claimed & _between_claimed(rx_nf, rx_ns, claimed, nn)],
+                              minlength=nn)
+    del rx_ns
     for k, n in enumerate(view.nfs):
         if n_rx[k] and n_unclaimed[k] >= MIN_SHARE * n_rx[k]:
             edges.add((SOURCE, n.name))
