@@ -17,10 +17,12 @@ Each NF's queue is first in, first out, so its own records bound these
 windows by what they do show.  A packet sent at ``a`` and never taken is
 a drop where the NF took, from the same link, a packet sent after ``a``
 (it would have been taken first), or where the queue was seen empty
-after ``a`` (an idle poll, an rx record with occupancy 0); a packet taken
-and never sent is lost inside where the NF sent a packet it took later,
-or polled again (its poll loop runs to completion).
-Otherwise its fate is unknown: it is no victim, and the diagnosis counts
+after ``a`` (an idle poll, an rx record with occupancy 0), or where it
+came while the records ran and found the queue full (a model of the
+queue, trusted where it agrees with what the records show:
+:func:`_full_at`); a packet taken and never sent is lost inside where
+the NF sent a packet it took later, or polled again (its poll loop runs
+to completion).  Otherwise its fate is unknown: it is no victim, and the diagnosis counts
 it (``Trajectories.fate_unknown``).  Only the edges are in doubt: a
 capture drained to its end (``mscope simulate``, the testbed) shows the
 queue empty after its last drop.
