@@ -155,46 +155,55 @@ _MODEL_AGREES = 0.99
 
 
 def _full_at(nf, a_ns, m, late):
-    """Which of the packets sent at `late` (sorted, after the last packet
-    the NF of one queue took) found its queue full: dropped, though the
-    NF never took a packet after them.
+    """Which of the packets sent at `late` (after the last packet the NF
+    of one queue took, while its records ran) found its queue full:
+    dropped, though the NF never took a packet after them.
 
-    The queue holds what came and was not yet taken, up to its capacity:
-    the most an rx record ever showed there (the occupancy it left plus
-    the batch it took; a queue that dropped was full at some batch).  What
-    it held when each late packet came is the packets taken later, and the
-    late packets it kept before.  The model is trusted only where it tells
-    the drops and the takes the records show (before the last take) as
-    they are; otherwise none is called dropped."""
-    occ = nf.batch_occupancy
+    The queue when a packet came is what the rx record before it says it
+    left (the occupancy, which counts every packet queued, taken later or
+    never) plus the packets it accepted since; its capacity is the most an
+    rx record showed it held (the occupancy left plus the batch taken: a
+    queue that dropped was full at some batch).  The model is trusted only
+    where it tells the drops and the takes the records show (before the
+    last take) as they are; otherwise none is called dropped."""
+    occ, t_b = nf.batch_occupancy, nf.batch_ns
     if not len(occ) or (occ < 0).all():
         return np.zeros(len(late), bool)
     n = np.bincount(nf.rx_batch, minlength=len(occ))
     cap = int(np.max(np.where(occ >= 0, occ + n, 0)))
-    took = m >= 0
-    came = np.sort(a_ns[took])
-    left = np.asarray(nf.rx_ns)
+    came = np.sort(a_ns[m >= 0])
 
-    # the queue when each packet came: taken ones that came before it,
-    # less those taken by then
-    def held(t):
-        return np.searchsorted(came, t, "left") - np.searchsorted(left, t, "right")
+    def queued(t):
+        """The queue as packets came at `t` (sorted), before any of them:
+        the occupancy of the rx before each (-1: none, or unknown) plus
+        the packets taken later that came since."""
+        b = np.searchsorted(t_b, t, "left") - 1
+        since = np.where(b >= 0, t_b[np.maximum(b, 0)], _LO)
+        q = occ[np.maximum(b, 0)] + (np.searchsorted(came, t, "left")
+                                     - np.searchsorted(came, since, "right"))
+        return np.where((b >= 0) & (occ[np.maximum(b, 0)] >= 0), q, -1), b
     # the drops the records show: sent while they ran, before the last take
-    dropped = a_ns[(m == -1)]
-    dropped = dropped[(dropped >= int(nf.spans[:, 1].max())) & (dropped <= came[-1])] \
-        if len(came) else dropped[:0]
+    dropped = a_ns[m == -1]
+    dropped = np.sort(dropped[(dropped >= int(nf.spans[:, 1].max()))
+                              & (dropped <= (came[-1] if len(came) else _LO))])
     if not len(dropped):
         return np.zeros(len(late), bool)        # no drop to check the model by
     kept = came[::max(1, len(came) // 100_000)]
-    agree = (np.count_nonzero(held(dropped) >= cap) + np.count_nonzero(held(kept) < cap)) \
+    qd, qk = queued(dropped)[0], queued(kept)[0]
+    agree = (np.count_nonzero((qd >= cap) | (qd < 0)) + np.count_nonzero(qk < cap)) \
         / (len(dropped) + len(kept))
     if agree < _MODEL_AGREES:
         return np.zeros(len(late), bool)
     order = np.argsort(late, kind="stable")     # several links: by when they came
+    q, b = queued(late[order])
     full = np.zeros(len(late), bool)
-    kept_late = 0
-    for i, b in zip(order.tolist(), held(late[order]).tolist()):
-        if b + kept_late >= cap:
+    kept_late, at = 0, None
+    for i, qi, bi in zip(order.tolist(), q.tolist(), b.tolist()):
+        if bi != at:                            # the rx before counted those before it
+            kept_late, at = 0, bi
+        if qi < 0:
+            continue                            # no occupancy to tell by
+        if qi + kept_late >= cap:
             full[i] = True
         else:
             kept_late += 1
