@@ -128,7 +128,9 @@ class NFRecords:
         PMD without them) or none were refused.
     spans : ndarray of int64, shape (k, 3)
         ``[stream, first, last]``: the time of the first and of the last
-        record of each of its streams (a stream without records left out).
+        record of each of its streams (a stream without records left out),
+        the last as late as the stream's manifest ``recorded_until_ns``
+        (until then its records are whole: an NF silent to then stopped).
         Outside them the records cannot tell what became of a packet sent
         to the NF: it may have been taken before they begin, or still be
         queued when they end (``trajectories.fate_unknown``).
@@ -667,7 +669,10 @@ class _General:
         at = np.flatnonzero(mine & ~self.is_refused)
         sid = np.asarray(self.data.stream)[at]
         t = self.data.records["time_ns"][at]
-        rows = [(x, t[sid == x].min(), t[sid == x].max()) for x in np.unique(sid).tolist()]
+        info = self.data.stream_info
+        rows = [(x, t[sid == x].min(),
+                 max(t[sid == x].max(), info.get(x, {}).get("recorded_until_ns") or 0))
+                for x in np.unique(sid).tolist()]
         return np.array(rows, np.int64).reshape(-1, 3)
 
     def _refused(self, mine):
@@ -910,10 +915,13 @@ def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"
         n = _General(d, nf_of_stream, info).nf(k, name, nf_id, quiet)
     n.idle_interval_ns = interval
     n.streams = max(1, len(mine))
-    # where one stream's times were found ascending, its ends are its span
+    # where one stream's times were found ascending, its ends are its span;
+    # it ran on to when its collector last found its ring empty, where that
+    # is known (an NF silent until then was stopped, not cut off)
     ends = (lambda t: (t[0], t[-1])) if len(mine) == 1 and ascending else \
         (lambda t: (t.min(), t.max()))
-    n.spans = np.array([(sid, *ends(t)) for sid, t in spans], np.int64).reshape(-1, 3)
+    n.spans = np.array([(sid, a, max(b, info.get(sid, {}).get("recorded_until_ns") or b))
+                        for sid, t in spans for a, b in [ends(t)]], np.int64).reshape(-1, 3)
     if refused:
         r = np.concatenate(refused)
         n.refused = r[np.argsort(r["time_ns"], kind="stable")]

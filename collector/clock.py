@@ -61,6 +61,11 @@ class TscClock:
         delta = tsc.astype(np.int64) - np.int64(self._anchor_tsc)
         return (self._anchor_ns + delta * (1e9 / self.hz)).round().astype(np.int64)
 
+    def now_ns(self):
+        """Now, on the records' clock: the TSC read now, converted as
+        :meth:`to_ns` converts the records' stamps."""
+        return int(self.to_ns(np.array([self._pair()[0]], np.uint64))[0])
+
     def refine(self):
         """Re-estimate the rate over the baseline since start; return it."""
         t, ns, _ = self._pair()

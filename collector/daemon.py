@@ -179,7 +179,7 @@ class Collector:
         d = self.dropped[st.stream]
         return make_meta(collector=self.collector_id, host=self.host, tsc_hz=self.clock.hz,
                          stream=st.stream, dropped_chunks=d[0], dropped_records=d[1],
-                         **st.describe())
+                         recorded_until_ns=st.recorded_until_ns, **st.describe())
 
     def _retire(self, key, st):
         self.log(f"retired {Path(key).name}: {st.records_drained} records, "
@@ -244,22 +244,40 @@ class Collector:
         return self.shutdown()
 
     def shutdown(self):
-        """Drain once more, flush every pending chunk, close the outputs."""
+        """Drain once more, flush every pending chunk, close the outputs.
+
+        A stream whose NF goes on is cut while it still records: each says
+        until when its records are whole (``recorded_until_ns`` in the
+        manifest, or in the meta of its last message), so that an NF silent
+        until then (stopped, or idle without idle polls) is told from one
+        whose records were cut earlier (docs/capture-format.md)."""
         now = time.monotonic()
+        until = {}
         for key, st in list(self.streams.items()):
             if st.finished:
                 continue
             gone = st.producer_gone()
             try:
-                while st.drain():
+                while True:
+                    t = self.clock.now_ns()     # the drain that finds it empty has all before
+                    if not st.drain():
+                        break
                     self._emit(st, st.cut(self.clock, now, self.flush_s))
+                if not gone:
+                    st.recorded_until_ns = until[st.stream] = max(0, t - RECORDED_MARGIN_NS)
             except RingFormatError:
                 gone = True
-            self._emit(st, st.cut(self.clock, now, 0.0, final=gone))
+            pending = st.cut(self.clock, now, 0.0, final=gone)
+            if not gone and self.shipper is not None and not pending:
+                pending = [c for c in [st.mark_chunk()] if c is not None]
+            self._emit(st, pending)
             if gone:
                 self._retire(key, st)
             else:
                 st.reader.close()   # the next collector continues from our tail
+        if self.writer is not None and until:
+            self.writer.update_streams({self.capture_stream[s]: {"recorded_until_ns": u}
+                                        for s, u in until.items()})
         unsent = 0
         if self.shipper is not None:
             unsent = self.shipper.close()
@@ -270,6 +288,12 @@ class Collector:
         self.log("stopped: " + self.stats_line(time.monotonic()).split(", clock")[0]
                  + f", {self.totals['records']} records in {self.totals['chunks']} chunks")
         return unsent
+
+
+#: A record is stamped before it is written to the ring: what the drain
+#: that found the ring empty at t vouches for is the records stamped before
+#: t less this (an NF preempted between the two for longer is not covered).
+RECORDED_MARGIN_NS = 1_000_000
 
 
 class _Metrics:

@@ -112,6 +112,7 @@ class RingStream:
         self._new_chunk()
         self.full = []               # filled chunks waiting to be cut
         self.finished = False        # final frame cut
+        self.recorded_until_ns = None   # set at shutdown: records whole up to then
 
     def _new_chunk(self):
         self.cur_recs = np.empty(self.chunk_records, RING_RECORD_DTYPE)
@@ -218,6 +219,21 @@ class RingStream:
                              codec=self.codec, level=self.level)
         self.chunk_seq += 1
         return Chunk(self.stream, frame, 0, 0, True, 0)
+
+    def mark_chunk(self):
+        """An empty frame after the last chunk cut (None if none was): the
+        message a shipper sends ``recorded_until_ns`` in when the stream
+        has nothing left to send at shutdown."""
+        if self.emitted_next_seq is None or self.finished:
+            return None
+        frame = encode_frame(np.empty(0, CAPTURE_RECORD_DTYPE), np.empty(0, np.uint64),
+                             stream=self.stream, chunk_seq=self.chunk_seq,
+                             first_seq=self.emitted_next_seq, next_seq=self.emitted_next_seq,
+                             drop_records=self.emitted_drops,
+                             drop_packets=self._drop_packets(),
+                             codec=self.codec, level=self.level)
+        self.chunk_seq += 1
+        return Chunk(self.stream, frame, 0, 0, False, 0)
 
     def describe(self):
         """The stream's identity, for manifests and wire meta."""

@@ -591,6 +591,12 @@ def test_decode_frame_checks_the_whole_message():
     ({"streams": [{"stream": 0, "host": [0], "nf_id": 1, "nf_name": "a"}]},
      r"manifest.json: streams entry 0 names unknown host \[0\]"),
     ({"record_version": 3}, r"manifest.json: record_version 3 unsupported"),
+    ({"streams": [{"stream": 0, "host": 0, "nf_id": 1, "nf_name": "a",
+                   "recorded_until_ns": -5}]},
+     r"manifest.json: stream 0 recorded_until_ns is not a time in ns"),
+    ({"streams": [{"stream": 0, "host": 0, "nf_id": 1, "nf_name": "a",
+                   "recorded_until_ns": "soon"}]},
+     r"manifest.json: stream 0 recorded_until_ns is not a time in ns"),
     ([1, 2], r"manifest.json: not a JSON object"),
 ])
 def test_bad_manifest(tmp_path, edit, message):

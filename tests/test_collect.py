@@ -203,6 +203,43 @@ def test_sigterm_flushes_what_was_drained(producer_exe, registry, tmp_path, proc
     assert len(data.records) == 20_000
 
 
+@pytest.mark.parametrize("how", ["--out", "--ship"])
+def test_a_collector_stopped_while_its_nf_runs_says_until_when_it_recorded(
+        how, producer_exe, registry, tmp_path, procs, receivers):
+    """A collector stopped while the producer goes on writes, per stream,
+    the time until which its records are whole (manifest
+    recorded_until_ns; through the wire in its last message's meta).
+    Checked by a second collector that drains the rest of the ring: its
+    first record was stamped after that time, and the first one's last
+    before it."""
+    registry.mkdir()
+    cap, rest = tmp_path / "cap", tmp_path / "rest"
+    rcv = receivers(cap) if how == "--ship" else None
+    col = procs([*COLLECT, "--dir", str(registry), how, rcv.endpoint if rcv else str(cap),
+                 "--keep-rings"])
+    prod = Producer(producer_exe, registry, 400_000, 4, rate=200_000, ring_bytes=1 << 24)
+    start_when_attached(prod)
+    time.sleep(1.0)
+    rc, out, err = col.stop(signal.SIGTERM)
+    assert rc == 0, err
+    assert not prod.finished(), "the producer must still be writing"
+    if rcv:
+        assert rcv.stop() == 0
+    (st,) = open_capture(cap).manifest["streams"]
+    until = st["recorded_until_ns"]
+    first = open_capture(cap).read().records["time_ns"]
+    assert first[-1] <= until + 2_000_000
+    col2 = procs([*COLLECT, "--dir", str(registry), "--out", str(rest), "--exit-when-idle"])
+    assert prod.result()[1:] == (0, 0)
+    rc, out, err = col2.wait(timeout=60)
+    assert rc == 0, err
+    later = open_capture(rest).read().records
+    assert len(first) + len(later) == 400_000
+    assert later["time_ns"][0] >= until, (later["time_ns"][0], until)
+    assert "recorded_until_ns" not in open_capture(rest).manifest["streams"][0], \
+        "a producer that finished needs none"
+
+
 def test_metrics_endpoint_serves_counters(producer_exe, registry, tmp_path, procs):
     registry.mkdir()
     port = free_port()

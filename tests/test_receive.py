@@ -619,3 +619,11 @@ def test_optional_meta_keys_are_checked_where_present():
     for bad in (-1, 2**32, "20000", True, 1.5):
         with pytest.raises(WireFormatError, match="idle_ns"):
             decode_message(encode_message(dict(meta, idle_ns=bad), b"x"))
+    # recorded_until_ns: only in a stopped collector's last message; an int64 >= 0
+    assert "recorded_until_ns" not in meta
+    last = make_meta(collector="c0", host="h", tsc_hz=1e9, stream=0, nf_id=1, nf_name="fw",
+                     lcore=0, pid=1, ring="/r", recorded_until_ns=2**62)
+    assert decode_message(encode_message(last, b"x"))[0]["recorded_until_ns"] == 2**62
+    for bad in (-1, 2**63, "5", False, 2.5):
+        with pytest.raises(WireFormatError, match="'recorded_until_ns' is not an int64"):
+            decode_message(encode_message(dict(last, recorded_until_ns=bad), b"x"))

@@ -143,8 +143,12 @@ def test_a_recording_stopped_while_a_queue_overflows_names_only_real_drops(tmp_p
     # nat stops 100 ms twice (x10: 50 and 150 ms of the scenario), each
     # time its 1,024-slot ring overflows (fw counts what it could not
     # enqueue); the recording stops ~90 ms into the second stop, while fw
-    # still drops.  The first stop's drops are named (nat took packets
-    # sent after them); no more drops are named than fw counted
+    # still drops.  The first stop's drops are named by FIFO order (nat
+    # took packets sent after them), the second's by nat's queue: the
+    # collector said nat was recorded until it stopped (nat wrote nothing
+    # while stopped), and its rx records show the level its queue
+    # dropped at.  No more are named than fw counted, but for packets
+    # whose ids came twice (the analyzer cannot tell such copies apart)
     from mscope.diagnose import diagnose
     from mscope.testbed import run_testbed
 
@@ -160,10 +164,12 @@ def test_a_recording_stopped_while_a_queue_overflows_names_only_real_drops(tmp_p
     at_nat = traj.drop_nf == traj.nf_names.index("nat")
     named = int(at_nat.sum())
     assert named == sum(1 for v in diag["victims"] if v["dropped"])
-    # the first stop alone drops ~a thousand (2,000 sent into 1,023 slots)
-    assert 0.4 * real <= named <= real, (named, real)
-    print(f"named {named} of the {real} drops fw counted; fate unknown "
-          f"{sum(e['packets'] for e in diag.get('fate_unknown', ()))}")
+    twice = int((np.unique(traj.packet_id, return_counts=True)[1] > 1).sum())
+    assert 0.9 * real <= named <= real + twice, (named, real, twice)
+    t = np.sort(traj.drop_ns[at_nat])
+    assert t[-1] - t[0] > 800_000_000, "drops of both stops are named"
+    print(f"named {named} of the {real} drops fw counted ({twice} ids twice); fate "
+          f"unknown {sum(e['packets'] for e in diag.get('fate_unknown', ()))}")
 
 
 def test_unknown_nf_type_is_one_line_and_starts_nothing(tmp_path):

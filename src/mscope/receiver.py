@@ -246,6 +246,7 @@ class Receiver:
         self.streams = {}        # (collector, collector stream) -> capture stream
         self.refused = {}        # (collector, collector stream) -> reason
         self.dropped = {}        # capture stream -> [chunks, records] the collector dropped
+        self.until = {}          # capture stream -> recorded_until_ns its collector said
         self.messages = self.records = self.bytes = 0
         self.gaps = self.chunks_lost = 0
         self.rejected = collections.Counter()
@@ -311,6 +312,7 @@ class Receiver:
         elif not self._frame_stream_is(frame, meta["stream"], who):
             return False
         self._note_dropped(stream, meta)
+        self._note_until(stream, meta)
         before = self.writer.position(stream)
         try:
             h = self.writer.write_frame(stream, frame, check_payload=self.check_payload)
@@ -359,6 +361,14 @@ class Receiver:
         self.emit(f"{_PROG}: new stream {stream}: {meta['nf_name']} (nf {meta['nf_id']}, "
                   f"lcore {meta['lcore']}) on {meta['host']}, {who} stream {cstream}")
         return stream
+
+    def _note_until(self, stream, meta):
+        # the collector's last message of a stream it stopped following
+        # says until when its records are whole; the latest such counts
+        u = meta.get("recorded_until_ns")
+        if u is not None and u > self.until.get(stream, -1):
+            self.until[stream] = u
+            self._dirty = True
 
     def _note_dropped(self, stream, meta):
         now = [meta["dropped_chunks"], meta["dropped_records"]]
@@ -429,6 +439,7 @@ class Receiver:
         self._synced = self.messages
         self.writer.update_streams({
             s: {"collector_dropped_chunks": c, "collector_dropped_records": r}
+            | ({"recorded_until_ns": self.until[s]} if s in self.until else {})
             for s, (c, r) in self.dropped.items()})
         self._run.update(self.counts())
         if stopping:

@@ -47,7 +47,10 @@ META_KEYS = {
 #: where present: type, and the range a u32 ring header field can hold.
 OPTIONAL_META_KEYS = {
     "idle_ns": int,          # the ring's idle-poll interval, 0: none
+    "recorded_until_ns": int,   # the stream's records are whole up to then
 }
+#: The range each optional key's value must lie in.
+_OPTIONAL_RANGE = {"idle_ns": (2**32, "a u32"), "recorded_until_ns": (2**63, "an int64 >= 0")}
 
 
 class WireFormatError(MscopeError, ValueError):
@@ -55,14 +58,19 @@ class WireFormatError(MscopeError, ValueError):
 
 
 def make_meta(*, collector, host, tsc_hz, stream, nf_id, nf_name, lcore, pid, ring,
-              dropped_chunks=0, dropped_records=0, idle_ns=0):
+              dropped_chunks=0, dropped_records=0, idle_ns=0, recorded_until_ns=None):
     """The meta map of one chunk message (all keys of META_KEYS and
-    OPTIONAL_META_KEYS)."""
-    return {"v": WIRE_VERSION, "collector": collector, "host": host,
+    OPTIONAL_META_KEYS; ``recorded_until_ns`` only where given: the
+    collector's last message of a stream says until when its records are
+    whole, see docs/capture-format.md)."""
+    meta = {"v": WIRE_VERSION, "collector": collector, "host": host,
             "tsc_hz": None if tsc_hz is None else float(tsc_hz), "stream": int(stream),
             "nf_id": int(nf_id), "nf_name": nf_name, "lcore": int(lcore), "pid": int(pid),
             "ring": ring, "dropped_chunks": int(dropped_chunks),
             "dropped_records": int(dropped_records), "idle_ns": int(idle_ns)}
+    if recorded_until_ns is not None:
+        meta["recorded_until_ns"] = int(recorded_until_ns)
+    return meta
 
 
 def encode_message(meta, frame):
@@ -110,9 +118,10 @@ def decode_message(parts):
             raise WireFormatError(f"meta {key!r} has the wrong type "
                                   f"({type(meta[key]).__name__})")
     for key, typ in OPTIONAL_META_KEYS.items():
+        top, what = _OPTIONAL_RANGE[key]
         if key in meta and (not isinstance(meta[key], typ) or isinstance(meta[key], bool)
-                            or not 0 <= meta[key] < 2**32):
-            raise WireFormatError(f"meta {key!r} is not a u32 ({meta[key]!r})")
+                            or not 0 <= meta[key] < top):
+            raise WireFormatError(f"meta {key!r} is not {what} ({meta[key]!r})")
     return meta, parts[1]
 
 

@@ -180,6 +180,10 @@ def load_manifest(path) -> dict:
         if cw is not None and not _is_int(cw):
             raise CaptureFormatError(
                 f"{mpath}: stream {sid} chunks_written is not a count")
+        until = st.get("recorded_until_ns")
+        if until is not None and not _is_int(until, 0, (1 << 63) - 1):
+            raise CaptureFormatError(
+                f"{mpath}: stream {sid} recorded_until_ns is not a time in ns")
     return man
 
 
