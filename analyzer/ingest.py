@@ -1102,6 +1102,8 @@ def load(path, compiled=None, window_ms=None) -> CaptureView:
         view.incomplete = [w for w in view.incomplete
                            if (w["to_ns"] is None or w["to_ns"] >= window[0])
                            and (w["from_ns"] is None or w["from_ns"] < window[1])]
+        for n in view.nfs:          # the same, for each NF's own
+            n.lost = n.lost[(n.lost[:, 1] >= window[0]) & (n.lost[:, 0] < window[1])]
     return view
 
 

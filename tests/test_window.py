@@ -164,3 +164,71 @@ def test_a_window_of_a_capture_with_a_repeated_chunk(capture, tmp_path):
     assert got.window_ns == want.window_ns and got.first_ns == want.first_ns
     for x, y in zip(got.nfs, want.nfs):
         same_nf(x, y)
+
+
+def _stretched(src, out, times=200, chunk=400, lost=None):
+    """Capture `src` written again with its times `times` times longer (a
+    20 ms run made 4 s) in chunks of `chunk` records; `lost`: (stream
+    name, from, to) records left out as a full ring loses them."""
+    from mscope.capture import CaptureWriter, id_counts
+    cap = open_capture(src)
+    data = cap.read()
+    with CaptureWriter(out) as w:
+        h = w.add_host("h")
+        w.set_manifest_entry("topology", cap.manifest.get("topology"))
+        for st in cap.manifest["streams"]:
+            sid = w.add_stream(h, st["nf_id"], st["nf_name"], extra={"idle_ns": st["idle_ns"]})
+            lo, hi = np.searchsorted(data.stream, [st["stream"], st["stream"] + 1])
+            recs = data.records[lo:hi].copy()
+            ids = data.ids[data.id_offsets[lo]:data.id_offsets[hi]]
+            recs["time_ns"] = (recs["time_ns"] - recs["time_ns"][0]) * times + BOOT_NS
+            recs["seq"] = np.arange(len(recs), dtype=np.uint64)
+            off = np.r_[0, np.cumsum(id_counts(recs))]
+            keep = np.ones(len(recs), bool)
+            if lost and lost[0] == st["nf_name"]:
+                keep &= ~((recs["time_ns"] >= lost[1]) & (recs["time_ns"] < lost[2]))
+            dropped = 0
+            for a in range(0, len(recs), chunk):
+                b = min(a + chunk, len(recs))
+                k = np.flatnonzero(keep[a:b]) + a
+                dropped += (b - a) - len(k)
+                if not len(k):
+                    continue
+                r = recs[k]
+                i = np.concatenate([ids[off[j]:off[j + 1]] for j in k])
+                w.write_chunk(sid, r, i, first_seq=int(r["seq"][0]), drop_records=dropped,
+                              final=b == len(recs))
+    return out
+
+
+def test_frames_far_from_the_window_are_not_decoded_and_change_nothing(capture, tmp_path,
+                                                                        monkeypatch):
+    # the run stretched to 4 s in frames of 400 records, fw's records of
+    # 0.5-0.6 s lost: a 1 s window from 2.5 s decodes only the frames
+    # within a second of it, and reads the same records and losses as
+    # when every frame is decoded
+    import mscope.capture.reader as reader
+    from test_ingest_paths import same_nf
+    from mscope.analyzer.ingest import load
+    sim = capture[0].parent / "sim"
+    cap = _stretched(sim, tmp_path / "long", lost=("fw", BOOT_NS + 500_000_000,
+                                                    BOOT_NS + 600_000_000))
+    decoded = []
+    real = reader._decode
+    monkeypatch.setattr(reader, "_decode",
+                        lambda e, *a, **k: decoded.append(e.h.chunk_seq) or real(e, *a, **k))
+    for window in ((2500, 3500), (400, 700)):
+        decoded.clear()
+        got = load(cap, window_ms=window)
+        skipped = len(decoded)
+        monkeypatch.setattr(reader, "WINDOW_SLACK_NS", 1 << 62)      # decode them all
+        decoded.clear()
+        want = load(cap, window_ms=window)
+        monkeypatch.setattr(reader, "WINDOW_SLACK_NS", 10**9)
+        assert skipped < 0.7 * len(decoded), (skipped, len(decoded))
+        assert got.window_ns == want.window_ns and got.incomplete == want.incomplete
+        for x, y in zip(got.nfs, want.nfs):
+            same_nf(x, y)
+    # the lost records touch the second window, not the first
+    assert [w["nf"] for w in want.incomplete] == ["fw"]
+    assert load(cap, window_ms=(2500, 3500)).incomplete == []

@@ -46,7 +46,7 @@ __all__ = [
     "FrameHeader", "pack_frame_header", "unpack_frame_header", "id_counts",
     "records_problem",
     "check_frame_header", "seq_problem", "max_payload_len", "segment_name",
-    "compress_payload", "decompress_payload", "decode_payload_into",
+    "compress_payload", "decompress_payload", "first_record_time", "decode_payload_into",
     "decode_payload_counted",
     "encode_frame", "decode_payload", "decode_frame",
 ]
@@ -456,6 +456,26 @@ def compress_payload(raw, codec: int, level: int) -> bytes:
         return _lz4frame().compress(raw, compression_level=level,
                                     store_size=True)
     raise ValueError(f"codec: unknown codec id {codec}")
+
+
+def first_record_time(payload, codec: int):
+    """The time of the first record of a stored payload, decoding only
+    its first 8 bytes (records come first, time_ns first in each); None
+    where the payload cannot give them.  Its crc32 is not checked: for a
+    reader that skips frames far from a window of time, not for reading
+    records."""
+    try:
+        if codec == CODEC_NONE:
+            head = bytes(payload[:8])
+        elif codec == CODEC_ZSTD:
+            head = _zstd().ZstdDecompressor().stream_reader(payload).read(8)
+        elif codec == CODEC_LZ4:
+            head = _lz4frame().LZ4FrameDecompressor().decompress(bytes(payload), max_length=8)
+        else:
+            return None
+    except Exception:           # each codec raises its own kinds: the frame decides
+        return None
+    return int.from_bytes(head, "little", signed=True) if len(head) == 8 else None
 
 
 def decompress_payload(payload, codec: int, raw_len: int) -> bytes:

@@ -31,7 +31,8 @@ from .format import (CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_RECORD_DTYPE, F
                      FORMAT_VERSION, FRAME_HEADER_SIZE, FRAME_MAGIC, MANIFEST_NAME,
                      MAX_MANIFEST_BYTES, PACKET_ID_DTYPE, RECORD_VERSION, SEGMENT_RE,
                      check_frame_header, decode_payload_counted, decode_payload_into,
-                     id_counts, segment_name, seq_problem, unpack_frame_header)
+                     first_record_time, id_counts, segment_name, seq_problem,
+                     unpack_frame_header)
 
 __all__ = ["Loss", "Capture", "CaptureData", "StreamFeed", "open_capture",
            "load_manifest", "last_chunk_headers"]
@@ -1239,25 +1240,40 @@ class StreamFeed:
 
     def _take_window(self, stream, ents, window, offsets):
         """:meth:`take` of the records of `stream` (frames `ents`) in
-        `window`, frame by frame."""
+        `window`, frame by frame.  A frame whose records all lie a
+        WINDOW_SLACK_NS or more outside the window -- by the first record
+        of it and of the frame after it -- is not decoded: its first record
+        alone gives its times, for the losses around it."""
         lo, hi = window
+        order = sorted(ents, key=lambda e: (e.h.chunk_seq, e.pos))
         recs, ids = [], []
         with self._pool.taken() as src:
-            for e in sorted(ents, key=lambda e: (e.h.chunk_seq, e.pos)):
-                try:
-                    _decode(e, src.read(e), True)
-                except CaptureFormatError as exc:
-                    e.status, e.detail = "corrupt", str(exc)
-                except OSError as exc:
-                    raise CaptureFormatError(
-                        f"{self._cap.path}: cannot read: {exc.strerror}") from None
-                if e.status == "ok" and len(e.records):
-                    t = e.records["time_ns"]
-                    k = (t >= lo) & (t < hi)
-                    if k.any():
-                        recs.append(e.records[k])
-                        ids.append(e.ids[np.repeat(k, id_counts(e.records))])
-                e.records = e.ids = None            # the frame goes once cut
+            try:
+                firsts = [first_record_time(src.read(e), e.h.codec) if e.h.n_records else None
+                          for e in order]
+                nexts, t = [None] * len(order), None
+                for i in range(len(order) - 1, -1, -1):
+                    nexts[i], t = t, (firsts[i] if firsts[i] is not None else t)
+                for e, first, nxt in zip(order, firsts, nexts):
+                    if e.h.n_records and first is not None and (
+                            (nxt is not None and nxt + WINDOW_SLACK_NS <= lo)
+                            or first - WINDOW_SLACK_NS >= hi):
+                        _skipped(e, first, nxt)
+                        continue
+                    try:
+                        _decode(e, src.read(e), True)
+                    except CaptureFormatError as exc:
+                        e.status, e.detail = "corrupt", str(exc)
+                    if e.status == "ok" and len(e.records):
+                        t = e.records["time_ns"]
+                        k = (t >= lo) & (t < hi)
+                        if k.any():
+                            recs.append(e.records[k])
+                            ids.append(e.ids[np.repeat(k, id_counts(e.records))])
+                    e.records = e.ids = None            # the frame goes once cut
+            except OSError as exc:
+                raise CaptureFormatError(
+                    f"{self._cap.path}: cannot read: {exc.strerror}") from None
         if not recs:
             return None
         records = np.concatenate(recs)
@@ -1286,6 +1302,24 @@ class StreamFeed:
         return CaptureData(np.zeros(0, CAPTURE_RECORD_DTYPE), np.zeros(0, np.uint32),
                            np.zeros(1, np.int64), np.zeros(0, np.uint64), losses,
                            dict(cap.streams))
+
+
+#: A stream's records step back in time by less than this (the analyzer
+#: refuses a larger step, mscope.analyzer.ingest.TIME_BACK_NS): a frame's
+#: records lie before the first of the next frame plus this.
+WINDOW_SLACK_NS = 1_000_000_000
+
+
+def _skipped(e, first, nxt):
+    """Entry `e`, not decoded for being far from a window: its times from
+    its first record and the next frame's (`nxt`, None for none), and the
+    seqs its header says are missing inside as one run over them, so that
+    the losses around it and in it are still told."""
+    e.t_first, e.t_last = first, first if nxt is None else max(first, nxt)
+    internal = e.h.next_seq - e.h.first_seq - e.h.n_records
+    if internal > 0:
+        e.runs = (np.array([e.h.first_seq + 1], np.uint64), np.array([internal], np.uint64),
+                  np.array([e.t_first]), np.array([e.t_last]))
 
 
 def _unambiguous(entries):
