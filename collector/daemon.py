@@ -267,7 +267,8 @@ class Collector:
                     st.recorded_until_ns = until[st.stream] = max(0, t - RECORDED_MARGIN_NS)
             except RingFormatError:
                 gone = True
-            pending = st.cut(self.clock, now, 0.0, final=gone)
+            # all it holds: a chunk begun by a drain above began after `now`
+            pending = st.cut(self.clock, time.monotonic(), 0.0, final=gone)
             if not gone and self.shipper is not None and not pending:
                 pending = [c for c in [st.mark_chunk()] if c is not None]
             self._emit(st, pending)

@@ -203,20 +203,24 @@ def test_sigterm_flushes_what_was_drained(producer_exe, registry, tmp_path, proc
     assert len(data.records) == 20_000
 
 
-@pytest.mark.parametrize("how", ["--out", "--ship"])
+@pytest.mark.parametrize("how, flush_ms", [("--out", 1000), ("--ship", 1000), ("--out", 1)])
 def test_a_collector_stopped_while_its_nf_runs_says_until_when_it_recorded(
-        how, producer_exe, registry, tmp_path, procs, receivers):
+        how, flush_ms, producer_exe, registry, tmp_path, procs, receivers):
     """A collector stopped while the producer goes on writes, per stream,
     the time until which its records are whole (manifest
     recorded_until_ns; through the wire in its last message's meta).
     Checked by a second collector that drains the rest of the ring: its
     first record was stamped after that time, and the first one's last
-    before it."""
+    before it; and no record is lost between the two.  With chunks
+    flushed every ms, the chunk being filled is empty as the stop comes:
+    what the last drain took went into a chunk begun after the stop's
+    clock reading, and was never written, before the stop cut with the
+    time of its own last drain."""
     registry.mkdir()
     cap, rest = tmp_path / "cap", tmp_path / "rest"
     rcv = receivers(cap) if how == "--ship" else None
     col = procs([*COLLECT, "--dir", str(registry), how, rcv.endpoint if rcv else str(cap),
-                 "--keep-rings"])
+                 "--keep-rings", "--flush-ms", str(flush_ms)])
     prod = Producer(producer_exe, registry, 400_000, 4, rate=200_000, ring_bytes=1 << 24)
     start_when_attached(prod)
     time.sleep(1.0)
