@@ -148,7 +148,9 @@ def test_a_recording_stopped_while_a_queue_overflows_names_only_real_drops(tmp_p
     # collector said nat was recorded until it stopped (nat wrote nothing
     # while stopped), and its rx records show the level its queue
     # dropped at.  No more are named than fw counted, but for packets
-    # whose ids came twice (the analyzer cannot tell such copies apart)
+    # whose id nat received all the same: the testbed's traffic repeats
+    # ids, and across a 100 ms stop the matching pairs some copies wrong
+    # (3-52 a run, in runs recorded to their end as well)
     from mscope.diagnose import diagnose
     from mscope.testbed import run_testbed
 
@@ -163,13 +165,16 @@ def test_a_recording_stopped_while_a_queue_overflows_names_only_real_drops(tmp_p
     traj = ctx["traj"]
     at_nat = traj.drop_nf == traj.nf_names.index("nat")
     named = int(at_nat.sum())
-    assert named == sum(1 for v in diag["victims"] if v["dropped"])
-    twice = int((np.unique(traj.packet_id, return_counts=True)[1] > 1).sum())
-    assert 0.9 * real <= named <= real + twice, (named, real, twice)
+    assert named == sum(1 for v in diag["victims"] if v["dropped"] and v["nf"] == "nat")
+    took = np.isin(traj.hop_packet, np.flatnonzero(at_nat), invert=True) & \
+        (traj.hop_nf == traj.nf_names.index("nat")) & (traj.hop_rx >= 0)
+    twice = int(np.isin(traj.packet_id[at_nat], traj.packet_id[traj.hop_packet[took]]).sum())
+    assert 0.9 * real <= named - twice <= real, (named, twice, real)
     t = np.sort(traj.drop_ns[at_nat])
     assert t[-1] - t[0] > 800_000_000, "drops of both stops are named"
-    print(f"named {named} of the {real} drops fw counted ({twice} ids twice); fate "
-          f"unknown {sum(e['packets'] for e in diag.get('fate_unknown', ()))}")
+    print(f"named {named} of the {real} drops fw counted ({twice} ids nat received); "
+          f"fate unknown "
+          f"{sum(e['packets'] for e in diag.get('fate_unknown', ()))}")
 
 
 def test_unknown_nf_type_is_one_line_and_starts_nothing(tmp_path):
