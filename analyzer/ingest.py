@@ -922,10 +922,28 @@ def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"
         (lambda t: (t.min(), t.max()))
     n.spans = np.array([(sid, a, max(b, info.get(sid, {}).get("recorded_until_ns") or b))
                         for sid, t in spans for a, b in [ends(t)]], np.int64).reshape(-1, 3)
+    if len(spans) == 1:
+        n.silences = _silent_to_the_end(n, info.get(spans[0][0], {}).get("recorded_until_ns"),
+                                        quiet)
     if refused:
         r = np.concatenate(refused)
         n.refused = r[np.argsort(r["time_ns"], kind="stable")]
     return n
+
+
+def _silent_to_the_end(n, until, silence_ns):
+    """``n.silences`` and, where the stream's records ran on to `until`
+    (its manifest ``recorded_until_ns``) with the NF free at its last
+    record (a tx or an idle poll after its last batch) for more than
+    `silence_ns` to then, that last silence too: an NF stopped when the
+    recording ended wrote nothing more, and only the collector's word
+    tells its silence from records cut short."""
+    last = lambda a: int(a[-1]) if len(a) else -1      # noqa: E731
+    free_at = max(last(n.tx_ns), last(n.idle_ns))
+    if until is None or free_at < 0 or free_at < last(n.batch_ns) or \
+            until - free_at <= silence_ns:
+        return n.silences
+    return np.concatenate([n.silences, np.array([[free_at, until]], np.int64)])
 
 
 def _finish(nfs, whole, manifest, path):

@@ -343,6 +343,27 @@ def test_the_declared_idle_interval(tmp_path, idle_ns, silent):
     assert nf.idle_interval_ns == (idle_ns or 0)
 
 
+@pytest.mark.parametrize("until, last", [(None, None), (300_000, [100_100, 300_000]),
+                                         (110_000, None)])
+def test_a_silence_to_the_end_of_the_recording(tmp_path, until, last):
+    # the same NF, and its collector said its records ran on to `until`:
+    # free since its last tx (100.1 us), silent to then -- a silence when
+    # longer than 22 us, as one between two records would be
+    cap = tmp_path / "cap"
+    with CaptureWriter(cap) as w:
+        s = w.add_stream(w.add_host("h"), 1, "fw", extra={"idle_ns": 20_000} | (
+            {} if until is None else {"recorded_until_ns": until}))
+        r = make_records(range(6), counts=1, nf_id=1)
+        r["time_ns"] = [0, 100, 50_000, 50_100, 100_000, 100_100]
+        r["flags"] = [0, CAPTURE_F_TX] * 3
+        w.write_chunk(s, r, np.array([1, 1, 2, 2, 3, 3], np.uint64))
+    nf = both_loads(cap).nf("fw")
+    assert len(nf.silences) == 2 + (last is not None)
+    if last is not None:
+        assert nf.silences[-1].tolist() == last
+    assert nf.spans[0, 2] == max(100_100, until or 0)
+
+
 def test_address_records_paired_by_seq():
     # address records not each right after their rx record (one's rx lost,
     # one with another count): paired by seq, as the numpy version does
