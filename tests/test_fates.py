@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from mscope.capture import CaptureWriter, open_capture
+from captures import each_stream
+from mscope.capture import open_capture
 from mscope.diagnose import diagnose, format_summary
 from mscope.sim.engine import simulate
 from mscope.sim.run import make_traffic, write_capture
@@ -57,42 +58,33 @@ def _cut(src, out, window, lost=None):
     ``window(name) -> (from_ns, to_ns)``; `lost`: ``(name, from_ns,
     to_ns)`` records of that stream left out as a full ring loses them
     (counted in the chunk header, so the reader reports the window)."""
-    cap = open_capture(src)
-    data = cap.read()
-    with CaptureWriter(out) as w:
-        h = w.add_host("h")
-        w.set_manifest_entry("topology", cap.manifest.get("topology"))
-        for st in cap.manifest["streams"]:
-            sid = w.add_stream(h, st["nf_id"], st["nf_name"], extra={"idle_ns": st["idle_ns"]})
-            lo, hi = np.searchsorted(data.stream, [st["stream"], st["stream"] + 1])
-            recs = data.records[lo:hi].copy()
-            ids = data.ids[data.id_offsets[lo]:data.id_offsets[hi]]
-            t = recs["time_ns"]
-            a, b = window(st["nf_name"])
-            keep = (t >= a) & (t < b)
-            gone = np.zeros(len(recs), bool)
-            if lost is not None and lost[0] == st["nf_name"]:
-                gone = keep & (t >= lost[1]) & (t < lost[2])
-            cnt = recs["count"].astype(np.int64)
-            recs["seq"] = np.arange(len(recs), dtype=np.uint64)
-            kept = keep & ~gone
-            if gone.any():
-                # two chunks around the gap, the second saying what was dropped
-                cut = int(np.flatnonzero(gone)[0])
-                first = kept.copy()
-                first[cut:] = False
-                second = kept & ~first
-                for part, drops in ((first, 0), (second, int(gone.sum()))):
-                    r = recs[part]
-                    w.write_chunk(sid, r, ids[np.repeat(part, cnt)],
-                                  first_seq=int(r["seq"][0]), drop_records=drops,
-                                  drop_packets=int(cnt[gone].sum()) if drops else 0,
-                                  final=part is second)
-                continue
-            r = recs[kept]
-            # seqs stay those of the stream: a capture may start mid-ring
-            w.write_chunk(sid, r, ids[np.repeat(kept, cnt)],
-                          first_seq=int(r["seq"][0]) if len(r) else 0, final=True)
+    for w, sid, st, recs, ids in each_stream(src, out):
+        t = recs["time_ns"]
+        a, b = window(st["nf_name"])
+        keep = (t >= a) & (t < b)
+        gone = np.zeros(len(recs), bool)
+        if lost is not None and lost[0] == st["nf_name"]:
+            gone = keep & (t >= lost[1]) & (t < lost[2])
+        cnt = recs["count"].astype(np.int64)
+        recs["seq"] = np.arange(len(recs), dtype=np.uint64)
+        kept = keep & ~gone
+        if gone.any():
+            # two chunks around the gap, the second saying what was dropped
+            cut = int(np.flatnonzero(gone)[0])
+            first = kept.copy()
+            first[cut:] = False
+            second = kept & ~first
+            for part, drops in ((first, 0), (second, int(gone.sum()))):
+                r = recs[part]
+                w.write_chunk(sid, r, ids[np.repeat(part, cnt)],
+                              first_seq=int(r["seq"][0]), drop_records=drops,
+                              drop_packets=int(cnt[gone].sum()) if drops else 0,
+                              final=part is second)
+            continue
+        r = recs[kept]
+        # seqs stay those of the stream: a capture may start mid-ring
+        w.write_chunk(sid, r, ids[np.repeat(kept, cnt)],
+                      first_seq=int(r["seq"][0]) if len(r) else 0, final=True)
     return out
 
 

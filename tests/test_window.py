@@ -170,34 +170,26 @@ def _stretched(src, out, times=200, chunk=400, lost=None):
     """Capture `src` written again with its times `times` times longer (a
     20 ms run made 4 s) in chunks of `chunk` records; `lost`: (stream
     name, from, to) records left out as a full ring loses them."""
-    from mscope.capture import CaptureWriter, id_counts
-    cap = open_capture(src)
-    data = cap.read()
-    with CaptureWriter(out) as w:
-        h = w.add_host("h")
-        w.set_manifest_entry("topology", cap.manifest.get("topology"))
-        for st in cap.manifest["streams"]:
-            sid = w.add_stream(h, st["nf_id"], st["nf_name"], extra={"idle_ns": st["idle_ns"]})
-            lo, hi = np.searchsorted(data.stream, [st["stream"], st["stream"] + 1])
-            recs = data.records[lo:hi].copy()
-            ids = data.ids[data.id_offsets[lo]:data.id_offsets[hi]]
-            recs["time_ns"] = (recs["time_ns"] - recs["time_ns"][0]) * times + BOOT_NS
-            recs["seq"] = np.arange(len(recs), dtype=np.uint64)
-            off = np.r_[0, np.cumsum(id_counts(recs))]
-            keep = np.ones(len(recs), bool)
-            if lost and lost[0] == st["nf_name"]:
-                keep &= ~((recs["time_ns"] >= lost[1]) & (recs["time_ns"] < lost[2]))
-            dropped = 0
-            for a in range(0, len(recs), chunk):
-                b = min(a + chunk, len(recs))
-                k = np.flatnonzero(keep[a:b]) + a
-                dropped += (b - a) - len(k)
-                if not len(k):
-                    continue
-                r = recs[k]
-                i = np.concatenate([ids[off[j]:off[j + 1]] for j in k])
-                w.write_chunk(sid, r, i, first_seq=int(r["seq"][0]), drop_records=dropped,
-                              final=b == len(recs))
+    from captures import each_stream
+    from mscope.capture import id_counts
+    for w, sid, st, recs, ids in each_stream(src, out):
+        recs["time_ns"] = (recs["time_ns"] - recs["time_ns"][0]) * times + BOOT_NS
+        recs["seq"] = np.arange(len(recs), dtype=np.uint64)
+        off = np.r_[0, np.cumsum(id_counts(recs))]
+        keep = np.ones(len(recs), bool)
+        if lost and lost[0] == st["nf_name"]:
+            keep &= ~((recs["time_ns"] >= lost[1]) & (recs["time_ns"] < lost[2]))
+        dropped = 0
+        for a in range(0, len(recs), chunk):
+            b = min(a + chunk, len(recs))
+            k = np.flatnonzero(keep[a:b]) + a
+            dropped += (b - a) - len(k)
+            if not len(k):
+                continue
+            r = recs[k]
+            i = np.concatenate([ids[off[j]:off[j + 1]] for j in k])
+            w.write_chunk(sid, r, i, first_seq=int(r["seq"][0]), drop_records=dropped,
+                          final=b == len(recs))
     return out
 
 
