@@ -6,14 +6,14 @@ import numpy as np
 from mscope.capture import CaptureWriter, open_capture
 
 
-def each_stream(src, out):
+def each_stream(src, out, codec="zstd"):
     """For each stream of capture `src`, in a new capture `out` (one host,
-    the same topology and idle-poll intervals): ``(writer, stream, entry,
-    records, ids)``, the records a copy to change and write as chunks of
-    ``stream``.  Consume it whole: `out` is closed at the end."""
+    the same topology and idle-poll intervals, `codec`): ``(writer,
+    stream, entry, records, ids)``, the records a copy to change and write
+    as chunks of ``stream``.  Consume it whole: `out` is closed at the end."""
     cap = open_capture(src)
     data = cap.read()
-    with CaptureWriter(out) as w:
+    with CaptureWriter(out, codec=codec) as w:
         h = w.add_host("h")
         w.set_manifest_entry("topology", cap.manifest.get("topology"))
         for st in cap.manifest["streams"]:

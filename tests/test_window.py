@@ -166,13 +166,13 @@ def test_a_window_of_a_capture_with_a_repeated_chunk(capture, tmp_path):
         same_nf(x, y)
 
 
-def _stretched(src, out, times=200, chunk=400, lost=None):
+def _stretched(src, out, times=200, chunk=400, lost=None, codec="zstd"):
     """Capture `src` written again with its times `times` times longer (a
     20 ms run made 4 s) in chunks of `chunk` records; `lost`: (stream
     name, from, to) records left out as a full ring loses them."""
     from captures import each_stream
     from mscope.capture import id_counts
-    for w, sid, st, recs, ids in each_stream(src, out):
+    for w, sid, st, recs, ids in each_stream(src, out, codec):
         recs["time_ns"] = (recs["time_ns"] - recs["time_ns"][0]) * times + BOOT_NS
         recs["seq"] = np.arange(len(recs), dtype=np.uint64)
         off = np.r_[0, np.cumsum(id_counts(recs))]
@@ -224,3 +224,23 @@ def test_frames_far_from_the_window_are_not_decoded_and_change_nothing(capture, 
     # the lost records touch the second window, not the first
     assert [w["nf"] for w in want.incomplete] == ["fw"]
     assert load(cap, window_ms=(2500, 3500)).incomplete == []
+
+
+def test_a_damaged_frame_in_the_window_is_reported(capture, tmp_path):
+    # a frame of the window whose first record's time was hit (a high bit,
+    # in an uncompressed payload: the frame now seems to begin 2**61 ns
+    # on): its checksum fails, so it is decoded, found damaged and said,
+    # not skipped as lying after the window with its records gone unsaid
+    from test_capture import frame_table
+    from mscope.analyzer.ingest import load
+    cap = _stretched(capture[0].parent / "sim", tmp_path / "long", codec="none")
+    frames = [f for f in frame_table(cap) if f[3].n_records]
+    seg, off, n, h = frames[len(frames) // 2]
+    buf = bytearray(seg.read_bytes())
+    first = int.from_bytes(buf[off + 80:off + 88], "little")
+    buf[off + 87] ^= 0x20
+    seg.write_bytes(bytes(buf))
+    at_ms = (first - BOOT_NS) / 1e6
+    view = load(cap, window_ms=(at_ms - 100, at_ms + 100))
+    bad = [w for w in view.incomplete if w["kind"] == "corrupt"]
+    assert bad and bad[0]["stream"] == h.stream, view.incomplete

@@ -18,6 +18,7 @@ import on a laptop without mscope's compiled parts.
 import bisect
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -1243,14 +1244,16 @@ class StreamFeed:
         `window`, frame by frame.  A frame whose records all lie a
         WINDOW_SLACK_NS or more outside the window -- by the first record
         of it and of the frame after it -- is not decoded: its first record
-        alone gives its times, for the losses around it."""
+        alone gives its times, for the losses around it.  Only a first
+        record whose frame's checksum holds is taken at its word (a flipped
+        bit there could move a frame of the window out of it); any other
+        frame is decoded, and found damaged as without a window."""
         lo, hi = window
         order = sorted(ents, key=lambda e: (e.h.chunk_seq, e.pos))
         recs, ids = [], []
         with self._pool.taken() as src:
             try:
-                firsts = [first_record_time(src.read(e), e.h.codec) if e.h.n_records else None
-                          for e in order]
+                firsts = [_first_time(e, src) for e in order]
                 nexts, t = [None] * len(order), None
                 for i in range(len(order) - 1, -1, -1):
                     nexts[i], t = t, (firsts[i] if firsts[i] is not None else t)
@@ -1308,6 +1311,17 @@ class StreamFeed:
 #: refuses a larger step, mscope.analyzer.ingest.TIME_BACK_NS): a frame's
 #: records lie before the first of the next frame plus this.
 WINDOW_SLACK_NS = 1_000_000_000
+
+
+def _first_time(e, src):
+    """The time of frame `e`'s first record (read through `src`), None
+    where it has none or its payload's checksum does not hold."""
+    if not e.h.n_records:
+        return None
+    payload = src.read(e)
+    if zlib.crc32(payload) != e.h.payload_crc32:
+        return None
+    return first_record_time(payload, e.h.codec)
 
 
 def _skipped(e, first, nxt):
