@@ -167,13 +167,13 @@ def _full_at(nf, a_ns, m, late):
     it tells the drops the records show (sent while they ran, before the
     last take) from the packets taken: most of the drops came at one
     level, 80% at it or above, and no packet taken did; otherwise none is
-    called dropped.  On a live chain that level is
-    below the queue's size: a sender stamps a burst before it enqueues
-    it, so a burst under way as an rx record is written is in neither
-    (the testbed's 1,024-packet ring dropped at a reckoned 1,015, by an
-    offset that differs from stop to stop).  So a late packet is called
-    dropped only at the most the queue was seen to hold (the occupancy
-    an rx left plus its batch): a few drops are missed, none made up."""
+    called dropped.  On a live chain that level is below the queue's size:
+    a sender stamps a burst before it enqueues it, so a burst under way as
+    an rx record is written is in neither (the testbed's 1,024-packet ring
+    dropped at a reckoned 1,015, by an offset that differs from stop to
+    stop).  So a late packet is called dropped only at the most the queue
+    was seen to hold (the occupancy an rx left plus its batch): a few
+    drops are missed, none made up."""
     occ, t_b = nf.batch_occupancy, nf.batch_ns
     if not len(occ) or (occ < 0).all():
         return np.zeros(len(late), bool)
