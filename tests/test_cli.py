@@ -77,6 +77,23 @@ def test_a_reader_that_goes_ends_the_output_quietly(tmp_path):
     assert proc.returncode == 141 and err == "", err
 
 
+def test_capture_info_says_until_when_a_live_stream_was_recorded(tmp_path):
+    # the column appears only where a stopped collector said it
+    cap = tmp_path / "cap"
+    with CaptureWriter(cap, producer="test") as w:
+        h = w.add_host("node1")
+        s0 = w.add_stream(h, 1, "fw", extra={"recorded_until_ns": 12_345})
+        s1 = w.add_stream(h, 2, "nat")
+        recs = np.zeros(2, CAPTURE_RECORD_DTYPE)
+        recs["time_ns"], recs["seq"], recs["count"] = [10, 20], [0, 1], 1
+        for s in (s0, s1):
+            w.write_chunk(s, recs, np.arange(2, dtype=np.uint64))
+    rows = json.loads(run("capture", "info", str(cap), "--json").stdout)["streams"]
+    assert [r["recorded_until_ns"] for r in rows] == [12_345, None]
+    table = run("capture", "info", str(cap)).stdout
+    assert "recorded_until_ns" in table and "12345" in table
+
+
 def test_capture_info_reports_losses(tmp_path):
     cap = tmp_path / "cap"
     with CaptureWriter(cap, producer="test") as w:

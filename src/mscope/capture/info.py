@@ -33,6 +33,7 @@ def describe(path) -> dict:
         ``host_name``, ``nf_id``, ``nf_name``, ``lcore``, ``pid``,
         ``chunks``, ``records``, ``ids``, ``batch_only_records``,
         ``batch_only_packets``, ``first_ns``, ``last_ns``, ``final``,
+        ``recorded_until_ns`` (None unless a stopped collector said it),
         ``drop_records``, ``drop_packets``, ``lost_records``, ``losses``);
         ``loss_totals``: ``{kind: {"count", "records", "unknown"}}``;
         ``losses``: every Loss as a dict.  ``ids`` counts packet ids; the
@@ -68,6 +69,7 @@ def describe(path) -> dict:
             "batch_only_records": 0, "batch_only_packets": 0,
             "refused_records": 0, "refused_packets": 0,
             "first_ns": None, "last_ns": None, "final": False,
+            "recorded_until_ns": st.get("recorded_until_ns"),
             "drop_records": 0, "drop_packets": 0,
             "lost_records": 0, "losses": 0,
         }
@@ -200,17 +202,21 @@ def format_text(summary: dict, max_losses: int = 20) -> str:
     # and the refused packets' only where a port refused any
     refused = s.get("refused_records", 0)
     rf = ("refused",) if refused else ()
+    # and until when a stopped collector said live streams were recorded
+    until = any(r.get("recorded_until_ns") is not None for r in s["streams"])
+    ru = ("recorded_until_ns",) if until else ()
     head = ("stream", "host", "nf", "lcore", "chunks", "records", "ids", *bo, *rf,
-            "first_ns", "last_ns", "drops", "lost", "final")
+            "first_ns", "last_ns", *ru, "drops", "lost", "final")
     table = [head]
     for r in s["streams"]:
         bo = (str(r.get("batch_only_packets", 0)),) if batch_only else ()
         rf = (str(r.get("refused_packets", 0)),) if refused else ()
+        ru = (_cell(r.get("recorded_until_ns")),) if until else ()
         table.append((
             str(r["stream"]), _cell(r["host_name"] or r["host"]),
             f"{r['nf_name']}({r['nf_id']})", _cell(r["lcore"]),
             str(r["chunks"]), str(r["records"]), str(r["ids"]), *bo, *rf,
-            _cell(r["first_ns"]), _cell(r["last_ns"]),
+            _cell(r["first_ns"]), _cell(r["last_ns"]), *ru,
             str(r["drop_records"]), str(r["lost_records"]),
             "yes" if r["final"] else "no"))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
