@@ -758,6 +758,7 @@ cdef struct Walk:
 #: packet's path ends there, with no hop and no drop.
 cdef enum:
     UNKNOWN = -2
+MATCH_UNKNOWN = UNKNOWN
 
 
 cdef int _walk(Walk *w, Py_ssize_t p, int32_t nf, int32_t t, int32_t r) noexcept nogil:

@@ -32,10 +32,13 @@ drop (``_match.walk_paths``).
 """
 import numpy as np
 
+from . import _match
+
 __all__ = ["UNKNOWN", "REASONS", "unknown_inputs", "unknown_inside"]
 
-#: A tx2rx / rx2tx entry whose match the records cannot tell (-1: none).
-UNKNOWN = -2
+#: A tx2rx / rx2tx entry whose match the records cannot tell (-1: none),
+#: as the walk over the matches reads it.
+UNKNOWN = _match.MATCH_UNKNOWN
 #: The windows, in the order of the counts both functions return.
 REASONS = ("before_records", "after_records", "in_lost_records")
 #: An empty queue at ``e`` says nothing of a packet sent after ``e -

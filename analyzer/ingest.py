@@ -29,6 +29,8 @@ import numpy as np
 
 from mscope.capture import (CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_OCC_UNKNOWN,
                             CAPTURE_RECORD_DTYPE, CaptureData, id_counts, open_capture)
+from mscope.capture.format import TIME_BACK_NS
+from mscope.capture.reader import records_in_window
 from mscope import workers
 from mscope.errors import CaptureFormatError
 from mscope.record import IDLE_NS
@@ -619,7 +621,7 @@ class _General:
     records selected over the whole capture and sorted by time."""
 
     def __init__(self, data, nf_of_stream, info):
-        self.data = data
+        self.data, self.info = data, info
         records = data.records
         lut = np.full(max(info) + 1 if info else 1, -1, np.int64)
         for sid, k in nf_of_stream.items():
@@ -669,11 +671,8 @@ class _General:
         at = np.flatnonzero(mine & ~self.is_refused)
         sid = np.asarray(self.data.stream)[at]
         t = self.data.records["time_ns"][at]
-        info = self.data.stream_info
-        rows = [(x, t[sid == x].min(),
-                 max(t[sid == x].max(), info.get(x, {}).get("recorded_until_ns") or 0))
-                for x in np.unique(sid).tolist()]
-        return np.array(rows, np.int64).reshape(-1, 3)
+        return _spans(self.info, [(x, t[sid == x].min(), t[sid == x].max())
+                                  for x in np.unique(sid).tolist()])
 
     def _refused(self, mine):
         d = self.data
@@ -804,11 +803,10 @@ def _refused_count(d):
     return int(np.count_nonzero(d.records["flags"] & CAPTURE_F_REFUSED))
 
 
-#: Within one stream (one lcore's clock, read once per batch) a record's
-#: time never trails the one before it by this much; nor do a stream's
-#: records span more than MAX_SPAN_NS.  Beyond either, a time is corrupt:
-#: a frame's checksum vouches only for what was written.
-TIME_BACK_NS = 1_000_000_000
+#: A stream's record trailing the one before it by TIME_BACK_NS (the
+#: capture format's) or more, or records spanning more than MAX_SPAN_NS:
+#: beyond either, a time is corrupt (a frame's checksum vouches only for
+#: what was written).
 MAX_SPAN_NS = 24 * 3600 * 1_000_000_000
 _TIME_CHUNK = 1 << 16
 
@@ -897,15 +895,16 @@ def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"
         if r is not None:
             refused.append(r)
     n = None
-    spans = [(int(d.stream[0]), d.records["time_ns"]) for d in mine if len(d.records)]
     if len(mine) <= 1:
         d = mine[0] if mine else CaptureData(
             np.zeros(0, CAPTURE_RECORD_DTYPE), np.zeros(0, np.uint32),
             np.zeros(1, np.int64), np.zeros(0, np.uint64))
         n = _one_stream(name, nf_id, d.records, d.ids, d.id_offsets, compiled, quiet)
-        ascending = n is not None
-        if ascending:
+        if n is not None:
             _check_times(where, name, d.records, ascending=True)
+            # its times were found ascending: its ends are its span
+            t = d.records["time_ns"]
+            n.spans = _spans(info, [(int(d.stream[0]), t[0], t[-1])] if len(t) else [])
     if n is None:                   # several streams, or times that go back
         for d in mine:
             _check_times(where, name, d.records)
@@ -915,20 +914,23 @@ def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"
         n = _General(d, nf_of_stream, info).nf(k, name, nf_id, quiet)
     n.idle_interval_ns = interval
     n.streams = max(1, len(mine))
-    # where one stream's times were found ascending, its ends are its span;
-    # it ran on to when its collector last found its ring empty, where that
-    # is known (an NF silent until then was stopped, not cut off)
-    ends = (lambda t: (t[0], t[-1])) if len(mine) == 1 and ascending else \
-        (lambda t: (t.min(), t.max()))
-    n.spans = np.array([(sid, a, max(b, info.get(sid, {}).get("recorded_until_ns") or b))
-                        for sid, t in spans for a, b in [ends(t)]], np.int64).reshape(-1, 3)
-    if len(spans) == 1:
-        n.silences = _silent_to_the_end(n, info.get(spans[0][0], {}).get("recorded_until_ns"),
-                                        quiet)
+    if len(n.spans) == 1:
+        n.silences = _silent_to_the_end(
+            n, info.get(int(n.spans[0, 0]), {}).get("recorded_until_ns"), quiet)
     if refused:
         r = np.concatenate(refused)
         n.refused = r[np.argsort(r["time_ns"], kind="stable")]
     return n
+
+
+def _spans(info, rows):
+    """``NFRecords.spans`` of `rows` (stream, first, last record time),
+    each stream's last as late as its manifest entry's (`info`)
+    ``recorded_until_ns``: it ran on to when its collector last found its
+    ring empty, where that is known (an NF silent until then was stopped,
+    not cut off)."""
+    return np.array([(sid, a, max(b, info.get(sid, {}).get("recorded_until_ns") or b))
+                     for sid, a, b in rows], np.int64).reshape(-1, 3)
 
 
 def _silent_to_the_end(n, until, silence_ns):
@@ -1129,9 +1131,9 @@ def _cut(d, lo, hi):
     """CaptureData `d` (one stream) with only its records in ``[lo, hi)``
     and their ids, None for none (StreamFeed.take's window, for a capture
     read with read_streams())."""
-    k = (d.records["time_ns"] >= lo) & (d.records["time_ns"] < hi)
-    if not k.any():
+    cut = records_in_window(d.records, d.ids, lo, hi)
+    if cut is None:
         return None
-    recs = d.records[k]
-    return CaptureData(recs, np.asarray(d.stream)[k], _id_offsets(recs),
-                       d.ids[np.repeat(k, id_counts(d.records))], d.losses, d.stream_info)
+    recs, ids = cut
+    return CaptureData(recs, np.broadcast_to(np.asarray(d.stream)[:1], (len(recs),)),
+                       _id_offsets(recs), ids, d.losses, d.stream_info)

@@ -211,14 +211,7 @@ class RingStream:
         self.ring_drops += trailing
         self.emitted_drops += trailing
         self.emitted_next_seq = self.expected_seq = max(end_seq, self.emitted_next_seq)
-        frame = encode_frame(np.empty(0, CAPTURE_RECORD_DTYPE), np.empty(0, np.uint64),
-                             stream=self.stream, chunk_seq=self.chunk_seq,
-                             first_seq=self.emitted_next_seq, next_seq=self.emitted_next_seq,
-                             drop_records=self.emitted_drops,
-                             drop_packets=self._drop_packets(), final=True,
-                             codec=self.codec, level=self.level)
-        self.chunk_seq += 1
-        return Chunk(self.stream, frame, 0, 0, True, 0)
+        return self._empty_chunk(final=True)
 
     def mark_chunk(self):
         """An empty frame after the last chunk cut (None if none was): the
@@ -226,14 +219,19 @@ class RingStream:
         has nothing left to send at shutdown."""
         if self.emitted_next_seq is None or self.finished:
             return None
+        return self._empty_chunk(final=False)
+
+    def _empty_chunk(self, final):
+        """A frame of no records at the last chunk's next_seq, with the
+        drop counters so far."""
         frame = encode_frame(np.empty(0, CAPTURE_RECORD_DTYPE), np.empty(0, np.uint64),
                              stream=self.stream, chunk_seq=self.chunk_seq,
                              first_seq=self.emitted_next_seq, next_seq=self.emitted_next_seq,
                              drop_records=self.emitted_drops,
-                             drop_packets=self._drop_packets(),
+                             drop_packets=self._drop_packets(), final=final,
                              codec=self.codec, level=self.level)
         self.chunk_seq += 1
-        return Chunk(self.stream, frame, 0, 0, False, 0)
+        return Chunk(self.stream, frame, 0, 0, final, 0)
 
     def describe(self):
         """The stream's identity, for manifests and wire meta."""

@@ -41,7 +41,7 @@ __all__ = [
     "CODEC_NONE", "CODEC_ZSTD", "CODEC_LZ4", "CODEC_NAMES", "CODEC_IDS",
     "CAPTURE_RECORD_DTYPE", "CAPTURE_RECORD_SIZE", "PACKET_ID_DTYPE",
     "CAPTURE_F_TX", "CAPTURE_F_ADDR", "CAPTURE_F_NOIDS", "CAPTURE_F_REFUSED",
-    "CAPTURE_OCC_UNKNOWN",
+    "CAPTURE_OCC_UNKNOWN", "TIME_BACK_NS",
     "MAX_CHUNK_RAW_BYTES", "MAX_MANIFEST_BYTES", "LOSS_KINDS",
     "FrameHeader", "pack_frame_header", "unpack_frame_header", "id_counts",
     "records_problem",
@@ -98,6 +98,12 @@ FRAME_HEADER_DTYPE = np.dtype([
 assert FRAME_HEADER_DTYPE.itemsize == FRAME_HEADER_SIZE
 
 # --- records --------------------------------------------------------------
+
+#: Within one stream (one lcore's clock, read once per batch) a record's
+#: time never trails the one before it by this much: the analyzer refuses
+#: a larger step as corrupt, and a reader cutting a window of time relies
+#: on it (a frame's records lie before the next frame's first plus this).
+TIME_BACK_NS = 1_000_000_000
 
 #: One capture record (32 bytes, little-endian).  Unlike the ring record it
 #: carries time in ns (TSC already converted by the collector) and a 32-bit

@@ -31,11 +31,12 @@ from mscope.errors import CaptureFormatError
 from .format import (CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_RECORD_DTYPE, FORMAT_NAME,
                      FORMAT_VERSION, FRAME_HEADER_SIZE, FRAME_MAGIC, MANIFEST_NAME,
                      MAX_MANIFEST_BYTES, PACKET_ID_DTYPE, RECORD_VERSION, SEGMENT_RE,
+                     TIME_BACK_NS,
                      check_frame_header, decode_payload_counted, decode_payload_into,
                      first_record_time, id_counts, segment_name, seq_problem,
                      unpack_frame_header)
 
-__all__ = ["Loss", "Capture", "CaptureData", "StreamFeed", "open_capture",
+__all__ = ["Loss", "Capture", "CaptureData", "StreamFeed", "open_capture", "records_in_window",
            "load_manifest", "last_chunk_headers"]
 
 
@@ -1267,12 +1268,11 @@ class StreamFeed:
                         _decode(e, src.read(e), True)
                     except CaptureFormatError as exc:
                         e.status, e.detail = "corrupt", str(exc)
-                    if e.status == "ok" and len(e.records):
-                        t = e.records["time_ns"]
-                        k = (t >= lo) & (t < hi)
-                        if k.any():
-                            recs.append(e.records[k])
-                            ids.append(e.ids[np.repeat(k, id_counts(e.records))])
+                    cut = (records_in_window(e.records, e.ids, lo, hi)
+                           if e.status == "ok" and len(e.records) else None)
+                    if cut is not None:
+                        recs.append(cut[0])
+                        ids.append(cut[1])
                     e.records = e.ids = None            # the frame goes once cut
             except OSError as exc:
                 raise CaptureFormatError(
@@ -1307,10 +1307,19 @@ class StreamFeed:
                            dict(cap.streams))
 
 
-#: A stream's records step back in time by less than this (the analyzer
-#: refuses a larger step, mscope.analyzer.ingest.TIME_BACK_NS): a frame's
-#: records lie before the first of the next frame plus this.
-WINDOW_SLACK_NS = 1_000_000_000
+#: How far a frame's records may lie past the next frame's first: a
+#: stream's times step back by less than TIME_BACK_NS.
+WINDOW_SLACK_NS = TIME_BACK_NS
+
+
+def records_in_window(records, ids, lo, hi):
+    """Capture records (and their ids, the records' id block) whose time is
+    in ``[lo, hi)``, as ``(records, ids)``; None for none."""
+    t = records["time_ns"]
+    k = (t >= lo) & (t < hi)
+    if not k.any():
+        return None
+    return records[k], ids[np.repeat(k, id_counts(records))]
 
 
 def _first_time(e, src):
