@@ -7,10 +7,11 @@ in path order, then their times (mscope.analyzer.matching and
 Matching: one open-addressing table of the a side's ids (linear probing,
 16-byte slots, load <= 2/3), probed with the b side.  An id seen once on
 each side (every id in a bench run: they are 64-bit hashes) is decided at
-the probe.  An id seen several times on either side is a *group*, solved
+the probe, with no window: b not before a is all it takes (no other a
+has the id, and a queue holds a packet for as long as its NF stops).  An id seen several times on either side is a *group*, solved
 on its own: its a and b sorted by (time, index), then one sweep that pairs
 each b with the latest pending a (a stack: the latest a keeps a contested
-b), then FIFO untangling of the ambiguous a: the same pairs as the
+b; the window only where the id has several a), then FIFO untangling of the ambiguous a: the same pairs as the
 earlier vectorised version (a lexsort of both sides, then rounds of
 claims), which tests/test_matching.py keeps as its reference.  Groups are
 rare in trajectories and small (one entry per NF) in topology.
@@ -195,7 +196,10 @@ cdef int64_t _solve_group(Slot *slot, const int64_t *a_ns, const int64_t *b_ns,
             sp += 1
             i += 1
         if sp:
-            if s.b[j].ns - s.a[s.stack[sp - 1]].ns <= window:
+            # the window parts copies of the id on the a side: with one,
+            # there is nothing to part (a queue holds a packet as long as
+            # its NF stops)
+            if na == 1 or s.b[j].ns - s.a[s.stack[sp - 1]].ns <= window:
                 sp -= 1
                 match[s.a[s.stack[sp]].idx] = <int32_t>s.b[j].idx
             else:
@@ -319,7 +323,9 @@ cdef int64_t _hash_join(const uint64_t *a_ids, const int64_t *a_ns, Py_ssize_t n
         elif sl.b < 0:                     # the common case: once each side
             sl.b = <int32_t>j
             next_b[j] = -1
-            if b_ns[j] >= a_ns[ia] and b_ns[j] - a_ns[ia] <= window_ns:
+            # no window: nothing else has the id to be told apart from
+            # (a queue holds a packet as long as its NF stops)
+            if b_ns[j] >= a_ns[ia]:
                 match[ia] = <int32_t>j
         else:
             if next_b[sl.b] < 0:           # second b of the id: a group
@@ -510,8 +516,8 @@ def match_known_into(const uint64_t[::1] a_ids, const int64_t[::1] a_ns,
     Most pairs are found by position (_cursor).  A pair is kept only if
     its id is seen nowhere else: not on an unknown a, nor on any a or b
     left unpaired (one small table); known a are distinct among
-    themselves, so such an id is once on each side and its match is the
-    window check alone.  The rest -- every entry of the other ids, whole
+    themselves, so such an id is once on each side and matches wherever
+    its b is not before its a.  The rest -- every entry of the other ids, whole
     groups -- goes through the hash join in index order, as match_into.
 
     Returns
@@ -605,7 +611,7 @@ def match_known_into(const uint64_t[::1] a_ids, const int64_t[::1] a_ns,
                 h = _find(table, mask, shift, key)
                 table[h].key = key
                 table[h].a = 0
-            # one pass over a: a kept pair is matched by the window alone;
+            # one pass over a: a kept pair is matched if b is not before a;
             # the others join the rest in index order (so the group
             # solver's ties break as in match_into)
             for i in range(na):
@@ -626,7 +632,7 @@ def match_known_into(const uint64_t[::1] a_ids, const int64_t[::1] a_ns,
                     la_known[nla] = a_known[i]
                     lmatch[nla] = -1
                     nla += 1
-                elif b_ns[j] >= a_ns[i] and b_ns[j] - a_ns[i] <= window_ns:
+                elif b_ns[j] >= a_ns[i]:
                     b_mark[j] = 2
                 else:
                     match[i] = -1

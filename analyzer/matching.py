@@ -23,9 +23,11 @@ except ImportError as exc:          # pragma: no cover - a build problem
 
 __all__ = ["match_next", "match_next_int32", "DEFAULT_WINDOW_NS"]
 
-#: Longest tx -> rx gap accepted as one packet.  The worst queueing delay in
-#: the bench suite is a few ms (a 1024-packet queue behind a 30x bug); 100 ms
-#: leaves room while keeping recycled ids far apart.
+#: Longest tx -> rx gap for an id sent more than once (seen on several
+#: a): it keeps recycled ids apart.  An id sent once has no window (a
+#: queue holds a packet for as long as its NF stops: a 100 ms stop's
+#: packets waited longer than this).  The worst queueing delay in
+#: the bench suite is a few ms (a 1024-packet queue behind a 30x bug).
 DEFAULT_WINDOW_NS = 100_000_000
 
 
@@ -58,7 +60,9 @@ def match_next(a_ids, a_ns, b_ids, b_ns, window_ns=DEFAULT_WINDOW_NS):
     b_ids, b_ns : ndarray of uint64, int64
         Later occurrences (e.g. rx at the downstream NF).
     window_ns : int
-        Largest accepted ``b_ns - a_ns``.
+        Largest accepted ``b_ns - a_ns`` for an id seen on several a.
+        An id seen on one a matches its first b at or after it at any
+        gap: there is no other a to tell it apart from.
 
     Returns
     -------

@@ -173,6 +173,26 @@ def _between_claimed(rx_nf, rx_ns, claimed, nn):
     return (rx_ns >= lo[rx_nf]) & (rx_ns <= hi[rx_nf])
 
 
+def _from_outside(tx_ids, tx_ns, rx_ids, rx_ns, rx_nf, unclaimed, nn):
+    """Per NF, its `unclaimed` rx whose id no recorded tx sent before it:
+    those of a source nobody recorded.  An rx with the id of an earlier
+    recorded tx waited longer than the matching window (a packet sent to
+    an NF that stopped for longer: the window parts the copies of an id,
+    and in this match every hop of a packet is one)."""
+    at = np.flatnonzero(unclaimed)
+    ids = np.ascontiguousarray(rx_ids[at], np.uint64)
+    sent = np.empty(len(tx_ids), np.uint8)
+    _match.contains(ids, np.ascontiguousarray(tx_ids, np.uint64), sent)
+    sent = np.flatnonzero(sent)
+    if len(sent):
+        # by id, then time: an id's first entry is its first tx
+        sent = sent[np.lexsort((tx_ns[sent], tx_ids[sent]))]
+        q = np.minimum(np.searchsorted(tx_ids[sent], ids), len(sent) - 1)
+        before = (tx_ids[sent[q]] == ids) & (tx_ns[sent[q]] <= rx_ns[at])
+        at = at[~before]
+    return np.bincount(rx_nf[at], minlength=nn)
+
+
 def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> Topology:
     """Infer the NF graph of `view` from its records.
 
@@ -197,7 +217,6 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
     names = [n.name for n in view.nfs]
     tx_ids, tx_ns, tx_nf, tx_port, rx_ids, rx_ns, rx_nf = _votes(view)
     m, _ = match_next_int32(tx_ids, tx_ns, rx_ids, rx_ns, window_ns)
-    del tx_ids, tx_ns, rx_ids
     got = m >= 0
     dst = np.full(len(m), -1, np.int64)         # (no rx at all: nothing to index)
     dst[got] = rx_nf[m[got]]
@@ -233,9 +252,11 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
     claimed = np.zeros(len(rx_nf), bool)
     claimed[m[got]] = True
     n_rx = np.bincount(rx_nf, minlength=nn)
-    n_unclaimed = np.bincount(rx_nf[~claimed & _between_claimed(rx_nf, rx_ns, claimed, nn)],
-                              minlength=nn)
-    del rx_ns
+    unclaimed = ~claimed & _between_claimed(rx_nf, rx_ns, claimed, nn)
+    n_unclaimed = np.bincount(rx_nf[unclaimed], minlength=nn)
+    if (n_unclaimed >= MIN_SHARE * n_rx).any():
+        n_unclaimed = _from_outside(tx_ids, tx_ns, rx_ids, rx_ns, rx_nf, unclaimed, nn)
+    del tx_ids, tx_ns, rx_ids, rx_ns
     for k, n in enumerate(view.nfs):
         if n_rx[k] and n_unclaimed[k] >= MIN_SHARE * n_rx[k]:
             edges.add((SOURCE, n.name))

@@ -378,9 +378,10 @@ def test_matching_pairs_colliding_ids_in_order():
     m, amb = match_next(np.array([5, 5], np.uint64), np.array([0, 10]),
                         np.array([5, 5], np.uint64), np.array([12, 13]))
     assert m.tolist() == [0, 1] and amb == 2
-    m, _ = match_next(np.array([5], np.uint64), np.array([0]),
-                      np.array([5], np.uint64), np.array([500]), window_ns=100)
-    assert m.tolist() == [-1]
+    # the window parts copies: the second of two sent is out of reach
+    m, _ = match_next(np.array([5, 5], np.uint64), np.array([0, 400]),
+                      np.array([5, 5], np.uint64), np.array([50, 600]), window_ns=100)
+    assert m.tolist() == [0, -1]
 
 
 def test_manifest_topology_checked(tmp_path):
@@ -441,6 +442,33 @@ def test_no_shared_ids_cannot_be_inferred(tmp_path):
     with pytest.raises(TopologyError, match=r"^topology: no packet ids are shared"):
         infer_topology(load(write(tmp_path / "e", streams, [["source", "a"], ["a", "b"],
                                                             ["b", "sink"]])))
+
+
+def test_a_stop_longer_than_the_window_is_no_unrecorded_source(tmp_path):
+    # b takes 3 and 4 200 ms after a sent them (it had stopped).  In
+    # topology's match of every tx with every rx, each NF's tx of a packet
+    # is a copy of its id, and the 100 ms window parts copies: their rx at
+    # b stay unclaimed there.  a sent their ids before: they are not the
+    # mark of a source feeding b
+    ms = 1_000_000
+    v = load(write(tmp_path / "c", [
+        ("a", [(10, 0, 0, 0, [1, 2, 3, 4]), (20, 1, 0, None, [1, 2, 3, 4]),
+               (200 * ms - 20, 0, 0, 0, [5, 6]), (200 * ms - 10, 1, 0, None, [5, 6])]),
+        ("b", [(30, 0, 0, 0, [1, 2]), (40, 1, 0, None, [1, 2]),
+               (200 * ms, 0, 0, 0, [3, 4, 5, 6]), (200 * ms + 10, 1, 0, None, [3, 4, 5, 6])]),
+    ]))
+    topo = infer_topology(v)
+    assert topo.edges == [("a", "b"), ("b", "sink"), ("source", "a")]
+    t = build_trajectories(v, topo)
+    assert t.drop_nf.tolist() == [-1] * 6
+    assert dict(zip(t.packet_id.tolist(), t.exit_ns.tolist())) == {
+        1: 40, 2: 40, 3: 200 * ms + 10, 4: 200 * ms + 10, 5: 200 * ms + 10, 6: 200 * ms + 10}
+    # ids no recorded tx sent before are still a source's
+    v = load(write(tmp_path / "d", [
+        ("a", [(10, 0, 0, 0, [1, 2, 3]), (20, 1, 0, None, [1, 2, 3])]),
+        ("b", [(30, 0, 0, 0, [3, 7, 8, 9]), (40, 1, 0, None, [3, 7, 8, 9])]),
+    ]))
+    assert {("a", "b"), ("source", "b")} <= set(infer_topology(v).edges)
 
 
 def test_without_source_records(tmp_path):

@@ -11,6 +11,22 @@ from mscope.analyzer.matching import match_next, match_next_int32
 U64_MAX = 2**64 - 1
 
 
+def _no_window_for_singles(reference):
+    """An id seen on one a matches its first b at or after it (by time,
+    then index) at any gap: the window only tells copies of an id apart."""
+    def ref(a_ids, a_ns, b_ids, b_ns, window_ns):
+        match, amb = reference(a_ids, a_ns, b_ids, b_ns, window_ns)
+        a_ids, b_ids = np.asarray(a_ids), np.asarray(b_ids)
+        for i, key in enumerate(a_ids.tolist()):
+            if (a_ids == key).sum() == 1:
+                after = [(b_ns[j], j) for j in np.flatnonzero(b_ids == key)
+                         if b_ns[j] >= a_ns[i]]
+                match[i] = min(after)[1] if after else -1
+        return match, amb
+    return ref
+
+
+@_no_window_for_singles
 def _reference(a_ids, a_ns, b_ids, b_ns, window_ns):
     """match_next as its docstring reads, one id at a time, in rounds of
     claims: every pending a claims the first free b of its id at or after
@@ -48,6 +64,7 @@ def _reference(a_ids, a_ns, b_ids, b_ns, window_ns):
     return np.array(match, np.int64), ambiguous
 
 
+@_no_window_for_singles
 def _lexsort_reference(a_ids, a_ns, b_ids, b_ns, window_ns):
     """The vectorised implementation before the hash join (one lexsort of
     both sides, rounds of claims over a reversed running minimum)."""
@@ -149,8 +166,25 @@ def test_unique_ids_fast_path():
     a_ids = np.array([7, 0, U64_MAX, 9], np.uint64)
     b_ids = np.array([U64_MAX, 0, 9, 7], np.uint64)
     m, amb = match_next(a_ids, [10, 10, 10, 10], b_ids, [10, 9, 111, 12], window_ns=100)
-    # 0 came back before it left; 9 after the window
-    assert m.tolist() == [3, -1, 0, -1] and amb == 0
+    # 0 came back before it left; 9 after the window, but it is the only
+    # 9 on either side: nothing to tell it apart from
+    assert m.tolist() == [3, -1, 0, 2] and amb == 0
+
+
+def test_the_window_parts_copies_of_an_id_only():
+    # a packet queued for an hour behind a stopped NF is still that packet
+    m, amb = match_next(np.array([6], np.uint64), [0], np.array([6], np.uint64), [3600 * 10**9])
+    assert m.tolist() == [0] and amb == 0
+    # two copies sent, one seen far later: which one it is, the window
+    # cannot say, so neither is matched
+    m, amb = match_next(np.array([5, 5], np.uint64), [0, 10], np.array([5], np.uint64), [200],
+                        window_ns=100)
+    assert m.tolist() == [-1, -1] and amb == 2
+    # one sent, two seen (a copy made downstream): the first after it is
+    # its, at any gap
+    m, _ = match_next(np.array([5], np.uint64), [0], np.array([5, 5], np.uint64), [300, 200],
+                      window_ns=100)
+    assert m.tolist() == [1]
 
 
 def test_equal_times_a_before_b():

@@ -738,7 +738,10 @@ def _chain(rule, att, queues, at_nf, base=0, refused=None, top=None):
     sel = at & (att.scores.column(j) > 0) if j is not None else at
     own = sel if j is None or top is None else at & (top == j)
     when, peak, drops = "", "", int(att.dropped[own].sum()) if len(own) else 0
-    arr = att.arrival_ns[sel] if att.arrival_ns is not None else np.zeros(0)
+    # when: the victims it is the top culprit of, where it is of any (a
+    # long stop's share in a later burst's victims is no episode of it)
+    arr = att.arrival_ns[own if own.any() else sel] if att.arrival_ns is not None \
+        else np.zeros(0)
     arr = arr[arr >= 0]
     lost = ""
     if len(arr):
