@@ -54,6 +54,13 @@ class Topology:
         return sorted({d for (s, d) in self.edges if s == name})
 
 
+#: Votes come only from ids no NF has twice on a side where at least this
+#: share of the tx have them (:func:`_once_per_nf`).
+MIN_CLEAN = 0.05
+#: A topology error says how many packets share their id at an NF where
+#: at least this share of ALIKE_SAMPLE in a row do.
+ALIKE_NOTE = 0.5
+ALIKE_SAMPLE = 100_000
 #: Above this many tx entries the graph is inferred from a sample of ids.
 SAMPLE_ABOVE = 400_000
 #: ... one id in this many (the hash rule of _match.sample_into).
@@ -173,6 +180,52 @@ def _between_claimed(rx_nf, rx_ns, claimed, nn):
     return (rx_ns >= lo[rx_nf]) & (rx_ns <= hi[rx_nf])
 
 
+#: Mixes an NF's index into its ids (an odd 64-bit constant): one table
+#: then finds an id an NF has twice on a side.
+_NF_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _once_per_nf(tx_ids, tx_nf, rx_ids, rx_nf):
+    """Which tx and rx vote: those of ids no NF has twice on a side (uint8
+    masks), or None where every id passes.  A packet's id is on one tx
+    and one rx of each NF on its path; one an NF sends or takes twice is
+    several packets, which the window alone would tell apart.  Traffic
+    whose packets hash alike (UDP of a constant payload: a traffic
+    generator's) pairs an rx with another packet's tx at any NF, and its
+    votes drew edges back upstream, into a cycle."""
+    bad = []
+    for ids, nf in ((tx_ids, tx_nf), (rx_ids, rx_nf)):
+        with np.errstate(over="ignore"):
+            key = ids ^ ((nf.astype(np.uint64) + np.uint64(1)) * _NF_MIX)
+        once = np.empty(len(key), np.uint8)
+        _match.unique_into(np.ascontiguousarray(key), once)
+        bad.append(ids[once == 0])
+    bad = np.concatenate(bad)
+    if not len(bad):
+        return None
+    bad = np.unique(bad)
+    out = []
+    for ids in (tx_ids, rx_ids):
+        hit = np.empty(len(ids), np.uint8)
+        _match.contains(bad, np.ascontiguousarray(ids, np.uint64), hit)
+        out.append(hit ^ 1)
+    return out
+
+
+def _alike(view, n=ALIKE_SAMPLE):
+    """Share of the first `n` tx of each NF whose id another of them has:
+    packets alike to the id hash (not the votes: a hash sample of ids
+    has all of an id or none)."""
+    ids = [np.asarray(nf.tx_ids[:n], np.uint64) for nf in view.nfs]
+    ids = [i for i in ids if len(i)]
+    if not ids:
+        return 0.0
+    once = [np.empty(len(i), np.uint8) for i in ids]
+    for i, o in zip(ids, once):
+        _match.unique_into(np.ascontiguousarray(i), o)
+    return 1 - sum(int(o.sum()) for o in once) / sum(len(o) for o in once)
+
+
 def _from_outside(tx_ids, tx_ns, rx_ids, rx_ns, rx_nf, unclaimed, nn):
     """Per NF, its `unclaimed` rx whose id no recorded tx sent before it:
     those of a source nobody recorded.  An rx with the id of an earlier
@@ -216,6 +269,22 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
     """
     names = [n.name for n in view.nfs]
     tx_ids, tx_ns, tx_nf, tx_port, rx_ids, rx_ns, rx_nf = _votes(view)
+    clean = _once_per_nf(tx_ids, tx_nf, rx_ids, rx_nf)
+    if clean is not None and clean[0].sum() >= MIN_CLEAN * len(tx_ids):
+        tx_ids, tx_ns, tx_nf, tx_port = (a[clean[0].view(bool)]
+                                         for a in (tx_ids, tx_ns, tx_nf, tx_port))
+        rx_ids, rx_ns, rx_nf = (a[clean[1].view(bool)] for a in (rx_ids, rx_ns, rx_nf))
+    del clean
+
+    def error(text):
+        # ids too alike to follow packets by are the likelier cause
+        alike = _alike(view)
+        if alike >= ALIKE_NOTE:
+            text += (f"; {alike:.0%} of the packets share their id with another packet at "
+                     f"one NF: packets alike in every field the id hashes (UDP with a "
+                     f"constant payload and IPv4 id, as traffic generators send) cannot "
+                     f"be told apart (docs/packet-ids.md)")
+        return TopologyError(text)
     m, _ = match_next_int32(tx_ids, tx_ns, rx_ids, rx_ns, window_ns)
     got = m >= 0
     dst = np.full(len(m), -1, np.int64)         # (no rx at all: nothing to index)
@@ -267,7 +336,7 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
         # packets either; only a declared topology that says so tells them
         # from NFs whose ids do not match (checked edge by edge below)
         empty = [n.name for n in view.nfs if not len(n.rx_ids) and not len(n.tx_ids)]
-        raise TopologyError(
+        raise error(
             f"topology: no packet ids are shared between any two of the {len(names)} "
             f"NFs ({', '.join(names)}); cannot infer the NF graph "
             + (f"({', '.join(empty)} hold no packet records: lost? see mscope capture "
@@ -290,19 +359,19 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
                     ready.append(d)
     if len(order) != len(names):
         stuck = sorted(n for n in names if n not in order)
-        raise TopologyError(f"topology: the records form a cycle through {', '.join(stuck)}")
+        raise error(f"topology: the records form a cycle through {', '.join(stuck)}")
 
     edges = sorted(edges)
     if check_manifest and view.topology is not None:
         declared = set(view.topology)
         for e in edges:
             if e not in declared:
-                raise TopologyError(
+                raise error(
                     f"topology: edge {e[0]} -> {e[1]} is in the records but not in "
                     f"the manifest")
         for e in sorted(declared):
             if e not in set(edges):
-                raise TopologyError(
+                raise error(
                     f"topology: edge {e[0]} -> {e[1]} is in the manifest but not in "
                     f"the records")
     upstream = {n: sorted({s for s, d in edges if d == n}) for n in names}

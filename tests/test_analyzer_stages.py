@@ -74,6 +74,30 @@ def test_sampled_topology_is_the_scenario_links(case, monkeypatch):
     assert topo.sources == case.topo.sources
 
 
+def _ids_folded(view, k):
+    """`view` with every id folded onto `k` values: packets alike to the id
+    hash, as a traffic generator's with little that varies makes them."""
+    import dataclasses
+    fold = lambda ids: (np.asarray(ids, np.uint64) % np.uint64(k)) + np.uint64(1)
+    nfs = [dataclasses.replace(n, rx_ids=fold(n.rx_ids), tx_ids=fold(n.tx_ids))
+           for n in view.nfs]
+    return dataclasses.replace(view, nfs=nfs)
+
+
+def test_topology_of_packets_that_share_their_ids(case):
+    # half the packets' ids shared with one or two others (each id on ~2
+    # packets): votes come from the ids no NF sends or takes twice.  Every
+    # vote before: an rx paired with another packet's tx at a later NF,
+    # and the edges came back upstream (a cycle through vpn at 15 copies)
+    n = len(case.traj.packet_id)
+    topo = infer_topology(_ids_folded(case.view, n // 2))
+    assert topo.edges == case.topo.edges and topo.port_to == case.topo.port_to
+    # one id for every packet: no graph, and the error says why
+    with pytest.raises(TopologyError, match=r"^topology: .*; 100% of the packets share their "
+                                            r"id with another packet at one NF: .*packet-ids"):
+        infer_topology(_ids_folded(case.view, 1))
+
+
 def test_sampled_topology_with_a_small_branch_before_a_join(tmp_path, monkeypatch):
     """A branch too small for the 1-in-64 sample is voted on in full; its
     packets count at every NF they pass, not only on the branch, so the NFs
