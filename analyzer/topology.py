@@ -55,8 +55,8 @@ class Topology:
 
 
 #: Votes come only from ids no NF has twice on a side where at least this
-#: share of the tx have them (:func:`_once_per_nf`).
-MIN_CLEAN = 0.05
+#: share of the tx, or this many, have them (:func:`_once_per_nf`).
+MIN_CLEAN, MIN_CLEAN_VOTES = 0.05, 1000
 #: A topology error says how many packets share their id at an NF where
 #: at least this share of ALIKE_SAMPLE in a row do.
 ALIKE_NOTE = 0.5
@@ -270,7 +270,8 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
     names = [n.name for n in view.nfs]
     tx_ids, tx_ns, tx_nf, tx_port, rx_ids, rx_ns, rx_nf = _votes(view)
     clean = _once_per_nf(tx_ids, tx_nf, rx_ids, rx_nf)
-    if clean is not None and clean[0].sum() >= MIN_CLEAN * len(tx_ids):
+    if clean is not None and (clean[0].sum() >= MIN_CLEAN * len(tx_ids)
+                              or clean[0].sum() >= MIN_CLEAN_VOTES):
         tx_ids, tx_ns, tx_nf, tx_port = (a[clean[0].view(bool)]
                                          for a in (tx_ids, tx_ns, tx_nf, tx_port))
         rx_ids, rx_ns, rx_nf = (a[clean[1].view(bool)] for a in (rx_ids, rx_ns, rx_nf))
