@@ -220,6 +220,10 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     # and packets NICs refused (refused records), most first
     if refused:
         out["refused"] = refused
+    # and victims no culprit explains, per NF
+    unexplained = unexplained_victims(att, traj)
+    if unexplained:
+        out["unexplained"] = unexplained
     log.end()
     ctx = {"attribution": att, "queues": queues, "traj": traj, "topology": topo,
            "slo_us": slo_us, "pattern_threshold": thr, "seconds": log.elapsed(),
@@ -814,6 +818,8 @@ def format_summary(diag, ctx, top=5):
         lines.append(_fate_text(diag["fate_unknown"], top))
     if diag.get("refused"):
         lines.append(_refused_text(diag["refused"], ctx["queues"], base, top))
+    if diag.get("unexplained"):
+        lines.append(_unexplained_text(diag["unexplained"], top))
     given = ctx.get("peak_rates")
     if given:
         lines.append("peak rates as given: " + ", ".join(
@@ -853,6 +859,62 @@ def format_summary(diag, ctx, top=5):
     else:
         lines.append("incomplete: none (no records lost)")
     return "\n".join(lines)
+
+
+def unexplained_victims(att, traj):
+    """The victims with no culprit, per NF, most first: ``{"nf", "victims",
+    "late", "dropped_at_queue", "dropped_inside", "flows"}`` (``flows``:
+    the prefix covering their sources, where address records gave them).
+    Dropped inside is taken and never sent on: with no queue behind it,
+    the NF's own choice (a firewall's rule, a policy), not its load."""
+    top = att.top()
+    none = np.flatnonzero(top < 0)
+    if not len(none):
+        return []
+    names, code = att.nf_groups()
+    p = att.packet[none]
+    last = np.searchsorted(traj.hop_packet, p, side="right") - 1   # hops by packet
+    inside = att.dropped[none] & (traj.hop_rx[last] >= 0)
+    out = []
+    for k in np.unique(code[none]).tolist():
+        at = code[none] == k
+        e = {"nf": names[k], "victims": int(at.sum()),
+             "late": int((at & ~att.dropped[none]).sum()),
+             "dropped_at_queue": int((at & att.dropped[none] & ~inside).sum()),
+             "dropped_inside": int((at & inside).sum())}
+        if traj.has_addr:
+            src = traj.src_addr[p[at]]
+            src = src[src != 0]
+            if len(src):
+                e["flows"] = _covering_prefix(int(src.min()), int(src.max()))
+        out.append(e)
+    return sorted(out, key=lambda e: -e["victims"])
+
+
+def _covering_prefix(lo, hi):
+    """The shortest IPv4 prefix holding addresses `lo` to `hi` (ints)."""
+    bits = 32 - (lo ^ hi).bit_length()
+    net = lo >> (32 - bits) << (32 - bits) if bits else 0
+    return f"{net >> 24}.{net >> 16 & 255}.{net >> 8 & 255}.{net & 255}/{bits}"
+
+
+def _unexplained_text(entries, top):
+    """The summary's line on victims no culprit explains."""
+    def one(e):
+        kinds = [f"{e[k]:,} {w}" for k, w in (("late", "late"),
+                                              ("dropped_at_queue", "dropped at its queue"),
+                                              ("dropped_inside", "dropped inside it"))
+                 if e[k]]
+        flows = f", flows {e['flows']}" if e.get("flows") else ""
+        return f"{e['victims']:,} at {e['nf']} ({', '.join(kinds)}{flows})"
+    more = f", and {len(entries) - top} more NFs" if len(entries) > top else ""
+    line = (f"no culprit for {sum(e['victims'] for e in entries):,} victims: "
+            + "; ".join(one(e) for e in entries[:top]) + more)
+    if any(e["dropped_inside"] for e in entries):
+        line += (" (dropped inside: taken and never sent on, and no queue nor a full NF "
+                 "after it explains it: the NF's own choice, as a firewall rule's, not its "
+                 "load)")
+    return line
 
 
 #: How the summary says each window of fate_unknown.
