@@ -551,15 +551,32 @@ def _one_stream_numpy(name, nf_id, recs, ids, id_rec=None, silence_ns=SILENCE_NS
                      silences=silences(recs, silence_ns))
 
 
-def _refused(recs, words):
+#: No port receives more than this many packets a ns (800GbE: 1.2 at 64
+#: bytes), and a reading's count over its window above it (with room for
+#: a few packets in a window of nothing) is a corrupt record.
+MAX_REFUSED_PER_NS, REFUSED_SLACK = 2, 1 << 16
+
+
+def _refused(recs, words, where="capture"):
     """REFUSED_DTYPE entries of refused records `recs`, whose 2 words each
     are `words` (packets, window ns: more than int64 holds is clipped, a
-    reading no recorder makes)."""
+    reading no recorder makes).  A window reaching back before the clock's
+    zero, or more packets in it than a port could receive, is a one-line
+    CaptureFormatError: the summary would print what it said."""
     out = np.zeros(len(recs), REFUSED_DTYPE)
     big = np.uint64(np.iinfo(np.int64).max)
     out["time_ns"] = recs["time_ns"]
     out["packets"] = np.minimum(words[0::2], big)
     out["window_ns"] = np.minimum(words[1::2], big)
+    for bad, why in ((out["window_ns"] > out["time_ns"], "reaches back before the clock's zero"),
+                     (out["packets"] > MAX_REFUSED_PER_NS * out["window_ns"].astype(float)
+                      + REFUSED_SLACK, f"is more than a port receives ({MAX_REFUSED_PER_NS} a ns)")):
+        if bad.any():
+            r, e = recs[np.argmax(bad)], out[np.argmax(bad)]
+            raise CaptureFormatError(
+                f"{where}: record seq {int(r['seq'])} is a refused record of "
+                f"{int(e['packets']):,} packets in the {int(e['window_ns']):,} ns before "
+                f"{int(e['time_ns']):,} ns, which {why}: a corrupt record")
     out["port"] = recs["port"]
     occ = recs["occupancy"].astype(np.int64)
     occ[occ == CAPTURE_OCC_UNKNOWN] = -1
@@ -584,7 +601,7 @@ def _words(first):
     return np.stack([first, first + 1], axis=1).ravel()
 
 
-def _take_refused(d, where):
+def _take_refused(d, where, name=None):
     """CaptureData `d` without its refused records and their words, and
     those records (REFUSED_DTYPE); `d` itself when it has none.  Refused
     records are neither batches nor idle polls: the expansion must not see
@@ -596,6 +613,11 @@ def _take_refused(d, where):
     if not len(at):
         return d, None
     _check_refused(recs[at], where)
+    # their times as the stream's (the NF's checks see the rest only):
+    # each against the records beside it, and the stream's ends
+    near = np.unique(np.concatenate([[0, len(recs) - 1], at - 1, at, at + 1]))
+    _check_times(where, name or f"stream {int(d.stream[at[0]])}",
+                 recs[near[(near >= 0) & (near < len(recs))]])
     off = d.id_offsets if d.id_offsets is not None else _id_offsets(recs)
     word = _words(off[at])
     keep = np.ones(len(recs), bool)
@@ -606,7 +628,7 @@ def _take_refused(d, where):
     return (CaptureData(rest, np.asarray(d.stream)[keep],
                         None if d.id_offsets is None else _id_offsets(rest),
                         d.ids[keep_ids], d.losses, d.stream_info),
-            _refused(recs[at], d.ids[word]))
+            _refused(recs[at], d.ids[word], where))
 
 
 def _id_offsets(recs):
@@ -678,7 +700,7 @@ class _General:
         d = self.data
         at = np.flatnonzero(mine & self.is_refused)
         _check_refused(d.records[at], "capture")
-        return _refused(d.records[at], d.ids[_words(d.id_offsets[at])])
+        return _refused(d.records[at], d.ids[_words(d.id_offsets[at])], "capture")
 
     def _silences(self, mine, silence_ns):
         # over all the NF's streams: silent only while every lcore is
@@ -891,7 +913,7 @@ def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"
     quiet = silence_ns_of(interval)
     refused = []
     for i, d in enumerate(mine):
-        mine[i], r = _take_refused(d, where)
+        mine[i], r = _take_refused(d, where, name)
         if r is not None:
             refused.append(r)
     n = None

@@ -4,6 +4,8 @@ shim would, kept apart from batches by ingest, and reported by the
 diagnosis, checked against the drops the source's own records show."""
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -222,3 +224,44 @@ def test_refused_records_alone_are_no_packets(caps, tmp_path):
     rewrite_capture(caps["full"], tmp_path / "only", records=only_refused)
     with pytest.raises(CaptureFormatError, match=r"only: capture holds no packet records$"):
         load(tmp_path / "only")
+
+
+@pytest.mark.parametrize("what, change, says", [
+    ("time before zero", {"time": -5}, r"fw: record seq \d+ has time -5 ns, before the clock's zero"),
+    ("time a day on", {"time": 86_400 * 10**9},
+     r"fw: record seq \d+ has time [\d,]+ ns, 24 h from another of the stream's"),
+    ("time 2 s on", {"time": 2 * 10**9},       # the record after it is 2 s back
+     r"fw: record seq \d+ has time [\d,]+ ns, 2\.0 s before the record before it"),
+    ("window before zero", {"window": 2**63 - 1},
+     r"record seq \d+ is a refused record of [\d,]+ packets in the [\d,]+ ns before [\d,]+ "
+     r"ns, which reaches back before the clock's zero"),
+    ("packets", {"packets": 2**40},
+     r"record seq \d+ is a refused record of 1,099,511,627,776 packets .* which is more than "
+     r"a port receives \(2 a ns\)"),
+])
+def test_a_corrupt_refused_record_is_a_one_line_error(caps, tmp_path, what, change, says):
+    # their times were checked with no other record's, and their words not
+    # at all: a corrupt one became an episode at a time or of a size no
+    # port could have, in the summary
+    def corrupt(st, recs, ids):
+        at = np.flatnonzero(recs["flags"] & CAPTURE_F_REFUSED)
+        if not len(at):
+            return recs, ids
+        i, ids = at[-1], ids.copy()
+        first = int(np.cumsum(id_counts(recs))[i]) - 2
+        if "time" in change:
+            recs["time_ns"][i] = change["time"] if change["time"] < 0 else \
+                recs["time_ns"][i] + change["time"]
+        if "window" in change:
+            ids[first + 1] = np.uint64(change["window"])
+        if "packets" in change:
+            ids[first] = np.uint64(change["packets"])
+        return recs, ids
+    out = tmp_path / "bad"
+    rewrite_capture(caps["full"], out, records=corrupt)
+    proc = subprocess.run([sys.executable, "-m", "mscope.cli", "diagnose", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and not proc.stdout
+    (line,) = proc.stderr.strip().splitlines()
+    assert re.search(says, line), line
+    assert line.startswith(f"mscope: error: {out}") and line.endswith(": a corrupt record")
