@@ -152,7 +152,10 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
     topo : mscope.analyzer.topology.Topology
     window_ns : int
         Longest accepted gap between an upstream tx and the rx downstream,
-        and between an NF's rx and tx of one packet.
+        and between an NF's rx and tx of one packet, for the copies of an
+        id sent more than once (:func:`~mscope.analyzer.matching.match_next`),
+        where the NF paused no longer: an NF's window is this plus its
+        longest gap between rx batches (:func:`_window_of`).
     release_ids : bool
         Free the view's ids, ports and tx batches once matched
         (``CaptureView.release_packets``): ``mscope diagnose`` reads them
@@ -250,7 +253,7 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
             m = np.empty(len(a_ids), np.int32)
             mark = np.empty(len(rx_ids[k]), np.uint8)
             amb[k] += _match.match_known_into(a_ids, a_ns, a_known, segments, rx_ids[k],
-                                              rx_ns[k], int(window_ns), m, mark)
+                                              rx_ns[k], _window_of(nfs[k], window_ns), m, mark)
             fate[k] += unknown_inputs(nfs[k], a_ns, m, segments)
             del a_ids, a_ns, a_known
             for (u, sel, n), ix, lo, hi in zip(pool, picked, segments[:-1], segments[1:]):
@@ -271,7 +274,7 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
         mark = np.empty(len(tx_ids[k]), np.uint8)
         amb[k] += _match.match_known_into(rx_ids[k], rx_ns[k], known_rx[k],
                                           np.array([0, len(rx_ids[k])], np.int64), tx_ids[k],
-                                          tx_ns[k], int(window_ns), r2t, mark)
+                                          tx_ns[k], _window_of(nfs[k], window_ns), r2t, mark)
         fate[k] += unknown_inside(nfs[k], rx_ns[k], r2t, tx_ns[k])
         if len(rx_ids[k]):
             known_tx[k] = mark >> 1
@@ -361,6 +364,22 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
                         src_addr, dst_addr, estimated, unknown,
                         {nfs[k].name: dict(zip(REASONS, map(int, f)))
                          for k, f in enumerate(fate) if f.any()})
+
+
+def _window_of(nf, window_ns):
+    """The matching window at NF `nf` (its queue, and inside it): `window_ns`
+    plus its longest gap between rx batches.  A packet waits in its queue,
+    or inside it, about as long as the NF takes nothing: a stop of 150 ms
+    held the copies of an id (2-5% of packets in traffic with little
+    payload entropy, docs/packet-ids.md) past a fixed 100 ms window, and
+    they were named dropped."""
+    b = nf.batch_ns
+    if len(b) < 2:
+        return int(window_ns)
+    gap = np.diff(b)
+    # several streams' batches interleave: their gaps sorted together
+    longest = int(gap.max()) if gap.min() >= 0 else int(np.diff(np.sort(b)).max())
+    return int(window_ns) + max(longest, 0)
 
 
 def _packet_starts(nfs, src, start_rx, tx_ids, tx_ns, n_src, n_pk):

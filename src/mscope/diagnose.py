@@ -819,7 +819,8 @@ def format_summary(diag, ctx, top=5):
     if diag.get("refused"):
         lines.append(_refused_text(diag["refused"], ctx["queues"], base, top))
     if diag.get("unexplained"):
-        lines.append(_unexplained_text(diag["unexplained"], top))
+        lines.append(_unexplained_text(diag["unexplained"], top, ctx["attribution"],
+                                       ctx["queues"], base))
     given = ctx.get("peak_rates")
     if given:
         lines.append("peak rates as given: " + ", ".join(
@@ -898,15 +899,28 @@ def _covering_prefix(lo, hi):
     return f"{net >> 24}.{net >> 16 & 255}.{net >> 8 & 255}.{net & 255}/{bits}"
 
 
-def _unexplained_text(entries, top):
-    """The summary's line on victims no culprit explains."""
+def _unexplained_text(entries, top, att=None, queues=None, base=0):
+    """The summary's line on victims no culprit explains; with `att` and
+    `queues`, the stops of their NF they came in during (a stop the
+    recording ended in: the packets its queue took have no fate, so the
+    queue the attribution sees is empty, and its drops no one's)."""
+    if att is not None:
+        names, code = att.nf_groups()
+        none = att.top() < 0
+
     def one(e):
         kinds = [f"{e[k]:,} {w}" for k, w in (("late", "late"),
                                               ("dropped_at_queue", "dropped at its queue"),
                                               ("dropped_inside", "dropped inside it"))
                  if e[k]]
         flows = f", flows {e['flows']}" if e.get("flows") else ""
-        return f"{e['victims']:,} at {e['nf']} ({', '.join(kinds)}{flows})"
+        stops = None
+        if att is not None and att.arrival_ns is not None and e["nf"] in names:
+            arr = att.arrival_ns[none & (code == names.index(e["nf"]))]
+            stops = _stops(queues, e["nf"], arr[arr >= 0])
+        when = f"; {_stop_text(e['nf'], stops, queues[e['nf']].usual_batch_ns, base)}" \
+            if stops else ""
+        return f"{e['victims']:,} at {e['nf']} ({', '.join(kinds)}{flows}{when})"
     more = f", and {len(entries) - top} more NFs" if len(entries) > top else ""
     line = (f"no culprit for {sum(e['victims'] for e in entries):,} victims: "
             + "; ".join(one(e) for e in entries[:top]) + more)
