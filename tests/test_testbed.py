@@ -172,15 +172,22 @@ def test_a_recording_stopped_while_a_queue_overflows_names_only_real_drops(tmp_p
     assert twice == 0 and 0.9 * real <= named <= real, (named, twice, real)
     t = np.sort(traj.drop_ns[at_nat])
     assert t[-1] - t[0] > 800_000_000, "drops of both stops are named"
-    # the second stop's drops that no culprit explains (its queue's
-    # accepted packets have no fate: no queue to blame) are counted, with
-    # that stop named
+    # the second stop's drops are nat's too (its queue's accepted packets
+    # have no fate, so the records show no queue: they had no culprit),
+    # and the summary names both stops, 1 s apart
     from mscope.diagnose import format_summary
+    assert not any(e["nf"] == "nat" and e["dropped_at_queue"] >= 20
+                   for e in diag.get("unexplained", ())), diag["unexplained"]
     text = format_summary(diag, ctx)
-    if any(e["nf"] == "nat" and e["dropped_at_queue"] >= 50
-           for e in diag.get("unexplained", ())):
-        line = next(x for x in text.splitlines() if x.startswith("no culprit for"))
-        assert re.search(r"at nat \(.*nat stopped polling for [\d,]+ us at ", line), text
+    at = []
+    for one, many in re.findall(r"nat stopped polling for [\d,]+ us at ([\d,.]+) ms|"
+                                r"nat stopped \d+ times for [\d,-]+ us, at ([\d,. ]+) ms", text):
+        at += [float(x.replace(",", "")) for x in
+               ([one] if one else many.replace(", ", " ").split())]
+    # (unless live noise made the rule for nat name a prefix, as the
+    # first test allows: 1 run in ~25 here)
+    assert any(990 < b - a < 1010 for a in at for b in at) or \
+        re.search(r"^  nat served flows", text, re.M), text
     print(f"named {named} of the {real} drops fw counted ({twice} ids nat received); "
           f"fate unknown "
           f"{sum(e['packets'] for e in diag.get('fate_unknown', ()))}")

@@ -598,6 +598,11 @@ def _episodes_text(spans, base):
     return f"{', '.join(shown)} ms ({len(parts)} episodes)"
 
 
+#: A rule names up to this many stops by the victims that came in by
+#: them (:func:`_stops`), each after the first for at least this share.
+STOPS_NAMED, STOP_SHARE = 4, 0.02
+
+
 def _stops(queues, name, arr, downstream=False):
     """The stops of NF `name` that its victims (arrival times `arr`, at it
     or `downstream` of it) came in during or just after, as rows (from,
@@ -607,8 +612,10 @@ def _stops(queues, name, arr, downstream=False):
     silences are mostly a preempted thread: ~2% of an idle lcore's gaps on
     the bench VM).
 
-    One stop that a quarter of the victims or more came in by, during it
-    or within as long again after it (the backlog it left drains about as
+    The stop that a quarter of the victims or more came in by, during it
+    or within as long again after it, then (up to STOPS_NAMED) each that
+    a quarter of those left and STOP_SHARE of all came in by: a second
+    stop, one the recording ended in, say (the backlog it left drains about as
     long), twice as long for victims downstream (the released backlog
     reaches them later).  An NF that sleeps when idle, as mscope-nf does
     for 50 us, is silent then too, but few victims come in then; a 20 ms
@@ -625,12 +632,21 @@ def _stops(queues, name, arr, downstream=False):
     arr = np.sort(arr)
     late = 2 if downstream else 1
     d = s[:, 1] - s[:, 0]
-    came = (np.searchsorted(arr, s[:, 1] + late * d, "right")
-            - np.searchsorted(arr, s[:, 0], "left"))
-    j = int(np.argmax(came))
-    if came[j] >= len(arr) / 4:
-        a, b = s[j].tolist()
-        return [(a, b, bool(held[j]))]
+    lo = np.searchsorted(arr, s[:, 0], "left")
+    hi = np.searchsorted(arr, s[:, 1] + late * d, "right")
+    left = np.ones(len(arr), bool)
+    picked = []
+    for _ in range(STOPS_NAMED):
+        # victims not yet by a stop named, per stop
+        cs = np.r_[0, np.cumsum(left)]
+        came = cs[hi] - cs[lo]
+        j = int(np.argmax(came))
+        if came[j] < left.sum() / 4 or (picked and came[j] < STOP_SHARE * len(arr)):
+            break
+        picked.append(j)
+        left[lo[j]:hi[j]] = False
+    if picked:
+        return [(int(s[j, 0]), int(s[j, 1]), bool(held[j])) for j in sorted(picked)]
     return _repeated_stops(q, s, held, arr, late)
 
 
