@@ -733,8 +733,8 @@ def _stop_text(nf, stops, usual_batch_ns, base):
     at = [f"{(a - base) / 1e6:,.3f}" for a, _, _ in stops]
     if len(at) > 6:
         at = at[:4] + ["...", at[-1]]
-    n_held = sum(h for _, _, h in stops)       # never all: silences make a repeat
-    how = ("no records" if n_held == 0 else
+    n_held = sum(h for _, _, h in stops)
+    how = ("no records" if n_held == 0 else "each over one batch" if n_held == len(stops) else
            f"{len(stops) - n_held} with no records, {n_held} over one batch")
     return (f"{nf} stopped {len(stops)} times for {min(us):,.0f}-{max(us):,.0f} us, "
             f"at {', '.join(at)} ms ({how})")
@@ -782,10 +782,13 @@ def _chain(rule, att, queues, at_nf, base=0, refused=None, top=None):
     dropped = f" ({drops:,} dropped)" if drops else ""
     cause = _cause_text(c, att.source_cover)
     stops = (_stops(queues, c["nf"], arr, c["nf"] != nf)
-             if len(arr) and c["kind"] == "nf"
-             and c["cause"] == "local" and not c.get("flows") else None)
+             if len(arr) and c["kind"] == "nf" and c["cause"] == "local" else None)
     if stops:
-        cause = _stop_text(c["nf"], stops, queues[c["nf"]].usual_batch_ns, base) + ";"
+        # a prefix it served slowly as well, where one stood out: a bug
+        # during the stop, or a drain that made one look slow (the stop
+        # came first: 1 live run in 25 named only a /17)
+        slow = f", and served flows {c['flows']} slowly" if c.get("flows") else ""
+        cause = _stop_text(c["nf"], stops, queues[c["nf"]].usual_batch_ns, base) + slow + ";"
         when = f" victims arrived{when}"
     return (f"{cause}{when}{peak} -> {rule['count']:,} victims at {nf}{lost}"
             f"{dropped} (flows {rule['victims']['flows']}), score {rule['score']:,.0f}")
