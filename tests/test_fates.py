@@ -3,6 +3,8 @@
 times (a live chain recorded while traffic flows, its rings drained one
 after the other), or that lost records in the middle.  Judged against the
 simulator's own drops, never the analyzer's."""
+import re
+
 import numpy as np
 import pytest
 
@@ -132,6 +134,24 @@ def test_streams_that_end_at_different_times_leave_no_false_drops(run, tmp_path)
                for e in fates.values())
     text = format_summary(diag, ctx)
     assert "fate unknown, not counted as drops" in text and "after its records end" in text
+
+
+def test_packets_taken_after_the_records_before_them_ended_are_no_sources(run, tmp_path):
+    # the other way round: the source's stream ends first, each NF's 300
+    # us after the one upstream of it (a collector draining the source's
+    # ring first).  What an NF took after that has no recorded tx: in
+    # flight as the records before it ended, not an unrecorded source's
+    # packets, and the summary says so
+    whole = run[0]
+    end = {n: 10_400_000 + 300_000 * (3 - k) for n, k in ORDER.items()}
+    cap = _cut(whole, tmp_path / "cut", lambda n: (0, end[n]))
+    diag, ctx = diagnose(cap, slo_us=100)
+    assert sum(e["packets"] for e in diag["arrivals_from_occupancy"]) > 100
+    text = format_summary(diag, ctx)
+    assert re.search(r"^packets taken with no recorded tx before them, at the edges of the "
+                     r"records of the NFs before them \(in flight as those began or ended\), "
+                     r"their arrival from the queue occupancy: [\d,]+ at tun", text, re.M), text
+    assert "arrivals of packets no recorded tx sent" not in text
 
 
 def test_streams_that_begin_at_different_times_leave_no_false_drops(run, tmp_path):

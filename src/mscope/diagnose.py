@@ -818,7 +818,19 @@ def format_summary(diag, ctx, top=5):
         per = sorted(((k, n) for n, k in traj.collisions.items() if k), reverse=True)
         lines.append(f"id collisions: {100 * rate:.3g}% of matched entries told apart by time ("
                      + ", ".join(f"{n} {k:,}" for k, n in per[:top]) + ")")
+    from mscope.analyzer.topology import SOURCE
     est = traj.arrivals_estimated
+    topo = ctx.get("topology")
+    # at an NF every recorded: packets in flight as that NF's records began
+    # or ended (a live recording's edges), not an unrecorded source's
+    edge = {n: k for n, k in est.items() if topo is not None and
+            (SOURCE not in topo.upstream.get(n, [SOURCE]) or SOURCE in traj.nf_names)}
+    est = {n: k for n, k in est.items() if n not in edge}
+    if edge:
+        lines.append("packets taken with no recorded tx before them, at the edges of the records "
+                     "of the NFs before them (in flight as those began or ended), their arrival "
+                     "from the queue occupancy: " + ", ".join(
+                         f"{k:,} at {n}" for n, k in edge.items()))
     if est:
         told = {e["nf"] for e in diag.get("refused", ())}
         lines.append("arrivals of packets no recorded tx sent, from the queue occupancy in "
