@@ -58,6 +58,30 @@ def test_out_of_memory_is_one_line_error(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("mscope: error: out of memory: "), lines
 
 
+def test_diagnose_json_is_written_whole_or_not_at_all(tmp_path):
+    # a --json path that cannot be written is said before the diagnosis
+    # (it came after: minutes of a long capture's work lost), and a
+    # diagnosis that fails leaves an earlier JSON as it was, no part-file
+    from mscope.sim.run import simulate_to_capture
+    from mscope.sim.scenario import load_scenario
+    from conftest import ROOT
+    cap = tmp_path / "cap"
+    simulate_to_capture(load_scenario(ROOT / "tests" / "scenarios" / "late-drops.json"), cap,
+                        truth=False, log=lambda *a, **k: None)
+    for where, says in ((tmp_path / "no" / "d.json", f"no directory {tmp_path / 'no'}"),
+                        (tmp_path, "is a directory")):
+        proc = run("diagnose", str(cap), "--json", str(where))
+        assert proc.returncode == 1 and not proc.stdout
+        assert proc.stderr.strip().splitlines() == [f"mscope: error: --json {where}: {says}"]
+    out = tmp_path / "d.json"
+    assert run("diagnose", str(cap), "--json", str(out)).returncode == 0
+    whole = out.read_bytes()
+    assert json.loads(whole)["victims"]
+    proc = run("diagnose", str(cap), "--json", str(out), "--topology", str(tmp_path / "nope"))
+    assert proc.returncode == 1 and out.read_bytes() == whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cap", "d.json"]
+
+
 def test_a_reader_that_goes_ends_the_output_quietly(tmp_path):
     # `mscope capture info CAP | head -1`: the pipe closes before mscope
     # writes; it stops without an error line or a traceback

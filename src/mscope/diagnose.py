@@ -247,6 +247,17 @@ def _time_base(view):
 
 
 @_memory_policy
+def _check_writable(path):
+    """A one-line MscopeError unless a file can be written at `path`."""
+    d = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise MscopeError(f"--json {path}: is a directory")
+    if not os.path.isdir(d):
+        raise MscopeError(f"--json {path}: no directory {d}")
+    if not os.access(d, os.W_OK):
+        raise MscopeError(f"--json {path}: directory {d} is not writable")
+
+
 def run_diagnose(capture, json_path=None, top=5, file=None, **options):
     """What ``mscope diagnose CAPTURE [--json OUT]`` does, stage by stage.
 
@@ -261,12 +272,22 @@ def run_diagnose(capture, json_path=None, top=5, file=None, **options):
         ``summary``, ``ctx["seconds"]`` is the whole run.
     """
     t0 = time.perf_counter()
+    if json_path is not None:
+        _check_writable(json_path)           # before minutes of work, not after
     diag, ctx = diagnose(capture, lazy=True, **options)
     log = StageLog(False, ctx["stages"])
     if json_path is not None:
         log.start("write", "writing the JSON")
-        with open(json_path, "wb") as f:
-            write_json(diag, f)
+        # whole or not at all: written aside, then renamed over the path
+        part = f"{json_path}.part-{os.getpid()}"
+        try:
+            with open(part, "wb") as f:
+                write_json(diag, f)
+            os.replace(part, json_path)
+        except BaseException:
+            if os.path.exists(part):
+                os.unlink(part)
+            raise
     log.start("summary", "summary")
     ctx["seconds"] = time.perf_counter() - t0
     print(format_summary(diag, ctx, top=top), file=file or sys.stdout)
