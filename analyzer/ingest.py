@@ -877,6 +877,8 @@ def _check_times_by_stream(where, data, keys, nf_of_stream):
                      data.records[by[lo:hi]])
 
 
+_NO_PACKETS = "capture holds no packet records"
+
 #: Records with no packet ids: batch-only and refused ones.
 _NO_PACKET_IDS = CAPTURE_F_NOIDS | CAPTURE_F_REFUSED
 
@@ -888,7 +890,7 @@ def _check_packets(where, n_rec, n_ids, all_batch_only):
             f"{where}: batch-only capture (counts, no packet ids): diagnosis "
             f"needs packet ids; record without MSCOPE_IDS=0 / MSCOPE_F_NOIDS")
     if n_rec == 0 or n_ids == 0:
-        raise CaptureFormatError(f"{where}: capture holds no packet records")
+        raise CaptureFormatError(f"{where}: {_NO_PACKETS}")
 
 
 def _nf_keys(where, info, check=True):
@@ -1131,13 +1133,21 @@ def load(path, compiled=None, window_ms=None) -> CaptureView:
         window = (first + int(round((a or 0) * 1e6)),
                   np.iinfo(np.int64).max if b is None else first + int(round(b * 1e6)))
         path = f"{path} ({a or 0:,.3f}-{'end' if b is None else f'{b:,.3f}'} ms)"
-    view = _view_feed(feed, cap.manifest, path, compiled, window)
-    if view is None:
-        parts, whole = cap.read_streams()
-        if window is not None:
-            parts = {sid: d for sid, d in ((sid, _cut(d, *window)) for sid, d in parts.items())
-                     if d is not None}
-        view = _view(parts, whole, cap.manifest, path, compiled)
+    try:
+        view = _view_feed(feed, cap.manifest, path, compiled, window)
+        if view is None:
+            parts, whole = cap.read_streams()
+            if window is not None:
+                parts = {sid: d for sid, d in
+                         ((sid, _cut(d, *window)) for sid, d in parts.items()) if d is not None}
+            view = _view(parts, whole, cap.manifest, path, compiled)
+    except CaptureFormatError as e:
+        if window is None or not str(e).endswith(_NO_PACKETS):
+            raise
+        raise CaptureFormatError(
+            f"{path}: no packet records in that window (--from/--to, in ms from the "
+            f"capture's first record); `mscope capture info {cap.path}` says when its "
+            f"records begin and end") from None
     if window is not None:
         view.window_ns, view.first_ns = window, first
         view.path = str(cap.path)

@@ -111,7 +111,9 @@ def test_a_window_holds_what_it_cuts_not_the_capture(capture):
 
 @pytest.mark.parametrize("args, message", [
     (["--from", "10", "--to", "5"], r"--from \(10 ms\) must come before --to \(5 ms\)"),
-    (["--from", "500"], r"\(500\.000-end ms\): capture holds no packet records"),
+    (["--from", "500"], r"\(500\.000-end ms\): no packet records in that window \(--from/--to, "
+                        r"in ms from the capture's first record\); `mscope capture info .*` says "
+                        r"when its records begin and end$"),
     (["--to", "-1"], r"argument --to: '-1' is not a number >= 0"),
 ])
 def test_bad_windows_are_one_line_errors(capture, capsys, args, message):
