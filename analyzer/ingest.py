@@ -140,6 +140,10 @@ class NFRecords:
         ``[from, to]`` of each window where records of its streams were
         lost (``CaptureView.incomplete``): the last record before and the
         first after, int64 min / max where the capture has none.
+    hosts : tuple of str
+        The hosts its streams were recorded on (the manifest's host names,
+        else their ids), sorted.  Each host's times are its own
+        CLOCK_MONOTONIC: NFs on different hosts cannot be compared.
 
     Indices and ports are int32 (a packet-hop costs 20 bytes here: id,
     time, batch); a port array of an NF that uses one port is a read-only
@@ -168,6 +172,7 @@ class NFRecords:
     refused: np.ndarray = field(default_factory=lambda: np.zeros(0, REFUSED_DTYPE))
     spans: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
     lost: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    hosts: tuple = ()
 
     @property
     def has_addr(self) -> bool:
@@ -979,6 +984,7 @@ def _finish(nfs, whole, manifest, path):
     incomplete = whole.incomplete_windows()
     for n in nfs:
         n.lost = _lost_windows(incomplete, n.name)
+    _hosts(nfs, whole.stream_info or {}, manifest, where)
     nfs = [part for n in nfs for part in split_revisited(n)]
     topo = (manifest or {}).get("topology")
     if topo is not None:
@@ -992,6 +998,21 @@ def _finish(nfs, whole, manifest, path):
     return CaptureView(nfs, incomplete, topo,
                        None if path is None else str(path),
                        clock if isinstance(clock, str) else None)
+
+
+def _hosts(nfs, info, manifest, where):
+    """Each NF's ``hosts``, from its streams' manifest entries (`info`) and
+    the manifest's host names; `nfs` in :func:`_nf_keys` order."""
+    names = {h.get("host"): h.get("name") for h in (manifest or {}).get("hosts") or ()
+             if isinstance(h, dict)}
+    _, nf_of_stream = _nf_keys(where, info, check=False)
+    on = [set() for _ in nfs]
+    for sid, k in nf_of_stream.items():
+        h = info[sid].get("host")
+        if h is not None and k < len(on):
+            on[k].add(str(names.get(h) or h))
+    for n, h in zip(nfs, on):
+        n.hosts = tuple(sorted(h))
 
 
 def _concat(datas):
@@ -1073,7 +1094,8 @@ def split_revisited(nf):
             idle_port=nf.idle_port, silences=nf.silences,
             idle_interval_ns=nf.idle_interval_ns, streams=nf.streams,
             batch_stream=None if nf.batch_stream is None else nf.batch_stream[ub],
-            refused=nf.refused[nf.refused["port"] == p], spans=nf.spans, lost=nf.lost))
+            refused=nf.refused[nf.refused["port"] == p], spans=nf.spans, lost=nf.lost,
+            hosts=nf.hosts))
     return out
 
 

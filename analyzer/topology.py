@@ -24,6 +24,14 @@ SOURCE, SINK = "source", "sink"
 MIN_SHARE = 0.01
 
 
+#: What a chain across hosts cannot be (the collectors give each host's
+#: CLOCK_MONOTONIC, which counts from that host's boot).
+_ACROSS_HOSTS = ("the capture's NFs are on {} hosts ({}), and mscope does not align hosts' "
+                 "clocks (each counts from its own boot): a chain across hosts cannot be "
+                 "followed; record each host's NFs into a capture of their own (mscope-collect --out on "
+                 "each) and diagnose them apart")
+
+
 class TopologyError(CaptureFormatError):
     """The records do not determine an NF graph, or contradict the manifest."""
 
@@ -277,6 +285,8 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
         rx_ids, rx_ns, rx_nf = (a[clean[1].view(bool)] for a in (rx_ids, rx_ns, rx_nf))
     del clean
 
+    hosts = sorted({h for n in view.nfs for h in n.hosts})
+
     def error(text):
         # ids too alike to follow packets by are the likelier cause
         alike = _alike(view)
@@ -285,6 +295,9 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
                      f"one NF: packets alike in every field the id hashes (UDP with a "
                      f"constant payload and IPv4 id, as traffic generators send) cannot "
                      f"be told apart (docs/packet-ids.md)")
+        # or a chain across hosts, whose times cannot be compared
+        if len(hosts) > 1:
+            text += f"; {_ACROSS_HOSTS.format(len(hosts), ', '.join(hosts))}"
         return TopologyError(text)
     m, _ = match_next_int32(tx_ids, tx_ns, rx_ids, rx_ns, window_ns)
     got = m >= 0
@@ -346,6 +359,13 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
 
     # upstream-before-downstream order (Kahn); a cycle is an error
     inner = {(s, d) for s, d in edges if s in names and d in names}
+    on = {n.name: set(n.hosts) for n in view.nfs}
+    for s, d in sorted(inner):
+        if on[s] and on[d] and on[s].isdisjoint(on[d]):
+            raise TopologyError(
+                f"topology: {s} (host {', '.join(sorted(on[s]))}) feeds {d} (host "
+                f"{', '.join(sorted(on[d]))}): "
+                + _ACROSS_HOSTS.format(len(hosts), ", ".join(hosts)))
     indeg = {n: 0 for n in names}
     for _, d in inner:
         indeg[d] += 1

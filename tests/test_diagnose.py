@@ -3,6 +3,8 @@ captures with a known answer (the analyzer reads only the capture)."""
 import ipaddress
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -1494,3 +1496,44 @@ def test_a_repeated_stop_names_each_stop_its_victims_came_in_by():
                         peak_rate=0.01)
     got = _repeated_stops(q, s, np.zeros(5, bool), arr, 1)
     assert [a for a, _, _ in got] == at.tolist()
+
+
+def _on_two_hosts(src, out, on_b, shift_ns):
+    """Capture `src` written again with the streams of NFs `on_b` on a
+    second host "b" whose clock reads `shift_ns` more."""
+    from mscope.capture import open_capture
+    cap = open_capture(src)
+    data = cap.read()
+    with CaptureWriter(out) as w:
+        host = {"a": w.add_host("a"), "b": w.add_host("b")}
+        w.set_manifest_entry("topology", cap.manifest.get("topology"))
+        for st in cap.manifest["streams"]:
+            b = st["nf_name"] in on_b
+            sid = w.add_stream(host["b" if b else "a"], st["nf_id"], st["nf_name"],
+                               extra={"idle_ns": st["idle_ns"]})
+            lo, hi = np.searchsorted(data.stream, [st["stream"], st["stream"] + 1])
+            recs = data.records[lo:hi].copy()
+            recs["time_ns"] += shift_ns if b else 0
+            w.write_chunk(sid, recs, data.ids[data.id_offsets[lo]:data.id_offsets[hi]])
+    return out
+
+
+@pytest.mark.parametrize("shift_ns", [0, 50_000_000, 3600 * 10**9])
+def test_a_chain_across_hosts_is_refused_in_one_line(tmp_path, shift_ns):
+    # each host's times are its CLOCK_MONOTONIC, from its own boot: a
+    # chain across two cannot be followed.  With shaper's host 50 ms
+    # ahead every packet was a victim, silently; an hour ahead, the
+    # topology failed with "edge core -> sink is in the records but not
+    # in the manifest", which said nothing of hosts
+    from mscope.sim.run import simulate_to_capture
+    from mscope.sim.scenario import load_scenario
+    simulate_to_capture(load_scenario(ROOT / "tests" / "scenarios" / "late-drops.json"),
+                        tmp_path / "one", truth=False, log=lambda *a, **k: None)
+    cap = _on_two_hosts(tmp_path / "one", tmp_path / "two", {"shaper"}, shift_ns)
+    proc = subprocess.run([sys.executable, "-m", "mscope.cli", "diagnose", str(cap)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and not proc.stdout
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("mscope: error: topology: ")
+    assert "the capture's NFs are on 2 hosts (a, b), and mscope does not align hosts' " \
+           "clocks" in line, line
