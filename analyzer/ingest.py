@@ -1099,7 +1099,7 @@ def split_revisited(nf):
     return out
 
 
-def load(path, compiled=None, window_ms=None) -> CaptureView:
+def load(path, compiled=None, window_ms=None, hosts=None) -> CaptureView:
     """Read the capture directory `path` into per-NF packet-id arrays.
 
     Parameters
@@ -1121,6 +1121,12 @@ def load(path, compiled=None, window_ms=None) -> CaptureView:
         capture costs the window's memory, not its own.  What was under
         way at the window's edges is read as at a capture's edges
         (:mod:`mscope.analyzer.fates`).
+    hosts : list of str, optional
+        Keep only the streams recorded on these hosts (their manifest
+        names, or ids): a capture from several hosts, whose clocks cannot
+        be compared, diagnosed one host at a time.  The manifest topology
+        is kept to those hosts' NFs: a link to an NF elsewhere leads to
+        ``sink``, one from it comes from ``source``.
 
     Returns
     -------
@@ -1146,9 +1152,15 @@ def load(path, compiled=None, window_ms=None) -> CaptureView:
     # and let go just after, so the capture and the view are not both
     # held whole
     feed = cap.stream_feed()
+    manifest = cap.manifest
+    keep = None
+    if hosts:
+        keep, manifest = _only_hosts(cap, hosts)
+        feed.only(keep)
+        path = f"{path} (hosts {', '.join(hosts)})"
     window = first = None
     if window_ms is not None:
-        clock = (cap.manifest.get("time") or {}).get("clock")
+        clock = (manifest.get("time") or {}).get("clock")
         first = 0 if isinstance(clock, str) and clock.startswith("simulated") else \
             (feed.first_time() or 0)
         a, b = window_ms
@@ -1156,13 +1168,19 @@ def load(path, compiled=None, window_ms=None) -> CaptureView:
                   np.iinfo(np.int64).max if b is None else first + int(round(b * 1e6)))
         path = f"{path} ({a or 0:,.3f}-{'end' if b is None else f'{b:,.3f}'} ms)"
     try:
-        view = _view_feed(feed, cap.manifest, path, compiled, window)
+        view = _view_feed(feed, manifest, path, compiled, window)
         if view is None:
             parts, whole = cap.read_streams()
+            if keep is not None:
+                parts = {sid: d for sid, d in parts.items() if sid in keep}
+                whole = CaptureData(whole.records, whole.stream, whole.id_offsets, whole.ids,
+                                    [x for x in whole.losses if x.stream in keep],
+                                    {sid: st for sid, st in whole.stream_info.items()
+                                     if sid in keep})
             if window is not None:
                 parts = {sid: d for sid, d in
                          ((sid, _cut(d, *window)) for sid, d in parts.items()) if d is not None}
-            view = _view(parts, whole, cap.manifest, path, compiled)
+            view = _view(parts, whole, manifest, path, compiled)
     except CaptureFormatError as e:
         if window is None or not str(e).endswith(_NO_PACKETS):
             raise
@@ -1179,6 +1197,35 @@ def load(path, compiled=None, window_ms=None) -> CaptureView:
         for n in view.nfs:          # the same, for each NF's own
             n.lost = n.lost[(n.lost[:, 1] >= window[0]) & (n.lost[:, 0] < window[1])]
     return view
+
+
+def _only_hosts(cap, hosts):
+    """The streams of capture `cap` recorded on `hosts` (names or ids), and
+    its manifest kept to them: its streams and hosts, and its topology
+    with a link to an NF elsewhere leading to ``sink``, one from it coming
+    from ``source``.  A host the capture does not have is a one-line
+    CaptureFormatError."""
+    man = cap.manifest
+    on = {h.get("host"): h for h in man.get("hosts") or () if isinstance(h, dict)}
+    named = {str(h.get("name")): hid for hid, h in on.items()} | {str(hid): hid for hid in on}
+    missing = [h for h in hosts if h not in named]
+    if missing:
+        have = ", ".join(f"{h.get('name')} ({hid})" for hid, h in on.items()) or "none"
+        raise CaptureFormatError(f"{cap.path}: no host {missing[0]!r} (its hosts: {have})")
+    ids = {named[h] for h in hosts}
+    keep = {sid for sid, st in cap.streams.items() if st.get("host") in ids}
+    names = {st.get("nf_name") for sid, st in cap.streams.items() if sid in keep}
+    out = dict(man, streams=[st for st in man["streams"] if st["stream"] in keep],
+               hosts=[h for hid, h in on.items() if hid in ids])
+    topo = man.get("topology")
+    if isinstance(topo, list):
+        from .topology import SINK, SOURCE
+        ends = lambda x: x in names or x in (SOURCE, SINK)        # noqa: E731
+        kept = {(a if a in names else SOURCE, b if b in names else SINK)
+                for a, b in (tuple(l) for l in topo if isinstance(l, (list, tuple))
+                             and len(l) == 2) if a in names or b in names}
+        out["topology"] = sorted([a, b] for a, b in kept if ends(a) and ends(b))
+    return keep, out
 
 
 def _cut(d, lo, hi):

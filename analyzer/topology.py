@@ -28,8 +28,7 @@ MIN_SHARE = 0.01
 #: CLOCK_MONOTONIC, which counts from that host's boot).
 _ACROSS_HOSTS = ("the capture's NFs are on {} hosts ({}), and mscope does not align hosts' "
                  "clocks (each counts from its own boot): a chain across hosts cannot be "
-                 "followed; record each host's NFs into a capture of their own (mscope-collect --out on "
-                 "each) and diagnose them apart")
+                 "followed; diagnose one host's NFs at a time (mscope diagnose --host NAME)")
 
 
 class TopologyError(CaptureFormatError):

@@ -1536,4 +1536,36 @@ def test_a_chain_across_hosts_is_refused_in_one_line(tmp_path, shift_ns):
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("mscope: error: topology: ")
     assert "the capture's NFs are on 2 hosts (a, b), and mscope does not align hosts' " \
-           "clocks" in line, line
+           "clocks" in line and line.endswith("(mscope diagnose --host NAME)"), line
+    # one host at a time: a's chain as in the one-host capture, its drops
+    # the same and its victims among those (shaper's wait no longer
+    # counted); b's shaper fed from outside
+    one, _ = diagnose(tmp_path / "one", slo_us=150)
+    a, ctx = diagnose(cap, slo_us=150, hosts=["a"])
+    assert a["hosts"] == ["a"] and ctx["traj"].nf_names == ["source", "tun", "core"]
+    drops = lambda d: {v["packet"] for v in d["victims"] if v["dropped"]}   # noqa: E731
+    assert drops(a) == {p for p in drops(one) if p not in
+                        {v["packet"] for v in one["victims"] if v["nf"] == "shaper"}}
+    assert {v["packet"] for v in a["victims"]} <= {v["packet"] for v in one["victims"]}
+    assert "hosts: only the NFs recorded on a (--host)" in format_summary(a, ctx)
+    b, ctx = diagnose(cap, slo_us=150, hosts=["b"])
+    assert ctx["traj"].nf_names == ["shaper"] and ctx["traj"].arrivals_estimated
+    proc = subprocess.run([sys.executable, "-m", "mscope.cli", "diagnose", str(cap), "--host",
+                           "c"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"mscope: error: {cap}: no host 'c' (its hosts: a (0), b (1))"]
+
+
+def test_one_host_read_either_way_is_the_same(tmp_path, monkeypatch):
+    # --host on the frame-by-frame feed and on read_streams() (the reader's
+    # path for chunks repeated or overlapping): the same diagnosis
+    import mscope.analyzer.ingest as ingest
+    from mscope.sim.run import simulate_to_capture
+    from mscope.sim.scenario import load_scenario
+    simulate_to_capture(load_scenario(ROOT / "tests" / "scenarios" / "late-drops.json"),
+                        tmp_path / "one", truth=False, log=lambda *a, **k: None)
+    cap = _on_two_hosts(tmp_path / "one", tmp_path / "two", {"shaper"}, 3600 * 10**9)
+    fed, _ = diagnose(cap, slo_us=150, hosts=["a"])
+    monkeypatch.setattr(ingest, "_view_feed", lambda *a, **k: None)
+    read, _ = diagnose(cap, slo_us=150, hosts=["a"])
+    assert fed == read and len(fed["victims"]) > 1000

@@ -126,7 +126,8 @@ def _cmd_diagnose(args):
                      peak_rates={n: mpps / 1000 for n, mpps in rates.items()} or None,
                      progress=sys.stderr.isatty(),
                      window_ms=(args.from_ms, args.to_ms)
-                     if args.from_ms is not None or args.to_ms is not None else None)
+                     if args.from_ms is not None or args.to_ms is not None else None,
+                     hosts=args.host)
     return 0
 
 
@@ -365,6 +366,11 @@ def build_parser():
                         "takes the window's memory, not its own")
     p.add_argument("--to", dest="to_ms", type=positive, metavar="MS",
                    help="... and up to MS ms (default: the end)")
+    p.add_argument("--host", action="append", metavar="NAME",
+                   help="diagnose only the NFs recorded on this host (repeatable; its "
+                        "manifest name, see mscope capture info): each host's times "
+                        "count from its own boot, so a chain across hosts cannot be "
+                        "followed")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="threads for the parts that run side by side (decoding the "
                         "capture, the NFs' queues); default: one per CPU, at most 4, "

@@ -92,7 +92,7 @@ def load_topology_hint(path):
 
 @_memory_policy
 def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=None,
-             topology=None, progress=False, lazy=False, window_ms=None):
+             topology=None, progress=False, lazy=False, window_ms=None, hosts=None):
     """Diagnose the capture directory `capture`.
 
     Parameters
@@ -124,6 +124,11 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         capture then costs the window's memory.  The JSON says it under
         the optional key ``"window"`` (``from_ns``, ``to_ns``: null to the
         end).
+    hosts : list of str, optional
+        Diagnose only the NFs recorded on these hosts (``mscope diagnose
+        --host``): a chain across hosts cannot be followed, whose clocks
+        are not aligned.  The JSON says it under the optional key
+        ``"hosts"``.
 
     Returns
     -------
@@ -170,7 +175,7 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
             raise MscopeError(f"peak rate of {name}: {rate!r} is not a rate > 0")
     log = StageLog(progress)
     log.start("read", "reading the capture")
-    view = load(capture, window_ms=window_ms)
+    view = load(capture, window_ms=window_ms, hosts=hosts or None)
     if hint is not None:
         view.topology = hint
     names = [n.name for n in view.nfs]
@@ -201,6 +206,8 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         victims = victims.tolist()
     out = {"victims": victims, "patterns": patterns,
            "incomplete": [dict(w) for w in view.incomplete]}
+    if hosts:
+        out["hosts"] = list(hosts)
     if view.window_ns is not None:
         lo, hi = view.window_ns             # to the end: null
         out["window"] = {"from_ns": lo, "to_ns": None if hi == np.iinfo(np.int64).max else hi}
@@ -831,6 +838,8 @@ def format_summary(diag, ctx, top=5):
     if base:
         lines.append(f"times in ms from the capture's first record ({ctx.get('clock')}: "
                      f"{base / 1e6:,.3f} ms)")
+    if diag.get("hosts"):
+        lines.append(f"hosts: only the NFs recorded on {', '.join(diag['hosts'])} (--host)")
     if diag.get("window"):
         a, b = ctx.get("window_ms") or (None, None)
         lines.append(f"window: {a or 0:,.3f} ms to {'the end' if b is None else f'{b:,.3f} ms'}"

@@ -1157,6 +1157,7 @@ class StreamFeed:
         self.n_ids = sum(e.h.n_ids for e in ents)
         self.decoded_bytes = {s: sum(e.h.raw_len for e in v) for s, v in self._todo.items()}
         self.unambiguous = _unambiguous(scan.entries)
+        self._keep = None
         scan.records, scan.ids = {}, {}
         # the files and buffers of the threads taking streams at once
         self._pool = _payload_pool(dict(cap.segments))
@@ -1218,6 +1219,20 @@ class StreamFeed:
             # 444 MiB decoded)
             e.records = e.ids = None
         return out
+
+    def only(self, streams):
+        """Keep to `streams` (e.g. one host's): the others are neither
+        decoded nor reported, in :meth:`take`, :meth:`first_time` or
+        :meth:`finish`'s losses and stream_info."""
+        keep = set(streams)
+        self._todo = {s: v for s, v in self._todo.items() if s in keep}
+        self.streams = sorted(self._todo)
+        self.stream_info = {s: st for s, st in self.stream_info.items() if s in keep}
+        ents = [e for v in self._todo.values() for e in v]
+        self.n_records = sum(e.h.n_records for e in ents)
+        self.n_ids = sum(e.h.n_ids for e in ents)
+        self.decoded_bytes = {s: v for s, v in self.decoded_bytes.items() if s in keep}
+        self._keep = keep
 
     def first_time(self):
         """The time of the capture's first record (refused ones left out,
@@ -1301,10 +1316,11 @@ class StreamFeed:
                 _decode_group(self._scan, s, self._todo.pop(s), self._pool)
         self._pool.close()
         cap = self._cap
-        losses = cap._losses(self._scan, set(cap.streams), all_streams=True)
+        losses = cap._losses(self._scan, set(cap.streams) if self._keep is None else self._keep,
+                             all_streams=self._keep is None)
         return CaptureData(np.zeros(0, CAPTURE_RECORD_DTYPE), np.zeros(0, np.uint32),
                            np.zeros(1, np.int64), np.zeros(0, np.uint64), losses,
-                           dict(cap.streams))
+                           dict(self.stream_info))
 
 
 #: How far a frame's records may lie past the next frame's first: a
