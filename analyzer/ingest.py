@@ -1013,6 +1013,14 @@ def _hosts(nfs, info, manifest, where):
             on[k].add(str(names.get(h) or h))
     for n, h in zip(nfs, on):
         n.hosts = tuple(sorted(h))
+        if len(h) > 1:
+            # an NF runs on one host: the same chain on several (a fleet
+            # shipping to one receiver) would be merged into one
+            raise CaptureFormatError(
+                f"{where}: NF {n.name} (nf_id {n.nf_id}) was recorded on {len(h)} hosts "
+                f"({', '.join(n.hosts)}): each host's is an NF of its own, and their clocks "
+                f"cannot be compared; diagnose one host at a time (mscope diagnose --host "
+                f"NAME)")
 
 
 def _concat(datas):
