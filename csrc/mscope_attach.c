@@ -160,13 +160,14 @@ static struct port_refused port_refused[RTE_MAX_ETHPORTS];
 static int refused_off;                   /* MSCOPE_REFUSED=0 */
 static uint64_t refused_cycles;           /* MSCOPE_REFUSED_NS in TSC cycles */
 static uint64_t silence_cycles;           /* a poll after this long reads */
+static uint32_t idle_ns = MSCOPE_IDLE_NS;  /* the rings' idle-poll interval */
 
 /* A reading holds the polling lcore for as long as rte_eth_stats_get
  * takes: nothing for a software PMD, ~7 us for net_pcap (a getsockopt and
  * two sysfs files, on the bench VM), tens of us where a NIC's registers
  * are read one by one.  So a port is read at most once per REFUSED_BUDGET
  * times a reading's cost (0.5% of the lcore's time), and one whose
- * reading takes longer than MSCOPE_IDLE_NS is not read as a stop ends (its
+ * reading takes longer than the idle-poll interval is not read as a stop ends (its
  * backlog is waiting) but at its next due reading.  The cost is the
  * least a reading of the port took: one the VM or the kernel preempted
  * took longer (a 34 ms interval after one such on net_pcap).  The first
@@ -246,7 +247,8 @@ thread_recorder(void)
 		 * behind, so a gap between records is no silence: taken for
 		 * one, every batch after an idle spell read the stats. */
 		__atomic_store_n(&silence_cycles, (ring_flags & MSCOPE_F_NOIDLE) ? UINT64_MAX :
-				 hz * 2 * MSCOPE_IDLE_NS / 1000000000ULL, __ATOMIC_RELAXED);
+				 hz * 2 * thread_ms->idle_ns / 1000000000ULL, __ATOMIC_RELAXED);
+		__atomic_store_n(&idle_ns, thread_ms->idle_ns, __ATOMIC_RELAXED);
 		__atomic_store_n(&refused_cycles, refused_off ? 0 :
 				 hz * MSCOPE_REFUSED_NS / 1000000000ULL, __ATOMIC_RELAXED);
 		/* The id stamp with the ring, whichever callback comes first:
@@ -310,7 +312,8 @@ read_refused(struct mscope *ms, uint16_t port, uint16_t queue, uint32_t occ, uin
 		/* a silence counts from the reading's end, and for a slow
 		 * port from its next due reading: none before then */
 		__atomic_store_n(&pr->tsc, cost * 1000000000ULL / rte_get_tsc_hz() >
-				 MSCOPE_IDLE_NS ? t1 + every : t1, __ATOMIC_RELAXED);
+				 __atomic_load_n(&idle_ns, __ATOMIC_RELAXED) ? t1 + every : t1,
+				 __ATOMIC_RELAXED);
 	}
 }
 

@@ -10,6 +10,7 @@
 struct mscope {
 	struct mscope_producer prod;  /* first: the hot fields */
 	uint32_t flags;
+	uint32_t idle_ns;             /* idle-poll interval (MSCOPE_IDLE_US); 0: none */
 	uint16_t lcore;
 	size_t map_len;
 	char path[PATH_MAX];

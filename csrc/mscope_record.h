@@ -117,7 +117,9 @@
 #define MSCOPE_MAX_BATCH      1024U     /* larger bursts are split by the recorder */
 #define MSCOPE_IDLE_NS        20000U    /* an empty poll writes an idle-poll
 					 * record when nothing was written for
-					 * this long */
+					 * this long (MSCOPE_IDLE_US sets
+					 * another, the ring header says it) */
+#define MSCOPE_IDLE_US_MAX    4000000U  /* its largest: 4 s (a u32 of ns) */
 #define MSCOPE_REFUSED_NS     1000000U  /* the attach shim reads a port's
 					 * refusals at most this often (and
 					 * after a silence) */

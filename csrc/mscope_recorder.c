@@ -56,9 +56,34 @@ estimate_tsc_hz(void)
 }
 
 static uint64_t
-idle_cycles(uint64_t hz)
+idle_cycles(uint64_t hz, uint32_t idle_ns)
 {
-	return (uint64_t)((double)hz * MSCOPE_IDLE_NS / 1e9);
+	return (uint64_t)((double)hz * idle_ns / 1e9);
+}
+
+/* The idle-poll interval: MSCOPE_IDLE_US microseconds where it is set to
+ * 1..MSCOPE_IDLE_US_MAX, else MSCOPE_IDLE_NS.  A long quiet capture is
+ * mostly idle-poll records (one per NF every 20 us: 80% of a 10-minute
+ * one at 5 kpps); a coarser interval makes it smaller, at the cost of
+ * not telling stops shorter than about twice it from polling.  A bad
+ * value is said and the default kept: recording never fails an NF. */
+static uint32_t
+idle_interval_ns(void)
+{
+	const char *s = getenv("MSCOPE_IDLE_US");
+	char *end;
+	unsigned long us;
+
+	if (s == NULL || s[0] == '\0')
+		return MSCOPE_IDLE_NS;
+	errno = 0;
+	us = strtoul(s, &end, 10);
+	if (errno != 0 || *end != '\0' || s[0] == '-' || us == 0 || us > MSCOPE_IDLE_US_MAX) {
+		fprintf(stderr, "mscope: MSCOPE_IDLE_US=%s is not a number of us in 1..%u: "
+			"idle polls every %u us\n", s, MSCOPE_IDLE_US_MAX, MSCOPE_IDLE_NS / 1000);
+		return MSCOPE_IDLE_NS;
+	}
+	return (uint32_t)(us * 1000);
 }
 
 static int
@@ -149,7 +174,8 @@ mscope_open(const struct mscope_params *p)
 	hdr->lcore = p->lcore;
 	hdr->created_tsc = mscope_rdtsc();
 	hdr->created_ns = monotonic_ns();
-	hdr->idle_ns = (p->flags & MSCOPE_F_NOIDLE) ? 0 : MSCOPE_IDLE_NS;
+	ms->idle_ns = (p->flags & MSCOPE_F_NOIDLE) ? 0 : idle_interval_ns();
+	hdr->idle_ns = ms->idle_ns;
 	hdr->state = MSCOPE_RING_OPEN;
 	strncpy(hdr->nf_name, p->nf_name, MSCOPE_NAME_LEN - 1);
 	/* Release pairs with the reader's acquire-load of magic: a reader that
@@ -171,7 +197,7 @@ mscope_open(const struct mscope_params *p)
 	ms->prod.mask = data - 1;
 	ms->prod.nf_id = p->nf_id;
 	if (!(p->flags & MSCOPE_F_NOIDLE)) {
-		ms->prod.idle_tsc = idle_cycles(estimate_tsc_hz());
+		ms->prod.idle_tsc = idle_cycles(estimate_tsc_hz(), ms->idle_ns);
 		ms->prod.last_tsc = mscope_rdtsc();
 	}
 	ms->flags = p->flags;
@@ -196,7 +222,7 @@ mscope_set_tsc_hz(struct mscope *ms, uint64_t hz)
 		return;
 	__atomic_store_n(&ms->prod.hdr->tsc_hz, hz, __ATOMIC_RELAXED);
 	if (hz != 0 && !(ms->flags & MSCOPE_F_NOIDLE))
-		ms->prod.idle_tsc = idle_cycles(hz);
+		ms->prod.idle_tsc = idle_cycles(hz, ms->idle_ns);
 }
 
 int

@@ -218,6 +218,39 @@ def test_a_firewall_rules_drops_are_no_ones_fault_and_said_so(tmp_path):
     assert "the NF's own choice" in text
 
 
+def test_a_coarser_idle_poll_interval_still_shows_the_stall(tmp_path, monkeypatch):
+    # MSCOPE_IDLE_US=200: an idle-poll record every 200 us at most, not 20
+    # (a long quiet capture is mostly those).  The rings say it, the
+    # manifest carries it, the analyzer's silences go by it: nat's 20 ms
+    # stall is still a silence, and its victims still nat's
+    from mscope.capture import open_capture
+    from mscope.diagnose import diagnose
+    from mscope.testbed import run_testbed
+
+    out = tmp_path / "idle"
+    monkeypatch.setenv("MSCOPE_IDLE_US", "200")
+    run_testbed(CHAIN, out, time_scale=10, log=lambda *a: None)
+    streams = json.loads((out / "manifest.json").read_text())["streams"]
+    assert {st["idle_ns"] for st in streams if st["nf_name"] in ("fw", "nat", "mon")} == \
+        {200_000}
+    # an idle-poll record only where the stream wrote nothing for 200 us
+    # (the NFs poll every 100 us: at 20 us every empty poll wrote one)
+    data = open_capture(out).read()
+    for st in streams:
+        at = np.flatnonzero(data.stream == st["stream"])
+        recs = data.records[at[np.argsort(data.records["seq"][at])]]
+        idle = np.flatnonzero((recs["count"] == 0) & ((recs["flags"] & 7) == 0))
+        idle = idle[idle > 0]
+        gap = recs["time_ns"][idle] - recs["time_ns"][idle - 1]
+        assert (gap < 190_000).sum() <= 0.01 * len(gap), (st["nf_name"], np.sort(gap)[:5])
+    diag, ctx = diagnose(out, slo_us=5000)
+    quiet = np.diff(ctx["queues"]["nat"].silences, axis=1)
+    assert ((quiet > 19_000_000) & (quiet < 40_000_000)).any(), sorted(quiet.ravel())[-5:]
+    nat = [v for v in diag["victims"] if v["culprits"]
+           and v["culprits"][0].get("nf") == "nat" and v["culprits"][0]["cause"] == "local"]
+    assert len(nat) >= 0.75 * len(diag["victims"]) > 0
+
+
 def test_unknown_nf_type_is_one_line_and_starts_nothing(tmp_path):
     spec = dict(CHAIN, nfs=[dict(CHAIN["nfs"][0]), dict(CHAIN["nfs"][1], type="router"),
                             dict(CHAIN["nfs"][2])])

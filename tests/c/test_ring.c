@@ -807,6 +807,47 @@ test_idle_polls(void)
 	mscope_close(quiet);
 }
 
+/* MSCOPE_IDLE_US sets the interval, which the ring header says (the
+ * collector copies it to the manifest, the analyzer's silences go by it);
+ * a value out of 1..MSCOPE_IDLE_US_MAX, or not a number, keeps the
+ * default; MSCOPE_F_NOIDLE still wins. */
+static void
+test_idle_interval_from_the_environment(void)
+{
+	static const struct { const char *env; uint32_t want; } cases[] = {
+		{ "200", 200000 }, { "1", 1000 }, { "4000000", 4000000000U },
+		{ "0", MSCOPE_IDLE_NS }, { "4000001", MSCOPE_IDLE_NS },
+		{ "-5", MSCOPE_IDLE_NS }, { "20us", MSCOPE_IDLE_NS }, { "", MSCOPE_IDLE_NS },
+	};
+	struct mscope_params p = { .nf_name = "idlenv", .lcore = 9, .dir = dir,
+				   .ring_bytes = MSCOPE_RING_MIN_DATA };
+	struct mscope *ms;
+	unsigned i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		setenv("MSCOPE_IDLE_US", cases[i].env, 1);
+		p.lcore = (uint16_t)(9 + i);    /* a closed ring's file stays */
+		ms = mscope_open(&p);
+		CHECK(ms != NULL, "open with MSCOPE_IDLE_US=%s", cases[i].env);
+		if (ms == NULL)
+			continue;
+		CHECK(ms->prod.hdr->idle_ns == cases[i].want && ms->idle_ns == cases[i].want,
+		      "MSCOPE_IDLE_US=%s: header says %u ns", cases[i].env, ms->prod.hdr->idle_ns);
+		mscope_set_tsc_hz(ms, 2000000000ULL);
+		CHECK(ms->prod.idle_tsc == 2ULL * cases[i].want, "in cycles at 2 GHz (%llu)",
+		      (unsigned long long)ms->prod.idle_tsc);
+		mscope_close(ms);
+	}
+	setenv("MSCOPE_IDLE_US", "200", 1);
+	p.flags = MSCOPE_F_NOIDLE;
+	p.lcore = 99;
+	ms = mscope_open(&p);
+	CHECK(ms != NULL && ms->prod.hdr->idle_ns == 0 && ms->prod.idle_tsc == 0,
+	      "MSCOPE_F_NOIDLE: none whatever the interval");
+	mscope_close(ms);
+	unsetenv("MSCOPE_IDLE_US");
+}
+
 static void
 test_open_errors_and_modes(void)
 {
@@ -874,6 +915,7 @@ main(int argc, char **argv)
 	test_refused_records_full_ring();
 	test_refused_malformed();
 	test_idle_polls();
+	test_idle_interval_from_the_environment();
 	test_open_errors_and_modes();
 	return CHECK_SUMMARY();
 }
