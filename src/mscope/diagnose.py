@@ -938,7 +938,9 @@ def unexplained_victims(att, traj):
     names, code = att.nf_groups()
     p = att.packet[none]
     last = np.searchsorted(traj.hop_packet, p, side="right") - 1   # hops by packet
-    inside = att.dropped[none] & (traj.hop_rx[last] >= 0)
+    ok = last >= 0
+    ok[ok] = traj.hop_packet[last[ok]] == p[ok]
+    inside = att.dropped[none] & ok & (traj.hop_rx[np.maximum(last, 0)] >= 0)
     out = []
     for k in np.unique(code[none]).tolist():
         at = code[none] == k
