@@ -233,6 +233,13 @@ def test_a_coarser_idle_poll_interval_still_shows_the_stall(tmp_path, monkeypatc
     streams = json.loads((out / "manifest.json").read_text())["streams"]
     assert {st["idle_ns"] for st in streams if st["nf_name"] in ("fw", "nat", "mon")} == \
         {200_000}
+    # and capture info shows it, where it is not the default
+    from mscope.capture.info import describe, format_text
+    table = format_text(describe(out)).splitlines()
+    head = next(x for x in table if x.startswith("stream"))
+    col = head.split().index("idle_us")
+    nat = next(x for x in table if " nat(" in x)
+    assert nat.split()[col] == "200", (head, nat)
     # an idle-poll record only where the stream wrote nothing for 200 us
     # (the NFs poll every 100 us: at 20 us every empty poll wrote one)
     data = open_capture(out).read()

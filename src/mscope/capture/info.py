@@ -9,6 +9,8 @@ input) are counted apart too, and their words are not counted as ids.
 runs on captures larger than memory; ``format_text`` renders the summary as
 the table ``mscope`` prints.
 """
+from mscope.record import IDLE_NS
+
 from .reader import open_capture
 
 __all__ = ["describe", "format_text"]
@@ -70,6 +72,7 @@ def describe(path) -> dict:
             "refused_records": 0, "refused_packets": 0,
             "first_ns": None, "last_ns": None, "final": False,
             "recorded_until_ns": st.get("recorded_until_ns"),
+            "idle_ns": st.get("idle_ns"),
             "drop_records": 0, "drop_packets": 0,
             "lost_records": 0, "losses": 0,
         }
@@ -205,18 +208,24 @@ def format_text(summary: dict, max_losses: int = 20) -> str:
     # and until when a stopped collector said live streams were recorded
     until = any(r.get("recorded_until_ns") is not None for r in s["streams"])
     ru = ("recorded_until_ns",) if until else ()
+    # and the idle-poll interval where a stream's is not the default
+    # (MSCOPE_IDLE_US; 0: none): its silences are measured against it
+    idle = any(r.get("idle_ns") not in (None, IDLE_NS) for r in s["streams"])
+    iu = ("idle_us",) if idle else ()
     head = ("stream", "host", "nf", "lcore", "chunks", "records", "ids", *bo, *rf,
-            "first_ns", "last_ns", *ru, "drops", "lost", "final")
+            "first_ns", "last_ns", *ru, *iu, "drops", "lost", "final")
     table = [head]
     for r in s["streams"]:
         bo = (str(r.get("batch_only_packets", 0)),) if batch_only else ()
         rf = (str(r.get("refused_packets", 0)),) if refused else ()
         ru = (_cell(r.get("recorded_until_ns")),) if until else ()
+        iu = ((("off" if r["idle_ns"] == 0 else f"{r['idle_ns'] / 1000:g}")
+               if r.get("idle_ns") is not None else "-"),) if idle else ()
         table.append((
             str(r["stream"]), _cell(r["host_name"] or r["host"]),
             f"{r['nf_name']}({r['nf_id']})", _cell(r["lcore"]),
             str(r["chunks"]), str(r["records"]), str(r["ids"]), *bo, *rf,
-            _cell(r["first_ns"]), _cell(r["last_ns"]), *ru,
+            _cell(r["first_ns"]), _cell(r["last_ns"]), *ru, *iu,
             str(r["drop_records"]), str(r["lost_records"]),
             "yes" if r["final"] else "no"))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
