@@ -140,6 +140,9 @@ class NFRecords:
         ``[from, to]`` of each window where records of its streams were
         lost (``CaptureView.incomplete``): the last record before and the
         first after, int64 min / max where the capture has none.
+    stopped_at_end : bool
+        Its last silence runs to the stream's ``recorded_until_ns``: it was
+        still stopped when the recording ended.
     hosts : tuple of str
         The hosts its streams were recorded on (the manifest's host names,
         else their ids), sorted.  Each host's times are its own
@@ -173,6 +176,7 @@ class NFRecords:
     spans: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
     lost: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     hosts: tuple = ()
+    stopped_at_end: bool = False
 
     @property
     def has_addr(self) -> bool:
@@ -944,8 +948,10 @@ def _nf(k, name, nf_id, mine, nf_of_stream, info, compiled=None, where="capture"
     n.idle_interval_ns = interval
     n.streams = max(1, len(mine))
     if len(n.spans) == 1:
+        had = len(n.silences)
         n.silences = _silent_to_the_end(
             n, info.get(int(n.spans[0, 0]), {}).get("recorded_until_ns"), quiet)
+        n.stopped_at_end = len(n.silences) > had
     if refused:
         r = np.concatenate(refused)
         n.refused = r[np.argsort(r["time_ns"], kind="stable")]
@@ -1103,7 +1109,7 @@ def split_revisited(nf):
             idle_interval_ns=nf.idle_interval_ns, streams=nf.streams,
             batch_stream=None if nf.batch_stream is None else nf.batch_stream[ub],
             refused=nf.refused[nf.refused["port"] == p], spans=nf.spans, lost=nf.lost,
-            hosts=nf.hosts))
+            hosts=nf.hosts, stopped_at_end=nf.stopped_at_end))
     return out
 
 

@@ -12,6 +12,7 @@ One pass over the hops sorts every NF's received packets into rx order
 so the step series is a merge (``_attrib.pyx``), not a sort.
 """
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -108,6 +109,11 @@ class QueueTimeline:
         For the summary.
     usual_batch_ns : float
         The NF's median rx-to-last-tx time of a batch (nan: none timed).
+    recorded_to_ns : int or None
+        Where the NF's records run to, where it was still stopped then
+        (``NFRecords.stopped_at_end``: silent to when a stopped collector
+        said it recorded it until): a silence ending there was still on
+        when the recording ended.  None otherwise.
     busy_rate : float
         The rate it kept up while busy: the packets of the batches after
         which its queue stayed busy over their gaps (nan: none, or the
@@ -138,6 +144,7 @@ class QueueTimeline:
                              default_factory=lambda: np.zeros((0, 2), np.int64))
     usual_batch_ns: float = float("nan")
     busy_rate: float = float("nan")
+    recorded_to_ns: Optional[int] = None
 
     @property
     def mean_batch(self):
@@ -489,11 +496,14 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
     # packet or two at light load: 26 MiB as int64 on bench/analyze.py's
     # capture, which put the traced peak over 2x the decoded capture)
     count = count.astype(np.uint16 if count.max(initial=0) < 2**16 else np.int32)
-    return QueueTimeline(name, hops, step_ns, step_len, starts, ends, rate,
-                         traj.hop_arrival_ns, traj.hop_rx_ns, view_nf.rx_batch, count,
-                         quiet_since(starts, view_nf),
-                         view_nf.silences if _stops_show(view_nf) else np.zeros((0, 2), np.int64),
-                         held, usual_batch, kept)
+    q = QueueTimeline(name, hops, step_ns, step_len, starts, ends, rate,
+                      traj.hop_arrival_ns, traj.hop_rx_ns, view_nf.rx_batch, count,
+                      quiet_since(starts, view_nf),
+                      view_nf.silences if _stops_show(view_nf) else np.zeros((0, 2), np.int64),
+                      held, usual_batch, kept)
+    if view_nf.stopped_at_end and len(q.silences):
+        q.recorded_to_ns = int(view_nf.silences[-1, 1])
+    return q
 
 
 def queue_timelines(view, traj, peak_rates=None) -> dict:

@@ -1604,3 +1604,21 @@ def test_one_host_read_either_way_is_the_same(tmp_path, monkeypatch):
     monkeypatch.setattr(ingest, "_view_feed", lambda *a, **k: None)
     read, _ = diagnose(cap, slo_us=150, hosts=["a"])
     assert fed == read and len(fed["victims"]) > 1000
+
+
+def test_a_stop_the_recording_ended_in_is_said_to_be_one():
+    # its length is only what the records show: "still stopped when the
+    # recording ended", where the NF's silence runs to where a stopped
+    # collector said its records run (QueueTimeline.recorded_to_ns)
+    from mscope.diagnose import _stop_text
+    ms = 1_000_000
+    one = [(10 * ms, 78 * ms, False)]
+    assert _stop_text("nat", one, 700.0, 0, None) == \
+        "nat stopped polling for 68,000 us at 10.000 ms (no records)"
+    assert _stop_text("nat", one, 700.0, 0, 78 * ms) == \
+        "nat stopped polling for 68,000 us at 10.000 ms (no records, still stopped when " \
+        "the recording ended)"
+    two = [(1 * ms, 101 * ms, False)] + one
+    assert _stop_text("nat", two, 700.0, 0, 78 * ms).endswith(
+        "at 1.000, 10.000 ms (no records; the last still on when the recording ended)")
+    assert _stop_text("nat", two, 700.0, 0, 90 * ms).endswith("ms (no records)")

@@ -362,6 +362,9 @@ def test_a_silence_to_the_end_of_the_recording(tmp_path, until, last):
     if last is not None:
         assert nf.silences[-1].tolist() == last
     assert nf.spans[0, 2] == max(100_100, until or 0)
+    # and it was still stopped when the recording ended (the summary says
+    # so of a stop that ends there), only where that silence was added
+    assert nf.stopped_at_end == (last is not None)
 
 
 def test_address_records_paired_by_seq():

@@ -746,19 +746,22 @@ def _repeated_stops(q, s, held, arr, late):
     return [(a, b, h) for (a, b), h in zip(s[pick].tolist(), held[pick].tolist())]
 
 
-def _stop_text(nf, stops, usual_batch_ns, base):
+def _stop_text(nf, stops, usual_batch_ns, base, to_end=None):
     """How :func:`_stops`' `stops` of `nf` read in a rule, times in ms from
     `base` ns: "nat stopped polling for 300 us at 10.000 ms (no records)",
     "nat took 401 us over one batch at 8.000 ms (usually 0.7 us)", "nat
     stopped 6 times for 2,998-3,010 us, at 10.265, 510.280, ... ms (no
     records)"."""
+    # a silence to where the NF's records run was still on at the end
+    ended = to_end is not None and not stops[-1][2] and stops[-1][1] >= to_end
     if len(stops) == 1:
         a, b, held = stops[0]
         at = (a - base) / 1e6
         if held:
             return (f"{nf} took {(b - a) / 1e3:,.0f} us over one batch at {at:,.3f} ms "
                     f"(usually {usual_batch_ns / 1e3:,.1f} us)")
-        return f"{nf} stopped polling for {(b - a) / 1e3:,.0f} us at {at:,.3f} ms (no records)"
+        return (f"{nf} stopped polling for {(b - a) / 1e3:,.0f} us at {at:,.3f} ms (no records"
+                + (", still stopped when the recording ended)" if ended else ")"))
     us = [(b - a) / 1e3 for a, b, _ in stops]
     at = [f"{(a - base) / 1e6:,.3f}" for a, _, _ in stops]
     if len(at) > 6:
@@ -766,6 +769,8 @@ def _stop_text(nf, stops, usual_batch_ns, base):
     n_held = sum(h for _, _, h in stops)
     how = ("no records" if n_held == 0 else "each over one batch" if n_held == len(stops) else
            f"{len(stops) - n_held} with no records, {n_held} over one batch")
+    if ended:
+        how += "; the last still on when the recording ended"
     return (f"{nf} stopped {len(stops)} times for {min(us):,.0f}-{max(us):,.0f} us, "
             f"at {', '.join(at)} ms ({how})")
 
@@ -818,7 +823,9 @@ def _chain(rule, att, queues, at_nf, base=0, refused=None, top=None):
         # during the stop, or a drain that made one look slow (the stop
         # came first: 1 live run in 25 named only a /17)
         slow = f", and served flows {c['flows']} slowly" if c.get("flows") else ""
-        cause = _stop_text(c["nf"], stops, queues[c["nf"]].usual_batch_ns, base) + slow + ";"
+        q = queues[c["nf"]]
+        cause = _stop_text(c["nf"], stops, q.usual_batch_ns, base,
+                           getattr(q, "recorded_to_ns", None)) + slow + ";"
         when = f" victims arrived{when}"
     return (f"{cause}{when}{peak} -> {rule['count']:,} victims at {nf}{lost}"
             f"{dropped} (flows {rule['victims']['flows']}), score {rule['score']:,.0f}")
@@ -983,7 +990,8 @@ def _unexplained_text(entries, top, att=None, queues=None, base=0):
         if att is not None and att.arrival_ns is not None and e["nf"] in names:
             arr = att.arrival_ns[none & (code == names.index(e["nf"]))]
             stops = _stops(queues, e["nf"], arr[arr >= 0])
-        when = f"; {_stop_text(e['nf'], stops, queues[e['nf']].usual_batch_ns, base)}" \
+        q = queues.get(e["nf"])
+        when = f"; {_stop_text(e['nf'], stops, q.usual_batch_ns, base, q.recorded_to_ns)}" \
             if stops else ""
         return f"{e['victims']:,} at {e['nf']} ({', '.join(kinds)}{flows}{when})"
     more = f", and {len(entries) - top} more NFs" if len(entries) > top else ""
