@@ -7,6 +7,7 @@ streams them to the file from the attribution's arrays (:func:`write_json`)
 instead of making a dict per victim.
 """
 import functools
+import ipaddress
 import json
 import operator
 import os
@@ -641,11 +642,11 @@ def _stops(queues, name, arr, downstream=False):
     the bench VM).
 
     The stop that a quarter of the victims or more came in by, during it
-    or within as long again after it, then (up to STOPS_NAMED) each that
-    a quarter of those left and STOP_SHARE of all came in by: a second
-    stop, one the recording ended in, say (the backlog it left drains about as
+    or within as long again after it (the backlog it left drains about as
     long), twice as long for victims downstream (the released backlog
-    reaches them later).  An NF that sleeps when idle, as mscope-nf does
+    reaches them later); then, up to STOPS_NAMED, each that a quarter of
+    those left and STOP_SHARE of all came in by (a second stop, one the
+    recording ended in, say).  An NF that sleeps when idle, as mscope-nf does
     for 50 us, is silent then too, but few victims come in then; a 20 ms
     contention slows every batch, none ten times over.
 
@@ -938,6 +939,7 @@ def unexplained_victims(att, traj):
     the prefix covering their sources, where address records gave them).
     Dropped inside is taken and never sent on: with no queue behind it,
     the NF's own choice (a firewall's rule, a policy), not its load."""
+    from mscope.analyzer.prefixes import covering_prefix
     top = att.top()
     none = np.flatnonzero(top < 0)
     if not len(none):
@@ -959,23 +961,16 @@ def unexplained_victims(att, traj):
             src = traj.src_addr[p[at]]
             src = src[src != 0]
             if len(src):
-                e["flows"] = _covering_prefix(int(src.min()), int(src.max()))
+                net, bits = covering_prefix(src)
+                e["flows"] = f"{ipaddress.IPv4Address(net)}/{bits}"
         out.append(e)
     return sorted(out, key=lambda e: -e["victims"])
 
 
-def _covering_prefix(lo, hi):
-    """The shortest IPv4 prefix holding addresses `lo` to `hi` (ints)."""
-    bits = 32 - (lo ^ hi).bit_length()
-    net = lo >> (32 - bits) << (32 - bits) if bits else 0
-    return f"{net >> 24}.{net >> 16 & 255}.{net >> 8 & 255}.{net & 255}/{bits}"
-
-
 def _unexplained_text(entries, top, att=None, queues=None, base=0):
     """The summary's line on victims no culprit explains; with `att` and
-    `queues`, the stops of their NF they came in during (a stop the
-    recording ended in: the packets its queue took have no fate, so the
-    queue the attribution sees is empty, and its drops no one's)."""
+    `queues`, the stops of their NF they came in during (a late victim
+    there, say, that no queue and no stop's share explained)."""
     if att is not None:
         names, code = att.nf_groups()
         none = att.top() < 0
