@@ -1165,13 +1165,11 @@ def load(path, compiled=None, window_ms=None, hosts=None) -> CaptureView:
     # stream by stream: each stream is decoded just before its NF is built
     # and let go just after, so the capture and the view are not both
     # held whole
-    feed = cap.stream_feed()
-    manifest = cap.manifest
-    keep = None
+    manifest, keep = cap.manifest, None
     if hosts:
         keep, manifest = _only_hosts(cap, hosts)
-        feed.only(keep)
         path = f"{path} (hosts {', '.join(hosts)})"
+    feed = cap.stream_feed(keep)
     window = first = None
     if window_ms is not None:
         clock = (manifest.get("time") or {}).get("clock")
@@ -1184,13 +1182,7 @@ def load(path, compiled=None, window_ms=None, hosts=None) -> CaptureView:
     try:
         view = _view_feed(feed, manifest, path, compiled, window)
         if view is None:
-            parts, whole = cap.read_streams()
-            if keep is not None:
-                parts = {sid: d for sid, d in parts.items() if sid in keep}
-                whole = CaptureData(whole.records, whole.stream, whole.id_offsets, whole.ids,
-                                    [x for x in whole.losses if x.stream in keep],
-                                    {sid: st for sid, st in whole.stream_info.items()
-                                     if sid in keep})
+            parts, whole = cap.read_streams(keep)
             if window is not None:
                 parts = {sid: d for sid, d in
                          ((sid, _cut(d, *window)) for sid, d in parts.items()) if d is not None}
@@ -1234,11 +1226,10 @@ def _only_hosts(cap, hosts):
     topo = man.get("topology")
     if isinstance(topo, list):
         from .topology import SINK, SOURCE
-        ends = lambda x: x in names or x in (SOURCE, SINK)        # noqa: E731
         kept = {(a if a in names else SOURCE, b if b in names else SINK)
                 for a, b in (tuple(l) for l in topo if isinstance(l, (list, tuple))
                              and len(l) == 2) if a in names or b in names}
-        out["topology"] = sorted([a, b] for a, b in kept if ends(a) and ends(b))
+        out["topology"] = sorted(map(list, kept))
     return keep, out
 
 

@@ -226,6 +226,7 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
         del ids, flags
     matched = 0
     for k in _upstream_first(names, topo):
+        window_k = _window_of(nfs[k], window_ns)       # its queue's and inside it
         if feeds[k] and len(rx_ids[k]):
             pool = feeds[k]
             segments = np.cumsum([0] + [n for _, _, n in pool])
@@ -253,7 +254,7 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
             m = np.empty(len(a_ids), np.int32)
             mark = np.empty(len(rx_ids[k]), np.uint8)
             amb[k] += _match.match_known_into(a_ids, a_ns, a_known, segments, rx_ids[k],
-                                              rx_ns[k], _window_of(nfs[k], window_ns), m, mark)
+                                              rx_ns[k], window_k, m, mark)
             fate[k] += unknown_inputs(nfs[k], a_ns, m, segments)
             del a_ids, a_ns, a_known
             for (u, sel, n), ix, lo, hi in zip(pool, picked, segments[:-1], segments[1:]):
@@ -274,7 +275,7 @@ def build_trajectories(view, topo, window_ns=DEFAULT_WINDOW_NS,
         mark = np.empty(len(tx_ids[k]), np.uint8)
         amb[k] += _match.match_known_into(rx_ids[k], rx_ns[k], known_rx[k],
                                           np.array([0, len(rx_ids[k])], np.int64), tx_ids[k],
-                                          tx_ns[k], _window_of(nfs[k], window_ns), r2t, mark)
+                                          tx_ns[k], window_k, r2t, mark)
         fate[k] += unknown_inside(nfs[k], rx_ns[k], r2t, tx_ns[k])
         if len(rx_ids[k]):
             known_tx[k] = mark >> 1

@@ -1050,7 +1050,7 @@ class Capture:
                            [e.h.n_records for e in good])
         return CaptureData(records, stream, id_offsets, ids, losses, dict(self.streams))
 
-    def read_streams(self):
+    def read_streams(self, streams=None):
         """:meth:`read`, stream by stream: each stream's records and ids in
         arrays of their own.
 
@@ -1058,6 +1058,11 @@ class Capture:
         each go when done (the analyzer's ``load``): the capture is then
         never held twice.  Each stream's frames are decoded straight into
         its arrays, as read() does for the whole capture.
+
+        Parameters
+        ----------
+        streams : iterable of int, optional
+            Only these streams (as :meth:`stream_feed`'s).
 
         Returns
         -------
@@ -1074,7 +1079,7 @@ class Capture:
         CaptureFormatError
             As :meth:`read`.
         """
-        scan, losses = self._survey(None, keep=True, per_stream=True)
+        scan, losses = self._survey(streams, keep=True, per_stream=True)
         by = {}
         for e in sorted((e for e in scan.entries if e.status == "ok"),
                         key=lambda e: (e.h.stream, e.h.chunk_seq)):
@@ -1090,11 +1095,12 @@ class Capture:
         scan.records = scan.ids = None
         empty = CaptureData(np.zeros(0, CAPTURE_RECORD_DTYPE), np.zeros(0, np.uint32),
                             np.zeros(1, np.int64), np.zeros(0, np.uint64), losses,
-                            dict(self.streams))
+                            {s: st for s, st in self.streams.items()
+                             if streams is None or s in streams})
         return parts, empty
 
 
-    def stream_feed(self) -> "StreamFeed":
+    def stream_feed(self, streams=None) -> "StreamFeed":
         """:meth:`read_streams`, one stream at a time, as the caller asks.
 
         Only the frame headers are read here; :meth:`StreamFeed.take`
@@ -1107,6 +1113,12 @@ class Capture:
         (bench/analyze.py's 2 s capture: 444 MiB decoded, the largest
         stream 158 MiB).
 
+        Parameters
+        ----------
+        streams : iterable of int, optional
+            Only these streams (e.g. one host's): the others are neither
+            decoded nor reported, in its losses and stream_info.
+
         Returns
         -------
         StreamFeed
@@ -1116,8 +1128,8 @@ class Capture:
         CaptureFormatError
             As :meth:`read`.
         """
-        scan, _ = self._scan(None, keep=True)
-        return StreamFeed(self, scan)
+        scan, want = self._scan(streams, keep=True)
+        return StreamFeed(self, scan, None if streams is None else want)
 
 
 class StreamFeed:
@@ -1144,20 +1156,19 @@ class StreamFeed:
         decoded); otherwise it raises ValueError: read_streams() it.
     """
 
-    def __init__(self, cap, scan):
-        self._cap, self._scan = cap, scan
+    def __init__(self, cap, scan, keep=None):
+        self._cap, self._scan, self._keep = cap, scan, keep
         self._todo = {}
         for e in scan.entries:
-            if e.status == "ok":
+            if e.status == "ok":                # (the streams not kept: "unread")
                 self._todo.setdefault(e.h.stream, []).append(e)
         self.streams = sorted(self._todo)
-        self.stream_info = dict(cap.streams)
+        self.stream_info = {s: st for s, st in cap.streams.items() if keep is None or s in keep}
         ents = [e for v in self._todo.values() for e in v]
         self.n_records = sum(e.h.n_records for e in ents)
         self.n_ids = sum(e.h.n_ids for e in ents)
         self.decoded_bytes = {s: sum(e.h.raw_len for e in v) for s, v in self._todo.items()}
         self.unambiguous = _unambiguous(scan.entries)
-        self._keep = None
         scan.records, scan.ids = {}, {}
         # the files and buffers of the threads taking streams at once
         self._pool = _payload_pool(dict(cap.segments))
@@ -1219,20 +1230,6 @@ class StreamFeed:
             # 444 MiB decoded)
             e.records = e.ids = None
         return out
-
-    def only(self, streams):
-        """Keep to `streams` (e.g. one host's): the others are neither
-        decoded nor reported, in :meth:`take`, :meth:`first_time` or
-        :meth:`finish`'s losses and stream_info."""
-        keep = set(streams)
-        self._todo = {s: v for s, v in self._todo.items() if s in keep}
-        self.streams = sorted(self._todo)
-        self.stream_info = {s: st for s, st in self.stream_info.items() if s in keep}
-        ents = [e for v in self._todo.values() for e in v]
-        self.n_records = sum(e.h.n_records for e in ents)
-        self.n_ids = sum(e.h.n_ids for e in ents)
-        self.decoded_bytes = {s: v for s, v in self.decoded_bytes.items() if s in keep}
-        self._keep = keep
 
     def first_time(self):
         """The time of the capture's first record (refused ones left out,
