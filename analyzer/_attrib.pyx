@@ -581,7 +581,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                const int64_t[::1] cf_start, const int64_t[::1] cf_end,
                const double[::1] cf_base, const double[::1] cf_cum, bint cf_actual,
                uint64_t[::1] words, out_t[::1] kept, double[:, ::1] scores,
-               int64_t[::1] state, double[::1] state_d):
+               int64_t[::1] state, double[::1] state_d, double room):
     """Local and input scores of every hop at one NF (attribution.py,
     ``_NF.hop_scores``), by one merge over its sorted event arrays, kept
     compact as they are made.
@@ -629,6 +629,9 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
         ``state[1] == len(d_arr)``, so the output of an NF is made a chunk
         at a time (on bench/analyze.py's 9.5 M-hop capture, room for every
         arrival of the largest NF was 44 MiB, the stage's peak).
+    room : the most the queue holds: a drop's no-local-cause queue is
+        bounded by it (what would not fit is dropped), from the first time
+        it would not fit in a period on.
 
     Returns
     -------
@@ -660,6 +663,8 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     cdef double run_all = 0, x_all, n_all
     cdef double w, w_loc, w_in, L, I
     cdef int64_t seg0_loc = 0, seg0_in = 0, dpj = -1, lastb_t = 0, lastb_n = 0
+    cdef double qb = 0, q_b
+    cdef int64_t qb_t = 0, qb_p = -2, qb_full = 0
     cdef Py_ssize_t cap = kept.shape[0]
     cdef bint same, have_in = False, surged
     if n == 0:
@@ -671,6 +676,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
         pa, pd, kd, ka, cf_p = state[15], state[16], state[17], state[18], state[19]
         ga, gd, gw = state[20], state[21], state[22]
         cf_t0 = state_d[6]
+        qb, qb_t, qb_p, qb_full = state_d[7], state[23], state[24], state[25]
         run_loc, run_in, min_in, big_loc, big_in = (state_d[0], state_d[1], state_d[2],
                                                     state_d[3], state_d[4])
         run_all = state_d[5]
@@ -769,6 +775,20 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                 lastb_t, lastb_n = dep[jM], j1 - jM
                 jM = j1
             M = jM
+            if rl > 0:
+                # a drop's queue without a local cause holds no more than
+                # the room: the NF at rl from the period's start, dropping
+                # what would not fit (q_loc keeps room for every packet
+                # offered, so after a burst had filled the queue it stayed
+                # full long after the NF at rl would have drained it)
+                if p != qb_p:
+                    qb, qb_p, qb_full = 0.0, p, 0
+                else:
+                    qb = _max(qb - rl * <double>(a - qb_t), 0.0)
+                qb += <double>((ia1 - ia) + (id1 - idr))
+                if qb > room:
+                    qb, qb_full = room, 1
+                qb_t = a
             if p < 0 or not (pend[p] < 0 or pend[p] >= a) or r <= 0 or rl <= 0:
                 ia, idr = ia1, id1
                 continue
@@ -776,6 +796,8 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
             q = <double>(ia1 - M if ia1 - M > 0 else 0)        # accepted <= a, queued
             n_all = <double>N - rl * <double>a
             q_loc = _clip(n_all - min_loc, 0.0, q)
+            # (until the room bounds it, q_loc is the same queue)
+            q_b = _min(q_loc, qb) if qb_full else q_loc
             # departures at or before the period start (p only grows)
             while jMs < nd and dep[jMs] <= s:
                 jMs += 1
@@ -836,7 +858,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                     c += 1
             # a drop's scores: the queue at arrival less each
             # counterfactual queue
-            L = q - q_loc
+            L = q - q_b
             I = q - q_in if surged else 0.0
             if L != 0.0 or I != 0.0 or signbit(L) or signbit(I):
                 for x in range(idr, id1):
@@ -856,12 +878,13 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
     state_d[0], state_d[1], state_d[2], state_d[3], state_d[4] = (run_loc, run_in, min_in,
                                                                  big_loc, big_in)
     state_d[5] = run_all
+    state_d[7], state[23], state[24], state[25] = qb, qb_t, qb_p, qb_full
     return c
 
 
 #: Sizes of hop_scores' `state` and `state_d`.
-HOP_SCORES_STATE = 23
-HOP_SCORES_STATE_D = 7
+HOP_SCORES_STATE = 26
+HOP_SCORES_STATE_D = 8
 
 
 # -- attribution: victims ---------------------------------------------------

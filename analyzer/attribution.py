@@ -656,7 +656,9 @@ class _NF:
           not counted) cleared at r (local), or by the departures that
           actually followed, the victim's own one included (input); the
           scores are the actual wait minus those, times r (for drops, the
-          queue at arrival minus each counterfactual queue);
+          queue at arrival minus each counterfactual queue, the one without
+          a local cause holding no more than ``room``: dropping what would
+          not fit, it drains a burst's backlog as the NF at r would);
         - the input score is 0 unless the arrivals ran beyond their natural
           variation somewhere in [s, a] (``surge_start``/``surge_end``).
         """
@@ -684,7 +686,7 @@ class _NF:
                                    dep, self.pstart, self.pend, self.pquiet, self.rate,
                                    self.rate / (1 + self.tolerance), self.usual,
                                    surge_start, surge_end, judge, *unusual, judge,
-                                   S.words, kept, scores, state, state_d)
+                                   S.words, kept, scores, state, state_d, self.room)
             if c < 0:                       # a run of equal arrivals longer than room
                 room = -c
                 continue

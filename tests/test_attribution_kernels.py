@@ -37,14 +37,42 @@ def _ref_seg_cummin(x, seg):
     return np.minimum.accumulate(x - off) + off
 
 
+def _ref_bounded_queue(arr, pstart, local_rate, room):
+    """After each run of equal arrivals in `arr` (sorted; all offered): the
+    queue of an NF served at `local_rate` from each period's start, holding
+    at most `room` (what would not fit dropped), and whether the room has
+    bounded it yet in that period; per arrival."""
+    qb, full, t_prev, p_prev = 0.0, False, 0, None
+    out_q, out_full = np.zeros(len(arr)), np.zeros(len(arr), bool)
+    p_of = np.searchsorted(pstart, arr, side="right") - 1
+    i = 0
+    while i < len(arr):
+        j = i
+        while j < len(arr) and arr[j] == arr[i]:
+            j += 1
+        if p_of[i] != p_prev:
+            qb, full, p_prev = 0.0, False, p_of[i]
+        else:
+            qb = max(qb - local_rate * float(arr[i] - t_prev), 0.0)
+        qb += float(j - i)
+        if qb > room:
+            qb, full = room, True
+        t_prev = arr[i]
+        out_q[i:j], out_full[i:j] = qb, full
+        i = j
+    return out_q, out_full
+
+
 def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx, dropped,
-                    surges=None, pquiet=None, unusual=None):
+                    surges=None, pquiet=None, unusual=None, room=np.inf):
     """attribution._NF.hop_scores before the kernel (numpy); `surges`
     (starts, ends): input scores only where one overlaps [period start, a];
     `pquiet`: where the no-input-cause queue starts in each period (the
     NF went silent), default the period's start; `unusual` (starts, ends):
     the no-input-cause queue counts the arrivals that came, but the usual
-    rate within these windows (default: the usual rate throughout)."""
+    rate within these windows (default: the usual rate throughout); `room`:
+    a drop's no-local-cause queue holds at most this many (`a` is `arr`
+    for it)."""
     if pquiet is None:
         pquiet = pstart
 
@@ -106,6 +134,9 @@ def _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, a, rx,
                                                          busy)), w_loc)
     k = np.minimum(M + np.ceil(np.maximum(q_in - 1, 0)).astype(np.int64), len(dep) - 1)
     w_in = (dep[np.maximum(k, 0)] - a_).astype(float) if len(dep) else w
+    if room < np.inf:
+        qb, full = _ref_bounded_queue(arr, pstart, local_rate, room)
+        q_loc = np.where(full[ok], np.minimum(q_loc, qb[ok]), q_loc)
     L[ok] = np.where(drop, q - q_loc, r * np.maximum(0.0, w - w_loc))
     I[ok] = np.where(drop, q - q_in, r * np.maximum(0.0, w - np.minimum(w_in, w)))
     if surges is not None:
@@ -334,13 +365,16 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     state = np.zeros(_attrib.HOP_SCORES_STATE, np.int64)
     state_d = np.zeros(_attrib.HOP_SCORES_STATE_D)
     cf = _unusual_windows(acc, arr[dropped], usual, *(unusual or (None, None)))
+    # odd seeds (drops): a drop's no-local-cause queue bounded by the room
+    q_room = [np.inf, 12.0][seed % 2]
     room, parts, calls = 3, [], 0
     while state[0] < (~dropped).sum() or state[1] < dropped.sum():
         kept, sc = np.empty(room, index), np.empty((room, 2))
         c = _attrib.hop_scores(acc, dep, hops[~dropped], arr[dropped], hops[dropped], dep,
                                pstart, pend, quiet_rows, rate, local_rate, usual,
                                *(surges if surges else (no, no)), surges is not None,
-                               *cf, surges is not None, words, kept, sc, state, state_d)
+                               *cf, surges is not None, words, kept, sc, state, state_d,
+                               q_room)
         calls += 1
         if c < 0:
             room = -c
@@ -358,8 +392,13 @@ def test_hop_scores_match_numpy_bit_for_bit(seed, index):
     _attrib.gather_scores(words, rank, values, np.arange(nh, dtype=index), L, I)
     assert not np.isnan(values).any()
     ref_L, ref_I = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual, arr,
-                                   rx, dropped, surges, pquiet, unusual)
+                                   rx, dropped, surges, pquiet, unusual, q_room)
     assert (L[hops] > 0).any() and (I[hops] > 0).any()
+    if q_room < np.inf:                 # the room raises some drops' local scores
+        unbounded = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual,
+                                    arr, rx, dropped, surges, pquiet, unusual)[0]
+        assert (ref_L[dropped] > unbounded[dropped]).any()
+        assert (ref_L >= unbounded).all() and (ref_L[~dropped] == unbounded[~dropped]).all()
     if seed >= 3:                       # silences lower input scores, never raise them
         from_start = _ref_hop_scores(arr, acc, dep, pstart, pend, rate, local_rate, usual,
                                      arr, rx, dropped, surges, None, unusual)[1]
