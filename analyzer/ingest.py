@@ -1009,24 +1009,33 @@ def _finish(nfs, whole, manifest, path):
 def _hosts(nfs, info, manifest, where):
     """Each NF's ``hosts``, from its streams' manifest entries (`info`) and
     the manifest's host names; `nfs` in :func:`_nf_keys` order."""
+    for n, h in zip(nfs, _one_host_each(where, info, manifest)):
+        n.hosts = h
+
+
+def _one_host_each(where, info, manifest):
+    """The host names of each NF (:func:`_nf_keys` order) of the streams
+    `info` (manifest entries by stream id), sorted; a one-line
+    CaptureFormatError for an NF recorded on several.  An NF runs on one
+    host: the same chain on several (a fleet shipping to one receiver)
+    would be merged into one, of two clocks."""
     names = {h.get("host"): h.get("name") for h in (manifest or {}).get("hosts") or ()
              if isinstance(h, dict)}
-    _, nf_of_stream = _nf_keys(where, info, check=False)
-    on = [set() for _ in nfs]
+    keys, nf_of_stream = _nf_keys(where, info, check=False)
+    on = [set() for _ in keys]
     for sid, k in nf_of_stream.items():
         h = info[sid].get("host")
-        if h is not None and k < len(on):
+        if h is not None:
             on[k].add(str(names.get(h) or h))
-    for n, h in zip(nfs, on):
-        n.hosts = tuple(sorted(h))
+    on = [tuple(sorted(h)) for h in on]
+    for (nf_id, name), h in zip(keys, on):
         if len(h) > 1:
-            # an NF runs on one host: the same chain on several (a fleet
-            # shipping to one receiver) would be merged into one
             raise CaptureFormatError(
-                f"{where}: NF {n.name} (nf_id {n.nf_id}) was recorded on {len(h)} hosts "
-                f"({', '.join(n.hosts)}): each host's is an NF of its own, and their clocks "
+                f"{where}: NF {name} (nf_id {nf_id}) was recorded on {len(h)} hosts "
+                f"({', '.join(h)}): each host's is an NF of its own, and their clocks "
                 f"cannot be compared; diagnose one host at a time (mscope diagnose --host "
                 f"NAME)")
+    return on
 
 
 def _concat(datas):
@@ -1169,6 +1178,9 @@ def load(path, compiled=None, window_ms=None, hosts=None) -> CaptureView:
     if hosts:
         keep, manifest = _only_hosts(cap, hosts)
         path = f"{path} (hosts {', '.join(hosts)})"
+    # before the records are read: a fleet's capture is refused at once
+    _one_host_each(path, {sid: st for sid, st in cap.streams.items()
+                          if keep is None or sid in keep}, manifest)
     feed = cap.stream_feed(keep)
     window = first = None
     if window_ms is not None:

@@ -590,6 +590,10 @@ def test_decode_frame_checks_the_whole_message():
      r"manifest.json: streams entry 0 names unknown host 9"),
     ({"streams": [{"stream": 0, "host": [0], "nf_id": 1, "nf_name": "a"}]},
      r"manifest.json: streams entry 0 names unknown host \[0\]"),
+    ({"nfs": [{"nf_id": 1, "name": "src", "host": 0}, {"nf_id": 1, "name": "x", "host": 0}]},
+     r"manifest.json: nfs\[1\] repeats nf_id 1 on host 0"),
+    ({"nfs": [{"nf_id": 1, "name": "src", "host": 7}]},
+     r"manifest.json: nfs\[0\] names unknown host 7"),
     ({"record_version": 3}, r"manifest.json: record_version 3 unsupported"),
     ({"streams": [{"stream": 0, "host": 0, "nf_id": 1, "nf_name": "a",
                    "recorded_until_ns": -5}]},
@@ -906,9 +910,12 @@ def test_optional_entry_keys_and_hosts_seen_twice(tmp_path):
     h1 = w.add_host("node1", extra={"collector": "bb"})     # restarted collector
     s0 = w.add_stream(h0, 1, "fw", extra={"collector": "aa", "collector_stream": 0})
     s1 = w.add_stream(h1, 1, "fw", extra={"collector": "bb", "collector_stream": 0})
+    # an NF is its host's: node2 runs the same chain (a fleet shipping to
+    # one receiver), and node1 seen again keeps its nf_ids' names
     h2 = w.add_host("node2")
-    with pytest.raises(ValueError, match="nf_id: 1 is already 'fw' on host 0, not 'fw' on host 2"):
-        w.add_stream(h2, 1, "fw")
+    s2 = w.add_stream(h2, 1, "fw")
+    with pytest.raises(ValueError, match="nf_id: 1 is already 'fw' on host 0, not 'ids'"):
+        w.add_stream(h1, 1, "ids")
     with pytest.raises(ValueError, match="'nf_id' are managed"):
         w.add_stream(h0, 2, "x", extra={"nf_id": 3})
     w.update_streams({s1: {"collector_dropped_chunks": 4}})
@@ -918,9 +925,16 @@ def test_optional_entry_keys_and_hosts_seen_twice(tmp_path):
         w.update_streams({9: {"x": 1}})
     w.close()
     man = open_capture(tmp_path / "cap").manifest
-    assert [s["collector"] for s in man["streams"]] == ["aa", "bb"]
+    assert [s.get("collector") for s in man["streams"]] == ["aa", "bb", None]
     assert man["streams"][1]["collector_dropped_chunks"] == 4
-    assert man["nfs"] == [{"nf_id": 1, "name": "fw", "host": 0}]
+    assert man["nfs"] == [{"nf_id": 1, "name": "fw", "host": 0},
+                          {"nf_id": 1, "name": "fw", "host": h2}]
+    assert man["streams"][s2]["host"] == h2
+    # the same nf_id twice on hosts of one name is one NF named twice
+    man["nfs"].append({"nf_id": 1, "name": "fw", "host": h1})
+    (tmp_path / "cap" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(CaptureFormatError, match=r"nfs\[2\] repeats nf_id 1 on host 1"):
+        open_capture(tmp_path / "cap")
 
 
 # --- batch-only records (CAPTURE_F_NOIDS) -------------------------------------------

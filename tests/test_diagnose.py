@@ -14,7 +14,7 @@ from mscope.capture import CaptureWriter
 from mscope.capture.rewrite import rewrite_capture
 from mscope.cli import main
 from mscope.diagnose import diagnose, format_summary
-from mscope.errors import MscopeError
+from mscope.errors import CaptureFormatError, MscopeError
 from mscope.sim.run import simulate_to_capture
 from mscope.sim.scenario import load_scenario
 
@@ -1520,8 +1520,7 @@ def test_a_repeated_stop_names_each_stop_its_victims_came_in_by():
 def _on_two_hosts(src, out, on_b, shift_ns, twice=False):
     """Capture `src` written again with the streams of NFs `on_b` on a
     second host "b" whose clock reads `shift_ns` more (`twice`: every
-    stream on both hosts, the same chain on each: b's nf_ids are made a's
-    in the manifest afterwards, as no writer would have them)."""
+    stream on both hosts, the same chain on each, as a fleet ships it)."""
     from mscope.capture import open_capture
     cap = open_capture(src)
     data = cap.read()
@@ -1530,29 +1529,20 @@ def _on_two_hosts(src, out, on_b, shift_ns, twice=False):
         w.set_manifest_entry("topology", cap.manifest.get("topology"))
         for st in cap.manifest["streams"]:
             for b in (False, True) if twice else (st["nf_name"] in on_b,):
-                sid = w.add_stream(host["b" if b else "a"],
-                                   st["nf_id"] + (1000 if twice and b else 0),
-                                   st["nf_name"] + ("'" if twice and b else ""),
+                sid = w.add_stream(host["b" if b else "a"], st["nf_id"], st["nf_name"],
                                    extra={"idle_ns": st["idle_ns"]})
                 lo, hi = np.searchsorted(data.stream, [st["stream"], st["stream"] + 1])
                 recs = data.records[lo:hi].copy()
                 recs["time_ns"] += shift_ns if b else 0
                 w.write_chunk(sid, recs, data.ids[data.id_offsets[lo]:data.id_offsets[hi]])
-    if twice:
-        man = json.loads((out / "manifest.json").read_text())
-        for st in man["streams"]:
-            if st["nf_id"] >= 1000:
-                st["nf_id"], st["nf_name"] = st["nf_id"] - 1000, st["nf_name"][:-1]
-        man["nfs"] = [nf for nf in man.get("nfs", []) if nf["nf_id"] < 1000]
-        (out / "manifest.json").write_text(json.dumps(man))
     return out
 
 
-def test_one_chain_on_two_hosts_is_two_chains(tmp_path):
+def test_one_chain_on_two_hosts_is_two_chains(tmp_path, monkeypatch):
     # the same chain on two hosts (a fleet shipping to one receiver): each
     # NF name on both, merged into one NF of two streams before, its
-    # records of two clocks; now refused, and each host diagnosed apart
-    # is the chain as recorded alone
+    # records of two clocks; now refused before a record is read, and
+    # each host diagnosed apart is the chain as recorded alone
     from mscope.sim.run import simulate_to_capture
     from mscope.sim.scenario import load_scenario
     simulate_to_capture(load_scenario(ROOT / "tests" / "scenarios" / "late-drops.json"),
@@ -1564,6 +1554,11 @@ def test_one_chain_on_two_hosts_is_two_chains(tmp_path):
         f"mscope: error: {cap}: NF source (nf_id 0) was recorded on 2 hosts (a, b): each "
         f"host's is an NF of its own, and their clocks cannot be compared; diagnose one "
         f"host at a time (mscope diagnose --host NAME)"], proc.stderr
+    from mscope.capture.reader import Capture
+    with monkeypatch.context() as m:
+        m.setattr(Capture, "stream_feed", lambda *a, **k: pytest.fail("records read"))
+        with pytest.raises(CaptureFormatError, match="was recorded on 2 hosts"):
+            diagnose(cap, slo_us=150)
     one, _ = diagnose(tmp_path / "one", slo_us=150)
     for h in "ab":
         got, _ = diagnose(cap, slo_us=150, hosts=[h])

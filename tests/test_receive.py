@@ -322,6 +322,49 @@ def test_a_tsc_rate_that_is_no_json_number_refuses_only_its_stream(tmp_path, rec
     np.testing.assert_array_equal(data.records, g.records)
 
 
+def test_a_fleet_of_hosts_with_the_same_nf_ids_is_recorded_whole(tmp_path, receivers):
+    # two hosts run the same chain (nf_ids a hash of the NF names): the
+    # second host's streams were refused as "nf_id: 1 is already 'fw' on
+    # host 0", its records lost.  An NF is its host's; on one host an
+    # nf_id still names one NF (the records carry only the id)
+    cap = tmp_path / "cap"
+    r = receivers(cap)
+    chain = {0: (1, "fw"), 1: (2, "nat")}
+    cols = [TestCollector(r.endpoint, "f1ee7001", "node1", chain),
+            TestCollector(r.endpoint, "f1ee7002", "node2", chain)]
+    sent, total = {}, 0
+    for k in range(4):
+        for col in cols:
+            for cs in col.streams:
+                c = col.chunk(cs, 6 + k + cs)
+                col.send(c.parts)
+                sent.setdefault((col.collector, cs), []).append(c)
+                total += len(c.frame)
+    wait_for(lambda: segment_bytes(cap) >= total, what="every frame written")
+    # node1 again (a restarted collector) with an NF of another name for nf_id 1
+    other = TestCollector(r.endpoint, "f1ee7003", "node1", {0: (1, "ids")})
+    other.send(other.chunk(0, 4).parts)
+    wait_for(lambda: r.lines("rejected message from collector f1ee7003"),
+             what="the other NF's stream refused")
+    assert r.stop() == 0
+    for col in cols + [other]:
+        col.close()
+    [line] = r.lines("rejected message from collector f1ee7003")
+    assert line.endswith("stream 0 (ids on node1) not recorded: nf_id: 1 is already 'fw' on "
+                         "host 0, not 'ids'"), line
+    c = open_capture(cap)
+    hosts = {h["host"]: h["name"] for h in c.manifest["hosts"]}
+    assert sorted((hosts[nf["host"]], nf["nf_id"], nf["name"]) for nf in c.manifest["nfs"]) == \
+        [("node1", 1, "fw"), ("node1", 2, "nat"), ("node2", 1, "fw"), ("node2", 2, "nat")]
+    data = c.read()
+    assert data.losses == []
+    for (collector, cs), chunks in sent.items():
+        recs, ids = stream_data(data, stream_of(c.manifest, collector, cs))
+        want_recs, want_ids = concat(chunks)
+        np.testing.assert_array_equal(recs, want_recs)
+        np.testing.assert_array_equal(ids, want_ids)
+
+
 def test_a_chunk_seq_gap_is_logged_and_read_back_as_exactly_that_loss(tmp_path, receivers):
     cap = tmp_path / "cap"
     r = receivers(cap)

@@ -51,7 +51,7 @@ __all__ = ["Receiver", "REJECT_KINDS", "check_bind_endpoint", "open_output",
 #: wire_version   a wire version this receiver does not speak
 #: stream_mismatch  the frame's stream field is not the meta's stream
 #: stream_refused   the capture cannot take the stream (an nf_id that another
-#:                  NF already has), see the log line
+#:                  NF of its host already has), see the log line
 REJECT_KINDS = ("parts", "meta", "wire_version", "stream_mismatch",
                 "stream_refused") + FRAME_REJECT_KINDS
 

@@ -70,8 +70,9 @@ def _is_int(x, lo=0, hi=(1 << 64) - 1) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
 
 
-def _check_entries(where, items, key, required, id_hi):
-    """Check a manifest list of objects; return {id: entry}."""
+def _check_entries(where, items, key, required, id_hi, unique=None):
+    """Check a manifest list of objects; return {id: entry} (`unique`:
+    the entry's key to be unique by, instead of its id)."""
     if not isinstance(items, list):
         raise CaptureFormatError(f"{where}: {key!r} is not a list")
     out = {}
@@ -86,9 +87,12 @@ def _check_entries(where, items, key, required, id_hi):
         if not _is_int(ident, 0, id_hi):
             raise CaptureFormatError(
                 f"{where}: {key}[{i}].{required[0]} is not an integer in 0..{id_hi}")
+        if unique is not None:
+            ident = unique(item)
         if ident in out:
             raise CaptureFormatError(
-                f"{where}: {key}[{i}] repeats {required[0]} {ident}")
+                f"{where}: {key}[{i}] repeats {required[0]} {item[required[0]]}"
+                + (f" on host {item['host']!r}" if unique is not None else ""))
         out[ident] = item
     return out
 
@@ -167,15 +171,22 @@ def load_manifest(path) -> dict:
     if not isinstance(tm, dict) or tm.get("unit") != "ns":
         raise CaptureFormatError(f"{mpath}: 'time' must be an object with unit 'ns'")
     hosts = _check_entries(mpath, man["hosts"], "hosts", ("host", "name"), 1 << 31)
-    nfs = _check_entries(mpath, man["nfs"], "nfs", ("nf_id", "name", "host"), 0xFFFF)
     streams = _check_entries(mpath, man["streams"], "streams",
                              ("stream", "host", "nf_id", "nf_name"), 0xFFFFFFFF)
-    for key, table in (("nfs", nfs), ("streams", streams)):
-        for ident, item in table.items():
+    for key, table in (("nfs", enumerate(man["nfs"] if isinstance(man["nfs"], list) else ())),
+                       ("streams", streams.items())):
+        for ident, item in table:
             # (a list or an object is no host id, and unhashable)
+            if not isinstance(item, dict) or "host" not in item:
+                continue                    # _check_entries says what
             if not _is_int(item["host"], 0, 1 << 31) or item["host"] not in hosts:
+                what = f"nfs[{ident}]" if key == "nfs" else f"streams entry {ident}"
                 raise CaptureFormatError(
-                    f"{mpath}: {key} entry {ident} names unknown host {item['host']!r}")
+                    f"{mpath}: {what} names unknown host {item['host']!r}")
+    # an NF is its host's (a fleet of hosts may run the same nf_ids); two
+    # host entries of one name are one host seen twice
+    _check_entries(mpath, man["nfs"], "nfs", ("nf_id", "name", "host"), 0xFFFF,
+                   unique=lambda nf: (str(hosts[nf["host"]]["name"]), nf["nf_id"]))
     for sid, st in streams.items():
         if not _is_int(st["nf_id"], 0, 0xFFFF):
             raise CaptureFormatError(f"{mpath}: stream {sid} nf_id is not a u16")

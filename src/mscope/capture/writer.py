@@ -457,8 +457,8 @@ class CaptureWriter:
         ------
         ValueError
             Unknown host, nf_id out of range, an nf_id already declared with
-            another name or on a host of another name, or an `extra` key
-            the writer owns.
+            another name on the same host (a host of the same name), or an
+            `extra` key the writer owns.
         """
         self._check_open()
         extra = _check_extra("extra", extra, _STREAM_KEYS)
@@ -469,14 +469,18 @@ class CaptureWriter:
             raise ValueError(f"nf_id: {nf_id!r} is not an integer in 0..65535")
         if not isinstance(nf_name, str) or not nf_name:
             raise ValueError(f"nf_name: {nf_name!r} is not a non-empty string")
+        # an NF is its host's: a fleet of hosts running the same chain
+        # ships the same nf_ids to one receiver (mscope diagnose --host
+        # takes them a host at a time)
         nfs = self._manifest["nfs"]
-        known = next((nf for nf in nfs if nf["nf_id"] == nf_id), None)
+        known = next((nf for nf in nfs
+                      if nf["nf_id"] == nf_id and self._same_host(nf["host"], host)), None)
         if known is None:
             nfs.append({"nf_id": nf_id, "name": nf_name, "host": host})
-        elif known["name"] != nf_name or not self._same_host(known["host"], host):
+        elif known["name"] != nf_name:
             raise ValueError(
                 f"nf_id: {nf_id} is already {known['name']!r} on host "
-                f"{known['host']}, not {nf_name!r} on host {host}")
+                f"{known['host']}, not {nf_name!r}")
         streams = self._manifest["streams"]
         stream = max((s["stream"] for s in streams), default=-1) + 1
         streams.append({"stream": stream, "host": host, "nf_id": nf_id,
