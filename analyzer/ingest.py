@@ -206,6 +206,12 @@ class CaptureView:
     first_ns : int or None
         With a window: the time of the whole capture's first record, which
         the window was counted from (0 for a simulated capture).
+    clock_shifts : list of mscope.analyzer.clocks.HostShift
+        The hosts whose times :func:`mscope.analyzer.clocks.align_hosts`
+        shifted onto another host's clock (none until it is called).
+    clock_groups : list of set of str, or None
+        The hosts whose times can be compared, once aligned; None: not
+        aligned (every host's times its own).
     """
     nfs: list
     incomplete: list = field(default_factory=list)
@@ -214,6 +220,8 @@ class CaptureView:
     clock: Optional[str] = None
     window_ns: Optional[tuple] = None
     first_ns: Optional[int] = None
+    clock_shifts: list = field(default_factory=list)
+    clock_groups: Optional[list] = None
 
     def nf(self, name: str) -> NFRecords:
         """The NF called `name` (KeyError if absent)."""
@@ -1179,8 +1187,15 @@ def load(path, compiled=None, window_ms=None, hosts=None) -> CaptureView:
         keep, manifest = _only_hosts(cap, hosts)
         path = f"{path} (hosts {', '.join(hosts)})"
     # before the records are read: a fleet's capture is refused at once
-    _one_host_each(path, {sid: st for sid, st in cap.streams.items()
-                          if keep is None or sid in keep}, manifest)
+    on = _one_host_each(path, {sid: st for sid, st in cap.streams.items()
+                               if keep is None or sid in keep}, manifest)
+    if window_ms is not None and len({h for hs in on for h in hs}) > 1:
+        # a window is cut as the records are read, in each host's own
+        # clock; the clocks are aligned only once every NF is read
+        raise CaptureFormatError(
+            f"{path}: --from/--to on a capture from {len({h for hs in on for h in hs})} "
+            f"hosts: their clocks are aligned by the whole capture's packets; diagnose it "
+            f"whole, or one host's NFs (--host NAME)")
     feed = cap.stream_feed(keep)
     window = first = None
     if window_ms is not None:

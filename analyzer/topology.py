@@ -24,11 +24,21 @@ SOURCE, SINK = "source", "sink"
 MIN_SHARE = 0.01
 
 
-#: What a chain across hosts cannot be (the collectors give each host's
-#: CLOCK_MONOTONIC, which counts from that host's boot).
-_ACROSS_HOSTS = ("the capture's NFs are on {} hosts ({}), and mscope does not align hosts' "
-                 "clocks (each counts from its own boot): a chain across hosts cannot be "
-                 "followed; diagnose one host's NFs at a time (mscope diagnose --host NAME)")
+#: What a chain across hosts cannot be without its hosts' clocks aligned
+#: (the collectors give each host's CLOCK_MONOTONIC, which counts from
+#: that host's boot; mscope.analyzer.clocks aligns them by the packets
+#: crossing the declared links between them).
+_ACROSS_HOSTS = ("the capture's NFs are on {} hosts ({}), each with its own clock (counting "
+                 "from its boot), and no declared link between them carried packets to align "
+                 "the clocks by: declare the chain's links (the manifest's topology, or "
+                 "mscope diagnose --topology FILE), or diagnose one host's NFs at a time "
+                 "(mscope diagnose --host NAME)")
+
+
+def _one_clock(view, hosts):
+    """Whether the times of `hosts` (a set of names) can be compared: the
+    hosts' clocks were aligned by :func:`mscope.analyzer.clocks.align_hosts`."""
+    return any(hosts <= g for g in getattr(view, "clock_groups", None) or ())
 
 
 class TopologyError(CaptureFormatError):
@@ -360,7 +370,7 @@ def infer_topology(view, check_manifest=True, window_ns=DEFAULT_WINDOW_NS) -> To
     inner = {(s, d) for s, d in edges if s in names and d in names}
     on = {n.name: set(n.hosts) for n in view.nfs}
     for s, d in sorted(inner):
-        if on[s] and on[d] and on[s].isdisjoint(on[d]):
+        if on[s] and on[d] and on[s].isdisjoint(on[d]) and not _one_clock(view, on[s] | on[d]):
             raise TopologyError(
                 f"topology: {s} (host {', '.join(sorted(on[s]))}) feeds {d} (host "
                 f"{', '.join(sorted(on[d]))}): "

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from captures import on_two_hosts
 from conftest import ROOT
 from mscope.capture import CaptureWriter
 from mscope.capture.rewrite import rewrite_capture
@@ -1517,27 +1518,6 @@ def test_a_repeated_stop_names_each_stop_its_victims_came_in_by():
     assert [a for a, _, _ in got] == at.tolist()
 
 
-def _on_two_hosts(src, out, on_b, shift_ns, twice=False):
-    """Capture `src` written again with the streams of NFs `on_b` on a
-    second host "b" whose clock reads `shift_ns` more (`twice`: every
-    stream on both hosts, the same chain on each, as a fleet ships it)."""
-    from mscope.capture import open_capture
-    cap = open_capture(src)
-    data = cap.read()
-    with CaptureWriter(out) as w:
-        host = {"a": w.add_host("a"), "b": w.add_host("b")}
-        w.set_manifest_entry("topology", cap.manifest.get("topology"))
-        for st in cap.manifest["streams"]:
-            for b in (False, True) if twice else (st["nf_name"] in on_b,):
-                sid = w.add_stream(host["b" if b else "a"], st["nf_id"], st["nf_name"],
-                                   extra={"idle_ns": st["idle_ns"]})
-                lo, hi = np.searchsorted(data.stream, [st["stream"], st["stream"] + 1])
-                recs = data.records[lo:hi].copy()
-                recs["time_ns"] += shift_ns if b else 0
-                w.write_chunk(sid, recs, data.ids[data.id_offsets[lo]:data.id_offsets[hi]])
-    return out
-
-
 def test_one_chain_on_two_hosts_is_two_chains(tmp_path, monkeypatch):
     # the same chain on two hosts (a fleet shipping to one receiver): each
     # NF name on both, merged into one NF of two streams before, its
@@ -1547,7 +1527,7 @@ def test_one_chain_on_two_hosts_is_two_chains(tmp_path, monkeypatch):
     from mscope.sim.scenario import load_scenario
     simulate_to_capture(load_scenario(ROOT / "tests" / "scenarios" / "late-drops.json"),
                         tmp_path / "one", truth=False, log=lambda *a, **k: None)
-    cap = _on_two_hosts(tmp_path / "one", tmp_path / "two", (), 3600 * 10**9, twice=True)
+    cap = on_two_hosts(tmp_path / "one", tmp_path / "two", (), 3600 * 10**9, twice=True)
     proc = subprocess.run([sys.executable, "-m", "mscope.cli", "diagnose", str(cap)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
@@ -1567,25 +1547,63 @@ def test_one_chain_on_two_hosts_is_two_chains(tmp_path, monkeypatch):
         assert (got["victims"], got["patterns"]) == (one["victims"], one["patterns"])
 
 
+@pytest.mark.parametrize("on_b", [{"shaper"}, {"core"}])
 @pytest.mark.parametrize("shift_ns", [0, 50_000_000, 3600 * 10**9])
-def test_a_chain_across_hosts_is_refused_in_one_line(tmp_path, shift_ns):
-    # each host's times are its CLOCK_MONOTONIC, from its own boot: a
-    # chain across two cannot be followed.  With shaper's host 50 ms
-    # ahead every packet was a victim, silently; an hour ahead, the
-    # topology failed with "edge core -> sink is in the records but not
-    # in the manifest", which said nothing of hosts
-    from mscope.sim.run import simulate_to_capture
-    from mscope.sim.scenario import load_scenario
-    simulate_to_capture(load_scenario(ROOT / "tests" / "scenarios" / "late-drops.json"),
-                        tmp_path / "one", truth=False, log=lambda *a, **k: None)
-    cap = _on_two_hosts(tmp_path / "one", tmp_path / "two", {"shaper"}, shift_ns)
+def test_a_chain_across_hosts_is_followed_by_its_packets_across(tmp_path, shift_ns, on_b):
+    # each host's times are its CLOCK_MONOTONIC, from its own boot.  With
+    # shaper's host 50 ms ahead every packet was a victim, silently; an
+    # hour ahead, the topology failed with "edge core -> sink is in the
+    # records but not in the manifest"; then the chain was refused.  The
+    # packets crossing the declared links align the hosts: the shortest
+    # wait after a link is none (here, in a simulation, the real one), so
+    # the diagnosis is the one-host capture's.  With core on b the chain
+    # crosses both ways, and the clocks are taken midway between bounds
+    sc = load_scenario(ROOT / "tests" / "scenarios" / "late-drops.json")
+    simulate_to_capture(sc, tmp_path / "one", truth=False, log=lambda *a, **k: None)
+    cap = on_two_hosts(tmp_path / "one", tmp_path / "two", on_b, shift_ns)
+    one, _ = diagnose(tmp_path / "one", slo_us=150)
+    two, ctx = diagnose(cap, slo_us=150)
+    assert (two["victims"], two["patterns"]) == (one["victims"], one["patterns"])
+    (c,) = two["clocks"]
+    links = [["tun", "core"], ["core", "shaper"]] if on_b == {"core"} else [["core", "shaper"]]
+    assert (c["host"], c["aligned_to"], c["shift_ns"], c["links"]) == ("b", "a", shift_ns, links)
+    assert (c["spread_ns"] is None) == (on_b == {"shaper"}) and c["packets"] > 10_000
+    assert f"clocks: b's read {shift_ns / 1e6:,.3f} ms ahead of a's, aligned by " \
+        in format_summary(two, ctx)
+
+
+def test_a_chain_across_hosts_without_its_links_is_refused_in_one_line(tmp_path):
+    # which NF feeds which across hosts is not in the times (with the
+    # offset free, shaper after core reads as well as shaper anywhere
+    # after it): without declared links, one line says what to do
+    sc = load_scenario(ROOT / "tests" / "scenarios" / "late-drops.json")
+    simulate_to_capture(sc, tmp_path / "one", truth=False, log=lambda *a, **k: None)
+    cap = on_two_hosts(tmp_path / "one", tmp_path / "two", {"shaper"}, 3600 * 10**9)
+    man = json.loads((cap / "manifest.json").read_text())
+    del man["topology"]
+    (cap / "manifest.json").write_text(json.dumps(man))
     proc = subprocess.run([sys.executable, "-m", "mscope.cli", "diagnose", str(cap)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and not proc.stdout
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("mscope: error: topology: ")
-    assert "the capture's NFs are on 2 hosts (a, b), and mscope does not align hosts' " \
-           "clocks" in line and line.endswith("(mscope diagnose --host NAME)"), line
+    assert "the capture's NFs are on 2 hosts (a, b), each with its own clock (counting from " \
+           "its boot), and no declared link between them carried packets to align the " \
+           "clocks by: declare the chain's links (the manifest's topology, or mscope " \
+           "diagnose --topology FILE)" in line, line
+    # declared on the command line, they align it
+    links = tmp_path / "links.json"
+    links.write_text(json.dumps([list(l) for l in sc.links]))
+    two, _ = diagnose(cap, slo_us=150, topology=str(links))
+    assert two["clocks"][0]["shift_ns"] == 3600 * 10**9
+    # a window cuts each host's records by its own clock: refused
+    proc = subprocess.run([sys.executable, "-m", "mscope.cli", "diagnose", str(cap),
+                           "--from", "5", "--to", "10"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"mscope: error: {cap}: --from/--to on a capture from 2 hosts: their clocks are "
+        f"aligned by the whole capture's packets; diagnose it whole, or one host's NFs "
+        f"(--host NAME)"], proc.stderr
     # one host at a time: a's chain as in the one-host capture, its drops
     # the same and its victims among those (shaper's wait no longer
     # counted); b's shaper fed from outside
@@ -1613,7 +1631,7 @@ def test_one_host_read_either_way_is_the_same(tmp_path, monkeypatch):
     from mscope.sim.scenario import load_scenario
     simulate_to_capture(load_scenario(ROOT / "tests" / "scenarios" / "late-drops.json"),
                         tmp_path / "one", truth=False, log=lambda *a, **k: None)
-    cap = _on_two_hosts(tmp_path / "one", tmp_path / "two", {"shaper"}, 3600 * 10**9)
+    cap = on_two_hosts(tmp_path / "one", tmp_path / "two", {"shaper"}, 3600 * 10**9)
     fed, _ = diagnose(cap, slo_us=150, hosts=["a"])
     monkeypatch.setattr(ingest, "_view_feed", lambda *a, **k: None)
     read, _ = diagnose(cap, slo_us=150, hosts=["a"])

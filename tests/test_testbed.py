@@ -59,16 +59,26 @@ def _my_children():
     return out
 
 
-def test_three_nf_chain_with_a_stall_is_recorded_labelled_and_diagnosed(tmp_path):
+@pytest.fixture(scope="module")
+def stall_run(request, tmp_path_factory):
+    """CHAIN run live once, at --seconds-scale 10: (capture, its stdout)."""
+    for name in ("hugepages", "testbed_built"):
+        request.getfixturevalue(name)
+    d = tmp_path_factory.mktemp("stall")
+    spec = d / "chain.json"
+    spec.write_text(json.dumps(CHAIN))
+    cap = d / "live"
+    proc = _mscope("testbed", "run", spec, "--out", cap, "--seconds-scale", 10)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cap, proc.stdout
+
+
+def test_three_nf_chain_with_a_stall_is_recorded_labelled_and_diagnosed(stall_run):
     from mscope.diagnose import diagnose
     from mscope.sim.score import score
 
-    spec = tmp_path / "chain.json"
-    spec.write_text(json.dumps(CHAIN))
-    cap = tmp_path / "live"
-    proc = _mscope("testbed", "run", spec, "--out", cap, "--seconds-scale", 10)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "fw-nat-mon-stall: 40,000 packets" in proc.stdout, proc.stdout
+    cap, stdout = stall_run
+    assert "fw-nat-mon-stall: 40,000 packets" in stdout, stdout
     assert (cap / "manifest.json").exists()
     truth = json.loads((cap / "truth.json").read_text())
     assert truth["labels"] == "window" and truth["objective"] == {"latency_us": 5000.0}
@@ -107,6 +117,31 @@ def test_three_nf_chain_with_a_stall_is_recorded_labelled_and_diagnosed(tmp_path
     # seen in these runs): one next to the stall lengthens its silence
     quiet = np.diff(ctx["queues"]["nat"].silences, axis=1)
     assert ((quiet > 19_000_000) & (quiet < 40_000_000)).any(), sorted(quiet.ravel())[-5:]
+
+
+def test_a_live_chain_over_two_hosts_is_aligned_by_its_packets(stall_run, tmp_path):
+    # the live chain's records with nat's stream on a second host whose
+    # clock reads an hour ahead (each host's CLOCK_MONOTONIC counts from
+    # its boot): the packets crossing fw -> nat and nat -> mon bound the
+    # hour from above and below by their shortest waits there (a few us
+    # live), and the diagnosis is the one-host capture's
+    from captures import on_two_hosts
+    from mscope.diagnose import diagnose
+    cap, _ = stall_run
+    hour = 3600 * 10**9
+    two = on_two_hosts(cap, tmp_path / "two", {"nat"}, hour)
+    slo, links = 5000, str(cap / "topology.json")
+    one, _ = diagnose(cap, slo_us=slo, topology=links)
+    got, _ = diagnose(two, slo_us=slo, topology=links)
+    (c,) = got["clocks"]
+    assert c["links"] == [["fw", "nat"], ["nat", "mon"]] and c["packets"] >= 2 * 35_000
+    # midway between the bounds: off by at most half their spread, itself
+    # the two least waits (0.025 us off, 5.3 us apart, on a 15 s capture)
+    assert abs(c["shift_ns"] - hour) <= c["spread_ns"] / 2 + 1 and c["spread_ns"] < 200_000, c
+    def tops(d):
+        return {v["packet"]: [(c["kind"], c.get("nf") or c.get("flows"), c["cause"])
+                              for c in v["culprits"][:1]] for v in d["victims"]}
+    assert len(tops(one)) > 100 and tops(got) == tops(one)
 
 
 def test_a_recording_stopped_while_traffic_flows_names_no_false_drops(tmp_path):

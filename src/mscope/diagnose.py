@@ -147,6 +147,7 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     for an NF the capture does not have.
     """
     from mscope.analyzer import build_trajectories, infer_topology, load, queue_timelines
+    from mscope.analyzer.clocks import align_hosts
     from mscope.analyzer.attribution import attribute
     from mscope.analyzer.patterns import DEFAULT_THRESHOLD, find_patterns
     from mscope.analyzer.refused import refused_episodes
@@ -179,6 +180,10 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     view = load(capture, window_ms=window_ms, hosts=hosts or None)
     if hint is not None:
         view.topology = hint
+    if len({h for n in view.nfs for h in n.hosts}) > 1:
+        # NFs on several hosts: each host's times its own clock, until the
+        # packets crossing the declared links between them align them
+        view.clock_shifts, view.clock_groups = align_hosts(view, view.topology)
     names = [n.name for n in view.nfs]
     unknown = sorted(set(peak_rates) - set(names))
     if unknown:
@@ -209,6 +214,10 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
            "incomplete": [dict(w) for w in view.incomplete]}
     if hosts:
         out["hosts"] = list(hosts)
+    if view.clock_shifts:
+        out["clocks"] = [{"host": c.host, "aligned_to": c.to, "shift_ns": c.shift_ns,
+                          "links": [list(l) for l in c.via], "packets": c.packets,
+                          "spread_ns": c.spread_ns} for c in view.clock_shifts]
     if view.window_ns is not None:
         lo, hi = view.window_ns             # to the end: null
         out["window"] = {"from_ns": lo, "to_ns": None if hi == np.iinfo(np.int64).max else hi}
@@ -832,6 +841,22 @@ def _chain(rule, att, queues, at_nf, base=0, refused=None, top=None):
             f"{dropped} (flows {rule['victims']['flows']}), score {rule['score']:,.0f}")
 
 
+def _clock_text(c):
+    """The summary's line for one host's clock aligned to another's (a
+    ``clocks`` entry of the diagnosis JSON).
+
+    >>> _clock_text({"host": "b", "aligned_to": "a", "shift_ns": 3_600_000_012_345,
+    ...              "links": [["core", "shaper"]], "packets": 39254, "spread_ns": None})
+    "clocks: b's read 3,600,000.012 ms ahead of a's, aligned by 39,254 packets core -> shaper (the shortest wait there read as none)"
+    """
+    links = ", ".join(f"{u} -> {v}" for u, v in c["links"])
+    how = ("the shortest wait there read as none" if c["spread_ns"] is None else
+           f"both ways: within {c['spread_ns'] / 2e3:,.1f} us")
+    ahead = "ahead of" if c["shift_ns"] >= 0 else "behind"
+    return (f"clocks: {c['host']}'s read {abs(c['shift_ns']) / 1e6:,.3f} ms {ahead} "
+            f"{c['aligned_to']}'s, aligned by {c['packets']:,} packets {links} ({how})")
+
+
 def format_summary(diag, ctx, top=5):
     """A readable summary: counts, top rules, worst victims, incomplete windows."""
     att = ctx["attribution"]
@@ -848,6 +873,8 @@ def format_summary(diag, ctx, top=5):
                      f"{base / 1e6:,.3f} ms)")
     if diag.get("hosts"):
         lines.append(f"hosts: only the NFs recorded on {', '.join(diag['hosts'])} (--host)")
+    for c in diag.get("clocks") or ():
+        lines.append(_clock_text(c))
     if diag.get("window"):
         a, b = ctx.get("window_ms") or (None, None)
         lines.append(f"window: {a or 0:,.3f} ms to {'the end' if b is None else f'{b:,.3f} ms'}"
