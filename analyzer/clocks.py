@@ -173,6 +173,13 @@ def _spanning(hosts, bounds, view, host_of):
     adj = {h: [] for h in hosts}
     for (a, b), (up, low, via, n) in bounds.items():
         hi, lo = (min(up) if up else None), (max(low) if low else None)
+        if hi is not None and lo is not None and hi < lo:
+            # no shift has every packet sent before it was taken
+            raise TopologyError(
+                f"topology: the declared links between hosts {a} and {b} "
+                f"({', '.join(f'{u} -> {v}' for u, v in via)}) cannot all be: the packets "
+                f"crossing them would have to be taken {(lo - hi) / 1e3:,.1f} us before "
+                f"they were sent, whatever the hosts' clocks; check the links' direction")
         if hi is not None and lo is not None:
             off, spread = (hi + lo) // 2, hi - lo
         else:

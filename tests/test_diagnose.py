@@ -1596,6 +1596,16 @@ def test_a_chain_across_hosts_without_its_links_is_refused_in_one_line(tmp_path)
     links.write_text(json.dumps([list(l) for l in sc.links]))
     two, _ = diagnose(cap, slo_us=150, topology=str(links))
     assert two["clocks"][0]["shift_ns"] == 3600 * 10**9
+    # links that no shift can make true (core on b, both its links turned
+    # round): one line
+    cross = on_two_hosts(tmp_path / "one", tmp_path / "cross", {"core"}, 10**9)
+    links.write_text(json.dumps([["source", "tun"], ["core", "tun"], ["shaper", "core"],
+                                 ["shaper", "sink"]]))
+    with pytest.raises(MscopeError, match=r"^topology: the declared links between hosts a "
+                       r"and b \(core -> tun, shaper -> core\) cannot all be: the packets "
+                       r"crossing them would have to be taken [\d,.]+ us before they were "
+                       r"sent, whatever the hosts' clocks; check the links' direction$"):
+        diagnose(cross, slo_us=150, topology=str(links))
     # a window cuts each host's records by its own clock: refused
     proc = subprocess.run([sys.executable, "-m", "mscope.cli", "diagnose", str(cap),
                            "--from", "5", "--to", "10"],
