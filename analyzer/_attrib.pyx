@@ -775,7 +775,7 @@ def hop_scores(const int64_t[::1] arr, const int64_t[::1] rx, const out_t[::1] h
                 lastb_t, lastb_n = dep[jM], j1 - jM
                 jM = j1
             M = jM
-            if rl > 0:
+            if ndr and rl > 0:
                 # a drop's queue without a local cause holds no more than
                 # the room: the NF at rl from the period's start, dropping
                 # what would not fit (q_loc keeps room for every packet
