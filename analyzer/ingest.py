@@ -146,7 +146,8 @@ class NFRecords:
     hosts : tuple of str
         The hosts its streams were recorded on (the manifest's host names,
         else their ids), sorted.  Each host's times are its own
-        CLOCK_MONOTONIC: NFs on different hosts cannot be compared.
+        CLOCK_MONOTONIC: NFs on different hosts cannot be compared until
+        :func:`mscope.analyzer.clocks.align_hosts` aligns them.
 
     Indices and ports are int32 (a packet-hop costs 20 bytes here: id,
     time, batch); a port array of an NF that uses one port is a read-only

@@ -147,8 +147,8 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     for an NF the capture does not have.
     """
     from mscope.analyzer import build_trajectories, infer_topology, load, queue_timelines
-    from mscope.analyzer.clocks import align_hosts
     from mscope.analyzer.attribution import attribute
+    from mscope.analyzer.clocks import align_hosts
     from mscope.analyzer.patterns import DEFAULT_THRESHOLD, find_patterns
     from mscope.analyzer.refused import refused_episodes
 
