@@ -845,9 +845,11 @@ def _clock_text(c):
     """The summary's line for one host's clock aligned to another's (a
     ``clocks`` entry of the diagnosis JSON).
 
-    >>> _clock_text({"host": "b", "aligned_to": "a", "shift_ns": 3_600_000_012_345,
-    ...              "links": [["core", "shaper"]], "packets": 39254, "spread_ns": None})
-    "clocks: b's read 3,600,000.012 ms ahead of a's, aligned by 39,254 packets core -> shaper (the shortest wait there read as none)"
+    >>> print(_clock_text({"host": "b", "aligned_to": "a", "shift_ns": 3_600_000_012_345,
+    ...                    "links": [["core", "shaper"]], "packets": 39254,
+    ...                    "spread_ns": None}))  # doctest: +NORMALIZE_WHITESPACE
+    clocks: b's read 3,600,000.012 ms ahead of a's, aligned by 39,254 packets
+    core -> shaper (the shortest wait there read as none)
     """
     links = ", ".join(f"{u} -> {v}" for u, v in c["links"])
     how = ("the shortest wait there read as none" if c["spread_ns"] is None else
