@@ -353,8 +353,9 @@ def build_parser():
                         "the victims, 0 to 1 (default 0.02)")
     p.add_argument("--topology", metavar="FILE",
                    help="the chain's links, to check the inferred topology against (and "
-                        "to accept NFs side by side that share no packets): a JSON list of "
-                        "[from, to] names, or a scenario file with \"links\"")
+                        "to accept NFs side by side that share no packets; for a chain "
+                        "across hosts, the links whose packets align the hosts' clocks): a "
+                        "JSON list of [from, to] names, or a scenario file with \"links\"")
     p.add_argument("--peak-rate", type=nf_rate, action="append", metavar="NF=MPPS",
                    help="an NF's peak service rate in Mpps, where you know it better than "
                         "the rate its busiest batches show (the default); repeat for "
@@ -368,9 +369,9 @@ def build_parser():
                    help="... and up to MS ms (default: the end)")
     p.add_argument("--host", action="append", metavar="NAME",
                    help="diagnose only the NFs recorded on this host (repeatable; its "
-                        "manifest name, see mscope capture info): each host's times "
-                        "count from its own boot, so a chain across hosts cannot be "
-                        "followed")
+                        "manifest name, see mscope capture info): for a fleet's capture "
+                        "(the same chain on several hosts), or a window of a capture "
+                        "from several")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="threads for the parts that run side by side (decoding the "
                         "capture, the NFs' queues); default: one per CPU, at most 4, "
