@@ -365,6 +365,30 @@ def test_a_fleet_of_hosts_with_the_same_nf_ids_is_recorded_whole(tmp_path, recei
         np.testing.assert_array_equal(ids, want_ids)
 
 
+def test_the_chains_links_are_kept_in_the_manifest(tmp_path, receivers):
+    # --topology: the links mscope diagnose checks the records against,
+    # and for a chain across hosts those whose packets align the clocks;
+    # a capture appended to keeps its own, other links are refused
+    cap = tmp_path / "cap"
+    links = tmp_path / "links.json"
+    links.write_text(json.dumps([["source", "fw"], ["fw", "nat"], ["nat", "sink"]]))
+    r = receivers(cap, "--topology", str(links))
+    assert r.stop() == 0
+    man = json.loads((cap / "manifest.json").read_text())
+    assert man["topology"] == [["fw", "nat"], ["nat", "sink"], ["source", "fw"]]
+    assert receivers(cap, "--topology", str(links)).stop() == 0
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([["source", "fw"], ["fw", "sink"]]))
+    proc = run_cli("receive", "--listen", "tcp://127.0.0.1:*", "--out", str(cap),
+                   "--topology", str(other))
+    assert_one_line_error(proc, f"--topology: {cap} declares other links already (fw -> "
+                                f"nat, nat -> sink, source -> fw)")
+    proc = run_cli("receive", "--listen", "tcp://127.0.0.1:*", "--out", str(cap),
+                   "--topology", str(tmp_path / "none.json"))
+    assert_one_line_error(proc, "none.json: No such file or directory")
+    assert json.loads((cap / "manifest.json").read_text())["topology"] == man["topology"]
+
+
 def test_a_chunk_seq_gap_is_logged_and_read_back_as_exactly_that_loss(tmp_path, receivers):
     cap = tmp_path / "cap"
     r = receivers(cap)

@@ -160,11 +160,13 @@ def _cmd_capture_info(args):
 
 
 def _cmd_receive(args):
+    from mscope.diagnose import load_topology_hint
     from mscope.receiver import serve
+    links = None if args.topology is None else load_topology_hint(args.topology)
     return serve(args.listen, args.out, allow_remote=args.allow_remote,
                  curve_secret_key=args.curve_secret_key, curve_allow=args.curve_allow,
                  stats_s=args.stats, rcvhwm=args.rcvhwm, duration=args.duration,
-                 check_payload=args.check_payload)
+                 check_payload=args.check_payload, topology=links)
 
 
 def _cmd_keygen(args):
@@ -430,6 +432,11 @@ def build_parser():
     p.add_argument("--check-payload", action="store_true",
                    help="decompress every chunk and check it against its header "
                         "(default: crc32 and lengths only)")
+    p.add_argument("--topology", metavar="FILE",
+                   help="the chain's links, kept in the capture's manifest: what mscope "
+                        "diagnose checks the records against, and for a chain across "
+                        "hosts the links whose packets align their clocks (a JSON list of "
+                        "[from, to] NF names, or a scenario file with \"links\")")
     p.set_defaults(func=_cmd_receive)
 
     p = sub.add_parser(

@@ -510,7 +510,7 @@ _HANDSHAKE_EVENTS.pop(0, None)
 
 def serve(listen, out, *, allow_remote=False, curve_secret_key=None, curve_allow=None,
           stats_s=10.0, rcvhwm=64, duration=None, check_payload=False,
-          segment_bytes=None, emit=None) -> int:
+          segment_bytes=None, emit=None, topology=None) -> int:
     """Run `mscope receive` until SIGINT/SIGTERM or `duration`; return 0.
 
     Parameters
@@ -535,12 +535,19 @@ def serve(listen, out, *, allow_remote=False, curve_secret_key=None, curve_allow
     segment_bytes : int, optional
     emit : callable, optional
         Takes each log line (default: stderr).
+    topology : list of (str, str), optional
+        The chain's links, written into the manifest's ``topology``: what
+        ``mscope diagnose`` checks the records against, and for a chain
+        across hosts the links whose packets align their clocks.  A
+        capture appended to keeps the links it has; other links are
+        refused.
 
     Raises
     ------
     MscopeError, OSError
         One line, before anything is received: a bad endpoint, output or
-        key file, or an address that cannot be bound.
+        key file, an address that cannot be bound, or links other than
+        the capture's own.
     """
     emit = emit or (lambda line: print(line, file=sys.stderr, flush=True))
     ipv6 = check_bind_endpoint(listen, allow_remote)
@@ -587,6 +594,8 @@ def serve(listen, out, *, allow_remote=False, curve_secret_key=None, curve_allow
         # Bound before the capture is opened, so a busy port leaves no
         # capture behind; what arrives meanwhile waits in ZeroMQ's queue.
         writer, appended = open_output(out, segment_bytes)
+        if topology is not None:
+            _declare_links(writer, topology)
         bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         receiver = Receiver(writer, emit=emit, check_payload=check_payload,
                             listen=bound, curve=auth is not None)
@@ -617,6 +626,17 @@ def serve(listen, out, *, allow_remote=False, curve_secret_key=None, curve_allow
                 signal.signal(sig, handler)
     emit(receiver.summary_line())
     return 0
+
+
+def _declare_links(writer, links):
+    """The manifest's ``topology``: `links`, unless the capture declares
+    others (a one-line MscopeError: one capture, one chain)."""
+    links = sorted([str(a), str(b)] for a, b in links)
+    have = writer.manifest.get("topology")
+    if have is not None and sorted(map(list, have)) != links:
+        raise MscopeError(f"--topology: {writer.path} declares other links already "
+                          f"({', '.join(f'{a} -> {b}' for a, b in sorted(map(tuple, have)))})")
+    writer.set_manifest_entry("topology", links)
 
 
 def _loop(sock, monitor, receiver, denied, stop, emit, stats_s, duration):
