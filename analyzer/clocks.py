@@ -15,12 +15,16 @@ shortest wait itself is what the aligned times cannot see, and count as
 none.  A link back from B to A bounds the difference from below the same
 way; with both, the difference is taken midway between the bounds.
 
-Which NF feeds which across hosts must be declared (the manifest's
-topology, or ``mscope diagnose --topology``): the times cannot tell it.
-With the offset free, NFs on B that sit between two of A's are as
-consistent with the records as NFs after all of A's, their times only
-later by the difference; and the records' own topology is inferred by
-matching times, which needs the clocks aligned first.
+Which NF feeds which across hosts the times cannot tell: with the offset
+free, NFs on B that sit between two of A's are as consistent with the
+records as NFs after all of A's, their times only later by the
+difference; and the records' topology is inferred by matching times,
+which needs the clocks aligned first.  So the links are the declared
+ones (the manifest's topology, or ``mscope diagnose --topology``), or
+else each host's own topology tells them: inferred from its NFs alone,
+it sends some packets to no NF of the host and takes some from none,
+and a packet that left A that way and came into B that way crossed from
+A to B.
 
 Every packet crossing a link votes, and the least difference is taken
 among those within a millisecond of a low quantile, so that a few ids two
@@ -57,9 +61,12 @@ class HostShift:
         Subtracted from every time of `host`'s NFs: how far its clock read
         ahead of `to`'s.
     via : list of (str, str)
-        The declared links across the two hosts whose packets gave it.
+        The links across the two hosts whose packets gave it.
     packets : int
         Packets seen crossing those links.
+    inferred : bool
+        The links were inferred from each host's own topology, not
+        declared.
     spread_ns : int or None
         Where links run both ways: how far apart the two bounds were (the
         aligned times may be off by up to half of it); None where they
@@ -71,24 +78,29 @@ class HostShift:
     via: list
     packets: int
     spread_ns: Optional[int] = None
+    inferred: bool = False
 
 
-def align_hosts(view, links):
+def align_hosts(view, links=None):
     """Shift the times of the NFs of each host of `view` onto one clock, by
-    the packets crossing the declared `links` (``(src, dst)`` NF names)
-    between hosts; in place.
+    the packets crossing the `links` (``(src, dst)`` NF names, as
+    declared; None: inferred, :func:`_inferred_links`) between hosts; in
+    place.
 
     Returns
     -------
     (list of HostShift, list of set of str)
         The hosts shifted, and the groups of hosts whose times can now be
-        compared (a host alone is a group of one).  Hosts no declared link
-        with enough packets joins keep their own clocks.
+        compared (a host alone is a group of one).  Hosts no link with
+        enough packets joins keep their own clocks.
     """
     host_of = {n.name: n.hosts[0] for n in view.nfs if len(n.hosts) == 1}
     hosts = sorted(set(host_of.values()))
     if len(hosts) < 2:
         return [], [set(hosts)]
+    inferred = links is None
+    if inferred:
+        links = _inferred_links(view, host_of, hosts)
     names = [n.name for n in view.nfs]
     k_of = {name: k for k, name in enumerate(names)}
     cross = [(u, v) for u, v in links or ()
@@ -108,9 +120,123 @@ def align_hosts(view, links):
         (up if a < b else low).append(d if a < b else -d)
         via.append((u, v))
         bounds[key] = (up, low, via, m + n)
-    shifts, groups = _spanning(hosts, bounds, view, host_of)
+    shifts, groups = _spanning(hosts, bounds, view, host_of, inferred)
     _refuse_crossing(view, host_of, groups)
     return shifts, groups
+
+
+#: A link across hosts is inferred where the packets some NF u of host A
+#: sends to no NF of A and the packets some NF v of host B takes from none
+#: of B's share at least this share of the fewer (of the topology's
+#: sample), and MIN_CROSSING of them.
+LINK_SHARE = 0.1
+
+
+def _inferred_links(view, host_of, hosts):
+    """The links across hosts, from each host's own records (one clock): a
+    packet NF u on host A sends that no NF of A takes after it, and that
+    NF v on host B takes with no NF of B having sent it before, crossed
+    from u to v.  A chain split once across hosts is found so.  An NF of B
+    between two of A's is not: A takes the packet again later, and the
+    packet that left A's last NF for nowhere on A reads as taken by B's
+    next.  Where B's time of the packets fits in a gap between two of
+    their visits on A (B may be there as well as after), no link is
+    inferred (None), and :func:`_refuse_crossing` says to declare them."""
+    names = [n.name for n in view.nfs]
+    code = {h: i for i, h in enumerate(hosts)}
+    nf_host = np.array([code.get(host_of.get(name), -1) for name in names], np.int64)
+    tx_ids, tx_ns, tx_nf, _, rx_ids, rx_ns, rx_nf = _votes(view)
+    tx_h, rx_h = nf_host[tx_nf], nf_host[rx_nf]
+    # an id's last rx and first tx on each host
+    last_rx = _by_host_id(rx_ids, rx_ns, rx_h, np.maximum)
+    first_tx = _by_host_id(tx_ids, tx_ns, tx_h, np.minimum)
+    left, came = {}, {}         # NF -> the ids it sends out of / takes into its host
+    for k in np.unique(tx_nf).tolist():
+        if nf_host[k] >= 0:
+            sel = tx_nf == k
+            t = _seen(last_rx, nf_host[k], tx_ids[sel])
+            left[k] = np.unique(tx_ids[sel][~((t >= 0) & (t >= tx_ns[sel]))])
+    for k in np.unique(rx_nf).tolist():
+        if nf_host[k] >= 0:
+            sel = rx_nf == k
+            t = _seen(first_tx, nf_host[k], rx_ids[sel])
+            came[k] = np.unique(rx_ids[sel][~((t >= 0) & (t <= rx_ns[sel]))])
+    gap, span = {}, {}          # per host: each id's longest gap there, its span there
+    for h in range(len(hosts)):
+        gap[h], span[h] = _gaps_and_spans(tx_ids[tx_h == h], tx_ns[tx_h == h],
+                                          rx_ids[rx_h == h], rx_ns[rx_h == h])
+    links = []
+    for u, t in left.items():
+        for v, r in came.items():
+            if nf_host[u] == nf_host[v] or not len(t) or not len(r):
+                continue
+            both = np.intersect1d(t, r, assume_unique=True)
+            if len(both) < MIN_CROSSING or len(both) < LINK_SHARE * min(len(t), len(r)):
+                continue
+            # the packets' time on v's host fits in a gap between two
+            # visits on u's for (nearly) all of them: v's host may sit
+            # between two of u's NFs as well as after them
+            g = _seen(gap[nf_host[u]], None, both)
+            d = _seen(span[nf_host[v]], None, both)
+            if np.count_nonzero(g >= d) >= BETWEEN_SHARE * len(both):
+                return None
+            links.append((names[u], names[v]))
+    return links
+
+
+#: Where the time packets spend on one host fits in a gap between two of
+#: their visits on the other for this share of them, the first host may
+#: sit in that gap as well as after: the links are not inferred.
+BETWEEN_SHARE = 0.99
+
+
+def _gaps_and_spans(tx_ids, tx_ns, rx_ids, rx_ns):
+    """For one host's sampled entries: each id's longest gap between a tx
+    and the next rx of it there (-1: none), and its span there, from its
+    first rx to its last tx (-1: not both); as _seen tables."""
+    ids = np.concatenate([tx_ids, rx_ids])
+    ns = np.concatenate([tx_ns, rx_ns])
+    is_rx = np.r_[np.zeros(len(tx_ids), bool), np.ones(len(rx_ids), bool)]
+    o = np.lexsort((is_rx, ns, ids))            # a tx before an rx at one time
+    ids, ns, is_rx = ids[o], ns[o], is_rx[o]
+    if not len(ids):
+        none = (ids, ns)
+        return none, none
+    first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    g = np.full(len(ids), -1, np.int64)
+    after = np.flatnonzero(is_rx[1:] & ~is_rx[:-1] & (ids[1:] == ids[:-1])) + 1
+    g[after] = ns[after] - ns[after - 1]
+    rx_t = np.where(is_rx, ns, np.iinfo(np.int64).max)
+    tx_t = np.where(~is_rx, ns, -1)
+    lo, hi = np.minimum.reduceat(rx_t, first), np.maximum.reduceat(tx_t, first)
+    u = ids[first]
+    return ((u, np.maximum.reduceat(g, first)),
+            (u, np.where((hi >= 0) & (lo < np.iinfo(np.int64).max), hi - lo, -1)))
+
+
+def _by_host_id(ids, ns, host, reduce):
+    """Per host: its distinct ids, sorted, and `reduce` (np.maximum or
+    np.minimum) of their times."""
+    out = {}
+    for h in np.unique(host[host >= 0]).tolist():
+        sel = host == h
+        o = np.lexsort((ns[sel], ids[sel]))
+        i, t = ids[sel][o], ns[sel][o]
+        first = np.flatnonzero(np.r_[True, i[1:] != i[:-1]])
+        out[h] = (i[first], reduce.reduceat(t, first) if len(first) else t[:0])
+    return out
+
+
+def _seen(table, h, ids):
+    """The time `table` (:func:`_by_host_id`) has for each id on host `h`
+    (None: `table` is one host's ``(ids, times)``), -1 where none."""
+    if h is not None:
+        table = table.get(h)
+    if table is None or not len(table[0]):
+        return np.full(len(ids), -1, np.int64)
+    u, t = table
+    at = np.minimum(np.searchsorted(u, ids), len(u) - 1)
+    return np.where(u[at] == ids, t[at], -1)
 
 
 def _refuse_crossing(view, host_of, groups):
@@ -168,7 +294,7 @@ def _least(d):
     return int(d[d >= q - OUTLIER_NS].min())
 
 
-def _spanning(hosts, bounds, view, host_of):
+def _spanning(hosts, bounds, view, host_of, inferred):
     """Each host's HostShift onto the first host of its group (hosts joined
     by links with bounds), the groups; the NFs' times shifted."""
     adj = {h: [] for h in hosts}
@@ -177,7 +303,8 @@ def _spanning(hosts, bounds, view, host_of):
         if hi is not None and lo is not None and hi < lo:
             # no shift has every packet sent before it was taken
             raise TopologyError(
-                f"topology: the declared links between hosts {a} and {b} "
+                f"topology: the {'inferred' if inferred else 'declared'} links between "
+                f"hosts {a} and {b} "
                 f"({', '.join(f'{u} -> {v}' for u, v in via)}) cannot all be: the packets "
                 f"crossing them would have to be taken {(lo - hi) / 1e3:,.1f} us before "
                 f"they were sent, whatever the hosts' clocks; check the links' direction")
@@ -202,7 +329,8 @@ def _spanning(hosts, bounds, view, host_of):
                     continue
                 seen.add(b)
                 group.add(b)
-                shifts[b] = HostShift(b, root, shifts[a].shift_ns + off, via, n, spread)
+                shifts[b] = HostShift(b, root, shifts[a].shift_ns + off, via, n, spread,
+                                      inferred)
                 todo.append(b)
         groups.append(group)
     for n in view.nfs:

@@ -29,10 +29,11 @@ MIN_SHARE = 0.01
 #: that host's boot; mscope.analyzer.clocks aligns them by the packets
 #: crossing the declared links between them).
 _ACROSS_HOSTS = ("the capture's NFs are on {} hosts ({}), each with its own clock (counting "
-                 "from its boot), and no declared link between them carried packets to align "
-                 "the clocks by: declare the chain's links (the manifest's topology, or "
-                 "mscope diagnose --topology FILE), or diagnose one host's NFs at a time "
-                 "(mscope diagnose --host NAME)")
+                 "from its boot), and no link between them, declared or found in each "
+                 "host's records, carried packets to align the clocks by (an NF of one host "
+                 "between two of another's is not found): declare the chain's links (the "
+                 "manifest's topology, or mscope diagnose --topology FILE), or diagnose one "
+                 "host's NFs at a time (mscope diagnose --host NAME)")
 
 
 def _one_clock(view, hosts):

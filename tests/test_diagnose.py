@@ -1572,30 +1572,45 @@ def test_a_chain_across_hosts_is_followed_by_its_packets_across(tmp_path, shift_
         in format_summary(two, ctx)
 
 
-def test_a_chain_across_hosts_without_its_links_is_refused_in_one_line(tmp_path):
-    # which NF feeds which across hosts is not in the times (with the
-    # offset free, shaper after core reads as well as shaper anywhere
-    # after it): without declared links, one line says what to do
+def test_a_chain_across_hosts_without_declared_links(tmp_path):
+    # which NF feeds which across hosts is not in the times: with the
+    # offset free, core on b between tun and shaper reads as well as core
+    # after shaper.  Each host's own records find a chain split once
+    # across hosts (what core sends to no NF of a, shaper takes from none
+    # of b); the split in between is refused in one line saying what to do
     sc = load_scenario(ROOT / "tests" / "scenarios" / "late-drops.json")
     simulate_to_capture(sc, tmp_path / "one", truth=False, log=lambda *a, **k: None)
-    cap = on_two_hosts(tmp_path / "one", tmp_path / "two", {"shaper"}, 3600 * 10**9)
-    man = json.loads((cap / "manifest.json").read_text())
-    del man["topology"]
-    (cap / "manifest.json").write_text(json.dumps(man))
-    proc = subprocess.run([sys.executable, "-m", "mscope.cli", "diagnose", str(cap)],
+    one, _ = diagnose(tmp_path / "one", slo_us=150)
+
+    def without_links(cap):
+        man = json.loads((cap / "manifest.json").read_text())
+        del man["topology"]
+        (cap / "manifest.json").write_text(json.dumps(man))
+        return cap
+    cap = without_links(on_two_hosts(tmp_path / "one", tmp_path / "two", {"shaper"},
+                                     3600 * 10**9))
+    two, ctx = diagnose(cap, slo_us=150)
+    assert two["victims"] == one["victims"]
+    assert [(c["links"], c["links_inferred"], c["shift_ns"]) for c in two["clocks"]] == \
+        [([["core", "shaper"]], True, 3600 * 10**9)]
+    assert "core -> shaper (found in each host's records)" in format_summary(two, ctx)
+    between = without_links(on_two_hosts(tmp_path / "one", tmp_path / "between", {"core"},
+                                         3600 * 10**9))
+    proc = subprocess.run([sys.executable, "-m", "mscope.cli", "diagnose", str(between)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and not proc.stdout
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("mscope: error: topology: ")
     assert "the capture's NFs are on 2 hosts (a, b), each with its own clock (counting from " \
-           "its boot), and no declared link between them carried packets to align the " \
-           "clocks by: declare the chain's links (the manifest's topology, or mscope " \
-           "diagnose --topology FILE)" in line, line
+           "its boot), and no link between them, declared or found in each host's records, " \
+           "carried packets to align the clocks by (an NF of one host between two of " \
+           "another's is not found): declare the chain's links (the manifest's topology, " \
+           "or mscope diagnose --topology FILE)" in line, line
     # declared on the command line, they align it
     links = tmp_path / "links.json"
     links.write_text(json.dumps([list(l) for l in sc.links]))
-    two, _ = diagnose(cap, slo_us=150, topology=str(links))
-    assert two["clocks"][0]["shift_ns"] == 3600 * 10**9
+    got, _ = diagnose(between, slo_us=150, topology=str(links))
+    assert got["clocks"][0]["shift_ns"] == 3600 * 10**9 and got["victims"] == one["victims"]
     # links that no shift can make true (core on b, both its links turned
     # round): one line
     cross = on_two_hosts(tmp_path / "one", tmp_path / "cross", {"core"}, 10**9)

@@ -142,6 +142,15 @@ def test_a_live_chain_over_two_hosts_is_aligned_by_its_packets(stall_run, tmp_pa
         return {v["packet"]: [(c["kind"], c.get("nf") or c.get("flows"), c["cause"])
                               for c in v["culprits"][:1]] for v in d["victims"]}
     assert len(tops(one)) > 100 and tops(got) == tops(one)
+    # the chain split once (nat, mon and egress on b): its link found in
+    # each host's records, no file needed; the shift over by nat's least
+    # wait (a poll: a few us), no packet named dropped for it
+    split = on_two_hosts(cap, tmp_path / "split", {"nat", "mon", "egress"}, hour)
+    got, _ = diagnose(split, slo_us=slo)
+    (c,) = got["clocks"]
+    assert c["links"] == [["fw", "nat"]] and c["links_inferred"], c
+    assert 0 <= c["shift_ns"] - hour < 100_000, c
+    assert {v["packet"] for v in got["victims"]} == set(tops(one))
 
 
 def test_a_recording_stopped_while_traffic_flows_names_no_false_drops(tmp_path):

@@ -182,7 +182,8 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         view.topology = hint
     if len({h for n in view.nfs for h in n.hosts}) > 1:
         # NFs on several hosts: each host's times its own clock, until the
-        # packets crossing the declared links between them align them
+        # packets crossing the links between them (declared, else found
+        # in each host's records) align them
         view.clock_shifts, view.clock_groups = align_hosts(view, view.topology)
     names = [n.name for n in view.nfs]
     unknown = sorted(set(peak_rates) - set(names))
@@ -216,8 +217,9 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
         out["hosts"] = list(hosts)
     if view.clock_shifts:
         out["clocks"] = [{"host": c.host, "aligned_to": c.to, "shift_ns": c.shift_ns,
-                          "links": [list(l) for l in c.via], "packets": c.packets,
-                          "spread_ns": c.spread_ns} for c in view.clock_shifts]
+                          "links": [list(l) for l in c.via], "links_inferred": c.inferred,
+                          "packets": c.packets, "spread_ns": c.spread_ns}
+                         for c in view.clock_shifts]
     if view.window_ns is not None:
         lo, hi = view.window_ns             # to the end: null
         out["window"] = {"from_ns": lo, "to_ns": None if hi == np.iinfo(np.int64).max else hi}
@@ -851,7 +853,8 @@ def _clock_text(c):
     clocks: b's read 3,600,000.012 ms ahead of a's, aligned by 39,254 packets
     core -> shaper (the shortest wait there read as none)
     """
-    links = ", ".join(f"{u} -> {v}" for u, v in c["links"])
+    links = ", ".join(f"{u} -> {v}" for u, v in c["links"]) + (
+        " (found in each host's records)" if c.get("links_inferred") else "")
     how = ("the shortest wait there read as none" if c["spread_ns"] is None else
            f"both ways: within {c['spread_ns'] / 2e3:,.1f} us")
     ahead = "ahead of" if c["shift_ns"] >= 0 else "behind"
