@@ -176,9 +176,10 @@ def _inferred_links(view, host_of, hosts):
             # the packets' time on v's host fits in a gap between two
             # visits on u's for (nearly) all of them: v's host may sit
             # between two of u's NFs as well as after them
+            # (a packet B only takes, never sends, cannot come back)
             g = _seen(gap[nf_host[u]], None, both)
             d = _seen(span[nf_host[v]], None, both)
-            if np.count_nonzero(g >= d) >= BETWEEN_SHARE * len(both):
+            if np.count_nonzero((d >= 0) & (g >= d)) >= BETWEEN_SHARE * len(both):
                 return None
             links.append((names[u], names[v]))
     return links

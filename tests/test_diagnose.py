@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from captures import on_two_hosts
+from captures import each_stream, on_two_hosts
 from conftest import ROOT
 from mscope.capture import CaptureWriter
 from mscope.capture.rewrite import rewrite_capture
@@ -1611,6 +1611,23 @@ def test_a_chain_across_hosts_without_declared_links(tmp_path):
     links.write_text(json.dumps([list(l) for l in sc.links]))
     got, _ = diagnose(between, slo_us=150, topology=str(links))
     assert got["clocks"][0]["shift_ns"] == 3600 * 10**9 and got["victims"] == one["victims"]
+    # an NF on b that only takes packets (a sink recorded rx only) sends
+    # none back: no gap on a can hold it, and its link is found
+    from mscope.capture.format import CAPTURE_F_TX
+    from mscope.capture import id_counts
+    for w, sid, st, recs, ids in each_stream(
+            tmp_path / "one", tmp_path / "rx-only",
+            hosts=lambda st: ("b" if st["nf_name"] == "shaper" else "a",)):
+        if st["host"] == "b":
+            rx = (recs["flags"] & CAPTURE_F_TX) == 0
+            ids = ids[np.repeat(rx, id_counts(recs))]
+            recs = recs[rx]
+            recs["time_ns"] += 3600 * 10**9
+            recs["seq"] = np.arange(len(recs), dtype=np.uint64)
+        w.write_chunk(sid, recs, ids, first_seq=0, final=True)
+    got, _ = diagnose(without_links(tmp_path / "rx-only"), slo_us=150)
+    assert [(c["links"], c["shift_ns"]) for c in got["clocks"]] == \
+        [([["core", "shaper"]], 3600 * 10**9)]
     # links that no shift can make true (core on b, both its links turned
     # round): one line
     cross = on_two_hosts(tmp_path / "one", tmp_path / "cross", {"core"}, 10**9)
