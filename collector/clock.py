@@ -22,11 +22,28 @@ clock, with a rate it calibrates itself:
   rte_get_tsc_hz, in the ring header), is compared with ours and a
   disagreement over 0.1% is reported.
 """
+import re
 import time
 
 import numpy as np
 
-__all__ = ["TscClock"]
+__all__ = ["TscClock", "boot_id"]
+
+#: Where Linux says which boot this is: a random id drawn at each boot.
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_id(path=BOOT_ID_PATH):
+    """This boot's id (a UUID), None where it cannot be read.  Two hosts'
+    CLOCK_MONOTONIC are one clock only within one boot of one machine:
+    the receiver tells hosts of one name apart by it (a machine cloned
+    with its name, or rebooted, counts from another zero)."""
+    try:
+        with open(path) as f:
+            text = f.read(128).strip()
+    except OSError:
+        return None
+    return text if re.fullmatch(r"[0-9a-f-]{8,64}", text) else None
 
 
 class TscClock:

@@ -109,6 +109,8 @@ def test_collect_to_capture_exact(producer_exe, registry, tmp_path, procs):
     check_pattern(data.records, data.ids, maxb)
     assert not os.path.exists(prod.path), "a drained, closed ring is removed"
     assert "retired" in err
+    with open("/proc/sys/kernel/random/boot_id") as f:      # which clock the times are
+        assert [h["boot_id"] for h in open_capture(cap).manifest["hosts"]] == [f.read().strip()]
 
 
 def test_several_rings_and_late_ring(producer_exe, registry, tmp_path, procs):
@@ -360,6 +362,10 @@ def test_ring_to_capture_over_zeromq(producer_exe, registry, tmp_path, procs, re
     assert len(st) == 1 and st[0]["nf_name"] == "prod"
     # the ring header's idle-poll interval, through the wire
     assert st[0]["idle_ns"] == IDLE_NS
+    # and the host's boot (which CLOCK_MONOTONIC the times are)
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip()
+    assert [h.get("boot_id") for h in open_capture(cap).manifest["hosts"]] == [boot]
 
 
 def test_receiver_killed_and_restarted(producer_exe, registry, tmp_path, procs, receivers):

@@ -694,3 +694,46 @@ def test_optional_meta_keys_are_checked_where_present():
     for bad in (-1, 2**63, "5", False, 2.5):
         with pytest.raises(WireFormatError, match="'recorded_until_ns' is not an int64"):
             decode_message(encode_message(dict(last, recorded_until_ns=bad), b"x"))
+    # boot_id: the collector host's boot (which CLOCK_MONOTONIC), a UUID
+    boot = "5a2f09c4-7c1e-4b7e-9d0a-3f6c2b1e8a90"
+    booted = make_meta(collector="c0", host="h", tsc_hz=1e9, stream=0, nf_id=1, nf_name="fw",
+                       lcore=0, pid=1, ring="/r", boot_id=boot)
+    assert decode_message(encode_message(booted, b"x"))[0]["boot_id"] == boot
+    assert "boot_id" not in meta
+    for bad in ("", "x" * 10, boot.upper(), 5, None, "a" * 65):
+        if bad is None:
+            continue
+        with pytest.raises(WireFormatError, match="'boot_id' is not a boot id"):
+            decode_message(encode_message(dict(booted, boot_id=bad), b"x"))
+
+
+def test_hosts_of_one_name_and_two_boots_are_two_hosts(tmp_path):
+    # two machines of one name (cloned with it), or one rebooted: each
+    # host's CLOCK_MONOTONIC counts from its boot, and hosts of one name
+    # are one clock to the writer and the analyzer.  Two collectors of
+    # "node" on two boots were one host, their NFs of one nf_id refused
+    # as one NF (or, named alike, merged into NFs of two clocks); a
+    # collector restarted on the same boot is still the same host
+    from mscope.capture import CaptureWriter
+    from mscope.receiver import Receiver
+    lines = []
+    rx = Receiver(CaptureWriter(tmp_path / "cap"), emit=lines.append)
+    boots = ["0a0a0a0a-0000-4000-8000-000000000001", "0b0b0b0b-0000-4000-8000-000000000002"]
+    cols = [TestCollector("inproc://unused", cid, "node", {0: (1, "fw")})
+            for cid in ("c0ffee01", "c0ffee02", "c0ffee03")]
+    for col, boot in zip(cols, boots + boots[:1]):        # the third: the first restarted
+        c = col.chunk(0, 3)
+        assert rx.handle(encode_message(dict(c.meta, boot_id=boot), c.frame))
+        col.sock.linger = 0
+        col.close()
+    rx.close()
+    man = open_capture(tmp_path / "cap").manifest
+    hosts = {h["host"]: h for h in man["hosts"]}
+    assert [(hosts[s["host"]]["name"], hosts[s["host"]]["boot_id"], s["nf_id"])
+            for s in man["streams"]] == [("node", boots[0], 1),
+                                        ("node (boot 0b0b0b0b)", boots[1], 1),
+                                        ("node", boots[0], 1)]
+    assert [ln for ln in lines if "another boot" in ln] == [
+        "mscope receive: collector c0ffee02's host 'node' runs another boot than the "
+        "capture's host of that name (its clock counts from another zero): recorded as "
+        "host 'node (boot 0b0b0b0b)'"]

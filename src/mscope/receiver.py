@@ -343,8 +343,11 @@ class Receiver:
         try:
             host = self.hosts.get((collector, meta["host"]))
             if host is None:
-                host = self.writer.add_host(meta["host"], tsc_hz=meta["tsc_hz"],
-                                            extra={"collector": collector})
+                boot = meta.get("boot_id")
+                name = self._host_name(meta["host"], boot, who)
+                host = self.writer.add_host(
+                    name, tsc_hz=meta["tsc_hz"],
+                    extra={"collector": collector, **({} if boot is None else {"boot_id": boot})})
                 self.hosts[(collector, meta["host"])] = host
             stream = self.writer.add_stream(
                 host, meta["nf_id"], meta["nf_name"], lcore=meta["lcore"],
@@ -361,6 +364,27 @@ class Receiver:
         self.emit(f"{_PROG}: new stream {stream}: {meta['nf_name']} (nf {meta['nf_id']}, "
                   f"lcore {meta['lcore']}) on {meta['host']}, {who} stream {cstream}")
         return stream
+
+    def _host_name(self, name, boot, who):
+        """The capture's name for a collector's host `name` of boot `boot`:
+        `name`, unless the capture has a host of that name and another boot
+        (a machine cloned with its name, or rebooted: its CLOCK_MONOTONIC
+        counts from another zero), then ``name (boot xxxxxxxx)``.  Hosts of
+        one name are one clock to the writer and the analyzer (a restarted
+        collector's), so two clocks must not share one."""
+        if boot is None:
+            return name
+        tagged = f"{name} (boot {boot[:8]})"
+        same = [h for h in self.writer.manifest["hosts"] if h["name"] in (name, tagged)]
+        for h in same:
+            if h.get("boot_id") == boot:
+                return h["name"]
+        if any(h["name"] == name and h.get("boot_id") not in (None, boot) for h in same):
+            self.emit(f"{_PROG}: {who}'s host {name!r} runs another boot than the capture's "
+                      f"host of that name (its clock counts from another zero): recorded as "
+                      f"host {tagged!r}")
+            return tagged
+        return name
 
     def _note_until(self, stream, meta):
         # the collector's last message of a stream it stopped following

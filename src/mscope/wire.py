@@ -17,6 +17,7 @@ A collector is identified by a random id chosen at start-up, so two
 collectors on one host, or one restarted, never share streams.
 """
 import ipaddress
+import re
 
 import msgpack
 
@@ -57,12 +58,18 @@ class WireFormatError(MscopeError, ValueError):
     """A message that is not a valid mscope chunk message."""
 
 
+#: An optional meta key, a string: the collector host's boot id
+#: (collector.clock.boot_id), where it could read one.
+BOOT_ID_RE = re.compile(r"[0-9a-f-]{8,64}")
+
+
 def make_meta(*, collector, host, tsc_hz, stream, nf_id, nf_name, lcore, pid, ring,
-              dropped_chunks=0, dropped_records=0, idle_ns=0, recorded_until_ns=None):
+              dropped_chunks=0, dropped_records=0, idle_ns=0, recorded_until_ns=None,
+              boot_id=None):
     """The meta map of one chunk message (all keys of META_KEYS and
     OPTIONAL_META_KEYS; ``recorded_until_ns`` only where given: the
     collector's last message of a stream says until when its records are
-    whole, see docs/capture-format.md)."""
+    whole, see docs/capture-format.md; ``boot_id`` where known)."""
     meta = {"v": WIRE_VERSION, "collector": collector, "host": host,
             "tsc_hz": None if tsc_hz is None else float(tsc_hz), "stream": int(stream),
             "nf_id": int(nf_id), "nf_name": nf_name, "lcore": int(lcore), "pid": int(pid),
@@ -70,6 +77,8 @@ def make_meta(*, collector, host, tsc_hz, stream, nf_id, nf_name, lcore, pid, ri
             "dropped_records": int(dropped_records), "idle_ns": int(idle_ns)}
     if recorded_until_ns is not None:
         meta["recorded_until_ns"] = int(recorded_until_ns)
+    if boot_id is not None:
+        meta["boot_id"] = str(boot_id)
     return meta
 
 
@@ -122,6 +131,9 @@ def decode_message(parts):
         if key in meta and (not isinstance(meta[key], typ) or isinstance(meta[key], bool)
                             or not 0 <= meta[key] < top):
             raise WireFormatError(f"meta {key!r} is not {what} ({meta[key]!r})")
+    b = meta.get("boot_id")
+    if b is not None and not (isinstance(b, str) and BOOT_ID_RE.fullmatch(b)):
+        raise WireFormatError(f"meta 'boot_id' is not a boot id ({b!r})")
     return meta, parts[1]
 
 
