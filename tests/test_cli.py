@@ -118,6 +118,23 @@ def test_capture_info_says_until_when_a_live_stream_was_recorded(tmp_path):
     assert "recorded_until_ns" in table and "12345" in table
 
 
+def test_capture_info_gives_each_hosts_span(tmp_path):
+    # each host's clock counts from its own boot: the span across two
+    # hosts (an hour here) says nothing, each host's does
+    cap = tmp_path / "cap"
+    with CaptureWriter(cap, producer="test") as w:
+        recs = np.zeros(2, CAPTURE_RECORD_DTYPE)
+        recs["seq"], recs["count"] = [0, 1], 1
+        for name, t0 in (("a", 1_000), ("b", 3600 * 10**9)):
+            s = w.add_stream(w.add_host(name), 1, "fw")
+            recs["time_ns"] = [t0, t0 + 5_000_000]
+            w.write_chunk(s, recs, np.arange(2, dtype=np.uint64))
+    table = run("capture", "info", str(cap)).stdout
+    assert "(span 3600.005 s) across hosts whose clocks count from their own boots" in table
+    assert "host a: 1000 .. 5001000 ns (span 5.000 ms)" in table, table
+    assert "host b: 3600000000000 .. 3600005000000 ns (span 5.000 ms)" in table, table
+
+
 def test_capture_info_reports_losses(tmp_path):
     cap = tmp_path / "cap"
     with CaptureWriter(cap, producer="test") as w:

@@ -198,8 +198,20 @@ def format_text(summary: dict, max_losses: int = 20) -> str:
            f"refused at a port's input" if s.get("refused_records") else ""),
         f"time     {_cell(s['first_ns'])} .. {_cell(s['last_ns'])} ns "
         f"(span {_duration(s['span_ns'])})",
-        "",
     ]
+    hosts = sorted({r["host_name"] for r in s["streams"] if r.get("host_name") is not None},
+                   key=str)
+    if len(hosts) > 1:
+        # each host's clock counts from its own boot: a span across them
+        # says nothing; each host's own does
+        lines[-1] += " across hosts whose clocks count from their own boots"
+        for h in hosts:
+            mine = [r for r in s["streams"] if r.get("host_name") == h
+                    and r["first_ns"] is not None]
+            if mine:
+                a, b = min(r["first_ns"] for r in mine), max(r["last_ns"] for r in mine)
+                lines.append(f"         host {h}: {a} .. {b} ns (span {_duration(b - a)})")
+    lines.append("")
     # The batch-only packet column only where there are any.
     bo = ("bo_packets",) if batch_only else ()
     # and the refused packets' only where a port refused any
