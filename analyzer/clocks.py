@@ -21,10 +21,9 @@ records as NFs after all of A's, their times only later by the
 difference; and the records' topology is inferred by matching times,
 which needs the clocks aligned first.  So the links are the declared
 ones (the manifest's topology, or ``mscope diagnose --topology``), or
-else each host's own topology tells them: inferred from its NFs alone,
-it sends some packets to no NF of the host and takes some from none,
-and a packet that left A that way and came into B that way crossed from
-A to B.
+else each host's own records tell them (one clock each): a packet an NF
+of A sends that no NF of A takes after it, and that an NF of B takes with
+no NF of B having sent it before, crossed from A to B.
 
 Every packet crossing a link votes, and the least difference is taken
 among those within a millisecond of a low quantile, so that a few ids two
@@ -65,8 +64,7 @@ class HostShift:
     packets : int
         Packets seen crossing those links.
     inferred : bool
-        The links were inferred from each host's own topology, not
-        declared.
+        The links were found in each host's own records, not declared.
     spread_ns : int or None
         Where links run both ways: how far apart the two bounds were (the
         aligned times may be off by up to half of it); None where they
@@ -98,9 +96,10 @@ def align_hosts(view, links=None):
     hosts = sorted(set(host_of.values()))
     if len(hosts) < 2:
         return [], [set(hosts)]
+    sample = _votes(view)                   # the topology's: what votes for links
     inferred = links is None
     if inferred:
-        links = _inferred_links(view, host_of, hosts)
+        links = _inferred_links(view, host_of, hosts, sample)
     names = [n.name for n in view.nfs]
     k_of = {name: k for k, name in enumerate(names)}
     cross = [(u, v) for u, v in links or ()
@@ -120,9 +119,19 @@ def align_hosts(view, links=None):
         (up if a < b else low).append(d if a < b else -d)
         via.append((u, v))
         bounds[key] = (up, low, via, m + n)
-    shifts, groups = _spanning(hosts, bounds, view, host_of, inferred)
-    _refuse_crossing(view, host_of, groups)
-    return shifts, groups
+    shifts, groups = _spanning(hosts, bounds, inferred)
+    _refuse_crossing(view, host_of, groups, sample)
+    for n in view.nfs:
+        s = shifts.get(host_of.get(n.name))
+        if s is not None and s.shift_ns:
+            _shift_nf(n, s.shift_ns)
+    for w in view.incomplete:
+        s = shifts.get(host_of.get(w.get("nf")))
+        if s is not None and s.shift_ns:
+            for k in ("from_ns", "to_ns"):
+                if w.get(k) is not None:
+                    w[k] -= s.shift_ns
+    return [s for s in shifts.values() if s.host != s.to], groups
 
 
 #: A link across hosts is inferred where the packets some NF u of host A
@@ -132,7 +141,7 @@ def align_hosts(view, links=None):
 LINK_SHARE = 0.1
 
 
-def _inferred_links(view, host_of, hosts):
+def _inferred_links(view, host_of, hosts, sample):
     """The links across hosts, from each host's own records (one clock): a
     packet NF u on host A sends that no NF of A takes after it, and that
     NF v on host B takes with no NF of B having sent it before, crossed
@@ -145,26 +154,21 @@ def _inferred_links(view, host_of, hosts):
     names = [n.name for n in view.nfs]
     code = {h: i for i, h in enumerate(hosts)}
     nf_host = np.array([code.get(host_of.get(name), -1) for name in names], np.int64)
-    tx_ids, tx_ns, tx_nf, _, rx_ids, rx_ns, rx_nf = _votes(view)
+    tx_ids, tx_ns, tx_nf, _, rx_ids, rx_ns, rx_nf = sample
     tx_h, rx_h = nf_host[tx_nf], nf_host[rx_nf]
-    # an id's last rx and first tx on each host
-    last_rx = _by_host_id(rx_ids, rx_ns, rx_h, np.maximum)
-    first_tx = _by_host_id(tx_ids, tx_ns, tx_h, np.minimum)
+    per = {h: _per_id(tx_ids[tx_h == h], tx_ns[tx_h == h], rx_ids[rx_h == h],
+                      rx_ns[rx_h == h]) for h in range(len(hosts))}
     left, came = {}, {}         # NF -> the ids it sends out of / takes into its host
     for k in np.unique(tx_nf).tolist():
         if nf_host[k] >= 0:
             sel = tx_nf == k
-            t = _seen(last_rx, nf_host[k], tx_ids[sel])
+            t = _seen(per[nf_host[k]]["last_rx"], tx_ids[sel])
             left[k] = np.unique(tx_ids[sel][~((t >= 0) & (t >= tx_ns[sel]))])
     for k in np.unique(rx_nf).tolist():
         if nf_host[k] >= 0:
             sel = rx_nf == k
-            t = _seen(first_tx, nf_host[k], rx_ids[sel])
+            t = _seen(per[nf_host[k]]["first_tx"], rx_ids[sel])
             came[k] = np.unique(rx_ids[sel][~((t >= 0) & (t <= rx_ns[sel]))])
-    gap, span = {}, {}          # per host: each id's longest gap there, its span there
-    for h in range(len(hosts)):
-        gap[h], span[h] = _gaps_and_spans(tx_ids[tx_h == h], tx_ns[tx_h == h],
-                                          rx_ids[rx_h == h], rx_ns[rx_h == h])
     links = []
     for u, t in left.items():
         for v, r in came.items():
@@ -177,8 +181,8 @@ def _inferred_links(view, host_of, hosts):
             # visits on u's for (nearly) all of them: v's host may sit
             # between two of u's NFs as well as after them
             # (a packet B only takes, never sends, cannot come back)
-            g = _seen(gap[nf_host[u]], None, both)
-            d = _seen(span[nf_host[v]], None, both)
+            g = _seen(per[nf_host[u]]["gap"], both)
+            d = _seen(per[nf_host[v]]["span"], both)
             if np.count_nonzero((d >= 0) & (g >= d)) >= BETWEEN_SHARE * len(both):
                 return None
             links.append((names[u], names[v]))
@@ -191,65 +195,54 @@ def _inferred_links(view, host_of, hosts):
 BETWEEN_SHARE = 0.99
 
 
-def _gaps_and_spans(tx_ids, tx_ns, rx_ids, rx_ns):
-    """For one host's sampled entries: each id's longest gap between a tx
-    and the next rx of it there (-1: none), and its span there, from its
-    first rx to its last tx (-1: not both); as _seen tables."""
+def _per_id(tx_ids, tx_ns, rx_ids, rx_ns):
+    """For one host's sampled entries, one sorted pass: tables (distinct
+    ids, sorted; a time per id, -1: none) for :func:`_seen` of each id's
+    ``last_rx`` and ``first_tx`` there, its longest ``gap`` between a tx
+    and the next rx of it there, and its ``span`` there, from its first rx
+    to its last tx."""
     ids = np.concatenate([tx_ids, rx_ids])
     ns = np.concatenate([tx_ns, rx_ns])
     is_rx = np.r_[np.zeros(len(tx_ids), bool), np.ones(len(rx_ids), bool)]
+    if not len(ids):
+        return dict.fromkeys(("last_rx", "first_tx", "gap", "span"), (ids, ns))
     o = np.lexsort((is_rx, ns, ids))            # a tx before an rx at one time
     ids, ns, is_rx = ids[o], ns[o], is_rx[o]
-    if not len(ids):
-        none = (ids, ns)
-        return none, none
     first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     g = np.full(len(ids), -1, np.int64)
     after = np.flatnonzero(is_rx[1:] & ~is_rx[:-1] & (ids[1:] == ids[:-1])) + 1
     g[after] = ns[after] - ns[after - 1]
-    rx_t = np.where(is_rx, ns, np.iinfo(np.int64).max)
-    tx_t = np.where(~is_rx, ns, -1)
-    lo, hi = np.minimum.reduceat(rx_t, first), np.maximum.reduceat(tx_t, first)
+    big = np.iinfo(np.int64).max
+    first_rx = np.minimum.reduceat(np.where(is_rx, ns, big), first)
+    last_rx = np.maximum.reduceat(np.where(is_rx, ns, -1), first)
+    first_tx = np.minimum.reduceat(np.where(is_rx, big, ns), first)
+    last_tx = np.maximum.reduceat(np.where(is_rx, -1, ns), first)
     u = ids[first]
-    return ((u, np.maximum.reduceat(g, first)),
-            (u, np.where((hi >= 0) & (lo < np.iinfo(np.int64).max), hi - lo, -1)))
+    return {"last_rx": (u, last_rx), "first_tx": (u, np.where(first_tx < big, first_tx, -1)),
+            "gap": (u, np.maximum.reduceat(g, first)),
+            "span": (u, np.where((last_tx >= 0) & (first_rx < big), last_tx - first_rx, -1))}
 
 
-def _by_host_id(ids, ns, host, reduce):
-    """Per host: its distinct ids, sorted, and `reduce` (np.maximum or
-    np.minimum) of their times."""
-    out = {}
-    for h in np.unique(host[host >= 0]).tolist():
-        sel = host == h
-        o = np.lexsort((ns[sel], ids[sel]))
-        i, t = ids[sel][o], ns[sel][o]
-        first = np.flatnonzero(np.r_[True, i[1:] != i[:-1]])
-        out[h] = (i[first], reduce.reduceat(t, first) if len(first) else t[:0])
-    return out
-
-
-def _seen(table, h, ids):
-    """The time `table` (:func:`_by_host_id`) has for each id on host `h`
-    (None: `table` is one host's ``(ids, times)``), -1 where none."""
-    if h is not None:
-        table = table.get(h)
-    if table is None or not len(table[0]):
-        return np.full(len(ids), -1, np.int64)
+def _seen(table, ids):
+    """The time `table` (:func:`_per_id`'s) has for each id, -1 where
+    none."""
     u, t = table
+    if not len(u):
+        return np.full(len(ids), -1, np.int64)
     at = np.minimum(np.searchsorted(u, ids), len(u) - 1)
     return np.where(u[at] == ids, t[at], -1)
 
 
-def _refuse_crossing(view, host_of, groups):
-    """A one-line TopologyError where packets cross between hosts whose
-    clocks no declared link aligned: followed by their times as they are,
-    such a chain reads as one chain ending where the other host's begins,
-    fed from outside (which it is not, silently)."""
+def _refuse_crossing(view, host_of, groups, sample):
+    """A one-line TopologyError where packets (of the topology's `sample`)
+    cross between hosts whose clocks no link aligned: followed by their
+    times as they are, such a chain reads as one chain ending where the
+    other host's begins, fed from outside (which it is not, silently)."""
     if len(groups) < 2:
         return
     group = {h: i for i, g in enumerate(groups) for h in g}
     names = [n.name for n in view.nfs]
-    tx_ids, _, tx_nf, _, rx_ids, _, rx_nf = _votes(view)
+    tx_ids, _, tx_nf, _, rx_ids, _, rx_nf = sample
     g = np.array([group.get(host_of.get(name), -1) for name in names], np.int64)
     best = None
     for k in np.unique(tx_nf).tolist():
@@ -295,9 +288,10 @@ def _least(d):
     return int(d[d >= q - OUTLIER_NS].min())
 
 
-def _spanning(hosts, bounds, view, host_of, inferred):
+def _spanning(hosts, bounds, inferred):
     """Each host's HostShift onto the first host of its group (hosts joined
-    by links with bounds), the groups; the NFs' times shifted."""
+    by links with bounds), by host, itself too (a shift of 0); the
+    groups."""
     adj = {h: [] for h in hosts}
     for (a, b), (up, low, via, n) in bounds.items():
         hi, lo = (min(up) if up else None), (max(low) if low else None)
@@ -334,17 +328,7 @@ def _spanning(hosts, bounds, view, host_of, inferred):
                                       inferred)
                 todo.append(b)
         groups.append(group)
-    for n in view.nfs:
-        s = shifts.get(host_of.get(n.name))
-        if s is not None and s.shift_ns:
-            _shift_nf(n, s.shift_ns)
-    for w in view.incomplete:
-        s = shifts.get(host_of.get(w.get("nf")))
-        if s is not None and s.shift_ns:
-            for k in ("from_ns", "to_ns"):
-                if w.get(k) is not None:
-                    w[k] -= s.shift_ns
-    return [s for s in shifts.values() if s.host != s.to], groups
+    return shifts, groups
 
 
 def _shift_nf(n, s):

@@ -1188,15 +1188,16 @@ def load(path, compiled=None, window_ms=None, hosts=None) -> CaptureView:
         keep, manifest = _only_hosts(cap, hosts)
         path = f"{path} (hosts {', '.join(hosts)})"
     # before the records are read: a fleet's capture is refused at once
-    on = _one_host_each(path, {sid: st for sid, st in cap.streams.items()
-                               if keep is None or sid in keep}, manifest)
-    if window_ms is not None and len({h for hs in on for h in hs}) > 1:
+    on = {h for hs in _one_host_each(path, {sid: st for sid, st in cap.streams.items()
+                                             if keep is None or sid in keep}, manifest)
+          for h in hs}
+    if window_ms is not None and len(on) > 1:
         # a window is cut as the records are read, in each host's own
         # clock; the clocks are aligned only once every NF is read
         raise CaptureFormatError(
-            f"{path}: --from/--to on a capture from {len({h for hs in on for h in hs})} "
-            f"hosts: their clocks are aligned by the whole capture's packets; diagnose it "
-            f"whole, or one host's NFs (--host NAME)")
+            f"{path}: --from/--to on a capture from {len(on)} hosts: their clocks are "
+            f"aligned by the whole capture's packets; diagnose it whole, or one host's NFs "
+            f"(--host NAME)")
     feed = cap.stream_feed(keep)
     window = first = None
     if window_ms is not None:
