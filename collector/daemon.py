@@ -169,7 +169,7 @@ class Collector:
             self.totals["stored_bytes"] += len(ch.frame)
             if self.writer is not None:
                 self.writer.write_frame(self.capture_stream[st.stream], ch.frame,
-                                        encoded_here=True)
+                                        encoded_here=True, first_time=ch.first_ns)
             if self.shipper is not None:
                 meta = self._meta(st)
                 if not self.shipper.put(meta, ch.frame):

@@ -30,11 +30,13 @@ __all__ = ["RingStream", "Chunk", "ring_records_to_capture"]
 class Chunk:
     """A frame ready to ship or write, with what it holds."""
 
-    __slots__ = ("stream", "frame", "records", "ids", "final", "raw_bytes")
+    __slots__ = ("stream", "frame", "records", "ids", "final", "raw_bytes", "first_ns")
 
-    def __init__(self, stream, frame, records, ids, final, raw_bytes):
+    def __init__(self, stream, frame, records, ids, final, raw_bytes, first_ns=None):
         self.stream, self.frame, self.records, self.ids = stream, frame, records, ids
         self.final, self.raw_bytes = final, raw_bytes
+        # the first record's time (None for no records): the frame index's
+        self.first_ns = first_ns
 
 
 def ring_records_to_capture(records, clock):
@@ -196,7 +198,8 @@ class RingStream:
                              drop_packets=self._drop_packets(),
                              codec=self.codec, level=self.level)
         self.chunk_seq += 1
-        return Chunk(self.stream, frame, len(recs), len(ids), False, cap.nbytes + ids.nbytes)
+        return Chunk(self.stream, frame, len(recs), len(ids), False, cap.nbytes + ids.nbytes,
+                     int(cap["time_ns"][0]))
 
     def _drop_packets(self):
         return max(0, self.reader.state()["drop_packets"] - self.drop_packets_base)

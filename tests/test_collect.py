@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TESTS_C, recorder_sources
 from producers import Producer, expected_counts
-from mscope.capture import open_capture
+from mscope.capture import describe, open_capture
 from mscope.record import IDLE_NS
 
 COLLECT = [sys.executable, "-m", "mscope.collector.daemon"]
@@ -111,6 +111,10 @@ def test_collect_to_capture_exact(producer_exe, registry, tmp_path, procs):
     assert "retired" in err
     with open("/proc/sys/kernel/random/boot_id") as f:      # which clock the times are
         assert [h["boot_id"] for h in open_capture(cap).manifest["hosts"]] == [f.read().strip()]
+    # every frame in the frame index, at its first record (the collector's
+    # own time, not read back from the payload)
+    s = describe(cap)
+    assert s["indexed_chunks"] == s["chunks_with_records"] > 1 and s["index_wrong"] == 0
 
 
 def test_several_rings_and_late_ring(producer_exe, registry, tmp_path, procs):
@@ -366,6 +370,8 @@ def test_ring_to_capture_over_zeromq(producer_exe, registry, tmp_path, procs, re
     with open("/proc/sys/kernel/random/boot_id") as f:
         boot = f.read().strip()
     assert [h.get("boot_id") for h in open_capture(cap).manifest["hosts"]] == [boot]
+    s = describe(cap)              # the receiver indexes what it writes
+    assert s["indexed_chunks"] == s["chunks_with_records"] > 1 and s["index_wrong"] == 0
 
 
 def test_receiver_killed_and_restarted(producer_exe, registry, tmp_path, procs, receivers):

@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import sys
+import time
 
 from mscope import __version__
 from mscope.argtypes import nf_rate, non_negative, positive, positive_int, seconds, share
@@ -156,6 +157,16 @@ def _cmd_capture_info(args):
     from mscope.capture.info import describe, format_text
     summary = describe(args.capture)
     print(json.dumps(summary, indent=2) if args.json else format_text(summary))
+    return 0
+
+
+def _cmd_capture_index(args):
+    from mscope.capture.reindex import index_capture
+    t0 = time.monotonic()
+    st = index_capture(args.capture, log=lambda line: print(line, file=sys.stderr))
+    print(f"{args.capture}: {st.written} of {st.segments} segments indexed "
+          f"({st.frames:,} frames), {time.monotonic() - t0:.1f} s"
+          + ("" if st.written else "; every segment had its index already"))
     return 0
 
 
@@ -365,15 +376,15 @@ def build_parser():
     p.add_argument("--from", dest="from_ms", type=non_negative, metavar="MS",
                    help="diagnose only the records from MS ms on, counted as the summary "
                         "counts its times (from the capture's first record; from the "
-                        "run's start for a simulated capture): a long capture then "
+                        "run's start for a simulated capture; on a capture from several "
+                        "hosts, in the clock of the first by name): a long capture then "
                         "takes the window's memory, not its own")
     p.add_argument("--to", dest="to_ms", type=positive, metavar="MS",
                    help="... and up to MS ms (default: the end)")
     p.add_argument("--host", action="append", metavar="NAME",
                    help="diagnose only the NFs recorded on this host (repeatable; its "
                         "manifest name, see mscope capture info): for a fleet's capture "
-                        "(the same chain on several hosts), or a window of a capture "
-                        "from several")
+                        "(the same chain on several hosts)")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="threads for the parts that run side by side (decoding the "
                         "capture, the NFs' queues); default: one per CPU, at most 4, "
@@ -398,6 +409,18 @@ def build_parser():
     pi.add_argument("capture", help="capture directory")
     pi.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pi.set_defaults(func=_cmd_capture_info)
+    px = csub.add_parser(
+        "index", help="write the frame index of a capture written without one",
+        description="Write each segment's frame index (chunks-NNNNNN.idx: where in time each "
+                    "frame begins) where it is missing or leaves frames out. Writers index "
+                    "as they write; a capture from before them, or one whose index files "
+                    "were lost, reads whole as well without, but a window of it "
+                    "(mscope diagnose --from/--to) must then read every frame's first "
+                    "record. Reads each payload once; refused while a writer has the "
+                    "capture open.",
+        epilog="example: mscope capture index ./cap")
+    px.add_argument("capture", help="capture directory")
+    px.set_defaults(func=_cmd_capture_index)
 
     p = sub.add_parser(
         "receive", help="receive chunks from mscope-collect over ZeroMQ into a capture",

@@ -11,6 +11,7 @@ the table ``mscope`` prints.
 """
 from mscope.record import IDLE_NS
 
+from .index import read_index
 from .reader import open_capture
 
 __all__ = ["describe", "format_text"]
@@ -38,7 +39,10 @@ def describe(path) -> dict:
         ``recorded_until_ns`` (None unless a stopped collector said it),
         ``drop_records``, ``drop_packets``, ``lost_records``, ``losses``);
         ``loss_totals``: ``{kind: {"count", "records", "unknown"}}``;
-        ``losses``: every Loss as a dict.  ``ids`` counts packet ids; the
+        ``losses``: every Loss as a dict; ``indexed_chunks``: the chunks
+        with records (of ``chunks_with_records``) whose segment's frame
+        index places them, ``index_wrong``: those it places elsewhere
+        than their first record.  ``ids`` counts packet ids; the
         packets of batch-only records (``CAPTURE_F_NOIDS``), which have
         none, are counted in ``batch_only_packets`` (``batch_only_records``
         of the ``records``); ``refused_records`` and ``refused_packets``
@@ -96,6 +100,16 @@ def describe(path) -> dict:
         if e.t_first is not None:
             row["first_ns"] = _min(row["first_ns"], e.t_first)
             row["last_ns"] = _max(row["last_ns"], e.t_last)
+    index = read_index(dict(cap.segments))
+    with_records = indexed = wrong = 0
+    for e in scan.entries:
+        if e.status != "ok" or not e.h.n_records or e.h.stream not in per:
+            continue
+        with_records += 1
+        hit = index.get((e.seg, e.off))
+        if hit is not None and hit[:3] == (e.h.stream, e.h.chunk_seq, e.h.payload_crc32):
+            indexed += hit[3] == e.t_first
+            wrong += hit[3] != e.t_first
     totals = {}
     for loss in losses:
         t = totals.setdefault(loss.kind, {"count": 0, "records": 0, "unknown": 0})
@@ -128,7 +142,18 @@ def describe(path) -> dict:
         "span_ns": None if first is None else last - first,
         "streams": rows, "loss_totals": totals,
         "losses": [loss._asdict() for loss in losses],
+        "chunks_with_records": with_records, "indexed_chunks": indexed, "index_wrong": wrong,
     }
+
+
+def _index_line(s):
+    """What the frame index gives a window of this capture."""
+    n, got, wrong = s["chunks_with_records"], s["indexed_chunks"], s["index_wrong"]
+    text = (f"index    {'none' if not got else f'{got:,}'} of {n:,} chunks: a window reads "
+            f"the first record of each chunk left out (mscope capture index writes them)")
+    if wrong:
+        text += f"; {wrong:,} placed wrong (rewrite the index: mscope capture index)"
+    return text
 
 
 def _min(a, b):
@@ -199,6 +224,7 @@ def format_text(summary: dict, max_losses: int = 20) -> str:
         f"time     {_cell(s['first_ns'])} .. {_cell(s['last_ns'])} ns "
         f"(span {_duration(s['span_ns'])})",
     ]
+
     hosts = sorted({r["host_name"] for r in s["streams"] if r.get("host_name") is not None},
                    key=str)
     if len(hosts) > 1:
@@ -246,9 +272,12 @@ def format_text(summary: dict, max_losses: int = 20) -> str:
         lines.append("  ".join(c.ljust(w) if i in left else c.rjust(w)
                                for i, (c, w) in enumerate(zip(row, widths))).rstrip())
     lines.append("")
+    # the frame index only where a window of this capture would miss it
+    index = [_index_line(s)] if s.get("indexed_chunks", 0) < s.get("chunks_with_records", 0) \
+        or s.get("index_wrong") else []
     if not s["losses"]:
         lines.append("losses   none")
-        return "\n".join(lines)
+        return "\n".join(lines + index)
     parts = []
     for kind, t in sorted(s["loss_totals"].items()):
         unknown = f" + {t['unknown']} of unknown size" if t["unknown"] else ""
@@ -263,4 +292,4 @@ def format_text(summary: dict, max_losses: int = 20) -> str:
                      f"{loss['detail']}")
     if len(s["losses"]) > max_losses:
         lines.append(f"  ... {len(s['losses']) - max_losses} more")
-    return "\n".join(lines)
+    return "\n".join(lines + index)

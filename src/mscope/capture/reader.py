@@ -18,6 +18,7 @@ import on a laptop without mscope's compiled parts.
 import bisect
 import json
 import os
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from .format import (CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_RECORD_DTYPE, F
                      check_frame_header, decode_payload_counted, decode_payload_into,
                      first_record_time, id_counts, segment_name, seq_problem,
                      unpack_frame_header)
+from .index import read_index
 
 __all__ = ["Loss", "Capture", "CaptureData", "StreamFeed", "open_capture", "records_in_window",
            "load_manifest", "last_chunk_headers"]
@@ -1183,6 +1185,8 @@ class StreamFeed:
         scan.records, scan.ids = {}, {}
         # the files and buffers of the threads taking streams at once
         self._pool = _payload_pool(dict(cap.segments))
+        self._frame_index = None             # read_index(), on the first window
+        self._index_lock = threading.Lock()
 
     def take(self, stream, offsets=True, window=None):
         """Decode `stream`'s frames: its CaptureData, as read_streams() has
@@ -1242,14 +1246,17 @@ class StreamFeed:
             e.records = e.ids = None
         return out
 
-    def first_time(self):
+    def first_time(self, streams=None):
         """The time of the capture's first record (refused ones left out,
         as the analyzer's NFs have them), from the first frame of each
-        stream alone; None when no stream has such a record.  For a
-        reader that cuts a window out of :meth:`take` counted from there."""
+        stream alone (of `streams` alone, where given); None when no stream
+        has such a record.  For a reader that cuts a window out of
+        :meth:`take` counted from there."""
         first = []
         with self._pool.taken() as src:
-            for ents in self._todo.values():
+            for sid, ents in self._todo.items():
+                if streams is not None and sid not in streams:
+                    continue
                 for e in sorted(ents, key=lambda e: (e.h.chunk_seq, e.pos)):
                     if not e.h.n_records:
                         continue
@@ -1268,16 +1275,17 @@ class StreamFeed:
         `window`, frame by frame.  A frame whose records all lie a
         WINDOW_SLACK_NS or more outside the window -- by the first record
         of it and of the frame after it -- is not decoded: its first record
-        alone gives its times, for the losses around it.  Only a first
-        record whose frame's checksum holds is taken at its word (a flipped
-        bit there could move a frame of the window out of it); any other
-        frame is decoded, and found damaged as without a window."""
+        alone gives its times, for the losses around it.  That time comes
+        from the segment's frame index (capture/index.py), else from the
+        payload, taken at its word only where the frame's checksum holds
+        (a flipped bit there could move a frame of the window out of it);
+        any other frame is decoded, and found damaged as without a window."""
         lo, hi = window
         order = sorted(ents, key=lambda e: (e.h.chunk_seq, e.pos))
         recs, ids = [], []
         with self._pool.taken() as src:
             try:
-                firsts = [_first_time(e, src) for e in order]
+                firsts = [self._first_time(e, src) for e in order]
                 nexts, t = [None] * len(order), None
                 for i in range(len(order) - 1, -1, -1):
                     nexts[i], t = t, (firsts[i] if firsts[i] is not None else t)
@@ -1312,6 +1320,23 @@ class StreamFeed:
                            id_offsets, ids, [], {stream: self.stream_info[stream]},
                            int(np.count_nonzero(flags & CAPTURE_F_REFUSED)),
                            int(np.count_nonzero(flags & CAPTURE_F_NOIDS)))
+
+    def _first_time(self, e, src):
+        """The time of frame `e`'s first record: from the segment's frame
+        index where it has the frame, else from its payload
+        (:func:`_first_time`)."""
+        with self._index_lock:
+            if self._frame_index is None:
+                self._frame_index = read_index(dict(self._cap.segments))
+        hit = self._frame_index.get((e.seg, e.off))
+        if hit is not None and hit[:3] == (e.h.stream, e.h.chunk_seq, e.h.payload_crc32):
+            return hit[3]
+        return _first_time(e, src)
+
+    def close(self):
+        """Let go of the segment files without :meth:`finish`: for a
+        reader that took what it wanted to look at, not a capture."""
+        self._pool.close()
 
     def finish(self) -> CaptureData:
         """The losses, once every stream is taken (those not taken are

@@ -12,8 +12,6 @@ appends a frame encoded elsewhere (a collector's, received over the wire)
 as is.  ``CaptureWriter.open_append`` goes on writing a capture that an
 earlier writer, closed or killed, left behind.
 """
-import errno
-import fcntl
 import json
 import os
 import tempfile
@@ -33,8 +31,10 @@ from .format import (CAPTURE_RECORD_DTYPE, CAPTURE_RECORD_SIZE, CODEC_IDS,
                      PACKET_ID_DTYPE, RECORD_VERSION, SEGMENT_BYTES_DEFAULT,
                      SEGMENT_RE, FrameHeader, check_frame_header,
                      compress_payload, decode_payload, encode_frame,
-                     pack_frame_header, records_problem, segment_name,
-                     unpack_frame_header)
+                     first_record_time, pack_frame_header, records_problem,
+                     segment_name, unpack_frame_header)
+from .index import IndexFile, index_path
+from .lock import lock_capture
 from .reader import last_chunk_headers, load_manifest
 
 __all__ = ["CaptureWriter", "CaptureStats", "StreamPosition", "FRAME_REJECT_KINDS",
@@ -171,6 +171,7 @@ class CaptureWriter:
         self.segment_bytes = segment_bytes
         self._producer = producer
         self._fd = None
+        self._index = None
         self._lock_fd = None
         self._seg_no = 0
         self._seg_size = 0
@@ -280,19 +281,7 @@ class CaptureWriter:
         self._write_manifest()
 
     def _lock(self):
-        """Take the directory's flock: one writer per capture.  The kernel
-        drops it when the process dies, so a killed writer never leaves a
-        stale lock behind."""
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise FileExistsError(
-                    f"{self.path}: another writer has this capture open") from None
-            raise
-        self._lock_fd = fd
+        self._lock_fd = lock_capture(self.path)
 
     def _unlock(self):
         fd, self._lock_fd = self._lock_fd, None
@@ -649,7 +638,8 @@ class CaptureWriter:
                              first_seq=first, next_seq=next_seq,
                              drop_records=drop_records, drop_packets=drop_packets,
                              final=final, codec=self._codec, level=self._level)
-        self._append(_write_all, frame, len(frame))
+        self._append(_write_all, frame, len(frame), unpack_frame_header(frame),
+                     int(records["time_ns"][0]) if n else None)
         st.chunk_seq += 1
         st.next_seq = next_seq
         st.drop_records, st.drop_packets = drop_records, drop_packets
@@ -662,7 +652,7 @@ class CaptureWriter:
         return len(frame)
 
     def write_frame(self, stream: int, frame, *, check_payload: bool = False,
-                    encoded_here: bool = False) -> FrameHeader:
+                    encoded_here: bool = False, first_time=None) -> FrameHeader:
         """Append a frame encoded elsewhere (e.g. received from a collector).
 
         The frame is checked, its ``stream`` field set to `stream` (and its
@@ -688,6 +678,10 @@ class CaptureWriter:
             payload crc32 is right by construction and is not computed a
             second time.  Header, lengths and sequence rules are still
             checked.
+        first_time : int, optional
+            The time of the frame's first record, for the segment's frame
+            index, where the caller has it (a frame it encoded); else it is
+            read from the payload's first record.
 
         Returns
         -------
@@ -733,7 +727,12 @@ class CaptureWriter:
                 raise FrameRejectedError(
                     f"{name} goes back from {old} to {new}", "seq_regression")
         h = h._replace(stream=stream)
-        self._append(_writev_all, (pack_frame_header(h), payload), size)
+        # the payload's crc32 was checked (or it was made here): its first
+        # record is the frame's to index
+        first = None
+        if h.n_records:
+            first = first_record_time(payload, h.codec) if first_time is None else int(first_time)
+        self._append(_writev_all, (pack_frame_header(h), payload), size, h, first)
         st.chunk_seq = h.chunk_seq + 1
         st.next_seq = h.next_seq
         st.drop_records, st.drop_packets = h.drop_records, h.drop_packets
@@ -745,9 +744,10 @@ class CaptureWriter:
         self._stored += size
         return h
 
-    def _append(self, write, data, size):
-        """Write one frame to the current segment, starting a new one first
-        if it would grow past segment_bytes."""
+    def _append(self, write, data, size, h, first_time):
+        """Write one frame (header `h`) to the current segment, starting a
+        new one first if it would grow past segment_bytes; index it where it
+        has records (its first at `first_time`)."""
         if self._fd is not None and self._seg_size \
                 and self._seg_size + size > self.segment_bytes:
             self._close_segment()
@@ -761,6 +761,8 @@ class CaptureWriter:
             self._close_segment(sync=False)
             self._seg_no += 1
             raise
+        if first_time is not None:
+            self._index.add(self._seg_size, h.stream, h.chunk_seq, h.payload_crc32, first_time)
         self._seg_size += size
 
     def _open_segment(self):
@@ -768,6 +770,7 @@ class CaptureWriter:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
         self._fd = os.open(path, flags, _FILE_MODE)
         os.fchmod(self._fd, _FILE_MODE)     # the umask may have narrowed it
+        self._index = IndexFile(index_path(path), _FILE_MODE)
         self._seg_size = 0
         self._fsync_dir()
 
@@ -775,6 +778,9 @@ class CaptureWriter:
         fd, self._fd = self._fd, None
         if fd is None:
             return
+        # The index goes unsynced: an entry lost or cut in a crash is
+        # found out by its crc32, and costs a window's read its shortcut.
+        self._index.close()
         try:
             if sync:
                 os.fsync(fd)
