@@ -35,6 +35,8 @@ from mscope import workers
 from mscope.errors import CaptureFormatError
 from mscope.record import IDLE_NS
 
+from . import host_windows
+
 try:
     from . import _ingest
     _INGEST_MISSING = None
@@ -207,6 +209,13 @@ class CaptureView:
     first_ns : int or None
         With a window: the time of the whole capture's first record, which
         the window was counted from (0 for a simulated capture).
+    window_shifts : dict or None
+        With a window of a capture from several hosts: each host's clock
+        less the reference host's, as the window was placed in it (that
+        host's records are those of ``window_ns`` plus its shift), and
+        whether those were estimated (``window_estimated``: then each
+        other host's window was widened, for the clocks to be aligned by
+        and the window read again).
     clock_shifts : list of mscope.analyzer.clocks.HostShift
         The hosts whose times :func:`mscope.analyzer.clocks.align_hosts`
         shifted onto another host's clock (none until it is called).
@@ -221,6 +230,8 @@ class CaptureView:
     clock: Optional[str] = None
     window_ns: Optional[tuple] = None
     first_ns: Optional[int] = None
+    window_shifts: Optional[dict] = None
+    window_estimated: bool = False
     clock_shifts: list = field(default_factory=list)
     clock_groups: Optional[list] = None
 
@@ -802,7 +813,7 @@ def _view_feed(feed, manifest, path, compiled=None, window=None):
         nf_id, name = keys[k]
         mine, n_rec, n_ids, no_ids, batch_only = [], 0, 0, True, False
         for sid in streams_of[k]:
-            d = feed.take(sid, offsets=False, window=window)
+            d = feed.take(sid, offsets=False, window=_window_of(window, sid))
             if d is not None:
                 mine.append(d)
                 n_rec, n_ids = n_rec + len(d.records), n_ids + len(d.ids)
@@ -1028,14 +1039,12 @@ def _one_host_each(where, info, manifest):
     CaptureFormatError for an NF recorded on several.  An NF runs on one
     host: the same chain on several (a fleet shipping to one receiver)
     would be merged into one, of two clocks."""
-    names = {h.get("host"): h.get("name") for h in (manifest or {}).get("hosts") or ()
-             if isinstance(h, dict)}
+    host_of = _stream_hosts(info, manifest)
     keys, nf_of_stream = _nf_keys(where, info, check=False)
     on = [set() for _ in keys]
     for sid, k in nf_of_stream.items():
-        h = info[sid].get("host")
-        if h is not None:
-            on[k].add(str(names.get(h) or h))
+        if sid in host_of:
+            on[k].add(host_of[sid])
     on = [tuple(sorted(h)) for h in on]
     for (nf_id, name), h in zip(keys, on):
         if len(h) > 1:
@@ -1131,7 +1140,7 @@ def split_revisited(nf):
     return out
 
 
-def load(path, compiled=None, window_ms=None, hosts=None) -> CaptureView:
+def load(path, compiled=None, window_ms=None, hosts=None, host_shifts=None) -> CaptureView:
     """Read the capture directory `path` into per-NF packet-id arrays.
 
     Parameters
@@ -1152,7 +1161,12 @@ def load(path, compiled=None, window_ms=None, hosts=None) -> CaptureView:
         Each stream is cut frame by frame as it is decoded, so a long
         capture costs the window's memory, not its own.  What was under
         way at the window's edges is read as at a capture's edges
-        (:mod:`mscope.analyzer.fates`).
+        (:mod:`mscope.analyzer.fates`).  On a capture from several hosts
+        the ms count in the reference host's clock (the first by name, as
+        :func:`mscope.analyzer.clocks.align_hosts` aligns to), and each
+        other host's part of the window is placed by `host_shifts`, or
+        else by an estimate (:mod:`mscope.analyzer.host_windows`) and
+        widened: read it again with the shifts its records align to.
     hosts : list of str, optional
         Keep only the streams recorded on these hosts (their manifest
         names, or ids): a capture from several hosts, whose clocks cannot
@@ -1191,30 +1205,48 @@ def load(path, compiled=None, window_ms=None, hosts=None) -> CaptureView:
     on = {h for hs in _one_host_each(path, {sid: st for sid, st in cap.streams.items()
                                              if keep is None or sid in keep}, manifest)
           for h in hs}
-    if window_ms is not None and len(on) > 1:
-        # a window is cut as the records are read, in each host's own
-        # clock; the clocks are aligned only once every NF is read
-        raise CaptureFormatError(
-            f"{path}: --from/--to on a capture from {len(on)} hosts: their clocks are "
-            f"aligned by the whole capture's packets; diagnose it whole, or one host's NFs "
-            f"(--host NAME)")
     feed = cap.stream_feed(keep)
-    window = first = None
+    window = first = cut = shifts = None
+    host_of = {}
+    estimated = False
     if window_ms is not None:
         clock = (manifest.get("time") or {}).get("clock")
-        first = 0 if isinstance(clock, str) and clock.startswith("simulated") else \
-            (feed.first_time() or 0)
+        simulated = isinstance(clock, str) and clock.startswith("simulated")
         a, b = window_ms
-        window = (first + int(round((a or 0) * 1e6)),
-                  np.iinfo(np.int64).max if b is None else first + int(round(b * 1e6)))
+        a_ns, b_ns = int(round((a or 0) * 1e6)), None if b is None else int(round(b * 1e6))
+        if len(on) > 1:
+            # each host's clock counts from its own boot: its part of the
+            # window is where the reference host's window is in its clock
+            host_of = _stream_hosts(feed.stream_info, manifest)
+            firsts = {h: feed.first_time({sid for sid, x in host_of.items() if x == h})
+                      for h in on}
+            ref = min(on)
+            margin = 0
+            shifts = dict(host_shifts or {})
+            if set(shifts) < set(on):
+                base = 0 if simulated else (firsts[ref] or 0)
+                est, margin = host_windows.estimate_shifts(
+                    cap, host_of, firsts, base + a_ns,
+                    _END if b_ns is None else base + b_ns, path)
+                shifts = est | shifts
+                estimated = True
+            first = 0 if simulated else min(f - shifts[h] for h, f in firsts.items()
+                                            if f is not None)
+            window = (first + a_ns, _END if b_ns is None else first + b_ns)
+            cut = {sid: _shifted(window, shifts[h], 0 if h == ref else margin)
+                   for sid, h in host_of.items()}
+        else:
+            first = 0 if simulated else (feed.first_time() or 0)
+            window = cut = (first + a_ns, _END if b_ns is None else first + b_ns)
         path = f"{path} ({a or 0:,.3f}-{'end' if b is None else f'{b:,.3f}'} ms)"
     try:
-        view = _view_feed(feed, manifest, path, compiled, window)
+        view = _view_feed(feed, manifest, path, compiled, cut)
         if view is None:
             parts, whole = cap.read_streams(keep)
-            if window is not None:
+            if cut is not None:
                 parts = {sid: d for sid, d in
-                         ((sid, _cut(d, *window)) for sid, d in parts.items()) if d is not None}
+                         ((sid, _cut(d, *_window_of(cut, sid))) for sid, d in parts.items())
+                         if d is not None}
             view = _view(parts, whole, manifest, path, compiled)
     except CaptureFormatError as e:
         if window is None or not str(e).endswith(_NO_PACKETS):
@@ -1225,13 +1257,48 @@ def load(path, compiled=None, window_ms=None, hosts=None) -> CaptureView:
             f"records begin and end") from None
     if window is not None:
         view.window_ns, view.first_ns = window, first
+        view.window_shifts, view.window_estimated = shifts, estimated
         view.path = str(cap.path)
+        # the losses that touch the window, each in its host's clock
+        def mine(host):
+            return window if shifts is None else _shifted(window, shifts.get(host, 0), 0)
         view.incomplete = [w for w in view.incomplete
-                           if (w["to_ns"] is None or w["to_ns"] >= window[0])
-                           and (w["from_ns"] is None or w["from_ns"] < window[1])]
+                           if _touches(w["from_ns"], w["to_ns"], mine(host_of.get(w["stream"])))]
         for n in view.nfs:          # the same, for each NF's own
-            n.lost = n.lost[(n.lost[:, 1] >= window[0]) & (n.lost[:, 0] < window[1])]
+            lo, hi = mine(n.hosts[0] if n.hosts else None)
+            n.lost = n.lost[(n.lost[:, 1] >= lo) & (n.lost[:, 0] < hi)]
     return view
+
+
+#: A window "to the end"
+_END = np.iinfo(np.int64).max
+
+
+def _window_of(window, stream):
+    """Stream `stream`'s part of `window`: the window itself, or its
+    entry where each stream has its own (a dict)."""
+    return window.get(stream) if isinstance(window, dict) else window
+
+
+def _shifted(window, shift, margin):
+    """`window` in the clock of a host reading `shift` ns ahead, widened
+    by `margin` each way (its end kept to int64)."""
+    lo, hi = window
+    return (lo + shift - margin, _END if hi == _END else min(_END, hi + shift + margin))
+
+
+def _touches(lo, hi, window):
+    """Whether ``[lo, hi]`` (None: unbounded) meets `window`."""
+    return (hi is None or hi >= window[0]) and (lo is None or lo < window[1])
+
+
+def _stream_hosts(info, manifest):
+    """The host name of each stream of `info` (manifest entries by stream
+    id): its manifest host's name, else its id."""
+    names = {h.get("host"): h.get("name") for h in (manifest or {}).get("hosts") or ()
+             if isinstance(h, dict)}
+    return {sid: str(names.get(st.get("host")) or st.get("host"))
+            for sid, st in info.items() if st.get("host") is not None}
 
 
 def _only_hosts(cap, hosts):

@@ -11,7 +11,7 @@ import pytest
 
 from captures import each_stream, on_two_hosts
 from conftest import ROOT
-from mscope.capture import CaptureWriter
+from mscope.capture import CaptureWriter, id_counts
 from mscope.capture.rewrite import rewrite_capture
 from mscope.cli import main
 from mscope.diagnose import diagnose, format_summary
@@ -1572,6 +1572,54 @@ def test_a_chain_across_hosts_is_followed_by_its_packets_across(tmp_path, shift_
         in format_summary(two, ctx)
 
 
+@pytest.mark.parametrize("on_b, shift_ns", [({"shaper"}, 3600 * 10**9), ({"core"}, 50_000_000)])
+def test_a_window_of_a_chain_across_hosts(tmp_path, on_b, shift_ns):
+    # a window is cut from each stream as it is read, in its host's
+    # clock, before the clocks are aligned: b's part of it is placed by
+    # the packets a recorded in its first second, found among b's records,
+    # then by the clocks those records align to.  The window is the
+    # one-host capture's, packet for packet
+    sc = load_scenario(ROOT / "tests" / "scenarios" / "late-drops.json")
+    simulate_to_capture(sc, tmp_path / "sim", truth=False, log=lambda *a, **k: None)
+    one = on_two_hosts(tmp_path / "sim", tmp_path / "one", set(), 0)       # all on a
+    two = on_two_hosts(tmp_path / "sim", tmp_path / "two", on_b, shift_ns)
+    for window in ((5, 15), (10, None)):
+        want, _ = diagnose(one, slo_us=150, window_ms=window)
+        got, ctx = diagnose(two, slo_us=150, window_ms=window)
+        assert len(want["victims"]) > 1000
+        assert (got["victims"], got["patterns"], got["window"]) == \
+            (want["victims"], want["patterns"], want["window"])
+        assert [c["shift_ns"] for c in got["clocks"]] == [shift_ns]
+    # b's recording began 4 ms after a's: where its first record puts the
+    # window is 4 ms off, and the search finds it
+    late = tmp_path / "late"
+    for w, sid, st, recs, ids in each_stream(
+            tmp_path / "sim", late, hosts=lambda st: ("b" if st["nf_name"] in on_b else "a",)):
+        if st["host"] == "b":
+            keep = recs["time_ns"] >= 4_000_000
+            ids = ids[np.repeat(keep, id_counts(recs))]
+            recs = recs[keep]
+            recs["time_ns"] += shift_ns
+            recs["seq"] = np.arange(len(recs), dtype=np.uint64)
+        w.write_chunk(sid, recs, ids, first_seq=0, final=True)
+    got, _ = diagnose(late, slo_us=150, window_ms=(5, 15))
+    assert [c["shift_ns"] for c in got["clocks"]] == [shift_ns] and len(got["victims"]) > 1000
+    # a host that shares no packet with a's window cannot be placed: one line
+    apart = tmp_path / "apart"
+    for w, sid, st, recs, ids in each_stream(
+            tmp_path / "sim", apart, hosts=lambda st: ("b" if st["nf_name"] in on_b else "a",)):
+        w.write_chunk(sid, recs, ids ^ np.uint64(1 << 63) if st["host"] == "b" else ids)
+    proc = subprocess.run([sys.executable, "-m", "mscope.cli", "diagnose", str(apart),
+                           "--from", "5", "--to", "10"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"mscope: error: {apart}: --from/--to: none of the packets host a "
+        f"recorded in the window's first second was recorded on host b within 60 minutes "
+        f"of where its first record puts it: the hosts' clocks cannot be placed for a "
+        f"window (each counts from its own boot); diagnose the capture whole, or one host "
+        f"at a time (--host NAME)"], proc.stderr
+
+
 def test_a_chain_across_hosts_without_declared_links(tmp_path):
     # which NF feeds which across hosts is not in the times: with the
     # offset free, core on b between tun and shaper reads as well as core
@@ -1638,14 +1686,6 @@ def test_a_chain_across_hosts_without_declared_links(tmp_path):
                        r"crossing them would have to be taken [\d,.]+ us before they were "
                        r"sent, whatever the hosts' clocks; check the links' direction$"):
         diagnose(cross, slo_us=150, topology=str(links))
-    # a window cuts each host's records by its own clock: refused
-    proc = subprocess.run([sys.executable, "-m", "mscope.cli", "diagnose", str(cap),
-                           "--from", "5", "--to", "10"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
-        f"mscope: error: {cap}: --from/--to on a capture from 2 hosts: their clocks are "
-        f"aligned by the whole capture's packets; diagnose it whole, or one host's NFs "
-        f"(--host NAME)"], proc.stderr
     # one host at a time: a's chain as in the one-host capture, its drops
     # the same and its victims among those (shaper's wait no longer
     # counted); b's shaper fed from outside

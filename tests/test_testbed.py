@@ -142,6 +142,16 @@ def test_a_live_chain_over_two_hosts_is_aligned_by_its_packets(stall_run, tmp_pa
         return {v["packet"]: [(c["kind"], c.get("nf") or c.get("flows"), c["cause"])
                               for c in v["culprits"][:1]] for v in d["victims"]}
     assert len(tops(one)) > 100 and tops(got) == tops(one)
+    # a window of it (from 1 s on, as the summary counts from the first
+    # record): nat's part placed by the packets a recorded in the window's
+    # first second, then by the clocks they align to; live, the same
+    # window and the same victims as the one-host capture's
+    want, _ = diagnose(cap, slo_us=slo, topology=links, window_ms=(1000, None))
+    win, _ = diagnose(two, slo_us=slo, topology=links, window_ms=(1000, None))
+    (c,) = win["clocks"]
+    assert abs(c["shift_ns"] - hour) <= c["spread_ns"] / 2 + 1, c
+    assert win["window"] == want["window"] and len(tops(want)) > 100
+    assert tops(win) == tops(want)
     # the chain split once (nat, mon and egress on b): its link found in
     # each host's records, no file needed; the shift over by nat's least
     # wait (a poll: a few us), no packet named dropped for it

@@ -146,9 +146,8 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
     a window that ends before it begins; a peak rate not a number > 0, or
     for an NF the capture does not have.
     """
-    from mscope.analyzer import build_trajectories, infer_topology, load, queue_timelines
+    from mscope.analyzer import build_trajectories, infer_topology, queue_timelines
     from mscope.analyzer.attribution import attribute
-    from mscope.analyzer.clocks import align_hosts
     from mscope.analyzer.patterns import DEFAULT_THRESHOLD, find_patterns
     from mscope.analyzer.refused import refused_episodes
 
@@ -177,14 +176,15 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
             raise MscopeError(f"peak rate of {name}: {rate!r} is not a rate > 0")
     log = StageLog(progress)
     log.start("read", "reading the capture")
-    view = load(capture, window_ms=window_ms, hosts=hosts or None)
-    if hint is not None:
-        view.topology = hint
-    if len({h for n in view.nfs for h in n.hosts}) > 1:
-        # NFs on several hosts: each host's times its own clock, until the
-        # packets crossing the links between them (declared, else found
-        # in each host's records) align them
-        view.clock_shifts, view.clock_groups = align_hosts(view, view.topology)
+    view = _read(capture, window_ms, hosts, hint)
+    if view.window_estimated:
+        # a window of a capture from several hosts: the other hosts' parts
+        # of it were placed by an estimate of their clocks; their records
+        # have aligned the clocks, and place them now
+        shifts = dict(view.window_shifts)
+        shifts.update((c.host, c.shift_ns) for c in view.clock_shifts)
+        del view
+        view = _read(capture, window_ms, hosts, hint, shifts)
     names = [n.name for n in view.nfs]
     unknown = sorted(set(peak_rates) - set(names))
     if unknown:
@@ -250,6 +250,22 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
            "time_base_ns": base, "clock": view.clock, "peak_rates": peak_rates,
            "window_ms": window_ms}
     return out, ctx
+
+
+def _read(capture, window_ms, hosts, hint, host_shifts=None):
+    """The capture's view (:func:`load`), its hosts' clocks aligned where
+    its NFs are on several."""
+    from mscope.analyzer import load
+    from mscope.analyzer.clocks import align_hosts
+    view = load(capture, window_ms=window_ms, hosts=hosts or None, host_shifts=host_shifts)
+    if hint is not None:
+        view.topology = hint
+    if len({h for n in view.nfs for h in n.hosts}) > 1:
+        # NFs on several hosts: each host's times its own clock, until the
+        # packets crossing the links between them (declared, else found
+        # in each host's records) align them
+        view.clock_shifts, view.clock_groups = align_hosts(view, view.topology)
+    return view
 
 
 def _time_base(view):
