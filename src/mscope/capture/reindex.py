@@ -3,10 +3,10 @@
 index was lost.  Each frame's payload is read once, for its first record.
 """
 import os
-import tempfile
 import zlib
 from typing import NamedTuple
 
+from .files import replace_whole
 from .format import FRAME_HEADER_SIZE, check_frame_header, first_record_time, unpack_frame_header
 from .index import INDEX_HEADER, index_path, pack_index_entry, read_index
 from .lock import lock_capture
@@ -91,18 +91,6 @@ def _entries(seg_path):
 def _write_index(seg_path, entries):
     """Replace `seg_path`'s index with `entries`, at once (rename): a
     reader sees the old index or the new, never part of one."""
-    target = index_path(seg_path)
-    mode = os.stat(seg_path).st_mode & 0o777
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=seg_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(INDEX_HEADER)
-            f.write(b"".join(pack_index_entry(off, *v) for off, v in sorted(entries.items())))
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    body = b"".join(pack_index_entry(off, *v) for off, v in sorted(entries.items()))
+    replace_whole(index_path(seg_path), INDEX_HEADER + body,
+                  os.stat(seg_path).st_mode & 0o777, sync=False)

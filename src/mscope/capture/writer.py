@@ -14,7 +14,6 @@ earlier writer, closed or killed, left behind.
 """
 import json
 import os
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -33,6 +32,8 @@ from .format import (CAPTURE_RECORD_DTYPE, CAPTURE_RECORD_SIZE, CODEC_IDS,
                      compress_payload, decode_payload, encode_frame,
                      first_record_time, pack_frame_header, records_problem,
                      segment_name, unpack_frame_header)
+from .files import replace_whole
+from .files import write_all as _write_all
 from .index import IndexFile, index_path
 from .lock import lock_capture
 from .reader import last_chunk_headers, load_manifest
@@ -314,23 +315,7 @@ class CaptureWriter:
 
     def _write_manifest(self):
         data = (json.dumps(self._manifest, indent=1, allow_nan=False) + "\n").encode()
-        fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=self.path)
-        try:
-            try:
-                os.fchmod(fd, _FILE_MODE)
-                _write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            # The rename is the commit: a reader sees the old or the new
-            # manifest, never half of one.
-            os.replace(tmp, self.path / MANIFEST_NAME)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        replace_whole(self.path / MANIFEST_NAME, data, _FILE_MODE)
         self._fsync_dir()
 
     def _fsync_dir(self):
@@ -913,11 +898,3 @@ def _writev_all(fd, parts):
         _write_all(fd, v[n:])
         n = 0
 
-
-def _write_all(fd, data):
-    # os.write on a regular file writes everything short of an error or a
-    # > 2 GiB buffer; the loop covers the latter without a second frame.
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
