@@ -84,7 +84,8 @@ def _slow_flows(name, traj, view, queue, packets=None):
                                      np.searchsorted(batch_ns, pe, side="left")), -1)
             busy &= np.cumsum(edge[:-1], dtype=np.int8) > 0
     return slow_prefix(n.batch_ns, cnt, busy, n.rx_batch, addr,
-                       int(n.batch_ns[0]), int(n.batch_ns[-1]), queue.silences[:, 0])
+                       int(n.batch_ns[0]), int(n.batch_ns[-1]), queue.silences[:, 0],
+                       1 / queue.peak_rate if queue.peak_rate > 0 else None)
 
 
 def find_patterns(att, threshold=DEFAULT_THRESHOLD, traj=None, view=None, queues=None):

@@ -92,7 +92,8 @@ def _columns(addr, inside, net, length, fine):
     return vals, col
 
 
-def slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1, stops=None):
+def slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1, stops=None,
+                peak_ns=None):
     """The source prefix an NF served slowly in [t0, t1], or None.
 
     Parameters
@@ -112,6 +113,13 @@ def slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1, 
         to the next batch that holds one is no batch's service time,
         however busy the queue stayed (a preempted thread, on a shared
         core, made some prefix look slow).
+    peak_ns : float, optional
+        The NF's service time per packet at its peak rate.  Where the
+        prefix the fit finds fails the final check over every busy batch,
+        it is checked again over the batches slower than SLOW_FACTOR times
+        this per packet: the blamed periods often run on past the bug,
+        draining its backlog at full speed, and a prefix's one cost over
+        both stretches fits neither.
 
     Returns
     -------
@@ -140,9 +148,26 @@ def slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1, 
     # a stall (the NF stopped polling) shows as one huge gap: not a cost of
     # the packets in that batch
     ok = per[:m] <= OUTLIER * np.median(per[:m])
-    b_sel, dur = cand[:m][ok], gap[:m][ok]
-    if len(b_sel) < 16:
+    if ok.sum() < 16:
         return None
+    pb, addr, dur = _packets(nb, cand[:m][ok], gap[:m][ok], pkt_batch, pkt_addr)
+    if len(addr) == 0:
+        return None
+    found = _search(pb, addr, dur)
+    if found is None or _stands_out(found, pb, addr, dur):
+        return found
+    if peak_ns is None:
+        return None
+    slow = ok & (per[:m] > SLOW_FACTOR * peak_ns)
+    if not 16 <= slow.sum() < ok.sum():
+        return None
+    pb, addr, dur = _packets(nb, cand[:m][slow], gap[:m][slow], pkt_batch, pkt_addr)
+    return found if _stands_out(found, pb, addr, dur) else None
+
+
+def _packets(nb, b_sel, dur, pkt_batch, pkt_addr):
+    """The packets of batches `b_sel` (of `nb`) whose address is known:
+    their index among `b_sel` and their address; and `dur`."""
     remap = np.full(nb, -1, np.int64)
     remap[b_sel] = np.arange(len(b_sel))
     pkt_batch = np.asarray(pkt_batch)
@@ -154,16 +179,20 @@ def slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1, 
                            np.ascontiguousarray(pkt_addr, np.uint32), remap, pb, addr)
     if k < 0:
         raise IndexError("pkt_batch: a batch index is out of range of batch_ns")
-    pb, addr = pb[:k], addr[:k]
-    if len(addr) == 0:
-        return None
+    return pb[:k], addr[:k], dur
+
+
+def _search(pb, addr, dur):
+    """The prefix whose packets cost well above the rest's in the fit of
+    the batches' durations `dur` on their packets (`pb`, `addr`), refined
+    level by level; None where none stands out."""
     base_val, base_len = covering_prefix(addr)
     found = None
     length, under = base_len, base_val
     inside = None
     while length < 32:
         # as many columns as the busy batches can pin down (>= 4 each)
-        step = max(1, min(_STEP, int(np.log2(max(len(b_sel) / 4, 2)))))
+        step = max(1, min(_STEP, int(np.log2(max(len(dur) / 4, 2)))))
         fine = min(32, length + step)
         v, col = _columns(addr, inside, under, length, fine)
         beta, n = _costs(dur, pb, col, len(v))
@@ -188,10 +217,13 @@ def slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1, 
         under = int(ipaddress.ip_network(found).network_address)
         inside = (addr >> np.uint32(32 - plen)) == (np.uint32(under) >> np.uint32(32 - plen))
         length = plen
-    if found is None:
-        return None
-    # check: inside the prefix against everything else, both with standard
-    # errors; contention slows every flow alike and must not name one
+    return found
+
+
+def _stands_out(found, pb, addr, dur):
+    """Whether the packets inside prefix `found` cost over SLOW_FACTOR
+    times the rest's, by three standard errors, in the fit of `dur` on
+    both: contention slows every flow alike and must not name one."""
     net = ipaddress.ip_network(found)
     m = np.uint32(int(net.netmask))
     ins = (addr & m) == np.uint32(int(net.network_address))
@@ -199,11 +231,11 @@ def slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1, 
     _prefix.count_matrix(pb, (~ins).astype(np.int64), X)
     beta, res, rank, _ = np.linalg.lstsq(X, dur, rcond=None)
     if rank < 2 or len(dur) <= 2:
-        return None
+        return False
     sigma2 = float(np.sum((dur - X @ beta) ** 2)) / (len(dur) - 2)
     cov = sigma2 * np.linalg.inv(X.T @ X)
     # the rest may come out near zero (batches of mostly slow packets)
     f = SLOW_FACTOR if beta[1] > 0 else 0.0
     d = beta[0] - f * beta[1]
     se = np.sqrt(max(cov[0, 0] + f ** 2 * cov[1, 1] - 2 * f * cov[0, 1], 0.0))
-    return found if d > 3 * se else None
+    return bool(d > 3 * se)
