@@ -216,6 +216,10 @@ class CaptureView:
         whether those were estimated (``window_estimated``: then each
         other host's window was widened, for the clocks to be aligned by
         and the window read again).
+    unindexed_frames : int
+        With a window: the frames with records that no frame index placed
+        (``mscope capture index`` writes it), each read for its first
+        record.
     clock_shifts : list of mscope.analyzer.clocks.HostShift
         The hosts whose times :func:`mscope.analyzer.clocks.align_hosts`
         shifted onto another host's clock (none until it is called).
@@ -232,6 +236,7 @@ class CaptureView:
     first_ns: Optional[int] = None
     window_shifts: Optional[dict] = None
     window_estimated: bool = False
+    unindexed_frames: int = 0
     clock_shifts: list = field(default_factory=list)
     clock_groups: Optional[list] = None
 
@@ -1258,6 +1263,7 @@ def load(path, compiled=None, window_ms=None, hosts=None, host_shifts=None) -> C
     if window is not None:
         view.window_ns, view.first_ns = window, first
         view.window_shifts, view.window_estimated = shifts, estimated
+        view.unindexed_frames = feed.unindexed
         view.path = str(cap.path)
         # the losses that touch the window, each in its host's clock
         def mine(host):

@@ -246,3 +246,26 @@ def test_a_damaged_frame_in_the_window_is_reported(capture, tmp_path):
     view = load(cap, window_ms=(at_ms - 100, at_ms + 100))
     bad = [w for w in view.incomplete if w["kind"] == "corrupt"]
     assert bad and bad[0]["stream"] == h.stream, view.incomplete
+
+
+def test_a_window_of_a_capture_without_frame_index_says_how_to_index_it(capture, tmp_path):
+    # a capture from before the frame index: every frame is read for where
+    # it lies, and the summary says what makes its windows cheap
+    from test_capture import frame_table
+    cap = _stretched(capture[0].parent / "sim", tmp_path / "long", chunk=100)
+    frames = sum(1 for f in frame_table(cap) if f[3].n_records)
+    assert frames >= 100
+
+    def summary():
+        d, ctx = diagnose(cap, slo_us=200, window_ms=(2500, 3500))
+        return ctx["unindexed_frames"], format_summary(d, ctx)
+    n, text = summary()
+    assert n == 0 and "frame index" not in text
+    for p in cap.glob("chunks-*.idx"):
+        p.unlink()
+    n, text = summary()
+    assert n == frames
+    assert f"frame index: {frames:,} frames have none, each read for where it lies; " \
+           "`mscope capture index` on the capture writes it" in text
+    assert main(["capture", "index", str(cap)]) == 0
+    assert summary()[0] == 0

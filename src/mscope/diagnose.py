@@ -248,8 +248,13 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
            "slo_us": slo_us, "pattern_threshold": thr, "seconds": log.elapsed(),
            "stages": log.rows,
            "time_base_ns": base, "clock": view.clock, "peak_rates": peak_rates,
-           "window_ms": window_ms}
+           "window_ms": window_ms, "unindexed_frames": view.unindexed_frames}
     return out, ctx
+
+
+#: Frames a window's read found in no frame index before the summary says
+#: how to index the capture (a few cost nothing; a long capture's, seconds).
+UNINDEXED_NOTE = 100
 
 
 def _read(capture, window_ms, hosts, hint, host_shifts=None):
@@ -901,6 +906,10 @@ def format_summary(diag, ctx, top=5):
         lines.append(f"window: {a or 0:,.3f} ms to {'the end' if b is None else f'{b:,.3f} ms'}"
                      " (--from/--to): only its records; what was under way at its edges reads"
                      " as at a capture's")
+        if ctx.get("unindexed_frames", 0) >= UNINDEXED_NOTE:
+            lines.append(f"frame index: {ctx['unindexed_frames']:,} frames have none, each read "
+                         f"for where it lies; `mscope capture index` on the capture writes it, "
+                         f"and its windows then read only the frames near them")
     rate = traj.collision_rate
     if rate:
         per = sorted(((k, n) for n, k in traj.collisions.items() if k), reverse=True)

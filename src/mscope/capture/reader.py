@@ -1187,6 +1187,9 @@ class StreamFeed:
         self._pool = _payload_pool(dict(cap.segments))
         self._frame_index = None             # read_index(), on the first window
         self._index_lock = threading.Lock()
+        #: frames with records a window's read found in no frame index
+        #: (their first record read from the payload instead)
+        self.unindexed = 0
 
     def take(self, stream, offsets=True, window=None):
         """Decode `stream`'s frames: its CaptureData, as read_streams() has
@@ -1331,6 +1334,8 @@ class StreamFeed:
         hit = self._frame_index.get((e.seg, e.off))
         if hit is not None and hit[:3] == (e.h.stream, e.h.chunk_seq, e.h.payload_crc32):
             return hit[3]
+        if e.h.n_records:
+            self.unindexed += 1             # (threads: a count to tell, not to act on)
         return _first_time(e, src)
 
     def close(self):
