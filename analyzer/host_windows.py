@@ -19,6 +19,7 @@ typical crossing.
 import numpy as np
 
 from mscope.capture.format import CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_REFUSED
+from mscope.capture.reader import records_in_window
 from mscope.errors import CaptureFormatError
 
 #: How much of the window the reference host's packets are taken from.
@@ -98,23 +99,15 @@ def estimate_shifts(cap, host_of, firsts, lo, hi, where):
 def _first_seen(cap, streams, window):
     """The packet ids `streams` recorded in `window` (ns, in their clock),
     each once, and the first time each was seen (sorted by id)."""
-    feed = cap.stream_feed(streams)
     ids, times = [], []
-    try:
-        for sid in sorted(streams):
-            d = feed.take(sid, offsets=False, window=window)
-            if d is None:
-                continue
-            recs = d.records
-            counts = recs["count"].astype(np.int64)
-            counts[(recs["flags"] & CAPTURE_F_NOIDS) != 0] = 0
-            # address records' "ids" are addresses, refused ones' words
-            packets = (recs["flags"] & (CAPTURE_F_ADDR | CAPTURE_F_REFUSED)) == 0
-            keep = np.repeat(packets, counts)
-            ids.append(d.ids[keep])
-            times.append(np.repeat(recs["time_ns"], counts)[keep])
-    finally:
-        feed.close()
+    for recs, got in _records_in(cap, streams, window):
+        counts = recs["count"].astype(np.int64)
+        counts[(recs["flags"] & CAPTURE_F_NOIDS) != 0] = 0
+        # address records' "ids" are addresses, refused ones' words
+        packets = (recs["flags"] & (CAPTURE_F_ADDR | CAPTURE_F_REFUSED)) == 0
+        keep = np.repeat(packets, counts)
+        ids.append(got[keep])
+        times.append(np.repeat(recs["time_ns"], counts)[keep])
     if not ids:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
     ids, times = np.concatenate(ids), np.concatenate(times)
@@ -122,3 +115,25 @@ def _first_seen(cap, streams, window):
     ids, times = ids[order], times[order]
     first = np.r_[True, ids[1:] != ids[:-1]] if len(ids) else np.zeros(0, bool)
     return ids[first], times[first]
+
+
+def _records_in(cap, streams, window):
+    """Each of `streams`' records in `window` and their ids, frame by
+    frame where the capture allows (else read whole, and cut)."""
+    feed = cap.stream_feed(streams)
+    try:
+        if feed.unambiguous:
+            for sid in sorted(streams):
+                d = feed.take(sid, offsets=False, window=window)
+                if d is not None:
+                    yield d.records, d.ids
+            return
+    finally:
+        feed.close()
+    # chunks written twice or overlapping: which copy counts is known only
+    # once every frame is read
+    parts, _ = cap.read_streams(streams)
+    for d in parts.values():
+        cut = records_in_window(d.records, d.ids, *window)
+        if cut is not None:
+            yield cut

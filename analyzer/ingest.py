@@ -1228,18 +1228,18 @@ def load(path, compiled=None, window_ms=None, hosts=None, host_shifts=None) -> C
             ref = min(on)
             margin = 0
             shifts = dict(host_shifts or {})
-            if set(shifts) < set(on):
+            if not set(on) <= set(shifts):
                 base = 0 if simulated else (firsts[ref] or 0)
                 est, margin = host_windows.estimate_shifts(
                     cap, host_of, firsts, base + a_ns,
                     _END if b_ns is None else base + b_ns, path)
                 shifts = est | shifts
                 estimated = True
-            first = 0 if simulated else min(f - shifts[h] for h, f in firsts.items()
-                                            if f is not None)
+            first = 0 if simulated else min((f - shifts[h] for h, f in firsts.items()
+                                             if f is not None), default=0)
             window = (first + a_ns, _END if b_ns is None else first + b_ns)
             cut = {sid: _shifted(window, shifts[h], 0 if h == ref else margin)
-                   for sid, h in host_of.items()}
+                   for sid, h in ((sid, host_of.get(sid, ref)) for sid in feed.stream_info)}
         else:
             first = 0 if simulated else (feed.first_time() or 0)
             window = cut = (first + a_ns, _END if b_ns is None else first + b_ns)

@@ -1590,6 +1590,18 @@ def test_a_window_of_a_chain_across_hosts(tmp_path, on_b, shift_ns):
         assert (got["victims"], got["patterns"], got["window"]) == \
             (want["victims"], want["patterns"], want["window"])
         assert [c["shift_ns"] for c in got["clocks"]] == [shift_ns]
+    # a chunk written twice (the feed cannot take streams frame by frame):
+    # read whole and cut, the same
+    import shutil
+    from test_capture import frame_table
+    twice = tmp_path / "twice"
+    shutil.copytree(two, twice)
+    frames = frame_table(twice)
+    seg, off, n, _ = frames[len(frames) // 2]
+    frames[-1][0].write_bytes(frames[-1][0].read_bytes() + seg.read_bytes()[off:off + n])
+    got, _ = diagnose(twice, slo_us=150, window_ms=(5, 15))
+    want, _ = diagnose(one, slo_us=150, window_ms=(5, 15))
+    assert (got["victims"], got["window"]) == (want["victims"], want["window"])
     # b's recording began 4 ms after a's: where its first record puts the
     # window is 4 ms off, and the search finds it
     late = tmp_path / "late"
