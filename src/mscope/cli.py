@@ -401,7 +401,7 @@ def build_parser():
     p.set_defaults(func=_cmd_rings)
 
     p = sub.add_parser(
-        "capture", help="inspect a capture directory",
+        "capture", help="inspect a capture directory, or index one for windows",
         description="Commands on capture directories.")
     csub = p.add_subparsers(dest="capture_command", metavar="SUBCOMMAND")
     pi = csub.add_parser("info", help="summarise a capture: streams, records, time span, losses",
