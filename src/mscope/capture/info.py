@@ -224,7 +224,6 @@ def format_text(summary: dict, max_losses: int = 20) -> str:
         f"time     {_cell(s['first_ns'])} .. {_cell(s['last_ns'])} ns "
         f"(span {_duration(s['span_ns'])})",
     ]
-
     hosts = sorted({r["host_name"] for r in s["streams"] if r.get("host_name") is not None},
                    key=str)
     if len(hosts) > 1:
