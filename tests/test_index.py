@@ -249,3 +249,17 @@ def test_capture_info_says_what_the_index_places(cap):
     assert f"{n - first - 1:,} of {n:,} chunks" in text and "1 placed wrong" in text
     assert index_capture(cap).written == 2
     assert describe(cap)["indexed_chunks"] == n
+
+
+def test_capture_index_that_cannot_be_written_is_one_line(cap, capsys, monkeypatch):
+    import mscope.capture.reindex as reindex
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    for p in cap.glob("chunks-*.idx"):
+        p.unlink()
+    monkeypatch.setattr(reindex, "replace_whole", denied)
+    assert main(["capture", "index", str(cap)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"mscope: error: {cap / 'chunks-000000.idx'}: cannot write the index: " \
+                  "Permission denied"

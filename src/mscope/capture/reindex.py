@@ -6,6 +6,8 @@ import os
 import zlib
 from typing import NamedTuple
 
+from mscope.errors import MscopeError
+
 from .files import replace_whole
 from .format import FRAME_HEADER_SIZE, check_frame_header, first_record_time, unpack_frame_header
 from .index import INDEX_HEADER, index_path, pack_index_entry, read_index
@@ -43,6 +45,8 @@ def index_capture(path, log=None) -> IndexStats:
         Not a capture.
     FileExistsError
         A writer has the capture open (it indexes its own segments).
+    MscopeError
+        An index file cannot be written (one line).
     """
     cap = open_capture(path)
     fd = lock_capture(cap.path)
@@ -53,7 +57,11 @@ def index_capture(path, log=None) -> IndexStats:
             have = read_index({seg: seg_path})
             if all(have.get((seg, off)) == v for off, v in entries.items()):
                 continue
-            _write_index(seg_path, entries)
+            try:
+                _write_index(seg_path, entries)
+            except OSError as exc:
+                raise MscopeError(f"{index_path(seg_path)}: cannot write the index: "
+                                  f"{exc.strerror or exc}") from None
             written, frames = written + 1, frames + len(entries)
             if log is not None:
                 log(f"{seg_path.name}: {len(entries):,} frames indexed")
