@@ -9,9 +9,11 @@ other host's part of it placed by this module's estimate of its clock,
 then, once the records so read have aligned the clocks, placed by them.
 
 The estimate: the packets the reference host recorded in the first
-second of the window, looked for among the other host's records where its
-first record says the window would be if the two had begun recording
-together, and further and further from there.  Any packet seen on both
+second of the window, looked for among the other host's records where the
+hosts' wall clocks put the window (each collector writes its host's
+CLOCK_REALTIME less CLOCK_MONOTONIC: NTP's milliseconds apart), or where
+none did, where its first record says it would be if the two had begun
+recording together; and further and further from there.  Any packet seen on both
 hosts (each at the first time it was seen there) gives the clocks'
 difference to within how long it took to cross; their median, to within a
 typical crossing.
@@ -29,12 +31,13 @@ PROBE_NS = 1_000_000_000
 REACH_NS = (1_000_000_000, 60_000_000_000, 3_600_000_000_000)
 #: Fewest packets seen on both hosts to place a host's window by.
 MIN_SHARED = 20
+_END = np.iinfo(np.int64).max
 #: Widening of each other host's window on the first read, on top of the
 #: spread of the estimate.
 MARGIN_NS = 10_000_000
 
 
-def estimate_shifts(cap, host_of, firsts, lo, hi, where):
+def estimate_shifts(cap, host_of, firsts, offsets, where, anchors=None, simulated=False):
     """Each host's clock less the reference host's (the first by name:
     :func:`mscope.analyzer.clocks.align_hosts`' too), estimated, and how
     far the estimate may be off.
@@ -46,10 +49,14 @@ def estimate_shifts(cap, host_of, firsts, lo, hi, where):
         Host name of each stream to read (stream id -> name).
     firsts : dict
         Each host's first record time, in its own clock (None: none).
-    lo, hi : int
-        The window, in the reference host's clock.
+    offsets : (int, int or None)
+        The window, in ns from the capture's first record (None: to the
+        end); from 0 in a `simulated` capture.
     where : str
         The capture, for errors.
+    anchors : dict, optional
+        Each host's CLOCK_REALTIME less its CLOCK_MONOTONIC (ns), where its
+        collector said (the manifest's host entries).
 
     Returns
     -------
@@ -66,6 +73,18 @@ def estimate_shifts(cap, host_of, firsts, lo, hi, where):
     hosts = sorted(firsts)
     ref = hosts[0]
     streams = {h: {sid for sid, x in host_of.items() if x == h} for h in hosts}
+    walled = {h for h in hosts if anchors and anchors.get(h) is not None
+              and anchors.get(ref) is not None}
+    # where each host's clock reads the reference's zero: by the wall
+    # clocks, else as if the hosts had begun recording together
+    guess = {h: anchors[ref] - anchors[h] if h in walled else
+             0 if firsts[h] is None or firsts[ref] is None else firsts[h] - firsts[ref]
+             for h in hosts}
+    # the capture's first record, in the reference's clock, by the guesses
+    base = 0 if simulated else min((f - guess[h] for h, f in firsts.items() if f is not None),
+                                   default=0)
+    lo = base + offsets[0]
+    hi = _END if offsets[1] is None else base + offsets[1]
     probe = (lo, min(hi, lo + PROBE_NS))
     ref_ids, ref_t = _first_seen(cap, streams[ref], probe)
     if not len(ref_ids):
@@ -75,10 +94,9 @@ def estimate_shifts(cap, host_of, firsts, lo, hi, where):
             f"move the window, or diagnose one host at a time (--host NAME)")
     shifts, spread = {ref: 0}, 0
     for h in hosts[1:]:
-        guess = 0 if firsts[h] is None or firsts[ref] is None else firsts[h] - firsts[ref]
         for reach in REACH_NS:
-            ids, t = _first_seen(cap, streams[h], (probe[0] + guess - reach,
-                                                   probe[1] + guess + reach))
+            ids, t = _first_seen(cap, streams[h], (probe[0] + guess[h] - reach,
+                                                   probe[1] + guess[h] + reach))
             _, i, j = np.intersect1d(ref_ids, ids, assume_unique=True, return_indices=True)
             if len(i) >= MIN_SHARED:
                 d = t[j] - ref_t[i]
@@ -87,11 +105,12 @@ def estimate_shifts(cap, host_of, firsts, lo, hi, where):
                 spread = max(spread, int(p90 - p10))
                 break
         else:
+            placed = "the hosts' wall clocks put" if h in walled else "its first record puts"
             raise CaptureFormatError(
                 f"{where}: --from/--to: none of the packets host {ref} recorded in the "
                 f"window's first second was recorded on host {h} within "
-                f"{REACH_NS[-1] // 60_000_000_000} minutes of where its first record puts "
-                f"it: the hosts' clocks cannot be placed for a window (each counts from its "
+                f"{REACH_NS[-1] // 60_000_000_000} minutes of where {placed} it: the "
+                f"hosts' clocks cannot be placed for a window (each counts from its "
                 f"own boot); diagnose the capture whole, or one host at a time (--host NAME)")
     return shifts, MARGIN_NS + spread
 

@@ -1229,10 +1229,9 @@ def load(path, compiled=None, window_ms=None, hosts=None, host_shifts=None) -> C
             margin = 0
             shifts = dict(host_shifts or {})
             if not set(on) <= set(shifts):
-                base = 0 if simulated else (firsts[ref] or 0)
                 est, margin = host_windows.estimate_shifts(
-                    cap, host_of, firsts, base + a_ns,
-                    _END if b_ns is None else base + b_ns, path)
+                    cap, host_of, firsts, (a_ns, b_ns), path, _wall_clocks(manifest),
+                    simulated)
                 shifts = est | shifts
                 estimated = True
             first = 0 if simulated else min((f - shifts[h] for h, f in firsts.items()
@@ -1296,6 +1295,17 @@ def _shifted(window, shift, margin):
 def _touches(lo, hi, window):
     """Whether ``[lo, hi]`` (None: unbounded) meets `window`."""
     return (hi is None or hi >= window[0]) and (lo is None or lo < window[1])
+
+
+def _wall_clocks(manifest):
+    """Each host's CLOCK_REALTIME less its CLOCK_MONOTONIC, by name, where
+    its collector wrote one (``realtime_offset_ns``, an int)."""
+    out = {}
+    for h in (manifest or {}).get("hosts") or ():
+        v = h.get("realtime_offset_ns") if isinstance(h, dict) else None
+        if isinstance(v, int) and not isinstance(v, bool):
+            out[str(h.get("name") or h.get("host"))] = v
+    return out
 
 
 def _stream_hosts(info, manifest):

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-__all__ = ["TscClock", "boot_id"]
+__all__ = ["TscClock", "boot_id", "realtime_offset_ns"]
 
 #: Where Linux says which boot this is: a random id drawn at each boot.
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -44,6 +44,23 @@ def boot_id(path=BOOT_ID_PATH):
     except OSError:
         return None
     return text if re.fullmatch(r"[0-9a-f-]{8,64}", text) else None
+
+
+def realtime_offset_ns():
+    """This host's CLOCK_REALTIME less its CLOCK_MONOTONIC, in ns (the
+    wall clock at a record's time is its time plus this).  Hosts' wall
+    clocks agree to NTP's milliseconds, so the offsets of two hosts place
+    their records' times within that of each other: where to look for the
+    packets that align them exactly (mscope.analyzer.host_windows).  Read
+    between two monotonic reads, the closest of three tries."""
+    best = None
+    for _ in range(3):
+        a = time.monotonic_ns()
+        r = time.time_ns()
+        b = time.monotonic_ns()
+        if best is None or b - a < best[0]:
+            best = (b - a, r - (a + b) // 2)
+    return best[1]
 
 
 class TscClock:

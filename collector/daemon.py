@@ -43,7 +43,7 @@ class Collector:
                  host_name=None, keep_rings=False, shipper=None, log=None,
                  stats_s=0.0, metrics=None, clock=None):
         from mscope.collector import RingReader  # the compiled part
-        from mscope.collector.clock import TscClock, boot_id
+        from mscope.collector.clock import TscClock, boot_id, realtime_offset_ns
 
         self._RingReader = RingReader
         self.registry = Path(registry)
@@ -53,6 +53,7 @@ class Collector:
         self.keep_rings = keep_rings
         self.host = host_name or socket.gethostname()
         self.boot_id = boot_id()            # which CLOCK_MONOTONIC its times are
+        self.realtime_offset = realtime_offset_ns()     # and about where in wall time
         self.collector_id = uuid.uuid4().hex
         self.log = log or (lambda msg: print(f"mscope-collect: {msg}", file=sys.stderr,
                                              flush=True))
@@ -66,7 +67,8 @@ class Collector:
                                         codec=codec)
             self.host_index = self.writer.add_host(
                 self.host, tsc_hz=self.clock.hz,
-                extra=None if self.boot_id is None else {"boot_id": self.boot_id})
+                extra={"realtime_offset_ns": self.realtime_offset,
+                       **({} if self.boot_id is None else {"boot_id": self.boot_id})})
         self.streams = {}            # ring path -> RingStream
         self.capture_stream = {}     # our stream number -> capture stream id
         self.refused = {}            # ring path -> (inode, reason) not to re-log
@@ -183,6 +185,7 @@ class Collector:
         return make_meta(collector=self.collector_id, host=self.host, tsc_hz=self.clock.hz,
                          stream=st.stream, dropped_chunks=d[0], dropped_records=d[1],
                          recorded_until_ns=st.recorded_until_ns, boot_id=self.boot_id,
+                         realtime_offset_ns=self.realtime_offset,
                          **st.describe())
 
     def _retire(self, key, st):

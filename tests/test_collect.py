@@ -111,6 +111,10 @@ def test_collect_to_capture_exact(producer_exe, registry, tmp_path, procs):
     assert "retired" in err
     with open("/proc/sys/kernel/random/boot_id") as f:      # which clock the times are
         assert [h["boot_id"] for h in open_capture(cap).manifest["hosts"]] == [f.read().strip()]
+    # and where that clock lies in wall time (NTP's ms: where to look for a
+    # window's packets on another host)
+    [h] = open_capture(cap).manifest["hosts"]
+    assert abs(h["realtime_offset_ns"] - (time.time_ns() - time.monotonic_ns())) < 10**8
     # every frame in the frame index, at its first record (the collector's
     # own time, not read back from the payload)
     s = describe(cap)
@@ -370,6 +374,8 @@ def test_ring_to_capture_over_zeromq(producer_exe, registry, tmp_path, procs, re
     with open("/proc/sys/kernel/random/boot_id") as f:
         boot = f.read().strip()
     assert [h.get("boot_id") for h in open_capture(cap).manifest["hosts"]] == [boot]
+    [h] = open_capture(cap).manifest["hosts"]                  # through the wire too
+    assert abs(h["realtime_offset_ns"] - (time.time_ns() - time.monotonic_ns())) < 10**8
     s = describe(cap)              # the receiver indexes what it writes
     assert s["indexed_chunks"] == s["chunks_with_records"] > 1 and s["index_wrong"] == 0
 

@@ -1632,6 +1632,40 @@ def test_a_window_of_a_chain_across_hosts(tmp_path, on_b, shift_ns):
         f"at a time (--host NAME)"], proc.stderr
 
 
+def test_a_window_across_hosts_is_found_where_the_wall_clocks_put_it(tmp_path):
+    # b's collector ran two hours before a's (an idle NF's poll record
+    # then): where b's first record puts the window is two hours off, past
+    # the search.  Each collector writes its host's CLOCK_REALTIME less its
+    # CLOCK_MONOTONIC; by those the window is where NTP's milliseconds say
+    sc = load_scenario(ROOT / "tests" / "scenarios" / "late-drops.json")
+    simulate_to_capture(sc, tmp_path / "sim", truth=False, log=lambda *a, **k: None)
+    hour, early = 3600 * 10**9, 2 * 3600 * 10**9
+    cap = tmp_path / "two"
+    for w, sid, st, recs, ids in each_stream(
+            tmp_path / "sim", cap, hosts=lambda st: ("b" if st["nf_name"] == "shaper" else "a",)):
+        if st["host"] == "b":
+            recs["time_ns"] += hour
+            idle = recs[:1].copy()
+            idle["time_ns"] -= early
+            idle["count"], idle["flags"] = 0, 0
+            recs = np.concatenate([idle, recs])
+            recs["seq"] = np.arange(len(recs), dtype=np.uint64)
+        w.write_chunk(sid, recs, ids, first_seq=0, final=True)
+    window = (early / 1e6 + 5, early / 1e6 + 15)         # from b's idle record
+    # by the first records, b's record is a's first, and the window two
+    # hours after anything a recorded
+    with pytest.raises(CaptureFormatError, match="no packets of host a in the window's "
+                                                 "first second"):
+        diagnose(cap, slo_us=150, window_ms=window)
+    man = json.loads((cap / "manifest.json").read_text())
+    wall = 1_764_000_000 * 10**9
+    for h in man["hosts"]:
+        h["realtime_offset_ns"] = wall - (hour if h["name"] == "b" else 0)
+    (cap / "manifest.json").write_text(json.dumps(man))
+    got, _ = diagnose(cap, slo_us=150, window_ms=window)
+    assert [c["shift_ns"] for c in got["clocks"]] == [hour] and len(got["victims"]) > 1000
+
+
 def test_a_chain_across_hosts_without_declared_links(tmp_path):
     # which NF feeds which across hosts is not in the times: with the
     # offset free, core on b between tun and shaper reads as well as core

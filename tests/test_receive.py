@@ -708,6 +708,15 @@ def test_optional_meta_keys_are_checked_where_present():
             continue
         with pytest.raises(WireFormatError, match="'boot_id' is not a boot id"):
             decode_message(encode_message(dict(booted, boot_id=bad), b"x"))
+    # realtime_offset_ns: the host's CLOCK_REALTIME less its CLOCK_MONOTONIC
+    walled = make_meta(collector="c0", host="h", tsc_hz=1e9, stream=0, nf_id=1, nf_name="fw",
+                       lcore=0, pid=1, ring="/r", realtime_offset_ns=1_700_000_000 * 10**9)
+    assert decode_message(encode_message(walled, b"x"))[0]["realtime_offset_ns"] == \
+        1_700_000_000 * 10**9
+    assert "realtime_offset_ns" not in meta
+    for bad in (-1, 2**63, "5", True, 1.5):
+        with pytest.raises(WireFormatError, match="'realtime_offset_ns' is not an int64"):
+            decode_message(encode_message(dict(walled, realtime_offset_ns=bad), b"x"))
 
 
 def test_hosts_of_one_name_and_two_boots_are_two_hosts(tmp_path):
@@ -726,7 +735,8 @@ def test_hosts_of_one_name_and_two_boots_are_two_hosts(tmp_path):
             for cid in ("c0ffee01", "c0ffee02", "c0ffee03")]
     for col, boot in zip(cols, boots + boots[:1]):        # the third: the first restarted
         c = col.chunk(0, 3)
-        assert rx.handle(encode_message(dict(c.meta, boot_id=boot), c.frame))
+        assert rx.handle(encode_message(dict(c.meta, boot_id=boot,
+                                             realtime_offset_ns=int(boot[:2], 16)), c.frame))
         col.sock.linger = 0
         col.close()
     rx.close()
@@ -736,6 +746,8 @@ def test_hosts_of_one_name_and_two_boots_are_two_hosts(tmp_path):
             for s in man["streams"]] == [("node", boots[0], 1),
                                         ("node (boot 0b0b0b0b)", boots[1], 1),
                                         ("node", boots[0], 1)]
+    # and where in wall time each host's clock lies, as its collector said
+    assert [h["realtime_offset_ns"] for h in man["hosts"]] == [0x0a, 0x0b, 0x0a]
     assert [ln for ln in lines if "another boot" in ln] == [
         "mscope receive: collector c0ffee02's host 'node' runs another boot than the "
         "capture's host of that name (its clock counts from another zero): recorded as "

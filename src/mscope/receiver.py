@@ -345,9 +345,11 @@ class Receiver:
             if host is None:
                 boot = meta.get("boot_id")
                 name = self._host_name(meta["host"], boot, who)
-                host = self.writer.add_host(
-                    name, tsc_hz=meta["tsc_hz"],
-                    extra={"collector": collector, **({} if boot is None else {"boot_id": boot})})
+                extra = {"collector": collector}
+                for k in ("boot_id", "realtime_offset_ns"):
+                    if meta.get(k) is not None:
+                        extra[k] = meta[k]
+                host = self.writer.add_host(name, tsc_hz=meta["tsc_hz"], extra=extra)
                 self.hosts[(collector, meta["host"])] = host
             stream = self.writer.add_stream(
                 host, meta["nf_id"], meta["nf_name"], lcore=meta["lcore"],

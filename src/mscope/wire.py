@@ -49,9 +49,11 @@ META_KEYS = {
 OPTIONAL_META_KEYS = {
     "idle_ns": int,          # the ring's idle-poll interval, 0: none
     "recorded_until_ns": int,   # the stream's records are whole up to then
+    "realtime_offset_ns": int,  # the host's CLOCK_REALTIME less its CLOCK_MONOTONIC
 }
 #: The range each optional key's value must lie in.
-_OPTIONAL_RANGE = {"idle_ns": (2**32, "a u32"), "recorded_until_ns": (2**63, "an int64 >= 0")}
+_OPTIONAL_RANGE = {"idle_ns": (2**32, "a u32"), "recorded_until_ns": (2**63, "an int64 >= 0"),
+                   "realtime_offset_ns": (2**63, "an int64 >= 0")}
 
 
 class WireFormatError(MscopeError, ValueError):
@@ -65,11 +67,12 @@ BOOT_ID_RE = re.compile(r"[0-9a-f-]{8,64}")
 
 def make_meta(*, collector, host, tsc_hz, stream, nf_id, nf_name, lcore, pid, ring,
               dropped_chunks=0, dropped_records=0, idle_ns=0, recorded_until_ns=None,
-              boot_id=None):
+              boot_id=None, realtime_offset_ns=None):
     """The meta map of one chunk message (all keys of META_KEYS and
     OPTIONAL_META_KEYS; ``recorded_until_ns`` only where given: the
     collector's last message of a stream says until when its records are
-    whole, see docs/capture-format.md; ``boot_id`` where known)."""
+    whole, see docs/capture-format.md; ``boot_id`` and
+    ``realtime_offset_ns`` where known)."""
     meta = {"v": WIRE_VERSION, "collector": collector, "host": host,
             "tsc_hz": None if tsc_hz is None else float(tsc_hz), "stream": int(stream),
             "nf_id": int(nf_id), "nf_name": nf_name, "lcore": int(lcore), "pid": int(pid),
@@ -79,6 +82,8 @@ def make_meta(*, collector, host, tsc_hz, stream, nf_id, nf_name, lcore, pid, ri
         meta["recorded_until_ns"] = int(recorded_until_ns)
     if boot_id is not None:
         meta["boot_id"] = str(boot_id)
+    if realtime_offset_ns is not None:
+        meta["realtime_offset_ns"] = int(realtime_offset_ns)
     return meta
 
 
