@@ -144,14 +144,18 @@ def test_a_live_chain_over_two_hosts_is_aligned_by_its_packets(stall_run, tmp_pa
     assert len(tops(one)) > 100 and tops(got) == tops(one)
     # a window of it (from 1 s on, as the summary counts from the first
     # record): nat's part placed by the packets a recorded in the window's
-    # first second, then by the clocks they align to; live, the same
-    # window and the same victims as the one-host capture's
+    # first second, then by the clocks they align to; live, the one-host
+    # capture's window, to within the alignment (where nat's record is
+    # the capture's first, the window's start moves with it: 75 ns in one
+    # run), and its victims, bar a few at its edge
     want, _ = diagnose(cap, slo_us=slo, topology=links, window_ms=(1000, None))
     win, _ = diagnose(two, slo_us=slo, topology=links, window_ms=(1000, None))
     (c,) = win["clocks"]
     assert abs(c["shift_ns"] - hour) <= c["spread_ns"] / 2 + 1, c
-    assert win["window"] == want["window"] and len(tops(want)) > 100
-    assert tops(win) == tops(want)
+    assert abs(win["window"]["from_ns"] - want["window"]["from_ns"]) <= c["spread_ns"] / 2 + 1
+    tw, tg = tops(want), tops(win)
+    assert len(tw) > 100 and len(set(tw) ^ set(tg)) <= 0.02 * len(tw) + 2
+    assert all(tw[p] == tg[p] for p in set(tw) & set(tg))
     # the chain split once (nat, mon and egress on b): its link found in
     # each host's records, no file needed; the shift over by nat's least
     # wait (a poll: a few us), no packet named dropped for it
