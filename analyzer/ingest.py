@@ -220,6 +220,10 @@ class CaptureView:
         With a window: the frames with records that no frame index placed
         (``mscope capture index`` writes it), each read for its first
         record.
+    wall_clocks : dict
+        Each host's CLOCK_REALTIME less its CLOCK_MONOTONIC (ns), by name,
+        where its collector wrote one: a time plus it is the host's wall
+        clock then.
     clock_shifts : list of mscope.analyzer.clocks.HostShift
         The hosts whose times :func:`mscope.analyzer.clocks.align_hosts`
         shifted onto another host's clock (none until it is called).
@@ -237,6 +241,7 @@ class CaptureView:
     window_shifts: Optional[dict] = None
     window_estimated: bool = False
     unindexed_frames: int = 0
+    wall_clocks: dict = field(default_factory=dict)
     clock_shifts: list = field(default_factory=list)
     clock_groups: Optional[list] = None
 
@@ -1026,9 +1031,11 @@ def _finish(nfs, whole, manifest, path):
                 f"{where}: manifest topology must be a list of [src, dst] names")
         topo = [tuple(l) for l in topo]
     clock = ((manifest or {}).get("time") or {}).get("clock")
-    return CaptureView(nfs, incomplete, topo,
+    view = CaptureView(nfs, incomplete, topo,
                        None if path is None else str(path),
                        clock if isinstance(clock, str) else None)
+    view.wall_clocks = _wall_clocks(manifest)
+    return view
 
 
 def _hosts(nfs, info, manifest, where):

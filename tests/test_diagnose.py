@@ -1662,8 +1662,10 @@ def test_a_window_across_hosts_is_found_where_the_wall_clocks_put_it(tmp_path):
     for h in man["hosts"]:
         h["realtime_offset_ns"] = wall - (hour if h["name"] == "b" else 0)
     (cap / "manifest.json").write_text(json.dumps(man))
-    got, _ = diagnose(cap, slo_us=150, window_ms=window)
+    got, ctx = diagnose(cap, slo_us=150, window_ms=window)
     assert [c["shift_ns"] for c in got["clocks"]] == [hour] and len(got["victims"]) > 1000
+    # the times are a's clock (b's aligned to it): when by a's wall clock
+    assert "UTC by a's wall clock)" in format_summary(got, ctx)
 
 
 def test_a_chain_across_hosts_without_declared_links(tmp_path):

@@ -269,3 +269,29 @@ def test_a_window_of_a_capture_without_frame_index_says_how_to_index_it(capture,
            "`mscope capture index` on the capture writes it" in text
     assert main(["capture", "index", str(cap)]) == 0
     assert summary()[0] == 0
+
+
+def test_the_summary_says_when_the_first_record_was_by_the_wall_clock(capture, tmp_path):
+    # a live capture's times count from its host's boot; where its
+    # collector wrote the host's CLOCK_REALTIME less CLOCK_MONOTONIC, the
+    # summary says when, by that host's wall clock, its first record was
+    # (what an operator matches against the logs); a window's too
+    import shutil
+    cap = tmp_path / "walled"
+    shutil.copytree(capture[0], cap)
+    first = _first_ns(cap)
+    assert "wall clock" not in format_summary(*diagnose(cap, slo_us=200))
+    man = json.loads((cap / "manifest.json").read_text())
+    # the first record at 2025-11-27 22:00:00.000250 UTC
+    man["hosts"][0]["realtime_offset_ns"] = 1_764_280_800 * 10**9 + 250_000 - first
+    (cap / "manifest.json").write_text(json.dumps(man))
+    for kw in ({}, {"window_ms": (2, 10)}):
+        text = format_summary(*diagnose(cap, slo_us=200, **kw))
+        assert f"times in ms from the capture's first record (CLOCK_MONOTONIC of host 0: " \
+               f"{first / 1e6:,.3f} ms; 2025-11-27 22:00:00.000250 UTC by h's wall clock)" \
+               in text, text
+    # and capture info, its span
+    from mscope.capture import describe, format_text
+    info = format_text(describe(cap))
+    assert "(span 19.99" in info and "; 2025-11-27 22:00:00 .. 2025-11-27 22:00:00 UTC by its " \
+           "wall clock" in info, info

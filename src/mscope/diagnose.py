@@ -6,6 +6,7 @@ The victims are most of it (400k victims: ~100 MB of JSON): the command
 streams them to the file from the attribution's arrays (:func:`write_json`)
 instead of making a dict per victim.
 """
+import datetime
 import functools
 import ipaddress
 import json
@@ -248,7 +249,8 @@ def diagnose(capture, slo_us=DEFAULT_SLO_US, pattern_threshold=None, peak_rates=
            "slo_us": slo_us, "pattern_threshold": thr, "seconds": log.elapsed(),
            "stages": log.rows,
            "time_base_ns": base, "clock": view.clock, "peak_rates": peak_rates,
-           "window_ms": window_ms, "unindexed_frames": view.unindexed_frames}
+           "window_ms": window_ms, "unindexed_frames": view.unindexed_frames,
+           "wall_clock": _wall_clock(view)}
     return out, ctx
 
 
@@ -271,6 +273,20 @@ def _read(capture, window_ms, hosts, hint, host_shifts=None):
         # in each host's records) align them
         view.clock_shifts, view.clock_groups = align_hosts(view, view.topology)
     return view
+
+
+def _wall_clock(view):
+    """(host, CLOCK_REALTIME less CLOCK_MONOTONIC) of the clock the times
+    are in, where its collector wrote it; None otherwise (a simulated
+    capture, an older collector, hosts not aligned)."""
+    hosts = sorted({h for n in view.nfs for h in n.hosts})
+    if view.clock is None or view.clock.startswith("simulated") or not hosts:
+        return None
+    if len(hosts) > 1 and len(view.clock_groups or ()) != 1:
+        return None                 # each group its own clock
+    ref = hosts[0]                  # the hosts were aligned to the first by name
+    off = view.wall_clocks.get(ref)
+    return None if off is None else (ref, off)
 
 
 def _time_base(view):
@@ -864,6 +880,12 @@ def _chain(rule, att, queues, at_nf, base=0, refused=None, top=None):
             f"{dropped} (flows {rule['victims']['flows']}), score {rule['score']:,.0f}")
 
 
+def _utc(ns):
+    """`ns` since the epoch as ``2026-11-27 22:40:01.123456``."""
+    t = datetime.datetime.fromtimestamp(ns // 10**9, datetime.timezone.utc)
+    return f"{t:%Y-%m-%d %H:%M:%S}.{ns % 10**9 // 1000:06d}"
+
+
 def _clock_text(c):
     """The summary's line for one host's clock aligned to another's (a
     ``clocks`` entry of the diagnosis JSON).
@@ -895,8 +917,10 @@ def format_summary(diag, ctx, top=5):
              f"{ctx['seconds']:.2f} s"]
     base = ctx.get("time_base_ns", 0)
     if base:
+        wall = ctx.get("wall_clock")
+        at = "" if wall is None else f"; {_utc(base + wall[1])} UTC by {wall[0]}'s wall clock"
         lines.append(f"times in ms from the capture's first record ({ctx.get('clock')}: "
-                     f"{base / 1e6:,.3f} ms)")
+                     f"{base / 1e6:,.3f} ms{at})")
     if diag.get("hosts"):
         lines.append(f"hosts: only the NFs recorded on {', '.join(diag['hosts'])} (--host)")
     for c in diag.get("clocks") or ():

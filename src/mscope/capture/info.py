@@ -9,6 +9,8 @@ input) are counted apart too, and their words are not counted as ids.
 runs on captures larger than memory; ``format_text`` renders the summary as
 the table ``mscope`` prints.
 """
+import datetime
+
 from mscope.record import IDLE_NS
 
 from .index import read_index
@@ -42,7 +44,9 @@ def describe(path) -> dict:
         ``losses``: every Loss as a dict; ``indexed_chunks``: the chunks
         with records (of ``chunks_with_records``) whose segment's frame
         index places them, ``index_wrong``: those it places elsewhere
-        than their first record.  ``ids`` counts packet ids; the
+        than their first record; ``wall_clocks``: each host's
+        CLOCK_REALTIME less its CLOCK_MONOTONIC, by name, where its
+        collector wrote one.  ``ids`` counts packet ids; the
         packets of batch-only records (``CAPTURE_F_NOIDS``), which have
         none, are counted in ``batch_only_packets`` (``batch_only_records``
         of the ``records``); ``refused_records`` and ``refused_packets``
@@ -143,6 +147,9 @@ def describe(path) -> dict:
         "streams": rows, "loss_totals": totals,
         "losses": [loss._asdict() for loss in losses],
         "chunks_with_records": with_records, "indexed_chunks": indexed, "index_wrong": wrong,
+        "wall_clocks": {str(h.get("name") or hid): h["realtime_offset_ns"]
+                        for hid, h in hosts.items()
+                        if isinstance(h.get("realtime_offset_ns"), int)},
     }
 
 
@@ -154,6 +161,16 @@ def _index_line(s):
     if wrong:
         text += f"; {wrong:,} placed wrong (rewrite the index: mscope capture index)"
     return text
+
+
+def _wall(a, b, offset):
+    """`a` .. `b` (ns of a host's CLOCK_MONOTONIC) by its wall clock,
+    where its collector said where that lies (`offset`)."""
+    if offset is None:
+        return ""
+    t0, t1 = (datetime.datetime.fromtimestamp((x + offset) / 1e9, datetime.timezone.utc)
+              for x in (a, b))
+    return f"; {t0:%Y-%m-%d %H:%M:%S} .. {t1:%Y-%m-%d %H:%M:%S} UTC by its wall clock"
 
 
 def _min(a, b):
@@ -224,6 +241,7 @@ def format_text(summary: dict, max_losses: int = 20) -> str:
         f"time     {_cell(s['first_ns'])} .. {_cell(s['last_ns'])} ns "
         f"(span {_duration(s['span_ns'])})",
     ]
+    walls = s.get("wall_clocks") or {}
     hosts = sorted({r["host_name"] for r in s["streams"] if r.get("host_name") is not None},
                    key=str)
     if len(hosts) > 1:
@@ -235,7 +253,10 @@ def format_text(summary: dict, max_losses: int = 20) -> str:
                     and r["first_ns"] is not None]
             if mine:
                 a, b = min(r["first_ns"] for r in mine), max(r["last_ns"] for r in mine)
-                lines.append(f"         host {h}: {a} .. {b} ns (span {_duration(b - a)})")
+                lines.append(f"         host {h}: {a} .. {b} ns (span {_duration(b - a)})"
+                             + _wall(a, b, walls.get(str(h))))
+    elif hosts and s["first_ns"] is not None:
+        lines[-1] += _wall(s["first_ns"], s["last_ns"], walls.get(str(hosts[0])))
     lines.append("")
     # The batch-only packet column only where there are any.
     bo = ("bo_packets",) if batch_only else ()
