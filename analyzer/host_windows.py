@@ -20,7 +20,7 @@ typical crossing.
 """
 import numpy as np
 
-from mscope.capture.format import CAPTURE_F_ADDR, CAPTURE_F_NOIDS, CAPTURE_F_REFUSED
+from mscope.capture.format import CAPTURE_F_ADDR, CAPTURE_F_REFUSED, id_counts
 from mscope.capture.reader import records_in_window
 from mscope.errors import CaptureFormatError
 
@@ -120,8 +120,7 @@ def _first_seen(cap, streams, window):
     each once, and the first time each was seen (sorted by id)."""
     ids, times = [], []
     for recs, got in _records_in(cap, streams, window):
-        counts = recs["count"].astype(np.int64)
-        counts[(recs["flags"] & CAPTURE_F_NOIDS) != 0] = 0
+        counts = id_counts(recs)
         # address records' "ids" are addresses, refused ones' words
         packets = (recs["flags"] & (CAPTURE_F_ADDR | CAPTURE_F_REFUSED)) == 0
         keep = np.repeat(packets, counts)

@@ -30,7 +30,7 @@ import numpy as np
 from mscope.capture import (CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_OCC_UNKNOWN,
                             CAPTURE_RECORD_DTYPE, CaptureData, id_counts, open_capture)
 from mscope.capture.format import TIME_BACK_NS
-from mscope.capture.reader import records_in_window
+from mscope.capture.reader import records_in_window, wall_clocks
 from mscope import workers
 from mscope.errors import CaptureFormatError
 from mscope.record import IDLE_NS
@@ -1034,7 +1034,7 @@ def _finish(nfs, whole, manifest, path):
     view = CaptureView(nfs, incomplete, topo,
                        None if path is None else str(path),
                        clock if isinstance(clock, str) else None)
-    view.wall_clocks = _wall_clocks(manifest)
+    view.wall_clocks = wall_clocks(manifest)
     return view
 
 
@@ -1237,7 +1237,7 @@ def load(path, compiled=None, window_ms=None, hosts=None, host_shifts=None) -> C
             shifts = dict(host_shifts or {})
             if not set(on) <= set(shifts):
                 est, margin = host_windows.estimate_shifts(
-                    cap, host_of, firsts, (a_ns, b_ns), path, _wall_clocks(manifest),
+                    cap, host_of, firsts, (a_ns, b_ns), path, wall_clocks(manifest),
                     simulated)
                 shifts = est | shifts
                 estimated = True
@@ -1302,17 +1302,6 @@ def _shifted(window, shift, margin):
 def _touches(lo, hi, window):
     """Whether ``[lo, hi]`` (None: unbounded) meets `window`."""
     return (hi is None or hi >= window[0]) and (lo is None or lo < window[1])
-
-
-def _wall_clocks(manifest):
-    """Each host's CLOCK_REALTIME less its CLOCK_MONOTONIC, by name, where
-    its collector wrote one (``realtime_offset_ns``, an int)."""
-    out = {}
-    for h in (manifest or {}).get("hosts") or ():
-        v = h.get("realtime_offset_ns") if isinstance(h, dict) else None
-        if isinstance(v, int) and not isinstance(v, bool):
-            out[str(h.get("name") or h.get("host"))] = v
-    return out
 
 
 def _stream_hosts(info, manifest):

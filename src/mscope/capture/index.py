@@ -37,10 +37,10 @@ import zlib
 
 import numpy as np
 
-from .format import FRAME_HEADER_SIZE, SEGMENT_TEMPLATE
+from .format import FRAME_HEADER_SIZE
 
 __all__ = ["INDEX_MAGIC", "INDEX_VERSION", "INDEX_HEADER_SIZE", "INDEX_ENTRY_DTYPE",
-           "index_name", "index_path", "pack_index_entry", "IndexFile", "read_index"]
+           "index_path", "pack_index_entry", "IndexFile", "read_index", "indexed_time"]
 
 INDEX_MAGIC = b"MSCI"
 INDEX_VERSION = 1
@@ -54,11 +54,6 @@ INDEX_ENTRY_DTYPE = np.dtype([
 assert _ENTRY.size == INDEX_ENTRY_DTYPE.itemsize == 40
 _CRC_OFF = 36
 _INDEX_SUFFIX = ".idx"
-
-
-def index_name(number: int) -> str:
-    """File name of segment `number`'s index (``chunks-000000.idx`` for 0)."""
-    return SEGMENT_TEMPLATE.format(number)[:-4] + _INDEX_SUFFIX
 
 
 def index_path(segment_path):
@@ -160,3 +155,13 @@ def read_index(segments) -> dict:
         for e in read_entries(buf, room).tolist():
             out[(seg, e[0])] = (e[3], e[1], e[4], e[2])
     return out
+
+
+def indexed_time(index, seg, off, h):
+    """The first record's time `index` (:func:`read_index`) gives the frame
+    at byte `off` of segment `seg`, whose header is `h`; None where no
+    entry names that frame (its stream, chunk_seq and payload crc32)."""
+    hit = index.get((seg, off))
+    if hit is None or hit[:3] != (h.stream, h.chunk_seq, h.payload_crc32):
+        return None
+    return hit[3]

@@ -13,8 +13,8 @@ import datetime
 
 from mscope.record import IDLE_NS
 
-from .index import read_index
-from .reader import open_capture
+from .index import indexed_time, read_index
+from .reader import open_capture, wall_clocks
 
 __all__ = ["describe", "format_text"]
 
@@ -110,10 +110,10 @@ def describe(path) -> dict:
         if e.status != "ok" or not e.h.n_records or e.h.stream not in per:
             continue
         with_records += 1
-        hit = index.get((e.seg, e.off))
-        if hit is not None and hit[:3] == (e.h.stream, e.h.chunk_seq, e.h.payload_crc32):
-            indexed += hit[3] == e.t_first
-            wrong += hit[3] != e.t_first
+        t = indexed_time(index, e.seg, e.off, e.h)
+        if t is not None:
+            indexed += t == e.t_first
+            wrong += t != e.t_first
     totals = {}
     for loss in losses:
         t = totals.setdefault(loss.kind, {"count": 0, "records": 0, "unknown": 0})
@@ -147,9 +147,7 @@ def describe(path) -> dict:
         "streams": rows, "loss_totals": totals,
         "losses": [loss._asdict() for loss in losses],
         "chunks_with_records": with_records, "indexed_chunks": indexed, "index_wrong": wrong,
-        "wall_clocks": {str(h.get("name") or hid): h["realtime_offset_ns"]
-                        for hid, h in hosts.items()
-                        if isinstance(h.get("realtime_offset_ns"), int)},
+        "wall_clocks": wall_clocks(man),
     }
 
 

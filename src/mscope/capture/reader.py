@@ -36,10 +36,10 @@ from .format import (CAPTURE_F_NOIDS, CAPTURE_F_REFUSED, CAPTURE_RECORD_DTYPE, F
                      check_frame_header, decode_payload_counted, decode_payload_into,
                      first_record_time, id_counts, segment_name, seq_problem,
                      unpack_frame_header)
-from .index import read_index
+from .index import indexed_time, read_index
 
 __all__ = ["Loss", "Capture", "CaptureData", "StreamFeed", "open_capture", "records_in_window",
-           "load_manifest", "last_chunk_headers"]
+           "load_manifest", "last_chunk_headers", "wall_clocks"]
 
 
 class Loss(NamedTuple):
@@ -65,6 +65,19 @@ class Loss(NamedTuple):
 
 _REQUIRED = ("format", "version", "record_version", "time", "hosts", "nfs",
              "streams")
+
+
+def wall_clocks(manifest) -> dict:
+    """Each host's CLOCK_REALTIME less its CLOCK_MONOTONIC (ns), by host
+    name (else id), where its collector wrote one (the host entry's
+    optional ``realtime_offset_ns``): a time of that host plus it is its
+    wall clock then."""
+    out = {}
+    for h in (manifest or {}).get("hosts") or ():
+        v = h.get("realtime_offset_ns") if isinstance(h, dict) else None
+        if _is_int(v, 0, (1 << 63) - 1):
+            out[str(h.get("name") or h.get("host"))] = v
+    return out
 
 
 def _is_int(x, lo=0, hi=(1 << 64) - 1) -> bool:
@@ -1288,7 +1301,7 @@ class StreamFeed:
         recs, ids = [], []
         with self._pool.taken() as src:
             try:
-                firsts = [self._first_time(e, src) for e in order]
+                firsts = [self._indexed_first_time(e, src) for e in order]
                 nexts, t = [None] * len(order), None
                 for i in range(len(order) - 1, -1, -1):
                     nexts[i], t = t, (firsts[i] if firsts[i] is not None else t)
@@ -1324,19 +1337,33 @@ class StreamFeed:
                            int(np.count_nonzero(flags & CAPTURE_F_REFUSED)),
                            int(np.count_nonzero(flags & CAPTURE_F_NOIDS)))
 
-    def _first_time(self, e, src):
+    def _indexed_first_time(self, e, src):
         """The time of frame `e`'s first record: from the segment's frame
         index where it has the frame, else from its payload
         (:func:`_first_time`)."""
         with self._index_lock:
             if self._frame_index is None:
                 self._frame_index = read_index(dict(self._cap.segments))
-        hit = self._frame_index.get((e.seg, e.off))
-        if hit is not None and hit[:3] == (e.h.stream, e.h.chunk_seq, e.h.payload_crc32):
-            return hit[3]
+        t = indexed_time(self._frame_index, e.seg, e.off, e.h)
+        if t is not None:
+            return t
         if e.h.n_records:
             self.unindexed += 1             # (threads: a count to tell, not to act on)
         return _first_time(e, src)
+
+    def frame_times(self):
+        """``{(segment, offset): (stream, chunk_seq, payload_crc32,
+        first_time)}`` of the frames with records not yet taken whose
+        payload's checksum holds, each from its payload's first record:
+        what a frame index of them says (``mscope capture index``)."""
+        out = {}
+        with self._pool.taken() as src:
+            for ents in self._todo.values():
+                for e in ents:
+                    t = _first_time(e, src)
+                    if t is not None:
+                        out[(e.seg, e.off)] = (e.h.stream, e.h.chunk_seq, e.h.payload_crc32, t)
+        return out
 
     def close(self):
         """Let go of the segment files without :meth:`finish`: for a
