@@ -15,7 +15,8 @@ import numpy as np
 
 from . import _attrib
 from .prefixes import covering_prefix, heavy_prefixes
-from .slowflows import slow_prefix
+from .queues import batch_durations
+from .slowflows import slow_prefix, slow_prefix_timed
 
 __all__ = ["find_patterns", "DEFAULT_THRESHOLD"]
 
@@ -73,6 +74,7 @@ def _slow_flows(name, traj, view, queue, packets=None):
         busy = busy.view(bool)
     else:
         busy = queue.length_at(batch_ns) > 0
+    ps = pe = ()
     if packets is not None and len(packets):
         ps, pe = _blamed_periods(traj, queue, packets)
         if len(ps):
@@ -83,9 +85,41 @@ def _slow_flows(name, traj, view, queue, packets=None):
             np.add.at(edge, np.where(pe < 0, len(batch_ns),
                                      np.searchsorted(batch_ns, pe, side="left")), -1)
             busy &= np.cumsum(edge[:-1], dtype=np.int8) > 0
-    return slow_prefix(n.batch_ns, cnt, busy, n.rx_batch, addr,
-                       int(n.batch_ns[0]), int(n.batch_ns[-1]), queue.silences[:, 0],
-                       1 / queue.peak_rate if queue.peak_rate > 0 else None)
+    peak_ns = 1 / queue.peak_rate if queue.peak_rate > 0 else None
+    found = slow_prefix(n.batch_ns, cnt, busy, n.rx_batch, addr,
+                        int(n.batch_ns[0]), int(n.batch_ns[-1]), queue.silences[:, 0], peak_ns)
+    if found is None and len(ps) and peak_ns is not None:
+        # too few busy batches (a bug at light load) or none of them slow:
+        # every batch of the blamed periods, and of the busy runs that led
+        # into them, timed each by its own rx and tx
+        _, dur = batch_durations(n, h, traj)
+        found = slow_prefix_timed(dur, cnt, _runs_into(batch_ns, dur, queue, ps, pe),
+                                  n.rx_batch, addr, peak_ns)
+    return found
+
+
+def _runs_into(batch_ns, dur, queue, ps, pe):
+    """The batches of the queuing periods [`ps`, `pe`) (`pe` -1: to the
+    end), each period with the batches before it in one run of service:
+    back to the first batch the NF began with nothing waiting, each
+    later one taken at once after the last, packets having come while it
+    served.  A bug's slow batches build the backlog of a period that may
+    begin only after them, as the last of them is served (at light load,
+    one batch of its packets took every one queued)."""
+    nb = len(batch_ns)
+    end = batch_ns + np.maximum(dur, 0)
+    cont = np.zeros(nb, bool)
+    # waiting just before the last batch ended (the next rx at that ns
+    # takes them): the NF went on at once
+    cont[1:] = (dur[:-1] > 0) & (queue.length_at(end[:-1] - 1) > 0)
+    first = np.flatnonzero(~cont)                       # each run's first batch
+    at = np.maximum(np.searchsorted(batch_ns, ps, side="right") - 1, 0)
+    start = first[np.searchsorted(first, at, side="right") - 1]
+    stop = np.where(pe < 0, nb, np.searchsorted(batch_ns, pe, side="left"))
+    edge = np.zeros(nb + 1, np.int64)
+    np.add.at(edge, start, 1)
+    np.add.at(edge, stop, -1)
+    return np.cumsum(edge[:-1]) > 0
 
 
 def find_patterns(att, threshold=DEFAULT_THRESHOLD, traj=None, view=None, queues=None):

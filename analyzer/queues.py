@@ -27,7 +27,7 @@ except ImportError as e:                    # pragma: no cover
                       "(or cd analyzer && cythonize -i -3 _attrib.pyx)") from e
 
 __all__ = ["QueueTimeline", "queue_timelines", "peak_rate", "quiet_since",
-           "PEAK_PERCENTILE"]
+           "PEAK_PERCENTILE", "batch_durations"]
 
 #: Percentile of busy-batch departure rates taken as the NF's peak rate: a
 #: high percentile rather than the max, so one batch of cheap packets (the
@@ -383,7 +383,7 @@ def _held(batch_ns, duration):
     return out, usual
 
 
-def _batch_durations(view_nf, hops, traj):
+def batch_durations(view_nf, hops, traj):
     """Packets and rx-to-last-tx time (ns, 0 when none was sent) of each
     batch of the NF, from its received `hops`."""
     nb = len(view_nf.batch_ns)
@@ -478,7 +478,7 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
         nen += 1
     for a, size in ((step_ns, ns), (step_len, ns), (starts, nst), (ends, nen)):
         a.resize(size, refcheck=False)
-    count, duration = _batch_durations(view_nf, hops, traj)
+    count, duration = batch_durations(view_nf, hops, traj)
     kept = float("nan")
     if rate_override is not None:
         rate = float(rate_override)

@@ -17,7 +17,7 @@ import numpy as np
 from . import _prefix
 from .prefixes import covering_prefix, heavy_prefixes
 
-__all__ = ["slow_prefix", "SLOW_FACTOR"]
+__all__ = ["slow_prefix", "slow_prefix_timed", "SLOW_FACTOR"]
 
 #: A prefix is slow when its per-packet cost is this many times the median.
 SLOW_FACTOR = 2.0
@@ -31,6 +31,9 @@ SLOW_SHARE = 0.8
 OUTLIER = 250.0
 _STEP = 8            # bits refined per regression
 _MIN_PKTS = 8        # packets a prefix needs to get its own column
+#: Slow batches slow_prefix_timed needs: each left out in turn, 3 still fit
+#: the 2 costs its check compares.
+MIN_TIMED = 4
 
 
 def _costs(batch_dur, batch_of, col, n_cols):
@@ -165,6 +168,51 @@ def slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0, t1, 
     return found if _stands_out(found, pb, addr, dur) else None
 
 
+def slow_prefix_timed(batch_dur, batch_count, sel, pkt_batch, pkt_addr, peak_ns):
+    """The source prefix an NF served slowly in the batches `sel`, timed
+    each from its rx to its last tx, or None.
+
+    For a bug at light load, where :func:`slow_prefix` has too few busy
+    batches: a batch's rx-to-tx time is its service time whether or not
+    the queue stayed busy after it, and at light load most are not.  The
+    prefix is searched for as there, over every batch in `sel` and then
+    over the slow ones alone (slower than SLOW_FACTOR times `peak_ns` per
+    packet: the fault's, not the drain after it), and it must stand out
+    over the slow batches with each of them left out in turn.  Few batches
+    decide here, and one that straddles a fault's end (contention that
+    stops halfway through it, its packets mostly of one prefix) could make
+    any prefix look slow on its own.
+
+    Parameters
+    ----------
+    batch_dur, batch_count : ndarray of int64
+        Each rx batch's rx-to-last-tx time (0: none sent) and packets.
+    sel : ndarray of bool
+        The batches to look at.
+    pkt_batch, pkt_addr : ndarray
+        As for :func:`slow_prefix`.
+    peak_ns : float
+        The NF's service time per packet at its peak rate.
+    """
+    b = np.flatnonzero(sel & (batch_dur > 0) & (batch_count > 0))
+    if len(b) < MIN_TIMED or not peak_ns > 0:
+        return None
+    per = batch_dur[b] / batch_count[b]
+    b, per = b[per <= OUTLIER * np.median(per)], per[per <= OUTLIER * np.median(per)]
+    slow = b[per > SLOW_FACTOR * peak_ns]
+    if len(slow) < MIN_TIMED:
+        return None
+    nb = len(batch_dur)
+    checked = _packets(nb, slow, batch_dur[slow].astype(float), pkt_batch, pkt_addr)
+    if len(checked[1]) == 0:
+        return None
+    for sub in (b, slow):
+        found = _search(*_packets(nb, sub, batch_dur[sub].astype(float), pkt_batch, pkt_addr))
+        if found is not None and _stands_out_each(found, *checked):
+            return found
+    return None
+
+
 def _packets(nb, b_sel, dur, pkt_batch, pkt_addr):
     """The packets of batches `b_sel` (of `nb`) whose address is known:
     their index among `b_sel` and their address; and `dur`."""
@@ -199,7 +247,9 @@ def _search(pb, addr, dur):
         named = v >= 0
         if named.sum() < 2:
             break
-        med = np.median(beta[named])
+        # the usual cost: the median of the columns, or of two the lower
+        # (their median, their mean, no column could be twice)
+        med = np.median(beta[named]) if named.sum() > 2 else beta[named].min()
         extra = np.where(named & (beta > SLOW_FACTOR * max(med, 1e-9)), (beta - med) * n, 0.0)
         if extra.sum() <= 0:
             break
@@ -220,15 +270,54 @@ def _search(pb, addr, dur):
     return found
 
 
+def _inside_outside(found, pb, addr, n):
+    """Packets inside and outside prefix `found` in each of `n` batches."""
+    net = ipaddress.ip_network(found)
+    m = np.uint32(int(net.netmask))
+    ins = (addr & m) == np.uint32(int(net.network_address))
+    X = np.zeros((n, 2))
+    _prefix.count_matrix(pb, (~ins).astype(np.int64), X)
+    return X
+
+
 def _stands_out(found, pb, addr, dur):
     """Whether the packets inside prefix `found` cost over SLOW_FACTOR
     times the rest's, by three standard errors, in the fit of `dur` on
     both: contention slows every flow alike and must not name one."""
-    net = ipaddress.ip_network(found)
-    m = np.uint32(int(net.netmask))
-    ins = (addr & m) == np.uint32(int(net.network_address))
-    X = np.zeros((len(dur), 2))
-    _prefix.count_matrix(pb, (~ins).astype(np.int64), X)
+    return _fit_stands_out(_inside_outside(found, pb, addr, len(dur)), dur)
+
+
+def _stands_out_each(found, pb, addr, dur):
+    """:func:`_stands_out` over every batch, and with each left out: all
+    at once, from the fit's sums less each batch's part (2 x 2 each)."""
+    X = _inside_outside(found, pb, addr, len(dur))
+    n = len(dur)
+    if n <= 3:
+        return False
+    A = np.einsum("ij,ik->ijk", X, X)                  # each batch's X'X
+    c = X * dur[:, None]
+    s = dur * dur
+    A = np.concatenate([A.sum(0)[None], A.sum(0) - A])
+    c = np.concatenate([c.sum(0)[None], c.sum(0) - c])
+    s = np.concatenate([[s.sum()], s.sum() - s])
+    dof = np.r_[n - 2, np.full(n, n - 3)]
+    det = A[:, 0, 0] * A[:, 1, 1] - A[:, 0, 1] * A[:, 1, 0]
+    # lstsq's rank 2, as _fit_stands_out asks: both columns in some batch
+    if not (det > 1e-12 * np.einsum("kii->k", A) ** 2).all():
+        return False
+    inv = np.stack([np.stack([A[:, 1, 1], -A[:, 0, 1]], -1),
+                    np.stack([-A[:, 1, 0], A[:, 0, 0]], -1)], 1) / det[:, None, None]
+    beta = np.einsum("kij,kj->ki", inv, c)
+    rss = np.maximum(s - np.einsum("ki,ki->k", beta, c), 0.0)
+    cov = (rss / dof)[:, None, None] * inv
+    f = np.where(beta[:, 1] > 0, SLOW_FACTOR, 0.0)
+    d = beta[:, 0] - f * beta[:, 1]
+    se = np.sqrt(np.maximum(cov[:, 0, 0] + f ** 2 * cov[:, 1, 1] - 2 * f * cov[:, 0, 1], 0.0))
+    return bool((d > 3 * se).all())
+
+
+def _fit_stands_out(X, dur):
+    """_stands_out's test on the batches' packets inside and outside (`X`)."""
     beta, res, rank, _ = np.linalg.lstsq(X, dur, rcond=None)
     if rank < 2 or len(dur) <= 2:
         return False
@@ -239,3 +328,4 @@ def _stands_out(found, pb, addr, dur):
     d = beta[0] - f * beta[1]
     se = np.sqrt(max(cov[0, 0] + f ** 2 * cov[1, 1] - 2 * f * cov[0, 1], 0.0))
     return bool(d > 3 * se)
+
