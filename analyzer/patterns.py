@@ -26,6 +26,12 @@ DEFAULT_THRESHOLD = 0.02
 #: this share of the rule's blame (FIFO queues delay every flow behind a
 #: culprit, so this is usually the cover of all flows).
 VICTIM_SHARE = 0.8
+#: Where the busy batches' fit had fewer busy batches than this and named
+#: no flows, the batches are timed each by its own rx and tx
+#: (slowflows.slow_prefix_timed).  With more, their times are the fit's
+#: own (a busy batch's gap is its service): on bench/analyze.py's capture,
+#: fw2's 1,679 busy batches, 85 ms again for nothing.
+TIMED_BELOW = 256
 
 
 def _blamed_periods(traj, queue, packets):
@@ -88,8 +94,8 @@ def _slow_flows(name, traj, view, queue, packets=None):
     peak_ns = 1 / queue.peak_rate if queue.peak_rate > 0 else None
     found = slow_prefix(n.batch_ns, cnt, busy, n.rx_batch, addr,
                         int(n.batch_ns[0]), int(n.batch_ns[-1]), queue.silences[:, 0], peak_ns)
-    if found is None and len(ps) and peak_ns is not None:
-        # too few busy batches (a bug at light load) or none of them slow:
+    if found is None and len(ps) and peak_ns is not None and busy.sum() < TIMED_BELOW:
+        # few busy batches to fit (a bug at light load, short or fast):
         # every batch of the blamed periods, and of the busy runs that led
         # into them, timed each by its own rx and tx
         _, dur = batch_durations(n, h, traj)
