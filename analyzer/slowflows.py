@@ -198,7 +198,8 @@ def slow_prefix_timed(batch_dur, batch_count, sel, pkt_batch, pkt_addr, peak_ns)
     if len(b) < MIN_TIMED or not peak_ns > 0:
         return None
     per = batch_dur[b] / batch_count[b]
-    b, per = b[per <= OUTLIER * np.median(per)], per[per <= OUTLIER * np.median(per)]
+    ok = per <= OUTLIER * np.median(per)               # stalls: as slow_prefix's
+    b, per = b[ok], per[ok]
     slow = b[per > SLOW_FACTOR * peak_ns]
     if len(slow) < MIN_TIMED:
         return None
@@ -328,4 +329,3 @@ def _fit_stands_out(X, dur):
     d = beta[0] - f * beta[1]
     se = np.sqrt(max(cov[0, 0] + f ** 2 * cov[1, 1] - 2 * f * cov[0, 1], 0.0))
     return bool(d > 3 * se)
-
