@@ -823,13 +823,15 @@ def test_refused_packets_recorded_as_testpmd_counts_them(idle, registry, eal_arg
     # one reading interval before the last record then (an idle poll's),
     # and not after it but for the reading's own time.  The interval is
     # MSCOPE_REFUSED_NS, or 200 times a reading's least cost: net_pcap's
-    # ~7 us on the bench VM; the bound allows 50 us (CI's loaded VM).
+    # ~7 us on the bench VM; the bound allows 150 us (a clean clone's CI on
+    # a VM 1.6x slower than the bench's: the reading 13.3 ms before the
+    # last record, a least cost of 66 us).
     stop = run["cont_ns"] - run["stopped_ns"]
     assert window_ns[0] >= stop - stop // 1000, (window_ns[0], stop)
     if idle == "idle polls":
         span = int(r0["time_ns"]) - int(recs["time_ns"][mine[k - 2]])
         slack = 1_000_000 + span // 500
-        assert span - slack <= window_ns[0] <= span + 10 * REFUSED_NS + slack, \
+        assert span - slack <= window_ns[0] <= span + 30 * REFUSED_NS + slack, \
             (window_ns[0], span)
     # Every frame sent is in an rx batch or refused (the forwarding lcore
     # received what testpmd says it did; lcore 0's start-up flush found
