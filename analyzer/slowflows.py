@@ -208,7 +208,8 @@ def slow_prefix_timed(batch_dur, batch_count, sel, pkt_batch, pkt_addr, peak_ns)
     if len(checked[1]) == 0:
         return None
     for sub in (b, slow):
-        found = _search(*_packets(nb, sub, batch_dur[sub].astype(float), pkt_batch, pkt_addr))
+        found = _search(*_packets(nb, sub, batch_dur[sub].astype(float), pkt_batch, pkt_addr),
+                        two_lower=True)
         if found is not None and _stands_out_each(found, *checked):
             return found
     return None
@@ -231,10 +232,14 @@ def _packets(nb, b_sel, dur, pkt_batch, pkt_addr):
     return pb[:k], addr[:k], dur
 
 
-def _search(pb, addr, dur):
+def _search(pb, addr, dur, two_lower=False):
     """The prefix whose packets cost well above the rest's in the fit of
     the batches' durations `dur` on their packets (`pb`, `addr`), refined
-    level by level; None where none stands out."""
+    level by level; None where none stands out.  `two_lower`: a level of
+    two columns takes the lower as the usual cost, for a fit over a
+    handful of batches (one bit a level), where their median, their
+    mean, no column could be twice.  Not for the busy batches' fit: there
+    it named 2 contended NFs in 160 held-out scenarios (seeds 201-208)."""
     base_val, base_len = covering_prefix(addr)
     found = None
     length, under = base_len, base_val
@@ -248,9 +253,7 @@ def _search(pb, addr, dur):
         named = v >= 0
         if named.sum() < 2:
             break
-        # the usual cost: the median of the columns, or of two the lower
-        # (their median, their mean, no column could be twice)
-        med = np.median(beta[named]) if named.sum() > 2 else beta[named].min()
+        med = beta[named].min() if two_lower and named.sum() == 2 else np.median(beta[named])
         extra = np.where(named & (beta > SLOW_FACTOR * max(med, 1e-9)), (beta - med) * n, 0.0)
         if extra.sum() <= 0:
             break

@@ -150,7 +150,7 @@ def _ref_slow_prefix(batch_ns, batch_count, busy_after, pkt_batch, pkt_addr, t0,
         named = v >= 0
         if named.sum() < 2:
             break
-        med = np.median(beta[named]) if named.sum() > 2 else beta[named].min()
+        med = np.median(beta[named])
         extra = np.where(named & (beta > 2.0 * max(med, 1e-9)), (beta - med) * n, 0.0)
         if extra.sum() <= 0:
             break
