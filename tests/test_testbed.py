@@ -277,11 +277,17 @@ def test_a_firewall_rules_drops_are_no_ones_fault_and_said_so(tmp_path):
     assert denied > 2000, s["reports"]["fw"]
     diag, ctx = diagnose(out, slo_us=5000)
     (fw,) = [e for e in diag["unexplained"] if e["nf"] == "fw"]
+    # every packet fw took and did not send is dropped inside it: those its
+    # rule denied and any other it dropped by its own choice (drop_nf: also
+    # a frame that was not IPv4, or that no rule matched; one more than
+    # denied in a clean clone's CI run)
+    dropped = s["reports"]["fw"]["drop_nf"]
+    assert denied <= dropped <= denied + 10, s["reports"]["fw"]
     # a VM hiccup at fw can give a few of them a wait to blame as well
-    assert 0.9 * denied <= fw["dropped_inside"] <= denied, (fw, denied)
+    assert 0.9 * denied <= fw["dropped_inside"] <= dropped, (fw, denied)
     assert ipaddress.ip_network(fw["flows"]).subnet_of(ipaddress.ip_network("10.0.0.0/9"))
     inside = sum(1 for v in diag["victims"] if v["dropped"] and v["nf"] == "fw")
-    assert inside == denied
+    assert inside == dropped
     text = format_summary(diag, ctx)
     assert f"{fw['dropped_inside']:,} dropped inside it, flows {fw['flows']}" in text, text
     assert "the NF's own choice" in text
