@@ -84,13 +84,9 @@ def _slow_flows(name, traj, view, queue, packets=None):
     if packets is not None and len(packets):
         ps, pe = _blamed_periods(traj, queue, packets)
         if len(ps):
-            # only the batches taken within those periods (disjoint): +1
-            # where one begins, -1 where it ends, summed along the batches
-            edge = np.zeros(len(batch_ns) + 1, np.int8)
-            np.add.at(edge, np.searchsorted(batch_ns, ps, side="left"), 1)
-            np.add.at(edge, np.where(pe < 0, len(batch_ns),
-                                     np.searchsorted(batch_ns, pe, side="left")), -1)
-            busy &= np.cumsum(edge[:-1], dtype=np.int8) > 0
+            # only the batches taken within those periods
+            busy &= _batches_in(len(batch_ns), np.searchsorted(batch_ns, ps, side="left"),
+                                _period_stops(batch_ns, pe))
     peak_ns = 1 / queue.peak_rate if queue.peak_rate > 0 else None
     found = slow_prefix(n.batch_ns, cnt, busy, n.rx_batch, addr,
                         int(n.batch_ns[0]), int(n.batch_ns[-1]), queue.silences[:, 0], peak_ns)
@@ -120,10 +116,21 @@ def _runs_into(batch_ns, dur, queue, ps, pe):
     cont[1:] = (dur[:-1] > 0) & (queue.length_at(end[:-1] - 1) > 0)
     first = np.flatnonzero(~cont)                       # each run's first batch
     at = np.maximum(np.searchsorted(batch_ns, ps, side="right") - 1, 0)
-    start = first[np.searchsorted(first, at, side="right") - 1]
-    stop = np.where(pe < 0, nb, np.searchsorted(batch_ns, pe, side="left"))
-    edge = np.zeros(nb + 1, np.int64)
-    np.add.at(edge, start, 1)
+    return _batches_in(nb, first[np.searchsorted(first, at, side="right") - 1],
+                       _period_stops(batch_ns, pe))
+
+
+def _period_stops(batch_ns, pe):
+    """The first batch at or after each period's end `pe` (-1: none, the
+    period lasting to the end)."""
+    return np.where(pe < 0, len(batch_ns), np.searchsorted(batch_ns, pe, side="left"))
+
+
+def _batches_in(nb, first, stop):
+    """Which of `nb` batches lie in any range [first[i], stop[i]) of batch
+    indexes: +1 where one begins, -1 where it ends, summed along them."""
+    edge = np.zeros(nb + 1, np.int32)
+    np.add.at(edge, first, 1)
     np.add.at(edge, stop, -1)
     return np.cumsum(edge[:-1]) > 0
 

@@ -207,9 +207,8 @@ def slow_prefix_timed(batch_dur, batch_count, sel, pkt_batch, pkt_addr, peak_ns)
     checked = _packets(nb, slow, batch_dur[slow].astype(float), pkt_batch, pkt_addr)
     if len(checked[1]) == 0:
         return None
-    for sub in (b, slow):
-        found = _search(*_packets(nb, sub, batch_dur[sub].astype(float), pkt_batch, pkt_addr),
-                        two_lower=True)
+    for packets in (_packets(nb, b, batch_dur[b].astype(float), pkt_batch, pkt_addr), checked):
+        found = _search(*packets, two_lower=True)
         if found is not None and _stands_out_each(found, *checked):
             return found
     return None
@@ -313,11 +312,7 @@ def _stands_out_each(found, pb, addr, dur):
                     np.stack([-A[:, 1, 0], A[:, 0, 0]], -1)], 1) / det[:, None, None]
     beta = np.einsum("kij,kj->ki", inv, c)
     rss = np.maximum(s - np.einsum("ki,ki->k", beta, c), 0.0)
-    cov = (rss / dof)[:, None, None] * inv
-    f = np.where(beta[:, 1] > 0, SLOW_FACTOR, 0.0)
-    d = beta[:, 0] - f * beta[:, 1]
-    se = np.sqrt(np.maximum(cov[:, 0, 0] + f ** 2 * cov[:, 1, 1] - 2 * f * cov[:, 0, 1], 0.0))
-    return bool((d > 3 * se).all())
+    return bool(_beats(beta, (rss / dof)[:, None, None] * inv).all())
 
 
 def _fit_stands_out(X, dur):
@@ -327,8 +322,15 @@ def _fit_stands_out(X, dur):
         return False
     sigma2 = float(np.sum((dur - X @ beta) ** 2)) / (len(dur) - 2)
     cov = sigma2 * np.linalg.inv(X.T @ X)
+    return bool(_beats(beta[None], cov[None])[0])
+
+
+def _beats(beta, cov):
+    """For each fit k (costs ``beta[k]``: inside, outside; their covariance
+    ``cov[k]``), whether the inside's cost is over SLOW_FACTOR times the
+    outside's by three standard errors."""
     # the rest may come out near zero (batches of mostly slow packets)
-    f = SLOW_FACTOR if beta[1] > 0 else 0.0
-    d = beta[0] - f * beta[1]
-    se = np.sqrt(max(cov[0, 0] + f ** 2 * cov[1, 1] - 2 * f * cov[0, 1], 0.0))
-    return bool(d > 3 * se)
+    f = np.where(beta[:, 1] > 0, SLOW_FACTOR, 0.0)
+    d = beta[:, 0] - f * beta[:, 1]
+    se = np.sqrt(np.maximum(cov[:, 0, 0] + f ** 2 * cov[:, 1, 1] - 2 * f * cov[:, 0, 1], 0.0))
+    return d > 3 * se
