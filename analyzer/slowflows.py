@@ -31,6 +31,9 @@ SLOW_SHARE = 0.8
 OUTLIER = 250.0
 _STEP = 8            # bits refined per regression
 _MIN_PKTS = 8        # packets a prefix needs to get its own column
+#: A prefix disjoint from the best fit's that fits within this factor of
+#: its squared residual leaves the batches undecided (_best_fit).
+RIVAL = 1.1
 #: Slow batches slow_prefix_timed needs: each left out in turn, 3 still fit
 #: the 2 costs its check compares.
 MIN_TIMED = 4
@@ -174,14 +177,17 @@ def slow_prefix_timed(batch_dur, batch_count, sel, pkt_batch, pkt_addr, peak_ns)
 
     For a bug at light load, where :func:`slow_prefix` has too few busy
     batches: a batch's rx-to-tx time is its service time whether or not
-    the queue stayed busy after it, and at light load most are not.  The
-    prefix is searched for as there, over every batch in `sel` and then
-    over the slow ones alone (slower than SLOW_FACTOR times `peak_ns` per
-    packet: the fault's, not the drain after it), and it must stand out
-    over the slow batches with each of them left out in turn.  Few batches
-    decide here, and one that straddles a fault's end (contention that
-    stops halfway through it, its packets mostly of one prefix) could make
-    any prefix look slow on its own.
+    the queue stayed busy after it, and at light load most are not.  Only
+    the slow batches are fitted (slower than SLOW_FACTOR times `peak_ns`
+    per packet: the fault's, not the drain after it), and there are few of
+    them, a handful to fifty, their packets of many prefixes.  So every
+    prefix is tried as one column against the rest (:func:`_best_fit`),
+    rather than refined a level at a time: with a handful of batches a
+    level's columns are too many to fit, and a wrong turn at one level
+    cannot be undone at the next.  The prefix must then stand out with
+    each slow batch left out in turn: one that straddles a fault's end
+    (contention that stops halfway through it, its packets mostly of one
+    prefix) could make any prefix look slow on its own.
 
     Parameters
     ----------
@@ -199,19 +205,65 @@ def slow_prefix_timed(batch_dur, batch_count, sel, pkt_batch, pkt_addr, peak_ns)
         return None
     per = batch_dur[b] / batch_count[b]
     ok = per <= OUTLIER * np.median(per)               # stalls: as slow_prefix's
-    b, per = b[ok], per[ok]
-    slow = b[per > SLOW_FACTOR * peak_ns]
+    slow = b[ok & (per > SLOW_FACTOR * peak_ns)]
     if len(slow) < MIN_TIMED:
         return None
-    nb = len(batch_dur)
-    checked = _packets(nb, slow, batch_dur[slow].astype(float), pkt_batch, pkt_addr)
-    if len(checked[1]) == 0:
+    packets = _packets(len(batch_dur), slow, batch_dur[slow].astype(float), pkt_batch, pkt_addr)
+    found = _best_fit(*packets)
+    return found if found is not None and _stands_out_each(found, *packets) else None
+
+
+def _best_fit(pb, addr, dur):
+    """The prefix whose packets, as one column against the rest's, fit the
+    batches' durations `dur` best (least squared residual), of all those
+    under the packets' cover with _MIN_PKTS packets inside and outside;
+    of those that fit alike (they hold the same packets), the narrowest:
+    it claims no more flows than the slow batches show.
+    None where no prefix costs SLOW_FACTOR times the rest, or where one
+    disjoint from the best fits within RIVAL of it: the batches cannot
+    tell which (held-out: contention over four batches, a fifth of each
+    batch's packets in one /30, and two /32s outside it fit as well)."""
+    nb = len(dur)
+    if len(addr) < 2 * _MIN_PKTS:
         return None
-    for packets in (_packets(nb, b, batch_dur[b].astype(float), pkt_batch, pkt_addr), checked):
-        found = _search(*packets, two_lower=True)
-        if found is not None and _stands_out_each(found, *checked):
-            return found
-    return None
+    n = np.bincount(pb, minlength=nb).astype(float)
+    nn, nd, dd = n @ n, n @ dur, dur @ dur
+    base_len = covering_prefix(addr)[1]
+    rss, length, value = [], [], []
+    for L in range(base_len + 1, 33):
+        # packets of each (prefix, batch): the fit's sums for every prefix
+        # at this length in one pass (the rest's are the batch's less these)
+        key = (addr >> np.uint32(32 - L)).astype(np.int64) * nb + pb
+        pair, c = np.unique(key, return_counts=True)
+        v, p = np.unique(pair // nb, return_inverse=True)
+        b = pair % nb
+        c = c.astype(float)
+        ii, io = np.bincount(p, c * c), np.bincount(p, c * n[b])
+        a00, a01, a11 = ii, io - ii, nn - 2 * io + ii    # X'X of [inside, outside]
+        c0 = np.bincount(p, c * dur[b])
+        c1 = nd - c0
+        inside = np.bincount(p, c)
+        det = a00 * a11 - a01 * a01
+        fits = ((inside >= _MIN_PKTS) & (len(addr) - inside >= _MIN_PKTS)
+                & (det > 1e-12 * (a00 + a11) ** 2))
+        det = np.where(fits, det, 1.0)
+        cost_in, cost_out = (a11 * c0 - a01 * c1) / det, (a00 * c1 - a01 * c0) / det
+        fits &= cost_in > SLOW_FACTOR * np.maximum(cost_out, 0.0)
+        rss.append((dd - cost_in * c0 - cost_out * c1)[fits])
+        length.append(np.full(fits.sum(), L))
+        value.append(v[fits])
+    rss, length, value = np.concatenate(rss), np.concatenate(length), np.concatenate(value)
+    if len(rss) == 0:
+        return None
+    least = rss.min()
+    tied = np.flatnonzero(rss <= least + 1e-9 * dd)
+    k = tied[np.argmax(length[tied])]
+    L, v = int(length[k]), int(value[k])
+    m = np.minimum(length, L)
+    disjoint = (value >> (length - m)) != (v >> (L - m))
+    if (rss[disjoint] <= RIVAL * least + 1e-9 * dd).any():
+        return None
+    return f"{ipaddress.IPv4Address(v << (32 - L))}/{L}"
 
 
 def _packets(nb, b_sel, dur, pkt_batch, pkt_addr):
@@ -231,14 +283,10 @@ def _packets(nb, b_sel, dur, pkt_batch, pkt_addr):
     return pb[:k], addr[:k], dur
 
 
-def _search(pb, addr, dur, two_lower=False):
+def _search(pb, addr, dur):
     """The prefix whose packets cost well above the rest's in the fit of
     the batches' durations `dur` on their packets (`pb`, `addr`), refined
-    level by level; None where none stands out.  `two_lower`: a level of
-    two columns takes the lower as the usual cost, for a fit over a
-    handful of batches (one bit a level), where their median, their
-    mean, no column could be twice.  Not for the busy batches' fit: there
-    it named 2 contended NFs in 160 held-out scenarios (seeds 201-208)."""
+    level by level; None where none stands out."""
     base_val, base_len = covering_prefix(addr)
     found = None
     length, under = base_len, base_val
@@ -252,7 +300,7 @@ def _search(pb, addr, dur, two_lower=False):
         named = v >= 0
         if named.sum() < 2:
             break
-        med = beta[named].min() if two_lower and named.sum() == 2 else np.median(beta[named])
+        med = np.median(beta[named])
         extra = np.where(named & (beta > SLOW_FACTOR * max(med, 1e-9)), (beta - med) * n, 0.0)
         if extra.sum() <= 0:
             break
