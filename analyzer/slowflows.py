@@ -231,6 +231,8 @@ def _best_fit(pb, addr, dur):
     n = np.bincount(pb, minlength=nb).astype(float)
     nn, nd, dd = n @ n, n @ dur, dur @ dur
     base_len = covering_prefix(addr)[1]
+    if base_len == 32:                           # one address: no rest to compare
+        return None
     rss, length, value = [], [], []
     for L in range(base_len + 1, 33):
         # packets of each (prefix, batch): the fit's sums for every prefix

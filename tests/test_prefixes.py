@@ -668,6 +668,9 @@ def test_a_bug_at_light_load_is_named_by_batch_times():
     # the batches not selected, or too few slow ones: none
     assert slowflows.slow_prefix_timed(dur, count, ~sel, pkt_batch, addr, 300.0) is None
     assert slowflows.slow_prefix_timed(dur, count, sel, pkt_batch, addr, 10**5) is None
+    # every packet from one address: nothing to tell it from
+    one = np.full(len(addr), addr[0])
+    assert slowflows.slow_prefix_timed(dur, count, sel, pkt_batch, one, 300.0) is None
 
 
 def test_contention_ending_in_a_batch_names_no_prefix_by_batch_times():
