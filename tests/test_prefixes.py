@@ -574,6 +574,32 @@ def test_excess_prefix_names_two_surges_by_what_holds_both():
     assert new.excess_prefixes(w, [len(w)], [T], slack=[0.3]) == ["0.0.0.0/0"]
 
 
+def test_excess_prefix_lists_two_surges_neither_of_which_holds_the_share():
+    # held-out ho301-08: two bursts of about the same size, 77.30.80.0/20
+    # and 91.158.128.0/20, beside usual traffic from 100.192.0.0/12.
+    # Neither half of 64.0.0.0/3 holds 80% of its excess, so the name is
+    # that /3, which says neither: the two are its parts, each its half's
+    # own name.  A burst whose flows spread over its /20 has halves that
+    # name nothing narrower: no parts
+    rng = np.random.default_rng(1)
+    span, T = 50 * 10**6, 500 * 10**3
+    usual = (0x64C00000 + rng.integers(0, 1 << 20, 37_500)).astype(np.uint32)
+    b1 = (0x4D1E5000 + rng.integers(0, 1 << 12, 820)).astype(np.uint32)
+    b2 = (0x5B9E8000 + rng.integers(0, 1 << 12, 1120)).astype(np.uint32)
+    rates = SourceRates(np.concatenate([usual, b1, b2]), span)
+    w = np.concatenate([usual[:375], b1, b2])
+    for slack in (None, [0.2]):
+        names, parts = rates.excess_prefixes(w, [len(w)], [T], slack=slack, parts=True)
+        assert names == ["64.0.0.0/3"] and parts == [("91.158.128.0/20", "77.30.80.0/20")]
+    # the larger surge with most of the excess: named alone
+    w = np.concatenate([usual[:375], b1[:250], b2])
+    assert rates.excess_prefixes(w, [len(w)], [T], parts=True) == (["91.158.128.0/20"], [()])
+    one = (0x4D1E5000 + rng.integers(0, 1 << 12, 1500)).astype(np.uint32)
+    rates = SourceRates(np.concatenate([usual, one]), span)
+    w = np.concatenate([usual[:375], one])
+    assert rates.excess_prefixes(w, [len(w)], [T], parts=True) == (["77.30.80.0/20"], [()])
+
+
 def _bug_then_drain(rng, slow_cost, share=0.76, nb=200):
     """Batches of 32 packets, `share` of them from 10.0.0.0/9 and the rest
     from 10.128.0.0/9: in the first half the packets `slow_cost` says cost
