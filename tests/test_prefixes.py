@@ -598,6 +598,13 @@ def test_excess_prefix_lists_two_surges_neither_of_which_holds_the_share():
     rates = SourceRates(np.concatenate([usual, one]), span)
     w = np.concatenate([usual[:375], one])
     assert rates.excess_prefixes(w, [len(w)], [T], parts=True) == (["77.30.80.0/20"], [()])
+    # one burst from 91.209.129.0/24, most of it two heavy flows, one in
+    # each half: single addresses are not listed (held-out ho203-08)
+    heavy = np.where(rng.random(1500) < 0.9, np.where(rng.random(1500) < 0.5, 0x5BD1810A, 0x5BD181DA),
+                     0x5BD18100 + rng.integers(0, 256, 1500)).astype(np.uint32)
+    rates = SourceRates(np.concatenate([usual, heavy]), span)
+    w = np.concatenate([usual[:375], heavy])
+    assert rates.excess_prefixes(w, [len(w)], [T], parts=True) == (["91.209.129.0/24"], [()])
 
 
 def _bug_then_drain(rng, slow_cost, share=0.76, nb=200):
