@@ -345,7 +345,7 @@ cdef void _best_prefix(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] pref
         if win_len[0] >= 0:
             _two_surges(a, d, prefix, rate, offset, win_len[0], win_v[0], T, 1.0, named, share,
                         part_len, part_v)
-        else:                                   # the cover, which every address is under
+        elif cover_length < 32:                 # the cover, which every address is under
             _two_surges(a, d, prefix, rate, offset, cover_length,
                         <uint32_t>(a[0] >> 32) & (~(<uint32_t>0xFFFFFFFF >> cover_length)
                                                   if cover_length > 0 else 0),
