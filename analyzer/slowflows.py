@@ -9,6 +9,9 @@ above the rest are summed into the most specific prefix holding most of
 the extra cost (hierarchical heavy hitter), then looked at again one level
 finer, down to single addresses.  This is how a bug that slows one prefix
 is named by prefix even though FIFO makes every flow behind it a victim.
+At light load, where few batches leave the queue busy, each batch is timed
+by its own rx and tx instead, and with a handful of slow batches every
+prefix is fitted as one column against the rest (slow_prefix_timed).
 """
 import ipaddress
 
@@ -278,7 +281,8 @@ def _widened(found, pb, addr, dur):
     its extra cost by chance: held-out, 100.48.0.0/12 for a bug on
     100.0.0.0/10."""
     net = ipaddress.ip_network(found)
-    wider = [net.supernet(new_prefix=L) for L in range(net.prefixlen - 1, covering_prefix(addr)[1], -1)]
+    cover = covering_prefix(addr)[1]
+    wider = [net.supernet(new_prefix=L) for L in range(net.prefixlen - 1, cover, -1)]
     if not wider:
         return found
     least, best = np.inf, found
@@ -287,7 +291,7 @@ def _widened(found, pb, addr, dur):
         inside = X[:, 0].sum()
         if inside < _MIN_PKTS or len(addr) - inside < _MIN_PKTS:
             continue
-        (cost_in, cost_out), res, rank, _ = np.linalg.lstsq(X, dur, rcond=None)
+        (cost_in, cost_out), _, rank, _ = np.linalg.lstsq(X, dur, rcond=None)
         if rank < 2 or not cost_in > SLOW_FACTOR * max(cost_out, 0.0):
             continue
         rss = float(np.sum((dur - X @ (cost_in, cost_out)) ** 2))

@@ -600,7 +600,8 @@ def test_excess_prefix_lists_two_surges_neither_of_which_holds_the_share():
     assert rates.excess_prefixes(w, [len(w)], [T], parts=True) == (["77.30.80.0/20"], [()])
     # one burst from 91.209.129.0/24, most of it two heavy flows, one in
     # each half: single addresses are not listed (held-out ho203-08)
-    heavy = np.where(rng.random(1500) < 0.9, np.where(rng.random(1500) < 0.5, 0x5BD1810A, 0x5BD181DA),
+    two = np.where(rng.random(1500) < 0.5, 0x5BD1810A, 0x5BD181DA)
+    heavy = np.where(rng.random(1500) < 0.9, two,
                      0x5BD18100 + rng.integers(0, 256, 1500)).astype(np.uint32)
     rates = SourceRates(np.concatenate([usual, heavy]), span)
     w = np.concatenate([usual[:375], heavy])
@@ -648,13 +649,15 @@ def test_a_slow_prefix_is_checked_again_over_the_slow_batches():
 
 
 def _lopsided(rng, nb=300):
-    """Busy batches of 32 packets, a third of them from 100.0.0.0/10, served 10x slower, 85% of those in its 100.48.0.0/12; the
-    rest from 100.64.0.0/10 and 100.128.0.0/9."""
+    """Busy batches of 32 packets, a third of them from 100.0.0.0/10,
+    served 10x slower, 85% of those in its 100.48.0.0/12; the rest from
+    100.64.0.0/10 and 100.128.0.0/9."""
     pkt_batch = np.repeat(np.arange(nb), 32)
     n = len(pkt_batch)
     bug = np.where(rng.random(n) < 0.85, 0x64300000 + rng.integers(0, 1 << 20, n),
                    0x64000000 + rng.integers(0, 3 << 20, n))
-    addr = np.where(rng.random(n) < 1 / 3, bug, 0x64400000 + rng.integers(0, 3 << 22, n)).astype(np.uint32)
+    rest = 0x64400000 + rng.integers(0, 3 << 22, n)
+    addr = np.where(rng.random(n) < 1 / 3, bug, rest).astype(np.uint32)
     cost = np.where(addr < 0x64400000, 2200.0, 220.0)
     dur = np.bincount(pkt_batch, weights=cost, minlength=nb) + rng.normal(0, 200, nb)
     batch_ns = 10**6 + np.concatenate([[0], np.cumsum(dur.astype(np.int64))[:-1]])
@@ -747,7 +750,8 @@ def test_a_bug_among_its_siblings_at_light_load_is_named_by_the_best_fit(share):
     for seed in range(10):
         dur, count, pkt_batch, addr = _among_siblings(np.random.default_rng(seed), share=share)
         sel = np.ones(len(dur), bool)
-        assert slowflows.slow_prefix_timed(dur, count, sel, pkt_batch, addr, 300.0) == "10.32.0.0/19"
+        found = slowflows.slow_prefix_timed(dur, count, sel, pkt_batch, addr, 300.0)
+        assert found == "10.32.0.0/19"
 
 
 def _alike(rng, twin):
@@ -759,8 +763,9 @@ def _alike(rng, twin):
     pkt_batch = np.repeat(np.arange(4), 32)
     addr = []
     for b in range(4):
-        twin_flow = np.full(k[b], 0x63A00011) if twin else 0x40000000 + rng.integers(0, 1 << 29, k[b])
-        addr += [np.full(k[b], 0x2D097DF4), twin_flow, 0x40000000 + rng.integers(0, 1 << 29, 32 - 2 * k[b])]
+        rest = 0x40000000 + rng.integers(0, 1 << 29, 32 - k[b] * (2 if twin else 1))
+        twin_flow = np.full(k[b] if twin else 0, 0x63A00011)
+        addr += [np.full(k[b], 0x2D097DF4), twin_flow, rest]
     dur = 32 * np.array([600.0, 1200.0, 1200.0, 750.0]) * rng.uniform(0.97, 1.03, 4)
     return dur.astype(np.int64), np.full(4, 32), pkt_batch, np.concatenate(addr).astype(np.uint32)
 
@@ -775,8 +780,10 @@ def test_two_flows_that_fit_alike_name_neither():
     for seed in range(30):
         for twin in (True, False):
             dur, count, pkt_batch, addr = _alike(np.random.default_rng(seed), twin)
-            found = slowflows.slow_prefix_timed(dur, count, np.ones(4, bool), pkt_batch, addr, 300.0)
-            if found is not None and ipaddress.ip_address("45.9.125.244") in ipaddress.ip_network(found):
+            found = slowflows.slow_prefix_timed(dur, count, np.ones(4, bool), pkt_batch, addr,
+                                                300.0)
+            flow = ipaddress.ip_address("45.9.125.244")
+            if found is not None and flow in ipaddress.ip_network(found):
                 named[twin] += 1
     assert named[True] == 0 and named[False] >= 5
 
@@ -799,7 +806,8 @@ def test_a_prefix_with_few_packets_beside_it_is_not_named():
         dur, count, pkt_batch, addr = batches(rng, 2, [1, 1, 0, 0, 0, 0, 0, 0])
         assert slowflows.slow_prefix_timed(dur, count, sel, pkt_batch, addr, 284.0) is None
         dur, count, pkt_batch, addr = batches(rng, 2, [1, 2, 1, 2, 2, 1, 1, 2])
-        assert slowflows.slow_prefix_timed(dur, count, sel, pkt_batch, addr, 284.0) == "100.56.0.0/15"
+        found = slowflows.slow_prefix_timed(dur, count, sel, pkt_batch, addr, 284.0)
+        assert found == "100.56.0.0/15"
 
 
 def test_stands_out_each_is_each_fit():
