@@ -163,6 +163,19 @@ cdef Py_ssize_t _distinct_known(const uint32_t[::1] addrs, uint64_t *out) noexce
     return d
 
 
+cdef inline Py_ssize_t _first_at_least(const uint32_t[::1] prefix, Py_ssize_t lo,
+                                       Py_ssize_t hi, uint32_t v) noexcept nogil:
+    # the first of prefix[lo:hi] (ascending) not below v; hi where none
+    cdef Py_ssize_t k
+    while lo < hi:
+        k = (lo + hi) >> 1
+        if prefix[k] < v:
+            lo = k + 1
+        else:
+            hi = k
+    return lo
+
+
 cdef double _descend(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] prefix,
                      const double[::1] rate, const int64_t[::1] offset, int cover_length,
                      double T, double f, double root, double share, int *win_len,
@@ -170,7 +183,7 @@ cdef double _descend(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] prefix
     # from the cover down, each prefix's excess its count less f times its
     # long-run rate x T; returns the named prefix's excess (root where
     # none below the cover is named)
-    cdef Py_ssize_t i, k, lo, hi, j, c
+    cdef Py_ssize_t i, lo, hi, c
     cdef uint32_t v, best_v = 0
     cdef double thr = share * root, ex, r, best_ex, named = root
     cdef int length, shift
@@ -192,13 +205,7 @@ cdef double _descend(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] prefix
                 i += 1
             # the long-run rate of v: runs ascend, so search on from the
             # last one
-            j = hi
-            while lo < j:
-                k = (lo + j) >> 1
-                if prefix[k] < v:
-                    lo = k + 1
-                else:
-                    j = k
+            lo = _first_at_least(prefix, lo, hi, v)
             r = rate[lo] if lo < hi and prefix[lo] == v else 0.0
             ex = <double>c - f * r * T
             # first of equal maxima, as np.argmax
@@ -242,7 +249,7 @@ cdef void _two_surges(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] prefi
     # flows (two /32s in a burst's /16-/24, which says it best) and 11
     # pairs of heavy flows of the usual traffic; without it, 7 more single
     # bursts (a /32 and a /28 in a /24) on seeds 301-308.
-    cdef Py_ssize_t lo, hi, j, k, top
+    cdef Py_ssize_t lo, hi, j, top
     cdef int h
     cdef int half = length + 1
     cdef int pl[2]
@@ -262,13 +269,8 @@ cdef void _two_surges(const uint64_t *a, Py_ssize_t d, const uint32_t[::1] prefi
         while hi < d and (<uint32_t>(a[hi] >> 32) >> (32 - half)) == hv:
             c += <uint32_t>a[hi]
             hi += 1
-        j, top = offset[half], offset[half + 1]
-        k = top
-        while j < k:                               # the half's long-run rate
-            if prefix[(j + k) >> 1] < hv:
-                j = ((j + k) >> 1) + 1
-            else:
-                k = (j + k) >> 1
+        top = offset[half + 1]                     # the half's long-run rate
+        j = _first_at_least(prefix, offset[half], top, hv)
         r = rate[j] if j < top and prefix[j] == hv else 0.0
         ex = c - f * r * T
         if ex <= 0:

@@ -245,18 +245,10 @@ def _best_fit(pb, addr, dur):
         v, p = np.unique(pair // nb, return_inverse=True)
         b = pair % nb
         c = c.astype(float)
-        ii, io = np.bincount(p, c * c), np.bincount(p, c * n[b])
-        a00, a01, a11 = ii, io - ii, nn - 2 * io + ii    # X'X of [inside, outside]
-        c0 = np.bincount(p, c * dur[b])
-        c1 = nd - c0
-        inside = np.bincount(p, c)
-        det = a00 * a11 - a01 * a01
-        fits = ((inside >= _MIN_PKTS) & (len(addr) - inside >= _MIN_PKTS)
-                & (det > 1e-12 * (a00 + a11) ** 2))
-        det = np.where(fits, det, 1.0)
-        cost_in, cost_out = (a11 * c0 - a01 * c1) / det, (a00 * c1 - a01 * c0) / det
-        fits &= cost_in > SLOW_FACTOR * np.maximum(cost_out, 0.0)
-        rss.append((dd - cost_in * c0 - cost_out * c1)[fits])
+        fit_rss, fits = _two_column_fits(np.bincount(p, c * c), np.bincount(p, c * n[b]),
+                                         np.bincount(p, c * dur[b]), np.bincount(p, c),
+                                         len(addr), nn, nd, dd)
+        rss.append(fit_rss[fits])
         length.append(np.full(fits.sum(), L))
         value.append(v[fits])
     rss, length, value = np.concatenate(rss), np.concatenate(length), np.concatenate(value)
@@ -282,22 +274,40 @@ def _widened(found, pb, addr, dur):
     100.0.0.0/10."""
     net = ipaddress.ip_network(found)
     cover = covering_prefix(addr)[1]
-    wider = [net.supernet(new_prefix=L) for L in range(net.prefixlen - 1, cover, -1)]
-    if not wider:
+    # narrowest first: argmax takes the first of equal fits
+    nets = [net] + [net.supernet(new_prefix=L) for L in range(net.prefixlen - 1, cover, -1)]
+    if len(nets) == 1:
         return found
-    least, best = np.inf, found
-    for cand in [net] + wider:                  # narrowest first: it keeps ties
-        X = _inside_outside(str(cand), pb, addr, len(dur))
-        inside = X[:, 0].sum()
-        if inside < _MIN_PKTS or len(addr) - inside < _MIN_PKTS:
-            continue
-        (cost_in, cost_out), _, rank, _ = np.linalg.lstsq(X, dur, rcond=None)
-        if rank < 2 or not cost_in > SLOW_FACTOR * max(cost_out, 0.0):
-            continue
-        rss = float(np.sum((dur - X @ (cost_in, cost_out)) ** 2))
-        if rss < least * (1 - 1e-9):
-            least, best = rss, str(cand)
+    X = np.stack([_inside_outside(str(x), pb, addr, len(dur))[:, 0] for x in nets])
+    n = np.bincount(pb, minlength=len(dur)).astype(float)
+    dd = dur @ dur
+    rss, fits = _two_column_fits(np.einsum("kb,kb->k", X, X), X @ n, X @ dur, X.sum(1),
+                                 len(addr), n @ n, n @ dur, dd)
+    if not fits.any():
+        return found
+    least = rss[fits].min()
+    best = str(nets[int(np.argmax(fits & (rss <= least + 1e-9 * dd)))])
     return best if best == found or _stands_out(best, pb, addr, dur) else found
+
+
+def _two_column_fits(ii, io, c0, inside, n_pkts, nn, nd, dd):
+    """Each candidate prefix's fit of the batches' durations on its packets
+    and the rest's, from sums over the batches of its packets ``in``, the
+    batch's ``n`` and duration: ``ii`` = sum in*in, ``io`` = sum in*n,
+    ``c0`` = sum in*duration, `inside` its packets (of `n_pkts`); `nn`,
+    `nd`, `dd` the same of every packet.  Returns (squared residual,
+    whether the prefix is a candidate: _MIN_PKTS packets inside and out,
+    the two columns apart, and its cost over SLOW_FACTOR times the
+    rest's)."""
+    a00, a01, a11 = ii, io - ii, nn - 2 * io + ii         # X'X of [inside, outside]
+    c1 = nd - c0
+    det = a00 * a11 - a01 * a01
+    fits = ((inside >= _MIN_PKTS) & (n_pkts - inside >= _MIN_PKTS)
+            & (det > 1e-12 * (a00 + a11) ** 2))
+    det = np.where(fits, det, 1.0)
+    cost_in, cost_out = (a11 * c0 - a01 * c1) / det, (a00 * c1 - a01 * c0) / det
+    fits &= cost_in > SLOW_FACTOR * np.maximum(cost_out, 0.0)
+    return dd - cost_in * c0 - cost_out * c1, fits
 
 
 def _packets(nb, b_sel, dur, pkt_batch, pkt_addr):
