@@ -674,11 +674,17 @@ def test_a_slow_prefix_mostly_in_one_part_is_named_whole():
         assert slow_prefix(*_lopsided(np.random.default_rng(seed))) == "100.0.0.0/10"
 
 
+def _timed(rng, pkt_batch, cost, nb):
+    """Each of `nb` batches timed by its rx and last tx: 100 ns a poll plus
+    its packets' `cost`, 5% noise."""
+    dur = (100 + np.bincount(pkt_batch, weights=cost, minlength=nb)) * rng.uniform(0.95, 1.05, nb)
+    return dur.astype(np.int64)
+
+
 def _light_load(rng, per_pkt, nb=12):
     """`nb` batches of 1-12 packets from 400 flows, a third of them in
     10.0.0.0/10, the rest in 10.64.0.0/10 and 10.128.0.0/9, each batch
-    timed by its rx and last tx: 100 ns a poll plus `per_pkt(inside,
-    batch)` a packet, 5% noise."""
+    timed (_timed) with `per_pkt(inside, batch)` a packet."""
     count = rng.integers(1, 13, nb)
     pkt_batch = np.repeat(np.arange(nb), count)
     flows = np.where(rng.random(400) < 1 / 3, 0x0A000000 + rng.integers(0, 1 << 22, 400),
@@ -687,8 +693,7 @@ def _light_load(rng, per_pkt, nb=12):
     addr = flows[rng.integers(0, 400, len(pkt_batch))]
     inside = addr < 0x0A400000
     cost = per_pkt(inside, pkt_batch)
-    dur = (100 + np.bincount(pkt_batch, weights=cost, minlength=nb)) * rng.uniform(0.95, 1.05, nb)
-    return dur.astype(np.int64), count, pkt_batch, addr
+    return _timed(rng, pkt_batch, cost, nb), count, pkt_batch, addr
 
 
 def test_a_bug_at_light_load_is_named_by_batch_times():
@@ -737,8 +742,7 @@ def _among_siblings(rng, nb=12, share=0.1):
                     np.where(r < 0.5, 0x0A202000 + rng.integers(0, 7 << 13, n),
                              0x0A800000 + rng.integers(0, 1 << 23, n))).astype(np.uint32)
     cost = np.where(addr < 0x0A202000, 6000.0, 300.0)
-    dur = (100 + np.bincount(pkt_batch, weights=cost, minlength=nb)) * rng.uniform(0.95, 1.05, nb)
-    return dur.astype(np.int64), count, pkt_batch, addr
+    return _timed(rng, pkt_batch, cost, nb), count, pkt_batch, addr
 
 
 @pytest.mark.parametrize("share", [0.1, 0.2])
