@@ -1330,6 +1330,63 @@ def _batch_inflation(t, A, queues, h, h_nf, wait, nfs_here, L_h, I_h, which):
         I_h[sel] = I + extra * (1 - share)
 
 
+def _slow_service(t, A, queues, h, h_nf, nfs_here, rate, L_h):
+    """A packet leaves an NF only once its whole batch is served (run to
+    completion): a batch served slowly keeps it inside the NF, a delay no
+    queue wait shows and the NF's own.  At each hop `h` that counts, the
+    time from rx to tx beyond the batch at the NF's peak rate r and its
+    usual overhead (``QueueTimeline.usual_overhead_ns``), where that is
+    more than the batch at r (served at under half of r), is added to the
+    local score as the packets r serves in it.  A batch merely larger
+    than usual is :func:`_batch_inflation`'s.
+
+    Where the packet's hop before that counts, at U, has a local score, and
+    without U's slowness it would have reached this NF before the run of
+    slow batches it was served in began (``QueueTimeline.slow_runs``),
+    the time is U's doing, as :func:`_held_into_a_stop` has it for a stop:
+    held-out ho6-05, bugs at cgn and then at tap.20 two NFs on, and
+    ho306-06, an interrupt at cls2 and a contention at relay4 from near
+    its end: victims of the first alone, served in the second's slow
+    batches only because the first held them.  `rate` is each NF's peak
+    (packets/ns).  Fills `L_h` in place."""
+    names = t.nf_names
+    slow_j, slow_extra, slow_since = [], [], []
+    for k in nfs_here:
+        F, q = A.nfs[k], queues.get(names[k])
+        if q is None or F.rate <= 0 or q.batch_count is None or not len(q.slow_runs):
+            continue
+        sel = np.flatnonzero(h_nf == k)
+        hk = h[sel]
+        r = t.hop_rx[hk]
+        rx, tx = t.hop_rx_ns[hk], t.hop_tx_ns[hk]
+        ok = (r >= 0) & (tx >= rx)
+        at_peak = np.where(ok, q.batch_count[q.rx_batch[np.where(ok, r, 0)]], 0) / F.rate
+        beyond = np.where(ok, (tx - rx) - at_peak - q.usual_overhead_ns, 0.0)
+        slow = np.flatnonzero(beyond > at_peak)
+        if len(slow) == 0:
+            continue
+        slow_j.append(sel[slow])
+        slow_extra.append(beyond[slow] * F.rate)
+        # the run of slow batches it was served in: the last to begin by
+        # its rx (its batch, timed to its last tx, is slow where it is)
+        i = np.searchsorted(q.slow_runs[:, 0], rx[slow], side="right") - 1
+        slow_since.append(q.slow_runs[np.maximum(i, 0), 0])
+    if not slow_j:
+        return
+    j, extra, since = (np.concatenate(x) for x in (slow_j, slow_extra, slow_since))
+    # the packet's hop before it that counts (h is in hop order), at U,
+    # where U has a local score: sooner here by what U's slowness held it
+    jp = np.maximum(j - 1, 0)
+    ru = rate[h_nf[jp]]
+    held = ((j > 0) & (t.hop_packet[h[jp]] == t.hop_packet[h[j]]) & (L_h[jp] > _EPS)
+            & (ru > 0))
+    sooner = _arrival(t, h[j]) - np.divide(L_h[jp], ru, out=np.zeros(len(j)), where=held)
+    moved = held & (sooner < since)
+    # (no hop twice in jp[moved], nor in j: one hop before each)
+    L_h[jp[moved]] += extra[moved] / rate[h_nf[j[moved]]] * ru[moved]
+    L_h[j[~moved]] += extra[~moved]
+
+
 def _unexplained_waits_as_input(h_nf, hv_of, wait, nv, rate, L_h, I_h):
     """A victim that waited where neither counterfactual finds a cause
     (the NF served at its peak, and its input at the usual rate would have
@@ -2133,6 +2190,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         t.hop_arrival_ns[h] >= 0, t.hop_arrival_ns[h], rx_h), 0), 0)
     del rx_h
     _batch_inflation(t, A, queues, h, h_nf, wait_h, nfs_here, L_h, I_h, short[hv_of])
+    _slow_service(t, A, queues, h, h_nf, nfs_here, rate, L_h)
     _unexplained_waits_as_input(h_nf, hv_of, wait_h, nv, rate, L_h, I_h)
     # the per-hop and per-victim arrays done with go before the
     # contributions are made: their pages serve those (bench/analyze.py's

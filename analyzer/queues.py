@@ -109,6 +109,16 @@ class QueueTimeline:
         For the summary.
     usual_batch_ns : float
         The NF's median rx-to-last-tx time of a batch (nan: none timed).
+    usual_overhead_ns : float
+        The NF's median time over a batch beyond its packets at
+        ``peak_rate``: rx-to-last-tx less count / peak_rate (nan: none
+        timed, or no peak rate).  What a batch takes besides its packets
+        (a poll, the tx), so that a batch served slowly shows as more.
+    slow_runs : ndarray of int64, shape (k, 2)
+        ``[first rx, last rx]`` of each run of consecutive timed batches
+        served at under half ``peak_rate`` beyond ``usual_overhead_ns``
+        (rx to last tx over twice count / peak_rate, plus the overhead):
+        where the NF was slow while it served, and from when.
     recorded_to_ns : int or None
         Where the NF's records run to, where it was still stopped then
         (``NFRecords.stopped_at_end``: silent to when a stopped collector
@@ -145,6 +155,9 @@ class QueueTimeline:
     usual_batch_ns: float = float("nan")
     busy_rate: float = float("nan")
     recorded_to_ns: Optional[int] = None
+    usual_overhead_ns: float = float("nan")
+    slow_runs: np.ndarray = field(repr=False,
+                                  default_factory=lambda: np.zeros((0, 2), np.int64))
 
     @property
     def mean_batch(self):
@@ -383,6 +396,32 @@ def _held(batch_ns, duration):
     return out, usual
 
 
+def _usual_overhead(count, duration, rate):
+    """QueueTimeline's ``usual_overhead_ns``: the median over the timed
+    batches (`count` packets, `duration` ns, 0: untimed) of the time
+    beyond their packets at `rate` (packets/ns).  From a sample of 65,536
+    batches at most, as :func:`_held`'s median."""
+    timed = np.flatnonzero(duration > 0)
+    if len(timed) == 0 or not (np.isfinite(rate) and rate > 0):
+        return float("nan")
+    timed = timed[::max(1, len(timed) // 65536)]
+    return float(np.median(duration[timed] - count[timed] / rate))
+
+
+def _slow_runs(batch_ns, count, duration, rate, overhead):
+    """QueueTimeline's ``slow_runs``, from each batch's start, packets and
+    duration (0: untimed); batches not timed (idle polls among them) do
+    not break a run."""
+    timed = np.flatnonzero(duration > 0)
+    if len(timed) == 0 or not np.isfinite(overhead) or not (np.isfinite(rate) and rate > 0):
+        return np.zeros((0, 2), np.int64)
+    at_peak = count[timed] / rate
+    slow = (duration[timed] - at_peak - overhead > at_peak).view(np.int8)
+    edge = np.diff(slow, prepend=np.int8(0), append=np.int8(0))
+    first, last = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1) - 1
+    return np.stack([batch_ns[timed[first]], batch_ns[timed[last]]], axis=1).astype(np.int64)
+
+
 def batch_durations(view_nf, hops, traj):
     """Packets and rx-to-last-tx time (ns, 0 when none was sent) of each
     batch of the NF, from its received `hops`."""
@@ -491,6 +530,8 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
         if not np.isfinite(rate) or timed > TIMED_OVER_BUSY * rate:
             rate = timed
     held, usual_batch = _held(view_nf.batch_ns, duration)
+    overhead = _usual_overhead(count, duration, rate)
+    slow_runs = _slow_runs(view_nf.batch_ns, count, duration, rate, overhead)
     del duration
     # kept for the attribution: 2 bytes a batch where they fit (a batch per
     # packet or two at light load: 26 MiB as int64 on bench/analyze.py's
@@ -503,6 +544,7 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
                       held, usual_batch, kept)
     if view_nf.stopped_at_end and len(q.silences):
         q.recorded_to_ns = int(view_nf.silences[-1, 1])
+    q.usual_overhead_ns, q.slow_runs = overhead, slow_runs
     return q
 
 
