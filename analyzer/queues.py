@@ -396,30 +396,25 @@ def _held(batch_ns, duration):
     return out, usual
 
 
-def _usual_overhead(count, duration, rate):
-    """QueueTimeline's ``usual_overhead_ns``: the median over the timed
-    batches (`count` packets, `duration` ns, 0: untimed) of the time
-    beyond their packets at `rate` (packets/ns).  From a sample of 65,536
-    batches at most, as :func:`_held`'s median."""
+def _slow_batches(batch_ns, count, duration, rate):
+    """QueueTimeline's ``usual_overhead_ns`` and ``slow_runs``, from each
+    batch's start, packets and duration (0: untimed) and the peak `rate`
+    (packets/ns).  The median from a sample of 65,536 batches at most, as
+    :func:`_held`'s; batches not timed (idle polls among them) do not
+    break a run."""
+    none = np.zeros((0, 2), np.int64)
     timed = np.flatnonzero(duration > 0)
     if len(timed) == 0 or not (np.isfinite(rate) and rate > 0):
-        return float("nan")
-    timed = timed[::max(1, len(timed) // 65536)]
-    return float(np.median(duration[timed] - count[timed] / rate))
-
-
-def _slow_runs(batch_ns, count, duration, rate, overhead):
-    """QueueTimeline's ``slow_runs``, from each batch's start, packets and
-    duration (0: untimed); batches not timed (idle polls among them) do
-    not break a run."""
-    timed = np.flatnonzero(duration > 0)
-    if len(timed) == 0 or not np.isfinite(overhead) or not (np.isfinite(rate) and rate > 0):
-        return np.zeros((0, 2), np.int64)
+        return float("nan"), none
     at_peak = count[timed] / rate
-    slow = (duration[timed] - at_peak - overhead > at_peak).view(np.int8)
+    beyond = duration[timed] - at_peak
+    overhead = float(np.median(beyond[::max(1, len(timed) // 65536)]))
+    slow = (beyond - overhead > at_peak).view(np.int8)
+    del at_peak, beyond
     edge = np.diff(slow, prepend=np.int8(0), append=np.int8(0))
     first, last = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1) - 1
-    return np.stack([batch_ns[timed[first]], batch_ns[timed[last]]], axis=1).astype(np.int64)
+    return overhead, np.stack([batch_ns[timed[first]], batch_ns[timed[last]]],
+                              axis=1).astype(np.int64)
 
 
 def batch_durations(view_nf, hops, traj):
@@ -530,8 +525,7 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
         if not np.isfinite(rate) or timed > TIMED_OVER_BUSY * rate:
             rate = timed
     held, usual_batch = _held(view_nf.batch_ns, duration)
-    overhead = _usual_overhead(count, duration, rate)
-    slow_runs = _slow_runs(view_nf.batch_ns, count, duration, rate, overhead)
+    overhead, slow_runs = _slow_batches(view_nf.batch_ns, count, duration, rate)
     del duration
     # kept for the attribution: 2 bytes a batch where they fit (a batch per
     # packet or two at light load: 26 MiB as int64 on bench/analyze.py's

@@ -806,23 +806,22 @@ def test_service_rate_counting_sort_is_the_sort():
 
 
 def test_slow_batches_run_from_the_first_served_at_under_half_the_peak():
-    # 100 ns a packet at the peak, 50 ns a batch besides; batches 3-5
-    # took over twice their packets' time at the peak beyond that (a
-    # contention), an idle poll (untimed) among them, then 8 slows
+    # 100 ns a packet at the peak, ~50 ns a batch besides; batches 2, 4
+    # and 5 took over twice their packets' time at the peak beyond that
+    # (a contention), an idle poll (3, untimed) between them, then 8
     # alone: two runs, from the first rx of each to its last
     from mscope.analyzer import queues
     rate = 0.01
     count = np.array([4, 4, 4, 0, 4, 4, 4, 4, 2, 4])
     duration = np.array([450, 460, 1300, 0, 900, 1200, 450, 440, 500, 450])
     batch_ns = np.arange(len(count), dtype=np.int64) * 10_000
-    overhead = queues._usual_overhead(count, duration, rate)
+    overhead, runs = queues._slow_batches(batch_ns, count, duration, rate)
     assert overhead == pytest.approx(60.0)    # the median of the 9 timed: 460 - 400
-    runs = queues._slow_runs(batch_ns, count, duration, rate, overhead)
     assert runs.tolist() == [[20_000, 50_000], [80_000, 80_000]]
     # a batch just at twice its time (with the overhead) is not slow
-    assert len(queues._slow_runs(batch_ns[:2], count[:2], np.array([860, 450]), rate,
-                                 overhead)) == 0
+    _, runs = queues._slow_batches(batch_ns[:3], count[:3], np.array([450, 860, 460]), rate)
+    assert len(runs) == 0
     # nothing timed, or no peak: no overhead, no runs
-    assert np.isnan(queues._usual_overhead(count, np.zeros(10, np.int64), rate))
-    assert np.isnan(queues._usual_overhead(count, duration, float("nan")))
-    assert len(queues._slow_runs(batch_ns, count, duration, rate, float("nan"))) == 0
+    for d, r in ((np.zeros(10, np.int64), rate), (duration, float("nan"))):
+        overhead, runs = queues._slow_batches(batch_ns, count, d, r)
+        assert np.isnan(overhead) and len(runs) == 0
