@@ -169,6 +169,44 @@ def batch_durations(const out_t[::1] hops, const index_t[::1] hop_rx,
     return -1 if bad else 0
 
 
+def slow_runs(const int64_t[::1] batch_ns, const int64_t[::1] count,
+              const int64_t[::1] duration, double rate, double overhead,
+              int64_t[:, ::1] out):
+    """The runs of consecutive timed batches (``duration > 0``; the others
+    do not break a run) served at under half `rate` beyond `overhead`:
+    ``(duration - c) - overhead > c`` with ``c = count / rate``, as numpy
+    works it (queues.py, ``QueueTimeline.slow_runs``).  Each run's first
+    and last ``batch_ns`` written to a row of `out`, as many as it has
+    rows (none: count them).
+
+    Returns
+    -------
+    int
+        Number of runs.
+    """
+    cdef Py_ssize_t i, nb = count.shape[0], k = 0, room = out.shape[0]
+    cdef double c
+    cdef bint inside = False
+    if duration.shape[0] != nb or batch_ns.shape[0] != nb:
+        raise ValueError("slow_runs: batch_ns, count and duration must have one length")
+    with nogil:
+        for i in range(nb):
+            if duration[i] <= 0:
+                continue
+            c = <double>count[i] / rate
+            if (<double>duration[i] - c) - overhead > c:
+                if not inside:
+                    if k < room:
+                        out[k, 0] = batch_ns[i]
+                    k += 1
+                    inside = True
+                if k <= room:
+                    out[k - 1, 1] = batch_ns[i]
+            else:
+                inside = False
+    return k
+
+
 def step_series(const int64_t[::1] arrival, const int64_t[::1] rx,
                 int64_t[::1] step_ns, int32_t[::1] step_len,
                 int64_t[::1] starts, int64_t[::1] ends, int32_t[::1] arrival_period,

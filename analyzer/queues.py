@@ -381,14 +381,21 @@ def _top_tenth_rate(c, d, percentile):
     return float(np.percentile(c[big] / d[big], percentile))
 
 
-def _held(batch_ns, duration):
-    """(held, usual): QueueTimeline's ``held`` batches and
-    ``usual_batch_ns``, from each batch's start and duration (0: untimed).
-    The median from a sample of 65,536 batches at most."""
+def _timed_sample(duration):
+    """Of the timed batches (`duration` ns, 0: untimed), 65,536 at most,
+    evenly spread: what :func:`_held` and :func:`_slow_batches` take their
+    medians over."""
     timed = np.flatnonzero(duration > 0)
-    if len(timed) == 0:
+    return timed[::max(1, len(timed) // 65536)]
+
+
+def _held(batch_ns, duration, sample):
+    """(held, usual): QueueTimeline's ``held`` batches and
+    ``usual_batch_ns``, from each batch's start and duration (0: untimed),
+    the median over `sample` (:func:`_timed_sample`)."""
+    if len(sample) == 0:
         return np.zeros((0, 2), np.int64), float("nan")
-    usual = float(np.median(duration[timed[::max(1, len(timed) // 65536)]]))
+    usual = float(np.median(duration[sample]))
     long = np.flatnonzero(duration >= max(HELD_MIN_NS, HELD_FACTOR * usual))
     out = np.zeros((len(long), 2), np.int64)
     out[:, 0] = batch_ns[long]
@@ -396,25 +403,24 @@ def _held(batch_ns, duration):
     return out, usual
 
 
-def _slow_batches(batch_ns, count, duration, rate):
+def _slow_batches(batch_ns, count, duration, rate, sample):
     """QueueTimeline's ``usual_overhead_ns`` and ``slow_runs``, from each
     batch's start, packets and duration (0: untimed) and the peak `rate`
-    (packets/ns).  The median from a sample of 65,536 batches at most, as
-    :func:`_held`'s; batches not timed (idle polls among them) do not
-    break a run."""
-    none = np.zeros((0, 2), np.int64)
-    timed = np.flatnonzero(duration > 0)
-    if len(timed) == 0 or not (np.isfinite(rate) and rate > 0):
-        return float("nan"), none
-    at_peak = count[timed] / rate
-    beyond = duration[timed] - at_peak
-    overhead = float(np.median(beyond[::max(1, len(timed) // 65536)]))
-    slow = (beyond - overhead > at_peak).view(np.int8)
-    del at_peak, beyond
-    edge = np.diff(slow, prepend=np.int8(0), append=np.int8(0))
-    first, last = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1) - 1
-    return overhead, np.stack([batch_ns[timed[first]], batch_ns[timed[last]]],
-                              axis=1).astype(np.int64)
+    (packets/ns), the median over `sample` (:func:`_timed_sample`).
+    Batches not timed (idle polls among them) do not break a run
+    (``_attrib.slow_runs``: two passes, where numpy's five took 70 ms over
+    the NFs of bench/analyze.py's capture)."""
+    if len(sample) == 0 or not (np.isfinite(rate) and rate > 0):
+        return float("nan"), np.zeros((0, 2), np.int64)
+    overhead = float(np.median(duration[sample] - count[sample] / rate))
+    # counted, then written: a few runs where room for the most would be
+    # 8 bytes a batch
+    batch_ns = np.ascontiguousarray(batch_ns, np.int64)
+    out = np.empty((0, 2), np.int64)
+    n = _attrib.slow_runs(batch_ns, count, duration, float(rate), overhead, out)
+    out = np.empty((n, 2), np.int64)
+    _attrib.slow_runs(batch_ns, count, duration, float(rate), overhead, out)
+    return overhead, out
 
 
 def batch_durations(view_nf, hops, traj):
@@ -524,8 +530,10 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
         timed = service_rate(count, duration, work=work)
         if not np.isfinite(rate) or timed > TIMED_OVER_BUSY * rate:
             rate = timed
-    held, usual_batch = _held(view_nf.batch_ns, duration)
-    overhead, slow_runs = _slow_batches(view_nf.batch_ns, count, duration, rate)
+    sample = _timed_sample(duration)
+    held, usual_batch = _held(view_nf.batch_ns, duration, sample)
+    overhead, slow_runs = _slow_batches(view_nf.batch_ns, count, duration, rate, sample)
+    del sample
     del duration
     # kept for the attribution: 2 bytes a batch where they fit (a batch per
     # packet or two at light load: 26 MiB as int64 on bench/analyze.py's

@@ -815,13 +815,15 @@ def test_slow_batches_run_from_the_first_served_at_under_half_the_peak():
     count = np.array([4, 4, 4, 0, 4, 4, 4, 4, 2, 4])
     duration = np.array([450, 460, 1300, 0, 900, 1200, 450, 440, 500, 450])
     batch_ns = np.arange(len(count), dtype=np.int64) * 10_000
-    overhead, runs = queues._slow_batches(batch_ns, count, duration, rate)
+    overhead, runs = queues._slow_batches(batch_ns, count, duration, rate,
+                                          queues._timed_sample(duration))
     assert overhead == pytest.approx(60.0)    # the median of the 9 timed: 460 - 400
     assert runs.tolist() == [[20_000, 50_000], [80_000, 80_000]]
     # a batch just at twice its time (with the overhead) is not slow
-    _, runs = queues._slow_batches(batch_ns[:3], count[:3], np.array([450, 860, 460]), rate)
+    d = np.array([450, 860, 460])
+    _, runs = queues._slow_batches(batch_ns[:3], count[:3], d, rate, queues._timed_sample(d))
     assert len(runs) == 0
     # nothing timed, or no peak: no overhead, no runs
     for d, r in ((np.zeros(10, np.int64), rate), (duration, float("nan"))):
-        overhead, runs = queues._slow_batches(batch_ns, count, d, r)
+        overhead, runs = queues._slow_batches(batch_ns, count, d, r, queues._timed_sample(d))
         assert np.isnan(overhead) and len(runs) == 0

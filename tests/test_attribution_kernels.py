@@ -1015,3 +1015,27 @@ def test_taken_times_are_the_rx_of_the_taken_hops_raised_to_the_latest():
                             np.array([2], np.int64), out, n_taken)
     with pytest.raises(ValueError):                              # ends not ascending
         _attrib.taken_times(hops, hop_rx_ns, np.array([5, 3], np.int64), out, n_taken)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_slow_runs_kernel_is_numpys(seed):
+    # the runs of slow batches by one pass give what numpy's comparison
+    # over the timed batches gives, borderline batches included
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    count = rng.integers(0, 33, n).astype(np.int64)
+    rate = float(rng.uniform(0.002, 0.02))
+    duration = np.where(rng.random(n) < 0.1, 0, (count / rate * rng.choice(
+        [1.0, 1.1, 2.0, 2.5, 4.0], n) + rng.integers(0, 200, n))).astype(np.int64)
+    batch_ns = np.cumsum(rng.integers(1, 5000, n)).astype(np.int64)
+    timed = np.flatnonzero(duration > 0)
+    overhead = float(np.median(duration[timed] - count[timed] / rate)) if len(timed) else 0.0
+    at_peak = count[timed] / rate
+    # numpy's runs over the timed batches only
+    s = (duration[timed] - at_peak - overhead > at_peak).astype(np.int8)
+    edge = np.diff(s, prepend=np.int8(0), append=np.int8(0))
+    want = np.stack([batch_ns[timed[edge[:-1] == 1]], batch_ns[timed[edge[1:] == -1]]], axis=1)
+    k = _attrib.slow_runs(batch_ns, count, duration, rate, overhead, np.empty((0, 2), np.int64))
+    got = np.empty((k, 2), np.int64)
+    assert _attrib.slow_runs(batch_ns, count, duration, rate, overhead, got) == k
+    assert got.tolist() == want.tolist()
