@@ -1629,6 +1629,21 @@ def _usual_time_from(t, hops, usual):
     return tot
 
 
+def _surge_from(F, starts):
+    """Where each queuing period's upstream split begins (`starts`: the
+    periods' starts at NF F): at the first surge window that reaches into
+    the period (an input score stands only where one does: hop_scores),
+    if it began after the period did.  What queued ahead of a victim
+    since the period began includes what came before the surge; over a
+    span holding an upstream stall's gap and then its release, nothing
+    upstream ran above its usual rate, and the blame went to the traffic
+    as a whole (held-out ho405-18)."""
+    if F.surge_start is None or len(F.surge_end) == 0:
+        return starts
+    i = np.minimum(np.searchsorted(F.surge_end, starts, "left"), len(F.surge_end) - 1)
+    return np.where(F.surge_end[i] >= starts, np.maximum(starts, F.surge_start[i]), starts)
+
+
 def _arrival(t, hops):
     """Each hop's arrival at its NF, its rx where no arrival was recorded
     (as ``_attrib.gather_arrival``)."""
@@ -2223,16 +2238,23 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
         o = np.argsort(g, kind="stable")
         first = np.flatnonzero(np.concatenate([[True], g[o][1:] != g[o][:-1]]))
         last = np.concatenate([first[1:], [len(o)]])
-        emax = np.maximum.reduceat(a_k[o], first).tolist()
-        s0 = F.pstart[g[o[first]] // nb].tolist()
+        emax = np.maximum.reduceat(a_k[o], first)
+        s0 = F.pstart[g[o[first]] // nb]
+        s_f = _surge_from(F, s0)
         # victims and input scores in group order: a group is a slice
         hv_g, I_g = hv_of[sel[o]], I[o]
-        # a period's buckets split together (their windows share its start)
+        # a period's buckets split together (their windows share its
+        # start): from the period's first surge on, those after its start
         pg = g[o[first]] // nb
         runs = np.flatnonzero(np.concatenate([[True], pg[1:] != pg[:-1], [True]]))
         splits = []
         for r0, r1 in zip(runs[:-1].tolist(), runs[1:].tolist()):
-            splits += A.unit_splits(k, s0[r0], emax[r0:r1])
+            e = emax[r0:r1]
+            cut = int(np.searchsorted(e, s_f[r0], "left"))
+            if cut:
+                splits += A.unit_splits(k, int(s0[r0]), e[:cut].tolist())
+            if cut < len(e):
+                splits += A.unit_splits(k, int(s_f[r0]), e[cut:].tolist())
         for gi, (i0, i1) in enumerate(zip(first.tolist(), last.tolist())):
             for key, frac in splits[gi].items():
                 contribute(hv_g[i0:i1], key, I_g[i0:i1] * frac / r_k)

@@ -1426,6 +1426,21 @@ def test_a_victim_held_into_slow_batches_is_the_holders(tmp_path):
     _fault_right(res, "b2", 100, 0.95)
 
 
+def test_a_release_after_a_gap_is_split_from_its_surge(tmp_path):
+    # a bug at edge, the first NF (held-out ho405-18), held its flows for
+    # 1.6 ms and released them at its peak while scrub_in, two NFs on and
+    # 81% loaded, drained an interrupt's backlog.  Split from scrub_in's
+    # period start, its victims' input spanned edge's gap and then its
+    # release: over that span nothing upstream ran above its usual rate,
+    # and 854 of them went to the traffic as a whole (20.0.0.0/8).  From
+    # the first surge on, edge's release stands out, and its bug is named
+    doc = _scenario("release-after-a-gap")
+    res, diag, _ = _scored(tmp_path, doc)
+    correct, labelled = res["b1"]
+    assert labelled > 1500 and correct == labelled, (correct, labelled)
+    _fault_right(res, "i2", 1200, 0.99)
+
+
 def _without_idle_polls(src, out):
     """Capture `src` as a recorder without idle-poll records would have
     written it: its rx records of 0 packets left out (and the declared
