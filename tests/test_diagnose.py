@@ -1396,17 +1396,24 @@ def test_a_victim_held_into_the_next_nfs_stop_is_the_holders(tmp_path):
     # xlat's own victims stay xlat's
     _fault_right(res, "i2", 1000, 0.95)
 
+
+def _every_victim_right(tmp_path, name, fid, n_min, other, other_min):
+    """Simulate and diagnose tests/scenarios/`name`: fault `fid` labelled
+    more than `n_min` victims, every one of them named right, and fault
+    `other` more than `other_min`, 99% of them right."""
+    res, _, _ = _scored(tmp_path, _scenario(name))
+    correct, labelled = res[fid]
+    assert labelled > n_min and correct == labelled, (correct, labelled)
+    _fault_right(res, other, other_min, 0.99)
+
+
 def test_time_inside_a_slow_batch_is_the_nfs(tmp_path):
     # a bug at shaper (40.9x slower for a /19) at light load (held-out
     # ho303-01): a packet is sent only once its whole batch is served, so
     # some victims spent most of their 230 us inside shaper, in batches
     # the bug slowed, and waited little.  By their waits alone 7 of them
     # were named for the usual traffic (100.47.16.0/21, a score of 24-29)
-    doc = _scenario("slow-batches")
-    res, diag, _ = _scored(tmp_path, doc)
-    correct, labelled = res["b1"]
-    assert labelled > 300 and correct == labelled, (correct, labelled)
-    _fault_right(res, "u2", 1000, 0.99)
+    _every_victim_right(tmp_path, "slow-batches", "b1", 300, "u2", 1000)
 
 
 def test_a_victim_held_into_slow_batches_is_the_holders(tmp_path):
@@ -1434,11 +1441,7 @@ def test_a_release_after_a_gap_is_split_from_its_surge(tmp_path):
     # release: over that span nothing upstream ran above its usual rate,
     # and 854 of them went to the traffic as a whole (20.0.0.0/8).  From
     # the first surge on, edge's release stands out, and its bug is named
-    doc = _scenario("release-after-a-gap")
-    res, diag, _ = _scored(tmp_path, doc)
-    correct, labelled = res["b1"]
-    assert labelled > 1500 and correct == labelled, (correct, labelled)
-    _fault_right(res, "i2", 1200, 0.99)
+    _every_victim_right(tmp_path, "release-after-a-gap", "b1", 1500, "i2", 1200)
 
 
 def _without_idle_polls(src, out):
