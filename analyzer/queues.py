@@ -533,8 +533,7 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
     sample = _timed_sample(duration)
     held, usual_batch = _held(view_nf.batch_ns, duration, sample)
     overhead, slow_runs = _slow_batches(view_nf.batch_ns, count, duration, rate, sample)
-    del sample
-    del duration
+    del sample, duration
     # kept for the attribution: 2 bytes a batch where they fit (a batch per
     # packet or two at light load: 26 MiB as int64 on bench/analyze.py's
     # capture, which put the traced peak over 2x the decoded capture)
@@ -543,10 +542,10 @@ def _timeline(name, hops, traj, view_nf, rate_override, work):
                       traj.hop_arrival_ns, traj.hop_rx_ns, view_nf.rx_batch, count,
                       quiet_since(starts, view_nf),
                       view_nf.silences if _stops_show(view_nf) else np.zeros((0, 2), np.int64),
-                      held, usual_batch, kept)
+                      held, usual_batch, kept, usual_overhead_ns=overhead,
+                      slow_runs=slow_runs)
     if view_nf.stopped_at_end and len(q.silences):
         q.recorded_to_ns = int(view_nf.silences[-1, 1])
-    q.usual_overhead_ns, q.slow_runs = overhead, slow_runs
     return q
 
 
