@@ -1857,7 +1857,7 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
             pos = U.to_pos.get(d, _NO_POS)
             bound = U.hops_by_arr if pos is None else U.hops_by_arr[pos]
             # U's drops would have gone on too, where d is the only NF after U
-            extra, side = (U.d_arr if pos is None else _NO_TIMES), _NO_TIMES
+            extra, side = (U.d_arr if pos is None else _NO_TIMES), _side_feeds(t, A, U, d)
         else:
             # U's drops would have gone on too, where U passes packets to
             # one NF only
@@ -1935,6 +1935,22 @@ def _visits(t, hops, d, later):
             at[hit] = jj[hit]
             live &= ~hit
     return out
+
+
+def _side_feeds(t, A, U, d):
+    """The arrivals at D, the NF after U, that came from elsewhere (sorted
+    times): at a join, what else fills D's queue while U's output reaches
+    it.  Without them the tandem of :func:`_moved_downstream` held only
+    U's share of D's input: an interrupt at probe-a2 while a burst through
+    it met lbx-c2, which two other NFs feed (held-out ho402-13), and the
+    tandem left no queue at lbx-c2 where the three feeds together did."""
+    key = ("side", U.k, d)
+    if key not in A.far_feeds:
+        D = A.nfs[d]
+        other = A.prev_nf[D.hops_by_arr] != U.k
+        A.far_feeds[key] = (np.ascontiguousarray(_arrival(t, D.hops_by_arr[other]), np.int64)
+                            if other.any() else _NO_TIMES)
+    return A.far_feeds[key]
 
 
 def _far_feeds(t, A, U, d):

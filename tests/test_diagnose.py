@@ -1444,6 +1444,19 @@ def test_a_release_after_a_gap_is_split_from_its_surge(tmp_path):
     _every_victim_right(tmp_path, "release-after-a-gap", "b1", 1500, "i2", 1200)
 
 
+def test_a_stall_moves_a_burst_into_a_join_it_would_have_met(tmp_path):
+    # a burst through shaper3, stopped from 110 us into it (held-out
+    # ho307-17): shaper3 held the burst, and waf.97 after it, which filt9
+    # feeds too, queued it once shaper3 went on.  Without the stop it
+    # would have queued there as it came, with filt9's packets beside it:
+    # the burst's own victims are its.  Fed only what shaper3 passed on,
+    # the counterfactual waf.97 never queued, and 37 of 413 were named for
+    # shaper3
+    res = _burst_alone_named(tmp_path, _scenario("stop-before-a-join"), "u1",
+                             "44.25.185.176/28", 400)
+    _fault_right(res, "i2", 100, 0.99)
+
+
 def _without_idle_polls(src, out):
     """Capture `src` as a recorder without idle-poll records would have
     written it: its rx records of 0 packets left out (and the declared
