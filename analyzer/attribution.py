@@ -2113,6 +2113,91 @@ def _usual_input_wait(t, D, q, x, p):
     return w, qn
 
 
+def _released_ahead(t, A, h, hv_of, rel, slo_ns, contribute):
+    """The mirror of :func:`_moved_downstream` one NF on.  A victim that
+    waited at D behind what U, the NF before it, released (the share of
+    its input score at D that the upstream split gives to U's local
+    cause) would, without U's slowness, still have met at D what U's
+    input surge left there: the surge would have passed U at U's peak and
+    queued at the slower D.  Where the victim would be late even so
+    (SCENARIO.md's counterfactual), only the wait at D beyond what the
+    surge alone would have left (the tandem of :func:`_moved_downstream`)
+    stays U's; the rest of U's share goes to the split's other culprits,
+    in their proportions.
+
+    The tandem starts empty at U's first surge window that reaches into
+    the victim's queuing period at D (as the split does: _surge_from),
+    not at the one it passed U in: a victim late in D's drain passed U
+    long after U's own surge window ended.  It is fed U's arrivals bound
+    for D and, at a join, D's arrivals from elsewhere (_side_feeds).
+
+    `rel`: (D's code, U's code, positions into `h` of the hops at D, the
+    ns of delay the split gave U's local cause, the split's other
+    {culprit: share}), from the contributions' loop.  Contributions
+    through `contribute`.
+
+    A contention at cls (4.9% of a core) while a burst came through it
+    (held-out ho306-18): filt.69 after it, fed by l4lb-y2 too, queued
+    what cls released, and the split gave cls's local cause most of it;
+    297 of the burst's 581 own victims were named for cls (now 30)."""
+    usual = None
+    by_pair = {}
+    for x in rel:
+        by_pair.setdefault((x[0], x[1]), []).append(x)
+    for (d, u), parts in sorted(by_pair.items()):
+        D, U = A.nfs.get(d), A.nfs.get(u)
+        if D is None or U is None or not 0 < D.rate < U.rate or U.surge_start is None \
+                or len(U.surge_start) == 0:
+            continue
+        i = np.concatenate([p[2] for p in parts])
+        X = np.concatenate([p[3] for p in parts])
+        which = np.repeat(np.arange(len(parts)), [len(p[2]) for p in parts])
+        hd = h[i].astype(np.int64)
+        hu = hd - 1                     # the previous hop, at U (rel's rule)
+        a_u = _arrival(t, hu)
+        # the tandem from U's first surge window reaching into the victim's
+        # queuing period at D (both empty then)
+        p = D.period_of(_arrival(t, hd))
+        s_d = np.where(p >= 0, D.pstart[np.maximum(p, 0)], _arrival(t, hd))
+        js = np.searchsorted(U.surge_end, s_d, "left")
+        y = np.flatnonzero(js < len(U.surge_end))
+        y = y[U.surge_start[js[y]] <= a_u[y]]
+        if len(y) == 0:
+            continue
+        i, X, which, hd, hu, a_u, js = (v[y] for v in (i, X, which, hd, hu, a_u, js))
+        pos = U.to_pos.get(d, _NO_POS)
+        bound = U.hops_by_arr if pos is None else U.hops_by_arr[pos]
+        extra = U.d_arr if pos is None else _NO_TIMES
+        side = _side_feeds(t, A, U, d)
+        w_cf, w_cf_u = np.empty(len(y)), np.empty(len(y))
+        for j in np.unique(js).tolist():
+            g = np.flatnonzero(js == j)
+            g = g[np.argsort(a_u[g], kind="stable")]
+            q, q_u = np.empty(len(g)), np.empty(len(g))
+            _attrib.tandem_queue_at(bound, t.hop_arrival_ns, t.hop_rx_ns, extra, side, U.rate,
+                                    D.rate, D.room, np.full(len(g), U.surge_start[j]),
+                                    np.ascontiguousarray(a_u[g]), q, q_u)
+            w_cf[g] = q / D.rate
+            w_cf_u[g] = np.maximum(q_u - 1, 0) / U.rate
+        w_d = np.maximum(t.hop_rx_ns[hd] - _arrival(t, hd), 0).astype(float)
+        moved = np.clip(X - np.maximum(w_d - w_cf, 0.0), 0.0, X)
+        x = np.flatnonzero(moved > 0)
+        if len(x) == 0:
+            continue
+        if usual is None:
+            usual = _usual_stay(t)
+        x = x[_late_even_so(t, hu[x], a_u[x], w_cf_u[x], w_cf[x], usual, slo_ns)]
+        key_u = ("nf", t.nf_names[u], "local")
+        for b in np.unique(which[x]).tolist():
+            xb = x[which[x] == b]
+            vb, mb = hv_of[i[xb]], moved[xb]
+            others = parts[b][4]
+            tot = sum(others.values())
+            contribute(vb, key_u, -mb)
+            for key, f in others.items():
+                contribute(vb, key, mb * (f / tot))
+
+
 def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
               min_delay_share=MIN_DELAY_SHARE, max_depth=None) -> Attribution:
     """Attribute every victim (latency > `slo_ns`, or dropped).
@@ -2232,6 +2317,9 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     _dropped_while_stopped(t, queues, h, h_nf, rate, L_h, I_h)
     waited_v, waited_nf, waited_ns = _waited_out_upstream(t, A, queues, h, h_nf, hv_of, vp,
                                                           I_h, slo_ns)
+    # the hops whose split gave the local cause of the NF before them a
+    # share (_released_ahead)
+    rel = []
     for k in nfs_here:
         F = A.nfs[k]
         sel = np.flatnonzero(h_nf == k)
@@ -2271,9 +2359,21 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
                 splits += A.unit_splits(k, int(s0[r0]), e[:cut].tolist())
             if cut < len(e):
                 splits += A.unit_splits(k, int(s_f[r0]), e[cut:].tolist())
+        sel_g, prev_g = sel[o], A.prev_nf[h[sel[o]]]
         for gi, (i0, i1) in enumerate(zip(first.tolist(), last.tolist())):
-            for key, frac in splits[gi].items():
+            sp = splits[gi]
+            for key, frac in sp.items():
                 contribute(hv_g[i0:i1], key, I_g[i0:i1] * frac / r_k)
+            for key, frac in sp.items():
+                if key[0] == "nf" and key[2] == "local" and frac > _EPS:
+                    others = {c: f for c, f in sp.items() if c != key and f > _EPS}
+                    u = names.index(key[1])
+                    m = np.flatnonzero(prev_g[i0:i1] == u)
+                    if len(m) and others:
+                        rel.append((k, u, sel_g[i0:i1][m], I_g[i0:i1][m] * frac / r_k, others))
+    _released_ahead(t, A, h, hv_of, rel, slo_ns, contribute)
+    A.far_feeds.clear()
+    del rel
     # the waits a surge at U moved from a slow D (_waited_out_upstream)
     for vv, kk, ns in zip(waited_v, waited_nf, waited_ns):
         for k in np.unique(kk).tolist():

@@ -1457,6 +1457,26 @@ def test_a_stall_moves_a_burst_into_a_join_it_would_have_met(tmp_path):
     _fault_right(res, "i2", 100, 0.99)
 
 
+def test_what_a_slow_nf_released_into_a_join_is_the_surges_it_would_have_met(tmp_path):
+    # a contention at cls (4.9% of a core) while a burst (7.79 Mpps) came
+    # through it (held-out ho306-18): filt.69 after it, which l4lb-y2
+    # feeds too, queued what cls released, and the upstream split gave
+    # cls's local cause most of it.  Without the contention the burst
+    # would have passed cls at its peak and queued at filt.69 as long:
+    # its own victims there were late even so, and all but what cls's
+    # hold added is the burst's (284 of 581 named for it before)
+    doc = _scenario("contention-before-a-join")
+    res, diag, _ = _scored(tmp_path, doc)
+    lab = _labels(tmp_path, doc["name"])
+    only = _alone(diag, lab, "u2")
+    assert len(only) > 500
+    assert _named_for(only, "172.114.0.0/20") > 0.9
+    only_c1 = _alone(diag, lab, "c1")
+    assert len(only_c1) > 100
+    assert _share(_tops({"victims": only_c1}), lambda c: c.get("nf") == "cls"
+                  and c["cause"] == "local") == 1.0
+
+
 def _without_idle_polls(src, out):
     """Capture `src` as a recorder without idle-poll records would have
     written it: its rx records of 0 packets left out (and the declared
