@@ -1698,30 +1698,40 @@ def _dropped_while_stopped(t, queues, h, h_nf, rate, L_h, I_h):
         L_h[sel[inside]] = rate[k] * (a[inside] - s[r[inside], 0])
 
 
-def _held_into_a_stop(t, A, h, h_nf, rate, L_h):
-    """A victim that U's slowness held until after the next NF D stopped
-    (went silent with its queue empty: ``period_quiet``), and that without
-    it would have reached D before D stopped, waited out D's stop only
-    because U held it: D's local wait is U's doing (SCENARIO.md's
-    counterfactual: without U's slowness it is not a victim of D's stop;
-    without D's, U's hold alone may still make it late).  Its local score
-    at D moves to its local score at U, as ns of its delay.  Only where D
-    stopped: a D that is slow while it polls (a contention, a bug) would
-    have been slow for the victim arriving sooner too, and D's empty queue
-    then may be U's hold starving it.  `h` is in hop order (a packet's
-    hops in path order, one after another).  In place.
+def _held_into_a_stop(t, A, queues, h, h_nf, rate, L_h):
+    """A victim that U's slowness held until after D, the NF of its next
+    hop that counts, stopped (went silent with its queue empty:
+    ``period_quiet``), and that without it would have reached D before D
+    stopped, waited out D's stop only because U held it: D's local wait
+    is U's doing (SCENARIO.md's counterfactual: without U's slowness it
+    is not a victim of D's stop; without D's, U's hold alone may still
+    make it late).  Its local score at D moves to its local score at U,
+    as ns of its delay.  `h` is in hop order (a packet's hops in path
+    order, one after another).  In place.
+
+    So where D went slow while busy (a run of slow batches, begun after
+    the victim's sooner arrival: ``QueueTimeline.slow_runs``, the last to
+    begin by its rx) and the victim, come that much sooner, would have
+    been taken before the run began: the queue D held then, served at
+    D's peak.  Only where D's slowness had not begun then, as the packet
+    that actually came to D last by then shows (a local score there of a
+    tenth of the victim's or less): a bug's slow batches come in runs with
+    healthy ones between, and a victim sooner by a few us would have met
+    the same bug.
 
     Interrupts at steer8 and then at xlat4, the NF after it (held-out
     ho45-15): 316 victims of steer8's alone, held until xlat4 had
-    stopped, were named for xlat4."""
+    stopped, were named for xlat4.  A bug at guard.76 and an interrupt at
+    filt two NFs on, its queue not empty when it stopped (ho407-13): 64 of
+    the bug's 76 own victims held into it were named for filt."""
     if len(h) < 2:
         return
-    # hops with a local score whose previous hop (the same packet's, at U)
-    # has one too
+    # hops with a local score whose previous hop that counts (the same
+    # packet's, at U) has one too
     j = np.flatnonzero(L_h > _EPS)
-    jp = np.minimum(np.searchsorted(h, h[j] - 1), len(h) - 1)
-    ok = ((h[jp] == h[j] - 1) & (t.hop_packet[h[jp]] == t.hop_packet[h[j]])
-          & (L_h[jp] > _EPS))
+    j = j[j > 0]
+    jp = j - 1
+    ok = (t.hop_packet[h[jp]] == t.hop_packet[h[j]]) & (L_h[jp] > _EPS)
     j, jp = j[ok], jp[ok]
     ru, rd = rate[h_nf[jp]], rate[h_nf[j]]
     ok = (ru > 0) & (rd > 0)
@@ -1740,8 +1750,42 @@ def _held_into_a_stop(t, A, h, h_nf, rate, L_h):
         p = D.period_of(a_d[sel])
         r = np.minimum(np.searchsorted(D.pquiet[:, 0], p), len(D.pquiet) - 1)
         stopped[sel] = np.where((p >= 0) & (D.pquiet[r, 0] == p), D.pquiet[r, 1], -1)
+    sooner = a_d - L_h[jp] / ru
+    held = (stopped >= 0) & (sooner < stopped)
+    # where D went slow while serving (a run of slow batches: QueueTimeline.
+    # slow_runs) after the victim came and before it was taken, and the
+    # victim, come that much sooner, would have been taken before it did:
+    # the queue D held then, served at D's peak
+    for k in np.unique(h_nf[j]).tolist():
+        q = queues.get(t.nf_names[k])
+        if q is None or not len(q.slow_runs):
+            continue
+        sel = np.flatnonzero((h_nf[j] == k) & ~held)
+        # the last run begun by the victim's rx
+        i = np.searchsorted(q.slow_runs[:, 0], t.hop_rx_ns[hd[sel]], "right") - 1
+        sel, i = sel[i >= 0], i[i >= 0]
+        since = q.slow_runs[i, 0]
+        s_at = sooner[sel].astype(np.int64)
+        sel = sel[s_at + q.length_at(s_at) / rd[sel] < since]
+        # and D's slowness had not begun then: the packet that came to it
+        # last by then waited for a tenth of the victim's local score or
+        # less (a bug's slow batches come in runs with healthy batches
+        # between: held-out ho403-09, 431 of a bug's victims at probe-x3
+        # moved to cgn-y3 before it, which held them a few us)
+        D = A.nfs[k]
+        last = np.empty(len(sel), D.hops_by_arr.dtype)
+        ok = np.zeros(len(sel), bool)
+        for n, x in enumerate(sel.tolist()):
+            i0, _ = _attrib.arrivals_between(D.hops_by_arr, t.hop_arrival_ns, t.hop_rx_ns,
+                                             int(sooner[x]), int(sooner[x]))
+            if i0 > 0:
+                last[n], ok[n] = D.hops_by_arr[i0 - 1], True
+        sel, last = sel[ok], last[ok]
+        L_s, I_s = np.empty(len(sel)), np.empty(len(sel))
+        D.scores.gather(last, L_s, I_s)
+        held[sel] = L_s <= 0.1 * L_h[j[sel]]
     # sooner by what U's slowness held it
-    x = np.flatnonzero((stopped >= 0) & (a_d - L_h[jp] / ru < stopped))
+    x = np.flatnonzero(held)
     L_h[jp[x]] += L_h[j[x]] / rd[x] * ru[x]
     L_h[j[x]] = 0.0
 
@@ -2313,7 +2357,7 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     # run peaked in the loop below, 3.4 MiB an array)
     del wait_h, short
     _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns)
-    _held_into_a_stop(t, A, h, h_nf, rate, L_h)
+    _held_into_a_stop(t, A, queues, h, h_nf, rate, L_h)
     _dropped_while_stopped(t, queues, h, h_nf, rate, L_h, I_h)
     waited_v, waited_nf, waited_ns = _waited_out_upstream(t, A, queues, h, h_nf, hv_of, vp,
                                                           I_h, slo_ns)

@@ -1477,6 +1477,27 @@ def test_what_a_slow_nf_released_into_a_join_is_the_surges_it_would_have_met(tmp
                   and c["cause"] == "local") == 1.0
 
 
+def test_a_victim_held_into_a_stop_two_nfs_on_is_the_holders(tmp_path):
+    # a bug at guard.76 (200x for a /15), then an interrupt at filt two
+    # NFs on, 80% loaded, from near the bug's end (held-out ho407-13):
+    # victims the bug held reached filt after it stopped and waited out
+    # the stop.  Without the bug they would have passed filt before it
+    # stopped; the wait is the bug's doing, though filt's queue was not
+    # empty when it stopped and acl.15 lies between (12 of 76 such
+    # victims named for guard.76 before)
+    doc = _scenario("held-into-a-busy-stop")
+    res, diag, _ = _scored(tmp_path, doc)
+    lab = _labels(tmp_path, doc["name"])
+    held = [v for v in _alone(diag, lab, "b1")
+            if any(c.get("nf") == "guard.76" for c in v["culprits"])]
+    assert len(held) > 60
+    assert _share(_tops({"victims": held}), lambda c: c.get("nf") == "guard.76") > 0.95
+    only_i2 = _alone(diag, lab, "i2")
+    assert len(only_i2) > 3000
+    assert _share(_tops({"victims": only_i2}), lambda c: c.get("nf") == "filt"
+                  and c["cause"] == "local") > 0.99
+
+
 def _without_idle_polls(src, out):
     """Capture `src` as a recorder without idle-poll records would have
     written it: its rx records of 0 packets left out (and the declared
