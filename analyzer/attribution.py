@@ -746,7 +746,8 @@ class _Attributor:
         # the NF of each hop's previous and next hop (-1: none)
         code = np.int8 if len(names) < 127 else np.int16
         self.prev_nf, next_nf = np.empty(nh, code), np.empty(nh, code)
-        links = np.zeros((len(names), len(names)), np.int64)
+        # hops from each NF to each (row: from)
+        self.links = links = np.zeros((len(names), len(names)), np.int64)
         _attrib.hop_neighbours(traj.hop_packet, traj.hop_nf, self.prev_nf, next_nf, links)
         # every hop's local and input scores, once (the recursion sums
         # them), upstream first: an NF's surges carry on to the NFs after it
@@ -1901,7 +1902,13 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
             pos = U.to_pos.get(d, _NO_POS)
             bound = U.hops_by_arr if pos is None else U.hops_by_arr[pos]
             # U's drops would have gone on too, where d is the only NF after U
-            extra, side = (U.d_arr if pos is None else _NO_TIMES), _side_feeds(t, A, U, d)
+            extra = U.d_arr if pos is None else _NO_TIMES
+            # (the tandem reads them from each window's start to its last
+            # victim: those spans only)
+            w = np.unique(js)
+            last = np.maximum.reduceat(a_u[np.argsort(js, kind="stable")],
+                                       np.searchsorted(np.sort(js), w))
+            side = _side_feeds(t, A, U, d, U.surge_start[w], last)
         else:
             # U's drops would have gone on too, where U passes packets to
             # one NF only
@@ -1981,20 +1988,23 @@ def _visits(t, hops, d, later):
     return out
 
 
-def _side_feeds(t, A, U, d):
-    """The arrivals at D, the NF after U, that came from elsewhere (sorted
-    times): at a join, what else fills D's queue while U's output reaches
-    it.  Without them the tandem of :func:`_moved_downstream` held only
-    U's share of D's input: an interrupt at probe-a2 while a burst through
-    it met lbx-c2, which two other NFs feed (held-out ho402-13), and the
-    tandem left no queue at lbx-c2 where the three feeds together did."""
-    key = ("side", U.k, d)
-    if key not in A.far_feeds:
-        D = A.nfs[d]
-        other = A.prev_nf[D.hops_by_arr] != U.k
-        A.far_feeds[key] = (np.ascontiguousarray(_arrival(t, D.hops_by_arr[other]), np.int64)
-                            if other.any() else _NO_TIMES)
-    return A.far_feeds[key]
+def _side_feeds(t, A, U, d, starts, ends):
+    """The arrivals at D, the NF after U, that came from elsewhere, within
+    the spans [starts[i], ends[i]] (ascending, apart), as sorted times: at
+    a join, what else fills D's queue while U's output reaches it.  Without them the tandem of
+    :func:`_moved_downstream` held only U's share of D's input: an
+    interrupt at probe-a2 while a burst through it met lbx-c2, which two
+    other NFs feed (held-out ho402-13), and the tandem left no queue at
+    lbx-c2 where the three feeds together did."""
+    D = A.nfs[d]
+    if not np.delete(A.links[:, d], U.k).any() and D.usual_from[0] <= 0:
+        return _NO_TIMES                # U feeds D alone (a chain)
+    out = []
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        i0, i1 = _attrib.arrivals_between(D.hops_by_arr, t.hop_arrival_ns, t.hop_rx_ns, s, e)
+        H = D.hops_by_arr[i0:i1]
+        out.append(_arrival(t, H[A.prev_nf[H] != U.k]))
+    return np.ascontiguousarray(np.concatenate(out) if out else _NO_TIMES, np.int64)
 
 
 def _far_feeds(t, A, U, d):
@@ -2212,12 +2222,12 @@ def _released_ahead(t, A, h, hv_of, rel, slo_ns, contribute):
         pos = U.to_pos.get(d, _NO_POS)
         bound = U.hops_by_arr if pos is None else U.hops_by_arr[pos]
         extra = U.d_arr if pos is None else _NO_TIMES
-        side = _side_feeds(t, A, U, d)
         w_cf, w_cf_u = np.empty(len(y)), np.empty(len(y))
         for j in np.unique(js).tolist():
             g = np.flatnonzero(js == j)
             g = g[np.argsort(a_u[g], kind="stable")]
             q, q_u = np.empty(len(g)), np.empty(len(g))
+            side = _side_feeds(t, A, U, d, U.surge_start[j:j + 1], a_u[g[-1:]])
             _attrib.tandem_queue_at(bound, t.hop_arrival_ns, t.hop_rx_ns, extra, side, U.rate,
                                     D.rate, D.room, np.full(len(g), U.surge_start[j]),
                                     np.ascontiguousarray(a_u[g]), q, q_u)
