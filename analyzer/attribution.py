@@ -1754,9 +1754,9 @@ def _held_into_a_stop(t, A, queues, h, h_nf, rate, L_h):
     sooner = a_d - L_h[jp] / ru
     held = (stopped >= 0) & (sooner < stopped)
     # where D went slow while serving (a run of slow batches: QueueTimeline.
-    # slow_runs) after the victim came and before it was taken, and the
-    # victim, come that much sooner, would have been taken before it did:
-    # the queue D held then, served at D's peak
+    # slow_runs, the last begun by the victim's rx), and the victim, come
+    # that much sooner, would have been taken before it began: the queue
+    # D held then, served at D's peak
     for k in np.unique(h_nf[j]).tolist():
         q = queues.get(t.nf_names[k])
         if q is None or not len(q.slow_runs):
@@ -1991,11 +1991,11 @@ def _visits(t, hops, d, later):
 def _side_feeds(t, A, U, d, starts, ends):
     """The arrivals at D, the NF after U, that came from elsewhere, within
     the spans [starts[i], ends[i]] (ascending, apart), as sorted times: at
-    a join, what else fills D's queue while U's output reaches it.  Without them the tandem of
-    :func:`_moved_downstream` held only U's share of D's input: an
-    interrupt at probe-a2 while a burst through it met lbx-c2, which two
-    other NFs feed (held-out ho402-13), and the tandem left no queue at
-    lbx-c2 where the three feeds together did."""
+    a join, what else fills D's queue while U's output reaches it.
+    Without them the tandem of :func:`_moved_downstream` held only U's
+    share of D's input: an interrupt at probe-a2 while a burst through it
+    met lbx-c2, which two other NFs feed (held-out ho402-13), and the
+    tandem left no queue at lbx-c2 where the three feeds together did."""
     D = A.nfs[d]
     if not np.delete(A.links[:, d], U.k).any() and D.usual_from[0] <= 0:
         return _NO_TIMES                # U feeds D alone (a chain)
@@ -2426,7 +2426,6 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
                     if len(m) and others:
                         rel.append((k, u, sel_g[i0:i1][m], I_g[i0:i1][m] * frac / r_k, others))
     _released_ahead(t, A, h, hv_of, rel, slo_ns, contribute)
-    A.far_feeds.clear()
     del rel
     # the waits a surge at U moved from a slow D (_waited_out_upstream)
     for vv, kk, ns in zip(waited_v, waited_nf, waited_ns):
