@@ -1718,7 +1718,13 @@ def _held_into_a_stop(t, A, queues, h, h_nf, rate, L_h):
     that actually came to D last by then shows (a local score there of a
     tenth of the victim's or less): a bug's slow batches come in runs with
     healthy ones between, and a victim sooner by a few us would have met
-    the same bug.
+    the same bug.  And so where the victim came while D was silent
+    (``QueueTimeline.silences``, where silence is a stop) and would have
+    come before the silence began: D had gone quiet a few us before it
+    came, too short a time by then for its queuing period to count as
+    begun in a stop (held-out ho403-00: a contention at l4lb and an
+    interrupt at fw9 five NFs on, 102 of the contention's 182 own victims
+    named for fw9).
 
     Interrupts at steer8 and then at xlat4, the NF after it (held-out
     ho45-15): 316 victims of steer8's alone, held until xlat4 had
@@ -1753,6 +1759,20 @@ def _held_into_a_stop(t, A, queues, h, h_nf, rate, L_h):
         stopped[sel] = np.where((p >= 0) & (D.pquiet[r, 0] == p), D.pquiet[r, 1], -1)
     sooner = a_d - L_h[jp] / ru
     held = (stopped >= 0) & (sooner < stopped)
+    # or D was silent when the victim came, from before it came to after
+    # (QueueTimeline.silences: free, then no record, where silence is a
+    # stop), though not yet long enough by its arrival for its queuing
+    # period to count as begun in a stop (period_quiet)
+    for k in np.unique(h_nf[j]).tolist():
+        q = queues.get(t.nf_names[k])
+        if q is None or not len(q.silences):
+            continue
+        sel = np.flatnonzero((h_nf[j] == k) & ~held)
+        i = np.searchsorted(q.silences[:, 0], a_d[sel], "right") - 1
+        ok = i >= 0
+        sel, i = sel[ok], i[ok]
+        inside = q.silences[i, 1] >= a_d[sel]
+        held[sel[inside]] = sooner[sel[inside]] < q.silences[i[inside], 0]
     # where D went slow while serving (a run of slow batches: QueueTimeline.
     # slow_runs, the last begun by the victim's rx), and the victim, come
     # that much sooner, would have been taken before it began: the queue

@@ -1498,6 +1498,22 @@ def test_a_victim_held_into_a_stop_two_nfs_on_is_the_holders(tmp_path):
                   and c["cause"] == "local") > 0.99
 
 
+def test_a_victim_held_into_a_stop_begun_just_before_it_came_is_the_holders(tmp_path):
+    # a contention at l4lb (2% of a core), then an interrupt at fw9 five
+    # NFs on from near its end (held-out ho403-00): victims l4lb held
+    # reached fw9 a few us after it had gone silent, before that silence
+    # was long enough to call the queuing period they began a stop's.
+    # Without l4lb's hold they would have passed fw9 before it stopped
+    # (80 of the contention's 182 own victims named for l4lb before)
+    doc = _scenario("held-into-a-fresh-stop")
+    res, diag, _ = _scored(tmp_path, doc)
+    lab = _labels(tmp_path, doc["name"])
+    only_c1, only_i2 = _alone(diag, lab, "c1"), _alone(diag, lab, "i2")
+    assert len(only_c1) > 150 and len(only_i2) > 100
+    assert _share(_tops({"victims": only_c1}), lambda c: c.get("nf") == "l4lb") > 0.85
+    assert _share(_tops({"victims": only_i2}), lambda c: c.get("nf") == "fw9") == 1.0
+
+
 def _without_idle_polls(src, out):
     """Capture `src` as a recorder without idle-poll records would have
     written it: its rx records of 0 packets left out (and the declared
