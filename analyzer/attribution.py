@@ -1375,17 +1375,26 @@ def _slow_service(t, A, queues, h, h_nf, nfs_here, rate, L_h):
     if not slow_j:
         return
     j, extra, since = (np.concatenate(x) for x in (slow_j, slow_extra, slow_since))
-    # the packet's hop before it that counts (h is in hop order), at U,
-    # where U has a local score: sooner here by what U's slowness held it
+    held, jp, sooner = _held_before(t, h, h_nf, rate, L_h, j)
+    ru = rate[h_nf[jp]]
+    moved = held & (sooner < since)
+    # (no hop twice in jp[moved], nor in j: one hop before each)
+    L_h[jp[moved]] += extra[moved] / rate[h_nf[j[moved]]] * ru[moved]
+    L_h[j[~moved]] += extra[~moved]
+
+
+def _held_before(t, h, h_nf, rate, L_h, j):
+    """For the hops `j` (positions into `h`, which is in hop order):
+    whether the packet's hop before each that counts, at U, has a local
+    score there; that hop (position into `h`); and the arrival at j's NF
+    sooner by what U's slowness held it (its local score at U's peak
+    `rate`; the actual arrival where not held)."""
     jp = np.maximum(j - 1, 0)
     ru = rate[h_nf[jp]]
     held = ((j > 0) & (t.hop_packet[h[jp]] == t.hop_packet[h[j]]) & (L_h[jp] > _EPS)
             & (ru > 0))
     sooner = _arrival(t, h[j]) - np.divide(L_h[jp], ru, out=np.zeros(len(j)), where=held)
-    moved = held & (sooner < since)
-    # (no hop twice in jp[moved], nor in j: one hop before each)
-    L_h[jp[moved]] += extra[moved] / rate[h_nf[j[moved]]] * ru[moved]
-    L_h[j[~moved]] += extra[~moved]
+    return held, jp, sooner
 
 
 def _unexplained_waits_as_input(h_nf, hv_of, wait, nv, rate, L_h, I_h):
@@ -1736,79 +1745,79 @@ def _held_into_a_stop(t, A, queues, h, h_nf, rate, L_h):
     # hops with a local score whose previous hop that counts (the same
     # packet's, at U) has one too
     j = np.flatnonzero(L_h > _EPS)
-    j = j[j > 0]
-    jp = j - 1
-    ok = (t.hop_packet[h[jp]] == t.hop_packet[h[j]]) & (L_h[jp] > _EPS)
-    j, jp = j[ok], jp[ok]
-    ru, rd = rate[h_nf[jp]], rate[h_nf[j]]
-    ok = (ru > 0) & (rd > 0)
-    j, jp, ru, rd = j[ok], jp[ok], ru[ok], rd[ok]
+    held, jp, sooner = _held_before(t, h, h_nf, rate, L_h, j)
+    rd = rate[h_nf[j]]
+    ok = held & (rd > 0)
+    j, jp, sooner, rd = j[ok], jp[ok], sooner[ok], rd[ok]
+    ru = rate[h_nf[jp]]
     if len(j) == 0:
         return
     hd = h[j]
     a_d = _arrival(t, hd)
-    # where D went silent before the queuing period the victim met there
-    stopped = np.full(len(j), -1, np.int64)
+    held = np.zeros(len(j), bool)
     for k in np.unique(h_nf[j]).tolist():
-        D = A.nfs[k]
-        if len(D.pquiet) == 0:
-            continue
+        D, q = A.nfs[k], queues.get(t.nf_names[k])
         sel = np.flatnonzero(h_nf[j] == k)
-        p = D.period_of(a_d[sel])
-        r = np.minimum(np.searchsorted(D.pquiet[:, 0], p), len(D.pquiet) - 1)
-        stopped[sel] = np.where((p >= 0) & (D.pquiet[r, 0] == p), D.pquiet[r, 1], -1)
-    sooner = a_d - L_h[jp] / ru
-    held = (stopped >= 0) & (sooner < stopped)
-    # or D was silent when the victim came, from before it came to after
-    # (QueueTimeline.silences: free, then no record, where silence is a
-    # stop), though not yet long enough by its arrival for its queuing
-    # period to count as begun in a stop (period_quiet)
-    for k in np.unique(h_nf[j]).tolist():
-        q = queues.get(t.nf_names[k])
-        if q is None or not len(q.silences):
-            continue
-        sel = np.flatnonzero((h_nf[j] == k) & ~held)
-        i = np.searchsorted(q.silences[:, 0], a_d[sel], "right") - 1
-        ok = i >= 0
-        sel, i = sel[ok], i[ok]
-        inside = q.silences[i, 1] >= a_d[sel]
-        held[sel[inside]] = sooner[sel[inside]] < q.silences[i[inside], 0]
-    # where D went slow while serving (a run of slow batches: QueueTimeline.
-    # slow_runs, the last begun by the victim's rx), and the victim, come
-    # that much sooner, would have been taken before it began: the queue
-    # D held then, served at D's peak
-    for k in np.unique(h_nf[j]).tolist():
-        q = queues.get(t.nf_names[k])
-        if q is None or not len(q.slow_runs):
-            continue
-        sel = np.flatnonzero((h_nf[j] == k) & ~held)
-        # the last run begun by the victim's rx
-        i = np.searchsorted(q.slow_runs[:, 0], t.hop_rx_ns[hd[sel]], "right") - 1
-        sel, i = sel[i >= 0], i[i >= 0]
-        since = q.slow_runs[i, 0]
-        s_at = sooner[sel].astype(np.int64)
-        sel = sel[s_at + q.length_at(s_at) / rd[sel] < since]
-        # and D's slowness had not begun then: the packet that came to it
-        # last by then waited for a tenth of the victim's local score or
-        # less (a bug's slow batches come in runs with healthy batches
-        # between: held-out ho403-09, 431 of a bug's victims at probe-x3
-        # moved to cgn-y3 before it, which held them a few us)
-        D = A.nfs[k]
-        last = np.empty(len(sel), D.hops_by_arr.dtype)
-        ok = np.zeros(len(sel), bool)
-        for n, x in enumerate(sel.tolist()):
-            i0, _ = _attrib.arrivals_between(D.hops_by_arr, t.hop_arrival_ns, t.hop_rx_ns,
-                                             int(sooner[x]), int(sooner[x]))
-            if i0 > 0:
-                last[n], ok[n] = D.hops_by_arr[i0 - 1], True
-        sel, last = sel[ok], last[ok]
-        L_s, I_s = np.empty(len(sel)), np.empty(len(sel))
-        D.scores.gather(last, L_s, I_s)
-        held[sel] = L_s <= 0.1 * L_h[j[sel]]
+        held[sel] = _stopped_by(D, q, a_d[sel], sooner[sel])
+        sel = sel[~held[sel]]
+        if q is not None and len(q.slow_runs) and len(sel):
+            held[sel] = _slowed_by(t, D, q, hd[sel], sooner[sel], rd[sel], L_h[j[sel]])
     # sooner by what U's slowness held it
     x = np.flatnonzero(held)
     L_h[jp[x]] += L_h[j[x]] / rd[x] * ru[x]
     L_h[j[x]] = 0.0
+
+
+def _stopped_by(D, q, a_d, sooner):
+    """Whether victims arriving at D at `a_d` met a stop of D's they would
+    have come before, arriving at `sooner`: D went silent before the
+    queuing period they met began (``period_quiet``); or D was silent when
+    they came, from before to after (``QueueTimeline.silences``, where
+    silence is a stop), though not yet long enough by then for the period
+    to count as begun in a stop."""
+    held = np.zeros(len(a_d), bool)
+    if len(D.pquiet):
+        p = D.period_of(a_d)
+        r = np.minimum(np.searchsorted(D.pquiet[:, 0], p), len(D.pquiet) - 1)
+        stopped = np.where((p >= 0) & (D.pquiet[r, 0] == p), D.pquiet[r, 1], -1)
+        held = (stopped >= 0) & (sooner < stopped)
+    if q is not None and len(q.silences):
+        sel = np.flatnonzero(~held)
+        i = np.searchsorted(q.silences[:, 0], a_d[sel], "right") - 1
+        sel, i = sel[i >= 0], i[i >= 0]
+        inside = q.silences[i, 1] >= a_d[sel]
+        held[sel[inside]] = sooner[sel[inside]] < q.silences[i[inside], 0]
+    return held
+
+
+def _slowed_by(t, D, q, hd, sooner, rd, L_d):
+    """Whether the victims of hops `hd` at D met a run of D's slow batches
+    (``QueueTimeline.slow_runs``, the last begun by their rx) that, come
+    at `sooner`, they would have been taken before: the queue D held then,
+    served at D's peak `rd`.  Only where D's slowness had not begun then:
+    the packet that came to D last by that time waited for a tenth of the
+    victim's local score there (`L_d`) or less.  A bug's slow batches come
+    in runs with healthy batches between (held-out ho403-09: without
+    this, 431 of a bug's victims at probe-x3 moved to cgn-y3 before it,
+    which held them a few us)."""
+    held = np.zeros(len(hd), bool)
+    i = np.searchsorted(q.slow_runs[:, 0], t.hop_rx_ns[hd], "right") - 1
+    sel = np.flatnonzero(i >= 0)
+    since = q.slow_runs[i[sel], 0]
+    s_at = sooner[sel].astype(np.int64)
+    sel = sel[s_at + q.length_at(s_at) / rd[sel] < since]
+    last = np.empty(len(sel), D.hops_by_arr.dtype)
+    ok = np.zeros(len(sel), bool)
+    for n, x in enumerate(sel.tolist()):
+        i0, _ = _attrib.arrivals_between(D.hops_by_arr, t.hop_arrival_ns, t.hop_rx_ns,
+                                         int(sooner[x]), int(sooner[x]))
+        if i0 > 0:
+            last[n], ok[n] = D.hops_by_arr[i0 - 1], True
+    sel, last = sel[ok], last[ok]
+    L_s, I_s = np.empty(len(sel)), np.empty(len(sel))
+    D.scores.gather(last, L_s, I_s)
+    held[sel] = L_s <= 0.1 * L_d[sel]
+    return held
 
 
 def _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns):
@@ -1919,32 +1928,17 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
             continue
         i, hu, a_u, js = i[y], hu[y], a_u[y], js[y]
         if feeds is None:
-            pos = U.to_pos.get(d, _NO_POS)
-            bound = U.hops_by_arr if pos is None else U.hops_by_arr[pos]
             # U's drops would have gone on too, where d is the only NF after U
-            extra = U.d_arr if pos is None else _NO_TIMES
-            # (the tandem reads them from each window's start to its last
-            # victim: those spans only)
-            w = np.unique(js)
-            last = np.maximum.reduceat(a_u[np.argsort(js, kind="stable")],
-                                       np.searchsorted(np.sort(js), w))
-            side = _side_feeds(t, A, U, d, U.surge_start[w], last)
+            bound, extra = _bound_for(U, d)
+            side = None                 # a join's other inputs (_side_feeds)
         else:
             # U's drops would have gone on too, where U passes packets to
             # one NF only
             bound, side = feeds
             extra = U.d_arr if one_out else _NO_TIMES
-        o = np.argsort(a_u, kind="stable")
-        q, q_u = np.empty(len(o)), np.empty(len(o))
         # the tandem empty where U's input started to run beyond its
-        # natural variation (the surge window of each victim): one pass
-        # over each window's arrivals, not over the capture's
-        _attrib.tandem_queue_at(bound, t.hop_arrival_ns, t.hop_rx_ns, extra, side, U.rate,
-                                D.rate, D.room, U.surge_start[js[o]],
-                                np.ascontiguousarray(a_u[o]), q, q_u)
-        w_cf, w_cf_u = np.empty(len(o)), np.empty(len(o))
-        w_cf[o] = q / D.rate
-        w_cf_u[o] = np.maximum(q_u - 1, 0) / U.rate
+        # natural variation (the surge window of each victim)
+        w_cf, w_cf_u = _tandem_waits(t, A, U, D, bound, extra, side, U.surge_start[js], a_u)
         if jd is None:                  # dropped at U: no wait at D
             w_d = np.zeros(len(i))
         else:
@@ -2008,23 +2002,51 @@ def _visits(t, hops, d, later):
     return out
 
 
-def _side_feeds(t, A, U, d, starts, ends):
-    """The arrivals at D, the NF after U, that came from elsewhere, within
-    the spans [starts[i], ends[i]] (ascending, apart), as sorted times: at
-    a join, what else fills D's queue while U's output reaches it.
-    Without them the tandem of :func:`_moved_downstream` held only U's
-    share of D's input: an interrupt at probe-a2 while a burst through it
-    met lbx-c2, which two other NFs feed (held-out ho402-13), and the
-    tandem left no queue at lbx-c2 where the three feeds together did."""
+def _bound_for(U, d):
+    """U's arrivals bound for NF d (hops by arrival), and U's drops where d
+    is the only NF after U (times; none otherwise): what would have gone
+    on to d without U's slowness."""
+    pos = U.to_pos.get(d, _NO_POS)
+    if pos is None:
+        return U.hops_by_arr, U.d_arr
+    return U.hops_by_arr[pos], _NO_TIMES
+
+
+def _tandem_waits(t, A, U, D, bound, extra, side, starts, at):
+    """The waits at U and at D after it of packets arriving at U at times
+    `at`, had U served `bound` and `extra` at its peak and D taken what U
+    passed on at its peak (``_attrib.tandem_queue_at``), the two empty at
+    each one's `starts`: ``(at D, at U)``, ns.  `side`: D's arrivals from
+    elsewhere (sorted times), or None for those of a join
+    (:func:`_side_feeds`), read over each start's span only."""
+    w_cf, w_cf_u = np.empty(len(at)), np.empty(len(at))
+    for s0 in np.unique(starts).tolist():
+        g = np.flatnonzero(starts == s0)
+        g = g[np.argsort(at[g], kind="stable")]
+        sd = _side_feeds(t, A, U, D.k, s0, int(at[g[-1]])) if side is None else side
+        q, q_u = np.empty(len(g)), np.empty(len(g))
+        _attrib.tandem_queue_at(bound, t.hop_arrival_ns, t.hop_rx_ns, extra, sd, U.rate,
+                                D.rate, D.room, np.full(len(g), s0, np.int64),
+                                np.ascontiguousarray(at[g]), q, q_u)
+        w_cf[g] = q / D.rate
+        w_cf_u[g] = np.maximum(q_u - 1, 0) / U.rate
+    return w_cf, w_cf_u
+
+
+def _side_feeds(t, A, U, d, s, e):
+    """The arrivals at D, the NF after U, in [s, e] that came from
+    elsewhere (sorted times): at a join, what else fills D's queue while
+    U's output reaches it.  Without them the tandem of
+    :func:`_moved_downstream` held only U's share of D's input: an
+    interrupt at probe-a2 while a burst through it met lbx-c2, which two
+    other NFs feed (held-out ho402-13), and the tandem left no queue at
+    lbx-c2 where the three feeds together did."""
     D = A.nfs[d]
     if not np.delete(A.links[:, d], U.k).any() and D.usual_from[0] <= 0:
         return _NO_TIMES                # U feeds D alone (a chain)
-    out = []
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        i0, i1 = _attrib.arrivals_between(D.hops_by_arr, t.hop_arrival_ns, t.hop_rx_ns, s, e)
-        H = D.hops_by_arr[i0:i1]
-        out.append(_arrival(t, H[A.prev_nf[H] != U.k]))
-    return np.ascontiguousarray(np.concatenate(out) if out else _NO_TIMES, np.int64)
+    i0, i1 = _attrib.arrivals_between(D.hops_by_arr, t.hop_arrival_ns, t.hop_rx_ns, s, e)
+    H = D.hops_by_arr[i0:i1]
+    return np.ascontiguousarray(_arrival(t, H[A.prev_nf[H] != U.k]), np.int64)
 
 
 def _far_feeds(t, A, U, d):
@@ -2239,20 +2261,8 @@ def _released_ahead(t, A, h, hv_of, rel, slo_ns, contribute):
         if len(y) == 0:
             continue
         i, X, which, hd, hu, a_u, js = (v[y] for v in (i, X, which, hd, hu, a_u, js))
-        pos = U.to_pos.get(d, _NO_POS)
-        bound = U.hops_by_arr if pos is None else U.hops_by_arr[pos]
-        extra = U.d_arr if pos is None else _NO_TIMES
-        w_cf, w_cf_u = np.empty(len(y)), np.empty(len(y))
-        for j in np.unique(js).tolist():
-            g = np.flatnonzero(js == j)
-            g = g[np.argsort(a_u[g], kind="stable")]
-            q, q_u = np.empty(len(g)), np.empty(len(g))
-            side = _side_feeds(t, A, U, d, U.surge_start[j:j + 1], a_u[g[-1:]])
-            _attrib.tandem_queue_at(bound, t.hop_arrival_ns, t.hop_rx_ns, extra, side, U.rate,
-                                    D.rate, D.room, np.full(len(g), U.surge_start[j]),
-                                    np.ascontiguousarray(a_u[g]), q, q_u)
-            w_cf[g] = q / D.rate
-            w_cf_u[g] = np.maximum(q_u - 1, 0) / U.rate
+        bound, extra = _bound_for(U, d)
+        w_cf, w_cf_u = _tandem_waits(t, A, U, D, bound, extra, None, U.surge_start[js], a_u)
         w_d = np.maximum(t.hop_rx_ns[hd] - _arrival(t, hd), 0).astype(float)
         moved = np.clip(X - np.maximum(w_d - w_cf, 0.0), 0.0, X)
         x = np.flatnonzero(moved > 0)
