@@ -1524,7 +1524,8 @@ def _merge_nested_surges(culprits, sources, named_shares, dropped, excess, r_v, 
 
 
 def _own_surge_is_necessary(t, vp, culprits, sources, named_shares, dropped, excess, r_v,
-                            offsets, culprit, uncapped, capped, drop_nf, room, rate, slo_ns):
+                            offsets, culprit, uncapped, capped, drop_nf, room, rate, slo_ns,
+                            even_so=None):
     """A victim sent by the flows of a source culprit that is a surge -- a
     prefix carrying at most SURGE_SHARE of the source's long-run packets,
     so that most of its packets in the window were the surge's -- and
@@ -1543,7 +1544,7 @@ def _own_surge_is_necessary(t, vp, culprits, sources, named_shares, dropped, exc
     d = dropped[v]
     if d.any():
         _own_drops_first(t, vp, culprits, value, mask, e[d], v[d], offsets, culprit,
-                         uncapped, capped, drop_nf, room, rate, slo_ns)
+                         uncapped, capped, drop_nf, room, rate, slo_ns, even_so)
     e, v = e[~d], v[~d]
     whole = excess[v] * r_v[v]
     c = culprit[e]
@@ -1552,36 +1553,16 @@ def _own_surge_is_necessary(t, vp, culprits, sources, named_shares, dropped, exc
     capped[e[own]] = whole[own]
 
 
-def _own_drops_first(t, vp, culprits, value, mask, e, v, offsets, culprit, uncapped, capped,
-                     drop_nf, room, rate, slo_ns):
-    """A dropped victim sent by a surge's flows (entries `e` of the
-    surges, victims `v`, all dropped), whose scores the surge holds at
-    least SURGE_DELAY of, ranks that surge first -- unless the NF that
-    dropped it was needed too: without its local cause the queue the drop
-    met (the most the queue held, less that cause's score) would have let
-    it through in time.  Then both are needed and the larger delay ranks
-    first, as for late victims.  A drop has no excess to cap at: the surge
-    takes the victim's top score and ranks just above it.
-
-    The surge is needed for every packet of its own (without it they were
-    never sent); the NF that dropped one often is not: a burst that
-    overflows a stalled NF's queue is late downstream all the same
-    (bench/heldout.py seeds 13-19: 127 such drops named for the NF)."""
+def _drops_late_anyway(t, vp, culprits, v, offsets, culprit, uncapped, drop_nf, room, rate,
+                       slo_ns, even_so):
+    """For dropped victims `v`: whether the NF that dropped each was not
+    needed, and the queue the drop met beyond that NF's local cause.
+    Without its local cause the queue the drop met (the most the queue
+    held, less that cause's score) would have held it past the objective;
+    or, `even_so` (:func:`_dropped_even_so`), a fluid queue at the NF's
+    peak would have dropped it or held it past the objective."""
     nv = len(offsets) - 1
-    n_in = np.diff(offsets)
-    row = np.repeat(np.arange(nv), n_in)
-    full = np.flatnonzero(n_in > 0)
-    total, top, top_u = np.zeros(nv), np.zeros(nv), np.zeros(nv)
-    total[full] = np.add.reduceat(capped, offsets[full])
-    top[full] = np.maximum.reduceat(capped, offsets[full])
-    top_u[full] = np.maximum.reduceat(uncapped, offsets[full])
-    c = culprit[e]
-    addr = t.src_addr[vp[v]]
-    own = (addr != 0) & ((addr & mask[c]) == value[c]) & (capped[e] >= SURGE_DELAY * total[v])
-    if not own.any():
-        return
-    e, v = e[own], v[own]
-    # each drop NF's local score in the victim's row (0 where none)
+    row = np.repeat(np.arange(nv), np.diff(offsets))
     loc = np.full(len(rate), -1, np.int64)
     for j, key in enumerate(culprits):
         if key[0] == "nf" and key[2] == "local" and key[1] in t.nf_names:
@@ -1596,9 +1577,131 @@ def _own_drops_first(t, vp, culprits, value, mask, e, v, offsets, culprit, uncap
     src = t.src_ns[vp[v]]
     late_anyway = (src >= 0) & ((q_loc / np.maximum(rate[k], _EPS)
                                  + (t.drop_ns[vp[v]] - src)) > slo_ns)
+    if even_so is not None:
+        late_anyway |= even_so[v]
+    return late_anyway, q_loc
+
+
+def _own_drops_first(t, vp, culprits, value, mask, e, v, offsets, culprit, uncapped, capped,
+                     drop_nf, room, rate, slo_ns, even_so=None):
+    """A dropped victim sent by a surge's flows (entries `e` of the
+    surges, victims `v`, all dropped), whose scores the surge holds at
+    least SURGE_DELAY of, ranks that surge first -- unless the NF that
+    dropped it was needed too (:func:`_drops_late_anyway`).  Then both
+    are needed and the larger delay ranks first, as for late victims.  A
+    drop has no excess to cap at: the surge takes the victim's top score
+    and ranks just above it.
+
+    The surge is needed for every packet of its own (without it they were
+    never sent); the NF that dropped one often is not: a burst that
+    overflows a stalled NF's queue is late downstream all the same
+    (bench/heldout.py seeds 13-19: 127 such drops named for the NF)."""
+    nv = len(offsets) - 1
+    n_in = np.diff(offsets)
+    full = np.flatnonzero(n_in > 0)
+    total, top, top_u = np.zeros(nv), np.zeros(nv), np.zeros(nv)
+    total[full] = np.add.reduceat(capped, offsets[full])
+    top[full] = np.maximum.reduceat(capped, offsets[full])
+    top_u[full] = np.maximum.reduceat(uncapped, offsets[full])
+    c = culprit[e]
+    addr = t.src_addr[vp[v]]
+    own = (addr != 0) & ((addr & mask[c]) == value[c]) & (capped[e] >= SURGE_DELAY * total[v])
+    if not own.any():
+        return
+    e, v = e[own], v[own]
+    late_anyway, _ = _drops_late_anyway(t, vp, culprits, v, offsets, culprit, uncapped, drop_nf,
+                                        room, rate, slo_ns, even_so)
     e, v = e[late_anyway], v[late_anyway]
     capped[e] = top[v]
     uncapped[e] = np.nextafter(np.maximum(top_u[v], uncapped[e]), np.inf)
+
+
+def _own_drops_unnamed(t, vp, culprits, sources, named_shares, dropped, offsets, culprit,
+                       uncapped, capped, drop_nf, room, rate, slo_ns, vnf, even_so=None):
+    """A dropped victim sent by a surge's flows while the surge was on
+    (between the first and last send of the victims whose rows hold the
+    surge), at an NF where the surge was named (some victim's there),
+    whose own row names no flows at all: the NF met a queue that its
+    local cause (a stall's) filled, and the drop's input score, and with
+    it the upstream split, came to nothing.  Without the surge the
+    packet was never sent.  Where the NF was not needed
+    (:func:`_drops_late_anyway`), the surge ranks first, as in
+    :func:`_own_drops_first`: an entry of the queue the drop met beyond
+    the local cause, or just above the row's top.
+
+    An interrupt at edge.22 (room for 256 packets) while a burst came
+    through it (held-out ho419-03): 514 of the burst's own packets
+    dropped there were named for edge.22 or for nothing, though the burst
+    alone would have filled the queue (now 130).  Returns the new
+    (offsets, culprit, capped, uncapped)."""
+    value, mask = _surges(culprits, sources, named_shares)
+    cols = np.flatnonzero(mask)
+    nv = len(offsets) - 1
+    if len(cols) == 0 or not dropped.any():
+        return offsets, culprit, capped, uncapped
+    row = np.repeat(np.arange(nv), np.diff(offsets))
+    addr, src = t.src_addr[vp], t.src_ns[vp]
+    d = np.flatnonzero(dropped & (src >= 0) & (addr != 0) & (drop_nf[vp] >= 0))
+    late_anyway, q_loc = _drops_late_anyway(t, vp, culprits, d, offsets, culprit, uncapped,
+                                            drop_nf, room, rate, slo_ns, even_so)
+    d, q_loc = d[late_anyway], q_loc[late_anyway]
+    # rows that name no flows at all: the split reached no source
+    flows = np.array([key[0] == "flows" for key in culprits], bool)
+    named = np.zeros(nv, bool)
+    named[row[flows[culprit]]] = True
+    taken = named[d]
+    new_v, new_c = [], []
+    for j in cols.tolist():
+        vj = row[culprit == j]
+        sj = src[vj]
+        sj = sj[sj >= 0]
+        if len(sj) == 0:
+            continue
+        x = np.flatnonzero(~taken & np.isin(vnf[d], vnf[vj])
+                           & ((addr[d] & mask[j]) == value[j])
+                           & (src[d] >= sj.min()) & (src[d] <= sj.max()))
+        taken[x] = True
+        new_v.append(x)
+        new_c.append(np.full(len(x), j, culprit.dtype))
+    x = np.concatenate(new_v) if new_v else np.zeros(0, np.int64)
+    if len(x) == 0:
+        return offsets, culprit, capped, uncapped
+    full = np.flatnonzero(np.diff(offsets) > 0)
+    top_u = np.zeros(nv)
+    top_u[full] = np.maximum.reduceat(uncapped, offsets[full])
+    v = d[x]
+    score = np.nextafter(np.maximum(top_u[v], q_loc[x]), np.inf)
+    rows = np.concatenate([row, v])
+    cul = np.concatenate([culprit, np.concatenate(new_c)])
+    o = np.lexsort((cul, rows))
+    new_offsets = np.zeros(nv + 1, np.int64)
+    new_offsets[1:] = np.cumsum(np.bincount(rows, minlength=nv))
+    return (new_offsets, cul[o], np.concatenate([capped, score])[o],
+            np.concatenate([uncapped, score])[o])
+
+
+def _dropped_even_so(t, A, vp, dv, slo_ns):
+    """Per victim: dropped at an NF F, and dropped or late there even
+    without F's slowness: the queue of a fluid server at F's peak fed
+    everything F was offered (its arrival grid, :func:`_arrival_grid`)
+    fills F's room by the drop, or holds the victim past the objective."""
+    out = np.zeros(len(vp), bool)
+    k = np.where(dv, t.drop_nf[vp], -1)
+    for kk in np.unique(k[k >= 0]).tolist():
+        F = A.nfs.get(kk)
+        if F is None or not F.rate > 0 or not len(F.grid[1]):
+            continue
+        lo, below = F.grid
+        # the fluid queue at each edge: G(x) - min G before it, G(x) =
+        # arrivals before x less what the peak served by x
+        g = below - F.rate * (NATURAL_STEP_NS * np.arange(len(below), dtype=float))
+        q = g - np.minimum.accumulate(g)
+        v = np.flatnonzero(k == kk)
+        a = t.drop_ns[vp[v]]
+        qa = q[np.clip(-((lo - a) // NATURAL_STEP_NS), 0, len(q) - 1)]
+        src = t.src_ns[vp[v]]
+        out[v] = (qa >= F.room) | ((src >= 0) & (qa / F.rate + (a - src) > slo_ns))
+    return out
 
 
 def _usual_stay(t):
@@ -2472,6 +2575,9 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     # value to order culprits the cap makes equal.  Reported in packets at
     # the rate of the NF where the victim waited longest (one factor per
     # victim, so the ranking is the ranking by delay).
+    # before the per-NF arrays go: whether each drop would have been one
+    # without its NF's slowness (_own_drops_first, _own_drops_unnamed)
+    drop_even_so = _dropped_even_so(t, A, vp, dv, slo_ns) if dv.any() else None
     sources, named_shares, parts = A.sources, A.named_shares, source_parts(A._parts)
     room = np.array([A.nfs[k].room if k in A.nfs else 0.0 for k in range(len(names))])
     A = F = None                        # free the per-hop and per-NF arrays
@@ -2505,7 +2611,10 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
             capped)
         _own_surge_is_necessary(t, vp, culprits, sources, named_shares, dv, excess, r_v,
                                 offsets, culprit, uncapped, capped, t.drop_nf, room, rate,
-                                slo_ns)
+                                slo_ns, drop_even_so)
+        offsets, culprit, capped, uncapped = _own_drops_unnamed(
+            t, vp, culprits, sources, named_shares, dv, offsets, culprit, uncapped, capped,
+            t.drop_nf, room, rate, slo_ns, vnf, drop_even_so)
     return Attribution(vp, t.packet_id[vp], lat, dv,
                        NFLabels(vnf, names), culprits,
                        CulpritScores(offsets, culprit, capped, uncapped, len(keys)), varr,

@@ -1556,6 +1556,29 @@ def test_a_burst_inside_a_bugs_flows_is_the_bursts_where_it_alone_made_them_late
                   and c["cause"] == "local") == 1.0
 
 
+def test_a_bursts_own_drops_at_a_stopped_nf_are_the_bursts_where_it_alone_would_drop_them(
+        tmp_path):
+    # an interrupt at edge.22 (room for 256 packets), and a burst (2.91
+    # Mpps, twice edge.22's peak) through it from halfway into the stop
+    # (held-out ho419-03): the stop had filled the queue, and the burst's
+    # packets were dropped.  The burst alone would have filled it as well,
+    # and without the burst its packets were never sent: they are the
+    # burst's.  The drops' scores at edge.22 were all local (the queue
+    # full of what the stop held), most with no share of the burst's
+    # (13% named for it before)
+    doc = _scenario("burst-into-a-stopped-queue")
+    _, diag, _ = _scored(tmp_path, doc)
+    lab = _labels(tmp_path, doc["name"])
+    dropped = _alone(diag, lab, "u1", dropped=True)
+    assert len(dropped) > 500
+    assert _named_for(dropped, "77.136.0.0/16") > 0.7
+    # the stop's own victims stay edge.22's
+    only_i2 = _alone(diag, lab, "i2")
+    assert len(only_i2) > 150
+    assert _share(_tops({"victims": only_i2}), lambda c: c.get("nf") == "edge.22"
+                  and c["cause"] == "local") > 0.95
+
+
 def _without_idle_polls(src, out):
     """Capture `src` as a recorder without idle-poll records would have
     written it: its rx records of 0 packets left out (and the declared
