@@ -764,6 +764,25 @@ def _burst_alone_named(tmp_path, doc, fid, flows, n_min, **where):
     return res
 
 
+def _burst_and_nf_named(tmp_path, name, burst, flows, n_min, share, fault, nf, n_fault,
+                        fault_share, **where):
+    """Simulate and diagnose tests/scenarios/`name`: of the victims the
+    truth gives to burst `burst` alone (those whose fields equal `where`),
+    more than `n_min`, over `share` of them named for `flows`; of those
+    it gives to `fault` alone, more than `n_fault`, at least `fault_share`
+    of them named for `nf`'s local cause."""
+    doc = _scenario(name)
+    _, diag, _ = _scored(tmp_path, doc)
+    lab = _labels(tmp_path, doc["name"])
+    only = _alone(diag, lab, burst, **where)
+    assert len(only) > n_min
+    assert _named_for(only, flows) > share
+    only_f = _alone(diag, lab, fault)
+    assert len(only_f) > n_fault
+    assert _share(_tops({"victims": only_f}), lambda c: c.get("nf") == nf
+                  and c["cause"] == "local") >= fault_share
+
+
 def _named_for(victims, flows):
     """Share of `victims` whose top culprit is a flow aggregate overlapping
     `flows`."""
@@ -1465,16 +1484,8 @@ def test_what_a_slow_nf_released_into_a_join_is_the_surges_it_would_have_met(tmp
     # would have passed cls at its peak and queued at filt.69 as long:
     # its own victims there were late even so, and all but what cls's
     # hold added is the burst's (284 of 581 named for it before)
-    doc = _scenario("contention-before-a-join")
-    res, diag, _ = _scored(tmp_path, doc)
-    lab = _labels(tmp_path, doc["name"])
-    only = _alone(diag, lab, "u2")
-    assert len(only) > 500
-    assert _named_for(only, "172.114.0.0/20") > 0.9
-    only_c1 = _alone(diag, lab, "c1")
-    assert len(only_c1) > 100
-    assert _share(_tops({"victims": only_c1}), lambda c: c.get("nf") == "cls"
-                  and c["cause"] == "local") == 1.0
+    _burst_and_nf_named(tmp_path, "contention-before-a-join", "u2", "172.114.0.0/20", 500, 0.9,
+                        "c1", "cls", 100, 1.0)
 
 
 def test_a_victim_held_into_a_stop_two_nfs_on_is_the_holders(tmp_path):
@@ -1521,18 +1532,10 @@ def test_a_burst_that_waited_out_a_stop_is_the_bursts_where_it_alone_made_them_l
     # wait than the burst did.  The burst alone, queued at dpi.25, made
     # them late (a 30 us objective); the stop alone did not.  The truth
     # asks which fault was needed: every one of them was named for snort
-    # while snort kept the wait its stop added
-    doc = _scenario("burst-through-a-stop")
-    _, diag, _ = _scored(tmp_path, doc)
-    lab = _labels(tmp_path, doc["name"])
-    only = _alone(diag, lab, "u2")
-    assert len(only) > 200
-    assert _named_for(only, "10.37.208.0/20") > 0.95
-    # the stop's own victims stay snort's
-    only_i1 = _alone(diag, lab, "i1")
-    assert len(only_i1) > 15
-    assert _share(_tops({"victims": only_i1}), lambda c: c.get("nf") == "snort"
-                  and c["cause"] == "local") == 1.0
+    # while snort kept the wait its stop added; the stop's own victims
+    # stay snort's
+    _burst_and_nf_named(tmp_path, "burst-through-a-stop", "u2", "10.37.208.0/20", 200, 0.95,
+                        "i1", "snort", 15, 1.0)
 
 
 def test_a_burst_inside_a_bugs_flows_is_the_bursts_where_it_alone_made_them_late(tmp_path):
@@ -1544,16 +1547,8 @@ def test_a_burst_inside_a_bugs_flows_is_the_bursts_where_it_alone_made_them_late
     # 48% of the burst's own victims were named for it; now over 60% (the
     # rest: the fluid tandem's wait for the burst alone is short of the
     # objective)
-    doc = _scenario("burst-inside-a-bug")
-    res, diag, _ = _scored(tmp_path, doc)
-    lab = _labels(tmp_path, doc["name"])
-    only = _alone(diag, lab, "u2")
-    assert len(only) > 2500
-    assert _named_for(only, "20.236.160.0/20") > 0.6
-    only_b1 = _alone(diag, lab, "b1")
-    assert len(only_b1) > 300
-    assert _share(_tops({"victims": only_b1}), lambda c: c.get("nf") == "l4lb3"
-                  and c["cause"] == "local") == 1.0
+    _burst_and_nf_named(tmp_path, "burst-inside-a-bug", "u2", "20.236.160.0/20", 2500, 0.6,
+                        "b1", "l4lb3", 300, 1.0)
 
 
 def test_a_bursts_own_drops_at_a_stopped_nf_are_the_bursts_where_it_alone_would_drop_them(
@@ -1565,18 +1560,9 @@ def test_a_bursts_own_drops_at_a_stopped_nf_are_the_bursts_where_it_alone_would_
     # and without the burst its packets were never sent: they are the
     # burst's.  The drops' scores at edge.22 were all local (the queue
     # full of what the stop held), most with no share of the burst's
-    # (13% named for it before)
-    doc = _scenario("burst-into-a-stopped-queue")
-    _, diag, _ = _scored(tmp_path, doc)
-    lab = _labels(tmp_path, doc["name"])
-    dropped = _alone(diag, lab, "u1", dropped=True)
-    assert len(dropped) > 500
-    assert _named_for(dropped, "77.136.0.0/16") > 0.7
-    # the stop's own victims stay edge.22's
-    only_i2 = _alone(diag, lab, "i2")
-    assert len(only_i2) > 150
-    assert _share(_tops({"victims": only_i2}), lambda c: c.get("nf") == "edge.22"
-                  and c["cause"] == "local") > 0.95
+    # (13% named for it before); the stop's own victims stay edge.22's
+    _burst_and_nf_named(tmp_path, "burst-into-a-stopped-queue", "u1", "77.136.0.0/16", 500, 0.7,
+                        "i2", "edge.22", 150, 0.95, dropped=True)
 
 
 def _without_idle_polls(src, out):
