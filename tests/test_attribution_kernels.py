@@ -1039,3 +1039,25 @@ def test_slow_runs_kernel_is_numpys(seed):
     got = np.empty((k, 2), np.int64)
     assert _attrib.slow_runs(batch_ns, count, duration, rate, overhead, got) == k
     assert got.tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+def test_fluid_queue_is_lindleys_over_the_whole_grid_in_any_chunks(chunk, monkeypatch):
+    # _dropped_even_so's queue, a pass of a million edges at a time, is
+    # the running-minimum form over the whole grid at once, and a queue
+    # that emptied stays empty until arrivals outrun the server again
+    from mscope.analyzer import attribution
+    rng = np.random.default_rng(5)
+    below = np.cumsum(rng.poisson(3.0, 5_000)).astype(np.int32)
+    at = np.sort(rng.integers(0, len(below), 300))
+    g = below - 3.1 * np.arange(len(below), dtype=float)
+    monkeypatch.setattr(attribution, "_FLUID_CHUNK", chunk)
+    got = attribution._fluid_queue_at(below, 3.1, at)
+    assert np.allclose(got, (g - np.minimum.accumulate(g))[at])
+    assert (got >= 0).all() and got.max() > 0
+    # 10 arrivals a step for 5 steps, then none: the queue builds by 7 a
+    # step from the first edge (28 at the fifth), drains by 3, and stays
+    # empty once drained
+    burst = np.cumsum([10] * 5 + [0] * 20).astype(np.int32)
+    q = attribution._fluid_queue_at(burst, 3.0, np.array([4, 5, 13, 14, 24]))
+    assert np.allclose(q, [28.0, 25.0, 1.0, 0.0, 0.0])
