@@ -1668,11 +1668,12 @@ def _own_drops_unnamed(t, vp, culprits, sources, named_shares, dropped, offsets,
     late_anyway, q_loc = _drops_late_anyway(t, vp, culprits, d, offsets, culprit, uncapped,
                                             drop_nf, room, rate, slo_ns, even_so)
     d, q_loc = d[late_anyway], q_loc[late_anyway]
-    # rows that name no flows at all: the split reached no source
+    # only rows that name no flows at all (the split reached no source),
+    # each given one surge
     flows = np.array([key[0] == "flows" for key in culprits], bool)
     named = np.zeros(nv, bool)
     named[row[flows[culprit]]] = True
-    taken = named[d]
+    skip = named[d]
     new_v, new_c = [], []
     for j in cols.tolist():
         vj = row[culprit == j]
@@ -1680,10 +1681,10 @@ def _own_drops_unnamed(t, vp, culprits, sources, named_shares, dropped, offsets,
         sj = sj[sj >= 0]
         if len(sj) == 0:
             continue
-        x = np.flatnonzero(~taken & np.isin(vnf[d], vnf[vj])
+        x = np.flatnonzero(~skip & np.isin(vnf[d], vnf[vj])
                            & ((addr[d] & mask[j]) == value[j])
                            & (src[d] >= sj.min()) & (src[d] <= sj.max()))
-        taken[x] = True
+        skip[x] = True
         new_v.append(x)
         new_c.append(np.full(len(x), j, culprit.dtype))
     x = np.concatenate(new_v) if new_v else np.zeros(0, np.int64)
@@ -2015,17 +2016,17 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
     nxt, ok = _next_hops(t, h[recv])
     recv, nxt = recv[ok], nxt[ok]
     d_nf = t.hop_nf[nxt]
-    groups = [(d, recv[d_nf == d], nxt[d_nf == d], None) for d in np.unique(d_nf).tolist()]
+    # (D, the hops at U, dropped at U, D's feeds from elsewhere)
+    groups = [(d, recv[d_nf == d], False, None) for d in np.unique(d_nf).tolist()]
     # where the next NF is not the slower, the slowest one further on
     rate = A.rates()
     fast = rate[d_nf] >= U.rate
     if fast.any():
         far = _slowest_after(t, h[recv[fast]], rate, U.rate)
         ok = far >= 0
-        i, jf = recv[fast][ok], far[ok]
-        f_nf = t.hop_nf[jf]
+        i, f_nf = recv[fast][ok], t.hop_nf[far[ok]]
         for d in np.unique(f_nf).tolist():
-            groups.append((d, i[f_nf == d], jf[f_nf == d], _far_feeds(t, A, U, d)))
+            groups.append((d, i[f_nf == d], False, _far_feeds(t, A, U, d)))
     # drops at U, where U passes packets to one NF only: without U's
     # slowness they would have gone on to it (or to the slowest NF its
     # packets meet further on, where that one is not the slower)
@@ -2038,10 +2039,10 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
         if len(gone) and rate[d] >= U.rate:
             d = _usual_slowest_after(t, U, rate)
             if d >= 0:
-                groups.append((d, gone, None, _far_feeds(t, A, U, d)))
+                groups.append((d, gone, True, _far_feeds(t, A, U, d)))
         elif len(gone):
-            groups.append((d, gone, None, None))
-    for d, i, jd, feeds in groups:
+            groups.append((d, gone, True, None))
+    for d, i, dropped_at_u, feeds in groups:
         D = A.nfs.get(d)
         if D is None or not 0 < D.rate < U.rate:
             continue
@@ -2073,7 +2074,7 @@ def _moved_chunk(t, A, h, U, cand, hv_of, vp, L_h, I_h, slo_ns, usual):
         # the tandem, or D's queue full when it came -- U's slowness was
         # not necessary (a drop at U has no hop at D: D's usual time too),
         # and its whole local score there moves
-        w_x = w_cf + (usual[d] if jd is None else 0.0)
+        w_x = w_cf + (usual[d] if dropped_at_u else 0.0)
         x = i[_late_even_so(t, hu, a_u, w_cf_u, w_x, usual, slo_ns)
               | (w_cf * D.rate >= DOWNSTREAM_FULL * D.room)]
         I_h[x] += L_h[x]
@@ -2596,8 +2597,10 @@ def attribute(traj, queues, slo_ns, bucket_ns=BUCKET_NS,
     # the rate of the NF where the victim waited longest (one factor per
     # victim, so the ranking is the ranking by delay).
     # before the per-NF arrays go: whether each drop would have been one
-    # without its NF's slowness (_own_drops_first, _own_drops_unnamed)
-    drop_even_so = _dropped_even_so(t, A, vp, dv, slo_ns) if dv.any() else None
+    # without its NF's slowness (_own_drops_first, _own_drops_unnamed: only
+    # where the source addresses are known)
+    drop_even_so = (_dropped_even_so(t, A, vp, dv, slo_ns)
+                    if dv.any() and t.src_addr is not None else None)
     sources, named_shares, parts = A.sources, A.named_shares, source_parts(A._parts)
     room = np.array([A.nfs[k].room if k in A.nfs else 0.0 for k in range(len(names))])
     A = F = None                        # free the per-hop and per-NF arrays
